@@ -1,0 +1,2 @@
+//! The blueprint DSL: parse -> model -> validate -> expand (+ DOT).
+pub mod expand;

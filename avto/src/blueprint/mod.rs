@@ -1,0 +1,189 @@
+//! The runtime side of the compile-time transition table.
+//!
+//! `#[avto::blueprint]` expands every blueprint module into one `static` [`BlueprintSpec`];
+//! [`Blueprint`] is a cheap handle to it. The engine walks the table at run time and still
+//! rejects any target outside it (a backstop for code the macro could not see).
+
+use crate::handler::HandlerFn;
+use crate::job::JobStatus;
+use crate::Context;
+
+/// The whole compiled table of one blueprint. Built by the macro; never by hand.
+#[derive(Debug)]
+pub struct BlueprintSpec {
+    pub name: &'static str,
+    pub api_version: Option<&'static str>,
+    pub api_endpoint: Option<&'static str>,
+    pub start: &'static str,
+    /// Every state, in source order.
+    pub states: &'static [StateSpec],
+    /// Every handler and aggregator, in source order (conditional handlers are tried in this order).
+    pub handlers: &'static [HandlerSpec],
+    /// Every edge the macro found, in source order.
+    pub edges: &'static [EdgeSpec],
+    pub data_stores: &'static [DataStoreSpec],
+    /// The Graphviz DOT of the table (identical to the module's `DOT` constant).
+    pub dot: &'static str,
+}
+
+/// One state of the table.
+#[derive(Debug)]
+pub struct StateSpec {
+    pub name: &'static str,
+    pub kind: StateKind,
+}
+
+/// What kind of state it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKind {
+    Normal,
+    /// An end state and the job status it means.
+    End(JobStatus),
+    /// A fan-in state handled by an `#[aggregator]`.
+    Aggregator,
+}
+
+/// One handler function.
+pub struct HandlerSpec {
+    pub state: &'static str,
+    /// The Rust function name.
+    pub name: &'static str,
+    /// The `#[when(...)]` guard, if any.
+    pub condition: Option<Condition>,
+    pub call: HandlerFn,
+}
+
+impl std::fmt::Debug for HandlerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerSpec")
+            .field("state", &self.state)
+            .field("name", &self.name)
+            .field("condition", &self.condition.as_ref().map(|c| c.source))
+            .finish()
+    }
+}
+
+/// A `#[when(...)]` guard: its source text (for DOT and errors) and its compiled form.
+pub struct Condition {
+    pub source: &'static str,
+    pub eval: fn(&Context) -> bool,
+}
+
+/// How an edge is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeKind {
+    /// `transition_to`
+    Transition,
+    /// a `dispatch_task` result status
+    Dispatch,
+    /// a `dispatch_task` worker event
+    Event,
+    /// an `await_human_approval` decision
+    Approval,
+    /// a `run_blueprint` child outcome
+    SubBlueprint,
+}
+
+/// One edge of the graph.
+#[derive(Debug)]
+pub struct EdgeSpec {
+    pub from: &'static str,
+    pub to: &'static str,
+    /// Outcome label (`success`, `approved`, a custom status), empty for plain transitions.
+    pub label: &'static str,
+    pub kind: EdgeKind,
+    /// The handler function the edge comes from.
+    pub handler: &'static str,
+}
+
+/// A blueprint data store and its initial contents.
+#[derive(Debug)]
+pub struct DataStoreSpec {
+    pub name: &'static str,
+    /// Initial contents (a JSON object, as source text), applied to keys that do not exist yet.
+    pub initial: &'static str,
+}
+
+/// A compiled blueprint: a handle to its static table.
+#[derive(Debug, Clone, Copy)]
+pub struct Blueprint {
+    spec: &'static BlueprintSpec,
+}
+
+impl PartialEq for Blueprint {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.spec, other.spec)
+    }
+}
+
+impl Blueprint {
+    #[doc(hidden)]
+    pub const fn from_spec(spec: &'static BlueprintSpec) -> Self {
+        Blueprint { spec }
+    }
+
+    pub fn spec(&self) -> &'static BlueprintSpec {
+        self.spec
+    }
+    pub fn name(&self) -> &'static str {
+        self.spec.name
+    }
+    pub fn api_version(&self) -> Option<&'static str> {
+        self.spec.api_version
+    }
+    pub fn api_endpoint(&self) -> Option<&'static str> {
+        self.spec.api_endpoint
+    }
+    pub fn start_state(&self) -> &'static str {
+        self.spec.start
+    }
+    pub fn dot(&self) -> &'static str {
+        self.spec.dot
+    }
+    pub fn states(&self) -> &'static [StateSpec] {
+        self.spec.states
+    }
+    pub fn edges(&self) -> &'static [EdgeSpec] {
+        self.spec.edges
+    }
+    pub fn state(&self, name: &str) -> Option<&'static StateSpec> {
+        self.spec.states.iter().find(|s| s.name == name)
+    }
+    /// The job status an end state means, `None` for other states.
+    pub fn end_status(&self, state: &str) -> Option<JobStatus> {
+        match self.state(state)?.kind {
+            StateKind::End(status) => Some(status),
+            _ => None,
+        }
+    }
+    pub fn is_aggregator(&self, state: &str) -> bool {
+        matches!(
+            self.state(state).map(|s| s.kind),
+            Some(StateKind::Aggregator)
+        )
+    }
+    /// Handlers of one state in the order they are tried.
+    pub fn handlers_for<'a>(
+        &'a self,
+        state: &'a str,
+    ) -> impl Iterator<Item = &'static HandlerSpec> + 'a {
+        self.spec.handlers.iter().filter(move |h| h.state == state)
+    }
+    /// Blueprints registered with `inventory` by `#[avto::blueprint]` in this binary, sorted by name.
+    pub fn registered() -> Vec<Blueprint> {
+        let mut all: Vec<Blueprint> = inventory::iter::<crate::__private::Registration>
+            .into_iter()
+            .map(|r| Blueprint { spec: r.0 })
+            .collect();
+        all.sort_by_key(|b| b.name());
+        all
+    }
+    /// The route of the create-job endpoint under the client prefix (`v1/jobs/echo`), if any.
+    pub fn create_path(&self) -> Option<String> {
+        let endpoint = self.api_endpoint()?.trim_matches('/');
+        Some(match self.api_version() {
+            Some(v) => format!("{v}/{endpoint}"),
+            None => endpoint.to_owned(),
+        })
+    }
+}

@@ -1,0 +1,181 @@
+//! What a handler sees of its job: [`Context`] and the values inside it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::storage::DataStores;
+
+/// The read-only view of a job that handlers receive (`ctx: &Context`).
+///
+/// `#[when(...)]` conditions are Rust expressions over a `ctx: &Context`, e.g.
+/// `#[when(ctx.initial_data["language"] == "en")]`. Indexing a missing JSON key yields
+/// `Value::Null`, so conditions are null-safe without extra code.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub job_id: String,
+    /// Name of the blueprint this job runs.
+    pub blueprint: String,
+    /// The state whose handler runs now.
+    pub current_state: String,
+    /// The job's input (`initial_data` of the create request).
+    pub initial_data: Value,
+    /// Worker results and `actions.update_context(..)` values, merged in arrival order.
+    pub state_history: Map<String, Value>,
+    /// Results of the parallel branches that fanned into this aggregator state.
+    pub aggregation_results: AggregationResults,
+    /// The client that created the job (from clients.toml or `CLIENT_TOKEN`).
+    pub client: ClientConfig,
+    /// The last task failure (code + message), e.g. in the state a `failure` transition leads to.
+    pub last_error: Option<TaskError>,
+    pub webhook_url: Option<String>,
+    /// Set for jobs started by `run_blueprint`.
+    pub parent_job_id: Option<String>,
+    /// States entered so far, in order.
+    pub path: Vec<String>,
+    /// Blueprint data stores (shared by every job of the blueprint).
+    pub data_stores: DataStores,
+    /// The job's files (`jobs/{job_id}/`), when file storage is configured.
+    pub task_files: Option<crate::files::TaskFiles>,
+    pub(crate) _private: (),
+}
+
+impl Context {
+    /// A value from `state_history` (null when absent).
+    pub fn history(&self, key: &str) -> &Value {
+        self.state_history.get(key).unwrap_or(&Value::Null)
+    }
+}
+
+/// The configuration of the client that created a job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClientConfig {
+    /// The client's table name in clients.toml (`client_premium`), or `default` for `CLIENT_TOKEN`.
+    #[serde(default)]
+    pub name: String,
+    /// `plan` from clients.toml (`unknown` when missing).
+    #[serde(default)]
+    pub plan: String,
+    /// The `params` sub-table, if any.
+    #[serde(default)]
+    pub params: Value,
+    /// Every field of the client's table except the token (`plan`, `languages`, ...).
+    #[serde(default)]
+    pub config: Map<String, Value>,
+}
+
+impl ClientConfig {
+    /// A config value by key (null when absent), e.g. `ctx.client.get("languages")`.
+    pub fn get(&self, key: &str) -> &Value {
+        self.config.get(key).unwrap_or(&Value::Null)
+    }
+}
+
+/// An error reported by a worker (`error: {code, message}` of a result).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskError {
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+impl TaskError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        TaskError {
+            code: code.into(),
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// How avto reacts to this code (see [`ErrorClass`]).
+    pub fn class(&self) -> ErrorClass {
+        ErrorClass::of(&self.code)
+    }
+}
+
+/// The error-code policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Retried with exponential backoff and a new task id, up to `JOB_MAX_RETRIES`.
+    Transient,
+    /// Not retried; without a `failure` transition the job ends `quarantined`.
+    Permanent,
+    /// Not retried; without a `failure` transition the job ends `failed`.
+    InvalidInput,
+}
+
+impl ErrorClass {
+    pub fn of(code: &str) -> Self {
+        match code {
+            "PERMANENT_ERROR"
+            | "SECURITY_ERROR"
+            | "DEPENDENCY_ERROR"
+            | "CONTRACT_VIOLATION_ERROR" => Self::Permanent,
+            "INVALID_INPUT_ERROR" | "INTEGRITY_MISMATCH_ERROR" => Self::InvalidInput,
+            _ => Self::Transient,
+        }
+    }
+}
+
+/// One finished parallel branch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BranchResult {
+    pub task_id: String,
+    pub task_type: String,
+    /// `success`, `failure` or a custom status.
+    pub status: String,
+    #[serde(default)]
+    pub data: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+}
+
+impl BranchResult {
+    pub fn is_success(&self) -> bool {
+        self.status == "success"
+    }
+}
+
+/// Results of parallel branches, in dispatch order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AggregationResults(pub Vec<BranchResult>);
+
+impl AggregationResults {
+    pub fn iter(&self) -> std::slice::Iter<'_, BranchResult> {
+        self.0.iter()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// The result of one branch by task id.
+    pub fn get(&self, task_id: &str) -> Option<&BranchResult> {
+        self.0.iter().find(|b| b.task_id == task_id)
+    }
+    /// The results of the branches of one task type.
+    pub fn of_type<'a>(
+        &'a self,
+        task_type: &'a str,
+    ) -> impl Iterator<Item = &'a BranchResult> + 'a {
+        self.0.iter().filter(move |b| b.task_type == task_type)
+    }
+    /// The `data` of every successful branch, in dispatch order.
+    pub fn successes(&self) -> impl Iterator<Item = &Value> {
+        self.0.iter().filter(|b| b.is_success()).map(|b| &b.data)
+    }
+}
+
+impl<'a> IntoIterator for &'a AggregationResults {
+    type Item = &'a BranchResult;
+    type IntoIter = std::slice::Iter<'a, BranchResult>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}

@@ -1,0 +1,567 @@
+//! Running handlers and applying their one action.
+
+use std::collections::{BTreeMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use serde_json::Value;
+
+use super::{backoff, Effect, EngineEvent, Outcome};
+use crate::actions::{Action, Actions, TaskSpec};
+use crate::blueprint::{Blueprint, StateKind};
+use crate::context::Context;
+use crate::files::{ObjectStore, TaskFiles};
+use crate::handler::{HandlerError, Invocation};
+use crate::job::{now_ms, ApprovalRecord, Job, JobStatus, SubJobRecord, TaskRecord};
+use crate::storage::{DataStoreBackend, DataStores};
+
+/// Engine limits (from the environment in the server: `MAX_TRANSITIONS_PER_JOB`, `JOB_MAX_RETRIES`, ...).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Handler runs per job before the loop guard fails it.
+    pub max_transitions: u32,
+    /// Retries of a failing handler, and of a task failing with a transient error.
+    pub max_retries: u32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_transitions: 100,
+            max_retries: 3,
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the engine needs from its surroundings.
+#[derive(Clone)]
+pub struct EngineEnv {
+    pub config: EngineConfig,
+    blueprints: Arc<BTreeMap<&'static str, Blueprint>>,
+    data_backend: Arc<dyn DataStoreBackend>,
+    data_initialized: Arc<Mutex<HashSet<String>>>,
+    object_store: Option<Arc<dyn ObjectStore>>,
+}
+
+impl std::fmt::Debug for EngineEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineEnv")
+            .field("config", &self.config)
+            .field("blueprints", &self.blueprints.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl EngineEnv {
+    /// An environment over `blueprints`. Names must be unique.
+    pub fn new(
+        config: EngineConfig,
+        blueprints: impl IntoIterator<Item = Blueprint>,
+        data_backend: Arc<dyn DataStoreBackend>,
+        object_store: Option<Arc<dyn ObjectStore>>,
+    ) -> Result<Self, String> {
+        let mut map = BTreeMap::new();
+        for bp in blueprints {
+            if let Some(prev) = map.insert(bp.name(), bp) {
+                if prev != bp {
+                    return Err(format!(
+                        "two different blueprints are named `{}`; blueprint names must be unique in one orchestrator",
+                        bp.name()
+                    ));
+                }
+            }
+        }
+        let env = EngineEnv {
+            config,
+            blueprints: Arc::new(map),
+            data_backend,
+            data_initialized: Arc::default(),
+            object_store,
+        };
+        env.check_children()?;
+        Ok(env)
+    }
+
+    /// `run_blueprint` targets that the macro saw as literals must exist (checked at start-up,
+    /// since blueprints can live in other crates).
+    fn check_children(&self) -> Result<(), String> {
+        for bp in self.blueprints.values() {
+            for edge in bp.edges() {
+                let _ = edge; // child names are not edges; checked when dispatched (see run_blueprint)
+            }
+        }
+        Ok(())
+    }
+
+    pub fn blueprint(&self, name: &str) -> Option<Blueprint> {
+        self.blueprints.get(name).copied()
+    }
+
+    pub fn blueprints(&self) -> impl Iterator<Item = Blueprint> + '_ {
+        self.blueprints.values().copied()
+    }
+
+    pub fn data_stores(&self, bp: Blueprint) -> DataStores {
+        DataStores::new(
+            bp.name(),
+            bp.spec().data_stores,
+            self.data_backend.clone(),
+            self.data_initialized.clone(),
+        )
+    }
+
+    pub fn object_store(&self) -> Option<Arc<dyn ObjectStore>> {
+        self.object_store.clone()
+    }
+
+    fn context(&self, bp: Blueprint, job: &Job) -> Context {
+        Context {
+            job_id: job.id.clone(),
+            blueprint: job.blueprint.clone(),
+            current_state: job.current_state.clone(),
+            initial_data: job.initial_data.clone(),
+            state_history: job.state_history.clone(),
+            aggregation_results: job.aggregation_results.clone(),
+            client: job.client.clone(),
+            last_error: job.last_error.clone(),
+            webhook_url: job.webhook_url.clone(),
+            parent_job_id: job.parent_job_id.clone(),
+            path: job.path.clone(),
+            data_stores: self.data_stores(bp),
+            task_files: self
+                .object_store
+                .clone()
+                .map(|s| TaskFiles::new(job.id.clone(), s)),
+            _private: (),
+        }
+    }
+}
+
+/// Runs handlers of `job` until it waits (for a worker, a human, a child, a retry) or ends.
+///
+/// Call it for a job whose status is `pending`, `running` or `awaiting_retry`; other statuses
+/// are left alone.
+pub async fn advance(env: &EngineEnv, job: &mut Job) -> Outcome {
+    let mut out = Outcome::default();
+    let Some(bp) = env.blueprint(&job.blueprint) else {
+        let msg = format!(
+            "blueprint `{}` is not registered in this orchestrator",
+            job.blueprint
+        );
+        terminal(job, JobStatus::Failed, Some(msg), &mut out);
+        return out;
+    };
+    loop {
+        if !matches!(
+            job.status,
+            JobStatus::Pending | JobStatus::Running | JobStatus::AwaitingRetry
+        ) {
+            return out;
+        }
+        job.transition_count += 1;
+        if job.transition_count > env.config.max_transitions {
+            let msg = format!(
+                "job exceeded the maximum of {} handler runs (MAX_TRANSITIONS_PER_JOB); suspected infinite loop",
+                env.config.max_transitions
+            );
+            terminal(job, JobStatus::Failed, Some(msg), &mut out);
+            return out;
+        }
+        job.status = JobStatus::Running;
+        job.updated_at_ms = now_ms();
+        let state = job.current_state.clone();
+        out.event(EngineEvent::StateStarted {
+            state: state.clone(),
+        });
+        let started = Instant::now();
+        let result = run_handler(env, bp, job).await;
+        let elapsed = started.elapsed().as_millis() as u64;
+        let step = result.and_then(|actions| apply_actions(env, bp, job, actions, &mut out));
+        match step {
+            Ok(Step::Continue) => {
+                out.event(EngineEvent::StateFinished {
+                    state,
+                    next_state: Some(job.current_state.clone()),
+                    duration_ms: elapsed,
+                });
+            }
+            Ok(Step::Wait) | Ok(Step::Done) => {
+                out.event(EngineEvent::StateFinished {
+                    state,
+                    next_state: None,
+                    duration_ms: elapsed,
+                });
+                return out;
+            }
+            Err(HandlerError::InvalidInput(msg)) => {
+                out.event(EngineEvent::StateFailed {
+                    state,
+                    error: msg.clone(),
+                    attempt: job.retry_count,
+                });
+                terminal(job, JobStatus::Failed, Some(msg), &mut out);
+                return out;
+            }
+            Err(HandlerError::Failed(msg)) => {
+                out.event(EngineEvent::StateFailed {
+                    state: state.clone(),
+                    error: msg.clone(),
+                    attempt: job.retry_count,
+                });
+                handler_failed(env, job, &state, msg, &mut out);
+                return out;
+            }
+        }
+    }
+}
+
+enum Step {
+    /// The job moved to another state; run its handler now.
+    Continue,
+    /// The job waits for something outside.
+    Wait,
+    /// The job ended.
+    Done,
+}
+
+fn handler_failed(env: &EngineEnv, job: &mut Job, state: &str, msg: String, out: &mut Outcome) {
+    let msg = format!("handler of state `{state}` failed: {msg}");
+    if job.retry_count < env.config.max_retries {
+        let delay = backoff(env.config.retry_base, env.config.retry_max, job.retry_count);
+        job.retry_count += 1;
+        job.status = JobStatus::AwaitingRetry;
+        job.error_message = Some(msg);
+        out.effect(Effect::RetryHandler { delay });
+    } else {
+        let msg = format!("{msg} (after {} retries)", job.retry_count);
+        terminal(job, JobStatus::Quarantined, Some(msg), out);
+    }
+}
+
+async fn run_handler(env: &EngineEnv, bp: Blueprint, job: &Job) -> Result<Actions, HandlerError> {
+    let ctx = env.context(bp, job);
+    let state = job.current_state.as_str();
+    let Some(spec) = bp.state(state) else {
+        return Err(HandlerError::Failed(format!(
+            "state `{state}` is not in blueprint `{}` (a transition target outside the compiled table)",
+            bp.name()
+        )));
+    };
+    let mut candidates = bp.handlers_for(state);
+    let handler = if spec.kind == StateKind::Aggregator {
+        candidates.next()
+    } else {
+        let all: Vec<_> = candidates.collect();
+        all.iter()
+            .find(|h| h.condition.as_ref().is_some_and(|c| (c.eval)(&ctx)))
+            .or_else(|| all.iter().find(|h| h.condition.is_none()))
+            .copied()
+    };
+    let Some(handler) = handler else {
+        let conds: Vec<&str> = bp
+            .handlers_for(state)
+            .filter_map(|h| h.condition.as_ref().map(|c| c.source))
+            .collect();
+        return Err(HandlerError::Failed(format!(
+            "no handler of state `{state}` matched: no #[when] condition was true ({}) and there is no unconditional handler",
+            conds.join("; ")
+        )));
+    };
+    let mut inv = Invocation::new(ctx);
+    let run = {
+        let fut = (handler.call)(&mut inv);
+        AssertUnwindSafe(fut).catch_unwind().await
+    };
+    match run {
+        Ok(Ok(())) => Ok(inv.actions),
+        Ok(Err(e)) => Err(e),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic payload".into());
+            Err(HandlerError::Failed(format!(
+                "handler `{}` panicked: {msg}",
+                handler.name
+            )))
+        }
+    }
+}
+
+fn check_target(bp: Blueprint, target: &str, what: &str) -> Result<(), HandlerError> {
+    if bp.state(target).is_some() {
+        Ok(())
+    } else {
+        let known: Vec<&str> = bp.states().iter().map(|s| s.name).collect();
+        Err(HandlerError::Failed(format!(
+            "{what} target `{target}` is not a state of blueprint `{}` (states: {})",
+            bp.name(),
+            known.join(", ")
+        )))
+    }
+}
+
+fn check_pairs(bp: Blueprint, pairs: &[(String, String)], what: &str) -> Result<(), HandlerError> {
+    for (_, target) in pairs {
+        check_target(bp, target, what)?;
+    }
+    Ok(())
+}
+
+fn apply_actions(
+    env: &EngineEnv,
+    bp: Blueprint,
+    job: &mut Job,
+    actions: Actions,
+    out: &mut Outcome,
+) -> Result<Step, HandlerError> {
+    if let Some(v) = actions.violations.first() {
+        return Err(HandlerError::Failed(v.clone()));
+    }
+    let state = job.current_state.clone();
+    let end_status = bp.end_status(&state);
+    if end_status.is_some() && actions.action.is_some() {
+        return Err(HandlerError::Failed(format!(
+            "end state `{state}` must not take an action"
+        )));
+    }
+    // Validate before changing anything, so a rejected action leaves the job as it was.
+    match &actions.action {
+        Some(Action::Transition { target, .. }) => check_target(bp, target, "transition_to")?,
+        Some(Action::Dispatch(tasks)) => {
+            for t in tasks {
+                check_pairs(bp, &t.transitions, "dispatch_task")?;
+                check_pairs(bp, &t.event_transitions, "dispatch_task event")?;
+            }
+            parallel_target(bp, tasks)?;
+        }
+        Some(Action::Approval(a)) => {
+            if a.transitions.is_empty() {
+                return Err(HandlerError::Failed(
+                    "await_human_approval needs at least one transition".into(),
+                ));
+            }
+            check_pairs(bp, &a.transitions, "await_human_approval")?
+        }
+        Some(Action::RunBlueprint(s)) => {
+            check_pairs(bp, &s.transitions, "run_blueprint")?;
+            if env.blueprint(&s.blueprint).is_none() {
+                return Err(HandlerError::Failed(format!(
+                    "run_blueprint: no blueprint named `{}` is registered",
+                    s.blueprint
+                )));
+            }
+        }
+        None => {}
+    }
+    for (k, v) in actions.context_updates {
+        job.state_history.insert(k, v);
+    }
+    job.retry_count = 0;
+    job.error_message = None;
+    job.updated_at_ms = now_ms();
+    match actions.action {
+        None => match end_status {
+            Some(status) => {
+                terminal(job, status, None, out);
+                Ok(Step::Done)
+            }
+            None => Err(HandlerError::Failed(format!(
+                "the handler of non-end state `{state}` took no action (call transition_to, dispatch_task, await_human_approval or run_blueprint)"
+            ))),
+        },
+        Some(Action::Transition { target, error_message }) => {
+            if error_message.is_some() {
+                job.error_message = error_message;
+            }
+            enter(job, &target);
+            Ok(Step::Continue)
+        }
+        Some(Action::Dispatch(tasks)) => {
+            let now = now_ms();
+            let aggregator = parallel_target(bp, &tasks)?;
+            let records: Vec<TaskRecord> = tasks
+                .into_iter()
+                .map(|spec| new_task(with_job_timeouts(spec, job), aggregator.is_some(), 0, now))
+                .collect();
+            for r in &records {
+                out.event(EngineEvent::TaskDispatched {
+                    task_id: r.task_id.clone(),
+                    task_type: r.spec.task_type.clone(),
+                    attempt: 0,
+                });
+            }
+            job.last_error = None;
+            match aggregator {
+                Some(agg) => {
+                    job.status = JobStatus::WaitingForParallelTasks;
+                    job.aggregation_target = Some(agg);
+                    job.aggregation_results = Default::default();
+                    job.branches = records.clone();
+                }
+                None => {
+                    job.status = JobStatus::WaitingForWorker;
+                    job.current_task = records.first().cloned();
+                }
+            }
+            out.effect(Effect::Dispatch { tasks: records, delay: Duration::ZERO });
+            Ok(Step::Wait)
+        }
+        Some(Action::Approval(a)) => {
+            out.event(EngineEvent::ApprovalRequested { integration: a.integration.clone(), message: a.message.clone() });
+            job.status = JobStatus::WaitingForHuman;
+            job.approval =
+                Some(ApprovalRecord { transitions: a.transitions, integration: a.integration, message: a.message });
+            Ok(Step::Wait)
+        }
+        Some(Action::RunBlueprint(s)) => {
+            let child_bp = env.blueprint(&s.blueprint).expect("checked above");
+            let child_id = uuid::Uuid::new_v4().to_string();
+            let mut child = Job::new(child_id.clone(), child_bp.name(), child_bp.start_state(), s.initial_data);
+            child.parent_job_id = Some(job.id.clone());
+            child.client = job.client.clone();
+            child.tracing_context = job.tracing_context.clone();
+            child.security = job.security.clone();
+            child.metadata = job.metadata.clone();
+            out.event(EngineEvent::SubJobStarted { child_job_id: child_id.clone(), blueprint: s.blueprint.clone() });
+            job.status = JobStatus::WaitingForSubJob;
+            job.sub_job = Some(SubJobRecord { child_job_id: child_id, blueprint: s.blueprint, transitions: s.transitions });
+            out.effect(Effect::StartChild(Box::new(child)));
+            Ok(Step::Wait)
+        }
+    }
+}
+
+/// The aggregator state a dispatch fans into, if it is a parallel dispatch.
+fn parallel_target(bp: Blueprint, tasks: &[TaskSpec]) -> Result<Option<String>, HandlerError> {
+    let success = |t: &TaskSpec| t.target_for("success").map(str::to_owned);
+    let first = tasks.first().and_then(success);
+    let into_aggregator = first.as_deref().is_some_and(|s| bp.is_aggregator(s));
+    if tasks.len() == 1 && !into_aggregator {
+        return Ok(None);
+    }
+    let Some(agg) = first.filter(|_| into_aggregator) else {
+        return Err(HandlerError::Failed(
+            "several dispatch_task calls in one handler must all have a `success` transition into the same #[aggregator] state".into(),
+        ));
+    };
+    if let Some(other) = tasks
+        .iter()
+        .find(|t| success(t).as_deref() != Some(agg.as_str()))
+    {
+        return Err(HandlerError::Failed(format!(
+            "parallel dispatch of `{}` does not fan into aggregator `{agg}` (its success transition goes to {:?})",
+            other.task_type,
+            other.target_for("success")
+        )));
+    }
+    Ok(Some(agg))
+}
+
+fn with_job_timeouts(mut spec: TaskSpec, job: &Job) -> TaskSpec {
+    if spec.dispatch_timeout_seconds.is_none() {
+        spec.dispatch_timeout_seconds = job.dispatch_timeout;
+    }
+    if spec.result_timeout_seconds.is_none() {
+        spec.result_timeout_seconds = job.result_timeout;
+    }
+    spec
+}
+
+pub(crate) fn new_task(spec: TaskSpec, branch: bool, attempt: u32, now: u64) -> TaskRecord {
+    let uuid = uuid::Uuid::new_v4();
+    TaskRecord {
+        task_id: if branch {
+            uuid.to_string()
+        } else {
+            format!("task-{uuid}")
+        },
+        spec,
+        attempt,
+        worker_id: None,
+        dispatched_at_ms: now,
+        picked_up_at_ms: None,
+    }
+}
+
+/// Moves the job to `state` (status `running`).
+pub(crate) fn enter(job: &mut Job, state: &str) {
+    job.current_state = state.to_owned();
+    job.status = JobStatus::Running;
+    job.current_task = None;
+    job.branches.clear();
+    job.approval = None;
+    job.sub_job = None;
+    job.waiting_reason = None;
+    job.path.push(state.to_owned());
+    job.updated_at_ms = now_ms();
+}
+
+/// Ends the job. Idempotent: a job that is already terminal is left alone.
+pub(crate) fn terminal(job: &mut Job, status: JobStatus, error: Option<String>, out: &mut Outcome) {
+    if job.status.is_terminal() {
+        return;
+    }
+    debug_assert!(status.is_terminal());
+    job.status = status;
+    if error.is_some() {
+        job.error_message = error;
+    }
+    job.result = extract_result(job);
+    let in_flight: Vec<TaskRecord> = job.tasks_in_flight().cloned().collect();
+    if !in_flight.is_empty() {
+        out.effect(Effect::CancelTasks(in_flight));
+    }
+    if let Some(sub) = job.sub_job.take() {
+        out.effect(Effect::CancelChild(sub.child_job_id));
+    }
+    job.current_task = None;
+    job.branches.clear();
+    job.approval = None;
+    job.waiting_reason = None;
+    job.updated_at_ms = now_ms();
+    out.event(EngineEvent::JobFinished { status });
+    out.effect(Effect::Terminal(status));
+}
+
+/// The job's result: `state_history[<final state>]` if present, else the last value merged into
+/// `state_history` (Avtomatika's rule, so clients of both see the same result).
+fn extract_result(job: &Job) -> Option<Value> {
+    job.state_history
+        .get(&job.current_state)
+        .or_else(|| job.state_history.values().next_back())
+        .cloned()
+}
+
+pub(crate) fn retry_task(
+    env: &EngineEnv,
+    record: &TaskRecord,
+    branch: bool,
+    out: &mut Outcome,
+) -> TaskRecord {
+    let delay = backoff(env.config.retry_base, env.config.retry_max, record.attempt);
+    let next = new_task(
+        record.spec.clone(),
+        branch,
+        record.attempt + 1,
+        now_ms() + delay.as_millis() as u64,
+    );
+    out.event(EngineEvent::TaskRetry {
+        task_id: record.task_id.clone(),
+        next_task_id: next.task_id.clone(),
+        attempt: next.attempt,
+        delay_ms: delay.as_millis() as u64,
+    });
+    out.effect(Effect::Dispatch {
+        tasks: vec![next.clone()],
+        delay,
+    });
+    next
+}

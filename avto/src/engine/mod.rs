@@ -1,0 +1,115 @@
+//! The engine core: how a job moves through its blueprint.
+//!
+//! Everything here works on a plain `&mut Job` and returns [`Effect`]s for the caller to carry
+//! out (enqueue tasks, start a child job, schedule a retry, send webhooks, ...). The HTTP
+//! orchestrator and the in-process test runner ([`crate::testing`]) drive the same functions,
+//! so what a unit test shows is what production does.
+
+mod executor;
+mod results;
+
+pub use executor::{advance, EngineConfig, EngineEnv};
+pub use results::{
+    apply_approval, apply_event, apply_task_result, cancel, fail_task, resume_parent,
+    ApprovalError, CancelError, IgnoreReason, ResultDisposition, TaskResult,
+};
+
+use std::time::Duration;
+
+use crate::job::{Job, JobStatus, TaskRecord};
+
+/// Something the caller must do after the engine changed a job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Put these tasks on worker queues after `delay` (zero for fresh dispatches, backoff for retries).
+    Dispatch {
+        tasks: Vec<TaskRecord>,
+        delay: Duration,
+    },
+    /// These tasks are no longer wanted: tell their workers (WebSocket push / heartbeat answer).
+    CancelTasks(Vec<TaskRecord>),
+    /// Create this child job and advance it.
+    StartChild(Box<Job>),
+    /// Cancel this child job (its parent was cancelled).
+    CancelChild(String),
+    /// Run the current state's handler again after `delay` (handler-failure retry).
+    RetryHandler { delay: Duration },
+    /// The job reached a terminal status: webhooks, history, parent resume, file cleanup.
+    Terminal(JobStatus),
+}
+
+/// A history-worthy event the engine observed (recorded by the history writer when enabled).
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    StateStarted {
+        state: String,
+    },
+    StateFinished {
+        state: String,
+        next_state: Option<String>,
+        duration_ms: u64,
+    },
+    StateFailed {
+        state: String,
+        error: String,
+        attempt: u32,
+    },
+    TaskDispatched {
+        task_id: String,
+        task_type: String,
+        attempt: u32,
+    },
+    TaskFinished {
+        task_id: String,
+        status: String,
+        worker_id: Option<String>,
+    },
+    TaskRetry {
+        task_id: String,
+        next_task_id: String,
+        attempt: u32,
+        delay_ms: u64,
+    },
+    ApprovalRequested {
+        integration: Option<String>,
+        message: Option<String>,
+    },
+    SubJobStarted {
+        child_job_id: String,
+        blueprint: String,
+    },
+    JobFinished {
+        status: JobStatus,
+    },
+}
+
+/// What one engine call did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Outcome {
+    pub effects: Vec<Effect>,
+    pub events: Vec<EngineEvent>,
+}
+
+impl Outcome {
+    pub(crate) fn effect(&mut self, e: Effect) {
+        self.effects.push(e);
+    }
+    pub(crate) fn event(&mut self, e: EngineEvent) {
+        self.events.push(e);
+    }
+    pub fn extend(&mut self, other: Outcome) {
+        self.effects.extend(other.effects);
+        self.events.extend(other.events);
+    }
+}
+
+/// Exponential backoff with +-25 % jitter: `base * 2^attempt`, capped at `max`.
+pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+    use rand::Rng;
+    let exp = base.saturating_mul(1u32 << attempt.min(16)).min(max);
+    if exp.is_zero() {
+        return exp;
+    }
+    let jitter = rand::rng().random_range(0.75..1.25);
+    exp.mul_f64(jitter).min(max)
+}

@@ -1,0 +1,525 @@
+//! Applying what comes from outside: worker results and events, approvals, cancellation,
+//! child outcomes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::executor::{enter, retry_task, terminal, EngineEnv};
+use super::{Effect, EngineEvent, Outcome};
+use crate::context::{BranchResult, ErrorClass, TaskError};
+use crate::job::{now_ms, Job, JobStatus, TaskRecord};
+
+/// A worker's result for one task (the engine's view of the RXON `TaskResult`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub task_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    /// `success` (the default), `failure`, `cancelled` or a custom status.
+    #[serde(default = "success")]
+    pub status: String,
+    #[serde(default)]
+    pub data: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskError>,
+}
+
+fn success() -> String {
+    "success".into()
+}
+
+impl TaskResult {
+    pub fn success(task_id: impl Into<String>, data: Value) -> Self {
+        TaskResult {
+            task_id: task_id.into(),
+            worker_id: None,
+            status: success(),
+            data,
+            error: None,
+        }
+    }
+    pub fn failure(task_id: impl Into<String>, code: &str, message: &str) -> Self {
+        TaskResult {
+            task_id: task_id.into(),
+            worker_id: None,
+            status: "failure".into(),
+            data: Value::Null,
+            error: Some(TaskError::new(code, message)),
+        }
+    }
+}
+
+/// Why a result was not applied (the RXON `ignored` reasons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IgnoreReason {
+    JobNotFound,
+    WorkerMismatch,
+    StaleTask,
+    JobCancelled,
+    JobAlreadyTerminated,
+}
+
+impl IgnoreReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::JobNotFound => "job_not_found",
+            Self::WorkerMismatch => "worker_mismatch",
+            Self::StaleTask => "stale_task",
+            Self::JobCancelled => "job_cancelled",
+            Self::JobAlreadyTerminated => "job_already_terminated",
+        }
+    }
+}
+
+/// What happened to a result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResultDisposition {
+    /// Applied. The string is the RXON `transition` answer (`success_transition`, `failure_handled`, ...).
+    /// If the job is now `running`, the caller must [`super::advance`] it.
+    Accepted(&'static str),
+    Ignored {
+        reason: IgnoreReason,
+        message: String,
+    },
+}
+
+fn ignored(reason: IgnoreReason, message: impl Into<String>) -> ResultDisposition {
+    ResultDisposition::Ignored {
+        reason,
+        message: message.into(),
+    }
+}
+
+fn terminal_reason(job: &Job) -> ResultDisposition {
+    if job.status == JobStatus::Cancelled {
+        ignored(
+            IgnoreReason::JobCancelled,
+            format!("job {} was cancelled", job.id),
+        )
+    } else {
+        ignored(
+            IgnoreReason::JobAlreadyTerminated,
+            format!("job {} is already {}", job.id, job.status),
+        )
+    }
+}
+
+/// Applies a worker's result to `job`.
+///
+/// Lease fencing: a result is applied only for a task in flight, and only from the worker that
+/// holds its lease (when the result names a worker and the task has been assigned).
+pub fn apply_task_result(
+    env: &EngineEnv,
+    job: &mut Job,
+    result: &TaskResult,
+) -> (ResultDisposition, Outcome) {
+    let mut out = Outcome::default();
+    if job.status.is_terminal() {
+        return (terminal_reason(job), out);
+    }
+    let Some(record) = job
+        .tasks_in_flight()
+        .find(|t| t.task_id == result.task_id)
+        .cloned()
+    else {
+        return (
+            ignored(
+                IgnoreReason::StaleTask,
+                format!(
+                    "task {} is not in flight for job {}",
+                    result.task_id, job.id
+                ),
+            ),
+            out,
+        );
+    };
+    if let (Some(holder), Some(sender)) = (&record.worker_id, &result.worker_id) {
+        if holder != sender {
+            let msg = format!(
+                "task {} is leased to worker {holder}, not {sender}",
+                record.task_id
+            );
+            return (ignored(IgnoreReason::WorkerMismatch, msg), out);
+        }
+    }
+    out.event(EngineEvent::TaskFinished {
+        task_id: record.task_id.clone(),
+        status: result.status.clone(),
+        worker_id: result.worker_id.clone(),
+    });
+    let branch = job.status == JobStatus::WaitingForParallelTasks;
+    let disposition = if branch {
+        branch_result(env, job, &record, result, &mut out)
+    } else {
+        single_result(env, job, &record, result, &mut out)
+    };
+    job.updated_at_ms = now_ms();
+    (disposition, out)
+}
+
+fn merge_data(job: &mut Job, data: &Value) {
+    if let Value::Object(map) = data {
+        for (k, v) in map {
+            job.state_history.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+fn error_of(result: &TaskResult) -> TaskError {
+    result.error.clone().unwrap_or_else(|| {
+        TaskError::new(
+            "TRANSIENT_ERROR",
+            "the worker reported a failure without an error object",
+        )
+    })
+}
+
+fn single_result(
+    env: &EngineEnv,
+    job: &mut Job,
+    record: &TaskRecord,
+    result: &TaskResult,
+    out: &mut Outcome,
+) -> ResultDisposition {
+    match result.status.as_str() {
+        "failure" => {
+            let error = error_of(result);
+            if error.class() == ErrorClass::Transient && record.attempt < env.config.max_retries {
+                let next = retry_task(env, record, false, out);
+                job.current_task = Some(next);
+                job.status = JobStatus::WaitingForWorker;
+                job.last_error = Some(error);
+                return ResultDisposition::Accepted("failure_handled");
+            }
+            give_up(job, &record.spec.transitions, error, record.attempt, out);
+            ResultDisposition::Accepted("failure_handled")
+        }
+        status => {
+            if let Some(target) = record.spec.target_for(status) {
+                merge_data(job, &result.data);
+                let target = target.to_owned();
+                enter(job, &target);
+                return ResultDisposition::Accepted(if status == "success" {
+                    "success_transition"
+                } else if status == "cancelled" {
+                    "cancelled_handled"
+                } else {
+                    "custom_transition"
+                });
+            }
+            if status == "cancelled" {
+                terminal(
+                    job,
+                    JobStatus::Cancelled,
+                    Some("the worker cancelled the task".into()),
+                    out,
+                );
+                return ResultDisposition::Accepted("cancelled_handled");
+            }
+            merge_data(job, &result.data);
+            let msg = format!("worker returned unhandled status `{status}` (no transition for it)");
+            terminal(job, JobStatus::Failed, Some(msg), out);
+            ResultDisposition::Accepted("unhandled_status_failure")
+        }
+    }
+}
+
+/// No more retries: follow `failure` if declared, else quarantine (permanent / exhausted) or fail (invalid input).
+fn give_up(
+    job: &mut Job,
+    transitions: &[(String, String)],
+    error: TaskError,
+    attempts: u32,
+    out: &mut Outcome,
+) {
+    let class = error.class();
+    let msg = match class {
+        ErrorClass::Transient => format!(
+            "{}: {} (after {} retries)",
+            error.code, error.message, attempts
+        ),
+        _ => format!("{}: {}", error.code, error.message),
+    };
+    job.last_error = Some(error);
+    if let Some((_, target)) = transitions.iter().find(|(s, _)| s == "failure") {
+        let target = target.clone();
+        job.error_message = Some(msg);
+        let in_flight: Vec<TaskRecord> = job.branches.clone();
+        if !in_flight.is_empty() {
+            out.effect(Effect::CancelTasks(in_flight));
+        }
+        enter(job, &target);
+        return;
+    }
+    let status = if class == ErrorClass::InvalidInput {
+        JobStatus::Failed
+    } else {
+        JobStatus::Quarantined
+    };
+    terminal(job, status, Some(msg), out);
+}
+
+fn branch_result(
+    env: &EngineEnv,
+    job: &mut Job,
+    record: &TaskRecord,
+    result: &TaskResult,
+    out: &mut Outcome,
+) -> ResultDisposition {
+    let aggregator = job.aggregation_target.clone().unwrap_or_default();
+    let status = result.status.as_str();
+    if status == "failure" {
+        let error = error_of(result);
+        if error.class() == ErrorClass::Transient && record.attempt < env.config.max_retries {
+            let next = retry_task(env, record, true, out);
+            if let Some(slot) = job
+                .branches
+                .iter_mut()
+                .find(|b| b.task_id == record.task_id)
+            {
+                *slot = next;
+            }
+            return ResultDisposition::Accepted("failure_handled");
+        }
+        // The failure rule: one failed branch fails the fan-out; the aggregator never runs.
+        job.branches.retain(|b| b.task_id != record.task_id);
+        give_up(job, &record.spec.transitions, error, record.attempt, out);
+        return ResultDisposition::Accepted("failure_handled");
+    }
+    match record.spec.target_for(status) {
+        Some(target) if target == aggregator => {
+            job.aggregation_results.0.push(BranchResult {
+                task_id: record.task_id.clone(),
+                task_type: record.spec.task_type.clone(),
+                status: status.to_owned(),
+                data: result.data.clone(),
+                error: result.error.clone(),
+                worker_id: result.worker_id.clone(),
+            });
+            job.branches.retain(|b| b.task_id != record.task_id);
+            if job.branches.is_empty() {
+                // Order results by dispatch order is kept by push order of arrival; sort for determinism.
+                let results = std::mem::take(&mut job.aggregation_results);
+                enter(job, &aggregator);
+                job.aggregation_results = results;
+                job.aggregation_target = None;
+                return ResultDisposition::Accepted("success_transition");
+            }
+            ResultDisposition::Accepted("parallel_branch_accepted")
+        }
+        Some(target) => {
+            // A branch leads elsewhere (custom status or `cancelled`): the fan-out ends there.
+            let target = target.to_owned();
+            job.branches.retain(|b| b.task_id != record.task_id);
+            let rest: Vec<TaskRecord> = job.branches.clone();
+            if !rest.is_empty() {
+                out.effect(Effect::CancelTasks(rest));
+            }
+            merge_data(job, &result.data);
+            enter(job, &target);
+            job.aggregation_target = None;
+            ResultDisposition::Accepted("custom_transition")
+        }
+        None if status == "cancelled" => {
+            job.branches.retain(|b| b.task_id != record.task_id);
+            terminal(
+                job,
+                JobStatus::Cancelled,
+                Some("a worker cancelled a parallel task".into()),
+                out,
+            );
+            ResultDisposition::Accepted("cancelled_handled")
+        }
+        None => {
+            job.branches.retain(|b| b.task_id != record.task_id);
+            let msg = format!(
+                "worker returned unhandled status `{status}` for parallel task {}",
+                record.task_id
+            );
+            terminal(job, JobStatus::Failed, Some(msg), out);
+            ResultDisposition::Accepted("unhandled_status_failure")
+        }
+    }
+}
+
+/// A task failed without a worker result (timeouts, dead worker with no other to take it, no
+/// eligible worker within the dispatch timeout). Applies the same policy as a failure result
+/// with `error`.
+pub fn fail_task(env: &EngineEnv, job: &mut Job, task_id: &str, error: TaskError) -> Outcome {
+    let result = TaskResult {
+        task_id: task_id.to_owned(),
+        worker_id: None,
+        status: "failure".into(),
+        data: Value::Null,
+        error: Some(error),
+    };
+    let (_, out) = apply_task_result(env, job, &result);
+    out
+}
+
+/// Applies a worker event (progress or custom) to `job`. Returns true if an `event_transitions`
+/// entry moved the job (the caller must then [`super::advance`] it).
+pub fn apply_event(
+    job: &mut Job,
+    task_id: Option<&str>,
+    event_type: &str,
+    payload: &Value,
+    out: &mut Outcome,
+) -> bool {
+    if job.status.is_terminal() {
+        return false;
+    }
+    if event_type == "progress" {
+        let progress = payload.get("progress").and_then(Value::as_f64);
+        let message = payload
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        job.progress = progress;
+        job.progress_message = message.clone();
+        let entry = json!({"progress": progress, "message": message, "task_id": task_id, "timestamp_ms": now_ms()});
+        match job.state_history.get_mut("progress_updates") {
+            Some(Value::Array(list)) => list.push(entry),
+            _ => {
+                job.state_history
+                    .insert("progress_updates".into(), Value::Array(vec![entry]));
+            }
+        }
+        job.updated_at_ms = now_ms();
+        return false;
+    }
+    if job.status != JobStatus::WaitingForWorker {
+        return false;
+    }
+    let Some(task) = job.current_task.clone() else {
+        return false;
+    };
+    if task_id.is_some_and(|id| id != task.task_id) {
+        return false;
+    }
+    let Some(target) = task.spec.event_target_for(event_type) else {
+        return false;
+    };
+    let target = target.to_owned();
+    if let Value::Object(_) = payload {
+        job.state_history
+            .insert(format!("event_{event_type}"), payload.clone());
+    }
+    out.effect(Effect::CancelTasks(vec![task]));
+    enter(job, &target);
+    true
+}
+
+/// Why a job could not be cancelled.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CancelError {
+    #[error("job is already {0}")]
+    AlreadyTerminal(JobStatus),
+}
+
+/// Cancels `job`: terminal `cancelled`, tasks in flight and a running child are cancelled too.
+pub fn cancel(job: &mut Job) -> Result<Outcome, CancelError> {
+    if job.status.is_terminal() {
+        return Err(CancelError::AlreadyTerminal(job.status));
+    }
+    let mut out = Outcome::default();
+    terminal(
+        job,
+        JobStatus::Cancelled,
+        Some("cancelled by the client".into()),
+        &mut out,
+    );
+    Ok(out)
+}
+
+/// Why an approval decision was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApprovalError {
+    #[error("job is {0}, not waiting for a human decision")]
+    NotWaiting(JobStatus),
+    #[error("invalid decision `{decision}` for this job (expected one of: {expected})")]
+    InvalidDecision { decision: String, expected: String },
+}
+
+/// Applies a human decision. On success the job is `running`; the caller must advance it.
+pub fn apply_approval(job: &mut Job, decision: &str) -> Result<(), ApprovalError> {
+    let approval = match (&job.status, &job.approval) {
+        (JobStatus::WaitingForHuman, Some(a)) => a,
+        _ => return Err(ApprovalError::NotWaiting(job.status)),
+    };
+    let Some((_, target)) = approval.transitions.iter().find(|(d, _)| d == decision) else {
+        let expected = approval
+            .transitions
+            .iter()
+            .map(|(d, _)| d.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(ApprovalError::InvalidDecision {
+            decision: decision.to_owned(),
+            expected,
+        });
+    };
+    let target = target.clone();
+    job.state_history.insert(
+        "approval_decision".into(),
+        Value::String(decision.to_owned()),
+    );
+    enter(job, &target);
+    Ok(())
+}
+
+/// Resumes `parent` after its child ended. Returns false (and changes nothing) unless the parent
+/// is waiting for exactly this child, so a parent resumes exactly once.
+pub fn resume_parent(parent: &mut Job, child: &Job, out: &mut Outcome) -> bool {
+    if parent.status != JobStatus::WaitingForSubJob || !child.status.is_terminal() {
+        return false;
+    }
+    let Some(sub) = parent
+        .sub_job
+        .clone()
+        .filter(|s| s.child_job_id == child.id)
+    else {
+        return false;
+    };
+    let outcome = match child.status {
+        JobStatus::Finished => "success",
+        JobStatus::Cancelled => "cancelled",
+        _ => "failure",
+    };
+    parent.state_history.insert(
+        format!("sub_job_{}_result", child.id),
+        json!({
+            "outcome": outcome,
+            "status": child.status,
+            "final_state": child.current_state,
+            "error_message": child.error_message,
+            "result": child.result,
+            "blueprint": child.blueprint,
+        }),
+    );
+    parent.sub_job = None;
+    let target = sub
+        .transitions
+        .iter()
+        .find(|(o, _)| o == outcome)
+        .or_else(|| {
+            if outcome == "cancelled" {
+                sub.transitions.iter().find(|(o, _)| o == "failure")
+            } else {
+                None
+            }
+        })
+        .map(|(_, t)| t.clone());
+    match target {
+        Some(t) => enter(parent, &t),
+        None => {
+            let msg = format!(
+                "child job {} ({}) ended with outcome `{outcome}` and run_blueprint has no transition for it",
+                child.id, child.blueprint
+            );
+            terminal(parent, JobStatus::Failed, Some(msg), out);
+        }
+    }
+    true
+}

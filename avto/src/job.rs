@@ -1,0 +1,274 @@
+//! The job document: everything the engine knows about one run of a blueprint.
+//!
+//! A job is one JSON-serialisable struct, so every storage backend can keep it as one value
+//! and the engine can work on a plain `&mut Job`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::actions::TaskSpec;
+use crate::context::{AggregationResults, ClientConfig, TaskError};
+
+/// Where a job is in its life. Terminal statuses never change again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Created, not yet picked up by the executor.
+    Pending,
+    /// A handler runs or is about to run.
+    Running,
+    /// One task is queued for, or running on, a worker.
+    WaitingForWorker,
+    /// Waiting for an approval decision (`POST /_public/webhooks/approval/{job_id}`).
+    WaitingForHuman,
+    /// Several tasks fan out into an aggregator state.
+    WaitingForParallelTasks,
+    /// A child blueprint runs (`run_blueprint`).
+    WaitingForSubJob,
+    /// A handler failed and will run again after a backoff.
+    AwaitingRetry,
+    /// An end state whose status is `finished` was reached.
+    Finished,
+    /// An end state whose status is `failed` was reached, or the job failed (invalid input, timeouts, ...).
+    Failed,
+    /// Cancelled by the client (or by a worker's `cancelled` result without a `cancelled` transition).
+    Cancelled,
+    /// Permanent errors or exhausted retries: kept for manual analysis.
+    Quarantined,
+}
+
+impl JobStatus {
+    /// `finished`, `failed`, `cancelled` and `quarantined` are terminal, everywhere in avto.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Finished | Self::Failed | Self::Cancelled | Self::Quarantined
+        )
+    }
+
+    /// The wire name (`waiting_for_worker`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::WaitingForWorker => "waiting_for_worker",
+            Self::WaitingForHuman => "waiting_for_human",
+            Self::WaitingForParallelTasks => "waiting_for_parallel_tasks",
+            Self::WaitingForSubJob => "waiting_for_sub_job",
+            Self::AwaitingRetry => "awaiting_retry",
+            Self::Finished => "finished",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Quarantined => "quarantined",
+        }
+    }
+
+    /// Every status, in lifecycle order.
+    pub const ALL: [JobStatus; 11] = [
+        Self::Pending,
+        Self::Running,
+        Self::WaitingForWorker,
+        Self::WaitingForHuman,
+        Self::WaitingForParallelTasks,
+        Self::WaitingForSubJob,
+        Self::AwaitingRetry,
+        Self::Finished,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Quarantined,
+    ];
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One dispatched task as the job remembers it (single task or one parallel branch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// `task-<uuid>` for single tasks, a bare uuid for parallel branches; new for every attempt.
+    pub task_id: String,
+    /// What the blueprint asked for.
+    pub spec: TaskSpec,
+    /// 0 for the first attempt, +1 per transient retry.
+    pub attempt: u32,
+    /// The worker holding the lease (set on dispatch to a worker queue, replaced on re-queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    /// Epoch milliseconds when the task was enqueued.
+    pub dispatched_at_ms: u64,
+    /// Epoch milliseconds when a worker picked it up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub picked_up_at_ms: Option<u64>,
+}
+
+/// A pending human decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    /// decision -> next state
+    pub transitions: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A running child blueprint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubJobRecord {
+    pub child_job_id: String,
+    pub blueprint: String,
+    /// outcome (`success`, `failure`, `cancelled`) -> next state
+    pub transitions: Vec<(String, String)>,
+}
+
+/// The whole state of one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub blueprint: String,
+    pub current_state: String,
+    pub status: JobStatus,
+    #[serde(default)]
+    pub initial_data: Value,
+    /// Worker results and handler updates, merged in arrival order.
+    #[serde(default)]
+    pub state_history: Map<String, Value>,
+    #[serde(default)]
+    pub aggregation_results: AggregationResults,
+    /// The owning client (never its token).
+    #[serde(default)]
+    pub client: ClientConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// Job-level default for each dispatch (seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatch_timeout: Option<f64>,
+    /// Job-level default for each dispatch (seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_timeout: Option<f64>,
+    #[serde(default)]
+    pub retry_count: u32,
+    #[serde(default)]
+    pub transition_count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    /// The last task error (failure results), readable by handlers as `ctx.last_error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<TaskError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// The single task in flight (`waiting_for_worker`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_task: Option<TaskRecord>,
+    /// Parallel branches still in flight (`waiting_for_parallel_tasks`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub branches: Vec<TaskRecord>,
+    /// Aggregator state the branches fan into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregation_target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_job: Option<SubJobRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_message: Option<String>,
+    /// Why the job waits (e.g. "no live worker offers skill `x`").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_reason: Option<String>,
+    /// States entered, in order (the first is the start state).
+    #[serde(default)]
+    pub path: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    #[serde(default)]
+    pub tracing_context: Map<String, Value>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+impl Job {
+    /// A new `pending` job at the blueprint's start state.
+    pub fn new(
+        id: impl Into<String>,
+        blueprint: &str,
+        start_state: &str,
+        initial_data: Value,
+    ) -> Self {
+        let now = now_ms();
+        Job {
+            id: id.into(),
+            blueprint: blueprint.to_owned(),
+            current_state: start_state.to_owned(),
+            status: JobStatus::Pending,
+            initial_data,
+            state_history: Map::new(),
+            aggregation_results: AggregationResults::default(),
+            client: ClientConfig::default(),
+            webhook_url: None,
+            dispatch_timeout: None,
+            result_timeout: None,
+            retry_count: 0,
+            transition_count: 0,
+            error_message: None,
+            last_error: None,
+            result: None,
+            current_task: None,
+            branches: Vec::new(),
+            aggregation_target: None,
+            approval: None,
+            sub_job: None,
+            parent_job_id: None,
+            progress: None,
+            progress_message: None,
+            waiting_reason: None,
+            path: vec![start_state.to_owned()],
+            security: None,
+            metadata: None,
+            tracing_context: Map::new(),
+            created_at_ms: now,
+            updated_at_ms: now,
+        }
+    }
+
+    /// All tasks currently in flight (the single task or the open branches).
+    pub fn tasks_in_flight(&self) -> impl Iterator<Item = &TaskRecord> {
+        self.current_task.iter().chain(self.branches.iter())
+    }
+
+    /// Finds an in-flight task by id.
+    pub fn task_mut(&mut self, task_id: &str) -> Option<&mut TaskRecord> {
+        if let Some(t) = self.current_task.as_mut().filter(|t| t.task_id == task_id) {
+            return Some(t);
+        }
+        self.branches.iter_mut().find(|t| t.task_id == task_id)
+    }
+}
+
+/// Wall-clock epoch milliseconds: the one clock for every deadline in avto.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Wall-clock epoch seconds.
+pub fn now_secs() -> i64 {
+    (now_ms() / 1000) as i64
+}

@@ -1,0 +1,48 @@
+//! # avto
+//!
+//! A workflow orchestrator whose workflow graph is checked by the compiler.
+//!
+//! Blueprints are state machines written as inline modules of async handlers; the
+//! `#[avto::blueprint]` macro builds their transition table at compile time (unknown
+//! targets, missing start or end states, unreachable states, ... are compile errors) and
+//! emits the graph as Graphviz DOT. See the README for a tour.
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+#[doc(hidden)]
+pub mod __private;
+
+pub mod actions;
+pub mod blueprint;
+pub mod context;
+pub mod engine;
+pub mod files;
+pub mod handler;
+pub mod job;
+pub mod storage;
+pub mod testing;
+
+pub use actions::{Actions, DispatchStrategy};
+pub use avto_macros::{aggregator, blueprint, handler, when};
+pub use blueprint::Blueprint;
+pub use context::{AggregationResults, BranchResult, ClientConfig, Context, ErrorClass, TaskError};
+pub use files::TaskFiles;
+pub use handler::{FromContext, HandlerError, InitialData};
+pub use job::{Job, JobStatus};
+pub use storage::{DataStore, DataStores, StorageError};
+
+/// What blueprint modules usually import: `use avto::prelude::*;`.
+pub mod prelude {
+    pub use crate::actions::{Actions, DispatchStrategy};
+    pub use crate::context::{AggregationResults, BranchResult, ClientConfig, Context, TaskError};
+    pub use crate::files::TaskFiles;
+    pub use crate::handler::{HandlerError, InitialData};
+    pub use crate::job::JobStatus;
+    pub use crate::storage::{DataStore, DataStores};
+    pub use avto_macros::{aggregator, handler, when};
+    pub use serde_json::json;
+    pub use std::time::Duration;
+}
+
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
