@@ -6,8 +6,7 @@ pub use ::serde_json;
 pub use ::std;
 
 pub use crate::blueprint::{
-    Blueprint, BlueprintSpec, Condition, DataStoreSpec, EdgeKind, EdgeSpec, HandlerSpec, StateKind,
-    StateSpec,
+    Blueprint, BlueprintSpec, Condition, DataStoreSpec, EdgeKind, EdgeSpec, HandlerSpec, StateKind, StateSpec,
 };
 pub use crate::handler::{
     FromActions, FromContext, HandlerError, HandlerFn, HandlerFuture, IntoHandlerResult, Invocation,

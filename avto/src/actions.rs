@@ -94,18 +94,12 @@ impl TaskSpec {
 
     /// The state a result status leads to.
     pub fn target_for(&self, status: &str) -> Option<&str> {
-        self.transitions
-            .iter()
-            .find(|(s, _)| s == status)
-            .map(|(_, t)| t.as_str())
+        self.transitions.iter().find(|(s, _)| s == status).map(|(_, t)| t.as_str())
     }
 
     /// The state a worker event leads to.
     pub fn event_target_for(&self, event: &str) -> Option<&str> {
-        self.event_transitions
-            .iter()
-            .find(|(s, _)| s == event)
-            .map(|(_, t)| t.as_str())
+        self.event_transitions.iter().find(|(s, _)| s == event).map(|(_, t)| t.as_str())
     }
 }
 
@@ -130,10 +124,7 @@ pub struct SubBlueprintSpec {
 /// The one action a handler run took.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    Transition {
-        target: String,
-        error_message: Option<String>,
-    },
+    Transition { target: String, error_message: Option<String> },
     Dispatch(Vec<TaskSpec>),
     Approval(ApprovalSpec),
     RunBlueprint(SubBlueprintSpec),
@@ -183,10 +174,7 @@ impl Actions {
 
     /// Moves the job to `state` once the handler returns.
     pub fn transition_to(&mut self, state: &str) -> TransitionBuilder<'_> {
-        let action = self.set(Action::Transition {
-            target: state.to_owned(),
-            error_message: None,
-        });
+        let action = self.set(Action::Transition { target: state.to_owned(), error_message: None });
         TransitionBuilder { action }
     }
 
@@ -202,21 +190,15 @@ impl Actions {
             }
             None => self.action.insert(Action::Dispatch(Vec::new())),
         };
-        let Action::Dispatch(tasks) = slot else {
-            unreachable!("slot holds a dispatch")
-        };
+        let Action::Dispatch(tasks) = slot else { unreachable!("slot holds a dispatch") };
         tasks.push(spec);
-        DispatchBuilder {
-            spec: tasks.last_mut().unwrap(),
-        }
+        DispatchBuilder { spec: tasks.last_mut().unwrap() }
     }
 
     /// Parks the job in `waiting_for_human` until a decision arrives.
     pub fn await_human_approval(&mut self) -> ApprovalBuilder<'_> {
         let action = self.set(Action::Approval(ApprovalSpec::default()));
-        let Action::Approval(spec) = action else {
-            unreachable!()
-        };
+        let Action::Approval(spec) = action else { unreachable!() };
         ApprovalBuilder { spec }
     }
 
@@ -227,17 +209,14 @@ impl Actions {
             initial_data: Value::Object(Map::new()),
             transitions: Vec::new(),
         }));
-        let Action::RunBlueprint(spec) = action else {
-            unreachable!()
-        };
+        let Action::RunBlueprint(spec) = action else { unreachable!() };
         RunBlueprintBuilder { spec }
     }
 
     /// Records `key = value` in the job's `state_history` (visible to later handlers and in the result).
     /// May be combined with any action.
     pub fn update_context(&mut self, key: &str, value: impl Serialize) -> &mut Self {
-        let value = serde_json::to_value(value)
-            .unwrap_or_else(|e| Value::String(format!("<unserialisable: {e}>")));
+        let value = serde_json::to_value(value).unwrap_or_else(|e| Value::String(format!("<unserialisable: {e}>")));
         self.context_updates.insert(key.to_owned(), value);
         self
     }
@@ -249,10 +228,7 @@ impl Actions {
 }
 
 fn to_pairs<'s>(pairs: impl IntoIterator<Item = (&'s str, &'s str)>) -> Vec<(String, String)> {
-    pairs
-        .into_iter()
-        .map(|(a, b)| (a.to_owned(), b.to_owned()))
-        .collect()
+    pairs.into_iter().map(|(a, b)| (a.to_owned(), b.to_owned())).collect()
 }
 
 fn to_json(value: impl Serialize) -> Value {
@@ -294,10 +270,7 @@ impl DispatchBuilder<'_> {
         self
     }
     /// Worker event type -> next state (an event short-circuits the waiting task).
-    pub fn event_transitions<'s>(
-        self,
-        pairs: impl IntoIterator<Item = (&'s str, &'s str)>,
-    ) -> Self {
+    pub fn event_transitions<'s>(self, pairs: impl IntoIterator<Item = (&'s str, &'s str)>) -> Self {
         self.spec.event_transitions = to_pairs(pairs);
         self
     }

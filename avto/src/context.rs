@@ -82,11 +82,7 @@ pub struct TaskError {
 
 impl TaskError {
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        TaskError {
-            code: code.into(),
-            message: message.into(),
-            details: None,
-        }
+        TaskError { code: code.into(), message: message.into(), details: None }
     }
 
     /// How avto reacts to this code (see [`ErrorClass`]).
@@ -109,10 +105,7 @@ pub enum ErrorClass {
 impl ErrorClass {
     pub fn of(code: &str) -> Self {
         match code {
-            "PERMANENT_ERROR"
-            | "SECURITY_ERROR"
-            | "DEPENDENCY_ERROR"
-            | "CONTRACT_VIOLATION_ERROR" => Self::Permanent,
+            "PERMANENT_ERROR" | "SECURITY_ERROR" | "DEPENDENCY_ERROR" | "CONTRACT_VIOLATION_ERROR" => Self::Permanent,
             "INVALID_INPUT_ERROR" | "INTEGRITY_MISMATCH_ERROR" => Self::InvalidInput,
             _ => Self::Transient,
         }
@@ -160,10 +153,7 @@ impl AggregationResults {
         self.0.iter().find(|b| b.task_id == task_id)
     }
     /// The results of the branches of one task type.
-    pub fn of_type<'a>(
-        &'a self,
-        task_type: &'a str,
-    ) -> impl Iterator<Item = &'a BranchResult> + 'a {
+    pub fn of_type<'a>(&'a self, task_type: &'a str) -> impl Iterator<Item = &'a BranchResult> + 'a {
         self.0.iter().filter(move |b| b.task_type == task_type)
     }
     /// The `data` of every successful branch, in dispatch order.

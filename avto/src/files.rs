@@ -21,10 +21,7 @@ pub enum FileError {
     #[error("object store error: {0}")]
     Store(String),
     #[error("`{name}` is not valid JSON: {source}")]
-    Json {
-        name: String,
-        source: serde_json::Error,
-    },
+    Json { name: String, source: serde_json::Error },
     #[error("`{0}` is not valid UTF-8")]
     Utf8(String),
     #[error(transparent)]
@@ -83,9 +80,7 @@ impl ObjectStore for LocalObjectStore {
             check_key(key)?;
             match tokio::fs::read(self.root.join(key)).await {
                 Ok(b) => Ok(b),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Err(FileError::NotFound(key.to_owned()))
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(FileError::NotFound(key.to_owned())),
                 Err(e) => Err(e.into()),
             }
         })
@@ -139,18 +134,13 @@ pub struct TaskFiles {
 
 impl std::fmt::Debug for TaskFiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskFiles")
-            .field("job_id", &self.job_id)
-            .finish()
+        f.debug_struct("TaskFiles").field("job_id", &self.job_id).finish()
     }
 }
 
 impl TaskFiles {
     pub fn new(job_id: impl Into<String>, store: Arc<dyn ObjectStore>) -> Self {
-        TaskFiles {
-            job_id: job_id.into(),
-            store,
-        }
+        TaskFiles { job_id: job_id.into(), store }
     }
 
     /// The key prefix of this job's files (`jobs/{job_id}/`).
@@ -167,43 +157,26 @@ impl TaskFiles {
         self.store.get(&self.key(name)?).await
     }
     pub async fn read_text(&self, name: &str) -> Result<String, FileError> {
-        String::from_utf8(self.read_bytes(name).await?)
-            .map_err(|_| FileError::Utf8(name.to_owned()))
+        String::from_utf8(self.read_bytes(name).await?).map_err(|_| FileError::Utf8(name.to_owned()))
     }
     pub async fn read_json<T: DeserializeOwned>(&self, name: &str) -> Result<T, FileError> {
         let bytes = self.read_bytes(name).await?;
-        serde_json::from_slice(&bytes).map_err(|source| FileError::Json {
-            name: name.to_owned(),
-            source,
-        })
+        serde_json::from_slice(&bytes).map_err(|source| FileError::Json { name: name.to_owned(), source })
     }
-    pub async fn write_bytes(
-        &self,
-        name: &str,
-        bytes: impl Into<Vec<u8>>,
-    ) -> Result<(), FileError> {
+    pub async fn write_bytes(&self, name: &str, bytes: impl Into<Vec<u8>>) -> Result<(), FileError> {
         self.store.put(&self.key(name)?, bytes.into()).await
     }
     pub async fn write_text(&self, name: &str, text: &str) -> Result<(), FileError> {
         self.write_bytes(name, text.as_bytes().to_vec()).await
     }
     pub async fn write_json(&self, name: &str, value: &impl Serialize) -> Result<(), FileError> {
-        let bytes = serde_json::to_vec(value).map_err(|source| FileError::Json {
-            name: name.to_owned(),
-            source,
-        })?;
+        let bytes = serde_json::to_vec(value).map_err(|source| FileError::Json { name: name.to_owned(), source })?;
         self.write_bytes(name, bytes).await
     }
     /// Names of this job's files (relative to the job prefix), sorted.
     pub async fn list(&self) -> Result<Vec<String>, FileError> {
         let prefix = self.prefix();
-        Ok(self
-            .store
-            .list(&prefix)
-            .await?
-            .into_iter()
-            .map(|k| k[prefix.len()..].to_owned())
-            .collect())
+        Ok(self.store.list(&prefix).await?.into_iter().map(|k| k[prefix.len()..].to_owned()).collect())
     }
     pub async fn delete(&self, name: &str) -> Result<(), FileError> {
         self.store.delete(&self.key(name)?).await
@@ -239,9 +212,7 @@ impl TaskFiles {
                     stack.push(p);
                     continue;
                 }
-                let rel = p
-                    .strip_prefix(src)
-                    .map_err(|_| FileError::InvalidName(p.display().to_string()))?;
+                let rel = p.strip_prefix(src).map_err(|_| FileError::InvalidName(p.display().to_string()))?;
                 let name = format!("{folder}/{}", rel.to_string_lossy().replace('\\', "/"));
                 self.write_bytes(&name, tokio::fs::read(&p).await?).await?;
                 uploaded.push(name);

@@ -42,10 +42,7 @@ pub enum JobStatus {
 impl JobStatus {
     /// `finished`, `failed`, `cancelled` and `quarantined` are terminal, everywhere in avto.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Self::Finished | Self::Failed | Self::Cancelled | Self::Quarantined
-        )
+        matches!(self, Self::Finished | Self::Failed | Self::Cancelled | Self::Quarantined)
     }
 
     /// The wire name (`waiting_for_worker`, ...).
@@ -204,12 +201,7 @@ pub struct Job {
 
 impl Job {
     /// A new `pending` job at the blueprint's start state.
-    pub fn new(
-        id: impl Into<String>,
-        blueprint: &str,
-        start_state: &str,
-        initial_data: Value,
-    ) -> Self {
+    pub fn new(id: impl Into<String>, blueprint: &str, start_state: &str, initial_data: Value) -> Self {
         let now = now_ms();
         Job {
             id: id.into(),
@@ -262,10 +254,7 @@ impl Job {
 
 /// Wall-clock epoch milliseconds: the one clock for every deadline in avto.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Wall-clock epoch seconds.

@@ -24,8 +24,8 @@ use serde_json::Value;
 use crate::blueprint::Blueprint;
 use crate::context::{ClientConfig, TaskError};
 use crate::engine::{
-    advance, apply_approval, apply_event, apply_task_result, cancel, resume_parent, ApprovalError,
-    CancelError, Effect, EngineConfig, EngineEnv, Outcome, ResultDisposition, TaskResult,
+    advance, apply_approval, apply_event, apply_task_result, cancel, resume_parent, ApprovalError, CancelError, Effect,
+    EngineConfig, EngineEnv, Outcome, ResultDisposition, TaskResult,
 };
 use crate::files::ObjectStore;
 use crate::job::{Job, JobStatus, TaskRecord};
@@ -54,34 +54,18 @@ pub struct Reply {
 
 impl Reply {
     pub fn success(data: impl Serialize) -> Self {
-        Reply {
-            status: "success".into(),
-            data: serde_json::to_value(data).unwrap_or(Value::Null),
-            error: None,
-        }
+        Reply { status: "success".into(), data: serde_json::to_value(data).unwrap_or(Value::Null), error: None }
     }
     /// A `failure` with an error code (`TRANSIENT_ERROR`, `PERMANENT_ERROR`, `INVALID_INPUT_ERROR`, ...).
     pub fn failure(code: &str, message: &str) -> Self {
-        Reply {
-            status: "failure".into(),
-            data: Value::Null,
-            error: Some(TaskError::new(code, message)),
-        }
+        Reply { status: "failure".into(), data: Value::Null, error: Some(TaskError::new(code, message)) }
     }
     /// A custom status (`needs_review`, ...) with data.
     pub fn status(status: &str, data: impl Serialize) -> Self {
-        Reply {
-            status: status.into(),
-            data: serde_json::to_value(data).unwrap_or(Value::Null),
-            error: None,
-        }
+        Reply { status: status.into(), data: serde_json::to_value(data).unwrap_or(Value::Null), error: None }
     }
     pub fn cancelled() -> Self {
-        Reply {
-            status: "cancelled".into(),
-            data: Value::Null,
-            error: None,
-        }
+        Reply { status: "cancelled".into(), data: Value::Null, error: None }
     }
 }
 
@@ -107,10 +91,7 @@ pub struct TestRun {
 
 impl std::fmt::Debug for TestRun {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestRun")
-            .field("root", &self.root.name())
-            .field("jobs", &self.jobs)
-            .finish()
+        f.debug_struct("TestRun").field("root", &self.root.name()).field("jobs", &self.jobs).finish()
     }
 }
 
@@ -124,11 +105,7 @@ impl TestRun {
             extra: Vec::new(),
             config,
             initial_data: Value::Object(Default::default()),
-            client: ClientConfig {
-                name: "test".into(),
-                plan: "unknown".into(),
-                ..Default::default()
-            },
+            client: ClientConfig { name: "test".into(), plan: "unknown".into(), ..Default::default() },
             data_backend: Arc::new(MemoryDataStores::new()),
             object_store: None,
             scripts: HashMap::new(),
@@ -168,11 +145,7 @@ impl TestRun {
         self
     }
     /// Answers every task of `task_type` with `script` (called once per attempt).
-    pub fn worker(
-        mut self,
-        task_type: &str,
-        script: impl FnMut(&Task) -> Reply + Send + 'static,
-    ) -> Self {
+    pub fn worker(mut self, task_type: &str, script: impl FnMut(&Task) -> Reply + Send + 'static) -> Self {
         self.scripts.insert(task_type.to_owned(), Box::new(script));
         self
     }
@@ -180,13 +153,8 @@ impl TestRun {
     fn env(&mut self) -> EngineEnv {
         if self.env.is_none() {
             let bps = std::iter::once(self.root).chain(self.extra.iter().copied());
-            let env = EngineEnv::new(
-                self.config.clone(),
-                bps,
-                self.data_backend.clone(),
-                self.object_store.clone(),
-            )
-            .unwrap_or_else(|e| panic!("invalid test setup: {e}"));
+            let env = EngineEnv::new(self.config.clone(), bps, self.data_backend.clone(), self.object_store.clone())
+                .unwrap_or_else(|e| panic!("invalid test setup: {e}"));
             self.env = Some(env);
         }
         self.env.clone().unwrap()
@@ -198,12 +166,7 @@ impl TestRun {
         let env = self.env();
         if self.root_id.is_none() {
             let id = uuid::Uuid::new_v4().to_string();
-            let mut job = Job::new(
-                id.clone(),
-                self.root.name(),
-                self.root.start_state(),
-                self.initial_data.clone(),
-            );
+            let mut job = Job::new(id.clone(), self.root.name(), self.root.start_state(), self.initial_data.clone());
             job.client = self.client.clone();
             self.jobs.insert(id.clone(), job);
             self.root_id = Some(id);
@@ -239,10 +202,7 @@ impl TestRun {
     /// Child jobs of the root job.
     pub fn children(&self) -> Vec<&Job> {
         let root = self.root_id.clone();
-        self.jobs
-            .values()
-            .filter(|j| j.parent_job_id == root)
-            .collect()
+        self.jobs.values().filter(|j| j.parent_job_id == root).collect()
     }
     /// Tasks waiting for an answer.
     pub fn pending_tasks(&self) -> &[Task] {
@@ -250,10 +210,7 @@ impl TestRun {
     }
     /// The first pending task of `task_type`.
     pub fn task(&self, task_type: &str) -> Option<Task> {
-        self.pending
-            .iter()
-            .find(|t| t.task_type == task_type)
-            .cloned()
+        self.pending.iter().find(|t| t.task_type == task_type).cloned()
     }
     /// Ids of tasks the engine cancelled (parent cancelled, fan-out abandoned, ...).
     pub fn cancelled_tasks(&self) -> &[String] {
@@ -394,12 +351,7 @@ impl TestRun {
             let runnable: Vec<String> = self
                 .jobs
                 .values()
-                .filter(|j| {
-                    matches!(
-                        j.status,
-                        JobStatus::Pending | JobStatus::Running | JobStatus::AwaitingRetry
-                    )
-                })
+                .filter(|j| matches!(j.status, JobStatus::Pending | JobStatus::Running | JobStatus::AwaitingRetry))
                 .map(|j| j.id.clone())
                 .collect();
             let mut progressed = false;
@@ -410,11 +362,7 @@ impl TestRun {
                 self.effects(&id, out);
                 progressed = true;
             }
-            if let Some(idx) = self
-                .pending
-                .iter()
-                .position(|t| self.scripts.contains_key(&t.task_type))
-            {
+            if let Some(idx) = self.pending.iter().position(|t| self.scripts.contains_key(&t.task_type)) {
                 let task = self.pending[idx].clone();
                 let reply = (self.scripts.get_mut(&task.task_type).unwrap())(&task);
                 self.apply_reply(env, &task, reply);

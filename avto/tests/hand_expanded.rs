@@ -34,10 +34,7 @@ mod flow {
         api_endpoint: ::core::option::Option::Some("jobs/hand"),
         start: "start",
         states: &[
-            ::avto::__private::StateSpec {
-                name: "start",
-                kind: ::avto::__private::StateKind::Normal,
-            },
+            ::avto::__private::StateSpec { name: "start", kind: ::avto::__private::StateKind::Normal },
             ::avto::__private::StateSpec {
                 name: "finished",
                 kind: ::avto::__private::StateKind::End(::avto::__private::JobStatus::Finished),
@@ -89,37 +86,27 @@ mod flow {
     ::avto::__private::inventory::submit! { ::avto::__private::Registration(&__AVTO_SPEC) }
 
     #[doc(hidden)]
-    fn __avto_call_start<'a>(
-        inv: &'a mut ::avto::__private::Invocation,
-    ) -> ::avto::__private::HandlerFuture<'a> {
+    fn __avto_call_start<'a>(inv: &'a mut ::avto::__private::Invocation) -> ::avto::__private::HandlerFuture<'a> {
         ::avto::__private::std::boxed::Box::pin(async move {
             let (__avto_ctx, __avto_actions) = inv.split();
-            let __avto_arg0: &Context =
-                <&Context as ::avto::__private::FromContext<'_>>::from_context(__avto_ctx)?;
+            let __avto_arg0: &Context = <&Context as ::avto::__private::FromContext<'_>>::from_context(__avto_ctx)?;
             let __avto_arg1: &mut Actions =
                 <&mut Actions as ::avto::__private::FromActions<'_>>::from_actions(__avto_actions);
-            ::avto::__private::IntoHandlerResult::into_handler_result(
-                start(__avto_arg0, __avto_arg1).await,
-            )
+            ::avto::__private::IntoHandlerResult::into_handler_result(start(__avto_arg0, __avto_arg1).await)
         })
     }
     #[doc(hidden)]
-    fn __avto_call_finished<'a>(
-        inv: &'a mut ::avto::__private::Invocation,
-    ) -> ::avto::__private::HandlerFuture<'a> {
+    fn __avto_call_finished<'a>(inv: &'a mut ::avto::__private::Invocation) -> ::avto::__private::HandlerFuture<'a> {
         ::avto::__private::std::boxed::Box::pin(async move {
             let (_, _) = inv.split();
             ::avto::__private::IntoHandlerResult::into_handler_result(finished().await)
         })
     }
     #[doc(hidden)]
-    fn __avto_call_failed<'a>(
-        inv: &'a mut ::avto::__private::Invocation,
-    ) -> ::avto::__private::HandlerFuture<'a> {
+    fn __avto_call_failed<'a>(inv: &'a mut ::avto::__private::Invocation) -> ::avto::__private::HandlerFuture<'a> {
         ::avto::__private::std::boxed::Box::pin(async move {
             let (__avto_ctx, _) = inv.split();
-            let __avto_arg0: &Context =
-                <&Context as ::avto::__private::FromContext<'_>>::from_context(__avto_ctx)?;
+            let __avto_arg0: &Context = <&Context as ::avto::__private::FromContext<'_>>::from_context(__avto_ctx)?;
             ::avto::__private::IntoHandlerResult::into_handler_result(failed(__avto_arg0).await)
         })
     }
@@ -129,9 +116,7 @@ mod flow {
 async fn success_path() {
     let mut run = TestRun::new(flow::blueprint())
         .initial_data(serde_json::json!({"msg": "hi"}))
-        .worker("echo", |t| {
-            Reply::success(serde_json::json!({"echo": t.params.clone()}))
-        });
+        .worker("echo", |t| Reply::success(serde_json::json!({"echo": t.params.clone()})));
     let job = run.run().await;
     assert_eq!(job.status, JobStatus::Finished);
     assert_eq!(job.path, vec!["start", "finished"]);
@@ -140,8 +125,7 @@ async fn success_path() {
 
 #[tokio::test]
 async fn failure_transition_is_followed_and_error_is_visible() {
-    let mut run = TestRun::new(flow::blueprint())
-        .worker("echo", |_| Reply::failure("PERMANENT_ERROR", "broken"));
+    let mut run = TestRun::new(flow::blueprint()).worker("echo", |_| Reply::failure("PERMANENT_ERROR", "broken"));
     let job = run.run().await;
     assert_eq!(job.status, JobStatus::Failed);
     assert_eq!(job.current_state, "failed");
@@ -171,9 +155,7 @@ async fn transient_errors_retry_with_new_task_ids() {
 
 #[test]
 fn registered_through_inventory() {
-    assert!(avto::Blueprint::registered()
-        .iter()
-        .any(|b| b.name() == "hand_flow"));
+    assert!(avto::Blueprint::registered().iter().any(|b| b.name() == "hand_flow"));
 }
 
 #[test]

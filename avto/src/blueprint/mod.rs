@@ -157,24 +157,16 @@ impl Blueprint {
         }
     }
     pub fn is_aggregator(&self, state: &str) -> bool {
-        matches!(
-            self.state(state).map(|s| s.kind),
-            Some(StateKind::Aggregator)
-        )
+        matches!(self.state(state).map(|s| s.kind), Some(StateKind::Aggregator))
     }
     /// Handlers of one state in the order they are tried.
-    pub fn handlers_for<'a>(
-        &'a self,
-        state: &'a str,
-    ) -> impl Iterator<Item = &'static HandlerSpec> + 'a {
+    pub fn handlers_for<'a>(&'a self, state: &'a str) -> impl Iterator<Item = &'static HandlerSpec> + 'a {
         self.spec.handlers.iter().filter(move |h| h.state == state)
     }
     /// Blueprints registered with `inventory` by `#[avto::blueprint]` in this binary, sorted by name.
     pub fn registered() -> Vec<Blueprint> {
-        let mut all: Vec<Blueprint> = inventory::iter::<crate::__private::Registration>
-            .into_iter()
-            .map(|r| Blueprint { spec: r.0 })
-            .collect();
+        let mut all: Vec<Blueprint> =
+            inventory::iter::<crate::__private::Registration>.into_iter().map(|r| Blueprint { spec: r.0 }).collect();
         all.sort_by_key(|b| b.name());
         all
     }

@@ -108,12 +108,7 @@ impl EngineEnv {
     }
 
     pub fn data_stores(&self, bp: Blueprint) -> DataStores {
-        DataStores::new(
-            bp.name(),
-            bp.spec().data_stores,
-            self.data_backend.clone(),
-            self.data_initialized.clone(),
-        )
+        DataStores::new(bp.name(), bp.spec().data_stores, self.data_backend.clone(), self.data_initialized.clone())
     }
 
     pub fn object_store(&self) -> Option<Arc<dyn ObjectStore>> {
@@ -134,10 +129,7 @@ impl EngineEnv {
             parent_job_id: job.parent_job_id.clone(),
             path: job.path.clone(),
             data_stores: self.data_stores(bp),
-            task_files: self
-                .object_store
-                .clone()
-                .map(|s| TaskFiles::new(job.id.clone(), s)),
+            task_files: self.object_store.clone().map(|s| TaskFiles::new(job.id.clone(), s)),
             _private: (),
         }
     }
@@ -150,18 +142,12 @@ impl EngineEnv {
 pub async fn advance(env: &EngineEnv, job: &mut Job) -> Outcome {
     let mut out = Outcome::default();
     let Some(bp) = env.blueprint(&job.blueprint) else {
-        let msg = format!(
-            "blueprint `{}` is not registered in this orchestrator",
-            job.blueprint
-        );
+        let msg = format!("blueprint `{}` is not registered in this orchestrator", job.blueprint);
         terminal(job, JobStatus::Failed, Some(msg), &mut out);
         return out;
     };
     loop {
-        if !matches!(
-            job.status,
-            JobStatus::Pending | JobStatus::Running | JobStatus::AwaitingRetry
-        ) {
+        if !matches!(job.status, JobStatus::Pending | JobStatus::Running | JobStatus::AwaitingRetry) {
             return out;
         }
         job.transition_count += 1;
@@ -176,9 +162,7 @@ pub async fn advance(env: &EngineEnv, job: &mut Job) -> Outcome {
         job.status = JobStatus::Running;
         job.updated_at_ms = now_ms();
         let state = job.current_state.clone();
-        out.event(EngineEvent::StateStarted {
-            state: state.clone(),
-        });
+        out.event(EngineEvent::StateStarted { state: state.clone() });
         let started = Instant::now();
         let result = run_handler(env, bp, job).await;
         let elapsed = started.elapsed().as_millis() as u64;
@@ -192,19 +176,11 @@ pub async fn advance(env: &EngineEnv, job: &mut Job) -> Outcome {
                 });
             }
             Ok(Step::Wait) | Ok(Step::Done) => {
-                out.event(EngineEvent::StateFinished {
-                    state,
-                    next_state: None,
-                    duration_ms: elapsed,
-                });
+                out.event(EngineEvent::StateFinished { state, next_state: None, duration_ms: elapsed });
                 return out;
             }
             Err(HandlerError::InvalidInput(msg)) => {
-                out.event(EngineEvent::StateFailed {
-                    state,
-                    error: msg.clone(),
-                    attempt: job.retry_count,
-                });
+                out.event(EngineEvent::StateFailed { state, error: msg.clone(), attempt: job.retry_count });
                 terminal(job, JobStatus::Failed, Some(msg), &mut out);
                 return out;
             }
@@ -264,10 +240,7 @@ async fn run_handler(env: &EngineEnv, bp: Blueprint, job: &Job) -> Result<Action
             .copied()
     };
     let Some(handler) = handler else {
-        let conds: Vec<&str> = bp
-            .handlers_for(state)
-            .filter_map(|h| h.condition.as_ref().map(|c| c.source))
-            .collect();
+        let conds: Vec<&str> = bp.handlers_for(state).filter_map(|h| h.condition.as_ref().map(|c| c.source)).collect();
         return Err(HandlerError::Failed(format!(
             "no handler of state `{state}` matched: no #[when] condition was true ({}) and there is no unconditional handler",
             conds.join("; ")
@@ -287,10 +260,7 @@ async fn run_handler(env: &EngineEnv, bp: Blueprint, job: &Job) -> Result<Action
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic payload".into());
-            Err(HandlerError::Failed(format!(
-                "handler `{}` panicked: {msg}",
-                handler.name
-            )))
+            Err(HandlerError::Failed(format!("handler `{}` panicked: {msg}", handler.name)))
         }
     }
 }
@@ -328,9 +298,7 @@ fn apply_actions(
     let state = job.current_state.clone();
     let end_status = bp.end_status(&state);
     if end_status.is_some() && actions.action.is_some() {
-        return Err(HandlerError::Failed(format!(
-            "end state `{state}` must not take an action"
-        )));
+        return Err(HandlerError::Failed(format!("end state `{state}` must not take an action")));
     }
     // Validate before changing anything, so a rejected action leaves the job as it was.
     match &actions.action {
@@ -344,9 +312,7 @@ fn apply_actions(
         }
         Some(Action::Approval(a)) => {
             if a.transitions.is_empty() {
-                return Err(HandlerError::Failed(
-                    "await_human_approval needs at least one transition".into(),
-                ));
+                return Err(HandlerError::Failed("await_human_approval needs at least one transition".into()));
             }
             check_pairs(bp, &a.transitions, "await_human_approval")?
         }
@@ -452,10 +418,7 @@ fn parallel_target(bp: Blueprint, tasks: &[TaskSpec]) -> Result<Option<String>, 
             "several dispatch_task calls in one handler must all have a `success` transition into the same #[aggregator] state".into(),
         ));
     };
-    if let Some(other) = tasks
-        .iter()
-        .find(|t| success(t).as_deref() != Some(agg.as_str()))
-    {
+    if let Some(other) = tasks.iter().find(|t| success(t).as_deref() != Some(agg.as_str())) {
         return Err(HandlerError::Failed(format!(
             "parallel dispatch of `{}` does not fan into aggregator `{agg}` (its success transition goes to {:?})",
             other.task_type,
@@ -478,11 +441,7 @@ fn with_job_timeouts(mut spec: TaskSpec, job: &Job) -> TaskSpec {
 pub(crate) fn new_task(spec: TaskSpec, branch: bool, attempt: u32, now: u64) -> TaskRecord {
     let uuid = uuid::Uuid::new_v4();
     TaskRecord {
-        task_id: if branch {
-            uuid.to_string()
-        } else {
-            format!("task-{uuid}")
-        },
+        task_id: if branch { uuid.to_string() } else { format!("task-{uuid}") },
         spec,
         attempt,
         worker_id: None,
@@ -534,34 +493,18 @@ pub(crate) fn terminal(job: &mut Job, status: JobStatus, error: Option<String>, 
 /// The job's result: `state_history[<final state>]` if present, else the last value merged into
 /// `state_history` (Avtomatika's rule, so clients of both see the same result).
 fn extract_result(job: &Job) -> Option<Value> {
-    job.state_history
-        .get(&job.current_state)
-        .or_else(|| job.state_history.values().next_back())
-        .cloned()
+    job.state_history.get(&job.current_state).or_else(|| job.state_history.values().next_back()).cloned()
 }
 
-pub(crate) fn retry_task(
-    env: &EngineEnv,
-    record: &TaskRecord,
-    branch: bool,
-    out: &mut Outcome,
-) -> TaskRecord {
+pub(crate) fn retry_task(env: &EngineEnv, record: &TaskRecord, branch: bool, out: &mut Outcome) -> TaskRecord {
     let delay = backoff(env.config.retry_base, env.config.retry_max, record.attempt);
-    let next = new_task(
-        record.spec.clone(),
-        branch,
-        record.attempt + 1,
-        now_ms() + delay.as_millis() as u64,
-    );
+    let next = new_task(record.spec.clone(), branch, record.attempt + 1, now_ms() + delay.as_millis() as u64);
     out.event(EngineEvent::TaskRetry {
         task_id: record.task_id.clone(),
         next_task_id: next.task_id.clone(),
         attempt: next.attempt,
         delay_ms: delay.as_millis() as u64,
     });
-    out.effect(Effect::Dispatch {
-        tasks: vec![next.clone()],
-        delay,
-    });
+    out.effect(Effect::Dispatch { tasks: vec![next.clone()], delay });
     next
 }

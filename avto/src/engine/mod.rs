@@ -10,8 +10,8 @@ mod results;
 
 pub use executor::{advance, EngineConfig, EngineEnv};
 pub use results::{
-    apply_approval, apply_event, apply_task_result, cancel, fail_task, resume_parent,
-    ApprovalError, CancelError, IgnoreReason, ResultDisposition, TaskResult,
+    apply_approval, apply_event, apply_task_result, cancel, fail_task, resume_parent, ApprovalError, CancelError,
+    IgnoreReason, ResultDisposition, TaskResult,
 };
 
 use std::time::Duration;
@@ -22,10 +22,7 @@ use crate::job::{Job, JobStatus, TaskRecord};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// Put these tasks on worker queues after `delay` (zero for fresh dispatches, backoff for retries).
-    Dispatch {
-        tasks: Vec<TaskRecord>,
-        delay: Duration,
-    },
+    Dispatch { tasks: Vec<TaskRecord>, delay: Duration },
     /// These tasks are no longer wanted: tell their workers (WebSocket push / heartbeat answer).
     CancelTasks(Vec<TaskRecord>),
     /// Create this child job and advance it.
@@ -41,46 +38,15 @@ pub enum Effect {
 /// A history-worthy event the engine observed (recorded by the history writer when enabled).
 #[derive(Debug, Clone, PartialEq)]
 pub enum EngineEvent {
-    StateStarted {
-        state: String,
-    },
-    StateFinished {
-        state: String,
-        next_state: Option<String>,
-        duration_ms: u64,
-    },
-    StateFailed {
-        state: String,
-        error: String,
-        attempt: u32,
-    },
-    TaskDispatched {
-        task_id: String,
-        task_type: String,
-        attempt: u32,
-    },
-    TaskFinished {
-        task_id: String,
-        status: String,
-        worker_id: Option<String>,
-    },
-    TaskRetry {
-        task_id: String,
-        next_task_id: String,
-        attempt: u32,
-        delay_ms: u64,
-    },
-    ApprovalRequested {
-        integration: Option<String>,
-        message: Option<String>,
-    },
-    SubJobStarted {
-        child_job_id: String,
-        blueprint: String,
-    },
-    JobFinished {
-        status: JobStatus,
-    },
+    StateStarted { state: String },
+    StateFinished { state: String, next_state: Option<String>, duration_ms: u64 },
+    StateFailed { state: String, error: String, attempt: u32 },
+    TaskDispatched { task_id: String, task_type: String, attempt: u32 },
+    TaskFinished { task_id: String, status: String, worker_id: Option<String> },
+    TaskRetry { task_id: String, next_task_id: String, attempt: u32, delay_ms: u64 },
+    ApprovalRequested { integration: Option<String>, message: Option<String> },
+    SubJobStarted { child_job_id: String, blueprint: String },
+    JobFinished { status: JobStatus },
 }
 
 /// What one engine call did.

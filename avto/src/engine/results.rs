@@ -30,13 +30,7 @@ fn success() -> String {
 
 impl TaskResult {
     pub fn success(task_id: impl Into<String>, data: Value) -> Self {
-        TaskResult {
-            task_id: task_id.into(),
-            worker_id: None,
-            status: success(),
-            data,
-            error: None,
-        }
+        TaskResult { task_id: task_id.into(), worker_id: None, status: success(), data, error: None }
     }
     pub fn failure(task_id: impl Into<String>, code: &str, message: &str) -> Self {
         TaskResult {
@@ -85,23 +79,14 @@ pub enum ResultDisposition {
 }
 
 fn ignored(reason: IgnoreReason, message: impl Into<String>) -> ResultDisposition {
-    ResultDisposition::Ignored {
-        reason,
-        message: message.into(),
-    }
+    ResultDisposition::Ignored { reason, message: message.into() }
 }
 
 fn terminal_reason(job: &Job) -> ResultDisposition {
     if job.status == JobStatus::Cancelled {
-        ignored(
-            IgnoreReason::JobCancelled,
-            format!("job {} was cancelled", job.id),
-        )
+        ignored(IgnoreReason::JobCancelled, format!("job {} was cancelled", job.id))
     } else {
-        ignored(
-            IgnoreReason::JobAlreadyTerminated,
-            format!("job {} is already {}", job.id, job.status),
-        )
+        ignored(IgnoreReason::JobAlreadyTerminated, format!("job {} is already {}", job.id, job.status))
     }
 }
 
@@ -109,37 +94,20 @@ fn terminal_reason(job: &Job) -> ResultDisposition {
 ///
 /// Lease fencing: a result is applied only for a task in flight, and only from the worker that
 /// holds its lease (when the result names a worker and the task has been assigned).
-pub fn apply_task_result(
-    env: &EngineEnv,
-    job: &mut Job,
-    result: &TaskResult,
-) -> (ResultDisposition, Outcome) {
+pub fn apply_task_result(env: &EngineEnv, job: &mut Job, result: &TaskResult) -> (ResultDisposition, Outcome) {
     let mut out = Outcome::default();
     if job.status.is_terminal() {
         return (terminal_reason(job), out);
     }
-    let Some(record) = job
-        .tasks_in_flight()
-        .find(|t| t.task_id == result.task_id)
-        .cloned()
-    else {
+    let Some(record) = job.tasks_in_flight().find(|t| t.task_id == result.task_id).cloned() else {
         return (
-            ignored(
-                IgnoreReason::StaleTask,
-                format!(
-                    "task {} is not in flight for job {}",
-                    result.task_id, job.id
-                ),
-            ),
+            ignored(IgnoreReason::StaleTask, format!("task {} is not in flight for job {}", result.task_id, job.id)),
             out,
         );
     };
     if let (Some(holder), Some(sender)) = (&record.worker_id, &result.worker_id) {
         if holder != sender {
-            let msg = format!(
-                "task {} is leased to worker {holder}, not {sender}",
-                record.task_id
-            );
+            let msg = format!("task {} is leased to worker {holder}, not {sender}", record.task_id);
             return (ignored(IgnoreReason::WorkerMismatch, msg), out);
         }
     }
@@ -167,12 +135,10 @@ fn merge_data(job: &mut Job, data: &Value) {
 }
 
 fn error_of(result: &TaskResult) -> TaskError {
-    result.error.clone().unwrap_or_else(|| {
-        TaskError::new(
-            "TRANSIENT_ERROR",
-            "the worker reported a failure without an error object",
-        )
-    })
+    result
+        .error
+        .clone()
+        .unwrap_or_else(|| TaskError::new("TRANSIENT_ERROR", "the worker reported a failure without an error object"))
 }
 
 fn single_result(
@@ -209,12 +175,7 @@ fn single_result(
                 });
             }
             if status == "cancelled" {
-                terminal(
-                    job,
-                    JobStatus::Cancelled,
-                    Some("the worker cancelled the task".into()),
-                    out,
-                );
+                terminal(job, JobStatus::Cancelled, Some("the worker cancelled the task".into()), out);
                 return ResultDisposition::Accepted("cancelled_handled");
             }
             merge_data(job, &result.data);
@@ -226,19 +187,10 @@ fn single_result(
 }
 
 /// No more retries: follow `failure` if declared, else quarantine (permanent / exhausted) or fail (invalid input).
-fn give_up(
-    job: &mut Job,
-    transitions: &[(String, String)],
-    error: TaskError,
-    attempts: u32,
-    out: &mut Outcome,
-) {
+fn give_up(job: &mut Job, transitions: &[(String, String)], error: TaskError, attempts: u32, out: &mut Outcome) {
     let class = error.class();
     let msg = match class {
-        ErrorClass::Transient => format!(
-            "{}: {} (after {} retries)",
-            error.code, error.message, attempts
-        ),
+        ErrorClass::Transient => format!("{}: {} (after {} retries)", error.code, error.message, attempts),
         _ => format!("{}: {}", error.code, error.message),
     };
     job.last_error = Some(error);
@@ -252,11 +204,7 @@ fn give_up(
         enter(job, &target);
         return;
     }
-    let status = if class == ErrorClass::InvalidInput {
-        JobStatus::Failed
-    } else {
-        JobStatus::Quarantined
-    };
+    let status = if class == ErrorClass::InvalidInput { JobStatus::Failed } else { JobStatus::Quarantined };
     terminal(job, status, Some(msg), out);
 }
 
@@ -273,11 +221,7 @@ fn branch_result(
         let error = error_of(result);
         if error.class() == ErrorClass::Transient && record.attempt < env.config.max_retries {
             let next = retry_task(env, record, true, out);
-            if let Some(slot) = job
-                .branches
-                .iter_mut()
-                .find(|b| b.task_id == record.task_id)
-            {
+            if let Some(slot) = job.branches.iter_mut().find(|b| b.task_id == record.task_id) {
                 *slot = next;
             }
             return ResultDisposition::Accepted("failure_handled");
@@ -323,20 +267,12 @@ fn branch_result(
         }
         None if status == "cancelled" => {
             job.branches.retain(|b| b.task_id != record.task_id);
-            terminal(
-                job,
-                JobStatus::Cancelled,
-                Some("a worker cancelled a parallel task".into()),
-                out,
-            );
+            terminal(job, JobStatus::Cancelled, Some("a worker cancelled a parallel task".into()), out);
             ResultDisposition::Accepted("cancelled_handled")
         }
         None => {
             job.branches.retain(|b| b.task_id != record.task_id);
-            let msg = format!(
-                "worker returned unhandled status `{status}` for parallel task {}",
-                record.task_id
-            );
+            let msg = format!("worker returned unhandled status `{status}` for parallel task {}", record.task_id);
             terminal(job, JobStatus::Failed, Some(msg), out);
             ResultDisposition::Accepted("unhandled_status_failure")
         }
@@ -360,30 +296,20 @@ pub fn fail_task(env: &EngineEnv, job: &mut Job, task_id: &str, error: TaskError
 
 /// Applies a worker event (progress or custom) to `job`. Returns true if an `event_transitions`
 /// entry moved the job (the caller must then [`super::advance`] it).
-pub fn apply_event(
-    job: &mut Job,
-    task_id: Option<&str>,
-    event_type: &str,
-    payload: &Value,
-    out: &mut Outcome,
-) -> bool {
+pub fn apply_event(job: &mut Job, task_id: Option<&str>, event_type: &str, payload: &Value, out: &mut Outcome) -> bool {
     if job.status.is_terminal() {
         return false;
     }
     if event_type == "progress" {
         let progress = payload.get("progress").and_then(Value::as_f64);
-        let message = payload
-            .get("message")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let message = payload.get("message").and_then(Value::as_str).map(str::to_owned);
         job.progress = progress;
         job.progress_message = message.clone();
         let entry = json!({"progress": progress, "message": message, "task_id": task_id, "timestamp_ms": now_ms()});
         match job.state_history.get_mut("progress_updates") {
             Some(Value::Array(list)) => list.push(entry),
             _ => {
-                job.state_history
-                    .insert("progress_updates".into(), Value::Array(vec![entry]));
+                job.state_history.insert("progress_updates".into(), Value::Array(vec![entry]));
             }
         }
         job.updated_at_ms = now_ms();
@@ -403,8 +329,7 @@ pub fn apply_event(
     };
     let target = target.to_owned();
     if let Value::Object(_) = payload {
-        job.state_history
-            .insert(format!("event_{event_type}"), payload.clone());
+        job.state_history.insert(format!("event_{event_type}"), payload.clone());
     }
     out.effect(Effect::CancelTasks(vec![task]));
     enter(job, &target);
@@ -424,12 +349,7 @@ pub fn cancel(job: &mut Job) -> Result<Outcome, CancelError> {
         return Err(CancelError::AlreadyTerminal(job.status));
     }
     let mut out = Outcome::default();
-    terminal(
-        job,
-        JobStatus::Cancelled,
-        Some("cancelled by the client".into()),
-        &mut out,
-    );
+    terminal(job, JobStatus::Cancelled, Some("cancelled by the client".into()), &mut out);
     Ok(out)
 }
 
@@ -449,22 +369,11 @@ pub fn apply_approval(job: &mut Job, decision: &str) -> Result<(), ApprovalError
         _ => return Err(ApprovalError::NotWaiting(job.status)),
     };
     let Some((_, target)) = approval.transitions.iter().find(|(d, _)| d == decision) else {
-        let expected = approval
-            .transitions
-            .iter()
-            .map(|(d, _)| d.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err(ApprovalError::InvalidDecision {
-            decision: decision.to_owned(),
-            expected,
-        });
+        let expected = approval.transitions.iter().map(|(d, _)| d.as_str()).collect::<Vec<_>>().join(", ");
+        return Err(ApprovalError::InvalidDecision { decision: decision.to_owned(), expected });
     };
     let target = target.clone();
-    job.state_history.insert(
-        "approval_decision".into(),
-        Value::String(decision.to_owned()),
-    );
+    job.state_history.insert("approval_decision".into(), Value::String(decision.to_owned()));
     enter(job, &target);
     Ok(())
 }
@@ -475,11 +384,7 @@ pub fn resume_parent(parent: &mut Job, child: &Job, out: &mut Outcome) -> bool {
     if parent.status != JobStatus::WaitingForSubJob || !child.status.is_terminal() {
         return false;
     }
-    let Some(sub) = parent
-        .sub_job
-        .clone()
-        .filter(|s| s.child_job_id == child.id)
-    else {
+    let Some(sub) = parent.sub_job.clone().filter(|s| s.child_job_id == child.id) else {
         return false;
     };
     let outcome = match child.status {
@@ -503,13 +408,7 @@ pub fn resume_parent(parent: &mut Job, child: &Job, out: &mut Outcome) -> bool {
         .transitions
         .iter()
         .find(|(o, _)| o == outcome)
-        .or_else(|| {
-            if outcome == "cancelled" {
-                sub.transitions.iter().find(|(o, _)| o == "failure")
-            } else {
-                None
-            }
-        })
+        .or_else(|| if outcome == "cancelled" { sub.transitions.iter().find(|(o, _)| o == "failure") } else { None })
         .map(|(_, t)| t.clone());
     match target {
         Some(t) => enter(parent, &t),

@@ -23,10 +23,7 @@ pub struct Invocation {
 
 impl Invocation {
     pub(crate) fn new(context: Context) -> Self {
-        Invocation {
-            context,
-            actions: Actions::new(),
-        }
+        Invocation { context, actions: Actions::new() }
     }
     /// Shared context and mutable actions, borrowed at the same time.
     #[doc(hidden)]
@@ -123,7 +120,9 @@ impl<'a> FromContext<'a> for Option<&'a crate::files::TaskFiles> {
 impl<'a> FromContext<'a> for &'a crate::files::TaskFiles {
     fn from_context(ctx: &'a Context) -> Result<Self, HandlerError> {
         ctx.task_files.as_ref().ok_or_else(|| {
-            HandlerError::Failed("this handler needs TaskFiles but no file storage is configured (set S3_ENDPOINT_URL)".into())
+            HandlerError::Failed(
+                "this handler needs TaskFiles but no file storage is configured (set S3_ENDPOINT_URL)".into(),
+            )
         })
     }
 }
@@ -142,14 +141,9 @@ pub struct InitialData<T>(pub T);
 
 impl<'a, T: DeserializeOwned> FromContext<'a> for InitialData<T> {
     fn from_context(ctx: &'a Context) -> Result<Self, HandlerError> {
-        T::deserialize(&ctx.initial_data)
-            .map(InitialData)
-            .map_err(|e| {
-                HandlerError::InvalidInput(format!(
-                    "initial_data does not match `{}`: {e}",
-                    std::any::type_name::<T>()
-                ))
-            })
+        T::deserialize(&ctx.initial_data).map(InitialData).map_err(|e| {
+            HandlerError::InvalidInput(format!("initial_data does not match `{}`: {e}", std::any::type_name::<T>()))
+        })
     }
 }
 

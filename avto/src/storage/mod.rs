@@ -22,11 +22,7 @@ pub enum StorageError {
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
     #[error("unknown data store `{store}` in blueprint `{blueprint}` (declared: {declared})")]
-    UnknownStore {
-        blueprint: String,
-        store: String,
-        declared: String,
-    },
+    UnknownStore { blueprint: String, store: String, declared: String },
     #[error("value does not have the expected type: {0}")]
     Type(String),
     #[error("conflict: {0}")]
@@ -35,17 +31,8 @@ pub enum StorageError {
 
 /// Key/value storage behind blueprint data stores. Keys are namespaced by `ns` = `{blueprint}:{store}`.
 pub trait DataStoreBackend: Send + Sync + 'static {
-    fn get<'a>(
-        &'a self,
-        ns: &'a str,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Value>, StorageError>>;
-    fn set<'a>(
-        &'a self,
-        ns: &'a str,
-        key: &'a str,
-        value: Value,
-    ) -> BoxFuture<'a, Result<(), StorageError>>;
+    fn get<'a>(&'a self, ns: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<Value>, StorageError>>;
+    fn set<'a>(&'a self, ns: &'a str, key: &'a str, value: Value) -> BoxFuture<'a, Result<(), StorageError>>;
     /// Sets `key` to `new` only if its current value equals `expected` (`None` = absent).
     fn compare_and_set<'a>(
         &'a self,
@@ -55,14 +42,8 @@ pub trait DataStoreBackend: Send + Sync + 'static {
         new: Value,
     ) -> BoxFuture<'a, Result<bool, StorageError>>;
     /// Atomically adds `delta` to an integer value (absent = 0) and returns the new value.
-    fn incr<'a>(
-        &'a self,
-        ns: &'a str,
-        key: &'a str,
-        delta: i64,
-    ) -> BoxFuture<'a, Result<i64, StorageError>>;
-    fn delete<'a>(&'a self, ns: &'a str, key: &'a str)
-        -> BoxFuture<'a, Result<bool, StorageError>>;
+    fn incr<'a>(&'a self, ns: &'a str, key: &'a str, delta: i64) -> BoxFuture<'a, Result<i64, StorageError>>;
+    fn delete<'a>(&'a self, ns: &'a str, key: &'a str) -> BoxFuture<'a, Result<bool, StorageError>>;
 }
 
 /// The data stores of one blueprint, as handlers see them (`stores: &DataStores` or `ctx.data_stores`).
@@ -76,10 +57,7 @@ pub struct DataStores {
 
 impl std::fmt::Debug for DataStores {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DataStores")
-            .field("blueprint", &self.blueprint)
-            .field("stores", &self.names())
-            .finish()
+        f.debug_struct("DataStores").field("blueprint", &self.blueprint).field("stores", &self.names()).finish()
     }
 }
 
@@ -92,12 +70,7 @@ impl DataStores {
         backend: Arc<dyn DataStoreBackend>,
         initialized: Arc<Mutex<HashSet<String>>>,
     ) -> Self {
-        DataStores {
-            blueprint,
-            specs,
-            backend,
-            initialized,
-        }
+        DataStores { blueprint, specs, backend, initialized }
     }
 
     /// Names of the declared stores.
@@ -107,10 +80,7 @@ impl DataStores {
 
     /// One store by name. Unknown names give a store whose operations fail with [`StorageError::UnknownStore`].
     pub fn store(&self, name: &str) -> DataStore {
-        DataStore {
-            stores: self.clone(),
-            name: name.to_owned(),
-        }
+        DataStore { stores: self.clone(), name: name.to_owned() }
     }
 }
 
@@ -127,12 +97,8 @@ impl DataStore {
     }
 
     async fn ready(&self) -> Result<String, StorageError> {
-        let spec = self
-            .stores
-            .specs
-            .iter()
-            .find(|s| s.name == self.name)
-            .ok_or_else(|| StorageError::UnknownStore {
+        let spec =
+            self.stores.specs.iter().find(|s| s.name == self.name).ok_or_else(|| StorageError::UnknownStore {
                 blueprint: self.stores.blueprint.to_owned(),
                 store: self.name.clone(),
                 declared: self.stores.names().join(", "),
@@ -140,15 +106,11 @@ impl DataStore {
         let ns = self.ns();
         let first = self.stores.initialized.lock().unwrap().insert(ns.clone());
         if first {
-            let initial: Value = serde_json::from_str(spec.initial).map_err(|e| {
-                StorageError::Corrupt(format!("initial value of data store `{}`: {e}", self.name))
-            })?;
+            let initial: Value = serde_json::from_str(spec.initial)
+                .map_err(|e| StorageError::Corrupt(format!("initial value of data store `{}`: {e}", self.name)))?;
             if let Value::Object(map) = initial {
                 for (k, v) in map {
-                    self.stores
-                        .backend
-                        .compare_and_set(&ns, &k, None, v)
-                        .await?;
+                    self.stores.backend.compare_and_set(&ns, &k, None, v).await?;
                 }
             }
         }
@@ -164,9 +126,7 @@ impl DataStore {
     pub async fn get_as<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
         match self.get(key).await? {
             None => Ok(None),
-            Some(v) => T::deserialize(v)
-                .map(Some)
-                .map_err(|e| StorageError::Type(e.to_string())),
+            Some(v) => T::deserialize(v).map(Some).map_err(|e| StorageError::Type(e.to_string())),
         }
     }
 
@@ -191,12 +151,7 @@ impl DataStore {
         loop {
             let current = self.stores.backend.get(&ns, key).await?;
             let new = f(current.as_ref());
-            if self
-                .stores
-                .backend
-                .compare_and_set(&ns, key, current, new.clone())
-                .await?
-            {
+            if self.stores.backend.compare_and_set(&ns, key, current, new.clone()).await? {
                 return Ok(new);
             }
         }
