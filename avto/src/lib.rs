@@ -18,6 +18,7 @@ pub mod engine;
 pub mod files;
 pub mod handler;
 pub mod job;
+pub mod protocol;
 pub mod storage;
 pub mod testing;
 
