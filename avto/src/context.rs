@@ -11,6 +11,7 @@ use crate::storage::DataStores;
 /// `#[when(ctx.initial_data["language"] == "en")]`. Indexing a missing JSON key yields
 /// `Value::Null`, so conditions are null-safe without extra code.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Context {
     pub job_id: String,
     /// Name of the blueprint this job runs.
@@ -36,7 +37,6 @@ pub struct Context {
     pub data_stores: DataStores,
     /// The job's files (`jobs/{job_id}/`), when file storage is configured.
     pub task_files: Option<crate::files::TaskFiles>,
-    pub(crate) _private: (),
 }
 
 impl Context {

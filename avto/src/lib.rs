@@ -19,8 +19,12 @@ pub mod files;
 pub mod handler;
 pub mod job;
 pub mod protocol;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod storage;
 pub mod testing;
+#[cfg(feature = "worker")]
+pub mod worker;
 
 pub use actions::{Actions, DispatchStrategy};
 pub use avto_macros::{aggregator, blueprint, handler, when};
@@ -29,7 +33,13 @@ pub use context::{AggregationResults, BranchResult, ClientConfig, Context, Error
 pub use files::TaskFiles;
 pub use handler::{FromContext, HandlerError, InitialData};
 pub use job::{Job, JobStatus};
+#[cfg(feature = "server")]
+pub use server::{serve, Orchestrator};
 pub use storage::{DataStore, DataStores, StorageError};
+
+/// The result type of `main` functions that call [`serve`].
+#[cfg(feature = "server")]
+pub type Result<T, E = server::ServeError> = std::result::Result<T, E>;
 
 /// What blueprint modules usually import: `use avto::prelude::*;`.
 pub mod prelude {

@@ -98,8 +98,7 @@ impl std::fmt::Debug for TestRun {
 impl TestRun {
     /// A run of `blueprint` with empty initial data and in-memory data stores.
     pub fn new(blueprint: Blueprint) -> Self {
-        let mut config = EngineConfig::default();
-        config.retry_base = std::time::Duration::ZERO;
+        let config = EngineConfig { retry_base: std::time::Duration::ZERO, ..EngineConfig::default() };
         TestRun {
             root: blueprint,
             extra: Vec::new(),

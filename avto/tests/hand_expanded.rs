@@ -86,6 +86,7 @@ mod flow {
     ::avto::__private::inventory::submit! { ::avto::__private::Registration(&__AVTO_SPEC) }
 
     #[doc(hidden)]
+    #[allow(clippy::unit_arg)]
     fn __avto_call_start<'a>(inv: &'a mut ::avto::__private::Invocation) -> ::avto::__private::HandlerFuture<'a> {
         ::avto::__private::std::boxed::Box::pin(async move {
             let (__avto_ctx, __avto_actions) = inv.split();
@@ -96,6 +97,7 @@ mod flow {
         })
     }
     #[doc(hidden)]
+    #[allow(clippy::unit_arg)]
     fn __avto_call_finished<'a>(inv: &'a mut ::avto::__private::Invocation) -> ::avto::__private::HandlerFuture<'a> {
         ::avto::__private::std::boxed::Box::pin(async move {
             let (_, _) = inv.split();
@@ -103,6 +105,7 @@ mod flow {
         })
     }
     #[doc(hidden)]
+    #[allow(clippy::unit_arg)]
     fn __avto_call_failed<'a>(inv: &'a mut ::avto::__private::Invocation) -> ::avto::__private::HandlerFuture<'a> {
         ::avto::__private::std::boxed::Box::pin(async move {
             let (__avto_ctx, _) = inv.split();

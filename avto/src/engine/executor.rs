@@ -130,7 +130,6 @@ impl EngineEnv {
             path: job.path.clone(),
             data_stores: self.data_stores(bp),
             task_files: self.object_store.clone().map(|s| TaskFiles::new(job.id.clone(), s)),
-            _private: (),
         }
     }
 }
@@ -330,8 +329,11 @@ fn apply_actions(
     for (k, v) in actions.context_updates {
         job.state_history.insert(k, v);
     }
-    job.retry_count = 0;
-    job.error_message = None;
+    if job.retry_count > 0 {
+        // The handler succeeded after failing: its old error no longer applies.
+        job.retry_count = 0;
+        job.error_message = None;
+    }
     job.updated_at_ms = now_ms();
     match actions.action {
         None => match end_status {

@@ -1,0 +1,347 @@
+//! Client routes: create jobs, status, cancel, list, approvals, graphs, workers, dashboard.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{check_job_id, json_response, json_status, peer, truncate, ApiError, JsonObject};
+use crate::job::Job;
+use crate::server::config::ClientEntry;
+use crate::server::core::{Core, NewJob};
+
+/// The authenticated client of a request (token checked, quota charged, rate limit applied).
+#[derive(Debug, Clone)]
+pub struct Client(pub ClientEntry);
+
+impl FromRequestParts<Arc<Core>> for Client {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, core: &Arc<Core>) -> Result<Self, ApiError> {
+        if core.cfg.rate_limiting_enabled {
+            let key = format!("client:{}:{}", peer(&parts.extensions), parts.uri.path());
+            if let Err(wait) =
+                core.rate.hit(&key, core.cfg.rate_limit, core.cfg.rate_limit_period).await.map_err(storage)?
+            {
+                return Err(ApiError::TooManyRequests {
+                    message: "Too Many Requests".into(),
+                    retry_after_secs: wait.as_secs() + 1,
+                });
+            }
+        }
+        client_from_parts(parts, core).await
+    }
+}
+
+pub(super) async fn client_from_parts(parts: &Parts, core: &Arc<Core>) -> Result<Client, ApiError> {
+    let token = parts
+        .headers
+        .get("x-client-token")
+        .ok_or_else(|| ApiError::Unauthorized("Missing X-Client-Token header".into()))?
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("Unauthorized: Invalid token".into()))?;
+    let entry = core.clients.get(token).ok_or_else(|| ApiError::Unauthorized("Unauthorized: Invalid token".into()))?;
+    if entry.quota.is_some() && !core.quotas.take(token).await.map_err(storage)? {
+        return Err(ApiError::TooManyRequests {
+            message: format!("Quota exceeded for client `{}` (monthly_attempts)", entry.config.name),
+            retry_after_secs: 3600,
+        });
+    }
+    Ok(Client(entry.clone()))
+}
+
+fn storage(e: crate::storage::StorageError) -> ApiError {
+    ApiError::Unavailable(format!("storage error: {e}"))
+}
+
+pub(super) fn routes(core: &Arc<Core>) -> Router<Arc<Core>> {
+    let prefix =
+        if core.cfg.client_api_prefix.is_empty() { String::new() } else { format!("/{}", core.cfg.client_api_prefix) };
+    let mut r = Router::new();
+    let mut versions: BTreeSet<Option<&str>> = BTreeSet::new();
+    versions.insert(None);
+    for bp in core.env.blueprints() {
+        versions.insert(bp.api_version());
+        if let Some(path) = bp.create_path() {
+            let name = bp.name();
+            r = r.route(
+                &format!("{prefix}/{path}"),
+                post(move |state: State<Arc<Core>>, client: Client, body: JsonObject| {
+                    create_job(state, client, body, name)
+                }),
+            );
+        }
+    }
+    for v in versions {
+        let base = match v {
+            Some(v) => format!("{prefix}/{v}"),
+            None => prefix.clone(),
+        };
+        r = r
+            .route(&format!("{base}/jobs"), get(list_jobs))
+            .route(&format!("{base}/jobs/{{job_id}}"), get(job_status))
+            .route(&format!("{base}/jobs/{{job_id}}/cancel"), post(cancel_job))
+            .route(&format!("{base}/jobs/{{job_id}}/approval"), post(approve_job))
+            .route(&format!("{base}/blueprints"), get(list_blueprints))
+            .route(&format!("{base}/blueprints/{{name}}/graph"), get(graph))
+            .route(&format!("{base}/workers"), get(workers))
+            .route(&format!("{base}/dashboard"), get(dashboard));
+    }
+    r
+}
+
+fn opt_f64(body: &Map<String, Value>, key: &str) -> Result<Option<f64>, ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(f) if f > 0.0 && f.is_finite() => Ok(Some(f)),
+            _ => Err(ApiError::bad(format!("`{key}` must be a positive number of seconds"))),
+        },
+        Some(_) => Err(ApiError::bad(format!("`{key}` must be a positive number of seconds"))),
+    }
+}
+
+fn opt_object(body: &Map<String, Value>, key: &str) -> Result<Option<Value>, ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Object(_)) => Ok(Some(v.clone())),
+        Some(_) => Err(ApiError::bad(format!("`{key}` must be a JSON object"))),
+    }
+}
+
+const CREATE_OPTIONS: [&str; 5] = ["webhook_url", "dispatch_timeout", "result_timeout", "security", "metadata"];
+
+/// `POST /{prefix}/{version}/{endpoint}`: body `{"initial_data": {...}, "webhook_url": ..., "dispatch_timeout": s,
+/// "result_timeout": s}`. A body without `initial_data` is taken as the initial data itself (minus those options).
+async fn create_job(
+    State(core): State<Arc<Core>>,
+    Client(client): Client,
+    JsonObject(body): JsonObject,
+    blueprint: &'static str,
+) -> Result<Response, ApiError> {
+    let bp = core.blueprint(blueprint).ok_or_else(|| ApiError::NotFound("Blueprint not found".into()))?;
+    let initial_data = match body.get("initial_data") {
+        Some(Value::Object(m)) => Value::Object(m.clone()),
+        Some(Value::Null) => Value::Object(Map::new()),
+        Some(_) => return Err(ApiError::bad("`initial_data` must be a JSON object")),
+        None => Value::Object(
+            body.iter()
+                .filter(|(k, _)| !CREATE_OPTIONS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+    };
+    let webhook_url = match body.get("webhook_url") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(u)) if u.starts_with("http://") || u.starts_with("https://") => Some(u.clone()),
+        Some(_) => return Err(ApiError::bad("`webhook_url` must be an http:// or https:// URL")),
+    };
+    let req = NewJob {
+        initial_data,
+        webhook_url,
+        dispatch_timeout: opt_f64(&body, "dispatch_timeout")?,
+        result_timeout: opt_f64(&body, "result_timeout")?,
+        security: opt_object(&body, "security")?,
+        metadata: opt_object(&body, "metadata")?,
+    };
+    let id = core.create_job(bp, req, &client).await?;
+    Ok(json_status(StatusCode::ACCEPTED, &json!({"status": "accepted", "job_id": id})))
+}
+
+/// Loads a job of this client (404 for unknown ids and for other clients' jobs, so nothing leaks).
+async fn owned_job(core: &Core, client: &ClientEntry, job_id: &str) -> Result<Job, ApiError> {
+    check_job_id(job_id)?;
+    match core.jobs.get(job_id).await.map_err(storage)? {
+        Some(j) if j.client.name == client.config.name => Ok(j),
+        _ => Err(ApiError::NotFound("Job not found".into())),
+    }
+}
+
+/// The status view of a job: compact by default, everything but internals when detailed.
+pub(super) fn job_view(job: &Job, detailed: bool) -> Value {
+    let terminal = job.status.is_terminal();
+    let mut v = json!({
+        "id": job.id,
+        "status": job.status,
+        "blueprint_name": job.blueprint,
+        "current_state": job.current_state,
+        "error_message": job.error_message,
+        "waiting_reason": job.waiting_reason,
+        "progress": job.progress,
+        "progress_message": job.progress_message,
+        "parent_job_id": job.parent_job_id,
+        "child_job_id": job.sub_job.as_ref().map(|s| &s.child_job_id),
+        "result": if terminal { job.result.clone() } else { None },
+    });
+    if detailed {
+        let m = v.as_object_mut().unwrap();
+        m.insert("initial_data".into(), job.initial_data.clone());
+        m.insert("state_history".into(), Value::Object(job.state_history.clone()));
+        m.insert("path".into(), json!(job.path));
+        m.insert("retry_count".into(), json!(job.retry_count));
+        m.insert("transition_count".into(), json!(job.transition_count));
+        m.insert("last_error".into(), json!(job.last_error));
+        m.insert("current_task".into(), json!(job.current_task.as_ref().map(|t| json!({"task_id": t.task_id, "type": t.spec.task_type, "worker_id": t.worker_id, "attempt": t.attempt}))));
+        m.insert(
+            "branches".into(),
+            json!(job
+                .branches
+                .iter()
+                .map(|t| json!({"task_id": t.task_id, "type": t.spec.task_type, "worker_id": t.worker_id}))
+                .collect::<Vec<_>>()),
+        );
+        m.insert("aggregation_results".into(), json!(job.aggregation_results));
+        m.insert("approval".into(), json!(job.approval));
+        m.insert("webhook_url".into(), json!(job.webhook_url));
+        m.insert("metadata".into(), json!(job.metadata));
+        m.insert("created_at_ms".into(), json!(job.created_at_ms));
+        m.insert("updated_at_ms".into(), json!(job.updated_at_ms));
+        if !terminal {
+            m.remove("result");
+        }
+    }
+    v
+}
+
+#[derive(Debug, Deserialize)]
+struct StatusQuery {
+    fields: Option<String>,
+    detailed: Option<String>,
+}
+
+async fn job_status(
+    State(core): State<Arc<Core>>,
+    Client(client): Client,
+    Path(job_id): Path<String>,
+    Query(q): Query<StatusQuery>,
+) -> Result<Response, ApiError> {
+    let job = owned_job(&core, &client, &job_id).await?;
+    let detailed = match q.detailed.as_deref() {
+        None => core.cfg.detailed_api_responses,
+        Some("true" | "1") => true,
+        Some("false" | "0") => false,
+        Some(other) => {
+            return Err(ApiError::bad(format!("`detailed` must be true or false, not `{}`", truncate(other))))
+        }
+    };
+    let mut view = job_view(&job, detailed || q.fields.is_some());
+    if let Some(fields) = q.fields {
+        let wanted: Vec<&str> = fields.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
+        let m = view.as_object_mut().unwrap();
+        m.retain(|k, _| k == "id" || wanted.contains(&k.as_str()));
+    }
+    Ok(json_response(&view))
+}
+
+async fn cancel_job(
+    State(core): State<Arc<Core>>,
+    Client(client): Client,
+    Path(job_id): Path<String>,
+) -> Result<Response, ApiError> {
+    owned_job(&core, &client, &job_id).await?;
+    core.cancel_job(&job_id).await?;
+    Ok(json_response(&json!({"status": "cancellation_request_accepted", "job_id": job_id})))
+}
+
+/// `POST .../jobs/{id}/approval` with `{"decision": "approved"}`.
+pub(super) async fn approve_job(
+    State(core): State<Arc<Core>>,
+    Client(client): Client,
+    Path(job_id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let decision = match body.get("decision") {
+        Some(Value::String(d)) if !d.is_empty() => d.clone(),
+        Some(_) => return Err(ApiError::bad("decision must be a non-empty string")),
+        None => return Err(ApiError::bad("decision is required in body")),
+    };
+    owned_job(&core, &client, &job_id).await?;
+    core.approve(&job_id, &decision).await?;
+    Ok(json_response(&json!({"status": "approval_received", "job_id": job_id})))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    limit: Option<String>,
+    offset: Option<String>,
+    detailed: Option<String>,
+}
+
+async fn list_jobs(
+    State(core): State<Arc<Core>>,
+    Client(client): Client,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let parse = |v: Option<String>, default: usize, name: &str| -> Result<usize, ApiError> {
+        match v {
+            None => Ok(default),
+            Some(s) => s
+                .parse::<usize>()
+                .map_err(|_| ApiError::bad(format!("Invalid {name} parameter: expected a non-negative integer"))),
+        }
+    };
+    let limit = parse(q.limit, 100, "limit")?.min(1000);
+    let offset = parse(q.offset, 0, "offset")?;
+    let detailed = matches!(q.detailed.as_deref(), Some("true" | "1"));
+    let jobs = core.jobs.list(&client.config.name, limit, offset).await.map_err(storage)?;
+    let list: Vec<Value> = jobs.iter().map(|j| job_view(j, detailed)).collect();
+    Ok(json_response(&Value::Array(list)))
+}
+
+async fn list_blueprints(State(core): State<Arc<Core>>, _client: Client) -> Response {
+    let prefix = &core.cfg.client_api_prefix;
+    let list: Vec<Value> = core
+        .env
+        .blueprints()
+        .map(|bp| {
+            json!({
+                "name": bp.name(),
+                "api_version": bp.api_version(),
+                "endpoint": bp.create_path().map(|p| format!("/{prefix}/{p}").replace("//", "/")),
+                "start_state": bp.start_state(),
+                "states": bp.states().iter().map(|s| s.name).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json_response(&Value::Array(list))
+}
+
+async fn graph(State(core): State<Arc<Core>>, _client: Client, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let bp = core.blueprint(&name).ok_or_else(|| ApiError::NotFound("Blueprint not found".into()))?;
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("text/vnd.graphviz; charset=utf-8"))], bp.dot())
+        .into_response())
+}
+
+async fn workers(State(core): State<Arc<Core>>, _client: Client) -> Response {
+    let list: Vec<Value> = core
+        .dispatcher
+        .live_workers()
+        .into_iter()
+        .map(|(w, queued, running)| {
+            let mut rec = w.record.clone();
+            rec.remove("security");
+            rec.insert("status".into(), json!(w.status));
+            rec.insert("reputation".into(), json!(w.reputation));
+            rec.insert("queued_tasks".into(), json!(queued));
+            rec.insert("running_tasks".into(), json!(running));
+            Value::Object(rec)
+        })
+        .collect();
+    json_response(&Value::Array(list))
+}
+
+async fn dashboard(State(core): State<Arc<Core>>, Client(client): Client) -> Result<Response, ApiError> {
+    let counts = core.jobs.counts(Some(&client.config.name)).await.map_err(storage)?;
+    let mut jobs = Map::new();
+    jobs.insert("queued".into(), json!(core.dispatcher.queue_depth()));
+    for (status, n) in counts {
+        jobs.insert(status.as_str().into(), json!(n));
+    }
+    Ok(json_response(&json!({"workers": {"total": core.dispatcher.live_workers().len()}, "jobs": jobs})))
+}

@@ -1,0 +1,156 @@
+//! The HTTP API: client routes (`/{CLIENT_API_PREFIX}`), worker routes (`/_worker`, RXON) and
+//! public routes (`/_public`).
+
+mod client;
+pub mod error;
+mod public;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, FromRequest, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::{Map, Value};
+
+pub use error::ApiError;
+
+use super::core::Core;
+
+/// The protocol version header avto answers with (RXON).
+pub const RXON_VERSION: &str = "1.0b17";
+
+/// The whole router.
+pub fn router(core: Arc<Core>) -> Router {
+    let mut app = Router::new().merge(public::routes()).merge(worker::routes());
+    if core.cfg.enable_client_api {
+        app = app.merge(client::routes(&core));
+    }
+    app.fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed("method not allowed on this route".into()) })
+        .layer(axum::middleware::map_response(|mut r: Response| async move {
+            r.headers_mut().insert("x-rxon-version", HeaderValue::from_static(RXON_VERSION));
+            r
+        }))
+        .with_state(core)
+}
+
+/// Canonical JSON output: keys sorted, `null` members dropped, integral floats as integers.
+pub fn normalize(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let mut out = Map::new();
+            for k in keys {
+                let x = &m[k];
+                if !x.is_null() {
+                    out.insert(k.clone(), normalize(x));
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(normalize).collect()),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+            _ => v.clone(),
+        },
+        _ => v.clone(),
+    }
+}
+
+/// A JSON response body in canonical form.
+pub fn json_response(v: &Value) -> Response {
+    let body = serde_json::to_vec(&normalize(v)).unwrap_or_else(|_| b"{}".to_vec());
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}
+
+/// JSON with a status.
+pub fn json_status(status: StatusCode, v: &Value) -> Response {
+    let mut r = json_response(v);
+    *r.status_mut() = status;
+    r
+}
+
+/// A JSON object body, size-limited, with JSON errors for every way it can be wrong.
+#[derive(Debug, Clone)]
+pub struct JsonObject(pub Map<String, Value>);
+
+impl FromRequest<Arc<Core>> for JsonObject {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, core: &Arc<Core>) -> Result<Self, ApiError> {
+        let bytes = read_body(req, core.cfg.max_body_bytes).await?;
+        parse_object(&bytes).map(JsonObject)
+    }
+}
+
+/// Reads a body up to `limit` bytes (413 beyond).
+pub async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()) {
+        if len > limit {
+            return Err(too_large(limit));
+        }
+    }
+    axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| too_large(limit))
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::PayloadTooLarge(format!(
+        "request body is larger than the limit of {limit} bytes (MAX_REQUEST_BODY_BYTES)"
+    ))
+}
+
+/// Parses a JSON object (400 for invalid JSON or a non-object).
+pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad("Invalid JSON body: the body is empty, expected a JSON object"));
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Err(ApiError::bad(format!("Invalid JSON body: expected a JSON object, got {}", kind(&other)))),
+        Err(e) => Err(ApiError::bad(format!("Invalid JSON body: {e}"))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The peer address (for rate limits), when the server was started with connect info.
+pub fn peer(req_ext: &axum::http::Extensions) -> String {
+    req_ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_else(|| "unknown".into())
+}
+
+/// Checks a job id is a UUID (400 otherwise), so bad ids never reach storage.
+pub fn check_job_id(id: &str) -> Result<(), ApiError> {
+    uuid::Uuid::parse_str(id)
+        .map(|_| ())
+        .map_err(|_| ApiError::bad(format!("invalid job id `{}`: expected a UUID", truncate(id))))
+}
+
+pub(crate) fn truncate(s: &str) -> String {
+    if s.len() <= 80 {
+        s.to_owned()
+    } else {
+        let mut end = 80;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}...", &s[..end])
+    }
+}
+
+#[allow(dead_code)]
+fn empty() -> Body {
+    Body::empty()
+}

@@ -1,0 +1,433 @@
+//! Worker routes (`/_worker`), wire-compatible with Avtomatika's RXON protocol 1.0b17.
+//!
+//! Every request authenticates with `X-Worker-Token` (individual token from workers.toml, the
+//! global token, or an STS access token); every message body (register, heartbeat, result,
+//! event) must be signed (HMAC-SHA256 over canonical JSON), carry a timestamp within 60 s and
+//! must not be a replay. All authentication failures are 403 `{"error": ...}`.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::Router;
+use serde_json::{json, Map, Value};
+
+use super::{json_response, parse_object, read_body, ApiError};
+use crate::context::TaskError;
+use crate::engine::{ResultDisposition, TaskResult};
+use crate::protocol::replay::{check_timestamp, message_nonce, unix_now, NONCE_TTL};
+use crate::protocol::sign::{self, verify_security, MessageKind};
+use crate::server::core::Core;
+use crate::server::dispatch::WorkerInfo;
+
+pub(super) fn routes() -> Router<Arc<Core>> {
+    Router::new()
+        .route("/_worker/workers/register", post(register))
+        .route("/_worker/workers/{worker_id}", patch(heartbeat))
+        .route("/_worker/workers/{worker_id}/status", patch(heartbeat))
+        .route("/_worker/workers/{worker_id}/tasks/next", get(next_task))
+        .route("/_worker/tasks/result", post(result))
+        .route("/_worker/events", post(event))
+        .route("/_worker/auth/token", post(sts_issue))
+        .route("/_worker/auth/token/refresh", post(sts_refresh))
+        .route("/_worker/ws/{worker_id}", get(websocket))
+}
+
+const GLOBAL_ID: &str = "unknown_authenticated_by_global_token";
+const ACCESS_TTL_MS: u64 = 3_600_000;
+const REFRESH_TTL_MS: u64 = 86_400_000;
+
+/// Who sent a request, and the key their messages are signed with.
+#[derive(Debug, Clone)]
+struct Sender {
+    worker_id: String,
+    key: String,
+}
+
+fn forbidden(msg: impl Into<String>) -> ApiError {
+    ApiError::Forbidden(msg.into())
+}
+
+fn valid_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Authenticates a worker request. `hint` is the worker id the request claims.
+fn authenticate(core: &Core, headers: &HeaderMap, hint: Option<&str>) -> Result<Sender, ApiError> {
+    let token = headers
+        .get("x-worker-token")
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| forbidden("Unauthorized: Missing X-Worker-Token header or client certificate."))?;
+    if let Some(hint) = hint {
+        if !valid_id(hint) {
+            return Err(ApiError::bad("Invalid worker_id: expected 1-128 characters of [A-Za-z0-9_-]"));
+        }
+    }
+    let key_for = |id: &str| core.cfg.worker_token(id).unwrap_or(&core.cfg.global_worker_token).to_owned();
+    // STS access token
+    if let Some(owner) = core.sts_owner(token, "access") {
+        return match hint {
+            Some(h) if h != owner => Err(forbidden("Unauthorized: token belongs to another worker")),
+            _ => Ok(Sender { key: key_for(&owner), worker_id: owner }),
+        };
+    }
+    let Some(hint) = hint else {
+        if sign::constant_time_eq(token.as_bytes(), core.cfg.global_worker_token.as_bytes()) {
+            return Ok(Sender { worker_id: GLOBAL_ID.into(), key: core.cfg.global_worker_token.clone() });
+        }
+        return Err(forbidden("Unauthorized: No valid token found"));
+    };
+    if let Some(individual) = core.cfg.worker_token(hint) {
+        return if sign::constant_time_eq(token.as_bytes(), individual.as_bytes()) {
+            Ok(Sender { worker_id: hint.to_owned(), key: individual.to_owned() })
+        } else {
+            Err(forbidden("Unauthorized: Invalid individual worker token"))
+        };
+    }
+    if sign::constant_time_eq(token.as_bytes(), core.cfg.global_worker_token.as_bytes()) {
+        return Ok(Sender { worker_id: hint.to_owned(), key: core.cfg.global_worker_token.clone() });
+    }
+    Err(forbidden("Unauthorized: No valid token found"))
+}
+
+fn header_id(headers: &HeaderMap) -> Option<&str> {
+    headers.get("x-worker-id").and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty())
+}
+
+async fn rate_limit(core: &Core, sender: &Sender, kind: &str) -> Result<(), ApiError> {
+    if !core.cfg.rate_limiting_enabled {
+        return Ok(());
+    }
+    let limit = match kind {
+        "poll" => core.cfg.rate_limit_poll,
+        "heartbeat" => core.cfg.rate_limit_heartbeat,
+        _ => core.cfg.rate_limit,
+    };
+    let key = format!("worker:{}:{kind}", sender.worker_id);
+    match core.rate.hit(&key, limit, core.cfg.rate_limit_period).await {
+        Ok(Err(wait)) => {
+            Err(ApiError::TooManyRequests { message: "Too Many Requests".into(), retry_after_secs: wait.as_secs() + 1 })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Zero-trust checks of a message body: timestamp window, replay nonce, signature.
+async fn verify(core: &Core, sender: &Sender, body: &Value, kind: MessageKind) -> Result<(), ApiError> {
+    check_timestamp(body, unix_now()).map_err(|e| forbidden(e.to_string()))?;
+    verify_security(body, &sender.key, &sender.worker_id, kind).map_err(|e| forbidden(e.to_string()))?;
+    if let Some(nonce) = message_nonce(body) {
+        let key = format!("{}:{nonce}", sender.worker_id);
+        let fresh = core.nonces.first_use(&key, NONCE_TTL).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        if !fresh {
+            return Err(forbidden("Duplicate message detected (replay attack)"));
+        }
+    }
+    Ok(())
+}
+
+async fn body_object(req: Request, core: &Core) -> Result<(HeaderMap, Map<String, Value>), ApiError> {
+    let headers = req.headers().clone();
+    let bytes = read_body(req, core.cfg.max_body_bytes).await?;
+    Ok((headers, parse_object(&bytes)?))
+}
+
+async fn register(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
+    let (headers, body) = body_object(req, &core).await?;
+    let claimed = header_id(&headers)
+        .map(str::to_owned)
+        .or_else(|| body.get("worker_id").and_then(Value::as_str).map(str::to_owned));
+    let sender = authenticate(&core, &headers, claimed.as_deref())?;
+    rate_limit(&core, &sender, "register").await?;
+    let body = Value::Object(body);
+    verify(&core, &sender, &body, MessageKind::Registration).await?;
+    let Some(worker_id) = body.get("worker_id").and_then(Value::as_str) else {
+        return Err(ApiError::bad("worker_id is required"));
+    };
+    if worker_id != sender.worker_id {
+        return Err(forbidden(format!(
+            "Immediate sender ID mismatch: body says {worker_id}, credentials say {}",
+            sender.worker_id
+        )));
+    }
+    if !valid_id(worker_id) {
+        return Err(ApiError::bad("Invalid worker_id: expected 1-128 characters of [A-Za-z0-9_-]"));
+    }
+    match body.get("supported_skills") {
+        None | Some(Value::Null) | Some(Value::Array(_)) => {}
+        Some(_) => return Err(ApiError::bad("supported_skills must be a list")),
+    }
+    if let Some(skills) = body.get("supported_skills").and_then(Value::as_array) {
+        for s in skills {
+            match s.get("name").and_then(Value::as_str) {
+                Some(n) if valid_id(n) => {}
+                _ => return Err(ApiError::bad("every supported skill needs a `name` of [A-Za-z0-9_-]{1,128}")),
+            }
+        }
+    }
+    core.register_worker(WorkerInfo::from_registration(&body));
+    tracing::info!(worker_id, "worker registered");
+    let mut answer = json!({"status": "registered", "version": super::RXON_VERSION});
+    let version = headers.get("x-rxon-version").and_then(|v| v.to_str().ok());
+    if version.is_some_and(|v| v != super::RXON_VERSION) {
+        answer["warning"] = json!(format!("protocol version mismatch: orchestrator speaks {}", super::RXON_VERSION));
+    }
+    Ok(json_response(&answer))
+}
+
+async fn heartbeat(
+    State(core): State<Arc<Core>>,
+    Path(worker_id): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let headers = req.headers().clone();
+    let sender = authenticate(&core, &headers, Some(&worker_id))?;
+    rate_limit(&core, &sender, "heartbeat").await?;
+    let bytes = read_body(req, core.cfg.max_body_bytes).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(match core.heartbeat(&worker_id, None) {
+            Some(_) => json_response(&json!({"status": "ttl_refreshed"})),
+            None => not_registered(&worker_id).into_response(),
+        });
+    }
+    let body = Value::Object(parse_object(&bytes)?);
+    verify(&core, &sender, &body, MessageKind::Heartbeat).await?;
+    if let Some(id) = body.get("worker_id").and_then(Value::as_str) {
+        if id != worker_id {
+            return Err(forbidden("Immediate sender ID mismatch"));
+        }
+    }
+    let Some(cancel) = core.heartbeat(&worker_id, Some(&body)) else {
+        return Err(not_registered(&worker_id));
+    };
+    let mut answer = json!({"status": "ok"});
+    if !cancel.is_empty() {
+        answer["cancel_task_ids"] = json!(cancel);
+    }
+    if let Some(w) = core.dispatcher.worker(&worker_id) {
+        if w.skills.is_empty() && body.get("skills_hash").is_some() {
+            answer["require_full_sync"] = json!(true);
+        }
+    }
+    Ok(json_response(&answer))
+}
+
+fn not_registered(worker_id: &str) -> ApiError {
+    ApiError::NotFound(format!("Worker {worker_id} not found: register again"))
+}
+
+async fn next_task(
+    State(core): State<Arc<Core>>,
+    Path(worker_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let sender = authenticate(&core, &headers, Some(&worker_id))?;
+    rate_limit(&core, &sender, "poll").await?;
+    if !core.dispatcher.is_live(&worker_id) {
+        return Err(not_registered(&worker_id));
+    }
+    let Some((task, job)) = core.next_task(&worker_id, core.cfg.worker_poll_timeout).await else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    let mut payload = json!({
+        "job_id": task.job_id,
+        "task_id": task.task_id,
+        "type": task.spec.task_type,
+        "params": task.spec.params,
+        "priority": task.priority,
+        "timestamp": unix_now(),
+        "tracing_context": {},
+    });
+    if let Some(job) = &job {
+        if let Some(d) = task.deadline_ms {
+            payload["deadline"] = json!(d / 1000);
+        }
+        if let Some(s) = &job.security {
+            payload["security"] = s.clone();
+        }
+        if let Some(m) = &job.metadata {
+            payload["metadata"] = m.clone();
+        }
+        if !job.tracing_context.is_empty() {
+            payload["tracing_context"] = Value::Object(job.tracing_context.clone());
+        }
+        payload["step"] = json!(job.transition_count);
+    }
+    let payload = super::normalize(&payload);
+    let mut payload = payload;
+    let sig = sign::sign_task(&payload, &core.cfg.secret_key);
+    payload["sig"] = json!(sig);
+    Ok(json_response(&payload))
+}
+
+/// Reads `error` as the SDK sends it: an object `{code, message, details}` or a bare string.
+fn parse_error(v: Option<&Value>) -> Result<Option<TaskError>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(TaskError::new("TRANSIENT_ERROR", s.clone()))),
+        Some(Value::Object(o)) => Ok(Some(TaskError {
+            code: o.get("code").and_then(Value::as_str).unwrap_or("TRANSIENT_ERROR").to_owned(),
+            message: match o.get("message") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            },
+            details: o.get("details").cloned().filter(|d| !d.is_null()),
+        })),
+        Some(_) => Err(ApiError::bad("error must be an object {code, message} or a string")),
+    }
+}
+
+async fn result(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
+    let (headers, body) = body_object(req, &core).await?;
+    let claimed = header_id(&headers)
+        .map(str::to_owned)
+        .or_else(|| body.get("worker_id").and_then(Value::as_str).map(str::to_owned));
+    let sender = authenticate(&core, &headers, claimed.as_deref())?;
+    rate_limit(&core, &sender, "result").await?;
+    let body = Value::Object(body);
+    verify(&core, &sender, &body, MessageKind::Result).await?;
+    let str_field = |k: &str| -> Result<String, ApiError> {
+        match body.get(k) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            _ => Err(ApiError::bad(format!("`{k}` is required (a non-empty string)"))),
+        }
+    };
+    let job_id = str_field("job_id")?;
+    let task_id = str_field("task_id")?;
+    if let Some(w) = body.get("worker_id").and_then(Value::as_str) {
+        if w != sender.worker_id {
+            return Err(forbidden(format!("Immediate sender ID mismatch: result signed for {w}")));
+        }
+    }
+    let status = match body.get("status") {
+        None | Some(Value::Null) => "success".to_owned(),
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(_) => return Err(ApiError::bad("status must be a string")),
+    };
+    let data = match body.get("data") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(v @ Value::Object(_)) => v.clone(),
+        Some(_) => return Err(ApiError::bad("Expected object | null for `data`")),
+    };
+    let error = parse_error(body.get("error"))?;
+    let result = TaskResult { task_id, worker_id: Some(sender.worker_id.clone()), status, data, error };
+    let answer = match core.submit_result(&sender.worker_id, &job_id, result).await? {
+        ResultDisposition::Accepted(t) => json!({"status": "accepted", "transition": t}),
+        ResultDisposition::Ignored { reason, message } => {
+            json!({"status": "ignored", "reason": reason.as_str(), "message": message})
+        }
+    };
+    Ok(json_response(&answer))
+}
+
+async fn process_event(core: &Arc<Core>, sender: &Sender, body: &Value) -> Result<Value, ApiError> {
+    verify(core, sender, body, MessageKind::Event).await?;
+    let event_type =
+        body.get("event_type").and_then(Value::as_str).ok_or_else(|| ApiError::bad("event_type is required"))?;
+    let payload = body.get("payload").cloned().unwrap_or(Value::Null);
+    if !(payload.is_object() || payload.is_null()) {
+        return Err(ApiError::bad("payload must be an object"));
+    }
+    let task_id = body.get("target_task_id").or_else(|| body.get("origin_task_id")).and_then(Value::as_str);
+    let job_id = body
+        .get("target_job_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::bad("target_job_id is required"))?;
+    core.worker_event(&sender.worker_id, &job_id, task_id, event_type, &payload).await?;
+    Ok(json!({"status": "event_accepted"}))
+}
+
+async fn event(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
+    let (headers, body) = body_object(req, &core).await?;
+    let claimed = header_id(&headers)
+        .map(str::to_owned)
+        .or_else(|| body.get("worker_id").and_then(Value::as_str).map(str::to_owned));
+    let sender = authenticate(&core, &headers, claimed.as_deref())?;
+    rate_limit(&core, &sender, "event").await?;
+    Ok(json_response(&process_event(&core, &sender, &Value::Object(body)).await?))
+}
+
+fn sts_pair(core: &Core, worker_id: &str) -> Value {
+    let access = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let refresh = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    core.sts_store(&access, "access", worker_id, ACCESS_TTL_MS);
+    core.sts_store(&refresh, "refresh", worker_id, REFRESH_TTL_MS);
+    json!({"access_token": access, "refresh_token": refresh, "expires_in": ACCESS_TTL_MS / 1000, "worker_id": worker_id})
+}
+
+async fn sts_issue(State(core): State<Arc<Core>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let sender = authenticate(&core, &headers, header_id(&headers))?;
+    if sender.worker_id == GLOBAL_ID {
+        return Err(forbidden("Unauthorized: X-Worker-ID is required to issue a token"));
+    }
+    rate_limit(&core, &sender, "sts").await?;
+    Ok(json_response(&sts_pair(&core, &sender.worker_id)))
+}
+
+async fn sts_refresh(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
+    let (headers, body) = body_object(req, &core).await?;
+    let worker_id =
+        header_id(&headers).ok_or_else(|| forbidden("Unauthorized: X-Worker-ID header is required"))?.to_owned();
+    let token =
+        body.get("refresh_token").and_then(Value::as_str).ok_or_else(|| ApiError::bad("refresh_token is required"))?;
+    match core.sts_owner(token, "refresh") {
+        Some(owner) if owner == worker_id => {
+            core.sts_revoke(token);
+            Ok(json_response(&sts_pair(&core, &worker_id)))
+        }
+        Some(_) => Err(forbidden("Unauthorized: refresh token belongs to another worker")),
+        None => Err(forbidden("Unauthorized: Invalid refresh token (not found)")),
+    }
+}
+
+async fn websocket(
+    State(core): State<Arc<Core>>,
+    Path(worker_id): Path<String>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let sender = authenticate(&core, &headers, Some(&worker_id))?;
+    Ok(ws.on_upgrade(move |socket| ws_session(core, sender, socket)))
+}
+
+async fn ws_session(core: Arc<Core>, sender: Sender, mut socket: WebSocket) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    if !core.dispatcher.attach_ws(&sender.worker_id, tx.clone()) {
+        let _ = socket.send(Message::Close(None)).await;
+        return;
+    }
+    loop {
+        tokio::select! {
+            cmd = rx.recv() => {
+                let Some(cmd) = cmd else { break };
+                let frame = json!({"command": cmd.command, "task_id": cmd.task_id, "job_id": cmd.job_id});
+                if socket.send(Message::Text(super::normalize(&frame).to_string().into())).await.is_err() {
+                    break;
+                }
+            }
+            msg = socket.recv() => {
+                match msg {
+                    Some(Ok(Message::Text(text))) => {
+                        match serde_json::from_str::<Value>(&text) {
+                            Ok(body @ Value::Object(_)) => {
+                                if let Err(e) = process_event(&core, &sender, &body).await {
+                                    tracing::warn!(worker_id = %sender.worker_id, error = %e, "websocket event rejected");
+                                }
+                            }
+                            _ => tracing::warn!(worker_id = %sender.worker_id, "websocket frame is not a JSON object"),
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                }
+            }
+        }
+    }
+    core.dispatcher.detach_ws(&sender.worker_id, &tx);
+}

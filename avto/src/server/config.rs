@@ -1,0 +1,437 @@
+//! Orchestrator configuration: environment variables (Avtomatika's names) and TOML files.
+//!
+//! Invalid values fail fast with a message naming the variable.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::context::ClientConfig;
+
+/// A configuration error: what is wrong and where.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// One client from clients.toml (or `CLIENT_TOKEN`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientEntry {
+    pub token: String,
+    pub config: ClientConfig,
+    /// Requests allowed (`monthly_attempts`); `None` = unlimited.
+    pub quota: Option<u64>,
+}
+
+/// A worker's individual token from workers.toml (table name = worker id, or a glob pattern).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerToken {
+    pub pattern: String,
+    pub token: String,
+}
+
+impl WorkerToken {
+    /// Whether this entry applies to `worker_id` (exact name, or a glob with `*` and `?`).
+    pub fn matches(&self, worker_id: &str) -> bool {
+        glob_match(self.pattern.as_bytes(), worker_id.as_bytes())
+    }
+}
+
+fn glob_match(p: &[u8], s: &[u8]) -> bool {
+    match (p.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => glob_match(&p[1..], s) || (!s.is_empty() && glob_match(p, &s[1..])),
+        (Some(b'?'), Some(_)) => glob_match(&p[1..], &s[1..]),
+        (Some(a), Some(b)) if a == b => glob_match(&p[1..], &s[1..]),
+        _ => false,
+    }
+}
+
+/// Everything the orchestrator reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    pub instance_id: String,
+    /// Client routes live under `/{client_api_prefix}` (empty = root).
+    pub client_api_prefix: String,
+    pub enable_client_api: bool,
+    pub clients: Vec<ClientEntry>,
+    pub clients_config_path: Option<PathBuf>,
+    pub global_worker_token: String,
+    pub workers_config_path: Option<PathBuf>,
+    pub worker_tokens: Vec<WorkerToken>,
+    /// Key of the task `sig` (`ORCHESTRATOR_SECRET_KEY`).
+    pub secret_key: String,
+    pub worker_poll_timeout: Duration,
+    pub worker_timeout: Duration,
+    pub worker_health_check_interval: Duration,
+    pub job_max_retries: u32,
+    pub max_transitions_per_job: u32,
+    pub watcher_interval: Duration,
+    pub executor_max_concurrent_jobs: usize,
+    pub rate_limiting_enabled: bool,
+    pub rate_limit: u32,
+    pub rate_limit_period: Duration,
+    pub rate_limit_poll: u32,
+    pub rate_limit_heartbeat: u32,
+    pub detailed_api_responses: bool,
+    /// Largest accepted request body (`MAX_REQUEST_BODY_BYTES`, default 1 MiB like aiohttp).
+    pub max_body_bytes: usize,
+    pub log_level: String,
+    pub log_format: String,
+    pub reputation_min_threshold: f64,
+    pub work_stealing_enabled: bool,
+    pub production: bool,
+}
+
+const DEV_WORKER_TOKEN: &str = "secure-worker-token";
+const DEV_CLIENT_TOKEN: &str = "secure-orchestrator-token";
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: IpAddr::from([0, 0, 0, 0]),
+            port: 8080,
+            instance_id: "avto".into(),
+            client_api_prefix: "api".into(),
+            enable_client_api: true,
+            clients: vec![default_client(DEV_CLIENT_TOKEN)],
+            clients_config_path: None,
+            global_worker_token: DEV_WORKER_TOKEN.into(),
+            workers_config_path: None,
+            worker_tokens: Vec::new(),
+            secret_key: uuid::Uuid::new_v4().to_string(),
+            worker_poll_timeout: Duration::from_secs(30),
+            worker_timeout: Duration::from_secs(300),
+            worker_health_check_interval: Duration::from_secs(60),
+            job_max_retries: 3,
+            max_transitions_per_job: 100,
+            watcher_interval: Duration::from_secs(1),
+            executor_max_concurrent_jobs: 1000,
+            rate_limiting_enabled: true,
+            rate_limit: 100,
+            rate_limit_period: Duration::from_secs(60),
+            rate_limit_poll: 60,
+            rate_limit_heartbeat: 120,
+            detailed_api_responses: false,
+            max_body_bytes: 1024 * 1024,
+            log_level: "info".into(),
+            log_format: "json".into(),
+            reputation_min_threshold: 0.3,
+            work_stealing_enabled: true,
+            production: false,
+        }
+    }
+}
+
+fn default_client(token: &str) -> ClientEntry {
+    let mut config = Map::new();
+    config.insert("plan".into(), Value::String("default".into()));
+    ClientEntry {
+        token: token.to_owned(),
+        config: ClientConfig { name: "default".into(), plan: "default".into(), params: Value::Null, config },
+        quota: None,
+    }
+}
+
+/// Reads variables through a lookup function, so tests need not touch the process environment.
+struct Env<'a> {
+    get: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Env<'_> {
+    fn str(&self, name: &str) -> Option<String> {
+        (self.get)(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+    fn parse<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.str(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|e| ConfigError(format!("{name}={v:?}: {e}"))),
+        }
+    }
+    fn secs(&self, name: &str, default: Duration) -> Result<Duration, ConfigError> {
+        match self.str(name) {
+            None => Ok(default),
+            Some(v) => match v.parse::<f64>() {
+                Ok(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
+                _ => Err(ConfigError(format!("{name}={v:?}: expected a non-negative number of seconds"))),
+            },
+        }
+    }
+    fn bool(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.str(name).map(|v| v.to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(v) if matches!(v.as_str(), "true" | "1" | "yes" | "on") => Ok(true),
+            Some(v) if matches!(v.as_str(), "false" | "0" | "no" | "off") => Ok(false),
+            Some(v) => Err(ConfigError(format!("{name}={v:?}: expected true or false"))),
+        }
+    }
+}
+
+impl Config {
+    /// Configuration from the process environment (and the TOML files it names).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&|k| std::env::var(k).ok())
+    }
+
+    /// Configuration from any variable lookup (tests pass a map).
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env { get };
+        let d = Config::default();
+        let production =
+            matches!(env.str("ENVIRONMENT").or_else(|| env.str("ENV")).as_deref(), Some("production" | "prod"));
+        let mut c = Config {
+            host: env.parse("API_HOST", d.host)?,
+            port: env.parse("API_PORT", d.port)?,
+            instance_id: env.str("INSTANCE_ID").unwrap_or(d.instance_id),
+            client_api_prefix: env
+                .str("CLIENT_API_PREFIX")
+                .map(|p| p.trim_matches('/').to_owned())
+                .unwrap_or(d.client_api_prefix),
+            enable_client_api: env.bool("ENABLE_CLIENT_API", true)?,
+            clients: Vec::new(),
+            clients_config_path: env.str("CLIENTS_CONFIG_PATH").map(PathBuf::from),
+            global_worker_token: env
+                .str("GLOBAL_WORKER_TOKEN")
+                .or_else(|| env.str("WORKER_TOKEN"))
+                .unwrap_or_else(|| DEV_WORKER_TOKEN.into()),
+            workers_config_path: env.str("WORKERS_CONFIG_PATH").map(PathBuf::from),
+            worker_tokens: Vec::new(),
+            secret_key: env.str("ORCHESTRATOR_SECRET_KEY").unwrap_or(d.secret_key),
+            worker_poll_timeout: env.secs("WORKER_POLL_TIMEOUT_SECONDS", d.worker_poll_timeout)?,
+            worker_timeout: env.secs("WORKER_TIMEOUT_SECONDS", d.worker_timeout)?,
+            worker_health_check_interval: env
+                .secs("WORKER_HEALTH_CHECK_INTERVAL_SECONDS", d.worker_health_check_interval)?,
+            job_max_retries: env.parse("JOB_MAX_RETRIES", d.job_max_retries)?,
+            max_transitions_per_job: env.parse("MAX_TRANSITIONS_PER_JOB", d.max_transitions_per_job)?,
+            watcher_interval: env.secs("WATCHER_INTERVAL_SECONDS", d.watcher_interval)?,
+            executor_max_concurrent_jobs: env.parse("EXECUTOR_MAX_CONCURRENT_JOBS", d.executor_max_concurrent_jobs)?,
+            rate_limiting_enabled: env.bool("RATE_LIMITING_ENABLED", d.rate_limiting_enabled)?,
+            rate_limit: env.parse("RATE_LIMIT_LIMIT", d.rate_limit)?,
+            rate_limit_period: env.secs("RATE_LIMIT_PERIOD", d.rate_limit_period)?,
+            rate_limit_poll: env.parse("RATE_LIMIT_POLL_LIMIT", d.rate_limit_poll)?,
+            rate_limit_heartbeat: env.parse("RATE_LIMIT_HEARTBEAT_LIMIT", d.rate_limit_heartbeat)?,
+            detailed_api_responses: env.bool("DETAILED_API_RESPONSES", d.detailed_api_responses)?,
+            max_body_bytes: env.parse("MAX_REQUEST_BODY_BYTES", d.max_body_bytes)?,
+            log_level: env.str("LOG_LEVEL").map(|l| l.to_ascii_lowercase()).unwrap_or(d.log_level),
+            log_format: env.str("LOG_FORMAT").map(|l| l.to_ascii_lowercase()).unwrap_or(d.log_format),
+            reputation_min_threshold: env.parse("REPUTATION_MIN_THRESHOLD", d.reputation_min_threshold)?,
+            work_stealing_enabled: env.bool("WORK_STEALING_ENABLED", d.work_stealing_enabled)?,
+            production,
+        };
+        if c.worker_poll_timeout.is_zero() {
+            return Err(ConfigError("WORKER_POLL_TIMEOUT_SECONDS must be greater than 0".into()));
+        }
+        if c.max_body_bytes < 1024 {
+            return Err(ConfigError("MAX_REQUEST_BODY_BYTES must be at least 1024".into()));
+        }
+        if !matches!(c.log_format.as_str(), "json" | "text") {
+            return Err(ConfigError(format!("LOG_FORMAT={:?}: expected json or text", c.log_format)));
+        }
+        if let Some(path) = &c.clients_config_path {
+            c.clients = load_clients(path)?;
+        }
+        if let Some(token) = env.str("CLIENT_TOKEN") {
+            if c.clients.iter().all(|e| e.token != token) {
+                c.clients.push(default_client(&token));
+            }
+        }
+        if c.clients.is_empty() {
+            c.clients.push(default_client(DEV_CLIENT_TOKEN));
+        }
+        if let Some(path) = &c.workers_config_path {
+            c.worker_tokens = load_workers(path)?;
+        }
+        if c.production {
+            if c.global_worker_token == DEV_WORKER_TOKEN {
+                return Err(ConfigError("ENVIRONMENT=production requires GLOBAL_WORKER_TOKEN".into()));
+            }
+            if env.str("ORCHESTRATOR_SECRET_KEY").is_none() {
+                return Err(ConfigError("ENVIRONMENT=production requires ORCHESTRATOR_SECRET_KEY".into()));
+            }
+            if c.clients.iter().any(|e| e.token == DEV_CLIENT_TOKEN) {
+                return Err(ConfigError(
+                    "ENVIRONMENT=production requires CLIENT_TOKEN or CLIENTS_CONFIG_PATH (not the dev token)".into(),
+                ));
+            }
+        }
+        Ok(c)
+    }
+
+    /// Engine limits derived from this config.
+    pub fn engine(&self) -> crate::engine::EngineConfig {
+        crate::engine::EngineConfig {
+            max_transitions: self.max_transitions_per_job,
+            max_retries: self.job_max_retries,
+            ..Default::default()
+        }
+    }
+
+    /// The individual token configured for `worker_id`, if any (exact names win over patterns).
+    pub fn worker_token(&self, worker_id: &str) -> Option<&str> {
+        self.worker_tokens
+            .iter()
+            .find(|t| t.pattern == worker_id)
+            .or_else(|| self.worker_tokens.iter().find(|t| t.matches(worker_id)))
+            .map(|t| t.token.as_str())
+    }
+}
+
+fn read_toml(path: &Path, what: &str) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("{what} {}: cannot read: {e}", path.display())))?;
+    text.parse::<toml::Table>().map_err(|e| ConfigError(format!("{what} {}: {e}", path.display())))
+}
+
+fn toml_to_json(v: toml::Value) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// Parses clients.toml: one table per client with `token` (required), `plan`, `monthly_attempts`, anything else.
+pub fn load_clients(path: &Path) -> Result<Vec<ClientEntry>, ConfigError> {
+    parse_clients(read_toml(path, "CLIENTS_CONFIG_PATH")?, &path.display().to_string())
+}
+
+pub(crate) fn parse_clients(table: toml::Table, origin: &str) -> Result<Vec<ClientEntry>, ConfigError> {
+    let mut out = Vec::new();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for (name, value) in table {
+        let toml::Value::Table(t) = value else {
+            return Err(ConfigError(format!("{origin}: `{name}` must be a table ([{name}])")));
+        };
+        let token = match t.get("token") {
+            Some(toml::Value::String(s)) if !s.is_empty() => s.clone(),
+            _ => return Err(ConfigError(format!("{origin}: [{name}] needs a non-empty string `token`"))),
+        };
+        if let Some(other) = seen.insert(token.clone(), name.clone()) {
+            return Err(ConfigError(format!("{origin}: [{name}] and [{other}] have the same token")));
+        }
+        let quota = match t.get("monthly_attempts") {
+            None => None,
+            Some(toml::Value::Integer(n)) if *n >= 0 => Some(*n as u64),
+            Some(_) => {
+                return Err(ConfigError(format!("{origin}: [{name}] monthly_attempts must be a non-negative integer")))
+            }
+        };
+        let plan = match t.get("plan") {
+            None => "unknown".to_owned(),
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(_) => return Err(ConfigError(format!("{origin}: [{name}] plan must be a string"))),
+        };
+        let params = t.get("params").cloned().map(toml_to_json).unwrap_or(Value::Null);
+        let config: Map<String, Value> =
+            t.into_iter().filter(|(k, _)| k != "token").map(|(k, v)| (k, toml_to_json(v))).collect();
+        out.push(ClientEntry { token, config: ClientConfig { name, plan, params, config }, quota });
+    }
+    Ok(out)
+}
+
+/// Parses workers.toml: `[worker-id] token = "..."`; table names with `*` or `?` are glob patterns.
+pub fn load_workers(path: &Path) -> Result<Vec<WorkerToken>, ConfigError> {
+    parse_workers(read_toml(path, "WORKERS_CONFIG_PATH")?, &path.display().to_string())
+}
+
+pub(crate) fn parse_workers(table: toml::Table, origin: &str) -> Result<Vec<WorkerToken>, ConfigError> {
+    let mut out = Vec::new();
+    for (name, value) in table {
+        let toml::Value::Table(t) = value else {
+            return Err(ConfigError(format!("{origin}: `{name}` must be a table ([{name}])")));
+        };
+        match t.get("token") {
+            Some(toml::Value::String(s)) if !s.is_empty() => out.push(WorkerToken { pattern: name, token: s.clone() }),
+            _ => return Err(ConfigError(format!("{origin}: [{name}] needs a non-empty string `token`"))),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(&move |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.client_api_prefix, "api");
+        assert_eq!(c.clients.len(), 1);
+        assert_eq!(c.clients[0].token, DEV_CLIENT_TOKEN);
+    }
+
+    #[test]
+    fn invalid_values_fail_fast_with_the_variable_name() {
+        let e = cfg(&[("API_PORT", "eighty")]).unwrap_err();
+        assert!(e.0.contains("API_PORT"), "{e}");
+        let e = cfg(&[("RATE_LIMITING_ENABLED", "maybe")]).unwrap_err();
+        assert!(e.0.contains("RATE_LIMITING_ENABLED"), "{e}");
+        let e = cfg(&[("WORKER_POLL_TIMEOUT_SECONDS", "-1")]).unwrap_err();
+        assert!(e.0.contains("WORKER_POLL_TIMEOUT_SECONDS"), "{e}");
+        let e = cfg(&[("CLIENTS_CONFIG_PATH", "/nonexistent/clients.toml")]).unwrap_err();
+        assert!(e.0.contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn client_token_and_prefix() {
+        let c = cfg(&[("CLIENT_TOKEN", "t1"), ("CLIENT_API_PREFIX", "//v//")]).unwrap();
+        assert_eq!(c.client_api_prefix, "v");
+        assert!(c.clients.iter().any(|e| e.token == "t1"));
+    }
+
+    #[test]
+    fn clients_toml() {
+        let t: toml::Table = r#"
+            [client_premium]
+            token = "user_token_vip"
+            plan = "premium"
+            monthly_attempts = 100000
+            languages = ["en", "de", "fr"]
+            [client_premium.params]
+            tier = 3
+        "#
+        .parse()
+        .unwrap();
+        let c = parse_clients(t, "x").unwrap();
+        assert_eq!(c[0].quota, Some(100000));
+        assert_eq!(c[0].config.plan, "premium");
+        assert_eq!(c[0].config.get("languages"), &serde_json::json!(["en", "de", "fr"]));
+        assert_eq!(c[0].config.params, serde_json::json!({"tier": 3}));
+        assert!(c[0].config.config.get("token").is_none(), "the token is never part of the client config");
+        let bad: toml::Table = "[a]\nplan = \"x\"\n".parse().unwrap();
+        assert!(parse_clients(bad, "x").unwrap_err().0.contains("token"));
+        let bad: toml::Table = "[a]\ntoken = \"t\"\nmonthly_attempts = \"many\"\n".parse().unwrap();
+        assert!(parse_clients(bad, "x").unwrap_err().0.contains("monthly_attempts"));
+    }
+
+    #[test]
+    fn worker_tokens_and_patterns() {
+        let t: toml::Table = "[worker-001]\ntoken = \"a\"\n[\"cpu-*\"]\ntoken = \"b\"\n".parse().unwrap();
+        let tokens = parse_workers(t, "x").unwrap();
+        let c = Config { worker_tokens: tokens, ..Config::default() };
+        assert_eq!(c.worker_token("worker-001"), Some("a"));
+        assert_eq!(c.worker_token("cpu-7"), Some("b"));
+        assert_eq!(c.worker_token("gpu-1"), None);
+    }
+
+    #[test]
+    fn production_refuses_dev_defaults() {
+        assert!(cfg(&[("ENVIRONMENT", "production")]).is_err());
+        assert!(cfg(&[
+            ("ENVIRONMENT", "production"),
+            ("GLOBAL_WORKER_TOKEN", "w"),
+            ("ORCHESTRATOR_SECRET_KEY", "s"),
+            ("CLIENT_TOKEN", "c")
+        ])
+        .is_ok());
+    }
+}

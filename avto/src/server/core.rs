@@ -1,0 +1,430 @@
+//! The orchestrator core: jobs, the engine, the dispatcher and their effects, without HTTP.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use super::config::{ClientEntry, Config};
+use super::dispatch::{Dispatcher, QueuedTask, Unassigned, WorkerInfo};
+use super::store::{JobGuard, JobStore, NonceStore, QuotaStore, RateLimitStore};
+use super::webhooks::Webhooks;
+use crate::blueprint::Blueprint;
+use crate::context::ErrorClass;
+use crate::engine::{self, Effect, EngineEnv, Outcome, ResultDisposition, TaskResult};
+use crate::job::{now_ms, Job, JobStatus, TaskRecord};
+use crate::storage::StorageError;
+
+/// A create-job request after validation.
+#[derive(Debug, Clone, Default)]
+pub struct NewJob {
+    pub initial_data: Value,
+    pub webhook_url: Option<String>,
+    pub dispatch_timeout: Option<f64>,
+    pub result_timeout: Option<f64>,
+    pub security: Option<Value>,
+    pub metadata: Option<Value>,
+}
+
+/// Errors of core operations (mapped to HTTP statuses by the API layer).
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("job not found")]
+    JobNotFound,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Cancel(#[from] engine::CancelError),
+    #[error(transparent)]
+    Approval(#[from] engine::ApprovalError),
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+/// Everything the HTTP layer and the background loops share.
+pub struct Core {
+    pub cfg: Arc<Config>,
+    pub env: EngineEnv,
+    pub jobs: Arc<dyn JobStore>,
+    pub quotas: Arc<dyn QuotaStore>,
+    pub rate: Arc<dyn RateLimitStore>,
+    pub nonces: Arc<dyn NonceStore>,
+    pub dispatcher: Dispatcher,
+    pub clients: HashMap<String, ClientEntry>,
+    pub webhooks: Webhooks,
+    exec: Arc<Semaphore>,
+    /// STS tokens: sha256(token) -> (kind, worker id, expiry ms).
+    sts: std::sync::Mutex<HashMap<String, (&'static str, String, u64)>>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").field("env", &self.env).finish()
+    }
+}
+
+const REPUTATION_REWARD: f64 = 0.001;
+const REPUTATION_PENALTY: f64 = 0.05;
+
+impl Core {
+    pub fn new(
+        cfg: Config,
+        env: EngineEnv,
+        jobs: Arc<dyn JobStore>,
+        quotas: Arc<dyn QuotaStore>,
+        rate: Arc<dyn RateLimitStore>,
+        nonces: Arc<dyn NonceStore>,
+    ) -> Self {
+        let clients = cfg.clients.iter().map(|c| (c.token.clone(), c.clone())).collect();
+        let dispatcher = Dispatcher::new(cfg.worker_health_check_interval * 2, cfg.reputation_min_threshold);
+        let exec = Arc::new(Semaphore::new(cfg.executor_max_concurrent_jobs.max(1)));
+        Core {
+            cfg: Arc::new(cfg),
+            env,
+            jobs,
+            quotas,
+            rate,
+            nonces,
+            dispatcher,
+            clients,
+            webhooks: Webhooks::start(),
+            exec,
+            sts: Default::default(),
+        }
+    }
+
+    /// The blueprint by name.
+    pub fn blueprint(&self, name: &str) -> Option<Blueprint> {
+        self.env.blueprint(name)
+    }
+
+    /// Creates a job and starts it. Returns its id.
+    pub async fn create_job(
+        self: &Arc<Self>,
+        bp: Blueprint,
+        req: NewJob,
+        client: &ClientEntry,
+    ) -> Result<String, CoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut job = Job::new(id.clone(), bp.name(), bp.start_state(), req.initial_data);
+        job.client = client.config.clone();
+        job.webhook_url = req.webhook_url;
+        job.dispatch_timeout = req.dispatch_timeout;
+        job.result_timeout = req.result_timeout;
+        job.security = req.security;
+        job.metadata = req.metadata;
+        self.jobs.insert(job).await?;
+        self.drive(id.clone());
+        Ok(id)
+    }
+
+    /// Runs the job's handlers in the background (if it is runnable).
+    pub fn drive(self: &Arc<Self>, id: String) {
+        let core = self.clone();
+        tokio::spawn(async move {
+            let _permit = core.exec.clone().acquire_owned().await;
+            if let Err(e) = core.drive_now(&id).await {
+                tracing::error!(job_id = %id, error = %e, "could not advance job");
+            }
+        });
+    }
+
+    async fn drive_now(self: &Arc<Self>, id: &str) -> Result<(), CoreError> {
+        let Some(mut g) = self.jobs.lock(id).await? else { return Ok(()) };
+        self.advance_locked(&mut g).await;
+        self.jobs.save(&g).await?;
+        Ok(())
+    }
+
+    /// Advances a locked job if it is runnable and carries out the effects.
+    async fn advance_locked(self: &Arc<Self>, g: &mut JobGuard) {
+        if matches!(g.status, JobStatus::Pending | JobStatus::Running | JobStatus::AwaitingRetry) {
+            let out = engine::advance(&self.env, g).await;
+            self.effects(g, out);
+        }
+    }
+
+    /// Carries out what the engine asked for. Never locks another job while `job` is locked:
+    /// work on other jobs is spawned.
+    fn effects(self: &Arc<Self>, job: &mut Job, out: Outcome) {
+        for effect in out.effects {
+            match effect {
+                Effect::Dispatch { tasks, delay } if delay.is_zero() => {
+                    for t in tasks {
+                        self.place(job, &t.task_id);
+                    }
+                }
+                Effect::Dispatch { tasks, delay } => {
+                    let core = self.clone();
+                    let job_id = job.id.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        if let Ok(Some(mut g)) = core.jobs.lock(&job_id).await {
+                            for t in &tasks {
+                                if g.tasks_in_flight().any(|r| r.task_id == t.task_id && r.worker_id.is_none()) {
+                                    core.place(&mut g, &t.task_id);
+                                }
+                            }
+                            let _ = core.jobs.save(&g).await;
+                        }
+                    });
+                }
+                Effect::CancelTasks(tasks) => {
+                    let list: Vec<_> = tasks.into_iter().map(|t| (t.task_id, t.worker_id, job.id.clone())).collect();
+                    self.dispatcher.cancel(&list);
+                }
+                Effect::StartChild(child) => {
+                    let core = self.clone();
+                    tokio::spawn(async move {
+                        let id = child.id.clone();
+                        match core.jobs.insert(*child).await {
+                            Ok(()) => core.drive(id),
+                            Err(e) => tracing::error!(error = %e, "could not store child job"),
+                        }
+                    });
+                }
+                Effect::CancelChild(child_id) => {
+                    let core = self.clone();
+                    tokio::spawn(async move {
+                        let _ = core.cancel_job(&child_id).await;
+                    });
+                }
+                Effect::RetryHandler { delay } => {
+                    let core = self.clone();
+                    let id = job.id.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        core.drive(id);
+                    });
+                }
+                Effect::Terminal(status) => {
+                    tracing::info!(job_id = %job.id, blueprint = %job.blueprint, %status, "job ended");
+                    if let Some(url) = job.webhook_url.clone() {
+                        self.webhooks.job_ended(url, job);
+                    }
+                    if let Some(parent) = job.parent_job_id.clone() {
+                        let core = self.clone();
+                        let child = job.clone();
+                        tokio::spawn(async move { core.resume_parent(&parent, &child).await });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Puts one in-flight task of `job` on a worker queue, or parks it until a worker can take it.
+    fn place(self: &Arc<Self>, job: &mut Job, task_id: &str) {
+        let job_id = job.id.clone();
+        let Some(task) = job.task_mut(task_id) else { return };
+        let deadline = task.spec.result_timeout_seconds.map(|s| task.dispatched_at_ms + (s * 1000.0) as u64);
+        match self.dispatcher.assign(&job_id, task_id, &task.spec, deadline) {
+            Ok(worker) => {
+                task.worker_id = Some(worker);
+                job.waiting_reason = None;
+            }
+            Err(no) => {
+                let reason = no.reason(&task.spec.task_type);
+                self.dispatcher.park(Unassigned {
+                    job_id,
+                    task_id: task_id.to_owned(),
+                    spec: task.spec.clone(),
+                    deadline_ms: deadline,
+                });
+                job.waiting_reason = Some(reason);
+            }
+        }
+    }
+
+    /// Gives parked tasks to workers that can now take them.
+    pub fn place_parked(self: &Arc<Self>) {
+        let ready = self.dispatcher.take_assignable();
+        if ready.is_empty() {
+            return;
+        }
+        let core = self.clone();
+        tokio::spawn(async move {
+            for u in ready {
+                if let Ok(Some(mut g)) = core.jobs.lock(&u.job_id).await {
+                    if g.tasks_in_flight().any(|r| r.task_id == u.task_id && r.worker_id.is_none()) {
+                        core.place(&mut g, &u.task_id);
+                        let _ = core.jobs.save(&g).await;
+                    }
+                }
+            }
+        });
+    }
+
+    async fn resume_parent(self: &Arc<Self>, parent_id: &str, child: &Job) {
+        let Ok(Some(mut g)) = self.jobs.lock(parent_id).await else { return };
+        let mut out = Outcome::default();
+        if engine::resume_parent(&mut g, child, &mut out) {
+            self.effects(&mut g, out);
+            self.advance_locked(&mut g).await;
+            let _ = self.jobs.save(&g).await;
+        }
+    }
+
+    /// Applies a worker's result.
+    pub async fn submit_result(
+        self: &Arc<Self>,
+        worker_id: &str,
+        job_id: &str,
+        result: TaskResult,
+    ) -> Result<ResultDisposition, CoreError> {
+        self.dispatcher.finished(worker_id, &result.task_id);
+        let Some(mut g) = self.jobs.lock(job_id).await? else {
+            return Ok(ResultDisposition::Ignored {
+                reason: engine::IgnoreReason::JobNotFound,
+                message: format!("job {job_id} not found"),
+            });
+        };
+        let (disposition, out) = engine::apply_task_result(&self.env, &mut g, &result);
+        if let ResultDisposition::Accepted(_) = &disposition {
+            match (result.status.as_str(), result.error.as_ref().map(|e| e.class())) {
+                ("failure", Some(ErrorClass::Permanent)) => {
+                    self.dispatcher.adjust_reputation(worker_id, -REPUTATION_PENALTY)
+                }
+                ("failure", _) => {}
+                _ => self.dispatcher.adjust_reputation(worker_id, REPUTATION_REWARD),
+            }
+        }
+        self.effects(&mut g, out);
+        self.advance_locked(&mut g).await;
+        self.jobs.save(&g).await?;
+        Ok(disposition)
+    }
+
+    /// Applies a worker event (progress or an `event_transitions` event).
+    pub async fn worker_event(
+        self: &Arc<Self>,
+        worker_id: &str,
+        job_id: &str,
+        task_id: Option<&str>,
+        event_type: &str,
+        payload: &Value,
+    ) -> Result<(), CoreError> {
+        let Some(mut g) = self.jobs.lock(job_id).await? else { return Err(CoreError::JobNotFound) };
+        let assigned: Vec<&str> = g.tasks_in_flight().filter_map(|t| t.worker_id.as_deref()).collect();
+        if !assigned.is_empty() && !assigned.contains(&worker_id) {
+            return Err(CoreError::Forbidden(format!("job {job_id} is not assigned to worker {worker_id}")));
+        }
+        let mut out = Outcome::default();
+        let moved = engine::apply_event(&mut g, task_id, event_type, payload, &mut out);
+        self.effects(&mut g, out);
+        if moved {
+            self.advance_locked(&mut g).await;
+        }
+        self.jobs.save(&g).await?;
+        Ok(())
+    }
+
+    /// Cancels a job (and its tasks and child).
+    pub async fn cancel_job(self: &Arc<Self>, job_id: &str) -> Result<(), CoreError> {
+        let Some(mut g) = self.jobs.lock(job_id).await? else { return Err(CoreError::JobNotFound) };
+        let out = engine::cancel(&mut g)?;
+        self.effects(&mut g, out);
+        self.jobs.save(&g).await?;
+        Ok(())
+    }
+
+    /// Applies a human decision.
+    pub async fn approve(self: &Arc<Self>, job_id: &str, decision: &str) -> Result<(), CoreError> {
+        let Some(mut g) = self.jobs.lock(job_id).await? else { return Err(CoreError::JobNotFound) };
+        engine::apply_approval(&mut g, decision)?;
+        self.advance_locked(&mut g).await;
+        self.jobs.save(&g).await?;
+        Ok(())
+    }
+
+    /// Registers (or re-registers) a worker and hands it parked tasks it can take.
+    pub fn register_worker(self: &Arc<Self>, info: WorkerInfo) {
+        self.dispatcher.register(info);
+        self.place_parked();
+    }
+
+    /// A heartbeat. `None` = unknown worker (it must re-register).
+    pub fn heartbeat(self: &Arc<Self>, worker_id: &str, body: Option<&Value>) -> Option<Vec<String>> {
+        let offline = body.and_then(|b| b["status"].as_str()) == Some("offline");
+        let cancel = self.dispatcher.heartbeat(worker_id, body)?;
+        if offline {
+            self.requeue(self.dispatcher.remove(worker_id));
+        } else {
+            self.place_parked();
+        }
+        Some(cancel)
+    }
+
+    /// Puts tasks that sat on a departed worker's queue back through dispatch.
+    fn requeue(self: &Arc<Self>, tasks: Vec<QueuedTask>) {
+        if tasks.is_empty() {
+            return;
+        }
+        let core = self.clone();
+        tokio::spawn(async move {
+            for t in tasks {
+                if let Ok(Some(mut g)) = core.jobs.lock(&t.job_id).await {
+                    if let Some(r) = g.task_mut(&t.task_id) {
+                        r.worker_id = None;
+                        core.place(&mut g, &t.task_id);
+                        let _ = core.jobs.save(&g).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Long-poll: the next task for `worker_id`, waiting up to `wait`.
+    pub async fn next_task(&self, worker_id: &str, wait: Duration) -> Option<(QueuedTask, Option<Job>)> {
+        let notify = self.dispatcher.notifier(worker_id)?;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(t) = self.dispatcher.try_next(worker_id) {
+                let job = self.jobs.get(&t.job_id).await.ok().flatten();
+                // A task whose job moved on while it was queued is dropped here.
+                if job.as_ref().is_some_and(|j| j.tasks_in_flight().any(|r| r.task_id == t.task_id)) {
+                    return Some((t, job));
+                }
+                self.dispatcher.finished(worker_id, &t.task_id);
+                continue;
+            }
+            if tokio::time::timeout_at(deadline, notify.notified()).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// The in-flight record of a task, for building its payload.
+    pub fn task_record<'j>(job: &'j Job, task_id: &str) -> Option<&'j TaskRecord> {
+        job.tasks_in_flight().find(|t| t.task_id == task_id)
+    }
+
+    /// Stores an STS token (hashed) for `worker_id`.
+    pub fn sts_store(&self, token: &str, kind: &'static str, worker_id: &str, ttl_ms: u64) {
+        let now = now_ms();
+        let mut sts = self.sts.lock().unwrap();
+        sts.retain(|_, (_, _, exp)| *exp > now);
+        sts.insert(crate::protocol::sign::sha256_hex(token.as_bytes()), (kind, worker_id.to_owned(), now + ttl_ms));
+    }
+
+    /// The worker owning a live STS token of `kind` (`access` / `refresh`).
+    pub fn sts_owner(&self, token: &str, kind: &str) -> Option<String> {
+        let now = now_ms();
+        let sts = self.sts.lock().unwrap();
+        match sts.get(&crate::protocol::sign::sha256_hex(token.as_bytes())) {
+            Some((k, w, exp)) if *k == kind && *exp > now => Some(w.clone()),
+            _ => None,
+        }
+    }
+
+    /// Revokes an STS token.
+    pub fn sts_revoke(&self, token: &str) {
+        self.sts.lock().unwrap().remove(&crate::protocol::sign::sha256_hex(token.as_bytes()));
+    }
+
+    /// Epoch ms now (one clock for everything).
+    pub fn now_ms() -> u64 {
+        now_ms()
+    }
+}

@@ -1,0 +1,218 @@
+//! The orchestrator: an axum HTTP server around the engine.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), avto::server::ServeError> {
+//! avto::serve().await // every #[avto::blueprint] in the binary, config from the environment
+//! # }
+//! ```
+
+pub mod api;
+pub mod config;
+pub mod core;
+pub mod dispatch;
+pub mod requirements;
+pub mod store;
+pub mod webhooks;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::blueprint::Blueprint;
+use crate::engine::EngineEnv;
+use crate::files::ObjectStore;
+use crate::storage::memory::MemoryDataStores;
+use crate::storage::DataStoreBackend;
+
+pub use self::config::{Config, ConfigError};
+pub use self::core::Core;
+
+/// Why the orchestrator could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("invalid blueprint set: {0}")]
+    Blueprints(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Starts the orchestrator with every `#[avto::blueprint]` of the binary and the configuration of
+/// the environment; returns after a graceful shutdown (SIGTERM / SIGINT).
+pub async fn serve() -> Result<(), ServeError> {
+    Orchestrator::builder().blueprints(Blueprint::registered()).from_env()?.build()?.serve().await
+}
+
+/// Builds an orchestrator explicitly.
+#[derive(Default)]
+pub struct OrchestratorBuilder {
+    blueprints: Vec<Blueprint>,
+    config: Option<Config>,
+    data_stores: Option<Arc<dyn DataStoreBackend>>,
+    object_store: Option<Arc<dyn ObjectStore>>,
+}
+
+impl std::fmt::Debug for OrchestratorBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrchestratorBuilder").field("blueprints", &self.blueprints.len()).finish()
+    }
+}
+
+impl OrchestratorBuilder {
+    /// Adds one blueprint.
+    pub fn blueprint(mut self, bp: Blueprint) -> Self {
+        self.blueprints.push(bp);
+        self
+    }
+    /// Adds several blueprints.
+    pub fn blueprints(mut self, bps: impl IntoIterator<Item = Blueprint>) -> Self {
+        self.blueprints.extend(bps);
+        self
+    }
+    /// Uses this configuration (default: [`Config::default`]).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = Some(config);
+        self
+    }
+    /// Reads the configuration from the environment (fails fast on invalid values).
+    pub fn from_env(mut self) -> Result<Self, ConfigError> {
+        self.config = Some(Config::from_env()?);
+        Ok(self)
+    }
+    /// Where blueprint data stores live (default: in memory).
+    pub fn data_stores(mut self, backend: Arc<dyn DataStoreBackend>) -> Self {
+        self.data_stores = Some(backend);
+        self
+    }
+    /// Where task files live (`TaskFiles` in handlers).
+    pub fn object_store(mut self, store: Arc<dyn ObjectStore>) -> Self {
+        self.object_store = Some(store);
+        self
+    }
+
+    /// Checks the blueprint set and builds the orchestrator (must be called inside a Tokio runtime).
+    pub fn build(self) -> Result<Orchestrator, ServeError> {
+        let config = self.config.unwrap_or_default();
+        let mut seen = std::collections::BTreeMap::new();
+        for bp in &self.blueprints {
+            if let Some(prev) = seen.insert(bp.name(), *bp) {
+                if prev != *bp {
+                    return Err(ServeError::Blueprints(format!(
+                        "two different blueprints are named `{}`; names must be unique",
+                        bp.name()
+                    )));
+                }
+            }
+            if let Some(path) = bp.create_path() {
+                if let Some(other) =
+                    self.blueprints.iter().find(|o| o.name() != bp.name() && o.create_path().as_deref() == Some(&path))
+                {
+                    return Err(ServeError::Blueprints(format!(
+                        "blueprints `{}` and `{}` use the same endpoint `{path}`",
+                        bp.name(),
+                        other.name()
+                    )));
+                }
+            }
+        }
+        let data = self.data_stores.unwrap_or_else(|| Arc::new(MemoryDataStores::new()));
+        let env = EngineEnv::new(config.engine(), seen.into_values(), data, self.object_store)
+            .map_err(ServeError::Blueprints)?;
+        let core = Arc::new(Core::new(
+            config,
+            env,
+            Arc::new(store::memory::MemoryJobs::new()),
+            Arc::new(store::memory::MemoryQuotas::default()),
+            Arc::new(store::memory::MemoryRateLimits::default()),
+            Arc::new(store::memory::MemoryNonces::default()),
+        ));
+        Ok(Orchestrator { core })
+    }
+}
+
+/// A built orchestrator.
+#[derive(Debug, Clone)]
+pub struct Orchestrator {
+    core: Arc<Core>,
+}
+
+impl Orchestrator {
+    pub fn builder() -> OrchestratorBuilder {
+        OrchestratorBuilder::default()
+    }
+
+    /// The core (jobs, dispatcher, config), e.g. for tests.
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// The axum router, to embed avto into a larger server.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.core.clone())
+    }
+
+    /// Initialises quotas; call once before serving (done by [`Orchestrator::serve`] and [`Orchestrator::listen`]).
+    async fn init(&self) -> Result<(), ServeError> {
+        for c in &self.core.cfg.clients {
+            if let Some(q) = c.quota {
+                self.core
+                    .quotas
+                    .init(&c.token, q)
+                    .await
+                    .map_err(|e| ServeError::Blueprints(format!("quota init failed: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Binds `API_HOST:API_PORT` and serves until SIGTERM / SIGINT.
+    pub async fn serve(self) -> Result<(), ServeError> {
+        init_logging(&self.core.cfg);
+        let addr = SocketAddr::new(self.core.cfg.host, self.core.cfg.port);
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+        tracing::info!(%addr, blueprints = ?self.core.env.blueprints().map(|b| b.name()).collect::<Vec<_>>(), "avto orchestrator listening");
+        self.listen(listener, shutdown_signal()).await
+    }
+
+    /// Serves on an existing listener until `shutdown` resolves.
+    pub async fn listen(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        self.init().await?;
+        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+        tracing::info!("avto orchestrator stopped");
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown signal received; draining connections");
+}
+
+/// Installs the tracing subscriber (JSON or text, `LOG_LEVEL`); does nothing if one is set.
+pub fn init_logging(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if cfg.log_format == "json" { builder.json().try_init() } else { builder.try_init() };
+}

@@ -1,0 +1,201 @@
+//! `resource_requirements` matching (Avtomatika's compliance rules, plus the cookbook's short form).
+//!
+//! Accepted requirement keys:
+//! - `resources`: `{devices: [{type, model, id, <property>: value}], properties: {cpu_cores: 8, ...}}`
+//!   (a flat `{cpu_cores: 4}` is read as `properties`);
+//! - `gpu`: `{model: "NVIDIA T4", vram_gb: 16}` (cookbook recipe 19) = a required device of type `gpu`;
+//! - `installed_artifacts` / `installed_models`: names or `{name, version, properties}`;
+//! - `installed_software` / `software`: `{name: version | "any"}` or a list of names;
+//! - `extra_requirements`: `{key: value}` matched against `capabilities.extra`.
+//!
+//! Property rules: numbers need `worker >= required`; list vs list needs a common element; scalar vs
+//! list needs membership; strings named `model` match case-insensitively as a substring;
+//! otherwise equality.
+
+use serde_json::{Map, Value};
+
+/// Ok if `worker` (its registration record) satisfies `req`, else the first reason it does not.
+pub fn check(worker: &Value, req: &Value) -> Result<(), String> {
+    let Some(req) = req.as_object() else { return Ok(()) };
+    let mut devices: Vec<Value> = Vec::new();
+    let mut properties = Map::new();
+    if let Some(res) = req.get("resources").and_then(Value::as_object) {
+        if let Some(d) = res.get("devices").and_then(Value::as_array) {
+            devices.extend(d.iter().cloned());
+        }
+        match res.get("properties").and_then(Value::as_object) {
+            Some(p) => properties.extend(p.clone()),
+            None => properties.extend(res.iter().filter(|(k, _)| *k != "devices").map(|(k, v)| (k.clone(), v.clone()))),
+        }
+    }
+    if let Some(gpu) = req.get("gpu").and_then(Value::as_object) {
+        let mut d = gpu.clone();
+        d.entry("type").or_insert(Value::String("gpu".into()));
+        devices.push(Value::Object(d));
+    }
+    let worker_devices: Vec<Value> = worker["resources"]["devices"].as_array().cloned().unwrap_or_default();
+    let mut used = vec![false; worker_devices.len()];
+    for d in &devices {
+        let found = worker_devices.iter().enumerate().position(|(i, wd)| !used[i] && device_matches(wd, d));
+        match found {
+            Some(i) => used[i] = true,
+            None => return Err(format!("no device matching {d}")),
+        }
+    }
+    let wprops = &worker["resources"]["properties"];
+    for (k, v) in &properties {
+        if !value_matches(k, &wprops[k], v) {
+            return Err(format!("resource `{k}` does not satisfy {v}"));
+        }
+    }
+    for key in ["installed_artifacts", "installed_models"] {
+        if let Some(list) = req.get(key).and_then(Value::as_array) {
+            for a in list {
+                artifact(worker, a)?;
+            }
+        }
+    }
+    for key in ["installed_software", "software"] {
+        match req.get(key) {
+            Some(Value::Object(map)) => {
+                for (name, version) in map {
+                    software(worker, name, version.as_str().unwrap_or("any"))?;
+                }
+            }
+            Some(Value::Array(list)) => {
+                for name in list.iter().filter_map(Value::as_str) {
+                    software(worker, name, "any")?;
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(extra) = req.get("extra_requirements").and_then(Value::as_object) {
+        for (k, v) in extra {
+            if &worker["capabilities"]["extra"][k] != v {
+                return Err(format!("capabilities.extra.{k} is not {v}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn device_matches(worker: &Value, req: &Value) -> bool {
+    let Some(req) = req.as_object() else { return false };
+    for (k, v) in req {
+        let have = if worker.get(k).is_some() { &worker[k] } else { &worker["properties"][k] };
+        let ok = match k.as_str() {
+            "type" | "id" => {
+                have == v
+                    || (have.is_string()
+                        && v.is_string()
+                        && have.as_str().map(str::to_lowercase) == v.as_str().map(str::to_lowercase))
+            }
+            "properties" => {
+                v.as_object().is_none_or(|p| p.iter().all(|(pk, pv)| value_matches(pk, &worker["properties"][pk], pv)))
+            }
+            _ => value_matches(k, have, v),
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+fn value_matches(key: &str, have: &Value, want: &Value) -> bool {
+    match (have, want) {
+        (Value::Null, _) => false,
+        (Value::Number(h), Value::Number(w)) => h.as_f64().unwrap_or(f64::NAN) >= w.as_f64().unwrap_or(f64::INFINITY),
+        (Value::String(h), Value::String(w)) if key == "model" || key.ends_with("_model") => {
+            h.to_lowercase().contains(&w.to_lowercase())
+        }
+        (Value::Array(h), Value::Array(w)) => w.iter().any(|x| h.contains(x)),
+        (Value::Array(h), w) => h.contains(w),
+        (h, Value::Array(w)) => w.contains(h),
+        (h, w) => h == w,
+    }
+}
+
+fn artifact(worker: &Value, req: &Value) -> Result<(), String> {
+    let (name, version, props) = match req {
+        Value::String(n) => (n.as_str(), None, None),
+        Value::Object(o) => (
+            o.get("name").and_then(Value::as_str).unwrap_or_default(),
+            o.get("version").and_then(Value::as_str).filter(|v| *v != "unknown"),
+            o.get("properties").and_then(Value::as_object),
+        ),
+        _ => return Ok(()),
+    };
+    let have = worker["installed_artifacts"].as_array().cloned().unwrap_or_default();
+    let ok = have.iter().any(|a| {
+        let a_name = a.as_str().or_else(|| a["name"].as_str());
+        a_name == Some(name)
+            && version.is_none_or(|v| a["version"].as_str() == Some(v))
+            && props.is_none_or(|p| p.iter().all(|(k, v)| value_matches(k, &a["properties"][k], v)))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("artifact `{name}` is not installed"))
+    }
+}
+
+fn software(worker: &Value, name: &str, version: &str) -> Result<(), String> {
+    let have = &worker["installed_software"][name];
+    let ok = match have {
+        Value::Null => false,
+        _ if version == "any" => true,
+        Value::String(v) => v == version,
+        other => {
+            let text = other.to_string();
+            text == version
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("software `{name}` {version} is not installed"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn gpu_worker() -> Value {
+        json!({
+            "resources": {"devices": [{"type": "gpu", "model": "NVIDIA T4 Tensor Core", "vram_gb": 16}],
+                          "properties": {"cpu_cores": 8, "ram_gb": 32}},
+            "installed_artifacts": [{"name": "stable-diffusion-1.5", "version": "1.5", "type": "model"}],
+            "installed_software": {"python": "3.11", "ffmpeg": "6.0"},
+            "capabilities": {"extra": {"region": "eu"}}
+        })
+    }
+
+    #[test]
+    fn cookbook_recipe_19() {
+        let req = json!({"gpu": {"model": "NVIDIA T4", "vram_gb": 16}, "installed_models": ["stable-diffusion-1.5"]});
+        assert_eq!(check(&gpu_worker(), &req), Ok(()));
+        let req = json!({"gpu": {"model": "t4", "vram_gb": 16}, "installed_models": ["stable-diffusion-1.5"]});
+        assert_eq!(check(&gpu_worker(), &req), Ok(()));
+        let req = json!({"gpu": {"model": "T4", "vram_gb": 24}});
+        assert!(check(&gpu_worker(), &req).is_err());
+        let req = json!({"gpu": {"model": "A100"}});
+        assert!(check(&gpu_worker(), &req).is_err());
+        let req = json!({"installed_models": ["llama"]});
+        assert!(check(&gpu_worker(), &req).unwrap_err().contains("llama"));
+    }
+
+    #[test]
+    fn properties_software_extra() {
+        assert_eq!(check(&gpu_worker(), &json!({"resources": {"cpu_cores": 4}})), Ok(()));
+        assert!(check(&gpu_worker(), &json!({"resources": {"properties": {"ram_gb": 64}}})).is_err());
+        assert_eq!(check(&gpu_worker(), &json!({"installed_software": {"ffmpeg": "any", "python": "3.11"}})), Ok(()));
+        assert!(check(&gpu_worker(), &json!({"installed_software": {"python": "3.12"}})).is_err());
+        assert_eq!(check(&gpu_worker(), &json!({"extra_requirements": {"region": "eu"}})), Ok(()));
+        assert!(check(&gpu_worker(), &json!({"extra_requirements": {"region": "us"}})).is_err());
+        assert!(check(&json!({}), &json!({"gpu": {"model": "T4"}})).is_err());
+    }
+}

@@ -1,0 +1,277 @@
+//! Server storage capabilities: jobs, quotas, rate limits, replay nonces.
+//!
+//! Each capability is a small trait; [`memory`] implements all of them in-process.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::OwnedMutexGuard;
+
+use crate::job::{now_ms, Job, JobStatus};
+use crate::storage::StorageError;
+
+/// Exclusive access to one job; changes become visible to others through [`JobStore::save`].
+pub enum JobGuard {
+    /// The job itself, locked in memory (saving is a no-op).
+    Memory(OwnedMutexGuard<Job>),
+    /// A copy of the job plus whatever keeps the lease (e.g. a distributed lock).
+    Leased { job: Job, lease: Box<dyn std::any::Any + Send + Sync> },
+}
+
+impl std::ops::Deref for JobGuard {
+    type Target = Job;
+    fn deref(&self) -> &Job {
+        match self {
+            JobGuard::Memory(g) => g,
+            JobGuard::Leased { job, .. } => job,
+        }
+    }
+}
+
+impl std::ops::DerefMut for JobGuard {
+    fn deref_mut(&mut self) -> &mut Job {
+        match self {
+            JobGuard::Memory(g) => &mut *g,
+            JobGuard::Leased { job, .. } => job,
+        }
+    }
+}
+
+/// Where jobs live.
+pub trait JobStore: Send + Sync + 'static {
+    /// Stores a new job. Fails with `Conflict` if the id exists.
+    fn insert(&self, job: Job) -> BoxFuture<'_, Result<(), StorageError>>;
+    /// Locks a job for a read-modify-write (waits while another holder works on it).
+    fn lock<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<JobGuard>, StorageError>>;
+    /// Makes the guard's changes durable and visible.
+    fn save<'a>(&'a self, guard: &'a JobGuard) -> BoxFuture<'a, Result<(), StorageError>>;
+    /// A snapshot of a job.
+    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Job>, StorageError>>;
+    /// Jobs of one client, newest first.
+    fn list<'a>(
+        &'a self,
+        client: &'a str,
+        limit: usize,
+        offset: usize,
+    ) -> BoxFuture<'a, Result<Vec<Job>, StorageError>>;
+    /// Number of jobs per status, for one client (`None` = every client).
+    fn counts<'a>(&'a self, client: Option<&'a str>) -> BoxFuture<'a, Result<BTreeMap<JobStatus, u64>, StorageError>>;
+}
+
+/// Request counters per client token (clients.toml `monthly_attempts`).
+pub trait QuotaStore: Send + Sync + 'static {
+    /// Sets the remaining allowance (at start-up).
+    fn init<'a>(&'a self, token: &'a str, remaining: u64) -> BoxFuture<'a, Result<(), StorageError>>;
+    /// Takes one unit; false when exhausted. Exact under concurrency.
+    fn take<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<bool, StorageError>>;
+}
+
+/// Fixed-window rate limiting.
+pub trait RateLimitStore: Send + Sync + 'static {
+    /// Counts a hit on `key`; `Err(retry_after)` when over `limit` in the current window.
+    fn hit<'a>(
+        &'a self,
+        key: &'a str,
+        limit: u32,
+        period: Duration,
+    ) -> BoxFuture<'a, Result<Result<(), Duration>, StorageError>>;
+}
+
+/// Replay protection: remembers nonces for a while.
+pub trait NonceStore: Send + Sync + 'static {
+    /// Records `nonce`; false if it was already seen within `ttl`.
+    fn first_use<'a>(&'a self, nonce: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool, StorageError>>;
+}
+
+/// In-memory implementations of every server capability.
+pub mod memory {
+    use super::*;
+
+    /// In-memory jobs: each job behind its own async lock.
+    #[derive(Default)]
+    pub struct MemoryJobs {
+        jobs: RwLock<HashMap<String, Arc<tokio::sync::Mutex<Job>>>>,
+        by_client: Mutex<HashMap<String, Vec<String>>>,
+    }
+
+    impl MemoryJobs {
+        pub fn new() -> Self {
+            Self::default()
+        }
+        fn entry(&self, id: &str) -> Option<Arc<tokio::sync::Mutex<Job>>> {
+            self.jobs.read().unwrap().get(id).cloned()
+        }
+    }
+
+    impl JobStore for MemoryJobs {
+        fn insert(&self, job: Job) -> BoxFuture<'_, Result<(), StorageError>> {
+            let id = job.id.clone();
+            let client = job.client.name.clone();
+            let res = {
+                let mut jobs = self.jobs.write().unwrap();
+                if jobs.contains_key(&id) {
+                    Err(StorageError::Conflict(format!("job {id} exists")))
+                } else {
+                    jobs.insert(id.clone(), Arc::new(tokio::sync::Mutex::new(job)));
+                    Ok(())
+                }
+            };
+            if res.is_ok() {
+                self.by_client.lock().unwrap().entry(client).or_default().push(id);
+            }
+            Box::pin(async move { res })
+        }
+
+        fn lock<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<JobGuard>, StorageError>> {
+            let entry = self.entry(id);
+            Box::pin(async move {
+                match entry {
+                    None => Ok(None),
+                    Some(m) => Ok(Some(JobGuard::Memory(m.lock_owned().await))),
+                }
+            })
+        }
+
+        fn save<'a>(&'a self, _guard: &'a JobGuard) -> BoxFuture<'a, Result<(), StorageError>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Job>, StorageError>> {
+            let entry = self.entry(id);
+            Box::pin(async move {
+                match entry {
+                    None => Ok(None),
+                    Some(m) => Ok(Some(m.lock().await.clone())),
+                }
+            })
+        }
+
+        fn list<'a>(
+            &'a self,
+            client: &'a str,
+            limit: usize,
+            offset: usize,
+        ) -> BoxFuture<'a, Result<Vec<Job>, StorageError>> {
+            let ids: Vec<String> = self
+                .by_client
+                .lock()
+                .unwrap()
+                .get(client)
+                .map(|v| v.iter().rev().skip(offset).take(limit).cloned().collect())
+                .unwrap_or_default();
+            Box::pin(async move {
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    if let Some(j) = self.get(&id).await? {
+                        out.push(j);
+                    }
+                }
+                Ok(out)
+            })
+        }
+
+        fn counts<'a>(
+            &'a self,
+            client: Option<&'a str>,
+        ) -> BoxFuture<'a, Result<BTreeMap<JobStatus, u64>, StorageError>> {
+            let entries: Vec<Arc<tokio::sync::Mutex<Job>>> = self.jobs.read().unwrap().values().cloned().collect();
+            Box::pin(async move {
+                let mut counts = BTreeMap::new();
+                for e in entries {
+                    let j = e.lock().await;
+                    if client.is_none_or(|c| c == j.client.name) {
+                        *counts.entry(j.status).or_insert(0) += 1;
+                    }
+                }
+                Ok(counts)
+            })
+        }
+    }
+
+    /// In-memory quotas.
+    #[derive(Default)]
+    pub struct MemoryQuotas {
+        remaining: Mutex<HashMap<String, u64>>,
+    }
+
+    impl QuotaStore for MemoryQuotas {
+        fn init<'a>(&'a self, token: &'a str, remaining: u64) -> BoxFuture<'a, Result<(), StorageError>> {
+            self.remaining.lock().unwrap().insert(token.to_owned(), remaining);
+            Box::pin(async { Ok(()) })
+        }
+        fn take<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
+            let ok = match self.remaining.lock().unwrap().get_mut(token) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    true
+                }
+                _ => false,
+            };
+            Box::pin(async move { Ok(ok) })
+        }
+    }
+
+    /// In-memory fixed-window rate limits.
+    #[derive(Default)]
+    pub struct MemoryRateLimits {
+        windows: Mutex<HashMap<String, (u64, u32)>>,
+    }
+
+    impl RateLimitStore for MemoryRateLimits {
+        fn hit<'a>(
+            &'a self,
+            key: &'a str,
+            limit: u32,
+            period: Duration,
+        ) -> BoxFuture<'a, Result<Result<(), Duration>, StorageError>> {
+            let now = now_ms();
+            let period_ms = period.as_millis().max(1) as u64;
+            let mut windows = self.windows.lock().unwrap();
+            if windows.len() > 100_000 {
+                windows.retain(|_, (start, _)| now < *start + period_ms);
+            }
+            let w = windows.entry(key.to_owned()).or_insert((now, 0));
+            if now >= w.0 + period_ms {
+                *w = (now, 0);
+            }
+            w.1 += 1;
+            let res = if w.1 > limit { Err(Duration::from_millis(w.0 + period_ms - now)) } else { Ok(()) };
+            Box::pin(async move { Ok(res) })
+        }
+    }
+
+    /// In-memory replay nonces.
+    #[derive(Default)]
+    pub struct MemoryNonces {
+        seen: Mutex<(HashMap<String, u64>, VecDeque<(u64, String)>)>,
+    }
+
+    impl NonceStore for MemoryNonces {
+        fn first_use<'a>(&'a self, nonce: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool, StorageError>> {
+            let now = now_ms();
+            let mut guard = self.seen.lock().unwrap();
+            let (map, order) = &mut *guard;
+            while let Some((exp, _)) = order.front() {
+                if *exp > now {
+                    break;
+                }
+                let (_, n) = order.pop_front().unwrap();
+                if map.get(&n).is_some_and(|e| *e <= now) {
+                    map.remove(&n);
+                }
+            }
+            let fresh = match map.get(nonce) {
+                Some(exp) if *exp > now => false,
+                _ => {
+                    let exp = now + ttl.as_millis() as u64;
+                    map.insert(nonce.to_owned(), exp);
+                    order.push_back((exp, nonce.to_owned()));
+                    true
+                }
+            };
+            Box::pin(async move { Ok(fresh) })
+        }
+    }
+}

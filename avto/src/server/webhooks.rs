@@ -1,0 +1,83 @@
+//! Job webhooks: `POST webhook_url` when a job ends, retried with backoff from a bounded queue.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::job::{Job, JobStatus};
+
+/// Capacity of the webhook queue; when it is full new webhooks are dropped with an error log.
+pub const QUEUE_CAPACITY: usize = 10_000;
+const ATTEMPTS: u32 = 3;
+
+/// The webhook sender (one background task).
+#[derive(Debug, Clone)]
+pub struct Webhooks {
+    tx: mpsc::Sender<(String, Value)>,
+}
+
+impl Webhooks {
+    /// Starts the sender task on the current runtime.
+    pub fn start() -> Self {
+        let (tx, mut rx) = mpsc::channel::<(String, Value)>(QUEUE_CAPACITY);
+        tokio::spawn(async move {
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
+            let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
+            while let Some((url, body)) = rx.recv().await {
+                let client = client.clone();
+                let permit = limit.clone().acquire_owned().await;
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    deliver(&client, &url, &body).await;
+                });
+            }
+        });
+        Webhooks { tx }
+    }
+
+    /// Queues the webhook for a job that just ended.
+    pub fn job_ended(&self, url: String, job: &Job) {
+        let event = match job.status {
+            JobStatus::Finished => "job_finished",
+            JobStatus::Cancelled => "job_cancelled",
+            JobStatus::Quarantined => "job_quarantined",
+            _ => "job_failed",
+        };
+        let body = json!({
+            "event": event,
+            "job_id": job.id,
+            "blueprint": job.blueprint,
+            "status": job.status,
+            "state": job.current_state,
+            "result": job.result,
+            "error_message": job.error_message,
+        });
+        self.send(url, body);
+    }
+
+    /// Queues any webhook body.
+    pub fn send(&self, url: String, body: Value) {
+        if let Err(e) = self.tx.try_send((url, body)) {
+            tracing::error!(error = %e, "webhook queue full; webhook dropped");
+        }
+    }
+}
+
+async fn deliver(client: &reqwest::Client, url: &str, body: &Value) {
+    for attempt in 0..ATTEMPTS {
+        match client.post(url).json(body).send().await {
+            Ok(r) if r.status().is_success() => return,
+            Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
+                tracing::warn!(%url, status = %r.status(), "webhook rejected; not retried");
+                return;
+            }
+            Ok(r) => tracing::warn!(%url, status = %r.status(), attempt, "webhook failed"),
+            Err(e) => tracing::warn!(%url, error = %e, attempt, "webhook failed"),
+        }
+        if attempt + 1 < ATTEMPTS {
+            tokio::time::sleep(Duration::from_secs(2u64 << attempt)).await;
+        }
+    }
+    tracing::error!(%url, "webhook gave up after {ATTEMPTS} attempts");
+}
