@@ -98,7 +98,8 @@ pub enum ErrorClass {
     Transient,
     /// Not retried; without a `failure` transition the job ends `quarantined`.
     Permanent,
-    /// Not retried; without a `failure` transition the job ends `failed`.
+    /// Not retried; without a `failure` transition the job ends `failed` (also used for
+    /// `DISPATCH_TIMEOUT_ERROR`: no worker picked the task up in time).
     InvalidInput,
 }
 
@@ -106,7 +107,7 @@ impl ErrorClass {
     pub fn of(code: &str) -> Self {
         match code {
             "PERMANENT_ERROR" | "SECURITY_ERROR" | "DEPENDENCY_ERROR" | "CONTRACT_VIOLATION_ERROR" => Self::Permanent,
-            "INVALID_INPUT_ERROR" | "INTEGRITY_MISMATCH_ERROR" => Self::InvalidInput,
+            "INVALID_INPUT_ERROR" | "INTEGRITY_MISMATCH_ERROR" | "DISPATCH_TIMEOUT_ERROR" => Self::InvalidInput,
             _ => Self::Transient,
         }
     }

@@ -8,11 +8,11 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::config::{ClientEntry, Config};
-use super::dispatch::{Dispatcher, QueuedTask, Unassigned, WorkerInfo};
+use super::dispatch::{Dispatcher, Overdue, QueuedTask, Unassigned, WorkerInfo};
 use super::store::{JobGuard, JobStore, NonceStore, QuotaStore, RateLimitStore};
 use super::webhooks::Webhooks;
 use crate::blueprint::Blueprint;
-use crate::context::ErrorClass;
+use crate::context::{ErrorClass, TaskError};
 use crate::engine::{self, Effect, EngineEnv, Outcome, ResultDisposition, TaskResult};
 use crate::job::{now_ms, Job, JobStatus, TaskRecord};
 use crate::storage::StorageError;
@@ -231,6 +231,7 @@ impl Core {
                     task_id: task_id.to_owned(),
                     spec: task.spec.clone(),
                     deadline_ms: deadline,
+                    parked_ms: now_ms(),
                 });
                 job.waiting_reason = Some(reason);
             }
@@ -349,30 +350,83 @@ impl Core {
         let offline = body.and_then(|b| b["status"].as_str()) == Some("offline");
         let cancel = self.dispatcher.heartbeat(worker_id, body)?;
         if offline {
-            self.requeue(self.dispatcher.remove(worker_id));
+            let (queued, orphans) = self.dispatcher.remove(worker_id);
+            self.requeue(queued.into_iter().map(|t| (t.job_id, t.task_id)).collect());
+            self.requeue(orphans.into_iter().map(|o| (o.job_id, o.task_id)).collect());
         } else {
             self.place_parked();
         }
         Some(cancel)
     }
 
-    /// Puts tasks that sat on a departed worker's queue back through dispatch.
-    fn requeue(self: &Arc<Self>, tasks: Vec<QueuedTask>) {
+    /// Puts tasks of a departed worker back through dispatch (the lease moves to the new worker,
+    /// so a late result from the old one is ignored).
+    fn requeue(self: &Arc<Self>, tasks: Vec<(String, String)>) {
         if tasks.is_empty() {
             return;
         }
         let core = self.clone();
         tokio::spawn(async move {
-            for t in tasks {
-                if let Ok(Some(mut g)) = core.jobs.lock(&t.job_id).await {
-                    if let Some(r) = g.task_mut(&t.task_id) {
+            for (job_id, task_id) in tasks {
+                if let Ok(Some(mut g)) = core.jobs.lock(&job_id).await {
+                    if let Some(r) = g.task_mut(&task_id) {
                         r.worker_id = None;
-                        core.place(&mut g, &t.task_id);
+                        r.picked_up_at_ms = None;
+                        core.place(&mut g, &task_id);
                         let _ = core.jobs.save(&g).await;
                     }
                 }
             }
         });
+    }
+
+    /// Starts the background loops (watcher: timeouts and dead workers).
+    pub fn start_background(self: &Arc<Self>) {
+        let core = Arc::downgrade(self);
+        let interval = self.cfg.watcher_interval.max(Duration::from_millis(50));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(core) = core.upgrade() else { return };
+                core.watch_once().await;
+            }
+        });
+    }
+
+    /// One watcher pass: expired workers, then overdue tasks.
+    pub async fn watch_once(self: &Arc<Self>) {
+        let now = now_ms();
+        let (queued, orphans) = self.dispatcher.expire(now);
+        self.requeue(queued.into_iter().map(|t| (t.job_id, t.task_id)).collect());
+        self.requeue(orphans.into_iter().map(|o| (o.job_id, o.task_id)).collect());
+        let default_exec = self.cfg.worker_timeout.as_millis() as u64;
+        for t in self.dispatcher.overdue(now, default_exec) {
+            let Ok(Some(mut g)) = self.jobs.lock(&t.job_id).await else { continue };
+            if !g.tasks_in_flight().any(|r| r.task_id == t.task_id) {
+                continue;
+            }
+            let error = match t.kind {
+                Overdue::Dispatch => TaskError::new(
+                    "DISPATCH_TIMEOUT_ERROR",
+                    format!("task {} was not picked up by a worker before its dispatch deadline", t.task_id),
+                ),
+                Overdue::Execution => TaskError::new(
+                    "TIMEOUT_ERROR",
+                    format!(
+                        "worker {} did not return a result for task {} in time",
+                        t.worker_id.as_deref().unwrap_or("?"),
+                        t.task_id
+                    ),
+                ),
+            };
+            tracing::warn!(job_id = %t.job_id, task_id = %t.task_id, code = %error.code, "task timed out");
+            let out = engine::fail_task(&self.env, &mut g, &t.task_id, error);
+            self.effects(&mut g, out);
+            self.advance_locked(&mut g).await;
+            let _ = self.jobs.save(&g).await;
+        }
     }
 
     /// Long-poll: the next task for `worker_id`, waiting up to `wait`.

@@ -99,6 +99,8 @@ pub struct QueuedTask {
     pub priority: f64,
     /// Epoch ms deadline for the result, if any.
     pub deadline_ms: Option<u64>,
+    /// When the task was put on this queue (epoch ms).
+    pub enqueued_ms: u64,
     seq: u64,
 }
 
@@ -128,12 +130,19 @@ pub struct WorkerCommand {
     pub job_id: Option<String>,
 }
 
+struct Running {
+    job_id: String,
+    picked_ms: u64,
+    timeout_ms: Option<u64>,
+    deadline_ms: Option<u64>,
+}
+
 struct WorkerSlot {
     info: WorkerInfo,
     expires_at_ms: u64,
     queue: BinaryHeap<QueuedTask>,
-    /// Tasks handed out by a poll and not yet answered: task id -> (job id, picked-up ms).
-    running: HashMap<String, (String, u64)>,
+    /// Tasks handed out by a poll and not yet answered.
+    running: HashMap<String, Running>,
     /// Task ids the worker must drop (answered in `cancel_task_ids` of the next heartbeat).
     cancel_pending: HashSet<String>,
     notify: Arc<Notify>,
@@ -147,6 +156,34 @@ pub struct Unassigned {
     pub task_id: String,
     pub spec: TaskSpec,
     pub deadline_ms: Option<u64>,
+    /// When it was parked (epoch ms).
+    pub parked_ms: u64,
+}
+
+/// Which deadline a task missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overdue {
+    /// Not picked up within its dispatch timeout (or result deadline).
+    Dispatch,
+    /// Picked up, but no result within its execution timeout (or result deadline).
+    Execution,
+}
+
+/// A task whose deadline passed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverdueTask {
+    pub job_id: String,
+    pub task_id: String,
+    pub worker_id: Option<String>,
+    pub kind: Overdue,
+}
+
+/// A task that was held by a worker that is gone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Orphan {
+    pub job_id: String,
+    pub task_id: String,
+    pub worker_id: String,
 }
 
 /// Why no worker was chosen.
@@ -302,6 +339,7 @@ impl Dispatcher {
             spec: spec.clone(),
             priority: spec.priority,
             deadline_ms,
+            enqueued_ms: now_ms(),
             seq: self.seq.fetch_add(1, AtomicOrdering::Relaxed),
         });
         slot.notify.notify_one();
@@ -365,7 +403,15 @@ impl Dispatcher {
         let mut inner = self.inner.lock().unwrap();
         let slot = inner.workers.get_mut(worker_id)?;
         let task = slot.queue.pop()?;
-        slot.running.insert(task.task_id.clone(), (task.job_id.clone(), now));
+        slot.running.insert(
+            task.task_id.clone(),
+            Running {
+                job_id: task.job_id.clone(),
+                picked_ms: now,
+                timeout_ms: task.spec.timeout_seconds.map(|s| (s * 1000.0) as u64),
+                deadline_ms: task.deadline_ms,
+            },
+        );
         Some(task)
     }
 
@@ -395,12 +441,103 @@ impl Dispatcher {
     }
 
     /// Marks a worker offline (final heartbeat): its queued tasks come back for re-dispatch.
-    pub fn remove(&self, worker_id: &str) -> Vec<QueuedTask> {
+    pub fn remove(&self, worker_id: &str) -> (Vec<QueuedTask>, Vec<Orphan>) {
         let mut inner = self.inner.lock().unwrap();
         match inner.workers.remove(worker_id) {
-            Some(slot) => slot.queue.into_vec(),
-            None => Vec::new(),
+            Some(slot) => (
+                slot.queue.into_vec(),
+                slot.running
+                    .into_iter()
+                    .map(|(task_id, r)| Orphan { job_id: r.job_id, task_id, worker_id: worker_id.to_owned() })
+                    .collect(),
+            ),
+            None => (Vec::new(), Vec::new()),
         }
+    }
+
+    /// Tasks past a deadline (removed from queues / running sets; the caller fails or retries them).
+    pub fn overdue(&self, now: u64, default_exec_ms: u64) -> Vec<OverdueTask> {
+        let mut inner = self.inner.lock().unwrap();
+        let mut out = Vec::new();
+        let dispatch_due = |spec: &TaskSpec, since: u64, deadline: Option<u64>| {
+            let by_dispatch = spec.dispatch_timeout_seconds.map(|s| since + (s * 1000.0) as u64);
+            [by_dispatch, deadline].into_iter().flatten().min().is_some_and(|d| d <= now)
+        };
+        inner.unassigned.retain(|u| {
+            let due = dispatch_due(&u.spec, u.parked_ms, u.deadline_ms);
+            if due {
+                out.push(OverdueTask {
+                    job_id: u.job_id.clone(),
+                    task_id: u.task_id.clone(),
+                    worker_id: None,
+                    kind: Overdue::Dispatch,
+                });
+            }
+            !due
+        });
+        for (wid, slot) in inner.workers.iter_mut() {
+            let before = slot.queue.len();
+            if before > 0 {
+                let mut keep = BinaryHeap::with_capacity(before);
+                for q in std::mem::take(&mut slot.queue) {
+                    if dispatch_due(&q.spec, q.enqueued_ms, q.deadline_ms) {
+                        out.push(OverdueTask {
+                            job_id: q.job_id,
+                            task_id: q.task_id,
+                            worker_id: Some(wid.clone()),
+                            kind: Overdue::Dispatch,
+                        });
+                    } else {
+                        keep.push(q);
+                    }
+                }
+                slot.queue = keep;
+            }
+            slot.running.retain(|tid, r| {
+                let exec = r.picked_ms + r.timeout_ms.unwrap_or(default_exec_ms);
+                let due = exec <= now || r.deadline_ms.is_some_and(|d| d <= now);
+                if due {
+                    out.push(OverdueTask {
+                        job_id: r.job_id.clone(),
+                        task_id: tid.clone(),
+                        worker_id: Some(wid.clone()),
+                        kind: Overdue::Execution,
+                    });
+                    slot.cancel_pending.insert(tid.clone());
+                    if let Some(ws) = &slot.ws {
+                        let _ = ws.send(WorkerCommand {
+                            command: "cancel_task".into(),
+                            task_id: Some(tid.clone()),
+                            job_id: Some(r.job_id.clone()),
+                        });
+                    }
+                }
+                !due
+            });
+        }
+        out
+    }
+
+    /// Removes workers whose TTL passed. Returns their queued tasks (to dispatch again) and the
+    /// tasks they were running (to re-queue on another worker).
+    pub fn expire(&self, now: u64) -> (Vec<QueuedTask>, Vec<Orphan>) {
+        let mut inner = self.inner.lock().unwrap();
+        let dead: Vec<String> =
+            inner.workers.iter().filter(|(_, s)| s.expires_at_ms <= now).map(|(k, _)| k.clone()).collect();
+        let mut queued = Vec::new();
+        let mut orphans = Vec::new();
+        for id in dead {
+            if let Some(slot) = inner.workers.remove(&id) {
+                tracing::warn!(worker_id = %id, "worker expired (no heartbeat); re-queueing its tasks");
+                queued.extend(slot.queue.into_vec());
+                orphans.extend(slot.running.into_iter().map(|(task_id, r)| Orphan {
+                    job_id: r.job_id,
+                    task_id,
+                    worker_id: id.clone(),
+                }));
+            }
+        }
+        (queued, orphans)
     }
 
     /// Changes a worker's reputation by `delta` (clamped to 0.0..=1.0).

@@ -183,6 +183,7 @@ impl Orchestrator {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         self.init().await?;
+        self.core.start_background();
         let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
         tracing::info!("avto orchestrator stopped");
