@@ -1,11 +1,243 @@
-//! PLACEHOLDER: being written (see the helper task).
-use proc_macro2::TokenStream;
-pub fn blueprint(_attr: TokenStream, item: TokenStream) -> TokenStream {
-    item
+//! Code generation from the validated model (the shape written out by hand in
+//! `avto/tests/hand_expanded.rs`). Only absolute `::avto::__private::...` paths; generated names
+//! start with `__avto_`. On any error the output is the user's module (helper attributes
+//! stripped) plus the errors and stub items, so rustc reports nothing else.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned as _;
+
+use crate::errors::Errors;
+use crate::model::{Handler, Model, StateKind};
+use crate::parse::{self, Parsed};
+use crate::{dot, validate};
+
+/// `#[avto::blueprint(<attr>)] <item>`.
+pub fn blueprint(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let mut errors = Errors::new();
+    let Some(parsed) = parse::blueprint(attr, Span::call_site(), item.clone(), &mut errors) else {
+        // Not an inline module: the item as it was, plus the error.
+        let mut out = errors.to_compile_errors();
+        out.extend(item);
+        return out;
+    };
+    validate::validate(&parsed.model, &mut errors);
+    if errors.is_empty() {
+        expand(&parsed)
+    } else {
+        errors.sort_by_position();
+        expand_with_errors(&parsed, &errors)
+    }
 }
-pub fn stray_helper(name: &str, _attr: TokenStream, item: TokenStream) -> TokenStream {
-    let msg = format!("`#[{name}]` must be inside a `#[avto::blueprint]` module");
-    let mut out = quote::quote! { ::core::compile_error!(#msg); };
+
+/// `#[handler]`, `#[aggregator]` or `#[when]` outside a blueprint module: an error on the
+/// attribute, and the item unchanged.
+pub fn stray_helper(name: &str, attr: TokenStream, item: TokenStream) -> TokenStream {
+    let _ = attr;
+    let msg = format!(
+        "`#[{name}]` must be inside a `#[avto::blueprint]` module: put this function in `#[avto::blueprint(name = \"...\")] mod my_flow {{ ... }}`"
+    );
+    let mut out = quote_spanned!(Span::call_site()=> ::core::compile_error!(#msg););
     out.extend(item);
     out
+}
+
+fn call_ident(h: &Handler) -> syn::Ident {
+    format_ident!("__avto_call_{}", h.fn_name)
+}
+
+fn when_ident(h: &Handler) -> syn::Ident {
+    format_ident!("__avto_when_{}", h.fn_name)
+}
+
+fn opt_str(s: &Option<crate::model::Spanned<String>>) -> TokenStream {
+    match s {
+        Some(s) => {
+            let v = &s.value;
+            quote!(::core::option::Option::Some(#v))
+        }
+        None => quote!(::core::option::Option::None),
+    }
+}
+
+fn expand(parsed: &Parsed) -> TokenStream {
+    let model = &parsed.model;
+    let module = &parsed.module;
+    let name = model.name();
+    let dot = dot::render(model);
+    let api_version = opt_str(&model.api_version);
+    let api_endpoint = opt_str(&model.api_endpoint);
+    let start = model.start().unwrap_or_default();
+    let states = model.states().into_iter().map(|s| {
+        let name = &s.name;
+        let kind = match s.kind {
+            StateKind::Normal => quote!(::avto::__private::StateKind::Normal),
+            StateKind::Aggregator => quote!(::avto::__private::StateKind::Aggregator),
+            StateKind::End(status) => {
+                let v = format_ident!("{}", status.variant());
+                quote!(::avto::__private::StateKind::End(::avto::__private::JobStatus::#v))
+            }
+        };
+        quote!(::avto::__private::StateSpec { name: #name, kind: #kind })
+    });
+    let handlers = model.handlers.iter().map(|h| {
+        let state = &h.state.value;
+        let name = &h.fn_name;
+        let call = call_ident(h);
+        let condition = match &h.when {
+            Some(w) => {
+                let source = &w.source;
+                let eval = when_ident(h);
+                quote!(::core::option::Option::Some(::avto::__private::Condition { source: #source, eval: #eval }))
+            }
+            None => quote!(::core::option::Option::None),
+        };
+        quote!(::avto::__private::HandlerSpec { state: #state, name: #name, condition: #condition, call: #call })
+    });
+    let edges = model.edges().map(|(h, e)| {
+        let from = &h.state.value;
+        let to = &e.target.value;
+        let label = &e.label;
+        let kind = format_ident!("{}", e.kind.variant());
+        let handler = &h.fn_name;
+        quote!(::avto::__private::EdgeSpec {
+            from: #from, to: #to, label: #label, kind: ::avto::__private::EdgeKind::#kind, handler: #handler,
+        })
+    });
+    let stores = model.data_stores.iter().map(|d| {
+        let name = &d.name.value;
+        let initial = &d.initial;
+        quote!(::avto::__private::DataStoreSpec { name: #name, initial: #initial })
+    });
+    let generated = quote! {
+        /// The blueprint's name.
+        pub const NAME: &str = #name;
+        /// The blueprint's state graph as Graphviz DOT (what `cargo avto graph` prints).
+        pub const DOT: &str = #dot;
+        /// The compiled blueprint, for `Orchestrator::builder().blueprint(..)` or `TestRun::new(..)`.
+        pub fn blueprint() -> ::avto::__private::Blueprint {
+            ::avto::__private::Blueprint::from_spec(&__AVTO_SPEC)
+        }
+        #[doc(hidden)]
+        pub static __AVTO_SPEC: ::avto::__private::BlueprintSpec = ::avto::__private::BlueprintSpec {
+            name: #name,
+            api_version: #api_version,
+            api_endpoint: #api_endpoint,
+            start: #start,
+            states: &[#(#states),*],
+            handlers: &[#(#handlers),*],
+            edges: &[#(#edges),*],
+            data_stores: &[#(#stores),*],
+            dot: DOT,
+        };
+        ::avto::__private::inventory::submit! { ::avto::__private::Registration(&__AVTO_SPEC) }
+    };
+    let calls = model.handlers.iter().map(call_fn);
+    let whens = model.handlers.iter().filter_map(when_fn);
+    with_items(module, quote!(#generated #(#calls)* #(#whens)*), TokenStream::new())
+}
+
+/// The user's module with `extra` appended to its items, and `attrs` added to it.
+fn with_items(module: &syn::ItemMod, extra: TokenStream, attrs: TokenStream) -> TokenStream {
+    let syn::ItemMod { attrs: user_attrs, vis, unsafety, mod_token, ident, content, .. } = module;
+    let items = content.as_ref().map(|(_, items)| items.as_slice()).unwrap_or_default();
+    quote! {
+        #(#user_attrs)*
+        #attrs
+        #vis #unsafety #mod_token #ident {
+            #(#items)*
+            #extra
+        }
+    }
+}
+
+/// `__avto_call_<fn>`: extracts every argument, awaits the handler, converts its result.
+fn call_fn(h: &Handler) -> TokenStream {
+    let fn_ident = &h.fn_ident;
+    let call = call_ident(h);
+    let mut lets = Vec::new();
+    let mut vars = Vec::new();
+    for (i, arg) in h.args.iter().enumerate() {
+        let var = format_ident!("__avto_arg{}", i);
+        let ty = &arg.ty;
+        let extract = if arg.mutable {
+            quote_spanned!(arg.ty_span=> <#ty as ::avto::__private::FromActions<'_>>::from_actions(__avto_actions))
+        } else {
+            quote_spanned!(arg.ty_span=> <#ty as ::avto::__private::FromContext<'_>>::from_context(__avto_ctx)?)
+        };
+        lets.push(quote!(let #var = #extract;));
+        vars.push(var);
+    }
+    let ctx = if h.args.iter().any(|a| !a.mutable) { quote!(__avto_ctx) } else { quote!(_) };
+    let actions = if h.args.iter().any(|a| a.mutable) { quote!(__avto_actions) } else { quote!(_) };
+    let output_span = match &h.sig.output {
+        syn::ReturnType::Type(_, ty) => ty.span(),
+        syn::ReturnType::Default => h.fn_ident.span(),
+    };
+    let result = quote_spanned!(output_span=> ::avto::__private::IntoHandlerResult::into_handler_result(__avto_result));
+    let future = quote_spanned!(h.fn_ident.span()=> ::avto::__private::assert_send(#fn_ident(#(#vars),*)));
+    quote! {
+        #[doc(hidden)]
+        fn #call<'__avto>(
+            __avto_inv: &'__avto mut ::avto::__private::Invocation,
+        ) -> ::avto::__private::HandlerFuture<'__avto> {
+            ::avto::__private::std::boxed::Box::pin(async move {
+                let (#ctx, #actions) = __avto_inv.split();
+                #(#lets)*
+                let __avto_result = #future.await;
+                #result
+            })
+        }
+    }
+}
+
+/// `__avto_when_<fn>`: the `#[when(...)]` condition as a function of `ctx`.
+fn when_fn(h: &Handler) -> Option<TokenStream> {
+    let w = h.when.as_ref()?;
+    let ident = when_ident(h);
+    let expr = &w.expr;
+    Some(quote! {
+        #[doc(hidden)]
+        #[allow(unused_variables)]
+        fn #ident(ctx: &::avto::__private::Context) -> bool {
+            #expr
+        }
+    })
+}
+
+/// The module, the errors and stubs (`NAME`, `DOT`, `blueprint()`), plus the argument
+/// extraction of every handler whose signature is fine, so argument errors show up in the same
+/// compile.
+fn expand_with_errors(parsed: &Parsed, errors: &Errors) -> TokenStream {
+    let model: &Model = &parsed.model;
+    let name = model.name();
+    let panic_msg = format!("blueprint `{name}` did not compile");
+    let calls = model.handlers.iter().filter(|h| validate::signature_ok(h)).map(call_fn);
+    let whens = model.handlers.iter().filter_map(when_fn);
+    let stubs = quote! {
+        /// The blueprint's name.
+        pub const NAME: &str = #name;
+        /// The blueprint's state graph (empty: the blueprint has errors).
+        pub const DOT: &str = "";
+        /// The blueprint has compile errors.
+        pub fn blueprint() -> ::avto::__private::Blueprint {
+            ::core::panic!(#panic_msg)
+        }
+        #(#calls)*
+        #(#whens)*
+    };
+    let mut out = errors.to_compile_errors();
+    out.extend(with_items(&parsed.module, stubs, quote!(#[allow(dead_code)])));
+    out
+}
+
+#[cfg(test)]
+mod debug_tests {
+    #[test]
+    #[ignore]
+    fn print_expansion() {
+        let path = std::env::var("AVTO_EXPAND").unwrap();
+        let item: proc_macro2::TokenStream = std::fs::read_to_string(path).unwrap().parse().unwrap();
+        println!("{}", super::blueprint(quote::quote!(name = "x", data_stores(c(n = 1))), item));
+    }
 }

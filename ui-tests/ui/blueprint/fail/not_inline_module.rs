@@ -1,0 +1,4 @@
+#[avto::blueprint(name = "elsewhere")]
+mod elsewhere;
+
+fn main() {}

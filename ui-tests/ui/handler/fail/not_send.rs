@@ -1,0 +1,18 @@
+use avto::prelude::*;
+
+#[avto::blueprint(name = "not_send", data_stores(cache))]
+mod flow {
+    use super::*;
+
+    #[handler(start)]
+    async fn start(ctx: &Context, actions: &mut Actions) {
+        let local = std::rc::Rc::new(ctx.job_id.clone());
+        let _ = ctx.data_stores.store("cache").get("k").await;
+        actions.transition_to(if local.is_empty() { "finished" } else { "finished" });
+    }
+
+    #[handler(end)]
+    async fn finished() {}
+}
+
+fn main() {}
