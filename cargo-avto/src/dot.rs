@@ -390,7 +390,8 @@ fn adapt_scope(graph: &mut ast::Graph, defaults: &mut NodeDefaults) {
     }
 }
 
-/// Greedy word wrap at `width` characters (existing line breaks kept, long words not split):
+/// Greedy word wrap at `width` characters (existing line breaks kept, long words not split, no
+/// line left shorter than a third of `width` just to break before a long word):
 /// layout-rs sizes a label at one font size per character, about twice its real width, so long
 /// one-line edge labels spread the graph far apart.
 fn wrap(text: &str, width: usize) -> String {
@@ -402,7 +403,7 @@ fn wrap(text: &str, width: usize) -> String {
         let mut len = 0;
         for word in line.split(' ').filter(|w| !w.is_empty()) {
             let n = word.chars().count();
-            if len > 0 && len + 1 + n > width {
+            if len > 0 && len + 1 + n > width && len >= width / 3 {
                 out.push('\n');
                 len = 0;
             } else if len > 0 {
@@ -604,6 +605,10 @@ mod tests {
             "when ctx.initial_data[\"kind\"]\n== \"a\": success"
         );
         assert_eq!(wrap("a b\nc  d", 3), "a b\nc d");
+        assert_eq!(
+            wrap("when ctx.initial_data[\"language\"] == \"en\": success", 30),
+            "when ctx.initial_data[\"language\"]\n== \"en\": success"
+        );
         assert_eq!(wrap("", 3), "");
     }
 

@@ -206,7 +206,13 @@ pub fn collect(manifest: &Path) -> Result<Vec<Found>, Error> {
                     });
                 }
             }
-            Err(message) => errors.push(Error::Source { path: file.path.clone(), message }),
+            // One error per line: `module: line:column: message`.
+            Err(message) => errors.extend(
+                message
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(|l| Error::Source { path: file.path.clone(), message: l.to_string() }),
+            ),
         }
     }
 

@@ -202,4 +202,16 @@ mod tests {
             assert!(matches!(render_svg(dot), Err(Error::Render { .. })), "{dot:?}");
         }
     }
+
+    #[test]
+    fn layout_rs_panics_become_errors() {
+        // Both panic inside layout-rs 0.1.3 (empty graph; record parser on an empty label).
+        for dot in ["digraph { }", "digraph { r [shape=record, label=\"\"]; }"] {
+            let err = render_svg(dot).unwrap_err().to_string();
+            assert!(err.starts_with("layout-rs failed to lay out the graph: "), "{dot}: {err}");
+        }
+        // The thread is still usable, and its panics are reported normally again.
+        assert!(render_svg("digraph { a -> b }").is_ok());
+        assert!(!QUIET.with(Cell::get));
+    }
 }

@@ -81,7 +81,15 @@ fn every_source_problem_is_reported() {
     let err = collect(&fixture("broken/Cargo.toml")).unwrap_err();
     assert_eq!(err.exit_code(), 1);
     let messages: Vec<String> = err.flatten().iter().map(ToString::to_string).collect();
-    assert_eq!(messages.len(), 2, "{messages:#?}");
+    assert_eq!(messages.len(), 4, "{messages:#?}");
+    assert!(
+        messages.iter().any(|m| m.contains("invalid.rs: invalid_flow: ") && m.contains("no end state")),
+        "{messages:#?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("invalid.rs: invalid_flow: ") && m.contains("nowhere")),
+        "{messages:#?}"
+    );
     assert!(messages.iter().any(|m| m.contains("file not found for module `missing`")), "{messages:#?}");
     assert!(messages.iter().any(|m| m.contains("unparsable.rs: 1:")), "{messages:#?}");
 }
@@ -322,7 +330,7 @@ fn cli_source_errors_exit_1_and_are_all_printed() {
     let out = cargo_avto(&["graph"], &fixture("broken"));
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert_eq!(err.matches("error: ").count(), 2, "{err}");
+    assert_eq!(err.matches("error: ").count(), 4, "{err}");
     let out = cargo_avto(&["graph"], &fixture("dup"));
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
@@ -337,6 +345,14 @@ fn cli_help() {
         let help = text(&out.stdout);
         assert!(help.contains("cargo avto graph") && help.contains("--blueprint") && help.contains("-o DIR"), "{help}");
     }
+}
+
+#[test]
+fn cli_prints_one_svg() {
+    let out = cargo_avto(&["graph", "--format", "svg", "--blueprint", "routing_flow"], &fixture("demo"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    assert_svg_with(&text(&out.stdout), &["start", "route", "done", "rejected"]);
 }
 
 #[test]
@@ -382,4 +398,85 @@ fn cli_writes_dot_files() {
     for f in &found {
         assert_eq!(std::fs::read_to_string(dir.join(format!("{}.dot", f.name))).unwrap(), f.dot);
     }
+}
+
+/// Mutated DOT (a small deterministic fuzz): `render_svg` returns `Ok` or `Err`, never panics.
+#[test]
+fn render_svg_never_panics_on_mutated_dot() {
+    let cases: usize = std::env::var("CARGO_AVTO_FUZZ_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(300);
+    let mut seeds: Vec<String> = collect(&demo_manifest()).unwrap().into_iter().map(|f| f.dot).collect();
+    seeds.push("digraph { a:n -> b:s; b -> a; a -> a; c -- d; subgraph x { e; } { f g } }".into());
+    seeds.push("digraph { node [shape=record]; r [label=\"<p> a | { b | c }\"]; r:p -> s; }".into());
+    let pieces = [
+        "->",
+        "--",
+        "[",
+        "]",
+        "{",
+        "}",
+        ";",
+        ",",
+        "=",
+        ":",
+        "\"",
+        "\\",
+        "<b>",
+        "a",
+        "_x",
+        ".5",
+        "-1",
+        "subgraph",
+        "node",
+        "edge",
+        "graph",
+        "shape=record",
+        "label=\"|\"",
+        "label=\"\"",
+        "label=\"{\"",
+        "a:n",
+        "\n",
+        "#",
+        "/*",
+        "//",
+    ];
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let (mut ok, mut err) = (0, 0);
+    for i in 0..cases {
+        let mut chars: Vec<char> = seeds[i % seeds.len()].chars().collect();
+        for _ in 0..1 + next(4) {
+            let at = next(chars.len() + 1);
+            match next(3) {
+                0 if at < chars.len() => {
+                    let end = (at + 1 + next(8)).min(chars.len());
+                    chars.drain(at..end);
+                }
+                1 => {
+                    let piece = pieces[next(pieces.len())];
+                    chars.splice(at..at, piece.chars());
+                }
+                _ => {
+                    let end = (at + next(16)).min(chars.len());
+                    let copy: Vec<char> = chars[at..end].to_vec();
+                    let to = next(chars.len() + 1);
+                    chars.splice(to..to, copy);
+                }
+            }
+        }
+        let dot: String = chars.into_iter().collect();
+        match render_svg(&dot) {
+            Ok(svg) => {
+                assert!(svg.starts_with("<?xml"), "{dot}");
+                ok += 1;
+            }
+            Err(Error::Render { .. }) => err += 1,
+            Err(e) => panic!("unexpected error kind for {dot:?}: {e:?}"),
+        }
+    }
+    assert!(ok > 0 && err > 0, "ok {ok}, err {err}");
 }
