@@ -1,1 +1,223 @@
-//! Shared helpers of the avto integration tests.
+//! Shared helpers of the avto integration tests: an in-process orchestrator on a free port,
+//! an HTTP client for the client API, a raw RXON client, and real Python SDK workers.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use avto::server::config::Config;
+use avto::server::{Core, Orchestrator};
+use avto::Blueprint;
+use serde_json::{json, Value};
+
+pub mod blueprints;
+
+pub const CLIENT_TOKEN: &str = "test-client-token";
+pub const WORKER_TOKEN: &str = "test-worker-token";
+pub const SECRET: &str = "test-orchestrator-secret";
+
+/// A configuration for tests: loopback, rate limiting off, short polls, known tokens.
+pub fn test_config() -> Config {
+    let vars = [
+        ("API_HOST", "127.0.0.1"),
+        ("CLIENT_TOKEN", CLIENT_TOKEN),
+        ("GLOBAL_WORKER_TOKEN", WORKER_TOKEN),
+        ("ORCHESTRATOR_SECRET_KEY", SECRET),
+        ("RATE_LIMITING_ENABLED", "false"),
+        ("WORKER_POLL_TIMEOUT_SECONDS", "2"),
+        ("WATCHER_INTERVAL_SECONDS", "0.2"),
+    ];
+    Config::from_lookup(&|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())).expect("test config")
+}
+
+/// An orchestrator serving on a free loopback port; stopped on drop.
+pub struct Server {
+    pub base: String,
+    pub core: Arc<Core>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Server {
+    pub async fn start(blueprints: impl IntoIterator<Item = Blueprint>) -> Server {
+        Self::with_config(blueprints, test_config()).await
+    }
+
+    pub async fn with_config(blueprints: impl IntoIterator<Item = Blueprint>, config: Config) -> Server {
+        let orch = Orchestrator::builder().blueprints(blueprints).config(config).build().expect("orchestrator builds");
+        let core = orch.core().clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            orch.listen(listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        Server { base, core, stop: Some(tx) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// A client-API client with the test client token.
+    pub fn client(&self) -> ApiClient {
+        ApiClient { http: reqwest::Client::new(), base: self.base.clone(), token: CLIENT_TOKEN.into() }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The client API as a user calls it.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl ApiClient {
+    pub fn with_token(&self, token: &str) -> ApiClient {
+        ApiClient { token: token.into(), ..self.clone() }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("X-Client-Token", &self.token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r =
+            self.http.get(format!("{}{path}", self.base)).header("X-Client-Token", &self.token).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a job; panics unless the answer is 202.
+    pub async fn create(&self, path: &str, initial_data: Value) -> String {
+        let (status, body) = self.post(path, &json!({"initial_data": initial_data})).await;
+        assert_eq!(status, 202, "create job: {body}");
+        body["job_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/api/v1/jobs/{id}?detailed=true")).await;
+        assert_eq!(status, 200, "job status: {body}");
+        body
+    }
+
+    /// Polls until the job has one of `statuses` (panics after `timeout`).
+    pub async fn wait_for(&self, id: &str, statuses: &[&str], timeout: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let job = self.job(id).await;
+            if statuses.contains(&job["status"].as_str().unwrap_or_default()) {
+                return job;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("job {id} did not reach {statuses:?} in {timeout:?}: {job}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for a terminal status.
+    pub async fn wait_terminal(&self, id: &str, timeout: Duration) -> Value {
+        self.wait_for(id, &["finished", "failed", "cancelled", "quarantined"], timeout).await
+    }
+}
+
+/// Where the Python reference lives (created by `.ci/test`). Tests that need it fail, never skip,
+/// when it is missing.
+pub fn python_venv() -> PathBuf {
+    let venv = std::env::var("AVTO_PY_VENV").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/avto/venv-ref")
+    });
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "the Python reference is not installed at {} (run `bash .ci/test`, which installs it, or set AVTO_PY_VENV)",
+        venv.display()
+    );
+    venv
+}
+
+/// A real `avtomatika-worker` SDK process running tests/python/echo_worker.py; killed on drop.
+pub struct PyWorker {
+    child: Child,
+    pub worker_id: String,
+}
+
+impl PyWorker {
+    pub fn start(base: &str, worker_id: &str, extra_env: &[(&str, &str)]) -> PyWorker {
+        let venv = python_venv();
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/echo_worker.py");
+        let log = std::env::temp_dir().join(format!("avto-pyworker-{worker_id}.log"));
+        let mut cmd = Command::new(venv.join("bin/python"));
+        cmd.arg(script)
+            .env("ORCHESTRATOR_URL", base)
+            .env("WORKER_ID", worker_id)
+            .env("WORKER_TOKEN", WORKER_TOKEN)
+            .env("ORCHESTRATOR_SECRET_KEY", SECRET)
+            .env("WORKER_ENABLE_WEBSOCKETS", "true")
+            .env("HEARTBEAT_INTERVAL", "2")
+            .env("TASK_POLL_TIMEOUT", "5")
+            .env("LOG_LEVEL", "WARNING")
+            .env("TASK_FILES_DIR", std::env::temp_dir().join(format!("avto-py-{worker_id}")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .stderr(Stdio::from(std::fs::File::create(log.with_extension("err")).unwrap()));
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start the Python worker");
+        PyWorker { child, worker_id: worker_id.to_owned() }
+    }
+
+    /// Sends SIGTERM (graceful SDK shutdown) and waits.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+impl Drop for PyWorker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `n` workers are registered (panics after 30 s).
+pub async fn wait_workers(server: &Server, n: usize) {
+    for _ in 0..300 {
+        if server.core.dispatcher.live_workers().len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("only {} of {n} workers registered", server.core.dispatcher.live_workers().len());
+}

@@ -48,7 +48,7 @@ pub mod prelude {
     pub use crate::files::TaskFiles;
     pub use crate::handler::{HandlerError, InitialData};
     pub use crate::job::JobStatus;
-    pub use crate::storage::{DataStore, DataStores};
+    pub use crate::storage::{DataStore, DataStores, StorageError};
     pub use avto_macros::{aggregator, handler, when};
     pub use serde_json::json;
     pub use std::time::Duration;

@@ -296,10 +296,10 @@ pub fn fail_task(env: &EngineEnv, job: &mut Job, task_id: &str, error: TaskError
 
 /// Applies a worker event (progress or custom) to `job`. Returns true if an `event_transitions`
 /// entry moved the job (the caller must then [`super::advance`] it).
+///
+/// Progress is recorded even when it arrives after the result (events over the WebSocket and
+/// results over HTTP race), so the job's history is complete.
 pub fn apply_event(job: &mut Job, task_id: Option<&str>, event_type: &str, payload: &Value, out: &mut Outcome) -> bool {
-    if job.status.is_terminal() {
-        return false;
-    }
     if event_type == "progress" {
         let progress = payload.get("progress").and_then(Value::as_f64);
         let message = payload.get("message").and_then(Value::as_str).map(str::to_owned);
@@ -315,7 +315,7 @@ pub fn apply_event(job: &mut Job, task_id: Option<&str>, event_type: &str, paylo
         job.updated_at_ms = now_ms();
         return false;
     }
-    if job.status != JobStatus::WaitingForWorker {
+    if job.status.is_terminal() || job.status != JobStatus::WaitingForWorker {
         return false;
     }
     let Some(task) = job.current_task.clone() else {

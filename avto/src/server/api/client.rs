@@ -85,7 +85,7 @@ pub(super) fn routes(core: &Arc<Core>) -> Router<Arc<Core>> {
         };
         r = r
             .route(&format!("{base}/jobs"), get(list_jobs))
-            .route(&format!("{base}/jobs/{{job_id}}"), get(job_status))
+            .route(&format!("{base}/jobs/{{job_id}}"), get(job_status).post(unknown_endpoint))
             .route(&format!("{base}/jobs/{{job_id}}/cancel"), post(cancel_job))
             .route(&format!("{base}/jobs/{{job_id}}/approval"), post(approve_job))
             .route(&format!("{base}/blueprints"), get(list_blueprints))
@@ -94,6 +94,16 @@ pub(super) fn routes(core: &Arc<Core>) -> Router<Arc<Core>> {
             .route(&format!("{base}/dashboard"), get(dashboard));
     }
     r
+}
+
+/// `POST .../jobs/{x}` where no blueprint has that endpoint.
+async fn unknown_endpoint(State(core): State<Arc<Core>>, _client: Client, Path(x): Path<String>) -> ApiError {
+    let known: Vec<String> = core.env.blueprints().filter_map(|b| b.create_path()).collect();
+    ApiError::NotFound(format!(
+        "no blueprint has the endpoint `jobs/{}` (endpoints: {})",
+        truncate(&x),
+        known.join(", ")
+    ))
 }
 
 fn opt_f64(body: &Map<String, Value>, key: &str) -> Result<Option<f64>, ApiError> {

@@ -1,0 +1,283 @@
+//! The client API over HTTP: every endpoint, auth, quotas, isolation, and bad input.
+
+use std::time::Duration;
+
+use avto::server::config::{ClientEntry, Config};
+use avto::ClientConfig;
+use avto_tests::blueprints::{approval_flow, echo_flow};
+use avto_tests::{test_config, Server, CLIENT_TOKEN};
+use serde_json::{json, Value};
+
+async fn server() -> Server {
+    Server::start([echo_flow::blueprint(), approval_flow::blueprint()]).await
+}
+
+#[tokio::test]
+async fn health_is_public() {
+    let s = server().await;
+    let r = reqwest::get(s.url("/_public/status")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-rxon-version"], "1.0b17");
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"status": "ok"}));
+}
+
+#[tokio::test]
+async fn create_status_list_cancel() {
+    let s = server().await;
+    let c = s.client();
+    let id = c.create("/api/v1/jobs/echo", json!({"msg": "hi"})).await;
+    let (status, compact) = c.get(&format!("/api/v1/jobs/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(compact["id"], id.as_str());
+    assert_eq!(compact["blueprint_name"], "echo_flow");
+    assert_eq!(compact["status"], "waiting_for_worker");
+    assert!(compact["waiting_reason"].as_str().unwrap().contains("no live worker offers skill `echo`"), "{compact}");
+    assert!(compact.get("initial_data").is_none(), "compact view hides details");
+    let detailed = c.job(&id).await;
+    assert_eq!(detailed["initial_data"], json!({"msg": "hi"}));
+    let (_, only) = c.get(&format!("/api/v1/jobs/{id}?fields=status,initial_data")).await;
+    assert_eq!(only, json!({"id": id, "status": "waiting_for_worker", "initial_data": {"msg": "hi"}}));
+
+    let (status, list) = c.get("/api/v1/jobs?limit=10").await;
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["id"], id.as_str());
+
+    let (status, body) = c.post(&format!("/api/v1/jobs/{id}/cancel"), &json!({})).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("cancellation_request_accepted")));
+    let job = c.job(&id).await;
+    assert_eq!(job["status"], "cancelled");
+    let (status, body) = c.post(&format!("/api/v1/jobs/{id}/cancel"), &json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("cancelled"));
+}
+
+#[tokio::test]
+async fn flat_body_is_initial_data() {
+    let s = server().await;
+    let c = s.client();
+    let (status, body) = c.post("/api/v1/jobs/echo", &json!({"video_url": "s3://b/v.mp4", "webhook_url": null})).await;
+    assert_eq!(status, 202);
+    let job = c.job(body["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["initial_data"], json!({"video_url": "s3://b/v.mp4"}));
+}
+
+#[tokio::test]
+async fn approvals() {
+    let s = server().await;
+    let c = s.client();
+    let id = c.create("/api/v1/jobs/approval", json!({})).await;
+    c.wait_for(&id, &["waiting_for_human"], Duration::from_secs(5)).await;
+    let (status, body) = c.post(&format!("/api/v1/jobs/{id}/approval"), &json!({"decision": "maybe"})).await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("approved, rejected"), "{body}");
+    let (status, body) = c.post(&format!("/api/v1/jobs/{id}/approval"), &json!({})).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("decision is required in body")));
+    // The Avtomatika-compatible public webhook route, with the owner's token.
+    let (status, body) = c.post(&format!("/_public/webhooks/approval/{id}"), &json!({"decision": "approved"})).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("approval_received")));
+    let job = c.wait_terminal(&id, Duration::from_secs(5)).await;
+    assert_eq!(job["status"], "finished");
+    assert_eq!(job["current_state"], "approved");
+    let (status, _) = c.post(&format!("/api/v1/jobs/{id}/approval"), &json!({"decision": "approved"})).await;
+    assert_eq!(status, 409);
+
+    let id = c.create("/api/v1/jobs/approval", json!({})).await;
+    c.wait_for(&id, &["waiting_for_human"], Duration::from_secs(5)).await;
+    c.post(&format!("/api/v1/jobs/{id}/approval"), &json!({"decision": "rejected"})).await;
+    let job = c.wait_terminal(&id, Duration::from_secs(5)).await;
+    assert_eq!((job["status"].as_str(), job["current_state"].as_str()), (Some("failed"), Some("rejected")));
+}
+
+#[tokio::test]
+async fn graph_blueprints_workers_dashboard() {
+    let s = server().await;
+    let c = s.client();
+    let r = c
+        .http
+        .get(s.url("/api/v1/blueprints/echo_flow/graph"))
+        .header("X-Client-Token", CLIENT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/vnd.graphviz"));
+    assert_eq!(r.text().await.unwrap(), echo_flow::DOT);
+    let (status, body) = c.get("/api/v1/blueprints/nope/graph").await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("Blueprint not found")));
+    let (_, bps) = c.get("/api/v1/blueprints").await;
+    assert_eq!(bps.as_array().unwrap().len(), 2);
+    let (status, workers) = c.get("/api/v1/workers").await;
+    assert_eq!((status, workers), (200, json!([])));
+    c.create("/api/v1/jobs/echo", json!({})).await;
+    let (status, dash) = c.get("/api/v1/dashboard").await;
+    assert_eq!(status, 200);
+    assert_eq!(dash["workers"]["total"], 0);
+    assert_eq!(dash["jobs"]["waiting_for_worker"], 1, "{dash}");
+}
+
+#[tokio::test]
+async fn auth_errors_are_401_json() {
+    let s = server().await;
+    let r = reqwest::Client::new().get(s.url("/api/v1/jobs")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "Missing X-Client-Token header"}));
+    let (status, body) = s.client().with_token("wrong").get("/api/v1/jobs").await;
+    assert_eq!((status, body), (401, json!({"error": "Unauthorized: Invalid token"})));
+}
+
+fn two_clients(quota: Option<u64>) -> Config {
+    let mut cfg = test_config();
+    let mk = |name: &str, token: &str, quota| ClientEntry {
+        token: token.into(),
+        config: ClientConfig { name: name.into(), plan: "free".into(), ..Default::default() },
+        quota,
+    };
+    cfg.clients = vec![mk("alice", "alice-token", quota), mk("bob", "bob-token", None)];
+    cfg
+}
+
+#[tokio::test]
+async fn clients_are_isolated() {
+    let s = Server::with_config([echo_flow::blueprint()], two_clients(None)).await;
+    let alice = s.client().with_token("alice-token");
+    let bob = s.client().with_token("bob-token");
+    let id = alice.create("/api/v1/jobs/echo", json!({"secret": 1})).await;
+    let (status, body) = bob.get(&format!("/api/v1/jobs/{id}")).await;
+    assert_eq!((status, body), (404, json!({"error": "Job not found"})), "another client's job never leaks");
+    let (status, _) = bob.post(&format!("/api/v1/jobs/{id}/cancel"), &json!({})).await;
+    assert_eq!(status, 404);
+    let (_, list) = bob.get("/api/v1/jobs").await;
+    assert_eq!(list, json!([]));
+    let (_, list) = alice.get("/api/v1/jobs").await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn quotas_are_exact_under_concurrency() {
+    let s = Server::with_config([echo_flow::blueprint()], two_clients(Some(50))).await;
+    let alice = s.client().with_token("alice-token");
+    let mut tasks = Vec::new();
+    for _ in 0..80 {
+        let a = alice.clone();
+        tasks.push(tokio::spawn(async move { a.post("/api/v1/jobs/echo", &json!({"initial_data": {}})).await.0 }));
+    }
+    let mut ok = 0;
+    let mut limited = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            202 => ok += 1,
+            429 => limited += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((ok, limited), (50, 30));
+    let (status, body) = alice.get("/api/v1/jobs").await;
+    assert_eq!(status, 429);
+    assert!(body["error"].as_str().unwrap().contains("Quota exceeded"));
+    let (status, _) = s.client().with_token("bob-token").get("/api/v1/jobs").await;
+    assert_eq!(status, 200, "other clients are not affected");
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let mut cfg = test_config();
+    cfg.rate_limiting_enabled = true;
+    cfg.rate_limit = 5;
+    let s = Server::with_config([echo_flow::blueprint()], cfg).await;
+    let c = s.client();
+    for _ in 0..5 {
+        assert_eq!(c.get("/api/v1/jobs").await.0, 200);
+    }
+    let r = c.http.get(s.url("/api/v1/jobs")).header("X-Client-Token", CLIENT_TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_some());
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "Too Many Requests"}));
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_4xx_json_and_changes_nothing() {
+    let s = server().await;
+    let c = s.client();
+    let raw = |body: &'static str| {
+        c.http
+            .post(s.url("/api/v1/jobs/echo"))
+            .header("X-Client-Token", CLIENT_TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    for (body, needle) in [
+        ("{not json", "Invalid JSON body"),
+        ("[1,2]", "expected a JSON object, got an array"),
+        ("\"x\"", "expected a JSON object, got a string"),
+        ("", "the body is empty"),
+        (r#"{"initial_data": 5}"#, "`initial_data` must be a JSON object"),
+        (r#"{"initial_data": {}, "webhook_url": "ftp://x"}"#, "webhook_url"),
+        (r#"{"initial_data": {}, "dispatch_timeout": -3}"#, "dispatch_timeout"),
+        (r#"{"initial_data": {}, "result_timeout": "soon"}"#, "result_timeout"),
+    ] {
+        let r = raw(body).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"].as_str().unwrap().contains(needle), "{body}: {v}");
+    }
+    // Oversized bodies: 413 with a JSON error.
+    let big = format!(r#"{{"initial_data": {{"x": "{}"}}}}"#, "a".repeat(2 * 1024 * 1024));
+    let r =
+        c.http.post(s.url("/api/v1/jobs/echo")).header("X-Client-Token", CLIENT_TOKEN).body(big).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(r.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("MAX_REQUEST_BODY_BYTES"));
+    // Unknown blueprint endpoint, unknown / malformed job ids, unknown routes, wrong methods.
+    assert_eq!(c.post("/api/v1/jobs/nope", &json!({})).await.0, 404);
+    let (status, body) = c.get("/api/v1/jobs/not-a-uuid").await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("invalid job id"));
+    let (status, body) = c.get(&format!("/api/v1/jobs/{}", uuid::Uuid::new_v4())).await;
+    assert_eq!((status, body), (404, json!({"error": "Job not found"})));
+    let (status, body) = c.get("/api/v1/jobs?limit=ten").await;
+    assert_eq!(status, 400, "{body}");
+    let r = c.http.delete(s.url("/api/v1/jobs")).header("X-Client-Token", CLIENT_TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
+    let r = c.http.get(s.url("/nothing/here")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
+    let (status, body) = c.get("/api/v1/jobs/00000000-0000-0000-0000-000000000000?detailed=perhaps").await;
+    assert_eq!(status, 404, "{body}");
+    // Nothing was created by any of this.
+    let (_, list) = c.get("/api/v1/jobs").await;
+    assert_eq!(list, json!([]));
+}
+
+#[tokio::test]
+async fn many_concurrent_jobs_are_neither_lost_nor_duplicated() {
+    let s = server().await;
+    let c = s.client();
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move { c.create("/api/v1/jobs/approval", json!({"i": i})).await }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        assert!(ids.insert(t.await.unwrap()));
+    }
+    let mut decided = Vec::new();
+    for id in &ids {
+        c.wait_for(id, &["waiting_for_human"], Duration::from_secs(10)).await;
+        let c = c.clone();
+        let id = id.clone();
+        decided.push(tokio::spawn(async move {
+            let (status, _) = c.post(&format!("/api/v1/jobs/{id}/approval"), &json!({"decision": "approved"})).await;
+            assert_eq!(status, 200);
+            c.wait_terminal(&id, Duration::from_secs(10)).await["status"].as_str().unwrap().to_owned()
+        }));
+    }
+    for d in decided {
+        assert_eq!(d.await.unwrap(), "finished");
+    }
+    let (_, list) = c.get("/api/v1/jobs?limit=1000").await;
+    let listed: std::collections::HashSet<String> =
+        list.as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(listed, ids);
+}

@@ -1,0 +1,107 @@
+//! The unmodified Python worker SDK (avtomatika-worker 1.0b20 from PyPI) against avto.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use avto_tests::blueprints::{echo_flow, echo_strict};
+use avto_tests::{wait_workers, PyWorker, Server};
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_success_failures_progress_cancel() {
+    let s = Server::start([echo_flow::blueprint(), echo_strict::blueprint()]).await;
+    let _w = PyWorker::start(&s.base, "py-interop-1", &[]);
+    wait_workers(&s, 1).await;
+    let c = s.client();
+
+    // Success, with a progress event over the WebSocket.
+    let id = c.create("/api/v1/jobs/echo", json!({"msg": "hello", "progress": true})).await;
+    let job = c.wait_terminal(&id, T).await;
+    assert_eq!(job["status"], "finished", "{job}");
+    assert_eq!(job["result"], json!({"msg": "hello", "progress": true}));
+    // The progress event (WebSocket) and the result (HTTP) race; progress is recorded either way.
+    let mut job = job;
+    for _ in 0..100 {
+        if !job["progress"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        job = c.job(&id).await;
+    }
+    assert_eq!(job["progress"], 0.5);
+    assert_eq!(job["progress_message"], "halfway");
+    assert_eq!(job["state_history"]["progress_updates"][0]["message"], "halfway");
+
+    // Each failure class. With a `failure` transition it is followed; without, the code decides.
+    let id = c.create("/api/v1/jobs/echo", json!({"fail": true, "error_code": "PERMANENT_ERROR"})).await;
+    let job = c.wait_terminal(&id, T).await;
+    assert_eq!((job["status"].as_str(), job["current_state"].as_str()), (Some("failed"), Some("failed")));
+    assert_eq!(job["last_error"]["code"], "PERMANENT_ERROR");
+    for (code, status) in [("INVALID_INPUT_ERROR", "failed"), ("PERMANENT_ERROR", "quarantined")] {
+        let id = c.create("/api/v1/jobs/echo_strict", json!({"fail": true, "error_code": code})).await;
+        let job = c.wait_terminal(&id, T).await;
+        assert_eq!(job["status"], status, "{code}: {job}");
+    }
+    let id = c.create("/api/v1/jobs/echo_strict", json!({"fail": true, "error_code": "TRANSIENT_ERROR"})).await;
+    let job = c.wait_terminal(&id, Duration::from_secs(60)).await;
+    assert_eq!(job["status"], "quarantined", "transient errors are retried, then quarantined: {job}");
+    assert!(job["error_message"].as_str().unwrap().contains("after 3 retries"), "{job}");
+
+    // Cancelling a running task: the SDK gets the WebSocket push, its result is ignored.
+    let id = c.create("/api/v1/jobs/echo", json!({"sleep": 20})).await;
+    let job = c.wait_for(&id, &["waiting_for_worker"], T).await;
+    let task_id = job["current_task"]["task_id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, _) = c.post(&format!("/api/v1/jobs/{id}/cancel"), &json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(c.job(&id).await["status"], "cancelled");
+    // The worker stops the task long before its 20 s sleep ends and is free again.
+    let started = std::time::Instant::now();
+    let id2 = c.create("/api/v1/jobs/echo", json!({"msg": "after cancel"})).await;
+    let job2 = c.wait_terminal(&id2, T).await;
+    assert_eq!(job2["status"], "finished");
+    assert!(started.elapsed() < Duration::from_secs(15), "the cancelled task was interrupted");
+    let _ = task_id;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_workers_complete_many_jobs_none_lost_or_duplicated() {
+    let n: usize = std::env::var("AVTO_INTEROP_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let s = Server::start([echo_flow::blueprint()]).await;
+    let workers: Vec<PyWorker> =
+        (1..=4).map(|i| PyWorker::start(&s.base, &format!("py-bulk-{i}"), &[("MAX_CONCURRENT_TASKS", "20")])).collect();
+    wait_workers(&s, workers.len()).await;
+    let c = s.client();
+    let started = std::time::Instant::now();
+    let mut creates = Vec::new();
+    for i in 0..n {
+        let c = c.clone();
+        creates.push(tokio::spawn(
+            async move { c.create("/api/v1/jobs/echo", json!({"i": i, "tag_worker": true})).await },
+        ));
+    }
+    let mut ids = Vec::new();
+    for t in creates {
+        ids.push(t.await.unwrap());
+    }
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), n, "job ids are unique");
+    let mut by_worker = std::collections::BTreeMap::new();
+    let mut seen = HashSet::new();
+    for id in &ids {
+        let job = c.wait_terminal(id, Duration::from_secs(120)).await;
+        assert_eq!(job["status"], "finished", "{job}");
+        let i = job["result"]["i"].as_u64().unwrap();
+        assert!(seen.insert(i), "result {i} seen twice");
+        *by_worker.entry(job["result"]["_worker"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), n);
+    let elapsed = started.elapsed();
+    eprintln!(
+        "{n} jobs through 4 Python SDK workers in {elapsed:?} ({:.0} jobs/s); per worker: {by_worker:?}",
+        n as f64 / elapsed.as_secs_f64()
+    );
+    assert!(by_worker.len() >= 2, "load is spread across equally good workers: {by_worker:?}");
+    drop(workers);
+}

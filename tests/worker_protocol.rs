@@ -1,0 +1,340 @@
+//! The worker API spoken raw (signed RXON messages), including every way a message can be wrong.
+
+use std::time::Duration;
+
+use avto::protocol::sign::{attach_security, verify_task, MessageKind, TaskSigCheck};
+use avto::server::config::WorkerToken;
+use avto_tests::blueprints::{echo_flow, echo_strict};
+use avto_tests::{test_config, Server, SECRET, WORKER_TOKEN};
+use serde_json::{json, Value};
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// A hand-driven worker: builds, signs and sends messages exactly as the Python SDK does.
+struct Raw {
+    http: reqwest::Client,
+    base: String,
+    id: String,
+    token: String,
+}
+
+impl Raw {
+    fn new(s: &Server, id: &str) -> Raw {
+        Raw { http: reqwest::Client::new(), base: s.base.clone(), id: id.into(), token: WORKER_TOKEN.into() }
+    }
+
+    fn signed(&self, mut body: Value, kind: MessageKind) -> Value {
+        body["timestamp"] = json!(now());
+        attach_security(&mut body, &self.token, &self.id, kind);
+        body
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("X-Worker-Token", &self.token)
+            .header("X-Worker-ID", &self.id)
+            .header("X-RXON-Version", "1.0b17");
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    fn registration(&self) -> Value {
+        json!({
+            "worker_id": self.id,
+            "worker_type": "raw",
+            "supported_skills": [{"name": "echo", "type": "echo", "input_schema": {"type": "object"}}],
+            "available_skills": ["echo"],
+            "capabilities": {"cost_per_skill": {}, "extra": {}},
+            "resources": {"properties": {"cpu_cores": 2}},
+        })
+    }
+
+    async fn register(&self) -> (u16, Value) {
+        let body = self.signed(self.registration(), MessageKind::Registration);
+        self.send(reqwest::Method::POST, "/_worker/workers/register", Some(&body)).await
+    }
+
+    async fn heartbeat(&self, extra: Value) -> (u16, Value) {
+        let mut body = json!({"worker_id": self.id, "status": "idle", "current_tasks": []});
+        if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
+            b.extend(e);
+        }
+        let body = self.signed(body, MessageKind::Heartbeat);
+        self.send(reqwest::Method::PATCH, &format!("/_worker/workers/{}", self.id), Some(&body)).await
+    }
+
+    async fn poll(&self) -> (u16, Value) {
+        self.send(reqwest::Method::GET, &format!("/_worker/workers/{}/tasks/next?timeout=5", self.id), None).await
+    }
+
+    async fn result(&self, task: &Value, status: Option<&str>, data: Value, error: Option<Value>) -> (u16, Value) {
+        let mut body = json!({"job_id": task["job_id"], "task_id": task["task_id"], "worker_id": self.id, "origin_worker_id": self.id, "data": data, "costs": {"execution_time_seconds": 0.001}});
+        if let Some(s) = status {
+            body["status"] = json!(s);
+        }
+        if let Some(e) = error {
+            body["error"] = e;
+        }
+        let body = self.signed(body, MessageKind::Result);
+        self.send(reqwest::Method::POST, "/_worker/tasks/result", Some(&body)).await
+    }
+}
+
+#[tokio::test]
+async fn task_lifecycle_with_signed_messages() {
+    let s = Server::start([echo_flow::blueprint()]).await;
+    let w = Raw::new(&s, "raw-1");
+    assert_eq!(w.register().await, (200, json!({"status": "registered", "version": "1.0b17"})));
+    assert_eq!(w.heartbeat(json!({})).await, (200, json!({"status": "ok"})));
+    let started = std::time::Instant::now();
+    assert_eq!(w.poll().await.0, 204, "empty queue answers 204 after the hold");
+    assert!(started.elapsed() >= Duration::from_millis(1500), "the long-poll is held server-side");
+
+    let c = s.client();
+    let id = c.create("/api/v1/jobs/echo", json!({"msg": "hello", "n": 1.0})).await;
+    let (status, task) = w.poll().await;
+    assert_eq!(status, 200);
+    assert_eq!(task["job_id"], id.as_str());
+    assert_eq!(task["type"], "echo");
+    assert_eq!(task["params"], json!({"msg": "hello", "n": 1}));
+    assert!(task["task_id"].as_str().unwrap().starts_with("task-"));
+    assert_eq!(verify_task(&task, SECRET), TaskSigCheck::Valid, "task sig verifies with ORCHESTRATOR_SECRET_KEY");
+
+    let (status, answer) = w.result(&task, None, json!({"echo": {"msg": "hello"}}), None).await;
+    assert_eq!((status, answer), (200, json!({"status": "accepted", "transition": "success_transition"})));
+    let job = c.wait_terminal(&id, Duration::from_secs(5)).await;
+    assert_eq!(job["status"], "finished");
+    assert_eq!(job["result"], json!({"msg": "hello"}));
+
+    // A second result for the same task is ignored (the job is already finished).
+    let (status, answer) = w.result(&task, None, json!({}), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["status"], "ignored");
+    assert_eq!(answer["reason"], "job_already_terminated");
+}
+
+#[tokio::test]
+async fn failure_codes_and_lease_fencing() {
+    let s = Server::start([echo_strict::blueprint()]).await;
+    let w = Raw::new(&s, "raw-a");
+    w.register().await;
+    let c = s.client();
+
+    let id = c.create("/api/v1/jobs/echo_strict", json!({})).await;
+    let (_, task) = w.poll().await;
+    // Another registered worker cannot answer a task leased to raw-a.
+    let other = Raw::new(&s, "raw-b");
+    other.register().await;
+    let (_, answer) = other.result(&task, None, json!({}), None).await;
+    assert_eq!(answer["reason"], "worker_mismatch", "{answer}");
+    let (_, answer) = w
+        .result(&task, Some("failure"), json!({}), Some(json!({"code": "INVALID_INPUT_ERROR", "message": "bad"})))
+        .await;
+    assert_eq!(answer, json!({"status": "accepted", "transition": "failure_handled"}));
+    let job = c.wait_terminal(&id, Duration::from_secs(5)).await;
+    assert_eq!(job["status"], "failed");
+    assert!(job["error_message"].as_str().unwrap().contains("INVALID_INPUT_ERROR"));
+
+    // raw-b goes offline: everything goes to raw-a from now on.
+    assert_eq!(other.heartbeat(json!({"status": "offline"})).await.0, 200);
+
+    let id = c.create("/api/v1/jobs/echo_strict", json!({})).await;
+    let (_, task) = w.poll().await;
+    let (_, answer) = w
+        .result(&task, Some("failure"), json!({}), Some(json!({"code": "PERMANENT_ERROR", "message": "broken"})))
+        .await;
+    assert_eq!(answer["transition"], "failure_handled");
+    let job = c.wait_terminal(&id, Duration::from_secs(5)).await;
+    assert_eq!(job["status"], "quarantined");
+
+    // Transient errors are retried with a new task id, then succeed.
+    let id = c.create("/api/v1/jobs/echo_strict", json!({})).await;
+    let (_, first) = w.poll().await;
+    w.result(&first, Some("failure"), json!({}), Some(json!({"code": "TRANSIENT_ERROR", "message": "flaky"}))).await;
+    let (status, second) = w.poll().await;
+    assert_eq!(status, 200);
+    assert_ne!(first["task_id"], second["task_id"], "every attempt has a new task id");
+    let (_, stale) = w.result(&first, None, json!({}), None).await;
+    assert_eq!(stale["reason"], "stale_task");
+    w.result(&second, None, json!({"ok": true}), None).await;
+    assert_eq!(c.wait_terminal(&id, Duration::from_secs(5)).await["status"], "finished");
+
+    // A custom status with no transition fails the job.
+    let id = c.create("/api/v1/jobs/echo_strict", json!({})).await;
+    let (_, task) = w.poll().await;
+    let (_, answer) = w.result(&task, Some("needs_review"), json!({}), None).await;
+    assert_eq!(answer["transition"], "unhandled_status_failure");
+    let job = c.wait_terminal(&id, Duration::from_secs(5)).await;
+    assert_eq!(job["status"], "failed");
+}
+
+#[tokio::test]
+async fn cancellation_reaches_the_worker_through_the_heartbeat() {
+    let s = Server::start([echo_flow::blueprint()]).await;
+    let w = Raw::new(&s, "raw-c");
+    w.register().await;
+    let c = s.client();
+    let id = c.create("/api/v1/jobs/echo", json!({})).await;
+    let (_, task) = w.poll().await;
+    let task_id = task["task_id"].as_str().unwrap();
+    c.post(&format!("/api/v1/jobs/{id}/cancel"), &json!({})).await;
+    let (_, hb) = w.heartbeat(json!({"current_tasks": [task_id], "status": "busy"})).await;
+    assert_eq!(hb["cancel_task_ids"], json!([task_id]), "{hb}");
+    // The late success result is ignored: cancelled is terminal.
+    let (_, answer) = w.result(&task, None, json!({"late": true}), None).await;
+    assert_eq!(answer["reason"], "job_cancelled");
+    assert_eq!(c.job(&id).await["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn security_errors_are_403_and_change_nothing() {
+    let s = Server::start([echo_flow::blueprint()]).await;
+    let w = Raw::new(&s, "raw-s");
+    let url = format!("{}/_worker/workers/register", s.base);
+    let http = reqwest::Client::new();
+
+    // No token.
+    let r = http.post(&url).json(&w.registration()).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"error": "Unauthorized: Missing X-Worker-Token header or client certificate."})
+    );
+    // Wrong token.
+    let mut bad = Raw::new(&s, "raw-s");
+    bad.token = "nope".into();
+    let (status, body) = bad.register().await;
+    assert_eq!((status, body), (403, json!({"error": "Unauthorized: No valid token found"})));
+    // Unsigned body.
+    let mut unsigned = w.registration();
+    unsigned["timestamp"] = json!(now());
+    let (status, body) = w.send(reqwest::Method::POST, "/_worker/workers/register", Some(&unsigned)).await;
+    assert_eq!((status, body), (403, json!({"error": "Missing required security context"})));
+    // Bad signature (body changed after signing).
+    let mut tampered = w.signed(w.registration(), MessageKind::Registration);
+    tampered["worker_type"] = json!("evil");
+    let (status, body) = w.send(reqwest::Method::POST, "/_worker/workers/register", Some(&tampered)).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("Invalid cryptographic signature")));
+    // Stale timestamp (signed correctly, but 2 minutes old).
+    let mut stale = w.registration();
+    stale["timestamp"] = json!(now() - 120);
+    attach_security(&mut stale, WORKER_TOKEN, "raw-s", MessageKind::Registration);
+    let (status, body) = w.send(reqwest::Method::POST, "/_worker/workers/register", Some(&stale)).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("Message timestamp expired (replay protection)")));
+    // Missing timestamp.
+    let mut no_ts = w.registration();
+    attach_security(&mut no_ts, WORKER_TOKEN, "raw-s", MessageKind::Registration);
+    let (status, body) = w.send(reqwest::Method::POST, "/_worker/workers/register", Some(&no_ts)).await;
+    assert_eq!(status, 403);
+    assert!(body["error"].as_str().unwrap().contains("timestamp"));
+    // Signed by someone else.
+    let mut other = w.registration();
+    other["timestamp"] = json!(now());
+    attach_security(&mut other, WORKER_TOKEN, "someone-else", MessageKind::Registration);
+    let (status, _) = w.send(reqwest::Method::POST, "/_worker/workers/register", Some(&other)).await;
+    assert_eq!(status, 403);
+    assert!(s.core.dispatcher.live_workers().is_empty(), "nothing registered by rejected messages");
+
+    // A valid message, then its replay.
+    let good = w.signed(w.registration(), MessageKind::Registration);
+    let (status, _) = w.send(reqwest::Method::POST, "/_worker/workers/register", Some(&good)).await;
+    assert_eq!(status, 200);
+    let (status, body) = w.send(reqwest::Method::POST, "/_worker/workers/register", Some(&good)).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("Duplicate message detected (replay attack)")));
+
+    // Body worker_id differs from the credentials.
+    let mut mismatch = w.registration();
+    mismatch["worker_id"] = json!("raw-x");
+    let mismatch = w.signed(mismatch, MessageKind::Registration);
+    let (status, body) = w.send(reqwest::Method::POST, "/_worker/workers/register", Some(&mismatch)).await;
+    assert_eq!(status, 403, "{body}");
+
+    // Malformed JSON and invalid ids are 400.
+    let r = http
+        .post(&url)
+        .header("X-Worker-Token", WORKER_TOKEN)
+        .header("X-Worker-ID", "raw-s")
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("Invalid JSON body"));
+    let bad_id = Raw::new(&s, "bad id!");
+    let (status, _) = bad_id.poll().await;
+    assert_eq!(status, 400);
+    // Heartbeat and poll of an unknown worker: 404 that tells it to register (the SDK re-registers on "not found").
+    let ghost = Raw::new(&s, "ghost");
+    let (status, body) = ghost.heartbeat(json!({})).await;
+    assert_eq!(status, 404);
+    assert!(body["error"].as_str().unwrap().contains("not found"));
+    // Results with a non-object data are 400.
+    let (status, body) = w.result(&json!({"job_id": "j", "task_id": "t"}), None, json!([1]), None).await;
+    assert_eq!(status, 400, "{body}");
+    // A result for an unknown job is ignored, not an error.
+    let (status, body) = w.result(&json!({"job_id": "j", "task_id": "t"}), None, json!({}), None).await;
+    assert_eq!((status, body["reason"].as_str()), (200, Some("job_not_found")));
+}
+
+#[tokio::test]
+async fn empty_heartbeat_refreshes_ttl_and_status_patch_works() {
+    let s = Server::start([echo_flow::blueprint()]).await;
+    let w = Raw::new(&s, "raw-h");
+    w.register().await;
+    let r = reqwest::Client::new()
+        .patch(format!("{}/_worker/workers/raw-h", s.base))
+        .header("X-Worker-Token", WORKER_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"status": "ttl_refreshed"}));
+    // Recipe 16: PATCH .../status with a partial update.
+    let body = w.signed(json!({"worker_id": "raw-h", "status": "busy"}), MessageKind::Heartbeat);
+    let (status, _) = w.send(reqwest::Method::PATCH, "/_worker/workers/raw-h/status", Some(&body)).await;
+    assert_eq!(status, 200);
+    assert_eq!(s.core.dispatcher.worker("raw-h").unwrap().status, "busy");
+}
+
+#[tokio::test]
+async fn sts_tokens() {
+    let s = Server::start([echo_flow::blueprint()]).await;
+    let w = Raw::new(&s, "raw-t");
+    w.register().await;
+    let (status, tokens) = w.send(reqwest::Method::POST, "/_worker/auth/token", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(tokens["expires_in"], 3600);
+    assert_eq!(tokens["worker_id"], "raw-t");
+    // The access token authenticates; messages are still signed with the static token.
+    let sts = Raw { token: tokens["access_token"].as_str().unwrap().into(), ..Raw::new(&s, "raw-t") };
+    let (status, _) = sts.poll().await;
+    assert_eq!(status, 204);
+    // Refresh gives a new pair and revokes the old refresh token.
+    let refresh = json!({"refresh_token": tokens["refresh_token"]});
+    let (status, fresh) = w.send(reqwest::Method::POST, "/_worker/auth/token/refresh", Some(&refresh)).await;
+    assert_eq!(status, 200);
+    assert_ne!(fresh["access_token"], tokens["access_token"]);
+    let (status, body) = w.send(reqwest::Method::POST, "/_worker/auth/token/refresh", Some(&refresh)).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("Unauthorized: Invalid refresh token (not found)")));
+}
+
+#[tokio::test]
+async fn individual_tokens_from_workers_toml() {
+    let mut cfg = test_config();
+    cfg.worker_tokens = vec![WorkerToken { pattern: "worker-001".into(), token: "super-secret-1".into() }];
+    let s = Server::with_config([echo_flow::blueprint()], cfg).await;
+    let w = Raw { token: "super-secret-1".into(), ..Raw::new(&s, "worker-001") };
+    assert_eq!(w.register().await.0, 200);
+    // The shared token no longer works for a worker that has an individual one.
+    let shared = Raw::new(&s, "worker-001");
+    assert_eq!(shared.register().await.0, 403);
+}
