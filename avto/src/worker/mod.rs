@@ -1,0 +1,97 @@
+//! The Rust worker SDK (feature `worker`): workers that speak RXON exactly, so they run
+//! against avto and against the Python orchestrator (avtomatika 1.0b30) alike.
+//!
+//! ```no_run
+//! use avto::worker::{errors, Skill, TaskHandle, TaskOutcome, Worker};
+//! use serde::Deserialize;
+//! use serde_json::json;
+//!
+//! #[derive(Deserialize)]
+//! struct Resize { url: String, width: u32 }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), avto::worker::WorkerError> {
+//!     Worker::from_env()?                       // ORCHESTRATOR_URL, WORKER_ID, WORKER_TOKEN, ...
+//!         .task("echo", |params: serde_json::Value, _task: TaskHandle| async move {
+//!             TaskOutcome::success(json!({ "echo": params }))
+//!         })
+//!         .task(
+//!             Skill::new("resize").description("Resize an image").cost(0.01),
+//!             |p: Resize, task: TaskHandle| async move {
+//!                 if p.width == 0 {
+//!                     return Err(errors::invalid_input("width must be positive"));
+//!                 }
+//!                 task.progress(0.5, "resizing").await;
+//!                 Ok(json!({ "url": p.url, "width": p.width }))
+//!             },
+//!         )
+//!         .build()?
+//!         .run()          // until SIGINT/SIGTERM, then drains
+//!         .await
+//! }
+//! ```
+//!
+//! What the worker does, per orchestrator: register (with skills, costs, resources, installed
+//! software and artifacts; exponential backoff), heartbeat every `HEARTBEAT_INTERVAL` with its
+//! status (`idle`/`busy`/`full`), the task ids in flight and usage, plus debounced heartbeats on
+//! task start and finish; re-register when the orchestrator lost the session. One polling loop
+//! long-polls the orchestrators according to [`MultiOrchestratorMode`]. Each task runs in its own
+//! tokio task: its `sig` is verified when `ORCHESTRATOR_SECRET_KEY` is set, params are
+//! deserialised (failure → `INVALID_INPUT_ERROR`), panics become `TRANSIENT_ERROR`, cancellation
+//! (WebSocket `cancel_task` push, heartbeat `cancel_task_ids`) gives a `cancelled` result. Results
+//! are signed and retried with backoff; `ignored` answers are final. On shutdown the worker
+//! stops polling, sends an `offline` heartbeat, lets running tasks finish (then cancels them) and
+//! delivers their results.
+//!
+//! Not implemented (yet): S3 payload offload, JSON-schema validation of params/events on the
+//! worker side (params are validated by their serde type), mTLS/HTTPS (the HTTP client is built
+//! without TLS; pass a TLS-enabled `reqwest::Client` with [`WorkerBuilder::http_client`]).
+
+mod client;
+mod config;
+mod error;
+mod handle;
+mod outcome;
+mod runtime;
+mod select;
+mod skill;
+mod ws;
+
+pub use config::{
+    parse_orchestrators, MultiOrchestratorMode, OrchestratorConfig, WorkerConfig, PLACEHOLDER_WORKER_TOKEN,
+};
+pub use error::WorkerError;
+pub use handle::{RecordedEvent, TaskHandle, TestTaskControl};
+pub use outcome::{errors, IntoTaskOutcome, TaskOutcome};
+pub use runtime::{ShutdownHandle, Worker, WorkerBuilder};
+pub use skill::Skill;
+
+pub use crate::protocol::{HardwareDevice, InstalledArtifact, ResourcesUsage, TaskError, TaskPayload, WorkerCommand};
+
+/// A task declared for [`run`] (what `#[avto::task]` will submit). Registered with
+/// `inventory::submit!`.
+#[doc(hidden)]
+pub struct DeclaredTask {
+    /// The skill name (for ordering and diagnostics).
+    pub name: &'static str,
+    /// Adds the task to a builder.
+    pub register: fn(WorkerBuilder) -> WorkerBuilder,
+}
+
+inventory::collect!(DeclaredTask);
+
+/// A builder from the environment with every declared task (sorted by name) registered.
+pub fn builder_with_declared_tasks() -> Result<WorkerBuilder, WorkerError> {
+    let mut tasks: Vec<&DeclaredTask> = inventory::iter::<DeclaredTask>.into_iter().collect();
+    tasks.sort_by_key(|t| t.name);
+    let mut builder = Worker::from_env()?;
+    for t in tasks {
+        builder = (t.register)(builder);
+    }
+    Ok(builder)
+}
+
+/// Run a worker configured from the environment with every declared task, until SIGINT/SIGTERM.
+pub async fn run() -> Result<(), WorkerError> {
+    builder_with_declared_tasks()?.build()?.run().await
+}
