@@ -60,6 +60,8 @@ impl<T> Attr<T> {
 #[derive(Debug, Default)]
 pub struct BlueprintArgs {
     pub name: Option<Spanned<String>>,
+    /// Whether a `name` key was written (possibly with a bad value, already reported).
+    pub has_name_key: bool,
     pub api_version: Option<Spanned<String>>,
     pub api_endpoint: Option<Spanned<String>>,
     pub data_stores: Vec<DataStore>,
@@ -78,7 +80,11 @@ fn unknown_key(meta: &ParseNestedMeta<'_>, attr: &str, keys: &[&str], errors: &m
     let key = meta.path.get_ident().map(|i| i.to_string()).unwrap_or_else(|| path_text(&meta.path));
     errors.error(
         meta.path.span(),
-        format!("unknown key `{key}` in `#[{attr}(...)]`{} (valid keys: {})", hint(&key, keys.iter().copied()), list(keys)),
+        format!(
+            "unknown key `{key}` in `#[{attr}(...)]`{} (valid keys: {})",
+            hint(&key, keys.iter().copied()),
+            list(keys)
+        ),
     );
     skip_value(meta)
 }
@@ -122,8 +128,10 @@ pub fn parse_blueprint_args(tokens: TokenStream, errors: &mut Errors) -> Bluepri
     let mut api_version = Attr::new(ATTR, API_VERSION);
     let mut api_endpoint = Attr::new(ATTR, API_ENDPOINT);
     let mut data_stores: Attr<Vec<DataStore>> = Attr::new(ATTR, DATA_STORES);
+    let mut has_name_key = false;
     let parser = syn::meta::parser(|meta| {
         if meta.path.is_ident(NAME) {
+            has_name_key = true;
             if let Some(s) = string_value(&meta, ATTR, errors)? {
                 name.set(s.span(), s.value(), errors);
             }
@@ -153,6 +161,7 @@ pub fn parse_blueprint_args(tokens: TokenStream, errors: &mut Errors) -> Bluepri
     }
     BlueprintArgs {
         name: name.get(),
+        has_name_key,
         api_version: api_version.get(),
         api_endpoint: api_endpoint.get(),
         data_stores: data_stores.get().map(|s| s.value).unwrap_or_default(),
@@ -209,7 +218,8 @@ fn parse_data_stores(meta: &ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Re
             errors.error(ident.span(), format!("duplicate data store `{name}`"));
         } else {
             let body: Vec<String> = entries.iter().map(|(k, v)| format!("{}:{v}", json_string(k))).collect();
-            stores.push(DataStore { name: Spanned::new(name, ident.span()), initial: format!("{{{}}}", body.join(",")) });
+            stores
+                .push(DataStore { name: Spanned::new(name, ident.span()), initial: format!("{{{}}}", body.join(",")) });
         }
         Ok(())
     });
@@ -321,7 +331,10 @@ pub fn parse_handler_args(tokens: TokenStream, errors: &mut Errors) -> HandlerAr
                     }
                 }
             } else if meta.input.peek(syn::token::Paren) {
-                errors.error(span, "expected `end` or `end = \"finished\" | \"failed\" | \"cancelled\" | \"quarantined\"`");
+                errors.error(
+                    span,
+                    "expected `end` or `end = \"finished\" | \"failed\" | \"cancelled\" | \"quarantined\"`",
+                );
                 return skip_value(&meta);
             } else {
                 end.set(span, None, errors);
@@ -334,11 +347,7 @@ pub fn parse_handler_args(tokens: TokenStream, errors: &mut Errors) -> HandlerAr
     if let Err(e) = parser.parse2(tokens) {
         errors.push(e);
     }
-    HandlerArgs {
-        state: state.get(),
-        start: start.get().map(|s| s.span),
-        end: end.get().map(|e| (e.value, e.span)),
-    }
+    HandlerArgs { state: state.get(), start: start.get().map(|s| s.span), end: end.get().map(|e| (e.value, e.span)) }
 }
 
 /// `#[aggregator(state = "...")]`.
@@ -374,15 +383,18 @@ mod tests {
     fn blueprint_args() {
         let mut errors = Errors::new();
         let args = parse_blueprint_args(
-            quote!(name = "flow", api_version = "v1", data_stores(counter(total = 0, neg = -1, f = 1.5, s = "a\"b", b = true), cache(), bare)),
+            quote!(
+                name = "flow",
+                api_version = "v1",
+                data_stores(counter(total = 0, neg = -1, f = 1.5, s = "a\"b", b = true), cache(), bare)
+            ),
             &mut errors,
         );
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(args.name.unwrap().value, "flow");
         assert_eq!(args.api_version.unwrap().value, "v1");
         assert!(args.api_endpoint.is_none());
-        let stores: Vec<(String, String)> =
-            args.data_stores.into_iter().map(|s| (s.name.value, s.initial)).collect();
+        let stores: Vec<(String, String)> = args.data_stores.into_iter().map(|s| (s.name.value, s.initial)).collect();
         assert_eq!(
             stores,
             vec![

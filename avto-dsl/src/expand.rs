@@ -22,7 +22,7 @@ pub fn blueprint(attr: TokenStream, item: TokenStream) -> TokenStream {
         return out;
     };
     validate::validate(&parsed.model, &mut errors);
-    if errors.is_empty() {
+    if errors.is_empty() && !validate::rustc_rejects(&parsed.model) {
         expand(&parsed)
     } else {
         errors.sort_by_position();
@@ -196,10 +196,12 @@ fn when_fn(h: &Handler) -> Option<TokenStream> {
     let w = h.when.as_ref()?;
     let ident = when_ident(h);
     let expr = &w.expr;
+    // A non-`bool` condition: "expected `bool` because of return type" points at `when`.
+    let bool_ty = quote_spanned!(w.span=> bool);
     Some(quote! {
         #[doc(hidden)]
         #[allow(unused_variables)]
-        fn #ident(ctx: &::avto::__private::Context) -> bool {
+        fn #ident(ctx: &::avto::__private::Context) -> #bool_ty {
             #expr
         }
     })
@@ -214,30 +216,36 @@ fn expand_with_errors(parsed: &Parsed, errors: &Errors) -> TokenStream {
     let panic_msg = format!("blueprint `{name}` did not compile");
     let calls = model.handlers.iter().filter(|h| validate::signature_ok(h)).map(call_fn);
     let whens = model.handlers.iter().filter_map(when_fn);
-    let stubs = quote! {
-        /// The blueprint's name.
-        pub const NAME: &str = #name;
-        /// The blueprint's state graph (empty: the blueprint has errors).
-        pub const DOT: &str = "";
-        /// The blueprint has compile errors.
-        pub fn blueprint() -> ::avto::__private::Blueprint {
-            ::core::panic!(#panic_msg)
-        }
-        #(#calls)*
-        #(#whens)*
+    // Stubs for what code outside the module may name; none that the user's module already
+    // defines (that clash is an error of its own).
+    let defined = |n: &str| {
+        parsed.module.content.as_ref().is_some_and(|(_, items)| {
+            items.iter().any(|i| parse::item_ident(i).is_some_and(|id| syn::ext::IdentExt::unraw(id) == n))
+        })
     };
+    let mut stubs = TokenStream::new();
+    if !defined("NAME") {
+        stubs.extend(quote! {
+            /// The blueprint's name.
+            pub const NAME: &str = #name;
+        });
+    }
+    if !defined("DOT") {
+        stubs.extend(quote! {
+            /// The blueprint's state graph (empty: the blueprint has errors).
+            pub const DOT: &str = "";
+        });
+    }
+    if !defined("blueprint") {
+        stubs.extend(quote! {
+            /// The blueprint has compile errors.
+            pub fn blueprint() -> ::avto::__private::Blueprint {
+                ::core::panic!(#panic_msg)
+            }
+        });
+    }
+    stubs.extend(quote!(#(#calls)* #(#whens)*));
     let mut out = errors.to_compile_errors();
     out.extend(with_items(&parsed.module, stubs, quote!(#[allow(dead_code)])));
     out
-}
-
-#[cfg(test)]
-mod debug_tests {
-    #[test]
-    #[ignore]
-    fn print_expansion() {
-        let path = std::env::var("AVTO_EXPAND").unwrap();
-        let item: proc_macro2::TokenStream = std::fs::read_to_string(path).unwrap().parse().unwrap();
-        println!("{}", super::blueprint(quote::quote!(name = "x", data_stores(c(n = 1))), item));
-    }
 }

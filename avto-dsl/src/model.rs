@@ -66,7 +66,8 @@ pub enum EndStatus {
 }
 
 impl EndStatus {
-    pub const ALL: [EndStatus; 4] = [EndStatus::Finished, EndStatus::Failed, EndStatus::Cancelled, EndStatus::Quarantined];
+    pub const ALL: [EndStatus; 4] =
+        [EndStatus::Finished, EndStatus::Failed, EndStatus::Cancelled, EndStatus::Quarantined];
 
     pub fn as_str(self) -> &'static str {
         match self {

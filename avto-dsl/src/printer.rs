@@ -200,8 +200,10 @@ mod tests {
         assert_eq!(p("!ctx.path.is_empty() && ctx.x>-1"), "!ctx.path.is_empty() && ctx.x > -1");
         assert_eq!(p("ctx.x==-1"), "ctx.x == -1");
         assert_eq!(p("a - b * -c"), "a - b * -c");
-        assert_eq!(p("matches!(ctx.client.plan.as_str(), \"premium\" | \"gold\")"),
-            "matches!(ctx.client.plan.as_str(), \"premium\" | \"gold\")");
+        assert_eq!(
+            p("matches!(ctx.client.plan.as_str(), \"premium\" | \"gold\")"),
+            "matches!(ctx.client.plan.as_str(), \"premium\" | \"gold\")"
+        );
         assert_eq!(p("ctx.history(\"n\").as_u64().unwrap_or(0) >= 3"), "ctx.history(\"n\").as_u64().unwrap_or(0) >= 3");
         assert_eq!(p("&ctx.x == &y"), "&ctx.x == &y");
         assert_eq!(p("std::env::var(\"X\").is_ok()"), "std::env::var(\"X\").is_ok()");

@@ -60,7 +60,9 @@ pub fn is_endpoint(s: &str) -> bool {
     let path = s.strip_prefix('/').unwrap_or(s);
     s.len() <= 256
         && !path.is_empty()
-        && path.split('/').all(|seg| !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+        && path
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
 }
 
 fn api_endpoint(model: &Model, errors: &mut Errors) {
@@ -92,7 +94,10 @@ fn handler_signatures(model: &Model, errors: &mut Errors) {
         let sig = &h.sig;
         let name = &h.fn_name;
         if sig.asyncness.is_none() {
-            errors.error(sig.fn_token.span, format!("handler `{name}` must be an `async fn`: write `async fn {name}(...)`"));
+            errors.error(
+                sig.fn_token.span,
+                format!("handler `{name}` must be an `async fn`: write `async fn {name}(...)`"),
+            );
         }
         if let Some(c) = &sig.constness {
             errors.error(c.span, format!("handler `{name}` cannot be `const`"));
@@ -112,25 +117,25 @@ fn handler_signatures(model: &Model, errors: &mut Errors) {
             }
         }
         for arg in &sig.inputs {
-            match arg {
-                syn::FnArg::Receiver(r) => errors.error(
-                    r.self_token.span,
-                    format!("handler `{name}` cannot take `self`: handlers are free `async fn`s of the blueprint module"),
-                ),
-                syn::FnArg::Typed(pt) => {
-                    if let Some(span) = impl_trait(&pt.ty) {
-                        errors.error(
-                            span,
-                            format!("handler `{name}` cannot take `impl Trait` arguments: name the argument's type"),
-                        );
-                    }
+            // A `self` receiver or a C-variadic argument is rejected by rustc itself, on the token,
+            // for any free function: reporting it again would only duplicate the error (see `rustc_rejects`).
+            if let syn::FnArg::Typed(pt) = arg {
+                if let Some(span) = impl_trait(&pt.ty) {
+                    errors.error(
+                        span,
+                        format!("handler `{name}` cannot take `impl Trait` arguments: name the argument's type"),
+                    );
                 }
             }
         }
-        if let Some(v) = &sig.variadic {
-            errors.error(v.dots.spans[0], format!("handler `{name}` cannot be variadic"));
-        }
     }
+}
+
+/// Handler signatures that rustc rejects on its own in a module (`self` receiver, C-variadic):
+/// the blueprint must not expand (no call of a function that cannot exist), but rustc's own
+/// error is the one the user sees.
+pub fn rustc_rejects(model: &Model) -> bool {
+    model.handlers.iter().any(|h| h.sig.receiver().is_some() || h.sig.variadic.is_some())
 }
 
 /// Whether the macro can call the handler (no signature error): `expand` generates the argument
@@ -218,7 +223,10 @@ fn one_aggregator_per_state(model: &Model, states: &[State], errors: &mut Errors
         for h in aggs {
             errors.error(
                 h.state.span,
-                format!("state `{}` already has the aggregator `{}`; a state has one aggregator", s.name, first.fn_name),
+                format!(
+                    "state `{}` already has the aggregator `{}`; a state has one aggregator",
+                    s.name, first.fn_name
+                ),
             );
         }
     }
@@ -251,10 +259,17 @@ fn consistent_end_status(model: &Model, states: &[State], errors: &mut Errors) {
             let h = &model.handlers[i];
             if let Some(end) = h.end {
                 if end.status != status {
+                    let first = s
+                        .handlers
+                        .iter()
+                        .map(|&i| &model.handlers[i])
+                        .find(|h| h.end.is_some_and(|e| e.status == status))
+                        .map_or("", |h| h.fn_name.as_str());
                     errors.error(
                         end.span,
                         format!(
-                            "end state `{}` already means `{}`; every handler of a state must agree",
+                            "conflicting end status `{}`: handler `{first}` already made `{}` an end state with status `{}`; every handler of a state must agree",
+                            end.status.as_str(),
                             s.name,
                             status.as_str()
                         ),
@@ -369,7 +384,8 @@ fn kind_of<'a>(states: &'a [State], name: &str) -> Option<&'a StateKind> {
 }
 
 fn parallel_dispatch_fans_into_one_aggregator(model: &Model, states: &[State], errors: &mut Errors) {
-    for h in &model.handlers {
+    // A handler with a non-literal target (already an error) is skipped: its transitions are unknown.
+    for h in model.handlers.iter().filter(|h| !h.incomplete) {
         let dispatches: Vec<_> = h.actions.iter().filter(|a| a.kind == ActionKind::Dispatch).collect();
         for (i, d) in dispatches.iter().enumerate() {
             let first = dispatches[..i].iter().find(|p| p.may_run_with(d));
@@ -415,7 +431,9 @@ fn parallel_dispatch_fans_into_one_aggregator(model: &Model, states: &[State], e
 
 fn aggregators_are_fanned_into(model: &Model, states: &[State], errors: &mut Errors) {
     for s in states.iter().filter(|s| s.kind == StateKind::Aggregator) {
-        let fanned = model.edges().any(|(_, e)| e.kind == EdgeKind::Dispatch && e.label == "success" && e.target.value == s.name);
+        let fanned = model
+            .edges()
+            .any(|(_, e)| e.kind == EdgeKind::Dispatch && e.label == "success" && e.target.value == s.name);
         if !fanned {
             errors.error(
                 s.span,
@@ -477,7 +495,9 @@ fn graph_is_complete(model: &Model, states: &[State], errors: &mut Errors) {
     if let (Some(start), Some(reachable)) = (start, &reachable) {
         if !(0..n).any(|i| reachable[i] && open[i]) {
             for (i, s) in states.iter().enumerate() {
-                if !reachable[i] {
+                // A second `start` state is already an error of its own.
+                let marked_start = s.handlers.iter().any(|&h| model.handlers[h].start.is_some());
+                if !reachable[i] && !marked_start {
                     errors.error(
                         s.span,
                         format!(
@@ -491,8 +511,7 @@ fn graph_is_complete(model: &Model, states: &[State], errors: &mut Errors) {
     }
 
     // Can reach an end state (or an open state, which may).
-    let ends: Vec<usize> =
-        (0..n).filter(|&i| matches!(states[i].kind, StateKind::End(_)) || open[i]).collect();
+    let ends: Vec<usize> = (0..n).filter(|&i| matches!(states[i].kind, StateKind::End(_)) || open[i]).collect();
     if !states.iter().any(|s| matches!(s.kind, StateKind::End(_))) {
         return; // "no end state" is reported
     }
@@ -665,7 +684,6 @@ mod tests {
             errs,
             vec![
                 "second start state `stuck` (first is `start`); a blueprint has one start state",
-                "state `stuck` cannot be reached from start state `start`: no `transition_to` or `transitions` target leads to it",
                 "from state `loop_a` no end state can be reached",
                 "from state `loop_b` no end state can be reached",
             ]
@@ -729,7 +747,7 @@ mod tests {
             vec![
                 "state `agg` is already declared by aggregator `agg`; a state has either `#[handler]`s or one `#[aggregator]`",
                 "state `done` already has the unconditional handler `done`; guard one of them with `#[when(...)]` or give it its own state",
-                "end state `done` already means `finished`; every handler of a state must agree",
+                "conflicting end status `failed`: handler `done` already made `done` an end state with status `finished`; every handler of a state must agree",
                 "unknown data store `countr`; did you mean `counter`? (declared: `counter`)",
                 "aggregator `lonely` is not the target of any parallel dispatch: point the `success` transitions of the parallel `dispatch_task` calls at it",
                 "state `lonely` cannot be reached from start state `a`: no `transition_to` or `transitions` target leads to it",
@@ -753,7 +771,6 @@ mod tests {
             vec![
                 "handler `a` must be an `async fn`: write `async fn a(...)`",
                 "handler `a` cannot be generic: the blueprint calls it with concrete argument types",
-                "handler `a` cannot take `self`: handlers are free `async fn`s of the blueprint module",
                 "handler `a` cannot take `impl Trait` arguments: name the argument's type",
                 "handler `a` takes a second `&mut` argument: a handler takes at most one, `&mut Actions`",
             ]

@@ -6,7 +6,7 @@ mod flow {
 
     #[handler(start)]
     async fn start(actions: &mut Actions) {
-        actions.transition_to("done");
+        actions.dispatch_task("x").transitions([("success", "done"), ("failure", "other")]);
     }
 
     #[handler(end = "finised")]

@@ -15,24 +15,18 @@ mod flow {
 
 #[avto::blueprint(name = "")]
 mod empty_name {
-    use super::*;
-
     #[handler(start, end)]
     async fn only() {}
 }
 
 #[avto::blueprint(api_version = "v1")]
 mod no_name {
-    use super::*;
-
     #[handler(start, end)]
     async fn only() {}
 }
 
 #[avto::blueprint(name = 42)]
 mod not_a_string {
-    use super::*;
-
     #[handler(start, end)]
     async fn only() {}
 }

@@ -6,7 +6,7 @@ mod flow {
 
     #[handler(start)]
     async fn start(actions: &mut Actions) {
-        actions.transition_to("finished");
+        actions.dispatch_task("work").transitions([("success", "finished"), ("failure", "failed")]);
     }
 
     #[handler(state = "finished", end)]

@@ -27,8 +27,6 @@ mod none_declared {
 
 #[avto::blueprint(name = "bad_values", data_stores(s(a = [1, 2], b = some_const, c = -"x")))]
 mod bad_values {
-    use super::*;
-
     #[handler(start, end)]
     async fn only() {}
 }

@@ -15,8 +15,12 @@ mod simple_flow {
     }
 
     #[handler(state = "step_B")]
-    async fn step_b(actions: &mut Actions) {
-        actions.transition_to("finish");
+    async fn step_b(ctx: &Context, actions: &mut Actions) {
+        if ctx.initial_data.is_null() {
+            actions.transition_to("finish");
+        } else {
+            actions.transition_to("other");
+        }
     }
 
     #[handler(state = "finished", end)]

@@ -17,7 +17,7 @@ mod flow {
     }
 
     #[handler(end)]
-    async extern "C" fn finished(args: ...) {}
+    async extern "C" fn finished() {}
 }
 
 fn main() {}

@@ -8,7 +8,8 @@ mod flow {
     async fn start(ctx: &Context, actions: &mut Actions) {
         let local = std::rc::Rc::new(ctx.job_id.clone());
         let _ = ctx.data_stores.store("cache").get("k").await;
-        actions.transition_to(if local.is_empty() { "finished" } else { "finished" });
+        let _ = local.len();
+        actions.transition_to("finished");
     }
 
     #[handler(end)]

@@ -4,8 +4,15 @@ use avto::prelude::*;
 mod flow {
     use super::*;
 
-    #[handler(start, end)]
-    async fn start(self) {}
+    // rustc rejects `self` in a free function on its own (and the macro generates nothing that
+    // would call it), so this is the only error.
+    #[handler(start)]
+    async fn start(self, actions: &mut Actions) {
+        actions.transition_to("finished");
+    }
+
+    #[handler(end)]
+    async fn finished() {}
 }
 
 fn main() {}
