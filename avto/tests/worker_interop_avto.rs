@@ -458,3 +458,40 @@ async fn re_registers_after_an_orchestrator_restart() {
     running.stop().await;
     drop(second);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_concurrency_limit_holds() {
+    init_tracing();
+    static RUNNING: AtomicUsize = AtomicUsize::new(0);
+    static PEAK: AtomicUsize = AtomicUsize::new(0);
+    let server = AvtoServer::start().await;
+    let c = Client::new();
+    let builder = Worker::builder()
+        .worker_id("rust-limited")
+        .orchestrator_url(&server.base)
+        .token(WORKER_TOKEN)
+        .secret_key(SECRET)
+        .max_concurrent_tasks(2)
+        .heartbeat_interval(Duration::from_millis(500))
+        .configure(|c| {
+            c.idle_poll_delay = Duration::from_millis(20);
+            c.heartbeat_cooldown = Duration::from_millis(100);
+        })
+        .task("echo", |p: Value, _t: TaskHandle| async move {
+            let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+            PEAK.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            RUNNING.fetch_sub(1, Ordering::SeqCst);
+            TaskOutcome::success(json!({ "echo": p }))
+        });
+    let running = Running::start(builder);
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(c.create(&server.base, "echo", json!({"n": n})).await);
+    }
+    for id in &ids {
+        assert_eq!(c.wait(&server.base, id, &DONE, Duration::from_secs(30)).await["status"], "finished");
+    }
+    assert_eq!(PEAK.load(Ordering::SeqCst), 2, "two tasks at a time, never more");
+    running.stop().await;
+}

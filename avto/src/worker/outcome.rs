@@ -190,3 +190,23 @@ pub mod errors {
         TaskError::new(error_codes::INVALID_INPUT_ERROR, message)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn wire_data_is_always_an_object() {
+        assert_eq!(TaskOutcome::success(()).into_wire().data, json!({}));
+        assert_eq!(TaskOutcome::failure("X", "y").into_wire().data, json!({}));
+        assert_eq!(TaskOutcome::cancelled().into_wire().data, Value::Null);
+        for bad in [json!(1), json!("s"), json!([1]), json!(true)] {
+            let o = TaskOutcome::success(bad).into_wire();
+            assert_eq!(o.status, "failure");
+            assert_eq!(o.error.unwrap().code, "CONTRACT_VIOLATION_ERROR");
+        }
+        let custom = TaskOutcome::status("needs_review", json!({"a": 1})).into_wire();
+        assert_eq!((custom.status.as_str(), custom.data), ("needs_review", json!({"a": 1})));
+    }
+}
