@@ -60,3 +60,47 @@ pub mod approval_flow {
     #[handler(state = "rejected", end = "failed")]
     async fn rejected() {}
 }
+
+/// Picks its next state from the input, through a helper the macro cannot see: the engine
+/// must still reject a target outside the table.
+pub fn route_dynamically(actions: &mut Actions, target: &str) {
+    actions.transition_to(target);
+}
+
+/// Misbehaving handlers, for the runtime backstops.
+#[avto::blueprint(name = "backstops")]
+pub mod backstops {
+    use super::*;
+
+    #[handler(state = "start", start)]
+    #[when(ctx.initial_data["mode"] == "two_actions")]
+    async fn two_actions(actions: &mut Actions) {
+        actions.transition_to("done");
+        actions.await_human_approval().transitions([("ok", "done")]);
+    }
+
+    #[handler(state = "start", start)]
+    #[when(ctx.initial_data["mode"] == "dynamic")]
+    async fn dynamic(ctx: &Context, actions: &mut Actions) {
+        route_dynamically(actions, ctx.initial_data["target"].as_str().unwrap_or("nowhere"));
+    }
+
+    #[handler(state = "start", start)]
+    #[when(ctx.initial_data["mode"] == "panic")]
+    async fn panics(actions: &mut Actions) {
+        let _ = actions;
+        panic!("boom");
+    }
+
+    #[handler(state = "start", start)]
+    #[when(ctx.initial_data["mode"] == "nothing")]
+    async fn does_nothing() {}
+
+    #[handler(state = "start", start)]
+    async fn fine(actions: &mut Actions) {
+        actions.transition_to("done");
+    }
+
+    #[handler(state = "done", end)]
+    async fn done() {}
+}

@@ -166,6 +166,9 @@ pub async fn advance(env: &EngineEnv, job: &mut Job) -> Outcome {
         let result = run_handler(env, bp, job).await;
         let elapsed = started.elapsed().as_millis() as u64;
         let step = result.and_then(|actions| apply_actions(env, bp, job, actions, &mut out));
+        if step.is_ok() {
+            job.retry_count = 0;
+        }
         match step {
             Ok(Step::Continue) => {
                 out.event(EngineEvent::StateFinished {
@@ -330,8 +333,8 @@ fn apply_actions(
         job.state_history.insert(k, v);
     }
     if job.retry_count > 0 {
-        // The handler succeeded after failing: its old error no longer applies.
-        job.retry_count = 0;
+        // The handler ran after failing before: its old error no longer applies
+        // (`retry_count` is reset in `advance` once the action was applied).
         job.error_message = None;
     }
     job.updated_at_ms = now_ms();
