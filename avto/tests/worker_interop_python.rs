@@ -690,6 +690,8 @@ async fn sts_access_tokens_authenticate_the_worker() {
         assert_eq!(job["result"]["n"], n);
     }
     running.stop().await;
+    // the aiohttp access log shows the token exchange
+    assert!(orch.log().contains("POST /_worker/auth/token HTTP/1.1\" 200"), "no STS exchange:\n{}", orch.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -267,3 +267,22 @@ async fn handlers_can_be_unit_tested_with_a_test_handle() {
     assert!(handle.is_cancelled());
     assert_eq!(train(handle).await.status_name(), "cancelled");
 }
+
+fn declared_echo(b: avto::worker::WorkerBuilder) -> avto::worker::WorkerBuilder {
+    b.task(
+        Skill::new("declared_echo"),
+        |p: Value, _t: TaskHandle| async move { TaskOutcome::success(json!({ "echo": p })) },
+    )
+}
+
+inventory::submit! {
+    avto::worker::DeclaredTask { name: "declared_echo", register: declared_echo }
+}
+
+#[test]
+fn declared_tasks_are_collected_for_run() {
+    let worker =
+        avto::worker::builder_with_declared_tasks().unwrap().worker_id("declared-1").token("t").build().unwrap();
+    let body = worker.registration_payload();
+    assert_eq!(body["supported_skills"][0]["name"], "declared_echo");
+}

@@ -719,9 +719,10 @@ impl Shared {
             hb.timestamp = Some(unix_now());
             let body = self.sign(serde_json::to_value(hb).expect("heartbeat serialises"), MessageKind::Heartbeat);
             async move {
-                match orch.client.heartbeat(&body).await {
-                    Ok(_) => tracing::info!(orchestrator = %orch.cfg.url, "sent offline heartbeat"),
-                    Err(e) => tracing::warn!(orchestrator = %orch.cfg.url, "offline heartbeat failed: {e}"),
+                match tokio::time::timeout(Duration::from_secs(5), orch.client.heartbeat(&body)).await {
+                    Ok(Ok(_)) => tracing::info!(orchestrator = %orch.cfg.url, "sent offline heartbeat"),
+                    Ok(Err(e)) => tracing::warn!(orchestrator = %orch.cfg.url, "offline heartbeat failed: {e}"),
+                    Err(_) => tracing::warn!(orchestrator = %orch.cfg.url, "offline heartbeat timed out"),
                 }
             }
         });
@@ -834,6 +835,10 @@ impl Shared {
         let (cancel_tx, cancel_rx) = watch::channel(false);
         {
             let mut active = self.active.lock().unwrap();
+            if active.contains_key(&payload.task_id) {
+                tracing::warn!(task_id = %payload.task_id, "task delivered twice while running: ignoring the copy");
+                return;
+            }
             active.insert(
                 payload.task_id.clone(),
                 ActiveTask { job_id: payload.job_id.clone(), skill_type, orch: orch.idx, cancel: cancel_tx },
