@@ -24,6 +24,7 @@ struct Mock {
     registrations: Mutex<Vec<Value>>,
     heartbeats: Mutex<Vec<Value>>,
     results: Mutex<Vec<Value>>,
+    result_times: Mutex<Vec<Instant>>,
     events: Mutex<Vec<Value>>,
     tasks: Mutex<VecDeque<Value>>,
     result_script: Mutex<VecDeque<(u16, Value)>>,
@@ -72,7 +73,15 @@ async fn next_task(State(m): State<Arc<Mock>>, Path(id): Path<String>) -> Respon
 async fn result(State(m): State<Arc<Mock>>, Json(body): Json<Value>) -> Response {
     check(&body, MessageKind::Result);
     m.results.lock().unwrap().push(body);
+    m.result_times.lock().unwrap().push(Instant::now());
     match m.result_script.lock().unwrap().pop_front() {
+        Some((429, b)) => {
+            let mut r = reply(429, json!({"error": "Rate limit exceeded"}));
+            if let Some(ra) = b.get("retry_after").and_then(Value::as_str) {
+                r.headers_mut().insert("Retry-After", ra.parse().unwrap());
+            }
+            r
+        }
         Some((s, b)) => reply(s, b),
         None => reply(200, json!({"status": "accepted", "transition": "success_transition"})),
     }
@@ -313,5 +322,19 @@ async fn task_checks_unknown_skill_policy_and_forged_signature() {
     assert_eq!(denied["error"]["code"], "SECURITY_ERROR");
     assert!(by_task("task-3").is_none(), "a forged task gets no result at all");
     assert_eq!(by_task("task-4").unwrap()["data"], json!({"echo": {"n": 4}}));
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limited_results_wait_for_retry_after() {
+    let (m, base) = start_mock().await;
+    m.result_script.lock().unwrap().push_back((429, json!({"retry_after": "0.6"})));
+    m.tasks.lock().unwrap().push_back(task(1, "echo", json!({})));
+    let r = run(worker(&base));
+    until("two result attempts", || m.results.lock().unwrap().len() == 2).await;
+    let times = m.result_times.lock().unwrap().clone();
+    assert!(times[1] - times[0] >= Duration::from_millis(550), "retried after {:?}", times[1] - times[0]);
+    let results = m.results.lock().unwrap().clone();
+    assert_eq!(results[0]["task_id"], results[1]["task_id"]);
     r.stop().await;
 }
