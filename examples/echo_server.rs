@@ -1,0 +1,30 @@
+//! `cargo run --release --example echo_server`: the same blueprint as the Python reference's
+//! `echo_orchestrator.py` (start -> dispatch `echo` -> finished | failed), configured from the
+//! environment like Avtomatika (API_HOST, API_PORT, CLIENT_TOKEN, GLOBAL_WORKER_TOKEN,
+//! ORCHESTRATOR_SECRET_KEY, RATE_LIMITING_ENABLED, ...). Used by the side-by-side benchmarks.
+
+use avto::prelude::*;
+
+#[avto::blueprint(name = "echo_flow", api_version = "v1", api_endpoint = "jobs/echo")]
+mod echo_flow {
+    use super::*;
+
+    #[handler(state = "start", start)]
+    async fn start(ctx: &Context, actions: &mut Actions) {
+        actions
+            .dispatch_task("echo")
+            .params(ctx.initial_data.clone())
+            .transitions([("success", "finished"), ("failure", "failed")]);
+    }
+
+    #[handler(state = "finished", end)]
+    async fn finished() {}
+
+    #[handler(state = "failed", end)]
+    async fn failed() {}
+}
+
+#[tokio::main]
+async fn main() -> avto::Result<()> {
+    avto::serve().await
+}
