@@ -40,6 +40,26 @@ pub mod echo_strict {
     async fn finished() {}
 }
 
+/// A task whose worker can short-circuit it with an `early_exit` event.
+#[avto::blueprint(name = "event_flow", api_version = "v1", api_endpoint = "jobs/events")]
+pub mod event_flow {
+    use super::*;
+
+    #[handler(state = "start", start)]
+    async fn start(actions: &mut Actions) {
+        actions
+            .dispatch_task("echo")
+            .transitions([("success", "finished")])
+            .event_transitions([("early_exit", "exited_early")]);
+    }
+
+    #[handler(state = "finished", end)]
+    async fn finished() {}
+
+    #[handler(state = "exited_early", end)]
+    async fn exited_early() {}
+}
+
 /// Waits for a human decision.
 #[avto::blueprint(name = "approval_flow", api_version = "v1", api_endpoint = "jobs/approval")]
 pub mod approval_flow {

@@ -281,3 +281,35 @@ async fn many_concurrent_jobs_are_neither_lost_nor_duplicated() {
         list.as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(listed, ids);
 }
+
+#[tokio::test]
+async fn webhooks_on_terminal_states() {
+    use axum::routing::post;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |axum::Json(body): axum::Json<Value>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let s = server().await;
+    let c = s.client();
+    let (status, body) = c.post("/api/v1/jobs/approval", &json!({"initial_data": {}, "webhook_url": hook})).await;
+    assert_eq!(status, 202);
+    let id = body["job_id"].as_str().unwrap().to_owned();
+    c.wait_for(&id, &["waiting_for_human"], Duration::from_secs(5)).await;
+    c.post(&format!("/api/v1/jobs/{id}/approval"), &json!({"decision": "rejected"})).await;
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+    assert_eq!(got["event"], "job_failed");
+    assert_eq!(got["job_id"], id.as_str());
+    assert_eq!(got["status"], "failed");
+    assert_eq!(got["state"], "rejected");
+}

@@ -338,3 +338,49 @@ async fn individual_tokens_from_workers_toml() {
     let shared = Raw::new(&s, "worker-001");
     assert_eq!(shared.register().await.0, 403);
 }
+
+#[tokio::test]
+async fn events_progress_and_event_transitions() {
+    use avto_tests::blueprints::event_flow;
+    let s = Server::start([event_flow::blueprint()]).await;
+    let w = Raw::new(&s, "raw-e");
+    w.register().await;
+    let c = s.client();
+    let id = c.create("/api/v1/jobs/events", json!({})).await;
+    let (_, task) = w.poll().await;
+    let event = |event_type: &str, payload: Value| {
+        w.signed(
+            json!({"event_id": uuid::Uuid::new_v4().to_string(), "worker_id": "raw-e", "origin_worker_id": "raw-e",
+                   "event_type": event_type, "payload": payload, "target_job_id": task["job_id"],
+                   "origin_task_id": task["task_id"], "bubbling_chain": []}),
+            MessageKind::Event,
+        )
+    };
+    let (status, body) = w
+        .send(
+            reqwest::Method::POST,
+            "/_worker/events",
+            Some(&event("progress", json!({"progress": 0.25, "message": "a quarter"}))),
+        )
+        .await;
+    assert_eq!((status, body), (200, json!({"status": "event_accepted"})));
+    let job = c.job(&id).await;
+    assert_eq!((job["progress"].as_f64(), job["progress_message"].as_str()), (Some(0.25), Some("a quarter")));
+    // Another worker may not send events for this job.
+    let intruder = Raw::new(&s, "raw-x");
+    intruder.register().await;
+    let mut foreign = event("progress", json!({"progress": 0.9}));
+    foreign["worker_id"] = json!("raw-x");
+    let foreign = intruder.signed(foreign, MessageKind::Event);
+    let (status, _) = intruder.send(reqwest::Method::POST, "/_worker/events", Some(&foreign)).await;
+    assert_eq!(status, 403);
+    // An event listed in event_transitions moves the job and supersedes the task.
+    let (status, _) =
+        w.send(reqwest::Method::POST, "/_worker/events", Some(&event("early_exit", json!({"why": "enough"})))).await;
+    assert_eq!(status, 200);
+    let job = c.wait_terminal(&id, Duration::from_secs(5)).await;
+    assert_eq!(job["current_state"], "exited_early");
+    assert_eq!(job["state_history"]["event_early_exit"], json!({"why": "enough"}));
+    let (_, answer) = w.result(&task, None, json!({}), None).await;
+    assert_eq!(answer["status"], "ignored");
+}
