@@ -141,10 +141,13 @@ fn expand(parsed: &Parsed) -> TokenStream {
 fn with_items(module: &syn::ItemMod, extra: TokenStream, attrs: TokenStream) -> TokenStream {
     let syn::ItemMod { attrs: user_attrs, vis, unsafety, mod_token, ident, content, .. } = module;
     let items = content.as_ref().map(|(_, items)| items.as_slice()).unwrap_or_default();
+    let outer = user_attrs.iter().filter(|a| matches!(a.style, syn::AttrStyle::Outer));
+    let inner = user_attrs.iter().filter(|a| matches!(a.style, syn::AttrStyle::Inner(_)));
     quote! {
-        #(#user_attrs)*
+        #(#outer)*
         #attrs
         #vis #unsafety #mod_token #ident {
+            #(#inner)*
             #(#items)*
             #extra
         }

@@ -1,3 +1,4 @@
+// An `#[aggregator]` that no `dispatch_task` success transition leads to.
 use avto::prelude::*;
 
 #[avto::blueprint(name = "lonely")]

@@ -1,3 +1,4 @@
+// `api_endpoint` must be a relative URL path of `[A-Za-z0-9_-]+` segments.
 #[avto::blueprint(name = "dotdot", api_endpoint = "jobs/../admin")]
 mod dotdot {
     #[handler(start, end)]

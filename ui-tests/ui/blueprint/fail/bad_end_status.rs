@@ -1,3 +1,4 @@
+// `end = "..."` must be one of the four terminal statuses ("did you mean").
 use avto::prelude::*;
 
 #[avto::blueprint(name = "statuses")]

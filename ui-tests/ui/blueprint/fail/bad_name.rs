@@ -1,3 +1,4 @@
+// Bad blueprint `name` / `api_version` / state names; missing or non-string `name`.
 use avto::prelude::*;
 
 #[avto::blueprint(name = "my flow!", api_version = "v1.0")]

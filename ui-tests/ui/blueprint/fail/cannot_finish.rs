@@ -1,3 +1,4 @@
+// States from which no end state can be reached (a loop, a dead end).
 use avto::prelude::*;
 
 #[avto::blueprint(name = "loops")]

@@ -1,3 +1,4 @@
+// Every attribute key at most once (blueprint, data stores, handler).
 use avto::prelude::*;
 
 #[avto::blueprint(name = "dups", name = "dups_again", data_stores(a(n = 1, n = 2), a()))]

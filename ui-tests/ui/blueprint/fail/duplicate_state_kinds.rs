@@ -1,3 +1,4 @@
+// One state handled by an aggregator and a handler, two aggregators, conflicting end statuses.
 use avto::prelude::*;
 
 #[avto::blueprint(name = "mixed")]

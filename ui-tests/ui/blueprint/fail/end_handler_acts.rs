@@ -1,3 +1,4 @@
+// End handlers must not transition, dispatch, ask for approval or run a blueprint.
 use avto::prelude::*;
 
 #[avto::blueprint(name = "busy_end")]

@@ -1,3 +1,4 @@
+// User items clashing with the generated `NAME` / `DOT` / `blueprint()`.
 use avto::prelude::*;
 
 #[avto::blueprint(name = "clash")]

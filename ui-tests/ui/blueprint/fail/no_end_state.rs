@@ -1,3 +1,4 @@
+// A blueprint needs an end state.
 use avto::prelude::*;
 
 #[avto::blueprint(name = "endless")]

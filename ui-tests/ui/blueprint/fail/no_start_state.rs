@@ -1,3 +1,4 @@
+// A blueprint needs a start state.
 use avto::prelude::*;
 
 #[avto::blueprint(name = "no_start")]

@@ -1,3 +1,4 @@
+// `#[avto::blueprint]` on something other than a module.
 use avto::prelude::*;
 
 #[avto::blueprint(name = "a_function")]

@@ -1,3 +1,4 @@
+// Several dispatches in one handler must all fan into one aggregator.
 use avto::prelude::*;
 
 #[avto::blueprint(name = "fan_out")]

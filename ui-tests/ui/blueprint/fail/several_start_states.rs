@@ -1,3 +1,4 @@
+// A second `start` flag, spanned on it.
 use avto::prelude::*;
 
 #[avto::blueprint(name = "two_starts")]

@@ -1,3 +1,4 @@
+// Transition targets and statuses must be string literals in an array literal, chained on their action.
 use avto::prelude::*;
 
 const NEXT: &str = "finished";

@@ -1,3 +1,4 @@
+// Two handlers of one state without `#[when]`.
 use avto::prelude::*;
 
 #[avto::blueprint(name = "twins")]

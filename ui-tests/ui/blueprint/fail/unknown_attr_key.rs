@@ -1,3 +1,4 @@
+// Unknown attribute keys list the valid ones ("did you mean").
 use avto::prelude::*;
 
 #[avto::blueprint(nam = "typo", name = "keys", api_endpoint = "jobs/keys", timeout = 30)]

@@ -1,3 +1,4 @@
+// `.store("...")` of an undeclared data store; non-literal data store values.
 use avto::prelude::*;
 
 #[avto::blueprint(name = "stores", data_stores(request_counter(total_requests = 0), cache()))]

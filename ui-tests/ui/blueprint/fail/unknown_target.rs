@@ -1,3 +1,4 @@
+// Unknown target states ("did you mean", or the list of states).
 use avto::prelude::*;
 
 #[avto::blueprint(name = "simple_linear_flow")]

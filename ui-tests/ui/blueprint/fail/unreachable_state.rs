@@ -1,3 +1,4 @@
+// States that cannot be reached from the start state.
 use avto::prelude::*;
 
 #[avto::blueprint(name = "orphans")]

@@ -1,3 +1,4 @@
+// `#[when]` without `#[handler]`, on an aggregator, twice; helper attributes on non-functions.
 use avto::prelude::*;
 
 #[avto::blueprint(name = "misplaced_when")]

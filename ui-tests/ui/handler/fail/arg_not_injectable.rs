@@ -1,3 +1,4 @@
+// Argument types that cannot be injected: the error is on the argument type.
 use avto::prelude::*;
 
 pub struct Database;

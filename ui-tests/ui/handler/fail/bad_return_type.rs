@@ -1,3 +1,4 @@
+// Handlers return `()` or `Result<(), E: Display>`: the error is on the return type.
 use avto::prelude::*;
 
 #[avto::blueprint(name = "returns")]

@@ -1,3 +1,4 @@
+// Generic handlers, `impl Trait` arguments, `extern` ABIs.
 use avto::prelude::*;
 
 #[avto::blueprint(name = "signatures")]

@@ -1,3 +1,4 @@
+// A `#[when]` condition must be a `bool` expression over `ctx`.
 use avto::prelude::*;
 
 #[avto::blueprint(name = "conditions")]

@@ -1,3 +1,4 @@
+// Handlers must be `async fn`.
 use avto::prelude::*;
 
 #[avto::blueprint(name = "sync")]

@@ -1,3 +1,4 @@
+// Handler futures must be `Send`: the error names the handler and the value held across `.await`.
 use avto::prelude::*;
 
 #[avto::blueprint(name = "not_send", data_stores(cache))]

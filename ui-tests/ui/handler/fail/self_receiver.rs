@@ -1,3 +1,4 @@
+// A `self` receiver (rustc rejects it in a module; the macro adds nothing).
 use avto::prelude::*;
 
 #[avto::blueprint(name = "receiver")]

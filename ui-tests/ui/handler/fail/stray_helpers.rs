@@ -1,3 +1,4 @@
+// `#[handler]`, `#[aggregator]`, `#[when]` outside a `#[avto::blueprint]` module.
 use avto::prelude::*;
 
 #[handler(state = "start", start)]

@@ -1,3 +1,4 @@
+// At most one `&mut` argument (`&mut Actions`).
 use avto::prelude::*;
 
 #[avto::blueprint(name = "two_mut")]
