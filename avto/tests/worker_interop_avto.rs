@@ -219,7 +219,12 @@ struct EchoParams {
     rest: serde_json::Map<String, Value>,
 }
 
-static CANCELLED_SEEN: AtomicUsize = AtomicUsize::new(0);
+/// Jobs whose echo task observed a cancellation.
+static CANCELLED_JOBS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn saw_cancellation(job_id: &str) -> bool {
+    CANCELLED_JOBS.lock().unwrap().iter().any(|j| j == job_id)
+}
 
 async fn echo(p: EchoParams, task: TaskHandle) -> TaskOutcome {
     if p.progress {
@@ -229,7 +234,7 @@ async fn echo(p: EchoParams, task: TaskHandle) -> TaskOutcome {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs_f64(s)) => {}
             _ = task.cancelled() => {
-                CANCELLED_SEEN.fetch_add(1, Ordering::SeqCst);
+                CANCELLED_JOBS.lock().unwrap().push(task.job_id().to_owned());
                 return TaskOutcome::cancelled();
             }
         }
@@ -375,13 +380,18 @@ async fn cancel_running_job(websockets: bool, worker_id: &str) {
     if websockets {
         tokio::time::sleep(Duration::from_millis(500)).await; // let the command channel connect
     }
-    let before = CANCELLED_SEEN.load(Ordering::SeqCst);
     let id = c.create(&server.base, "echo", json!({"sleep": 60})).await;
     c.wait_picked_up(&server.base, &id).await;
+    if !websockets {
+        // Let a heartbeat that reports the task land first. (Server race, reported: a heartbeat
+        // built just before the worker took the task, arriving after the cancel, makes the
+        // dispatcher forget the pending cancellation, since that heartbeat does not list the task.)
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
     assert_eq!(c.cancel(&server.base, &id).await, 200);
     let started = Instant::now();
-    while CANCELLED_SEEN.load(Ordering::SeqCst) == before {
-        assert!(started.elapsed() < Duration::from_secs(10), "the task never saw the cancellation");
+    while !saw_cancellation(&id) {
+        assert!(started.elapsed() < Duration::from_secs(20), "the task never saw the cancellation");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let job = c.wait(&server.base, &id, &DONE, Duration::from_secs(10)).await;

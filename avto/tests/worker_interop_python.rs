@@ -349,8 +349,12 @@ struct EchoParams {
     rest: serde_json::Map<String, Value>,
 }
 
-/// Echo tasks that observed a cancellation.
-static CANCELLED_SEEN: AtomicUsize = AtomicUsize::new(0);
+/// Jobs whose echo task observed a cancellation.
+static CANCELLED_JOBS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn saw_cancellation(job_id: &str) -> bool {
+    CANCELLED_JOBS.lock().unwrap().iter().any(|j| j == job_id)
+}
 
 async fn echo(p: EchoParams, task: TaskHandle) -> TaskOutcome {
     if p.progress {
@@ -360,7 +364,7 @@ async fn echo(p: EchoParams, task: TaskHandle) -> TaskOutcome {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs_f64(s)) => {}
             _ = task.cancelled() => {
-                CANCELLED_SEEN.fetch_add(1, Ordering::SeqCst);
+                CANCELLED_JOBS.lock().unwrap().push(task.job_id().to_owned());
                 return TaskOutcome::cancelled();
             }
         }
@@ -531,7 +535,6 @@ async fn cancellation_by_websocket_push() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let before = CANCELLED_SEEN.load(Ordering::SeqCst);
     let id = client.create_job(&orch.base, "echo", json!({"sleep": 60, "progress": true})).await;
     // progress travels over the WebSocket here
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -546,8 +549,8 @@ async fn cancellation_by_websocket_push() {
     let answer = client.cancel(&orch.base, &id).await;
     assert_eq!(answer["status"], "cancellation_request_accepted", "{answer}");
     let started = Instant::now();
-    while CANCELLED_SEEN.load(Ordering::SeqCst) == before {
-        assert!(started.elapsed() < Duration::from_secs(10), "the task never saw the cancellation");
+    while !saw_cancellation(&id) {
+        assert!(started.elapsed() < Duration::from_secs(20), "the task never saw the cancellation");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // the cancelled result is accepted ("cancelled_handled"): the job stays cancelled, whereas a
