@@ -262,6 +262,18 @@ fn handler(f: &mut syn::ItemFn, errors: &mut Errors) -> Option<Handler> {
         })
         .collect();
     let mut scanner = Scanner::new(errors);
+    scanner.store_args = f
+        .sig
+        .inputs
+        .iter()
+        .filter_map(|arg| match arg {
+            syn::FnArg::Typed(pt) if is_data_stores(&pt.ty) => match &*pt.pat {
+                syn::Pat::Ident(p) => Some(p.ident.to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
     scanner.visit_block(&f.block);
     let Scanner { actions, stores, incomplete, .. } = scanner;
     Some(Handler {
@@ -300,6 +312,17 @@ impl VisitMut for Unlifetime {
     }
 }
 
+/// `&DataStores` (any path ending in `DataStores`, behind references).
+fn is_data_stores(ty: &syn::Type) -> bool {
+    match ty {
+        syn::Type::Reference(r) => is_data_stores(&r.elem),
+        syn::Type::Path(p) => p.path.segments.last().is_some_and(|s| s.ident == "DataStores"),
+        syn::Type::Paren(p) => is_data_stores(&p.elem),
+        syn::Type::Group(g) => is_data_stores(&g.elem),
+        _ => false,
+    }
+}
+
 const DIVERGING_MACROS: &[&str] = &["panic", "unreachable", "todo", "unimplemented"];
 
 fn is_diverging_macro(m: &syn::Macro) -> bool {
@@ -332,6 +355,8 @@ struct Scanner<'e> {
     errors: &'e mut Errors,
     actions: Vec<Action>,
     stores: Vec<Spanned<String>>,
+    /// Handler arguments of type `&DataStores`.
+    store_args: Vec<String>,
     incomplete: bool,
     path: Vec<Step>,
     next_block: usize,
@@ -346,6 +371,7 @@ impl<'e> Scanner<'e> {
             errors,
             actions: Vec::new(),
             stores: Vec::new(),
+            store_args: Vec::new(),
             incomplete: false,
             path: Vec::new(),
             next_block: 0,
@@ -420,12 +446,24 @@ impl<'e> Scanner<'e> {
                 let edges = self.pairs(call, kind, method);
                 self.actions[a].edges.extend(edges);
             }
-            "store" if call.args.len() == 1 => {
+            "store" if call.args.len() == 1 && self.is_data_stores(&call.receiver) => {
                 if let Some(s) = call.args.first().and_then(lit_str) {
                     self.stores.push(Spanned::new(s.value(), s.span()));
                 }
             }
             _ => {}
+        }
+    }
+
+    /// `ctx.data_stores` or a `&DataStores` argument: only there `.store("x")` names a data store.
+    fn is_data_stores(&self, expr: &Expr) -> bool {
+        match expr {
+            Expr::Field(f) => matches!(&f.member, syn::Member::Named(m) if m == "data_stores"),
+            Expr::Path(p) => p.path.get_ident().is_some_and(|i| self.store_args.iter().any(|a| i == a)),
+            Expr::Paren(p) => self.is_data_stores(&p.expr),
+            Expr::Group(g) => self.is_data_stores(&g.expr),
+            Expr::Reference(r) => self.is_data_stores(&r.expr),
+            _ => false,
         }
     }
 

@@ -756,6 +756,32 @@ mod tests {
     }
 
     #[test]
+    fn only_data_stores_are_checked() {
+        ok(quote! {
+            mod m {
+                #[handler(start, end)]
+                async fn a(cache: &Cache, flag: &AtomicBool) {
+                    cache.store("anything");
+                    flag.store(true, Ordering::SeqCst);
+                }
+            }
+        });
+        let errs = check(
+            quote!(name = "t"),
+            quote! {
+                mod m {
+                    #[handler(start, end)]
+                    async fn a(ctx: &Context, s: &avto::DataStores) {
+                        ctx.data_stores.store("x");
+                        s.store("y");
+                    }
+                }
+            },
+        );
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+    }
+
+    #[test]
     fn signatures() {
         let errs = check(
             quote!(name = "t"),
