@@ -300,7 +300,7 @@ async fn api_suite(uri: &str) {
     assert_eq!(retry["origin_task_id"], task_id);
     assert_eq!(retry["attempt_number"], 2);
     assert_eq!(retry["details"]["next_task_id"], finished[1]["origin_task_id"]);
-    assert_eq!(find(&r, "job_completed")["context_snapshot"]["result"]["echo"]["key"], key.as_str());
+    assert_eq!(find(&r, "job_completed")["context_snapshot"]["result"]["key"], key.as_str());
 
     // 3. Approval and cancellation.
     let id = alice.create("/api/v1/jobs/approval", json!({})).await;

@@ -17,6 +17,8 @@ pub mod context;
 pub mod engine;
 pub mod files;
 pub mod handler;
+#[cfg(feature = "server")]
+pub mod history;
 pub mod job;
 pub mod protocol;
 #[cfg(feature = "server")]

@@ -161,7 +161,7 @@ pub async fn advance(env: &EngineEnv, job: &mut Job) -> Outcome {
         job.status = JobStatus::Running;
         job.updated_at_ms = now_ms();
         let state = job.current_state.clone();
-        out.event(EngineEvent::StateStarted { state: state.clone() });
+        out.event(EngineEvent::StateStarted { state: state.clone(), attempt: job.retry_count });
         let started = Instant::now();
         let result = run_handler(env, bp, job).await;
         let elapsed = started.elapsed().as_millis() as u64;

@@ -36,9 +36,10 @@ pub enum Effect {
 }
 
 /// A history-worthy event the engine observed (recorded by the history writer when enabled).
+/// `attempt` counts from 0 (first run / first dispatch), +1 per retry.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EngineEvent {
-    StateStarted { state: String },
+    StateStarted { state: String, attempt: u32 },
     StateFinished { state: String, next_state: Option<String>, duration_ms: u64 },
     StateFailed { state: String, error: String, attempt: u32 },
     TaskDispatched { task_id: String, task_type: String, attempt: u32 },

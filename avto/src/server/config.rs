@@ -85,6 +85,14 @@ pub struct Config {
     pub reputation_min_threshold: f64,
     pub work_stealing_enabled: bool,
     pub production: bool,
+    /// `HISTORY_DATABASE_URI`: `sqlite:<path>`, `postgresql://...`, `memory:`; `None` = history off.
+    pub history_database_uri: Option<String>,
+    /// How long start-up waits for the history database (`HISTORY_CONNECT_TIMEOUT_SECONDS`, default 10).
+    pub history_connect_timeout: Duration,
+    /// `SCHEDULES_CONFIG_PATH`: schedules.toml (validated against the blueprints at build).
+    pub schedules_config_path: Option<PathBuf>,
+    /// `TZ`: the scheduler's default zone and the zone of history timestamps (default UTC).
+    pub tz: chrono_tz::Tz,
 }
 
 const DEV_WORKER_TOKEN: &str = "secure-worker-token";
@@ -123,6 +131,10 @@ impl Default for Config {
             reputation_min_threshold: 0.3,
             work_stealing_enabled: true,
             production: false,
+            history_database_uri: None,
+            history_connect_timeout: Duration::from_secs(10),
+            schedules_config_path: None,
+            tz: chrono_tz::UTC,
         }
     }
 }
@@ -224,7 +236,17 @@ impl Config {
             reputation_min_threshold: env.parse("REPUTATION_MIN_THRESHOLD", d.reputation_min_threshold)?,
             work_stealing_enabled: env.bool("WORK_STEALING_ENABLED", d.work_stealing_enabled)?,
             production,
+            history_database_uri: env.str("HISTORY_DATABASE_URI"),
+            history_connect_timeout: env.secs("HISTORY_CONNECT_TIMEOUT_SECONDS", d.history_connect_timeout)?,
+            schedules_config_path: env.str("SCHEDULES_CONFIG_PATH").map(PathBuf::from),
+            tz: match env.str("TZ") {
+                None => d.tz,
+                Some(z) => super::scheduler::parse_tz(&z).map_err(|e| ConfigError(format!("TZ: {e}")))?,
+            },
         };
+        if let Some(uri) = &c.history_database_uri {
+            crate::history::HistoryUri::parse(uri).map_err(|e| ConfigError(e.to_string()))?;
+        }
         if c.worker_poll_timeout.is_zero() {
             return Err(ConfigError("WORKER_POLL_TIMEOUT_SECONDS must be greater than 0".into()));
         }

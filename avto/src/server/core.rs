@@ -54,6 +54,10 @@ pub struct Core {
     pub dispatcher: Dispatcher,
     pub clients: HashMap<String, ClientEntry>,
     pub webhooks: Webhooks,
+    /// Execution history (set at start-up when enabled; see [`crate::history`]).
+    pub history: std::sync::OnceLock<crate::history::History>,
+    /// Prometheus counters and histograms (`GET /metrics`).
+    pub metrics: super::metrics::Metrics,
     exec: Arc<Semaphore>,
     /// STS tokens: sha256(token) -> (kind, worker id, expiry ms).
     sts: std::sync::Mutex<HashMap<String, (&'static str, String, u64)>>,
@@ -90,6 +94,8 @@ impl Core {
             dispatcher,
             clients,
             webhooks: Webhooks::start(),
+            history: Default::default(),
+            metrics: Default::default(),
             exec,
             sts: Default::default(),
         }
@@ -115,6 +121,7 @@ impl Core {
         job.result_timeout = req.result_timeout;
         job.security = req.security;
         job.metadata = req.metadata;
+        self.observe_created(&job);
         self.jobs.insert(job).await?;
         self.drive(id.clone());
         Ok(id)
@@ -149,6 +156,7 @@ impl Core {
     /// Carries out what the engine asked for. Never locks another job while `job` is locked:
     /// work on other jobs is spawned.
     fn effects(self: &Arc<Self>, job: &mut Job, out: Outcome) {
+        self.observe(job, &out);
         for effect in out.effects {
             match effect {
                 Effect::Dispatch { tasks, delay } if delay.is_zero() => {
@@ -438,6 +446,7 @@ impl Core {
                 let job = self.jobs.get(&t.job_id).await.ok().flatten();
                 // A task whose job moved on while it was queued is dropped here.
                 if job.as_ref().is_some_and(|j| j.tasks_in_flight().any(|r| r.task_id == t.task_id)) {
+                    self.observe_pickup(job.as_ref(), &t.task_id);
                     return Some((t, job));
                 }
                 self.dispatcher.finished(worker_id, &t.task_id);

@@ -10,7 +10,9 @@ pub mod api;
 pub mod config;
 pub mod core;
 pub mod dispatch;
+pub mod metrics;
 pub mod requirements;
+pub mod scheduler;
 pub mod store;
 pub mod webhooks;
 
@@ -37,6 +39,8 @@ pub enum ServeError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    History(#[from] crate::history::HistoryError),
 }
 
 /// Starts the orchestrator with every `#[avto::blueprint]` of the binary and the configuration of
@@ -52,6 +56,9 @@ pub struct OrchestratorBuilder {
     config: Option<Config>,
     data_stores: Option<Arc<dyn DataStoreBackend>>,
     object_store: Option<Arc<dyn ObjectStore>>,
+    history: Option<Arc<dyn crate::history::HistoryBackend>>,
+    schedule_locks: Option<Arc<dyn scheduler::ScheduleLocks>>,
+    clock: Option<Arc<dyn scheduler::Clock>>,
 }
 
 impl std::fmt::Debug for OrchestratorBuilder {
@@ -92,6 +99,22 @@ impl OrchestratorBuilder {
         self
     }
 
+    /// Keeps history in this backend (instead of opening `HISTORY_DATABASE_URI`).
+    pub fn history(mut self, backend: Arc<dyn crate::history::HistoryBackend>) -> Self {
+        self.history = Some(backend);
+        self
+    }
+    /// Where schedules claim their fire times (default: in memory, i.e. one instance).
+    pub fn schedule_locks(mut self, locks: Arc<dyn scheduler::ScheduleLocks>) -> Self {
+        self.schedule_locks = Some(locks);
+        self
+    }
+    /// The scheduler's clock (default: the system clock; tests use [`scheduler::ManualClock`]).
+    pub fn clock(mut self, clock: Arc<dyn scheduler::Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
     /// Checks the blueprint set and builds the orchestrator (must be called inside a Tokio runtime).
     pub fn build(self) -> Result<Orchestrator, ServeError> {
         let config = self.config.unwrap_or_default();
@@ -128,7 +151,20 @@ impl OrchestratorBuilder {
             Arc::new(store::memory::MemoryRateLimits::default()),
             Arc::new(store::memory::MemoryNonces::default()),
         ));
-        Ok(Orchestrator { core })
+        if let Some(backend) = self.history {
+            let _ = core.history.set(crate::history::History::start(backend));
+        }
+        let scheduler = match &core.cfg.schedules_config_path {
+            None => None,
+            Some(path) => {
+                let names: Vec<&str> = core.env.blueprints().map(|b| b.name()).collect();
+                let schedules = scheduler::load_schedules(path, &names, core.cfg.tz)?;
+                let locks = self.schedule_locks.unwrap_or_else(|| Arc::new(scheduler::MemoryScheduleLocks::new()));
+                let clock = self.clock.unwrap_or_else(|| Arc::new(scheduler::SystemClock));
+                Some(Arc::new(scheduler::Scheduler::new(core.clone(), schedules, locks, clock)))
+            }
+        };
+        Ok(Orchestrator { core, scheduler })
     }
 }
 
@@ -136,6 +172,7 @@ impl OrchestratorBuilder {
 #[derive(Debug, Clone)]
 pub struct Orchestrator {
     core: Arc<Core>,
+    scheduler: Option<Arc<scheduler::Scheduler>>,
 }
 
 impl Orchestrator {
@@ -148,9 +185,14 @@ impl Orchestrator {
         &self.core
     }
 
+    /// The scheduler, when `SCHEDULES_CONFIG_PATH` is set.
+    pub fn scheduler(&self) -> Option<&Arc<scheduler::Scheduler>> {
+        self.scheduler.as_ref()
+    }
+
     /// The axum router, to embed avto into a larger server.
     pub fn router(&self) -> axum::Router {
-        api::router(self.core.clone())
+        api::router(self.core.clone()).merge(metrics::routes().with_state(self.core.clone()))
     }
 
     /// Initialises quotas; call once before serving (done by [`Orchestrator::serve`] and [`Orchestrator::listen`]).
@@ -163,6 +205,11 @@ impl Orchestrator {
                     .await
                     .map_err(|e| ServeError::Blueprints(format!("quota init failed: {e}")))?;
             }
+        }
+        if let (None, Some(uri)) = (self.core.history(), &self.core.cfg.history_database_uri) {
+            let backend = crate::history::connect(uri, self.core.cfg.history_connect_timeout).await?;
+            tracing::info!(backend = backend.kind(), "history enabled");
+            let _ = self.core.history.set(crate::history::History::start(backend));
         }
         Ok(())
     }
@@ -184,8 +231,18 @@ impl Orchestrator {
     ) -> Result<(), ServeError> {
         self.init().await?;
         self.core.start_background();
+        let schedules = self.scheduler.as_ref().map(|s| s.start());
         let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        if let Some(task) = schedules {
+            task.abort();
+        }
+        if let Some(h) = self.core.history() {
+            if !h.flush(std::time::Duration::from_secs(5)).await {
+                tracing::warn!(queued = h.queued(), "history not fully written at shutdown");
+            }
+        }
+        served?;
         tracing::info!("avto orchestrator stopped");
         Ok(())
     }

@@ -87,6 +87,7 @@ pub(super) fn routes(core: &Arc<Core>) -> Router<Arc<Core>> {
             .route(&format!("{base}/jobs"), get(list_jobs))
             .route(&format!("{base}/jobs/{{job_id}}"), get(job_status).post(unknown_endpoint))
             .route(&format!("{base}/jobs/{{job_id}}/cancel"), post(cancel_job))
+            .route(&format!("{base}/jobs/{{job_id}}/history"), get(job_history))
             .route(&format!("{base}/jobs/{{job_id}}/approval"), post(approve_job))
             .route(&format!("{base}/blueprints"), get(list_blueprints))
             .route(&format!("{base}/blueprints/{{name}}/graph"), get(graph))
@@ -247,6 +248,21 @@ async fn job_status(
         m.retain(|k, _| k == "id" || wanted.contains(&k.as_str()));
     }
     Ok(json_response(&view))
+}
+
+/// `GET .../jobs/{id}/history`: the job's history rows, oldest first, snapshots filtered like the
+/// status view (`?detailed=`). 404 with an explanation when history is disabled.
+async fn job_history(
+    State(core): State<Arc<Core>>,
+    Client(client): Client,
+    Path(job_id): Path<String>,
+    Query(q): Query<StatusQuery>,
+) -> Result<Response, ApiError> {
+    check_job_id(&job_id)?;
+    let detailed = q.detailed.as_deref().map_or(core.cfg.detailed_api_responses, |d| matches!(d, "true" | "1"));
+    let owner = core.jobs.get(&job_id).await.map_err(storage)?.map(|j| j.client.name);
+    let rows = core.history_view(&job_id, &client.config.name, owner.as_deref(), |j| job_view(j, detailed)).await?;
+    Ok(json_response(&rows))
 }
 
 async fn cancel_job(

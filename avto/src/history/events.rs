@@ -1,0 +1,151 @@
+//! Engine events -> history rows (orchestrator.md section 6.3).
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::{next_timestamp_us, object, HistoryRecord};
+use crate::engine::EngineEvent;
+use crate::job::{now_ms, Job, JobStatus};
+
+/// The job document as history keeps it: everything but `security` and `tracing_context`.
+pub fn snapshot(job: &Job) -> Arc<str> {
+    let mut v = serde_json::to_value(job).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.remove("security");
+        m.remove("tracing_context");
+    }
+    Arc::from(v.to_string())
+}
+
+fn base(job: &Job, event_type: &str, snapshot: &Arc<str>) -> HistoryRecord {
+    HistoryRecord {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        job_id: job.id.clone(),
+        client: Some(job.client.name.clone()).filter(|c| !c.is_empty()),
+        blueprint: Some(job.blueprint.clone()),
+        timestamp_us: next_timestamp_us(),
+        event_type: event_type.to_owned(),
+        state: Some(job.current_state.clone()),
+        status: Some(job.status.as_str().to_owned()),
+        context_snapshot: Some(snapshot.clone()),
+        ..Default::default()
+    }
+}
+
+/// The `job_created` row of a new job (`source`: `api`, `scheduler:<name>` or `parent`).
+pub fn created_record(job: &Job) -> HistoryRecord {
+    let snap = snapshot(job);
+    let mut r = base(job, "job_created", &snap);
+    let source = job
+        .metadata
+        .as_ref()
+        .and_then(|m| m.get("source"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| if job.parent_job_id.is_some() { "parent".into() } else { "api".into() });
+    r.details = Some(object([("source", json!(source)), ("parent_job_id", json!(job.parent_job_id))]));
+    r
+}
+
+/// The rows of what one engine call did to `job` (all share the snapshot of the job afterwards).
+pub fn records_for(job: &Job, events: &[EngineEvent]) -> Vec<HistoryRecord> {
+    if events.is_empty() {
+        return Vec::new();
+    }
+    let snap = snapshot(job);
+    events
+        .iter()
+        .map(|e| {
+            let mut r;
+            match e {
+                EngineEvent::StateStarted { state, attempt } => {
+                    r = base(job, "state_started", &snap);
+                    r.state = Some(state.clone());
+                    r.attempt_number = Some(i64::from(*attempt) + 1);
+                }
+                EngineEvent::StateFinished { state, next_state, duration_ms } => {
+                    r = base(job, "state_finished", &snap);
+                    r.state = Some(state.clone());
+                    r.previous_state = Some(state.clone());
+                    r.next_state = next_state.clone();
+                    r.duration_ms = Some(*duration_ms as i64);
+                }
+                EngineEvent::StateFailed { state, error, attempt } => {
+                    r = base(job, "state_failed", &snap);
+                    r.state = Some(state.clone());
+                    r.attempt_number = Some(i64::from(*attempt) + 1);
+                    r.details = Some(json!({"error": error}));
+                }
+                EngineEvent::TaskDispatched { task_id, task_type, attempt } => {
+                    r = base(job, "task_dispatched", &snap);
+                    r.origin_task_id = Some(task_id.clone());
+                    r.attempt_number = Some(i64::from(*attempt) + 1);
+                    r.details = Some(json!({"task_type": task_type}));
+                }
+                EngineEvent::TaskFinished { task_id, status, worker_id } => {
+                    r = base(job, "task_finished", &snap);
+                    r.origin_task_id = Some(task_id.clone());
+                    r.worker_id = worker_id.clone();
+                    r.details = Some(json!({"result_status": status}));
+                }
+                EngineEvent::TaskRetry { task_id, next_task_id, attempt, delay_ms } => {
+                    r = base(job, "task_retry", &snap);
+                    r.origin_task_id = Some(task_id.clone());
+                    r.attempt_number = Some(i64::from(*attempt) + 1);
+                    r.details = Some(json!({"next_task_id": next_task_id, "delay_ms": delay_ms}));
+                }
+                EngineEvent::ApprovalRequested { integration, message } => {
+                    r = base(job, "approval_requested", &snap);
+                    r.details = Some(object([("integration", json!(integration)), ("message", json!(message))]));
+                }
+                EngineEvent::SubJobStarted { child_job_id, blueprint } => {
+                    r = base(job, "sub_job_started", &snap);
+                    r.details = Some(json!({"child_job_id": child_job_id, "child_blueprint": blueprint}));
+                }
+                EngineEvent::JobFinished { status } => {
+                    let kind = match status {
+                        JobStatus::Finished => "job_completed",
+                        JobStatus::Cancelled => "job_cancelled",
+                        JobStatus::Quarantined => "job_quarantined",
+                        _ => "job_failed",
+                    };
+                    r = base(job, kind, &snap);
+                    r.status = Some(status.as_str().to_owned());
+                    r.duration_ms = Some(now_ms().saturating_sub(job.created_at_ms) as i64);
+                    r.details = job.error_message.as_ref().map(|m| json!({"error_message": m}));
+                }
+            }
+            r
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_of_an_engine_step() {
+        let mut job = Job::new("j1", "bp", "start", json!({"x": 1}));
+        job.client.name = "acme".into();
+        job.security = Some(json!({"secret": "s"}));
+        let created = created_record(&job);
+        assert_eq!(created.event_type, "job_created");
+        assert_eq!(created.client.as_deref(), Some("acme"));
+        assert_eq!(created.details, Some(json!({"source": "api"})));
+        assert!(!created.context_snapshot.as_deref().unwrap().contains("secret"), "security is never stored");
+        let rows = records_for(
+            &job,
+            &[
+                EngineEvent::StateStarted { state: "start".into(), attempt: 0 },
+                EngineEvent::StateFinished { state: "start".into(), next_state: Some("b".into()), duration_ms: 3 },
+            ],
+        );
+        assert_eq!(rows.len(), 2);
+        assert!(rows[0].timestamp_us < rows[1].timestamp_us);
+        assert_eq!(rows[1].duration_ms, Some(3));
+        assert_eq!(rows[1].next_state.as_deref(), Some("b"));
+        assert!(Arc::ptr_eq(rows[0].context_snapshot.as_ref().unwrap(), rows[1].context_snapshot.as_ref().unwrap()));
+    }
+}

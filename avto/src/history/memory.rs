@@ -1,0 +1,80 @@
+//! In-process history (`HISTORY_DATABASE_URI=memory:`): the reference behaviour of the SQL backends.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use futures::future::BoxFuture;
+
+use super::{HistoryBackend, HistoryError, HistoryRecord};
+
+/// Rows in a vector, in insertion order.
+#[derive(Debug, Default)]
+pub struct MemoryHistory {
+    rows: Mutex<Vec<HistoryRecord>>,
+}
+
+impl MemoryHistory {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn latest(&self, client: Option<&str>) -> Vec<HistoryRecord> {
+        let rows = self.rows.lock().unwrap();
+        let mut latest: HashMap<&str, (usize, &HistoryRecord)> = HashMap::new();
+        for (i, r) in rows.iter().enumerate() {
+            if client.is_some() && r.client.as_deref() != client {
+                continue;
+            }
+            let e = latest.entry(&r.job_id).or_insert((i, r));
+            if (r.timestamp_us, i) >= (e.1.timestamp_us, e.0) {
+                *e = (i, r);
+            }
+        }
+        let mut v: Vec<(usize, &HistoryRecord)> = latest.into_values().collect();
+        v.sort_by_key(|(i, r)| std::cmp::Reverse((r.timestamp_us, *i)));
+        v.into_iter().map(|(_, r)| r.clone()).collect()
+    }
+}
+
+impl HistoryBackend for MemoryHistory {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn insert<'a>(&'a self, rows: &'a [HistoryRecord]) -> BoxFuture<'a, Result<(), HistoryError>> {
+        self.rows.lock().unwrap().extend_from_slice(rows);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn job_history<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<Vec<HistoryRecord>, HistoryError>> {
+        let mut v: Vec<HistoryRecord> =
+            self.rows.lock().unwrap().iter().filter(|r| r.job_id == job_id).cloned().collect();
+        v.sort_by_key(|r| r.timestamp_us);
+        Box::pin(async move { Ok(v) })
+    }
+
+    fn jobs<'a>(
+        &'a self,
+        client: Option<&'a str>,
+        limit: usize,
+        offset: usize,
+    ) -> BoxFuture<'a, Result<Vec<HistoryRecord>, HistoryError>> {
+        let v: Vec<HistoryRecord> = self.latest(client).into_iter().skip(offset).take(limit).collect();
+        Box::pin(async move { Ok(v) })
+    }
+
+    fn status_counts<'a>(
+        &'a self,
+        client: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<BTreeMap<String, u64>, HistoryError>> {
+        let mut counts = BTreeMap::new();
+        for r in self.latest(client) {
+            *counts.entry(r.status.unwrap_or_default()).or_insert(0) += 1;
+        }
+        Box::pin(async move { Ok(counts) })
+    }
+
+    fn schema_version(&self) -> BoxFuture<'_, Result<i64, HistoryError>> {
+        Box::pin(async { Ok(super::SCHEMA_VERSION) })
+    }
+}

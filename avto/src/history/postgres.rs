@@ -1,0 +1,271 @@
+//! PostgreSQL history (feature `history-postgres`): `event_id UUID`, `timestamp TIMESTAMPTZ`,
+//! `details` / `context_snapshot` JSONB.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Executor, Postgres, QueryBuilder, Row};
+
+use super::{redact, HistoryBackend, HistoryError, HistoryRecord, SCHEMA_VERSION};
+
+/// Versioned schema: `(version, description, statements)`. Append only; never edit a released one.
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "job_history table",
+    "CREATE TABLE job_history (
+        seq BIGSERIAL PRIMARY KEY,
+        event_id UUID NOT NULL UNIQUE,
+        job_id TEXT NOT NULL,
+        client TEXT,
+        blueprint TEXT,
+        timestamp TIMESTAMPTZ NOT NULL,
+        event_type TEXT NOT NULL,
+        state TEXT,
+        status TEXT,
+        duration_ms BIGINT,
+        previous_state TEXT,
+        next_state TEXT,
+        worker_id TEXT,
+        origin_task_id TEXT,
+        attempt_number BIGINT,
+        details JSONB,
+        context_snapshot JSONB
+    );
+    CREATE INDEX idx_job_history_job ON job_history (job_id, timestamp, seq);
+    CREATE INDEX idx_job_history_worker_ts ON job_history (worker_id, timestamp);
+    CREATE INDEX idx_job_history_client_ts ON job_history (client, timestamp);",
+)];
+
+/// Advisory lock key held while migrating (several orchestrators may start at once).
+const MIGRATION_LOCK: i64 = 0x6176_746f_6869_7374; // "avtohist"
+
+const INSERT_COLUMNS: &str = "event_id, job_id, client, blueprint, timestamp, event_type, state, status, duration_ms, \
+                              previous_state, next_state, worker_id, origin_task_id, attempt_number, details, context_snapshot";
+
+const SELECT_COLUMNS: &str = "event_id::text AS event_id, job_id, client, blueprint, \
+     (EXTRACT(EPOCH FROM timestamp) * 1000000)::bigint AS ts_us, event_type, state, status, duration_ms, \
+     previous_state, next_state, worker_id, origin_task_id, attempt_number, details::text AS details, \
+     context_snapshot::text AS context_snapshot";
+
+/// History in a PostgreSQL database.
+#[derive(Debug)]
+pub struct PgHistory {
+    pool: PgPool,
+    target: String,
+}
+
+fn db(e: sqlx::Error) -> HistoryError {
+    HistoryError::Database(e.to_string())
+}
+
+/// JSONB rejects the NUL character; keep the row and replace it.
+fn jsonb_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains("\\u0000") {
+        std::borrow::Cow::Owned(s.replace("\\u0000", "\\ufffd"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+impl PgHistory {
+    /// Connects (retrying a refused connection until `timeout`) and migrates.
+    pub async fn connect(dsn: &str, timeout: Duration) -> Result<Self, HistoryError> {
+        let target = redact(dsn);
+        let connect_err = |message: String| HistoryError::Connect { target: target.clone(), message };
+        let opts = PgConnectOptions::from_str(dsn).map_err(|e| connect_err(e.to_string()))?;
+        let pool =
+            PgPoolOptions::new().max_connections(4).acquire_timeout(timeout).connect_with(opts).await.map_err(|e| {
+                match e {
+                    sqlx::Error::PoolTimedOut => connect_err(format!("no connection within {timeout:?}")),
+                    e => connect_err(e.to_string()),
+                }
+            })?;
+        let h = PgHistory { pool, target };
+        h.migrate().await?;
+        Ok(h)
+    }
+
+    async fn migrate(&self) -> Result<(), HistoryError> {
+        let fail = |e: sqlx::Error| HistoryError::Migration { target: self.target.clone(), message: e.to_string() };
+        let mut tx = self.pool.begin().await.map_err(fail)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await.map_err(fail)?;
+        (&mut *tx)
+            .execute(
+                "CREATE TABLE IF NOT EXISTS avto_schema_migrations (
+                version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+            )
+            .await
+            .map_err(fail)?;
+        let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::bigint FROM avto_schema_migrations")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(fail)?;
+        if current > SCHEMA_VERSION {
+            return Err(HistoryError::Migration {
+                target: self.target.clone(),
+                message: format!(
+                    "the database is at schema version {current}, newer than this avto knows ({SCHEMA_VERSION})"
+                ),
+            });
+        }
+        for (version, description, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+            (&mut *tx).execute(*sql).await.map_err(|e| HistoryError::Migration {
+                target: self.target.clone(),
+                message: format!("migration {version} ({description}): {e}"),
+            })?;
+            sqlx::query("INSERT INTO avto_schema_migrations (version, description) VALUES ($1, $2)")
+                .bind(version)
+                .bind(description)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+            tracing::info!(target = %self.target, version, description, "history schema migrated");
+        }
+        tx.commit().await.map_err(fail)
+    }
+}
+
+fn from_row(row: &PgRow) -> Result<HistoryRecord, sqlx::Error> {
+    let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
+    Ok(HistoryRecord {
+        event_id: row.try_get("event_id")?,
+        job_id: row.try_get("job_id")?,
+        client: row.try_get("client")?,
+        blueprint: row.try_get("blueprint")?,
+        timestamp_us: row.try_get("ts_us")?,
+        event_type: row.try_get("event_type")?,
+        state: row.try_get("state")?,
+        status: row.try_get("status")?,
+        duration_ms: row.try_get("duration_ms")?,
+        previous_state: row.try_get("previous_state")?,
+        next_state: row.try_get("next_state")?,
+        worker_id: row.try_get("worker_id")?,
+        origin_task_id: row.try_get("origin_task_id")?,
+        attempt_number: row.try_get("attempt_number")?,
+        details: json(row.try_get("details")?),
+        context_snapshot: row.try_get::<Option<String>, _>("context_snapshot")?.map(Arc::from),
+    })
+}
+
+/// The latest row per job (window function), optionally of one client (`$1`).
+fn latest_sql(client: bool) -> String {
+    format!(
+        "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY job_id ORDER BY timestamp DESC, seq DESC) AS rn
+         FROM job_history {}) latest WHERE rn = 1",
+        if client { "WHERE client = $1" } else { "" }
+    )
+}
+
+impl HistoryBackend for PgHistory {
+    fn kind(&self) -> &'static str {
+        "postgresql"
+    }
+
+    fn insert<'a>(&'a self, rows: &'a [HistoryRecord]) -> BoxFuture<'a, Result<(), HistoryError>> {
+        Box::pin(async move {
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let mut q: QueryBuilder<'_, Postgres> =
+                QueryBuilder::new(format!("INSERT INTO job_history ({INSERT_COLUMNS}) "));
+            q.push_values(rows, |mut b, r| {
+                b.push_bind(r.event_id.as_str())
+                    .push_unseparated("::uuid")
+                    .push_bind(r.job_id.as_str())
+                    .push_bind(r.client.as_deref())
+                    .push_bind(r.blueprint.as_deref())
+                    .push("TIMESTAMPTZ 'epoch' + ")
+                    .push_bind_unseparated(r.timestamp_us)
+                    .push_unseparated(" * INTERVAL '1 microsecond'")
+                    .push_bind(r.event_type.as_str())
+                    .push_bind(r.state.as_deref())
+                    .push_bind(r.status.as_deref())
+                    .push_bind(r.duration_ms)
+                    .push_bind(r.previous_state.as_deref())
+                    .push_bind(r.next_state.as_deref())
+                    .push_bind(r.worker_id.as_deref())
+                    .push_bind(r.origin_task_id.as_deref())
+                    .push_bind(r.attempt_number)
+                    .push_bind(r.details.as_ref().map(|d| jsonb_text(&d.to_string()).into_owned()))
+                    .push_unseparated("::jsonb")
+                    .push_bind(r.context_snapshot.as_deref().map(|s| jsonb_text(s).into_owned()))
+                    .push_unseparated("::jsonb");
+            });
+            q.build().execute(&self.pool).await.map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn job_history<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<Vec<HistoryRecord>, HistoryError>> {
+        Box::pin(async move {
+            let sql = format!("SELECT {SELECT_COLUMNS} FROM job_history WHERE job_id = $1 ORDER BY timestamp, seq");
+            let rows = sqlx::query(&sql).bind(job_id).fetch_all(&self.pool).await.map_err(db)?;
+            rows.iter().map(from_row).collect::<Result<_, _>>().map_err(db)
+        })
+    }
+
+    fn jobs<'a>(
+        &'a self,
+        client: Option<&'a str>,
+        limit: usize,
+        offset: usize,
+    ) -> BoxFuture<'a, Result<Vec<HistoryRecord>, HistoryError>> {
+        Box::pin(async move {
+            let n = if client.is_some() { 2 } else { 1 };
+            let sql = format!(
+                "SELECT {SELECT_COLUMNS} FROM ({}) l ORDER BY timestamp DESC, seq DESC LIMIT ${n} OFFSET ${}",
+                latest_sql(client.is_some()),
+                n + 1
+            );
+            let mut q = sqlx::query(&sql);
+            if let Some(c) = client {
+                q = q.bind(c);
+            }
+            let rows = q.bind(limit as i64).bind(offset as i64).fetch_all(&self.pool).await.map_err(db)?;
+            rows.iter().map(from_row).collect::<Result<_, _>>().map_err(db)
+        })
+    }
+
+    fn status_counts<'a>(
+        &'a self,
+        client: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<BTreeMap<String, u64>, HistoryError>> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT COALESCE(status, ''), COUNT(*)::bigint FROM ({}) l GROUP BY 1",
+                latest_sql(client.is_some())
+            );
+            let mut q = sqlx::query_as::<_, (String, i64)>(&sql);
+            if let Some(c) = client {
+                q = q.bind(c);
+            }
+            let rows = q.fetch_all(&self.pool).await.map_err(db)?;
+            Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
+        })
+    }
+
+    fn schema_version(&self) -> BoxFuture<'_, Result<i64, HistoryError>> {
+        Box::pin(async move {
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::bigint FROM avto_schema_migrations")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migrations_are_numbered_up_to_the_schema_version() {
+        for (i, m) in super::MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.0, i as i64 + 1);
+        }
+        assert_eq!(super::MIGRATIONS.last().unwrap().0, super::SCHEMA_VERSION);
+        assert_eq!(super::jsonb_text(r#"{"a":"x\u0000"}"#), r#"{"a":"x\ufffd"}"#);
+    }
+}

@@ -1,0 +1,275 @@
+//! SQLite history (feature `history-sqlite`): one file in WAL mode, `timestamp` as REAL epoch seconds.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Executor, QueryBuilder, Row, Sqlite};
+
+use super::{HistoryBackend, HistoryError, HistoryRecord, SCHEMA_VERSION};
+
+/// Versioned schema: `(version, description, statements)`. Append only; never edit a released one.
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "job_history table",
+    "CREATE TABLE job_history (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        job_id TEXT NOT NULL,
+        client TEXT,
+        blueprint TEXT,
+        timestamp REAL NOT NULL,
+        event_type TEXT NOT NULL,
+        state TEXT,
+        status TEXT,
+        duration_ms INTEGER,
+        previous_state TEXT,
+        next_state TEXT,
+        worker_id TEXT,
+        origin_task_id TEXT,
+        attempt_number INTEGER,
+        details TEXT,
+        context_snapshot TEXT
+    );
+    CREATE INDEX idx_job_history_job ON job_history (job_id, timestamp, seq);
+    CREATE INDEX idx_job_history_worker_ts ON job_history (worker_id, timestamp);
+    CREATE INDEX idx_job_history_client_ts ON job_history (client, timestamp);",
+)];
+
+const COLUMNS: &str = "event_id, job_id, client, blueprint, timestamp, event_type, state, status, duration_ms, \
+                       previous_state, next_state, worker_id, origin_task_id, attempt_number, details, context_snapshot";
+
+/// History in a SQLite database.
+#[derive(Debug)]
+pub struct SqliteHistory {
+    pool: SqlitePool,
+    target: String,
+}
+
+fn db(e: sqlx::Error) -> HistoryError {
+    HistoryError::Database(e.to_string())
+}
+
+impl SqliteHistory {
+    /// Opens (creating if missing) the file, or an in-memory database for `None`, and migrates it.
+    pub async fn connect(path: Option<PathBuf>, timeout: Duration) -> Result<Self, HistoryError> {
+        let target = match &path {
+            Some(p) => format!("sqlite:{}", p.display()),
+            None => "sqlite::memory:".into(),
+        };
+        let connect_err = |e: sqlx::Error| HistoryError::Connect { target: target.clone(), message: e.to_string() };
+        let pool = match &path {
+            Some(p) => {
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    if !dir.is_dir() {
+                        return Err(HistoryError::Connect {
+                            target,
+                            message: format!("directory {} does not exist", dir.display()),
+                        });
+                    }
+                }
+                let opts = SqliteConnectOptions::new()
+                    .filename(p)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(5));
+                SqlitePoolOptions::new().max_connections(4).acquire_timeout(timeout).connect_with(opts).await
+            }
+            // One connection that never closes: each in-memory connection is its own database.
+            None => {
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .acquire_timeout(timeout)
+                    .connect_with(SqliteConnectOptions::new().in_memory(true))
+                    .await
+            }
+        }
+        .map_err(connect_err)?;
+        let h = SqliteHistory { pool, target };
+        h.migrate().await?;
+        Ok(h)
+    }
+
+    async fn migrate(&self) -> Result<(), HistoryError> {
+        let fail = |e: sqlx::Error| HistoryError::Migration { target: self.target.clone(), message: e.to_string() };
+        let mut conn = self.pool.acquire().await.map_err(fail)?;
+        (&mut *conn)
+            .execute(
+                "CREATE TABLE IF NOT EXISTS avto_schema_migrations (
+                version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at REAL NOT NULL)",
+            )
+            .await
+            .map_err(fail)?;
+        // BEGIN IMMEDIATE takes the write lock first, so two processes never migrate at once.
+        (&mut *conn).execute("BEGIN IMMEDIATE").await.map_err(fail)?;
+        let result: Result<(), HistoryError> = async {
+            let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM avto_schema_migrations")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(fail)?;
+            if current > SCHEMA_VERSION {
+                return Err(HistoryError::Migration {
+                    target: self.target.clone(),
+                    message: format!(
+                        "the database is at schema version {current}, newer than this avto knows ({SCHEMA_VERSION})"
+                    ),
+                });
+            }
+            for (version, description, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+                (&mut *conn).execute(*sql).await.map_err(|e| HistoryError::Migration {
+                    target: self.target.clone(),
+                    message: format!("migration {version} ({description}): {e}"),
+                })?;
+                sqlx::query("INSERT INTO avto_schema_migrations (version, description, applied_at) VALUES (?, ?, ?)")
+                    .bind(version)
+                    .bind(description)
+                    .bind(super::next_timestamp_us() as f64 / 1e6)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(fail)?;
+                tracing::info!(target = %self.target, version, description, "history schema migrated");
+            }
+            Ok(())
+        }
+        .await;
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        (&mut *conn).execute(end).await.map_err(fail)?;
+        result
+    }
+}
+
+fn from_row(row: &SqliteRow) -> Result<HistoryRecord, sqlx::Error> {
+    let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
+    Ok(HistoryRecord {
+        event_id: row.try_get("event_id")?,
+        job_id: row.try_get("job_id")?,
+        client: row.try_get("client")?,
+        blueprint: row.try_get("blueprint")?,
+        timestamp_us: (row.try_get::<f64, _>("timestamp")? * 1e6).round() as i64,
+        event_type: row.try_get("event_type")?,
+        state: row.try_get("state")?,
+        status: row.try_get("status")?,
+        duration_ms: row.try_get("duration_ms")?,
+        previous_state: row.try_get("previous_state")?,
+        next_state: row.try_get("next_state")?,
+        worker_id: row.try_get("worker_id")?,
+        origin_task_id: row.try_get("origin_task_id")?,
+        attempt_number: row.try_get("attempt_number")?,
+        details: json(row.try_get("details")?),
+        context_snapshot: row.try_get::<Option<String>, _>("context_snapshot")?.map(Arc::from),
+    })
+}
+
+/// The latest row per job (window function), optionally of one client.
+fn latest_sql(client: bool) -> String {
+    format!(
+        "SELECT {COLUMNS}, seq FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY job_id ORDER BY timestamp DESC, seq DESC) AS rn
+         FROM job_history {}) WHERE rn = 1",
+        if client { "WHERE client = ?" } else { "" }
+    )
+}
+
+impl HistoryBackend for SqliteHistory {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn insert<'a>(&'a self, rows: &'a [HistoryRecord]) -> BoxFuture<'a, Result<(), HistoryError>> {
+        Box::pin(async move {
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let mut q: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!("INSERT INTO job_history ({COLUMNS}) "));
+            q.push_values(rows, |mut b, r| {
+                b.push_bind(r.event_id.as_str())
+                    .push_bind(r.job_id.as_str())
+                    .push_bind(r.client.as_deref())
+                    .push_bind(r.blueprint.as_deref())
+                    .push_bind(r.timestamp_us as f64 / 1e6)
+                    .push_bind(r.event_type.as_str())
+                    .push_bind(r.state.as_deref())
+                    .push_bind(r.status.as_deref())
+                    .push_bind(r.duration_ms)
+                    .push_bind(r.previous_state.as_deref())
+                    .push_bind(r.next_state.as_deref())
+                    .push_bind(r.worker_id.as_deref())
+                    .push_bind(r.origin_task_id.as_deref())
+                    .push_bind(r.attempt_number)
+                    .push_bind(r.details.as_ref().map(|d| d.to_string()))
+                    .push_bind(r.context_snapshot.as_deref());
+            });
+            q.build().execute(&self.pool).await.map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn job_history<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<Vec<HistoryRecord>, HistoryError>> {
+        Box::pin(async move {
+            let sql = format!("SELECT {COLUMNS} FROM job_history WHERE job_id = ? ORDER BY timestamp, seq");
+            let rows = sqlx::query(&sql).bind(job_id).fetch_all(&self.pool).await.map_err(db)?;
+            rows.iter().map(from_row).collect::<Result<_, _>>().map_err(db)
+        })
+    }
+
+    fn jobs<'a>(
+        &'a self,
+        client: Option<&'a str>,
+        limit: usize,
+        offset: usize,
+    ) -> BoxFuture<'a, Result<Vec<HistoryRecord>, HistoryError>> {
+        Box::pin(async move {
+            let sql = format!("{} ORDER BY timestamp DESC, seq DESC LIMIT ? OFFSET ?", latest_sql(client.is_some()));
+            let mut q = sqlx::query(&sql);
+            if let Some(c) = client {
+                q = q.bind(c);
+            }
+            let rows = q.bind(limit as i64).bind(offset as i64).fetch_all(&self.pool).await.map_err(db)?;
+            rows.iter().map(from_row).collect::<Result<_, _>>().map_err(db)
+        })
+    }
+
+    fn status_counts<'a>(
+        &'a self,
+        client: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<BTreeMap<String, u64>, HistoryError>> {
+        Box::pin(async move {
+            let sql =
+                format!("SELECT COALESCE(status, ''), COUNT(*) FROM ({}) GROUP BY 1", latest_sql(client.is_some()));
+            let mut q = sqlx::query_as::<_, (String, i64)>(&sql);
+            if let Some(c) = client {
+                q = q.bind(c);
+            }
+            let rows = q.fetch_all(&self.pool).await.map_err(db)?;
+            Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
+        })
+    }
+
+    fn schema_version(&self) -> BoxFuture<'_, Result<i64, HistoryError>> {
+        Box::pin(async move {
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM avto_schema_migrations")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migrations_are_numbered_up_to_the_schema_version() {
+        for (i, m) in super::MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.0, i as i64 + 1);
+        }
+        assert_eq!(super::MIGRATIONS.last().unwrap().0, super::SCHEMA_VERSION);
+    }
+}
