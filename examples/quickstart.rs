@@ -58,6 +58,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("ORCHESTRATOR_SECRET_KEY", SECRET),
         ("LOG_FORMAT", "text"),
         ("LOG_LEVEL", "info"),
+        // Execution history in a local SQLite file (GET /api/v1/jobs/{id}/history).
+        ("HISTORY_DATABASE_URI", "sqlite:avto-quickstart-history.db"),
     ];
     let config = Config::from_lookup(&|k| {
         std::env::var(k).ok().or_else(|| defaults.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
@@ -98,7 +100,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "  JOB=$(curl -s -X POST {base}/api/v1/jobs/hello -H 'X-Client-Token: {client_token}' \\\n      -d '{{\"initial_data\": {{\"name\": \"Ada\"}}}}' | sed -E 's/.*\"job_id\":\"([^\"]+)\".*/\\1/') \\\n    && sleep 0.3 && curl -s {base}/api/v1/jobs/$JOB -H 'X-Client-Token: {client_token}'"
     );
     println!();
-    println!("Also: GET {base}/api/v1/blueprints/hello_flow/graph (DOT), GET {base}/api/v1/workers, Ctrl-C to stop.");
+    println!("Its history (SQLite file avto-quickstart-history.db):");
+    println!("  curl -s {base}/api/v1/jobs/$JOB/history -H 'X-Client-Token: {client_token}'");
+    println!();
+    println!("Also: GET {base}/api/v1/blueprints/hello_flow/graph (DOT), GET {base}/api/v1/workers, GET {base}/metrics, Ctrl-C to stop.");
     println!();
 
     tokio::signal::ctrl_c().await?;

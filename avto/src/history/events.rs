@@ -49,13 +49,17 @@ pub fn created_record(job: &Job) -> HistoryRecord {
 }
 
 /// The rows of what one engine call did to `job` (all share the snapshot of the job afterwards).
+/// The end of the job comes last, after the end state's own `state_finished`.
 pub fn records_for(job: &Job, events: &[EngineEvent]) -> Vec<HistoryRecord> {
     if events.is_empty() {
         return Vec::new();
     }
     let snap = snapshot(job);
+    let is_end = |e: &&EngineEvent| matches!(e, EngineEvent::JobFinished { .. });
     events
         .iter()
+        .filter(|e| !is_end(e))
+        .chain(events.iter().filter(is_end))
         .map(|e| {
             let mut r;
             match e {
@@ -140,9 +144,12 @@ mod tests {
             &[
                 EngineEvent::StateStarted { state: "start".into(), attempt: 0 },
                 EngineEvent::StateFinished { state: "start".into(), next_state: Some("b".into()), duration_ms: 3 },
+                EngineEvent::JobFinished { status: JobStatus::Finished },
+                EngineEvent::StateFinished { state: "b".into(), next_state: None, duration_ms: 0 },
             ],
         );
-        assert_eq!(rows.len(), 2);
+        assert_eq!(rows.len(), 4);
+        assert_eq!(rows[3].event_type, "job_completed", "the end of the job is the last row");
         assert!(rows[0].timestamp_us < rows[1].timestamp_us);
         assert_eq!(rows[1].duration_ms, Some(3));
         assert_eq!(rows[1].next_state.as_deref(), Some("b"));
