@@ -8,6 +8,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::config::{ClientEntry, Config};
+use super::dispatch::memory::MemoryWorkers;
 use super::dispatch::{Dispatcher, Overdue, QueuedTask, Unassigned, WorkerInfo};
 use super::store::{JobGuard, JobStore, NonceStore, QuotaStore, RateLimitStore};
 use super::webhooks::Webhooks;
@@ -82,7 +83,11 @@ impl Core {
         nonces: Arc<dyn NonceStore>,
     ) -> Self {
         let clients = cfg.clients.iter().map(|c| (c.token.clone(), c.clone())).collect();
-        let dispatcher = Dispatcher::new(cfg.worker_health_check_interval * 2, cfg.reputation_min_threshold);
+        let dispatcher = Dispatcher::new(
+            Arc::new(MemoryWorkers::new()),
+            cfg.worker_health_check_interval * 2,
+            cfg.reputation_min_threshold,
+        );
         let exec = Arc::new(Semaphore::new(cfg.executor_max_concurrent_jobs.max(1)));
         Core {
             cfg: Arc::new(cfg),
@@ -149,19 +154,26 @@ impl Core {
     async fn advance_locked(self: &Arc<Self>, g: &mut JobGuard) {
         if matches!(g.status, JobStatus::Pending | JobStatus::Running | JobStatus::AwaitingRetry) {
             let out = engine::advance(&self.env, g).await;
-            self.effects(g, out);
+            self.effects(g, out).await;
         }
     }
 
     /// Carries out what the engine asked for. Never locks another job while `job` is locked:
     /// work on other jobs is spawned.
-    fn effects(self: &Arc<Self>, job: &mut Job, out: Outcome) {
+    ///
+    /// Boxed with an explicit `Send` bound: effects can cancel other jobs, whose effects can
+    /// cancel others, and the compiler needs a nominal type to see that this recursion is `Send`.
+    fn effects<'a>(self: &'a Arc<Self>, job: &'a mut Job, out: Outcome) -> futures::future::BoxFuture<'a, ()> {
+        Box::pin(self.effects_inner(job, out))
+    }
+
+    async fn effects_inner(self: &Arc<Self>, job: &mut Job, out: Outcome) {
         self.observe(job, &out);
         for effect in out.effects {
             match effect {
                 Effect::Dispatch { tasks, delay } if delay.is_zero() => {
                     for t in tasks {
-                        self.place(job, &t.task_id);
+                        self.place(job, &t.task_id).await;
                     }
                 }
                 Effect::Dispatch { tasks, delay } => {
@@ -172,7 +184,7 @@ impl Core {
                         if let Ok(Some(mut g)) = core.jobs.lock(&job_id).await {
                             for t in &tasks {
                                 if g.tasks_in_flight().any(|r| r.task_id == t.task_id && r.worker_id.is_none()) {
-                                    core.place(&mut g, &t.task_id);
+                                    core.place(&mut g, &t.task_id).await;
                                 }
                             }
                             let _ = core.jobs.save(&g).await;
@@ -181,7 +193,7 @@ impl Core {
                 }
                 Effect::CancelTasks(tasks) => {
                     let list: Vec<_> = tasks.into_iter().map(|t| (t.task_id, t.worker_id, job.id.clone())).collect();
-                    self.dispatcher.cancel(&list);
+                    self.dispatcher.cancel(&list).await;
                 }
                 Effect::StartChild(child) => {
                     let core = self.clone();
@@ -223,41 +235,42 @@ impl Core {
     }
 
     /// Puts one in-flight task of `job` on a worker queue, or parks it until a worker can take it.
-    fn place(self: &Arc<Self>, job: &mut Job, task_id: &str) {
+    async fn place(self: &Arc<Self>, job: &mut Job, task_id: &str) {
         let job_id = job.id.clone();
         let Some(task) = job.task_mut(task_id) else { return };
         let deadline = task.spec.result_timeout_seconds.map(|s| task.dispatched_at_ms + (s * 1000.0) as u64);
-        match self.dispatcher.assign(&job_id, task_id, &task.spec, deadline) {
+        let spec = task.spec.clone();
+        match self.dispatcher.assign(&job_id, task_id, &spec, deadline).await {
             Ok(worker) => {
-                task.worker_id = Some(worker);
+                if let Some(task) = job.task_mut(task_id) {
+                    task.worker_id = Some(worker);
+                }
                 job.waiting_reason = None;
             }
             Err(no) => {
-                let reason = no.reason(&task.spec.task_type);
-                self.dispatcher.park(Unassigned {
+                let parked = Unassigned {
                     job_id,
                     task_id: task_id.to_owned(),
-                    spec: task.spec.clone(),
+                    spec: spec.clone(),
                     deadline_ms: deadline,
                     parked_ms: now_ms(),
-                });
-                job.waiting_reason = Some(reason);
+                };
+                if let Err(e) = self.dispatcher.park(parked).await {
+                    tracing::error!(task_id, error = %e, "could not park task; the watcher will retry it");
+                }
+                job.waiting_reason = Some(no.reason(&spec.task_type));
             }
         }
     }
 
     /// Gives parked tasks to workers that can now take them.
     pub fn place_parked(self: &Arc<Self>) {
-        let ready = self.dispatcher.take_assignable();
-        if ready.is_empty() {
-            return;
-        }
         let core = self.clone();
         tokio::spawn(async move {
-            for u in ready {
+            for u in core.dispatcher.take_assignable().await {
                 if let Ok(Some(mut g)) = core.jobs.lock(&u.job_id).await {
                     if g.tasks_in_flight().any(|r| r.task_id == u.task_id && r.worker_id.is_none()) {
-                        core.place(&mut g, &u.task_id);
+                        core.place(&mut g, &u.task_id).await;
                         let _ = core.jobs.save(&g).await;
                     }
                 }
@@ -269,7 +282,7 @@ impl Core {
         let Ok(Some(mut g)) = self.jobs.lock(parent_id).await else { return };
         let mut out = Outcome::default();
         if engine::resume_parent(&mut g, child, &mut out) {
-            self.effects(&mut g, out);
+            self.effects(&mut g, out).await;
             self.advance_locked(&mut g).await;
             let _ = self.jobs.save(&g).await;
         }
@@ -282,7 +295,7 @@ impl Core {
         job_id: &str,
         result: TaskResult,
     ) -> Result<ResultDisposition, CoreError> {
-        self.dispatcher.finished(worker_id, &result.task_id);
+        self.dispatcher.finished(worker_id, &result.task_id).await;
         let Some(mut g) = self.jobs.lock(job_id).await? else {
             return Ok(ResultDisposition::Ignored {
                 reason: engine::IgnoreReason::JobNotFound,
@@ -293,13 +306,13 @@ impl Core {
         if let ResultDisposition::Accepted(_) = &disposition {
             match (result.status.as_str(), result.error.as_ref().map(|e| e.class())) {
                 ("failure", Some(ErrorClass::Permanent)) => {
-                    self.dispatcher.adjust_reputation(worker_id, -REPUTATION_PENALTY)
+                    self.dispatcher.adjust_reputation(worker_id, -REPUTATION_PENALTY).await
                 }
                 ("failure", _) => {}
-                _ => self.dispatcher.adjust_reputation(worker_id, REPUTATION_REWARD),
+                _ => self.dispatcher.adjust_reputation(worker_id, REPUTATION_REWARD).await,
             }
         }
-        self.effects(&mut g, out);
+        self.effects(&mut g, out).await;
         self.advance_locked(&mut g).await;
         self.jobs.save(&g).await?;
         Ok(disposition)
@@ -321,7 +334,7 @@ impl Core {
         }
         let mut out = Outcome::default();
         let moved = engine::apply_event(&mut g, task_id, event_type, payload, &mut out);
-        self.effects(&mut g, out);
+        self.effects(&mut g, out).await;
         if moved {
             self.advance_locked(&mut g).await;
         }
@@ -333,7 +346,7 @@ impl Core {
     pub async fn cancel_job(self: &Arc<Self>, job_id: &str) -> Result<(), CoreError> {
         let Some(mut g) = self.jobs.lock(job_id).await? else { return Err(CoreError::JobNotFound) };
         let out = engine::cancel(&mut g)?;
-        self.effects(&mut g, out);
+        self.effects(&mut g, out).await;
         self.jobs.save(&g).await?;
         Ok(())
     }
@@ -348,23 +361,28 @@ impl Core {
     }
 
     /// Registers (or re-registers) a worker and hands it parked tasks it can take.
-    pub fn register_worker(self: &Arc<Self>, info: WorkerInfo) {
-        self.dispatcher.register(info);
+    pub async fn register_worker(self: &Arc<Self>, info: WorkerInfo) -> Result<(), CoreError> {
+        self.dispatcher.register(info).await?;
         self.place_parked();
+        Ok(())
     }
 
-    /// A heartbeat. `None` = unknown worker (it must re-register).
-    pub fn heartbeat(self: &Arc<Self>, worker_id: &str, body: Option<&Value>) -> Option<Vec<String>> {
+    /// A heartbeat. `Ok(None)` = unknown worker (it must re-register).
+    pub async fn heartbeat(
+        self: &Arc<Self>,
+        worker_id: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<Vec<String>>, CoreError> {
         let offline = body.and_then(|b| b["status"].as_str()) == Some("offline");
-        let cancel = self.dispatcher.heartbeat(worker_id, body)?;
+        let Some(cancel) = self.dispatcher.heartbeat(worker_id, body).await? else { return Ok(None) };
         if offline {
-            let (queued, orphans) = self.dispatcher.remove(worker_id);
+            let (queued, orphans) = self.dispatcher.remove(worker_id).await;
             self.requeue(queued.into_iter().map(|t| (t.job_id, t.task_id)).collect());
             self.requeue(orphans.into_iter().map(|o| (o.job_id, o.task_id)).collect());
         } else {
             self.place_parked();
         }
-        Some(cancel)
+        Ok(Some(cancel))
     }
 
     /// Puts tasks of a departed worker back through dispatch (the lease moves to the new worker,
@@ -380,7 +398,7 @@ impl Core {
                     if let Some(r) = g.task_mut(&task_id) {
                         r.worker_id = None;
                         r.picked_up_at_ms = None;
-                        core.place(&mut g, &task_id);
+                        core.place(&mut g, &task_id).await;
                         let _ = core.jobs.save(&g).await;
                     }
                 }
@@ -406,11 +424,11 @@ impl Core {
     /// One watcher pass: expired workers, then overdue tasks.
     pub async fn watch_once(self: &Arc<Self>) {
         let now = now_ms();
-        let (queued, orphans) = self.dispatcher.expire(now);
+        let (queued, orphans) = self.dispatcher.expire(now).await;
         self.requeue(queued.into_iter().map(|t| (t.job_id, t.task_id)).collect());
         self.requeue(orphans.into_iter().map(|o| (o.job_id, o.task_id)).collect());
         let default_exec = self.cfg.worker_timeout.as_millis() as u64;
-        for t in self.dispatcher.overdue(now, default_exec) {
+        for t in self.dispatcher.overdue(now, default_exec).await {
             let Ok(Some(mut g)) = self.jobs.lock(&t.job_id).await else { continue };
             if !g.tasks_in_flight().any(|r| r.task_id == t.task_id) {
                 continue;
@@ -431,31 +449,45 @@ impl Core {
             };
             tracing::warn!(job_id = %t.job_id, task_id = %t.task_id, code = %error.code, "task timed out");
             let out = engine::fail_task(&self.env, &mut g, &t.task_id, error);
-            self.effects(&mut g, out);
+            self.effects(&mut g, out).await;
             self.advance_locked(&mut g).await;
             let _ = self.jobs.save(&g).await;
         }
     }
 
     /// Long-poll: the next task for `worker_id`, waiting up to `wait`.
-    pub async fn next_task(&self, worker_id: &str, wait: Duration) -> Option<(QueuedTask, Option<Job>)> {
-        let notify = self.dispatcher.notifier(worker_id)?;
+    ///
+    /// When the worker's own queue is empty it may steal from the longest backlog of another
+    /// worker with the same skills (`WORK_STEALING_ENABLED`); the lease moves to the thief.
+    pub async fn next_task(&self, worker_id: &str, wait: Duration) -> Result<Option<(QueuedTask, Job)>, CoreError> {
+        let notify = self.dispatcher.notifier(worker_id);
         let deadline = tokio::time::Instant::now() + wait;
+        let steal = self.cfg.work_stealing_enabled;
         loop {
-            if let Some(t) = self.dispatcher.try_next(worker_id) {
-                let job = self.jobs.get(&t.job_id).await.ok().flatten();
-                // A task whose job moved on while it was queued is dropped here.
-                if job.as_ref().is_some_and(|j| j.tasks_in_flight().any(|r| r.task_id == t.task_id)) {
-                    self.observe_pickup(job.as_ref(), &t.task_id);
-                    return Some((t, job));
+            let notified = notify.notified();
+            if let Some(t) = self.dispatcher.try_next(worker_id, steal).await? {
+                if let Some(job) = self.claim_task(worker_id, &t).await? {
+                    self.observe_pickup(Some(&job), &t.task_id);
+                    return Ok(Some((t, job)));
                 }
-                self.dispatcher.finished(worker_id, &t.task_id);
+                // The job moved on while the task was queued: drop it.
+                self.dispatcher.finished(worker_id, &t.task_id).await;
                 continue;
             }
-            if tokio::time::timeout_at(deadline, notify.notified()).await.is_err() {
-                return None;
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(None);
             }
         }
+    }
+
+    /// Checks a popped task is still wanted and records its pick-up (and a lease moved by stealing).
+    async fn claim_task(&self, worker_id: &str, t: &QueuedTask) -> Result<Option<Job>, CoreError> {
+        let Some(mut g) = self.jobs.lock(&t.job_id).await? else { return Ok(None) };
+        let Some(record) = g.task_mut(&t.task_id) else { return Ok(None) };
+        record.worker_id = Some(worker_id.to_owned());
+        record.picked_up_at_ms = Some(now_ms());
+        self.jobs.save(&g).await?;
+        Ok(Some(g.clone()))
     }
 
     /// The in-flight record of a task, for building its payload.

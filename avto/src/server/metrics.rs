@@ -161,9 +161,9 @@ pub async fn render(core: &Core) -> String {
         let _ = writeln!(out, "avto_jobs{{status=\"{status}\"}} {}", counts.get(&status).copied().unwrap_or(0));
     }
     header(&mut out, "avto_queue_depth", "gauge", "Tasks waiting on worker queues or for a worker.");
-    let _ = writeln!(out, "avto_queue_depth {}", core.dispatcher.queue_depth());
+    let _ = writeln!(out, "avto_queue_depth {}", core.dispatcher.queue_depth().await);
     header(&mut out, "avto_workers_live", "gauge", "Registered workers with an unexpired heartbeat.");
-    let _ = writeln!(out, "avto_workers_live {}", core.dispatcher.live_workers().len());
+    let _ = writeln!(out, "avto_workers_live {}", core.dispatcher.live_workers().await.len());
 
     header(&mut out, "avto_jobs_created_total", "counter", "Jobs created, per blueprint.");
     for bp in core.env.blueprints() {

@@ -16,6 +16,7 @@ use super::{check_job_id, json_response, json_status, peer, truncate, ApiError, 
 use crate::job::Job;
 use crate::server::config::ClientEntry;
 use crate::server::core::{Core, NewJob};
+use crate::server::dispatch::WorkerLoad;
 
 /// The authenticated client of a request (token checked, quota charged, rate limit applied).
 #[derive(Debug, Clone)]
@@ -348,8 +349,9 @@ async fn workers(State(core): State<Arc<Core>>, _client: Client) -> Response {
     let list: Vec<Value> = core
         .dispatcher
         .live_workers()
+        .await
         .into_iter()
-        .map(|(w, queued, running)| {
+        .map(|WorkerLoad { info: w, queued, running }| {
             let mut rec = w.record.clone();
             rec.remove("security");
             rec.insert("status".into(), json!(w.status));
@@ -365,9 +367,10 @@ async fn workers(State(core): State<Arc<Core>>, _client: Client) -> Response {
 async fn dashboard(State(core): State<Arc<Core>>, Client(client): Client) -> Result<Response, ApiError> {
     let counts = core.jobs.counts(Some(&client.config.name)).await.map_err(storage)?;
     let mut jobs = Map::new();
-    jobs.insert("queued".into(), json!(core.dispatcher.queue_depth()));
+    jobs.insert("queued".into(), json!(core.dispatcher.queue_depth().await));
     for (status, n) in counts {
         jobs.insert(status.as_str().into(), json!(n));
     }
-    Ok(json_response(&json!({"workers": {"total": core.dispatcher.live_workers().len()}, "jobs": jobs})))
+    let workers = core.dispatcher.live_workers().await.len();
+    Ok(json_response(&json!({"workers": {"total": workers}, "jobs": jobs})))
 }

@@ -169,7 +169,7 @@ async fn register(State(core): State<Arc<Core>>, req: Request) -> Result<Respons
             }
         }
     }
-    core.register_worker(WorkerInfo::from_registration(&body));
+    core.register_worker(WorkerInfo::from_registration(&body)).await?;
     tracing::info!(worker_id, "worker registered");
     let mut answer = json!({"status": "registered", "version": super::RXON_VERSION});
     let version = headers.get("x-rxon-version").and_then(|v| v.to_str().ok());
@@ -189,7 +189,7 @@ async fn heartbeat(
     rate_limit(&core, &sender, "heartbeat").await?;
     let bytes = read_body(req, core.cfg.max_body_bytes).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(match core.heartbeat(&worker_id, None) {
+        return Ok(match core.heartbeat(&worker_id, None).await? {
             Some(_) => json_response(&json!({"status": "ttl_refreshed"})),
             None => not_registered(&worker_id).into_response(),
         });
@@ -201,14 +201,14 @@ async fn heartbeat(
             return Err(forbidden("Immediate sender ID mismatch"));
         }
     }
-    let Some(cancel) = core.heartbeat(&worker_id, Some(&body)) else {
+    let Some(cancel) = core.heartbeat(&worker_id, Some(&body)).await? else {
         return Err(not_registered(&worker_id));
     };
     let mut answer = json!({"status": "ok"});
     if !cancel.is_empty() {
         answer["cancel_task_ids"] = json!(cancel);
     }
-    if let Some(w) = core.dispatcher.worker(&worker_id) {
+    if let Some(w) = core.dispatcher.worker(&worker_id).await {
         if w.skills.is_empty() && body.get("skills_hash").is_some() {
             answer["require_full_sync"] = json!(true);
         }
@@ -227,10 +227,10 @@ async fn next_task(
 ) -> Result<Response, ApiError> {
     let sender = authenticate(&core, &headers, Some(&worker_id))?;
     rate_limit(&core, &sender, "poll").await?;
-    if !core.dispatcher.is_live(&worker_id) {
+    if !core.dispatcher.is_live(&worker_id).await {
         return Err(not_registered(&worker_id));
     }
-    let Some((task, job)) = core.next_task(&worker_id, core.cfg.worker_poll_timeout).await else {
+    let Some((task, job)) = core.next_task(&worker_id, core.cfg.worker_poll_timeout).await? else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     let mut payload = json!({
@@ -242,7 +242,7 @@ async fn next_task(
         "timestamp": unix_now(),
         "tracing_context": {},
     });
-    if let Some(job) = &job {
+    {
         if let Some(d) = task.deadline_ms {
             payload["deadline"] = json!(d / 1000);
         }
@@ -398,10 +398,11 @@ async fn websocket(
 
 async fn ws_session(core: Arc<Core>, sender: Sender, mut socket: WebSocket) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    if !core.dispatcher.attach_ws(&sender.worker_id, tx.clone()) {
+    if core.dispatcher.worker(&sender.worker_id).await.is_none() {
         let _ = socket.send(Message::Close(None)).await;
         return;
     }
+    core.dispatcher.attach_ws(&sender.worker_id, tx.clone());
     loop {
         tokio::select! {
             cmd = rx.recv() => {

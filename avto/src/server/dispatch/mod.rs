@@ -1,0 +1,599 @@
+//! Workers, their queues, and choosing a worker for a task.
+//!
+//! Dispatch is push-to-queue (as in Avtomatika): when a blueprint dispatches, the dispatcher
+//! picks the best eligible live worker and puts the task on that worker's priority queue
+//! (FIFO within a priority). Long-polls drain the queue. A task with no eligible worker waits
+//! in the parked list (with the reason visible on the job) and is assigned as soon as a
+//! suitable worker registers or heartbeats.
+//!
+//! State lives behind [`WorkerStore`] (memory always, Redis behind a feature) so several
+//! orchestrator instances can share workers and queues; wake-ups of long-polls and WebSocket
+//! commands for workers connected to another instance travel over a [`Bus`].
+
+pub mod memory;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{mpsc, Notify};
+
+use crate::actions::{DispatchStrategy, TaskSpec};
+use crate::job::now_ms;
+use crate::storage::StorageError;
+
+/// What the dispatcher needs to know about a worker (from its registration and heartbeats).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub worker_id: String,
+    pub worker_type: String,
+    /// The registration body as sent, merged with later heartbeats (for `GET /workers`).
+    pub record: serde_json::Map<String, Value>,
+    pub skills: Vec<SkillView>,
+    pub cost_per_skill: HashMap<String, f64>,
+    /// `idle`, `busy`, `full`, `offline`, ...
+    pub status: String,
+    pub reputation: f64,
+    pub websockets: bool,
+}
+
+/// One skill of a worker.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SkillView {
+    pub name: String,
+    pub version: Option<String>,
+    pub skill_type: Option<String>,
+}
+
+impl WorkerInfo {
+    /// Reads the fields dispatch needs from a registration body; unknown fields are kept in `record`.
+    pub fn from_registration(body: &Value) -> Self {
+        let mut record = body.as_object().cloned().unwrap_or_default();
+        record.remove("security");
+        let mut info = WorkerInfo {
+            worker_id: body["worker_id"].as_str().unwrap_or_default().to_owned(),
+            worker_type: body["worker_type"].as_str().unwrap_or("generic").to_owned(),
+            record,
+            status: "idle".into(),
+            reputation: 1.0,
+            ..Default::default()
+        };
+        info.refresh_from_record();
+        info
+    }
+
+    /// Merges a heartbeat body into the record (the SDK's final `offline` heartbeat sends an
+    /// empty skill list, which is kept only then).
+    pub fn merge_heartbeat(&mut self, map: &serde_json::Map<String, Value>) {
+        let offline = map.get("status").and_then(Value::as_str) == Some("offline");
+        for (k, v) in map {
+            if matches!(k.as_str(), "security" | "timestamp") {
+                continue;
+            }
+            if k == "supported_skills" && v.as_array().is_some_and(|a| a.is_empty()) && !offline {
+                continue;
+            }
+            self.record.insert(k.clone(), v.clone());
+        }
+        self.refresh_from_record();
+    }
+
+    /// Re-derives the typed view after `record` changed.
+    pub fn refresh_from_record(&mut self) {
+        let r = &self.record;
+        if let Some(skills) = r.get("supported_skills").and_then(Value::as_array) {
+            self.skills = skills
+                .iter()
+                .filter_map(|s| {
+                    Some(SkillView {
+                        name: s["name"].as_str()?.to_owned(),
+                        version: s["version"].as_str().map(str::to_owned),
+                        skill_type: s["type"].as_str().map(str::to_owned),
+                    })
+                })
+                .collect();
+        }
+        let caps = r.get("capabilities").cloned().unwrap_or(Value::Null);
+        if let Some(costs) = caps["cost_per_skill"].as_object() {
+            self.cost_per_skill = costs.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect();
+        }
+        self.websockets =
+            caps["extra"]["websockets"].as_bool().unwrap_or(false) || caps["websockets"].as_bool().unwrap_or(false);
+        if let Some(s) = r.get("status").and_then(Value::as_str) {
+            self.status = s.to_owned();
+        }
+    }
+
+    pub fn has_skill(&self, name: &str) -> bool {
+        self.skills.iter().any(|s| s.name == name)
+    }
+
+    pub fn cost(&self, skill: &str) -> f64 {
+        self.cost_per_skill.get(skill).copied().unwrap_or(f64::INFINITY)
+    }
+}
+
+/// A live worker and how loaded it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerLoad {
+    pub info: WorkerInfo,
+    pub queued: usize,
+    pub running: usize,
+}
+
+/// A task waiting on a worker's queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedTask {
+    pub job_id: String,
+    pub task_id: String,
+    pub spec: TaskSpec,
+    pub priority: f64,
+    /// Epoch ms deadline for the result, if any.
+    pub deadline_ms: Option<u64>,
+    /// When the task was put on its queue (epoch ms).
+    pub enqueued_ms: u64,
+    /// Arrival order (FIFO within a priority).
+    pub seq: u64,
+}
+
+/// A command pushed to a worker over its WebSocket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerCommand {
+    pub command: String,
+    pub task_id: Option<String>,
+    pub job_id: Option<String>,
+}
+
+/// A task no worker could take yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Unassigned {
+    pub job_id: String,
+    pub task_id: String,
+    pub spec: TaskSpec,
+    pub deadline_ms: Option<u64>,
+    /// When it was parked (epoch ms).
+    pub parked_ms: u64,
+}
+
+/// Which deadline a task missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Overdue {
+    /// Not picked up within its dispatch timeout (or result deadline).
+    Dispatch,
+    /// Picked up, but no result within its execution timeout (or result deadline).
+    Execution,
+}
+
+/// A task whose deadline passed (claimed by exactly one caller).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverdueTask {
+    pub job_id: String,
+    pub task_id: String,
+    pub worker_id: Option<String>,
+    pub kind: Overdue,
+}
+
+/// A task that was held by a worker that is gone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Orphan {
+    pub job_id: String,
+    pub task_id: String,
+    pub worker_id: String,
+}
+
+/// A task being executed by a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Running {
+    pub job_id: String,
+    pub picked_ms: u64,
+    pub timeout_ms: Option<u64>,
+    pub deadline_ms: Option<u64>,
+}
+
+/// Why no worker was chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NoWorker {
+    /// No live worker offers the skill.
+    NoSkill,
+    /// Workers offer the skill but none passes the filters (cost, resources, version, reputation).
+    Filtered(String),
+    /// The store could not be reached.
+    Storage(String),
+}
+
+impl NoWorker {
+    pub fn reason(&self, task_type: &str) -> String {
+        match self {
+            NoWorker::NoSkill => format!("no live worker offers skill `{task_type}`; waiting for one"),
+            NoWorker::Filtered(why) => format!("no eligible worker for `{task_type}` ({why}); waiting for one"),
+            NoWorker::Storage(e) => format!("dispatch store unavailable ({e}); will retry"),
+        }
+    }
+}
+
+type Bf<'a, T> = BoxFuture<'a, Result<T, StorageError>>;
+
+/// Where workers, queues and running tasks live. Every method is atomic on its own; methods
+/// that hand something out (`pop`, `claim_parked`, `overdue`, `expire`) give each item to
+/// exactly one caller, even with several orchestrator instances.
+pub trait WorkerStore: Send + Sync + 'static {
+    /// Adds or replaces a worker; re-registration keeps its queue, running tasks and reputation.
+    fn register(&self, info: WorkerInfo, ttl_ms: u64) -> Bf<'_, ()>;
+    /// Refreshes the TTL and merges a heartbeat. `None` for an unknown worker, else the task ids
+    /// of `current_tasks` the worker must cancel.
+    fn heartbeat<'a>(&'a self, worker_id: &'a str, body: Option<&'a Value>, ttl_ms: u64)
+        -> Bf<'a, Option<Vec<String>>>;
+    fn worker<'a>(&'a self, worker_id: &'a str) -> Bf<'a, Option<WorkerInfo>>;
+    /// Live workers (TTL not passed), sorted by id, with their loads.
+    fn live_workers(&self, now: u64) -> Bf<'_, Vec<WorkerLoad>>;
+    /// Tasks queued on all workers plus parked tasks.
+    fn queue_depth(&self) -> Bf<'_, usize>;
+    /// A fresh sequence number (FIFO order across instances).
+    fn next_seq(&self) -> Bf<'_, u64>;
+    /// Queues a task on a worker; false if the worker is gone.
+    fn enqueue<'a>(&'a self, worker_id: &'a str, task: QueuedTask) -> Bf<'a, bool>;
+    /// Takes the next task of a worker's queue (highest priority, then FIFO) and records it as running.
+    fn pop<'a>(&'a self, worker_id: &'a str, now: u64) -> Bf<'a, Option<QueuedTask>>;
+    /// Moves one task from the longest queue of another live worker that offers `skills` to `thief`.
+    fn steal<'a>(&'a self, thief: &'a str, skills: &'a [String], now: u64) -> Bf<'a, Option<QueuedTask>>;
+    /// Forgets a running task (its result arrived).
+    fn finished<'a>(&'a self, worker_id: &'a str, task_id: &'a str) -> Bf<'a, ()>;
+    /// Drops a task from its queue or the parked list; a running one is marked for cancellation.
+    /// Returns true if the worker was running it (so it should be told).
+    fn cancel<'a>(&'a self, task_id: &'a str, worker_id: Option<&'a str>, cancel_ttl_ms: u64) -> Bf<'a, bool>;
+    fn park(&self, task: Unassigned) -> Bf<'_, ()>;
+    fn parked(&self) -> Bf<'_, Vec<Unassigned>>;
+    /// Removes a parked task; true for exactly one caller.
+    fn claim_parked<'a>(&'a self, task_id: &'a str) -> Bf<'a, bool>;
+    /// Removes a worker; returns its queued and running tasks.
+    fn remove<'a>(&'a self, worker_id: &'a str) -> Bf<'a, (Vec<QueuedTask>, Vec<Orphan>)>;
+    fn adjust_reputation<'a>(&'a self, worker_id: &'a str, delta: f64) -> Bf<'a, ()>;
+    /// Claims tasks past a deadline (removed from queues, running sets and the parked list).
+    fn overdue(&self, now: u64, default_exec_ms: u64, cancel_ttl_ms: u64) -> Bf<'_, Vec<OverdueTask>>;
+    /// Claims workers whose TTL passed: removes them and returns their tasks.
+    fn expire(&self, now: u64) -> Bf<'_, (Vec<QueuedTask>, Vec<Orphan>)>;
+}
+
+/// A message between orchestrator instances.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum BusMessage {
+    /// A task was queued for this worker: wake its long-poll.
+    Wake(String),
+    /// Send this command over the worker's WebSocket, wherever it is connected.
+    Command(String, WorkerCommand),
+}
+
+/// Delivers [`BusMessage`]s to every instance (including this one).
+pub trait Bus: Send + Sync + 'static {
+    fn publish(&self, msg: BusMessage) -> BoxFuture<'_, Result<(), StorageError>>;
+}
+
+/// How long a cancellation is repeated in heartbeat answers (a worker may report the task late).
+pub const CANCEL_MEMORY_MS: u64 = 10 * 60 * 1000;
+const OVERFLOW_SOFT_LIMIT: usize = 3;
+
+/// The dispatcher: selection logic over a [`WorkerStore`], plus this instance's long-poll
+/// waiters and WebSocket connections.
+pub struct Dispatcher {
+    store: Arc<dyn WorkerStore>,
+    bus: Option<Arc<dyn Bus>>,
+    notifies: Mutex<HashMap<String, Arc<Notify>>>,
+    sockets: Mutex<HashMap<String, mpsc::UnboundedSender<WorkerCommand>>>,
+    rr: AtomicU64,
+    ttl_ms: u64,
+    min_reputation: f64,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher").field("ttl_ms", &self.ttl_ms).finish()
+    }
+}
+
+impl Dispatcher {
+    pub fn new(store: Arc<dyn WorkerStore>, ttl: std::time::Duration, min_reputation: f64) -> Self {
+        Dispatcher {
+            store,
+            bus: None,
+            notifies: Mutex::default(),
+            sockets: Mutex::default(),
+            rr: AtomicU64::new(0),
+            ttl_ms: ttl.as_millis() as u64,
+            min_reputation,
+        }
+    }
+
+    /// Routes wake-ups and commands through `bus` (several instances).
+    pub fn with_bus(mut self, bus: Arc<dyn Bus>) -> Self {
+        self.bus = Some(bus);
+        self
+    }
+
+    pub fn store(&self) -> &Arc<dyn WorkerStore> {
+        &self.store
+    }
+
+    /// Applies a message from the bus (called by the bus subscriber of this instance).
+    pub fn on_bus(&self, msg: BusMessage) {
+        match msg {
+            BusMessage::Wake(worker) => self.wake_local(&worker),
+            BusMessage::Command(worker, cmd) => {
+                if let Some(tx) = self.sockets.lock().unwrap().get(&worker) {
+                    let _ = tx.send(cmd);
+                }
+            }
+        }
+    }
+
+    fn wake_local(&self, worker_id: &str) {
+        if let Some(n) = self.notifies.lock().unwrap().get(worker_id) {
+            n.notify_one();
+        }
+    }
+
+    async fn wake(&self, worker_id: &str) {
+        match &self.bus {
+            Some(bus) => {
+                if bus.publish(BusMessage::Wake(worker_id.to_owned())).await.is_err() {
+                    self.wake_local(worker_id);
+                }
+            }
+            None => self.wake_local(worker_id),
+        }
+    }
+
+    async fn command(&self, worker_id: &str, cmd: WorkerCommand) {
+        let local = self.sockets.lock().unwrap().get(worker_id).cloned();
+        if let Some(tx) = local {
+            let _ = tx.send(cmd);
+        } else if let Some(bus) = &self.bus {
+            let _ = bus.publish(BusMessage::Command(worker_id.to_owned(), cmd)).await;
+        }
+    }
+
+    pub async fn register(&self, info: WorkerInfo) -> Result<(), StorageError> {
+        self.store.register(info, self.ttl_ms).await
+    }
+
+    pub async fn heartbeat(&self, worker_id: &str, body: Option<&Value>) -> Result<Option<Vec<String>>, StorageError> {
+        self.store.heartbeat(worker_id, body, self.ttl_ms).await
+    }
+
+    pub async fn worker(&self, worker_id: &str) -> Option<WorkerInfo> {
+        self.store.worker(worker_id).await.ok().flatten()
+    }
+
+    pub async fn is_live(&self, worker_id: &str) -> bool {
+        let now = now_ms();
+        self.store.live_workers(now).await.is_ok_and(|l| l.iter().any(|w| w.info.worker_id == worker_id))
+    }
+
+    pub async fn live_workers(&self) -> Vec<WorkerLoad> {
+        self.store.live_workers(now_ms()).await.unwrap_or_default()
+    }
+
+    pub async fn queue_depth(&self) -> usize {
+        self.store.queue_depth().await.unwrap_or(0)
+    }
+
+    /// Chooses a worker for `spec` and queues the task on it.
+    pub async fn assign(
+        &self,
+        job_id: &str,
+        task_id: &str,
+        spec: &TaskSpec,
+        deadline_ms: Option<u64>,
+    ) -> Result<String, NoWorker> {
+        let storage = |e: StorageError| NoWorker::Storage(e.to_string());
+        for _ in 0..3 {
+            let now = now_ms();
+            let workers = self.store.live_workers(now).await.map_err(storage)?;
+            let worker_id = self.choose(&workers, spec)?;
+            let task = QueuedTask {
+                job_id: job_id.to_owned(),
+                task_id: task_id.to_owned(),
+                spec: spec.clone(),
+                priority: spec.priority,
+                deadline_ms,
+                enqueued_ms: now,
+                seq: self.store.next_seq().await.map_err(storage)?,
+            };
+            if self.store.enqueue(&worker_id, task).await.map_err(storage)? {
+                self.wake(&worker_id).await;
+                return Ok(worker_id);
+            }
+            // The worker vanished between choosing and queueing: choose again.
+        }
+        Err(NoWorker::Filtered("workers keep disappearing".into()))
+    }
+
+    /// Remembers a task that no worker can take yet.
+    pub async fn park(&self, task: Unassigned) -> Result<(), StorageError> {
+        self.store.park(task).await
+    }
+
+    /// Parked tasks that some live worker can now take; each is claimed for this caller.
+    pub async fn take_assignable(&self) -> Vec<Unassigned> {
+        let Ok(parked) = self.store.parked().await else { return Vec::new() };
+        if parked.is_empty() {
+            return parked;
+        }
+        let Ok(workers) = self.store.live_workers(now_ms()).await else { return Vec::new() };
+        let mut out = Vec::new();
+        for u in parked {
+            if self.choose(&workers, &u.spec).is_ok() && self.store.claim_parked(&u.task_id).await.unwrap_or(false) {
+                out.push(u);
+            }
+        }
+        out
+    }
+
+    /// Cancels tasks wherever they are; running ones are told (WebSocket push, heartbeat answer).
+    pub async fn cancel(&self, tasks: &[(String, Option<String>, String)]) {
+        for (task_id, worker_id, job_id) in tasks {
+            let running = self.store.cancel(task_id, worker_id.as_deref(), CANCEL_MEMORY_MS).await.unwrap_or(false);
+            if let (true, Some(worker)) = (running, worker_id) {
+                let cmd = WorkerCommand {
+                    command: "cancel_task".into(),
+                    task_id: Some(task_id.clone()),
+                    job_id: Some(job_id.clone()),
+                };
+                self.command(worker, cmd).await;
+            }
+        }
+    }
+
+    /// Marks a task as answered.
+    pub async fn finished(&self, worker_id: &str, task_id: &str) {
+        let _ = self.store.finished(worker_id, task_id).await;
+    }
+
+    /// The next task for a worker: its own queue first, then (if allowed) one stolen from the
+    /// longest queue of another worker with the same skills.
+    pub async fn try_next(&self, worker_id: &str, steal: bool) -> Result<Option<QueuedTask>, StorageError> {
+        let now = now_ms();
+        if let Some(t) = self.store.pop(worker_id, now).await? {
+            return Ok(Some(t));
+        }
+        if !steal {
+            return Ok(None);
+        }
+        let Some(me) = self.store.worker(worker_id).await? else { return Ok(None) };
+        let skills: Vec<String> = me.skills.iter().map(|s| s.name.clone()).collect();
+        self.store.steal(worker_id, &skills, now).await
+    }
+
+    /// The worker's wake-up signal on this instance (for long-polls).
+    pub fn notifier(&self, worker_id: &str) -> Arc<Notify> {
+        self.notifies.lock().unwrap().entry(worker_id.to_owned()).or_insert_with(|| Arc::new(Notify::new())).clone()
+    }
+
+    /// Connects a WebSocket command channel (replacing an older one on this instance).
+    pub fn attach_ws(&self, worker_id: &str, tx: mpsc::UnboundedSender<WorkerCommand>) {
+        self.sockets.lock().unwrap().insert(worker_id.to_owned(), tx);
+    }
+
+    pub fn detach_ws(&self, worker_id: &str, tx: &mpsc::UnboundedSender<WorkerCommand>) {
+        let mut sockets = self.sockets.lock().unwrap();
+        if sockets.get(worker_id).is_some_and(|w| w.same_channel(tx)) {
+            sockets.remove(worker_id);
+        }
+    }
+
+    /// Removes a worker (final heartbeat); its tasks come back for re-dispatch.
+    pub async fn remove(&self, worker_id: &str) -> (Vec<QueuedTask>, Vec<Orphan>) {
+        self.store.remove(worker_id).await.unwrap_or_default()
+    }
+
+    pub async fn adjust_reputation(&self, worker_id: &str, delta: f64) {
+        let _ = self.store.adjust_reputation(worker_id, delta).await;
+    }
+
+    /// Claims overdue tasks; running ones are told to stop.
+    pub async fn overdue(&self, now: u64, default_exec_ms: u64) -> Vec<OverdueTask> {
+        let list = self.store.overdue(now, default_exec_ms, CANCEL_MEMORY_MS).await.unwrap_or_default();
+        for t in &list {
+            if let (Overdue::Execution, Some(w)) = (t.kind, &t.worker_id) {
+                let cmd = WorkerCommand {
+                    command: "cancel_task".into(),
+                    task_id: Some(t.task_id.clone()),
+                    job_id: Some(t.job_id.clone()),
+                };
+                self.command(w, cmd).await;
+            }
+        }
+        list
+    }
+
+    /// Claims dead workers and returns their tasks.
+    pub async fn expire(&self, now: u64) -> (Vec<QueuedTask>, Vec<Orphan>) {
+        self.store.expire(now).await.unwrap_or_default()
+    }
+
+    fn choose(&self, workers: &[WorkerLoad], spec: &TaskSpec) -> Result<String, NoWorker> {
+        let skill = spec.task_type.as_str();
+        let mut with_skill = 0usize;
+        let mut why = String::new();
+        let mut candidates: Vec<(&WorkerInfo, usize)> = Vec::new();
+        for w in workers {
+            if w.info.status == "offline" || !w.info.has_skill(skill) {
+                continue;
+            }
+            with_skill += 1;
+            if let Err(reason) = self.eligible(&w.info, spec) {
+                why = reason;
+                continue;
+            }
+            candidates.push((&w.info, w.queued + w.running));
+        }
+        if candidates.is_empty() {
+            return Err(if with_skill == 0 { NoWorker::NoSkill } else { NoWorker::Filtered(why) });
+        }
+        // Workers that reported `full`/`busy` go last, but are still used when nobody else is there.
+        let available = |w: &WorkerInfo| matches!(w.status.as_str(), "idle" | "" | "draining") as u8;
+        let rr = self.rr.fetch_add(1, AtomicOrdering::Relaxed) as usize;
+        let pick = match spec.dispatch_strategy {
+            DispatchStrategy::RoundRobin => rr % candidates.len(),
+            DispatchStrategy::LeastConnections => {
+                argmin(&candidates, rr, |(w, load)| (1 - available(w), *load as f64, 0.0))
+            }
+            DispatchStrategy::Cheapest => {
+                argmin(&candidates, rr, |(w, load)| (1 - available(w), w.cost(skill), *load as f64))
+            }
+            DispatchStrategy::BestValue => argmin(&candidates, rr, |(w, load)| {
+                let cost = w.cost(skill);
+                let value = if cost.is_finite() && cost > 0.0 { w.reputation / cost } else { w.reputation };
+                (1 - available(w), -value, *load as f64)
+            }),
+            DispatchStrategy::Overflow => candidates
+                .iter()
+                .position(|(w, load)| available(w) == 1 && *load < OVERFLOW_SOFT_LIMIT)
+                .unwrap_or_else(|| argmin(&candidates, rr, |(_, load)| (0, *load as f64, 0.0))),
+            DispatchStrategy::Default => {
+                argmin(&candidates, rr, |(w, load)| (1 - available(w), w.cost(skill), *load as f64 - w.reputation))
+            }
+        };
+        Ok(candidates[pick].0.worker_id.clone())
+    }
+
+    fn eligible(&self, w: &WorkerInfo, spec: &TaskSpec) -> Result<(), String> {
+        if w.reputation < self.min_reputation {
+            return Err(format!("reputation below {}", self.min_reputation));
+        }
+        if let Some(max) = spec.max_cost {
+            if w.cost(&spec.task_type) > max {
+                return Err(format!("cost above max_cost {max}"));
+            }
+        }
+        let skill = w.skills.iter().find(|s| s.name == spec.task_type);
+        if let Some(v) = &spec.skill_version {
+            if skill.and_then(|s| s.version.as_ref()) != Some(v) {
+                return Err(format!("skill version is not {v}"));
+            }
+        }
+        if let Some(t) = &spec.skill_type {
+            if skill.and_then(|s| s.skill_type.as_ref()) != Some(t) {
+                return Err(format!("skill type is not {t}"));
+            }
+        }
+        if let Some(req) = &spec.resource_requirements {
+            super::requirements::check(&Value::Object(w.record.clone()), req)?;
+        }
+        Ok(())
+    }
+}
+
+/// Index of the smallest key; ties are broken by rotating with `rr`, so equally good workers share load.
+fn argmin<T>(items: &[T], rr: usize, key: impl Fn(&T) -> (u8, f64, f64)) -> usize {
+    let keys: Vec<(u8, f64, f64)> = items.iter().map(key).collect();
+    let best = keys
+        .iter()
+        .copied()
+        .min_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.total_cmp(&b.2)))
+        .expect("non-empty");
+    let ties: Vec<usize> = (0..keys.len()).filter(|&i| keys[i] == best).collect();
+    ties[rr % ties.len()]
+}
