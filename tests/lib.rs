@@ -19,6 +19,12 @@ pub const SECRET: &str = "test-orchestrator-secret";
 
 /// A configuration for tests: loopback, rate limiting off, short polls, known tokens.
 pub fn test_config() -> Config {
+    test_config_with(&[])
+}
+
+/// [`test_config`] with more (or overriding) environment variables, read the way the server reads
+/// its environment (e.g. `CLIENTS_CONFIG_PATH`, `WORKERS_CONFIG_PATH`, `JOB_MAX_RETRIES`).
+pub fn test_config_with(extra: &[(&str, &str)]) -> Config {
     let vars = [
         ("API_HOST", "127.0.0.1"),
         ("CLIENT_TOKEN", CLIENT_TOKEN),
@@ -28,7 +34,8 @@ pub fn test_config() -> Config {
         ("WORKER_POLL_TIMEOUT_SECONDS", "2"),
         ("WATCHER_INTERVAL_SECONDS", "0.2"),
     ];
-    Config::from_lookup(&|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())).expect("test config")
+    let lookup = |k: &str| extra.iter().chain(vars.iter()).find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+    Config::from_lookup(&lookup).expect("test config")
 }
 
 /// An orchestrator serving on a free loopback port; stopped on drop.
@@ -36,6 +43,7 @@ pub struct Server {
     pub base: String,
     pub core: Arc<Core>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -49,14 +57,24 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             orch.listen(listener, async {
                 let _ = rx.await;
             })
             .await
             .expect("server runs");
         });
-        Server { base, core, stop: Some(tx) }
+        Server { base, core, stop: Some(tx), task: Some(task) }
+    }
+
+    /// Graceful shutdown; returns when the server has stopped.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

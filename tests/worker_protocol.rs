@@ -384,3 +384,18 @@ async fn events_progress_and_event_transitions() {
     let (_, answer) = w.result(&task, None, json!({}), None).await;
     assert_eq!(answer["status"], "ignored");
 }
+
+#[tokio::test]
+async fn graceful_shutdown_does_not_wait_for_long_polls() {
+    let mut cfg = test_config();
+    cfg.worker_poll_timeout = Duration::from_secs(30);
+    let s = Server::with_config([echo_flow::blueprint()], cfg).await;
+    let w = Raw::new(&s, "raw-g");
+    w.register().await;
+    let poll = tokio::spawn(async move { w.poll().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    s.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+    assert_eq!(poll.await.unwrap().0, 204, "the open long-poll is answered at once");
+}

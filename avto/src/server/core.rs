@@ -60,6 +60,8 @@ pub struct Core {
     /// Prometheus counters and histograms (`GET /metrics`).
     pub metrics: super::metrics::Metrics,
     exec: Arc<Semaphore>,
+    /// Set when the server shuts down: long-polls answer 204 at once, WebSockets close (1001).
+    shutdown: tokio::sync::watch::Sender<bool>,
     /// STS tokens: sha256(token) -> (kind, worker id, expiry ms).
     sts: std::sync::Mutex<HashMap<String, (&'static str, String, u64)>>,
 }
@@ -102,6 +104,7 @@ impl Core {
             history: Default::default(),
             metrics: Default::default(),
             exec,
+            shutdown: tokio::sync::watch::Sender::new(false),
             sts: Default::default(),
         }
     }
@@ -406,6 +409,18 @@ impl Core {
         });
     }
 
+    /// Starts the graceful shutdown: open long-polls answer 204 now and WebSockets close, so
+    /// the HTTP server can drain within moments instead of waiting out every poll.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves when the shutdown has begun.
+    pub async fn shutting_down(&self) {
+        let mut stop = self.shutdown.subscribe();
+        let _ = stop.wait_for(|s| *s).await;
+    }
+
     /// Starts the background loops (watcher: timeouts and dead workers).
     pub fn start_background(self: &Arc<Self>) {
         let core = Arc::downgrade(self);
@@ -474,8 +489,13 @@ impl Core {
                 self.dispatcher.finished(worker_id, &t.task_id).await;
                 continue;
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let mut stop = self.shutdown.subscribe();
+            if *stop.borrow_and_update() {
                 return Ok(None);
+            }
+            tokio::select! {
+                woken = tokio::time::timeout_at(deadline, notified) => if woken.is_err() { return Ok(None) },
+                _ = stop.changed() => return Ok(None),
             }
         }
     }

@@ -233,6 +233,11 @@ impl Orchestrator {
         self.core.start_background();
         let schedules = self.scheduler.as_ref().map(|s| s.start());
         let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
+        let core = self.core.clone();
+        let shutdown = async move {
+            shutdown.await;
+            core.begin_shutdown();
+        };
         let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
         if let Some(task) = schedules {
             task.abort();

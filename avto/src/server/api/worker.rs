@@ -405,6 +405,11 @@ async fn ws_session(core: Arc<Core>, sender: Sender, mut socket: WebSocket) {
     core.dispatcher.attach_ws(&sender.worker_id, tx.clone());
     loop {
         tokio::select! {
+            _ = core.shutting_down() => {
+                let close = axum::extract::ws::CloseFrame { code: 1001, reason: "orchestrator shutting down".into() };
+                let _ = socket.send(Message::Close(Some(close))).await;
+                break;
+            }
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { break };
                 let frame = json!({"command": cmd.command, "task_id": cmd.task_id, "job_id": cmd.job_id});
