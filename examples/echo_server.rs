@@ -1,7 +1,8 @@
 //! `cargo run --release --example echo_server`: the same blueprint as the Python reference's
 //! `echo_orchestrator.py` (start -> dispatch `echo` -> finished | failed), configured from the
 //! environment like Avtomatika (API_HOST, API_PORT, CLIENT_TOKEN, GLOBAL_WORKER_TOKEN,
-//! ORCHESTRATOR_SECRET_KEY, RATE_LIMITING_ENABLED, ...). Used by the side-by-side benchmarks.
+//! ORCHESTRATOR_SECRET_KEY, RATE_LIMITING_ENABLED, ...). Used by the benchmarks, which also use its
+//! `approval_flow` (jobs that wait for a human) to measure memory per waiting job.
 
 use avto::prelude::*;
 
@@ -22,6 +23,23 @@ mod echo_flow {
 
     #[handler(state = "failed", end)]
     async fn failed() {}
+}
+
+/// Parks every job in `waiting_for_human` (the benchmark's memory-per-waiting-job measurement).
+#[avto::blueprint(name = "approval_flow", api_version = "v1", api_endpoint = "jobs/approval")]
+mod approval_flow {
+    use super::*;
+
+    #[handler(state = "start", start)]
+    async fn start(actions: &mut Actions) {
+        actions.await_human_approval().transitions([("approved", "finished"), ("rejected", "rejected")]);
+    }
+
+    #[handler(state = "finished", end)]
+    async fn finished() {}
+
+    #[handler(state = "rejected", end = "failed")]
+    async fn rejected() {}
 }
 
 #[tokio::main]

@@ -1,0 +1,271 @@
+//! `cargo run --release --example bench -- [--jobs 20000] [--workers 4] [--concurrency 256] [--waiting 100000]`
+//!
+//! Starts the orchestrator (`echo_server`, a separate process, so its CPU time and memory are its
+//! own), N in-process Rust SDK workers with the `echo` skill, then submits J jobs of the one-task
+//! blueprint through the client API and waits for each through its webhook. Prints jobs/s,
+//! p50/p99 end-to-end latency, single-job latency when idle, the orchestrator's peak RSS and CPU
+//! time per job, and memory per job waiting for approval. Extra environment (e.g. `REDIS_URL`)
+//! is passed to the orchestrator. Loopback only.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use avto::worker::{TaskHandle, TaskOutcome, Worker};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+const CT: &str = "bench-client-token";
+const WT: &str = "bench-worker-token";
+const SK: &str = "bench-orchestrator-secret";
+
+struct Args {
+    jobs: usize,
+    workers: usize,
+    concurrency: usize,
+    idle: usize,
+    waiting: usize,
+    port: u16,
+}
+
+fn args() -> Args {
+    let mut a = Args { jobs: 20_000, workers: 4, concurrency: 256, idle: 300, waiting: 100_000, port: 18281 };
+    let v: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < v.len() {
+        let n = |i: usize| v.get(i + 1).and_then(|x| x.parse::<usize>().ok()).expect("a number after the flag");
+        match v[i].as_str() {
+            "--jobs" => a.jobs = n(i),
+            "--workers" => a.workers = n(i),
+            "--concurrency" => a.concurrency = n(i),
+            "--idle" => a.idle = n(i),
+            "--waiting" => a.waiting = n(i),
+            "--port" => a.port = n(i) as u16,
+            other => panic!("unknown argument {other}; see the doc comment of examples/bench.rs"),
+        }
+        i += 2;
+    }
+    a
+}
+
+/// Orchestrator process stats from /proc: (rss kB, peak rss kB, cpu seconds).
+fn proc_stats(pid: u32) -> (u64, u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of /proc/pid/stat (11 and 12 after the command name).
+    let cpu = (ticks(11) + ticks(12)) as f64 / 100.0;
+    (kb("VmRSS:"), kb("VmHWM:"), cpu)
+}
+
+struct Orchestrator(Child);
+impl Drop for Orchestrator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<Instant>>>>;
+
+async fn hook_server(waiters: Waiters) -> String {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |axum::Json(body): axum::Json<Value>| {
+            let waiters = waiters.clone();
+            async move {
+                let now = Instant::now();
+                if let Some(id) = body["job_id"].as_str() {
+                    if let Some(tx) = waiters.lock().unwrap().remove(id) {
+                        let _ = tx.send(now);
+                    }
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+async fn run_job(http: &reqwest::Client, base: &str, hook: &str, waiters: &Waiters, i: usize) -> Duration {
+    let started = Instant::now();
+    let body = json!({"initial_data": {"i": i}, "webhook_url": hook});
+    let r =
+        http.post(format!("{base}/api/v1/jobs/echo")).header("X-Client-Token", CT).json(&body).send().await.unwrap();
+    let v: Value = r.json().await.unwrap();
+    let id = v["job_id"].as_str().expect("job id").to_owned();
+    let (tx, rx) = oneshot::channel();
+    waiters.lock().unwrap().insert(id.clone(), tx);
+    // The webhook may have arrived before we registered: fall back to polling the job then.
+    match tokio::time::timeout(Duration::from_secs(60), rx).await {
+        Ok(Ok(done)) => done - started,
+        _ => {
+            let done = loop {
+                let r = http.get(format!("{base}/api/v1/jobs/{id}")).header("X-Client-Token", CT).send().await.unwrap();
+                let v: Value = r.json().await.unwrap();
+                if v["status"] == "finished" {
+                    break Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            };
+            done - started
+        }
+    }
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() - 1) as f64 * p / 100.0).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let a = args();
+    let exe = std::env::current_exe().unwrap();
+    let server_bin = exe.with_file_name("echo_server");
+    assert!(server_bin.exists(), "build it first: cargo build --release -p avto-examples --example echo_server");
+    let base = format!("http://127.0.0.1:{}", a.port);
+    let child = Command::new(&server_bin)
+        .env("API_HOST", "127.0.0.1")
+        .env("API_PORT", a.port.to_string())
+        .env("CLIENT_TOKEN", CT)
+        .env("GLOBAL_WORKER_TOKEN", WT)
+        .env("ORCHESTRATOR_SECRET_KEY", SK)
+        .env("RATE_LIMITING_ENABLED", "false")
+        .env("LOG_LEVEL", "warn")
+        .env("EXECUTOR_MAX_CONCURRENT_JOBS", "10000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start echo_server");
+    let pid = child.id();
+    let _orch = Orchestrator(child);
+    let http = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build().unwrap();
+    for _ in 0..100 {
+        if http.get(format!("{base}/_public/status")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    for w in 0..a.workers {
+        let worker = Worker::builder()
+            .worker_id(format!("bench-rust-{w}"))
+            .orchestrator_url(base.clone())
+            .token(WT)
+            .secret_key(SK)
+            .max_concurrent_tasks(a.concurrency)
+            .task(
+                "echo",
+                |params: Value, _task: TaskHandle| async move { TaskOutcome::success(json!({"echo": params})) },
+            )
+            .build()
+            .unwrap();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(worker.run_until(async move {
+            let _ = stop.changed().await;
+        }));
+    }
+    for _ in 0..200 {
+        let r = http.get(format!("{base}/api/v1/workers")).header("X-Client-Token", CT).send().await.unwrap();
+        let v: Value = r.json().await.unwrap();
+        if v.as_array().map_or(0, Vec::len) >= a.workers {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let waiters: Waiters = Arc::default();
+    let hook = hook_server(waiters.clone()).await;
+
+    // Warm-up.
+    for i in 0..50 {
+        run_job(&http, &base, &hook, &waiters, i).await;
+    }
+
+    // Single-job latency when idle: one job at a time.
+    let mut idle = Vec::with_capacity(a.idle);
+    for i in 0..a.idle {
+        idle.push(run_job(&http, &base, &hook, &waiters, i).await);
+    }
+    idle.sort();
+
+    // Throughput: J jobs, at most `concurrency` in flight.
+    let (_, _, cpu_before) = proc_stats(pid);
+    let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(a.jobs);
+    for i in 0..a.jobs {
+        let permit = sem.clone().acquire_owned().await.unwrap();
+        let (http, base, hook, waiters) = (http.clone(), base.clone(), hook.clone(), waiters.clone());
+        tasks.push(tokio::spawn(async move {
+            let d = run_job(&http, &base, &hook, &waiters, i).await;
+            drop(permit);
+            d
+        }));
+    }
+    let mut lat = Vec::with_capacity(a.jobs);
+    for t in tasks {
+        lat.push(t.await.unwrap());
+    }
+    let wall = started.elapsed();
+    let (_, peak_kb, cpu_after) = proc_stats(pid);
+    lat.sort();
+
+    // Memory per job waiting for approval.
+    let (rss_before, _, _) = proc_stats(pid);
+    let sem = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut creates = Vec::with_capacity(a.waiting);
+    for _ in 0..a.waiting {
+        let permit = sem.clone().acquire_owned().await.unwrap();
+        let (http, base) = (http.clone(), base.clone());
+        creates.push(tokio::spawn(async move {
+            let r = http
+                .post(format!("{base}/api/v1/jobs/approval"))
+                .header("X-Client-Token", CT)
+                .json(&json!({"initial_data": {}}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            drop(permit);
+        }));
+    }
+    for c in creates {
+        c.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss_after, _, _) = proc_stats(pid);
+    let per_waiting = (rss_after.saturating_sub(rss_before) as f64 * 1024.0) / a.waiting.max(1) as f64;
+
+    let _ = stop_tx.send(true);
+    println!(
+        "avto bench: {} Rust SDK workers, {} jobs (concurrency {}), orchestrator pid {pid}",
+        a.workers, a.jobs, a.concurrency
+    );
+    println!("  throughput        {:10.0} jobs/s", a.jobs as f64 / wall.as_secs_f64());
+    println!("  end-to-end        p50 {:.2} ms  p99 {:.2} ms", pct(&lat, 50.0), pct(&lat, 99.0));
+    println!(
+        "  idle single job   p50 {:.3} ms  p99 {:.3} ms  ({} jobs one at a time)",
+        pct(&idle, 50.0),
+        pct(&idle, 99.0),
+        a.idle
+    );
+    println!("  orchestrator CPU  {:10.1} us/job", (cpu_after - cpu_before) * 1e6 / a.jobs as f64);
+    println!("  orchestrator peak RSS {:6.1} MiB", peak_kb as f64 / 1024.0);
+    println!("  memory per job waiting for approval {:8.0} bytes ({} jobs)", per_waiting, a.waiting);
+}
