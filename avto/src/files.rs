@@ -2,12 +2,18 @@
 //!
 //! Handlers ask for `task_files: Option<&TaskFiles>` (or `&TaskFiles` when files are required).
 //! The object store is pluggable ([`ObjectStore`]); avto ships a local-directory store, and the
-//! S3 store (aws-sdk-s3) behind the `s3` feature.
+//! S3 store (aws-sdk-s3) behind the `s3` feature ([`s3::S3ObjectStore`]).
+
+#[cfg(feature = "s3")]
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -24,17 +30,100 @@ pub enum FileError {
     Json { name: String, source: serde_json::Error },
     #[error("`{0}` is not valid UTF-8")]
     Utf8(String),
+    /// The store cannot do this (e.g. presigned URLs of a local directory).
+    #[error("{0}")]
+    Unsupported(String),
+    /// A streamed upload went past its limit.
+    #[error("the upload is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    /// Invalid store configuration (e.g. S3 partly configured).
+    #[error("file storage configuration: {0}")]
+    Config(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
+/// What a presigned URL lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresignMethod {
+    Get,
+    Put,
+}
+
+/// A body arriving in chunks (streamed uploads).
+pub type ByteChunks<'a> = BoxStream<'a, Result<Vec<u8>, FileError>>;
+
 /// A flat key -> bytes store (S3 bucket, local directory, ...).
+///
+/// Only `put`, `get`, `list` and `delete` are required; the others have defaults built on them
+/// (which buffer whole files), and stores override them to stream or to presign.
 pub trait ObjectStore: Send + Sync + 'static {
     fn put<'a>(&'a self, key: &'a str, bytes: Vec<u8>) -> BoxFuture<'a, Result<(), FileError>>;
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Vec<u8>, FileError>>;
     /// Keys under `prefix`, sorted.
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, FileError>>;
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), FileError>>;
+
+    /// Prepares the store at start-up (the S3 store creates its bucket if missing).
+    fn init(&self) -> BoxFuture<'_, Result<(), FileError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// A URI naming `key` (`s3://{bucket}/{key}` for S3).
+    fn uri(&self, key: &str) -> String {
+        key.to_owned()
+    }
+    /// A URL that allows `method` on `key` without credentials for `expires_in`.
+    fn presign<'a>(
+        &'a self,
+        key: &'a str,
+        method: PresignMethod,
+        expires_in: Duration,
+    ) -> BoxFuture<'a, Result<String, FileError>> {
+        let _ = (key, method, expires_in);
+        Box::pin(async { Err(FileError::Unsupported("this file store has no presigned URLs".into())) })
+    }
+    /// Stores a body arriving in chunks; more than `limit` bytes is [`FileError::TooLarge`].
+    /// Returns the size.
+    fn put_stream<'a>(
+        &'a self,
+        key: &'a str,
+        chunks: ByteChunks<'a>,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<u64, FileError>> {
+        Box::pin(async move {
+            let mut chunks = chunks;
+            let mut buf = Vec::new();
+            while let Some(c) = chunks.next().await {
+                buf.extend_from_slice(&c?);
+                if buf.len() as u64 > limit {
+                    return Err(FileError::TooLarge { limit });
+                }
+            }
+            let n = buf.len() as u64;
+            self.put(key, buf).await?;
+            Ok(n)
+        })
+    }
+    /// Copies `key` into the local file `path` (parent directories created). Returns the size.
+    fn get_to_file<'a>(&'a self, key: &'a str, path: &'a Path) -> BoxFuture<'a, Result<u64, FileError>> {
+        Box::pin(async move {
+            let bytes = self.get(key).await?;
+            if let Some(dir) = path.parent() {
+                tokio::fs::create_dir_all(dir).await?;
+            }
+            tokio::fs::write(path, &bytes).await?;
+            Ok(bytes.len() as u64)
+        })
+    }
+    /// Stores the local file `path` under `key`. Returns the size.
+    fn put_file<'a>(&'a self, key: &'a str, path: &'a Path) -> BoxFuture<'a, Result<u64, FileError>> {
+        Box::pin(async move {
+            let bytes = tokio::fs::read(path).await?;
+            let n = bytes.len() as u64;
+            self.put(key, bytes).await?;
+            Ok(n)
+        })
+    }
 }
 
 /// An [`ObjectStore`] in a local directory (keys are relative paths).
@@ -49,10 +138,11 @@ impl LocalObjectStore {
     }
 }
 
-fn check_key(key: &str) -> Result<(), FileError> {
+/// Checks a key or file name: relative, no `.`/`..` segments, no backslashes or NULs, not empty.
+pub fn check_key(key: &str) -> Result<(), FileError> {
     let bad = key.is_empty()
         || key.starts_with('/')
-        || key.split('/').any(|seg| seg == ".." || seg == ".")
+        || key.split('/').any(|seg| seg.is_empty() || seg == ".." || seg == ".")
         || key.contains('\\')
         || key.contains('\0');
     if bad {
@@ -123,6 +213,10 @@ impl ObjectStore for LocalObjectStore {
             }
         })
     }
+
+    fn uri(&self, key: &str) -> String {
+        format!("file://{}", self.root.join(key).display())
+    }
 }
 
 /// The files of one job: keys `jobs/{job_id}/{name}` in the configured object store.
@@ -143,14 +237,46 @@ impl TaskFiles {
         TaskFiles { job_id: job_id.into(), store }
     }
 
+    /// The job these files belong to.
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+
+    /// The object store.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
     /// The key prefix of this job's files (`jobs/{job_id}/`).
     pub fn prefix(&self) -> String {
         format!("jobs/{}/", self.job_id)
     }
 
-    fn key(&self, name: &str) -> Result<String, FileError> {
+    /// The store key of `name`: a name relative to the job prefix, or an `s3://bucket/key` URI
+    /// (whose key is used as is, in the store's bucket, as Avtomatika does).
+    pub fn key(&self, name: &str) -> Result<String, FileError> {
+        if let Some(rest) = name.strip_prefix("s3://") {
+            let key = rest.split_once('/').map(|(_, k)| k).unwrap_or("");
+            check_key(key.trim_end_matches('/'))?;
+            return Ok(key.to_owned());
+        }
         check_key(name)?;
         Ok(format!("{}{}", self.prefix(), name))
+    }
+
+    /// The URI of `name` (`s3://{bucket}/jobs/{job_id}/{name}` on S3), e.g. to pass a file to a worker.
+    pub fn uri(&self, name: &str) -> Result<String, FileError> {
+        Ok(self.store.uri(&self.key(name)?))
+    }
+
+    /// A presigned URL for `name` valid for `expires_in` (S3 only).
+    pub async fn presigned_url(
+        &self,
+        name: &str,
+        method: PresignMethod,
+        expires_in: Duration,
+    ) -> Result<String, FileError> {
+        self.store.presign(&self.key(name)?, method, expires_in).await
     }
 
     pub async fn read_bytes(&self, name: &str) -> Result<Vec<u8>, FileError> {
@@ -173,6 +299,10 @@ impl TaskFiles {
         let bytes = serde_json::to_vec(value).map_err(|source| FileError::Json { name: name.to_owned(), source })?;
         self.write_bytes(name, bytes).await
     }
+    /// Stores a body arriving in chunks under `name` (the client streaming upload); returns its size.
+    pub async fn write_stream(&self, name: &str, chunks: ByteChunks<'_>, limit: u64) -> Result<u64, FileError> {
+        self.store.put_stream(&self.key(name)?, chunks, limit).await
+    }
     /// Names of this job's files (relative to the job prefix), sorted.
     pub async fn list(&self) -> Result<Vec<String>, FileError> {
         let prefix = self.prefix();
@@ -181,31 +311,54 @@ impl TaskFiles {
     pub async fn delete(&self, name: &str) -> Result<(), FileError> {
         self.store.delete(&self.key(name)?).await
     }
-    /// Downloads every file under `folder/` into the local directory `dest`, keeping relative paths.
+    /// Deletes every file of the job (what `S3_AUTO_CLEANUP` does when the job ends); returns how many.
+    pub async fn cleanup(&self) -> Result<usize, FileError> {
+        let keys = self.store.list(&self.prefix()).await?;
+        let n = keys.len();
+        let store = self.store.clone();
+        let mut deletions = futures::stream::iter(keys)
+            .map(move |k| {
+                let store = store.clone();
+                async move { store.delete(&k).await }
+            })
+            .buffer_unordered(16);
+        while let Some(r) = deletions.next().await {
+            r?;
+        }
+        Ok(n)
+    }
+    /// Downloads every file under `folder/` (a name or an `s3://` URI) into the local directory
+    /// `dest`, keeping relative paths; files stream to disk. Returns the local paths, sorted.
     pub async fn download(&self, folder: &str, dest: &Path) -> Result<Vec<PathBuf>, FileError> {
-        let folder = folder.trim_end_matches('/');
+        let prefix = format!("{}/", self.key(folder.trim_end_matches('/'))?);
         let mut written = Vec::new();
-        for name in self.list().await? {
-            let Some(rel) = name.strip_prefix(folder).and_then(|r| r.strip_prefix('/')) else {
-                continue;
-            };
+        for key in self.store.list(&prefix).await? {
+            let rel = &key[prefix.len()..];
             check_key(rel)?;
             let path = dest.join(rel);
-            if let Some(dir) = path.parent() {
-                tokio::fs::create_dir_all(dir).await?;
-            }
-            tokio::fs::write(&path, self.read_bytes(&name).await?).await?;
+            self.store.get_to_file(&key, &path).await?;
             written.push(path);
         }
         Ok(written)
     }
-    /// Uploads every file under the local directory `src` to `folder/`, keeping relative paths.
+    /// Downloads one file to the local path `dest`; returns its size.
+    pub async fn download_file(&self, name: &str, dest: &Path) -> Result<u64, FileError> {
+        self.store.get_to_file(&self.key(name)?, dest).await
+    }
+    /// Uploads every file under the local directory `src` to `folder/`, keeping relative paths;
+    /// files stream from disk. Returns the uploaded names, sorted.
     pub async fn upload(&self, src: &Path, folder: &str) -> Result<Vec<String>, FileError> {
         let folder = folder.trim_end_matches('/');
         let mut uploaded = Vec::new();
         let mut stack = vec![src.to_path_buf()];
         while let Some(dir) = stack.pop() {
-            let mut rd = tokio::fs::read_dir(&dir).await?;
+            let mut rd = match tokio::fs::read_dir(&dir).await {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(FileError::NotFound(dir.display().to_string()))
+                }
+                Err(e) => return Err(e.into()),
+            };
             while let Some(entry) = rd.next_entry().await? {
                 let p = entry.path();
                 if entry.file_type().await?.is_dir() {
@@ -214,11 +367,15 @@ impl TaskFiles {
                 }
                 let rel = p.strip_prefix(src).map_err(|_| FileError::InvalidName(p.display().to_string()))?;
                 let name = format!("{folder}/{}", rel.to_string_lossy().replace('\\', "/"));
-                self.write_bytes(&name, tokio::fs::read(&p).await?).await?;
+                self.store.put_file(&self.key(&name)?, &p).await?;
                 uploaded.push(name);
             }
         }
         uploaded.sort();
         Ok(uploaded)
+    }
+    /// Uploads one local file as `name`; returns its size.
+    pub async fn upload_file(&self, src: &Path, name: &str) -> Result<u64, FileError> {
+        self.store.put_file(&self.key(name)?, src).await
     }
 }

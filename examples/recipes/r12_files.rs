@@ -1,13 +1,31 @@
 //! Recipes 12a and 12b: files. 12a reads and writes the job's files (`jobs/{job_id}/` in the
 //! object store) from handlers with `TaskFiles`; 12b passes an `s3://` URI to a worker, whose
 //! SDK downloads it and uploads the files it returns.
+//!
+//! 12a over HTTP: the job id (and so the folder `jobs/{job_id}/`) exists only once the job is
+//! created, so the flow starts by waiting for the client's upload:
+//!
+//! ```text
+//! POST /api/v1/jobs/s3_ops                               -> {"job_id": ID}
+//! PUT  /api/v1/jobs/ID/files/content/config.json          (or a PUT to the URL of GET .../files/upload?filename=config.json)
+//! POST /api/v1/jobs/ID/approval {"decision": "uploaded"}  -> check_config reads config.json
+//! ```
 use avto::prelude::*;
 
 #[avto::blueprint(name = "s3_ops_flow", api_version = "v1", api_endpoint = "jobs/s3_ops")]
 pub mod s3_ops {
     use super::*;
 
-    #[handler(state = "check_config", start)]
+    /// Waits until the client has uploaded `config.json` and says so.
+    #[handler(state = "awaiting_upload", start)]
+    async fn awaiting_upload(ctx: &Context, actions: &mut Actions) {
+        actions
+            .await_human_approval()
+            .message(format!("upload config.json to job {}, then post {{\"decision\": \"uploaded\"}}", ctx.job_id))
+            .transitions([("uploaded", "check_config")]);
+    }
+
+    #[handler(state = "check_config")]
     async fn check_config(files: Option<&TaskFiles>, actions: &mut Actions) {
         let Some(files) = files else {
             actions.transition_to("failed").error_message("file storage is not configured");
@@ -27,12 +45,14 @@ pub mod s3_ops {
         Ok(())
     }
 
+    /// The worker gets the file's URI (`s3://{bucket}/jobs/{job_id}/config.json`); its SDK downloads it.
     #[handler(state = "deep_processing")]
-    async fn deep(ctx: &Context, actions: &mut Actions) {
+    async fn deep(files: &TaskFiles, actions: &mut Actions) -> Result<(), avto::files::FileError> {
         actions
             .dispatch_task("deep_analysis")
-            .params(json!({"config": format!("s3://{}/jobs/{}/config.json", "avto-payloads", ctx.job_id)}))
+            .params(json!({"config": files.uri("config.json")?}))
             .transitions([("success", "finished"), ("failure", "failed")]);
+        Ok(())
     }
 
     #[handler(state = "finished", end)]

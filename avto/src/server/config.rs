@@ -93,6 +93,14 @@ pub struct Config {
     pub schedules_config_path: Option<PathBuf>,
     /// `TZ`: the scheduler's default zone and the zone of history timestamps (default UTC).
     pub tz: chrono_tz::Tz,
+    /// `S3_ENDPOINT_URL`, `S3_ACCESS_KEY`, `S3_SECRET_KEY`, ...: task files in S3 (`None` = off;
+    /// partly set = start-up error).
+    #[cfg(feature = "s3")]
+    pub s3: Option<crate::files::s3::S3Config>,
+    /// `S3_AUTO_CLEANUP` (default true): delete a job's files (`jobs/{job_id}/`) when it ends.
+    pub files_auto_cleanup: bool,
+    /// `S3_MAX_UPLOAD_BYTES` (default 5 GiB): largest client upload through the orchestrator.
+    pub max_upload_bytes: u64,
 }
 
 const DEV_WORKER_TOKEN: &str = "secure-worker-token";
@@ -135,6 +143,10 @@ impl Default for Config {
             history_connect_timeout: Duration::from_secs(10),
             schedules_config_path: None,
             tz: chrono_tz::UTC,
+            #[cfg(feature = "s3")]
+            s3: None,
+            files_auto_cleanup: true,
+            max_upload_bytes: 5 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -243,7 +255,15 @@ impl Config {
                 None => d.tz,
                 Some(z) => super::scheduler::parse_tz(&z).map_err(|e| ConfigError(format!("TZ: {e}")))?,
             },
+            #[cfg(feature = "s3")]
+            s3: crate::files::s3::S3Config::from_lookup(get).map_err(ConfigError)?,
+            files_auto_cleanup: env.bool("S3_AUTO_CLEANUP", d.files_auto_cleanup)?,
+            max_upload_bytes: env.parse("S3_MAX_UPLOAD_BYTES", d.max_upload_bytes)?,
         };
+        #[cfg(not(feature = "s3"))]
+        if env.str("S3_ENDPOINT_URL").is_some() {
+            tracing::warn!("S3_ENDPOINT_URL is set but avto was built without the `s3` feature: task files stay off");
+        }
         if let Some(uri) = &c.history_database_uri {
             crate::history::HistoryUri::parse(uri).map_err(|e| ConfigError(e.to_string()))?;
         }

@@ -227,6 +227,7 @@ impl Core {
                     if let Some(url) = job.webhook_url.clone() {
                         self.webhooks.job_ended(url, job);
                     }
+                    self.cleanup_job_files(&job.id);
                     if let Some(parent) = job.parent_job_id.clone() {
                         let core = self.clone();
                         let child = job.clone();

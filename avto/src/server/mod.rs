@@ -10,6 +10,7 @@ pub mod api;
 pub mod config;
 pub mod core;
 pub mod dispatch;
+pub mod files;
 pub mod metrics;
 pub mod requirements;
 pub mod scheduler;
@@ -41,6 +42,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     History(#[from] crate::history::HistoryError),
+    #[error("task file storage: {0}")]
+    Files(#[from] crate::files::FileError),
 }
 
 /// Starts the orchestrator with every `#[avto::blueprint]` of the binary and the configuration of
@@ -93,7 +96,7 @@ impl OrchestratorBuilder {
         self.data_stores = Some(backend);
         self
     }
-    /// Where task files live (`TaskFiles` in handlers).
+    /// Where task files live (`TaskFiles` in handlers; default: S3 when the configuration has it).
     pub fn object_store(mut self, store: Arc<dyn ObjectStore>) -> Self {
         self.object_store = Some(store);
         self
@@ -141,8 +144,13 @@ impl OrchestratorBuilder {
             }
         }
         let data = self.data_stores.unwrap_or_else(|| Arc::new(MemoryDataStores::new()));
-        let env = EngineEnv::new(config.engine(), seen.into_values(), data, self.object_store)
-            .map_err(ServeError::Blueprints)?;
+        let env = EngineEnv::new(
+            config.engine(),
+            seen.into_values(),
+            data,
+            self.object_store.or_else(|| files::store_from_config(&config)),
+        )
+        .map_err(ServeError::Blueprints)?;
         let core = Arc::new(Core::new(
             config,
             env,
@@ -205,6 +213,9 @@ impl Orchestrator {
                     .await
                     .map_err(|e| ServeError::Blueprints(format!("quota init failed: {e}")))?;
             }
+        }
+        if let Some(store) = self.core.env.object_store() {
+            store.init().await?;
         }
         if let (None, Some(uri)) = (self.core.history(), &self.core.cfg.history_database_uri) {
             let backend = crate::history::connect(uri, self.core.cfg.history_connect_timeout).await?;

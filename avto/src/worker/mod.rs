@@ -43,7 +43,10 @@
 //! stops polling, sends an `offline` heartbeat, lets running tasks finish (then cancels them) and
 //! delivers their results.
 //!
-//! Not implemented (yet): S3 payload offload, JSON-schema validation of params/events on the
+//! With the `s3` feature, `s3://` params are downloaded to local paths and local files named in
+//! results are uploaded ([`s3`], recipe 12b).
+//!
+//! Not implemented (yet): JSON-schema validation of params/events on the
 //! worker side (params are validated by their serde type), mTLS/HTTPS (the HTTP client is built
 //! without TLS; pass a TLS-enabled `reqwest::Client` with [`WorkerBuilder::http_client`]).
 
@@ -53,6 +56,8 @@ mod error;
 mod handle;
 mod outcome;
 mod runtime;
+#[cfg(feature = "s3")]
+pub mod s3;
 mod select;
 mod skill;
 mod ws;

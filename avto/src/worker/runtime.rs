@@ -86,6 +86,8 @@ pub struct WorkerBuilder {
     commands: HashMap<String, CommandHandler>,
     usage_checker: Option<UsageChecker>,
     http: Option<reqwest::Client>,
+    #[cfg(feature = "s3")]
+    pub(super) s3: Option<Arc<super::s3::PayloadOffload>>,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -110,6 +112,8 @@ impl WorkerBuilder {
             commands: HashMap::new(),
             usage_checker: None,
             http: None,
+            #[cfg(feature = "s3")]
+            s3: None,
         }
     }
 
@@ -339,6 +343,8 @@ impl WorkerBuilder {
             state_changed: Notify::new(),
             registered_any: Notify::new(),
             accepting: AtomicBool::new(true),
+            #[cfg(feature = "s3")]
+            s3: self.s3,
         });
         Ok(Worker { shared, stop: Arc::new(stop) })
     }
@@ -352,7 +358,10 @@ impl Worker {
 
     /// A builder configured from the environment (see [`WorkerConfig::from_env`]).
     pub fn from_env() -> Result<WorkerBuilder, WorkerError> {
-        Ok(WorkerBuilder::with_config(WorkerConfig::from_env()?))
+        let builder = WorkerBuilder::with_config(WorkerConfig::from_env()?);
+        #[cfg(feature = "s3")]
+        let builder = builder.s3(super::s3::PayloadOffload::from_env()?);
+        Ok(builder)
     }
 
     pub fn config(&self) -> &WorkerConfig {
@@ -471,6 +480,9 @@ pub(crate) struct Shared {
     state_changed: Notify,
     registered_any: Notify,
     accepting: AtomicBool,
+    /// S3 payload offload (`S3_ENDPOINT_URL`, ...), see [`super::s3`].
+    #[cfg(feature = "s3")]
+    s3: Option<Arc<super::s3::PayloadOffload>>,
 }
 
 struct ActiveTask {
@@ -598,6 +610,9 @@ impl Shared {
             hostname: self.cfg.hostname.clone(),
             ip_address: self.cfg.ip_address.clone(),
             cost_per_skill: Some(self.cost_per_skill.clone()),
+            #[cfg(feature = "s3")]
+            s3_config_hash: self.s3.as_ref().map(|s| s.config().config_hash()),
+            #[cfg(not(feature = "s3"))]
             s3_config_hash: None,
             extra: Some(extra),
         }
@@ -973,6 +988,17 @@ async fn execute(shared: Arc<Shared>, orch: Arc<Orch>, payload: TaskPayload, can
     let _guard = InFlight(&shared);
     let start = Instant::now();
     let outcome = run_handler(&shared, &orch, &payload, cancel_rx).await;
+    // S3 offload: files of the task directory named in the result are uploaded; the directory goes.
+    #[cfg(feature = "s3")]
+    let outcome = match &shared.s3 {
+        None => outcome,
+        Some(s3) => {
+            let mut outcome = outcome;
+            s3.publish(&payload.job_id, &payload.task_id, &mut outcome).await;
+            s3.clear(&payload.task_id).await;
+            outcome
+        }
+    };
     let elapsed = start.elapsed();
     shared.finish_task(&payload.task_id);
     let outcome = outcome.into_wire();
@@ -1003,6 +1029,21 @@ async fn run_handler(
     };
     let sink: Arc<dyn EventSink> =
         Arc::new(TaskEvents { shared: shared.clone(), orch: orch.clone(), skill: entry.clone() });
+    // S3 offload: `s3://` params become local paths before the handler sees them.
+    #[cfg(feature = "s3")]
+    let mut staged = payload.clone();
+    #[cfg(feature = "s3")]
+    let payload = match &shared.s3 {
+        None => payload,
+        Some(s3) => {
+            let mut params = Value::Object(staged.params.take().unwrap_or_default());
+            if let Err(outcome) = s3.stage(&payload.task_id, &mut params).await {
+                return outcome;
+            }
+            staged.params = params.as_object().cloned();
+            &staged
+        }
+    };
     let handle = TaskHandle::new(payload.clone(), cancel_rx.clone(), sink, shared.cfg.worker_id.clone());
     let params = handle.params_raw().clone();
     let handler = entry.handler.clone();

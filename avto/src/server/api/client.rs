@@ -94,6 +94,7 @@ pub(super) fn routes(core: &Arc<Core>) -> Router<Arc<Core>> {
             .route(&format!("{base}/blueprints/{{name}}/graph"), get(graph))
             .route(&format!("{base}/workers"), get(workers))
             .route(&format!("{base}/dashboard"), get(dashboard));
+        r = super::files::routes(r, &base);
     }
     r
 }
@@ -167,7 +168,7 @@ async fn create_job(
 }
 
 /// Loads a job of this client (404 for unknown ids and for other clients' jobs, so nothing leaks).
-async fn owned_job(core: &Core, client: &ClientEntry, job_id: &str) -> Result<Job, ApiError> {
+pub(super) async fn owned_job(core: &Core, client: &ClientEntry, job_id: &str) -> Result<Job, ApiError> {
     check_job_id(job_id)?;
     match core.jobs.get(job_id).await.map_err(storage)? {
         Some(j) if j.client.name == client.config.name => Ok(j),

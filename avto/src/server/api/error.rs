@@ -32,6 +32,9 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    /// 501: a feature that this orchestrator runs without (e.g. S3 files).
+    #[error("{0}")]
+    NotImplemented(String),
 }
 
 impl ApiError {
@@ -48,6 +51,7 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
     pub fn bad(msg: impl Into<String>) -> Self {
@@ -58,7 +62,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED {
             tracing::error!(%status, error = %self, "request failed");
         }
         let retry = match &self {

@@ -3,6 +3,7 @@
 
 mod client;
 pub mod error;
+mod files;
 mod public;
 mod worker;
 

@@ -1,0 +1,133 @@
+//! Client file endpoints (S3): presigned upload URL, streaming upload, download redirect.
+//!
+//! All three check that the job belongs to the client (404 otherwise), answer 501
+//! `{"error": "S3 support is not enabled"}` without a file store and 400 for file names that are
+//! empty, absolute or contain `..`. Files land under `jobs/{job_id}/`, where handlers read them with
+//! [`crate::TaskFiles`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::Router;
+use futures::TryStreamExt;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::client::{owned_job, Client};
+use super::{json_response, truncate, ApiError};
+use crate::files::{check_key, FileError, ObjectStore, PresignMethod};
+use crate::server::core::Core;
+
+/// The answer when no file store is configured.
+pub const S3_DISABLED: &str = "S3 support is not enabled";
+/// Validity of the presigned GET behind a download redirect.
+pub const DOWNLOAD_URL_TTL: Duration = Duration::from_secs(60);
+const MAX_EXPIRES_IN: i64 = 7 * 24 * 3600;
+
+pub(super) fn routes(r: Router<Arc<Core>>, base: &str) -> Router<Arc<Core>> {
+    r.route(&format!("{base}/jobs/{{job_id}}/files/upload"), get(presigned_upload))
+        .route(&format!("{base}/jobs/{{job_id}}/files/content/{{*filename}}"), put(upload_content))
+        .route(&format!("{base}/jobs/{{job_id}}/files/download/{{*filename}}"), get(download))
+}
+
+/// The store key of a client-given file name of an owned job (never an `s3://` URI: clients only
+/// reach their own job's prefix).
+async fn job_key(
+    core: &Core,
+    client: &Client,
+    job_id: &str,
+    filename: &str,
+) -> Result<(Arc<dyn ObjectStore>, String), ApiError> {
+    owned_job(core, &client.0, job_id).await?;
+    let store = core.env.object_store().ok_or_else(|| ApiError::NotImplemented(S3_DISABLED.into()))?;
+    if filename.is_empty() {
+        return Err(ApiError::bad("filename is required"));
+    }
+    check_key(filename).map_err(|_| {
+        ApiError::bad(format!(
+            "invalid filename `{}`: use a relative path without `..`, `.` or empty segments",
+            truncate(filename)
+        ))
+    })?;
+    Ok((store, format!("jobs/{job_id}/{filename}")))
+}
+
+fn store_error(e: FileError) -> ApiError {
+    match e {
+        FileError::Unsupported(_) => ApiError::NotImplemented(S3_DISABLED.into()),
+        FileError::TooLarge { limit } => ApiError::PayloadTooLarge(format!(
+            "the upload is larger than the limit of {limit} bytes (S3_MAX_UPLOAD_BYTES)"
+        )),
+        FileError::NotFound(_) => ApiError::NotFound("File not found".into()),
+        other => ApiError::Internal(format!("file storage error: {other}")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct UploadQuery {
+    filename: Option<String>,
+    expires_in: Option<String>,
+}
+
+/// `GET .../jobs/{job_id}/files/upload?filename=&expires_in=`: a presigned PUT URL for
+/// `jobs/{job_id}/{filename}` (default validity 3600 s, at most 7 days).
+async fn presigned_upload(
+    State(core): State<Arc<Core>>,
+    client: Client,
+    Path(job_id): Path<String>,
+    Query(q): Query<UploadQuery>,
+) -> Result<Response, ApiError> {
+    let expires_in = match q.expires_in.as_deref().map(str::trim) {
+        None | Some("") => 3600,
+        Some(v) => v.parse::<i64>().map_err(|_| ApiError::bad("expires_in must be an integer"))?,
+    };
+    if !(1..=MAX_EXPIRES_IN).contains(&expires_in) {
+        return Err(ApiError::bad(format!("expires_in must be between 1 and {MAX_EXPIRES_IN} seconds")));
+    }
+    let (store, key) = job_key(&core, &client, &job_id, q.filename.as_deref().unwrap_or("")).await?;
+    let url =
+        store.presign(&key, PresignMethod::Put, Duration::from_secs(expires_in as u64)).await.map_err(store_error)?;
+    Ok(json_response(&json!({"url": url, "expires_in": expires_in, "method": "PUT"})))
+}
+
+/// `PUT .../jobs/{job_id}/files/content/{filename}`: the body streamed to `jobs/{job_id}/{filename}`
+/// (multipart in parts of 8 MiB on S3), up to `S3_MAX_UPLOAD_BYTES`.
+async fn upload_content(
+    State(core): State<Arc<Core>>,
+    client: Client,
+    Path((job_id, filename)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (store, key) = job_key(&core, &client, &job_id, &filename).await?;
+    let limit = core.cfg.max_upload_bytes;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(store_error(FileError::TooLarge { limit }));
+    }
+    let chunks = body
+        .into_data_stream()
+        .map_ok(|b| b.to_vec())
+        .map_err(|e| FileError::Store(format!("reading the request body: {e}")));
+    let size = store.put_stream(&key, Box::pin(chunks), limit).await.map_err(store_error)?;
+    tracing::info!(job_id = %job_id, key = %key, size, "file uploaded by client");
+    Ok(json_response(&json!({"status": "uploaded", "s3_uri": store.uri(&key), "size": size})))
+}
+
+/// `GET .../jobs/{job_id}/files/download/{filename}`: 302 to a presigned GET URL valid for 60 s.
+async fn download(
+    State(core): State<Arc<Core>>,
+    client: Client,
+    Path((job_id, filename)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (store, key) = job_key(&core, &client, &job_id, &filename).await?;
+    let url = store.presign(&key, PresignMethod::Get, DOWNLOAD_URL_TTL).await.map_err(store_error)?;
+    let location =
+        HeaderValue::from_str(&url).map_err(|_| ApiError::Internal("presigned URL is not a header".into()))?;
+    Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
+}
