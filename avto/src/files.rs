@@ -179,7 +179,12 @@ impl ObjectStore for LocalObjectStore {
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, FileError>> {
         Box::pin(async move {
             let mut out = Vec::new();
-            let mut stack = vec![self.root.clone()];
+            // Walk only the directory the prefix names (`jobs/{id}/` -> `root/jobs/{id}`).
+            let start = match prefix.rsplit_once('/') {
+                Some((dir, _)) if check_key(dir).is_ok() => self.root.join(dir),
+                _ => self.root.clone(),
+            };
+            let mut stack = vec![start];
             while let Some(dir) = stack.pop() {
                 let mut rd = match tokio::fs::read_dir(&dir).await {
                     Ok(rd) => rd,
@@ -377,5 +382,45 @@ impl TaskFiles {
     /// Uploads one local file as `name`; returns its size.
     pub async fn upload_file(&self, src: &Path, name: &str) -> Result<u64, FileError> {
         self.store.put_file(&self.key(name)?, src).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked() {
+        for ok in ["a.txt", "dir/b.json", "x/y/z"] {
+            assert!(check_key(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "/abs", "../up", "a/../b", "a//b", "./a", "a/", "a\\b", "a\0b"] {
+            assert!(check_key(bad).is_err(), "{bad:?}");
+        }
+        let files = TaskFiles::new("j1", Arc::new(LocalObjectStore::new("/nonexistent")));
+        assert_eq!(files.key("in/a.txt").unwrap(), "jobs/j1/in/a.txt");
+        assert_eq!(files.key("s3://any-bucket/jobs/j2/x.txt").unwrap(), "jobs/j2/x.txt");
+        assert!(files.key("s3://b/../x").is_err());
+    }
+
+    #[tokio::test]
+    async fn local_store_lists_by_prefix_and_cleans_up() {
+        let root = std::env::temp_dir().join(format!("avto-local-store-{}", uuid::Uuid::new_v4()));
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalObjectStore::new(&root));
+        let (a, b) = (TaskFiles::new("a", store.clone()), TaskFiles::new("ab", store.clone()));
+        a.write_text("x.txt", "1").await.unwrap();
+        a.write_text("sub/y.txt", "2").await.unwrap();
+        b.write_text("z.txt", "3").await.unwrap();
+        assert_eq!(a.list().await.unwrap(), ["sub/y.txt", "x.txt"]);
+        assert_eq!(store.list("jobs/a").await.unwrap(), ["jobs/a/sub/y.txt", "jobs/a/x.txt", "jobs/ab/z.txt"]);
+        assert_eq!(a.uri("x.txt").unwrap(), format!("file://{}", root.join("jobs/a/x.txt").display()));
+        assert!(matches!(
+            a.presigned_url("x.txt", PresignMethod::Get, Duration::from_secs(1)).await,
+            Err(FileError::Unsupported(_))
+        ));
+        assert_eq!(a.cleanup().await.unwrap(), 2);
+        assert!(a.list().await.unwrap().is_empty());
+        assert_eq!(b.read_text("z.txt").await.unwrap(), "3");
+        let _ = std::fs::remove_dir_all(root);
     }
 }
