@@ -124,3 +124,112 @@ pub mod backstops {
     #[handler(state = "done", end)]
     async fn done() {}
 }
+
+/// Recipe 11: a long task that reports progress (`train_model`).
+#[avto::blueprint(name = "training_flow", api_version = "v1", api_endpoint = "jobs/training")]
+pub mod training_flow {
+    use super::*;
+
+    #[handler(state = "start", start)]
+    async fn start(ctx: &Context, actions: &mut Actions) {
+        actions
+            .dispatch_task("train_model")
+            .params(ctx.initial_data.clone())
+            .transitions([("success", "finished"), ("failure", "failed")]);
+    }
+
+    #[handler(state = "finished", end)]
+    async fn finished() {}
+
+    #[handler(state = "failed", end)]
+    async fn failed() {}
+}
+
+/// One dispatch whose options come from the initial data: `skill` (default `work`), `strategy`
+/// (`default`, `round_robin`, `least_connections`, `cheapest`, `best_value`), `priority`,
+/// `timeout` (execution timeout, seconds), `max_cost`, `requirements` (resource requirements).
+/// The whole initial data is the task's params. `success` -> finished, `failure` -> failed.
+#[avto::blueprint(name = "dispatch_options", api_version = "v1", api_endpoint = "jobs/dispatch")]
+pub mod dispatch_options {
+    use super::*;
+
+    #[handler(state = "start", start)]
+    async fn start(ctx: &Context, actions: &mut Actions) {
+        let d = &ctx.initial_data;
+        let mut task = actions
+            .dispatch_task(d["skill"].as_str().unwrap_or("work"))
+            .params(d.clone())
+            .priority(d["priority"].as_f64().unwrap_or(0.0))
+            .transitions([("success", "finished"), ("failure", "failed")]);
+        if let Ok(strategy) = serde_json::from_value::<DispatchStrategy>(d["strategy"].clone()) {
+            task = task.dispatch_strategy(strategy);
+        }
+        if let Some(secs) = d["timeout"].as_f64() {
+            task = task.timeout(Duration::from_secs_f64(secs));
+        }
+        if let Some(max) = d["max_cost"].as_f64() {
+            task = task.max_cost(max);
+        }
+        if !d["requirements"].is_null() {
+            task = task.resource_requirements(d["requirements"].clone());
+        }
+        let _ = task;
+    }
+
+    #[handler(state = "finished", end)]
+    async fn finished() {}
+
+    #[handler(state = "failed", end)]
+    async fn failed() {}
+}
+
+/// Recipe 14 with a worker in the child: the child's task can succeed, fail or be cancelled, and
+/// the parent resumes exactly once on each outcome (`after_child`, then an end state).
+#[avto::blueprint(name = "nested_parent", api_version = "v1", api_endpoint = "jobs/nested_parent")]
+pub mod nested_parent {
+    use super::*;
+
+    #[handler(state = "start", start)]
+    async fn start(ctx: &Context, actions: &mut Actions) {
+        actions
+            .run_blueprint("nested_child")
+            .initial_data(ctx.initial_data.clone())
+            .transitions([("success", "child_succeeded"), ("failure", "child_failed")]);
+    }
+
+    #[handler(state = "child_succeeded")]
+    async fn child_succeeded(actions: &mut Actions) {
+        actions.transition_to("finished");
+    }
+
+    #[handler(state = "child_failed")]
+    async fn child_failed(actions: &mut Actions) {
+        actions.transition_to("failed");
+    }
+
+    #[handler(state = "finished", end)]
+    async fn finished() {}
+
+    #[handler(state = "failed", end)]
+    async fn failed() {}
+}
+
+/// The child of `nested_parent`: one `child_work` task.
+#[avto::blueprint(name = "nested_child")]
+pub mod nested_child {
+    use super::*;
+
+    #[handler(state = "start", start)]
+    async fn start(ctx: &Context, actions: &mut Actions) {
+        actions
+            .dispatch_task("child_work")
+            .params(ctx.initial_data.clone())
+            .transitions([("success", "finished"), ("failure", "failed")]);
+    }
+
+    #[handler(state = "finished", end)]
+    async fn finished() {}
+
+    #[handler(state = "failed", end)]
+    async fn failed() {}
+}

@@ -6,8 +6,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use avto::protocol::sign::{attach_security, MessageKind};
 use avto::server::config::Config;
 use avto::server::{Core, Orchestrator};
+use avto::worker::{ShutdownHandle, Worker, WorkerBuilder, WorkerError};
 use avto::Blueprint;
 use serde_json::{json, Value};
 
@@ -160,6 +162,50 @@ impl ApiClient {
     pub async fn wait_terminal(&self, id: &str, timeout: Duration) -> Value {
         self.wait_for(id, &["finished", "failed", "cancelled", "quarantined"], timeout).await
     }
+
+    /// Polls the detailed job until `pred` holds (panics after `timeout`).
+    pub async fn wait_until(&self, id: &str, timeout: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let job = self.job(id).await;
+            if pred(&job) {
+                return job;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("job {id}: {what} did not happen in {timeout:?}: {job}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `GET /api/v1/workers`: the live workers as the orchestrator sees them.
+    pub async fn workers(&self) -> Vec<Value> {
+        let (status, body) = self.get("/api/v1/workers").await;
+        assert_eq!(status, 200, "workers: {body}");
+        body.as_array().cloned().unwrap_or_default()
+    }
+
+    /// One live worker's record from `GET /api/v1/workers`.
+    pub async fn worker(&self, worker_id: &str) -> Option<Value> {
+        self.workers().await.into_iter().find(|w| w["worker_id"] == worker_id)
+    }
+
+    /// Waits until every worker of `ids` is registered and live (panics after 30 s).
+    pub async fn wait_workers(&self, ids: &[&str]) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let live = self.workers().await;
+            let missing: Vec<&str> =
+                ids.iter().copied().filter(|id| !live.iter().any(|w| w["worker_id"] == *id)).collect();
+            if missing.is_empty() {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("workers {missing:?} did not register in 30 s (live: {live:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// Where the Python reference lives (created by `.ci/test`). Tests that need it fail, never skip,
@@ -185,8 +231,13 @@ pub struct PyWorker {
 
 impl PyWorker {
     pub fn start(base: &str, worker_id: &str, extra_env: &[(&str, &str)]) -> PyWorker {
+        Self::start_script("echo_worker.py", base, worker_id, extra_env)
+    }
+
+    /// Runs another script of tests/python/ (e.g. `recipe_worker.py`, the cookbook's workers).
+    pub fn start_script(script: &str, base: &str, worker_id: &str, extra_env: &[(&str, &str)]) -> PyWorker {
         let venv = python_venv();
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/echo_worker.py");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python").join(script);
         let log = std::env::temp_dir().join(format!("avto-pyworker-{worker_id}.log"));
         let mut cmd = Command::new(venv.join("bin/python"));
         cmd.arg(script)
@@ -238,4 +289,151 @@ pub async fn wait_workers(server: &Server, n: usize) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("only {} of {n} workers registered", server.core.dispatcher.live_workers().await.len());
+}
+
+/// An in-process Rust SDK worker (`avto::worker`) running on the test's runtime. Dropping it
+/// asks for a graceful shutdown (offline heartbeat, running tasks drained), like SIGTERM.
+pub struct RustWorker {
+    pub worker_id: String,
+    handle: ShutdownHandle,
+    join: Option<tokio::task::JoinHandle<Result<(), WorkerError>>>,
+}
+
+impl RustWorker {
+    /// A worker of the orchestrator at `base` with the test defaults of [`RustWorker::builder`];
+    /// `configure` adds its tasks and settings.
+    pub fn start(base: &str, worker_id: &str, configure: impl FnOnce(WorkerBuilder) -> WorkerBuilder) -> RustWorker {
+        Self::spawn(configure(Self::builder(worker_id).orchestrator_url(base)))
+    }
+
+    /// The test defaults: the test tokens and secret, heartbeats every 300 ms, short polls and
+    /// backoffs, no WebSocket. Add orchestrators and tasks, then [`RustWorker::spawn`].
+    pub fn builder(worker_id: &str) -> WorkerBuilder {
+        Worker::builder()
+            .worker_id(worker_id)
+            .token(WORKER_TOKEN)
+            .secret_key(SECRET)
+            .heartbeat_interval(Duration::from_millis(300))
+            .shutdown_timeout(Duration::from_secs(2))
+            .configure(|c| {
+                c.idle_poll_delay = Duration::from_millis(50);
+                c.task_poll_timeout = Duration::from_secs(2);
+                c.heartbeat_cooldown = Duration::from_millis(100);
+                c.result_retry_initial_delay = Duration::from_millis(100);
+                c.registration_retry_initial_delay = Duration::from_millis(100);
+                c.registration_retry_max_delay = Duration::from_secs(1);
+                c.poll_backoff_initial = Duration::from_millis(100);
+                c.poll_backoff_max = Duration::from_secs(1);
+                c.cancel_grace = Duration::from_millis(500);
+                c.request_timeout = Duration::from_secs(5);
+            })
+    }
+
+    /// Builds and runs `builder` in the background.
+    pub fn spawn(builder: WorkerBuilder) -> RustWorker {
+        let worker = builder.build().expect("the worker builds");
+        let worker_id = worker.config().worker_id.clone();
+        let handle = worker.shutdown_handle();
+        let join = tokio::spawn(worker.run_until(std::future::pending()));
+        RustWorker { worker_id, handle, join: Some(join) }
+    }
+
+    /// Graceful shutdown, waiting until the worker has stopped.
+    pub async fn stop(mut self) {
+        self.handle.shutdown();
+        if let Some(join) = self.join.take() {
+            let stopped = tokio::time::timeout(Duration::from_secs(20), join).await;
+            stopped.expect("the worker stops in time").expect("the worker task").expect("the worker runs cleanly");
+        }
+    }
+}
+
+impl Drop for RustWorker {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+    }
+}
+
+/// Seconds since the epoch (message timestamps).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// A hand-driven worker speaking signed RXON messages over HTTP, for what a real SDK does not do
+/// on purpose: stop heartbeating while it holds a task, or answer after its lease moved.
+pub struct RawWorker {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub id: String,
+    pub token: String,
+    pub skills: Vec<String>,
+}
+
+impl RawWorker {
+    pub fn new(base: &str, id: &str, skills: &[&str]) -> RawWorker {
+        RawWorker {
+            http: reqwest::Client::new(),
+            base: base.to_owned(),
+            id: id.to_owned(),
+            token: WORKER_TOKEN.to_owned(),
+            skills: skills.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Adds a fresh timestamp and the security block (signed with this worker's token).
+    pub fn signed(&self, mut body: Value, kind: MessageKind) -> Value {
+        body["timestamp"] = json!(unix_now());
+        attach_security(&mut body, &self.token, &self.id, kind);
+        body
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("X-Worker-Token", &self.token)
+            .header("X-Worker-ID", &self.id)
+            .header("X-RXON-Version", "1.0b17");
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn register(&self) -> (u16, Value) {
+        let skills: Vec<Value> = self.skills.iter().map(|s| json!({"name": s, "type": s})).collect();
+        let body = json!({
+            "worker_id": self.id,
+            "worker_type": "raw",
+            "supported_skills": skills,
+            "available_skills": self.skills,
+            "capabilities": {"cost_per_skill": {}, "extra": {}},
+            "resources": {"properties": {"cpu_cores": 1}},
+        });
+        let body = self.signed(body, MessageKind::Registration);
+        self.send(reqwest::Method::POST, "/_worker/workers/register", Some(&body)).await
+    }
+
+    pub async fn heartbeat(&self, current_tasks: &[&str]) -> (u16, Value) {
+        let status = if current_tasks.is_empty() { "idle" } else { "busy" };
+        let body = json!({"worker_id": self.id, "status": status, "current_tasks": current_tasks});
+        let body = self.signed(body, MessageKind::Heartbeat);
+        self.send(reqwest::Method::PATCH, &format!("/_worker/workers/{}", self.id), Some(&body)).await
+    }
+
+    /// One long-poll (held by the orchestrator up to its poll timeout).
+    pub async fn poll(&self) -> (u16, Value) {
+        self.send(reqwest::Method::GET, &format!("/_worker/workers/{}/tasks/next?timeout=2", self.id), None).await
+    }
+
+    /// Posts a success result with `data` for `task` (a task payload from [`RawWorker::poll`]).
+    pub async fn succeed(&self, task: &Value, data: Value) -> (u16, Value) {
+        let body = json!({"job_id": task["job_id"], "task_id": task["task_id"], "worker_id": self.id,
+                          "origin_worker_id": self.id, "status": "success", "data": data});
+        let body = self.signed(body, MessageKind::Result);
+        self.send(reqwest::Method::POST, "/_worker/tasks/result", Some(&body)).await
+    }
 }
