@@ -1,7 +1,8 @@
 //! `cargo run --release --example echo_server`: the same blueprint as the Python reference's
 //! `echo_orchestrator.py` (start -> dispatch `echo` -> finished | failed), configured from the
 //! environment like Avtomatika (API_HOST, API_PORT, CLIENT_TOKEN, GLOBAL_WORKER_TOKEN,
-//! ORCHESTRATOR_SECRET_KEY, RATE_LIMITING_ENABLED, ...). Used by the benchmarks, which also use its
+//! ORCHESTRATOR_SECRET_KEY, RATE_LIMITING_ENABLED, ...; `REDIS_URL` or `REDIS_HOST` puts every store in
+//! Redis, so several of these processes can serve together). Used by the benchmarks, which also use its
 //! `approval_flow` (jobs that wait for a human) to measure memory per waiting job.
 
 use avto::prelude::*;

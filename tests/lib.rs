@@ -69,6 +69,18 @@ impl Server {
         Server { base, core, stop: Some(tx), task: Some(task) }
     }
 
+    /// An orchestrator on the Redis at `url`, keys under `prefix`: several servers on one prefix
+    /// are instances of one deployment (shared jobs, workers, queues, locks).
+    pub async fn with_redis(
+        blueprints: impl IntoIterator<Item = Blueprint>,
+        url: &str,
+        prefix: &str,
+        config: Config,
+    ) -> Server {
+        let config = Config { redis_url: Some(url.to_owned()), redis_key_prefix: prefix.to_owned(), ..config };
+        Self::with_config(blueprints, config).await
+    }
+
     /// Graceful shutdown; returns when the server has stopped.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {

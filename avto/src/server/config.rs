@@ -93,6 +93,18 @@ pub struct Config {
     pub schedules_config_path: Option<PathBuf>,
     /// `TZ`: the scheduler's default zone and the zone of history timestamps (default UTC).
     pub tz: chrono_tz::Tz,
+    /// `REDIS_URL` (`redis://[:password@]host:port/db`), else built from `REDIS_HOST`,
+    /// `REDIS_PORT` (6379) and `REDIS_DB` (0); `None` (both unset or empty) = in-memory storage.
+    pub redis_url: Option<String>,
+    /// `REDIS_KEY_PREFIX` (default `avto:`): every Redis key starts with it, so several
+    /// deployments (or test runs) can share one Redis.
+    pub redis_key_prefix: String,
+    /// `JOB_LOCK_LEASE_SECONDS` (default 30): lifetime of a job lock in Redis; renewed every
+    /// third of it while the holder works, so it only bounds how long a crashed instance blocks a job.
+    pub job_lock_lease: Duration,
+    /// `JOB_RECOVERY_SECONDS` (default 60): an unsettled job nobody saved for this long is
+    /// looked at by the watcher, which re-drives what a crashed instance left unfinished.
+    pub job_recovery_after: Duration,
     /// `S3_ENDPOINT_URL`, `S3_ACCESS_KEY`, `S3_SECRET_KEY`, ...: task files in S3 (`None` = off;
     /// partly set = start-up error).
     #[cfg(feature = "s3")]
@@ -143,6 +155,10 @@ impl Default for Config {
             history_connect_timeout: Duration::from_secs(10),
             schedules_config_path: None,
             tz: chrono_tz::UTC,
+            redis_url: None,
+            redis_key_prefix: "avto:".into(),
+            job_lock_lease: Duration::from_secs(30),
+            job_recovery_after: Duration::from_secs(60),
             #[cfg(feature = "s3")]
             s3: None,
             files_auto_cleanup: true,
@@ -255,6 +271,10 @@ impl Config {
                 None => d.tz,
                 Some(z) => super::scheduler::parse_tz(&z).map_err(|e| ConfigError(format!("TZ: {e}")))?,
             },
+            redis_url: redis_url(&env)?,
+            redis_key_prefix: (env.get)("REDIS_KEY_PREFIX").unwrap_or(d.redis_key_prefix),
+            job_lock_lease: env.secs("JOB_LOCK_LEASE_SECONDS", d.job_lock_lease)?,
+            job_recovery_after: env.secs("JOB_RECOVERY_SECONDS", d.job_recovery_after)?,
             #[cfg(feature = "s3")]
             s3: crate::files::s3::S3Config::from_lookup(get).map_err(ConfigError)?,
             files_auto_cleanup: env.bool("S3_AUTO_CLEANUP", d.files_auto_cleanup)?,
@@ -323,6 +343,21 @@ impl Config {
             .or_else(|| self.worker_tokens.iter().find(|t| t.matches(worker_id)))
             .map(|t| t.token.as_str())
     }
+}
+
+/// `REDIS_URL`, else `redis://REDIS_HOST:REDIS_PORT/REDIS_DB` (Avtomatika's variables).
+fn redis_url(env: &Env<'_>) -> Result<Option<String>, ConfigError> {
+    if let Some(url) = env.str("REDIS_URL") {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
+            return Err(ConfigError(format!("REDIS_URL={url:?}: expected redis://host:port/db")));
+        }
+        return Ok(Some(url));
+    }
+    let Some(host) = env.str("REDIS_HOST") else { return Ok(None) };
+    let port: u16 = env.parse("REDIS_PORT", 6379)?;
+    let db: u32 = env.parse("REDIS_DB", 0)?;
+    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
+    Ok(Some(format!("redis://{host}:{port}/{db}")))
 }
 
 fn read_toml(path: &Path, what: &str) -> Result<toml::Table, ConfigError> {
@@ -463,6 +498,20 @@ mod tests {
         assert_eq!(c.worker_token("worker-001"), Some("a"));
         assert_eq!(c.worker_token("cpu-7"), Some("b"));
         assert_eq!(c.worker_token("gpu-1"), None);
+    }
+
+    #[test]
+    fn redis_url_from_url_or_host_port_db() {
+        assert_eq!(cfg(&[]).unwrap().redis_url, None);
+        assert_eq!(cfg(&[("REDIS_HOST", "")]).unwrap().redis_url, None);
+        let c = cfg(&[("REDIS_HOST", "cache"), ("REDIS_PORT", "6380"), ("REDIS_DB", "2")]).unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some("redis://cache:6380/2"));
+        assert_eq!(c.redis_key_prefix, "avto:");
+        let c = cfg(&[("REDIS_URL", "redis://127.0.0.1:6379/1"), ("REDIS_HOST", "ignored")]).unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379/1"));
+        assert!(cfg(&[("REDIS_URL", "127.0.0.1:6379")]).unwrap_err().0.contains("REDIS_URL"));
+        assert!(cfg(&[("REDIS_HOST", "h"), ("REDIS_PORT", "x")]).unwrap_err().0.contains("REDIS_PORT"));
+        assert_eq!(cfg(&[("REDIS_KEY_PREFIX", "t1:")]).unwrap().redis_key_prefix, "t1:");
     }
 
     #[test]

@@ -8,9 +8,8 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::config::{ClientEntry, Config};
-use super::dispatch::memory::MemoryWorkers;
 use super::dispatch::{Dispatcher, Overdue, QueuedTask, Unassigned, WorkerInfo};
-use super::store::{JobGuard, JobStore, NonceStore, QuotaStore, RateLimitStore};
+use super::store::{JobGuard, JobStore, NonceStore, QuotaStore, RateLimitStore, Stores, StsStore};
 use super::webhooks::Webhooks;
 use crate::blueprint::Blueprint;
 use crate::context::{ErrorClass, TaskError};
@@ -62,8 +61,8 @@ pub struct Core {
     exec: Arc<Semaphore>,
     /// Set when the server shuts down: long-polls answer 204 at once, WebSockets close (1001).
     shutdown: tokio::sync::watch::Sender<bool>,
-    /// STS tokens: sha256(token) -> (kind, worker id, expiry ms).
-    sts: std::sync::Mutex<HashMap<String, (&'static str, String, u64)>>,
+    /// STS tokens (stored as SHA-256 hashes).
+    pub sts: Arc<dyn StsStore>,
 }
 
 impl std::fmt::Debug for Core {
@@ -73,23 +72,23 @@ impl std::fmt::Debug for Core {
 }
 
 const REPUTATION_REWARD: f64 = 0.001;
+/// Stale jobs claimed per watcher pass.
+const RECOVERY_BATCH: usize = 200;
+/// How often a long-poll looks at its queue without a wake-up when instances share a bus.
+const BUS_RECHECK: Duration = Duration::from_secs(1);
 const REPUTATION_PENALTY: f64 = 0.05;
 
 impl Core {
-    pub fn new(
-        cfg: Config,
-        env: EngineEnv,
-        jobs: Arc<dyn JobStore>,
-        quotas: Arc<dyn QuotaStore>,
-        rate: Arc<dyn RateLimitStore>,
-        nonces: Arc<dyn NonceStore>,
-    ) -> Self {
+    /// A core over `stores` (its `data` and `schedule_locks` are used by the caller: the engine
+    /// environment and the scheduler).
+    pub fn new(cfg: Config, env: EngineEnv, stores: Stores) -> Self {
         let clients = cfg.clients.iter().map(|c| (c.token.clone(), c.clone())).collect();
-        let dispatcher = Dispatcher::new(
-            Arc::new(MemoryWorkers::new()),
-            cfg.worker_health_check_interval * 2,
-            cfg.reputation_min_threshold,
-        );
+        let mut dispatcher =
+            Dispatcher::new(stores.workers, cfg.worker_health_check_interval * 2, cfg.reputation_min_threshold);
+        if let Some(bus) = stores.bus {
+            dispatcher = dispatcher.with_bus(bus);
+        }
+        let Stores { jobs, quotas, rate, nonces, sts, .. } = stores;
         let exec = Arc::new(Semaphore::new(cfg.executor_max_concurrent_jobs.max(1)));
         Core {
             cfg: Arc::new(cfg),
@@ -105,7 +104,7 @@ impl Core {
             metrics: Default::default(),
             exec,
             shutdown: tokio::sync::watch::Sender::new(false),
-            sts: Default::default(),
+            sts,
         }
     }
 
@@ -299,8 +298,11 @@ impl Core {
         job_id: &str,
         result: TaskResult,
     ) -> Result<ResultDisposition, CoreError> {
+        // `finished` under the job lock: crash recovery (which also locks) never sees the task
+        // unknown to the worker store while it is still in flight on the job.
+        let guard = self.jobs.lock(job_id).await;
         self.dispatcher.finished(worker_id, &result.task_id).await;
-        let Some(mut g) = self.jobs.lock(job_id).await? else {
+        let Some(mut g) = guard? else {
             return Ok(ResultDisposition::Ignored {
                 reason: engine::IgnoreReason::JobNotFound,
                 message: format!("job {job_id} not found"),
@@ -399,6 +401,10 @@ impl Core {
         tokio::spawn(async move {
             for (job_id, task_id) in tasks {
                 if let Ok(Some(mut g)) = core.jobs.lock(&job_id).await {
+                    // Crash recovery may have placed it already (both run under the job lock).
+                    if core.dispatcher.store().task_known(&task_id).await.unwrap_or(false) {
+                        continue;
+                    }
                     if let Some(r) = g.task_mut(&task_id) {
                         r.worker_id = None;
                         r.picked_up_at_ms = None;
@@ -440,6 +446,16 @@ impl Core {
     /// One watcher pass: expired workers, then overdue tasks.
     pub async fn watch_once(self: &Arc<Self>) {
         let now = now_ms();
+        // Crash recovery: unsettled jobs nobody touched for a while (see `recover`).
+        let cutoff = now.saturating_sub(self.cfg.job_recovery_after.as_millis() as u64);
+        match self.jobs.claim_stale(cutoff, now, RECOVERY_BATCH).await {
+            Ok(ids) => {
+                for id in ids {
+                    self.recover(id);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not look for stale jobs"),
+        }
         let (queued, orphans) = self.dispatcher.expire(now).await;
         self.requeue(queued.into_iter().map(|t| (t.job_id, t.task_id)).collect());
         self.requeue(orphans.into_iter().map(|o| (o.job_id, o.task_id)).collect());
@@ -471,6 +487,88 @@ impl Core {
         }
     }
 
+    /// Re-drives a job whose progress may have been lost: the instance that held it died (or
+    /// lost its lease) between changing something and carrying out what follows. Under the job
+    /// lock, so it never runs alongside a live holder, and idempotent:
+    /// * `pending` / `running`: the handler runs (again); a crash before the save means its
+    ///   action never happened;
+    /// * `awaiting_retry`: the handler runs once the longest possible backoff has passed;
+    /// * `waiting_for_worker` / `waiting_for_parallel_tasks`: each in-flight task that is due and
+    ///   that the worker store does not know (queued, running or parked) is placed again;
+    /// * `waiting_for_sub_job`: a child that ended resumes the parent; a child that was never
+    ///   stored makes the parent's handler run again.
+    pub fn recover(self: &Arc<Self>, id: String) {
+        let core = self.clone();
+        tokio::spawn(async move {
+            let _permit = core.exec.clone().acquire_owned().await;
+            if let Err(e) = core.recover_now(&id).await {
+                tracing::warn!(job_id = %id, error = %e, "could not recover job");
+            }
+        });
+    }
+
+    async fn recover_now(self: &Arc<Self>, id: &str) -> Result<(), CoreError> {
+        let Some(mut g) = self.jobs.lock(id).await? else { return Ok(()) };
+        let now = now_ms();
+        match g.status {
+            JobStatus::Pending | JobStatus::Running => {
+                tracing::warn!(job_id = %id, status = %g.status, "recovering a job whose handler run was lost");
+                self.advance_locked(&mut g).await;
+            }
+            JobStatus::AwaitingRetry => {
+                if now < g.updated_at_ms + self.env.config.retry_max.as_millis() as u64 {
+                    return Ok(()); // the retry timer may still fire; look again later
+                }
+                tracing::warn!(job_id = %id, "recovering a job whose handler retry was lost");
+                self.advance_locked(&mut g).await;
+            }
+            JobStatus::WaitingForWorker | JobStatus::WaitingForParallelTasks => {
+                let due: Vec<String> =
+                    g.tasks_in_flight().filter(|t| t.dispatched_at_ms <= now).map(|t| t.task_id.clone()).collect();
+                let mut lost = Vec::new();
+                for task_id in due {
+                    if !self.dispatcher.store().task_known(&task_id).await? {
+                        lost.push(task_id);
+                    }
+                }
+                if lost.is_empty() {
+                    return Ok(());
+                }
+                for task_id in &lost {
+                    tracing::warn!(job_id = %id, %task_id, "recovering a task that no queue holds");
+                    if let Some(r) = g.task_mut(task_id) {
+                        r.worker_id = None;
+                        r.picked_up_at_ms = None;
+                    }
+                    self.place(&mut g, task_id).await;
+                }
+            }
+            JobStatus::WaitingForSubJob => {
+                let Some(child_id) = g.sub_job.as_ref().map(|s| s.child_job_id.clone()) else { return Ok(()) };
+                match self.jobs.get(&child_id).await? {
+                    Some(child) if child.status.is_terminal() => {
+                        let mut out = Outcome::default();
+                        if engine::resume_parent(&mut g, &child, &mut out) {
+                            tracing::warn!(job_id = %id, %child_id, "recovering a lost resume after a child job");
+                            self.effects(&mut g, out).await;
+                            self.advance_locked(&mut g).await;
+                        }
+                    }
+                    Some(_) => return Ok(()),
+                    None => {
+                        tracing::warn!(job_id = %id, %child_id, "child job was never stored; running the parent's handler again");
+                        g.sub_job = None;
+                        g.status = JobStatus::Running;
+                        self.advance_locked(&mut g).await;
+                    }
+                }
+            }
+            _ => return Ok(()),
+        }
+        self.jobs.save(&g).await?;
+        Ok(())
+    }
+
     /// Long-poll: the next task for `worker_id`, waiting up to `wait`.
     ///
     /// When the worker's own queue is empty it may steal from the longest backlog of another
@@ -494,8 +592,18 @@ impl Core {
             if *stop.borrow_and_update() {
                 return Ok(None);
             }
+            // With several instances a wake-up travels over the bus, which can miss one while it
+            // reconnects: look at the queue again every second.
+            let until = match self.dispatcher.has_bus() {
+                true => deadline.min(tokio::time::Instant::now() + BUS_RECHECK),
+                false => deadline,
+            };
             tokio::select! {
-                woken = tokio::time::timeout_at(deadline, notified) => if woken.is_err() { return Ok(None) },
+                woken = tokio::time::timeout_at(until, notified) => {
+                    if woken.is_err() && until >= deadline {
+                        return Ok(None);
+                    }
+                }
                 _ = stop.changed() => return Ok(None),
             }
         }
@@ -517,26 +625,25 @@ impl Core {
     }
 
     /// Stores an STS token (hashed) for `worker_id`.
-    pub fn sts_store(&self, token: &str, kind: &'static str, worker_id: &str, ttl_ms: u64) {
-        let now = now_ms();
-        let mut sts = self.sts.lock().unwrap();
-        sts.retain(|_, (_, _, exp)| *exp > now);
-        sts.insert(crate::protocol::sign::sha256_hex(token.as_bytes()), (kind, worker_id.to_owned(), now + ttl_ms));
+    pub async fn sts_store(
+        &self,
+        token: &str,
+        kind: &'static str,
+        worker_id: &str,
+        ttl_ms: u64,
+    ) -> Result<(), StorageError> {
+        let hash = crate::protocol::sign::sha256_hex(token.as_bytes());
+        self.sts.save(&hash, kind, worker_id, Duration::from_millis(ttl_ms)).await
     }
 
     /// The worker owning a live STS token of `kind` (`access` / `refresh`).
-    pub fn sts_owner(&self, token: &str, kind: &str) -> Option<String> {
-        let now = now_ms();
-        let sts = self.sts.lock().unwrap();
-        match sts.get(&crate::protocol::sign::sha256_hex(token.as_bytes())) {
-            Some((k, w, exp)) if *k == kind && *exp > now => Some(w.clone()),
-            _ => None,
-        }
+    pub async fn sts_owner(&self, token: &str, kind: &str) -> Result<Option<String>, StorageError> {
+        self.sts.owner(&crate::protocol::sign::sha256_hex(token.as_bytes()), kind).await
     }
 
     /// Revokes an STS token.
-    pub fn sts_revoke(&self, token: &str) {
-        self.sts.lock().unwrap().remove(&crate::protocol::sign::sha256_hex(token.as_bytes()));
+    pub async fn sts_revoke(&self, token: &str) -> Result<(), StorageError> {
+        self.sts.revoke(&crate::protocol::sign::sha256_hex(token.as_bytes())).await
     }
 
     /// Epoch ms now (one clock for everything).

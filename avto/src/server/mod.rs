@@ -12,6 +12,8 @@ pub mod core;
 pub mod dispatch;
 pub mod files;
 pub mod metrics;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod requirements;
 pub mod scheduler;
 pub mod store;
@@ -23,7 +25,6 @@ use std::sync::Arc;
 use crate::blueprint::Blueprint;
 use crate::engine::EngineEnv;
 use crate::files::ObjectStore;
-use crate::storage::memory::MemoryDataStores;
 use crate::storage::DataStoreBackend;
 
 pub use self::config::{Config, ConfigError};
@@ -42,6 +43,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     History(#[from] crate::history::HistoryError),
+    #[error("storage: {0}")]
+    Storage(String),
     #[error("task file storage: {0}")]
     Files(#[from] crate::files::FileError),
 }
@@ -62,6 +65,7 @@ pub struct OrchestratorBuilder {
     history: Option<Arc<dyn crate::history::HistoryBackend>>,
     schedule_locks: Option<Arc<dyn scheduler::ScheduleLocks>>,
     clock: Option<Arc<dyn scheduler::Clock>>,
+    redis_url: Option<String>,
 }
 
 impl std::fmt::Debug for OrchestratorBuilder {
@@ -107,6 +111,14 @@ impl OrchestratorBuilder {
         self.history = Some(backend);
         self
     }
+    /// Keeps every server capability (jobs, queues, workers, locks, quotas, rate limits, nonces,
+    /// STS tokens, data stores, schedule claims) in the Redis at `url` under `REDIS_KEY_PREFIX`,
+    /// so several instances can serve together (feature `redis`). Default: `REDIS_URL` /
+    /// `REDIS_HOST` of the configuration, else in memory.
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        self.redis_url = Some(url.into());
+        self
+    }
     /// Where schedules claim their fire times (default: in memory, i.e. one instance).
     pub fn schedule_locks(mut self, locks: Arc<dyn scheduler::ScheduleLocks>) -> Self {
         self.schedule_locks = Some(locks);
@@ -143,7 +155,34 @@ impl OrchestratorBuilder {
                 }
             }
         }
-        let data = self.data_stores.unwrap_or_else(|| Arc::new(MemoryDataStores::new()));
+        let redis_url = self.redis_url.or_else(|| config.redis_url.clone());
+        #[cfg(feature = "redis")]
+        let redis = match &redis_url {
+            None => None,
+            Some(url) => Some(
+                redis::RedisStores::new(url, &config.redis_key_prefix, config.job_lock_lease)
+                    .map_err(|e| ServeError::Storage(e.to_string()))?,
+            ),
+        };
+        #[cfg(feature = "redis")]
+        let mut stores = redis.as_ref().map(|r| r.stores()).unwrap_or_else(store::Stores::memory);
+        #[cfg(not(feature = "redis"))]
+        let mut stores = match redis_url {
+            None => store::Stores::memory(),
+            Some(_) => {
+                return Err(ServeError::Storage(
+                    "REDIS_URL / REDIS_HOST is set, but avto was built without the `redis` feature".into(),
+                ))
+            }
+        };
+        if let Some(data) = self.data_stores {
+            stores.data = data;
+        }
+        if let Some(locks) = self.schedule_locks {
+            stores.schedule_locks = locks;
+        }
+        let data = stores.data.clone();
+        let schedule_locks = stores.schedule_locks.clone();
         let env = EngineEnv::new(
             config.engine(),
             seen.into_values(),
@@ -151,14 +190,7 @@ impl OrchestratorBuilder {
             self.object_store.or_else(|| files::store_from_config(&config)),
         )
         .map_err(ServeError::Blueprints)?;
-        let core = Arc::new(Core::new(
-            config,
-            env,
-            Arc::new(store::memory::MemoryJobs::new()),
-            Arc::new(store::memory::MemoryQuotas::default()),
-            Arc::new(store::memory::MemoryRateLimits::default()),
-            Arc::new(store::memory::MemoryNonces::default()),
-        ));
+        let core = Arc::new(Core::new(config, env, stores));
         if let Some(backend) = self.history {
             let _ = core.history.set(crate::history::History::start(backend));
         }
@@ -167,12 +199,16 @@ impl OrchestratorBuilder {
             Some(path) => {
                 let names: Vec<&str> = core.env.blueprints().map(|b| b.name()).collect();
                 let schedules = scheduler::load_schedules(path, &names, core.cfg.tz)?;
-                let locks = self.schedule_locks.unwrap_or_else(|| Arc::new(scheduler::MemoryScheduleLocks::new()));
                 let clock = self.clock.unwrap_or_else(|| Arc::new(scheduler::SystemClock));
-                Some(Arc::new(scheduler::Scheduler::new(core.clone(), schedules, locks, clock)))
+                Some(Arc::new(scheduler::Scheduler::new(core.clone(), schedules, schedule_locks, clock)))
             }
         };
-        Ok(Orchestrator { core, scheduler })
+        Ok(Orchestrator {
+            core,
+            scheduler,
+            #[cfg(feature = "redis")]
+            redis,
+        })
     }
 }
 
@@ -181,6 +217,8 @@ impl OrchestratorBuilder {
 pub struct Orchestrator {
     core: Arc<Core>,
     scheduler: Option<Arc<scheduler::Scheduler>>,
+    #[cfg(feature = "redis")]
+    redis: Option<redis::RedisStores>,
 }
 
 impl Orchestrator {
@@ -205,6 +243,10 @@ impl Orchestrator {
 
     /// Initialises quotas; call once before serving (done by [`Orchestrator::serve`] and [`Orchestrator::listen`]).
     async fn init(&self) -> Result<(), ServeError> {
+        #[cfg(feature = "redis")]
+        if let Some(r) = &self.redis {
+            r.check().await.map_err(|e| ServeError::Storage(e.to_string()))?;
+        }
         for c in &self.core.cfg.clients {
             if let Some(q) = c.quota {
                 self.core
@@ -241,6 +283,19 @@ impl Orchestrator {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         self.init().await?;
+        #[cfg(feature = "redis")]
+        let bus = match &self.redis {
+            None => None,
+            Some(r) => {
+                let core = Arc::downgrade(&self.core);
+                let on_message = move |msg| {
+                    if let Some(core) = core.upgrade() {
+                        core.dispatcher.on_bus(msg);
+                    }
+                };
+                Some(r.subscribe(on_message).await.map_err(|e| ServeError::Storage(e.to_string()))?)
+            }
+        };
         self.core.start_background();
         let schedules = self.scheduler.as_ref().map(|s| s.start());
         let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
@@ -251,6 +306,10 @@ impl Orchestrator {
         };
         let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
         if let Some(task) = schedules {
+            task.abort();
+        }
+        #[cfg(feature = "redis")]
+        if let Some(task) = bus {
             task.abort();
         }
         if let Some(h) = self.core.history() {

@@ -1,6 +1,9 @@
-//! Server storage capabilities: jobs, quotas, rate limits, replay nonces.
+//! Server storage capabilities: jobs, quotas, rate limits, replay nonces, STS tokens.
 //!
-//! Each capability is a small trait; [`memory`] implements all of them in-process.
+//! Each capability is a small trait; [`memory`] implements all of them in-process and
+//! `server::redis` (feature `redis`) in a Redis shared by several orchestrator instances.
+//! [`Stores`] bundles one implementation of every capability. The same conformance suite
+//! (`tests/storage_conformance.rs`) runs against both.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -9,6 +12,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::sync::OwnedMutexGuard;
 
+use super::dispatch::memory::MemoryWorkers;
+use super::dispatch::{Bus, WorkerStore};
+use super::scheduler::{MemoryScheduleLocks, ScheduleLocks};
 use crate::job::{now_ms, Job, JobStatus};
 use crate::storage::StorageError;
 
@@ -58,12 +64,39 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<Job>, StorageError>>;
     /// Number of jobs per status, for one client (`None` = every client).
     fn counts<'a>(&'a self, client: Option<&'a str>) -> BoxFuture<'a, Result<BTreeMap<JobStatus, u64>, StorageError>>;
+    /// Claims up to `limit` unsettled jobs (see [`is_unsettled`]) with no insert, save or claim
+    /// since `cutoff_ms`, oldest first. A claim counts as activity at `now_ms`, so each stale job
+    /// goes to one caller per period, across instances. The watcher re-drives what it claims
+    /// (crash recovery: an instance died while it held the job).
+    fn claim_stale(
+        &self,
+        cutoff_ms: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<String>, StorageError>>;
+}
+
+/// Statuses in which a job's progress depends on something an instance does next (run a
+/// handler, place a task, resume after a child): the jobs crash recovery looks at. A job waiting
+/// for a human depends on nobody, a terminal one never changes.
+pub fn is_unsettled(status: JobStatus) -> bool {
+    matches!(
+        status,
+        JobStatus::Pending
+            | JobStatus::Running
+            | JobStatus::AwaitingRetry
+            | JobStatus::WaitingForWorker
+            | JobStatus::WaitingForParallelTasks
+            | JobStatus::WaitingForSubJob
+    )
 }
 
 /// Request counters per client token (clients.toml `monthly_attempts`).
 pub trait QuotaStore: Send + Sync + 'static {
-    /// Sets the remaining allowance (at start-up).
-    fn init<'a>(&'a self, token: &'a str, remaining: u64) -> BoxFuture<'a, Result<(), StorageError>>;
+    /// Sets the allowance at start-up: an unknown token, or a different `limit` than the one
+    /// last set, starts at `limit`; the same limit keeps what is left, so a restart or a second
+    /// instance does not refill it.
+    fn init<'a>(&'a self, token: &'a str, limit: u64) -> BoxFuture<'a, Result<(), StorageError>>;
     /// Takes one unit; false when exhausted. Exact under concurrency.
     fn take<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<bool, StorageError>>;
 }
@@ -85,6 +118,61 @@ pub trait NonceStore: Send + Sync + 'static {
     fn first_use<'a>(&'a self, nonce: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool, StorageError>>;
 }
 
+/// Short-lived worker tokens (STS): only SHA-256 hashes are stored, each with its kind
+/// (`access` / `refresh`), owner and lifetime.
+pub trait StsStore: Send + Sync + 'static {
+    /// Stores `hash` for `worker_id` for `ttl`.
+    fn save<'a>(
+        &'a self,
+        hash: &'a str,
+        kind: &'a str,
+        worker_id: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), StorageError>>;
+    /// The owner of a live token of `kind`.
+    fn owner<'a>(&'a self, hash: &'a str, kind: &'a str) -> BoxFuture<'a, Result<Option<String>, StorageError>>;
+    /// Forgets a token (of any kind).
+    fn revoke<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, Result<(), StorageError>>;
+}
+
+/// One implementation of every storage capability the server uses.
+#[derive(Clone)]
+pub struct Stores {
+    pub jobs: Arc<dyn JobStore>,
+    pub quotas: Arc<dyn QuotaStore>,
+    pub rate: Arc<dyn RateLimitStore>,
+    pub nonces: Arc<dyn NonceStore>,
+    pub sts: Arc<dyn StsStore>,
+    pub workers: Arc<dyn WorkerStore>,
+    pub data: Arc<dyn crate::storage::DataStoreBackend>,
+    pub schedule_locks: Arc<dyn ScheduleLocks>,
+    /// Cross-instance messages (`None` = this instance is alone).
+    pub bus: Option<Arc<dyn Bus>>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores").field("bus", &self.bus.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl Stores {
+    /// Everything in process memory (one instance; the default).
+    pub fn memory() -> Self {
+        Stores {
+            jobs: Arc::new(memory::MemoryJobs::new()),
+            quotas: Arc::new(memory::MemoryQuotas::default()),
+            rate: Arc::new(memory::MemoryRateLimits::default()),
+            nonces: Arc::new(memory::MemoryNonces::default()),
+            sts: Arc::new(memory::MemorySts::default()),
+            workers: Arc::new(MemoryWorkers::new()),
+            data: Arc::new(crate::storage::memory::MemoryDataStores::new()),
+            schedule_locks: Arc::new(MemoryScheduleLocks::new()),
+            bus: None,
+        }
+    }
+}
+
 /// In-memory implementations of every server capability.
 pub mod memory {
     use super::*;
@@ -94,6 +182,8 @@ pub mod memory {
     pub struct MemoryJobs {
         jobs: RwLock<HashMap<String, Arc<tokio::sync::Mutex<Job>>>>,
         by_client: Mutex<HashMap<String, Vec<String>>>,
+        /// Unsettled jobs -> last insert, save or stale claim (epoch ms).
+        activity: Mutex<HashMap<String, u64>>,
     }
 
     impl MemoryJobs {
@@ -109,6 +199,7 @@ pub mod memory {
         fn insert(&self, job: Job) -> BoxFuture<'_, Result<(), StorageError>> {
             let id = job.id.clone();
             let client = job.client.name.clone();
+            let status = job.status;
             let res = {
                 let mut jobs = self.jobs.write().unwrap();
                 if jobs.contains_key(&id) {
@@ -119,6 +210,9 @@ pub mod memory {
                 }
             };
             if res.is_ok() {
+                if is_unsettled(status) {
+                    self.activity.lock().unwrap().insert(id.clone(), now_ms());
+                }
                 self.by_client.lock().unwrap().entry(client).or_default().push(id);
             }
             Box::pin(async move { res })
@@ -134,7 +228,14 @@ pub mod memory {
             })
         }
 
-        fn save<'a>(&'a self, _guard: &'a JobGuard) -> BoxFuture<'a, Result<(), StorageError>> {
+        fn save<'a>(&'a self, guard: &'a JobGuard) -> BoxFuture<'a, Result<(), StorageError>> {
+            // The guard is the job itself; only the stale-job index needs updating.
+            let mut activity = self.activity.lock().unwrap();
+            if is_unsettled(guard.status) {
+                activity.insert(guard.id.clone(), now_ms());
+            } else {
+                activity.remove(&guard.id);
+            }
             Box::pin(async { Ok(()) })
         }
 
@@ -188,22 +289,81 @@ pub mod memory {
                 Ok(counts)
             })
         }
+
+        fn claim_stale(
+            &self,
+            cutoff_ms: u64,
+            now_ms: u64,
+            limit: usize,
+        ) -> BoxFuture<'_, Result<Vec<String>, StorageError>> {
+            let mut activity = self.activity.lock().unwrap();
+            let mut stale: Vec<(u64, String)> =
+                activity.iter().filter(|(_, t)| **t <= cutoff_ms).map(|(id, t)| (*t, id.clone())).collect();
+            stale.sort();
+            stale.truncate(limit);
+            let ids: Vec<String> = stale.into_iter().map(|(_, id)| id).collect();
+            for id in &ids {
+                activity.insert(id.clone(), now_ms);
+            }
+            Box::pin(async move { Ok(ids) })
+        }
+    }
+
+    /// In-memory STS tokens.
+    #[derive(Default)]
+    pub struct MemorySts {
+        /// hash -> (kind, worker id, expiry ms)
+        tokens: Mutex<HashMap<String, (String, String, u64)>>,
+    }
+
+    impl StsStore for MemorySts {
+        fn save<'a>(
+            &'a self,
+            hash: &'a str,
+            kind: &'a str,
+            worker_id: &'a str,
+            ttl: Duration,
+        ) -> BoxFuture<'a, Result<(), StorageError>> {
+            let now = now_ms();
+            let mut tokens = self.tokens.lock().unwrap();
+            tokens.retain(|_, (_, _, exp)| *exp > now);
+            tokens.insert(hash.to_owned(), (kind.to_owned(), worker_id.to_owned(), now + ttl.as_millis() as u64));
+            Box::pin(async { Ok(()) })
+        }
+
+        fn owner<'a>(&'a self, hash: &'a str, kind: &'a str) -> BoxFuture<'a, Result<Option<String>, StorageError>> {
+            let now = now_ms();
+            let owner = match self.tokens.lock().unwrap().get(hash) {
+                Some((k, w, exp)) if k == kind && *exp > now => Some(w.clone()),
+                _ => None,
+            };
+            Box::pin(async move { Ok(owner) })
+        }
+
+        fn revoke<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+            self.tokens.lock().unwrap().remove(hash);
+            Box::pin(async { Ok(()) })
+        }
     }
 
     /// In-memory quotas.
     #[derive(Default)]
     pub struct MemoryQuotas {
-        remaining: Mutex<HashMap<String, u64>>,
+        /// token -> (limit, remaining)
+        remaining: Mutex<HashMap<String, (u64, u64)>>,
     }
 
     impl QuotaStore for MemoryQuotas {
-        fn init<'a>(&'a self, token: &'a str, remaining: u64) -> BoxFuture<'a, Result<(), StorageError>> {
-            self.remaining.lock().unwrap().insert(token.to_owned(), remaining);
+        fn init<'a>(&'a self, token: &'a str, limit: u64) -> BoxFuture<'a, Result<(), StorageError>> {
+            let mut remaining = self.remaining.lock().unwrap();
+            if remaining.get(token).is_none_or(|(l, _)| *l != limit) {
+                remaining.insert(token.to_owned(), (limit, limit));
+            }
             Box::pin(async { Ok(()) })
         }
         fn take<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
             let ok = match self.remaining.lock().unwrap().get_mut(token) {
-                Some(n) if *n > 0 => {
+                Some((_, n)) if *n > 0 => {
                     *n -= 1;
                     true
                 }

@@ -903,15 +903,22 @@ impl Shared {
             match orch.client.send_result(&body).await {
                 Ok(resp) if resp.is_ignored() => {
                     let reason = resp.reason.as_deref().unwrap_or("?");
+                    let (job_id, task_id) = (payload.job_id.as_str(), payload.task_id.as_str());
                     if matches!(reason, "deadline_exceeded" | "job_cancelled") {
-                        tracing::info!(reason, "result ignored by the orchestrator");
+                        tracing::info!(reason, job_id, task_id, "result ignored by the orchestrator");
                     } else {
-                        tracing::warn!(reason, message = ?resp.message, "result ignored by the orchestrator");
+                        tracing::warn!(reason, job_id, task_id, message = ?resp.message, "result ignored by the orchestrator");
                     }
                     return;
                 }
                 Ok(resp) => {
-                    tracing::debug!(status = %outcome.status, transition = ?resp.transition, "result accepted");
+                    tracing::debug!(
+                        status = %outcome.status,
+                        transition = ?resp.transition,
+                        job_id = %payload.job_id,
+                        task_id = %payload.task_id,
+                        "result accepted"
+                    );
                     return;
                 }
                 Err(WorkerError::Http { status, body }) if matches!(status, 400 | 413 | 422) => {

@@ -56,7 +56,7 @@ fn valid_id(id: &str) -> bool {
 }
 
 /// Authenticates a worker request. `hint` is the worker id the request claims.
-fn authenticate(core: &Core, headers: &HeaderMap, hint: Option<&str>) -> Result<Sender, ApiError> {
+async fn authenticate(core: &Core, headers: &HeaderMap, hint: Option<&str>) -> Result<Sender, ApiError> {
     let token = headers
         .get("x-worker-token")
         .and_then(|v| v.to_str().ok())
@@ -68,8 +68,16 @@ fn authenticate(core: &Core, headers: &HeaderMap, hint: Option<&str>) -> Result<
         }
     }
     let key_for = |id: &str| core.cfg.worker_token(id).unwrap_or(&core.cfg.global_worker_token).to_owned();
-    // STS access token
-    if let Some(owner) = core.sts_owner(token, "access") {
+    // STS access token (a configured token is never one: skip the lookup)
+    let configured = sign::constant_time_eq(token.as_bytes(), core.cfg.global_worker_token.as_bytes())
+        || hint
+            .and_then(|h| core.cfg.worker_token(h))
+            .is_some_and(|t| sign::constant_time_eq(token.as_bytes(), t.as_bytes()));
+    let sts_owner = match configured {
+        true => None,
+        false => core.sts_owner(token, "access").await.map_err(|e| ApiError::Unavailable(e.to_string()))?,
+    };
+    if let Some(owner) = sts_owner {
         return match hint {
             Some(h) if h != owner => Err(forbidden("Unauthorized: token belongs to another worker")),
             _ => Ok(Sender { key: key_for(&owner), worker_id: owner }),
@@ -141,7 +149,7 @@ async fn register(State(core): State<Arc<Core>>, req: Request) -> Result<Respons
     let claimed = header_id(&headers)
         .map(str::to_owned)
         .or_else(|| body.get("worker_id").and_then(Value::as_str).map(str::to_owned));
-    let sender = authenticate(&core, &headers, claimed.as_deref())?;
+    let sender = authenticate(&core, &headers, claimed.as_deref()).await?;
     rate_limit(&core, &sender, "register").await?;
     let body = Value::Object(body);
     verify(&core, &sender, &body, MessageKind::Registration).await?;
@@ -185,7 +193,7 @@ async fn heartbeat(
     req: Request,
 ) -> Result<Response, ApiError> {
     let headers = req.headers().clone();
-    let sender = authenticate(&core, &headers, Some(&worker_id))?;
+    let sender = authenticate(&core, &headers, Some(&worker_id)).await?;
     rate_limit(&core, &sender, "heartbeat").await?;
     let bytes = read_body(req, core.cfg.max_body_bytes).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -225,7 +233,7 @@ async fn next_task(
     Path(worker_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let sender = authenticate(&core, &headers, Some(&worker_id))?;
+    let sender = authenticate(&core, &headers, Some(&worker_id)).await?;
     rate_limit(&core, &sender, "poll").await?;
     if !core.dispatcher.is_live(&worker_id).await {
         return Err(not_registered(&worker_id));
@@ -287,7 +295,7 @@ async fn result(State(core): State<Arc<Core>>, req: Request) -> Result<Response,
     let claimed = header_id(&headers)
         .map(str::to_owned)
         .or_else(|| body.get("worker_id").and_then(Value::as_str).map(str::to_owned));
-    let sender = authenticate(&core, &headers, claimed.as_deref())?;
+    let sender = authenticate(&core, &headers, claimed.as_deref()).await?;
     rate_limit(&core, &sender, "result").await?;
     let body = Value::Object(body);
     verify(&core, &sender, &body, MessageKind::Result).await?;
@@ -348,26 +356,29 @@ async fn event(State(core): State<Arc<Core>>, req: Request) -> Result<Response, 
     let claimed = header_id(&headers)
         .map(str::to_owned)
         .or_else(|| body.get("worker_id").and_then(Value::as_str).map(str::to_owned));
-    let sender = authenticate(&core, &headers, claimed.as_deref())?;
+    let sender = authenticate(&core, &headers, claimed.as_deref()).await?;
     rate_limit(&core, &sender, "event").await?;
     Ok(json_response(&process_event(&core, &sender, &Value::Object(body)).await?))
 }
 
-fn sts_pair(core: &Core, worker_id: &str) -> Value {
+async fn sts_pair(core: &Core, worker_id: &str) -> Result<Value, ApiError> {
     let access = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
     let refresh = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-    core.sts_store(&access, "access", worker_id, ACCESS_TTL_MS);
-    core.sts_store(&refresh, "refresh", worker_id, REFRESH_TTL_MS);
-    json!({"access_token": access, "refresh_token": refresh, "expires_in": ACCESS_TTL_MS / 1000, "worker_id": worker_id})
+    let unavailable = |e: crate::storage::StorageError| ApiError::Unavailable(e.to_string());
+    core.sts_store(&access, "access", worker_id, ACCESS_TTL_MS).await.map_err(unavailable)?;
+    core.sts_store(&refresh, "refresh", worker_id, REFRESH_TTL_MS).await.map_err(unavailable)?;
+    Ok(
+        json!({"access_token": access, "refresh_token": refresh, "expires_in": ACCESS_TTL_MS / 1000, "worker_id": worker_id}),
+    )
 }
 
 async fn sts_issue(State(core): State<Arc<Core>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let sender = authenticate(&core, &headers, header_id(&headers))?;
+    let sender = authenticate(&core, &headers, header_id(&headers)).await?;
     if sender.worker_id == GLOBAL_ID {
         return Err(forbidden("Unauthorized: X-Worker-ID is required to issue a token"));
     }
     rate_limit(&core, &sender, "sts").await?;
-    Ok(json_response(&sts_pair(&core, &sender.worker_id)))
+    Ok(json_response(&sts_pair(&core, &sender.worker_id).await?))
 }
 
 async fn sts_refresh(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
@@ -376,10 +387,11 @@ async fn sts_refresh(State(core): State<Arc<Core>>, req: Request) -> Result<Resp
         header_id(&headers).ok_or_else(|| forbidden("Unauthorized: X-Worker-ID header is required"))?.to_owned();
     let token =
         body.get("refresh_token").and_then(Value::as_str).ok_or_else(|| ApiError::bad("refresh_token is required"))?;
-    match core.sts_owner(token, "refresh") {
+    let unavailable = |e: crate::storage::StorageError| ApiError::Unavailable(e.to_string());
+    match core.sts_owner(token, "refresh").await.map_err(unavailable)? {
         Some(owner) if owner == worker_id => {
-            core.sts_revoke(token);
-            Ok(json_response(&sts_pair(&core, &worker_id)))
+            core.sts_revoke(token).await.map_err(unavailable)?;
+            Ok(json_response(&sts_pair(&core, &worker_id).await?))
         }
         Some(_) => Err(forbidden("Unauthorized: refresh token belongs to another worker")),
         None => Err(forbidden("Unauthorized: Invalid refresh token (not found)")),
@@ -392,7 +404,7 @@ async fn websocket(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let sender = authenticate(&core, &headers, Some(&worker_id))?;
+    let sender = authenticate(&core, &headers, Some(&worker_id)).await?;
     Ok(ws.on_upgrade(move |socket| ws_session(core, sender, socket)))
 }
 

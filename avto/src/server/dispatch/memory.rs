@@ -62,9 +62,14 @@ fn ready<'a, T: Send + 'a>(v: T) -> Bf<'a, T> {
     Box::pin(async move { Ok(v) })
 }
 
-pub(crate) fn dispatch_due(spec: &TaskSpec, since: u64, deadline: Option<u64>, now: u64) -> bool {
+/// When a task waiting since `since` (queued or parked) misses its dispatch deadline, if ever.
+pub(crate) fn dispatch_deadline(spec: &TaskSpec, since: u64, deadline: Option<u64>) -> Option<u64> {
     let by_dispatch = spec.dispatch_timeout_seconds.map(|s| since + (s * 1000.0) as u64);
-    [by_dispatch, deadline].into_iter().flatten().min().is_some_and(|d| d <= now)
+    [by_dispatch, deadline].into_iter().flatten().min()
+}
+
+pub(crate) fn dispatch_due(spec: &TaskSpec, since: u64, deadline: Option<u64>, now: u64) -> bool {
+    dispatch_deadline(spec, since, deadline).is_some_and(|d| d <= now)
 }
 
 pub(crate) fn running_of(task: &QueuedTask, now: u64) -> Running {
@@ -186,6 +191,9 @@ impl WorkerStore for MemoryWorkers {
 
     fn steal<'a>(&'a self, thief: &'a str, skills: &'a [String], now: u64) -> Bf<'a, Option<QueuedTask>> {
         let mut inner = self.inner.lock().unwrap();
+        if !inner.workers.contains_key(thief) {
+            return ready(None);
+        }
         // The victim: the live worker (not the thief) with the longest backlog the thief can run
         // (at least two tasks, so the victim keeps its next one).
         let victim = inner
@@ -203,9 +211,8 @@ impl WorkerStore for MemoryWorkers {
         let matching: Vec<usize> = (0..items.len()).filter(|&i| skills.contains(&items[i].0.spec.task_type)).collect();
         let stolen = items.remove(matching[matching.len() - 2]).0;
         slot.queue = items.into_iter().collect();
-        if let Some(thief_slot) = inner.workers.get_mut(thief) {
-            thief_slot.running.insert(stolen.task_id.clone(), running_of(&stolen, now));
-        }
+        let thief_slot = inner.workers.get_mut(thief).expect("checked above");
+        thief_slot.running.insert(stolen.task_id.clone(), running_of(&stolen, now));
         ready(Some(stolen))
     }
 
@@ -331,5 +338,15 @@ impl WorkerStore for MemoryWorkers {
             }
         }
         ready((queued, orphans))
+    }
+
+    fn task_known<'a>(&'a self, task_id: &'a str) -> Bf<'a, bool> {
+        let inner = self.inner.lock().unwrap();
+        let known = inner.parked.iter().any(|u| u.task_id == task_id)
+            || inner
+                .workers
+                .values()
+                .any(|s| s.running.contains_key(task_id) || s.queue.iter().any(|q| q.0.task_id == task_id));
+        ready(known)
     }
 }

@@ -214,7 +214,7 @@ impl NoWorker {
     }
 }
 
-type Bf<'a, T> = BoxFuture<'a, Result<T, StorageError>>;
+pub(crate) type Bf<'a, T> = BoxFuture<'a, Result<T, StorageError>>;
 
 /// Where workers, queues and running tasks live. Every method is atomic on its own; methods
 /// that hand something out (`pop`, `claim_parked`, `overdue`, `expire`) give each item to
@@ -255,6 +255,9 @@ pub trait WorkerStore: Send + Sync + 'static {
     fn overdue(&self, now: u64, default_exec_ms: u64, cancel_ttl_ms: u64) -> Bf<'_, Vec<OverdueTask>>;
     /// Claims workers whose TTL passed: removes them and returns their tasks.
     fn expire(&self, now: u64) -> Bf<'_, (Vec<QueuedTask>, Vec<Orphan>)>;
+    /// Whether the task is queued, running or parked anywhere (crash recovery re-places the
+    /// in-flight tasks of a job that the store does not know).
+    fn task_known<'a>(&'a self, task_id: &'a str) -> Bf<'a, bool>;
 }
 
 /// A message between orchestrator instances.
@@ -316,6 +319,11 @@ impl Dispatcher {
         &self.store
     }
 
+    /// Whether wake-ups and commands travel over a bus (several instances).
+    pub fn has_bus(&self) -> bool {
+        self.bus.is_some()
+    }
+
     /// Applies a message from the bus (called by the bus subscriber of this instance).
     pub fn on_bus(&self, msg: BusMessage) {
         match msg {
@@ -335,13 +343,11 @@ impl Dispatcher {
     }
 
     async fn wake(&self, worker_id: &str) {
-        match &self.bus {
-            Some(bus) => {
-                if bus.publish(BusMessage::Wake(worker_id.to_owned())).await.is_err() {
-                    self.wake_local(worker_id);
-                }
-            }
-            None => self.wake_local(worker_id),
+        // Always wake a local long-poll directly: the bus may be reconnecting, and a second
+        // wake-up (from the bus) only makes the poll look at its queue once more.
+        self.wake_local(worker_id);
+        if let Some(bus) = &self.bus {
+            let _ = bus.publish(BusMessage::Wake(worker_id.to_owned())).await;
         }
     }
 

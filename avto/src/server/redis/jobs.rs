@@ -1,0 +1,339 @@
+//! Jobs in Redis: one JSON document per job, a leased lock per job, per-client index and counts,
+//! and the stale index crash recovery reads.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use redis::Script;
+
+use super::{from_json, lua, reply, to_json, RedisConn};
+use crate::job::{now_ms, Job, JobStatus};
+use crate::server::store::{is_unsettled, JobGuard, JobStore};
+use crate::storage::StorageError;
+
+static INSERT: LazyLock<Script> = LazyLock::new(|| {
+    lua(r#"
+local id, json, client, created, status, unsettled, now = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local k = P .. 'job:' .. id
+local cur = redis.call('GET', k)
+if cur then
+  if cur == json then return 1 end
+  return 0
+end
+redis.call('SET', k, json)
+redis.call('ZADD', P .. 'jobs:client:' .. client, created, id)
+redis.call('HINCRBY', P .. 'counts', status, 1)
+redis.call('HINCRBY', P .. 'counts:client:' .. client, status, 1)
+if unsettled == '1' then redis.call('ZADD', P .. 'stale', now, id) end
+return 1
+"#)
+});
+
+/// {0} = locked by someone else, {1} = no such job, {2, json} = locked for us.
+static LOCK: LazyLock<Script> = LazyLock::new(|| {
+    lua(r#"
+local id, token, lease = ARGV[3], ARGV[4], ARGV[5]
+local lk = P .. 'lock:job:' .. id
+local holder = redis.call('GET', lk)
+if holder and holder ~= token then return {0} end
+local j = redis.call('GET', P .. 'job:' .. id)
+if not j then
+  if holder then redis.call('DEL', lk) end
+  return {1}
+end
+redis.call('SET', lk, token, 'PX', lease)
+return {2, j}
+"#)
+});
+
+static SAVE: LazyLock<Script> = LazyLock::new(|| {
+    lua(r#"
+local id, token, json, old, new, client, unsettled, now, lease =
+  ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local lk = P .. 'lock:job:' .. id
+if redis.call('GET', lk) ~= token then return 0 end
+redis.call('SET', P .. 'job:' .. id, json)
+if old ~= new then
+  redis.call('HINCRBY', P .. 'counts', old, -1)
+  redis.call('HINCRBY', P .. 'counts', new, 1)
+  redis.call('HINCRBY', P .. 'counts:client:' .. client, old, -1)
+  redis.call('HINCRBY', P .. 'counts:client:' .. client, new, 1)
+end
+if unsettled == '1' then
+  redis.call('ZADD', P .. 'stale', now, id)
+else
+  redis.call('ZREM', P .. 'stale', id)
+end
+redis.call('PEXPIRE', lk, lease)
+return 1
+"#)
+});
+
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    lua(r#"
+local lk, token, lease = ARGV[3], ARGV[4], ARGV[5]
+if redis.call('GET', lk) == token then
+  redis.call('PEXPIRE', lk, lease)
+  return 1
+end
+return 0
+"#)
+});
+
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    lua(r#"
+local lk, token = ARGV[3], ARGV[4]
+if redis.call('GET', lk) == token then return redis.call('DEL', lk) end
+return 0
+"#)
+});
+
+static CLAIM_STALE: LazyLock<Script> = LazyLock::new(|| {
+    lua(r#"
+local c = cached()
+if c then return c end
+local cutoff, now, limit = ARGV[3], ARGV[4], tonumber(ARGV[5])
+local ids = redis.call('ZRANGEBYSCORE', P .. 'stale', '-inf', cutoff, 'LIMIT', 0, limit)
+for _, id in ipairs(ids) do redis.call('ZADD', P .. 'stale', 'XX', now, id) end
+return answer(ids)
+"#)
+});
+
+/// Jobs in Redis.
+#[derive(Debug, Clone)]
+pub struct RedisJobs {
+    conn: RedisConn,
+    lease: Duration,
+}
+
+/// What keeps a Redis job lock: the token, the status last saved (for the counts), and the
+/// renewal task. Dropping it releases the lock.
+struct Lease {
+    conn: RedisConn,
+    job_id: String,
+    client: String,
+    token: String,
+    saved_status: Mutex<JobStatus>,
+    lost: Arc<AtomicBool>,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.renew.abort();
+        let conn = self.conn.clone();
+        let key = conn.key(&format!("lock:job:{}", self.job_id));
+        let token = std::mem::take(&mut self.token);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = conn.script::<i64>(&RELEASE, false, &[&key, &token]).await {
+                    tracing::warn!(lock = %key, error = %e, "could not release a job lock (it expires with its lease)");
+                }
+            });
+        }
+    }
+}
+
+impl RedisJobs {
+    pub fn new(conn: RedisConn, lease: Duration) -> Self {
+        RedisJobs { conn, lease: lease.max(Duration::from_millis(300)) }
+    }
+
+    fn lease_ms(&self) -> u64 {
+        self.lease.as_millis() as u64
+    }
+
+    fn start_renewal(&self, job_id: &str, token: &str, lost: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+        let conn = self.conn.clone();
+        let key = conn.key(&format!("lock:job:{job_id}"));
+        let token = token.to_owned();
+        let lease = self.lease;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                match conn.script::<i64>(&RENEW, false, &[&key, &token, &(lease.as_millis() as u64)]).await {
+                    Ok(1) => {}
+                    Ok(_) => {
+                        tracing::warn!(lock = %key, "job lock lost (lease expired); the holder's changes will be refused");
+                        lost.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    Err(e) => tracing::warn!(lock = %key, error = %e, "could not renew a job lock"),
+                }
+            }
+        })
+    }
+}
+
+impl JobStore for RedisJobs {
+    fn insert(&self, job: Job) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move {
+            let json = to_json(&job);
+            let unsettled = if is_unsettled(job.status) { "1" } else { "0" };
+            let inserted: i64 = self
+                .conn
+                .script(
+                    &INSERT,
+                    false,
+                    &[
+                        &job.id,
+                        &json,
+                        &job.client.name,
+                        &job.created_at_ms,
+                        &job.status.as_str(),
+                        &unsettled,
+                        &now_ms(),
+                    ],
+                )
+                .await?;
+            match inserted {
+                1 => Ok(()),
+                _ => Err(StorageError::Conflict(format!("job {} exists", job.id))),
+            }
+        })
+    }
+
+    fn lock<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<JobGuard>, StorageError>> {
+        Box::pin(async move {
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            let mut delay = Duration::from_millis(1);
+            loop {
+                let v: redis::Value = self.conn.script(&LOCK, false, &[&id, &token, &self.lease_ms()]).await?;
+                let parts = reply::array(v)?;
+                match parts.first().and_then(reply::int) {
+                    Some(2) => {
+                        let json = parts.get(1).and_then(reply::string).unwrap_or_default();
+                        let job: Job = from_json(&format!("job {id}"), &json)?;
+                        let lost = Arc::new(AtomicBool::new(false));
+                        let lease = Lease {
+                            conn: self.conn.clone(),
+                            job_id: id.to_owned(),
+                            client: job.client.name.clone(),
+                            renew: self.start_renewal(id, &token, lost.clone()),
+                            token,
+                            saved_status: Mutex::new(job.status),
+                            lost,
+                        };
+                        return Ok(Some(JobGuard::Leased { job, lease: Box::new(lease) }));
+                    }
+                    Some(1) => return Ok(None),
+                    _ => {
+                        // Another holder works on the job: wait (jittered backoff up to 50 ms).
+                        let jitter = rand::random::<f64>() * 0.5 + 0.75;
+                        tokio::time::sleep(delay.mul_f64(jitter)).await;
+                        delay = (delay * 2).min(Duration::from_millis(50));
+                    }
+                }
+            }
+        })
+    }
+
+    fn save<'a>(&'a self, guard: &'a JobGuard) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            let JobGuard::Leased { job, lease } = guard else {
+                return Err(StorageError::Conflict("a memory job guard cannot be saved to Redis".into()));
+            };
+            let Some(lease) = lease.downcast_ref::<Lease>() else {
+                return Err(StorageError::Conflict("foreign job guard".into()));
+            };
+            if lease.lost.load(Ordering::SeqCst) {
+                return Err(StorageError::Conflict(format!("the lock on job {} was lost; changes discarded", job.id)));
+            }
+            let old = *lease.saved_status.lock().unwrap();
+            let unsettled = if is_unsettled(job.status) { "1" } else { "0" };
+            let saved: i64 = self
+                .conn
+                .script(
+                    &SAVE,
+                    false,
+                    &[
+                        &job.id,
+                        &lease.token,
+                        &to_json(job),
+                        &old.as_str(),
+                        &job.status.as_str(),
+                        &lease.client,
+                        &unsettled,
+                        &now_ms(),
+                        &self.lease_ms(),
+                    ],
+                )
+                .await?;
+            if saved != 1 {
+                lease.lost.store(true, Ordering::SeqCst);
+                return Err(StorageError::Conflict(format!(
+                    "the lock on job {} was lost (another instance took over); changes discarded",
+                    job.id
+                )));
+            }
+            *lease.saved_status.lock().unwrap() = job.status;
+            Ok(())
+        })
+    }
+
+    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Job>, StorageError>> {
+        Box::pin(async move {
+            let json: Option<String> =
+                self.conn.query(redis::cmd("GET").arg(self.conn.key(&format!("job:{id}")))).await?;
+            json.map(|j| from_json(&format!("job {id}"), &j)).transpose()
+        })
+    }
+
+    fn list<'a>(
+        &'a self,
+        client: &'a str,
+        limit: usize,
+        offset: usize,
+    ) -> BoxFuture<'a, Result<Vec<Job>, StorageError>> {
+        Box::pin(async move {
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            let ids: Vec<String> = self
+                .conn
+                .query(
+                    redis::cmd("ZREVRANGE")
+                        .arg(self.conn.key(&format!("jobs:client:{client}")))
+                        .arg(offset)
+                        .arg(offset + limit - 1),
+                )
+                .await?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let keys: Vec<String> = ids.iter().map(|id| self.conn.key(&format!("job:{id}"))).collect();
+            let docs: Vec<Option<String>> = self.conn.query(redis::cmd("MGET").arg(&keys)).await?;
+            docs.into_iter().flatten().map(|j| from_json("job", &j)).collect()
+        })
+    }
+
+    fn counts<'a>(&'a self, client: Option<&'a str>) -> BoxFuture<'a, Result<BTreeMap<JobStatus, u64>, StorageError>> {
+        Box::pin(async move {
+            let key = match client {
+                Some(c) => self.conn.key(&format!("counts:client:{c}")),
+                None => self.conn.key("counts"),
+            };
+            let raw: std::collections::HashMap<String, i64> = self.conn.query(redis::cmd("HGETALL").arg(key)).await?;
+            Ok(raw
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .filter_map(|(s, n)| Some((JobStatus::parse(&s)?, n as u64)))
+                .collect())
+        })
+    }
+
+    fn claim_stale(
+        &self,
+        cutoff_ms: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<String>, StorageError>> {
+        Box::pin(async move {
+            let v: redis::Value = self.conn.script(&CLAIM_STALE, true, &[&cutoff_ms, &now_ms, &(limit as u64)]).await?;
+            reply::strings(v)
+        })
+    }
+}

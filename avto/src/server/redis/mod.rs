@@ -1,0 +1,412 @@
+//! Redis storage (feature `redis`): every server capability in one Redis, so several orchestrator
+//! instances can serve the same clients and workers.
+//!
+//! Selected by `REDIS_URL` (or Avtomatika's `REDIS_HOST` / `REDIS_PORT` / `REDIS_DB`), or
+//! [`OrchestratorBuilder::redis`](super::OrchestratorBuilder::redis). A bad URL fails the build,
+//! an unreachable Redis fails the start-up (a `PING` before anything is served).
+//!
+//! # Layout
+//!
+//! Every key starts with `REDIS_KEY_PREFIX` (`{p}`, default `avto:`), so deployments and test
+//! runs can share one Redis ([`delete_prefix`] removes one prefix with `SCAN` + `DEL`). Values are
+//! JSON.
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `{p}job:{id}` | string | the job document (no TTL: jobs never expire) |
+//! | `{p}lock:job:{id}` | string, PX lease | random token of the lock holder |
+//! | `{p}jobs:client:{name}` | zset | job id → creation time (list, newest first) |
+//! | `{p}counts`, `{p}counts:client:{name}` | hash | status → number of jobs |
+//! | `{p}stale` | zset | unsettled job id → last save or recovery claim (crash recovery) |
+//! | `{p}w:info:{id}` | string | worker record ([`WorkerInfo`](super::dispatch::WorkerInfo)) |
+//! | `{p}w:rep` | hash | worker id → reputation |
+//! | `{p}w:all` | zset | worker id → expiry (liveness) |
+//! | `{p}w:q:{id}` | zset | the worker's queue: `-priority` → `{seq:020}:{task_id}` |
+//! | `{p}w:qt:{id}` | hash | task type → number queued (work-stealing victim search) |
+//! | `{p}w:r:{id}` | set | task ids the worker runs |
+//! | `{p}w:c:{id}` | zset | task id → until when the worker is told to cancel it |
+//! | `{p}t:{task_id}` | hash | one queued, running or parked task: job, type, data, loc, worker, ... |
+//! | `{p}parked` | zset | task id → parked time (tasks no worker can take yet) |
+//! | `{p}due:q` | zset | queued / parked task id → dispatch deadline |
+//! | `{p}due:run`, `{p}due:rund` | zset | running task id → deadline; → pick-up time (default timeout) |
+//! | `{p}seq` | int | FIFO sequence of queued tasks |
+//! | `{p}quota:{sha256(token)}`, `{p}quota_limit:…` | int | remaining requests, the limit they started from |
+//! | `{p}rl:{key}` | int, PX window | fixed-window rate limit counter |
+//! | `{p}nonce:{n}` | PX ttl | replay protection |
+//! | `{p}sts:{kind}:{sha256}` | string, PX ttl | STS token owner |
+//! | `{p}ds:{blueprint}:{store}` | hash | blueprint data store |
+//! | `{p}sched:{key}` | string, PX ttl | scheduler fire-time claims |
+//! | `{p}rid:{uuid}` | string, 60 s | the answer of a claiming script, for a retry after a lost reply |
+//! | `{p}bus` | pub/sub channel | wake-ups and WebSocket commands between instances |
+//!
+//! # Atomicity
+//!
+//! Everything two instances could race on is one Lua script: lock, save, release and renewal
+//! of a job; enqueue, pop, steal, cancel, park, claim, overdue and expiry of tasks and workers;
+//! quotas, rate limits, nonces and schedule claims. Scripts compute keys from the prefix they
+//! are given, which is fine for a standalone Redis (or a primary with replicas), not for
+//! Redis Cluster.
+//!
+//! # Job locks
+//!
+//! [`JobStore::lock`](super::store::JobStore::lock) is `SET {p}lock:job:{id} <token> NX PX
+//! <lease>` (in a script that also reads the job), retried with a short backoff while another
+//! holder works. The lease (`JOB_LOCK_LEASE_SECONDS`, 30 s) is renewed every third of it while
+//! the guard lives, so a handler may run for as long as it needs; it only bounds how long a
+//! crashed instance keeps a job locked. `save` writes only while the token still holds the lock
+//! (a holder that lost its lease, e.g. after a long stall, cannot overwrite the new holder's
+//! work: its save fails with `Conflict`). Dropping the guard releases the lock (compare and
+//! delete, spawned because `Drop` cannot wait).
+//!
+//! # Reconnects
+//!
+//! Commands go through a [`ConnectionManager`], which reconnects after a connection loss (e.g.
+//! `CLIENT KILL`); a command that failed on a dropped connection is sent again with backoff for
+//! up to [`RETRY_FOR`]. A claiming script whose reply was lost would hand its items to nobody,
+//! so these scripts take a request id and keep their answer for 60 s: the retry gets the same
+//! answer. The bus subscriber has its own RESP3 connection that resubscribes after reconnects
+//! (wake-ups published meanwhile are lost; long-polls also look at their queue every second
+//! when a bus is in use).
+//!
+//! # Several instances and crash recovery
+//!
+//! Background loops run on every instance; each item they handle (an overdue task, a dead
+//! worker, a stale job, a parked task, a schedule's fire time) is claimed by one script, so one
+//! instance handles it. A job whose instance died while holding it stays unsettled with an
+//! expired lock: the watcher claims jobs not saved for `JOB_RECOVERY_SECONDS` (`{p}stale`) and
+//! re-drives them ([`Core::recover`](super::core::Core::recover)); results are applied under the
+//! job lock with task-id checks, so each is applied once, and a task that a worker took but never
+//! answered comes back through its execution timeout.
+
+mod bus;
+mod data;
+mod jobs;
+mod misc;
+mod workers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{ErrorKind, RedisError, RetryMethod};
+
+/// The `redis` client crate, for tools and tests that talk to the same Redis.
+pub use ::redis as client;
+
+pub use self::bus::RedisBus;
+pub use self::data::RedisDataStores;
+pub use self::jobs::RedisJobs;
+pub use self::misc::{RedisNonces, RedisQuotas, RedisRateLimits, RedisScheduleLocks, RedisSts};
+pub use self::workers::RedisWorkers;
+use super::store::Stores;
+use crate::storage::StorageError;
+
+/// How long a command is retried while the connection is down.
+pub const RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// One Redis connection (multiplexed, reconnecting) and the key prefix.
+#[derive(Clone)]
+pub struct RedisConn {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: redis::Client,
+    manager: ConnectionManager,
+    prefix: String,
+    /// The URL without a password, for messages.
+    shown: String,
+    /// The bus subscriber's connection, once subscribed.
+    bus: std::sync::Mutex<Option<bus::BusConn>>,
+}
+
+impl std::fmt::Debug for RedisConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConn").field("url", &self.inner.shown).field("prefix", &self.inner.prefix).finish()
+    }
+}
+
+fn hide_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+impl RedisConn {
+    /// A lazy connection to `url` (nothing is sent until the first command; see [`RedisConn::ping`]).
+    /// Must be called inside a Tokio runtime.
+    pub fn open(url: &str, prefix: &str) -> Result<Self, StorageError> {
+        let shown = hide_password(url);
+        let client = redis::Client::open(url)
+            .map_err(|e| StorageError::Unavailable(format!("invalid Redis URL {shown}: {e}")))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_secs(1));
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|e| StorageError::Unavailable(format!("Redis {shown}: {e}")))?;
+        Ok(RedisConn {
+            inner: Arc::new(Inner { client, manager, prefix: prefix.to_owned(), shown, bus: Default::default() }),
+        })
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// `{prefix}{rest}`.
+    pub fn key(&self, rest: &str) -> String {
+        format!("{}{rest}", self.inner.prefix)
+    }
+
+    /// Fails fast (no retries) with a clear message when Redis cannot be reached.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        let mut con = self.inner.manager.clone();
+        let pong: Result<Result<String, RedisError>, _> =
+            tokio::time::timeout(Duration::from_secs(10), redis::cmd("PING").query_async(&mut con)).await;
+        match pong {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(StorageError::Unavailable(format!("cannot reach Redis at {}: {e}", self.inner.shown))),
+            Err(_) => Err(StorageError::Unavailable(format!("cannot reach Redis at {}: timed out", self.inner.shown))),
+        }
+    }
+
+    /// The server-side ids (`CLIENT ID`) of the data connection and, once subscribed, of the bus
+    /// connection: what a connection-loss test kills with `CLIENT KILL ID`.
+    pub async fn client_ids(&self) -> Result<Vec<i64>, StorageError> {
+        let mut ids = vec![self.query(redis::cmd("CLIENT").arg("ID")).await?];
+        let bus = self.inner.bus.lock().unwrap().clone();
+        if let Some(bus::BusConn(mut m)) = bus {
+            let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut m).await.map_err(storage_error)?;
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    fn bus_conn(&self) -> &std::sync::Mutex<Option<bus::BusConn>> {
+        &self.inner.bus
+    }
+
+    /// Runs a command, retrying on connection errors for up to [`RETRY_FOR`].
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StorageError> {
+        let mut delay = Duration::from_millis(20);
+        let started = tokio::time::Instant::now();
+        loop {
+            let mut con = self.inner.manager.clone();
+            match cmd.query_async::<T>(&mut con).await {
+                Ok(v) => return Ok(v),
+                Err(e) if retryable(&e) && started.elapsed() < RETRY_FOR => {
+                    tracing::debug!(error = %e, "Redis command failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(storage_error(e)),
+            }
+        }
+    }
+
+    /// Runs a Lua script with `args` (no keys: scripts build them from the prefix, passed as the
+    /// second argument after a request id). With `once`, a request id makes a retry after a lost
+    /// reply get the first answer instead of running the script again.
+    pub(crate) async fn script<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        once: bool,
+        args: &[&dyn ArgRef],
+    ) -> Result<T, StorageError> {
+        let rid = if once { self.key(&format!("rid:{}", uuid::Uuid::new_v4().simple())) } else { String::new() };
+        let mut delay = Duration::from_millis(20);
+        let started = tokio::time::Instant::now();
+        loop {
+            let mut inv = script.prepare_invoke();
+            inv.arg(&rid).arg(self.prefix());
+            for a in args {
+                a.push_arg(&mut inv);
+            }
+            let mut con = self.inner.manager.clone();
+            match inv.invoke_async::<T>(&mut con).await {
+                Ok(v) => return Ok(v),
+                Err(e) if retryable(&e) && started.elapsed() < RETRY_FOR => {
+                    tracing::debug!(error = %e, "Redis script failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(storage_error(e)),
+            }
+        }
+    }
+}
+
+/// An argument of a script (a `&dyn` list of mixed types).
+pub(crate) trait ArgRef: Sync {
+    fn push_arg(&self, inv: &mut redis::ScriptInvocation<'_>);
+}
+
+impl<T: redis::ToRedisArgs + Sync> ArgRef for T {
+    fn push_arg(&self, inv: &mut redis::ScriptInvocation<'_>) {
+        inv.arg(self);
+    }
+}
+
+fn retryable(e: &RedisError) -> bool {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+        return true;
+    }
+    match e.kind() {
+        ErrorKind::Io | ErrorKind::Parse => true,
+        ErrorKind::Server(_) => {
+            matches!(
+                e.retry_method(),
+                RetryMethod::Reconnect | RetryMethod::RetryImmediately | RetryMethod::WaitAndRetry
+            )
+        }
+        _ => false,
+    }
+}
+
+fn storage_error(e: RedisError) -> StorageError {
+    StorageError::Unavailable(format!("redis: {e}"))
+}
+
+/// Shared Lua helpers, prepended to the scripts that need them. `P` is the key prefix
+/// (`ARGV[2]`); `RID` the request id (`ARGV[1]`, empty = no answer kept).
+pub(crate) const LUA_PRELUDE: &str = r#"
+local RID = ARGV[1]
+local P = ARGV[2]
+local function cached()
+  if RID ~= '' then
+    local c = redis.call('GET', RID)
+    if c then return cjson.decode(c) end
+  end
+  return nil
+end
+local function answer(res)
+  if RID ~= '' then redis.call('SET', RID, cjson.encode(res), 'PX', 60000) end
+  return res
+end
+"#;
+
+/// Builds a script from the prelude and a body.
+pub(crate) fn lua(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{LUA_PRELUDE}\n{body}"))
+}
+
+/// Every server capability in one Redis: what [`OrchestratorBuilder::redis`](super::OrchestratorBuilder::redis) uses.
+#[derive(Debug, Clone)]
+pub struct RedisStores {
+    conn: RedisConn,
+    lease: Duration,
+}
+
+impl RedisStores {
+    /// Stores at `url` under `prefix`; job locks last `lease` (renewed while held).
+    /// Lazy: see [`RedisStores::check`].
+    pub fn new(url: &str, prefix: &str, lease: Duration) -> Result<Self, StorageError> {
+        Ok(RedisStores { conn: RedisConn::open(url, prefix)?, lease })
+    }
+
+    /// The connection (e.g. for tests).
+    pub fn conn(&self) -> &RedisConn {
+        &self.conn
+    }
+
+    /// Checks that Redis answers (start-up).
+    pub async fn check(&self) -> Result<(), StorageError> {
+        self.conn.ping().await
+    }
+
+    /// One store per capability, all on this connection.
+    pub fn stores(&self) -> Stores {
+        Stores {
+            jobs: Arc::new(RedisJobs::new(self.conn.clone(), self.lease)),
+            quotas: Arc::new(RedisQuotas::new(self.conn.clone())),
+            rate: Arc::new(RedisRateLimits::new(self.conn.clone())),
+            nonces: Arc::new(RedisNonces::new(self.conn.clone())),
+            sts: Arc::new(RedisSts::new(self.conn.clone())),
+            workers: Arc::new(RedisWorkers::new(self.conn.clone())),
+            data: Arc::new(RedisDataStores::new(self.conn.clone())),
+            schedule_locks: Arc::new(RedisScheduleLocks::new(self.conn.clone())),
+            bus: Some(Arc::new(RedisBus::new(self.conn.clone()))),
+        }
+    }
+
+    /// Subscribes to the bus (waits for the first subscription) and calls `on_message` for
+    /// every message, resubscribing after reconnects, until the returned task is aborted.
+    pub async fn subscribe(
+        &self,
+        on_message: impl Fn(super::dispatch::BusMessage) + Send + Sync + 'static,
+    ) -> Result<tokio::task::JoinHandle<()>, StorageError> {
+        bus::subscribe(&self.conn, on_message).await
+    }
+}
+
+/// Deletes every key under `prefix` (`SCAN` + `DEL`); returns how many. For tests and tooling:
+/// never `FLUSHDB` a shared Redis.
+pub async fn delete_prefix(url: &str, prefix: &str) -> Result<u64, StorageError> {
+    if prefix.is_empty() {
+        return Err(StorageError::Conflict("refusing to delete every key (empty prefix)".into()));
+    }
+    let conn = RedisConn::open(url, prefix)?;
+    let pattern = format!("{}*", prefix.replace('*', "\\*").replace('?', "\\?").replace('[', "\\["));
+    let mut cursor: u64 = 0;
+    let mut deleted = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) =
+            conn.query(redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000)).await?;
+        if !keys.is_empty() {
+            deleted += conn.query::<u64>(redis::cmd("UNLINK").arg(&keys)).await?;
+        }
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
+}
+
+/// Parses a JSON value stored by this backend.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, StorageError> {
+    serde_json::from_str(s).map_err(|e| StorageError::Corrupt(format!("{what}: {e}")))
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("storage values serialise")
+}
+
+/// Reads Lua replies (arrays of bulk strings and integers).
+pub(crate) mod reply {
+    use redis::Value;
+
+    use crate::storage::StorageError;
+
+    pub fn array(v: Value) -> Result<Vec<Value>, StorageError> {
+        match v {
+            Value::Array(a) | Value::Set(a) => Ok(a),
+            Value::Nil => Ok(Vec::new()),
+            other => Err(StorageError::Corrupt(format!("unexpected Redis reply {other:?}"))),
+        }
+    }
+
+    pub fn string(v: &Value) -> Option<String> {
+        match v {
+            Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            Value::SimpleString(s) => Some(s.clone()),
+            Value::Int(n) => Some(n.to_string()),
+            Value::VerbatimString { text, .. } => Some(text.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn int(v: &Value) -> Option<i64> {
+        match v {
+            Value::Int(n) => Some(*n),
+            other => string(other).and_then(|s| s.parse().ok()),
+        }
+    }
+
+    pub fn strings(v: Value) -> Result<Vec<String>, StorageError> {
+        Ok(array(v)?.iter().filter_map(string).collect())
+    }
+}

@@ -1,0 +1,661 @@
+//! Workers, their queues and running tasks in Redis (the [`WorkerStore`] of several instances).
+//!
+//! Each queued, running or parked task has one hash `{p}t:{task_id}` (job, type, data, where it
+//! is), so a task is in one place at a time and every move is one script. A worker's queue is a
+//! zset scored `-priority` whose members are `{seq:020}:{task_id}`: equal scores pop in
+//! lexicographic, i.e. FIFO, order.
+
+use std::sync::LazyLock;
+
+use redis::{Script, Value};
+use serde_json::Value as Json;
+
+use super::{from_json, reply, to_json, RedisConn, LUA_PRELUDE};
+use crate::job::now_ms;
+use crate::server::dispatch::memory::dispatch_deadline;
+use crate::server::dispatch::{
+    Bf, Orphan, Overdue, OverdueTask, QueuedTask, Unassigned, WorkerInfo, WorkerLoad, WorkerStore,
+};
+use crate::storage::StorageError;
+
+const TASKS: &str = r#"
+local function tkey(tid) return P .. 't:' .. tid end
+local function qkey(w) return P .. 'w:q:' .. w end
+-- Removes a task from wherever it is and forgets it; returns its location and worker.
+local function detach(tid)
+  local t = redis.call('HMGET', tkey(tid), 'loc', 'worker', 'member', 'type')
+  local loc, w, member, ty = t[1], t[2], t[3], t[4]
+  if loc == 'q' then
+    redis.call('ZREM', qkey(w), member)
+    redis.call('HINCRBY', P .. 'w:qt:' .. w, ty, -1)
+  elseif loc == 'r' then
+    redis.call('SREM', P .. 'w:r:' .. w, tid)
+  elseif loc == 'p' then
+    redis.call('ZREM', P .. 'parked', tid)
+  end
+  redis.call('ZREM', P .. 'due:q', tid)
+  redis.call('ZREM', P .. 'due:run', tid)
+  redis.call('ZREM', P .. 'due:rund', tid)
+  redis.call('DEL', tkey(tid))
+  return loc, w
+end
+-- Takes a queued member off worker w's queue and records it as running on `runner`.
+local function run(w, member, runner, now)
+  local tid = string.sub(member, 22)
+  redis.call('ZREM', qkey(w), member)
+  local t = redis.call('HMGET', tkey(tid), 'type', 'data', 'timeout', 'deadline')
+  if not t[2] then return nil end
+  redis.call('HINCRBY', P .. 'w:qt:' .. w, t[1], -1)
+  redis.call('ZREM', P .. 'due:q', tid)
+  redis.call('HSET', tkey(tid), 'loc', 'r', 'worker', runner, 'picked', now)
+  redis.call('HDEL', tkey(tid), 'member')
+  redis.call('SADD', P .. 'w:r:' .. runner, tid)
+  local due = nil
+  if t[3] ~= '' then due = now + tonumber(t[3]) end
+  if t[4] ~= '' then
+    local d = tonumber(t[4])
+    if due == nil or d < due then due = d end
+  end
+  if due ~= nil then redis.call('ZADD', P .. 'due:run', due, tid) end
+  if t[3] == '' then redis.call('ZADD', P .. 'due:rund', now, tid) end
+  return t[2]
+end
+-- Removes worker w with everything it holds; returns {queued task JSONs}, {task id, job id, ...}.
+local function drain(w)
+  local qs, rs = {}, {}
+  for _, member in ipairs(redis.call('ZRANGE', qkey(w), 0, -1)) do
+    local tid = string.sub(member, 22)
+    local d = redis.call('HGET', tkey(tid), 'data')
+    if d then table.insert(qs, d) end
+    redis.call('DEL', tkey(tid))
+    redis.call('ZREM', P .. 'due:q', tid)
+  end
+  for _, tid in ipairs(redis.call('SMEMBERS', P .. 'w:r:' .. w)) do
+    local j = redis.call('HGET', tkey(tid), 'job')
+    if j and redis.call('HGET', tkey(tid), 'worker') == w then
+      table.insert(rs, tid)
+      table.insert(rs, j)
+      redis.call('DEL', tkey(tid))
+      redis.call('ZREM', P .. 'due:run', tid)
+      redis.call('ZREM', P .. 'due:rund', tid)
+    end
+  end
+  redis.call('DEL', qkey(w), P .. 'w:qt:' .. w, P .. 'w:r:' .. w, P .. 'w:c:' .. w, P .. 'w:info:' .. w)
+  redis.call('ZREM', P .. 'w:all', w)
+  redis.call('HDEL', P .. 'w:rep', w)
+  return qs, rs
+end
+"#;
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{LUA_PRELUDE}\n{TASKS}\n{body}"))
+}
+
+static REGISTER: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local w, info, expiry, rep = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+redis.call('SET', P .. 'w:info:' .. w, info)
+redis.call('ZADD', P .. 'w:all', expiry, w)
+redis.call('HSETNX', P .. 'w:rep', w, rep)
+return 1
+"#,
+    )
+});
+
+/// {0} unknown worker, else {1, task ids to cancel...}.
+static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local w, info, expiry, now, has_body = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+if redis.call('EXISTS', P .. 'w:info:' .. w) == 0 then return {0} end
+if info ~= '' then redis.call('SET', P .. 'w:info:' .. w, info) end
+redis.call('ZADD', P .. 'w:all', expiry, w)
+local out = {1}
+if has_body == '1' then
+  local c = P .. 'w:c:' .. w
+  redis.call('ZREMRANGEBYSCORE', c, '-inf', now)
+  for i = 8, #ARGV do
+    if redis.call('ZSCORE', c, ARGV[i]) then table.insert(out, ARGV[i]) end
+  end
+end
+return out
+"#,
+    )
+});
+
+/// {info, reputation} or {}.
+static WORKER: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local w = ARGV[3]
+local info = redis.call('GET', P .. 'w:info:' .. w)
+if not info then return {} end
+return {info, redis.call('HGET', P .. 'w:rep', w) or '1'}
+"#,
+    )
+});
+
+/// {id, info, reputation, queued, running, ...} of live workers.
+static LIVE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local now = ARGV[3]
+local out = {}
+for _, w in ipairs(redis.call('ZRANGEBYSCORE', P .. 'w:all', '(' .. now, '+inf')) do
+  local info = redis.call('GET', P .. 'w:info:' .. w)
+  if info then
+    table.insert(out, w)
+    table.insert(out, info)
+    table.insert(out, redis.call('HGET', P .. 'w:rep', w) or '1')
+    table.insert(out, redis.call('ZCARD', qkey(w)))
+    table.insert(out, redis.call('SCARD', P .. 'w:r:' .. w))
+  end
+end
+return out
+"#,
+    )
+});
+
+static DEPTH: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local n = redis.call('ZCARD', P .. 'parked')
+for _, w in ipairs(redis.call('ZRANGE', P .. 'w:all', 0, -1)) do n = n + redis.call('ZCARD', qkey(w)) end
+return n
+"#,
+    )
+});
+
+static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local w, tid, job, ty, data, member, score, timeout, deadline, due =
+  ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+if redis.call('EXISTS', P .. 'w:info:' .. w) == 0 then return 0 end
+detach(tid)
+redis.call('ZADD', qkey(w), score, member)
+redis.call('HINCRBY', P .. 'w:qt:' .. w, ty, 1)
+redis.call('HSET', tkey(tid), 'job', job, 'type', ty, 'data', data, 'loc', 'q', 'worker', w, 'member', member,
+  'timeout', timeout, 'deadline', deadline)
+if due ~= '' then redis.call('ZADD', P .. 'due:q', due, tid) end
+return 1
+"#,
+    )
+});
+
+/// The popped task's JSON, or ''.
+static POP: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local c = cached()
+if c then return c end
+local w, now = ARGV[3], tonumber(ARGV[4])
+while true do
+  local m = redis.call('ZRANGE', qkey(w), 0, 0)
+  if #m == 0 then return answer('') end
+  local data = run(w, m[1], w, now)
+  if data then return answer(data) end
+end
+"#,
+    )
+});
+
+/// Steals the victim's second task (in pop order) among the thief's skills; its JSON, or ''.
+static STEAL: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local c = cached()
+if c then return c end
+local thief, now = ARGV[3], tonumber(ARGV[4])
+if redis.call('EXISTS', P .. 'w:info:' .. thief) == 0 then return answer('') end
+local skills = {}
+for i = 5, #ARGV do skills[ARGV[i]] = true end
+local best, bestn = nil, 1
+for _, w in ipairs(redis.call('ZRANGEBYSCORE', P .. 'w:all', '(' .. now, '+inf')) do
+  if w ~= thief then
+    local n = 0
+    for sk, _ in pairs(skills) do n = n + (tonumber(redis.call('HGET', P .. 'w:qt:' .. w, sk)) or 0) end
+    if n > bestn or (n == bestn and best ~= nil and w < best) then best, bestn = w, n end
+  end
+end
+if best == nil then return answer('') end
+local found = 0
+for _, member in ipairs(redis.call('ZRANGE', qkey(best), 0, -1)) do
+  local ty = redis.call('HGET', tkey(string.sub(member, 22)), 'type')
+  if ty and skills[ty] then
+    found = found + 1
+    if found == 2 then return answer(run(best, member, thief, now) or '') end
+  end
+end
+return answer('')
+"#,
+    )
+});
+
+static FINISHED: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local w, tid = ARGV[3], ARGV[4]
+local t = redis.call('HMGET', tkey(tid), 'loc', 'worker')
+if t[1] == 'r' and t[2] == w then detach(tid) end
+return 1
+"#,
+    )
+});
+
+static CANCEL: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local tid, w, untl = ARGV[3], ARGV[4], ARGV[5]
+local t = redis.call('HMGET', tkey(tid), 'loc', 'worker')
+if t[1] == 'p' then detach(tid) end
+if w == '' or redis.call('EXISTS', P .. 'w:info:' .. w) == 0 then return 0 end
+if t[1] == 'q' and t[2] == w then
+  detach(tid)
+  return 0
+end
+if t[1] == 'r' and t[2] == w then detach(tid) end
+redis.call('ZADD', P .. 'w:c:' .. w, untl, tid)
+return 1
+"#,
+    )
+});
+
+static PARK: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local tid, job, ty, data, parked, due = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+if redis.call('HGET', tkey(tid), 'loc') == 'p' then return 0 end
+detach(tid)
+redis.call('HSET', tkey(tid), 'job', job, 'type', ty, 'data', data, 'loc', 'p')
+redis.call('ZADD', P .. 'parked', parked, tid)
+if due ~= '' then redis.call('ZADD', P .. 'due:q', due, tid) end
+return 1
+"#,
+    )
+});
+
+static PARKED: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local out = {}
+for _, tid in ipairs(redis.call('ZRANGE', P .. 'parked', 0, -1)) do
+  local d = redis.call('HGET', tkey(tid), 'data')
+  if d then table.insert(out, d) end
+end
+return out
+"#,
+    )
+});
+
+static CLAIM_PARKED: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local c = cached()
+if c then return c end
+local tid = ARGV[3]
+if redis.call('HGET', tkey(tid), 'loc') == 'p' then
+  detach(tid)
+  return answer(1)
+end
+return answer(0)
+"#,
+    )
+});
+
+/// {{queued JSON...}, {task id, job id, ...}}
+static REMOVE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local c = cached()
+if c then return c end
+local qs, rs = drain(ARGV[3])
+return answer({qs, rs})
+"#,
+    )
+});
+
+static REPUTATION: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local w, delta = ARGV[3], tonumber(ARGV[4])
+if redis.call('EXISTS', P .. 'w:info:' .. w) == 0 then return 0 end
+local r = tonumber(redis.call('HGET', P .. 'w:rep', w) or '1') + delta
+if r < 0 then r = 0 end
+if r > 1 then r = 1 end
+redis.call('HSET', P .. 'w:rep', w, string.format('%.17g', r))
+return 1
+"#,
+    )
+});
+
+/// {task id, job id, worker or '', 'D' | 'E', ...}
+static OVERDUE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local c = cached()
+if c then return c end
+local now, default_exec, untl = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local out = {}
+for _, tid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'due:q', '-inf', now, 'LIMIT', 0, 1000)) do
+  local t = redis.call('HMGET', tkey(tid), 'loc', 'worker', 'job')
+  if t[1] == 'q' or t[1] == 'p' then
+    local w = ''
+    if t[1] == 'q' then w = t[2] end
+    table.insert(out, tid); table.insert(out, t[3]); table.insert(out, w); table.insert(out, 'D')
+    detach(tid)
+  else
+    redis.call('ZREM', P .. 'due:q', tid)
+  end
+end
+local function expired(tid)
+  local t = redis.call('HMGET', tkey(tid), 'loc', 'worker', 'job')
+  if t[1] == 'r' then
+    table.insert(out, tid); table.insert(out, t[3]); table.insert(out, t[2]); table.insert(out, 'E')
+    detach(tid)
+    if redis.call('EXISTS', P .. 'w:info:' .. t[2]) == 1 then redis.call('ZADD', P .. 'w:c:' .. t[2], untl, tid) end
+  else
+    redis.call('ZREM', P .. 'due:run', tid)
+    redis.call('ZREM', P .. 'due:rund', tid)
+  end
+end
+for _, tid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'due:run', '-inf', now, 'LIMIT', 0, 1000)) do expired(tid) end
+for _, tid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'due:rund', '-inf', now - default_exec, 'LIMIT', 0, 1000)) do
+  expired(tid)
+end
+return answer(out)
+"#,
+    )
+});
+
+/// {{worker ids}, {queued JSON...}, {task id, job id, worker id, ...}}
+static EXPIRE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local c = cached()
+if c then return c end
+local now = ARGV[3]
+local ids, qs, rs = {}, {}, {}
+for _, w in ipairs(redis.call('ZRANGEBYSCORE', P .. 'w:all', '-inf', now, 'LIMIT', 0, 1000)) do
+  table.insert(ids, w)
+  local q, r = drain(w)
+  for _, d in ipairs(q) do table.insert(qs, d) end
+  for i = 1, #r, 2 do
+    table.insert(rs, r[i]); table.insert(rs, r[i + 1]); table.insert(rs, w)
+  end
+end
+return answer({ids, qs, rs})
+"#,
+    )
+});
+
+/// Workers, queues and running tasks in Redis.
+#[derive(Debug, Clone)]
+pub struct RedisWorkers {
+    conn: RedisConn,
+}
+
+impl RedisWorkers {
+    pub fn new(conn: RedisConn) -> Self {
+        RedisWorkers { conn }
+    }
+
+    fn parse_info(json: &str, reputation: Option<String>) -> Result<WorkerInfo, StorageError> {
+        let mut info: WorkerInfo = from_json("worker record", json)?;
+        if let Some(r) = reputation.and_then(|r| r.parse::<f64>().ok()) {
+            info.reputation = r;
+        }
+        Ok(info)
+    }
+
+    fn parse_task(json: &str) -> Result<QueuedTask, StorageError> {
+        from_json("queued task", json)
+    }
+
+    fn parse_drained(qs: Value, rs: Value, per: usize) -> Result<(Vec<QueuedTask>, Vec<Orphan>), StorageError> {
+        let queued = reply::strings(qs)?.iter().map(|j| Self::parse_task(j)).collect::<Result<Vec<_>, _>>()?;
+        let rs = reply::strings(rs)?;
+        let orphans = rs
+            .chunks(per)
+            .filter(|c| c.len() == per)
+            .map(|c| Orphan {
+                task_id: c[0].clone(),
+                job_id: c[1].clone(),
+                worker_id: c.get(2).cloned().unwrap_or_default(),
+            })
+            .collect();
+        Ok((queued, orphans))
+    }
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_default()
+}
+
+impl WorkerStore for RedisWorkers {
+    fn register(&self, info: WorkerInfo, ttl_ms: u64) -> Bf<'_, ()> {
+        Box::pin(async move {
+            let expiry = now_ms() + ttl_ms;
+            let rep = format!("{}", info.reputation);
+            self.conn.script::<i64>(&REGISTER, false, &[&info.worker_id, &to_json(&info), &expiry, &rep]).await?;
+            Ok(())
+        })
+    }
+
+    fn heartbeat<'a>(&'a self, worker_id: &'a str, body: Option<&'a Json>, ttl_ms: u64) -> Bf<'a, Option<Vec<String>>> {
+        Box::pin(async move {
+            let now = now_ms();
+            let mut info_json = String::new();
+            let mut current: Vec<String> = Vec::new();
+            let map = match body {
+                Some(Json::Object(map)) => Some(map),
+                _ => None,
+            };
+            if let Some(map) = map {
+                let stored: Option<String> =
+                    self.conn.query(redis::cmd("GET").arg(self.conn.key(&format!("w:info:{worker_id}")))).await?;
+                let Some(stored) = stored else { return Ok(None) };
+                let mut info: WorkerInfo = from_json("worker record", &stored)?;
+                info.merge_heartbeat(map);
+                info_json = to_json(&info);
+                if let Some(list) = map.get("current_tasks").and_then(Json::as_array) {
+                    current = list.iter().filter_map(Json::as_str).map(str::to_owned).collect();
+                }
+            }
+            let has_body = if map.is_some() { "1" } else { "0" };
+            let v: Value = self
+                .conn
+                .script(&HEARTBEAT, false, &[&worker_id, &info_json, &(now + ttl_ms), &now, &has_body, &current])
+                .await?;
+            let parts = reply::array(v)?;
+            match parts.first().and_then(reply::int) {
+                Some(1) => Ok(Some(parts[1..].iter().filter_map(reply::string).collect())),
+                _ => Ok(None),
+            }
+        })
+    }
+
+    fn worker<'a>(&'a self, worker_id: &'a str) -> Bf<'a, Option<WorkerInfo>> {
+        Box::pin(async move {
+            let parts = reply::strings(self.conn.script(&WORKER, false, &[&worker_id]).await?)?;
+            match parts.as_slice() {
+                [info, rep] => Ok(Some(Self::parse_info(info, Some(rep.clone()))?)),
+                _ => Ok(None),
+            }
+        })
+    }
+
+    fn live_workers(&self, now: u64) -> Bf<'_, Vec<WorkerLoad>> {
+        Box::pin(async move {
+            let parts = reply::array(self.conn.script(&LIVE, false, &[&now]).await?)?;
+            let mut out = Vec::with_capacity(parts.len() / 5);
+            for c in parts.chunks(5) {
+                let [_, info, rep, queued, running] = c else { continue };
+                let info = Self::parse_info(&reply::string(info).unwrap_or_default(), reply::string(rep))?;
+                out.push(WorkerLoad {
+                    info,
+                    queued: reply::int(queued).unwrap_or(0) as usize,
+                    running: reply::int(running).unwrap_or(0) as usize,
+                });
+            }
+            out.sort_by(|a, b| a.info.worker_id.cmp(&b.info.worker_id));
+            Ok(out)
+        })
+    }
+
+    fn queue_depth(&self) -> Bf<'_, usize> {
+        Box::pin(async move { Ok(self.conn.script::<i64>(&DEPTH, false, &[]).await?.max(0) as usize) })
+    }
+
+    fn next_seq(&self) -> Bf<'_, u64> {
+        Box::pin(async move { self.conn.query(redis::cmd("INCR").arg(self.conn.key("seq"))).await })
+    }
+
+    fn enqueue<'a>(&'a self, worker_id: &'a str, task: QueuedTask) -> Bf<'a, bool> {
+        Box::pin(async move {
+            let member = format!("{:020}:{}", task.seq, task.task_id);
+            let timeout = opt(task.spec.timeout_seconds.map(|s| (s * 1000.0) as u64));
+            let due = opt(dispatch_deadline(&task.spec, task.enqueued_ms, task.deadline_ms));
+            let ok: i64 = self
+                .conn
+                .script(
+                    &ENQUEUE,
+                    false,
+                    &[
+                        &worker_id,
+                        &task.task_id,
+                        &task.job_id,
+                        &task.spec.task_type,
+                        &to_json(&task),
+                        &member,
+                        &(-task.priority),
+                        &timeout,
+                        &opt(task.deadline_ms),
+                        &due,
+                    ],
+                )
+                .await?;
+            Ok(ok == 1)
+        })
+    }
+
+    fn pop<'a>(&'a self, worker_id: &'a str, now: u64) -> Bf<'a, Option<QueuedTask>> {
+        Box::pin(async move {
+            let json: String = self.conn.script(&POP, true, &[&worker_id, &now]).await?;
+            if json.is_empty() {
+                return Ok(None);
+            }
+            Self::parse_task(&json).map(Some)
+        })
+    }
+
+    fn steal<'a>(&'a self, thief: &'a str, skills: &'a [String], now: u64) -> Bf<'a, Option<QueuedTask>> {
+        Box::pin(async move {
+            if skills.is_empty() {
+                return Ok(None);
+            }
+            let json: String = self.conn.script(&STEAL, true, &[&thief, &now, &skills.to_vec()]).await?;
+            if json.is_empty() {
+                return Ok(None);
+            }
+            Self::parse_task(&json).map(Some)
+        })
+    }
+
+    fn finished<'a>(&'a self, worker_id: &'a str, task_id: &'a str) -> Bf<'a, ()> {
+        Box::pin(async move {
+            self.conn.script::<i64>(&FINISHED, false, &[&worker_id, &task_id]).await?;
+            Ok(())
+        })
+    }
+
+    fn cancel<'a>(&'a self, task_id: &'a str, worker_id: Option<&'a str>, cancel_ttl_ms: u64) -> Bf<'a, bool> {
+        Box::pin(async move {
+            let until = now_ms() + cancel_ttl_ms;
+            let running: i64 =
+                self.conn.script(&CANCEL, false, &[&task_id, &worker_id.unwrap_or_default(), &until]).await?;
+            Ok(running == 1)
+        })
+    }
+
+    fn park(&self, task: Unassigned) -> Bf<'_, ()> {
+        Box::pin(async move {
+            let due = opt(dispatch_deadline(&task.spec, task.parked_ms, task.deadline_ms));
+            self.conn
+                .script::<i64>(
+                    &PARK,
+                    false,
+                    &[&task.task_id, &task.job_id, &task.spec.task_type, &to_json(&task), &task.parked_ms, &due],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn parked(&self) -> Bf<'_, Vec<Unassigned>> {
+        Box::pin(async move {
+            let list = reply::strings(self.conn.script(&PARKED, false, &[]).await?)?;
+            list.iter().map(|j| from_json("parked task", j)).collect()
+        })
+    }
+
+    fn claim_parked<'a>(&'a self, task_id: &'a str) -> Bf<'a, bool> {
+        Box::pin(async move { Ok(self.conn.script::<i64>(&CLAIM_PARKED, true, &[&task_id]).await? == 1) })
+    }
+
+    fn remove<'a>(&'a self, worker_id: &'a str) -> Bf<'a, (Vec<QueuedTask>, Vec<Orphan>)> {
+        Box::pin(async move {
+            let mut parts = reply::array(self.conn.script(&REMOVE, true, &[&worker_id]).await?)?.into_iter();
+            let (qs, rs) = (parts.next().unwrap_or(Value::Nil), parts.next().unwrap_or(Value::Nil));
+            let (queued, mut orphans) = Self::parse_drained(qs, rs, 2)?;
+            for o in &mut orphans {
+                o.worker_id = worker_id.to_owned();
+            }
+            Ok((queued, orphans))
+        })
+    }
+
+    fn adjust_reputation<'a>(&'a self, worker_id: &'a str, delta: f64) -> Bf<'a, ()> {
+        Box::pin(async move {
+            self.conn.script::<i64>(&REPUTATION, false, &[&worker_id, &delta]).await?;
+            Ok(())
+        })
+    }
+
+    fn overdue(&self, now: u64, default_exec_ms: u64, cancel_ttl_ms: u64) -> Bf<'_, Vec<OverdueTask>> {
+        Box::pin(async move {
+            let until = now + cancel_ttl_ms;
+            let flat = reply::strings(self.conn.script(&OVERDUE, true, &[&now, &default_exec_ms, &until]).await?)?;
+            Ok(flat
+                .chunks(4)
+                .filter(|c| c.len() == 4)
+                .map(|c| OverdueTask {
+                    task_id: c[0].clone(),
+                    job_id: c[1].clone(),
+                    worker_id: Some(c[2].clone()).filter(|w| !w.is_empty()),
+                    kind: if c[3] == "E" { Overdue::Execution } else { Overdue::Dispatch },
+                })
+                .collect())
+        })
+    }
+
+    fn expire(&self, now: u64) -> Bf<'_, (Vec<QueuedTask>, Vec<Orphan>)> {
+        Box::pin(async move {
+            let mut parts = reply::array(self.conn.script(&EXPIRE, true, &[&now]).await?)?.into_iter();
+            let ids = reply::strings(parts.next().unwrap_or(Value::Nil))?;
+            for id in &ids {
+                tracing::warn!(worker_id = %id, "worker expired (no heartbeat); re-queueing its tasks");
+            }
+            let (qs, rs) = (parts.next().unwrap_or(Value::Nil), parts.next().unwrap_or(Value::Nil));
+            Self::parse_drained(qs, rs, 3)
+        })
+    }
+
+    fn task_known<'a>(&'a self, task_id: &'a str) -> Bf<'a, bool> {
+        Box::pin(async move {
+            let n: i64 = self.conn.query(redis::cmd("EXISTS").arg(self.conn.key(&format!("t:{task_id}")))).await?;
+            Ok(n == 1)
+        })
+    }
+}

@@ -1,0 +1,563 @@
+//! Several orchestrator instances on one Redis, and what they survive.
+//!
+//! * two in-process instances on one key prefix, Rust SDK workers split between them: jobs
+//!   created on either finish once; a job is visible, cancellable and approvable on the other;
+//! * Redis connection loss (every Redis connection of this process killed with `CLIENT KILL`)
+//!   in the middle of a run: no job lost;
+//! * `kill -9` of an orchestrator process with jobs in flight, then a restart: every job reaches
+//!   one terminal state and each task result is applied once (`AVTO_CRASH_JOBS`, default 200).
+//!
+//! Redis: `AVTO_TEST_REDIS_URL` (default `redis://127.0.0.1:6379/0`); each test uses its own
+//! key prefix and deletes it at the end. A missing Redis fails these tests.
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use avto::worker::{TaskHandle, TaskOutcome, WorkerBuilder};
+use avto_tests::blueprints::{approval_flow, echo_flow};
+use avto_tests::{test_config, RustWorker, Server, CLIENT_TOKEN, SECRET, WORKER_TOKEN};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+fn redis_url() -> String {
+    std::env::var("AVTO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// A fresh key prefix, deleted (`SCAN` + `DEL`) when the test ends, also on panic.
+struct Prefix {
+    url: String,
+    prefix: String,
+}
+
+impl Prefix {
+    fn new() -> Prefix {
+        Prefix { url: redis_url(), prefix: format!("avto-test:{}:", uuid::Uuid::new_v4().simple()) }
+    }
+
+    async fn server(&self, blueprints: impl IntoIterator<Item = avto::Blueprint>) -> Server {
+        let s = Server::with_redis(blueprints, &self.url, &self.prefix, test_config()).await;
+        wait_ready(&s.base).await;
+        s
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        let (url, prefix) = (self.url.clone(), self.prefix.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(avto::server::redis::delete_prefix(&url, &prefix)).expect("clean up the test prefix");
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+async fn wait_ready(base: &str) {
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        if let Ok(r) = http.get(format!("{base}/_public/status")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the orchestrator at {base} did not come up");
+}
+
+/// The tests of this file run one at a time: one of them kills every Redis connection of the
+/// process, which must not land in the middle of another test's timing assertions.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Which workers executed which job (several entries = executed again), and which saw a cancel.
+#[derive(Clone, Default)]
+struct Executions(Arc<Mutex<HashMap<String, Vec<String>>>>, Arc<Mutex<HashSet<String>>>);
+
+impl Executions {
+    fn total(&self) -> usize {
+        self.0.lock().unwrap().values().map(Vec::len).sum()
+    }
+    fn of(&self, job: &str) -> Vec<String> {
+        self.0.lock().unwrap().get(job).cloned().unwrap_or_default()
+    }
+}
+
+/// An echo worker that records each execution and sleeps `params.sleep_ms` (or a few ms).
+fn echo_worker(
+    base: &str,
+    id: &str,
+    execs: &Executions,
+    configure: impl FnOnce(WorkerBuilder) -> WorkerBuilder,
+) -> RustWorker {
+    let execs = execs.clone();
+    RustWorker::start(base, id, move |b| {
+        configure(b.task("echo", move |params: Value, task: TaskHandle| {
+            let execs = execs.clone();
+            async move {
+                execs.0.lock().unwrap().entry(task.job_id().to_owned()).or_default().push(format!(
+                    "{}/{}",
+                    task.worker_id(),
+                    task.task_id()
+                ));
+                let ms = params["sleep_ms"].as_u64().unwrap_or(5);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                    _ = task.cancelled() => {
+                        execs.1.lock().unwrap().insert(task.job_id().to_owned());
+                        return TaskOutcome::cancelled();
+                    }
+                }
+                TaskOutcome::success(json!({"echo": params, "worker": task.worker_id()}))
+            }
+        }))
+    })
+}
+
+async fn wait_live(server: &Server, n: usize) {
+    for _ in 0..300 {
+        if server.core.dispatcher.live_workers().await.len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("only {} of {n} workers registered", server.core.dispatcher.live_workers().await.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_share_jobs_and_workers() {
+    let _serial = SERIAL.lock().await;
+    let p = Prefix::new();
+    let a = p.server([echo_flow::blueprint()]).await;
+    let b = p.server([echo_flow::blueprint()]).await;
+    let execs = Executions::default();
+    let _workers = [
+        echo_worker(&a.base, "a-1", &execs, |b| b),
+        echo_worker(&a.base, "a-2", &execs, |b| b),
+        echo_worker(&b.base, "b-1", &execs, |b| b),
+        echo_worker(&b.base, "b-2", &execs, |b| b),
+    ];
+    wait_live(&a, 4).await;
+    let (ca, cb) = (a.client(), b.client());
+    let creates = (0..60usize).map(|i| {
+        let c = if i.is_multiple_of(2) { ca.clone() } else { cb.clone() };
+        async move { (i % 2, c.create("/api/v1/jobs/echo", json!({"i": i, "sleep_ms": 5 + i % 20})).await) }
+    });
+    let jobs: Vec<(usize, String)> = futures::future::join_all(creates).await;
+    let mut crossed = HashSet::new();
+    for (origin, id) in &jobs {
+        // Read it back on the other instance.
+        let other = if *origin == 0 { &cb } else { &ca };
+        let job = other.wait_terminal(id, Duration::from_secs(30)).await;
+        assert_eq!(job["status"], "finished", "{job}");
+        let runs = execs.of(id);
+        assert_eq!(runs.len(), 1, "job {id} executed {runs:?}");
+        let on_b = runs[0].starts_with("b-");
+        if (*origin == 0) == on_b {
+            crossed.insert(*origin);
+        }
+        let same = if *origin == 0 { &ca } else { &cb };
+        assert_eq!(same.job(id).await["status"], "finished");
+    }
+    assert_eq!(crossed.len(), 2, "jobs created on each instance ran on workers of the other");
+    let (_, dash) = cb.get("/api/v1/dashboard").await;
+    assert_eq!(dash["jobs"]["finished"], 60, "{dash}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn job_on_one_instance_is_visible_cancellable_and_approvable_on_the_other() {
+    let _serial = SERIAL.lock().await;
+    let p = Prefix::new();
+    let a = p.server([echo_flow::blueprint(), approval_flow::blueprint()]).await;
+    let b = p.server([echo_flow::blueprint(), approval_flow::blueprint()]).await;
+    let execs = Executions::default();
+    // Connected to A over a WebSocket, heartbeats rare: a cancellation from B reaches it over the bus.
+    let _w = echo_worker(&a.base, "ws-worker", &execs, |b| {
+        b.enable_websockets(true).heartbeat_interval(Duration::from_secs(20))
+    });
+    wait_live(&b, 1).await;
+    let (ca, cb) = (a.client(), b.client());
+
+    let id = ca.create("/api/v1/jobs/echo", json!({"sleep_ms": 60_000})).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while execs.of(&id).is_empty() {
+        assert!(Instant::now() < deadline, "the task was not picked up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cb.job(&id).await["status"], "waiting_for_worker", "visible on B");
+    let (status, body) = cb.post(&format!("/api/v1/jobs/{id}/cancel"), &json!({})).await;
+    assert!(status < 300, "cancel on B: {status} {body}");
+    assert_eq!(ca.job(&id).await["status"], "cancelled");
+    // The worker's handler sees the cancellation at once: pushed from B over the bus to the
+    // WebSocket the worker keeps with A (its next heartbeat is 20 s away).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !execs.1.lock().unwrap().contains(&id) {
+        assert!(Instant::now() < deadline, "the cancellation did not reach the worker over the bus");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let again = cb.post(&format!("/api/v1/jobs/{id}/cancel"), &json!({})).await;
+    assert!(again.0 >= 400, "a second cancel is refused on either instance: {again:?}");
+
+    let id = ca.create("/api/v1/jobs/approval", json!({})).await;
+    cb.wait_for(&id, &["waiting_for_human"], Duration::from_secs(10)).await;
+    let (status, body) = cb.post(&format!("/api/v1/jobs/{id}/approval"), &json!({"decision": "approved"})).await;
+    assert_eq!(status, 200, "approval on B: {body}");
+    let job = ca.wait_terminal(&id, Duration::from_secs(10)).await;
+    assert_eq!((job["status"].as_str(), job["current_state"].as_str()), (Some("finished"), Some("approved")), "{job}");
+}
+
+/// Local addresses (`127.0.0.1:port`) of this process's TCP connections to port 6379.
+fn own_redis_connections() -> Vec<String> {
+    let inodes: HashSet<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| Some(l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned()))
+        .collect();
+    let table = std::fs::read_to_string("/proc/self/net/tcp").unwrap();
+    let mut out = Vec::new();
+    for line in table.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let (local, remote, inode) = (cols[1], cols[2], cols[9]);
+        let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next().unwrap(), 16).unwrap();
+        if port(remote) == 6379 && inodes.contains(inode) && cols[3] == "01" {
+            out.push(format!("127.0.0.1:{}", port(local)));
+        }
+    }
+    out
+}
+
+/// `CLIENT KILL` of every Redis connection this process has (both instances' data and bus
+/// connections); returns how many were killed. Other users of the shared Redis are untouched.
+async fn kill_own_redis_connections() -> usize {
+    let killer = avto::server::redis::RedisConn::open(&redis_url(), "unused:").unwrap();
+    killer.ping().await.unwrap();
+    let mine = own_redis_connections();
+    let mut killed = 0;
+    for addr in mine {
+        let cmd = avto::server::redis::client::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ADDR")
+            .arg(&addr)
+            .arg("SKIPME")
+            .arg("yes")
+            .clone();
+        if let Ok(n) = killer.query::<i64>(&cmd).await {
+            killed += n as usize;
+        }
+    }
+    killed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_connection_loss_loses_no_job() {
+    let _serial = SERIAL.lock().await;
+    let p = Prefix::new();
+    let a = p.server([echo_flow::blueprint()]).await;
+    let b = p.server([echo_flow::blueprint()]).await;
+    let execs = Executions::default();
+    let _workers = [
+        echo_worker(&a.base, "a-1", &execs, |b| b.max_concurrent_tasks(4)),
+        echo_worker(&b.base, "b-1", &execs, |b| b.max_concurrent_tasks(4)),
+    ];
+    wait_live(&a, 2).await;
+    let (ca, cb) = (a.client(), b.client());
+    let mut ids = Vec::new();
+    for i in 0..120usize {
+        let c = if i.is_multiple_of(2) { &ca } else { &cb };
+        ids.push(c.create("/api/v1/jobs/echo", json!({"i": i, "sleep_ms": 20})).await);
+    }
+    while execs.total() < 30 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let killed = kill_own_redis_connections().await;
+    assert!(killed >= 4, "both instances' data and bus connections were killed (killed {killed})");
+    // More jobs while the instances reconnect.
+    for i in 0..40usize {
+        let c = if i.is_multiple_of(2) { &cb } else { &ca };
+        ids.push(c.create("/api/v1/jobs/echo", json!({"after": i, "sleep_ms": 5})).await);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let c = if i.is_multiple_of(2) { &cb } else { &ca };
+        let job = c.wait_terminal(id, Duration::from_secs(60)).await;
+        assert_eq!(job["status"], "finished", "{job}");
+    }
+    let (_, dash) = ca.get("/api/v1/dashboard").await;
+    assert_eq!(dash["jobs"]["finished"], 160, "{dash}");
+    assert!(ids.iter().all(|id| execs.of(id).len() == 1), "no task ran twice");
+}
+
+// ---------------------------------------------------------------------------------------------
+// kill -9 and restart
+
+/// Counts the worker SDK's result answers per job (`result accepted` / `result ignored`).
+#[derive(Default)]
+struct ResultLog {
+    accepted: Mutex<HashMap<String, usize>>,
+    ignored: Mutex<HashMap<String, usize>>,
+}
+
+static RESULTS: LazyLock<Arc<ResultLog>> = LazyLock::new(|| {
+    let log = Arc::new(ResultLog::default());
+    use tracing_subscriber::layer::SubscriberExt;
+    let subscriber = tracing_subscriber::registry().with(ResultLayer(log.clone()));
+    tracing::subscriber::set_global_default(subscriber).expect("the result counter is the only subscriber");
+    log
+});
+
+struct ResultLayer(Arc<ResultLog>);
+
+#[derive(Default)]
+struct Fields {
+    /// The format message (events may also carry a field named `message`: the first one wins).
+    message: String,
+    job_id: String,
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "job_id" {
+            self.job_id = value.to_owned();
+        }
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "message" if self.message.is_empty() => self.message = format!("{value:?}"),
+            "job_id" => self.job_id = format!("{value:?}").trim_matches('"').to_owned(),
+            _ => {}
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ResultLayer {
+    fn register_callsite(&self, metadata: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        match metadata.target().starts_with("avto::worker") {
+            true => tracing::subscriber::Interest::always(),
+            false => tracing::subscriber::Interest::never(),
+        }
+    }
+
+    fn enabled(&self, metadata: &tracing::Metadata<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) -> bool {
+        metadata.target().starts_with("avto::worker")
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if !event.metadata().target().starts_with("avto::worker") {
+            return;
+        }
+        let mut f = Fields::default();
+        event.record(&mut f);
+        let map = if f.message.starts_with("result accepted") {
+            &self.0.accepted
+        } else if f.message.starts_with("result ignored") {
+            &self.0.ignored
+        } else {
+            return;
+        };
+        *map.lock().unwrap().entry(f.job_id).or_default() += 1;
+    }
+}
+
+struct OrchestratorProcess {
+    child: Option<Child>,
+    env: Vec<(String, String)>,
+    log: std::path::PathBuf,
+}
+
+impl OrchestratorProcess {
+    fn start(env: Vec<(String, String)>, log: std::path::PathBuf) -> OrchestratorProcess {
+        let mut p = OrchestratorProcess { child: None, env, log };
+        p.spawn();
+        p
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_avto-redis-orchestrator"))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start the orchestrator process");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown of any kind.
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for OrchestratorProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn dashboard_terminal(c: &avto_tests::ApiClient) -> u64 {
+    let (_, dash) = c.get("/api/v1/dashboard").await;
+    ["finished", "failed", "cancelled", "quarantined"].iter().filter_map(|s| dash["jobs"][*s].as_u64()).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill9_with_jobs_in_flight_then_restart_every_job_ends_once() {
+    let _serial = SERIAL.lock().await;
+    let results = RESULTS.clone();
+    let n: usize = std::env::var("AVTO_CRASH_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let p = Prefix::new();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let env: Vec<(String, String)> = [
+        ("API_HOST", "127.0.0.1".to_owned()),
+        ("API_PORT", port.to_string()),
+        ("REDIS_URL", p.url.clone()),
+        ("REDIS_KEY_PREFIX", p.prefix.clone()),
+        ("CLIENT_TOKEN", CLIENT_TOKEN.to_owned()),
+        ("GLOBAL_WORKER_TOKEN", WORKER_TOKEN.to_owned()),
+        ("ORCHESTRATOR_SECRET_KEY", SECRET.to_owned()),
+        ("RATE_LIMITING_ENABLED", "false".to_owned()),
+        ("WORKER_POLL_TIMEOUT_SECONDS", "2".to_owned()),
+        ("WATCHER_INTERVAL_SECONDS", "0.2".to_owned()),
+        ("WORKER_TIMEOUT_SECONDS", "6".to_owned()),
+        ("JOB_LOCK_LEASE_SECONDS", "2".to_owned()),
+        ("JOB_RECOVERY_SECONDS", "3".to_owned()),
+        // Few handler runs at once, so jobs wait `pending` when the process dies.
+        ("EXECUTOR_MAX_CONCURRENT_JOBS", "4".to_owned()),
+        ("LOG_LEVEL", "warn".to_owned()),
+        ("LOG_FORMAT", "text".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let log = std::env::temp_dir().join(format!("avto-crash-{port}.log"));
+    let _ = std::fs::remove_file(&log);
+    let mut orchestrator = OrchestratorProcess::start(env, log.clone());
+    wait_ready(&base).await;
+
+    let execs = Executions::default();
+    let workers: Vec<RustWorker> = (0..4)
+        .map(|i| {
+            echo_worker(&base, &format!("crash-w{i}"), &execs, |b| {
+                b.max_concurrent_tasks(4).configure(|c| {
+                    c.result_max_retries = 8;
+                    c.result_retry_initial_delay = Duration::from_millis(100);
+                })
+            })
+        })
+        .collect();
+    let client = avto_tests::ApiClient { http: reqwest::Client::new(), base: base.clone(), token: CLIENT_TOKEN.into() };
+    // Jobs are created while the orchestrator is killed: a create that fails is sent again
+    // (its job may exist anyway, unknown to us: the dashboard check covers it).
+    let creator = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            futures::stream::iter(0..n)
+                .map(|i| {
+                    let c = client.clone();
+                    async move {
+                        let body = json!({"initial_data": {"i": i, "sleep_ms": 20 + (i * 37) % 80}});
+                        loop {
+                            let sent = c
+                                .http
+                                .post(format!("{}/api/v1/jobs/echo", c.base))
+                                .header("X-Client-Token", &c.token)
+                                .json(&body)
+                                .send()
+                                .await;
+                            if let Ok(r) = sent {
+                                if r.status().as_u16() == 202 {
+                                    let v: Value = r.json().await.unwrap();
+                                    return v["job_id"].as_str().unwrap().to_owned();
+                                }
+                            }
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                })
+                .buffer_unordered(8)
+                .collect::<Vec<String>>()
+                .await
+        })
+    };
+    while execs.total() < n / 4 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (_, at_kill) = client.get("/api/v1/dashboard").await;
+    orchestrator.kill9();
+    let killed_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    orchestrator.spawn();
+    wait_ready(&base).await;
+    let ids = creator.await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, dash) = client.get("/api/v1/dashboard").await;
+        let unsettled = ["pending", "running", "waiting_for_worker", "awaiting_retry"]
+            .iter()
+            .filter_map(|s| dash["jobs"][*s].as_u64())
+            .sum::<u64>();
+        if unsettled == 0 && dashboard_terminal(&client).await >= n as u64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not every job ended in time; see {}", log.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let recovery = killed_at.elapsed();
+    // Every job: one terminal state, reached through the blueprint once.
+    let mut statuses: HashMap<String, usize> = HashMap::new();
+    for id in &ids {
+        let job = client.job(id).await;
+        *statuses.entry(job["status"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
+        assert_eq!(job["status"], "finished", "{job}");
+        assert_eq!(job["path"], json!(["start", "finished"]), "each state entered once: {job}");
+    }
+    let (_, dash) = client.get("/api/v1/dashboard").await;
+    let created = dash["jobs"]["finished"].as_u64().unwrap_or(0);
+    assert!(created >= n as u64, "every job finished: {dash}");
+    let other: u64 = dash["jobs"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "finished" && *k != "queued")
+        .filter_map(|(_, v)| v.as_u64())
+        .sum();
+    assert_eq!(other, 0, "no job in any other status: {dash}");
+    // Each result applied once: no job has two accepted results.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let accepted = results.accepted.lock().unwrap().clone();
+    let ignored = results.ignored.lock().unwrap().clone();
+    let mine: HashSet<&String> = ids.iter().collect();
+    let accepted_total: usize = accepted.iter().filter(|(j, _)| mine.contains(j)).map(|(_, n)| n).sum();
+    let ignored_total: usize = ignored.iter().filter(|(j, _)| mine.contains(j)).map(|(_, n)| n).sum();
+    let twice: Vec<_> = accepted.iter().filter(|(j, c)| mine.contains(j) && **c > 1).collect();
+    assert!(twice.is_empty(), "results accepted more than once: {twice:?}");
+    for j in ids.iter().filter(|id| execs.of(id).len() > 1) {
+        eprintln!(
+            "executed again: job {j}: {:?}, accepted {:?}, ignored {:?}",
+            execs.of(j),
+            accepted.get(j),
+            ignored.get(j)
+        );
+    }
+    let executions = execs.total();
+    let reexecuted = ids.iter().filter(|id| execs.of(id).len() > 1).count();
+    assert!(executions >= n);
+    eprintln!(
+        "crash test: {n} jobs ({} more created by requests whose answer the kill swallowed); at the kill -9: {}; \
+         all finished {:.1} s after the kill ({statuses:?}); worker executions {executions} ({reexecuted} jobs \
+         executed again); results accepted {accepted_total}, ignored {ignored_total}; no job has two accepted results",
+        created - n as u64,
+        at_kill["jobs"],
+        recovery.as_secs_f64()
+    );
+    drop(workers);
+}

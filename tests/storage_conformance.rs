@@ -1,0 +1,770 @@
+//! One conformance suite for every storage backend: the same async test functions over the
+//! capability traits (`JobStore`, `WorkerStore`, `QuotaStore`, `RateLimitStore`, `NonceStore`,
+//! `DataStoreBackend`, `StsStore`, `ScheduleLocks`), instantiated for the in-memory backend and
+//! for Redis (`AVTO_TEST_REDIS_URL`, default `redis://127.0.0.1:6379/0`; a missing Redis fails
+//! the Redis half, it never skips).
+//!
+//! Every Redis test uses a unique key prefix and deletes it at the end (`SCAN` + `DEL`: the
+//! Redis may be shared, never `FLUSHDB`). Concurrency cases run against two store instances
+//! (for Redis: two connections on one prefix, i.e. two orchestrator instances).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use avto::actions::TaskSpec;
+use avto::job::{now_ms, Job, JobStatus};
+use avto::server::dispatch::{Overdue, QueuedTask, Unassigned, WorkerInfo, WorkerStore};
+use avto::server::store::Stores;
+use avto::StorageError;
+use futures::future::join_all;
+use serde_json::{json, Value};
+
+/// The stores under test, and a second instance on the same backend.
+struct Backend {
+    a: Stores,
+    b: Stores,
+    redis: bool,
+    cleanup: Option<Cleanup>,
+}
+
+/// Deletes a Redis prefix when the test ends (also when it panics).
+struct Cleanup {
+    url: String,
+    prefix: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let (url, prefix) = (self.url.clone(), self.prefix.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(avto::server::redis::delete_prefix(&url, &prefix)).expect("clean up the test prefix");
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+fn redis_url() -> String {
+    std::env::var("AVTO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+impl Backend {
+    fn memory() -> Backend {
+        let a = Stores::memory();
+        Backend { b: a.clone(), a, redis: false, cleanup: None }
+    }
+
+    async fn redis() -> Backend {
+        let url = redis_url();
+        let prefix = format!("avto-test:{}:", uuid::Uuid::new_v4().simple());
+        let open = || {
+            let r = avto::server::redis::RedisStores::new(&url, &prefix, Duration::from_secs(5)).expect("Redis URL");
+            (r.stores(), r)
+        };
+        let (a, ra) = open();
+        let (b, _rb) = open();
+        ra.check().await.unwrap_or_else(|e| panic!("the Redis conformance tests need Redis at {url}: {e}"));
+        Backend { a, b, redis: true, cleanup: Some(Cleanup { url, prefix }) }
+    }
+
+    /// Alternates between the two instances.
+    fn nth(&self, i: usize) -> &Stores {
+        if i.is_multiple_of(2) {
+            &self.a
+        } else {
+            &self.b
+        }
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(&super::Backend::memory()).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let backend = super::Backend::redis().await;
+                    super::$name(&backend).await;
+                    drop(backend);
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    jobs_insert_get_conflict,
+    jobs_lock_save_and_missing,
+    jobs_concurrent_lockers_never_interleave,
+    jobs_list_newest_first_and_counts,
+    jobs_claim_stale_once,
+    quotas_exact_under_concurrency,
+    quotas_init_keeps_what_is_left,
+    rate_limits_fixed_window,
+    rate_limits_exact_under_concurrency,
+    nonces_first_use_once,
+    data_stores_semantics,
+    data_stores_atomic_under_concurrency,
+    sts_tokens,
+    schedule_locks_claim_once,
+    workers_register_heartbeat_reputation,
+    workers_expire_claimed_once,
+    queues_fifo_within_priority,
+    queues_each_task_popped_once,
+    queues_steal_second_task,
+    queues_cancel_and_finished,
+    queues_overdue_claimed_once,
+    queues_parked_claimed_once,
+    queues_remove_returns_tasks,
+);
+
+// ---------------------------------------------------------------------------------------------
+// jobs
+
+fn job(id: &str, client: &str) -> Job {
+    let mut j = Job::new(id, "flow", "start", json!({"n": 1}));
+    j.client.name = client.to_owned();
+    j
+}
+
+fn uid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+async fn jobs_insert_get_conflict(be: &Backend) {
+    let id = uid();
+    let j = job(&id, "c1");
+    be.a.jobs.insert(j.clone()).await.unwrap();
+    assert_eq!(be.b.jobs.get(&id).await.unwrap(), Some(j.clone()));
+    let mut other = j.clone();
+    other.initial_data = json!({"other": true});
+    assert!(matches!(be.b.jobs.insert(other).await, Err(StorageError::Conflict(_))));
+    assert_eq!(be.a.jobs.get(&uid()).await.unwrap(), None);
+}
+
+async fn jobs_lock_save_and_missing(be: &Backend) {
+    assert!(be.a.jobs.lock(&uid()).await.unwrap().is_none());
+    let id = uid();
+    be.a.jobs.insert(job(&id, "c1")).await.unwrap();
+    {
+        let mut g = be.a.jobs.lock(&id).await.unwrap().expect("job exists");
+        g.current_state = "next".into();
+        g.status = JobStatus::WaitingForHuman;
+        be.a.jobs.save(&g).await.unwrap();
+    }
+    let seen = be.b.jobs.get(&id).await.unwrap().unwrap();
+    assert_eq!((seen.current_state.as_str(), seen.status), ("next", JobStatus::WaitingForHuman));
+    // The lock is free again for the other instance.
+    let g = tokio::time::timeout(Duration::from_secs(5), be.b.jobs.lock(&id)).await.expect("lock released");
+    assert!(g.unwrap().is_some());
+}
+
+async fn jobs_concurrent_lockers_never_interleave(be: &Backend) {
+    let id = uid();
+    be.a.jobs.insert(job(&id, "c1")).await.unwrap();
+    let inside = Arc::new(AtomicBool::new(false));
+    let overlaps = Arc::new(AtomicUsize::new(0));
+    let (workers, rounds) = (12, 8);
+    let runs = (0..workers).map(|w| {
+        let stores = be.nth(w).clone();
+        let (id, inside, overlaps) = (id.clone(), inside.clone(), overlaps.clone());
+        async move {
+            for _ in 0..rounds {
+                let mut g = stores.jobs.lock(&id).await.unwrap().unwrap();
+                if inside.swap(true, Ordering::SeqCst) {
+                    overlaps.fetch_add(1, Ordering::SeqCst);
+                }
+                let n = g.state_history.get("n").and_then(Value::as_u64).unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                g.state_history.insert("n".into(), json!(n + 1));
+                inside.store(false, Ordering::SeqCst);
+                stores.jobs.save(&g).await.unwrap();
+            }
+        }
+    });
+    join_all(runs.map(tokio::spawn)).await.into_iter().for_each(|r| r.unwrap());
+    assert_eq!(overlaps.load(Ordering::SeqCst), 0, "two holders of one job lock at once");
+    let j = be.a.jobs.get(&id).await.unwrap().unwrap();
+    assert_eq!(j.state_history["n"], json!(workers * rounds), "an update was lost");
+}
+
+async fn jobs_list_newest_first_and_counts(be: &Backend) {
+    let client = format!("client-{}", uid());
+    let other = format!("client-{}", uid());
+    let base = now_ms();
+    let mut ids = Vec::new();
+    for (i, status) in [JobStatus::Pending, JobStatus::WaitingForHuman, JobStatus::Finished].into_iter().enumerate() {
+        let id = format!("{i}-{}", uid());
+        let mut j = job(&id, &client);
+        j.created_at_ms = base + i as u64 * 10;
+        j.status = status;
+        be.nth(i).jobs.insert(j).await.unwrap();
+        ids.push(id);
+    }
+    be.a.jobs.insert(job(&uid(), &other)).await.unwrap();
+    let listed: Vec<String> = be.b.jobs.list(&client, 10, 0).await.unwrap().into_iter().map(|j| j.id).collect();
+    assert_eq!(listed, vec![ids[2].clone(), ids[1].clone(), ids[0].clone()], "newest first");
+    let page: Vec<String> = be.a.jobs.list(&client, 1, 1).await.unwrap().into_iter().map(|j| j.id).collect();
+    assert_eq!(page, vec![ids[1].clone()]);
+    assert!(be.a.jobs.list(&client, 5, 3).await.unwrap().is_empty());
+    let counts = be.a.jobs.counts(Some(&client)).await.unwrap();
+    let expected: BTreeMap<JobStatus, u64> =
+        [(JobStatus::Pending, 1), (JobStatus::WaitingForHuman, 1), (JobStatus::Finished, 1)].into();
+    assert_eq!(counts, expected);
+    // A status change moves the count.
+    {
+        let mut g = be.b.jobs.lock(&ids[0]).await.unwrap().unwrap();
+        g.status = JobStatus::Failed;
+        be.b.jobs.save(&g).await.unwrap();
+    }
+    let counts = be.a.jobs.counts(Some(&client)).await.unwrap();
+    assert_eq!(counts.get(&JobStatus::Pending), None);
+    assert_eq!(counts.get(&JobStatus::Failed), Some(&1));
+    if be.redis {
+        // The global counts hold this test's jobs only (a fresh prefix).
+        let all = be.a.jobs.counts(None).await.unwrap();
+        assert_eq!(all.values().sum::<u64>(), 4);
+    } else {
+        assert!(be.a.jobs.counts(None).await.unwrap().values().sum::<u64>() >= 4);
+    }
+}
+
+async fn jobs_claim_stale_once(be: &Backend) {
+    let t = now_ms();
+    let mut stale = Vec::new();
+    for _ in 0..10 {
+        let id = uid();
+        be.a.jobs.insert(job(&id, "c1")).await.unwrap();
+        stale.push(id);
+    }
+    let mut settled = job(&uid(), "c1");
+    settled.status = JobStatus::Finished;
+    be.a.jobs.insert(settled).await.unwrap();
+    let human = {
+        let id = uid();
+        be.a.jobs.insert(job(&id, "c1")).await.unwrap();
+        let mut g = be.a.jobs.lock(&id).await.unwrap().unwrap();
+        g.status = JobStatus::WaitingForHuman;
+        be.a.jobs.save(&g).await.unwrap();
+        id
+    };
+    // Nothing is stale yet.
+    assert!(be.a.jobs.claim_stale(t.saturating_sub(60_000), t, 100).await.unwrap().is_empty());
+    // Later: both instances claim at once; each stale job goes to exactly one of them.
+    let (cutoff, now) = (t + 60_000, t + 120_000);
+    let (x, y) = tokio::join!(be.a.jobs.claim_stale(cutoff, now, 6), be.b.jobs.claim_stale(cutoff, now, 6));
+    let (x, y) = (x.unwrap(), y.unwrap());
+    let mut all: Vec<String> = x.iter().chain(y.iter()).cloned().collect();
+    all.sort();
+    let mut want = stale.clone();
+    want.sort();
+    assert_eq!(all, want, "every unsettled job claimed once, nothing else (not {human})");
+    // Claimed = activity at `now`: not stale again for the same cutoff.
+    assert!(be.a.jobs.claim_stale(cutoff, now, 100).await.unwrap().is_empty());
+    assert_eq!(be.b.jobs.claim_stale(now, now + 1, 100).await.unwrap().len(), 10);
+    // A job that settles leaves the index.
+    {
+        let mut g = be.a.jobs.lock(&stale[0]).await.unwrap().unwrap();
+        g.status = JobStatus::Finished;
+        be.a.jobs.save(&g).await.unwrap();
+    }
+    let later = be.a.jobs.claim_stale(u64::MAX / 4, u64::MAX / 4 + 1, 100).await.unwrap();
+    assert_eq!(later.len(), 9);
+    assert!(!later.contains(&stale[0]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// quotas, rate limits, nonces
+
+async fn quotas_exact_under_concurrency(be: &Backend) {
+    let token = uid();
+    be.a.quotas.init(&token, 50).await.unwrap();
+    let takes = (0..120).map(|i| {
+        let (q, token) = (be.nth(i).quotas.clone(), token.clone());
+        tokio::spawn(async move { q.take(&token).await.unwrap() })
+    });
+    let granted = join_all(takes).await.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+    assert_eq!(granted, 50);
+    assert!(!be.b.quotas.take(&uid()).await.unwrap(), "an unknown token has no quota");
+}
+
+async fn quotas_init_keeps_what_is_left(be: &Backend) {
+    let token = uid();
+    be.a.quotas.init(&token, 2).await.unwrap();
+    assert!(be.a.quotas.take(&token).await.unwrap());
+    // A restart (or another instance) with the same limit does not refill.
+    be.b.quotas.init(&token, 2).await.unwrap();
+    assert!(be.b.quotas.take(&token).await.unwrap());
+    assert!(!be.a.quotas.take(&token).await.unwrap());
+    // A new limit starts over.
+    be.b.quotas.init(&token, 3).await.unwrap();
+    for _ in 0..3 {
+        assert!(be.a.quotas.take(&token).await.unwrap());
+    }
+    assert!(!be.a.quotas.take(&token).await.unwrap());
+}
+
+async fn rate_limits_fixed_window(be: &Backend) {
+    let key = uid();
+    let period = Duration::from_millis(600);
+    for _ in 0..3 {
+        assert_eq!(be.a.rate.hit(&key, 3, period).await.unwrap(), Ok(()));
+    }
+    let retry = be.b.rate.hit(&key, 3, period).await.unwrap().expect_err("over the limit");
+    assert!(retry <= period, "{retry:?}");
+    assert!(be.a.rate.hit(&uid(), 3, period).await.unwrap().is_ok(), "keys are independent");
+    tokio::time::sleep(period + Duration::from_millis(100)).await;
+    assert_eq!(be.b.rate.hit(&key, 3, period).await.unwrap(), Ok(()), "a new window");
+}
+
+async fn rate_limits_exact_under_concurrency(be: &Backend) {
+    let key = uid();
+    let hits = (0..60).map(|i| {
+        let (r, key) = (be.nth(i).rate.clone(), key.clone());
+        tokio::spawn(async move { r.hit(&key, 20, Duration::from_secs(30)).await.unwrap().is_ok() })
+    });
+    let allowed = join_all(hits).await.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+    assert_eq!(allowed, 20);
+}
+
+async fn nonces_first_use_once(be: &Backend) {
+    let nonce = uid();
+    let ttl = Duration::from_millis(500);
+    let uses = (0..20).map(|i| {
+        let (n, nonce) = (be.nth(i).nonces.clone(), nonce.clone());
+        tokio::spawn(async move { n.first_use(&nonce, ttl).await.unwrap() })
+    });
+    let fresh = join_all(uses).await.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+    assert_eq!(fresh, 1, "a nonce is new exactly once");
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert!(be.b.nonces.first_use(&nonce, ttl).await.unwrap(), "forgotten after its ttl");
+}
+
+// ---------------------------------------------------------------------------------------------
+// data stores, STS tokens, schedule locks
+
+async fn data_stores_semantics(be: &Backend) {
+    let ns = format!("bp:{}", uid());
+    let d = &be.a.data;
+    assert_eq!(d.get(&ns, "k").await.unwrap(), None);
+    assert!(d.compare_and_set(&ns, "k", None, json!({"a": 1, "b": [1, 2]})).await.unwrap());
+    assert!(!d.compare_and_set(&ns, "k", None, json!(2)).await.unwrap(), "set if absent only once");
+    assert_eq!(be.b.data.get(&ns, "k").await.unwrap(), Some(json!({"a": 1, "b": [1, 2]})));
+    // Equality is that of values, not of key order.
+    assert!(be.b.data.compare_and_set(&ns, "k", Some(json!({"b": [1, 2], "a": 1})), json!("x")).await.unwrap());
+    assert!(!d.compare_and_set(&ns, "k", Some(json!("y")), json!("z")).await.unwrap());
+    assert_eq!(d.get(&ns, "k").await.unwrap(), Some(json!("x")));
+    d.set(&ns, "n", json!(5)).await.unwrap();
+    assert_eq!(be.b.data.incr(&ns, "n", 3).await.unwrap(), 8);
+    assert_eq!(d.incr(&ns, "fresh", -2).await.unwrap(), -2, "absent counts as 0");
+    assert!(matches!(d.incr(&ns, "k", 1).await, Err(StorageError::Type(_))), "not an integer");
+    assert!(d.delete(&ns, "n").await.unwrap());
+    assert!(!d.delete(&ns, "n").await.unwrap());
+    assert_eq!(d.get(&ns, "n").await.unwrap(), None);
+    assert_eq!(d.get(&format!("{ns}-other"), "k").await.unwrap(), None, "namespaces are separate");
+}
+
+async fn data_stores_atomic_under_concurrency(be: &Backend) {
+    let ns = format!("bp:{}", uid());
+    let incrs = (0..50).map(|i| {
+        let (d, ns) = (be.nth(i).data.clone(), ns.clone());
+        tokio::spawn(async move { d.incr(&ns, "hits", 1).await.unwrap() })
+    });
+    let mut seen: Vec<i64> = join_all(incrs).await.into_iter().map(|r| r.unwrap()).collect();
+    seen.sort();
+    assert_eq!(seen, (1..=50).collect::<Vec<_>>(), "each increment saw a distinct value");
+    // Compare-and-set loops (what `DataStore::update` does) lose nothing.
+    let updates = (0..20).map(|i| {
+        let (d, ns) = (be.nth(i).data.clone(), ns.clone());
+        tokio::spawn(async move {
+            loop {
+                let cur = d.get(&ns, "list").await.unwrap();
+                let mut list = cur.clone().unwrap_or(json!([]));
+                list.as_array_mut().unwrap().push(json!(i));
+                if d.compare_and_set(&ns, "list", cur, list).await.unwrap() {
+                    return;
+                }
+            }
+        })
+    });
+    join_all(updates).await.into_iter().for_each(|r| r.unwrap());
+    let list = be.a.data.get(&ns, "list").await.unwrap().unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 20);
+}
+
+async fn sts_tokens(be: &Backend) {
+    let (access, refresh) = (uid(), uid());
+    be.a.sts.save(&access, "access", "w1", Duration::from_millis(400)).await.unwrap();
+    be.a.sts.save(&refresh, "refresh", "w1", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(be.b.sts.owner(&access, "access").await.unwrap().as_deref(), Some("w1"));
+    assert_eq!(be.b.sts.owner(&access, "refresh").await.unwrap(), None, "kinds are separate");
+    assert_eq!(be.b.sts.owner(&uid(), "access").await.unwrap(), None);
+    be.b.sts.revoke(&refresh).await.unwrap();
+    assert_eq!(be.a.sts.owner(&refresh, "refresh").await.unwrap(), None, "revoked");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(be.a.sts.owner(&access, "access").await.unwrap(), None, "expired");
+}
+
+async fn schedule_locks_claim_once(be: &Backend) {
+    let key = format!("nightly:{}", uid());
+    let ttl = Duration::from_millis(500);
+    let claims = (0..10).map(|i| {
+        let (l, key) = (be.nth(i).schedule_locks.clone(), key.clone());
+        tokio::spawn(async move { l.claim(&key, &format!("instance-{i}"), ttl).await.unwrap() })
+    });
+    let won = join_all(claims).await.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+    assert_eq!(won, 1);
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert!(be.b.schedule_locks.claim(&key, "instance-x", ttl).await.unwrap(), "free after its ttl");
+}
+
+// ---------------------------------------------------------------------------------------------
+// workers and queues
+
+fn worker(id: &str, skills: &[&str]) -> WorkerInfo {
+    WorkerInfo::from_registration(&json!({
+        "worker_id": id,
+        "worker_type": "test",
+        "supported_skills": skills.iter().map(|s| json!({"name": s})).collect::<Vec<_>>(),
+    }))
+}
+
+fn task(job: &str, skill: &str, priority: f64, seq: u64) -> QueuedTask {
+    let mut spec = TaskSpec::new(skill);
+    spec.priority = priority;
+    QueuedTask {
+        job_id: job.to_owned(),
+        task_id: format!("task-{}", uid()),
+        spec,
+        priority,
+        deadline_ms: None,
+        enqueued_ms: now_ms(),
+        seq,
+    }
+}
+
+async fn seq(ws: &Arc<dyn WorkerStore>) -> u64 {
+    ws.next_seq().await.unwrap()
+}
+
+const TTL: u64 = 60_000;
+
+async fn workers_register_heartbeat_reputation(be: &Backend) {
+    let (a, b) = (&be.a.workers, &be.b.workers);
+    let id = format!("w-{}", uid());
+    a.register(worker(&id, &["echo"]), TTL).await.unwrap();
+    let seen = b.worker(&id).await.unwrap().expect("registered");
+    assert!(seen.has_skill("echo"));
+    assert_eq!(seen.reputation, 1.0);
+    assert!(b.live_workers(now_ms()).await.unwrap().iter().any(|w| w.info.worker_id == id));
+    // A heartbeat merges fields; an unknown worker must re-register.
+    let cancel = b.heartbeat(&id, Some(&json!({"status": "busy", "current_tasks": []})), TTL).await.unwrap();
+    assert_eq!(cancel, Some(vec![]));
+    assert_eq!(a.worker(&id).await.unwrap().unwrap().status, "busy");
+    assert_eq!(a.heartbeat(&format!("w-{}", uid()), None, TTL).await.unwrap(), None);
+    // Reputation is clamped and survives re-registration.
+    a.adjust_reputation(&id, -0.25).await.unwrap();
+    b.adjust_reputation(&id, 0.5).await.unwrap();
+    assert_eq!(a.worker(&id).await.unwrap().unwrap().reputation, 1.0);
+    a.adjust_reputation(&id, -0.5).await.unwrap();
+    b.register(worker(&id, &["echo", "other"]), TTL).await.unwrap();
+    let again = a.worker(&id).await.unwrap().unwrap();
+    assert_eq!(again.reputation, 0.5);
+    assert!(again.has_skill("other"));
+    let live = a.live_workers(now_ms()).await.unwrap();
+    let mine = live.iter().find(|w| w.info.worker_id == id).unwrap();
+    assert_eq!(mine.info.reputation, 0.5);
+    // Not live any more once the TTL passed.
+    assert!(!a.live_workers(now_ms() + TTL + 1).await.unwrap().iter().any(|w| w.info.worker_id == id));
+}
+
+async fn workers_expire_claimed_once(be: &Backend) {
+    let mut ids = Vec::new();
+    let mut tasks = HashSet::new();
+    for i in 0..6 {
+        let id = format!("dead-{i}-{}", uid());
+        be.nth(i).workers.register(worker(&id, &["echo"]), 50).await.unwrap();
+        for _ in 0..3 {
+            let t = task("job-x", "echo", 0.0, seq(&be.a.workers).await);
+            tasks.insert(t.task_id.clone());
+            assert!(be.a.workers.enqueue(&id, t).await.unwrap());
+        }
+        // One of them is running.
+        let popped = be.b.workers.pop(&id, now_ms()).await.unwrap().unwrap();
+        assert!(tasks.contains(&popped.task_id));
+        ids.push(id);
+    }
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let now = now_ms();
+    let (x, y) = tokio::join!(be.a.workers.expire(now), be.b.workers.expire(now));
+    let ((q1, o1), (q2, o2)) = (x.unwrap(), y.unwrap());
+    let mut got: Vec<String> = q1.iter().chain(q2.iter()).map(|t| t.task_id.clone()).collect();
+    got.extend(o1.iter().chain(o2.iter()).map(|o| o.task_id.clone()));
+    assert_eq!(got.len(), 18, "each task of each dead worker returned exactly once");
+    assert_eq!(got.iter().cloned().collect::<HashSet<_>>(), tasks);
+    assert_eq!(o1.len() + o2.len(), 6, "one running task per worker");
+    assert!(o1.iter().chain(o2.iter()).all(|o| ids.contains(&o.worker_id) && o.job_id == "job-x"));
+    for id in &ids {
+        assert!(be.a.workers.worker(id).await.unwrap().is_none(), "removed");
+    }
+    for t in &tasks {
+        assert!(!be.b.workers.task_known(t).await.unwrap());
+    }
+}
+
+async fn queues_fifo_within_priority(be: &Backend) {
+    let id = format!("w-{}", uid());
+    be.a.workers.register(worker(&id, &["echo"]), TTL).await.unwrap();
+    let mut expected = Vec::new();
+    let mut all = Vec::new();
+    for p in [1.0, 5.0, 1.0, 5.0, 3.0, 1.0] {
+        let t = task("j", "echo", p, seq(&be.nth(all.len()).workers).await);
+        all.push(t.clone());
+        assert!(be.nth(all.len()).workers.enqueue(&id, t).await.unwrap());
+    }
+    for p in [5.0, 3.0, 1.0] {
+        expected.extend(all.iter().filter(|t| t.priority == p).map(|t| t.task_id.clone()));
+    }
+    assert_eq!(be.a.workers.queue_depth().await.unwrap(), 6);
+    let mut popped = Vec::new();
+    for i in 0..6 {
+        let t = be.nth(i).workers.pop(&id, now_ms()).await.unwrap().expect("queued");
+        assert!(be.a.workers.task_known(&t.task_id).await.unwrap(), "running tasks are known");
+        popped.push(t.task_id);
+    }
+    assert_eq!(popped, expected, "highest priority first, FIFO within a priority");
+    assert!(be.b.workers.pop(&id, now_ms()).await.unwrap().is_none());
+    let load = be.a.workers.live_workers(now_ms()).await.unwrap().into_iter().find(|w| w.info.worker_id == id).unwrap();
+    assert_eq!((load.queued, load.running), (0, 6));
+    assert!(!be.a.workers.enqueue(&format!("ghost-{}", uid()), task("j", "echo", 0.0, 0)).await.unwrap());
+}
+
+async fn queues_each_task_popped_once(be: &Backend) {
+    let id = format!("w-{}", uid());
+    be.a.workers.register(worker(&id, &["echo"]), TTL).await.unwrap();
+    let mut ids = HashSet::new();
+    for i in 0..100 {
+        let t = task("j", "echo", (i % 3) as f64, seq(&be.a.workers).await);
+        ids.insert(t.task_id.clone());
+        be.nth(i).workers.enqueue(&id, t).await.unwrap();
+    }
+    let poppers = (0..8).map(|i| {
+        let (ws, id) = (be.nth(i).workers.clone(), id.clone());
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(t) = ws.pop(&id, now_ms()).await.unwrap() {
+                got.push(t.task_id);
+            }
+            got
+        })
+    });
+    let got: Vec<String> = join_all(poppers).await.into_iter().flat_map(|r| r.unwrap()).collect();
+    assert_eq!(got.len(), 100, "no task popped twice");
+    assert_eq!(got.into_iter().collect::<HashSet<_>>(), ids);
+}
+
+async fn queues_steal_second_task(be: &Backend) {
+    let (victim, thief, other) = (format!("v-{}", uid()), format!("t-{}", uid()), format!("o-{}", uid()));
+    be.a.workers.register(worker(&victim, &["echo", "gpu"]), TTL).await.unwrap();
+    be.a.workers.register(worker(&thief, &["echo"]), TTL).await.unwrap();
+    be.a.workers.register(worker(&other, &["echo"]), TTL).await.unwrap();
+    let mut echo = Vec::new();
+    for (skill, p) in [("echo", 1.0), ("gpu", 9.0), ("echo", 1.0), ("echo", 1.0)] {
+        let t = task("j", skill, p, seq(&be.a.workers).await);
+        if skill == "echo" {
+            echo.push(t.task_id.clone());
+        }
+        be.a.workers.enqueue(&victim, t).await.unwrap();
+    }
+    // `other` has one queued task only: never a victim.
+    be.a.workers.enqueue(&other, task("j", "echo", 0.0, seq(&be.a.workers).await)).await.unwrap();
+    let skills = vec!["echo".to_owned()];
+    let stolen = be.b.workers.steal(&thief, &skills, now_ms()).await.unwrap().expect("a task to steal");
+    assert_eq!(stolen.task_id, echo[1], "the victim keeps its next task; the thief gets the one after");
+    let loads = be.a.workers.live_workers(now_ms()).await.unwrap();
+    let load = |id: &str| loads.iter().find(|w| w.info.worker_id == id).map(|w| (w.queued, w.running)).unwrap();
+    assert_eq!(load(&thief), (0, 1));
+    assert_eq!(load(&victim), (3, 0));
+    assert!(be.a.workers.steal(&format!("ghost-{}", uid()), &skills, now_ms()).await.unwrap().is_none());
+    // The victim pops in its order, without the stolen one.
+    let next = be.a.workers.pop(&victim, now_ms()).await.unwrap().unwrap();
+    assert_eq!(next.spec.task_type, "gpu");
+    assert_eq!(be.a.workers.pop(&victim, now_ms()).await.unwrap().unwrap().task_id, echo[0]);
+}
+
+async fn queues_cancel_and_finished(be: &Backend) {
+    let id = format!("w-{}", uid());
+    be.a.workers.register(worker(&id, &["echo"]), TTL).await.unwrap();
+    let queued = task("j", "echo", 0.0, seq(&be.a.workers).await);
+    let running = task("j", "echo", 1.0, seq(&be.a.workers).await);
+    let done = task("j", "echo", 2.0, seq(&be.a.workers).await);
+    for t in [&queued, &running, &done] {
+        be.a.workers.enqueue(&id, t.clone()).await.unwrap();
+    }
+    assert_eq!(be.b.workers.pop(&id, now_ms()).await.unwrap().unwrap().task_id, done.task_id);
+    assert_eq!(be.b.workers.pop(&id, now_ms()).await.unwrap().unwrap().task_id, running.task_id);
+    // finished: only by the worker running it.
+    be.a.workers.finished("someone-else", &done.task_id).await.unwrap();
+    assert!(be.a.workers.task_known(&done.task_id).await.unwrap());
+    be.b.workers.finished(&id, &done.task_id).await.unwrap();
+    assert!(!be.a.workers.task_known(&done.task_id).await.unwrap());
+    // A queued task is dropped silently; a running one is marked for the worker.
+    assert!(!be.a.workers.cancel(&queued.task_id, Some(&id), 60_000).await.unwrap());
+    assert!(!be.a.workers.task_known(&queued.task_id).await.unwrap());
+    assert!(be.b.workers.cancel(&running.task_id, Some(&id), 60_000).await.unwrap());
+    let body = json!({"current_tasks": [running.task_id, "unrelated"]});
+    let told = be.a.workers.heartbeat(&id, Some(&body), TTL).await.unwrap().unwrap();
+    assert_eq!(told, vec![running.task_id.clone()]);
+    assert_eq!(be.a.workers.queue_depth().await.unwrap(), 0);
+}
+
+async fn queues_overdue_claimed_once(be: &Backend) {
+    let id = format!("w-{}", uid());
+    be.a.workers.register(worker(&id, &["echo"]), TTL).await.unwrap();
+    let mut dispatch = HashSet::new();
+    let mut execution = HashSet::new();
+    for i in 0..10 {
+        let mut t = task(&format!("job-{i}"), "echo", 0.0, seq(&be.a.workers).await);
+        t.spec.dispatch_timeout_seconds = Some(0.001);
+        dispatch.insert(t.task_id.clone());
+        be.a.workers.enqueue(&id, t).await.unwrap();
+    }
+    for i in 0..5 {
+        let mut spec = TaskSpec::new("echo");
+        spec.dispatch_timeout_seconds = Some(0.001);
+        let u = Unassigned {
+            job_id: format!("parked-{i}"),
+            task_id: format!("task-{}", uid()),
+            spec,
+            deadline_ms: None,
+            parked_ms: now_ms(),
+        };
+        dispatch.insert(u.task_id.clone());
+        be.b.workers.park(u).await.unwrap();
+    }
+    // Running tasks: with their own timeout, and with the default one.
+    let worker2 = format!("w2-{}", uid());
+    be.a.workers.register(worker(&worker2, &["echo"]), TTL).await.unwrap();
+    for i in 0..6u32 {
+        let mut t = task(&format!("run-{i}"), "echo", 0.0, seq(&be.a.workers).await);
+        if i.is_multiple_of(2) {
+            t.spec.timeout_seconds = Some(0.001);
+        }
+        execution.insert(t.task_id.clone());
+        be.a.workers.enqueue(&worker2, t).await.unwrap();
+    }
+    // A task that is not overdue.
+    let mut fresh = task("fresh", "echo", 0.0, seq(&be.a.workers).await);
+    fresh.spec.timeout_seconds = Some(3600.0);
+    be.a.workers.enqueue(&worker2, fresh.clone()).await.unwrap();
+    for _ in 0..7 {
+        be.b.workers.pop(&worker2, now_ms()).await.unwrap().unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let now = now_ms();
+    let default_exec = 5; // ms: the tasks without a timeout are past it too
+    let (x, y) =
+        tokio::join!(be.a.workers.overdue(now, default_exec, 60_000), be.b.workers.overdue(now, default_exec, 60_000));
+    let all: Vec<_> = x.unwrap().into_iter().chain(y.unwrap()).collect();
+    let ids: Vec<&String> = all.iter().map(|t| &t.task_id).collect();
+    assert_eq!(ids.len(), ids.iter().collect::<HashSet<_>>().len(), "each overdue task claimed once");
+    let got_dispatch: HashSet<String> =
+        all.iter().filter(|t| t.kind == Overdue::Dispatch).map(|t| t.task_id.clone()).collect();
+    let got_exec: HashSet<String> =
+        all.iter().filter(|t| t.kind == Overdue::Execution).map(|t| t.task_id.clone()).collect();
+    assert_eq!(got_dispatch, dispatch);
+    assert_eq!(got_exec, execution);
+    assert!(all.iter().filter(|t| t.kind == Overdue::Execution).all(|t| t.worker_id.as_deref() == Some(&*worker2)));
+    assert!(all.iter().filter(|t| t.job_id.starts_with("parked-")).all(|t| t.worker_id.is_none()));
+    // Timed-out running tasks are repeated as cancellations in heartbeat answers.
+    let running: Vec<&String> = execution.iter().collect();
+    let told = be.a.workers.heartbeat(&worker2, Some(&json!({"current_tasks": running})), TTL).await.unwrap().unwrap();
+    assert_eq!(told.into_iter().collect::<HashSet<_>>(), execution);
+    assert!(be.a.workers.task_known(&fresh.task_id).await.unwrap(), "the fresh task stays");
+    assert!(be.b.workers.overdue(now_ms(), default_exec, 60_000).await.unwrap().is_empty());
+}
+
+async fn queues_parked_claimed_once(be: &Backend) {
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let u = Unassigned {
+            job_id: format!("job-{i}"),
+            task_id: format!("task-{}", uid()),
+            spec: TaskSpec::new("rare"),
+            deadline_ms: None,
+            parked_ms: now_ms() + i,
+        };
+        ids.push(u.task_id.clone());
+        be.nth(i as usize).workers.park(u.clone()).await.unwrap();
+        be.a.workers.park(u).await.unwrap(); // parking twice keeps one
+    }
+    let parked: Vec<String> = be.b.workers.parked().await.unwrap().into_iter().map(|u| u.task_id).collect();
+    assert_eq!(parked, ids, "parked tasks in parking order");
+    assert_eq!(be.a.workers.queue_depth().await.unwrap(), 20);
+    let claims = (0..40).map(|i| {
+        let (ws, id) = (be.nth(i).workers.clone(), ids[i % 20].clone());
+        tokio::spawn(async move { (id.clone(), ws.claim_parked(&id).await.unwrap()) })
+    });
+    let won: Vec<String> =
+        join_all(claims).await.into_iter().map(|r| r.unwrap()).filter(|(_, ok)| *ok).map(|(id, _)| id).collect();
+    assert_eq!(won.len(), 20, "each parked task claimed by exactly one caller");
+    assert_eq!(won.into_iter().collect::<HashSet<_>>(), ids.into_iter().collect());
+    assert!(be.a.workers.parked().await.unwrap().is_empty());
+}
+
+async fn queues_remove_returns_tasks(be: &Backend) {
+    let id = format!("w-{}", uid());
+    be.a.workers.register(worker(&id, &["echo"]), TTL).await.unwrap();
+    let mut all = HashSet::new();
+    for _ in 0..3 {
+        let t = task("j", "echo", 0.0, seq(&be.a.workers).await);
+        all.insert(t.task_id.clone());
+        be.a.workers.enqueue(&id, t).await.unwrap();
+    }
+    let running = be.b.workers.pop(&id, now_ms()).await.unwrap().unwrap();
+    let (queued, orphans) = be.b.workers.remove(&id).await.unwrap();
+    assert_eq!(queued.len(), 2);
+    assert_eq!(orphans.len(), 1);
+    assert_eq!((orphans[0].task_id.as_str(), orphans[0].worker_id.as_str()), (running.task_id.as_str(), id.as_str()));
+    let got: HashSet<String> = queued.into_iter().map(|t| t.task_id).chain([running.task_id]).collect();
+    assert_eq!(got, all);
+    assert!(be.a.workers.worker(&id).await.unwrap().is_none());
+    assert_eq!(be.a.workers.remove(&id).await.unwrap(), (vec![], vec![]), "a second removal finds nothing");
+    assert!(be.a.workers.pop(&id, now_ms()).await.unwrap().is_none());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis only: a holder that lost its lease cannot overwrite the new holder's work.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_lost_lease_cannot_overwrite() {
+    let be = Backend::redis().await;
+    let id = uid();
+    be.a.jobs.insert(job(&id, "c1")).await.unwrap();
+    let mut old = be.a.jobs.lock(&id).await.unwrap().unwrap();
+    // Simulate an expired lease: the lock key disappears, another instance takes the job.
+    let url = redis_url();
+    let prefix = &be.cleanup.as_ref().unwrap().prefix;
+    let raw = avto::server::redis::RedisConn::open(&url, prefix).unwrap();
+    raw.query::<i64>(avto::server::redis::client::cmd("DEL").arg(raw.key(&format!("lock:job:{id}")))).await.unwrap();
+    {
+        let mut new = be.b.jobs.lock(&id).await.unwrap().unwrap();
+        new.current_state = "by-new-holder".into();
+        be.b.jobs.save(&new).await.unwrap();
+    }
+    old.current_state = "by-old-holder".into();
+    assert!(matches!(be.a.jobs.save(&old).await, Err(StorageError::Conflict(_))));
+    drop(old);
+    assert_eq!(be.a.jobs.get(&id).await.unwrap().unwrap().current_state, "by-new-holder");
+}
