@@ -5,9 +5,11 @@
 
 use std::time::Duration;
 
-use avto::worker::{TaskHandle, TaskOutcome, Worker};
+use avto::worker::{TaskHandle, TaskOutcome};
 use serde_json::Value;
 
+/// Echo the task params back.
+#[avto::task("echo")]
 async fn echo(params: Value, task: TaskHandle) -> TaskOutcome {
     if params["progress"].as_bool() == Some(true) {
         task.progress(0.5, "halfway").await;
@@ -34,5 +36,6 @@ async fn main() -> Result<(), avto::worker::WorkerError> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    Worker::from_env()?.worker_type("echo-worker").task("echo", echo).build()?.run().await
+    // Every #[avto::task] of the binary, configured from the environment.
+    avto::worker::builder_with_declared_tasks()?.worker_type("echo-worker").build()?.run().await
 }

@@ -42,4 +42,5 @@ pub mod model;
 pub mod parse;
 pub mod printer;
 pub mod scan;
+pub mod task;
 pub mod validate;

@@ -24,3 +24,10 @@ pub fn aggregator(attr: TokenStream, item: TokenStream) -> TokenStream {
 pub fn when(attr: TokenStream, item: TokenStream) -> TokenStream {
     avto_dsl::expand::stray_helper("when", attr.into(), item.into()).into()
 }
+
+/// Declares a worker task function for `avto::worker::run()` (feature `worker`):
+/// `#[avto::task("skill_name")] async fn f(params: P, task: TaskHandle) -> TaskOutcome`.
+#[proc_macro_attribute]
+pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
+    avto_dsl::task::task(attr.into(), item.into()).into()
+}

@@ -29,7 +29,7 @@ pub mod testing;
 pub mod worker;
 
 pub use actions::{Actions, DispatchStrategy};
-pub use avto_macros::{aggregator, blueprint, handler, when};
+pub use avto_macros::{aggregator, blueprint, handler, task, when};
 pub use blueprint::Blueprint;
 pub use context::{AggregationResults, BranchResult, ClientConfig, Context, ErrorClass, TaskError};
 pub use files::TaskFiles;
