@@ -392,9 +392,13 @@ impl RawWorker {
         }
     }
 
-    /// Adds a fresh timestamp and the security block (signed with this worker's token).
+    /// Adds a fresh timestamp, a nonce (so two equal messages in one second are not replays)
+    /// and the security block (signed with this worker's token).
     pub fn signed(&self, mut body: Value, kind: MessageKind) -> Value {
         body["timestamp"] = json!(unix_now());
+        if body.get("nonce").is_none() {
+            body["nonce"] = json!(uuid::Uuid::new_v4().to_string());
+        }
         attach_security(&mut body, &self.token, &self.id, kind);
         body
     }

@@ -471,6 +471,38 @@ async fn r04_round_robin_worker_survives_one_orchestrator_dying() {
     }
 }
 
+/// The Python SDK 1.0b20 has WATERFALL (its default) and ROUND_ROBIN, not FAILOVER.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r04_round_robin_python_sdk_survives_one_orchestrator_dying() {
+    let first = Server::start([echo_flow::blueprint()]).await;
+    let second = Server::start([echo_flow::blueprint()]).await;
+    let (ac, bc) = (first.client(), second.client());
+    let config = json!([{"url": first.base}, {"url": second.base}]).to_string();
+    let _w = PyWorker::start(
+        &first.base,
+        "r04-py-rr",
+        &[("ORCHESTRATORS_CONFIG", &config), ("MULTI_ORCHESTRATOR_MODE", "ROUND_ROBIN"), ("TASK_POLL_TIMEOUT", "1")],
+    );
+    ac.wait_workers(&["r04-py-rr"]).await;
+    bc.wait_workers(&["r04-py-rr"]).await;
+    let a = echo_job(&ac, json!({"n": "a", "tag_worker": true})).await;
+    let b = echo_job(&bc, json!({"n": "b", "tag_worker": true})).await;
+    for (c, id) in [(&ac, &a), (&bc, &b)] {
+        let job = c.wait_terminal(id, T).await;
+        assert_eq!(job["status"], "finished", "{job}");
+        assert_eq!(job["result"]["_worker"], "r04-py-rr");
+    }
+    let running = echo_job(&bc, json!({"n": "b-running", "sleep": 1.0})).await;
+    bc.wait_until(&running, T, "picked up", |j| j["current_task"]["worker_id"] == "r04-py-rr").await;
+    drop(first);
+    let after: Vec<String> =
+        futures::future::join_all((0..3).map(|i| echo_job(&bc, json!({"n": format!("b-after{i}")})))).await;
+    assert_eq!(bc.wait_terminal(&running, T).await["status"], "finished");
+    for id in &after {
+        assert_eq!(bc.wait_terminal(id, T).await["status"], "finished");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Recipe 5: conditional routing
 
@@ -845,6 +877,29 @@ async fn r10_cancel_a_running_task() {
     let id = c.create("/api/v1/jobs/cancellable", json!({"frames": 2})).await;
     let job = c.wait_terminal(&id, T).await;
     assert_eq!(status_state(&job), ("finished", "finished_successfully"), "{job}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r10_cancel_a_queued_task_never_runs() {
+    let s = Server::start([ex::r10_cancel::cancellable::blueprint()]).await;
+    let c = s.client();
+    let (log, cancelled) = (Log::default(), Cancelled::default());
+    let _w = RustWorker::start(&s.base, "r10-single", |b| video_task(b, &log, &cancelled).max_concurrent_tasks(1));
+    c.wait_workers(&["r10-single"]).await;
+    let busy = c.create("/api/v1/jobs/cancellable", json!({"frames": 400})).await;
+    log.started(&busy).await;
+    let queued = c.create("/api/v1/jobs/cancellable", json!({"frames": 1})).await;
+    c.wait_until(&queued, T, "queued", |j| j["current_task"]["worker_id"] == "r10-single").await;
+    let (code, _) = c.post(&format!("/api/v1/jobs/{queued}/cancel"), &json!({})).await;
+    assert_eq!(code, 200);
+    let (code, _) = c.post(&format!("/api/v1/jobs/{busy}/cancel"), &json!({})).await;
+    assert_eq!(code, 200);
+    cancelled.wait(&busy, Duration::from_secs(3)).await;
+    let after = c.create("/api/v1/jobs/cancellable", json!({"frames": 1})).await;
+    let job = c.wait_terminal(&after, T).await;
+    assert_eq!(status_state(&job), ("finished", "finished_successfully"), "{job}");
+    assert!(log.of_job(&queued).is_empty(), "a task cancelled in the queue is never handed out");
+    assert_eq!(c.job(&queued).await["status"], "cancelled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1672,6 +1727,22 @@ async fn timeouts_execution_and_result_retry_dispatch_fails() {
     assert_eq!(job["last_error"]["code"], "DISPATCH_TIMEOUT_ERROR");
     assert!(started.elapsed() >= Duration::from_millis(450));
     assert!(started.elapsed() < Duration::from_secs(3), "not retried");
+
+    // The same when the task sits in the queue of a registered worker that never polls.
+    let lazy = RawWorker::new(&s.base, "timeouts-lazy", &["lazy"]);
+    assert_eq!(lazy.register().await.0, 200);
+    let started = Instant::now();
+    let (code, body) =
+        c.post("/api/v1/jobs/dispatch", &json!({"initial_data": {"skill": "lazy"}, "dispatch_timeout": 0.5})).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["job_id"].as_str().unwrap();
+    c.wait_until(id, T, "queued on the lazy worker", |j| j["current_task"]["worker_id"] == "timeouts-lazy").await;
+    let job = c.wait_terminal(id, T).await;
+    assert_eq!(status_state(&job), ("failed", "failed"), "{job}");
+    assert_eq!(job["last_error"]["code"], "DISPATCH_TIMEOUT_ERROR");
+    assert!(started.elapsed() >= Duration::from_millis(450));
+    let (code, _) = lazy.poll().await;
+    assert_eq!(code, 204, "the timed-out task left the worker's queue");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
