@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use avto::protocol::sign::MessageKind;
 use avto::worker::{
     HardwareDevice, InstalledArtifact, MultiOrchestratorMode, OrchestratorConfig, Skill, TaskHandle, TaskOutcome,
-    WorkerBuilder,
+    WorkerBuilder, WorkerConfig,
 };
 use avto_examples as ex;
 use avto_tests::blueprints::{
@@ -1481,6 +1481,53 @@ async fn r19_resource_requirements_route_to_the_right_worker() {
     assert!(job["waiting_reason"].as_str().unwrap_or_default().contains("ffmpeg"), "{job}");
 }
 
+/// The SDKs describe a GPU from `GPU_MODEL`/`GPU_VRAM_GB` as `{"type": "gpu", "model", "id",
+/// "properties": {"memory_gb": N}}`; recipe 19 asks for `{"gpu": {"model", "vram_gb": 16}}`.
+/// A worker configured the documented way must qualify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r19_gpu_from_sdk_settings_meets_the_requirement() {
+    let s = Server::start([ex::r15_r17_r18_r19::gpu::blueprint()]).await;
+    let c = s.client();
+    let env = WorkerConfig::from_vars([
+        ("GPU_MODEL", "NVIDIA T4"),
+        ("GPU_VRAM_GB", "16"),
+        ("INSTALLED_ARTIFACTS", r#"[{"name": "stable-diffusion-1.5", "version": "1.5"}]"#),
+    ])
+    .unwrap();
+    let _w = RustWorker::start(&s.base, "r19-sdk-rust", |b| {
+        montage(b).configure(|cfg| {
+            cfg.devices = env.devices.clone();
+            cfg.installed_artifacts = env.installed_artifacts.clone();
+        })
+    });
+    c.wait_workers(&["r19-sdk-rust"]).await;
+    let id = c.create("/api/v1/jobs/gpu_flow", json!({})).await;
+    let job = c.wait_terminal(&id, Duration::from_secs(5)).await;
+    assert_eq!(job["state_history"]["rendered_by"], "r19-sdk-rust", "{job}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r19_gpu_from_sdk_settings_meets_the_requirement_python_sdk() {
+    let s = Server::start([ex::r15_r17_r18_r19::gpu::blueprint()]).await;
+    let c = s.client();
+    let dir = temp_dir("r19");
+    let _w = PyWorker::start_script(
+        "recipe_worker.py",
+        &s.base,
+        "r19-sdk-py",
+        &[
+            ("MARKER_DIR", dir.to_str().unwrap()),
+            ("GPU_MODEL", "NVIDIA T4"),
+            ("GPU_VRAM_GB", "16"),
+            ("INSTALLED_ARTIFACTS", r#"[{"name": "stable-diffusion-1.5", "version": "1.5"}]"#),
+        ],
+    );
+    c.wait_workers(&["r19-sdk-py"]).await;
+    let id = c.create("/api/v1/jobs/gpu_flow", json!({})).await;
+    let job = c.wait_terminal(&id, Duration::from_secs(5)).await;
+    assert_eq!(job["state_history"]["rendered_by"], "r19-sdk-py", "{job}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Recipe 24: individual worker tokens
 
@@ -1776,4 +1823,33 @@ async fn worker_event_transitions_move_the_job() {
     let job = c.job(&id).await;
     assert_eq!(job["current_state"], "exited_early");
     assert!(job["state_history"].get("late").is_none(), "{job}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r10_cancellation_reaches_a_worker_that_was_declared_dead_and_re_registered() {
+    let s = short_ttl_server().await;
+    let c = s.client();
+    let w = RawWorker::new(&s.base, "rereg", &["work"]);
+    assert_eq!(w.register().await.0, 200);
+    let id = c.create("/api/v1/jobs/dispatch", json!({})).await;
+    let (code, task) = w.poll().await;
+    assert_eq!(code, 200);
+    let task_id = task["task_id"].as_str().unwrap();
+    let (code, _) = c.post(&format!("/api/v1/jobs/{id}/cancel"), &json!({})).await;
+    assert_eq!(code, 200);
+    // The worker (no WebSocket) misses its heartbeats long enough to be declared dead, then comes
+    // back still running the task: its heartbeats must still carry the cancellation.
+    let deadline = Instant::now() + T;
+    while c.worker("rereg").await.is_some() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, _) = w.heartbeat(&[task_id]).await;
+    assert_eq!(code, 404, "unknown after expiry: register again");
+    let (code, body) = w.register().await;
+    assert_eq!(code, 200, "{body}");
+    let (code, hb) = w.heartbeat(&[task_id]).await;
+    assert_eq!(code, 200);
+    assert_eq!(hb["cancel_task_ids"], json!([task_id]), "the cancellation still reaches it: {hb}");
 }
