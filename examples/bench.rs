@@ -76,7 +76,13 @@ impl Drop for Orchestrator {
     }
 }
 
-type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<Instant>>>>;
+/// Per job id: who waits for its webhook, or when it arrived if nobody waited yet.
+enum Wait {
+    Waiting(oneshot::Sender<Instant>),
+    Done(Instant),
+}
+
+type Waiters = Arc<Mutex<HashMap<String, Wait>>>;
 
 async fn hook_server(waiters: Waiters) -> String {
     use axum::routing::post;
@@ -87,8 +93,14 @@ async fn hook_server(waiters: Waiters) -> String {
             async move {
                 let now = Instant::now();
                 if let Some(id) = body["job_id"].as_str() {
-                    if let Some(tx) = waiters.lock().unwrap().remove(id) {
-                        let _ = tx.send(now);
+                    let mut w = waiters.lock().unwrap();
+                    match w.remove(id) {
+                        Some(Wait::Waiting(tx)) => {
+                            let _ = tx.send(now);
+                        }
+                        _ => {
+                            w.insert(id.to_owned(), Wait::Done(now));
+                        }
                     }
                 }
                 "ok"
@@ -109,8 +121,15 @@ async fn run_job(http: &reqwest::Client, base: &str, hook: &str, waiters: &Waite
     let v: Value = r.json().await.unwrap();
     let id = v["job_id"].as_str().expect("job id").to_owned();
     let (tx, rx) = oneshot::channel();
-    waiters.lock().unwrap().insert(id.clone(), tx);
-    // The webhook may have arrived before we registered: fall back to polling the job then.
+    {
+        // The webhook may arrive before the create answer has been read.
+        let mut w = waiters.lock().unwrap();
+        if let Some(Wait::Done(done)) = w.remove(&id) {
+            return done - started;
+        }
+        w.insert(id.clone(), Wait::Waiting(tx));
+    }
+    // Webhooks are retried by the orchestrator; poll as a last resort.
     match tokio::time::timeout(Duration::from_secs(60), rx).await {
         Ok(Ok(done)) => done - started,
         _ => {

@@ -43,6 +43,10 @@ mod approval_flow {
     async fn rejected() {}
 }
 
+/// A faster allocator than the system one for a busy multi-threaded server (optional).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> avto::Result<()> {
     avto::serve().await

@@ -28,6 +28,16 @@ pub struct NewJob {
     pub metadata: Option<Value>,
 }
 
+/// What a task payload carries from its job (besides the task itself).
+#[derive(Debug, Clone, Default)]
+pub struct TaskContext {
+    pub security: Option<Value>,
+    pub metadata: Option<Value>,
+    pub tracing_context: serde_json::Map<String, Value>,
+    /// The job's handler-run count (`step` in the payload).
+    pub step: u32,
+}
+
 /// Errors of core operations (mapped to HTTP statuses by the API layer).
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
@@ -573,16 +583,19 @@ impl Core {
     ///
     /// When the worker's own queue is empty it may steal from the longest backlog of another
     /// worker with the same skills (`WORK_STEALING_ENABLED`); the lease moves to the thief.
-    pub async fn next_task(&self, worker_id: &str, wait: Duration) -> Result<Option<(QueuedTask, Job)>, CoreError> {
+    pub async fn next_task(
+        &self,
+        worker_id: &str,
+        wait: Duration,
+    ) -> Result<Option<(QueuedTask, TaskContext)>, CoreError> {
         let notify = self.dispatcher.notifier(worker_id);
         let deadline = tokio::time::Instant::now() + wait;
         let steal = self.cfg.work_stealing_enabled;
         loop {
             let notified = notify.notified();
             if let Some(t) = self.dispatcher.try_next(worker_id, steal).await? {
-                if let Some(job) = self.claim_task(worker_id, &t).await? {
-                    self.observe_pickup(Some(&job), &t.task_id);
-                    return Ok(Some((t, job)));
+                if let Some(ctx) = self.claim_task(worker_id, &t).await? {
+                    return Ok(Some((t, ctx)));
                 }
                 // The job moved on while the task was queued: drop it.
                 self.dispatcher.finished(worker_id, &t.task_id).await;
@@ -610,13 +623,19 @@ impl Core {
     }
 
     /// Checks a popped task is still wanted and records its pick-up (and a lease moved by stealing).
-    async fn claim_task(&self, worker_id: &str, t: &QueuedTask) -> Result<Option<Job>, CoreError> {
+    async fn claim_task(&self, worker_id: &str, t: &QueuedTask) -> Result<Option<TaskContext>, CoreError> {
         let Some(mut g) = self.jobs.lock(&t.job_id).await? else { return Ok(None) };
         let Some(record) = g.task_mut(&t.task_id) else { return Ok(None) };
         record.worker_id = Some(worker_id.to_owned());
         record.picked_up_at_ms = Some(now_ms());
         self.jobs.save(&g).await?;
-        Ok(Some(g.clone()))
+        self.observe_pickup(Some(&g), &t.task_id);
+        Ok(Some(TaskContext {
+            security: g.security.clone(),
+            metadata: g.metadata.clone(),
+            tracing_context: g.tracing_context.clone(),
+            step: g.transition_count,
+        }))
     }
 
     /// The in-flight record of a task, for building its payload.

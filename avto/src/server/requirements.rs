@@ -83,7 +83,7 @@ pub fn check(worker: &Value, req: &Value) -> Result<(), String> {
 fn device_matches(worker: &Value, req: &Value) -> bool {
     let Some(req) = req.as_object() else { return false };
     for (k, v) in req {
-        let have = if worker.get(k).is_some() { &worker[k] } else { &worker["properties"][k] };
+        let have = device_property(worker, k);
         let ok = match k.as_str() {
             "type" | "id" => {
                 have == v
@@ -101,6 +101,15 @@ fn device_matches(worker: &Value, req: &Value) -> bool {
         }
     }
     true
+}
+
+/// A device attribute, top level or under `properties`. `vram_gb` also reads `memory_gb`,
+/// which is where both worker SDKs put `GPU_VRAM_GB`.
+fn device_property<'a>(device: &'a Value, key: &str) -> &'a Value {
+    let direct = |k: &str| {
+        device.get(k).filter(|v| !v.is_null()).or_else(|| device["properties"].get(k).filter(|v| !v.is_null()))
+    };
+    direct(key).or_else(|| if key == "vram_gb" { direct("memory_gb") } else { None }).unwrap_or(&Value::Null)
 }
 
 fn value_matches(key: &str, have: &Value, want: &Value) -> bool {
@@ -186,6 +195,14 @@ mod tests {
         assert!(check(&gpu_worker(), &req).is_err());
         let req = json!({"installed_models": ["llama"]});
         assert!(check(&gpu_worker(), &req).unwrap_err().contains("llama"));
+    }
+
+    #[test]
+    fn vram_from_sdk_memory_gb() {
+        let worker =
+            json!({"resources": {"devices": [{"type": "gpu", "model": "NVIDIA T4", "properties": {"memory_gb": 16}}]}});
+        assert_eq!(check(&worker, &json!({"gpu": {"model": "NVIDIA T4", "vram_gb": 16}})), Ok(()));
+        assert!(check(&worker, &json!({"gpu": {"model": "NVIDIA T4", "vram_gb": 24}})).is_err());
     }
 
     #[test]

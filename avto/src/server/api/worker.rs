@@ -254,16 +254,16 @@ async fn next_task(
         if let Some(d) = task.deadline_ms {
             payload["deadline"] = json!(d / 1000);
         }
-        if let Some(s) = &job.security {
-            payload["security"] = s.clone();
+        if let Some(s) = job.security {
+            payload["security"] = s;
         }
-        if let Some(m) = &job.metadata {
-            payload["metadata"] = m.clone();
+        if let Some(m) = job.metadata {
+            payload["metadata"] = m;
         }
         if !job.tracing_context.is_empty() {
-            payload["tracing_context"] = Value::Object(job.tracing_context.clone());
+            payload["tracing_context"] = Value::Object(job.tracing_context);
         }
-        payload["step"] = json!(job.transition_count);
+        payload["step"] = json!(job.step);
     }
     let payload = super::normalize(&payload);
     let mut payload = payload;

@@ -43,6 +43,9 @@ struct Slot {
 struct Inner {
     workers: HashMap<String, Slot>,
     parked: Vec<Unassigned>,
+    /// Cancellations of workers that expired or went offline, handed back if they register
+    /// again: their pending cancellations, plus every task they were running (re-queued elsewhere).
+    departed: HashMap<String, HashMap<String, u64>>,
 }
 
 /// In-memory workers, queues and running tasks.
@@ -81,6 +84,20 @@ pub(crate) fn running_of(task: &QueuedTask, now: u64) -> Running {
     }
 }
 
+/// Empties a departing worker's slot; remembers what it must still cancel if it comes back.
+fn depart(inner: &mut Inner, worker_id: &str, now: u64) -> (Vec<QueuedTask>, Vec<Orphan>) {
+    let Some(slot) = inner.workers.remove(worker_id) else { return Default::default() };
+    let mut cancels = slot.cancel_pending.clone();
+    for task_id in slot.running.keys() {
+        cancels.insert(task_id.clone(), now + super::CANCEL_MEMORY_MS);
+    }
+    cancels.retain(|_, exp| *exp > now);
+    if !cancels.is_empty() {
+        inner.departed.insert(worker_id.to_owned(), cancels);
+    }
+    drain(slot, worker_id)
+}
+
 fn drain(slot: Slot, worker_id: &str) -> (Vec<QueuedTask>, Vec<Orphan>) {
     (
         slot.queue.into_iter().map(|q| q.0).collect(),
@@ -102,12 +119,15 @@ impl WorkerStore for MemoryWorkers {
                 slot.expires_at_ms = now + ttl_ms;
             }
             None => {
+                let mut cancel_pending = inner.departed.remove(&info.worker_id).unwrap_or_default();
+                cancel_pending.retain(|_, exp| *exp > now);
+                inner.departed.retain(|_, c| c.values().any(|exp| *exp > now));
                 let slot = Slot {
                     info,
                     expires_at_ms: now + ttl_ms,
                     queue: BinaryHeap::new(),
                     running: HashMap::new(),
-                    cancel_pending: HashMap::new(),
+                    cancel_pending,
                 };
                 inner.workers.insert(slot.info.worker_id.clone(), slot);
             }
@@ -258,8 +278,8 @@ impl WorkerStore for MemoryWorkers {
     }
 
     fn remove<'a>(&'a self, worker_id: &'a str) -> Bf<'a, (Vec<QueuedTask>, Vec<Orphan>)> {
-        let slot = self.inner.lock().unwrap().workers.remove(worker_id);
-        ready(slot.map(|s| drain(s, worker_id)).unwrap_or_default())
+        let now = crate::job::now_ms();
+        ready(depart(&mut self.inner.lock().unwrap(), worker_id, now))
     }
 
     fn adjust_reputation<'a>(&'a self, worker_id: &'a str, delta: f64) -> Bf<'a, ()> {
@@ -330,12 +350,10 @@ impl WorkerStore for MemoryWorkers {
         let mut queued = Vec::new();
         let mut orphans = Vec::new();
         for id in dead {
-            if let Some(slot) = inner.workers.remove(&id) {
-                tracing::warn!(worker_id = %id, "worker expired (no heartbeat); re-queueing its tasks");
-                let (q, o) = drain(slot, &id);
-                queued.extend(q);
-                orphans.extend(o);
-            }
+            tracing::warn!(worker_id = %id, "worker expired (no heartbeat); re-queueing its tasks");
+            let (q, o) = depart(&mut inner, &id, now);
+            queued.extend(q);
+            orphans.extend(o);
         }
         ready((queued, orphans))
     }
