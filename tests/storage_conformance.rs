@@ -134,7 +134,7 @@ conformance!(
 
 fn job(id: &str, client: &str) -> Job {
     let mut j = Job::new(id, "flow", "start", json!({"n": 1}));
-    j.client.name = client.to_owned();
+    std::sync::Arc::make_mut(&mut j.client).name = client.to_owned();
     j
 }
 

@@ -25,7 +25,7 @@ pub struct Context {
     /// Results of the parallel branches that fanned into this aggregator state.
     pub aggregation_results: AggregationResults,
     /// The client that created the job (from clients.toml or `CLIENT_TOKEN`).
-    pub client: ClientConfig,
+    pub client: std::sync::Arc<ClientConfig>,
     /// The last task failure (code + message), e.g. in the state a `failure` transition leads to.
     pub last_error: Option<TaskError>,
     pub webhook_url: Option<String>,

@@ -5,6 +5,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -142,9 +144,9 @@ pub struct Job {
     pub state_history: Map<String, Value>,
     #[serde(default)]
     pub aggregation_results: AggregationResults,
-    /// The owning client (never its token).
+    /// The owning client (never its token); shared by all jobs of the client.
     #[serde(default)]
-    pub client: ClientConfig,
+    pub client: Arc<ClientConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
     /// Job-level default for each dispatch (seconds).
@@ -161,12 +163,12 @@ pub struct Job {
     pub error_message: Option<String>,
     /// The last task error (failure results), readable by handlers as `ctx.last_error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<TaskError>,
+    pub last_error: Option<Box<TaskError>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
     /// The single task in flight (`waiting_for_worker`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub current_task: Option<TaskRecord>,
+    pub current_task: Option<Box<TaskRecord>>,
     /// Parallel branches still in flight (`waiting_for_parallel_tasks`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub branches: Vec<TaskRecord>,
@@ -174,9 +176,9 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregation_target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approval: Option<ApprovalRecord>,
+    pub approval: Option<Box<ApprovalRecord>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sub_job: Option<SubJobRecord>,
+    pub sub_job: Option<Box<SubJobRecord>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_job_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,7 +213,7 @@ impl Job {
             initial_data,
             state_history: Map::new(),
             aggregation_results: AggregationResults::default(),
-            client: ClientConfig::default(),
+            client: Arc::default(),
             webhook_url: None,
             dispatch_timeout: None,
             result_timeout: None,
@@ -240,12 +242,12 @@ impl Job {
 
     /// All tasks currently in flight (the single task or the open branches).
     pub fn tasks_in_flight(&self) -> impl Iterator<Item = &TaskRecord> {
-        self.current_task.iter().chain(self.branches.iter())
+        self.current_task.as_deref().into_iter().chain(self.branches.iter())
     }
 
     /// Finds an in-flight task by id.
     pub fn task_mut(&mut self, task_id: &str) -> Option<&mut TaskRecord> {
-        if let Some(t) = self.current_task.as_mut().filter(|t| t.task_id == task_id) {
+        if let Some(t) = self.current_task.as_deref_mut().filter(|t| t.task_id == task_id) {
             return Some(t);
         }
         self.branches.iter_mut().find(|t| t.task_id == task_id)

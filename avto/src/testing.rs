@@ -166,7 +166,7 @@ impl TestRun {
         if self.root_id.is_none() {
             let id = uuid::Uuid::new_v4().to_string();
             let mut job = Job::new(id.clone(), self.root.name(), self.root.start_state(), self.initial_data.clone());
-            job.client = self.client.clone();
+            job.client = std::sync::Arc::new(self.client.clone());
             self.jobs.insert(id.clone(), job);
             self.root_id = Some(id);
         }

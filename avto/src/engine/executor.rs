@@ -124,7 +124,7 @@ impl EngineEnv {
             state_history: job.state_history.clone(),
             aggregation_results: job.aggregation_results.clone(),
             client: job.client.clone(),
-            last_error: job.last_error.clone(),
+            last_error: job.last_error.as_deref().cloned(),
             webhook_url: job.webhook_url.clone(),
             parent_job_id: job.parent_job_id.clone(),
             path: job.path.clone(),
@@ -379,7 +379,7 @@ fn apply_actions(
                 }
                 None => {
                     job.status = JobStatus::WaitingForWorker;
-                    job.current_task = records.first().cloned();
+                    job.current_task = records.first().cloned().map(Box::new);
                 }
             }
             out.effect(Effect::Dispatch { tasks: records, delay: Duration::ZERO });
@@ -389,7 +389,7 @@ fn apply_actions(
             out.event(EngineEvent::ApprovalRequested { integration: a.integration.clone(), message: a.message.clone() });
             job.status = JobStatus::WaitingForHuman;
             job.approval =
-                Some(ApprovalRecord { transitions: a.transitions, integration: a.integration, message: a.message });
+                Some(Box::new(ApprovalRecord { transitions: a.transitions, integration: a.integration, message: a.message }));
             Ok(Step::Wait)
         }
         Some(Action::RunBlueprint(s)) => {
@@ -403,7 +403,8 @@ fn apply_actions(
             child.metadata = job.metadata.clone();
             out.event(EngineEvent::SubJobStarted { child_job_id: child_id.clone(), blueprint: s.blueprint.clone() });
             job.status = JobStatus::WaitingForSubJob;
-            job.sub_job = Some(SubJobRecord { child_job_id: child_id, blueprint: s.blueprint, transitions: s.transitions });
+            job.sub_job =
+                Some(Box::new(SubJobRecord { child_job_id: child_id, blueprint: s.blueprint, transitions: s.transitions }));
             out.effect(Effect::StartChild(Box::new(child)));
             Ok(Step::Wait)
         }

@@ -153,9 +153,9 @@ fn single_result(
             let error = error_of(result);
             if error.class() == ErrorClass::Transient && record.attempt < env.config.max_retries {
                 let next = retry_task(env, record, false, out);
-                job.current_task = Some(next);
+                job.current_task = Some(Box::new(next));
                 job.status = JobStatus::WaitingForWorker;
-                job.last_error = Some(error);
+                job.last_error = Some(Box::new(error));
                 return ResultDisposition::Accepted("failure_handled");
             }
             give_up(job, &record.spec.transitions, error, record.attempt, out);
@@ -193,7 +193,7 @@ fn give_up(job: &mut Job, transitions: &[(String, String)], error: TaskError, at
         ErrorClass::Transient => format!("{}: {} (after {} retries)", error.code, error.message, attempts),
         _ => format!("{}: {}", error.code, error.message),
     };
-    job.last_error = Some(error);
+    job.last_error = Some(Box::new(error));
     if let Some((_, target)) = transitions.iter().find(|(s, _)| s == "failure") {
         let target = target.clone();
         job.error_message = Some(msg);
@@ -331,7 +331,7 @@ pub fn apply_event(job: &mut Job, task_id: Option<&str>, event_type: &str, paylo
     if let Value::Object(_) = payload {
         job.state_history.insert(format!("event_{event_type}"), payload.clone());
     }
-    out.effect(Effect::CancelTasks(vec![task]));
+    out.effect(Effect::CancelTasks(vec![*task]));
     enter(job, &target);
     true
 }

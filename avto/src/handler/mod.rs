@@ -89,7 +89,7 @@ impl<'a> FromContext<'a> for &'a Context {
 
 impl<'a> FromContext<'a> for &'a ClientConfig {
     fn from_context(ctx: &'a Context) -> Result<Self, HandlerError> {
-        Ok(&ctx.client)
+        Ok(&*ctx.client)
     }
 }
 

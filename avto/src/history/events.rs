@@ -132,7 +132,7 @@ mod tests {
     #[test]
     fn rows_of_an_engine_step() {
         let mut job = Job::new("j1", "bp", "start", json!({"x": 1}));
-        job.client.name = "acme".into();
+        std::sync::Arc::make_mut(&mut job.client).name = "acme".into();
         job.security = Some(json!({"secret": "s"}));
         let created = created_record(&job);
         assert_eq!(created.event_type, "job_created");

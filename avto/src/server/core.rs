@@ -69,6 +69,7 @@ pub struct Core {
     /// Prometheus counters and histograms (`GET /metrics`).
     pub metrics: super::metrics::Metrics,
     exec: Arc<Semaphore>,
+    client_configs: std::sync::Mutex<HashMap<String, Arc<crate::context::ClientConfig>>>,
     /// Set when the server shuts down: long-polls answer 204 at once, WebSockets close (1001).
     shutdown: tokio::sync::watch::Sender<bool>,
     /// STS tokens (stored as SHA-256 hashes).
@@ -113,9 +114,16 @@ impl Core {
             history: Default::default(),
             metrics: Default::default(),
             exec,
+            client_configs: Default::default(),
             shutdown: tokio::sync::watch::Sender::new(false),
             sts,
         }
+    }
+
+    /// The shared configuration of a client (one allocation per client, not per job).
+    fn client_config(&self, client: &ClientEntry) -> Arc<crate::context::ClientConfig> {
+        let mut cache = self.client_configs.lock().unwrap();
+        cache.entry(client.token.clone()).or_insert_with(|| Arc::new(client.config.clone())).clone()
     }
 
     /// The blueprint by name.
@@ -132,7 +140,7 @@ impl Core {
     ) -> Result<String, CoreError> {
         let id = uuid::Uuid::new_v4().to_string();
         let mut job = Job::new(id.clone(), bp.name(), bp.start_state(), req.initial_data);
-        job.client = client.config.clone();
+        job.client = self.client_config(client);
         job.webhook_url = req.webhook_url;
         job.dispatch_timeout = req.dispatch_timeout;
         job.result_timeout = req.result_timeout;

@@ -262,7 +262,7 @@ async fn job_history(
 ) -> Result<Response, ApiError> {
     check_job_id(&job_id)?;
     let detailed = q.detailed.as_deref().map_or(core.cfg.detailed_api_responses, |d| matches!(d, "true" | "1"));
-    let owner = core.jobs.get(&job_id).await.map_err(storage)?.map(|j| j.client.name);
+    let owner = core.jobs.get(&job_id).await.map_err(storage)?.map(|j| j.client.name.clone());
     let rows = core.history_view(&job_id, &client.config.name, owner.as_deref(), |j| job_view(j, detailed)).await?;
     Ok(json_response(&rows))
 }
