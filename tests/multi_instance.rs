@@ -254,10 +254,14 @@ async fn kill_own_redis_connections() -> usize {
 async fn redis_connection_loss_loses_no_job() {
     let _serial = SERIAL.lock().await;
     let p = Prefix::new();
-    let a = p.server([echo_flow::blueprint()]).await;
-    let b = p.server([echo_flow::blueprint()]).await;
+    // A task stranded by a lost reply would come back after its execution timeout.
+    let config = || avto_tests::test_config_with(&[("WORKER_TIMEOUT_SECONDS", "5")]);
+    let a = Server::with_redis([echo_flow::blueprint()], &p.url, &p.prefix, config()).await;
+    let b = Server::with_redis([echo_flow::blueprint()], &p.url, &p.prefix, config()).await;
+    wait_ready(&a.base).await;
+    wait_ready(&b.base).await;
     let execs = Executions::default();
-    let _workers = [
+    let workers = [
         echo_worker(&a.base, "a-1", &execs, |b| b.max_concurrent_tasks(4)),
         echo_worker(&b.base, "b-1", &execs, |b| b.max_concurrent_tasks(4)),
     ];
@@ -273,10 +277,13 @@ async fn redis_connection_loss_loses_no_job() {
     }
     let killed = kill_own_redis_connections().await;
     assert!(killed >= 4, "both instances' data and bus connections were killed (killed {killed})");
-    // More jobs while the instances reconnect.
+    // More jobs while the instances reconnect, and a second connection loss among them.
     for i in 0..40usize {
         let c = if i.is_multiple_of(2) { &cb } else { &ca };
         ids.push(c.create("/api/v1/jobs/echo", json!({"after": i, "sleep_ms": 5})).await);
+        if i == 20 {
+            assert!(kill_own_redis_connections().await >= 2);
+        }
     }
     for (i, id) in ids.iter().enumerate() {
         let c = if i.is_multiple_of(2) { &cb } else { &ca };
@@ -285,7 +292,36 @@ async fn redis_connection_loss_loses_no_job() {
     }
     let (_, dash) = ca.get("/api/v1/dashboard").await;
     assert_eq!(dash["jobs"]["finished"], 160, "{dash}");
-    assert!(ids.iter().all(|id| execs.of(id).len() == 1), "no task ran twice");
+    let twice: Vec<_> = ids.iter().filter(|id| execs.of(id).len() != 1).collect();
+    assert!(twice.is_empty(), "tasks that did not run exactly once: {twice:?}");
+
+    // The bus subscriptions came back: a cancellation on B reaches a worker's WebSocket on A.
+    for w in workers {
+        w.stop().await;
+    }
+    let ws = echo_worker(&a.base, "ws-after-loss", &execs, |b| {
+        b.enable_websockets(true).heartbeat_interval(Duration::from_secs(20))
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.core.dispatcher.live_workers().await.iter().map(|w| w.info.worker_id.as_str()).collect::<Vec<_>>()
+        != ["ws-after-loss"]
+    {
+        assert!(Instant::now() < deadline, "only the WebSocket worker is live");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let id = cb.create("/api/v1/jobs/echo", json!({"sleep_ms": 60_000})).await;
+    while execs.of(&id).is_empty() {
+        assert!(Instant::now() < deadline + Duration::from_secs(10), "the task was not picked up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) = cb.post(&format!("/api/v1/jobs/{id}/cancel"), &json!({})).await;
+    assert!(status < 300, "cancel on B: {status} {body}");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !execs.1.lock().unwrap().contains(&id) {
+        assert!(Instant::now() < deadline, "the cancellation did not cross the re-subscribed bus");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(ws);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -457,12 +493,13 @@ async fn kill9_with_jobs_in_flight_then_restart_every_job_ends_once() {
     let client = avto_tests::ApiClient { http: reqwest::Client::new(), base: base.clone(), token: CLIENT_TOKEN.into() };
     // Jobs are created while the orchestrator is killed: a create that fails is sent again
     // (its job may exist anyway, unknown to us: the dashboard check covers it).
+    let resent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let creator = {
-        let client = client.clone();
+        let (client, resent) = (client.clone(), resent.clone());
         tokio::spawn(async move {
             futures::stream::iter(0..n)
                 .map(|i| {
-                    let c = client.clone();
+                    let (c, resent) = (client.clone(), resent.clone());
                     async move {
                         let body = json!({"initial_data": {"i": i, "sleep_ms": 20 + (i * 37) % 80}});
                         loop {
@@ -479,6 +516,7 @@ async fn kill9_with_jobs_in_flight_then_restart_every_job_ends_once() {
                                     return v["job_id"].as_str().unwrap().to_owned();
                                 }
                             }
+                            resent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
                     }
@@ -488,7 +526,7 @@ async fn kill9_with_jobs_in_flight_then_restart_every_job_ends_once() {
                 .await
         })
     };
-    while execs.total() < n / 4 {
+    while execs.total() < n / 8 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let (_, at_kill) = client.get("/api/v1/dashboard").await;
@@ -552,9 +590,11 @@ async fn kill9_with_jobs_in_flight_then_restart_every_job_ends_once() {
     let reexecuted = ids.iter().filter(|id| execs.of(id).len() > 1).count();
     assert!(executions >= n);
     eprintln!(
-        "crash test: {n} jobs ({} more created by requests whose answer the kill swallowed); at the kill -9: {}; \
+        "crash test: {n} jobs ({} create requests sent again, {} more jobs created by requests whose answer the kill \
+         swallowed); at the kill -9: {}; \
          all finished {:.1} s after the kill ({statuses:?}); worker executions {executions} ({reexecuted} jobs \
          executed again); results accepted {accepted_total}, ignored {ignored_total}; no job has two accepted results",
+        resent.load(std::sync::atomic::Ordering::SeqCst),
         created - n as u64,
         at_kill["jobs"],
         recovery.as_secs_f64()

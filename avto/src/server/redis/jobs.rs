@@ -97,6 +97,7 @@ local c = cached()
 if c then return c end
 local cutoff, now, limit = ARGV[3], ARGV[4], tonumber(ARGV[5])
 local ids = redis.call('ZRANGEBYSCORE', P .. 'stale', '-inf', cutoff, 'LIMIT', 0, limit)
+if #ids == 0 then return ids end
 for _, id in ipairs(ids) do redis.call('ZADD', P .. 'stale', 'XX', now, id) end
 return answer(ids)
 "#)
@@ -107,6 +108,37 @@ return answer(ids)
 pub struct RedisJobs {
     conn: RedisConn,
     lease: Duration,
+    waiters: Arc<Waiters>,
+}
+
+/// Lockers of this process waiting for a job, woken when a lock of this process is released
+/// (waiting for another instance's lock falls back to polling with backoff).
+#[derive(Debug, Default)]
+struct Waiters(Mutex<std::collections::HashMap<String, std::sync::Weak<tokio::sync::Notify>>>);
+
+impl Waiters {
+    fn get(&self, id: &str) -> Arc<tokio::sync::Notify> {
+        let mut map = self.0.lock().unwrap();
+        if let Some(n) = map.get(id).and_then(std::sync::Weak::upgrade) {
+            return n;
+        }
+        if map.len() > 1024 {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        let n = Arc::new(tokio::sync::Notify::new());
+        map.insert(id.to_owned(), Arc::downgrade(&n));
+        n
+    }
+
+    fn released(&self, id: &str) {
+        let mut map = self.0.lock().unwrap();
+        match map.get(id).and_then(std::sync::Weak::upgrade) {
+            Some(n) => n.notify_waiters(),
+            None => {
+                map.remove(id);
+            }
+        }
+    }
 }
 
 /// What keeps a Redis job lock: the token, the status last saved (for the counts), and the
@@ -119,6 +151,7 @@ struct Lease {
     saved_status: Mutex<JobStatus>,
     lost: Arc<AtomicBool>,
     renew: tokio::task::JoinHandle<()>,
+    waiters: Arc<Waiters>,
 }
 
 impl Drop for Lease {
@@ -127,11 +160,13 @@ impl Drop for Lease {
         let conn = self.conn.clone();
         let key = conn.key(&format!("lock:job:{}", self.job_id));
         let token = std::mem::take(&mut self.token);
+        let (waiters, id) = (self.waiters.clone(), std::mem::take(&mut self.job_id));
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 if let Err(e) = conn.script::<i64>(&RELEASE, false, &[&key, &token]).await {
                     tracing::warn!(lock = %key, error = %e, "could not release a job lock (it expires with its lease)");
                 }
+                waiters.released(&id);
             });
         }
     }
@@ -139,7 +174,7 @@ impl Drop for Lease {
 
 impl RedisJobs {
     pub fn new(conn: RedisConn, lease: Duration) -> Self {
-        RedisJobs { conn, lease: lease.max(Duration::from_millis(300)) }
+        RedisJobs { conn, lease: lease.max(Duration::from_millis(300)), waiters: Arc::default() }
     }
 
     fn lease_ms(&self) -> u64 {
@@ -200,7 +235,10 @@ impl JobStore for RedisJobs {
         Box::pin(async move {
             let token = uuid::Uuid::new_v4().simple().to_string();
             let mut delay = Duration::from_millis(1);
+            let mut waiter: Option<Arc<tokio::sync::Notify>> = None;
             loop {
+                // Registered before the attempt, so a release in between is not missed.
+                let notified = waiter.as_ref().map(|w| w.clone().notified_owned());
                 let v: redis::Value = self.conn.script(&LOCK, false, &[&id, &token, &self.lease_ms()]).await?;
                 let parts = reply::array(v)?;
                 match parts.first().and_then(reply::int) {
@@ -216,14 +254,24 @@ impl JobStore for RedisJobs {
                             token,
                             saved_status: Mutex::new(job.status),
                             lost,
+                            waiters: self.waiters.clone(),
                         };
                         return Ok(Some(JobGuard::Leased { job, lease: Box::new(lease) }));
                     }
                     Some(1) => return Ok(None),
                     _ => {
-                        // Another holder works on the job: wait (jittered backoff up to 50 ms).
+                        // Another holder works on the job: wait for a release in this process, or
+                        // poll with jittered backoff (up to 50 ms) for one elsewhere.
                         let jitter = rand::random::<f64>() * 0.5 + 0.75;
-                        tokio::time::sleep(delay.mul_f64(jitter)).await;
+                        match notified {
+                            Some(n) => {
+                                let _ = tokio::time::timeout(delay.mul_f64(jitter), n).await;
+                            }
+                            None => {
+                                waiter = Some(self.waiters.get(id));
+                                continue;
+                            }
+                        }
                         delay = (delay * 2).min(Duration::from_millis(50));
                     }
                 }

@@ -36,11 +36,10 @@ return answer(0)
 "#)
 });
 
-/// -1 = allowed, else milliseconds until the window ends.
+/// -1 = allowed, else milliseconds until the window ends. (Not kept for retries: a hit counted
+/// twice after a lost reply is harmless.)
 static RATE_HIT: LazyLock<Script> = LazyLock::new(|| {
     lua(r#"
-local c = cached()
-if c then return c end
 local k, limit, period = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local n = redis.call('INCR', k)
 local ttl = redis.call('PTTL', k)
@@ -48,8 +47,8 @@ if n == 1 or ttl < 0 then
   redis.call('PEXPIRE', k, period)
   ttl = period
 end
-if n > limit then return answer(ttl) end
-return answer(-1)
+if n > limit then return ttl end
+return -1
 "#)
 });
 
@@ -118,7 +117,7 @@ impl RateLimitStore for RedisRateLimits {
     ) -> BoxFuture<'a, Result<Result<(), Duration>, StorageError>> {
         Box::pin(async move {
             let k = self.conn.key(&format!("rl:{key}"));
-            let wait: i64 = self.conn.script(&RATE_HIT, true, &[&k, &limit, &ms(period)]).await?;
+            let wait: i64 = self.conn.script(&RATE_HIT, false, &[&k, &limit, &ms(period)]).await?;
             Ok(if wait < 0 { Ok(()) } else { Err(Duration::from_millis(wait as u64)) })
         })
     }

@@ -62,8 +62,9 @@
 //!
 //! Commands go through a [`ConnectionManager`], which reconnects after a connection loss (e.g.
 //! `CLIENT KILL`); a command that failed on a dropped connection is sent again with backoff for
-//! up to [`RETRY_FOR`]. A claiming script whose reply was lost would hand its items to nobody,
-//! so these scripts take a request id and keep their answer for 60 s: the retry gets the same
+//! up to [`RETRY_FOR`]. A claiming script (pop, steal, overdue, expiry, parked and stale claims,
+//! quota, nonce and schedule claims) whose reply was lost would hand its items to nobody, so
+//! these scripts take a request id and keep a non-empty answer for 60 s: the retry gets the same
 //! answer. The bus subscriber has its own RESP3 connection that resubscribes after reconnects
 //! (wake-ups published meanwhile are lost; long-polls also look at their queue every second
 //! when a bus is in use).
@@ -77,6 +78,9 @@
 //! re-drives them ([`Core::recover`](super::core::Core::recover)); results are applied under the
 //! job lock with task-id checks, so each is applied once, and a task that a worker took but never
 //! answered comes back through its execution timeout.
+//!
+//! Deadlines and worker liveness are wall-clock epoch milliseconds computed by whichever instance
+//! writes them, so instances need synchronised clocks (NTP); skew shifts timeouts by as much.
 
 mod bus;
 mod data;

@@ -193,7 +193,7 @@ if c then return c end
 local w, now = ARGV[3], tonumber(ARGV[4])
 while true do
   local m = redis.call('ZRANGE', qkey(w), 0, 0)
-  if #m == 0 then return answer('') end
+  if #m == 0 then return '' end
   local data = run(w, m[1], w, now)
   if data then return answer(data) end
 end
@@ -208,7 +208,7 @@ static STEAL: LazyLock<Script> = LazyLock::new(|| {
 local c = cached()
 if c then return c end
 local thief, now = ARGV[3], tonumber(ARGV[4])
-if redis.call('EXISTS', P .. 'w:info:' .. thief) == 0 then return answer('') end
+if redis.call('EXISTS', P .. 'w:info:' .. thief) == 0 then return '' end
 local skills = {}
 for i = 5, #ARGV do skills[ARGV[i]] = true end
 local best, bestn = nil, 1
@@ -219,7 +219,7 @@ for _, w in ipairs(redis.call('ZRANGEBYSCORE', P .. 'w:all', '(' .. now, '+inf')
     if n > bestn or (n == bestn and best ~= nil and w < best) then best, bestn = w, n end
   end
 end
-if best == nil then return answer('') end
+if best == nil then return '' end
 local found = 0
 for _, member in ipairs(redis.call('ZRANGE', qkey(best), 0, -1)) do
   local ty = redis.call('HGET', tkey(string.sub(member, 22)), 'type')
@@ -299,7 +299,7 @@ if redis.call('HGET', tkey(tid), 'loc') == 'p' then
   detach(tid)
   return answer(1)
 end
-return answer(0)
+return 0
 "#,
     )
 });
@@ -364,6 +364,7 @@ for _, tid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'due:run', '-inf', now, 'L
 for _, tid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'due:rund', '-inf', now - default_exec, 'LIMIT', 0, 1000)) do
   expired(tid)
 end
+if #out == 0 then return out end
 return answer(out)
 "#,
     )
@@ -377,7 +378,9 @@ local c = cached()
 if c then return c end
 local now = ARGV[3]
 local ids, qs, rs = {}, {}, {}
-for _, w in ipairs(redis.call('ZRANGEBYSCORE', P .. 'w:all', '-inf', now, 'LIMIT', 0, 1000)) do
+local dead = redis.call('ZRANGEBYSCORE', P .. 'w:all', '-inf', now, 'LIMIT', 0, 1000)
+if #dead == 0 then return {ids, qs, rs} end
+for _, w in ipairs(dead) do
   table.insert(ids, w)
   local q, r = drain(w)
   for _, d in ipairs(q) do table.insert(qs, d) end
