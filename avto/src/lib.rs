@@ -25,6 +25,7 @@ pub mod protocol;
 pub mod server;
 pub mod storage;
 pub mod testing;
+pub mod trace;
 #[cfg(feature = "worker")]
 pub mod worker;
 

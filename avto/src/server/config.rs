@@ -66,6 +66,8 @@ pub struct Config {
     /// Key of the task `sig` (`ORCHESTRATOR_SECRET_KEY`).
     pub secret_key: String,
     pub worker_poll_timeout: Duration,
+    /// First webhook retry delay (`WEBHOOK_RETRY_BASE_SECONDS`, default 2 s; the second retry waits twice as long).
+    pub webhook_retry_base: Duration,
     pub worker_timeout: Duration,
     pub worker_health_check_interval: Duration,
     pub job_max_retries: u32,
@@ -133,6 +135,7 @@ impl Default for Config {
             worker_tokens: Vec::new(),
             secret_key: uuid::Uuid::new_v4().to_string(),
             worker_poll_timeout: Duration::from_secs(30),
+            webhook_retry_base: Duration::from_secs(2),
             worker_timeout: Duration::from_secs(300),
             worker_health_check_interval: Duration::from_secs(60),
             job_max_retries: 3,
@@ -245,6 +248,7 @@ impl Config {
             worker_tokens: Vec::new(),
             secret_key: env.str("ORCHESTRATOR_SECRET_KEY").unwrap_or(d.secret_key),
             worker_poll_timeout: env.secs("WORKER_POLL_TIMEOUT_SECONDS", d.worker_poll_timeout)?,
+            webhook_retry_base: env.secs("WEBHOOK_RETRY_BASE_SECONDS", d.webhook_retry_base)?,
             worker_timeout: env.secs("WORKER_TIMEOUT_SECONDS", d.worker_timeout)?,
             worker_health_check_interval: env
                 .secs("WORKER_HEALTH_CHECK_INTERVAL_SECONDS", d.worker_health_check_interval)?,

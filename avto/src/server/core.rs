@@ -26,6 +26,8 @@ pub struct NewJob {
     pub result_timeout: Option<f64>,
     pub security: Option<Value>,
     pub metadata: Option<Value>,
+    /// The client's W3C `traceparent` header: the parent of the job's span.
+    pub traceparent: Option<crate::trace::TraceParent>,
 }
 
 /// What a task payload carries from its job (besides the task itself).
@@ -101,6 +103,7 @@ impl Core {
         }
         let Stores { jobs, quotas, rate, nonces, sts, .. } = stores;
         let exec = Arc::new(Semaphore::new(cfg.executor_max_concurrent_jobs.max(1)));
+        let webhooks = Webhooks::start(cfg.webhook_retry_base);
         Core {
             cfg: Arc::new(cfg),
             env,
@@ -110,7 +113,7 @@ impl Core {
             nonces,
             dispatcher,
             clients,
-            webhooks: Webhooks::start(),
+            webhooks,
             history: Default::default(),
             metrics: Default::default(),
             exec,
@@ -146,6 +149,11 @@ impl Core {
         job.result_timeout = req.result_timeout;
         job.security = req.security;
         job.metadata = req.metadata;
+        let (_span, tp) = crate::trace::span_with_parent(
+            tracing::info_span!("job", job_id = %job.id, blueprint = %job.blueprint),
+            req.traceparent,
+        );
+        job.tracing_context = tp.to_map();
         self.observe_created(&job);
         self.jobs.insert(job).await?;
         self.drive(id.clone());
@@ -261,6 +269,12 @@ impl Core {
         let Some(task) = job.task_mut(task_id) else { return };
         let deadline = task.spec.result_timeout_seconds.map(|s| task.dispatched_at_ms + (s * 1000.0) as u64);
         let spec = task.spec.clone();
+        // The task's span ("dispatch <type>", child of the job's last one); its context goes into the payload.
+        let (_span, tp) = crate::trace::span_with_parent(
+            tracing::info_span!("dispatch", otel.name = %format!("dispatch {}", spec.task_type), job_id = %job_id, task_id),
+            crate::trace::TraceParent::from_map(&job.tracing_context),
+        );
+        job.tracing_context = tp.to_map();
         match self.dispatcher.assign(&job_id, task_id, &spec, deadline).await {
             Ok(worker) => {
                 if let Some(task) = job.task_mut(task_id) {

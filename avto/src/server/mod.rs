@@ -273,7 +273,10 @@ impl Orchestrator {
         let addr = SocketAddr::new(self.core.cfg.host, self.core.cfg.port);
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
         tracing::info!(%addr, blueprints = ?self.core.env.blueprints().map(|b| b.name()).collect::<Vec<_>>(), "avto orchestrator listening");
-        self.listen(listener, shutdown_signal()).await
+        let served = self.listen(listener, shutdown_signal()).await;
+        #[cfg(feature = "otel")]
+        let _ = tokio::task::spawn_blocking(crate::trace::otel::shutdown).await;
+        served
     }
 
     /// Serves on an existing listener until `shutdown` resolves.
@@ -346,6 +349,19 @@ async fn shutdown_signal() {
 pub fn init_logging(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
+    #[cfg(feature = "otel")]
+    if let Some(provider) = crate::trace::otel::otlp_provider("avto-orchestrator") {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        use tracing_subscriber::Layer as _;
+        let registry = tracing_subscriber::registry().with(crate::trace::otel::layer(&provider));
+        let _ = if cfg.log_format == "json" {
+            registry.with(tracing_subscriber::fmt::layer().json().with_filter(filter)).try_init()
+        } else {
+            registry.with(tracing_subscriber::fmt::layer().with_filter(filter)).try_init()
+        };
+        return;
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = if cfg.log_format == "json" { builder.json().try_init() } else { builder.try_init() };
 }

@@ -550,6 +550,7 @@ impl Scheduler {
             result_timeout: s.result_timeout,
             security: s.security.clone(),
             metadata: Some(Value::Object(metadata)),
+            traceparent: None,
         };
         let id = self.core.create_job(bp, req, &scheduler_client()).await.map_err(|e| e.to_string())?;
         self.core.metrics.schedule_fired(&s.name);

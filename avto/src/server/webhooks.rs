@@ -18,8 +18,9 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    /// Starts the sender task on the current runtime.
-    pub fn start() -> Self {
+    /// Starts the sender task on the current runtime; failed deliveries are retried after `retry_base`, then
+    /// twice that (3 attempts in all).
+    pub fn start(retry_base: Duration) -> Self {
         let (tx, mut rx) = mpsc::channel::<(String, Value)>(QUEUE_CAPACITY);
         tokio::spawn(async move {
             let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
@@ -29,7 +30,7 @@ impl Webhooks {
                 let permit = limit.clone().acquire_owned().await;
                 tokio::spawn(async move {
                     let _permit = permit;
-                    deliver(&client, &url, &body).await;
+                    deliver(&client, &url, &body, retry_base).await;
                 });
             }
         });
@@ -64,7 +65,7 @@ impl Webhooks {
     }
 }
 
-async fn deliver(client: &reqwest::Client, url: &str, body: &Value) {
+async fn deliver(client: &reqwest::Client, url: &str, body: &Value, retry_base: Duration) {
     for attempt in 0..ATTEMPTS {
         match client.post(url).json(body).send().await {
             Ok(r) if r.status().is_success() => return,
@@ -76,7 +77,7 @@ async fn deliver(client: &reqwest::Client, url: &str, body: &Value) {
             Err(e) => tracing::warn!(%url, error = %e, attempt, "webhook failed"),
         }
         if attempt + 1 < ATTEMPTS {
-            tokio::time::sleep(Duration::from_secs(2u64 << attempt)).await;
+            tokio::time::sleep(retry_base * (1u32 << attempt)).await;
         }
     }
     tracing::error!(%url, "webhook gave up after {ATTEMPTS} attempts");

@@ -113,9 +113,15 @@ impl TaskHandle {
     pub fn metadata(&self) -> Option<&Map<String, Value>> {
         self.inner.payload.metadata.as_ref()
     }
-    /// W3C trace context (`traceparent`) when the orchestrator traces.
+    /// W3C trace context (`{"traceparent": ...}`) of this task's span when the orchestrator traces: the worker's
+    /// task span (with feature `otel`), a child of the orchestrator's dispatch span that the payload carried.
+    /// Events of the task carry it as `trace_context`.
     pub fn tracing_context(&self) -> Option<&Map<String, Value>> {
         self.inner.payload.tracing_context.as_ref()
+    }
+    /// The task's W3C `traceparent` (see [`TaskHandle::tracing_context`]), to propagate to downstream calls.
+    pub fn traceparent(&self) -> Option<crate::trace::TraceParent> {
+        self.inner.payload.tracing_context.as_ref().and_then(crate::trace::TraceParent::from_map)
     }
 
     /// Report progress (`event_type: "progress"`, `payload: {"progress", "message"}`), over the

@@ -97,6 +97,25 @@ pub fn builder_with_declared_tasks() -> Result<WorkerBuilder, WorkerError> {
 }
 
 /// Run a worker configured from the environment with every declared task, until SIGINT/SIGTERM.
+///
+/// With feature `otel` and `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set, task spans
+/// are exported by OTLP/HTTP as service `OTEL_SERVICE_NAME` (default `avto-worker`); a global `tracing` subscriber
+/// (logs filtered by `RUST_LOG`, default `info`) is installed unless the program installed one already.
 pub async fn run() -> Result<(), WorkerError> {
-    builder_with_declared_tasks()?.build()?.run().await
+    #[cfg(feature = "otel")]
+    if let Some(provider) = crate::trace::otel::otlp_provider("avto-worker") {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        use tracing_subscriber::Layer as _;
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::registry()
+            .with(crate::trace::otel::layer(&provider))
+            .with(tracing_subscriber::fmt::layer().with_filter(filter))
+            .try_init();
+    }
+    let ran = builder_with_declared_tasks()?.build()?.run().await;
+    #[cfg(feature = "otel")]
+    let _ = tokio::task::spawn_blocking(crate::trace::otel::shutdown).await;
+    ran
 }

@@ -862,6 +862,9 @@ impl Shared {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.wake_heartbeats();
         let span = tracing::info_span!("task", task_id = %payload.task_id, job_id = %payload.job_id, skill = %payload.task_type);
+        // The orchestrator's dispatch span (payload `tracing_context.traceparent`) is the task span's parent.
+        let parent = payload.tracing_context.as_ref().and_then(crate::trace::TraceParent::from_map);
+        let (span, _) = crate::trace::span_with_parent(span, parent);
         tokio::spawn(execute(self.clone(), orch.clone(), payload, cancel_rx).instrument(span));
     }
 
@@ -1051,7 +1054,13 @@ async fn run_handler(
             &staged
         }
     };
-    let handle = TaskHandle::new(payload.clone(), cancel_rx.clone(), sink, shared.cfg.worker_id.clone());
+    // The handle sees (and events carry) the worker task span's context, a child of the orchestrator's one.
+    let mut payload = payload.clone();
+    let parent = payload.tracing_context.as_ref().and_then(crate::trace::TraceParent::from_map);
+    if let Some(tp) = crate::trace::current_context(parent) {
+        payload.tracing_context = Some(tp.to_map());
+    }
+    let handle = TaskHandle::new(payload, cancel_rx.clone(), sink, shared.cfg.worker_id.clone());
     let params = handle.params_raw().clone();
     let handler = entry.handler.clone();
     let mut join = tokio::spawn(async move { handler(params, handle).await }.in_current_span());

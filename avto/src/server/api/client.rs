@@ -73,9 +73,11 @@ pub(super) fn routes(core: &Arc<Core>) -> Router<Arc<Core>> {
             let name = bp.name();
             r = r.route(
                 &format!("{prefix}/{path}"),
-                post(move |state: State<Arc<Core>>, client: Client, body: JsonObject| {
-                    create_job(state, client, body, name)
-                }),
+                post(
+                    move |state: State<Arc<Core>>, client: Client, headers: axum::http::HeaderMap, body: JsonObject| {
+                        create_job(state, client, headers, body, name)
+                    },
+                ),
             );
         }
     }
@@ -135,6 +137,7 @@ const CREATE_OPTIONS: [&str; 5] = ["webhook_url", "dispatch_timeout", "result_ti
 async fn create_job(
     State(core): State<Arc<Core>>,
     Client(client): Client,
+    headers: axum::http::HeaderMap,
     JsonObject(body): JsonObject,
     blueprint: &'static str,
 ) -> Result<Response, ApiError> {
@@ -162,6 +165,10 @@ async fn create_job(
         result_timeout: opt_f64(&body, "result_timeout")?,
         security: opt_object(&body, "security")?,
         metadata: opt_object(&body, "metadata")?,
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::trace::TraceParent::parse),
     };
     let id = core.create_job(bp, req, &client).await?;
     Ok(json_status(StatusCode::ACCEPTED, &json!({"status": "accepted", "job_id": id})))
