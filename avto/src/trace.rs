@@ -105,16 +105,15 @@ fn nonzero64() -> u64 {
 
 /// Opens a `tracing` span `name` whose OpenTelemetry parent is `parent`, and returns it with the trace context
 /// its children should carry. With `otel` and a `tracing-opentelemetry` layer installed that is the span's own
-/// context; otherwise the parent's trace with a fresh span id (or a new root when there is no parent).
-pub fn span_with_parent(span: tracing::Span, parent: Option<TraceParent>) -> (tracing::Span, TraceParent) {
+/// context; otherwise the parent's trace with a fresh span id (`None` when there is no parent: nothing to carry).
+pub fn span_with_parent(span: tracing::Span, parent: Option<TraceParent>) -> (tracing::Span, Option<TraceParent>) {
     #[cfg(feature = "otel")]
     {
         if let Some(tp) = otel::attach(&span, parent) {
-            return (span, tp);
+            return (span, Some(tp));
         }
     }
-    let tp = parent.map(|p| p.child()).unwrap_or_else(TraceParent::new_root);
-    (span, tp)
+    (span, parent.map(|p| p.child()))
 }
 
 /// The W3C context of the current `tracing` span when OpenTelemetry records it (feature `otel`), else a child hop

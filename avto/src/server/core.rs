@@ -153,7 +153,9 @@ impl Core {
             tracing::info_span!("job", job_id = %job.id, blueprint = %job.blueprint),
             req.traceparent,
         );
-        job.tracing_context = tp.to_map();
+        if let Some(tp) = tp {
+            job.tracing_context = tp.to_map();
+        }
         self.observe_created(&job);
         self.jobs.insert(job).await?;
         self.drive(id.clone());
@@ -274,7 +276,9 @@ impl Core {
             tracing::info_span!("dispatch", otel.name = %format!("dispatch {}", spec.task_type), job_id = %job_id, task_id),
             crate::trace::TraceParent::from_map(&job.tracing_context),
         );
-        job.tracing_context = tp.to_map();
+        if let Some(tp) = tp {
+            job.tracing_context = tp.to_map();
+        }
         match self.dispatcher.assign(&job_id, task_id, &spec, deadline).await {
             Ok(worker) => {
                 if let Some(task) = job.task_mut(task_id) {
