@@ -601,3 +601,47 @@ async fn kill9_with_jobs_in_flight_then_restart_every_job_ends_once() {
     );
     drop(workers);
 }
+
+// ---------------------------------------------------------------------------------------------
+// the scheduler on several instances
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scheduler_fires_each_time_once_across_instances() {
+    use avto::server::scheduler::ManualClock;
+    use chrono::{TimeZone, Utc};
+    let _serial = SERIAL.lock().await;
+    let p = Prefix::new();
+    let toml = std::env::temp_dir().join(format!("avto-schedules-{}.toml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&toml, "[every_minute]\nblueprint = \"approval_flow\"\ninterval_seconds = 60\n").unwrap();
+    let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 30).unwrap()));
+    let build = |instance: &str| {
+        let mut cfg = test_config();
+        cfg.schedules_config_path = Some(toml.clone());
+        cfg.instance_id = instance.into();
+        cfg.redis_key_prefix = p.prefix.clone();
+        avto::Orchestrator::builder()
+            .blueprint(approval_flow::blueprint())
+            .config(cfg)
+            .redis(&p.url)
+            .clock(clock.clone())
+            .build()
+            .expect("builds")
+    };
+    let (a, b) = (build("instance-a"), build("instance-b"));
+    let (sa, sb) = (a.scheduler().unwrap().clone(), b.scheduler().unwrap().clone());
+    for minute in 1..=5 {
+        clock.set(Utc.with_ymd_and_hms(2030, 1, 1, 0, minute, 0).unwrap());
+        let (x, y) = tokio::join!(sa.tick(), sb.tick());
+        assert_eq!(x.len() + y.len(), 1, "minute {minute}: fired once across the two instances ({x:?} {y:?})");
+    }
+    let _ = std::fs::remove_file(&toml);
+    let jobs = b.core().jobs.list("scheduler", 100, 0).await.unwrap();
+    let mut due: Vec<String> =
+        jobs.iter().map(|j| j.metadata.as_ref().unwrap()["scheduled_for"].as_str().unwrap().to_owned()).collect();
+    due.sort();
+    assert_eq!(
+        due,
+        (1..=5).map(|m| format!("2030-01-01T00:0{m}:00Z")).collect::<Vec<_>>(),
+        "one job per fire time, visible on both instances"
+    );
+}

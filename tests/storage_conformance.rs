@@ -26,6 +26,8 @@ struct Backend {
     a: Stores,
     b: Stores,
     redis: bool,
+    /// The connection of `a` (Redis only).
+    conn: Option<avto::server::redis::RedisConn>,
     cleanup: Option<Cleanup>,
 }
 
@@ -54,7 +56,7 @@ fn redis_url() -> String {
 impl Backend {
     fn memory() -> Backend {
         let a = Stores::memory();
-        Backend { b: a.clone(), a, redis: false, cleanup: None }
+        Backend { b: a.clone(), a, redis: false, conn: None, cleanup: None }
     }
 
     async fn redis() -> Backend {
@@ -67,7 +69,7 @@ impl Backend {
         let (a, ra) = open();
         let (b, _rb) = open();
         ra.check().await.unwrap_or_else(|e| panic!("the Redis conformance tests need Redis at {url}: {e}"));
-        Backend { a, b, redis: true, cleanup: Some(Cleanup { url, prefix }) }
+        Backend { a, b, redis: true, conn: Some(ra.conn().clone()), cleanup: Some(Cleanup { url, prefix }) }
     }
 
     /// Alternates between the two instances.
@@ -767,4 +769,72 @@ async fn redis_lost_lease_cannot_overwrite() {
     assert!(matches!(be.a.jobs.save(&old).await, Err(StorageError::Conflict(_))));
     drop(old);
     assert_eq!(be.a.jobs.get(&id).await.unwrap().unwrap().current_state, "by-new-holder");
+}
+
+// Redis only: operations whose reply is lost (the connection killed under them) are sent again
+// and must not count twice: job status counts, data store increments and compare-and-set,
+// quotas, claims.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_retries_after_lost_replies_count_once() {
+    let be = Backend::redis().await;
+    let conn = be.conn.clone().unwrap();
+    let killer = avto::server::redis::RedisConn::open(&redis_url(), "unused:").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let kills = {
+        let (conn, stop) = (conn.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut kills = 0;
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(ids) = conn.client_ids().await {
+                    let cmd = avto::server::redis::client::cmd("CLIENT").arg("KILL").arg("ID").arg(ids[0]).clone();
+                    if killer.query::<i64>(&cmd).await.unwrap_or(0) > 0 {
+                        kills += 1;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+            kills
+        })
+    };
+    let client = format!("client-{}", uid());
+    let ns = format!("bp:{}", uid());
+    let token = uid();
+    be.a.quotas.init(&token, 1000).await.unwrap();
+    let work = (0..40).map(|i| {
+        let (stores, client, ns, token) = (be.a.clone(), client.clone(), ns.clone(), token.clone());
+        tokio::spawn(async move {
+            let id = format!("{i}-{}", uid());
+            stores.jobs.insert(job(&id, &client)).await.unwrap();
+            for status in [JobStatus::WaitingForWorker, JobStatus::Running, JobStatus::Finished] {
+                let mut g = stores.jobs.lock(&id).await.unwrap().unwrap();
+                g.status = status;
+                stores.jobs.save(&g).await.unwrap();
+            }
+            for _ in 0..5 {
+                stores.data.incr(&ns, "n", 1).await.unwrap();
+                assert!(stores.quotas.take(&token).await.unwrap());
+                loop {
+                    let cur = stores.data.get(&ns, "list").await.unwrap();
+                    let mut list = cur.clone().unwrap_or(json!([]));
+                    list.as_array_mut().unwrap().push(json!(i));
+                    if stores.data.compare_and_set(&ns, "list", cur, list).await.unwrap() {
+                        break;
+                    }
+                }
+            }
+        })
+    });
+    join_all(work).await.into_iter().for_each(|r| r.unwrap());
+    stop.store(true, Ordering::SeqCst);
+    let kills = kills.await.unwrap();
+    assert!(kills > 3, "the connection was killed under the operations ({kills} times)");
+    let counts = be.b.jobs.counts(Some(&client)).await.unwrap();
+    assert_eq!(counts, BTreeMap::from([(JobStatus::Finished, 40)]), "each status change counted once");
+    assert_eq!(be.b.data.get(&ns, "n").await.unwrap(), Some(json!(200)), "each increment applied once");
+    assert_eq!(be.b.data.get(&ns, "list").await.unwrap().unwrap().as_array().unwrap().len(), 200);
+    let mut left = 0;
+    while be.b.quotas.take(&token).await.unwrap() {
+        left += 1;
+    }
+    assert_eq!(left, 800, "each quota unit taken once");
 }

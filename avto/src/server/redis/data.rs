@@ -10,16 +10,28 @@ use super::{from_json, lua, reply, to_json, RedisConn};
 use crate::storage::{DataStoreBackend, StorageError};
 
 /// Sets the field if its raw value is `expected` (`absent` = '1': the field must not exist);
-/// else returns {0, current raw value or ''}.
+/// else returns {0, current raw value or ''}. A success is answered again to a retry after a
+/// lost reply (else the retry would see its own write and report a conflict).
 static CAS: LazyLock<Script> = LazyLock::new(|| {
     lua(r#"
+local c = cached()
+if c then return c end
 local k, f, absent, expected, new = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local cur = redis.call('HGET', k, f)
 if (absent == '1' and not cur) or (absent == '0' and cur == expected) then
   redis.call('HSET', k, f, new)
-  return {1}
+  return answer({1})
 end
 return {0, cur or ''}
+"#)
+});
+
+/// `HINCRBY` that answers a retry after a lost reply with the first result (no double count).
+static INCR: LazyLock<Script> = LazyLock::new(|| {
+    lua(r#"
+local c = cached()
+if c then return c end
+return answer(redis.call('HINCRBY', ARGV[3], ARGV[4], ARGV[5]))
 "#)
 });
 
@@ -70,7 +82,7 @@ impl DataStoreBackend for RedisDataStores {
             loop {
                 let absent = if expected_raw.is_none() { "1" } else { "0" };
                 let exp = expected_raw.clone().unwrap_or_default();
-                let parts = reply::array(self.conn.script(&CAS, false, &[&k, &key, &absent, &exp, &new]).await?)?;
+                let parts = reply::array(self.conn.script(&CAS, true, &[&k, &key, &absent, &exp, &new]).await?)?;
                 if parts.first().and_then(reply::int) == Some(1) {
                     return Ok(true);
                 }
@@ -91,7 +103,7 @@ impl DataStoreBackend for RedisDataStores {
 
     fn incr<'a>(&'a self, ns: &'a str, key: &'a str, delta: i64) -> BoxFuture<'a, Result<i64, StorageError>> {
         Box::pin(async move {
-            match self.conn.query::<i64>(redis::cmd("HINCRBY").arg(self.key(ns)).arg(key).arg(delta)).await {
+            match self.conn.script::<i64>(&INCR, true, &[&self.key(ns), &key, &delta]).await {
                 Ok(n) => Ok(n),
                 Err(StorageError::Unavailable(msg)) if msg.contains("not an integer") || msg.contains("overflow") => {
                     let current = self.get(ns, key).await?.unwrap_or(Value::Null);

@@ -24,6 +24,7 @@ if cur then
   return 0
 end
 redis.call('SET', k, json)
+redis.call('HSET', P .. 'jobstatus', id, status)
 redis.call('ZADD', P .. 'jobs:client:' .. client, created, id)
 redis.call('HINCRBY', P .. 'counts', status, 1)
 redis.call('HINCRBY', P .. 'counts:client:' .. client, status, 1)
@@ -51,16 +52,22 @@ return {2, j}
 
 static SAVE: LazyLock<Script> = LazyLock::new(|| {
     lua(r#"
-local id, token, json, old, new, client, unsettled, now, lease =
-  ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local id, token, json, new, client, unsettled, now, lease =
+  ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local lk = P .. 'lock:job:' .. id
 if redis.call('GET', lk) ~= token then return 0 end
 redis.call('SET', P .. 'job:' .. id, json)
+-- The stored status (not the caller's idea of it), so a save sent again after a lost reply
+-- does not count twice.
+local old = redis.call('HGET', P .. 'jobstatus', id)
 if old ~= new then
-  redis.call('HINCRBY', P .. 'counts', old, -1)
+  if old then
+    redis.call('HINCRBY', P .. 'counts', old, -1)
+    redis.call('HINCRBY', P .. 'counts:client:' .. client, old, -1)
+  end
   redis.call('HINCRBY', P .. 'counts', new, 1)
-  redis.call('HINCRBY', P .. 'counts:client:' .. client, old, -1)
   redis.call('HINCRBY', P .. 'counts:client:' .. client, new, 1)
+  redis.call('HSET', P .. 'jobstatus', id, new)
 end
 if unsettled == '1' then
   redis.call('ZADD', P .. 'stale', now, id)
@@ -141,14 +148,12 @@ impl Waiters {
     }
 }
 
-/// What keeps a Redis job lock: the token, the status last saved (for the counts), and the
-/// renewal task. Dropping it releases the lock.
+/// What keeps a Redis job lock: the token and the renewal task. Dropping it releases the lock.
 struct Lease {
     conn: RedisConn,
     job_id: String,
     client: String,
     token: String,
-    saved_status: Mutex<JobStatus>,
     lost: Arc<AtomicBool>,
     renew: tokio::task::JoinHandle<()>,
     waiters: Arc<Waiters>,
@@ -252,7 +257,6 @@ impl JobStore for RedisJobs {
                             client: job.client.name.clone(),
                             renew: self.start_renewal(id, &token, lost.clone()),
                             token,
-                            saved_status: Mutex::new(job.status),
                             lost,
                             waiters: self.waiters.clone(),
                         };
@@ -290,7 +294,6 @@ impl JobStore for RedisJobs {
             if lease.lost.load(Ordering::SeqCst) {
                 return Err(StorageError::Conflict(format!("the lock on job {} was lost; changes discarded", job.id)));
             }
-            let old = *lease.saved_status.lock().unwrap();
             let unsettled = if is_unsettled(job.status) { "1" } else { "0" };
             let saved: i64 = self
                 .conn
@@ -301,7 +304,6 @@ impl JobStore for RedisJobs {
                         &job.id,
                         &lease.token,
                         &to_json(job),
-                        &old.as_str(),
                         &job.status.as_str(),
                         &lease.client,
                         &unsettled,
@@ -317,7 +319,6 @@ impl JobStore for RedisJobs {
                     job.id
                 )));
             }
-            *lease.saved_status.lock().unwrap() = job.status;
             Ok(())
         })
     }

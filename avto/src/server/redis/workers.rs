@@ -319,13 +319,15 @@ return answer({qs, rs})
 static REPUTATION: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
+local c = cached()
+if c then return c end
 local w, delta = ARGV[3], tonumber(ARGV[4])
 if redis.call('EXISTS', P .. 'w:info:' .. w) == 0 then return 0 end
 local r = tonumber(redis.call('HGET', P .. 'w:rep', w) or '1') + delta
 if r < 0 then r = 0 end
 if r > 1 then r = 1 end
 redis.call('HSET', P .. 'w:rep', w, string.format('%.17g', r))
-return 1
+return answer(1)
 "#,
     )
 });
@@ -621,7 +623,7 @@ impl WorkerStore for RedisWorkers {
 
     fn adjust_reputation<'a>(&'a self, worker_id: &'a str, delta: f64) -> Bf<'a, ()> {
         Box::pin(async move {
-            self.conn.script::<i64>(&REPUTATION, false, &[&worker_id, &delta]).await?;
+            self.conn.script::<i64>(&REPUTATION, true, &[&worker_id, &delta]).await?;
             Ok(())
         })
     }
