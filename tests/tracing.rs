@@ -89,3 +89,43 @@ async fn worker_task_span_is_a_child_of_the_dispatch_span_of_the_client_trace() 
     assert_eq!(tp.trace_id_hex(), CLIENT_TRACE);
     assert_eq!(tp.span_id_hex(), task.span_context.span_id().to_string());
 }
+
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` unset: no exporter; set: spans are POSTed as OTLP/HTTP protobuf to
+/// `<endpoint>/v1/traces`, under `OTEL_SERVICE_NAME`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_exporter_follows_the_standard_variables() {
+    use opentelemetry::trace::Tracer as _;
+    std::env::remove_var("OTEL_EXPORTER_OTLP_ENDPOINT");
+    std::env::remove_var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    assert!(avto::trace::otel::otlp_provider("avto-orchestrator").is_none(), "no endpoint, no exporter");
+
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String, Vec<u8>)>::new()));
+    let got2 = got.clone();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let got = got2.clone();
+        async move {
+            let path = req.uri().path().to_owned();
+            let ct = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap().to_vec();
+            got.lock().unwrap().push((path, ct, body));
+            ""
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint);
+    std::env::set_var("OTEL_SERVICE_NAME", "avto-otlp-test-service");
+    let provider = avto::trace::otel::otlp_provider("avto-orchestrator").expect("exporter installed");
+    std::env::remove_var("OTEL_EXPORTER_OTLP_ENDPOINT");
+    provider.tracer("avto-tests").in_span("exported-span", |_| {});
+    tokio::task::spawn_blocking(move || provider.force_flush()).await.unwrap().unwrap();
+
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "one export request");
+    let (path, ct, body) = &got[0];
+    assert_eq!(path, "/v1/traces");
+    assert_eq!(ct, "application/x-protobuf");
+    let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"exported-span") && has(b"avto-otlp-test-service"), "span and service name in the protobuf");
+}
