@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Side by side, in one run: the Python reference (avtomatika 1.0b30, in-memory) and avto (in-memory),
-# each with the same N Python SDK workers (avtomatika-worker 1.0b20) and the same load generator
-# (load.py, waiting through webhooks). Rate limiting off, signing on, on 127.0.0.1 only.
+# Side by side, in one run, with the same load generator (load.py, waiting through webhooks):
+#   1. the Python reference (avtomatika 1.0b30, in-memory) + N Python SDK workers (avtomatika-worker 1.0b20);
+#   2. avto (release, in-memory) + the same N Python SDK workers (the orchestrator alone swapped);
+#   3. avto + N Rust SDK workers (examples/echo_worker.rs): full stack vs full stack.
+# Rate limiting off, signing on, on 127.0.0.1 only.
 #
 #   examples/bench/compare_python.sh [JOBS=1000] [WORKERS=4]
 #
@@ -21,7 +23,7 @@ PY_PORT=18180 AV_PORT=18181
 
 [[ -x "$PY" ]] || PY_REF_VENV="$VENV" bash .ci/py_ref_install.sh
 [[ -f "$REF/load.py" ]] || { echo "load.py not found in $REF (set PY_REF_DIR)" >&2; exit 2; }
-cargo build -q --release -p avto-examples --example echo_server
+cargo build -q --release -p avto-examples --example echo_server --example echo_worker
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; PY_REF_VENV="$VENV" PY_REF_RUN="$RUN/py" bash "$REF/py_ref.sh" stop >/dev/null 2>&1 || true; }
@@ -65,11 +67,31 @@ done
 workers_up "http://127.0.0.1:$AV_PORT" "$N"
 load avto-idle "http://127.0.0.1:$AV_PORT" 100 1
 load avto-load "http://127.0.0.1:$AV_PORT" "$JOBS" 64
+for p in "${pids[@]:1}"; do kill "$p" 2>/dev/null || true; done
+pids=("${pids[0]}")
+sleep 1
+
+echo "== avto (release, in-memory) + $N Rust SDK workers"
+for i in $(seq 1 "$N"); do
+    ORCHESTRATOR_URL="http://127.0.0.1:$AV_PORT" WORKER_ID="bench-rust-$i" WORKER_TOKEN=$WT ORCHESTRATOR_SECRET_KEY=$SK \
+        MAX_CONCURRENT_TASKS=64 RUST_LOG=warn "$TARGET/release/examples/echo_worker" >"$RUN/rust-worker-$i.log" 2>&1 &
+    pids+=($!)
+done
+# The Python workers said goodbye (offline heartbeats); wait for the Rust ones.
+for _ in $(seq 1 150); do
+    got=$(curl -s -m 2 -H "X-Client-Token: $CT" "http://127.0.0.1:$AV_PORT/api/v1/workers" | "$PY" -c 'import sys,json
+try: print(sum(1 for w in json.load(sys.stdin) if w["worker_id"].startswith("bench-rust")))
+except Exception: print(0)')
+    [[ "$got" -ge "$N" ]] && break
+    sleep 0.2
+done
+load rust-idle "http://127.0.0.1:$AV_PORT" 100 1
+load rust-load "http://127.0.0.1:$AV_PORT" "$JOBS" 64
 
 "$PY" - "$RUN" <<'PYEOF'
 import json, sys, os
 run = sys.argv[1]
-r = {k: json.load(open(os.path.join(run, k + ".json"))) for k in ["py-idle", "py-load", "avto-idle", "avto-load"]}
+r = {k: json.load(open(os.path.join(run, k + ".json"))) for k in ["py-idle", "py-load", "avto-idle", "avto-load", "rust-idle", "rust-load"]}
 def g(d, *names):
     for n in names:
         if n in d: return d[n]
@@ -78,7 +100,8 @@ def g(d, *names):
     return float("nan")
 py_tp, av_tp = g(r["py-load"], "jobs_per_s"), g(r["avto-load"], "jobs_per_s")
 py_lat, av_lat = r["py-idle"]["lat_ms"]["p50"], r["avto-idle"]["lat_ms"]["p50"]
-print("== same run, same Python workers and client")
-print(f"  throughput  python {py_tp:9.1f} jobs/s   avto {av_tp:9.1f} jobs/s   ratio avto/python {av_tp/py_tp:6.2f}x")
-print(f"  idle p50    python {py_lat:9.2f} ms       avto {av_lat:9.2f} ms       ratio python/avto {py_lat/av_lat:6.2f}x")
+ru_tp, ru_lat = g(r["rust-load"], "jobs_per_s"), r["rust-idle"]["lat_ms"]["p50"]
+print("== same run, same client (load.py, webhooks)")
+print(f"  orchestrator only (Python workers on both):  throughput python {py_tp:8.1f}  avto {av_tp:8.1f} jobs/s  -> {av_tp/py_tp:5.2f}x;  idle p50 python {py_lat:6.2f}  avto {av_lat:6.2f} ms -> {py_lat/av_lat:5.2f}x")
+print(f"  full stack (avto + Rust workers):            throughput python {py_tp:8.1f}  avto {ru_tp:8.1f} jobs/s  -> {ru_tp/py_tp:5.2f}x;  idle p50 python {py_lat:6.2f}  avto {ru_lat:6.2f} ms -> {py_lat/ru_lat:5.2f}x")
 PYEOF
