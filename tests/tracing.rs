@@ -77,10 +77,18 @@ async fn worker_task_span_is_a_child_of_the_dispatch_span_of_the_client_trace() 
     let job_span = span_named(&spans, "job").unwrap_or_else(|| panic!("no job span in {names:?}"));
     assert_eq!(job_span.span_context.trace_id(), client_trace);
     assert_eq!(job_span.parent_span_id, SpanId::from_hex(CLIENT_SPAN).unwrap());
+    let handler = span_named(&spans, "handler start").unwrap_or_else(|| panic!("no handler span in {names:?}"));
+    assert_eq!(handler.span_context.trace_id(), client_trace);
+    assert_eq!(handler.parent_span_id, job_span.span_context.span_id());
     let dispatch = span_named(&spans, "dispatch echo").unwrap_or_else(|| panic!("no dispatch span in {names:?}"));
     assert_eq!(dispatch.span_context.trace_id(), client_trace);
-    assert_eq!(dispatch.parent_span_id, job_span.span_context.span_id());
+    assert_eq!(dispatch.parent_span_id, handler.span_context.span_id());
     let task = span_named(&spans, "task").unwrap_or_else(|| panic!("no worker task span in {names:?}"));
+    // The result's handler ("finished") follows the dispatch in the same trace.
+    let finished =
+        span_named(&spans, "handler finished").unwrap_or_else(|| panic!("no second handler span in {names:?}"));
+    assert_eq!(finished.span_context.trace_id(), client_trace);
+    assert_eq!(finished.parent_span_id, dispatch.span_context.span_id());
     assert_eq!(task.span_context.trace_id(), client_trace, "the worker span is in the client's trace");
     assert_eq!(task.parent_span_id, dispatch.span_context.span_id(), "the worker span's parent is the dispatch span");
 

@@ -183,7 +183,15 @@ impl Core {
     /// Advances a locked job if it is runnable and carries out the effects.
     async fn advance_locked(self: &Arc<Self>, g: &mut JobGuard) {
         if matches!(g.status, JobStatus::Pending | JobStatus::Running | JobStatus::AwaitingRetry) {
-            let out = engine::advance(&self.env, g).await;
+            // A "handler <state>" span, child of the job's last span; the tasks it dispatches are its children.
+            let (span, tp) = crate::trace::span_with_parent(
+                tracing::info_span!("handler", otel.name = %format!("handler {}", g.current_state), job_id = %g.id),
+                crate::trace::TraceParent::from_map(&g.tracing_context),
+            );
+            if let Some(tp) = tp {
+                g.tracing_context = tp.to_map();
+            }
+            let out = tracing::Instrument::instrument(engine::advance(&self.env, g), span).await;
             self.effects(g, out).await;
         }
     }
