@@ -80,6 +80,11 @@
 //! job lock with task-id checks, so each is applied once, and a task that a worker took but never
 //! answered comes back through its execution timeout.
 //!
+//! What a crash can still lose or repeat: side effects outside Redis that an instance carried out
+//! for a change it had not saved yet are repeated when the job is re-driven (a handler runs again,
+//! a job-end webhook may be sent twice), and history events still buffered in the dead process are
+//! lost.
+//!
 //! Deadlines and worker liveness are wall-clock epoch milliseconds computed by whichever instance
 //! writes them, so instances need synchronised clocks (NTP); skew shifts timeouts by as much.
 
@@ -284,12 +289,21 @@ local P = ARGV[2]
 local function cached()
   if RID ~= '' then
     local c = redis.call('GET', RID)
-    if c then return cjson.decode(c) end
+    if c then
+      if string.sub(c, 1, 1) == 's' then return string.sub(c, 2) end
+      return cjson.decode(string.sub(c, 2))
+    end
   end
   return nil
 end
 local function answer(res)
-  if RID ~= '' then redis.call('SET', RID, cjson.encode(res), 'PX', 60000) end
+  if RID ~= '' then
+    if type(res) == 'string' then
+      redis.call('SET', RID, 's' .. res, 'PX', 60000)
+    else
+      redis.call('SET', RID, 'j' .. cjson.encode(res), 'PX', 60000)
+    end
+  end
   return res
 end
 "#;
