@@ -645,3 +645,24 @@ async fn scheduler_fires_each_time_once_across_instances() {
         "one job per fire time, visible on both instances"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// start-up
+
+#[tokio::test]
+async fn bad_redis_url_or_unreachable_redis_fails_start_up_with_a_clear_message() {
+    let build = |url: &str| {
+        avto::Orchestrator::builder().blueprint(echo_flow::blueprint()).config(test_config()).redis(url).build()
+    };
+    let err = build("http://127.0.0.1:6379").expect_err("not a Redis URL").to_string();
+    assert!(err.contains("invalid Redis URL"), "{err}");
+    let unreachable = build("redis://127.0.0.1:1/0").expect("the connection is made at start-up");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let started = Instant::now();
+    let err = unreachable.listen(listener, std::future::pending()).await.expect_err("no Redis there").to_string();
+    assert!(err.contains("cannot reach Redis at redis://127.0.0.1:1/0"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(15), "fails fast ({:?})", started.elapsed());
+    // The configuration checks REDIS_URL too.
+    let err = avto::server::Config::from_lookup(&|k| (k == "REDIS_URL").then(|| "localhost:6379".to_owned()));
+    assert!(err.unwrap_err().to_string().contains("REDIS_URL"));
+}
