@@ -229,6 +229,10 @@ pub trait WorkerStore: Send + Sync + 'static {
     fn worker<'a>(&'a self, worker_id: &'a str) -> Bf<'a, Option<WorkerInfo>>;
     /// Live workers (TTL not passed), sorted by id, with their loads.
     fn live_workers(&self, now: u64) -> Bf<'_, Vec<WorkerLoad>>;
+    /// Whether one worker is live (a backend can answer without listing every worker).
+    fn is_live<'a>(&'a self, worker_id: &'a str, now: u64) -> Bf<'a, bool> {
+        Box::pin(async move { Ok(self.live_workers(now).await?.iter().any(|w| w.info.worker_id == worker_id)) })
+    }
     /// Tasks queued on all workers plus parked tasks.
     fn queue_depth(&self) -> Bf<'_, usize>;
     /// A fresh sequence number (FIFO order across instances).
@@ -373,8 +377,7 @@ impl Dispatcher {
     }
 
     pub async fn is_live(&self, worker_id: &str) -> bool {
-        let now = now_ms();
-        self.store.live_workers(now).await.is_ok_and(|l| l.iter().any(|w| w.info.worker_id == worker_id))
+        self.store.is_live(worker_id, now_ms()).await.unwrap_or(false)
     }
 
     pub async fn live_workers(&self) -> Vec<WorkerLoad> {

@@ -52,13 +52,14 @@ return -1
 "#)
 });
 
-/// `SET key value NX PX ttl` that answers a retry the same way (1 = set by this call).
+/// `SET key value NX PX ttl` (1 = set by this call). The value carries the request id, so a
+/// retry after a lost reply recognises its own write and answers 1 again.
 static SET_ONCE: LazyLock<Script> = LazyLock::new(|| {
     lua(r#"
-local c = cached()
-if c then return c end
-if redis.call('SET', ARGV[3], ARGV[4], 'NX', 'PX', ARGV[5]) then return answer(1) end
-return answer(0)
+local v = ARGV[4] .. '|' .. RID
+if redis.call('SET', ARGV[3], v, 'NX', 'PX', ARGV[5]) then return 1 end
+if redis.call('GET', ARGV[3]) == v then return 1 end
+return 0
 "#)
 });
 

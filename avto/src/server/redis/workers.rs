@@ -399,15 +399,33 @@ return answer({ids, qs, rs})
 #[derive(Debug, Clone)]
 pub struct RedisWorkers {
     conn: RedisConn,
+    /// Worker records as last parsed (dispatch lists every live worker for each task; a record
+    /// only changes with registrations and heartbeats, so most listings parse nothing).
+    parsed: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (String, WorkerInfo)>>>,
 }
 
 impl RedisWorkers {
     pub fn new(conn: RedisConn) -> Self {
-        RedisWorkers { conn }
+        RedisWorkers { conn, parsed: Default::default() }
     }
 
-    fn parse_info(json: &str, reputation: Option<String>) -> Result<WorkerInfo, StorageError> {
-        let mut info: WorkerInfo = from_json("worker record", json)?;
+    fn parse_info(&self, id: &str, json: &str, reputation: Option<String>) -> Result<WorkerInfo, StorageError> {
+        let cached = {
+            let parsed = self.parsed.lock().unwrap();
+            parsed.get(id).filter(|(raw, _)| raw == json).map(|(_, info)| info.clone())
+        };
+        let mut info = match cached {
+            Some(info) => info,
+            None => {
+                let info: WorkerInfo = from_json("worker record", json)?;
+                let mut parsed = self.parsed.lock().unwrap();
+                if parsed.len() > 10_000 {
+                    parsed.clear();
+                }
+                parsed.insert(id.to_owned(), (json.to_owned(), info.clone()));
+                info
+            }
+        };
         if let Some(r) = reputation.and_then(|r| r.parse::<f64>().ok()) {
             info.reputation = r;
         }
@@ -485,7 +503,7 @@ impl WorkerStore for RedisWorkers {
         Box::pin(async move {
             let parts = reply::strings(self.conn.script(&WORKER, false, &[&worker_id]).await?)?;
             match parts.as_slice() {
-                [info, rep] => Ok(Some(Self::parse_info(info, Some(rep.clone()))?)),
+                [info, rep] => Ok(Some(self.parse_info(worker_id, info, Some(rep.clone()))?)),
                 _ => Ok(None),
             }
         })
@@ -496,8 +514,9 @@ impl WorkerStore for RedisWorkers {
             let parts = reply::array(self.conn.script(&LIVE, false, &[&now]).await?)?;
             let mut out = Vec::with_capacity(parts.len() / 5);
             for c in parts.chunks(5) {
-                let [_, info, rep, queued, running] = c else { continue };
-                let info = Self::parse_info(&reply::string(info).unwrap_or_default(), reply::string(rep))?;
+                let [id, info, rep, queued, running] = c else { continue };
+                let id = reply::string(id).unwrap_or_default();
+                let info = self.parse_info(&id, &reply::string(info).unwrap_or_default(), reply::string(rep))?;
                 out.push(WorkerLoad {
                     info,
                     queued: reply::int(queued).unwrap_or(0) as usize,
@@ -506,6 +525,14 @@ impl WorkerStore for RedisWorkers {
             }
             out.sort_by(|a, b| a.info.worker_id.cmp(&b.info.worker_id));
             Ok(out)
+        })
+    }
+
+    fn is_live<'a>(&'a self, worker_id: &'a str, now: u64) -> Bf<'a, bool> {
+        Box::pin(async move {
+            let expiry: Option<f64> =
+                self.conn.query(redis::cmd("ZSCORE").arg(self.conn.key("w:all")).arg(worker_id)).await?;
+            Ok(expiry.is_some_and(|e| e > now as f64))
         })
     }
 
