@@ -487,8 +487,11 @@ async fn workers_register_heartbeat_reputation(be: &Backend) {
     let live = a.live_workers(now_ms()).await.unwrap();
     let mine = live.iter().find(|w| w.info.worker_id == id).unwrap();
     assert_eq!(mine.info.reputation, 0.5);
+    assert!(b.is_live(&id, now_ms()).await.unwrap());
+    assert!(!b.is_live(&format!("w-{}", uid()), now_ms()).await.unwrap());
     // Not live any more once the TTL passed.
     assert!(!a.live_workers(now_ms() + TTL + 1).await.unwrap().iter().any(|w| w.info.worker_id == id));
+    assert!(!a.is_live(&id, now_ms() + TTL + 1).await.unwrap());
 }
 
 async fn workers_expire_claimed_once(be: &Backend) {
