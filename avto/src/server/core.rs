@@ -487,19 +487,9 @@ impl Core {
         });
     }
 
-    /// One watcher pass: expired workers, then overdue tasks.
+    /// One watcher pass: expired workers, overdue tasks, then stale jobs (crash recovery).
     pub async fn watch_once(self: &Arc<Self>) {
         let now = now_ms();
-        // Crash recovery: unsettled jobs nobody touched for a while (see `recover`).
-        let cutoff = now.saturating_sub(self.cfg.job_recovery_after.as_millis() as u64);
-        match self.jobs.claim_stale(cutoff, now, RECOVERY_BATCH).await {
-            Ok(ids) => {
-                for id in ids {
-                    self.recover(id);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "could not look for stale jobs"),
-        }
         let (queued, orphans) = self.dispatcher.expire(now).await;
         self.requeue(queued.into_iter().map(|t| (t.job_id, t.task_id)).collect());
         self.requeue(orphans.into_iter().map(|o| (o.job_id, o.task_id)).collect());
@@ -528,6 +518,17 @@ impl Core {
             self.effects(&mut g, out).await;
             self.advance_locked(&mut g).await;
             let _ = self.jobs.save(&g).await;
+        }
+        // Crash recovery, last: unsettled jobs nobody touched for a while (see `recover`). After
+        // the timeouts above, so a task this pass just claimed as overdue is not taken for lost.
+        let cutoff = now.saturating_sub(self.cfg.job_recovery_after.as_millis() as u64);
+        match self.jobs.claim_stale(cutoff, now, RECOVERY_BATCH).await {
+            Ok(ids) => {
+                for id in ids {
+                    self.recover(id);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not look for stale jobs"),
         }
     }
 
