@@ -600,6 +600,8 @@ async fn kill9_with_jobs_in_flight_then_restart_every_job_ends_once() {
         recovery.as_secs_f64()
     );
     drop(workers);
+    drop(orchestrator);
+    let _ = std::fs::remove_file(&log); // kept only when the test fails
 }
 
 // ---------------------------------------------------------------------------------------------
