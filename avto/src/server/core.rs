@@ -14,7 +14,7 @@ use super::webhooks::Webhooks;
 use crate::blueprint::Blueprint;
 use crate::context::{ErrorClass, TaskError};
 use crate::engine::{self, Effect, EngineEnv, Outcome, ResultDisposition, TaskResult};
-use crate::job::{now_ms, Job, JobStatus, TaskRecord};
+use crate::job::{now_ms, Job, JobStatus};
 use crate::storage::StorageError;
 
 /// A create-job request after validation.
@@ -673,11 +673,6 @@ impl Core {
         }))
     }
 
-    /// The in-flight record of a task, for building its payload.
-    pub fn task_record<'j>(job: &'j Job, task_id: &str) -> Option<&'j TaskRecord> {
-        job.tasks_in_flight().find(|t| t.task_id == task_id)
-    }
-
     /// Stores an STS token (hashed) for `worker_id`.
     pub async fn sts_store(
         &self,
@@ -698,10 +693,5 @@ impl Core {
     /// Revokes an STS token.
     pub async fn sts_revoke(&self, token: &str) -> Result<(), StorageError> {
         self.sts.revoke(&crate::protocol::sign::sha256_hex(token.as_bytes())).await
-    }
-
-    /// Epoch ms now (one clock for everything).
-    pub fn now_ms() -> u64 {
-        now_ms()
     }
 }

@@ -2,7 +2,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::server::core::CoreError;
 
@@ -90,9 +90,4 @@ impl From<CoreError> for ApiError {
             CoreError::Forbidden(m) => ApiError::Forbidden(m),
         }
     }
-}
-
-/// `Value` of an error body, for tests.
-pub fn error_body(msg: &str) -> Value {
-    json!({"error": msg})
 }

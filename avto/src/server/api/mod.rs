@@ -10,7 +10,7 @@ mod worker;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -149,9 +149,4 @@ pub(crate) fn truncate(s: &str) -> String {
         }
         format!("{}...", &s[..end])
     }
-}
-
-#[allow(dead_code)]
-fn empty() -> Body {
-    Body::empty()
 }
