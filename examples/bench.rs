@@ -6,6 +6,13 @@
 //! p50/p99 end-to-end latency, single-job latency when idle, the orchestrator's peak RSS and CPU
 //! time per job, and memory per job waiting for approval. Extra environment (e.g. `REDIS_URL`)
 //! is passed to the orchestrator. Loopback only.
+//!
+//! `--target http://127.0.0.1:PORT [--target-pid PID]` drives an orchestrator that is already
+//! running instead (the Python reference, say, with the same tokens: `bench-client-token`,
+//! `bench-worker-token`, `bench-orchestrator-secret`) with the same client and the same Rust
+//! workers, so two orchestrators can be compared under one load; `--label L --json-out FILE`
+//! also writes the numbers as JSON. The approval test needs the `approval` blueprint and is
+//! skipped for a target (`--waiting 0`).
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -27,10 +34,25 @@ struct Args {
     idle: usize,
     waiting: usize,
     port: u16,
+    target: Option<String>,
+    target_pid: Option<u32>,
+    label: String,
+    json_out: Option<String>,
 }
 
 fn args() -> Args {
-    let mut a = Args { jobs: 20_000, workers: 4, concurrency: 256, idle: 300, waiting: 100_000, port: 18281 };
+    let mut a = Args {
+        jobs: 20_000,
+        workers: 4,
+        concurrency: 256,
+        idle: 300,
+        waiting: 100_000,
+        port: 18281,
+        target: None,
+        target_pid: None,
+        label: "avto".into(),
+        json_out: None,
+    };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < v.len() {
@@ -42,6 +64,15 @@ fn args() -> Args {
             "--idle" => a.idle = n(i),
             "--waiting" => a.waiting = n(i),
             "--port" => a.port = n(i) as u16,
+            "--target-pid" => a.target_pid = Some(n(i) as u32),
+            "--target" | "--label" | "--json-out" => {
+                let val = v.get(i + 1).cloned().expect("a value after the flag");
+                match v[i].as_str() {
+                    "--target" => a.target = Some(val.trim_end_matches('/').to_owned()),
+                    "--label" => a.label = val,
+                    _ => a.json_out = Some(val),
+                }
+            }
             other => panic!("unknown argument {other}; see the doc comment of examples/bench.rs"),
         }
         i += 2;
@@ -50,7 +81,8 @@ fn args() -> Args {
 }
 
 /// Orchestrator process stats from /proc: (rss kB, peak rss kB, cpu seconds).
-fn proc_stats(pid: u32) -> (u64, u64, f64) {
+fn proc_stats(pid: Option<u32>) -> (u64, u64, f64) {
+    let Some(pid) = pid else { return (0, 0, 0.0) };
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kb = |key: &str| {
         status
@@ -154,25 +186,32 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 #[tokio::main]
 async fn main() {
     let a = args();
-    let exe = std::env::current_exe().unwrap();
-    let server_bin = exe.with_file_name("echo_server");
-    assert!(server_bin.exists(), "build it first: cargo build --release -p avto-examples --example echo_server");
-    let base = format!("http://127.0.0.1:{}", a.port);
-    let child = Command::new(&server_bin)
-        .env("API_HOST", "127.0.0.1")
-        .env("API_PORT", a.port.to_string())
-        .env("CLIENT_TOKEN", CT)
-        .env("GLOBAL_WORKER_TOKEN", WT)
-        .env("ORCHESTRATOR_SECRET_KEY", SK)
-        .env("RATE_LIMITING_ENABLED", "false")
-        .env("LOG_LEVEL", "warn")
-        .env("EXECUTOR_MAX_CONCURRENT_JOBS", "10000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start echo_server");
-    let pid = child.id();
-    let _orch = Orchestrator(child);
+    let (base, pid, _orch) = match &a.target {
+        Some(url) => (url.clone(), a.target_pid, None),
+        None => {
+            let exe = std::env::current_exe().unwrap();
+            let server_bin = exe.with_file_name("echo_server");
+            assert!(
+                server_bin.exists(),
+                "build it first: cargo build --release -p avto-examples --example echo_server"
+            );
+            let child = Command::new(&server_bin)
+                .env("API_HOST", "127.0.0.1")
+                .env("API_PORT", a.port.to_string())
+                .env("CLIENT_TOKEN", CT)
+                .env("GLOBAL_WORKER_TOKEN", WT)
+                .env("ORCHESTRATOR_SECRET_KEY", SK)
+                .env("RATE_LIMITING_ENABLED", "false")
+                .env("LOG_LEVEL", "warn")
+                .env("EXECUTOR_MAX_CONCURRENT_JOBS", "10000")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start echo_server");
+            (format!("http://127.0.0.1:{}", a.port), Some(child.id()), Some(Orchestrator(child)))
+        }
+    };
+    let waiting = if a.target.is_some() { 0 } else { a.waiting };
     let http = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build().unwrap();
     for _ in 0..100 {
         if http.get(format!("{base}/_public/status")).send().await.is_ok() {
@@ -225,6 +264,7 @@ async fn main() {
 
     // Throughput: J jobs, at most `concurrency` in flight.
     let (_, _, cpu_before) = proc_stats(pid);
+    let (_, _, own_before) = proc_stats(Some(std::process::id()));
     let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(a.jobs);
@@ -243,13 +283,14 @@ async fn main() {
     }
     let wall = started.elapsed();
     let (_, peak_kb, cpu_after) = proc_stats(pid);
+    let (_, _, own_after) = proc_stats(Some(std::process::id()));
     lat.sort();
 
     // Memory per job waiting for approval.
     let (rss_before, _, _) = proc_stats(pid);
     let sem = Arc::new(tokio::sync::Semaphore::new(64));
-    let mut creates = Vec::with_capacity(a.waiting);
-    for _ in 0..a.waiting {
+    let mut creates = Vec::with_capacity(waiting);
+    for _ in 0..waiting {
         let permit = sem.clone().acquire_owned().await.unwrap();
         let (http, base) = (http.clone(), base.clone());
         creates.push(tokio::spawn(async move {
@@ -267,16 +308,21 @@ async fn main() {
     for c in creates {
         c.await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    if waiting > 0 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let (rss_after, _, _) = proc_stats(pid);
-    let per_waiting = (rss_after.saturating_sub(rss_before) as f64 * 1024.0) / a.waiting.max(1) as f64;
+    let per_waiting = (rss_after.saturating_sub(rss_before) as f64 * 1024.0) / waiting.max(1) as f64;
 
     let _ = stop_tx.send(true);
+    let jobs_per_s = a.jobs as f64 / wall.as_secs_f64();
+    let cpu_us = |before: f64, after: f64| (after - before) * 1e6 / a.jobs as f64;
+    let pid_text = pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
     println!(
-        "avto bench: {} Rust SDK workers, {} jobs (concurrency {}), orchestrator pid {pid}",
-        a.workers, a.jobs, a.concurrency
+        "{} bench: {} Rust SDK workers, {} jobs (concurrency {}), orchestrator {base} pid {pid_text}",
+        a.label, a.workers, a.jobs, a.concurrency
     );
-    println!("  throughput        {:10.0} jobs/s", a.jobs as f64 / wall.as_secs_f64());
+    println!("  throughput        {jobs_per_s:10.0} jobs/s");
     println!("  end-to-end        p50 {:.2} ms  p99 {:.2} ms", pct(&lat, 50.0), pct(&lat, 99.0));
     println!(
         "  idle single job   p50 {:.3} ms  p99 {:.3} ms  ({} jobs one at a time)",
@@ -284,7 +330,33 @@ async fn main() {
         pct(&idle, 99.0),
         a.idle
     );
-    println!("  orchestrator CPU  {:10.1} us/job", (cpu_after - cpu_before) * 1e6 / a.jobs as f64);
-    println!("  orchestrator peak RSS {:6.1} MiB", peak_kb as f64 / 1024.0);
-    println!("  memory per job waiting for approval {:8.0} bytes ({} jobs)", per_waiting, a.waiting);
+    if pid.is_some() {
+        println!("  orchestrator CPU  {:10.1} us/job", cpu_us(cpu_before, cpu_after));
+    }
+    println!(
+        "  bench process CPU {:10.1} us/job  (client, workers and webhook receiver)",
+        cpu_us(own_before, own_after)
+    );
+    if pid.is_some() {
+        println!("  orchestrator peak RSS {:6.1} MiB", peak_kb as f64 / 1024.0);
+    }
+    if waiting > 0 {
+        println!("  memory per job waiting for approval {per_waiting:8.0} bytes ({waiting} jobs)");
+    }
+    if let Some(path) = &a.json_out {
+        let out = json!({
+            "label": a.label,
+            "jobs": a.jobs,
+            "workers": a.workers,
+            "concurrency": a.concurrency,
+            "jobs_per_s": jobs_per_s,
+            "lat_ms": {"p50": pct(&lat, 50.0), "p99": pct(&lat, 99.0)},
+            "idle_ms": {"p50": pct(&idle, 50.0), "p99": pct(&idle, 99.0)},
+            "orchestrator_cpu_us_per_job": pid.map(|_| cpu_us(cpu_before, cpu_after)),
+            "bench_cpu_us_per_job": cpu_us(own_before, own_after),
+            "orchestrator_peak_rss_kib": pid.map(|_| peak_kb),
+            "bytes_per_waiting_job": (waiting > 0).then_some(per_waiting),
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&out).unwrap()).expect("write --json-out");
+    }
 }

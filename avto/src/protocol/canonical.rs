@@ -31,6 +31,17 @@ pub fn to_canonical_vec(value: &Value) -> Vec<u8> {
     to_canonical_string(value).into_bytes()
 }
 
+/// The canonical serialisation of `value` with the top-level object members for which `skip`
+/// says true left out (what a signature covers), without copying the value.
+pub fn to_canonical_vec_filtered(value: &Value, skip: impl Fn(&str) -> bool) -> Vec<u8> {
+    let mut out = String::with_capacity(256);
+    match value {
+        Value::Object(map) => write_object(&mut out, map, skip),
+        other => write_value(&mut out, other),
+    }
+    out.into_bytes()
+}
+
 /// Serialise any `Serialize` value canonically (through `serde_json::Value`).
 pub fn to_canonical_string_of<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, serde_json::Error> {
     Ok(to_canonical_string(&serde_json::to_value(value)?))
@@ -88,21 +99,23 @@ fn write_value(out: &mut String, value: &Value) {
             }
             out.push(']');
         }
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().filter(|(_, v)| !v.is_null()).collect();
-            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push('{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, k);
-                out.push(':');
-                write_value(out, v);
-            }
-            out.push('}');
-        }
+        Value::Object(map) => write_object(out, map, |_| false),
     }
+}
+
+fn write_object(out: &mut String, map: &Map<String, Value>, skip: impl Fn(&str) -> bool) {
+    let mut entries: Vec<(&String, &Value)> = map.iter().filter(|(k, v)| !v.is_null() && !skip(k)).collect();
+    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    out.push('{');
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(out, k);
+        out.push(':');
+        write_value(out, v);
+    }
+    out.push('}');
 }
 
 fn write_number(out: &mut String, n: &Number) {

@@ -10,10 +10,10 @@
 //! Everything works on `serde_json::Value` so that the server can verify the body exactly as
 //! received (the orchestrator signs and verifies raw dicts, unknown keys included).
 
-use super::canonical::to_canonical_vec;
+use super::canonical::to_canonical_vec_filtered;
 use super::wire::SecurityContext;
 use hmac::{Hmac, Mac};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -61,17 +61,7 @@ pub fn sha256_hex(message: &[u8]) -> String {
 /// The canonical bytes a signature covers: `payload` minus `security`, `_signature` and `ignore`
 /// (top-level keys only; a non-object payload is signed as is).
 pub fn signing_input(payload: &Value, ignore: &[&str]) -> Vec<u8> {
-    match payload {
-        Value::Object(map) => {
-            let filtered: Map<String, Value> = map
-                .iter()
-                .filter(|(k, _)| !SIGNATURE_IGNORED_FIELDS.contains(&k.as_str()) && !ignore.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            to_canonical_vec(&Value::Object(filtered))
-        }
-        other => to_canonical_vec(other),
-    }
+    to_canonical_vec_filtered(payload, |k| SIGNATURE_IGNORED_FIELDS.contains(&k) || ignore.contains(&k))
 }
 
 /// rxon `sign_payload`: hex HMAC-SHA256 of the canonical payload minus `security`, `_signature`
@@ -151,13 +141,14 @@ pub fn verify_task(task: &Value, secret: &str) -> TaskSigCheck {
         return TaskSigCheck::Valid;
     }
     if let Value::Object(map) = task {
-        let known: Map<String, Value> = map
-            .iter()
-            .filter(|(k, _)| TASK_PAYLOAD_KEYS.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        if known.len() != map.len() && verify_payload(&Value::Object(known), sig, secret, &TASK_SIG_IGNORED_FIELDS) {
-            return TaskSigCheck::Valid;
+        let unknown = |k: &str| !TASK_PAYLOAD_KEYS.contains(&k);
+        if map.keys().any(|k| unknown(k)) {
+            let input = to_canonical_vec_filtered(task, |k| {
+                unknown(k) || SIGNATURE_IGNORED_FIELDS.contains(&k) || TASK_SIG_IGNORED_FIELDS.contains(&k)
+            });
+            if constant_time_eq(hmac_sha256_hex(secret.as_bytes(), &input).as_bytes(), sig.as_bytes()) {
+                return TaskSigCheck::Valid;
+            }
         }
     }
     TaskSigCheck::Invalid

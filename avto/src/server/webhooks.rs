@@ -1,5 +1,6 @@
 //! Job webhooks: `POST webhook_url` when a job ends, retried with backoff from a bounded queue.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -10,6 +11,8 @@ use crate::job::{Job, JobStatus};
 /// Capacity of the webhook queue; when it is full new webhooks are dropped with an error log.
 pub const QUEUE_CAPACITY: usize = 10_000;
 const ATTEMPTS: u32 = 3;
+/// Parsed webhook URLs kept (most jobs of a deployment share a few); the cache is emptied when full.
+const URL_CACHE: usize = 256;
 
 /// The webhook sender (one background task).
 #[derive(Debug, Clone)]
@@ -23,14 +26,44 @@ impl Webhooks {
     pub fn start(retry_base: Duration) -> Self {
         let (tx, mut rx) = mpsc::channel::<(String, Value)>(QUEUE_CAPACITY);
         tokio::spawn(async move {
-            let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
+            // A redirect is not followed: the receiver was named by the client, and a webhook
+            // must not be bounced to an address nobody configured.
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default();
             let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
+            let mut parsed: HashMap<String, reqwest::Url> = HashMap::new();
             while let Some((url, body)) = rx.recv().await {
+                let target = match parsed.get(&url) {
+                    Some(u) => u.clone(),
+                    None => match reqwest::Url::parse(&url) {
+                        Ok(u) => {
+                            if parsed.len() >= URL_CACHE {
+                                parsed.clear();
+                            }
+                            parsed.insert(url, u.clone());
+                            u
+                        }
+                        Err(e) => {
+                            tracing::error!(%url, error = %e, "webhook URL does not parse; webhook dropped");
+                            continue;
+                        }
+                    },
+                };
+                let body = match serde_json::to_vec(&body) {
+                    Ok(b) => axum::body::Bytes::from(b),
+                    Err(e) => {
+                        tracing::error!(%target, error = %e, "webhook body does not serialise; webhook dropped");
+                        continue;
+                    }
+                };
                 let client = client.clone();
                 let permit = limit.clone().acquire_owned().await;
                 tokio::spawn(async move {
                     let _permit = permit;
-                    deliver(&client, &url, &body, retry_base).await;
+                    deliver(&client, target, body, retry_base).await;
                 });
             }
         });
@@ -65,9 +98,13 @@ impl Webhooks {
     }
 }
 
-async fn deliver(client: &reqwest::Client, url: &str, body: &Value, retry_base: Duration) {
+async fn deliver(client: &reqwest::Client, url: reqwest::Url, body: axum::body::Bytes, retry_base: Duration) {
     for attempt in 0..ATTEMPTS {
-        match client.post(url).json(body).send().await {
+        let request = client
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(reqwest::Body::from(body.clone()));
+        match request.send().await {
             Ok(r) if r.status().is_success() => return,
             Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
                 tracing::warn!(%url, status = %r.status(), "webhook rejected; not retried");

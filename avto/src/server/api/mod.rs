@@ -39,33 +39,11 @@ pub fn router(core: Arc<Core>) -> Router {
         .with_state(core)
 }
 
-/// Canonical JSON output: keys sorted, `null` members dropped, integral floats as integers.
-pub fn normalize(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            let mut out = Map::new();
-            for k in keys {
-                let x = &m[k];
-                if !x.is_null() {
-                    out.insert(k.clone(), normalize(x));
-                }
-            }
-            Value::Object(out)
-        }
-        Value::Array(a) => Value::Array(a.iter().map(normalize).collect()),
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
-            _ => v.clone(),
-        },
-        _ => v.clone(),
-    }
-}
-
 /// A JSON response body in canonical form.
 pub fn json_response(v: &Value) -> Response {
-    let body = serde_json::to_vec(&normalize(v)).unwrap_or_else(|_| b"{}".to_vec());
+    // Keys sorted, `null` members dropped, integral floats as integers: what the Python
+    // orchestrator answers, written straight from the value without a normalised copy.
+    let body = crate::protocol::canonical::to_canonical_vec(v);
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 

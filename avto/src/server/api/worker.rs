@@ -265,8 +265,6 @@ async fn next_task(
         }
         payload["step"] = json!(job.step);
     }
-    let payload = super::normalize(&payload);
-    let mut payload = payload;
     let sig = sign::sign_task(&payload, &core.cfg.secret_key);
     payload["sig"] = json!(sig);
     Ok(json_response(&payload))
@@ -425,7 +423,7 @@ async fn ws_session(core: Arc<Core>, sender: Sender, mut socket: WebSocket) {
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { break };
                 let frame = json!({"command": cmd.command, "task_id": cmd.task_id, "job_id": cmd.job_id});
-                if socket.send(Message::Text(super::normalize(&frame).to_string().into())).await.is_err() {
+                if socket.send(Message::Text(crate::protocol::canonical::to_canonical_string(&frame).into())).await.is_err() {
                     break;
                 }
             }

@@ -3,7 +3,7 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -31,7 +31,8 @@ impl Ord for Queued {
 }
 
 struct Slot {
-    info: WorkerInfo,
+    /// Shared with every `WorkerLoad` handed out, so listing workers copies no records.
+    info: Arc<WorkerInfo>,
     expires_at_ms: u64,
     queue: BinaryHeap<Queued>,
     running: HashMap<String, Running>,
@@ -115,7 +116,7 @@ impl WorkerStore for MemoryWorkers {
         match inner.workers.get_mut(&info.worker_id) {
             Some(slot) => {
                 info.reputation = slot.info.reputation;
-                slot.info = info;
+                slot.info = Arc::new(info);
                 slot.expires_at_ms = now + ttl_ms;
             }
             None => {
@@ -123,7 +124,7 @@ impl WorkerStore for MemoryWorkers {
                 cancel_pending.retain(|_, exp| *exp > now);
                 inner.departed.retain(|_, c| c.values().any(|exp| *exp > now));
                 let slot = Slot {
-                    info,
+                    info: Arc::new(info),
                     expires_at_ms: now + ttl_ms,
                     queue: BinaryHeap::new(),
                     running: HashMap::new(),
@@ -147,7 +148,7 @@ impl WorkerStore for MemoryWorkers {
         slot.expires_at_ms = now + ttl_ms;
         let mut cancel = Vec::new();
         if let Some(Value::Object(map)) = body {
-            slot.info.merge_heartbeat(map);
+            Arc::make_mut(&mut slot.info).merge_heartbeat(map);
             slot.cancel_pending.retain(|_, expires| *expires > now);
             if let Some(current) = map.get("current_tasks").and_then(Value::as_array) {
                 cancel.extend(
@@ -163,7 +164,7 @@ impl WorkerStore for MemoryWorkers {
     }
 
     fn worker<'a>(&'a self, worker_id: &'a str) -> Bf<'a, Option<WorkerInfo>> {
-        ready(self.inner.lock().unwrap().workers.get(worker_id).map(|s| s.info.clone()))
+        ready(self.inner.lock().unwrap().workers.get(worker_id).map(|s| WorkerInfo::clone(&s.info)))
     }
 
     fn live_workers(&self, now: u64) -> Bf<'_, Vec<WorkerLoad>> {
@@ -176,6 +177,10 @@ impl WorkerStore for MemoryWorkers {
             .collect();
         v.sort_by(|a, b| a.info.worker_id.cmp(&b.info.worker_id));
         ready(v)
+    }
+
+    fn is_live<'a>(&'a self, worker_id: &'a str, now: u64) -> Bf<'a, bool> {
+        ready(self.inner.lock().unwrap().workers.get(worker_id).is_some_and(|s| s.expires_at_ms > now))
     }
 
     fn queue_depth(&self) -> Bf<'_, usize> {
@@ -284,7 +289,8 @@ impl WorkerStore for MemoryWorkers {
 
     fn adjust_reputation<'a>(&'a self, worker_id: &'a str, delta: f64) -> Bf<'a, ()> {
         if let Some(slot) = self.inner.lock().unwrap().workers.get_mut(worker_id) {
-            slot.info.reputation = (slot.info.reputation + delta).clamp(0.0, 1.0);
+            let info = Arc::make_mut(&mut slot.info);
+            info.reputation = (info.reputation + delta).clamp(0.0, 1.0);
         }
         ready(())
     }

@@ -119,7 +119,7 @@ impl WorkerInfo {
 /// A live worker and how loaded it is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerLoad {
-    pub info: WorkerInfo,
+    pub info: Arc<WorkerInfo>,
     pub queued: usize,
     pub running: usize,
 }

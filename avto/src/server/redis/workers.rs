@@ -5,7 +5,7 @@
 //! zset scored `-priority` whose members are `{seq:020}:{task_id}`: equal scores pop in
 //! lexicographic, i.e. FIFO, order.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use redis::{Script, Value};
 use serde_json::Value as Json;
@@ -518,7 +518,7 @@ impl WorkerStore for RedisWorkers {
                 let id = reply::string(id).unwrap_or_default();
                 let info = self.parse_info(&id, &reply::string(info).unwrap_or_default(), reply::string(rep))?;
                 out.push(WorkerLoad {
-                    info,
+                    info: Arc::new(info),
                     queued: reply::int(queued).unwrap_or(0) as usize,
                     running: reply::int(running).unwrap_or(0) as usize,
                 });
