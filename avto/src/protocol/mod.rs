@@ -47,6 +47,8 @@ pub const AUTH_HEADER_CLIENT: &str = "X-Client-Token";
 pub const WORKER_API_PREFIX: &str = "/_worker";
 pub const ENDPOINT_WORKER_REGISTER: &str = "/_worker/workers/register";
 pub const ENDPOINT_TASK_RESULT: &str = "/_worker/tasks/result";
+/// avto's extension: several results in one request (not in RXON; the Python orchestrator lacks it).
+pub const ENDPOINT_TASK_RESULTS: &str = "/_worker/tasks/results";
 pub const ENDPOINT_WORKER_EVENTS: &str = "/_worker/events";
 pub const STS_TOKEN_ENDPOINT: &str = "/_worker/auth/token";
 pub const STS_REFRESH_ENDPOINT: &str = "/_worker/auth/token/refresh";

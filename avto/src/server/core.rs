@@ -657,6 +657,38 @@ impl Core {
         }
     }
 
+    /// Like [`Core::next_task`], then up to `max - 1` more tasks already queued for the worker
+    /// (no waiting and no stealing for those). A storage error after the first task ends the
+    /// batch with what was claimed; a task popped but not claimed is recovered by its timeout.
+    pub async fn next_tasks(
+        &self,
+        worker_id: &str,
+        wait: Duration,
+        max: usize,
+    ) -> Result<Vec<(QueuedTask, TaskContext)>, CoreError> {
+        let Some(first) = self.next_task(worker_id, wait).await? else { return Ok(Vec::new()) };
+        let mut out = vec![first];
+        while out.len() < max {
+            let t = match self.dispatcher.try_next(worker_id, false).await {
+                Ok(Some(t)) => t,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(worker_id, error = %e, "batch poll ended early");
+                    break;
+                }
+            };
+            match self.claim_task(worker_id, &t).await {
+                Ok(Some(ctx)) => out.push((t, ctx)),
+                Ok(None) => self.dispatcher.finished(worker_id, &t.task_id).await,
+                Err(e) => {
+                    tracing::warn!(worker_id, task_id = %t.task_id, error = %e, "batch poll ended early");
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Checks a popped task is still wanted and records its pick-up (and a lease moved by stealing).
     async fn claim_task(&self, worker_id: &str, t: &QueuedTask) -> Result<Option<TaskContext>, CoreError> {
         let Some(mut g) = self.jobs.lock(&t.job_id).await? else { return Ok(None) };

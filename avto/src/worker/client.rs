@@ -23,6 +23,9 @@ pub(crate) struct OrchestratorClient {
     access_token: RwLock<Option<String>>,
     request_timeout: Duration,
     version_warned: AtomicBool,
+    /// The orchestrator answered a poll with a batch (`{"tasks": [...]}`): it is avto, and
+    /// takes batched results too.
+    batches: AtomicBool,
 }
 
 impl OrchestratorClient {
@@ -35,7 +38,18 @@ impl OrchestratorClient {
             access_token: RwLock::new(None),
             request_timeout,
             version_warned: AtomicBool::new(false),
+            batches: AtomicBool::new(false),
         }
+    }
+
+    /// Whether this orchestrator takes batched results (see [`OrchestratorClient::send_results`]).
+    pub fn batches(&self) -> bool {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    /// Stops batching results (an orchestrator that turned out not to know the batch endpoint).
+    pub fn stop_batching(&self) {
+        self.batches.store(false, Ordering::Relaxed);
     }
 
     /// The token currently sent as `X-Worker-Token`.
@@ -72,13 +86,24 @@ impl OrchestratorClient {
         body: Option<&Value>,
         timeout: Duration,
     ) -> Result<Option<Value>, WorkerError> {
+        self.request_raw(method, path_and_query, body.map(canonical::to_canonical_string), timeout).await
+    }
+
+    /// [`OrchestratorClient::request`] with a body already serialised.
+    async fn request_raw(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<String>,
+        timeout: Duration,
+    ) -> Result<Option<Value>, WorkerError> {
         let url = format!("{}{}", self.base, path_and_query);
         let mut req = self.http.request(method.clone(), &url).timeout(timeout);
         for (k, v) in self.headers() {
             req = req.header(k, v);
         }
         if let Some(b) = body {
-            req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(canonical::to_canonical_string(b));
+            req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b);
         }
         let resp = req.send().await.map_err(|e| WorkerError::Network(format!("{method} {path_and_query}: {e}")))?;
         let status = resp.status();
@@ -142,28 +167,73 @@ impl OrchestratorClient {
         self.call(Method::PATCH, &protocol::heartbeat_path(&self.worker_id), Some(body)).await
     }
 
-    /// Long-poll for a task; `None` on 204. The raw JSON is returned so that its signature can be
-    /// checked over exactly what was received.
+    /// Long-poll for tasks; empty on 204. With `max > 1` the poll asks avto for up to `max`
+    /// tasks at once (`max_tasks`, answered `{"tasks": [...]}`); the Python orchestrator ignores
+    /// the parameter and answers one task, which is taken as well. The raw JSON of each task is
+    /// returned so that its signature can be checked over exactly what was received.
     pub async fn poll(
         &self,
         timeout: Duration,
         available: &[String],
         hot: &[String],
-    ) -> Result<Option<Value>, WorkerError> {
-        let path = format!(
+        max: usize,
+    ) -> Result<Vec<Value>, WorkerError> {
+        let mut path = format!(
             "{}?timeout={}&available_skills={}&hot_skills={}",
             protocol::task_next_path(&self.worker_id),
             python_float(timeout.as_secs_f64()),
             available.join(","),
             hot.join(",")
         );
-        self.request(Method::GET, &path, None, timeout + Duration::from_secs(5)).await
+        if max > 1 {
+            path.push_str(&format!("&max_tasks={max}"));
+        }
+        let answer: Option<Value> = self.request(Method::GET, &path, None, timeout + Duration::from_secs(5)).await?;
+        Ok(match answer {
+            None => Vec::new(),
+            Some(Value::Object(mut batch)) if !batch.contains_key("task_id") && batch.contains_key("tasks") => {
+                match batch.remove("tasks") {
+                    Some(Value::Array(tasks)) => {
+                        self.batches.store(true, Ordering::Relaxed);
+                        tasks
+                    }
+                    _ => return Err(WorkerError::Protocol("`tasks` of a poll answer is not a list".into())),
+                }
+            }
+            Some(task) => vec![task],
+        })
     }
 
     pub async fn send_result(&self, body: &Value) -> Result<ResultResponse, WorkerError> {
         self.call(Method::POST, protocol::ENDPOINT_TASK_RESULT, Some(body))
             .await?
             .ok_or_else(|| WorkerError::Protocol("empty result answer".into()))
+    }
+
+    /// `POST /_worker/tasks/results` (avto only): several signed result bodies, each already in
+    /// canonical JSON, in one request. One answer per result, in order; a result the
+    /// orchestrator refused comes back as [`WorkerError::Http`] with the status it would have had.
+    pub async fn send_results(
+        &self,
+        results: &[String],
+    ) -> Result<Vec<Result<ResultResponse, WorkerError>>, WorkerError> {
+        let body = format!("{{\"results\":[{}]}}", results.join(","));
+        let answer = self
+            .request_raw(Method::POST, protocol::ENDPOINT_TASK_RESULTS, Some(body), self.request_timeout)
+            .await?
+            .ok_or_else(|| WorkerError::Protocol("empty results answer".into()))?;
+        let answers = match answer.get("results") {
+            Some(Value::Array(a)) if a.len() == results.len() => a,
+            _ => return Err(WorkerError::Protocol("results answer does not match the batch".into())),
+        };
+        Ok(answers
+            .iter()
+            .map(|a| match a.get("http_status").and_then(Value::as_u64) {
+                Some(status) => Err(WorkerError::Http { status: status as u16, body: a.to_string() }),
+                None => serde_json::from_value(a.clone())
+                    .map_err(|e| WorkerError::Protocol(format!("unexpected result answer: {e}"))),
+            })
+            .collect())
     }
 
     pub async fn send_event(&self, body: &Value) -> Result<EventResponse, WorkerError> {

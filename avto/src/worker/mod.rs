@@ -55,6 +55,7 @@ mod config;
 mod error;
 mod handle;
 mod outcome;
+mod results;
 mod runtime;
 #[cfg(feature = "s3")]
 pub mod s3;

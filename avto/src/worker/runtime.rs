@@ -9,8 +9,8 @@ use super::{
 };
 use crate::protocol::{
     self, error_codes, sign, unix_now, worker_status, HardwareDevice, Heartbeat, HeartbeatResponse, InstalledArtifact,
-    MessageKind, Resources, ResourcesUsage, SkillInfo, TaskPayload, TaskResult, TaskSigCheck, WorkerCapabilities,
-    WorkerCommand, WorkerEventPayload, WorkerRegistration,
+    MessageKind, Resources, ResourcesUsage, ResultResponse, SkillInfo, TaskPayload, TaskResult, TaskSigCheck,
+    WorkerCapabilities, WorkerCommand, WorkerEventPayload, WorkerRegistration,
 };
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
@@ -18,9 +18,9 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::Instrument;
 
 /// Handler of a custom WebSocket command.
@@ -310,7 +310,14 @@ impl WorkerBuilder {
                 Arc::new(Orch {
                     idx,
                     cfg: o.clone(),
-                    client: OrchestratorClient::new(http.clone(), &o.url, &cfg.worker_id, &token, cfg.request_timeout),
+                    client: Arc::new(OrchestratorClient::new(
+                        http.clone(),
+                        &o.url,
+                        &cfg.worker_id,
+                        &token,
+                        cfg.request_timeout,
+                    )),
+                    results: OnceLock::new(),
                     registered: AtomicBool::new(false),
                     reregister: AtomicBool::new(false),
                     backoff: Mutex::new(Backoff::default()),
@@ -507,7 +514,10 @@ struct StsState {
 pub(crate) struct Orch {
     pub idx: usize,
     pub cfg: OrchestratorConfig,
-    pub client: OrchestratorClient,
+    pub client: Arc<OrchestratorClient>,
+    /// The result batcher, started by the first result sent after the orchestrator answered a
+    /// batch poll (see `worker::results`).
+    results: OnceLock<mpsc::UnboundedSender<super::results::Pending>>,
     registered: AtomicBool,
     reregister: AtomicBool,
     backoff: Mutex<Backoff>,
@@ -521,6 +531,19 @@ pub(crate) struct Orch {
 }
 
 impl Orch {
+    /// Sends one result: batched with others when the orchestrator takes batches, else alone.
+    async fn send_result(&self, body: &Value) -> Result<ResultResponse, WorkerError> {
+        if !self.client.batches() {
+            return self.client.send_result(body).await;
+        }
+        let queue = self.results.get_or_init(|| super::results::start(self.client.clone()));
+        let (tx, rx) = oneshot::channel();
+        if queue.send((crate::protocol::canonical::to_canonical_string(body), tx)).is_err() {
+            return self.client.send_result(body).await;
+        }
+        rx.await.unwrap_or_else(|_| Err(WorkerError::Network("result batch was dropped".into())))
+    }
+
     pub fn is_registered(&self) -> bool {
         self.registered.load(Ordering::SeqCst)
     }
@@ -560,6 +583,9 @@ impl Orch {
     }
 }
 
+/// Most tasks asked for in one poll (avto's server caps a batch at the same number).
+const MAX_TASKS_PER_POLL: usize = 64;
+
 /// `min(max(current * 2, initial), max)`, the SDK's backoff step.
 fn next_backoff(current: Duration, initial: Duration, max: Duration) -> Duration {
     (current * 2).max(initial).min(max)
@@ -598,6 +624,16 @@ impl Shared {
         }
         let status = if available.is_empty() { worker_status::BUSY } else { worker_status::IDLE };
         (status, available, hot)
+    }
+
+    /// How many tasks one poll may ask for: the free slots, or one when skill types have their
+    /// own limits (the orchestrator's queue does not know them, so a batch could overfill one).
+    fn batch_size(&self) -> usize {
+        if !self.type_limits.is_empty() {
+            return 1;
+        }
+        let active = self.active.lock().unwrap().len();
+        self.cfg.max_concurrent_tasks.saturating_sub(active).clamp(1, MAX_TASKS_PER_POLL)
     }
 
     fn capabilities(&self) -> WorkerCapabilities {
@@ -903,7 +939,7 @@ impl Shared {
         let attempts = self.cfg.result_max_retries.max(1);
         for attempt in 1..=attempts {
             let body = self.result_body(payload, &outcome, elapsed);
-            match orch.client.send_result(&body).await {
+            match orch.send_result(&body).await {
                 Ok(resp) if resp.is_ignored() => {
                     let reason = resp.reason.as_deref().unwrap_or("?");
                     let (job_id, task_id) = (payload.job_id.as_str(), payload.task_id.as_str());
@@ -1431,18 +1467,21 @@ async fn poll_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             if !orch.pollable(Instant::now()) {
                 continue;
             }
+            let max = shared.batch_size();
             let res = tokio::select! {
-                r = orch.client.poll(cfg.task_poll_timeout, &available, &hot) => r,
+                r = orch.client.poll(cfg.task_poll_timeout, &available, &hot, max) => r,
                 _ = until_set(&mut shutdown) => return,
             };
             match res {
-                Ok(Some(raw)) => {
+                Ok(tasks) if !tasks.is_empty() => {
                     orch.reset_poll_backoff();
-                    shared.accept_task(orch, raw);
+                    for raw in tasks {
+                        shared.accept_task(orch, raw);
+                    }
                     found = true;
                     break;
                 }
-                Ok(None) => orch.reset_poll_backoff(),
+                Ok(_) => orch.reset_poll_backoff(),
                 Err(e @ (WorkerError::Network(_) | WorkerError::RateLimited { .. })) => {
                     let d = orch.poll_failed(cfg, &e);
                     tracing::warn!(orchestrator = %orch.cfg.url, "polling failed: {e}; backing off {d:?}");

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
@@ -20,8 +20,8 @@ use crate::context::TaskError;
 use crate::engine::{ResultDisposition, TaskResult};
 use crate::protocol::replay::{check_timestamp, message_nonce, unix_now, NONCE_TTL};
 use crate::protocol::sign::{self, verify_security, MessageKind};
-use crate::server::core::Core;
-use crate::server::dispatch::WorkerInfo;
+use crate::server::core::{Core, TaskContext};
+use crate::server::dispatch::{QueuedTask, WorkerInfo};
 
 pub(super) fn routes() -> Router<Arc<Core>> {
     Router::new()
@@ -30,6 +30,7 @@ pub(super) fn routes() -> Router<Arc<Core>> {
         .route("/_worker/workers/{worker_id}/status", patch(heartbeat))
         .route("/_worker/workers/{worker_id}/tasks/next", get(next_task))
         .route("/_worker/tasks/result", post(result))
+        .route("/_worker/tasks/results", post(results))
         .route("/_worker/events", post(event))
         .route("/_worker/auth/token", post(sts_issue))
         .route("/_worker/auth/token/refresh", post(sts_refresh))
@@ -228,19 +229,47 @@ fn not_registered(worker_id: &str) -> ApiError {
     ApiError::NotFound(format!("Worker {worker_id} not found: register again"))
 }
 
+/// Most tasks one poll answer carries (`max_tasks`, an avto extension).
+pub const MAX_TASKS_PER_POLL: usize = 64;
+
+/// `max_tasks=N` from the poll's query: `None` when absent (the RXON answer, one task), else
+/// 1..=[`MAX_TASKS_PER_POLL`] (the batch answer `{"tasks": [...]}`). The Python orchestrator
+/// ignores the parameter and answers one task, which avto's worker SDK also understands.
+fn max_tasks(query: Option<&str>) -> Result<Option<usize>, ApiError> {
+    let Some(raw) = query.into_iter().flat_map(|q| q.split('&')).find_map(|kv| kv.strip_prefix("max_tasks=")) else {
+        return Ok(None);
+    };
+    match raw.parse::<usize>() {
+        Ok(n) if (1..=MAX_TASKS_PER_POLL).contains(&n) => Ok(Some(n)),
+        _ => Err(ApiError::bad(format!("max_tasks must be an integer from 1 to {MAX_TASKS_PER_POLL}"))),
+    }
+}
+
 async fn next_task(
     State(core): State<Arc<Core>>,
     Path(worker_id): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let batch = max_tasks(query.as_deref())?;
     let sender = authenticate(&core, &headers, Some(&worker_id)).await?;
     rate_limit(&core, &sender, "poll").await?;
     if !core.dispatcher.is_live(&worker_id).await {
         return Err(not_registered(&worker_id));
     }
-    let Some((task, job)) = core.next_task(&worker_id, core.cfg.worker_poll_timeout).await? else {
+    let tasks = core.next_tasks(&worker_id, core.cfg.worker_poll_timeout, batch.unwrap_or(1)).await?;
+    if tasks.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
-    };
+    }
+    let mut payloads = tasks.into_iter().map(|(task, job)| task_payload(&core, task, job));
+    match batch {
+        None => Ok(json_response(&payloads.next().expect("one task"))),
+        Some(_) => Ok(json_response(&json!({ "tasks": payloads.collect::<Vec<_>>() }))),
+    }
+}
+
+/// The signed RXON `TaskPayload` of a task handed to a worker.
+fn task_payload(core: &Core, task: QueuedTask, job: TaskContext) -> Value {
     let mut payload = json!({
         "job_id": task.job_id,
         "task_id": task.task_id,
@@ -249,25 +278,23 @@ async fn next_task(
         "priority": task.priority,
         "timestamp": unix_now(),
         "tracing_context": {},
+        "step": job.step,
     });
-    {
-        if let Some(d) = task.deadline_ms {
-            payload["deadline"] = json!(d / 1000);
-        }
-        if let Some(s) = job.security {
-            payload["security"] = s;
-        }
-        if let Some(m) = job.metadata {
-            payload["metadata"] = m;
-        }
-        if !job.tracing_context.is_empty() {
-            payload["tracing_context"] = Value::Object(job.tracing_context);
-        }
-        payload["step"] = json!(job.step);
+    if let Some(d) = task.deadline_ms {
+        payload["deadline"] = json!(d / 1000);
+    }
+    if let Some(s) = job.security {
+        payload["security"] = s;
+    }
+    if let Some(m) = job.metadata {
+        payload["metadata"] = m;
+    }
+    if !job.tracing_context.is_empty() {
+        payload["tracing_context"] = Value::Object(job.tracing_context);
     }
     let sig = sign::sign_task(&payload, &core.cfg.secret_key);
     payload["sig"] = json!(sig);
-    Ok(json_response(&payload))
+    payload
 }
 
 /// Reads `error` as the SDK sends it: an object `{code, message, details}` or a bare string.
@@ -295,8 +322,47 @@ async fn result(State(core): State<Arc<Core>>, req: Request) -> Result<Response,
         .or_else(|| body.get("worker_id").and_then(Value::as_str).map(str::to_owned));
     let sender = authenticate(&core, &headers, claimed.as_deref()).await?;
     rate_limit(&core, &sender, "result").await?;
-    let body = Value::Object(body);
-    verify(&core, &sender, &body, MessageKind::Result).await?;
+    Ok(json_response(&process_result(&core, &sender, Value::Object(body)).await?))
+}
+
+/// Most results one `POST /_worker/tasks/results` carries.
+pub const MAX_RESULTS_PER_BATCH: usize = 64;
+
+/// `POST /_worker/tasks/results` (an avto extension): `{"results": [result, ...]}`, each result
+/// exactly the body of `POST /_worker/tasks/result`, signed on its own (timestamp, nonce,
+/// signature). Answers `{"results": [answer, ...]}` in the same order, where an answer is what the
+/// single endpoint answers, or `{"error": message, "http_status": code}` for a result it would
+/// refuse: one bad result does not refuse the others. avto's worker SDK batches results this
+/// way only after an orchestrator answered a batch poll (so never against the Python one).
+async fn results(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
+    let (headers, mut body) = body_object(req, &core).await?;
+    let items = match body.remove("results") {
+        Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_RESULTS_PER_BATCH => items,
+        _ => {
+            return Err(ApiError::bad(format!(
+                "`results` must be a list of 1 to {MAX_RESULTS_PER_BATCH} result objects"
+            )))
+        }
+    };
+    let claimed = header_id(&headers)
+        .map(str::to_owned)
+        .or_else(|| items.iter().find_map(|r| r.get("worker_id").and_then(Value::as_str).map(str::to_owned)));
+    let sender = authenticate(&core, &headers, claimed.as_deref()).await?;
+    rate_limit(&core, &sender, "result").await?;
+    let mut answers = Vec::with_capacity(items.len());
+    for item in items {
+        let answer = match item {
+            Value::Object(_) => process_result(&core, &sender, item).await,
+            _ => Err(ApiError::bad("each result must be an object")),
+        };
+        answers.push(answer.unwrap_or_else(|e| json!({"error": e.to_string(), "http_status": e.status().as_u16()})));
+    }
+    Ok(json_response(&json!({ "results": answers })))
+}
+
+/// One task result (the body of `POST /_worker/tasks/result`): verified, then applied.
+async fn process_result(core: &Arc<Core>, sender: &Sender, body: Value) -> Result<Value, ApiError> {
+    verify(core, sender, &body, MessageKind::Result).await?;
     let str_field = |k: &str| -> Result<String, ApiError> {
         match body.get(k) {
             Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
@@ -328,7 +394,7 @@ async fn result(State(core): State<Arc<Core>>, req: Request) -> Result<Response,
             json!({"status": "ignored", "reason": reason.as_str(), "message": message})
         }
     };
-    Ok(json_response(&answer))
+    Ok(answer)
 }
 
 async fn process_event(core: &Arc<Core>, sender: &Sender, body: &Value) -> Result<Value, ApiError> {
