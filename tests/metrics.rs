@@ -95,7 +95,9 @@ async fn metrics_content() {
     assert_eq!(m["avto_jobs_created_total{blueprint=\"echo_flow\"}"], 1.0);
     assert_eq!(m["avto_jobs_created_total{blueprint=\"approval_flow\"}"], 1.0);
 
-    // A worker arrives: it takes the parked task and two more.
+    // A worker arrives (the parked task has waited at least 50 ms by then): it takes the parked
+    // task and two more.
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let _stop = start_worker(&s.base, "metrics-worker");
     wait_workers(&s, 1).await;
     let mut ids = vec![waiting];

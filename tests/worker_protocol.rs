@@ -77,6 +77,12 @@ impl Raw {
     }
 
     async fn result(&self, task: &Value, status: Option<&str>, data: Value, error: Option<Value>) -> (u16, Value) {
+        let body = self.result_body(task, status, data, error);
+        self.send(reqwest::Method::POST, "/_worker/tasks/result", Some(&body)).await
+    }
+
+    /// A signed result body for `task`, as the SDK sends it.
+    fn result_body(&self, task: &Value, status: Option<&str>, data: Value, error: Option<Value>) -> Value {
         let mut body = json!({"job_id": task["job_id"], "task_id": task["task_id"], "worker_id": self.id, "origin_worker_id": self.id, "data": data, "costs": {"execution_time_seconds": 0.001}});
         if let Some(s) = status {
             body["status"] = json!(s);
@@ -84,8 +90,12 @@ impl Raw {
         if let Some(e) = error {
             body["error"] = e;
         }
-        let body = self.signed(body, MessageKind::Result);
-        self.send(reqwest::Method::POST, "/_worker/tasks/result", Some(&body)).await
+        self.signed(body, MessageKind::Result)
+    }
+
+    async fn poll_batch(&self, max_tasks: &str) -> (u16, Value) {
+        let path = format!("/_worker/workers/{}/tasks/next?timeout=5&max_tasks={max_tasks}", self.id);
+        self.send(reqwest::Method::GET, &path, None).await
     }
 }
 
@@ -398,4 +408,84 @@ async fn graceful_shutdown_does_not_wait_for_long_polls() {
     s.stop().await;
     assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
     assert_eq!(poll.await.unwrap().0, 204, "the open long-poll is answered at once");
+}
+
+/// avto's extensions for its own SDK: `max_tasks` on the poll and `POST /_worker/tasks/results`.
+#[tokio::test]
+async fn batch_poll_and_batched_results() {
+    let s = Server::start([echo_flow::blueprint()]).await;
+    let w = Raw::new(&s, "raw-batch");
+    w.register().await;
+    let c = s.client();
+    let mut jobs = Vec::new();
+    for i in 0..6 {
+        jobs.push(c.create("/api/v1/jobs/echo", json!({"i": i})).await);
+    }
+
+    for bad in ["0", "65", "two", "", "-1"] {
+        let (status, body) = w.poll_batch(bad).await;
+        assert_eq!(status, 400, "max_tasks={bad}");
+        assert!(body["error"].as_str().unwrap().contains("max_tasks"), "{body}");
+    }
+
+    // Without max_tasks the answer is the plain RXON payload.
+    let (status, single) = w.poll().await;
+    assert_eq!(status, 200);
+    assert!(single.get("tasks").is_none() && single["task_id"].is_string(), "{single}");
+
+    let (status, batch) = w.poll_batch("3").await;
+    assert_eq!(status, 200);
+    let first: Vec<Value> = batch["tasks"].as_array().expect("a batch answer").clone();
+    assert_eq!(first.len(), 3, "{batch}");
+    let (_, batch) = w.poll_batch("64").await;
+    let rest: Vec<Value> = batch["tasks"].as_array().unwrap().clone();
+    assert_eq!(rest.len(), 2, "what is left, without waiting for more");
+    let tasks: Vec<Value> = std::iter::once(single).chain(first).chain(rest).collect();
+    let mut ids: Vec<&str> = tasks.iter().map(|t| t["job_id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    let mut want: Vec<&str> = jobs.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(ids, want, "each job's task handed out exactly once");
+    for t in &tasks {
+        assert_eq!(verify_task(t, SECRET), TaskSigCheck::Valid, "each task of a batch is signed: {t}");
+    }
+
+    // One request, five results: good, forged, replayed, good, not an object.
+    let ok0 = w.result_body(&tasks[0], None, json!({"n": 0}), None);
+    let mut forged = w.result_body(&tasks[1], None, json!({"n": 1}), None);
+    forged["data"] = json!({"n": "tampered"});
+    let ok2 = w.result_body(&tasks[2], None, json!({"n": 2}), None);
+    let items = json!({"results": [ok0, forged, ok0, ok2, 42]});
+    let (status, answer) = w.send(reqwest::Method::POST, "/_worker/tasks/results", Some(&items)).await;
+    assert_eq!(status, 200, "{answer}");
+    let answers = answer["results"].as_array().unwrap();
+    assert_eq!(answers.len(), 5);
+    assert_eq!(answers[0], json!({"status": "accepted", "transition": "success_transition"}));
+    assert_eq!(answers[1]["http_status"], 403, "{answer}");
+    assert_eq!(answers[2]["http_status"], 403, "a replay inside a batch is refused: {answer}");
+    assert!(answers[2]["error"].as_str().unwrap().contains("replay"), "{answer}");
+    assert_eq!(answers[3]["status"], "accepted");
+    assert_eq!(answers[4]["http_status"], 400);
+    for t in [&tasks[0], &tasks[2]] {
+        let job = c.wait_terminal(t["job_id"].as_str().unwrap(), Duration::from_secs(5)).await;
+        assert_eq!(job["status"], "finished");
+    }
+    // The forged result changed nothing: the job still takes the real one.
+    assert_eq!(c.job(tasks[1]["job_id"].as_str().unwrap()).await["status"], "waiting_for_worker");
+    let (_, answer) = w.result(&tasks[1], None, json!({"n": 1}), None).await;
+    assert_eq!(answer["status"], "accepted");
+
+    // The envelope itself is checked.
+    for bad in [json!({"results": []}), json!({"results": "x"}), json!({}), json!({"results": vec![json!({}); 65]})] {
+        let (status, body) = w.send(reqwest::Method::POST, "/_worker/tasks/results", Some(&bad)).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("results"), "{body}");
+    }
+    let anonymous = reqwest::Client::new()
+        .post(s.url("/_worker/tasks/results"))
+        .json(&json!({"results": [w.result_body(&tasks[3], None, json!({}), None)]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 403, "no token, no results");
 }

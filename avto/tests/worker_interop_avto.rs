@@ -505,3 +505,61 @@ async fn the_concurrency_limit_holds() {
     assert_eq!(PEAK.load(Ordering::SeqCst), 2, "two tasks at a time, never more");
     running.stop().await;
 }
+
+/// Reads one unlabelled counter from the orchestrator's `/metrics`.
+async fn counter(base: &str, name: &str) -> u64 {
+    let page = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    page.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not on /metrics"))
+}
+
+/// Against avto the SDK takes several queued tasks per poll and sends results that finish
+/// together in one request, without running more tasks than it may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_and_results_travel_in_batches() {
+    init_tracing();
+    static RUNNING: AtomicUsize = AtomicUsize::new(0);
+    static PEAK: AtomicUsize = AtomicUsize::new(0);
+    let server = AvtoServer::start().await;
+    let c = Client::new();
+    // Queued before the worker comes: its first polls find a full queue.
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        ids.push(c.create(&server.base, "echo", json!({"n": n})).await);
+    }
+    let builder = Worker::builder()
+        .worker_id("rust-batches")
+        .orchestrator_url(&server.base)
+        .token(WORKER_TOKEN)
+        .secret_key(SECRET)
+        .max_concurrent_tasks(8)
+        .configure(|c| c.idle_poll_delay = Duration::from_millis(20))
+        .task("echo", |p: Value, _t: TaskHandle| async move {
+            let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+            PEAK.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            RUNNING.fetch_sub(1, Ordering::SeqCst);
+            TaskOutcome::success(json!({ "echo": p }))
+        });
+    let running = Running::start(builder);
+    for (n, id) in ids.iter().enumerate() {
+        let job = c.wait(&server.base, id, &DONE, Duration::from_secs(30)).await;
+        assert_eq!(job["status"], "finished", "{job}");
+        assert_eq!(job["state_history"]["echo"], json!({"n": n}), "{job}");
+    }
+    assert!(PEAK.load(Ordering::SeqCst) <= 8, "never more than max_concurrent_tasks at once");
+    let (answers, handed) = (
+        counter(&server.base, "avto_worker_poll_answers_total").await,
+        counter(&server.base, "avto_worker_tasks_handed_out_total").await,
+    );
+    let (requests, results) = (
+        counter(&server.base, "avto_worker_result_requests_total").await,
+        counter(&server.base, "avto_worker_results_total").await,
+    );
+    assert_eq!((handed, results), (40, 40), "each task handed out and answered once");
+    assert!(answers < handed, "several tasks per poll answer: {answers} answers for {handed} tasks");
+    assert!(requests < results, "several results per request: {requests} requests for {results} results");
+    running.stop().await;
+}

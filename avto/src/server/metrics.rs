@@ -16,6 +16,8 @@
 //! | `avto_dispatch_latency_seconds` | histogram | task dispatch -> picked up by a worker |
 //! | `avto_job_duration_seconds{blueprint}` | histogram | job created -> terminal status |
 //! | `avto_scheduler_jobs_triggered_total{schedule}` | counter | jobs created by schedules.toml |
+//! | `avto_worker_poll_answers_total`, `avto_worker_tasks_handed_out_total` | counter | polls answered with tasks, and the tasks in them (more tasks than answers: workers take batches) |
+//! | `avto_worker_result_requests_total`, `avto_worker_results_total` | counter | result requests, and the results in them |
 //! | `avto_history_events_{written,dropped,failed}_total`, `avto_history_queue_depth` | | history writer (when enabled) |
 //!
 //! The text is written by hand (Prometheus exposition format 0.0.4); no metrics crate needed.
@@ -100,6 +102,12 @@ pub struct Metrics {
     scheduled: Mutex<BTreeMap<String, u64>>,
     pub dispatch_latency: Histogram,
     durations: Mutex<BTreeMap<String, Arc<Histogram>>>,
+    /// Poll answers that carried tasks, and the tasks they carried.
+    pub poll_answers: AtomicU64,
+    pub tasks_handed_out: AtomicU64,
+    /// Result requests (single or batched), and the results they carried.
+    pub result_requests: AtomicU64,
+    pub results: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -110,6 +118,10 @@ impl Default for Metrics {
             scheduled: Default::default(),
             dispatch_latency: Histogram::new(DISPATCH_BUCKETS),
             durations: Default::default(),
+            poll_answers: AtomicU64::new(0),
+            tasks_handed_out: AtomicU64::new(0),
+            result_requests: AtomicU64::new(0),
+            results: AtomicU64::new(0),
         }
     }
 }
@@ -129,6 +141,18 @@ impl Metrics {
             .or_insert_with(|| Arc::new(Histogram::new(DURATION_BUCKETS)))
             .clone();
         h.observe(seconds);
+    }
+
+    /// A poll answered with `tasks` tasks.
+    pub fn poll_answered(&self, tasks: usize) {
+        self.poll_answers.fetch_add(1, Ordering::Relaxed);
+        self.tasks_handed_out.fetch_add(tasks as u64, Ordering::Relaxed);
+    }
+
+    /// A result request carrying `results` results.
+    pub fn results_received(&self, results: usize) {
+        self.result_requests.fetch_add(1, Ordering::Relaxed);
+        self.results.fetch_add(results as u64, Ordering::Relaxed);
     }
 
     pub fn schedule_fired(&self, schedule: &str) {
@@ -192,6 +216,17 @@ pub async fn render(core: &Core) -> String {
     header(&mut out, "avto_scheduler_jobs_triggered_total", "counter", "Jobs created by schedules.toml.");
     for (name, n) in m.scheduled.lock().unwrap().iter() {
         let _ = writeln!(out, "avto_scheduler_jobs_triggered_total{{schedule=\"{}\"}} {n}", label(name));
+    }
+
+    let counters = [
+        ("avto_worker_poll_answers_total", "Polls answered with tasks.", &m.poll_answers),
+        ("avto_worker_tasks_handed_out_total", "Tasks handed to workers by polls.", &m.tasks_handed_out),
+        ("avto_worker_result_requests_total", "Result requests (single or batched).", &m.result_requests),
+        ("avto_worker_results_total", "Task results received.", &m.results),
+    ];
+    for (name, help, n) in counters {
+        header(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", n.load(Ordering::Relaxed));
     }
 
     if let Some(h) = core.history() {

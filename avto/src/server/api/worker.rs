@@ -261,6 +261,7 @@ async fn next_task(
     if tasks.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
+    core.metrics.poll_answered(tasks.len());
     let mut payloads = tasks.into_iter().map(|(task, job)| task_payload(&core, task, job));
     match batch {
         None => Ok(json_response(&payloads.next().expect("one task"))),
@@ -322,6 +323,7 @@ async fn result(State(core): State<Arc<Core>>, req: Request) -> Result<Response,
         .or_else(|| body.get("worker_id").and_then(Value::as_str).map(str::to_owned));
     let sender = authenticate(&core, &headers, claimed.as_deref()).await?;
     rate_limit(&core, &sender, "result").await?;
+    core.metrics.results_received(1);
     Ok(json_response(&process_result(&core, &sender, Value::Object(body)).await?))
 }
 
@@ -349,6 +351,7 @@ async fn results(State(core): State<Arc<Core>>, req: Request) -> Result<Response
         .or_else(|| items.iter().find_map(|r| r.get("worker_id").and_then(Value::as_str).map(str::to_owned)));
     let sender = authenticate(&core, &headers, claimed.as_deref()).await?;
     rate_limit(&core, &sender, "result").await?;
+    core.metrics.results_received(items.len());
     let mut answers = Vec::with_capacity(items.len());
     for item in items {
         let answer = match item {
