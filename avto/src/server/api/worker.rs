@@ -4,6 +4,10 @@
 //! global token, or an STS access token); every message body (register, heartbeat, result,
 //! event) must be signed (HMAC-SHA256 over canonical JSON), carry a timestamp within 60 s and
 //! must not be a replay. All authentication failures are 403 `{"error": ...}`.
+//!
+//! Two extensions serve avto's own worker SDK and are invisible to RXON workers: `max_tasks` on
+//! `tasks/next` (several tasks per poll answer) and `POST /_worker/tasks/results` (several
+//! results per request, each verified on its own).
 
 use std::sync::Arc;
 
