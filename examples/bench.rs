@@ -23,6 +23,11 @@ use avto::worker::{TaskHandle, TaskOutcome, Worker};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
+// The same allocator as echo_server: the client and workers are the same for every orchestrator
+// measured, so a cheaper client leaves more of the machine to the orchestrator under test.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CT: &str = "bench-client-token";
 const WT: &str = "bench-worker-token";
 const SK: &str = "bench-orchestrator-secret";
@@ -145,11 +150,18 @@ async fn hook_server(waiters: Waiters) -> String {
     url
 }
 
-async fn run_job(http: &reqwest::Client, base: &str, hook: &str, waiters: &Waiters, i: usize) -> Duration {
+/// Creates one echo job and waits for its webhook; `create` is `{base}/api/v1/jobs/echo`, parsed once.
+async fn run_job(
+    http: &reqwest::Client,
+    base: &str,
+    create: &reqwest::Url,
+    hook: &str,
+    waiters: &Waiters,
+    i: usize,
+) -> Duration {
     let started = Instant::now();
     let body = json!({"initial_data": {"i": i}, "webhook_url": hook});
-    let r =
-        http.post(format!("{base}/api/v1/jobs/echo")).header("X-Client-Token", CT).json(&body).send().await.unwrap();
+    let r = http.post(create.clone()).header("X-Client-Token", CT).json(&body).send().await.unwrap();
     let v: Value = r.json().await.unwrap();
     let id = v["job_id"].as_str().expect("job id").to_owned();
     let (tx, rx) = oneshot::channel();
@@ -249,16 +261,17 @@ async fn main() {
     }
     let waiters: Waiters = Arc::default();
     let hook = hook_server(waiters.clone()).await;
+    let create = reqwest::Url::parse(&format!("{base}/api/v1/jobs/echo")).expect("a valid orchestrator URL");
 
     // Warm-up.
     for i in 0..50 {
-        run_job(&http, &base, &hook, &waiters, i).await;
+        run_job(&http, &base, &create, &hook, &waiters, i).await;
     }
 
     // Single-job latency when idle: one job at a time.
     let mut idle = Vec::with_capacity(a.idle);
     for i in 0..a.idle {
-        idle.push(run_job(&http, &base, &hook, &waiters, i).await);
+        idle.push(run_job(&http, &base, &create, &hook, &waiters, i).await);
     }
     idle.sort();
 
@@ -270,9 +283,10 @@ async fn main() {
     let mut tasks = Vec::with_capacity(a.jobs);
     for i in 0..a.jobs {
         let permit = sem.clone().acquire_owned().await.unwrap();
-        let (http, base, hook, waiters) = (http.clone(), base.clone(), hook.clone(), waiters.clone());
+        let (http, base, create, hook, waiters) =
+            (http.clone(), base.clone(), create.clone(), hook.clone(), waiters.clone());
         tasks.push(tokio::spawn(async move {
-            let d = run_job(&http, &base, &hook, &waiters, i).await;
+            let d = run_job(&http, &base, &create, &hook, &waiters, i).await;
             drop(permit);
             d
         }));
