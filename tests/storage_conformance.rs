@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use avto::actions::TaskSpec;
 use avto::job::{now_ms, Job, JobStatus};
-use avto::server::dispatch::{Overdue, QueuedTask, Unassigned, WorkerInfo, WorkerStore};
+use avto::server::dispatch::{Overdue, QueuedTask, Unassigned, WorkerInfo};
 use avto::server::store::Stores;
 use avto::StorageError;
 use futures::future::join_all;
@@ -108,6 +108,7 @@ macro_rules! conformance {
 conformance!(
     jobs_insert_get_conflict,
     jobs_lock_save_and_missing,
+    jobs_insert_locked,
     jobs_concurrent_lockers_never_interleave,
     jobs_list_newest_first_and_counts,
     jobs_claim_stale_once,
@@ -169,7 +170,27 @@ async fn jobs_lock_save_and_missing(be: &Backend) {
     assert_eq!((seen.current_state.as_str(), seen.status), ("next", JobStatus::WaitingForHuman));
     // The lock is free again for the other instance.
     let g = tokio::time::timeout(Duration::from_secs(5), be.b.jobs.lock(&id)).await.expect("lock released");
-    assert!(g.unwrap().is_some());
+    let mut g = g.unwrap().expect("job exists");
+    // Commit saves and releases in one step.
+    g.current_state = "committed".into();
+    g.status = JobStatus::Finished;
+    be.b.jobs.commit(g).await.unwrap();
+    let g = tokio::time::timeout(Duration::from_secs(5), be.a.jobs.lock(&id)).await.expect("lock released");
+    let g = g.unwrap().expect("job exists");
+    assert_eq!((g.current_state.as_str(), g.status), ("committed", JobStatus::Finished));
+}
+
+async fn jobs_insert_locked(be: &Backend) {
+    let (id, client) = (uid(), format!("client-{}", uid()));
+    let mut g = be.a.jobs.insert_locked(job(&id, &client)).await.unwrap();
+    // Stored at once (reading it would wait for the lock in memory), and locked.
+    assert!(matches!(be.b.jobs.insert_locked(job(&id, &client)).await, Err(StorageError::Conflict(_))));
+    assert!(tokio::time::timeout(Duration::from_millis(300), be.b.jobs.lock(&id)).await.is_err(), "locked");
+    g.status = JobStatus::Running;
+    be.a.jobs.commit(g).await.unwrap();
+    let g = tokio::time::timeout(Duration::from_secs(5), be.b.jobs.lock(&id)).await.expect("lock released");
+    assert_eq!(g.unwrap().expect("job exists").status, JobStatus::Running);
+    assert_eq!(be.a.jobs.counts(Some(&client)).await.unwrap(), BTreeMap::from([(JobStatus::Running, 1)]));
 }
 
 async fn jobs_concurrent_lockers_never_interleave(be: &Backend) {
@@ -182,7 +203,7 @@ async fn jobs_concurrent_lockers_never_interleave(be: &Backend) {
         let stores = be.nth(w).clone();
         let (id, inside, overlaps) = (id.clone(), inside.clone(), overlaps.clone());
         async move {
-            for _ in 0..rounds {
+            for round in 0..rounds {
                 let mut g = stores.jobs.lock(&id).await.unwrap().unwrap();
                 if inside.swap(true, Ordering::SeqCst) {
                     overlaps.fetch_add(1, Ordering::SeqCst);
@@ -191,7 +212,11 @@ async fn jobs_concurrent_lockers_never_interleave(be: &Backend) {
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 g.state_history.insert("n".into(), json!(n + 1));
                 inside.store(false, Ordering::SeqCst);
-                stores.jobs.save(&g).await.unwrap();
+                // Half the rounds save and drop the guard, half commit.
+                match round % 2 {
+                    0 => stores.jobs.save(&g).await.unwrap(),
+                    _ => stores.jobs.commit(g).await.unwrap(),
+                }
             }
         }
     });
@@ -442,7 +467,7 @@ fn worker(id: &str, skills: &[&str]) -> WorkerInfo {
     }))
 }
 
-fn task(job: &str, skill: &str, priority: f64, seq: u64) -> QueuedTask {
+fn task(job: &str, skill: &str, priority: f64) -> QueuedTask {
     let mut spec = TaskSpec::new(skill);
     spec.priority = priority;
     QueuedTask {
@@ -452,12 +477,8 @@ fn task(job: &str, skill: &str, priority: f64, seq: u64) -> QueuedTask {
         priority,
         deadline_ms: None,
         enqueued_ms: now_ms(),
-        seq,
+        seq: 0, // stamped by enqueue
     }
-}
-
-async fn seq(ws: &Arc<dyn WorkerStore>) -> u64 {
-    ws.next_seq().await.unwrap()
 }
 
 const TTL: u64 = 60_000;
@@ -501,7 +522,7 @@ async fn workers_expire_claimed_once(be: &Backend) {
         let id = format!("dead-{i}-{}", uid());
         be.nth(i).workers.register(worker(&id, &["echo"]), 50).await.unwrap();
         for _ in 0..3 {
-            let t = task("job-x", "echo", 0.0, seq(&be.a.workers).await);
+            let t = task("job-x", "echo", 0.0);
             tasks.insert(t.task_id.clone());
             assert!(be.a.workers.enqueue(&id, t).await.unwrap());
         }
@@ -534,7 +555,7 @@ async fn queues_fifo_within_priority(be: &Backend) {
     let mut expected = Vec::new();
     let mut all = Vec::new();
     for p in [1.0, 5.0, 1.0, 5.0, 3.0, 1.0] {
-        let t = task("j", "echo", p, seq(&be.nth(all.len()).workers).await);
+        let t = task("j", "echo", p);
         all.push(t.clone());
         assert!(be.nth(all.len()).workers.enqueue(&id, t).await.unwrap());
     }
@@ -543,16 +564,22 @@ async fn queues_fifo_within_priority(be: &Backend) {
     }
     assert_eq!(be.a.workers.queue_depth().await.unwrap(), 6);
     let mut popped = Vec::new();
+    let mut stamped: Vec<(f64, u64)> = Vec::new();
     for i in 0..6 {
         let t = be.nth(i).workers.pop(&id, now_ms()).await.unwrap().expect("queued");
         assert!(be.a.workers.task_known(&t.task_id).await.unwrap(), "running tasks are known");
+        stamped.push((t.priority, t.seq));
         popped.push(t.task_id);
     }
     assert_eq!(popped, expected, "highest priority first, FIFO within a priority");
+    assert!(
+        stamped.windows(2).all(|w| w[0].0 != w[1].0 || w[0].1 < w[1].1),
+        "enqueue stamps the arrival order: {stamped:?}"
+    );
     assert!(be.b.workers.pop(&id, now_ms()).await.unwrap().is_none());
     let load = be.a.workers.live_workers(now_ms()).await.unwrap().into_iter().find(|w| w.info.worker_id == id).unwrap();
     assert_eq!((load.queued, load.running), (0, 6));
-    assert!(!be.a.workers.enqueue(&format!("ghost-{}", uid()), task("j", "echo", 0.0, 0)).await.unwrap());
+    assert!(!be.a.workers.enqueue(&format!("ghost-{}", uid()), task("j", "echo", 0.0)).await.unwrap());
 }
 
 async fn queues_each_task_popped_once(be: &Backend) {
@@ -560,7 +587,7 @@ async fn queues_each_task_popped_once(be: &Backend) {
     be.a.workers.register(worker(&id, &["echo"]), TTL).await.unwrap();
     let mut ids = HashSet::new();
     for i in 0..100 {
-        let t = task("j", "echo", (i % 3) as f64, seq(&be.a.workers).await);
+        let t = task("j", "echo", (i % 3) as f64);
         ids.insert(t.task_id.clone());
         be.nth(i).workers.enqueue(&id, t).await.unwrap();
     }
@@ -586,14 +613,14 @@ async fn queues_steal_second_task(be: &Backend) {
     be.a.workers.register(worker(&other, &["echo"]), TTL).await.unwrap();
     let mut echo = Vec::new();
     for (skill, p) in [("echo", 1.0), ("gpu", 9.0), ("echo", 1.0), ("echo", 1.0)] {
-        let t = task("j", skill, p, seq(&be.a.workers).await);
+        let t = task("j", skill, p);
         if skill == "echo" {
             echo.push(t.task_id.clone());
         }
         be.a.workers.enqueue(&victim, t).await.unwrap();
     }
     // `other` has one queued task only: never a victim.
-    be.a.workers.enqueue(&other, task("j", "echo", 0.0, seq(&be.a.workers).await)).await.unwrap();
+    be.a.workers.enqueue(&other, task("j", "echo", 0.0)).await.unwrap();
     let skills = vec!["echo".to_owned()];
     let stolen = be.b.workers.steal(&thief, &skills, now_ms()).await.unwrap().expect("a task to steal");
     assert_eq!(stolen.task_id, echo[1], "the victim keeps its next task; the thief gets the one after");
@@ -611,9 +638,9 @@ async fn queues_steal_second_task(be: &Backend) {
 async fn queues_cancel_and_finished(be: &Backend) {
     let id = format!("w-{}", uid());
     be.a.workers.register(worker(&id, &["echo"]), TTL).await.unwrap();
-    let queued = task("j", "echo", 0.0, seq(&be.a.workers).await);
-    let running = task("j", "echo", 1.0, seq(&be.a.workers).await);
-    let done = task("j", "echo", 2.0, seq(&be.a.workers).await);
+    let queued = task("j", "echo", 0.0);
+    let running = task("j", "echo", 1.0);
+    let done = task("j", "echo", 2.0);
     for t in [&queued, &running, &done] {
         be.a.workers.enqueue(&id, t.clone()).await.unwrap();
     }
@@ -640,7 +667,7 @@ async fn queues_overdue_claimed_once(be: &Backend) {
     let mut dispatch = HashSet::new();
     let mut execution = HashSet::new();
     for i in 0..10 {
-        let mut t = task(&format!("job-{i}"), "echo", 0.0, seq(&be.a.workers).await);
+        let mut t = task(&format!("job-{i}"), "echo", 0.0);
         t.spec.dispatch_timeout_seconds = Some(0.001);
         dispatch.insert(t.task_id.clone());
         be.a.workers.enqueue(&id, t).await.unwrap();
@@ -662,7 +689,7 @@ async fn queues_overdue_claimed_once(be: &Backend) {
     let worker2 = format!("w2-{}", uid());
     be.a.workers.register(worker(&worker2, &["echo"]), TTL).await.unwrap();
     for i in 0..6u32 {
-        let mut t = task(&format!("run-{i}"), "echo", 0.0, seq(&be.a.workers).await);
+        let mut t = task(&format!("run-{i}"), "echo", 0.0);
         if i.is_multiple_of(2) {
             t.spec.timeout_seconds = Some(0.001);
         }
@@ -670,7 +697,7 @@ async fn queues_overdue_claimed_once(be: &Backend) {
         be.a.workers.enqueue(&worker2, t).await.unwrap();
     }
     // A task that is not overdue.
-    let mut fresh = task("fresh", "echo", 0.0, seq(&be.a.workers).await);
+    let mut fresh = task("fresh", "echo", 0.0);
     fresh.spec.timeout_seconds = Some(3600.0);
     be.a.workers.enqueue(&worker2, fresh.clone()).await.unwrap();
     for _ in 0..7 {
@@ -733,7 +760,7 @@ async fn queues_remove_returns_tasks(be: &Backend) {
     be.a.workers.register(worker(&id, &["echo"]), TTL).await.unwrap();
     let mut all = HashSet::new();
     for _ in 0..3 {
-        let t = task("j", "echo", 0.0, seq(&be.a.workers).await);
+        let t = task("j", "echo", 0.0);
         all.insert(t.task_id.clone());
         be.a.workers.enqueue(&id, t).await.unwrap();
     }
@@ -772,6 +799,15 @@ async fn redis_lost_lease_cannot_overwrite() {
     assert!(matches!(be.a.jobs.save(&old).await, Err(StorageError::Conflict(_))));
     drop(old);
     assert_eq!(be.a.jobs.get(&id).await.unwrap().unwrap().current_state, "by-new-holder");
+    // The same for a commit, and the new holder's lock stays.
+    let mut old = be.a.jobs.lock(&id).await.unwrap().unwrap();
+    raw.query::<i64>(avto::server::redis::client::cmd("DEL").arg(raw.key(&format!("lock:job:{id}")))).await.unwrap();
+    let new = be.b.jobs.lock(&id).await.unwrap().unwrap();
+    old.current_state = "by-old-holder".into();
+    assert!(matches!(be.a.jobs.commit(old).await, Err(StorageError::Conflict(_))));
+    assert_eq!(be.a.jobs.get(&id).await.unwrap().unwrap().current_state, "by-new-holder");
+    assert!(tokio::time::timeout(Duration::from_millis(300), be.a.jobs.lock(&id)).await.is_err(), "still held");
+    be.b.jobs.commit(new).await.unwrap();
 }
 
 // Redis only: operations whose reply is lost (the connection killed under them) are sent again
@@ -812,6 +848,13 @@ async fn redis_retries_after_lost_replies_count_once() {
                 let mut g = stores.jobs.lock(&id).await.unwrap().unwrap();
                 g.status = status;
                 stores.jobs.save(&g).await.unwrap();
+            }
+            // A commit too: sent again after a lost reply, it finds its lock gone but its write done.
+            for status in [JobStatus::Running, JobStatus::Finished] {
+                let mut g = stores.jobs.lock(&id).await.unwrap().unwrap();
+                g.status = status;
+                g.current_state = format!("{status}");
+                stores.jobs.commit(g).await.unwrap();
             }
             for _ in 0..5 {
                 stores.data.incr(&ns, "n", 1).await.unwrap();

@@ -157,8 +157,24 @@ impl Core {
             job.tracing_context = tp.to_map();
         }
         self.observe_created(&job);
-        self.jobs.insert(job).await?;
-        self.drive(id.clone());
+        // With an execution slot free now, the job is stored locked and its first handler runs
+        // without locking it again; otherwise it waits for a slot like any other drive.
+        match self.exec.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let g = self.jobs.insert_locked(job).await?;
+                let (core, id) = (self.clone(), id.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    if let Err(e) = core.drive_locked(g).await {
+                        tracing::error!(job_id = %id, error = %e, "could not advance job");
+                    }
+                });
+            }
+            Err(_) => {
+                self.jobs.insert(job).await?;
+                self.drive(id.clone());
+            }
+        }
         Ok(id)
     }
 
@@ -174,9 +190,14 @@ impl Core {
     }
 
     async fn drive_now(self: &Arc<Self>, id: &str) -> Result<(), CoreError> {
-        let Some(mut g) = self.jobs.lock(id).await? else { return Ok(()) };
+        let Some(g) = self.jobs.lock(id).await? else { return Ok(()) };
+        self.drive_locked(g).await
+    }
+
+    /// Advances a job the caller holds locked (if it is runnable) and commits it.
+    async fn drive_locked(self: &Arc<Self>, mut g: JobGuard) -> Result<(), CoreError> {
         self.advance_locked(&mut g).await;
-        self.jobs.save(&g).await?;
+        self.jobs.commit(g).await?;
         Ok(())
     }
 
@@ -225,7 +246,7 @@ impl Core {
                                     core.place(&mut g, &t.task_id).await;
                                 }
                             }
-                            let _ = core.jobs.save(&g).await;
+                            let _ = core.jobs.commit(g).await;
                         }
                     });
                 }
@@ -318,7 +339,7 @@ impl Core {
                 if let Ok(Some(mut g)) = core.jobs.lock(&u.job_id).await {
                     if g.tasks_in_flight().any(|r| r.task_id == u.task_id && r.worker_id.is_none()) {
                         core.place(&mut g, &u.task_id).await;
-                        let _ = core.jobs.save(&g).await;
+                        let _ = core.jobs.commit(g).await;
                     }
                 }
             }
@@ -331,7 +352,7 @@ impl Core {
         if engine::resume_parent(&mut g, child, &mut out) {
             self.effects(&mut g, out).await;
             self.advance_locked(&mut g).await;
-            let _ = self.jobs.save(&g).await;
+            let _ = self.jobs.commit(g).await;
         }
     }
 
@@ -364,7 +385,7 @@ impl Core {
         }
         self.effects(&mut g, out).await;
         self.advance_locked(&mut g).await;
-        self.jobs.save(&g).await?;
+        self.jobs.commit(g).await?;
         Ok(disposition)
     }
 
@@ -388,7 +409,7 @@ impl Core {
         if moved {
             self.advance_locked(&mut g).await;
         }
-        self.jobs.save(&g).await?;
+        self.jobs.commit(g).await?;
         Ok(())
     }
 
@@ -397,7 +418,7 @@ impl Core {
         let Some(mut g) = self.jobs.lock(job_id).await? else { return Err(CoreError::JobNotFound) };
         let out = engine::cancel(&mut g)?;
         self.effects(&mut g, out).await;
-        self.jobs.save(&g).await?;
+        self.jobs.commit(g).await?;
         Ok(())
     }
 
@@ -406,7 +427,7 @@ impl Core {
         let Some(mut g) = self.jobs.lock(job_id).await? else { return Err(CoreError::JobNotFound) };
         engine::apply_approval(&mut g, decision)?;
         self.advance_locked(&mut g).await;
-        self.jobs.save(&g).await?;
+        self.jobs.commit(g).await?;
         Ok(())
     }
 
@@ -453,7 +474,7 @@ impl Core {
                         r.worker_id = None;
                         r.picked_up_at_ms = None;
                         core.place(&mut g, &task_id).await;
-                        let _ = core.jobs.save(&g).await;
+                        let _ = core.jobs.commit(g).await;
                     }
                 }
             }
@@ -517,7 +538,7 @@ impl Core {
             let out = engine::fail_task(&self.env, &mut g, &t.task_id, error);
             self.effects(&mut g, out).await;
             self.advance_locked(&mut g).await;
-            let _ = self.jobs.save(&g).await;
+            let _ = self.jobs.commit(g).await;
         }
         // Crash recovery, last: unsettled jobs nobody touched for a while (see `recover`). After
         // the timeouts above, so a task this pass just claimed as overdue is not taken for lost.
@@ -610,7 +631,7 @@ impl Core {
             }
             _ => return Ok(()),
         }
-        self.jobs.save(&g).await?;
+        self.jobs.commit(g).await?;
         Ok(())
     }
 
@@ -695,14 +716,15 @@ impl Core {
         let Some(record) = g.task_mut(&t.task_id) else { return Ok(None) };
         record.worker_id = Some(worker_id.to_owned());
         record.picked_up_at_ms = Some(now_ms());
-        self.jobs.save(&g).await?;
-        self.observe_pickup(Some(&g), &t.task_id);
-        Ok(Some(TaskContext {
+        let ctx = TaskContext {
             security: g.security.clone(),
             metadata: g.metadata.clone(),
             tracing_context: g.tracing_context.clone(),
             step: g.transition_count,
-        }))
+        };
+        self.observe_pickup(Some(&g), &t.task_id);
+        self.jobs.commit(g).await?;
+        Ok(Some(ctx))
     }
 
     /// Stores an STS token (hashed) for `worker_id`.

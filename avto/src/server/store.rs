@@ -49,10 +49,25 @@ impl std::ops::DerefMut for JobGuard {
 pub trait JobStore: Send + Sync + 'static {
     /// Stores a new job. Fails with `Conflict` if the id exists.
     fn insert(&self, job: Job) -> BoxFuture<'_, Result<(), StorageError>>;
+    /// Stores a new job and returns it locked, like [`JobStore::insert`] then [`JobStore::lock`]
+    /// (a distributed backend does both in one step). Fails with `Conflict` if the id exists.
+    fn insert_locked(&self, job: Job) -> BoxFuture<'_, Result<JobGuard, StorageError>> {
+        Box::pin(async move {
+            let id = job.id.clone();
+            self.insert(job).await?;
+            self.lock(&id).await?.ok_or_else(|| StorageError::Conflict(format!("job {id} vanished after its insert")))
+        })
+    }
     /// Locks a job for a read-modify-write (waits while another holder works on it).
     fn lock<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<JobGuard>, StorageError>>;
-    /// Makes the guard's changes durable and visible.
+    /// Makes the guard's changes durable and visible; the lock stays held.
     fn save<'a>(&'a self, guard: &'a JobGuard) -> BoxFuture<'a, Result<(), StorageError>>;
+    /// Saves like [`JobStore::save`] and releases the lock: what every read-modify-write ends
+    /// with. A distributed backend does both in one step (one round trip instead of two); on
+    /// error the guard is dropped, which releases the lock as usual.
+    fn commit(&self, guard: JobGuard) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move { self.save(&guard).await })
+    }
     /// A snapshot of a job.
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Job>, StorageError>>;
     /// Jobs of one client, newest first.

@@ -188,12 +188,9 @@ impl WorkerStore for MemoryWorkers {
         ready(inner.workers.values().map(|s| s.queue.len()).sum::<usize>() + inner.parked.len())
     }
 
-    fn next_seq(&self) -> Bf<'_, u64> {
-        ready(self.seq.fetch_add(1, AtomicOrdering::Relaxed))
-    }
-
-    fn enqueue<'a>(&'a self, worker_id: &'a str, task: QueuedTask) -> Bf<'a, bool> {
+    fn enqueue<'a>(&'a self, worker_id: &'a str, mut task: QueuedTask) -> Bf<'a, bool> {
         let mut inner = self.inner.lock().unwrap();
+        task.seq = self.seq.fetch_add(1, AtomicOrdering::Relaxed);
         let ok = match inner.workers.get_mut(worker_id) {
             Some(slot) => {
                 slot.queue.push(Queued(task));

@@ -135,7 +135,7 @@ pub struct QueuedTask {
     pub deadline_ms: Option<u64>,
     /// When the task was put on its queue (epoch ms).
     pub enqueued_ms: u64,
-    /// Arrival order (FIFO within a priority).
+    /// Arrival order (FIFO within a priority), stamped by [`WorkerStore::enqueue`].
     pub seq: u64,
 }
 
@@ -229,16 +229,26 @@ pub trait WorkerStore: Send + Sync + 'static {
     fn worker<'a>(&'a self, worker_id: &'a str) -> Bf<'a, Option<WorkerInfo>>;
     /// Live workers (TTL not passed), sorted by id, with their loads.
     fn live_workers(&self, now: u64) -> Bf<'_, Vec<WorkerLoad>>;
+    /// The live workers to choose from when placing a task. A backend where listing them is
+    /// costly may answer from a list up to a few hundred milliseconds old (with the tasks it
+    /// queued since counted in); [`WorkerStore::enqueue`] still refuses a worker that is gone.
+    fn dispatch_view(&self, now: u64) -> Bf<'_, Vec<WorkerLoad>> {
+        self.live_workers(now)
+    }
     /// Whether one worker is live (a backend can answer without listing every worker).
     fn is_live<'a>(&'a self, worker_id: &'a str, now: u64) -> Bf<'a, bool> {
         Box::pin(async move { Ok(self.live_workers(now).await?.iter().any(|w| w.info.worker_id == worker_id)) })
     }
     /// Tasks queued on all workers plus parked tasks.
     fn queue_depth(&self) -> Bf<'_, usize>;
-    /// A fresh sequence number (FIFO order across instances).
-    fn next_seq(&self) -> Bf<'_, u64>;
-    /// Queues a task on a worker; false if the worker is gone.
+    /// Queues a task on a worker, stamping its arrival order (`seq`: FIFO within a priority,
+    /// across instances); false if the worker is gone.
     fn enqueue<'a>(&'a self, worker_id: &'a str, task: QueuedTask) -> Bf<'a, bool>;
+    /// Whether [`WorkerStore::enqueue`] also publishes [`BusMessage::Wake`] to every instance
+    /// in the same step (so the dispatcher does not publish it again).
+    fn enqueue_wakes(&self) -> bool {
+        false
+    }
     /// Takes the next task of a worker's queue (highest priority, then FIFO) and records it as running.
     fn pop<'a>(&'a self, worker_id: &'a str, now: u64) -> Bf<'a, Option<QueuedTask>>;
     /// Moves one task from the longest queue of another live worker that offers `skills` to `thief`.
@@ -292,6 +302,40 @@ pub struct Dispatcher {
     rr: AtomicU64,
     ttl_ms: u64,
     min_reputation: f64,
+    rewards: Arc<Rewards>,
+}
+
+/// How long the rewards for successes are collected before they are sent to the store.
+const REWARD_BATCH: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Reputation rewards not sent to the store yet (see [`Dispatcher::adjust_reputation`]). Every
+/// successful result earns one, and sending each was a store round trip per job; collected per
+/// worker, they cost one per worker every [`REWARD_BATCH`]. A penalty sends the worker's pending
+/// rewards first, so changes reach the store in order and the clamping to [0, 1] gives what one
+/// by one would.
+#[derive(Default)]
+struct Rewards {
+    pending: Mutex<HashMap<String, f64>>,
+    /// Held while sending, so a penalty or a read never overtakes an earlier reward on its way.
+    sending: tokio::sync::Mutex<()>,
+}
+
+impl Rewards {
+    /// Sends the pending rewards of one worker (or of all); the caller holds `sending`.
+    async fn send(&self, store: &dyn WorkerStore, only: Option<&str>) {
+        let batch: Vec<(String, f64)> = {
+            let mut pending = self.pending.lock().unwrap();
+            match only {
+                Some(w) => pending.remove_entry(w).into_iter().collect(),
+                None => pending.drain().collect(),
+            }
+        };
+        for (worker_id, delta) in batch {
+            if let Err(e) = store.adjust_reputation(&worker_id, delta).await {
+                tracing::warn!(%worker_id, error = %e, "could not record a reputation reward");
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -310,6 +354,7 @@ impl Dispatcher {
             rr: AtomicU64::new(0),
             ttl_ms: ttl.as_millis() as u64,
             min_reputation,
+            rewards: Arc::default(),
         }
     }
 
@@ -346,10 +391,10 @@ impl Dispatcher {
         }
     }
 
-    async fn wake(&self, worker_id: &str) {
-        // Always wake a local long-poll directly: the bus may be reconnecting, and a second
-        // wake-up (from the bus) only makes the poll look at its queue once more.
-        self.wake_local(worker_id);
+    /// Wakes the worker's long-polls on other instances. (A local long-poll is always woken
+    /// directly as well: the bus may be reconnecting, and a second wake-up, from the bus, only
+    /// makes the poll look at its queue once more.)
+    async fn publish_wake(&self, worker_id: &str) {
         if let Some(bus) = &self.bus {
             let _ = bus.publish(BusMessage::Wake(worker_id.to_owned())).await;
         }
@@ -373,6 +418,9 @@ impl Dispatcher {
     }
 
     pub async fn worker(&self, worker_id: &str) -> Option<WorkerInfo> {
+        let sending = self.rewards.sending.lock().await;
+        self.rewards.send(&*self.store, Some(worker_id)).await;
+        drop(sending);
         self.store.worker(worker_id).await.ok().flatten()
     }
 
@@ -381,6 +429,9 @@ impl Dispatcher {
     }
 
     pub async fn live_workers(&self) -> Vec<WorkerLoad> {
+        let sending = self.rewards.sending.lock().await;
+        self.rewards.send(&*self.store, None).await;
+        drop(sending);
         self.store.live_workers(now_ms()).await.unwrap_or_default()
     }
 
@@ -397,10 +448,24 @@ impl Dispatcher {
         deadline_ms: Option<u64>,
     ) -> Result<String, NoWorker> {
         let storage = |e: StorageError| NoWorker::Storage(e.to_string());
+        // First from the store's dispatch view, which may be slightly old; from a fresh list when
+        // that view has no eligible worker (one may have just registered) or the chosen one is gone.
+        let mut fresh = false;
         for _ in 0..3 {
             let now = now_ms();
-            let workers = self.store.live_workers(now).await.map_err(storage)?;
-            let worker_id = self.choose(&workers, spec)?;
+            let workers = match fresh {
+                false => self.store.dispatch_view(now).await,
+                true => self.store.live_workers(now).await,
+            }
+            .map_err(storage)?;
+            let worker_id = match self.choose(&workers, spec) {
+                Ok(id) => id,
+                Err(_) if !fresh => {
+                    fresh = true;
+                    continue;
+                }
+                Err(no) => return Err(no),
+            };
             let task = QueuedTask {
                 job_id: job_id.to_owned(),
                 task_id: task_id.to_owned(),
@@ -408,13 +473,17 @@ impl Dispatcher {
                 priority: spec.priority,
                 deadline_ms,
                 enqueued_ms: now,
-                seq: self.store.next_seq().await.map_err(storage)?,
+                seq: 0,
             };
             if self.store.enqueue(&worker_id, task).await.map_err(storage)? {
-                self.wake(&worker_id).await;
+                self.wake_local(&worker_id);
+                if !self.store.enqueue_wakes() {
+                    self.publish_wake(&worker_id).await;
+                }
                 return Ok(worker_id);
             }
-            // The worker vanished between choosing and queueing: choose again.
+            // The worker vanished between choosing and queueing: choose again, from a fresh list.
+            fresh = true;
         }
         Err(NoWorker::Filtered("workers keep disappearing".into()))
     }
@@ -470,8 +539,16 @@ impl Dispatcher {
         if !steal {
             return Ok(None);
         }
-        let Some(me) = self.store.worker(worker_id).await? else { return Ok(None) };
-        let skills: Vec<String> = me.skills.iter().map(|s| s.name.clone()).collect();
+        // The thief's skills from the dispatch view (kept for dispatch anyway) rather than a read
+        // of its record on every empty poll.
+        let view = self.store.dispatch_view(now).await?;
+        let skills: Vec<String> = match view.iter().find(|w| w.info.worker_id == worker_id) {
+            Some(me) => me.info.skills.iter().map(|s| s.name.clone()).collect(),
+            None => match self.store.worker(worker_id).await? {
+                Some(me) => me.skills.iter().map(|s| s.name.clone()).collect(),
+                None => return Ok(None),
+            },
+        };
         self.store.steal(worker_id, &skills, now).await
     }
 
@@ -497,7 +574,30 @@ impl Dispatcher {
         self.store.remove(worker_id).await.unwrap_or_default()
     }
 
+    /// Changes a worker's reputation. Rewards (`delta > 0`, one per successful result) are sent
+    /// to the store in batches every 250 ms, penalties at once after the worker's pending rewards;
+    /// reads through the dispatcher send pending rewards first. Other instances see a reward up
+    /// to 250 ms late, and a crash loses at most that much of them.
     pub async fn adjust_reputation(&self, worker_id: &str, delta: f64) {
+        if delta > 0.0 {
+            let first = {
+                let mut pending = self.rewards.pending.lock().unwrap();
+                let first = pending.is_empty();
+                *pending.entry(worker_id.to_owned()).or_insert(0.0) += delta;
+                first
+            };
+            if first {
+                let (store, rewards) = (self.store.clone(), self.rewards.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(REWARD_BATCH).await;
+                    let _sending = rewards.sending.lock().await;
+                    rewards.send(&*store, None).await;
+                });
+            }
+            return;
+        }
+        let _sending = self.rewards.sending.lock().await;
+        self.rewards.send(&*self.store, Some(worker_id)).await;
         let _ = self.store.adjust_reputation(worker_id, delta).await;
     }
 

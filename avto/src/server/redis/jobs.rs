@@ -14,13 +14,17 @@ use crate::job::{now_ms, Job, JobStatus};
 use crate::server::store::{is_unsettled, JobGuard, JobStore};
 use crate::storage::StorageError;
 
+/// Stores a new job and, given a token, locks it for that token.
 static INSERT: LazyLock<Script> = LazyLock::new(|| {
     lua(r#"
-local id, json, client, created, status, unsettled, now = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local id, json, client, created, status, unsettled, now, token, lease =
+  ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local k = P .. 'job:' .. id
+local lk = P .. 'lock:job:' .. id
 local cur = redis.call('GET', k)
 if cur then
-  if cur == json then return 1 end
+  -- Sent again after a lost reply: the first attempt stored this very document (and took the lock).
+  if cur == json and (token == '' or redis.call('GET', lk) == token) then return 1 end
   return 0
 end
 redis.call('SET', k, json)
@@ -29,6 +33,7 @@ redis.call('ZADD', P .. 'jobs:client:' .. client, created, id)
 redis.call('HINCRBY', P .. 'counts', status, 1)
 redis.call('HINCRBY', P .. 'counts:client:' .. client, status, 1)
 if unsettled == '1' then redis.call('ZADD', P .. 'stale', now, id) end
+if token ~= '' then redis.call('SET', lk, token, 'PX', lease) end
 return 1
 "#)
 });
@@ -50,33 +55,67 @@ return {2, j}
 "#)
 });
 
-static SAVE: LazyLock<Script> = LazyLock::new(|| {
-    lua(r#"
+/// Writes a job held under the lock `lk` by `token` (the shared part of [`SAVE`] and
+/// [`COMMIT`]): the document, the status counts and the stale index. False (nothing written)
+/// when the token no longer holds the lock.
+const WRITE: &str = r#"
 local id, token, json, new, client, unsettled, now, lease =
   ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local lk = P .. 'lock:job:' .. id
-if redis.call('GET', lk) ~= token then return 0 end
-redis.call('SET', P .. 'job:' .. id, json)
--- The stored status (not the caller's idea of it), so a save sent again after a lost reply
--- does not count twice.
-local old = redis.call('HGET', P .. 'jobstatus', id)
-if old ~= new then
-  if old then
-    redis.call('HINCRBY', P .. 'counts', old, -1)
-    redis.call('HINCRBY', P .. 'counts:client:' .. client, old, -1)
+local function write()
+  if redis.call('GET', lk) ~= token then return false end
+  redis.call('SET', P .. 'job:' .. id, json)
+  -- The stored status (not the caller's idea of it), so a save sent again after a lost reply
+  -- does not count twice.
+  local old = redis.call('HGET', P .. 'jobstatus', id)
+  if old ~= new then
+    if old then
+      redis.call('HINCRBY', P .. 'counts', old, -1)
+      redis.call('HINCRBY', P .. 'counts:client:' .. client, old, -1)
+    end
+    redis.call('HINCRBY', P .. 'counts', new, 1)
+    redis.call('HINCRBY', P .. 'counts:client:' .. client, new, 1)
+    redis.call('HSET', P .. 'jobstatus', id, new)
   end
-  redis.call('HINCRBY', P .. 'counts', new, 1)
-  redis.call('HINCRBY', P .. 'counts:client:' .. client, new, 1)
-  redis.call('HSET', P .. 'jobstatus', id, new)
+  if unsettled == '1' then
+    redis.call('ZADD', P .. 'stale', now, id)
+  else
+    redis.call('ZREM', P .. 'stale', id)
+  end
+  return true
 end
-if unsettled == '1' then
-  redis.call('ZADD', P .. 'stale', now, id)
-else
-  redis.call('ZREM', P .. 'stale', id)
-end
+"#;
+
+static SAVE: LazyLock<Script> = LazyLock::new(|| {
+    lua(&[
+        WRITE,
+        r#"
+if not write() then return 0 end
 redis.call('PEXPIRE', lk, lease)
 return 1
-"#)
+"#,
+    ]
+    .concat())
+});
+
+/// Save and release in one step. The lock is gone after the first attempt, so a retry after a
+/// lost reply cannot tell by the lock that it was applied: it looks at the document instead
+/// (the job holding exactly this document means the write happened, or changes nothing). Should
+/// another holder have locked and changed the job in between, the retry reports `Conflict` for a
+/// write that did happen, as for a lost lease.
+static COMMIT: LazyLock<Script> = LazyLock::new(|| {
+    lua(&[
+        WRITE,
+        r#"
+if not write() then
+  if redis.call('GET', P .. 'job:' .. id) == json then return 1 end
+  return 0
+end
+redis.call('DEL', lk)
+return 1
+"#,
+    ]
+    .concat())
 });
 
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
@@ -109,6 +148,11 @@ for _, id in ipairs(ids) do redis.call('ZADD', P .. 'stale', 'XX', now, id) end
 return answer(ids)
 "#)
 });
+
+/// A fresh lock token.
+fn new_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
 
 /// Jobs in Redis.
 #[derive(Debug, Clone)]
@@ -148,7 +192,8 @@ impl Waiters {
     }
 }
 
-/// What keeps a Redis job lock: the token and the renewal task. Dropping it releases the lock.
+/// What keeps a Redis job lock: the token and the renewal task. Dropping it releases the lock
+/// (unless a commit released it already).
 struct Lease {
     conn: RedisConn,
     job_id: String,
@@ -157,11 +202,17 @@ struct Lease {
     lost: Arc<AtomicBool>,
     renew: tokio::task::JoinHandle<()>,
     waiters: Arc<Waiters>,
+    /// Set by a successful commit, which deleted the lock itself.
+    committed: bool,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         self.renew.abort();
+        if self.committed {
+            self.waiters.released(&self.job_id);
+            return;
+        }
         let conn = self.conn.clone();
         let key = conn.key(&format!("lock:job:{}", self.job_id));
         let token = std::mem::take(&mut self.token);
@@ -184,6 +235,81 @@ impl RedisJobs {
 
     fn lease_ms(&self) -> u64 {
         self.lease.as_millis() as u64
+    }
+
+    /// Runs [`INSERT`], taking the lock for `token` unless it is empty.
+    async fn insert_as(&self, job: &Job, token: &str) -> Result<(), StorageError> {
+        let unsettled = if is_unsettled(job.status) { "1" } else { "0" };
+        let inserted: i64 = self
+            .conn
+            .script(
+                &INSERT,
+                false,
+                &[
+                    &job.id,
+                    &to_json(job),
+                    &job.client.name,
+                    &job.created_at_ms,
+                    &job.status.as_str(),
+                    &unsettled,
+                    &now_ms(),
+                    &token,
+                    &self.lease_ms(),
+                ],
+            )
+            .await?;
+        match inserted {
+            1 => Ok(()),
+            _ => Err(StorageError::Conflict(format!("job {} exists", job.id))),
+        }
+    }
+
+    /// The lease of a lock just taken for `token`.
+    fn lease(&self, job_id: &str, client: &str, token: String) -> Lease {
+        let lost = Arc::new(AtomicBool::new(false));
+        Lease {
+            conn: self.conn.clone(),
+            job_id: job_id.to_owned(),
+            client: client.to_owned(),
+            renew: self.start_renewal(job_id, &token, lost.clone()),
+            token,
+            lost,
+            waiters: self.waiters.clone(),
+            committed: false,
+        }
+    }
+
+    /// Runs [`SAVE`] or [`COMMIT`] for the holder of `lease`; `Conflict` once the lock is lost.
+    async fn write(&self, script: &Script, job: &Job, lease: &Lease) -> Result<(), StorageError> {
+        if lease.lost.load(Ordering::SeqCst) {
+            return Err(StorageError::Conflict(format!("the lock on job {} was lost; changes discarded", job.id)));
+        }
+        let unsettled = if is_unsettled(job.status) { "1" } else { "0" };
+        let saved: i64 = self
+            .conn
+            .script(
+                script,
+                false,
+                &[
+                    &job.id,
+                    &lease.token,
+                    &to_json(job),
+                    &job.status.as_str(),
+                    &lease.client,
+                    &unsettled,
+                    &now_ms(),
+                    &self.lease_ms(),
+                ],
+            )
+            .await?;
+        if saved != 1 {
+            lease.lost.store(true, Ordering::SeqCst);
+            return Err(StorageError::Conflict(format!(
+                "the lock on job {} was lost (another instance took over); changes discarded",
+                job.id
+            )));
+        }
+        Ok(())
     }
 
     fn start_renewal(&self, job_id: &str, token: &str, lost: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
@@ -210,35 +336,21 @@ impl RedisJobs {
 
 impl JobStore for RedisJobs {
     fn insert(&self, job: Job) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move { self.insert_as(&job, "").await })
+    }
+
+    fn insert_locked(&self, job: Job) -> BoxFuture<'_, Result<JobGuard, StorageError>> {
         Box::pin(async move {
-            let json = to_json(&job);
-            let unsettled = if is_unsettled(job.status) { "1" } else { "0" };
-            let inserted: i64 = self
-                .conn
-                .script(
-                    &INSERT,
-                    false,
-                    &[
-                        &job.id,
-                        &json,
-                        &job.client.name,
-                        &job.created_at_ms,
-                        &job.status.as_str(),
-                        &unsettled,
-                        &now_ms(),
-                    ],
-                )
-                .await?;
-            match inserted {
-                1 => Ok(()),
-                _ => Err(StorageError::Conflict(format!("job {} exists", job.id))),
-            }
+            let token = new_token();
+            self.insert_as(&job, &token).await?;
+            let lease = self.lease(&job.id, &job.client.name, token);
+            Ok(JobGuard::Leased { job, lease: Box::new(lease) })
         })
     }
 
     fn lock<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<JobGuard>, StorageError>> {
         Box::pin(async move {
-            let token = uuid::Uuid::new_v4().simple().to_string();
+            let token = new_token();
             let mut delay = Duration::from_millis(1);
             let mut waiter: Option<Arc<tokio::sync::Notify>> = None;
             loop {
@@ -250,16 +362,7 @@ impl JobStore for RedisJobs {
                     Some(2) => {
                         let json = parts.get(1).and_then(reply::string).unwrap_or_default();
                         let job: Job = from_json(&format!("job {id}"), &json)?;
-                        let lost = Arc::new(AtomicBool::new(false));
-                        let lease = Lease {
-                            conn: self.conn.clone(),
-                            job_id: id.to_owned(),
-                            client: job.client.name.clone(),
-                            renew: self.start_renewal(id, &token, lost.clone()),
-                            token,
-                            lost,
-                            waiters: self.waiters.clone(),
-                        };
+                        let lease = self.lease(id, &job.client.name, token);
                         return Ok(Some(JobGuard::Leased { job, lease: Box::new(lease) }));
                     }
                     Some(1) => return Ok(None),
@@ -291,34 +394,20 @@ impl JobStore for RedisJobs {
             let Some(lease) = lease.downcast_ref::<Lease>() else {
                 return Err(StorageError::Conflict("foreign job guard".into()));
             };
-            if lease.lost.load(Ordering::SeqCst) {
-                return Err(StorageError::Conflict(format!("the lock on job {} was lost; changes discarded", job.id)));
-            }
-            let unsettled = if is_unsettled(job.status) { "1" } else { "0" };
-            let saved: i64 = self
-                .conn
-                .script(
-                    &SAVE,
-                    false,
-                    &[
-                        &job.id,
-                        &lease.token,
-                        &to_json(job),
-                        &job.status.as_str(),
-                        &lease.client,
-                        &unsettled,
-                        &now_ms(),
-                        &self.lease_ms(),
-                    ],
-                )
-                .await?;
-            if saved != 1 {
-                lease.lost.store(true, Ordering::SeqCst);
-                return Err(StorageError::Conflict(format!(
-                    "the lock on job {} was lost (another instance took over); changes discarded",
-                    job.id
-                )));
-            }
+            self.write(&SAVE, job, lease).await
+        })
+    }
+
+    fn commit(&self, guard: JobGuard) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move {
+            let JobGuard::Leased { job, lease } = guard else {
+                return Err(StorageError::Conflict("a memory job guard cannot be saved to Redis".into()));
+            };
+            let Ok(mut lease) = lease.downcast::<Lease>() else {
+                return Err(StorageError::Conflict("foreign job guard".into()));
+            };
+            self.write(&COMMIT, &job, &lease).await?;
+            lease.committed = true;
             Ok(())
         })
     }

@@ -5,7 +5,9 @@
 //! zset scored `-priority` whose members are `{seq:020}:{task_id}`: equal scores pop in
 //! lexicographic, i.e. FIFO, order.
 
-use std::sync::{Arc, LazyLock};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use redis::{Script, Value};
 use serde_json::Value as Json;
@@ -14,13 +16,15 @@ use super::{from_json, reply, to_json, RedisConn, LUA_PRELUDE};
 use crate::job::now_ms;
 use crate::server::dispatch::memory::dispatch_deadline;
 use crate::server::dispatch::{
-    Bf, Orphan, Overdue, OverdueTask, QueuedTask, Unassigned, WorkerInfo, WorkerLoad, WorkerStore,
+    Bf, BusMessage, Orphan, Overdue, OverdueTask, QueuedTask, Unassigned, WorkerInfo, WorkerLoad, WorkerStore,
 };
 use crate::storage::StorageError;
 
 const TASKS: &str = r#"
 local function tkey(tid) return P .. 't:' .. tid end
 local function qkey(w) return P .. 'w:q:' .. w end
+-- A queued task handed back: its arrival order (the member's 20 digits) then its JSON.
+local function queued(member, data) return string.sub(member, 1, 20) .. data end
 -- Removes a task from wherever it is and forgets it; returns its location and worker.
 local function detach(tid)
   local t = redis.call('HMGET', tkey(tid), 'loc', 'worker', 'member', 'type')
@@ -39,7 +43,8 @@ local function detach(tid)
   redis.call('DEL', tkey(tid))
   return loc, w
 end
--- Takes a queued member off worker w's queue and records it as running on `runner`.
+-- Takes a queued member off worker w's queue and records it as running on `runner`; returns
+-- the task as `queued()` hands it back.
 local function run(w, member, runner, now)
   local tid = string.sub(member, 22)
   redis.call('ZREM', qkey(w), member)
@@ -58,15 +63,15 @@ local function run(w, member, runner, now)
   end
   if due ~= nil then redis.call('ZADD', P .. 'due:run', due, tid) end
   if t[3] == '' then redis.call('ZADD', P .. 'due:rund', now, tid) end
-  return t[2]
+  return queued(member, t[2])
 end
--- Removes worker w with everything it holds; returns {queued task JSONs}, {task id, job id, ...}.
+-- Removes worker w with everything it holds; returns {queued tasks}, {task id, job id, ...}.
 local function drain(w)
   local qs, rs = {}, {}
   for _, member in ipairs(redis.call('ZRANGE', qkey(w), 0, -1)) do
     local tid = string.sub(member, 22)
     local d = redis.call('HGET', tkey(tid), 'data')
-    if d then table.insert(qs, d) end
+    if d then table.insert(qs, queued(member, d)) end
     redis.call('DEL', tkey(tid))
     redis.call('ZREM', P .. 'due:q', tid)
   end
@@ -167,24 +172,32 @@ return n
     )
 });
 
+/// Stamps the arrival order, queues, and wakes the worker's long-polls on every instance.
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-local w, tid, job, ty, data, member, score, timeout, deadline, due =
+local w, tid, job, ty, data, score, timeout, deadline, due, wake =
   ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
 if redis.call('EXISTS', P .. 'w:info:' .. w) == 0 then return 0 end
+-- Sent again after a lost reply, the task keeps its place in the queue.
+local cur = redis.call('HMGET', tkey(tid), 'loc', 'worker', 'member')
+local member = cur[3]
+if cur[1] ~= 'q' or cur[2] ~= w then
+  member = string.format('%020d', redis.call('INCR', P .. 'seq')) .. ':' .. tid
+end
 detach(tid)
 redis.call('ZADD', qkey(w), score, member)
 redis.call('HINCRBY', P .. 'w:qt:' .. w, ty, 1)
 redis.call('HSET', tkey(tid), 'job', job, 'type', ty, 'data', data, 'loc', 'q', 'worker', w, 'member', member,
   'timeout', timeout, 'deadline', deadline)
 if due ~= '' then redis.call('ZADD', P .. 'due:q', due, tid) end
+redis.call('PUBLISH', P .. 'bus', wake)
 return 1
 "#,
     )
 });
 
-/// The popped task's JSON, or ''.
+/// The popped task (see `queued`), or ''.
 static POP: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -201,7 +214,7 @@ end
     )
 });
 
-/// Steals the victim's second task (in pop order) among the thief's skills; its JSON, or ''.
+/// Steals the victim's second task (in pop order) among the thief's skills (see `queued`), or ''.
 static STEAL: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -304,7 +317,7 @@ return 0
     )
 });
 
-/// {{queued JSON...}, {task id, job id, ...}}
+/// {{queued task (see `queued`)...}, {task id, job id, ...}}
 static REMOVE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -372,7 +385,7 @@ return answer(out)
     )
 });
 
-/// {{worker ids}, {queued JSON...}, {task id, job id, worker id, ...}}
+/// {{worker ids}, {queued task (see `queued`)...}, {task id, job id, worker id, ...}}
 static EXPIRE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -395,18 +408,53 @@ return answer({ids, qs, rs})
     )
 });
 
+/// How old the dispatch view may get before it is listed again.
+const VIEW_TTL: Duration = Duration::from_millis(200);
+
 /// Workers, queues and running tasks in Redis.
 #[derive(Debug, Clone)]
 pub struct RedisWorkers {
     conn: RedisConn,
-    /// Worker records as last parsed (dispatch lists every live worker for each task; a record
-    /// only changes with registrations and heartbeats, so most listings parse nothing).
-    parsed: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (String, WorkerInfo)>>>,
+    /// Worker records as last parsed (a record only changes with registrations and heartbeats,
+    /// so most listings parse nothing).
+    parsed: Arc<Mutex<HashMap<String, (String, WorkerInfo)>>>,
+    view: Arc<View>,
+}
+
+/// The dispatch view: live workers as listed at most [`VIEW_TTL`] ago, plus the tasks this
+/// instance queued on them since. Listing every live worker with its loads for each task placed
+/// was the most expensive script per job; a slightly old view only affects which worker is
+/// chosen (a gone worker is refused by the enqueue script, and the dispatcher then lists afresh).
+#[derive(Debug, Default)]
+struct View {
+    list: Mutex<Option<(Instant, Vec<WorkerLoad>)>>,
+    /// One listing at a time: callers that find the view old while it is being listed wait for
+    /// that listing instead of sending their own.
+    listing: tokio::sync::Mutex<()>,
+}
+
+impl View {
+    fn current(&self) -> Option<Vec<WorkerLoad>> {
+        let list = self.list.lock().unwrap();
+        list.as_ref().filter(|(at, _)| at.elapsed() < VIEW_TTL).map(|(_, v)| v.clone())
+    }
+
+    fn forget(&self) {
+        *self.list.lock().unwrap() = None;
+    }
+
+    fn count_queued(&self, worker_id: &str) {
+        if let Some((_, v)) = self.list.lock().unwrap().as_mut() {
+            if let Some(w) = v.iter_mut().find(|w| w.info.worker_id == worker_id) {
+                w.queued += 1;
+            }
+        }
+    }
 }
 
 impl RedisWorkers {
     pub fn new(conn: RedisConn) -> Self {
-        RedisWorkers { conn, parsed: Default::default() }
+        RedisWorkers { conn, parsed: Default::default(), view: Default::default() }
     }
 
     fn parse_info(&self, id: &str, json: &str, reputation: Option<String>) -> Result<WorkerInfo, StorageError> {
@@ -432,8 +480,14 @@ impl RedisWorkers {
         Ok(info)
     }
 
-    fn parse_task(json: &str) -> Result<QueuedTask, StorageError> {
-        from_json("queued task", json)
+    /// A queued task as the scripts hand it back: its arrival order (20 digits, the start of its
+    /// queue member) then its JSON.
+    fn parse_task(s: &str) -> Result<QueuedTask, StorageError> {
+        let corrupt = || StorageError::Corrupt(format!("queued task without its arrival order: {s:.40}"));
+        let (seq, json) = s.split_at_checked(20).ok_or_else(corrupt)?;
+        let mut task: QueuedTask = from_json("queued task", json)?;
+        task.seq = seq.parse().map_err(|_| corrupt())?;
+        Ok(task)
     }
 
     fn parse_drained(qs: Value, rs: Value, per: usize) -> Result<(Vec<QueuedTask>, Vec<Orphan>), StorageError> {
@@ -462,6 +516,7 @@ impl WorkerStore for RedisWorkers {
             let expiry = now_ms() + ttl_ms;
             let rep = format!("{}", info.reputation);
             self.conn.script::<i64>(&REGISTER, false, &[&info.worker_id, &to_json(&info), &expiry, &rep]).await?;
+            self.view.forget();
             Ok(())
         })
     }
@@ -528,6 +583,21 @@ impl WorkerStore for RedisWorkers {
         })
     }
 
+    fn dispatch_view(&self, now: u64) -> Bf<'_, Vec<WorkerLoad>> {
+        Box::pin(async move {
+            if let Some(v) = self.view.current() {
+                return Ok(v);
+            }
+            let _listing = self.view.listing.lock().await;
+            if let Some(v) = self.view.current() {
+                return Ok(v);
+            }
+            let list = self.live_workers(now).await?;
+            *self.view.list.lock().unwrap() = Some((Instant::now(), list.clone()));
+            Ok(list)
+        })
+    }
+
     fn is_live<'a>(&'a self, worker_id: &'a str, now: u64) -> Bf<'a, bool> {
         Box::pin(async move {
             let expiry: Option<f64> =
@@ -540,13 +610,9 @@ impl WorkerStore for RedisWorkers {
         Box::pin(async move { Ok(self.conn.script::<i64>(&DEPTH, false, &[]).await?.max(0) as usize) })
     }
 
-    fn next_seq(&self) -> Bf<'_, u64> {
-        Box::pin(async move { self.conn.query(redis::cmd("INCR").arg(self.conn.key("seq"))).await })
-    }
-
     fn enqueue<'a>(&'a self, worker_id: &'a str, task: QueuedTask) -> Bf<'a, bool> {
         Box::pin(async move {
-            let member = format!("{:020}:{}", task.seq, task.task_id);
+            let wake = to_json(&BusMessage::Wake(worker_id.to_owned()));
             let timeout = opt(task.spec.timeout_seconds.map(|s| (s * 1000.0) as u64));
             let due = opt(dispatch_deadline(&task.spec, task.enqueued_ms, task.deadline_ms));
             let ok: i64 = self
@@ -560,16 +626,24 @@ impl WorkerStore for RedisWorkers {
                         &task.job_id,
                         &task.spec.task_type,
                         &to_json(&task),
-                        &member,
                         &(-task.priority),
                         &timeout,
                         &opt(task.deadline_ms),
                         &due,
+                        &wake,
                     ],
                 )
                 .await?;
+            match ok {
+                1 => self.view.count_queued(worker_id),
+                _ => self.view.forget(),
+            }
             Ok(ok == 1)
         })
+    }
+
+    fn enqueue_wakes(&self) -> bool {
+        true
     }
 
     fn pop<'a>(&'a self, worker_id: &'a str, now: u64) -> Bf<'a, Option<QueuedTask>> {
@@ -644,6 +718,7 @@ impl WorkerStore for RedisWorkers {
             for o in &mut orphans {
                 o.worker_id = worker_id.to_owned();
             }
+            self.view.forget();
             Ok((queued, orphans))
         })
     }
@@ -678,6 +753,9 @@ impl WorkerStore for RedisWorkers {
             let ids = reply::strings(parts.next().unwrap_or(Value::Nil))?;
             for id in &ids {
                 tracing::warn!(worker_id = %id, "worker expired (no heartbeat); re-queueing its tasks");
+            }
+            if !ids.is_empty() {
+                self.view.forget();
             }
             let (qs, rs) = (parts.next().unwrap_or(Value::Nil), parts.next().unwrap_or(Value::Nil));
             Self::parse_drained(qs, rs, 3)
