@@ -125,18 +125,24 @@ async fn hook_server(waiters: Waiters) -> String {
     use axum::routing::post;
     let app = axum::Router::new().route(
         "/hook",
-        post(move |axum::Json(body): axum::Json<Value>| {
+        post(move |body: axum::body::Bytes| {
             let waiters = waiters.clone();
             async move {
                 let now = Instant::now();
-                if let Some(id) = body["job_id"].as_str() {
+                // Only the job id is needed: read it without building the whole body as a Value.
+                #[derive(serde::Deserialize)]
+                struct Hook<'a> {
+                    #[serde(borrow)]
+                    job_id: std::borrow::Cow<'a, str>,
+                }
+                if let Ok(hook) = serde_json::from_slice::<Hook<'_>>(&body) {
                     let mut w = waiters.lock().unwrap();
-                    match w.remove(id) {
+                    match w.remove(hook.job_id.as_ref()) {
                         Some(Wait::Waiting(tx)) => {
                             let _ = tx.send(now);
                         }
                         _ => {
-                            w.insert(id.to_owned(), Wait::Done(now));
+                            w.insert(hook.job_id.into_owned(), Wait::Done(now));
                         }
                     }
                 }
