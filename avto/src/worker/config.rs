@@ -347,6 +347,12 @@ impl WorkerConfig {
             if !(o.url.starts_with("http://") || o.url.starts_with("https://")) {
                 return Err(WorkerError::Config(format!("orchestrator URL must be http(s)://, got '{}'", o.url)));
             }
+            if o.url.starts_with("https://") && !cfg!(feature = "tls") {
+                return Err(WorkerError::Config(format!(
+                    "'{}': https:// needs avto's `tls` feature (this build has no TLS)",
+                    o.url
+                )));
+            }
             if o.weight < 1 {
                 return Err(WorkerError::Config(format!("orchestrator weight must be >= 1 ({})", o.url)));
             }

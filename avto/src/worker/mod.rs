@@ -39,16 +39,21 @@
 //! tokio task: its `sig` is verified when `ORCHESTRATOR_SECRET_KEY` is set, params are
 //! deserialised (failure → `INVALID_INPUT_ERROR`), panics become `TRANSIENT_ERROR`, cancellation
 //! (WebSocket `cancel_task` push, heartbeat `cancel_task_ids`) gives a `cancelled` result. Results
-//! are signed and retried with backoff; `ignored` answers are final. On shutdown the worker
+//! are signed and retried with backoff; `ignored` answers are final. Against avto the poll takes
+//! up to the free slots in one answer and results that finish together share one request (avto's
+//! extensions; against the Python orchestrator each is its own request). On shutdown the worker
 //! stops polling, sends an `offline` heartbeat, lets running tasks finish (then cancels them) and
 //! delivers their results.
 //!
 //! With the `s3` feature, `s3://` params are downloaded to local paths and local files named in
 //! results are uploaded ([`s3`], recipe 12b).
 //!
-//! Not implemented (yet): JSON-schema validation of params/events on the
-//! worker side (params are validated by their serde type), mTLS/HTTPS (the HTTP client is built
-//! without TLS; pass a TLS-enabled `reqwest::Client` with [`WorkerBuilder::http_client`]).
+//! With the `tls` feature, `https://` orchestrators and `wss://` WebSockets work (rustls; the
+//! system's roots, or `SSL_CERT_FILE` / `SSL_CERT_DIR`); without it an `https://` URL is a
+//! configuration error.
+//!
+//! Not implemented (yet): JSON-schema validation of params/events on the worker side (params are
+//! validated by their serde type), client certificates (mTLS).
 
 mod client;
 mod config;

@@ -155,6 +155,11 @@ async fn create_job(
     };
     let webhook_url = match body.get("webhook_url") {
         None | Some(Value::Null) => None,
+        Some(Value::String(u)) if u.starts_with("https://") && !cfg!(feature = "tls") => {
+            return Err(ApiError::bad(
+                "`webhook_url`: this orchestrator was built without https support (avto's `tls` feature)",
+            ))
+        }
         Some(Value::String(u)) if u.starts_with("http://") || u.starts_with("https://") => Some(u.clone()),
         Some(_) => return Err(ApiError::bad("`webhook_url` must be an http:// or https:// URL")),
     };
