@@ -810,31 +810,84 @@ async fn redis_lost_lease_cannot_overwrite() {
     be.b.jobs.commit(new).await.unwrap();
 }
 
+/// Kills backend `a`'s Redis data connection every 15 ms until the flag is set; the task
+/// returns how many times it did.
+fn kill_connections(be: &Backend) -> (Arc<AtomicBool>, tokio::task::JoinHandle<usize>) {
+    let conn = be.conn.clone().unwrap();
+    let killer = avto::server::redis::RedisConn::open(&redis_url(), "unused:").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let kills = tokio::spawn(async move {
+        let mut kills = 0;
+        while !flag.load(Ordering::SeqCst) {
+            if let Ok(ids) = conn.client_ids().await {
+                let cmd = avto::server::redis::client::cmd("CLIENT").arg("KILL").arg("ID").arg(ids[0]).clone();
+                if killer.query::<i64>(&cmd).await.unwrap_or(0) > 0 {
+                    kills += 1;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+        kills
+    });
+    (stop, kills)
+}
+
+// Redis only: pops and steals whose reply is lost are sent again and hand each task out exactly
+// once: a retry gets the task the first attempt took (read again from the task's hash).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_pops_after_lost_replies_hand_out_each_task_once() {
+    let be = Backend::redis().await;
+    let (owner, thief) = (format!("w-{}", uid()), format!("w-{}", uid()));
+    be.a.workers.register(worker(&owner, &["echo"]), TTL).await.unwrap();
+    be.a.workers.register(worker(&thief, &["echo"]), TTL).await.unwrap();
+    let mut queued = HashSet::new();
+    for _ in 0..1000 {
+        let t = task("j", "echo", 1.0);
+        queued.insert(t.task_id.clone());
+        assert!(be.a.workers.enqueue(&owner, t).await.unwrap());
+    }
+    let (stop, kills) = kill_connections(&be);
+    let skills = vec!["echo".to_owned()];
+    // Six poppers take from the owner's queue until it is empty; two stealers take for the thief
+    // until no queue has two tasks left. Neither finds nothing while the other can still take.
+    let takers = (0..8).map(|i| {
+        let (ws, owner, thief, skills) = (be.a.workers.clone(), owner.clone(), thief.clone(), skills.clone());
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let t = match i % 4 {
+                    0 => ws.steal(&thief, &skills, now_ms()).await.unwrap(),
+                    _ => ws.pop(&owner, now_ms()).await.unwrap(),
+                };
+                match t {
+                    Some(t) => got.push(t.task_id),
+                    None => return got,
+                }
+            }
+        })
+    });
+    let mut got = Vec::new();
+    for t in join_all(takers).await {
+        got.extend(t.unwrap());
+    }
+    stop.store(true, Ordering::SeqCst);
+    let kills = kills.await.unwrap();
+    assert!(kills > 3, "the connection was killed under the pops ({kills} times)");
+    let unique: HashSet<String> = got.iter().cloned().collect();
+    assert_eq!(unique.len(), got.len(), "a task handed out twice");
+    let lost = queued.difference(&unique).count();
+    assert_eq!(lost, 0, "{lost} of {} tasks were taken off the queue but never handed out", queued.len());
+    assert_eq!(unique.len(), queued.len());
+}
+
 // Redis only: operations whose reply is lost (the connection killed under them) are sent again
 // and must not count twice: job status counts, data store increments and compare-and-set,
 // quotas, claims.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_retries_after_lost_replies_count_once() {
     let be = Backend::redis().await;
-    let conn = be.conn.clone().unwrap();
-    let killer = avto::server::redis::RedisConn::open(&redis_url(), "unused:").unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let kills = {
-        let (conn, stop) = (conn.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut kills = 0;
-            while !stop.load(Ordering::SeqCst) {
-                if let Ok(ids) = conn.client_ids().await {
-                    let cmd = avto::server::redis::client::cmd("CLIENT").arg("KILL").arg("ID").arg(ids[0]).clone();
-                    if killer.query::<i64>(&cmd).await.unwrap_or(0) > 0 {
-                        kills += 1;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(15)).await;
-            }
-            kills
-        })
-    };
+    let (stop, kills) = kill_connections(&be);
     let client = format!("client-{}", uid());
     let ns = format!("bp:{}", uid());
     let token = uid();

@@ -37,7 +37,7 @@
 //! | `{p}sts:{kind}:{sha256}` | string, PX ttl | STS token owner |
 //! | `{p}ds:{blueprint}:{store}` | hash | blueprint data store |
 //! | `{p}sched:{key}` | string, PX ttl | scheduler fire-time claims |
-//! | `{p}rid:{uuid}` | string, 60 s | the answer of a claiming script, for a retry after a lost reply |
+//! | `{p}rid:{uuid}` | string, 60 s | the answer of a claiming script, for a retry after a lost reply (a pop or steal keeps only the task's queue member, not its JSON) |
 //! | `{p}bus` | pub/sub channel | wake-ups and WebSocket commands between instances |
 //!
 //! # Atomicity

@@ -65,6 +65,24 @@ local function run(w, member, runner, now)
   if t[3] == '' then redis.call('ZADD', P .. 'due:rund', now, tid) end
   return queued(member, t[2])
 end
+-- The answer of a pop or steal kept for a retry after a lost reply is the member only ('m' ..
+-- member; '' answers as `answer('')` keeps them): the task's JSON is already in its hash, so a
+-- retry reads it there, and only while the task still runs on `runner` (if the watcher moved
+-- it meanwhile, the retry gets nothing, as the system has moved on).
+local function cached_run(runner)
+  if RID == '' then return nil end
+  local c = redis.call('GET', RID)
+  if not c then return nil end
+  if string.sub(c, 1, 1) ~= 'm' then return '' end
+  local member = string.sub(c, 2)
+  local t = redis.call('HMGET', tkey(string.sub(member, 22)), 'loc', 'worker', 'data')
+  if t[1] == 'r' and t[2] == runner and t[3] then return queued(member, t[3]) end
+  return ''
+end
+local function answer_run(member, res)
+  if RID ~= '' then redis.call('SET', RID, 'm' .. member, 'PX', 60000) end
+  return res
+end
 -- Removes worker w with everything it holds; returns {queued tasks}, {task id, job id, ...}.
 local function drain(w)
   local qs, rs = {}, {}
@@ -201,14 +219,14 @@ return 1
 static POP: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-local c = cached()
-if c then return c end
 local w, now = ARGV[3], tonumber(ARGV[4])
+local c = cached_run(w)
+if c then return c end
 while true do
   local m = redis.call('ZRANGE', qkey(w), 0, 0)
   if #m == 0 then return '' end
   local data = run(w, m[1], w, now)
-  if data then return answer(data) end
+  if data then return answer_run(m[1], data) end
 end
 "#,
     )
@@ -218,9 +236,9 @@ end
 static STEAL: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-local c = cached()
-if c then return c end
 local thief, now = ARGV[3], tonumber(ARGV[4])
+local c = cached_run(thief)
+if c then return c end
 if redis.call('EXISTS', P .. 'w:info:' .. thief) == 0 then return '' end
 local skills = {}
 for i = 5, #ARGV do skills[ARGV[i]] = true end
@@ -238,7 +256,11 @@ for _, member in ipairs(redis.call('ZRANGE', qkey(best), 0, -1)) do
   local ty = redis.call('HGET', tkey(string.sub(member, 22)), 'type')
   if ty and skills[ty] then
     found = found + 1
-    if found == 2 then return answer(run(best, member, thief, now) or '') end
+    if found == 2 then
+      local data = run(best, member, thief, now)
+      if data then return answer_run(member, data) end
+      return answer('')
+    end
   end
 end
 return answer('')
