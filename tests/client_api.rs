@@ -313,3 +313,53 @@ async fn webhooks_on_terminal_states() {
     assert_eq!(got["status"], "failed");
     assert_eq!(got["state"], "rejected");
 }
+
+/// Answers of 500 bytes or more are compressed for clients that accept it (zstd preferred on a
+/// tie, else what the client prefers); small answers and clients that accept nothing stay plain.
+#[tokio::test]
+async fn large_answers_are_compressed() {
+    let s = server().await;
+    let c = s.client();
+    let id = c.create("/api/v1/jobs/approval", json!({"text": "x".repeat(2000)})).await;
+    let url = s.url(&format!("/api/v1/jobs/{id}?detailed=true"));
+    let get = |accept: Option<&'static str>| {
+        let mut r = reqwest::Client::new().get(url.clone()).header("X-Client-Token", CLIENT_TOKEN);
+        if let Some(a) = accept {
+            r = r.header("Accept-Encoding", a);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.headers()["x-rxon-version"], "1.0b17", "the protocol header stays");
+            let enc = r.headers().get("content-encoding").map(|v| v.to_str().unwrap().to_owned());
+            (enc, r.bytes().await.unwrap().to_vec())
+        }
+    };
+    let (enc, plain) = get(None).await;
+    assert_eq!(enc, None);
+    let doc: Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(doc["initial_data"]["text"].as_str().unwrap().len(), 2000);
+
+    let (enc, body) = get(Some("gzip")).await;
+    assert_eq!(enc.as_deref(), Some("gzip"));
+    assert!(body.len() < plain.len() / 4, "{} bytes gzipped vs {} plain", body.len(), plain.len());
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out).unwrap();
+    assert_eq!(out, plain);
+
+    let (enc, body) = get(Some("gzip, zstd")).await;
+    assert_eq!(enc.as_deref(), Some("zstd"), "zstd on a tie");
+    assert_eq!(zstd::decode_all(&body[..]).unwrap(), plain);
+    let (enc, _) = get(Some("zstd;q=0.5, gzip")).await;
+    assert_eq!(enc.as_deref(), Some("gzip"), "the client's preference first");
+
+    // A small answer is not worth it.
+    let r = reqwest::Client::new()
+        .get(s.url("/_public/status"))
+        .header("Accept-Encoding", "gzip, zstd")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("content-encoding").is_none());
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"status": "ok"}));
+}

@@ -212,6 +212,9 @@ impl OrchestratorBuilder {
     }
 }
 
+/// Answers of at least this many bytes are compressed for clients that accept zstd or gzip.
+pub const COMPRESS_ABOVE: u16 = 500;
+
 /// A built orchestrator.
 #[derive(Debug, Clone)]
 pub struct Orchestrator {
@@ -236,9 +239,18 @@ impl Orchestrator {
         self.scheduler.as_ref()
     }
 
-    /// The axum router, to embed avto into a larger server.
+    /// The axum router, to embed avto into a larger server. Answers of [`COMPRESS_ABOVE`] bytes
+    /// or more are compressed when the client accepts it (zstd or gzip, by the client's
+    /// `Accept-Encoding` preference, zstd on a tie), as the Python orchestrator does.
     pub fn router(&self) -> axum::Router {
-        api::router(self.core.clone()).merge(metrics::routes().with_state(self.core.clone()))
+        use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+        // SizeAbove is "more than": 499 makes it 500 bytes or more.
+        let worth_it = SizeAbove::new(COMPRESS_ABOVE - 1)
+            .and(NotForContentType::GRPC)
+            .and(NotForContentType::IMAGES)
+            .and(NotForContentType::SSE);
+        let compression = tower_http::compression::CompressionLayer::new().no_br().no_deflate().compress_when(worth_it);
+        api::router(self.core.clone()).merge(metrics::routes().with_state(self.core.clone())).layer(compression)
     }
 
     /// Initialises quotas; call once before serving (done by [`Orchestrator::serve`] and [`Orchestrator::listen`]).
