@@ -14,6 +14,7 @@ use avto::Blueprint;
 use serde_json::{json, Value};
 
 pub mod blueprints;
+pub mod certs;
 
 pub const CLIENT_TOKEN: &str = "test-client-token";
 pub const WORKER_TOKEN: &str = "test-worker-token";

@@ -1,8 +1,9 @@
-//! https end to end (feature `tls`): a Rust worker reaches the orchestrator at an https:// URL
-//! (HTTP and the wss:// WebSocket), and the job's webhook goes to an https:// receiver. TLS is
+//! Outgoing TLS (feature `tls`): a Rust worker reaches the orchestrator at an https:// URL (HTTP
+//! and the wss:// WebSocket), and the job's webhook goes to an https:// receiver. TLS is
 //! terminated by a small proxy in front of each plain listener, with a certificate from a
 //! throwaway CA that `SSL_CERT_FILE` names (read by the orchestrator's webhook client and by the
-//! worker, as in production with a private CA).
+//! worker, as in production with a private CA). The orchestrator's own HTTPS listener:
+//! tls_listener.rs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,10 +11,10 @@ use std::time::Duration;
 
 use avto::prelude::*;
 use avto::worker::{TaskHandle, TaskOutcome};
+use avto_tests::certs::Ca;
 use avto_tests::{RustWorker, Server};
 use axum::routing::post;
 use axum::{Json, Router};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -30,20 +31,6 @@ mod tls_flow {
 
     #[handler(state = "finished", end)]
     async fn finished() {}
-}
-
-/// A CA (its PEM) and a server certificate it signed for `localhost` and 127.0.0.1.
-fn certificates() -> (String, CertificateDer<'static>, PrivateKeyDer<'static>) {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "avto test CA");
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-    (ca.pem(), leaf.der().clone(), key)
 }
 
 /// Accepts TLS on a free port and relays each connection to `backend` (plain TCP).
@@ -65,11 +52,13 @@ async fn tls_proxy(acceptor: TlsAcceptor, backend: SocketAddr) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_and_webhook_over_https() {
-    let (ca_pem, cert, key) = certificates();
+    let ca = Ca::new();
+    let server = ca.server();
+    let (cert, key) = (server.der, server.key);
     let dir = std::env::temp_dir().join(format!("avto-tls-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let ca_file = dir.join("ca.pem");
-    std::fs::write(&ca_file, ca_pem).unwrap();
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
     // SAFETY: the only test of this binary sets it before any client that reads it is built.
     std::env::set_var("SSL_CERT_FILE", &ca_file);
 

@@ -115,6 +115,39 @@ pub struct Config {
     pub files_auto_cleanup: bool,
     /// `S3_MAX_UPLOAD_BYTES` (default 5 GiB): largest client upload through the orchestrator.
     pub max_upload_bytes: u64,
+    /// `TLS_ENABLED` with `TLS_CERT_PATH`, `TLS_KEY_PATH` (PEM), and `TLS_CA_PATH` for client
+    /// certificates: serve HTTPS (feature `tls`). `None` = plain HTTP.
+    pub tls: Option<TlsConfig>,
+    /// `WORKER_AUTH_MODE`: how workers authenticate (`mixed`, `mtls-only`, `token-only`).
+    pub worker_auth_mode: WorkerAuthMode,
+}
+
+/// The HTTPS listener's files (`TLS_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `TLS_CERT_PATH`: the server's certificate chain (PEM).
+    pub cert_path: PathBuf,
+    /// `TLS_KEY_PATH`: its private key (PEM).
+    pub key_path: PathBuf,
+    /// `TLS_CA_PATH`: the CAs whose client certificates are accepted (PEM); `None` = no client
+    /// certificates are asked for.
+    pub ca_path: Option<PathBuf>,
+    /// `TLS_REQUIRE_CLIENT_CERT`: a connection without a valid client certificate is refused
+    /// (else a certificate is optional).
+    pub require_client_cert: bool,
+}
+
+/// `WORKER_AUTH_MODE`: what authenticates a worker request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WorkerAuthMode {
+    /// A verified client certificate (its CN is the worker id), else a token (default).
+    #[default]
+    Mixed,
+    /// Only client certificates, or STS access tokens issued to a certificate-authenticated
+    /// worker; static and global tokens are refused.
+    MtlsOnly,
+    /// Only tokens; client certificates are ignored.
+    TokenOnly,
 }
 
 const DEV_WORKER_TOKEN: &str = "secure-worker-token";
@@ -166,6 +199,8 @@ impl Default for Config {
             s3: None,
             files_auto_cleanup: true,
             max_upload_bytes: 5 * 1024 * 1024 * 1024,
+            tls: None,
+            worker_auth_mode: WorkerAuthMode::Mixed,
         }
     }
 }
@@ -283,7 +318,23 @@ impl Config {
             s3: crate::files::s3::S3Config::from_lookup(get).map_err(ConfigError)?,
             files_auto_cleanup: env.bool("S3_AUTO_CLEANUP", d.files_auto_cleanup)?,
             max_upload_bytes: env.parse("S3_MAX_UPLOAD_BYTES", d.max_upload_bytes)?,
+            tls: tls_config(&env)?,
+            worker_auth_mode: match env.str("WORKER_AUTH_MODE").as_deref() {
+                None | Some("mixed") => WorkerAuthMode::Mixed,
+                Some("mtls-only") => WorkerAuthMode::MtlsOnly,
+                Some("token-only") => WorkerAuthMode::TokenOnly,
+                Some(other) => {
+                    return Err(ConfigError(format!(
+                        "WORKER_AUTH_MODE={other:?}: expected mixed, mtls-only or token-only"
+                    )))
+                }
+            },
         };
+        if c.worker_auth_mode == WorkerAuthMode::MtlsOnly && c.tls.as_ref().is_none_or(|t| t.ca_path.is_none()) {
+            return Err(ConfigError(
+                "WORKER_AUTH_MODE=mtls-only needs TLS_ENABLED=true and TLS_CA_PATH (client certificates)".into(),
+            ));
+        }
         #[cfg(not(feature = "s3"))]
         if env.str("S3_ENDPOINT_URL").is_some() {
             tracing::warn!("S3_ENDPOINT_URL is set but avto was built without the `s3` feature: task files stay off");
@@ -350,6 +401,26 @@ impl Config {
 }
 
 /// `REDIS_URL`, else `redis://REDIS_HOST:REDIS_PORT/REDIS_DB` (Avtomatika's variables).
+/// `TLS_ENABLED` and the `TLS_*` paths; `None` when TLS is off.
+fn tls_config(env: &Env<'_>) -> Result<Option<TlsConfig>, ConfigError> {
+    if !env.bool("TLS_ENABLED", false)? {
+        return Ok(None);
+    }
+    if !cfg!(feature = "tls") {
+        return Err(ConfigError("TLS_ENABLED=true needs avto's `tls` feature (this build has no TLS)".into()));
+    }
+    let path = |name: &str| env.str(name).filter(|p| !p.is_empty()).map(PathBuf::from);
+    let (Some(cert_path), Some(key_path)) = (path("TLS_CERT_PATH"), path("TLS_KEY_PATH")) else {
+        return Err(ConfigError("TLS_ENABLED=true needs TLS_CERT_PATH and TLS_KEY_PATH".into()));
+    };
+    let require_client_cert = env.bool("TLS_REQUIRE_CLIENT_CERT", false)?;
+    let ca_path = path("TLS_CA_PATH");
+    if require_client_cert && ca_path.is_none() {
+        return Err(ConfigError("TLS_REQUIRE_CLIENT_CERT=true needs TLS_CA_PATH".into()));
+    }
+    Ok(Some(TlsConfig { cert_path, key_path, ca_path, require_client_cert }))
+}
+
 fn redis_url(env: &Env<'_>) -> Result<Option<String>, ConfigError> {
     if let Some(url) = env.str("REDIS_URL") {
         if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {

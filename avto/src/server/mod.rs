@@ -17,6 +17,8 @@ pub mod redis;
 pub mod requirements;
 pub mod scheduler;
 pub mod store;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod webhooks;
 
 use std::net::SocketAddr;
@@ -212,6 +214,12 @@ impl OrchestratorBuilder {
     }
 }
 
+/// The subject CN of the verified client certificate of the connection a request came on
+/// (HTTPS with `TLS_CA_PATH`; `None` without a certificate). A request extension, so it cannot
+/// be sent by a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertCn(pub Option<String>);
+
 /// Answers of at least this many bytes are compressed for clients that accept zstd or gzip.
 pub const COMPRESS_ABOVE: u16 = 500;
 
@@ -297,6 +305,21 @@ impl Orchestrator {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
+        // The certificate files are read first: a wrong one fails start-up before anything runs.
+        #[cfg(feature = "tls")]
+        let acceptor = match &self.core.cfg.tls {
+            None => None,
+            Some(cfg) => Some(tls::acceptor(cfg).map_err(|e| ServeError::Config(ConfigError(e)))?),
+        };
+        #[cfg(not(feature = "tls"))]
+        let acceptor: Option<std::convert::Infallible> = match &self.core.cfg.tls {
+            None => None,
+            Some(_) => {
+                return Err(ServeError::Config(ConfigError(
+                    "TLS_ENABLED=true needs avto's `tls` feature (this build has no TLS)".into(),
+                )))
+            }
+        };
         self.init().await?;
         #[cfg(feature = "redis")]
         let bus = match &self.redis {
@@ -319,7 +342,15 @@ impl Orchestrator {
             shutdown.await;
             core.begin_shutdown();
         };
-        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        let served = match acceptor {
+            None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+            #[cfg(feature = "tls")]
+            Some(acceptor) => {
+                let client_certificates = self.core.cfg.tls.as_ref().is_some_and(|t| t.ca_path.is_some());
+                tracing::info!(client_certificates, "serving HTTPS");
+                tls::serve(listener, self.router(), acceptor, shutdown).await
+            }
+        };
         if let Some(task) = schedules {
             task.abort();
         }

@@ -24,8 +24,10 @@ use crate::context::TaskError;
 use crate::engine::{ResultDisposition, TaskResult};
 use crate::protocol::replay::{check_timestamp, message_nonce, unix_now, NONCE_TTL};
 use crate::protocol::sign::{self, verify_security, MessageKind};
+use crate::server::config::WorkerAuthMode;
 use crate::server::core::{Core, TaskContext};
 use crate::server::dispatch::{QueuedTask, WorkerInfo};
+use crate::server::ClientCertCn;
 
 pub(super) fn routes() -> Router<Arc<Core>> {
     Router::new()
@@ -60,19 +62,56 @@ fn valid_id(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// Authenticates a worker request. `hint` is the worker id the request claims.
-async fn authenticate(core: &Core, headers: &HeaderMap, hint: Option<&str>) -> Result<Sender, ApiError> {
-    let token = headers
-        .get("x-worker-token")
-        .and_then(|v| v.to_str().ok())
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| forbidden("Unauthorized: Missing X-Worker-Token header or client certificate."))?;
+/// What a worker request authenticates with: its headers, and the CN of the verified client
+/// certificate of its connection (HTTPS with `TLS_CA_PATH`; a request extension, never a header).
+struct Credentials {
+    headers: HeaderMap,
+    cn: Option<String>,
+}
+
+impl Credentials {
+    fn of(parts: &axum::http::request::Parts) -> Credentials {
+        let cn = parts.extensions.get::<ClientCertCn>().and_then(|c| c.0.clone());
+        Credentials { headers: parts.headers.clone(), cn }
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Credentials {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Credentials::of(parts))
+    }
+}
+
+/// Authenticates a worker request. `hint` is the worker id the request claims. Order (RXON,
+/// `WORKER_AUTH_MODE`): a verified client certificate names the worker (unless token-only);
+/// else an STS access token; else (unless mtls-only) an individual or the global token.
+async fn authenticate(core: &Core, creds: &Credentials, hint: Option<&str>) -> Result<Sender, ApiError> {
     if let Some(hint) = hint {
         if !valid_id(hint) {
             return Err(ApiError::bad("Invalid worker_id: expected 1-128 characters of [A-Za-z0-9_-]"));
         }
     }
     let key_for = |id: &str| core.cfg.worker_token(id).unwrap_or(&core.cfg.global_worker_token).to_owned();
+    let mode = core.cfg.worker_auth_mode;
+    if let (Some(cn), false) = (&creds.cn, mode == WorkerAuthMode::TokenOnly) {
+        return match hint {
+            Some(h) if h != cn => {
+                Err(forbidden(format!("Unauthorized: client certificate is for {cn}, the request is for {h}")))
+            }
+            _ if !valid_id(cn) => Err(forbidden("Unauthorized: client certificate CN is not a valid worker id")),
+            _ => Ok(Sender { key: key_for(cn), worker_id: cn.clone() }),
+        };
+    }
+    let token = creds.headers.get("x-worker-token").and_then(|v| v.to_str().ok()).filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return Err(forbidden(match mode {
+            WorkerAuthMode::MtlsOnly => "Unauthorized: Client certificate required.",
+            WorkerAuthMode::TokenOnly => "Unauthorized: Missing X-Worker-Token header.",
+            WorkerAuthMode::Mixed => "Unauthorized: Missing X-Worker-Token header or client certificate.",
+        }));
+    };
     // STS access token (a configured token is never one: skip the lookup)
     let configured = sign::constant_time_eq(token.as_bytes(), core.cfg.global_worker_token.as_bytes())
         || hint
@@ -87,6 +126,9 @@ async fn authenticate(core: &Core, headers: &HeaderMap, hint: Option<&str>) -> R
             Some(h) if h != owner => Err(forbidden("Unauthorized: token belongs to another worker")),
             _ => Ok(Sender { key: key_for(&owner), worker_id: owner }),
         };
+    }
+    if mode == WorkerAuthMode::MtlsOnly {
+        return Err(forbidden("Unauthorized: Invalid authentication method (WORKER_AUTH_MODE=mtls-only)"));
     }
     let Some(hint) = hint else {
         if sign::constant_time_eq(token.as_bytes(), core.cfg.global_worker_token.as_bytes()) {
@@ -143,18 +185,19 @@ async fn verify(core: &Core, sender: &Sender, body: &Value, kind: MessageKind) -
     Ok(())
 }
 
-async fn body_object(req: Request, core: &Core) -> Result<(HeaderMap, Map<String, Value>), ApiError> {
-    let headers = req.headers().clone();
-    let bytes = read_body(req, core.cfg.max_body_bytes).await?;
-    Ok((headers, parse_object(&bytes)?))
+async fn body_object(req: Request, core: &Core) -> Result<(Credentials, Map<String, Value>), ApiError> {
+    let (parts, body) = req.into_parts();
+    let creds = Credentials::of(&parts);
+    let bytes = read_body(Request::from_parts(parts, body), core.cfg.max_body_bytes).await?;
+    Ok((creds, parse_object(&bytes)?))
 }
 
 async fn register(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
-    let (headers, body) = body_object(req, &core).await?;
-    let claimed = header_id(&headers)
+    let (creds, body) = body_object(req, &core).await?;
+    let claimed = header_id(&creds.headers)
         .map(str::to_owned)
         .or_else(|| body.get("worker_id").and_then(Value::as_str).map(str::to_owned));
-    let sender = authenticate(&core, &headers, claimed.as_deref()).await?;
+    let sender = authenticate(&core, &creds, claimed.as_deref()).await?;
     rate_limit(&core, &sender, "register").await?;
     let body = Value::Object(body);
     verify(&core, &sender, &body, MessageKind::Registration).await?;
@@ -185,7 +228,7 @@ async fn register(State(core): State<Arc<Core>>, req: Request) -> Result<Respons
     core.register_worker(WorkerInfo::from_registration(&body)).await?;
     tracing::info!(worker_id, "worker registered");
     let mut answer = json!({"status": "registered", "version": super::RXON_VERSION});
-    let version = headers.get("x-rxon-version").and_then(|v| v.to_str().ok());
+    let version = creds.headers.get("x-rxon-version").and_then(|v| v.to_str().ok());
     if version.is_some_and(|v| v != super::RXON_VERSION) {
         answer["warning"] = json!(format!("protocol version mismatch: orchestrator speaks {}", super::RXON_VERSION));
     }
@@ -197,8 +240,10 @@ async fn heartbeat(
     Path(worker_id): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let headers = req.headers().clone();
-    let sender = authenticate(&core, &headers, Some(&worker_id)).await?;
+    let (parts, body) = req.into_parts();
+    let creds = Credentials::of(&parts);
+    let req = Request::from_parts(parts, body);
+    let sender = authenticate(&core, &creds, Some(&worker_id)).await?;
     rate_limit(&core, &sender, "heartbeat").await?;
     let bytes = read_body(req, core.cfg.max_body_bytes).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -253,10 +298,10 @@ async fn next_task(
     State(core): State<Arc<Core>>,
     Path(worker_id): Path<String>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
+    creds: Credentials,
 ) -> Result<Response, ApiError> {
     let batch = max_tasks(query.as_deref())?;
-    let sender = authenticate(&core, &headers, Some(&worker_id)).await?;
+    let sender = authenticate(&core, &creds, Some(&worker_id)).await?;
     rate_limit(&core, &sender, "poll").await?;
     if !core.dispatcher.is_live(&worker_id).await {
         return Err(not_registered(&worker_id));
@@ -321,11 +366,11 @@ fn parse_error(v: Option<&Value>) -> Result<Option<TaskError>, ApiError> {
 }
 
 async fn result(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
-    let (headers, body) = body_object(req, &core).await?;
-    let claimed = header_id(&headers)
+    let (creds, body) = body_object(req, &core).await?;
+    let claimed = header_id(&creds.headers)
         .map(str::to_owned)
         .or_else(|| body.get("worker_id").and_then(Value::as_str).map(str::to_owned));
-    let sender = authenticate(&core, &headers, claimed.as_deref()).await?;
+    let sender = authenticate(&core, &creds, claimed.as_deref()).await?;
     rate_limit(&core, &sender, "result").await?;
     core.metrics.results_received(1);
     Ok(json_response(&process_result(&core, &sender, Value::Object(body)).await?))
@@ -341,7 +386,7 @@ pub const MAX_RESULTS_PER_BATCH: usize = 64;
 /// refuse: one bad result does not refuse the others. avto's worker SDK batches results this
 /// way only after an orchestrator answered a batch poll (so never against the Python one).
 async fn results(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
-    let (headers, mut body) = body_object(req, &core).await?;
+    let (creds, mut body) = body_object(req, &core).await?;
     let items = match body.remove("results") {
         Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_RESULTS_PER_BATCH => items,
         _ => {
@@ -350,10 +395,10 @@ async fn results(State(core): State<Arc<Core>>, req: Request) -> Result<Response
             )))
         }
     };
-    let claimed = header_id(&headers)
+    let claimed = header_id(&creds.headers)
         .map(str::to_owned)
         .or_else(|| items.iter().find_map(|r| r.get("worker_id").and_then(Value::as_str).map(str::to_owned)));
-    let sender = authenticate(&core, &headers, claimed.as_deref()).await?;
+    let sender = authenticate(&core, &creds, claimed.as_deref()).await?;
     rate_limit(&core, &sender, "result").await?;
     core.metrics.results_received(items.len());
     let mut answers = Vec::with_capacity(items.len());
@@ -423,11 +468,11 @@ async fn process_event(core: &Arc<Core>, sender: &Sender, body: &Value) -> Resul
 }
 
 async fn event(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
-    let (headers, body) = body_object(req, &core).await?;
-    let claimed = header_id(&headers)
+    let (creds, body) = body_object(req, &core).await?;
+    let claimed = header_id(&creds.headers)
         .map(str::to_owned)
         .or_else(|| body.get("worker_id").and_then(Value::as_str).map(str::to_owned));
-    let sender = authenticate(&core, &headers, claimed.as_deref()).await?;
+    let sender = authenticate(&core, &creds, claimed.as_deref()).await?;
     rate_limit(&core, &sender, "event").await?;
     Ok(json_response(&process_event(&core, &sender, &Value::Object(body)).await?))
 }
@@ -443,8 +488,8 @@ async fn sts_pair(core: &Core, worker_id: &str) -> Result<Value, ApiError> {
     )
 }
 
-async fn sts_issue(State(core): State<Arc<Core>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let sender = authenticate(&core, &headers, header_id(&headers)).await?;
+async fn sts_issue(State(core): State<Arc<Core>>, creds: Credentials) -> Result<Response, ApiError> {
+    let sender = authenticate(&core, &creds, header_id(&creds.headers)).await?;
     if sender.worker_id == GLOBAL_ID {
         return Err(forbidden("Unauthorized: X-Worker-ID is required to issue a token"));
     }
@@ -453,9 +498,9 @@ async fn sts_issue(State(core): State<Arc<Core>>, headers: HeaderMap) -> Result<
 }
 
 async fn sts_refresh(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
-    let (headers, body) = body_object(req, &core).await?;
+    let (creds, body) = body_object(req, &core).await?;
     let worker_id =
-        header_id(&headers).ok_or_else(|| forbidden("Unauthorized: X-Worker-ID header is required"))?.to_owned();
+        header_id(&creds.headers).ok_or_else(|| forbidden("Unauthorized: X-Worker-ID header is required"))?.to_owned();
     let token =
         body.get("refresh_token").and_then(Value::as_str).ok_or_else(|| ApiError::bad("refresh_token is required"))?;
     let unavailable = |e: crate::storage::StorageError| ApiError::Unavailable(e.to_string());
@@ -472,10 +517,10 @@ async fn sts_refresh(State(core): State<Arc<Core>>, req: Request) -> Result<Resp
 async fn websocket(
     State(core): State<Arc<Core>>,
     Path(worker_id): Path<String>,
-    headers: HeaderMap,
+    creds: Credentials,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let sender = authenticate(&core, &headers, Some(&worker_id)).await?;
+    let sender = authenticate(&core, &creds, Some(&worker_id)).await?;
     Ok(ws.on_upgrade(move |socket| ws_session(core, sender, socket)))
 }
 
