@@ -50,10 +50,12 @@
 //!
 //! With the `tls` feature, `https://` orchestrators and `wss://` WebSockets work (rustls; the
 //! system's roots, or `SSL_CERT_FILE` / `SSL_CERT_DIR`); without it an `https://` URL is a
-//! configuration error.
+//! configuration error. For a client certificate (an orchestrator with `TLS_CA_PATH`, where the
+//! certificate's CN is the worker id), pass a `reqwest::Client` built with its
+//! `reqwest::Identity` to [`WorkerBuilder::http_client`].
 //!
 //! Not implemented (yet): JSON-schema validation of params/events on the worker side (params are
-//! validated by their serde type), client certificates (mTLS).
+//! validated by their serde type).
 
 mod client;
 mod config;
