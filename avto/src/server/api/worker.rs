@@ -1,7 +1,8 @@
 //! Worker routes (`/_worker`), wire-compatible with Avtomatika's RXON protocol 1.0b17.
 //!
-//! Every request authenticates with `X-Worker-Token` (individual token from workers.toml, the
-//! global token, or an STS access token); every message body (register, heartbeat, result,
+//! Every request authenticates with a verified client certificate (HTTPS with `TLS_CA_PATH`;
+//! its CN is the worker id) or with `X-Worker-Token` (an STS access token, an individual token
+//! from workers.toml, or the global token), as `WORKER_AUTH_MODE` allows; every message body (register, heartbeat, result,
 //! event) must be signed (HMAC-SHA256 over canonical JSON), carry a timestamp within 60 s and
 //! must not be a replay. All authentication failures are 403 `{"error": ...}`.
 //!
