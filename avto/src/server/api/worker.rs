@@ -2,9 +2,9 @@
 //!
 //! Every request authenticates with a verified client certificate (HTTPS with `TLS_CA_PATH`;
 //! its CN is the worker id) or with `X-Worker-Token` (an STS access token, an individual token
-//! from workers.toml, or the global token), as `WORKER_AUTH_MODE` allows; every message body (register, heartbeat, result,
-//! event) must be signed (HMAC-SHA256 over canonical JSON), carry a timestamp within 60 s and
-//! must not be a replay. All authentication failures are 403 `{"error": ...}`.
+//! from workers.toml, or the global token), as `WORKER_AUTH_MODE` allows; every message body
+//! (register, heartbeat, result, event) must be signed (HMAC-SHA256 over canonical JSON), carry a
+//! timestamp within 60 s and must not be a replay. All authentication failures are 403 `{"error": ...}`.
 //!
 //! Two extensions serve avto's own worker SDK and are invisible to RXON workers: `max_tasks` on
 //! `tasks/next` (several tasks per poll answer) and `POST /_worker/tasks/results` (several
