@@ -349,6 +349,53 @@ async fn individual_tokens_from_workers_toml() {
     assert_eq!(shared.register().await.0, 403);
 }
 
+/// `POST /api/v1/admin/reload-workers` reads workers.toml again: a changed token takes effect at
+/// once, a file that does not load changes nothing, and without a file there is nothing to reload.
+#[tokio::test]
+async fn worker_tokens_reload_from_workers_toml() {
+    let dir = std::env::temp_dir().join(format!("avto-workers-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("workers.toml");
+    std::fs::write(&file, "[worker-r]\ntoken = \"first-token\"\n").unwrap();
+    let path = file.to_string_lossy().into_owned();
+    let s =
+        Server::with_config([echo_flow::blueprint()], avto_tests::test_config_with(&[("WORKERS_CONFIG_PATH", &path)]))
+            .await;
+    let c = s.client();
+    let with = |token: &str| Raw { token: token.into(), ..Raw::new(&s, "worker-r") };
+    // A fresh nonce each time: the same registration twice in one second would be a replay.
+    async fn register(w: Raw) -> u16 {
+        let mut body = w.registration();
+        body["nonce"] = json!(uuid::Uuid::new_v4().to_string());
+        let body = w.signed(body, MessageKind::Registration);
+        w.send(reqwest::Method::POST, "/_worker/workers/register", Some(&body)).await.0
+    }
+    assert_eq!(register(with("first-token")).await, 200);
+
+    std::fs::write(&file, "[worker-r]\ntoken = \"second-token\"\n\n[\"gpu-*\"]\ntoken = \"gpu-token\"\n").unwrap();
+    assert_eq!(register(with("first-token")).await, 200, "nothing changes before the reload");
+    let (status, answer) = c.post("/api/v1/admin/reload-workers", &json!({})).await;
+    assert_eq!((status, answer), (200, json!({"status": "workers_reloaded", "workers": 2})));
+    assert_eq!(register(with("first-token")).await, 403, "the old token is gone");
+    assert_eq!(register(with("second-token")).await, 200);
+    let gpu = Raw { token: "gpu-token".into(), ..Raw::new(&s, "gpu-7") };
+    assert_eq!(register(gpu).await, 200, "a pattern entry applies too");
+
+    std::fs::write(&file, "[worker-r]\ntoken = 42\n").unwrap();
+    let (status, answer) = c.post("/api/v1/admin/reload-workers", &json!({})).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("token"), "{answer}");
+    assert_eq!(register(with("second-token")).await, 200, "a bad file keeps the tokens in force");
+    let anonymous = reqwest::Client::new().post(s.url("/api/v1/admin/reload-workers")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401, "clients only");
+
+    let plain = Server::start([echo_flow::blueprint()]).await;
+    let (status, answer) = plain.client().post("/api/v1/admin/reload-workers", &json!({})).await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("WORKERS_CONFIG_PATH"), "{answer}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn events_progress_and_event_transitions() {
     use avto_tests::blueprints::event_flow;

@@ -392,15 +392,20 @@ impl Config {
 
     /// The individual token configured for `worker_id`, if any (exact names win over patterns).
     pub fn worker_token(&self, worker_id: &str) -> Option<&str> {
-        self.worker_tokens
-            .iter()
-            .find(|t| t.pattern == worker_id)
-            .or_else(|| self.worker_tokens.iter().find(|t| t.matches(worker_id)))
-            .map(|t| t.token.as_str())
+        find_worker_token(&self.worker_tokens, worker_id)
     }
 }
 
-/// `REDIS_URL`, else `redis://REDIS_HOST:REDIS_PORT/REDIS_DB` (Avtomatika's variables).
+/// The individual token of `worker_id` among `tokens`: an exact table name first, then the
+/// first glob pattern that matches.
+pub fn find_worker_token<'a>(tokens: &'a [WorkerToken], worker_id: &str) -> Option<&'a str> {
+    tokens
+        .iter()
+        .find(|t| t.pattern == worker_id)
+        .or_else(|| tokens.iter().find(|t| t.matches(worker_id)))
+        .map(|t| t.token.as_str())
+}
+
 /// `TLS_ENABLED` and the `TLS_*` paths; `None` when TLS is off.
 fn tls_config(env: &Env<'_>) -> Result<Option<TlsConfig>, ConfigError> {
     if !env.bool("TLS_ENABLED", false)? {
@@ -421,6 +426,7 @@ fn tls_config(env: &Env<'_>) -> Result<Option<TlsConfig>, ConfigError> {
     Ok(Some(TlsConfig { cert_path, key_path, ca_path, require_client_cert }))
 }
 
+/// `REDIS_URL`, else `redis://REDIS_HOST:REDIS_PORT/REDIS_DB` (Avtomatika's variables).
 fn redis_url(env: &Env<'_>) -> Result<Option<String>, ConfigError> {
     if let Some(url) = env.str("REDIS_URL") {
         if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {

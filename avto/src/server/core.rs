@@ -58,6 +58,9 @@ pub enum CoreError {
 /// Everything the HTTP layer and the background loops share.
 pub struct Core {
     pub cfg: Arc<Config>,
+    /// Individual worker tokens: workers.toml at start-up, replaced by
+    /// [`Core::reload_worker_tokens`] (`POST …/admin/reload-workers`).
+    worker_tokens: std::sync::RwLock<Arc<Vec<super::config::WorkerToken>>>,
     pub env: EngineEnv,
     pub jobs: Arc<dyn JobStore>,
     pub quotas: Arc<dyn QuotaStore>,
@@ -94,6 +97,27 @@ const REPUTATION_PENALTY: f64 = 0.05;
 impl Core {
     /// A core over `stores` (its `data` and `schedule_locks` are used by the caller: the engine
     /// environment and the scheduler).
+    /// The individual token of `worker_id` (exact workers.toml entry, else a matching pattern).
+    pub fn worker_token(&self, worker_id: &str) -> Option<String> {
+        let tokens = self.worker_tokens.read().unwrap().clone();
+        super::config::find_worker_token(&tokens, worker_id).map(str::to_owned)
+    }
+
+    /// Reads `WORKERS_CONFIG_PATH` again and replaces the individual worker tokens (all at once;
+    /// a file that does not load changes nothing). Returns how many entries it has.
+    pub fn reload_worker_tokens(&self) -> Result<usize, super::config::ConfigError> {
+        let Some(path) = &self.cfg.workers_config_path else {
+            return Err(super::config::ConfigError(
+                "WORKERS_CONFIG_PATH is not set: there is nothing to reload".into(),
+            ));
+        };
+        let tokens = super::config::load_workers(path)?;
+        let n = tokens.len();
+        *self.worker_tokens.write().unwrap() = Arc::new(tokens);
+        tracing::info!(path = %path.display(), workers = n, "worker tokens reloaded");
+        Ok(n)
+    }
+
     pub fn new(cfg: Config, env: EngineEnv, stores: Stores) -> Self {
         let clients = cfg.clients.iter().map(|c| (c.token.clone(), c.clone())).collect();
         let mut dispatcher =
@@ -105,6 +129,7 @@ impl Core {
         let exec = Arc::new(Semaphore::new(cfg.executor_max_concurrent_jobs.max(1)));
         let webhooks = Webhooks::start(cfg.webhook_retry_base);
         Core {
+            worker_tokens: std::sync::RwLock::new(Arc::new(cfg.worker_tokens.clone())),
             cfg: Arc::new(cfg),
             env,
             jobs,

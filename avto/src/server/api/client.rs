@@ -95,7 +95,8 @@ pub(super) fn routes(core: &Arc<Core>) -> Router<Arc<Core>> {
             .route(&format!("{base}/blueprints"), get(list_blueprints))
             .route(&format!("{base}/blueprints/{{name}}/graph"), get(graph))
             .route(&format!("{base}/workers"), get(workers))
-            .route(&format!("{base}/dashboard"), get(dashboard));
+            .route(&format!("{base}/dashboard"), get(dashboard))
+            .route(&format!("{base}/admin/reload-workers"), post(reload_workers));
         r = super::files::routes(r, &base);
     }
     r
@@ -375,6 +376,16 @@ async fn workers(State(core): State<Arc<Core>>, _client: Client) -> Response {
         })
         .collect();
     json_response(&Value::Array(list))
+}
+
+/// `POST …/admin/reload-workers`: reads workers.toml (`WORKERS_CONFIG_PATH`) again. 409 when no
+/// file is configured, 400 (and the old tokens kept) when it does not load.
+async fn reload_workers(State(core): State<Arc<Core>>, _client: Client) -> Result<Response, ApiError> {
+    if core.cfg.workers_config_path.is_none() {
+        return Err(ApiError::Conflict("WORKERS_CONFIG_PATH is not set: there is nothing to reload".into()));
+    }
+    let n = core.reload_worker_tokens().map_err(|e| ApiError::bad(e.to_string()))?;
+    Ok(json_response(&json!({"status": "workers_reloaded", "workers": n})))
 }
 
 async fn dashboard(State(core): State<Arc<Core>>, Client(client): Client) -> Result<Response, ApiError> {

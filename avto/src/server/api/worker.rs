@@ -94,7 +94,7 @@ async fn authenticate(core: &Core, creds: &Credentials, hint: Option<&str>) -> R
             return Err(ApiError::bad("Invalid worker_id: expected 1-128 characters of [A-Za-z0-9_-]"));
         }
     }
-    let key_for = |id: &str| core.cfg.worker_token(id).unwrap_or(&core.cfg.global_worker_token).to_owned();
+    let key_for = |id: &str| core.worker_token(id).unwrap_or_else(|| core.cfg.global_worker_token.clone());
     let mode = core.cfg.worker_auth_mode;
     if let (Some(cn), false) = (&creds.cn, mode == WorkerAuthMode::TokenOnly) {
         return match hint {
@@ -116,7 +116,7 @@ async fn authenticate(core: &Core, creds: &Credentials, hint: Option<&str>) -> R
     // STS access token (a configured token is never one: skip the lookup)
     let configured = sign::constant_time_eq(token.as_bytes(), core.cfg.global_worker_token.as_bytes())
         || hint
-            .and_then(|h| core.cfg.worker_token(h))
+            .and_then(|h| core.worker_token(h))
             .is_some_and(|t| sign::constant_time_eq(token.as_bytes(), t.as_bytes()));
     let sts_owner = match configured {
         true => None,
@@ -137,9 +137,9 @@ async fn authenticate(core: &Core, creds: &Credentials, hint: Option<&str>) -> R
         }
         return Err(forbidden("Unauthorized: No valid token found"));
     };
-    if let Some(individual) = core.cfg.worker_token(hint) {
+    if let Some(individual) = core.worker_token(hint) {
         return if sign::constant_time_eq(token.as_bytes(), individual.as_bytes()) {
-            Ok(Sender { worker_id: hint.to_owned(), key: individual.to_owned() })
+            Ok(Sender { worker_id: hint.to_owned(), key: individual })
         } else {
             Err(forbidden("Unauthorized: Invalid individual worker token"))
         };
