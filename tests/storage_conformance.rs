@@ -111,6 +111,7 @@ conformance!(
     jobs_insert_locked,
     jobs_concurrent_lockers_never_interleave,
     jobs_list_newest_first_and_counts,
+    jobs_quarantine_list,
     jobs_claim_stale_once,
     quotas_exact_under_concurrency,
     quotas_init_keeps_what_is_left,
@@ -265,6 +266,38 @@ async fn jobs_list_newest_first_and_counts(be: &Backend) {
     } else {
         assert!(be.a.jobs.counts(None).await.unwrap().values().sum::<u64>() >= 4);
     }
+}
+
+async fn jobs_quarantine_list(be: &Backend) {
+    let (client, other) = (format!("client-{}", uid()), format!("client-{}", uid()));
+    let mut ids = Vec::new();
+    for (i, owner) in [&client, &client, &other, &client].into_iter().enumerate() {
+        let id = format!("{i}-{}", uid());
+        be.a.jobs.insert(job(&id, owner)).await.unwrap();
+        ids.push(id);
+    }
+    assert!(be.b.jobs.list_quarantined(&client, 10, 0).await.unwrap().is_empty());
+    // Quarantined in the order 3, 0, 2 (another client's), then 1 only failed.
+    for (i, status) in
+        [(3, JobStatus::Quarantined), (0, JobStatus::Quarantined), (2, JobStatus::Quarantined), (1, JobStatus::Failed)]
+    {
+        let mut g = be.nth(i).jobs.lock(&ids[i]).await.unwrap().unwrap();
+        g.status = status;
+        be.nth(i).jobs.commit(g).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    // Saved again while quarantined: still listed once.
+    let g = be.b.jobs.lock(&ids[3]).await.unwrap().unwrap();
+    be.b.jobs.commit(g).await.unwrap();
+    let listed: Vec<String> =
+        be.b.jobs.list_quarantined(&client, 10, 0).await.unwrap().into_iter().map(|j| j.id).collect();
+    assert_eq!(listed, vec![ids[0].clone(), ids[3].clone()], "this client's, most recently quarantined first");
+    let page: Vec<String> =
+        be.a.jobs.list_quarantined(&client, 1, 1).await.unwrap().into_iter().map(|j| j.id).collect();
+    assert_eq!(page, vec![ids[3].clone()]);
+    let theirs: Vec<String> =
+        be.a.jobs.list_quarantined(&other, 10, 0).await.unwrap().into_iter().map(|j| j.id).collect();
+    assert_eq!(theirs, vec![ids[2].clone()]);
 }
 
 async fn jobs_claim_stale_once(be: &Backend) {

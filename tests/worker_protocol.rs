@@ -165,6 +165,16 @@ async fn failure_codes_and_lease_fencing() {
     assert_eq!(answer["transition"], "failure_handled");
     let job = c.wait_terminal(&id, Duration::from_secs(5)).await;
     assert_eq!(job["status"], "quarantined");
+    // The quarantine list: the owner's quarantined jobs, with a client token only.
+    let (status, list) = c.get("/_public/jobs/quarantined").await;
+    assert_eq!(status, 200, "{list}");
+    let listed: Vec<&str> = list.as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
+    assert_eq!(listed, vec![id.as_str()], "{list}");
+    assert_eq!(list[0]["status"], "quarantined");
+    let anonymous = reqwest::get(s.url("/_public/jobs/quarantined")).await.unwrap();
+    assert_eq!(anonymous.status(), 401, "no token, no list");
+    let (status, _) = c.get("/_public/jobs/quarantined?limit=many").await;
+    assert_eq!(status, 400);
 
     // Transient errors are retried with a new task id, then succeed.
     let id = c.create("/api/v1/jobs/echo_strict", json!({})).await;

@@ -77,6 +77,13 @@ pub trait JobStore: Send + Sync + 'static {
         limit: usize,
         offset: usize,
     ) -> BoxFuture<'a, Result<Vec<Job>, StorageError>>;
+    /// Quarantined jobs of one client, most recently quarantined first.
+    fn list_quarantined<'a>(
+        &'a self,
+        client: &'a str,
+        limit: usize,
+        offset: usize,
+    ) -> BoxFuture<'a, Result<Vec<Job>, StorageError>>;
     /// Number of jobs per status, for one client (`None` = every client).
     fn counts<'a>(&'a self, client: Option<&'a str>) -> BoxFuture<'a, Result<BTreeMap<JobStatus, u64>, StorageError>>;
     /// Claims up to `limit` unsettled jobs (see [`is_unsettled`]) with no insert, save or claim
@@ -197,6 +204,8 @@ pub mod memory {
     pub struct MemoryJobs {
         jobs: RwLock<HashMap<String, Arc<tokio::sync::Mutex<Job>>>>,
         by_client: Mutex<HashMap<String, Vec<String>>>,
+        /// Quarantined jobs per client, in the order they were quarantined.
+        quarantined: Mutex<HashMap<String, indexmap::IndexSet<String>>>,
         /// Unsettled jobs -> last insert, save or stale claim (epoch ms).
         activity: Mutex<HashMap<String, u64>>,
     }
@@ -244,12 +253,16 @@ pub mod memory {
         }
 
         fn save<'a>(&'a self, guard: &'a JobGuard) -> BoxFuture<'a, Result<(), StorageError>> {
-            // The guard is the job itself; only the stale-job index needs updating.
+            // The guard is the job itself; only the indexes need updating.
             let mut activity = self.activity.lock().unwrap();
             if is_unsettled(guard.status) {
                 activity.insert(guard.id.clone(), now_ms());
             } else {
                 activity.remove(&guard.id);
+            }
+            if guard.status == JobStatus::Quarantined {
+                let mut q = self.quarantined.lock().unwrap();
+                q.entry(guard.client.name.clone()).or_default().insert(guard.id.clone());
             }
             Box::pin(async { Ok(()) })
         }
@@ -276,6 +289,30 @@ pub mod memory {
                 .unwrap()
                 .get(client)
                 .map(|v| v.iter().rev().skip(offset).take(limit).cloned().collect())
+                .unwrap_or_default();
+            Box::pin(async move {
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    if let Some(j) = self.get(&id).await? {
+                        out.push(j);
+                    }
+                }
+                Ok(out)
+            })
+        }
+
+        fn list_quarantined<'a>(
+            &'a self,
+            client: &'a str,
+            limit: usize,
+            offset: usize,
+        ) -> BoxFuture<'a, Result<Vec<Job>, StorageError>> {
+            let ids: Vec<String> = self
+                .quarantined
+                .lock()
+                .unwrap()
+                .get(client)
+                .map(|q| q.iter().rev().skip(offset).take(limit).cloned().collect())
                 .unwrap_or_default();
             Box::pin(async move {
                 let mut out = Vec::with_capacity(ids.len());

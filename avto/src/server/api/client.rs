@@ -307,11 +307,29 @@ pub(super) async fn approve_job(
     Ok(json_response(&json!({"status": "approval_received", "job_id": job_id})))
 }
 
+/// `?limit=` (default 100, at most 1000), `?offset=`, `?detailed=` of job lists.
 #[derive(Debug, Deserialize)]
-struct ListQuery {
+pub(super) struct ListQuery {
     limit: Option<String>,
     offset: Option<String>,
     detailed: Option<String>,
+}
+
+impl ListQuery {
+    /// (limit, offset, detailed), or a 400 naming the parameter that is not a number.
+    fn page(&self) -> Result<(usize, usize, bool), ApiError> {
+        let parse = |v: &Option<String>, default: usize, name: &str| -> Result<usize, ApiError> {
+            match v {
+                None => Ok(default),
+                Some(s) => s
+                    .parse::<usize>()
+                    .map_err(|_| ApiError::bad(format!("Invalid {name} parameter: expected a non-negative integer"))),
+            }
+        };
+        let limit = parse(&self.limit, 100, "limit")?.min(1000);
+        let offset = parse(&self.offset, 0, "offset")?;
+        Ok((limit, offset, matches!(self.detailed.as_deref(), Some("true" | "1"))))
+    }
 }
 
 async fn list_jobs(
@@ -319,18 +337,21 @@ async fn list_jobs(
     Client(client): Client,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let parse = |v: Option<String>, default: usize, name: &str| -> Result<usize, ApiError> {
-        match v {
-            None => Ok(default),
-            Some(s) => s
-                .parse::<usize>()
-                .map_err(|_| ApiError::bad(format!("Invalid {name} parameter: expected a non-negative integer"))),
-        }
-    };
-    let limit = parse(q.limit, 100, "limit")?.min(1000);
-    let offset = parse(q.offset, 0, "offset")?;
-    let detailed = matches!(q.detailed.as_deref(), Some("true" | "1"));
+    let (limit, offset, detailed) = q.page()?;
     let jobs = core.jobs.list(&client.config.name, limit, offset).await.map_err(storage)?;
+    let list: Vec<Value> = jobs.iter().map(|j| job_view(j, detailed)).collect();
+    Ok(json_response(&Value::Array(list)))
+}
+
+/// `GET /_public/jobs/quarantined?limit=&offset=`: the client's quarantined jobs, most recently
+/// quarantined first (the Python orchestrator lists every client's, without a token).
+pub(super) async fn quarantined_jobs(
+    State(core): State<Arc<Core>>,
+    Client(client): Client,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let (limit, offset, detailed) = q.page()?;
+    let jobs = core.jobs.list_quarantined(&client.config.name, limit, offset).await.map_err(storage)?;
     let list: Vec<Value> = jobs.iter().map(|j| job_view(j, detailed)).collect();
     Ok(json_response(&Value::Array(list)))
 }

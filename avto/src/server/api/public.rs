@@ -1,4 +1,5 @@
-//! Public routes: health, and the approval webhook (which still requires the owner's client token).
+//! Public routes: health, the approval webhook and the quarantine list (both of which still
+//! require a client token: the Python orchestrator serves them without one).
 
 use std::sync::Arc;
 
@@ -13,4 +14,5 @@ pub(super) fn routes() -> Router<Arc<Core>> {
     Router::new()
         .route("/_public/status", get(|| async { json_response(&json!({"status": "ok"})) }))
         .route("/_public/webhooks/approval/{job_id}", post(super::client::approve_job))
+        .route("/_public/jobs/quarantined", get(super::client::quarantined_jobs))
 }

@@ -76,6 +76,7 @@ local function write()
     redis.call('HINCRBY', P .. 'counts', new, 1)
     redis.call('HINCRBY', P .. 'counts:client:' .. client, new, 1)
     redis.call('HSET', P .. 'jobstatus', id, new)
+    if new == 'quarantined' then redis.call('ZADD', P .. 'jobs:quarantined:' .. client, now, id) end
   end
   if unsettled == '1' then
     redis.call('ZADD', P .. 'stale', now, id)
@@ -229,6 +230,23 @@ impl Drop for Lease {
 }
 
 impl RedisJobs {
+    /// Jobs of a zset index (scored by time), newest first.
+    fn list_index(&self, index: String, limit: usize, offset: usize) -> BoxFuture<'_, Result<Vec<Job>, StorageError>> {
+        Box::pin(async move {
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            let range = redis::cmd("ZREVRANGE").arg(self.conn.key(&index)).arg(offset).arg(offset + limit - 1).clone();
+            let ids: Vec<String> = self.conn.query(&range).await?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let keys: Vec<String> = ids.iter().map(|id| self.conn.key(&format!("job:{id}"))).collect();
+            let docs: Vec<Option<String>> = self.conn.query(redis::cmd("MGET").arg(&keys)).await?;
+            docs.into_iter().flatten().map(|j| from_json("job", &j)).collect()
+        })
+    }
+
     pub fn new(conn: RedisConn, lease: Duration) -> Self {
         RedisJobs { conn, lease: lease.max(Duration::from_millis(300)), waiters: Arc::default() }
     }
@@ -420,32 +438,22 @@ impl JobStore for RedisJobs {
         })
     }
 
+    fn list_quarantined<'a>(
+        &'a self,
+        client: &'a str,
+        limit: usize,
+        offset: usize,
+    ) -> BoxFuture<'a, Result<Vec<Job>, StorageError>> {
+        self.list_index(format!("jobs:quarantined:{client}"), limit, offset)
+    }
+
     fn list<'a>(
         &'a self,
         client: &'a str,
         limit: usize,
         offset: usize,
     ) -> BoxFuture<'a, Result<Vec<Job>, StorageError>> {
-        Box::pin(async move {
-            if limit == 0 {
-                return Ok(Vec::new());
-            }
-            let ids: Vec<String> = self
-                .conn
-                .query(
-                    redis::cmd("ZREVRANGE")
-                        .arg(self.conn.key(&format!("jobs:client:{client}")))
-                        .arg(offset)
-                        .arg(offset + limit - 1),
-                )
-                .await?;
-            if ids.is_empty() {
-                return Ok(Vec::new());
-            }
-            let keys: Vec<String> = ids.iter().map(|id| self.conn.key(&format!("job:{id}"))).collect();
-            let docs: Vec<Option<String>> = self.conn.query(redis::cmd("MGET").arg(&keys)).await?;
-            docs.into_iter().flatten().map(|j| from_json("job", &j)).collect()
-        })
+        self.list_index(format!("jobs:client:{client}"), limit, offset)
     }
 
     fn counts<'a>(&'a self, client: Option<&'a str>) -> BoxFuture<'a, Result<BTreeMap<JobStatus, u64>, StorageError>> {

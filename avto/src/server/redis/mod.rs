@@ -16,6 +16,7 @@
 //! | `{p}job:{id}` | string | the job document (no TTL: jobs never expire) |
 //! | `{p}lock:job:{id}` | string, PX lease | random token of the lock holder |
 //! | `{p}jobs:client:{name}` | zset | job id → creation time (list, newest first) |
+//! | `{p}jobs:quarantined:{name}` | zset | job id → when it was quarantined (the quarantine list) |
 //! | `{p}jobstatus` | hash | job id → status (what the counts were last moved to) |
 //! | `{p}counts`, `{p}counts:client:{name}` | hash | status → number of jobs |
 //! | `{p}stale` | zset | unsettled job id → last save or recovery claim (crash recovery) |
