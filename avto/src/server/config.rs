@@ -85,6 +85,8 @@ pub struct Config {
     pub log_level: String,
     pub log_format: String,
     pub reputation_min_threshold: f64,
+    /// `DISPATCHER_MAX_CANDIDATES` (default 50): eligible workers one dispatch chooses among.
+    pub dispatcher_max_candidates: usize,
     pub work_stealing_enabled: bool,
     pub production: bool,
     /// `HISTORY_DATABASE_URI`: `sqlite:<path>`, `postgresql://...`, `memory:`; `None` = history off.
@@ -185,6 +187,7 @@ impl Default for Config {
             log_level: "info".into(),
             log_format: "json".into(),
             reputation_min_threshold: 0.3,
+            dispatcher_max_candidates: 50,
             work_stealing_enabled: true,
             production: false,
             history_database_uri: None,
@@ -301,6 +304,7 @@ impl Config {
             log_level: env.str("LOG_LEVEL").map(|l| l.to_ascii_lowercase()).unwrap_or(d.log_level),
             log_format: env.str("LOG_FORMAT").map(|l| l.to_ascii_lowercase()).unwrap_or(d.log_format),
             reputation_min_threshold: env.parse("REPUTATION_MIN_THRESHOLD", d.reputation_min_threshold)?,
+            dispatcher_max_candidates: env.parse("DISPATCHER_MAX_CANDIDATES", d.dispatcher_max_candidates)?,
             work_stealing_enabled: env.bool("WORK_STEALING_ENABLED", d.work_stealing_enabled)?,
             production,
             history_database_uri: env.str("HISTORY_DATABASE_URI"),
@@ -344,6 +348,9 @@ impl Config {
         }
         if c.worker_poll_timeout.is_zero() {
             return Err(ConfigError("WORKER_POLL_TIMEOUT_SECONDS must be greater than 0".into()));
+        }
+        if c.dispatcher_max_candidates == 0 {
+            return Err(ConfigError("DISPATCHER_MAX_CANDIDATES must be at least 1".into()));
         }
         if c.max_body_bytes < 1024 {
             return Err(ConfigError("MAX_REQUEST_BODY_BYTES must be at least 1024".into()));

@@ -121,7 +121,8 @@ impl Core {
     pub fn new(cfg: Config, env: EngineEnv, stores: Stores) -> Self {
         let clients = cfg.clients.iter().map(|c| (c.token.clone(), c.clone())).collect();
         let mut dispatcher =
-            Dispatcher::new(stores.workers, cfg.worker_health_check_interval * 2, cfg.reputation_min_threshold);
+            Dispatcher::new(stores.workers, cfg.worker_health_check_interval * 2, cfg.reputation_min_threshold)
+                .with_max_candidates(cfg.dispatcher_max_candidates);
         if let Some(bus) = stores.bus {
             dispatcher = dispatcher.with_bus(bus);
         }

@@ -302,6 +302,8 @@ pub struct Dispatcher {
     rr: AtomicU64,
     ttl_ms: u64,
     min_reputation: f64,
+    /// `DISPATCHER_MAX_CANDIDATES` (unbounded unless set).
+    max_candidates: usize,
     rewards: Arc<Rewards>,
 }
 
@@ -354,8 +356,17 @@ impl Dispatcher {
             rr: AtomicU64::new(0),
             ttl_ms: ttl.as_millis() as u64,
             min_reputation,
+            max_candidates: usize::MAX,
             rewards: Arc::default(),
         }
+    }
+
+    /// Considers at most `n` eligible workers per dispatch (`DISPATCHER_MAX_CANDIDATES`): a
+    /// bound on the work of one dispatch in a large fleet. The scan starts at a position that
+    /// moves with every dispatch, so every worker is in some window.
+    pub fn with_max_candidates(mut self, n: usize) -> Self {
+        self.max_candidates = n.max(1);
+        self
     }
 
     /// Routes wake-ups and commands through `bus` (several instances).
@@ -627,7 +638,10 @@ impl Dispatcher {
         let mut with_skill = 0usize;
         let mut why = String::new();
         let mut candidates: Vec<(&WorkerInfo, usize)> = Vec::new();
-        for w in workers {
+        let rr = self.rr.fetch_add(1, AtomicOrdering::Relaxed) as usize;
+        // With a candidate cap the scan starts at a rotating position (every worker gets its turn).
+        let start = if self.max_candidates < workers.len() { rr % workers.len() } else { 0 };
+        for w in workers[start..].iter().chain(&workers[..start]) {
             if w.info.status == "offline" || !w.info.has_skill(skill) {
                 continue;
             }
@@ -637,13 +651,15 @@ impl Dispatcher {
                 continue;
             }
             candidates.push((&w.info, w.queued + w.running));
+            if candidates.len() >= self.max_candidates {
+                break;
+            }
         }
         if candidates.is_empty() {
             return Err(if with_skill == 0 { NoWorker::NoSkill } else { NoWorker::Filtered(why) });
         }
         // Workers that reported `full`/`busy` go last, but are still used when nobody else is there.
         let available = |w: &WorkerInfo| matches!(w.status.as_str(), "idle" | "" | "draining") as u8;
-        let rr = self.rr.fetch_add(1, AtomicOrdering::Relaxed) as usize;
         let pick = match spec.dispatch_strategy {
             DispatchStrategy::RoundRobin => rr % candidates.len(),
             DispatchStrategy::LeastConnections => {
@@ -705,4 +721,37 @@ fn argmin<T>(items: &[T], rr: usize, key: impl Fn(&T) -> (u8, f64, f64)) -> usiz
         .expect("non-empty");
     let ties: Vec<usize> = (0..keys.len()).filter(|&i| keys[i] == best).collect();
     ties[rr % ties.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn worker(id: &str) -> WorkerInfo {
+        WorkerInfo::from_registration(&serde_json::json!({
+            "worker_id": id,
+            "supported_skills": [{"name": "echo"}],
+        }))
+    }
+
+    /// With `DISPATCHER_MAX_CANDIDATES` below the fleet size each dispatch chooses among a window
+    /// of workers that moves, so all of them still get tasks.
+    #[tokio::test]
+    async fn a_candidate_cap_still_reaches_every_worker() {
+        let store = Arc::new(memory::MemoryWorkers::new());
+        let ids: Vec<String> = (0..10).map(|i| format!("w-{i}")).collect();
+        for id in &ids {
+            store.register(worker(id), 60_000).await.unwrap();
+        }
+        let d = Dispatcher::new(store, std::time::Duration::from_secs(60), 0.3).with_max_candidates(3);
+        let mut spec = TaskSpec::new("echo");
+        spec.dispatch_strategy = DispatchStrategy::RoundRobin;
+        let mut chosen: BTreeMap<String, usize> = BTreeMap::new();
+        for i in 0..40 {
+            let w = d.assign(&format!("job-{i}"), &format!("task-{i}"), &spec, None).await.unwrap();
+            *chosen.entry(w).or_default() += 1;
+        }
+        assert_eq!(chosen.len(), ids.len(), "every worker got tasks: {chosen:?}");
+    }
 }
