@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use avto::prelude::*;
 use avto::worker::{TaskHandle, TaskOutcome};
+use avto_tests::blueprints::echo_flow;
 use avto_tests::certs::Ca;
 use avto_tests::{RustWorker, Server};
 use axum::routing::post;
@@ -19,19 +19,6 @@ use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
-
-#[avto::blueprint(name = "tls_flow", api_version = "v1", api_endpoint = "jobs/tls")]
-mod tls_flow {
-    use super::*;
-
-    #[handler(state = "start", start)]
-    async fn start(ctx: &Context, actions: &mut Actions) {
-        actions.dispatch_task("echo").params(ctx.initial_data.clone()).transitions([("success", "finished")]);
-    }
-
-    #[handler(state = "finished", end)]
-    async fn finished() {}
-}
 
 /// Accepts TLS on a free port and relays each connection to `backend` (plain TCP).
 async fn tls_proxy(acceptor: TlsAcceptor, backend: SocketAddr) -> u16 {
@@ -71,7 +58,7 @@ async fn worker_and_webhook_over_https() {
         .unwrap();
     let acceptor = TlsAcceptor::from(Arc::new(server_config));
 
-    let s = Server::start([tls_flow::blueprint()]).await;
+    let s = Server::start([echo_flow::blueprint()]).await;
     let orchestrator: SocketAddr = s.base.trim_start_matches("http://").parse().unwrap();
     let https_base = format!("https://localhost:{}", tls_proxy(acceptor.clone(), orchestrator).await);
 
@@ -100,7 +87,7 @@ async fn worker_and_webhook_over_https() {
 
     let c = s.client();
     let (status, created) =
-        c.post("/api/v1/jobs/tls", &json!({"initial_data": {"secure": true}, "webhook_url": hook_url})).await;
+        c.post("/api/v1/jobs/echo", &json!({"initial_data": {"secure": true}, "webhook_url": hook_url})).await;
     assert_eq!(status, 202, "{created}");
     let id = created["job_id"].as_str().unwrap().to_owned();
     let hook = tokio::time::timeout(Duration::from_secs(20), hooks.recv())

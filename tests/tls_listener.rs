@@ -5,25 +5,12 @@
 
 use std::time::Duration;
 
-use avto::prelude::*;
 use avto::protocol::sign::MessageKind;
 use avto::worker::{TaskHandle, TaskOutcome};
+use avto_tests::blueprints::echo_flow;
 use avto_tests::certs::{https_client, Ca};
 use avto_tests::{RustWorker, Server};
 use serde_json::{json, Value};
-
-#[avto::blueprint(name = "mtls_flow", api_version = "v1", api_endpoint = "jobs/tls")]
-mod tls_flow {
-    use super::*;
-
-    #[handler(state = "start", start)]
-    async fn start(ctx: &Context, actions: &mut Actions) {
-        actions.dispatch_task("echo").params(ctx.initial_data.clone()).transitions([("success", "finished")]);
-    }
-
-    #[handler(state = "finished", end)]
-    async fn finished() {}
-}
 
 /// The orchestrator's own HTTPS listener with client certificates: in `mtls-only` mode a
 /// worker is whoever its certificate names, tokens alone are refused, and a certificate for
@@ -51,7 +38,7 @@ async fn https_listener_with_client_certificates() {
         ])
     };
 
-    let s = Server::with_config([tls_flow::blueprint()], tls_vars("mtls-only", "false")).await;
+    let s = Server::with_config([echo_flow::blueprint()], tls_vars("mtls-only", "false")).await;
     let base = s.base.replace("http://127.0.0.1", "https://localhost");
     let raw = |http: reqwest::Client, id: &str| {
         let mut w = avto_tests::RawWorker::new(&base, id, &["echo"]);
@@ -90,7 +77,7 @@ async fn https_listener_with_client_certificates() {
     avto_tests::wait_workers(&s, 1).await;
     let client = https_client(&ca, None);
     let created: Value = client
-        .post(format!("{base}/api/v1/jobs/tls"))
+        .post(format!("{base}/api/v1/jobs/echo"))
         .header("X-Client-Token", avto_tests::CLIENT_TOKEN)
         .json(&json!({"initial_data": {"over": "https"}}))
         .send()
@@ -122,7 +109,7 @@ async fn https_listener_with_client_certificates() {
     s.stop().await;
 
     // TLS_REQUIRE_CLIENT_CERT: no certificate, no connection.
-    let s = Server::with_config([tls_flow::blueprint()], tls_vars("mixed", "true")).await;
+    let s = Server::with_config([echo_flow::blueprint()], tls_vars("mixed", "true")).await;
     let base = s.base.replace("http://127.0.0.1", "https://localhost");
     let without = https_client(&ca, None).get(format!("{base}/_public/status")).send().await;
     assert!(without.is_err(), "a connection without a client certificate is refused");

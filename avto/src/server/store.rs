@@ -217,6 +217,19 @@ pub mod memory {
         fn entry(&self, id: &str) -> Option<Arc<tokio::sync::Mutex<Job>>> {
             self.jobs.read().unwrap().get(id).cloned()
         }
+
+        /// Snapshots of the jobs `ids` that still exist, in that order.
+        fn jobs_of(&self, ids: Vec<String>) -> BoxFuture<'_, Result<Vec<Job>, StorageError>> {
+            Box::pin(async move {
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    if let Some(j) = self.get(&id).await? {
+                        out.push(j);
+                    }
+                }
+                Ok(out)
+            })
+        }
     }
 
     impl JobStore for MemoryJobs {
@@ -290,15 +303,7 @@ pub mod memory {
                 .get(client)
                 .map(|v| v.iter().rev().skip(offset).take(limit).cloned().collect())
                 .unwrap_or_default();
-            Box::pin(async move {
-                let mut out = Vec::with_capacity(ids.len());
-                for id in ids {
-                    if let Some(j) = self.get(&id).await? {
-                        out.push(j);
-                    }
-                }
-                Ok(out)
-            })
+            self.jobs_of(ids)
         }
 
         fn list_quarantined<'a>(
@@ -314,15 +319,7 @@ pub mod memory {
                 .get(client)
                 .map(|q| q.iter().rev().skip(offset).take(limit).cloned().collect())
                 .unwrap_or_default();
-            Box::pin(async move {
-                let mut out = Vec::with_capacity(ids.len());
-                for id in ids {
-                    if let Some(j) = self.get(&id).await? {
-                        out.push(j);
-                    }
-                }
-                Ok(out)
-            })
+            self.jobs_of(ids)
         }
 
         fn counts<'a>(
