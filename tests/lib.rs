@@ -454,3 +454,15 @@ impl RawWorker {
         self.send(reqwest::Method::POST, "/_worker/tasks/result", Some(&body)).await
     }
 }
+
+/// Deletes every key under `prefix` in the Redis at `url`, from a `Drop` (a thread of its own
+/// with its own runtime, so it works inside and outside a test's runtime).
+pub fn delete_redis_prefix(url: &str, prefix: &str) {
+    let (url, prefix) = (url.to_owned(), prefix.to_owned());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(avto::server::redis::delete_prefix(&url, &prefix)).expect("clean up the test prefix");
+    })
+    .join()
+    .unwrap();
+}

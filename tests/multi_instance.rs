@@ -45,13 +45,7 @@ impl Prefix {
 
 impl Drop for Prefix {
     fn drop(&mut self) {
-        let (url, prefix) = (self.url.clone(), self.prefix.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(avto::server::redis::delete_prefix(&url, &prefix)).expect("clean up the test prefix");
-        })
-        .join()
-        .unwrap();
+        avto_tests::delete_redis_prefix(&self.url, &self.prefix);
     }
 }
 

@@ -18,8 +18,8 @@ use avto::files::s3::{S3Config, S3ObjectStore, PART_SIZE};
 use avto::files::{FileError, ObjectStore, PresignMethod, TaskFiles};
 use avto::server::config::Config;
 use avto::worker::s3::PayloadOffload;
-use avto::worker::{ShutdownHandle, TaskHandle, TaskOutcome, Worker, WorkerBuilder, WorkerError};
-use avto_tests::{test_config_with, ApiClient, Server, CLIENT_TOKEN, SECRET, WORKER_TOKEN};
+use avto::worker::{ShutdownHandle, TaskHandle, TaskOutcome, WorkerBuilder, WorkerError};
+use avto_tests::{test_config_with, ApiClient, RustWorker, Server, CLIENT_TOKEN};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -521,21 +521,7 @@ impl TestWorker {
 }
 
 fn worker_builder(base: &str, id: &str, offload: PayloadOffload) -> WorkerBuilder {
-    Worker::builder()
-        .worker_id(id)
-        .orchestrator_url(base)
-        .token(WORKER_TOKEN)
-        .secret_key(SECRET)
-        .heartbeat_interval(Duration::from_millis(300))
-        .shutdown_timeout(Duration::from_secs(2))
-        .configure(|c| {
-            c.idle_poll_delay = Duration::from_millis(50);
-            c.task_poll_timeout = Duration::from_secs(2);
-            c.heartbeat_cooldown = Duration::from_millis(100);
-            c.registration_retry_initial_delay = Duration::from_millis(100);
-            c.result_retry_initial_delay = Duration::from_millis(100);
-        })
-        .s3(Some(offload))
+    RustWorker::builder(id).orchestrator_url(base).s3(Some(offload))
 }
 
 /// Waits until `worker_id` is registered and live; returns its record from `GET /api/v1/workers`.

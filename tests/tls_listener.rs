@@ -9,7 +9,7 @@ use avto::protocol::sign::MessageKind;
 use avto::worker::{TaskHandle, TaskOutcome};
 use avto_tests::blueprints::echo_flow;
 use avto_tests::certs::{https_client, Ca};
-use avto_tests::{RustWorker, Server};
+use avto_tests::{ApiClient, RustWorker, Server};
 use serde_json::{json, Value};
 
 /// The orchestrator's own HTTPS listener with client certificates: in `mtls-only` mode a
@@ -75,34 +75,10 @@ async fn https_listener_with_client_certificates() {
             .task("echo", |p: Value, _t: TaskHandle| async move { TaskOutcome::success(json!({ "echo": p })) }),
     );
     avto_tests::wait_workers(&s, 1).await;
-    let client = https_client(&ca, None);
-    let created: Value = client
-        .post(format!("{base}/api/v1/jobs/echo"))
-        .header("X-Client-Token", avto_tests::CLIENT_TOKEN)
-        .json(&json!({"initial_data": {"over": "https"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["job_id"].as_str().expect("a job id").to_owned();
-    let mut job = Value::Null;
-    for _ in 0..200 {
-        job = client
-            .get(format!("{base}/api/v1/jobs/{id}"))
-            .header("X-Client-Token", avto_tests::CLIENT_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if job["status"] == "finished" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The client API over HTTPS (no certificate: clients authenticate with their token).
+    let c = ApiClient { http: https_client(&ca, None), base: base.clone(), token: avto_tests::CLIENT_TOKEN.into() };
+    let id = c.create("/api/v1/jobs/echo", json!({"over": "https"})).await;
+    let job = c.wait_terminal(&id, Duration::from_secs(10)).await;
     assert_eq!(job["status"], "finished", "{job}");
     assert_eq!(job["result"], json!({"over": "https"}));
     sdk.stop().await;

@@ -104,18 +104,15 @@ impl Core {
     }
 
     /// Reads `WORKERS_CONFIG_PATH` again and replaces the individual worker tokens (all at once;
-    /// a file that does not load changes nothing). Returns how many entries it has.
-    pub fn reload_worker_tokens(&self) -> Result<usize, super::config::ConfigError> {
-        let Some(path) = &self.cfg.workers_config_path else {
-            return Err(super::config::ConfigError(
-                "WORKERS_CONFIG_PATH is not set: there is nothing to reload".into(),
-            ));
-        };
+    /// a file that does not load changes nothing). Returns how many entries it has, or `None`
+    /// when no workers.toml is configured.
+    pub fn reload_worker_tokens(&self) -> Result<Option<usize>, super::config::ConfigError> {
+        let Some(path) = &self.cfg.workers_config_path else { return Ok(None) };
         let tokens = super::config::load_workers(path)?;
         let n = tokens.len();
         *self.worker_tokens.write().unwrap() = Arc::new(tokens);
         tracing::info!(path = %path.display(), workers = n, "worker tokens reloaded");
-        Ok(n)
+        Ok(Some(n))
     }
 
     pub fn new(cfg: Config, env: EngineEnv, stores: Stores) -> Self {

@@ -402,10 +402,9 @@ async fn workers(State(core): State<Arc<Core>>, _client: Client) -> Response {
 /// `POST …/admin/reload-workers`: reads workers.toml (`WORKERS_CONFIG_PATH`) again. 409 when no
 /// file is configured, 400 (and the old tokens kept) when it does not load.
 async fn reload_workers(State(core): State<Arc<Core>>, _client: Client) -> Result<Response, ApiError> {
-    if core.cfg.workers_config_path.is_none() {
+    let Some(n) = core.reload_worker_tokens().map_err(|e| ApiError::bad(e.to_string()))? else {
         return Err(ApiError::Conflict("WORKERS_CONFIG_PATH is not set: there is nothing to reload".into()));
-    }
-    let n = core.reload_worker_tokens().map_err(|e| ApiError::bad(e.to_string()))?;
+    };
     Ok(json_response(&json!({"status": "workers_reloaded", "workers": n})))
 }
 
