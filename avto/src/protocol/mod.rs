@@ -25,7 +25,7 @@ pub mod sign;
 pub mod wire;
 
 pub use canonical::{to_canonical_string, to_canonical_string_of};
-pub use replay::{check_timestamp, message_nonce, unix_now, NonceCache, NONCE_TTL, TIMESTAMP_WINDOW_SECS};
+pub use replay::{check_timestamp, message_nonce, nonce_ttl, unix_now, NonceCache, NONCE_TTL, TIMESTAMP_WINDOW_SECS};
 pub use sign::{
     attach_security, sign_message, sign_payload, sign_task, verify_message, verify_payload, verify_security,
     verify_task, MessageKind, TaskSigCheck, ZeroTrustError,

@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 use super::{json_response, parse_object, read_body, ApiError};
 use crate::context::TaskError;
 use crate::engine::{ResultDisposition, TaskResult};
-use crate::protocol::replay::{check_timestamp, message_nonce, unix_now, NONCE_TTL};
+use crate::protocol::replay::{check_timestamp, message_nonce, message_timestamp, nonce_ttl, unix_now};
 use crate::protocol::sign::{self, verify_security, MessageKind};
 use crate::server::config::WorkerAuthMode;
 use crate::server::core::{Core, TaskContext};
@@ -173,12 +173,18 @@ async fn rate_limit(core: &Core, sender: &Sender, kind: &str) -> Result<(), ApiE
 }
 
 /// Zero-trust checks of a message body: timestamp window, replay nonce, signature.
+/// A nonce is kept for as long as the message's timestamp would still be accepted.
 async fn verify(core: &Core, sender: &Sender, body: &Value, kind: MessageKind) -> Result<(), ApiError> {
-    check_timestamp(body, unix_now()).map_err(|e| forbidden(e.to_string()))?;
+    let now = unix_now();
+    check_timestamp(body, now).map_err(|e| forbidden(e.to_string()))?;
     verify_security(body, &sender.key, &sender.worker_id, kind).map_err(|e| forbidden(e.to_string()))?;
     if let Some(nonce) = message_nonce(body) {
         let key = format!("{}:{nonce}", sender.worker_id);
-        let fresh = core.nonces.first_use(&key, NONCE_TTL).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let ttl = match message_timestamp(body) {
+            Some(Ok(ts)) => nonce_ttl(ts, now),
+            _ => crate::protocol::replay::NONCE_TTL,
+        };
+        let fresh = core.nonces.first_use(&key, ttl).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
         if !fresh {
             return Err(forbidden("Duplicate message detected (replay attack)"));
         }
@@ -565,4 +571,46 @@ async fn ws_session(core: Arc<Core>, sender: Sender, mut socket: WebSocket) {
         }
     }
     core.dispatcher.detach_ws(&sender.worker_id, &tx);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::sign::attach_security;
+    use crate::server::store::{NonceStore, Stores};
+    use crate::storage::StorageError;
+    use futures::future::BoxFuture;
+    use std::time::Duration;
+
+    /// Remembers the lifetime every nonce was stored with.
+    #[derive(Default)]
+    struct RecordingNonces(std::sync::Mutex<Vec<Duration>>);
+
+    impl NonceStore for RecordingNonces {
+        fn first_use<'a>(&'a self, _nonce: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool, StorageError>> {
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(ttl);
+            Box::pin(async { Ok(true) })
+        }
+    }
+
+    fn core_with(nonces: Arc<RecordingNonces>) -> Core {
+        let stores = Stores { nonces, ..Stores::memory() };
+        let data = stores.data.clone();
+        let env = crate::engine::EngineEnv::new(Default::default(), std::iter::empty(), data, None).unwrap();
+        Core::new(crate::server::Config::default(), env, stores)
+    }
+
+    /// Issue #12 item 7: a message stamped now+55 s, refused when replayed at once, was accepted
+    /// again 67 s later (its nonce was kept 65 s, its timestamp passes until now+115 s).
+    #[tokio::test]
+    async fn a_nonce_is_kept_while_its_timestamp_is_accepted() {
+        let nonces = Arc::new(RecordingNonces::default());
+        let core = core_with(nonces.clone());
+        let sender = Sender { worker_id: "w-1".into(), key: core.cfg.global_worker_token.clone() };
+        let mut body = json!({"worker_id": "w-1", "status": "idle", "nonce": "n-1", "timestamp": unix_now() + 55});
+        attach_security(&mut body, &sender.key, &sender.worker_id, MessageKind::Heartbeat);
+        verify(&core, &sender, &body, MessageKind::Heartbeat).await.unwrap();
+        let ttl = nonces.0.lock().unwrap()[0];
+        assert!(ttl >= Duration::from_secs(116), "nonce kept {ttl:?}, its timestamp passes for 115 s more");
+    }
 }
