@@ -82,6 +82,11 @@ pub struct Config {
     pub detailed_api_responses: bool,
     /// Largest accepted request body (`MAX_REQUEST_BODY_BYTES`, default 1 MiB like aiohttp).
     pub max_body_bytes: usize,
+    /// Progress entries kept per job in `state_history.progress_updates` (`MAX_PROGRESS_UPDATES_PER_JOB`,
+    /// default 100): the oldest are dropped beyond it.
+    pub progress_updates_max: usize,
+    /// Longest progress `message` a worker may send (`MAX_PROGRESS_MESSAGE_BYTES`, default 1024; 400 beyond).
+    pub progress_message_max_bytes: usize,
     pub log_level: String,
     pub log_format: String,
     pub reputation_min_threshold: f64,
@@ -184,6 +189,8 @@ impl Default for Config {
             rate_limit_heartbeat: 120,
             detailed_api_responses: false,
             max_body_bytes: 1024 * 1024,
+            progress_updates_max: 100,
+            progress_message_max_bytes: 1024,
             log_level: "info".into(),
             log_format: "json".into(),
             reputation_min_threshold: 0.3,
@@ -301,6 +308,8 @@ impl Config {
             rate_limit_heartbeat: env.parse("RATE_LIMIT_HEARTBEAT_LIMIT", d.rate_limit_heartbeat)?,
             detailed_api_responses: env.bool("DETAILED_API_RESPONSES", d.detailed_api_responses)?,
             max_body_bytes: env.parse("MAX_REQUEST_BODY_BYTES", d.max_body_bytes)?,
+            progress_updates_max: env.parse("MAX_PROGRESS_UPDATES_PER_JOB", d.progress_updates_max)?,
+            progress_message_max_bytes: env.parse("MAX_PROGRESS_MESSAGE_BYTES", d.progress_message_max_bytes)?,
             log_level: env.str("LOG_LEVEL").map(|l| l.to_ascii_lowercase()).unwrap_or(d.log_level),
             log_format: env.str("LOG_FORMAT").map(|l| l.to_ascii_lowercase()).unwrap_or(d.log_format),
             reputation_min_threshold: env.parse("REPUTATION_MIN_THRESHOLD", d.reputation_min_threshold)?,
@@ -354,6 +363,9 @@ impl Config {
         }
         if c.max_body_bytes < 1024 {
             return Err(ConfigError("MAX_REQUEST_BODY_BYTES must be at least 1024".into()));
+        }
+        if c.progress_updates_max == 0 {
+            return Err(ConfigError("MAX_PROGRESS_UPDATES_PER_JOB must be at least 1".into()));
         }
         if !matches!(c.log_format.as_str(), "json" | "text") {
             return Err(ConfigError(format!("LOG_FORMAT={:?}: expected json or text", c.log_format)));

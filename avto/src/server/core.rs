@@ -53,6 +53,18 @@ pub enum CoreError {
     Approval(#[from] engine::ApprovalError),
     #[error("{0}")]
     Forbidden(String),
+    /// The job's state does not allow the request (e.g. an event for a job that ended).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Drops the oldest entries of `state_history.progress_updates` beyond `max`.
+fn keep_last_progress(job: &mut Job, max: usize) {
+    if let Some(Value::Array(list)) = job.state_history.get_mut("progress_updates") {
+        if list.len() > max {
+            list.drain(..list.len() - max);
+        }
+    }
 }
 
 /// Everything the HTTP layer and the background loops share.
@@ -422,12 +434,26 @@ impl Core {
         payload: &Value,
     ) -> Result<(), CoreError> {
         let Some(mut g) = self.jobs.lock(job_id).await? else { return Err(CoreError::JobNotFound) };
-        let assigned: Vec<&str> = g.tasks_in_flight().filter_map(|t| t.worker_id.as_deref()).collect();
-        if !assigned.is_empty() && !assigned.contains(&worker_id) {
-            return Err(CoreError::Forbidden(format!("job {job_id} is not assigned to worker {worker_id}")));
+        // Only the worker holding a running task of the job reports on it (and on that task when
+        // the event names one): not a job waiting for approval, parked or between tasks, and never
+        // a job that ended.
+        if g.status.is_terminal() {
+            return Err(CoreError::Conflict(format!("job {job_id} is {}: it takes no more events", g.status)));
+        }
+        let held = g
+            .tasks_in_flight()
+            .any(|t| t.worker_id.as_deref() == Some(worker_id) && task_id.is_none_or(|id| id == t.task_id));
+        if !held {
+            return Err(CoreError::Forbidden(match task_id {
+                Some(t) => format!("worker {worker_id} holds no running task {t} of job {job_id}"),
+                None => format!("worker {worker_id} holds no running task of job {job_id}"),
+            }));
         }
         let mut out = Outcome::default();
         let moved = engine::apply_event(&mut g, task_id, event_type, payload, &mut out);
+        if event_type == "progress" {
+            keep_last_progress(&mut g, self.cfg.progress_updates_max);
+        }
         self.effects(&mut g, out).await;
         if moved {
             self.advance_locked(&mut g).await;

@@ -88,6 +88,7 @@ impl From<CoreError> for ApiError {
             }
             CoreError::Approval(a) => ApiError::BadRequest(a.to_string()),
             CoreError::Forbidden(m) => ApiError::Forbidden(m),
+            CoreError::Conflict(m) => ApiError::Conflict(m),
         }
     }
 }

@@ -464,6 +464,19 @@ async fn process_event(core: &Arc<Core>, sender: &Sender, body: &Value) -> Resul
     if !(payload.is_object() || payload.is_null()) {
         return Err(ApiError::bad("payload must be an object"));
     }
+    if event_type == "progress" {
+        let max = core.cfg.progress_message_max_bytes;
+        match payload.get("message") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(m)) if m.len() <= max => {}
+            Some(Value::String(_)) => {
+                return Err(ApiError::bad(format!(
+                    "`payload.message` is longer than {max} bytes (MAX_PROGRESS_MESSAGE_BYTES)"
+                )))
+            }
+            Some(_) => return Err(ApiError::bad("`payload.message` must be a string")),
+        }
+    }
     let task_id = body.get("target_task_id").or_else(|| body.get("origin_task_id")).and_then(Value::as_str);
     let job_id = body
         .get("target_job_id")
@@ -528,7 +541,10 @@ async fn websocket(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let sender = authenticate(&core, &creds, Some(&worker_id)).await?;
-    Ok(ws.on_upgrade(move |socket| ws_session(core, sender, socket)))
+    rate_limit(&core, &sender, "websocket").await?;
+    // A frame or message larger than a request body is refused (the connection closes), like a body.
+    let max = core.cfg.max_body_bytes;
+    Ok(ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| ws_session(core, sender, socket)))
 }
 
 async fn ws_session(core: Arc<Core>, sender: Sender, mut socket: WebSocket) {
@@ -538,6 +554,9 @@ async fn ws_session(core: Arc<Core>, sender: Sender, mut socket: WebSocket) {
         return;
     }
     core.dispatcher.attach_ws(&sender.worker_id, tx.clone());
+    // Events over the socket share the rate limit of `POST /_worker/events`; one over the limit is
+    // dropped (logged once per run of refusals, so a flood does not flood the log either).
+    let mut limited = false;
     loop {
         tokio::select! {
             _ = core.shutting_down() => {
@@ -555,6 +574,13 @@ async fn ws_session(core: Arc<Core>, sender: Sender, mut socket: WebSocket) {
             msg = socket.recv() => {
                 match msg {
                     Some(Ok(Message::Text(text))) => {
+                        if let Err(e) = rate_limit(&core, &sender, "event").await {
+                            if !std::mem::replace(&mut limited, true) {
+                                tracing::warn!(worker_id = %sender.worker_id, error = %e, "websocket events dropped: rate limit");
+                            }
+                            continue;
+                        }
+                        limited = false;
                         match serde_json::from_str::<Value>(&text) {
                             Ok(body @ Value::Object(_)) => {
                                 if let Err(e) = process_event(&core, &sender, &body).await {
