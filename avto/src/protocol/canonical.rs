@@ -49,7 +49,9 @@ pub fn to_canonical_string_of<T: serde::Serialize + ?Sized>(value: &T) -> Result
 
 /// `to_dict` normalisation as a value: `null` object members dropped recursively, integral floats
 /// turned into integers, keys sorted. `normalize(v)` serialised with any compact serialiser that
-/// keeps key order equals [`to_canonical_string`].
+/// keeps key order equals [`to_canonical_string`], except for integral floats beyond 64-bit
+/// integers (which Python cannot sign): they stay floats here, and the canonical form writes their
+/// digits. Parsing the canonical form always gives back `normalize(v)`.
 pub fn normalize(value: &Value) -> Value {
     match value {
         Value::Object(map) => {
