@@ -259,6 +259,39 @@ fn arb_message(python_safe: bool) -> impl Strategy<Value = (Kind, String, Value)
         })
 }
 
+/// A task as avto's orchestrator builds it (`task_payload` in server/api/worker.rs): the
+/// `TaskPayload` keys only, `step` counted from 1, the job's security and metadata when set.
+fn arb_orchestrator_task() -> impl Strategy<Value = Value> {
+    (
+        (any::<u128>(), "[a-z0-9_-]{1,20}", arb_object(true, 5)),
+        any::<f64>().prop_filter_map("signable", |f| float_value(f, true)),
+        (1_700_000_000i64..1_900_000_000, 1u32..1000, prop::option::of(1_700_000_000u64..4_000_000_000)),
+        prop::option::of(("[0-9a-f]{32}", "[0-9a-f]{16}")),
+        prop::option::of(("[0-9a-f]{64}", "[a-zA-Z0-9_-]{1,20}")),
+        prop::option::of(arb_object(true, 4)),
+    )
+        .prop_map(|((id, skill, params), priority, (timestamp, step, deadline), trace, security, metadata)| {
+            let job_id = uuid::Uuid::from_u128(id).to_string();
+            let mut task = json!({
+                "job_id": job_id, "task_id": format!("task-{job_id}"), "type": skill, "params": params,
+                "priority": priority, "timestamp": timestamp, "tracing_context": {}, "step": step,
+            });
+            if let Some(d) = deadline {
+                task["deadline"] = json!(d);
+            }
+            if let Some((trace_id, span_id)) = trace {
+                task["tracing_context"] = json!({"traceparent": format!("00-{trace_id}-{span_id}-01")});
+            }
+            if let Some((signature, signer_id)) = security {
+                task["security"] = json!({"signature": signature, "signer_id": signer_id});
+            }
+            if let Some(m) = metadata {
+                task["metadata"] = Value::Object(m);
+            }
+            task
+        })
+}
+
 fn config() -> PropConfig {
     // The default case count (256, or PROPTEST_CASES); no regression files in the source tree.
     PropConfig { failure_persistence: None, ..PropConfig::default() }
@@ -989,13 +1022,18 @@ fn kind_path(kind: MessageKind) -> &'static str {
 /// and `to_dict` + orjson: the canonical forms and the signatures must be equal byte for byte,
 /// Python must accept avto's signatures, and avto must accept the messages as the Python side
 /// signs and serialises them. Fails (does not skip) without the reference venv.
+///
+/// Plus 50 tasks shaped like the ones avto's orchestrator hands out (only `TaskPayload` keys,
+/// `step` from 1): the Python SDK's own task check (`from_dict(TaskPayload, task)` then
+/// `verify_signature`, worker.py) must accept their `sig`.
 #[test]
 fn python_sdk_signer_agrees_on_generated_messages() {
     const N: usize = 200;
+    const TASKS: usize = 50;
     let venv = python_venv();
     let mut runner = TestRunner::deterministic();
     let strategy = arb_message(true);
-    let cases: Vec<(Kind, String, Value)> = (0..N)
+    let mut cases: Vec<(Kind, String, Value)> = (0..N)
         .map(|_| {
             let (kind, token, mut body) = strategy.new_tree(&mut runner).expect("a case").current();
             kind.sign(&mut body, &token);
@@ -1005,11 +1043,19 @@ fn python_sdk_signer_agrees_on_generated_messages() {
     for kind in Kind::ALL {
         assert!(cases.iter().any(|c| c.0 == kind), "no {} message generated", kind.name());
     }
+    let tasks = (arb_orchestrator_task(), arb_token());
+    for _ in 0..TASKS {
+        let (mut task, secret) = tasks.new_tree(&mut runner).expect("a task").current();
+        Kind::Task.sign(&mut task, &secret);
+        cases.push((Kind::Task, secret, task));
+    }
 
     let path = std::env::temp_dir().join(format!("avto-protocol-props-{}.jsonl", std::process::id()));
     let mut input = String::new();
-    for (kind, token, body) in &cases {
-        let line = json!({"kind": kind.name(), "token": token, "body": serde_json::to_string(body).unwrap()});
+    for (i, (kind, token, body)) in cases.iter().enumerate() {
+        let line = json!({
+            "kind": kind.name(), "token": token, "body": serde_json::to_string(body).unwrap(), "sdk_task": i >= N,
+        });
         input.push_str(&line.to_string());
         input.push('\n');
     }
@@ -1021,7 +1067,7 @@ fn python_sdk_signer_agrees_on_generated_messages() {
     assert!(out.status.success(), "rxon_sign.py failed: {}", String::from_utf8_lossy(&out.stderr));
     let answers: Vec<Value> =
         String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(answers.len(), N, "one answer per message");
+    assert_eq!(answers.len(), N + TASKS, "one answer per message");
 
     let mut failures = Vec::new();
     for (i, ((kind, token, body), py)) in cases.iter().zip(&answers).enumerate() {
@@ -1040,6 +1086,9 @@ fn python_sdk_signer_agrees_on_generated_messages() {
             }
             if py["verifies"] != json!(true) {
                 problems.push("Python rejects avto's signature".to_owned());
+            }
+            if i >= N && py["sdk_verifies"] != json!(true) {
+                problems.push(format!("the Python SDK's task check refuses it: {}", py["sdk_verifies"]));
             }
             let wire = py["wire"].as_str().unwrap_or_default();
             match parse_object(wire.as_bytes()) {
@@ -1062,8 +1111,9 @@ fn python_sdk_signer_agrees_on_generated_messages() {
     }
     assert!(
         failures.is_empty(),
-        "{} of {N} messages disagree with the Python SDK; the first ones:\n{}",
+        "{} of {} messages disagree with the Python SDK; the first ones:\n{}",
         failures.len(),
+        N + TASKS,
         failures.iter().take(5).cloned().collect::<Vec<_>>().join("\n")
     );
 }

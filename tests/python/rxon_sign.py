@@ -2,12 +2,14 @@
 tests/protocol_props.rs (`python_sdk_signer_agrees_on_generated_messages`).
 
 Usage: python rxon_sign.py CASES.jsonl
-Each input line: {"kind": "registration|heartbeat|result|event|task", "token": str, "body": str}, where
-"body" is the JSON text of a message signed by avto. Each output line (same order):
+Each input line: {"kind": "registration|heartbeat|result|event|task", "token": str, "body": str,
+"sdk_task": bool}, where "body" is the JSON text of a message signed by avto. Each output line (same order):
   canonical  orjson.dumps(to_dict(body), option=OPT_SORT_KEYS), what rxon's sign_payload HMACs (before it
              drops the ignored top-level fields)
   signature  rxon.security.sign_payload(body, token, ignore_fields) (the orchestrator's and the SDK's signer)
   verifies   rxon.security.verify_signature(body, <avto's signature>, token, ignore_fields)
+  sdk_verifies  (with "sdk_task") the SDK's check of a polled task: verify_signature over
+             from_dict(TaskPayload, body)
   wire       the message as the Python side sends it: the body without avto's signature, signed again by
              sign_payload and serialised by rxon.utils.json_dumps (the SDK's aiohttp json_serialize)
 or {"error": "..."} when Python refused the message.
@@ -18,7 +20,8 @@ import sys
 import orjson
 from orjson import OPT_SORT_KEYS
 from rxon.security import sign_payload, verify_signature
-from rxon.utils import json_dumps, to_dict
+from rxon.models import TaskPayload
+from rxon.utils import from_dict, json_dumps, to_dict
 
 # The ignore_fields the orchestrator and the SDK pass (worker_service.py, worker.py, dispatcher.py).
 IGNORE = {
@@ -47,6 +50,11 @@ def one(case):
         unsigned = {k: v for k, v in body.items() if k != "security"}
         unsigned["security"] = {"signature": sign_payload(unsigned, token, ignore_fields=ignore), "signer_id": "py"}
     out["verifies"] = verify_signature(body, theirs, token, ignore_fields=ignore)
+    if case.get("sdk_task"):
+        # The SDK's own check of a task it polled (avtomatika_worker/worker.py): the signature is
+        # verified over the payload parsed into rxon's TaskPayload struct.
+        task = from_dict(TaskPayload, body)
+        out["sdk_verifies"] = verify_signature(task, theirs, token, ignore_fields=ignore)
     out["wire"] = json_dumps(unsigned)
     return out
 
