@@ -1,6 +1,7 @@
 //! Blueprints used by the integration tests.
 
 use avto::prelude::*;
+use serde_json::Value;
 
 /// start -> dispatch `echo` -> finished | failed (the Python reference's echo blueprint).
 #[avto::blueprint(name = "echo_flow", api_version = "v1", api_endpoint = "jobs/echo")]
@@ -115,6 +116,22 @@ pub mod backstops {
     #[handler(state = "start", start)]
     #[when(ctx.initial_data["mode"] == "nothing")]
     async fn does_nothing() {}
+
+    // A guard that panics (here: when `n` is missing) fails the run like a panicking handler.
+    #[handler(state = "start", start)]
+    #[when(ctx.initial_data["mode"] == "guard_panic" && ctx.initial_data["n"].as_i64().expect("n is a number") > 0)]
+    async fn guarded_by_a_panic(actions: &mut Actions) {
+        actions.transition_to("done");
+    }
+
+    // Missing keys of `state_history` index to null, as those of `initial_data` do.
+    #[handler(state = "start", start)]
+    #[when(ctx.initial_data["mode"] == "null_safe" && ctx.state_history["missing"].is_null())]
+    async fn null_safe(ctx: &Context, actions: &mut Actions) {
+        let seen = [ctx.state_history["missing"].clone(), ctx.initial_data["missing"].clone()];
+        actions.update_context("seen", json!(seen));
+        actions.transition_to("done");
+    }
 
     #[handler(state = "start", start)]
     async fn fine(actions: &mut Actions) {
@@ -232,4 +249,51 @@ pub mod nested_child {
 
     #[handler(state = "failed", end)]
     async fn failed() {}
+}
+
+/// Three parallel branches (`part` 0, 1, 2, in that dispatch order) into an aggregator that
+/// records the parts it sees, in the order it sees them (`parts`).
+#[avto::blueprint(name = "fan_out_three", api_version = "v1", api_endpoint = "jobs/fan_out_three")]
+pub mod fan_out_three {
+    use super::*;
+
+    #[handler(state = "start", start)]
+    async fn start(actions: &mut Actions) {
+        for part in 0..3 {
+            actions
+                .dispatch_task("part")
+                .params(json!({"part": part}))
+                .transitions([("success", "aggregate"), ("failure", "failed")]);
+        }
+    }
+
+    #[aggregator(state = "aggregate")]
+    async fn aggregate(results: &AggregationResults, actions: &mut Actions) {
+        let parts: Vec<Value> = results.successes().map(|d| d["part"].clone()).collect();
+        actions.update_context("parts", parts);
+        actions.transition_to("finished");
+    }
+
+    #[handler(state = "finished", end)]
+    async fn finished() {}
+
+    #[handler(state = "failed", end)]
+    async fn failed() {}
+}
+
+/// A data store whose `level` starts at 100; every job takes one off and records what it saw.
+#[avto::blueprint(name = "level_flow", api_version = "v1", api_endpoint = "jobs/level", data_stores(tank(level = 100)))]
+pub mod level_flow {
+    use super::*;
+
+    #[handler(state = "start", start)]
+    async fn drain(stores: &DataStores, actions: &mut Actions) -> Result<(), StorageError> {
+        let level = stores.store("tank").incr("level", -1).await?;
+        actions.update_context("level", level);
+        actions.transition_to("finished");
+        Ok(())
+    }
+
+    #[handler(state = "finished", end)]
+    async fn finished() {}
 }

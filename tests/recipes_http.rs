@@ -21,7 +21,7 @@ use avto::worker::{
 };
 use avto_examples as ex;
 use avto_tests::blueprints::{
-    dispatch_options, echo_flow, echo_strict, event_flow, nested_child, nested_parent, training_flow,
+    dispatch_options, echo_flow, echo_strict, event_flow, level_flow, nested_child, nested_parent, training_flow,
 };
 use avto_tests::{test_config_with, ApiClient, PyWorker, RawWorker, RustWorker, Server};
 use serde_json::{json, Value};
@@ -811,6 +811,47 @@ async fn r09_data_store_is_shared_across_jobs_and_atomic() {
     );
     let id = c.create("/api/v1/jobs/analytics", json!({})).await;
     assert_eq!(c.wait_terminal(&id, T).await["state_history"]["request_number"], n + 1, "the counter persists");
+}
+
+/// 50 jobs at once against a store whose `level` starts at 100: each takes one off, none before
+/// the initial value is written (it used to end at -50 on Redis: the jobs decremented an absent
+/// key, then the initial value was refused as "already set").
+async fn fifty_jobs_drain_a_fresh_store(s: &Server) {
+    let c = s.client();
+    let n = 50;
+    let ids: Vec<String> = futures::future::join_all((0..n).map(|_| c.create("/api/v1/jobs/level", json!({})))).await;
+    let mut levels = Vec::new();
+    for id in &ids {
+        let job = c.wait_terminal(id, T).await;
+        assert_eq!(job["status"], "finished", "{job}");
+        levels.push(job["state_history"]["level"].as_i64().unwrap());
+    }
+    levels.sort();
+    assert_eq!(levels, (100 - n..100).collect::<Vec<i64>>(), "every job saw the store counted down from 100");
+    let tank = s.core.env.data_stores(level_flow::blueprint()).store("tank");
+    assert_eq!(tank.get("level").await.unwrap(), Some(json!(100 - n)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r09_initial_values_before_the_first_job_memory() {
+    let s = Server::start([level_flow::blueprint()]).await;
+    fifty_jobs_drain_a_fresh_store(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r09_initial_values_before_the_first_job_redis() {
+    let url = std::env::var("AVTO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let prefix = format!("avto-test-r09-{}:", uuid::Uuid::new_v4());
+    struct Cleanup(String, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            avto_tests::delete_redis_prefix(&self.0, &self.1);
+        }
+    }
+    let _cleanup = Cleanup(url.clone(), prefix.clone());
+    let s = Server::with_redis([level_flow::blueprint()], &url, &prefix, avto_tests::test_config()).await;
+    fifty_jobs_drain_a_fresh_store(&s).await;
+    s.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ use avto::storage::memory::MemoryDataStores;
 use avto::testing::{Reply, TestRun};
 use avto::{ClientConfig, JobStatus};
 use avto_examples as ex;
-use avto_tests::blueprints::backstops;
+use avto_tests::blueprints::{backstops, fan_out_three};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -66,7 +66,7 @@ async fn r03_fan_out_and_aggregation() {
     assert_eq!(run.status(), JobStatus::Finished);
     assert_eq!(run.path(), ["start", "aggregate_results", "end"]);
     let agg = &run.job().state_history["aggregated_data"];
-    assert_eq!(agg, &json!([{"part": "B"}, {"part": "A"}]), "results in arrival order");
+    assert_eq!(agg, &json!([{"part": "A"}, {"part": "B"}]), "results in dispatch order, not arrival order");
     assert_eq!(run.job().aggregation_results.len(), 2);
 }
 
@@ -268,4 +268,47 @@ async fn panics_and_missing_actions_fail_the_run_not_the_engine() {
     assert!(job.error_message.unwrap().contains("took no action"));
     let job = backstop("other", json!({})).await;
     assert_eq!(job.status, JobStatus::Finished);
+}
+
+#[tokio::test]
+async fn a_panicking_guard_fails_the_run_like_a_panicking_handler() {
+    // Before: the guard's panic unwound through the engine (here: out of the test runner; in the
+    // server: the job stayed `running` and panicked again on every recovery pass).
+    let job = backstop("guard_panic", json!({})).await;
+    assert_eq!(job.status, JobStatus::Quarantined, "retried, then quarantined: {job:?}");
+    assert_eq!(job.retry_count, 3, "retried like a failing handler (JOB_MAX_RETRIES)");
+    let msg = job.error_message.unwrap();
+    assert!(msg.contains("panicked: n is a number"), "{msg}");
+    assert!(msg.contains("guarded_by_a_panic"), "the message names the handler: {msg}");
+    let job = backstop("guard_panic", json!({"n": 1})).await;
+    assert_eq!((job.status, job.path), (JobStatus::Finished, vec!["start".to_owned(), "done".to_owned()]));
+}
+
+#[tokio::test]
+async fn state_history_indexes_to_null_like_initial_data() {
+    let job = backstop("null_safe", json!({})).await;
+    assert_eq!(job.status, JobStatus::Finished, "{job:?}");
+    assert_eq!(job.state_history["seen"], json!([null, null]), "the guard and the handler read null");
+}
+
+#[tokio::test]
+async fn aggregation_results_in_dispatch_order_whatever_the_arrival_order() {
+    let mut run = TestRun::new(fan_out_three::blueprint());
+    run.start().await;
+    let tasks = run.pending_tasks().to_vec();
+    let parts: Vec<&Value> = tasks.iter().map(|t| &t.params["part"]).collect();
+    assert_eq!(parts, [0, 1, 2], "dispatched in this order");
+    // Answered in reverse order; the middle branch fails once (its retry gets a new task id).
+    run.reply(&tasks[2], Reply::success(json!({"part": 2}))).await;
+    run.reply(&tasks[1], Reply::failure("TRANSIENT_ERROR", "again")).await;
+    let retry = run.pending_tasks().iter().find(|t| t.params["part"] == 1).cloned().expect("part 1 retried");
+    assert_ne!(retry.task_id, tasks[1].task_id);
+    run.reply(&retry, Reply::success(json!({"part": 1}))).await;
+    assert_eq!(run.status(), JobStatus::WaitingForParallelTasks);
+    run.reply(&tasks[0], Reply::success(json!({"part": 0}))).await;
+    assert_eq!(run.status(), JobStatus::Finished, "{:?}", run.job());
+    assert_eq!(run.job().state_history["parts"], json!([0, 1, 2]), "the aggregator saw dispatch order");
+    let ids: Vec<&str> = run.job().aggregation_results.iter().map(|r| r.task_id.as_str()).collect();
+    assert_eq!(ids, [tasks[0].task_id.as_str(), retry.task_id.as_str(), tasks[2].task_id.as_str()]);
+    assert!(run.job().branch_order.is_empty(), "no leftover bookkeeping after the fan-in");
 }

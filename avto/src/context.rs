@@ -9,7 +9,8 @@ use crate::storage::DataStores;
 ///
 /// `#[when(...)]` conditions are Rust expressions over a `ctx: &Context`, e.g.
 /// `#[when(ctx.initial_data["language"] == "en")]`. Indexing a missing JSON key yields
-/// `Value::Null`, so conditions are null-safe without extra code.
+/// `Value::Null` (in `initial_data` and in `state_history` alike), so conditions are null-safe
+/// without extra code. A condition that panics anyway fails the run like a panicking handler.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Context {
@@ -21,7 +22,8 @@ pub struct Context {
     /// The job's input (`initial_data` of the create request).
     pub initial_data: Value,
     /// Worker results and `actions.update_context(..)` values, merged in arrival order.
-    pub state_history: Map<String, Value>,
+    /// `ctx.state_history["missing"]` is null, like `ctx.initial_data["missing"]`.
+    pub state_history: StateHistory,
     /// Results of the parallel branches that fanned into this aggregator state.
     pub aggregation_results: AggregationResults,
     /// The client that created the job (from clients.toml or `CLIENT_TOKEN`).
@@ -43,6 +45,43 @@ impl Context {
     /// A value from `state_history` (null when absent).
     pub fn history(&self, key: &str) -> &Value {
         self.state_history.get(key).unwrap_or(&Value::Null)
+    }
+}
+
+/// A job's `state_history` as handlers see it: the JSON object (every `Map` method through
+/// `Deref`), with null-safe indexing: `history["missing"]` is `Value::Null`, as for any
+/// `serde_json::Value` object, instead of the panic of `Map`'s own `Index`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StateHistory(pub Map<String, Value>);
+
+static NULL: Value = Value::Null;
+
+impl std::ops::Deref for StateHistory {
+    type Target = Map<String, Value>;
+    fn deref(&self) -> &Map<String, Value> {
+        &self.0
+    }
+}
+
+impl<Q: AsRef<str> + ?Sized> std::ops::Index<&Q> for StateHistory {
+    type Output = Value;
+    fn index(&self, key: &Q) -> &Value {
+        self.0.get(key.as_ref()).unwrap_or(&NULL)
+    }
+}
+
+impl<'a> IntoIterator for &'a StateHistory {
+    type Item = (&'a String, &'a Value);
+    type IntoIter = serde_json::map::Iter<'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl From<Map<String, Value>> for StateHistory {
+    fn from(map: Map<String, Value>) -> Self {
+        StateHistory(map)
     }
 }
 

@@ -172,6 +172,11 @@ pub struct Job {
     /// Parallel branches still in flight (`waiting_for_parallel_tasks`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub branches: Vec<TaskRecord>,
+    /// Task ids of the current fan-out's branches in dispatch order (a retried branch's new
+    /// task id takes its place): `aggregation_results` are presented in this order, whatever
+    /// order the workers answer in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub branch_order: Vec<String>,
     /// Aggregator state the branches fan into.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregation_target: Option<String>,
@@ -224,6 +229,7 @@ impl Job {
             result: None,
             current_task: None,
             branches: Vec::new(),
+            branch_order: Vec::new(),
             aggregation_target: None,
             approval: None,
             sub_job: None,

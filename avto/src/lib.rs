@@ -32,7 +32,7 @@ pub mod worker;
 pub use actions::{Actions, DispatchStrategy};
 pub use avto_macros::{aggregator, blueprint, handler, task, when};
 pub use blueprint::Blueprint;
-pub use context::{AggregationResults, BranchResult, ClientConfig, Context, ErrorClass, TaskError};
+pub use context::{AggregationResults, BranchResult, ClientConfig, Context, ErrorClass, StateHistory, TaskError};
 pub use files::TaskFiles;
 pub use handler::{FromContext, HandlerError, InitialData};
 pub use job::{Job, JobStatus};

@@ -1,8 +1,8 @@
 //! Running handlers and applying their one action.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -11,11 +11,11 @@ use serde_json::Value;
 use super::{backoff, Effect, EngineEvent, Outcome};
 use crate::actions::{Action, Actions, TaskSpec};
 use crate::blueprint::{Blueprint, StateKind};
-use crate::context::Context;
+use crate::context::{Context, StateHistory};
 use crate::files::{ObjectStore, TaskFiles};
 use crate::handler::{HandlerError, Invocation};
 use crate::job::{now_ms, ApprovalRecord, Job, JobStatus, SubJobRecord, TaskRecord};
-use crate::storage::{DataStoreBackend, DataStores};
+use crate::storage::{DataStoreBackend, DataStores, InitialValues};
 
 /// Engine limits (from the environment in the server: `MAX_TRANSITIONS_PER_JOB`, `JOB_MAX_RETRIES`, ...).
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ pub struct EngineEnv {
     pub config: EngineConfig,
     blueprints: Arc<BTreeMap<&'static str, Blueprint>>,
     data_backend: Arc<dyn DataStoreBackend>,
-    data_initialized: Arc<Mutex<HashSet<String>>>,
+    data_initialized: Arc<InitialValues>,
     object_store: Option<Arc<dyn ObjectStore>>,
 }
 
@@ -111,6 +111,18 @@ impl EngineEnv {
         DataStores::new(bp.name(), bp.spec().data_stores, self.data_backend.clone(), self.data_initialized.clone())
     }
 
+    /// Writes the initial values of every blueprint's data stores (keys that are absent only),
+    /// so they are in place before the first job runs (the orchestrator does this at start-up).
+    pub async fn initialize_data_stores(&self) -> Result<(), crate::storage::StorageError> {
+        for bp in self.blueprints() {
+            let stores = self.data_stores(bp);
+            for name in stores.names() {
+                stores.store(name).initialize().await?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn object_store(&self) -> Option<Arc<dyn ObjectStore>> {
         self.object_store.clone()
     }
@@ -121,7 +133,7 @@ impl EngineEnv {
             blueprint: job.blueprint.clone(),
             current_state: job.current_state.clone(),
             initial_data: job.initial_data.clone(),
-            state_history: job.state_history.clone(),
+            state_history: StateHistory(job.state_history.clone()),
             aggregation_results: job.aggregation_results.clone(),
             client: job.client.clone(),
             last_error: job.last_error.as_deref().cloned(),
@@ -236,10 +248,28 @@ async fn run_handler(env: &EngineEnv, bp: Blueprint, job: &Job) -> Result<Action
         candidates.next()
     } else {
         let all: Vec<_> = candidates.collect();
-        all.iter()
-            .find(|h| h.condition.as_ref().is_some_and(|c| (c.eval)(&ctx)))
-            .or_else(|| all.iter().find(|h| h.condition.is_none()))
-            .copied()
+        let mut matched = None;
+        for h in &all {
+            let Some(c) = &h.condition else { continue };
+            // A guard is user code like a handler: its panic fails this run (retried, then
+            // quarantined) instead of unwinding through the engine.
+            match std::panic::catch_unwind(AssertUnwindSafe(|| (c.eval)(&ctx))) {
+                Ok(true) => {
+                    matched = Some(*h);
+                    break;
+                }
+                Ok(false) => {}
+                Err(panic) => {
+                    return Err(HandlerError::Failed(format!(
+                        "#[when({})] of handler `{}` panicked: {}",
+                        c.source,
+                        h.name,
+                        panic_message(&*panic)
+                    )))
+                }
+            }
+        }
+        matched.or_else(|| all.iter().find(|h| h.condition.is_none()).copied())
     };
     let Some(handler) = handler else {
         let conds: Vec<&str> = bp.handlers_for(state).filter_map(|h| h.condition.as_ref().map(|c| c.source)).collect();
@@ -257,14 +287,18 @@ async fn run_handler(env: &EngineEnv, bp: Blueprint, job: &Job) -> Result<Action
         Ok(Ok(())) => Ok(inv.actions),
         Ok(Err(e)) => Err(e),
         Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic payload".into());
-            Err(HandlerError::Failed(format!("handler `{}` panicked: {msg}", handler.name)))
+            Err(HandlerError::Failed(format!("handler `{}` panicked: {}", handler.name, panic_message(&*panic))))
         }
     }
+}
+
+/// The message of a caught panic (`panic!("...")` payloads are `&str` or `String`).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic payload".into())
 }
 
 fn check_target(bp: Blueprint, target: &str, what: &str) -> Result<(), HandlerError> {
@@ -375,6 +409,7 @@ fn apply_actions(
                     job.status = JobStatus::WaitingForParallelTasks;
                     job.aggregation_target = Some(agg);
                     job.aggregation_results = Default::default();
+                    job.branch_order = records.iter().map(|r| r.task_id.clone()).collect();
                     job.branches = records.clone();
                 }
                 None => {
@@ -462,6 +497,7 @@ pub(crate) fn enter(job: &mut Job, state: &str) {
     job.status = JobStatus::Running;
     job.current_task = None;
     job.branches.clear();
+    job.branch_order.clear();
     job.approval = None;
     job.sub_job = None;
     job.waiting_reason = None;
@@ -489,6 +525,7 @@ pub(crate) fn terminal(job: &mut Job, status: JobStatus, error: Option<String>, 
     }
     job.current_task = None;
     job.branches.clear();
+    job.branch_order.clear();
     job.approval = None;
     job.waiting_reason = None;
     job.updated_at_ms = now_ms();

@@ -221,6 +221,9 @@ fn branch_result(
         let error = error_of(result);
         if error.class() == ErrorClass::Transient && record.attempt < env.config.max_retries {
             let next = retry_task(env, record, true, out);
+            if let Some(slot) = job.branch_order.iter_mut().find(|id| **id == record.task_id) {
+                slot.clone_from(&next.task_id);
+            }
             if let Some(slot) = job.branches.iter_mut().find(|b| b.task_id == record.task_id) {
                 *slot = next;
             }
@@ -243,8 +246,10 @@ fn branch_result(
             });
             job.branches.retain(|b| b.task_id != record.task_id);
             if job.branches.is_empty() {
-                // Order results by dispatch order is kept by push order of arrival; sort for determinism.
-                let results = std::mem::take(&mut job.aggregation_results);
+                // Results arrive in any order; the aggregator sees them in dispatch order.
+                let mut results = std::mem::take(&mut job.aggregation_results);
+                let position = |r: &BranchResult| job.branch_order.iter().position(|id| *id == r.task_id);
+                results.0.sort_by_key(|r| position(r).unwrap_or(usize::MAX));
                 enter(job, &aggregator);
                 job.aggregation_results = results;
                 job.aggregation_target = None;

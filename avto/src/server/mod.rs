@@ -261,7 +261,7 @@ impl Orchestrator {
         api::router(self.core.clone()).merge(metrics::routes().with_state(self.core.clone())).layer(compression)
     }
 
-    /// Initialises quotas; call once before serving (done by [`Orchestrator::serve`] and [`Orchestrator::listen`]).
+    /// Initialises quotas and data stores; call once before serving (done by [`Orchestrator::serve`] and [`Orchestrator::listen`]).
     async fn init(&self) -> Result<(), ServeError> {
         #[cfg(feature = "redis")]
         if let Some(r) = &self.redis {
@@ -276,6 +276,11 @@ impl Orchestrator {
                     .map_err(|e| ServeError::Blueprints(format!("quota init failed: {e}")))?;
             }
         }
+        self.core
+            .env
+            .initialize_data_stores()
+            .await
+            .map_err(|e| ServeError::Storage(format!("writing the initial values of data stores: {e}")))?;
         if let Some(store) = self.core.env.object_store() {
             store.init().await?;
         }
