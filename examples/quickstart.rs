@@ -103,7 +103,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("Its history (SQLite file avto-quickstart-history.db):");
     println!("  curl -s {base}/api/v1/jobs/$JOB/history -H 'X-Client-Token: {client_token}'");
     println!();
-    println!("Also: GET {base}/api/v1/blueprints/hello_flow/graph (DOT), GET {base}/api/v1/workers, GET {base}/metrics, Ctrl-C to stop.");
+    println!("Also: GET {base}/api/v1/blueprints/hello_flow/graph (DOT), GET {base}/api/v1/workers, GET {base}/metrics (with ADMIN_TOKEN set, `Authorization: Bearer $ADMIN_TOKEN`), Ctrl-C to stop.");
     println!();
 
     tokio::signal::ctrl_c().await?;

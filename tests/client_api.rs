@@ -363,3 +363,138 @@ async fn large_answers_are_compressed() {
     assert!(r.headers().get("content-encoding").is_none());
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"status": "ok"}));
 }
+
+/// Issue #12 item 9: operator routes need the operator credential (`ADMIN_TOKEN`). A client
+/// token may not reload worker tokens nor read `/metrics`, and sees only a summary of each worker
+/// (never its hostname, addresses or the metadata it registered with).
+#[tokio::test]
+async fn operator_routes_need_the_admin_token() {
+    let s = server().await;
+    let c = s.client();
+    let w = avto_tests::RawWorker::new(&s.base, "op-w", &["echo"]);
+    let mut body = json!({"worker_id": "op-w", "worker_type": "raw", "supported_skills": [{"name": "echo"}],
+                          "hostname": "db-host-7", "ip_address": "10.1.2.3",
+                          "metadata": {"api_key": "sk-secret"}, "installed_software": {"cuda": "12"}});
+    body = w.signed(body, avto::protocol::sign::MessageKind::Registration);
+    assert_eq!(w.send(reqwest::Method::POST, "/_worker/workers/register", Some(&body)).await.0, 200);
+
+    // A client sees a summary.
+    let (status, list) = c.get("/api/v1/workers").await;
+    assert_eq!(status, 200, "{list}");
+    let summary = &list[0];
+    assert_eq!((summary["worker_id"].as_str(), summary["status"].as_str()), (Some("op-w"), Some("idle")));
+    assert_eq!(summary["supported_skills"], json!(["echo"]));
+    let text = list.to_string();
+    for secret in ["db-host-7", "10.1.2.3", "sk-secret", "cuda"] {
+        assert!(!text.contains(secret), "a client sees `{secret}`: {text}");
+    }
+    // The operator sees the registration.
+    let (status, full) = c.admin(reqwest::Method::GET, "/api/v1/workers", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(full[0]["hostname"], "db-host-7");
+    assert_eq!(full[0]["metadata"]["api_key"], "sk-secret");
+    assert!(full[0].get("security").is_none(), "never the security block");
+    // Anonymous callers see nothing; a wrong operator token is refused.
+    let anon = reqwest::get(s.url("/api/v1/workers")).await.unwrap();
+    assert_eq!(anon.status(), 401);
+    let wrong = reqwest::Client::new().get(s.url("/api/v1/workers")).bearer_auth("nope").send().await.unwrap();
+    assert_eq!(wrong.status(), 403);
+
+    // /metrics: operator only.
+    let anon = reqwest::get(s.url("/metrics")).await.unwrap();
+    assert_eq!(anon.status(), 401);
+    let r = reqwest::Client::new().get(s.url("/metrics")).header("X-Client-Token", CLIENT_TOKEN).send().await;
+    assert_eq!(r.unwrap().status(), 403, "a client token is not the operator credential");
+    let r = reqwest::Client::new().get(s.url("/metrics")).bearer_auth(avto_tests::ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = reqwest::Client::new().get(s.url("/metrics")).header("X-Admin-Token", avto_tests::ADMIN_TOKEN).send();
+    assert_eq!(r.await.unwrap().status(), 200, "X-Admin-Token works too");
+
+    // The admin route: a client token is 403.
+    let (status, body) = c.post("/api/v1/admin/reload-workers", &json!({})).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("ADMIN_TOKEN"), "{body}");
+
+    // Without ADMIN_TOKEN the operator routes are off.
+    let mut cfg = test_config();
+    cfg.admin_token = None;
+    let off = Server::with_config([echo_flow::blueprint()], cfg).await;
+    let r = reqwest::Client::new().get(off.url("/metrics")).bearer_auth(avto_tests::ADMIN_TOKEN).send().await;
+    let r = r.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("ADMIN_TOKEN is not set"));
+}
+
+/// Issue #12 item 9: job counts (dashboard, `/metrics`) come from counters kept as jobs change,
+/// never from a walk that locks every job: counting answers at once while a job is locked.
+#[tokio::test]
+async fn job_counts_do_not_walk_or_lock_jobs() {
+    use futures::FutureExt as _;
+    let s = server().await;
+    let c = s.client();
+    let a = c.create("/api/v1/jobs/approval", json!({})).await;
+    c.wait_for(&a, &["waiting_for_human"], Duration::from_secs(5)).await;
+    let b = c.create("/api/v1/jobs/echo", json!({})).await;
+    c.wait_for(&b, &["waiting_for_worker"], Duration::from_secs(5)).await;
+    let guard = s.core.jobs.lock(&a).await.unwrap().unwrap();
+    let counts = s.core.jobs.counts(None).now_or_never().expect("counting does not wait for a locked job").unwrap();
+    assert_eq!(counts.get(&avto::JobStatus::WaitingForHuman), Some(&1), "{counts:?}");
+    assert_eq!(counts.get(&avto::JobStatus::WaitingForWorker), Some(&1), "{counts:?}");
+    let mine = s.core.jobs.counts(Some("default")).now_or_never().expect("no walk per client either").unwrap();
+    assert_eq!(mine.values().sum::<u64>(), 2, "{mine:?}");
+    drop(guard);
+    // The counts follow status changes.
+    c.post(&format!("/api/v1/jobs/{a}/approval"), &json!({"decision": "rejected"})).await;
+    c.wait_terminal(&a, Duration::from_secs(5)).await;
+    let (_, dash) = c.get("/api/v1/dashboard").await;
+    assert_eq!((dash["jobs"]["failed"].as_u64(), dash["jobs"].get("waiting_for_human")), (Some(1), None), "{dash}");
+    assert_eq!(dash["jobs"]["waiting_for_worker"], 1, "{dash}");
+}
+
+/// Issue #12 item 2: the rate limit of a client is per route template, not per path (random job
+/// ids do not escape it), and requests without a valid token are limited by IP address only.
+#[tokio::test]
+async fn rate_limit_is_per_client_and_route_not_per_path() {
+    let cfg = avto_tests::test_config_with(&[("RATE_LIMITING_ENABLED", "true"), ("RATE_LIMIT_LIMIT", "5")]);
+    let s = Server::with_config([echo_flow::blueprint()], cfg).await;
+    let c = s.client();
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(c.get(&format!("/api/v1/jobs/{}", uuid::Uuid::new_v4())).await.0);
+    }
+    assert_eq!(statuses, [404, 404, 404, 404, 404, 429, 429, 429, 429, 429]);
+    // Another route has its own window.
+    assert_eq!(c.get("/api/v1/jobs").await.0, 200);
+    // Token-less requests with ever new paths share one window: their address.
+    let anon = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let r = anon.get(s.url(&format!("/api/v1/jobs/{}?n={i}", uuid::Uuid::new_v4()))).send().await.unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429, 429, 429]);
+    // The client is not affected by the anonymous window.
+    assert_eq!(c.get("/api/v1/blueprints").await.0, 200);
+}
+
+/// Issue #12 item 2: no request data becomes a rate-limit key. Token-less requests with long
+/// random paths leave one short key in Redis (the address), not one per path.
+#[tokio::test]
+async fn anonymous_requests_leave_one_rate_limit_key() {
+    let url = std::env::var("AVTO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let prefix = format!("avto-test:{}:", uuid::Uuid::new_v4().simple());
+    let cfg = avto_tests::test_config_with(&[("RATE_LIMITING_ENABLED", "true"), ("RATE_LIMIT_LIMIT", "1000")]);
+    let s = Server::with_redis([echo_flow::blueprint()], &url, &prefix, cfg).await;
+    let http = reqwest::Client::new();
+    for i in 0..30 {
+        let path = format!("/api/v1/jobs/{}-{i}", "x".repeat(2000));
+        assert_eq!(http.get(s.url(&path)).send().await.unwrap().status(), 401);
+    }
+    let conn = avto::server::redis::RedisConn::open(&url, &prefix).unwrap();
+    let mut keys: Vec<String> =
+        conn.query(avto::server::redis::client::cmd("KEYS").arg(format!("{prefix}rl:*"))).await.unwrap();
+    keys.sort();
+    avto_tests::delete_redis_prefix(&url, &prefix);
+    assert_eq!(keys, [format!("{prefix}rl:anon:127.0.0.1")]);
+    s.stop().await;
+}

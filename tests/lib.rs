@@ -19,6 +19,8 @@ pub mod certs;
 pub const CLIENT_TOKEN: &str = "test-client-token";
 pub const WORKER_TOKEN: &str = "test-worker-token";
 pub const SECRET: &str = "test-orchestrator-secret";
+/// The operator credential (`ADMIN_TOKEN`) of [`test_config`].
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// A configuration for tests: loopback, rate limiting off, short polls, known tokens.
 pub fn test_config() -> Config {
@@ -31,6 +33,7 @@ pub fn test_config_with(extra: &[(&str, &str)]) -> Config {
     let vars = [
         ("API_HOST", "127.0.0.1"),
         ("CLIENT_TOKEN", CLIENT_TOKEN),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
         ("GLOBAL_WORKER_TOKEN", WORKER_TOKEN),
         ("ORCHESTRATOR_SECRET_KEY", SECRET),
         ("RATE_LIMITING_ENABLED", "false"),
@@ -143,6 +146,17 @@ impl ApiClient {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// A request with the operator credential ([`ADMIN_TOKEN`]) instead of the client token.
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// Creates a job; panics unless the answer is 202.
     pub async fn create(&self, path: &str, initial_data: Value) -> String {
         let (status, body) = self.post(path, &json!({"initial_data": initial_data})).await;
@@ -191,9 +205,9 @@ impl ApiClient {
         }
     }
 
-    /// `GET /api/v1/workers`: the live workers as the orchestrator sees them.
+    /// `GET /api/v1/workers` with the operator credential: the live workers' full records.
     pub async fn workers(&self) -> Vec<Value> {
-        let (status, body) = self.get("/api/v1/workers").await;
+        let (status, body) = self.admin(reqwest::Method::GET, "/api/v1/workers", None).await;
         assert_eq!(status, 200, "workers: {body}");
         body.as_array().cloned().unwrap_or_default()
     }

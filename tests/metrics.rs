@@ -39,7 +39,12 @@ fn parse(text: &str) -> BTreeMap<String, f64> {
 }
 
 async fn scrape(base: &str) -> (String, BTreeMap<String, f64>) {
-    let r = reqwest::get(format!("{base}/metrics")).await.unwrap();
+    let r = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(avto_tests::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "text/plain; version=0.0.4; charset=utf-8");
     let text = r.text().await.unwrap();

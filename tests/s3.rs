@@ -528,7 +528,7 @@ fn worker_builder(base: &str, id: &str, offload: PayloadOffload) -> WorkerBuilde
 async fn wait_worker(c: &ApiClient, worker_id: &str) -> Value {
     let deadline = tokio::time::Instant::now() + T;
     loop {
-        let (status, body) = c.get("/api/v1/workers").await;
+        let (status, body) = c.admin(reqwest::Method::GET, "/api/v1/workers", None).await;
         assert_eq!(status, 200, "workers: {body}");
         if let Some(w) = body.as_array().and_then(|l| l.iter().find(|w| w["worker_id"] == worker_id)) {
             return w.clone();

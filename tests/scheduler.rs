@@ -101,7 +101,8 @@ async fn interval_fires_every_second_on_the_real_clock() {
     assert_eq!(due.len(), jobs.len());
     let done = jobs.iter().filter(|j| j.status == avto::JobStatus::Finished).count();
     assert!(done >= 1, "scheduled jobs run like any other");
-    let text = reqwest::get(s.url("/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::Client::new().get(s.url("/metrics")).bearer_auth(avto_tests::ADMIN_TOKEN).send().await;
+    let text = metrics.unwrap().text().await.unwrap();
     assert!(text.contains("avto_scheduler_jobs_triggered_total{schedule=\"every_second\"}"), "{text}");
 }
 

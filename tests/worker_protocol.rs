@@ -385,6 +385,9 @@ async fn worker_tokens_reload_from_workers_toml() {
     std::fs::write(&file, "[worker-r]\ntoken = \"second-token\"\n\n[\"gpu-*\"]\ntoken = \"gpu-token\"\n").unwrap();
     assert_eq!(register(with("first-token")).await, 200, "nothing changes before the reload");
     let (status, answer) = c.post("/api/v1/admin/reload-workers", &json!({})).await;
+    assert_eq!(status, 403, "a client token is not the operator credential: {answer}");
+    assert_eq!(register(with("first-token")).await, 200, "nothing changed");
+    let (status, answer) = c.admin(reqwest::Method::POST, "/api/v1/admin/reload-workers", Some(&json!({}))).await;
     assert_eq!((status, answer), (200, json!({"status": "workers_reloaded", "workers": 2})));
     assert_eq!(register(with("first-token")).await, 403, "the old token is gone");
     assert_eq!(register(with("second-token")).await, 200);
@@ -392,15 +395,18 @@ async fn worker_tokens_reload_from_workers_toml() {
     assert_eq!(register(gpu).await, 200, "a pattern entry applies too");
 
     std::fs::write(&file, "[worker-r]\ntoken = 42\n").unwrap();
-    let (status, answer) = c.post("/api/v1/admin/reload-workers", &json!({})).await;
+    let (status, answer) = c.admin(reqwest::Method::POST, "/api/v1/admin/reload-workers", Some(&json!({}))).await;
     assert_eq!(status, 400, "{answer}");
     assert!(answer["error"].as_str().unwrap().contains("token"), "{answer}");
     assert_eq!(register(with("second-token")).await, 200, "a bad file keeps the tokens in force");
     let anonymous = reqwest::Client::new().post(s.url("/api/v1/admin/reload-workers")).send().await.unwrap();
-    assert_eq!(anonymous.status(), 401, "clients only");
+    assert_eq!(anonymous.status(), 401, "operator only");
+    let wrong = reqwest::Client::new().post(s.url("/api/v1/admin/reload-workers")).bearer_auth("nope").send().await;
+    assert_eq!(wrong.unwrap().status(), 403);
 
     let plain = Server::start([echo_flow::blueprint()]).await;
-    let (status, answer) = plain.client().post("/api/v1/admin/reload-workers", &json!({})).await;
+    let (status, answer) =
+        plain.client().admin(reqwest::Method::POST, "/api/v1/admin/reload-workers", Some(&json!({}))).await;
     assert_eq!(status, 409, "{answer}");
     assert!(answer["error"].as_str().unwrap().contains("WORKERS_CONFIG_PATH"), "{answer}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -60,6 +60,11 @@ pub struct Config {
     pub enable_client_api: bool,
     pub clients: Vec<ClientEntry>,
     pub clients_config_path: Option<PathBuf>,
+    /// `ADMIN_TOKEN`: the operator credential (`Authorization: Bearer <token>` or
+    /// `X-Admin-Token`), required by `/metrics`, `POST …/admin/reload-workers` and the full worker
+    /// records of `GET …/workers`. Unset (the default) = those routes refuse every request
+    /// (clients still get the worker summary). Must differ from every client and worker token.
+    pub admin_token: Option<String>,
     pub global_worker_token: String,
     pub workers_config_path: Option<PathBuf>,
     pub worker_tokens: Vec<WorkerToken>,
@@ -79,6 +84,11 @@ pub struct Config {
     pub rate_limit_period: Duration,
     pub rate_limit_poll: u32,
     pub rate_limit_heartbeat: u32,
+    /// `RATE_LIMIT_MAX_KEYS` (default 100,000): rate-limit windows kept in memory (one per
+    /// client and route, per worker and request kind, per IP address of requests without a valid
+    /// token); the oldest window is dropped when a new one would pass the cap, and every window
+    /// is dropped when its period ends. (In Redis each window is a key that expires with its period.)
+    pub rate_limit_max_keys: usize,
     pub detailed_api_responses: bool,
     /// Largest accepted request body (`MAX_REQUEST_BODY_BYTES`, default 1 MiB like aiohttp).
     pub max_body_bytes: usize,
@@ -87,6 +97,16 @@ pub struct Config {
     pub progress_updates_max: usize,
     /// Longest progress `message` a worker may send (`MAX_PROGRESS_MESSAGE_BYTES`, default 1024; 400 beyond).
     pub progress_message_max_bytes: usize,
+    /// `MAX_CONNECTIONS` (default 4096): open connections (plain or TLS, WebSockets included)
+    /// the listener holds; one more is refused at once (plain HTTP: 503 with `Connection: close`;
+    /// TLS: closed). Lowered at start-up to stay below the process's open-file limit.
+    pub max_connections: usize,
+    /// `HTTP_HEADER_READ_TIMEOUT_SECONDS` (default 10): a request head must arrive completely
+    /// within this time from the connection's start or from its first byte (slowloris).
+    pub http_header_read_timeout: Duration,
+    /// `HTTP_IDLE_TIMEOUT_SECONDS` (default 60): a connection with no request running and no
+    /// byte moving for this long is closed (a long poll or a slow answer is never cut).
+    pub http_idle_timeout: Duration,
     pub log_level: String,
     pub log_format: String,
     pub reputation_min_threshold: f64,
@@ -170,6 +190,7 @@ impl Default for Config {
             enable_client_api: true,
             clients: vec![default_client(DEV_CLIENT_TOKEN)],
             clients_config_path: None,
+            admin_token: None,
             global_worker_token: DEV_WORKER_TOKEN.into(),
             workers_config_path: None,
             worker_tokens: Vec::new(),
@@ -187,10 +208,14 @@ impl Default for Config {
             rate_limit_period: Duration::from_secs(60),
             rate_limit_poll: 60,
             rate_limit_heartbeat: 120,
+            rate_limit_max_keys: super::store::DEFAULT_RATE_LIMIT_MAX_KEYS,
             detailed_api_responses: false,
             max_body_bytes: 1024 * 1024,
             progress_updates_max: 100,
             progress_message_max_bytes: 1024,
+            max_connections: 4096,
+            http_header_read_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(60),
             log_level: "info".into(),
             log_format: "json".into(),
             reputation_min_threshold: 0.3,
@@ -285,6 +310,7 @@ impl Config {
             enable_client_api: env.bool("ENABLE_CLIENT_API", true)?,
             clients: Vec::new(),
             clients_config_path: env.str("CLIENTS_CONFIG_PATH").map(PathBuf::from),
+            admin_token: env.str("ADMIN_TOKEN"),
             global_worker_token: env
                 .str("GLOBAL_WORKER_TOKEN")
                 .or_else(|| env.str("WORKER_TOKEN"))
@@ -306,10 +332,14 @@ impl Config {
             rate_limit_period: env.secs("RATE_LIMIT_PERIOD", d.rate_limit_period)?,
             rate_limit_poll: env.parse("RATE_LIMIT_POLL_LIMIT", d.rate_limit_poll)?,
             rate_limit_heartbeat: env.parse("RATE_LIMIT_HEARTBEAT_LIMIT", d.rate_limit_heartbeat)?,
+            rate_limit_max_keys: env.parse("RATE_LIMIT_MAX_KEYS", d.rate_limit_max_keys)?,
             detailed_api_responses: env.bool("DETAILED_API_RESPONSES", d.detailed_api_responses)?,
             max_body_bytes: env.parse("MAX_REQUEST_BODY_BYTES", d.max_body_bytes)?,
             progress_updates_max: env.parse("MAX_PROGRESS_UPDATES_PER_JOB", d.progress_updates_max)?,
             progress_message_max_bytes: env.parse("MAX_PROGRESS_MESSAGE_BYTES", d.progress_message_max_bytes)?,
+            max_connections: env.parse("MAX_CONNECTIONS", d.max_connections)?,
+            http_header_read_timeout: env.secs("HTTP_HEADER_READ_TIMEOUT_SECONDS", d.http_header_read_timeout)?,
+            http_idle_timeout: env.secs("HTTP_IDLE_TIMEOUT_SECONDS", d.http_idle_timeout)?,
             log_level: env.str("LOG_LEVEL").map(|l| l.to_ascii_lowercase()).unwrap_or(d.log_level),
             log_format: env.str("LOG_FORMAT").map(|l| l.to_ascii_lowercase()).unwrap_or(d.log_format),
             reputation_min_threshold: env.parse("REPUTATION_MIN_THRESHOLD", d.reputation_min_threshold)?,
@@ -361,6 +391,20 @@ impl Config {
         if c.dispatcher_max_candidates == 0 {
             return Err(ConfigError("DISPATCHER_MAX_CANDIDATES must be at least 1".into()));
         }
+        if c.max_connections == 0 {
+            return Err(ConfigError("MAX_CONNECTIONS must be at least 1".into()));
+        }
+        for (name, d) in [
+            ("HTTP_HEADER_READ_TIMEOUT_SECONDS", c.http_header_read_timeout),
+            ("HTTP_IDLE_TIMEOUT_SECONDS", c.http_idle_timeout),
+        ] {
+            if d.is_zero() || d > Duration::from_secs(86_400) {
+                return Err(ConfigError(format!("{name} must be greater than 0 and at most 86400")));
+            }
+        }
+        if c.rate_limit_max_keys == 0 {
+            return Err(ConfigError("RATE_LIMIT_MAX_KEYS must be at least 1".into()));
+        }
         if c.max_body_bytes < 1024 {
             return Err(ConfigError("MAX_REQUEST_BODY_BYTES must be at least 1024".into()));
         }
@@ -383,6 +427,16 @@ impl Config {
         }
         if let Some(path) = &c.workers_config_path {
             c.worker_tokens = load_workers(path)?;
+        }
+        if let Some(admin) = &c.admin_token {
+            if c.clients.iter().any(|e| &e.token == admin)
+                || &c.global_worker_token == admin
+                || c.worker_tokens.iter().any(|w| &w.token == admin)
+            {
+                return Err(ConfigError(
+                    "ADMIN_TOKEN must differ from every client token and every worker token".into(),
+                ));
+            }
         }
         if c.production {
             if c.global_worker_token == DEV_WORKER_TOKEN {
@@ -612,6 +666,16 @@ mod tests {
         assert!(cfg(&[("REDIS_URL", "127.0.0.1:6379")]).unwrap_err().0.contains("REDIS_URL"));
         assert!(cfg(&[("REDIS_HOST", "h"), ("REDIS_PORT", "x")]).unwrap_err().0.contains("REDIS_PORT"));
         assert_eq!(cfg(&[("REDIS_KEY_PREFIX", "t1:")]).unwrap().redis_key_prefix, "t1:");
+    }
+
+    #[test]
+    fn admin_token_is_its_own_credential() {
+        assert_eq!(cfg(&[]).unwrap().admin_token, None);
+        assert_eq!(cfg(&[("ADMIN_TOKEN", "op")]).unwrap().admin_token.as_deref(), Some("op"));
+        let e = cfg(&[("ADMIN_TOKEN", "c"), ("CLIENT_TOKEN", "c")]).unwrap_err();
+        assert!(e.0.contains("ADMIN_TOKEN"), "{e}");
+        let e = cfg(&[("ADMIN_TOKEN", "w"), ("GLOBAL_WORKER_TOKEN", "w")]).unwrap_err();
+        assert!(e.0.contains("ADMIN_TOKEN"), "{e}");
     }
 
     #[test]

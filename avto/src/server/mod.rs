@@ -11,6 +11,7 @@ pub mod config;
 pub mod core;
 pub mod dispatch;
 pub mod files;
+pub mod listener;
 pub mod metrics;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -177,6 +178,9 @@ impl OrchestratorBuilder {
                 ))
             }
         };
+        if redis_url.is_none() {
+            stores.rate = Arc::new(store::memory::MemoryRateLimits::new(config.rate_limit_max_keys));
+        }
         if let Some(data) = self.data_stores {
             stores.data = data;
         }
@@ -341,19 +345,19 @@ impl Orchestrator {
         };
         self.core.start_background();
         let schedules = self.scheduler.as_ref().map(|s| s.start());
-        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
+        let limits = listener::Limits::from_config(&self.core.cfg);
         let core = self.core.clone();
         let shutdown = async move {
             shutdown.await;
             core.begin_shutdown();
         };
         let served = match acceptor {
-            None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+            None => listener::serve(listener, self.router(), listener::Plain, limits, shutdown).await,
             #[cfg(feature = "tls")]
             Some(acceptor) => {
                 let client_certificates = self.core.cfg.tls.as_ref().is_some_and(|t| t.ca_path.is_some());
                 tracing::info!(client_certificates, "serving HTTPS");
-                tls::serve(listener, self.router(), acceptor, shutdown).await
+                listener::serve(listener, self.router(), tls::Tls(acceptor), limits, shutdown).await
             }
         };
         if let Some(task) = schedules {

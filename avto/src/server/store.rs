@@ -157,6 +157,9 @@ pub trait StsStore: Send + Sync + 'static {
     fn revoke<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, Result<(), StorageError>>;
 }
 
+/// Rate-limit windows kept in memory by default (`RATE_LIMIT_MAX_KEYS`).
+pub const DEFAULT_RATE_LIMIT_MAX_KEYS: usize = 100_000;
+
 /// One implementation of every storage capability the server uses.
 #[derive(Clone)]
 pub struct Stores {
@@ -208,6 +211,36 @@ pub mod memory {
         quarantined: Mutex<HashMap<String, indexmap::IndexSet<String>>>,
         /// Unsettled jobs -> last insert, save or stale claim (epoch ms).
         activity: Mutex<HashMap<String, u64>>,
+        /// Job counts per status, kept as jobs are inserted and saved (so counting never walks
+        /// or locks the jobs).
+        counts: Mutex<Counts>,
+    }
+
+    /// Per-status job counts, overall and per client, and the last saved status of every job.
+    #[derive(Default)]
+    struct Counts {
+        status_of: HashMap<String, JobStatus>,
+        all: BTreeMap<JobStatus, u64>,
+        by_client: HashMap<String, BTreeMap<JobStatus, u64>>,
+    }
+
+    impl Counts {
+        fn set(&mut self, id: &str, client: &str, status: JobStatus) {
+            let old = self.status_of.insert(id.to_owned(), status);
+            if old == Some(status) {
+                return;
+            }
+            let per_client = self.by_client.entry(client.to_owned()).or_default();
+            if let Some(old) = old {
+                for m in [&mut self.all, &mut *per_client] {
+                    if let Some(n) = m.get_mut(&old) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+            }
+            *self.all.entry(status).or_insert(0) += 1;
+            *per_client.entry(status).or_insert(0) += 1;
+        }
     }
 
     impl MemoryJobs {
@@ -247,6 +280,7 @@ pub mod memory {
                 }
             };
             if res.is_ok() {
+                self.counts.lock().unwrap().set(&id, &client, status);
                 if is_unsettled(status) {
                     self.activity.lock().unwrap().insert(id.clone(), now_ms());
                 }
@@ -267,6 +301,7 @@ pub mod memory {
 
         fn save<'a>(&'a self, guard: &'a JobGuard) -> BoxFuture<'a, Result<(), StorageError>> {
             // The guard is the job itself; only the indexes need updating.
+            self.counts.lock().unwrap().set(&guard.id, &guard.client.name, guard.status);
             let mut activity = self.activity.lock().unwrap();
             if is_unsettled(guard.status) {
                 activity.insert(guard.id.clone(), now_ms());
@@ -326,17 +361,13 @@ pub mod memory {
             &'a self,
             client: Option<&'a str>,
         ) -> BoxFuture<'a, Result<BTreeMap<JobStatus, u64>, StorageError>> {
-            let entries: Vec<Arc<tokio::sync::Mutex<Job>>> = self.jobs.read().unwrap().values().cloned().collect();
-            Box::pin(async move {
-                let mut counts = BTreeMap::new();
-                for e in entries {
-                    let j = e.lock().await;
-                    if client.is_none_or(|c| c == j.client.name) {
-                        *counts.entry(j.status).or_insert(0) += 1;
-                    }
-                }
-                Ok(counts)
-            })
+            let counts = self.counts.lock().unwrap();
+            let mut out = match client {
+                None => counts.all.clone(),
+                Some(c) => counts.by_client.get(c).cloned().unwrap_or_default(),
+            };
+            out.retain(|_, n| *n > 0);
+            Box::pin(async move { Ok(out) })
         }
 
         fn claim_stale(
@@ -422,10 +453,36 @@ pub mod memory {
         }
     }
 
-    /// In-memory fixed-window rate limits.
-    #[derive(Default)]
+    /// In-memory fixed-window rate limits: at most `max_keys` windows (the oldest go first when
+    /// a new key arrives at the cap), each forgotten once its period is over.
     pub struct MemoryRateLimits {
-        windows: Mutex<HashMap<String, (u64, u32)>>,
+        max_keys: usize,
+        /// key -> (window start ms, hits, window end ms), and the windows by end time (oldest
+        /// first; an entry whose key started a newer window since is skipped).
+        windows: Mutex<(HashMap<String, (u64, u32, u64)>, VecDeque<(u64, String)>)>,
+    }
+
+    impl Default for MemoryRateLimits {
+        fn default() -> Self {
+            Self::new(super::DEFAULT_RATE_LIMIT_MAX_KEYS)
+        }
+    }
+
+    impl MemoryRateLimits {
+        /// Keeps at most `max_keys` windows (at least 1).
+        pub fn new(max_keys: usize) -> Self {
+            MemoryRateLimits { max_keys: max_keys.max(1), windows: Mutex::default() }
+        }
+
+        /// Windows currently kept.
+        pub fn len(&self) -> usize {
+            self.windows.lock().unwrap().0.len()
+        }
+
+        /// Whether no window is kept.
+        pub fn is_empty(&self) -> bool {
+            self.len() == 0
+        }
     }
 
     impl RateLimitStore for MemoryRateLimits {
@@ -436,17 +493,28 @@ pub mod memory {
             period: Duration,
         ) -> BoxFuture<'a, Result<Result<(), Duration>, StorageError>> {
             let now = now_ms();
-            let period_ms = period.as_millis().max(1) as u64;
-            let mut windows = self.windows.lock().unwrap();
-            if windows.len() > 100_000 {
-                windows.retain(|_, (start, _)| now < *start + period_ms);
+            let period_ms = (period.as_millis().max(1)).min(u64::MAX as u128 / 4) as u64;
+            let mut guard = self.windows.lock().unwrap();
+            let (map, order) = &mut *guard;
+            // Forget ended windows; at the cap, the oldest ones.
+            while let Some((end, k)) = order.front() {
+                let end = *end;
+                if map.get(k).is_none_or(|w| w.2 != end) {
+                    order.pop_front(); // that key started a newer window since
+                } else if end <= now || (map.len() >= self.max_keys && !map.contains_key(key)) {
+                    let (_, k) = order.pop_front().unwrap();
+                    map.remove(&k);
+                } else {
+                    break;
+                }
             }
-            let w = windows.entry(key.to_owned()).or_insert((now, 0));
-            if now >= w.0 + period_ms {
-                *w = (now, 0);
+            let w = map.entry(key.to_owned()).or_insert((now, 0, 0));
+            if w.1 == 0 || now >= w.2 {
+                *w = (now, 0, now.saturating_add(period_ms));
+                order.push_back((w.2, key.to_owned()));
             }
-            w.1 += 1;
-            let res = if w.1 > limit { Err(Duration::from_millis(w.0 + period_ms - now)) } else { Ok(()) };
+            w.1 = w.1.saturating_add(1);
+            let res = if w.1 > limit { Err(Duration::from_millis(w.2.saturating_sub(now))) } else { Ok(()) };
             Box::pin(async move { Ok(res) })
         }
     }
@@ -482,5 +550,35 @@ pub mod memory {
             };
             Box::pin(async move { Ok(fresh) })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory::MemoryRateLimits;
+    use super::*;
+
+    /// Issue #12 item 2: the rate-limit map is bounded (the oldest windows go at the cap) and
+    /// forgets windows whose period ended.
+    #[tokio::test]
+    async fn memory_rate_limits_are_bounded_and_expire() {
+        let rl = MemoryRateLimits::new(10);
+        for i in 0..1000 {
+            assert!(rl.hit(&format!("k{i}"), 5, Duration::from_secs(60)).await.unwrap().is_ok());
+            assert!(rl.len() <= 10, "{} windows after {i} keys", rl.len());
+        }
+        // The newest keys are still counted: over the limit they are refused.
+        for _ in 0..4 {
+            assert!(rl.hit("k999", 5, Duration::from_secs(60)).await.unwrap().is_ok());
+        }
+        assert!(rl.hit("k999", 5, Duration::from_secs(60)).await.unwrap().is_err());
+        // Windows of 1 ms are gone once they ended.
+        let rl = MemoryRateLimits::new(1000);
+        for i in 0..100 {
+            rl.hit(&format!("short{i}"), 5, Duration::from_millis(1)).await.unwrap().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        rl.hit("other", 5, Duration::from_secs(60)).await.unwrap().unwrap();
+        assert_eq!(rl.len(), 1, "ended windows are forgotten");
     }
 }

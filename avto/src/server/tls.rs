@@ -7,14 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
-use axum::{Extension, Router};
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
+
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::config::TlsConfig;
@@ -22,8 +19,6 @@ use super::ClientCertCn;
 
 /// How long a client has for the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a graceful shutdown waits for open connections.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The TLS acceptor for `cfg`; errors name the file that is wrong.
 pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
@@ -64,60 +59,27 @@ pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves `app` over TLS on `listener` until `shutdown` resolves, then lets open connections
-/// finish their requests (up to 30 s).
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    acceptor: TlsAcceptor,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut connections = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a little rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let (acceptor, app, mut stop) = (acceptor.clone(), app.clone(), stop_rx.clone());
-        connections.spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let cn = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| subject_cn(c));
-            let app = app.layer(Extension(ConnectInfo(peer))).layer(Extension(ClientCertCn(cn)));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app))
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = stop.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+/// The TLS handshake of the listener ([`super::listener`]): at most 10 s, and the CN of a
+/// verified client certificate.
+#[derive(Clone)]
+pub(crate) struct Tls(pub TlsAcceptor);
+
+impl super::listener::Handshake for Tls {
+    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+    const PLAIN: bool = false;
+    async fn handshake(&self, tcp: TcpStream, peer: SocketAddr) -> Option<(Self::Io, ClientCertCn)> {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.0.accept(tcp)).await {
+            Ok(Ok(tls)) => {
+                let cn = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| subject_cn(c));
+                Some((tls, ClientCertCn(cn)))
             }
-            let _ = conn.await;
-        });
-        // Forget the connections that are done.
-        while connections.try_join_next().is_some() {}
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => None,
+        }
     }
-    let _ = stop_tx.send(true);
-    if tokio::time::timeout(DRAIN_TIMEOUT, async { while connections.join_next().await.is_some() {} }).await.is_err() {
-        tracing::warn!(open = connections.len(), "connections still open after the drain timeout; closing them");
-    }
-    Ok(())
 }
 
 /// The subject CN of a DER certificate (the first commonName attribute), read with a minimal DER

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, MatchedPath, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -12,49 +12,65 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{check_job_id, json_response, json_status, peer, truncate, ApiError, JsonObject};
+use super::{check_job_id, json_response, json_status, truncate, ApiError, JsonObject, Operator};
 use crate::job::Job;
 use crate::server::config::ClientEntry;
 use crate::server::core::{Core, NewJob};
 use crate::server::dispatch::WorkerLoad;
 
-/// The authenticated client of a request (token checked, quota charged, rate limit applied).
+/// The authenticated client of a request: token checked first, then the rate limit of that
+/// client on that route (`RATE_LIMIT_LIMIT` per `RATE_LIMIT_PERIOD`, keyed by client and route
+/// template, so varying a job id does not escape it), then its quota. A request without a valid
+/// token counts against the limit of its IP address only (an IPv6 address by its /64), so no
+/// request data ever becomes a rate-limit key.
 #[derive(Debug, Clone)]
 pub struct Client(pub ClientEntry);
 
 impl FromRequestParts<Arc<Core>> for Client {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, core: &Arc<Core>) -> Result<Self, ApiError> {
-        if core.cfg.rate_limiting_enabled {
-            let key = format!("client:{}:{}", peer(&parts.extensions), parts.uri.path());
-            if let Err(wait) =
-                core.rate.hit(&key, core.cfg.rate_limit, core.cfg.rate_limit_period).await.map_err(storage)?
-            {
-                return Err(ApiError::TooManyRequests {
-                    message: "Too Many Requests".into(),
-                    retry_after_secs: wait.as_secs() + 1,
-                });
+        let entry = match authenticate(parts, core) {
+            Ok(entry) => entry,
+            Err(e) => {
+                rate_limit(core, &format!("anon:{}", super::peer_key(&parts.extensions))).await?;
+                return Err(e);
             }
+        };
+        let route = parts.extensions.get::<MatchedPath>().map_or("-", |m| m.as_str());
+        rate_limit(core, &format!("client:{}:{route}", entry.config.name)).await?;
+        if entry.quota.is_some() && !core.quotas.take(&entry.token).await.map_err(storage)? {
+            return Err(ApiError::TooManyRequests {
+                message: format!("Quota exceeded for client `{}` (monthly_attempts)", entry.config.name),
+                retry_after_secs: 3600,
+            });
         }
-        client_from_parts(parts, core).await
+        Ok(Client(entry.clone()))
     }
 }
 
-pub(super) async fn client_from_parts(parts: &Parts, core: &Arc<Core>) -> Result<Client, ApiError> {
+/// The configured client whose token the request carries (401 otherwise).
+fn authenticate<'c>(parts: &Parts, core: &'c Core) -> Result<&'c ClientEntry, ApiError> {
     let token = parts
         .headers
         .get("x-client-token")
         .ok_or_else(|| ApiError::Unauthorized("Missing X-Client-Token header".into()))?
         .to_str()
         .map_err(|_| ApiError::Unauthorized("Unauthorized: Invalid token".into()))?;
-    let entry = core.clients.get(token).ok_or_else(|| ApiError::Unauthorized("Unauthorized: Invalid token".into()))?;
-    if entry.quota.is_some() && !core.quotas.take(token).await.map_err(storage)? {
+    core.clients.get(token).ok_or_else(|| ApiError::Unauthorized("Unauthorized: Invalid token".into()))
+}
+
+/// Counts one request against `key` (429 with `Retry-After` over the limit).
+async fn rate_limit(core: &Core, key: &str) -> Result<(), ApiError> {
+    if !core.cfg.rate_limiting_enabled {
+        return Ok(());
+    }
+    if let Err(wait) = core.rate.hit(key, core.cfg.rate_limit, core.cfg.rate_limit_period).await.map_err(storage)? {
         return Err(ApiError::TooManyRequests {
-            message: format!("Quota exceeded for client `{}` (monthly_attempts)", entry.config.name),
-            retry_after_secs: 3600,
+            message: "Too Many Requests".into(),
+            retry_after_secs: wait.as_secs() + 1,
         });
     }
-    Ok(Client(entry.clone()))
+    Ok(())
 }
 
 fn storage(e: crate::storage::StorageError) -> ApiError {
@@ -380,15 +396,36 @@ async fn graph(State(core): State<Arc<Core>>, _client: Client, Path(name): Path<
         .into_response())
 }
 
-async fn workers(State(core): State<Arc<Core>>, _client: Client) -> Response {
+/// `GET …/workers`: the live workers. With the operator credential (`ADMIN_TOKEN`) each
+/// worker's whole registration (hostname, addresses, installed software, metadata, ...) minus
+/// its security block; with a client token a summary (id, type, status, reputation, skill names,
+/// load), so clients do not see what workers told the orchestrator about themselves.
+async fn workers(State(core): State<Arc<Core>>, parts: Parts) -> Result<Response, ApiError> {
+    let operator = match Operator::check(&parts, &core)? {
+        Some(_) => true,
+        None => {
+            let mut parts = parts;
+            Client::from_request_parts(&mut parts, &core).await?;
+            false
+        }
+    };
     let list: Vec<Value> = core
         .dispatcher
         .live_workers()
         .await
         .into_iter()
         .map(|WorkerLoad { info: w, queued, running }| {
-            let mut rec = w.record.clone();
-            rec.remove("security");
+            let mut rec = if operator {
+                let mut rec = w.record.clone();
+                rec.remove("security");
+                rec
+            } else {
+                let mut rec = Map::new();
+                rec.insert("worker_id".into(), json!(w.worker_id));
+                rec.insert("worker_type".into(), json!(w.worker_type));
+                rec.insert("supported_skills".into(), json!(w.skills.iter().map(|s| &s.name).collect::<Vec<_>>()));
+                rec
+            };
             rec.insert("status".into(), json!(w.status));
             rec.insert("reputation".into(), json!(w.reputation));
             rec.insert("queued_tasks".into(), json!(queued));
@@ -396,12 +433,12 @@ async fn workers(State(core): State<Arc<Core>>, _client: Client) -> Response {
             Value::Object(rec)
         })
         .collect();
-    json_response(&Value::Array(list))
+    Ok(json_response(&Value::Array(list)))
 }
 
-/// `POST …/admin/reload-workers`: reads workers.toml (`WORKERS_CONFIG_PATH`) again. 409 when no
-/// file is configured, 400 (and the old tokens kept) when it does not load.
-async fn reload_workers(State(core): State<Arc<Core>>, _client: Client) -> Result<Response, ApiError> {
+/// `POST …/admin/reload-workers` (operator credential): reads workers.toml (`WORKERS_CONFIG_PATH`)
+/// again. 409 when no file is configured, 400 (and the old tokens kept) when it does not load.
+async fn reload_workers(State(core): State<Arc<Core>>, _operator: Operator) -> Result<Response, ApiError> {
     let Some(n) = core.reload_worker_tokens().map_err(|e| ApiError::bad(e.to_string()))? else {
         return Err(ApiError::Conflict("WORKERS_CONFIG_PATH is not set: there is nothing to reload".into()));
     };

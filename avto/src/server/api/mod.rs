@@ -105,9 +105,64 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// A request authenticated with the operator credential (`ADMIN_TOKEN`), sent as
+/// `Authorization: Bearer <token>` (what Prometheus scrapers send) or `X-Admin-Token: <token>`.
+/// 401 without it, 403 when it is wrong, when the request only carries a client token, or when
+/// no `ADMIN_TOKEN` is configured.
+#[derive(Debug, Clone, Copy)]
+pub struct Operator;
+
+impl Operator {
+    /// `Ok(None)` when the request carries no operator credential at all.
+    pub(crate) fn check(parts: &axum::http::request::Parts, core: &Core) -> Result<Option<Operator>, ApiError> {
+        let h = &parts.headers;
+        let presented = h
+            .get("x-admin-token")
+            .or_else(|| h.get(header::AUTHORIZATION))
+            .map(|v| v.to_str().unwrap_or_default())
+            .map(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim());
+        let Some(presented) = presented else { return Ok(None) };
+        match &core.cfg.admin_token {
+            None => Err(ApiError::Forbidden("operator routes are disabled: ADMIN_TOKEN is not set".into())),
+            Some(t) if crate::protocol::sign::constant_time_eq(t.as_bytes(), presented.as_bytes()) => {
+                Ok(Some(Operator))
+            }
+            Some(_) => Err(ApiError::Forbidden("Forbidden: invalid operator token".into())),
+        }
+    }
+}
+
+impl axum::extract::FromRequestParts<Arc<Core>> for Operator {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, core: &Arc<Core>) -> Result<Self, ApiError> {
+        match Operator::check(parts, core)? {
+            Some(op) => Ok(op),
+            None if parts.headers.contains_key("x-client-token") => Err(ApiError::Forbidden(
+                "Forbidden: this route needs the operator credential (ADMIN_TOKEN), not a client token".into(),
+            )),
+            None => Err(ApiError::Unauthorized(
+                "this route needs the operator credential: Authorization: Bearer <ADMIN_TOKEN>".into(),
+            )),
+        }
+    }
+}
+
 /// The peer address (for rate limits), when the server was started with connect info.
 pub fn peer(req_ext: &axum::http::Extensions) -> String {
     req_ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_else(|| "unknown".into())
+}
+
+/// The rate-limit identity of an anonymous request: its peer's IP address, an IPv6 address by
+/// its /64 network (one host usually holds a whole /64).
+pub fn peer_key(req_ext: &axum::http::Extensions) -> String {
+    match req_ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()) {
+        None => "unknown".into(),
+        Some(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Some(ip) => ip.to_canonical().to_string(),
+    }
 }
 
 /// Checks a job id is a UUID (400 otherwise), so bad ids never reach storage.
