@@ -1021,7 +1021,8 @@ fn kind_path(kind: MessageKind) -> &'static str {
 /// by avto, go through one Python process that uses rxon's own `sign_payload`/`verify_signature`
 /// and `to_dict` + orjson: the canonical forms and the signatures must be equal byte for byte,
 /// Python must accept avto's signatures, and avto must accept the messages as the Python side
-/// signs and serialises them. Fails (does not skip) without the reference venv.
+/// signs and serialises them (HTTP bodies: orjson; WebSocket frames: stdlib `json.dumps`).
+/// Fails (does not skip) without the reference venv.
 ///
 /// Plus 50 tasks shaped like the ones avto's orchestrator hands out (only `TaskPayload` keys,
 /// `step` from 1): the Python SDK's own task check (`from_dict(TaskPayload, task)` then
@@ -1090,19 +1091,21 @@ fn python_sdk_signer_agrees_on_generated_messages() {
             if i >= N && py["sdk_verifies"] != json!(true) {
                 problems.push(format!("the Python SDK's task check refuses it: {}", py["sdk_verifies"]));
             }
-            let wire = py["wire"].as_str().unwrap_or_default();
-            match parse_object(wire.as_bytes()) {
-                Ok(map) => {
-                    let signed_by_python = Value::Object(map);
-                    if !kind.verifies(&signed_by_python, token) {
-                        problems.push(format!("avto rejects the Python-signed message: {wire}"));
+            for how in ["wire", "ws"] {
+                let text = py[how].as_str().unwrap_or_default();
+                match parse_object(text.as_bytes()) {
+                    Ok(map) => {
+                        let signed_by_python = Value::Object(map);
+                        if !kind.verifies(&signed_by_python, token) {
+                            problems.push(format!("avto rejects the Python-signed message ({how}): {text}"));
+                        }
+                        let content = |v: &Value| to_canonical_string(&strip_top(v, &["security", "sig"]));
+                        if content(&signed_by_python) != content(body) {
+                            problems.push(format!("content changed through Python ({how}): {text}"));
+                        }
                     }
-                    let content = |v: &Value| to_canonical_string(&strip_top(v, &["security", "sig"]));
-                    if content(&signed_by_python) != content(body) {
-                        problems.push(format!("content changed through Python: {wire}"));
-                    }
+                    Err(e) => problems.push(format!("avto cannot parse the Python {how} text ({e:?}): {text}")),
                 }
-                Err(e) => problems.push(format!("avto cannot parse the Python wire text ({e:?}): {wire}")),
             }
         }
         if !problems.is_empty() {

@@ -12,9 +12,11 @@ Each input line: {"kind": "registration|heartbeat|result|event|task", "token": s
              from_dict(TaskPayload, body)
   wire       the message as the Python side sends it: the body without avto's signature, signed again by
              sign_payload and serialised by rxon.utils.json_dumps (the SDK's aiohttp json_serialize)
+  ws         the same message as the SDK's WebSocket frames carry it (json.dumps of to_dict)
 or {"error": "..."} when Python refused the message.
 """
 
+import json
 import sys
 
 import orjson
@@ -56,6 +58,9 @@ def one(case):
         task = from_dict(TaskPayload, body)
         out["sdk_verifies"] = verify_signature(task, theirs, token, ignore_fields=ignore)
     out["wire"] = json_dumps(unsigned)
+    # Over the WebSocket the SDK sends aiohttp's send_json(to_dict(event)): stdlib json.dumps, so
+    # spaces, \uXXXX escapes for everything non-ASCII (surrogate pairs) and repr() floats (1e-07).
+    out["ws"] = json.dumps(to_dict(unsigned))
     return out
 
 
