@@ -898,8 +898,12 @@ fn deep_nesting_never_panics() {
 
 /// Every registration or heartbeat body the worker routes accept gives a worker record that
 /// storage (Redis keeps it as JSON) can read back. Fails today: a body nested 126 deep parses, but
-/// its record (two levels deeper) is past serde_json's recursion limit. That is issue #12 item 8
-/// (one nesting limit at the edge leaving room for every envelope), worked on separately.
+/// its record (two levels deeper) is past serde_json's recursion limit. On Redis that one record
+/// takes the worker side down: after a worker registered `"metadata"` nested 126 deep (200),
+/// every other worker's poll answered 503 "stored value is corrupt: worker record" and
+/// `GET /api/v1/workers` listed no worker. That is issue #12 item 8 (one nesting limit at the
+/// edge leaving room for every envelope; an unreadable record affects that record only), worked
+/// on separately; run this test with `--ignored` once it lands.
 #[test]
 #[ignore = "issue #12 item 8: needs the nesting limit at the edge"]
 fn deep_worker_bodies_survive_storage() {
