@@ -220,6 +220,7 @@ async fn main() {
                 .env("GLOBAL_WORKER_TOKEN", WT)
                 .env("ORCHESTRATOR_SECRET_KEY", SK)
                 .env("RATE_LIMITING_ENABLED", "false")
+                .env("WEBHOOK_ALLOW_PRIVATE", "true")
                 .env("LOG_LEVEL", "warn")
                 .env("EXECUTOR_MAX_CONCURRENT_JOBS", "10000")
                 .stdout(Stdio::null())

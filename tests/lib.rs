@@ -22,7 +22,8 @@ pub const SECRET: &str = "test-orchestrator-secret";
 /// The operator credential (`ADMIN_TOKEN`) of [`test_config`].
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
-/// A configuration for tests: loopback, rate limiting off, short polls, known tokens.
+/// A configuration for tests: loopback, rate limiting off, short polls, known tokens, webhooks to
+/// loopback receivers allowed.
 pub fn test_config() -> Config {
     test_config_with(&[])
 }
@@ -39,6 +40,8 @@ pub fn test_config_with(extra: &[(&str, &str)]) -> Config {
         ("RATE_LIMITING_ENABLED", "false"),
         ("WORKER_POLL_TIMEOUT_SECONDS", "2"),
         ("WATCHER_INTERVAL_SECONDS", "0.2"),
+        // The tests' webhook receivers listen on 127.0.0.1.
+        ("WEBHOOK_ALLOW_PRIVATE", "true"),
     ];
     let lookup = |k: &str| extra.iter().chain(vars.iter()).find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
     Config::from_lookup(&lookup).expect("test config")

@@ -1,5 +1,7 @@
 //! Job webhooks: retried with backoff (`WEBHOOK_RETRY_BASE_SECONDS`, here 0.1 s) up to 3 attempts; a 4xx other
-//! than 429 is not retried; a failing receiver never affects the job.
+//! than 429 is not retried; a failing receiver never affects the job. Non-public targets are refused
+//! unless `WEBHOOK_ALLOW_PRIVATE` (the harness allows them: these receivers listen on 127.0.0.1), at
+//! creation and at delivery; logs mask a URL's credentials.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -118,4 +120,115 @@ async fn unreachable_receiver_does_not_affect_the_job() {
     run_job(&s, &url).await;
     let id = run_job(&s, &url).await;
     assert_eq!(s.client().job(&id).await["status"], "finished");
+}
+
+async fn server_with(vars: &[(&str, &str)]) -> Server {
+    let mut all = vec![("WEBHOOK_RETRY_BASE_SECONDS", "0.1")];
+    all.extend_from_slice(vars);
+    Server::with_config([quick_flow::blueprint()], test_config_with(&all)).await
+}
+
+/// Waits (bounded) until `pred` holds for the sender's counters.
+async fn wait_counts(s: &Server, what: &str, pred: impl Fn(&avto::server::webhooks::WebhookCounts) -> bool) {
+    for _ in 0..200 {
+        if pred(&s.core.webhooks.counts()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: {:?}", s.core.webhooks.counts());
+}
+
+#[tokio::test]
+async fn non_public_targets_are_refused_at_creation() {
+    let s = server_with(&[("WEBHOOK_ALLOW_PRIVATE", "false")]).await;
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://[::1]:9/hook",
+        "http://0.0.0.0:9/hook",
+        "http://2130706433:9/hook",
+        "http://0x7f.1:9/hook",
+        "http://0177.0.0.1:9/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.1.2.3/hook",
+        "http://172.16.0.1/hook",
+        "http://192.168.1.1/hook",
+        "http://[::ffff:127.0.0.1]:9/hook",
+        "http://[fe80::1]/hook",
+        "http://[fd00::1]/hook",
+        "http://224.0.0.1/hook",
+        "http://user:pw@localhost:9/hook",
+    ] {
+        let (status, body) =
+            s.client().post("/api/v1/jobs/quick", &json!({"initial_data": {}, "webhook_url": url})).await;
+        assert_eq!(status, 400, "{url}: {body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains("webhook_url") && error.contains("WEBHOOK_ALLOW_PRIVATE"), "{url}: {error}");
+        assert!(!error.contains("pw@"), "no credentials in the answer: {error}");
+    }
+    let (_, jobs) = s.client().get("/api/v1/jobs").await;
+    assert_eq!(jobs, json!([]), "no job was created");
+}
+
+/// A name accepted when the job was created may resolve elsewhere later (DNS rebinding): the sender
+/// checks again, at the connection, and a literal address too.
+#[tokio::test]
+async fn non_public_targets_are_refused_at_delivery() {
+    let s = server_with(&[("WEBHOOK_ALLOW_PRIVATE", "false")]).await;
+    let (url, r) = receiver(&[200]).await;
+    let port = url.trim_start_matches("http://127.0.0.1:").trim_end_matches("/hook").to_owned();
+    s.core.webhooks.send(url.clone(), json!({"event": "job_finished", "job_id": "literal"}));
+    s.core.webhooks.send(format!("http://localhost:{port}/hook"), json!({"event": "job_finished", "job_id": "name"}));
+    wait_counts(&s, "both refused", |c| c.refused == 2).await;
+    assert_eq!(s.core.webhooks.counts().delivered, 0);
+    assert!(r.calls.lock().unwrap().is_empty(), "nothing reached the loopback receiver");
+
+    // The same receiver with WEBHOOK_ALLOW_PRIVATE=true (the harness default): delivered.
+    let open = server().await;
+    open.core.webhooks.send(format!("http://localhost:{port}/hook"), json!({"event": "job_finished", "job_id": "ok"}));
+    wait_counts(&open, "delivered", |c| c.delivered == 1).await;
+    assert_eq!(r.calls.lock().unwrap().len(), 1);
+}
+
+/// Everything the tests of this file log (a global subscriber, set once).
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = logs.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter("avto=debug")
+            .with_ansi(false)
+            .with_writer(move || Sink(sink.clone()))
+            .try_init()
+            .expect("the first subscriber of this test binary");
+        logs
+    })
+    .clone()
+}
+
+#[tokio::test]
+async fn logs_mask_the_credentials_of_webhook_urls() {
+    let logs = captured_logs();
+    let s = server().await;
+    let (url, r) = receiver(&[500]).await;
+    let secret_url = url.replace("http://", "http://hookuser:hooksecret@") + "?token=tok123&plain=1";
+    run_job(&s, &secret_url).await;
+    wait_counts(&s, "gave up", |c| c.failed == 1).await;
+    assert_eq!(r.calls.lock().unwrap().len(), 3);
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("webhook failed") && text.contains("***@127.0.0.1"), "the failures are logged: {text}");
+    for secret in ["hookuser", "hooksecret", "tok123"] {
+        assert!(!text.contains(secret), "`{secret}` in the logs: {text}");
+    }
 }

@@ -73,6 +73,11 @@ pub struct Config {
     pub worker_poll_timeout: Duration,
     /// First webhook retry delay (`WEBHOOK_RETRY_BASE_SECONDS`, default 2 s; the second retry waits twice as long).
     pub webhook_retry_base: Duration,
+    /// `WEBHOOK_ALLOW_PRIVATE` (default false): a `webhook_url` may name, or resolve to, a loopback,
+    /// private, link-local, multicast or unspecified address. Off, such targets are refused when
+    /// the job is created (400) and again at delivery (against DNS rebinding). For local development
+    /// and tests only.
+    pub webhook_allow_private: bool,
     pub worker_timeout: Duration,
     pub worker_health_check_interval: Duration,
     pub job_max_retries: u32,
@@ -197,6 +202,7 @@ impl Default for Config {
             secret_key: uuid::Uuid::new_v4().to_string(),
             worker_poll_timeout: Duration::from_secs(30),
             webhook_retry_base: Duration::from_secs(2),
+            webhook_allow_private: false,
             worker_timeout: Duration::from_secs(300),
             worker_health_check_interval: Duration::from_secs(60),
             job_max_retries: 3,
@@ -320,6 +326,7 @@ impl Config {
             secret_key: env.str("ORCHESTRATOR_SECRET_KEY").unwrap_or(d.secret_key),
             worker_poll_timeout: env.secs("WORKER_POLL_TIMEOUT_SECONDS", d.worker_poll_timeout)?,
             webhook_retry_base: env.secs("WEBHOOK_RETRY_BASE_SECONDS", d.webhook_retry_base)?,
+            webhook_allow_private: env.bool("WEBHOOK_ALLOW_PRIVATE", d.webhook_allow_private)?,
             worker_timeout: env.secs("WORKER_TIMEOUT_SECONDS", d.worker_timeout)?,
             worker_health_check_interval: env
                 .secs("WORKER_HEALTH_CHECK_INTERVAL_SECONDS", d.worker_health_check_interval)?,

@@ -137,7 +137,7 @@ impl Core {
         }
         let Stores { jobs, quotas, rate, nonces, sts, .. } = stores;
         let exec = Arc::new(Semaphore::new(cfg.executor_max_concurrent_jobs.max(1)));
-        let webhooks = Webhooks::start(cfg.webhook_retry_base);
+        let webhooks = Webhooks::start(super::webhooks::WebhookSettings::of(&cfg));
         Core {
             worker_tokens: std::sync::RwLock::new(Arc::new(cfg.worker_tokens.clone())),
             cfg: Arc::new(cfg),

@@ -177,7 +177,12 @@ async fn create_job(
                 "`webhook_url`: this orchestrator was built without https support (avto's `tls` feature)",
             ))
         }
-        Some(Value::String(u)) if u.starts_with("http://") || u.starts_with("https://") => Some(u.clone()),
+        Some(Value::String(u)) if u.starts_with("http://") || u.starts_with("https://") => {
+            crate::server::webhooks::check_target(u, core.cfg.webhook_allow_private)
+                .await
+                .map_err(|e| ApiError::bad(format!("`webhook_url`: {e}")))?;
+            Some(u.clone())
+        }
         Some(_) => return Err(ApiError::bad("`webhook_url` must be an http:// or https:// URL")),
     };
     let req = NewJob {
