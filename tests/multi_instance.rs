@@ -662,3 +662,95 @@ async fn bad_redis_url_or_unreachable_redis_fails_start_up_with_a_clear_message(
     let err = avto::server::Config::from_lookup(&|k| (k == "REDIS_URL").then(|| "localhost:6379".to_owned()));
     assert!(err.unwrap_err().to_string().contains("REDIS_URL"));
 }
+
+/// `REDIS_ENCRYPTION_KEY`: what a worker sends about itself (here an API key in its
+/// capabilities) and the STS token bindings are sealed in Redis; an instance with the key (or
+/// with it among `REDIS_ENCRYPTION_KEY_PREVIOUS` after a rotation) reads them, one without it
+/// does not; a malformed key fails start-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_encryption_key_seals_worker_credentials_and_rotates() {
+    use avto::protocol::sign::MessageKind;
+    use avto_tests::RawWorker;
+
+    const OLD: &str = "5f0c6a3d1e9b47a2c8d4f61b3a7e9c0d2b5f8a1c4e7d0b3a6c9f2e5d8b1a4c70";
+    const NEW: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f91";
+    const SECRET_API_KEY: &str = "sk-live-do-not-store-in-clear";
+    let p = Prefix::new();
+    let server = |vars: &'static [(&'static str, &'static str)]| {
+        let (url, prefix) = (p.url.clone(), p.prefix.clone());
+        async move {
+            let s =
+                Server::with_redis([echo_flow::blueprint()], &url, &prefix, avto_tests::test_config_with(vars)).await;
+            wait_ready(&s.base).await;
+            s
+        }
+    };
+    let raw = avto::server::redis::RedisStores::new(&p.url, &p.prefix, Duration::from_secs(5)).unwrap();
+    let get = |key: String| {
+        let conn = raw.conn().clone();
+        async move { conn.query::<Option<String>>(avto::server::redis::client::cmd("GET").arg(key)).await.unwrap() }
+    };
+
+    let a = server(&[("REDIS_ENCRYPTION_KEY", OLD)]).await;
+    let w = RawWorker::new(&a.base, "enc-w", &["echo"]);
+    let body = json!({
+        "worker_id": "enc-w", "worker_type": "raw",
+        "supported_skills": [{"name": "echo", "type": "echo"}], "available_skills": ["echo"],
+        "capabilities": {"cost_per_skill": {}, "extra": {"api_key": SECRET_API_KEY}},
+    });
+    let (status, answer) = w
+        .send(reqwest::Method::POST, "/_worker/workers/register", Some(&w.signed(body, MessageKind::Registration)))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, tokens) = w.send(reqwest::Method::POST, "/_worker/auth/token", None).await;
+    assert_eq!(status, 200, "{tokens}");
+    let sts =
+        RawWorker { token: tokens["access_token"].as_str().unwrap().into(), ..RawWorker::new(&a.base, "enc-w", &[]) };
+    assert_eq!(sts.poll().await.0, 204, "the STS token authenticates");
+
+    // At rest: sealed, no secret and no worker id in the clear.
+    let record = get(format!("{}w:info:enc-w", p.prefix)).await.expect("the worker record");
+    assert!(record.starts_with("avtoenc1:"), "{record}");
+    assert!(!record.contains(SECRET_API_KEY) && !record.contains("echo"), "{record}");
+    let sts_keys: Vec<String> =
+        raw.conn().query(avto::server::redis::client::cmd("KEYS").arg(format!("{}sts:*", p.prefix))).await.unwrap();
+    assert_eq!(sts_keys.len(), 2, "an access and a refresh binding: {sts_keys:?}");
+    for key in sts_keys {
+        let owner = get(key.clone()).await.unwrap();
+        assert!(owner.starts_with("avtoenc1:") && !owner.contains("enc-w"), "{key} = {owner}");
+    }
+    let seen = a.core.dispatcher.worker("enc-w").await.expect("instance A reads the record");
+    assert_eq!(seen.record["capabilities"]["extra"]["api_key"], SECRET_API_KEY);
+
+    // Rotation: the new key writes, the old one still reads.
+    let b = server(&[("REDIS_ENCRYPTION_KEY", NEW), ("REDIS_ENCRYPTION_KEY_PREVIOUS", OLD)]).await;
+    assert!(b.core.dispatcher.worker("enc-w").await.is_some(), "read with the previous key");
+    let on_b = RawWorker { base: b.base.clone(), ..sts };
+    assert_eq!(on_b.poll().await.0, 204, "the STS token still authenticates after the rotation");
+    let w_b = RawWorker::new(&b.base, "enc-w", &["echo"]);
+    assert_eq!(w_b.register().await.0, 200);
+    let resealed = get(format!("{}w:info:enc-w", p.prefix)).await.unwrap();
+    assert_ne!(resealed.split(':').nth(1), record.split(':').nth(1), "re-registration re-seals with the new key");
+
+    // Without the key (or with only the new one for an old binding) nothing opens.
+    let c = server(&[("REDIS_ENCRYPTION_KEY", NEW)]).await;
+    assert!(c.core.dispatcher.worker("enc-w").await.is_some(), "the re-sealed record opens with the new key");
+    let on_c = RawWorker { base: c.base.clone(), ..on_b };
+    let (status, _) = on_c.poll().await;
+    assert!(matches!(status, 401 | 403), "a binding sealed with a dropped key is refused: {status}");
+    let d = server(&[]).await;
+    assert!(d.core.dispatcher.worker("enc-w").await.is_none(), "no key: the sealed record is not read");
+    let e = server(&[("REDIS_ENCRYPTION_KEY", OLD)]).await;
+    let bare = RawWorker::new(&e.base, "enc-w", &["echo"]);
+    let (status, body) = bare.send(reqwest::Method::PATCH, "/_worker/workers/enc-w", None).await;
+    assert_eq!(status, 404, "a record this instance cannot open: the worker must register again: {body}");
+    for s in [a, b, c, d, e] {
+        s.stop().await;
+    }
+
+    // A malformed key fails start-up, naming the variable.
+    let err = avto::server::Config::from_lookup(&|k| (k == "REDIS_ENCRYPTION_KEY").then(|| "hunter2".to_owned()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("REDIS_ENCRYPTION_KEY") && err.contains("64 hex characters"), "{err}");
+}

@@ -133,6 +133,11 @@ pub struct Config {
     /// `REDIS_KEY_PREFIX` (default `avto:`): every Redis key starts with it, so several
     /// deployments (or test runs) can share one Redis.
     pub redis_key_prefix: String,
+    /// `REDIS_ENCRYPTION_KEY` (unset = off; 64 hex characters, `openssl rand -hex 32`) and
+    /// `REDIS_ENCRYPTION_KEY_PREVIOUS` (old keys, comma-separated, only to read): AES-256-GCM
+    /// encryption of the worker credentials kept in Redis (worker records, STS token bindings).
+    /// A malformed key fails start-up. See [`super::encryption`] for rotation.
+    pub redis_encryption: Option<super::encryption::EncryptionKeys>,
     /// `JOB_LOCK_LEASE_SECONDS` (default 30): lifetime of a job lock in Redis; renewed every
     /// third of it while the holder works, so it only bounds how long a crashed instance blocks a job.
     pub job_lock_lease: Duration,
@@ -234,6 +239,7 @@ impl Default for Config {
             tz: chrono_tz::UTC,
             redis_url: None,
             redis_key_prefix: "avto:".into(),
+            redis_encryption: None,
             job_lock_lease: Duration::from_secs(30),
             job_recovery_after: Duration::from_secs(60),
             #[cfg(feature = "s3")]
@@ -362,6 +368,7 @@ impl Config {
             },
             redis_url: redis_url(&env)?,
             redis_key_prefix: (env.get)("REDIS_KEY_PREFIX").unwrap_or(d.redis_key_prefix),
+            redis_encryption: super::encryption::EncryptionKeys::from_lookup(get)?,
             job_lock_lease: env.secs("JOB_LOCK_LEASE_SECONDS", d.job_lock_lease)?,
             job_recovery_after: env.secs("JOB_RECOVERY_SECONDS", d.job_recovery_after)?,
             #[cfg(feature = "s3")]

@@ -10,6 +10,7 @@ pub mod api;
 pub mod config;
 pub mod core;
 pub mod dispatch;
+pub mod encryption;
 pub mod files;
 pub mod listener;
 pub mod metrics;
@@ -164,7 +165,8 @@ impl OrchestratorBuilder {
             None => None,
             Some(url) => Some(
                 redis::RedisStores::new(url, &config.redis_key_prefix, config.job_lock_lease)
-                    .map_err(|e| ServeError::Storage(e.to_string()))?,
+                    .map_err(|e| ServeError::Storage(e.to_string()))?
+                    .with_encryption(config.redis_encryption.as_ref()),
             ),
         };
         #[cfg(feature = "redis")]
@@ -180,6 +182,12 @@ impl OrchestratorBuilder {
         };
         if redis_url.is_none() {
             stores.rate = Arc::new(store::memory::MemoryRateLimits::new(config.rate_limit_max_keys));
+        }
+        if config.redis_encryption.is_some() && redis_url.is_none() {
+            tracing::warn!(
+                "REDIS_ENCRYPTION_KEY is set but storage is in memory (no REDIS_URL): nothing is written to Redis, \
+                 so the key is not used"
+            );
         }
         if let Some(data) = self.data_stores {
             stores.data = data;

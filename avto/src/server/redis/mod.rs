@@ -20,7 +20,7 @@
 //! | `{p}jobstatus` | hash | job id → status (what the counts were last moved to) |
 //! | `{p}counts`, `{p}counts:client:{name}` | hash | status → number of jobs |
 //! | `{p}stale` | zset | unsettled job id → last save or recovery claim (crash recovery) |
-//! | `{p}w:info:{id}` | string | worker record ([`WorkerInfo`](super::dispatch::WorkerInfo)) |
+//! | `{p}w:info:{id}` | string | worker record ([`WorkerInfo`](super::dispatch::WorkerInfo)); sealed with `REDIS_ENCRYPTION_KEY` when set |
 //! | `{p}w:rep` | hash | worker id → reputation |
 //! | `{p}w:all` | zset | worker id → expiry (liveness) |
 //! | `{p}w:q:{id}` | zset | the worker's queue: `-priority` → `{seq:020}:{task_id}` |
@@ -35,7 +35,7 @@
 //! | `{p}quota:{sha256(token)}`, `{p}quota_limit:…` | int | remaining requests, the limit they started from |
 //! | `{p}rl:{key}` | int, PX window | fixed-window rate limit counter |
 //! | `{p}nonce:{n}` | PX ttl | replay protection |
-//! | `{p}sts:{kind}:{sha256}` | string, PX ttl | STS token owner |
+//! | `{p}sts:{kind}:{sha256}` | string, PX ttl | STS token owner; sealed with `REDIS_ENCRYPTION_KEY` when set |
 //! | `{p}ds:{blueprint}:{store}` | hash | blueprint data store |
 //! | `{p}sched:{key}` | string, PX ttl | scheduler fire-time claims |
 //! | `{p}rid:{uuid}` | string, 60 s | the answer of a claiming script, for a retry after a lost reply (a pop or steal keeps only the task's queue member, not its JSON) |
@@ -334,13 +334,21 @@ pub(crate) fn lua(body: &str) -> redis::Script {
 pub struct RedisStores {
     conn: RedisConn,
     lease: Duration,
+    cipher: Option<Arc<crate::server::encryption::RecordCipher>>,
 }
 
 impl RedisStores {
     /// Stores at `url` under `prefix`; job locks last `lease` (renewed while held).
     /// Lazy: see [`RedisStores::check`].
     pub fn new(url: &str, prefix: &str, lease: Duration) -> Result<Self, StorageError> {
-        Ok(RedisStores { conn: RedisConn::open(url, prefix)?, lease })
+        Ok(RedisStores { conn: RedisConn::open(url, prefix)?, lease, cipher: None })
+    }
+
+    /// Encrypts the worker credentials kept in Redis (worker records, STS token bindings) with
+    /// `keys` (`REDIS_ENCRYPTION_KEY`; see [`crate::server::encryption`]).
+    pub fn with_encryption(mut self, keys: Option<&crate::server::encryption::EncryptionKeys>) -> Self {
+        self.cipher = keys.map(|k| Arc::new(crate::server::encryption::RecordCipher::new(k)));
+        self
     }
 
     /// The connection (e.g. for tests).
@@ -360,8 +368,8 @@ impl RedisStores {
             quotas: Arc::new(RedisQuotas::new(self.conn.clone())),
             rate: Arc::new(RedisRateLimits::new(self.conn.clone())),
             nonces: Arc::new(RedisNonces::new(self.conn.clone())),
-            sts: Arc::new(RedisSts::new(self.conn.clone())),
-            workers: Arc::new(RedisWorkers::new(self.conn.clone())),
+            sts: Arc::new(RedisSts::new(self.conn.clone()).with_cipher(self.cipher.clone())),
+            workers: Arc::new(RedisWorkers::new(self.conn.clone()).with_cipher(self.cipher.clone())),
             data: Arc::new(RedisDataStores::new(self.conn.clone())),
             schedule_locks: Arc::new(RedisScheduleLocks::new(self.conn.clone())),
             bus: Some(Arc::new(RedisBus::new(self.conn.clone()))),

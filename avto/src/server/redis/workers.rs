@@ -18,6 +18,7 @@ use crate::server::dispatch::memory::dispatch_deadline;
 use crate::server::dispatch::{
     Bf, BusMessage, Orphan, Overdue, OverdueTask, QueuedTask, Unassigned, WorkerInfo, WorkerLoad, WorkerStore,
 };
+use crate::server::encryption::RecordCipher;
 use crate::storage::StorageError;
 
 const TASKS: &str = r#"
@@ -441,6 +442,9 @@ pub struct RedisWorkers {
     /// so most listings parse nothing).
     parsed: Arc<Mutex<HashMap<String, (String, WorkerInfo)>>>,
     view: Arc<View>,
+    /// Seals worker records (`REDIS_ENCRYPTION_KEY`): they carry what workers send about
+    /// themselves, credentials included.
+    cipher: Option<Arc<RecordCipher>>,
 }
 
 /// The dispatch view: live workers as listed at most [`VIEW_TTL`] ago, plus the tasks this
@@ -476,30 +480,94 @@ impl View {
 
 impl RedisWorkers {
     pub fn new(conn: RedisConn) -> Self {
-        RedisWorkers { conn, parsed: Default::default(), view: Default::default() }
+        RedisWorkers { conn, parsed: Default::default(), view: Default::default(), cipher: None }
     }
 
-    fn parse_info(&self, id: &str, json: &str, reputation: Option<String>) -> Result<WorkerInfo, StorageError> {
+    /// Seals worker records with `cipher` (`REDIS_ENCRYPTION_KEY`).
+    pub fn with_cipher(mut self, cipher: Option<Arc<RecordCipher>>) -> Self {
+        self.cipher = cipher;
+        self
+    }
+
+    /// A worker record as stored: JSON, sealed when a key is set.
+    fn seal_info(&self, info: &WorkerInfo) -> String {
+        let json = to_json(info);
+        match &self.cipher {
+            None => json,
+            Some(c) => c.seal(json.as_bytes(), &format!("w:info:{}", info.worker_id)),
+        }
+    }
+
+    /// The JSON of a stored worker record; `None` (with a warning) when it cannot be opened
+    /// (sealed with a key this instance does not have, or plain while a key is set): the worker
+    /// then counts as not registered and registers again.
+    fn open_info(&self, id: &str, stored: &str) -> Option<String> {
+        let opened = match &self.cipher {
+            None if RecordCipher::is_sealed(stored) => {
+                Err("it is encrypted but REDIS_ENCRYPTION_KEY is not set".into())
+            }
+            None => return Some(stored.to_owned()),
+            Some(c) => c
+                .open(stored, &format!("w:info:{id}"))
+                .map_err(|e| e.to_string())
+                .and_then(|plain| String::from_utf8(plain).map_err(|e| e.to_string())),
+        };
+        opened
+            .map_err(|why: String| {
+                tracing::warn!(worker_id = %id, error = %why, "a worker record in Redis cannot be read: the worker must register again");
+            })
+            .ok()
+    }
+
+    /// Runs [`HEARTBEAT`]: `Some(tasks to cancel)`, or `None` for a worker that is not registered.
+    async fn heartbeat_script(
+        &self,
+        worker_id: &str,
+        info_json: &str,
+        now: u64,
+        ttl_ms: u64,
+        has_body: &str,
+        current: Vec<String>,
+    ) -> Result<Option<Vec<String>>, StorageError> {
+        let v: Value = self
+            .conn
+            .script(&HEARTBEAT, false, &[&worker_id, &info_json, &(now + ttl_ms), &now, &has_body, &current])
+            .await?;
+        let parts = reply::array(v)?;
+        match parts.first().and_then(reply::int) {
+            Some(1) => Ok(Some(parts[1..].iter().filter_map(reply::string).collect())),
+            _ => Ok(None),
+        }
+    }
+
+    /// A worker record as the scripts hand it back; `None` when it cannot be opened.
+    fn parse_info(
+        &self,
+        id: &str,
+        stored: &str,
+        reputation: Option<String>,
+    ) -> Result<Option<WorkerInfo>, StorageError> {
         let cached = {
             let parsed = self.parsed.lock().unwrap();
-            parsed.get(id).filter(|(raw, _)| raw == json).map(|(_, info)| info.clone())
+            parsed.get(id).filter(|(raw, _)| raw == stored).map(|(_, info)| info.clone())
         };
         let mut info = match cached {
             Some(info) => info,
             None => {
-                let info: WorkerInfo = from_json("worker record", json)?;
+                let Some(json) = self.open_info(id, stored) else { return Ok(None) };
+                let info: WorkerInfo = from_json("worker record", &json)?;
                 let mut parsed = self.parsed.lock().unwrap();
                 if parsed.len() > 10_000 {
                     parsed.clear();
                 }
-                parsed.insert(id.to_owned(), (json.to_owned(), info.clone()));
+                parsed.insert(id.to_owned(), (stored.to_owned(), info.clone()));
                 info
             }
         };
         if let Some(r) = reputation.and_then(|r| r.parse::<f64>().ok()) {
             info.reputation = r;
         }
-        Ok(info)
+        Ok(Some(info))
     }
 
     /// A queued task as the scripts hand it back: its arrival order (20 digits, the start of its
@@ -537,7 +605,9 @@ impl WorkerStore for RedisWorkers {
         Box::pin(async move {
             let expiry = now_ms() + ttl_ms;
             let rep = format!("{}", info.reputation);
-            self.conn.script::<i64>(&REGISTER, false, &[&info.worker_id, &to_json(&info), &expiry, &rep]).await?;
+            self.conn
+                .script::<i64>(&REGISTER, false, &[&info.worker_id, &self.seal_info(&info), &expiry, &rep])
+                .await?;
             self.view.forget();
             Ok(())
         })
@@ -552,27 +622,25 @@ impl WorkerStore for RedisWorkers {
                 Some(Json::Object(map)) => Some(map),
                 _ => None,
             };
-            if let Some(map) = map {
+            if map.is_some() || self.cipher.is_some() {
+                // With a key, a bare heartbeat also checks that the record still opens (it may
+                // be plain or sealed with a dropped key): if not, the worker registers again
+                // rather than staying live but invisible to dispatch.
                 let stored: Option<String> =
                     self.conn.query(redis::cmd("GET").arg(self.conn.key(&format!("w:info:{worker_id}")))).await?;
-                let Some(stored) = stored else { return Ok(None) };
-                let mut info: WorkerInfo = from_json("worker record", &stored)?;
+                let Some(json) = stored.and_then(|s| self.open_info(worker_id, &s)) else { return Ok(None) };
+                let Some(map) = map else {
+                    return self.heartbeat_script(worker_id, "", now, ttl_ms, "0", current).await;
+                };
+                let mut info: WorkerInfo = from_json("worker record", &json)?;
                 info.merge_heartbeat(map);
-                info_json = to_json(&info);
+                info_json = self.seal_info(&info);
                 if let Some(list) = map.get("current_tasks").and_then(Json::as_array) {
                     current = list.iter().filter_map(Json::as_str).map(str::to_owned).collect();
                 }
             }
             let has_body = if map.is_some() { "1" } else { "0" };
-            let v: Value = self
-                .conn
-                .script(&HEARTBEAT, false, &[&worker_id, &info_json, &(now + ttl_ms), &now, &has_body, &current])
-                .await?;
-            let parts = reply::array(v)?;
-            match parts.first().and_then(reply::int) {
-                Some(1) => Ok(Some(parts[1..].iter().filter_map(reply::string).collect())),
-                _ => Ok(None),
-            }
+            self.heartbeat_script(worker_id, &info_json, now, ttl_ms, has_body, current).await
         })
     }
 
@@ -580,7 +648,7 @@ impl WorkerStore for RedisWorkers {
         Box::pin(async move {
             let parts = reply::strings(self.conn.script(&WORKER, false, &[&worker_id]).await?)?;
             match parts.as_slice() {
-                [info, rep] => Ok(Some(self.parse_info(worker_id, info, Some(rep.clone()))?)),
+                [info, rep] => self.parse_info(worker_id, info, Some(rep.clone())),
                 _ => Ok(None),
             }
         })
@@ -593,7 +661,10 @@ impl WorkerStore for RedisWorkers {
             for c in parts.chunks(5) {
                 let [id, info, rep, queued, running] = c else { continue };
                 let id = reply::string(id).unwrap_or_default();
-                let info = self.parse_info(&id, &reply::string(info).unwrap_or_default(), reply::string(rep))?;
+                let Some(info) = self.parse_info(&id, &reply::string(info).unwrap_or_default(), reply::string(rep))?
+                else {
+                    continue;
+                };
                 out.push(WorkerLoad {
                     info: Arc::new(info),
                     queued: reply::int(queued).unwrap_or(0) as usize,
