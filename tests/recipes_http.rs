@@ -21,7 +21,8 @@ use avto::worker::{
 };
 use avto_examples as ex;
 use avto_tests::blueprints::{
-    dispatch_options, echo_flow, echo_strict, event_flow, level_flow, nested_child, nested_parent, training_flow,
+    dispatch_options, echo_flow, echo_strict, event_flow, fan_out_three, level_flow, nested_child, nested_parent,
+    training_flow,
 };
 use avto_tests::{test_config_with, ApiClient, PyWorker, RawWorker, RustWorker, Server};
 use serde_json::{json, Value};
@@ -366,6 +367,32 @@ async fn r03_parallel_fan_out_aggregation_and_failure_rule() {
     let a_attempts: Vec<Seen> = log.of_job(&id).into_iter().filter(|s| s.params["input"] == "data_for_A").collect();
     assert_eq!(a_attempts.len(), 2, "{a_attempts:?}");
     assert_ne!(a_attempts[0].task_id, a_attempts[1].task_id);
+}
+
+/// Three branches answered in reverse order over HTTP: the aggregator sees them in dispatch order.
+#[tokio::test]
+async fn r03_aggregation_results_in_dispatch_order_when_workers_answer_in_reverse() {
+    let s = Server::start([fan_out_three::blueprint()]).await;
+    let c = s.client();
+    let w = RawWorker::new(&s.base, "agg-reverse", &["part"]);
+    assert_eq!(w.register().await.0, 200);
+    let id = c.create("/api/v1/jobs/fan_out_three", json!({})).await;
+    let mut tasks = Vec::new();
+    while tasks.len() < 3 {
+        let (status, task) = w.poll().await;
+        assert_eq!(status, 200, "three tasks are queued: {task}");
+        tasks.push(task);
+    }
+    tasks.sort_by_key(|t| t["params"]["part"].as_i64());
+    for task in tasks.iter().rev() {
+        let (status, answer) = w.succeed(task, json!({"part": task["params"]["part"]})).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let job = c.wait_terminal(&id, T).await;
+    assert_eq!(job["status"], "finished", "{job}");
+    assert_eq!(job["state_history"]["parts"], json!([0, 1, 2]), "dispatch order, not arrival order: {job}");
+    let ids: Vec<&Value> = job["aggregation_results"].as_array().unwrap().iter().map(|r| &r["task_id"]).collect();
+    assert_eq!(ids, tasks.iter().map(|t| &t["task_id"]).collect::<Vec<_>>());
 }
 
 // ---------------------------------------------------------------------------------------------
