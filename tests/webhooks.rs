@@ -123,8 +123,9 @@ async fn unreachable_receiver_does_not_affect_the_job() {
 }
 
 async fn server_with(vars: &[(&str, &str)]) -> Server {
-    let mut all = vec![("WEBHOOK_RETRY_BASE_SECONDS", "0.1")];
-    all.extend_from_slice(vars);
+    // The first setting of a name wins: `vars`, then the short retry base of this file.
+    let mut all = vars.to_vec();
+    all.push(("WEBHOOK_RETRY_BASE_SECONDS", "0.1"));
     Server::with_config([quick_flow::blueprint()], test_config_with(&all)).await
 }
 
@@ -177,15 +178,23 @@ async fn non_public_targets_are_refused_at_delivery() {
     let s = server_with(&[("WEBHOOK_ALLOW_PRIVATE", "false")]).await;
     let (url, r) = receiver(&[200]).await;
     let port = url.trim_start_matches("http://127.0.0.1:").trim_end_matches("/hook").to_owned();
-    s.core.webhooks.send(url.clone(), json!({"event": "job_finished", "job_id": "literal"}));
-    s.core.webhooks.send(format!("http://localhost:{port}/hook"), json!({"event": "job_finished", "job_id": "name"}));
+    s.core.webhooks.send("default", url.clone(), json!({"event": "job_finished", "job_id": "literal"}));
+    s.core.webhooks.send(
+        "default",
+        format!("http://localhost:{port}/hook"),
+        json!({"event": "job_finished", "job_id": "name"}),
+    );
     wait_counts(&s, "both refused", |c| c.refused == 2).await;
     assert_eq!(s.core.webhooks.counts().delivered, 0);
     assert!(r.calls.lock().unwrap().is_empty(), "nothing reached the loopback receiver");
 
     // The same receiver with WEBHOOK_ALLOW_PRIVATE=true (the harness default): delivered.
     let open = server().await;
-    open.core.webhooks.send(format!("http://localhost:{port}/hook"), json!({"event": "job_finished", "job_id": "ok"}));
+    open.core.webhooks.send(
+        "default",
+        format!("http://localhost:{port}/hook"),
+        json!({"event": "job_finished", "job_id": "ok"}),
+    );
     wait_counts(&open, "delivered", |c| c.delivered == 1).await;
     assert_eq!(r.calls.lock().unwrap().len(), 1);
 }
@@ -231,4 +240,97 @@ async fn logs_mask_the_credentials_of_webhook_urls() {
     for secret in ["hookuser", "hooksecret", "tok123"] {
         assert!(!text.contains(secret), "`{secret}` in the logs: {text}");
     }
+}
+
+/// A receiver that accepts connections and never answers; counts the connections.
+async fn black_hole() -> (String, Arc<Mutex<Vec<tokio::net::TcpStream>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            keep.lock().unwrap().push(socket);
+        }
+    });
+    (url, held)
+}
+
+async fn wait_calls(r: &Receiver, n: usize, within: Duration, what: &str) {
+    let started = Instant::now();
+    while r.calls.lock().unwrap().len() < n {
+        assert!(started.elapsed() < within, "{what}: {} of {n} calls after {within:?}", r.calls.lock().unwrap().len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Creates `n` jobs of the client with `token`, each with `url` as its webhook (they end at once).
+async fn jobs_with_webhook(s: &Server, token: &str, url: &str, n: usize) {
+    let c = s.client().with_token(token);
+    for i in 0..n {
+        let (status, body) = c.post("/api/v1/jobs/quick", &json!({"initial_data": {"i": i}, "webhook_url": url})).await;
+        assert_eq!(status, 202, "{body}");
+    }
+}
+
+/// Two clients, `alpha-token` and `beta-token`, plus `vars`.
+async fn two_client_server(name: &str, vars: &[(&str, &str)]) -> (Server, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("avto-webhooks-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let clients = dir.join("clients.toml");
+    std::fs::write(&clients, "[alpha]\ntoken = \"alpha-token\"\n\n[beta]\ntoken = \"beta-token\"\n").unwrap();
+    let mut all = vec![("CLIENTS_CONFIG_PATH", clients.to_str().unwrap())];
+    all.extend_from_slice(vars);
+    let s = Server::with_config([quick_flow::blueprint()], test_config_with(&all)).await;
+    (s, dir)
+}
+
+/// 40 of one client's webhooks hang on a receiver that never answers (each attempt up to 30 s):
+/// another client's webhook still goes out at once (it waited for the hanging ones before).
+#[tokio::test]
+async fn a_black_hole_receiver_of_one_client_does_not_delay_another_clients_webhook() {
+    let (s, dir) = two_client_server("black-hole", &[("WEBHOOK_TIMEOUT_SECONDS", "30")]).await;
+    let (hole, held) = black_hole().await;
+    jobs_with_webhook(&s, "alpha-token", &hole, 40).await;
+    let started = Instant::now();
+    while held.lock().unwrap().len() < 4 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the black hole gets its connections");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (url, r) = receiver(&[200]).await;
+    jobs_with_webhook(&s, "beta-token", &url, 1).await;
+    // Far below one black-hole attempt (30 s): beta's webhook is not queued behind alpha's.
+    wait_calls(&r, 1, Duration::from_secs(8), "beta's webhook while alpha's hang").await;
+    assert!(held.lock().unwrap().len() <= 4, "alpha holds at most WEBHOOK_MAX_PER_CLIENT (4) attempts at once");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A webhook waiting to retry holds no slot: with 40 webhooks failing and waiting 30 s for their
+/// retry, every first attempt still happens at once (32 slots held through the waits before).
+#[tokio::test]
+async fn retries_wait_without_holding_a_slot() {
+    let s = server_with(&[
+        ("WEBHOOK_RETRY_BASE_SECONDS", "30"),
+        ("WEBHOOK_MAX_PER_CLIENT", "40"),
+        ("WEBHOOK_MAX_PER_HOST", "40"),
+    ])
+    .await;
+    let (url, r) = receiver(&[503]).await;
+    jobs_with_webhook(&s, avto_tests::CLIENT_TOKEN, &url, 40).await;
+    wait_calls(&r, 40, Duration::from_secs(8), "first attempts of all 40 webhooks").await;
+}
+
+/// `WEBHOOK_TIMEOUT_SECONDS` bounds each attempt: a receiver that never answers costs 3 attempts
+/// of 1 s, then the webhook gives up.
+#[tokio::test]
+async fn each_attempt_is_bounded_by_the_webhook_timeout() {
+    let s = server_with(&[("WEBHOOK_TIMEOUT_SECONDS", "1")]).await;
+    let (hole, held) = black_hole().await;
+    jobs_with_webhook(&s, avto_tests::CLIENT_TOKEN, &hole, 1).await;
+    let started = Instant::now();
+    while s.core.webhooks.counts().failed < 1 {
+        assert!(started.elapsed() < Duration::from_secs(9), "gave up after 3 attempts: {:?}", s.core.webhooks.counts());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(held.lock().unwrap().len(), 3, "three attempts");
 }

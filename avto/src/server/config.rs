@@ -78,6 +78,19 @@ pub struct Config {
     /// the job is created (400) and again at delivery (against DNS rebinding). For local development
     /// and tests only.
     pub webhook_allow_private: bool,
+    /// `WEBHOOK_CONNECT_TIMEOUT_SECONDS` (default 5): connect timeout of one webhook attempt.
+    pub webhook_connect_timeout: Duration,
+    /// `WEBHOOK_TIMEOUT_SECONDS` (default 10): timeout of one whole webhook attempt (connect, send,
+    /// answer); an unresponsive receiver holds a slot this long at most per attempt.
+    pub webhook_timeout: Duration,
+    /// `WEBHOOK_MAX_CONCURRENCY` (default 32): webhook attempts in flight at once. A webhook holds a
+    /// slot only during an attempt, never while it waits to retry.
+    pub webhook_max_concurrency: usize,
+    /// `WEBHOOK_MAX_PER_CLIENT` (default 4): webhook attempts in flight at once for one client's jobs,
+    /// so one client's slow receivers cannot hold up the others'.
+    pub webhook_max_per_client: usize,
+    /// `WEBHOOK_MAX_PER_HOST` (default 8): webhook attempts in flight at once to one host and port.
+    pub webhook_max_per_host: usize,
     pub worker_timeout: Duration,
     pub worker_health_check_interval: Duration,
     pub job_max_retries: u32,
@@ -208,6 +221,11 @@ impl Default for Config {
             worker_poll_timeout: Duration::from_secs(30),
             webhook_retry_base: Duration::from_secs(2),
             webhook_allow_private: false,
+            webhook_connect_timeout: Duration::from_secs(5),
+            webhook_timeout: Duration::from_secs(10),
+            webhook_max_concurrency: 32,
+            webhook_max_per_client: 4,
+            webhook_max_per_host: 8,
             worker_timeout: Duration::from_secs(300),
             worker_health_check_interval: Duration::from_secs(60),
             job_max_retries: 3,
@@ -333,6 +351,11 @@ impl Config {
             worker_poll_timeout: env.secs("WORKER_POLL_TIMEOUT_SECONDS", d.worker_poll_timeout)?,
             webhook_retry_base: env.secs("WEBHOOK_RETRY_BASE_SECONDS", d.webhook_retry_base)?,
             webhook_allow_private: env.bool("WEBHOOK_ALLOW_PRIVATE", d.webhook_allow_private)?,
+            webhook_connect_timeout: env.secs("WEBHOOK_CONNECT_TIMEOUT_SECONDS", d.webhook_connect_timeout)?,
+            webhook_timeout: env.secs("WEBHOOK_TIMEOUT_SECONDS", d.webhook_timeout)?,
+            webhook_max_concurrency: env.parse("WEBHOOK_MAX_CONCURRENCY", d.webhook_max_concurrency)?,
+            webhook_max_per_client: env.parse("WEBHOOK_MAX_PER_CLIENT", d.webhook_max_per_client)?,
+            webhook_max_per_host: env.parse("WEBHOOK_MAX_PER_HOST", d.webhook_max_per_host)?,
             worker_timeout: env.secs("WORKER_TIMEOUT_SECONDS", d.worker_timeout)?,
             worker_health_check_interval: env
                 .secs("WORKER_HEALTH_CHECK_INTERVAL_SECONDS", d.worker_health_check_interval)?,
@@ -421,6 +444,23 @@ impl Config {
         }
         if c.max_body_bytes < 1024 {
             return Err(ConfigError("MAX_REQUEST_BODY_BYTES must be at least 1024".into()));
+        }
+        for (name, secs) in [
+            ("WEBHOOK_CONNECT_TIMEOUT_SECONDS", c.webhook_connect_timeout),
+            ("WEBHOOK_TIMEOUT_SECONDS", c.webhook_timeout),
+        ] {
+            if secs.is_zero() {
+                return Err(ConfigError(format!("{name} must be greater than 0")));
+            }
+        }
+        for (name, n) in [
+            ("WEBHOOK_MAX_CONCURRENCY", c.webhook_max_concurrency),
+            ("WEBHOOK_MAX_PER_CLIENT", c.webhook_max_per_client),
+            ("WEBHOOK_MAX_PER_HOST", c.webhook_max_per_host),
+        ] {
+            if n == 0 {
+                return Err(ConfigError(format!("{name} must be at least 1")));
+            }
         }
         if c.progress_updates_max == 0 {
             return Err(ConfigError("MAX_PROGRESS_UPDATES_PER_JOB must be at least 1".into()));

@@ -1,4 +1,4 @@
-//! Job webhooks: `POST webhook_url` when a job ends, retried with backoff from a bounded queue.
+//! Job webhooks: `POST webhook_url` when a job ends, retried with backoff.
 //!
 //! Safety of the target (SSRF): unless `WEBHOOK_ALLOW_PRIVATE`, a target that is or resolves to
 //! a loopback, private, link-local, multicast, unspecified or otherwise non-public address is
@@ -7,19 +7,26 @@
 //! checked, so a name that resolves differently later (DNS rebinding) cannot reach them.
 //! Redirects are not followed and no proxy is used.
 //!
+//! Fairness: every attempt holds a slot of its client (`WEBHOOK_MAX_PER_CLIENT`), of its target
+//! host (`WEBHOOK_MAX_PER_HOST`) and of the sender (`WEBHOOK_MAX_CONCURRENCY`) only while it runs,
+//! never while it waits to retry, and is bounded by `WEBHOOK_CONNECT_TIMEOUT_SECONDS` and
+//! `WEBHOOK_TIMEOUT_SECONDS`: one client's unresponsive receiver cannot hold up another's.
+//!
 //! Logs never show a webhook URL's credentials: user and password, and query values, are masked.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::Semaphore;
 
 use crate::job::{Job, JobStatus};
 
-/// Capacity of the webhook queue; when it is full new webhooks are dropped with an error log.
+/// Webhooks waiting for delivery (queued, in flight or between attempts); beyond this new webhooks are
+/// dropped with an error log.
 pub const QUEUE_CAPACITY: usize = 10_000;
 const ATTEMPTS: u32 = 3;
 /// How long the check at job creation waits for the target's name to resolve.
@@ -32,12 +39,30 @@ pub struct WebhookSettings {
     pub retry_base: Duration,
     /// `WEBHOOK_ALLOW_PRIVATE`: non-public targets are allowed.
     pub allow_private: bool,
+    /// `WEBHOOK_CONNECT_TIMEOUT_SECONDS`: connect timeout of one attempt.
+    pub connect_timeout: Duration,
+    /// `WEBHOOK_TIMEOUT_SECONDS`: whole-attempt timeout (connect, send, response head).
+    pub timeout: Duration,
+    /// `WEBHOOK_MAX_CONCURRENCY`: attempts in flight at once, in all.
+    pub max_concurrency: usize,
+    /// `WEBHOOK_MAX_PER_CLIENT`: attempts in flight at once for one client's jobs.
+    pub max_per_client: usize,
+    /// `WEBHOOK_MAX_PER_HOST`: attempts in flight at once to one host and port.
+    pub max_per_host: usize,
 }
 
 impl WebhookSettings {
     /// The settings of `cfg`.
     pub fn of(cfg: &super::config::Config) -> Self {
-        WebhookSettings { retry_base: cfg.webhook_retry_base, allow_private: cfg.webhook_allow_private }
+        WebhookSettings {
+            retry_base: cfg.webhook_retry_base,
+            allow_private: cfg.webhook_allow_private,
+            connect_timeout: cfg.webhook_connect_timeout,
+            timeout: cfg.webhook_timeout,
+            max_concurrency: cfg.webhook_max_concurrency,
+            max_per_client: cfg.webhook_max_per_client,
+            max_per_host: cfg.webhook_max_per_host,
+        }
     }
 }
 
@@ -65,49 +90,83 @@ struct Counters {
     dropped: AtomicU64,
 }
 
+/// Semaphores per key (client or host), created on first use and removed when unused, so the map
+/// holds only keys with a webhook in progress.
+#[derive(Debug)]
+struct KeyedLimits {
+    max: usize,
+    map: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl KeyedLimits {
+    fn new(max: usize) -> Self {
+        KeyedLimits { max: max.max(1), map: Mutex::default() }
+    }
+
+    fn take(&self, key: &str) -> Arc<Semaphore> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key.to_owned()).or_insert_with(|| Arc::new(Semaphore::new(self.max))).clone()
+    }
+
+    /// Gives back what [`KeyedLimits::take`] returned; the last user removes the entry. Clones
+    /// are only made and dropped under the lock, so the count is exact.
+    fn give_back(&self, key: &str, sem: Arc<Semaphore>) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if Arc::strong_count(&sem) == 2 {
+            map.remove(key);
+        }
+        drop(sem);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.lock().unwrap().len()
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     client: reqwest::Client,
     settings: WebhookSettings,
+    pending: Arc<Semaphore>,
+    global: Semaphore,
+    per_client: KeyedLimits,
+    per_host: KeyedLimits,
     counts: Counters,
+    runtime: tokio::runtime::Handle,
 }
 
-/// The webhook sender (one background task).
+/// The webhook sender.
 #[derive(Debug, Clone)]
 pub struct Webhooks {
-    tx: mpsc::Sender<(String, Value)>,
     inner: Arc<Inner>,
 }
 
 impl Webhooks {
-    /// Starts the sender task on the current runtime; failed deliveries are retried after `retry_base`, then
-    /// twice that (3 attempts in all).
+    /// A sender on the current runtime.
     pub fn start(settings: WebhookSettings) -> Self {
         // A redirect is not followed: the receiver was named by the client, and a webhook
         // must not be bounced to an address nobody configured (or checked). No proxy either:
         // the addresses checked are the ones connected to.
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .dns_resolver(Arc::new(CheckedResolver { allow_private: settings.allow_private }))
             .build()
             .unwrap_or_default();
-        let inner = Arc::new(Inner { client, settings, counts: Counters::default() });
-        let (tx, mut rx) = mpsc::channel::<(String, Value)>(QUEUE_CAPACITY);
-        let sender = inner.clone();
-        tokio::spawn(async move {
-            let limit = Arc::new(tokio::sync::Semaphore::new(32));
-            while let Some((url, body)) = rx.recv().await {
-                let permit = limit.clone().acquire_owned().await;
-                let inner = sender.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    deliver(&inner, &url, &body).await;
-                });
-            }
-        });
-        Webhooks { tx, inner }
+        let inner = Inner {
+            client,
+            pending: Arc::new(Semaphore::new(QUEUE_CAPACITY)),
+            global: Semaphore::new(settings.max_concurrency.max(1)),
+            per_client: KeyedLimits::new(settings.max_per_client),
+            per_host: KeyedLimits::new(settings.max_per_host),
+            counts: Counters::default(),
+            runtime: tokio::runtime::Handle::current(),
+            settings,
+        };
+        Webhooks { inner: Arc::new(inner) }
     }
 
     /// Queues the webhook for a job that just ended.
@@ -127,15 +186,21 @@ impl Webhooks {
             "result": job.result,
             "error_message": job.error_message,
         });
-        self.send(url, body);
+        self.send(&job.client.name, url, body);
     }
 
-    /// Queues any webhook body.
-    pub fn send(&self, url: String, body: Value) {
-        if let Err(e) = self.tx.try_send((url, body)) {
+    /// Queues any webhook body; `client` names whose slots it uses (`WEBHOOK_MAX_PER_CLIENT`).
+    pub fn send(&self, client: &str, url: String, body: Value) {
+        let Ok(pending) = self.inner.pending.clone().try_acquire_owned() else {
             self.inner.counts.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, "webhook queue full; webhook dropped");
-        }
+            tracing::error!(client, "webhook queue full ({QUEUE_CAPACITY} waiting); webhook dropped");
+            return;
+        };
+        let (inner, client) = (self.inner.clone(), client.to_owned());
+        self.inner.runtime.spawn(async move {
+            let _pending = pending;
+            deliver(&inner, &client, &url, &body).await;
+        });
     }
 
     /// What became of the webhooks so far.
@@ -162,7 +227,7 @@ enum Attempt {
     Failed(String),
 }
 
-async fn deliver(inner: &Inner, raw: &str, body: &Value) {
+async fn deliver(inner: &Inner, client: &str, raw: &str, body: &Value) {
     let job_id = body.get("job_id").and_then(Value::as_str).unwrap_or("");
     let url = match reqwest::Url::parse(raw) {
         Ok(u) => u,
@@ -185,21 +250,29 @@ async fn deliver(inner: &Inner, raw: &str, body: &Value) {
             return;
         }
     };
+    let host = format!("{}:{}", url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0));
+    let (client_slots, host_slots) = (inner.per_client.take(client), inner.per_host.take(&host));
     for attempt in 0..ATTEMPTS {
-        match attempt_once(&inner.client, &url, &body).await {
+        // Slots in a fixed order (client, host, all), held for this attempt only.
+        let outcome = {
+            let (Ok(_c), Ok(_h)) = (client_slots.acquire().await, host_slots.acquire().await) else { break };
+            let Ok(_g) = inner.global.acquire().await else { break };
+            attempt_once(&inner.client, &url, &body).await
+        };
+        match outcome {
             Attempt::Delivered => {
                 inner.counts.delivered.fetch_add(1, Ordering::Relaxed);
-                return;
+                break;
             }
             Attempt::Rejected(status) => {
                 inner.counts.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(job_id, url = %shown, %status, "webhook rejected; not retried");
-                return;
+                break;
             }
             Attempt::Refused(e) => {
                 inner.counts.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(job_id, url = %shown, "webhook refused: {e}");
-                return;
+                break;
             }
             Attempt::Failed(e) if attempt + 1 < ATTEMPTS => {
                 tracing::warn!(job_id, url = %shown, attempt, error = %e, "webhook failed");
@@ -211,6 +284,8 @@ async fn deliver(inner: &Inner, raw: &str, body: &Value) {
             }
         }
     }
+    inner.per_client.give_back(client, client_slots);
+    inner.per_host.give_back(&host, host_slots);
 }
 
 async fn attempt_once(client: &reqwest::Client, url: &reqwest::Url, body: &axum::body::Bytes) -> Attempt {
@@ -487,5 +562,17 @@ mod tests {
         assert_eq!(masked(&u), "http://***@h.example/p");
         let u = reqwest::Url::parse("http://h.example/p").unwrap();
         assert_eq!(masked(&u), "http://h.example/p");
+    }
+
+    #[test]
+    fn keyed_limits_forget_unused_keys() {
+        let limits = KeyedLimits::new(2);
+        let a = limits.take("a");
+        let a2 = limits.take("a");
+        assert!(Arc::ptr_eq(&a, &a2));
+        limits.give_back("a", a);
+        assert_eq!(limits.len(), 1, "still used");
+        limits.give_back("a", a2);
+        assert_eq!(limits.len(), 0, "no entry without a user");
     }
 }
