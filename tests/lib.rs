@@ -61,7 +61,12 @@ impl Server {
     }
 
     pub async fn with_config(blueprints: impl IntoIterator<Item = Blueprint>, config: Config) -> Server {
-        let orch = Orchestrator::builder().blueprints(blueprints).config(config).build().expect("orchestrator builds");
+        Self::with_builder(Orchestrator::builder().blueprints(blueprints).config(config)).await
+    }
+
+    /// An orchestrator from a builder (for what only the builder sets, e.g. a history backend).
+    pub async fn with_builder(builder: avto::server::OrchestratorBuilder) -> Server {
+        let orch = builder.build().expect("orchestrator builds");
         let core = orch.core().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -482,4 +487,60 @@ pub fn delete_redis_prefix(url: &str, prefix: &str) {
     })
     .join()
     .unwrap();
+}
+
+pub use panicking_history::PanickingHistory;
+
+mod panicking_history {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    use avto::history::{HistoryBackend, HistoryError, HistoryRecord, MemoryHistory};
+    use futures::future::BoxFuture;
+
+    /// A history backend whose first `panics` inserts panic (`u32::MAX`: every one), for the
+    /// tests of background-task supervision.
+    pub struct PanickingHistory {
+        panics: AtomicU32,
+        inner: MemoryHistory,
+    }
+
+    impl PanickingHistory {
+        pub fn new(panics: u32) -> Arc<Self> {
+            Arc::new(PanickingHistory { panics: AtomicU32::new(panics), inner: MemoryHistory::new() })
+        }
+    }
+
+    impl HistoryBackend for PanickingHistory {
+        fn kind(&self) -> &'static str {
+            "memory"
+        }
+        fn insert<'a>(&'a self, rows: &'a [HistoryRecord]) -> BoxFuture<'a, Result<(), HistoryError>> {
+            if self.panics.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                panic!("the history backend exploded");
+            }
+            self.inner.insert(rows)
+        }
+        fn job_history<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<Vec<HistoryRecord>, HistoryError>> {
+            self.inner.job_history(job_id)
+        }
+        fn jobs<'a>(
+            &'a self,
+            client: Option<&'a str>,
+            limit: usize,
+            offset: usize,
+        ) -> BoxFuture<'a, Result<Vec<HistoryRecord>, HistoryError>> {
+            self.inner.jobs(client, limit, offset)
+        }
+        fn status_counts<'a>(
+            &'a self,
+            client: Option<&'a str>,
+        ) -> BoxFuture<'a, Result<BTreeMap<String, u64>, HistoryError>> {
+            self.inner.status_counts(client)
+        }
+        fn schema_version(&self) -> BoxFuture<'_, Result<i64, HistoryError>> {
+            self.inner.schema_version()
+        }
+    }
 }

@@ -269,3 +269,15 @@ pub fn now_ms() -> u64 {
 pub fn now_secs() -> i64 {
     (now_ms() / 1000) as i64
 }
+
+/// Milliseconds in `secs` seconds, saturating: negative and NaN give 0, more than `u64` holds
+/// gives `u64::MAX` (an `f64` to integer `as` cast saturates). Every deadline built from a
+/// number of seconds goes through this and [`after_secs`], so no input can overflow the clock.
+pub fn secs_to_ms(secs: f64) -> u64 {
+    (secs * 1000.0) as u64
+}
+
+/// `from_ms` plus `secs` seconds, saturating at `u64::MAX` (a deadline that never comes).
+pub fn after_secs(from_ms: u64, secs: f64) -> u64 {
+    from_ms.saturating_add(secs_to_ms(secs))
+}

@@ -1,7 +1,7 @@
 //! In-process history (`HISTORY_DATABASE_URI=memory:`): the reference behaviour of the SQL backends.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 
 use futures::future::BoxFuture;
 
@@ -19,7 +19,7 @@ impl MemoryHistory {
     }
 
     fn latest(&self, client: Option<&str>) -> Vec<HistoryRecord> {
-        let rows = self.rows.lock().unwrap();
+        let rows = self.rows.lock();
         let mut latest: HashMap<&str, (usize, &HistoryRecord)> = HashMap::new();
         for (i, r) in rows.iter().enumerate() {
             if client.is_some() && r.client.as_deref() != client {
@@ -42,13 +42,12 @@ impl HistoryBackend for MemoryHistory {
     }
 
     fn insert<'a>(&'a self, rows: &'a [HistoryRecord]) -> BoxFuture<'a, Result<(), HistoryError>> {
-        self.rows.lock().unwrap().extend_from_slice(rows);
+        self.rows.lock().extend_from_slice(rows);
         Box::pin(async { Ok(()) })
     }
 
     fn job_history<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<Vec<HistoryRecord>, HistoryError>> {
-        let mut v: Vec<HistoryRecord> =
-            self.rows.lock().unwrap().iter().filter(|r| r.job_id == job_id).cloned().collect();
+        let mut v: Vec<HistoryRecord> = self.rows.lock().iter().filter(|r| r.job_id == job_id).cloned().collect();
         v.sort_by_key(|r| r.timestamp_us);
         Box::pin(async move { Ok(v) })
     }

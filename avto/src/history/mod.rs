@@ -301,11 +301,26 @@ impl std::fmt::Debug for History {
 }
 
 impl History {
-    /// Starts the writer task (on the current Tokio runtime) in front of `backend`.
+    /// Starts the writer task (on the current Tokio runtime) in front of `backend`, restarted
+    /// when it panics (up to 5 times in a row).
     pub fn start(backend: Arc<dyn HistoryBackend>) -> History {
+        Self::start_supervised(backend, &crate::server::supervise::Health::new(5))
+    }
+
+    /// Like [`History::start`], the writer supervised by `health` (the orchestrator's, so
+    /// `/_public/status` reports a writer that stays down; see [`crate::server::supervise`]).
+    /// The rows of a batch whose writing panicked are lost; the writer goes on with the next.
+    pub fn start_supervised(
+        backend: Arc<dyn HistoryBackend>,
+        health: &Arc<crate::server::supervise::Health>,
+    ) -> History {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let stats = Arc::new(HistoryStats::default());
-        tokio::spawn(writer(rx, backend.clone(), stats.clone()));
+        // Shared, so a restarted writer takes over the queue (a tokio lock is released, never
+        // poisoned, when the writer panics).
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let (b, s) = (backend.clone(), stats.clone());
+        crate::server::supervise::supervise(health, "history_writer", move || writer(rx.clone(), b.clone(), s.clone()));
         History { tx, backend, stats }
     }
 
@@ -375,7 +390,12 @@ impl History {
     }
 }
 
-async fn writer(mut rx: mpsc::Receiver<Msg>, backend: Arc<dyn HistoryBackend>, stats: Arc<HistoryStats>) {
+async fn writer(
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Msg>>>,
+    backend: Arc<dyn HistoryBackend>,
+    stats: Arc<HistoryStats>,
+) {
+    let mut rx = rx.lock().await;
     let mut msgs = Vec::with_capacity(BATCH_SIZE);
     let mut batch = Vec::with_capacity(BATCH_SIZE);
     while rx.recv_many(&mut msgs, BATCH_SIZE).await > 0 {

@@ -49,6 +49,10 @@ fn glob_match(p: &[u8], s: &[u8]) -> bool {
     }
 }
 
+/// The longest duration any `*_SECONDS` variable (and a schedules.toml duration) may name:
+/// 100 years, so every deadline built from one stays far inside the clock's range.
+pub const MAX_CONFIG_SECONDS: f64 = 100.0 * 365.0 * 86_400.0;
+
 /// Everything the orchestrator reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -170,6 +174,18 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// `WORKER_AUTH_MODE`: how workers authenticate (`mixed`, `mtls-only`, `token-only`).
     pub worker_auth_mode: WorkerAuthMode,
+    /// `MAX_TIMEOUT_SECONDS` (default 2592000, 30 days): the largest `dispatch_timeout` and
+    /// `result_timeout` a client may give a job; a larger one is a 400 naming the field.
+    pub max_timeout: Duration,
+    /// `BACKGROUND_TASK_MAX_RESTARTS` (default 5): a background task (watcher, scheduler,
+    /// history writer) that panics is restarted after a backoff (1 s, doubling
+    /// up to 60 s); after this many panics in a row (a run of 5 minutes without one starts the
+    /// count again) it stays down and `GET /_public/status` answers 503 naming it. 0 = never restarted.
+    pub background_task_max_restarts: u32,
+    /// `SHUTDOWN_TIMEOUT_SECONDS` (default 30): after SIGTERM / SIGINT, how long open
+    /// connections may finish their requests; then the server stops regardless (a connection
+    /// that never completes its request, e.g. a slowloris, cannot keep the process alive).
+    pub shutdown_timeout: Duration,
 }
 
 /// The HTTPS listener's files (`TLS_*`).
@@ -266,6 +282,9 @@ impl Default for Config {
             max_upload_bytes: 5 * 1024 * 1024 * 1024,
             tls: None,
             worker_auth_mode: WorkerAuthMode::Mixed,
+            max_timeout: Duration::from_secs(30 * 86_400),
+            background_task_max_restarts: 5,
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -302,8 +321,10 @@ impl Env<'_> {
         match self.str(name) {
             None => Ok(default),
             Some(v) => match v.parse::<f64>() {
-                Ok(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
-                _ => Err(ConfigError(format!("{name}={v:?}: expected a non-negative number of seconds"))),
+                Ok(s) if s.is_finite() && (0.0..=MAX_CONFIG_SECONDS).contains(&s) => Ok(Duration::from_secs_f64(s)),
+                _ => Err(ConfigError(format!(
+                    "{name}={v:?}: expected a non-negative number of seconds up to {MAX_CONFIG_SECONDS}"
+                ))),
             },
         }
     }
@@ -409,6 +430,9 @@ impl Config {
                     )))
                 }
             },
+            max_timeout: env.secs("MAX_TIMEOUT_SECONDS", d.max_timeout)?,
+            background_task_max_restarts: env.parse("BACKGROUND_TASK_MAX_RESTARTS", d.background_task_max_restarts)?,
+            shutdown_timeout: env.secs("SHUTDOWN_TIMEOUT_SECONDS", d.shutdown_timeout)?,
         };
         if c.worker_auth_mode == WorkerAuthMode::MtlsOnly && c.tls.as_ref().is_none_or(|t| t.ca_path.is_none()) {
             return Err(ConfigError(
@@ -424,6 +448,9 @@ impl Config {
         }
         if c.worker_poll_timeout.is_zero() {
             return Err(ConfigError("WORKER_POLL_TIMEOUT_SECONDS must be greater than 0".into()));
+        }
+        if c.max_timeout.is_zero() {
+            return Err(ConfigError("MAX_TIMEOUT_SECONDS must be greater than 0".into()));
         }
         if c.dispatcher_max_candidates == 0 {
             return Err(ConfigError("DISPATCHER_MAX_CANDIDATES must be at least 1".into()));

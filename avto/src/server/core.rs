@@ -72,7 +72,7 @@ pub struct Core {
     pub cfg: Arc<Config>,
     /// Individual worker tokens: workers.toml at start-up, replaced by
     /// [`Core::reload_worker_tokens`] (`POST …/admin/reload-workers`).
-    worker_tokens: std::sync::RwLock<Arc<Vec<super::config::WorkerToken>>>,
+    worker_tokens: parking_lot::RwLock<Arc<Vec<super::config::WorkerToken>>>,
     pub env: EngineEnv,
     pub jobs: Arc<dyn JobStore>,
     pub quotas: Arc<dyn QuotaStore>,
@@ -86,11 +86,13 @@ pub struct Core {
     /// Prometheus counters and histograms (`GET /metrics`).
     pub metrics: super::metrics::Metrics,
     exec: Arc<Semaphore>,
-    client_configs: std::sync::Mutex<HashMap<String, Arc<crate::context::ClientConfig>>>,
+    client_configs: parking_lot::Mutex<HashMap<String, Arc<crate::context::ClientConfig>>>,
     /// Set when the server shuts down: long-polls answer 204 at once, WebSockets close (1001).
     shutdown: tokio::sync::watch::Sender<bool>,
     /// STS tokens (stored as SHA-256 hashes).
     pub sts: Arc<dyn StsStore>,
+    /// The background tasks and whether they still run (`GET /_public/status`).
+    pub health: Arc<super::supervise::Health>,
 }
 
 impl std::fmt::Debug for Core {
@@ -111,7 +113,7 @@ impl Core {
     /// environment and the scheduler).
     /// The individual token of `worker_id` (exact workers.toml entry, else a matching pattern).
     pub fn worker_token(&self, worker_id: &str) -> Option<String> {
-        let tokens = self.worker_tokens.read().unwrap().clone();
+        let tokens = self.worker_tokens.read().clone();
         super::config::find_worker_token(&tokens, worker_id).map(str::to_owned)
     }
 
@@ -122,7 +124,7 @@ impl Core {
         let Some(path) = &self.cfg.workers_config_path else { return Ok(None) };
         let tokens = super::config::load_workers(path)?;
         let n = tokens.len();
-        *self.worker_tokens.write().unwrap() = Arc::new(tokens);
+        *self.worker_tokens.write() = Arc::new(tokens);
         tracing::info!(path = %path.display(), workers = n, "worker tokens reloaded");
         Ok(Some(n))
     }
@@ -137,9 +139,10 @@ impl Core {
         }
         let Stores { jobs, quotas, rate, nonces, sts, .. } = stores;
         let exec = Arc::new(Semaphore::new(cfg.executor_max_concurrent_jobs.max(1)));
+        let health = super::supervise::Health::new(cfg.background_task_max_restarts);
         let webhooks = Webhooks::start(super::webhooks::WebhookSettings::of(&cfg));
         Core {
-            worker_tokens: std::sync::RwLock::new(Arc::new(cfg.worker_tokens.clone())),
+            worker_tokens: parking_lot::RwLock::new(Arc::new(cfg.worker_tokens.clone())),
             cfg: Arc::new(cfg),
             env,
             jobs,
@@ -155,12 +158,13 @@ impl Core {
             client_configs: Default::default(),
             shutdown: tokio::sync::watch::Sender::new(false),
             sts,
+            health,
         }
     }
 
     /// The shared configuration of a client (one allocation per client, not per job).
     fn client_config(&self, client: &ClientEntry) -> Arc<crate::context::ClientConfig> {
-        let mut cache = self.client_configs.lock().unwrap();
+        let mut cache = self.client_configs.lock();
         cache.entry(client.token.clone()).or_insert_with(|| Arc::new(client.config.clone())).clone()
     }
 
@@ -333,7 +337,7 @@ impl Core {
     async fn place(self: &Arc<Self>, job: &mut Job, task_id: &str) {
         let job_id = job.id.clone();
         let Some(task) = job.task_mut(task_id) else { return };
-        let deadline = task.spec.result_timeout_seconds.map(|s| task.dispatched_at_ms + (s * 1000.0) as u64);
+        let deadline = task.spec.result_timeout_seconds.map(|s| crate::job::after_secs(task.dispatched_at_ms, s));
         let spec = task.spec.clone();
         // The task's span ("dispatch <type>", child of the job's last one); its context goes into the payload.
         let (_span, tp) = crate::trace::span_with_parent(
@@ -542,17 +546,21 @@ impl Core {
         let _ = stop.wait_for(|s| *s).await;
     }
 
-    /// Starts the background loops (watcher: timeouts and dead workers).
+    /// Starts the background loops (watcher: timeouts and dead workers), supervised: a pass
+    /// that panics is logged and the watcher starts again (see [`super::supervise`]).
     pub fn start_background(self: &Arc<Self>) {
         let core = Arc::downgrade(self);
         let interval = self.cfg.watcher_interval.max(Duration::from_millis(50));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(core) = core.upgrade() else { return };
-                core.watch_once().await;
+        super::supervise::supervise(&self.health, "watcher", move || {
+            let core = core.clone();
+            async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(core) = core.upgrade() else { return };
+                    core.watch_once().await;
+                }
             }
         });
     }
@@ -631,7 +639,7 @@ impl Core {
                 self.advance_locked(&mut g).await;
             }
             JobStatus::AwaitingRetry => {
-                if now < g.updated_at_ms + self.env.config.retry_max.as_millis() as u64 {
+                if now < g.updated_at_ms.saturating_add(self.env.config.retry_max.as_millis() as u64) {
                     return Ok(()); // the retry timer may still fire; look again later
                 }
                 tracing::warn!(job_id = %id, "recovering a job whose handler retry was lost");

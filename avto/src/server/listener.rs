@@ -32,8 +32,6 @@ use tokio::time::Instant;
 
 use super::ClientCertCn;
 
-/// How long a graceful shutdown waits for open connections.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Refusals (a `503` written, then the socket closed) in progress at once; beyond, a refused
 /// connection is closed without an answer.
 const MAX_REFUSING: usize = 64;
@@ -44,6 +42,9 @@ pub struct Limits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// How long a graceful shutdown waits for open connections (`SHUTDOWN_TIMEOUT_SECONDS`);
+    /// then the rest are closed, so no connection can keep the server up.
+    pub drain_timeout: Duration,
 }
 
 impl Limits {
@@ -67,6 +68,7 @@ impl Limits {
             max_connections,
             header_read_timeout: cfg.http_header_read_timeout,
             idle_timeout: cfg.http_idle_timeout,
+            drain_timeout: cfg.shutdown_timeout,
         }
     }
 }
@@ -148,7 +150,10 @@ pub(crate) async fn serve<H: Handshake>(
     }
     drop(listener);
     let _ = stop_tx.send(true);
-    if tokio::time::timeout(DRAIN_TIMEOUT, async { while connections.join_next().await.is_some() {} }).await.is_err() {
+    if tokio::time::timeout(limits.drain_timeout, async { while connections.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
         tracing::warn!(open = connections.len(), "connections still open after the drain timeout; closing them");
     }
     Ok(())

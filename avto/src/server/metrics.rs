@@ -26,13 +26,14 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use parking_lot::Mutex;
 use serde_json::Value;
 
 use super::api::ApiError;
@@ -129,15 +130,14 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn job_created(&self, blueprint: &str) {
-        *self.created.lock().unwrap().entry(blueprint.to_owned()).or_insert(0) += 1;
+        *self.created.lock().entry(blueprint.to_owned()).or_insert(0) += 1;
     }
 
     pub fn job_ended(&self, blueprint: &str, status: JobStatus, seconds: f64) {
-        *self.ended.lock().unwrap().entry((blueprint.to_owned(), status)).or_insert(0) += 1;
+        *self.ended.lock().entry((blueprint.to_owned(), status)).or_insert(0) += 1;
         let h = self
             .durations
             .lock()
-            .unwrap()
             .entry(blueprint.to_owned())
             .or_insert_with(|| Arc::new(Histogram::new(DURATION_BUCKETS)))
             .clone();
@@ -157,12 +157,12 @@ impl Metrics {
     }
 
     pub fn schedule_fired(&self, schedule: &str) {
-        *self.scheduled.lock().unwrap().entry(schedule.to_owned()).or_insert(0) += 1;
+        *self.scheduled.lock().entry(schedule.to_owned()).or_insert(0) += 1;
     }
 
     /// Jobs created so far per blueprint.
     pub fn created(&self) -> BTreeMap<String, u64> {
-        self.created.lock().unwrap().clone()
+        self.created.lock().clone()
     }
 }
 
@@ -192,11 +192,11 @@ pub async fn render(core: &Core) -> String {
 
     header(&mut out, "avto_jobs_created_total", "counter", "Jobs created, per blueprint.");
     for bp in core.env.blueprints() {
-        let n = m.created.lock().unwrap().get(bp.name()).copied().unwrap_or(0);
+        let n = m.created.lock().get(bp.name()).copied().unwrap_or(0);
         let _ = writeln!(out, "avto_jobs_created_total{{blueprint=\"{}\"}} {n}", label(bp.name()));
     }
     header(&mut out, "avto_jobs_ended_total", "counter", "Jobs that reached a terminal status, per blueprint.");
-    for ((bp, status), n) in m.ended.lock().unwrap().iter() {
+    for ((bp, status), n) in m.ended.lock().iter() {
         let _ = writeln!(out, "avto_jobs_ended_total{{blueprint=\"{}\",status=\"{status}\"}} {n}", label(bp));
     }
 
@@ -209,13 +209,13 @@ pub async fn render(core: &Core) -> String {
     m.dispatch_latency.render("avto_dispatch_latency_seconds", "", &mut out);
     header(&mut out, "avto_job_duration_seconds", "histogram", "Time from job creation to its terminal status.");
     let durations: Vec<(String, Arc<Histogram>)> =
-        m.durations.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        m.durations.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     for (bp, h) in durations {
         h.render("avto_job_duration_seconds", &format!("blueprint=\"{}\"", label(&bp)), &mut out);
     }
 
     header(&mut out, "avto_scheduler_jobs_triggered_total", "counter", "Jobs created by schedules.toml.");
-    for (name, n) in m.scheduled.lock().unwrap().iter() {
+    for (name, n) in m.scheduled.lock().iter() {
         let _ = writeln!(out, "avto_scheduler_jobs_triggered_total{{schedule=\"{}\"}} {n}", label(name));
     }
 

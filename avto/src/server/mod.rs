@@ -19,6 +19,7 @@ pub mod redis;
 pub mod requirements;
 pub mod scheduler;
 pub mod store;
+pub mod supervise;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod webhooks;
@@ -206,7 +207,7 @@ impl OrchestratorBuilder {
         .map_err(ServeError::Blueprints)?;
         let core = Arc::new(Core::new(config, env, stores));
         if let Some(backend) = self.history {
-            let _ = core.history.set(crate::history::History::start(backend));
+            let _ = core.history.set(crate::history::History::start_supervised(backend, &core.health));
         }
         let scheduler = match &core.cfg.schedules_config_path {
             None => None,
@@ -299,7 +300,7 @@ impl Orchestrator {
         if let (None, Some(uri)) = (self.core.history(), &self.core.cfg.history_database_uri) {
             let backend = crate::history::connect(uri, self.core.cfg.history_connect_timeout).await?;
             tracing::info!(backend = backend.kind(), "history enabled");
-            let _ = self.core.history.set(crate::history::History::start(backend));
+            let _ = self.core.history.set(crate::history::History::start_supervised(backend, &self.core.health));
         }
         Ok(())
     }

@@ -46,12 +46,13 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveTime, TimeZone, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 use futures::future::BoxFuture;
+use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 
 use super::config::{ClientEntry, ConfigError};
@@ -88,17 +89,17 @@ impl ManualClock {
         ManualClock(Mutex::new(now))
     }
     pub fn set(&self, now: DateTime<Utc>) {
-        *self.0.lock().unwrap() = now;
+        *self.0.lock() = now;
     }
     pub fn advance(&self, by: Duration) {
-        let mut t = self.0.lock().unwrap();
+        let mut t = self.0.lock();
         *t += chrono::Duration::from_std(by).unwrap_or_default();
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
+        *self.0.lock()
     }
 }
 
@@ -124,12 +125,15 @@ impl MemoryScheduleLocks {
 impl ScheduleLocks for MemoryScheduleLocks {
     fn claim<'a>(&'a self, key: &'a str, holder: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool, StorageError>> {
         let now = std::time::Instant::now();
-        let mut held = self.held.lock().unwrap();
+        let mut held = self.held.lock();
         held.retain(|_, (_, until)| *until > now);
         let won = if held.contains_key(key) {
             false
         } else {
-            held.insert(key.to_owned(), (holder.to_owned(), now + ttl));
+            held.insert(
+                key.to_owned(),
+                (holder.to_owned(), now.checked_add(ttl).unwrap_or(now + Duration::from_secs(86_400 * 365))),
+            );
             true
         };
         Box::pin(async move { Ok(won) })
@@ -211,8 +215,11 @@ fn seconds(t: &toml::Table, key: &str, err: &dyn Fn(String) -> ConfigError) -> R
     match t.get(key) {
         None => Ok(None),
         Some(v) => match v.as_float().or_else(|| v.as_integer().map(|i| i as f64)) {
-            Some(f) if f > 0.0 && f.is_finite() => Ok(Some(f)),
-            _ => Err(err(format!("`{key}` must be a positive number of seconds"))),
+            Some(f) if f > 0.0 && f <= super::config::MAX_CONFIG_SECONDS => Ok(Some(f)),
+            _ => Err(err(format!(
+                "`{key}` must be a positive number of seconds up to {}",
+                super::config::MAX_CONFIG_SECONDS
+            ))),
         },
     }
 }
@@ -272,8 +279,15 @@ pub fn parse_schedules(
                     return Err(err("`time` goes with weekly_days or monthly_dates, not interval_seconds".into()));
                 }
                 match t["interval_seconds"].as_integer() {
-                    Some(n) if n >= 1 => Trigger::Interval { seconds: n as u64 },
-                    _ => return Err(err("`interval_seconds` must be a whole number of seconds >= 1".into())),
+                    Some(n) if (1..=super::config::MAX_CONFIG_SECONDS as i64).contains(&n) => {
+                        Trigger::Interval { seconds: n as u64 }
+                    }
+                    _ => {
+                        return Err(err(format!(
+                            "`interval_seconds` must be a whole number of seconds from 1 to {}",
+                            super::config::MAX_CONFIG_SECONDS
+                        )))
+                    }
                 }
             }
             ["daily_at"] => {
@@ -435,7 +449,7 @@ impl Schedule {
 
     fn lock_ttl(&self) -> Duration {
         match self.trigger {
-            Trigger::Interval { seconds } => Duration::from_secs(seconds * 2).max(MISFIRE_GRACE * 2),
+            Trigger::Interval { seconds } => Duration::from_secs(seconds.saturating_mul(2)).max(MISFIRE_GRACE * 2),
             Trigger::Calendar { .. } => Duration::from_secs(25 * 3600),
         }
     }
@@ -558,15 +572,19 @@ impl Scheduler {
         Ok(id)
     }
 
-    /// Ticks every [`TICK`] until the returned handle is aborted.
+    /// Ticks every [`TICK`] until the returned handle is aborted (supervised: restarted when
+    /// a tick panics, see [`super::supervise`]).
     pub fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(TICK);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                me.tick().await;
+        super::supervise::supervise(&self.core.health, "scheduler", move || {
+            let me = me.clone();
+            async move {
+                let mut tick = tokio::time::interval(TICK);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    me.tick().await;
+                }
             }
         })
     }
@@ -601,7 +619,7 @@ mod tests {
         assert!(err("[a]\nblueprint = \"flow\"\nweekly_days = [\"mon\"]").contains("needs `time"));
         assert!(err("[a]\nblueprint = \"flow\"\nweekly_days = [\"funday\"]\ntime = \"10:00\"").contains("funday"));
         assert!(err("[a]\nblueprint = \"flow\"\nmonthly_dates = [32]\ntime = \"10:00\"").contains("1 to 31"));
-        assert!(err("[a]\nblueprint = \"flow\"\ninterval_seconds = 0").contains(">= 1"));
+        assert!(err("[a]\nblueprint = \"flow\"\ninterval_seconds = 0").contains("from 1 to"));
         assert!(err("[a]\nblueprint = \"flow\"\ninterval_second = 5").contains("unknown key `interval_second`"));
         assert!(err("[a]\nblueprint = \"flow\"\ninterval_seconds = 5\ntimezone = \"Mars/Olympus\"")
             .contains("unknown time zone"));

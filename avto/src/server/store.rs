@@ -6,10 +6,11 @@
 //! (`tests/storage_conformance.rs`) runs against both.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::OwnedMutexGuard;
 
 use super::dispatch::memory::MemoryWorkers;
@@ -248,7 +249,7 @@ pub mod memory {
             Self::default()
         }
         fn entry(&self, id: &str) -> Option<Arc<tokio::sync::Mutex<Job>>> {
-            self.jobs.read().unwrap().get(id).cloned()
+            self.jobs.read().get(id).cloned()
         }
 
         /// Snapshots of the jobs `ids` that still exist, in that order.
@@ -271,7 +272,7 @@ pub mod memory {
             let client = job.client.name.clone();
             let status = job.status;
             let res = {
-                let mut jobs = self.jobs.write().unwrap();
+                let mut jobs = self.jobs.write();
                 if jobs.contains_key(&id) {
                     Err(StorageError::Conflict(format!("job {id} exists")))
                 } else {
@@ -280,11 +281,11 @@ pub mod memory {
                 }
             };
             if res.is_ok() {
-                self.counts.lock().unwrap().set(&id, &client, status);
+                self.counts.lock().set(&id, &client, status);
                 if is_unsettled(status) {
-                    self.activity.lock().unwrap().insert(id.clone(), now_ms());
+                    self.activity.lock().insert(id.clone(), now_ms());
                 }
-                self.by_client.lock().unwrap().entry(client).or_default().push(id);
+                self.by_client.lock().entry(client).or_default().push(id);
             }
             Box::pin(async move { res })
         }
@@ -301,15 +302,15 @@ pub mod memory {
 
         fn save<'a>(&'a self, guard: &'a JobGuard) -> BoxFuture<'a, Result<(), StorageError>> {
             // The guard is the job itself; only the indexes need updating.
-            self.counts.lock().unwrap().set(&guard.id, &guard.client.name, guard.status);
-            let mut activity = self.activity.lock().unwrap();
+            self.counts.lock().set(&guard.id, &guard.client.name, guard.status);
+            let mut activity = self.activity.lock();
             if is_unsettled(guard.status) {
                 activity.insert(guard.id.clone(), now_ms());
             } else {
                 activity.remove(&guard.id);
             }
             if guard.status == JobStatus::Quarantined {
-                let mut q = self.quarantined.lock().unwrap();
+                let mut q = self.quarantined.lock();
                 q.entry(guard.client.name.clone()).or_default().insert(guard.id.clone());
             }
             Box::pin(async { Ok(()) })
@@ -334,7 +335,6 @@ pub mod memory {
             let ids: Vec<String> = self
                 .by_client
                 .lock()
-                .unwrap()
                 .get(client)
                 .map(|v| v.iter().rev().skip(offset).take(limit).cloned().collect())
                 .unwrap_or_default();
@@ -350,7 +350,6 @@ pub mod memory {
             let ids: Vec<String> = self
                 .quarantined
                 .lock()
-                .unwrap()
                 .get(client)
                 .map(|q| q.iter().rev().skip(offset).take(limit).cloned().collect())
                 .unwrap_or_default();
@@ -361,7 +360,7 @@ pub mod memory {
             &'a self,
             client: Option<&'a str>,
         ) -> BoxFuture<'a, Result<BTreeMap<JobStatus, u64>, StorageError>> {
-            let counts = self.counts.lock().unwrap();
+            let counts = self.counts.lock();
             let mut out = match client {
                 None => counts.all.clone(),
                 Some(c) => counts.by_client.get(c).cloned().unwrap_or_default(),
@@ -376,7 +375,7 @@ pub mod memory {
             now_ms: u64,
             limit: usize,
         ) -> BoxFuture<'_, Result<Vec<String>, StorageError>> {
-            let mut activity = self.activity.lock().unwrap();
+            let mut activity = self.activity.lock();
             let mut stale: Vec<(u64, String)> =
                 activity.iter().filter(|(_, t)| **t <= cutoff_ms).map(|(id, t)| (*t, id.clone())).collect();
             stale.sort();
@@ -405,15 +404,18 @@ pub mod memory {
             ttl: Duration,
         ) -> BoxFuture<'a, Result<(), StorageError>> {
             let now = now_ms();
-            let mut tokens = self.tokens.lock().unwrap();
+            let mut tokens = self.tokens.lock();
             tokens.retain(|_, (_, _, exp)| *exp > now);
-            tokens.insert(hash.to_owned(), (kind.to_owned(), worker_id.to_owned(), now + ttl.as_millis() as u64));
+            tokens.insert(
+                hash.to_owned(),
+                (kind.to_owned(), worker_id.to_owned(), now.saturating_add(ttl.as_millis() as u64)),
+            );
             Box::pin(async { Ok(()) })
         }
 
         fn owner<'a>(&'a self, hash: &'a str, kind: &'a str) -> BoxFuture<'a, Result<Option<String>, StorageError>> {
             let now = now_ms();
-            let owner = match self.tokens.lock().unwrap().get(hash) {
+            let owner = match self.tokens.lock().get(hash) {
                 Some((k, w, exp)) if k == kind && *exp > now => Some(w.clone()),
                 _ => None,
             };
@@ -421,7 +423,7 @@ pub mod memory {
         }
 
         fn revoke<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
-            self.tokens.lock().unwrap().remove(hash);
+            self.tokens.lock().remove(hash);
             Box::pin(async { Ok(()) })
         }
     }
@@ -435,14 +437,14 @@ pub mod memory {
 
     impl QuotaStore for MemoryQuotas {
         fn init<'a>(&'a self, token: &'a str, limit: u64) -> BoxFuture<'a, Result<(), StorageError>> {
-            let mut remaining = self.remaining.lock().unwrap();
+            let mut remaining = self.remaining.lock();
             if remaining.get(token).is_none_or(|(l, _)| *l != limit) {
                 remaining.insert(token.to_owned(), (limit, limit));
             }
             Box::pin(async { Ok(()) })
         }
         fn take<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
-            let ok = match self.remaining.lock().unwrap().get_mut(token) {
+            let ok = match self.remaining.lock().get_mut(token) {
                 Some((_, n)) if *n > 0 => {
                     *n -= 1;
                     true
@@ -476,7 +478,7 @@ pub mod memory {
 
         /// Windows currently kept.
         pub fn len(&self) -> usize {
-            self.windows.lock().unwrap().0.len()
+            self.windows.lock().0.len()
         }
 
         /// Whether no window is kept.
@@ -494,7 +496,7 @@ pub mod memory {
         ) -> BoxFuture<'a, Result<Result<(), Duration>, StorageError>> {
             let now = now_ms();
             let period_ms = (period.as_millis().max(1)).min(u64::MAX as u128 / 4) as u64;
-            let mut guard = self.windows.lock().unwrap();
+            let mut guard = self.windows.lock();
             let (map, order) = &mut *guard;
             // Forget ended windows; at the cap, the oldest ones.
             while let Some((end, k)) = order.front() {
@@ -528,7 +530,7 @@ pub mod memory {
     impl NonceStore for MemoryNonces {
         fn first_use<'a>(&'a self, nonce: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool, StorageError>> {
             let now = now_ms();
-            let mut guard = self.seen.lock().unwrap();
+            let mut guard = self.seen.lock();
             let (map, order) = &mut *guard;
             while let Some((exp, _)) = order.front() {
                 if *exp > now {
@@ -542,7 +544,7 @@ pub mod memory {
             let fresh = match map.get(nonce) {
                 Some(exp) if *exp > now => false,
                 _ => {
-                    let exp = now + ttl.as_millis() as u64;
+                    let exp = now.saturating_add(ttl.as_millis() as u64);
                     map.insert(nonce.to_owned(), exp);
                     order.push_back((exp, nonce.to_owned()));
                     true

@@ -128,14 +128,18 @@ async fn unknown_endpoint(State(core): State<Arc<Core>>, _client: Client, Path(x
     ))
 }
 
-fn opt_f64(body: &Map<String, Value>, key: &str) -> Result<Option<f64>, ApiError> {
+/// A timeout in seconds: positive and at most `max` (`MAX_TIMEOUT_SECONDS`), else a 400 naming `key`.
+fn opt_secs(body: &Map<String, Value>, key: &str, max: std::time::Duration) -> Result<Option<f64>, ApiError> {
+    let max = max.as_secs_f64();
+    let bad =
+        || ApiError::bad(format!("`{key}` must be a positive number of seconds up to {max} (MAX_TIMEOUT_SECONDS)"));
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_f64() {
-            Some(f) if f > 0.0 && f.is_finite() => Ok(Some(f)),
-            _ => Err(ApiError::bad(format!("`{key}` must be a positive number of seconds"))),
+            Some(f) if f > 0.0 && f <= max => Ok(Some(f)),
+            _ => Err(bad()),
         },
-        Some(_) => Err(ApiError::bad(format!("`{key}` must be a positive number of seconds"))),
+        Some(_) => Err(bad()),
     }
 }
 
@@ -188,8 +192,8 @@ async fn create_job(
     let req = NewJob {
         initial_data,
         webhook_url,
-        dispatch_timeout: opt_f64(&body, "dispatch_timeout")?,
-        result_timeout: opt_f64(&body, "result_timeout")?,
+        dispatch_timeout: opt_secs(&body, "dispatch_timeout", core.cfg.max_timeout)?,
+        result_timeout: opt_secs(&body, "result_timeout", core.cfg.max_timeout)?,
         security: opt_object(&body, "security")?,
         metadata: opt_object(&body, "metadata")?,
         traceparent: headers

@@ -3,8 +3,9 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use serde_json::Value;
 
 use super::{Bf, Orphan, Overdue, OverdueTask, QueuedTask, Running, Unassigned, WorkerInfo, WorkerLoad, WorkerStore};
@@ -68,7 +69,7 @@ fn ready<'a, T: Send + 'a>(v: T) -> Bf<'a, T> {
 
 /// When a task waiting since `since` (queued or parked) misses its dispatch deadline, if ever.
 pub(crate) fn dispatch_deadline(spec: &TaskSpec, since: u64, deadline: Option<u64>) -> Option<u64> {
-    let by_dispatch = spec.dispatch_timeout_seconds.map(|s| since + (s * 1000.0) as u64);
+    let by_dispatch = spec.dispatch_timeout_seconds.map(|s| crate::job::after_secs(since, s));
     [by_dispatch, deadline].into_iter().flatten().min()
 }
 
@@ -80,7 +81,7 @@ pub(crate) fn running_of(task: &QueuedTask, now: u64) -> Running {
     Running {
         job_id: task.job_id.clone(),
         picked_ms: now,
-        timeout_ms: task.spec.timeout_seconds.map(|s| (s * 1000.0) as u64),
+        timeout_ms: task.spec.timeout_seconds.map(crate::job::secs_to_ms),
         deadline_ms: task.deadline_ms,
     }
 }
@@ -90,7 +91,7 @@ fn depart(inner: &mut Inner, worker_id: &str, now: u64) -> (Vec<QueuedTask>, Vec
     let Some(slot) = inner.workers.remove(worker_id) else { return Default::default() };
     let mut cancels = slot.cancel_pending.clone();
     for task_id in slot.running.keys() {
-        cancels.insert(task_id.clone(), now + super::CANCEL_MEMORY_MS);
+        cancels.insert(task_id.clone(), now.saturating_add(super::CANCEL_MEMORY_MS));
     }
     cancels.retain(|_, exp| *exp > now);
     if !cancels.is_empty() {
@@ -112,12 +113,12 @@ fn drain(slot: Slot, worker_id: &str) -> (Vec<QueuedTask>, Vec<Orphan>) {
 impl WorkerStore for MemoryWorkers {
     fn register(&self, mut info: WorkerInfo, ttl_ms: u64) -> Bf<'_, ()> {
         let now = crate::job::now_ms();
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock();
         match inner.workers.get_mut(&info.worker_id) {
             Some(slot) => {
                 info.reputation = slot.info.reputation;
                 slot.info = Arc::new(info);
-                slot.expires_at_ms = now + ttl_ms;
+                slot.expires_at_ms = now.saturating_add(ttl_ms);
             }
             None => {
                 let mut cancel_pending = inner.departed.remove(&info.worker_id).unwrap_or_default();
@@ -125,7 +126,7 @@ impl WorkerStore for MemoryWorkers {
                 inner.departed.retain(|_, c| c.values().any(|exp| *exp > now));
                 let slot = Slot {
                     info: Arc::new(info),
-                    expires_at_ms: now + ttl_ms,
+                    expires_at_ms: now.saturating_add(ttl_ms),
                     queue: BinaryHeap::new(),
                     running: HashMap::new(),
                     cancel_pending,
@@ -143,9 +144,9 @@ impl WorkerStore for MemoryWorkers {
         ttl_ms: u64,
     ) -> Bf<'a, Option<Vec<String>>> {
         let now = crate::job::now_ms();
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock();
         let Some(slot) = inner.workers.get_mut(worker_id) else { return ready(None) };
-        slot.expires_at_ms = now + ttl_ms;
+        slot.expires_at_ms = now.saturating_add(ttl_ms);
         let mut cancel = Vec::new();
         if let Some(Value::Object(map)) = body {
             Arc::make_mut(&mut slot.info).merge_heartbeat(map);
@@ -164,11 +165,11 @@ impl WorkerStore for MemoryWorkers {
     }
 
     fn worker<'a>(&'a self, worker_id: &'a str) -> Bf<'a, Option<WorkerInfo>> {
-        ready(self.inner.lock().unwrap().workers.get(worker_id).map(|s| WorkerInfo::clone(&s.info)))
+        ready(self.inner.lock().workers.get(worker_id).map(|s| WorkerInfo::clone(&s.info)))
     }
 
     fn live_workers(&self, now: u64) -> Bf<'_, Vec<WorkerLoad>> {
-        let inner = self.inner.lock().unwrap();
+        let inner = self.inner.lock();
         let mut v: Vec<WorkerLoad> = inner
             .workers
             .values()
@@ -180,16 +181,16 @@ impl WorkerStore for MemoryWorkers {
     }
 
     fn is_live<'a>(&'a self, worker_id: &'a str, now: u64) -> Bf<'a, bool> {
-        ready(self.inner.lock().unwrap().workers.get(worker_id).is_some_and(|s| s.expires_at_ms > now))
+        ready(self.inner.lock().workers.get(worker_id).is_some_and(|s| s.expires_at_ms > now))
     }
 
     fn queue_depth(&self) -> Bf<'_, usize> {
-        let inner = self.inner.lock().unwrap();
+        let inner = self.inner.lock();
         ready(inner.workers.values().map(|s| s.queue.len()).sum::<usize>() + inner.parked.len())
     }
 
     fn enqueue<'a>(&'a self, worker_id: &'a str, mut task: QueuedTask) -> Bf<'a, bool> {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock();
         task.seq = self.seq.fetch_add(1, AtomicOrdering::Relaxed);
         let ok = match inner.workers.get_mut(worker_id) {
             Some(slot) => {
@@ -202,7 +203,7 @@ impl WorkerStore for MemoryWorkers {
     }
 
     fn pop<'a>(&'a self, worker_id: &'a str, now: u64) -> Bf<'a, Option<QueuedTask>> {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock();
         let task = inner.workers.get_mut(worker_id).and_then(|slot| {
             let task = slot.queue.pop()?.0;
             slot.running.insert(task.task_id.clone(), running_of(&task, now));
@@ -212,7 +213,7 @@ impl WorkerStore for MemoryWorkers {
     }
 
     fn steal<'a>(&'a self, thief: &'a str, skills: &'a [String], now: u64) -> Bf<'a, Option<QueuedTask>> {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock();
         if !inner.workers.contains_key(thief) {
             return ready(None);
         }
@@ -239,7 +240,7 @@ impl WorkerStore for MemoryWorkers {
     }
 
     fn finished<'a>(&'a self, worker_id: &'a str, task_id: &'a str) -> Bf<'a, ()> {
-        if let Some(slot) = self.inner.lock().unwrap().workers.get_mut(worker_id) {
+        if let Some(slot) = self.inner.lock().workers.get_mut(worker_id) {
             slot.running.remove(task_id);
         }
         ready(())
@@ -247,7 +248,7 @@ impl WorkerStore for MemoryWorkers {
 
     fn cancel<'a>(&'a self, task_id: &'a str, worker_id: Option<&'a str>, cancel_ttl_ms: u64) -> Bf<'a, bool> {
         let now = crate::job::now_ms();
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock();
         inner.parked.retain(|u| u.task_id != task_id);
         let Some(slot) = worker_id.and_then(|w| inner.workers.get_mut(w)) else { return ready(false) };
         let before = slot.queue.len();
@@ -256,12 +257,12 @@ impl WorkerStore for MemoryWorkers {
             return ready(false);
         }
         slot.running.remove(task_id);
-        slot.cancel_pending.insert(task_id.to_owned(), now + cancel_ttl_ms);
+        slot.cancel_pending.insert(task_id.to_owned(), now.saturating_add(cancel_ttl_ms));
         ready(true)
     }
 
     fn park(&self, task: Unassigned) -> Bf<'_, ()> {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock();
         if !inner.parked.iter().any(|u| u.task_id == task.task_id) {
             inner.parked.push(task);
         }
@@ -269,11 +270,11 @@ impl WorkerStore for MemoryWorkers {
     }
 
     fn parked(&self) -> Bf<'_, Vec<Unassigned>> {
-        ready(self.inner.lock().unwrap().parked.clone())
+        ready(self.inner.lock().parked.clone())
     }
 
     fn claim_parked<'a>(&'a self, task_id: &'a str) -> Bf<'a, bool> {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock();
         let before = inner.parked.len();
         inner.parked.retain(|u| u.task_id != task_id);
         ready(inner.parked.len() != before)
@@ -281,11 +282,11 @@ impl WorkerStore for MemoryWorkers {
 
     fn remove<'a>(&'a self, worker_id: &'a str) -> Bf<'a, (Vec<QueuedTask>, Vec<Orphan>)> {
         let now = crate::job::now_ms();
-        ready(depart(&mut self.inner.lock().unwrap(), worker_id, now))
+        ready(depart(&mut self.inner.lock(), worker_id, now))
     }
 
     fn adjust_reputation<'a>(&'a self, worker_id: &'a str, delta: f64) -> Bf<'a, ()> {
-        if let Some(slot) = self.inner.lock().unwrap().workers.get_mut(worker_id) {
+        if let Some(slot) = self.inner.lock().workers.get_mut(worker_id) {
             let info = Arc::make_mut(&mut slot.info);
             info.reputation = (info.reputation + delta).clamp(0.0, 1.0);
         }
@@ -293,7 +294,7 @@ impl WorkerStore for MemoryWorkers {
     }
 
     fn overdue(&self, now: u64, default_exec_ms: u64, cancel_ttl_ms: u64) -> Bf<'_, Vec<OverdueTask>> {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock();
         let mut out = Vec::new();
         inner.parked.retain(|u| {
             let due = dispatch_due(&u.spec, u.parked_ms, u.deadline_ms, now);
@@ -326,7 +327,7 @@ impl WorkerStore for MemoryWorkers {
             }
             let mut stopped = Vec::new();
             slot.running.retain(|tid, r| {
-                let exec = r.picked_ms + r.timeout_ms.unwrap_or(default_exec_ms);
+                let exec = r.picked_ms.saturating_add(r.timeout_ms.unwrap_or(default_exec_ms));
                 let due = exec <= now || r.deadline_ms.is_some_and(|d| d <= now);
                 if due {
                     out.push(OverdueTask {
@@ -340,14 +341,14 @@ impl WorkerStore for MemoryWorkers {
                 !due
             });
             for tid in stopped {
-                slot.cancel_pending.insert(tid, now + cancel_ttl_ms);
+                slot.cancel_pending.insert(tid, now.saturating_add(cancel_ttl_ms));
             }
         }
         ready(out)
     }
 
     fn expire(&self, now: u64) -> Bf<'_, (Vec<QueuedTask>, Vec<Orphan>)> {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock();
         let dead: Vec<String> =
             inner.workers.iter().filter(|(_, s)| s.expires_at_ms <= now).map(|(k, _)| k.clone()).collect();
         let mut queued = Vec::new();
@@ -362,7 +363,7 @@ impl WorkerStore for MemoryWorkers {
     }
 
     fn task_known<'a>(&'a self, task_id: &'a str) -> Bf<'a, bool> {
-        let inner = self.inner.lock().unwrap();
+        let inner = self.inner.lock();
         let known = inner.parked.iter().any(|u| u.task_id == task_id)
             || inner
                 .workers

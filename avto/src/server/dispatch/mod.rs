@@ -14,9 +14,10 @@ pub mod memory;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
@@ -326,7 +327,7 @@ impl Rewards {
     /// Sends the pending rewards of one worker (or of all); the caller holds `sending`.
     async fn send(&self, store: &dyn WorkerStore, only: Option<&str>) {
         let batch: Vec<(String, f64)> = {
-            let mut pending = self.pending.lock().unwrap();
+            let mut pending = self.pending.lock();
             match only {
                 Some(w) => pending.remove_entry(w).into_iter().collect(),
                 None => pending.drain().collect(),
@@ -389,7 +390,7 @@ impl Dispatcher {
         match msg {
             BusMessage::Wake(worker) => self.wake_local(&worker),
             BusMessage::Command(worker, cmd) => {
-                if let Some(tx) = self.sockets.lock().unwrap().get(&worker) {
+                if let Some(tx) = self.sockets.lock().get(&worker) {
                     let _ = tx.send(cmd);
                 }
             }
@@ -397,7 +398,7 @@ impl Dispatcher {
     }
 
     fn wake_local(&self, worker_id: &str) {
-        if let Some(n) = self.notifies.lock().unwrap().get(worker_id) {
+        if let Some(n) = self.notifies.lock().get(worker_id) {
             n.notify_one();
         }
     }
@@ -412,7 +413,7 @@ impl Dispatcher {
     }
 
     async fn command(&self, worker_id: &str, cmd: WorkerCommand) {
-        let local = self.sockets.lock().unwrap().get(worker_id).cloned();
+        let local = self.sockets.lock().get(worker_id).cloned();
         if let Some(tx) = local {
             let _ = tx.send(cmd);
         } else if let Some(bus) = &self.bus {
@@ -565,16 +566,16 @@ impl Dispatcher {
 
     /// The worker's wake-up signal on this instance (for long-polls).
     pub fn notifier(&self, worker_id: &str) -> Arc<Notify> {
-        self.notifies.lock().unwrap().entry(worker_id.to_owned()).or_insert_with(|| Arc::new(Notify::new())).clone()
+        self.notifies.lock().entry(worker_id.to_owned()).or_insert_with(|| Arc::new(Notify::new())).clone()
     }
 
     /// Connects a WebSocket command channel (replacing an older one on this instance).
     pub fn attach_ws(&self, worker_id: &str, tx: mpsc::UnboundedSender<WorkerCommand>) {
-        self.sockets.lock().unwrap().insert(worker_id.to_owned(), tx);
+        self.sockets.lock().insert(worker_id.to_owned(), tx);
     }
 
     pub fn detach_ws(&self, worker_id: &str, tx: &mpsc::UnboundedSender<WorkerCommand>) {
-        let mut sockets = self.sockets.lock().unwrap();
+        let mut sockets = self.sockets.lock();
         if sockets.get(worker_id).is_some_and(|w| w.same_channel(tx)) {
             sockets.remove(worker_id);
         }
@@ -592,7 +593,7 @@ impl Dispatcher {
     pub async fn adjust_reputation(&self, worker_id: &str, delta: f64) {
         if delta > 0.0 {
             let first = {
-                let mut pending = self.rewards.pending.lock().unwrap();
+                let mut pending = self.rewards.pending.lock();
                 let first = pending.is_empty();
                 *pending.entry(worker_id.to_owned()).or_insert(0.0) += delta;
                 first

@@ -61,7 +61,7 @@ pub(super) async fn subscribe(
         .await
         .map_err(|e| StorageError::Unavailable(format!("Redis bus: cannot subscribe: {e}")))?;
     let bus_conn = BusConn(manager.clone());
-    *conn.bus_conn().lock().unwrap() = Some(bus_conn);
+    *conn.bus_conn().lock() = Some(bus_conn);
     Ok(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use parking_lot::Mutex;
 use redis::Script;
 
 use super::{from_json, lua, reply, to_json, RedisConn};
@@ -170,7 +171,7 @@ struct Waiters(Mutex<std::collections::HashMap<String, std::sync::Weak<tokio::sy
 
 impl Waiters {
     fn get(&self, id: &str) -> Arc<tokio::sync::Notify> {
-        let mut map = self.0.lock().unwrap();
+        let mut map = self.0.lock();
         if let Some(n) = map.get(id).and_then(std::sync::Weak::upgrade) {
             return n;
         }
@@ -183,7 +184,7 @@ impl Waiters {
     }
 
     fn released(&self, id: &str) {
-        let mut map = self.0.lock().unwrap();
+        let mut map = self.0.lock();
         match map.get(id).and_then(std::sync::Weak::upgrade) {
             Some(n) => n.notify_waiters(),
             None => {

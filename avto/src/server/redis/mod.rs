@@ -143,7 +143,7 @@ struct Inner {
     /// The URL without a password, for messages.
     shown: String,
     /// The bus subscriber's connection, once subscribed.
-    bus: std::sync::Mutex<Option<bus::BusConn>>,
+    bus: parking_lot::Mutex<Option<bus::BusConn>>,
 }
 
 impl std::fmt::Debug for RedisConn {
@@ -204,7 +204,7 @@ impl RedisConn {
     /// connection: what a connection-loss test kills with `CLIENT KILL ID`.
     pub async fn client_ids(&self) -> Result<Vec<i64>, StorageError> {
         let mut ids = vec![self.query(redis::cmd("CLIENT").arg("ID")).await?];
-        let bus = self.inner.bus.lock().unwrap().clone();
+        let bus = self.inner.bus.lock().clone();
         if let Some(bus::BusConn(mut m)) = bus {
             let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut m).await.map_err(storage_error)?;
             ids.push(id);
@@ -212,7 +212,7 @@ impl RedisConn {
         Ok(ids)
     }
 
-    fn bus_conn(&self) -> &std::sync::Mutex<Option<bus::BusConn>> {
+    fn bus_conn(&self) -> &parking_lot::Mutex<Option<bus::BusConn>> {
         &self.inner.bus
     }
 

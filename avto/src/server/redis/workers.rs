@@ -6,9 +6,10 @@
 //! lexicographic, i.e. FIFO, order.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use redis::{Script, Value};
 use serde_json::Value as Json;
 
@@ -461,16 +462,16 @@ struct View {
 
 impl View {
     fn current(&self) -> Option<Vec<WorkerLoad>> {
-        let list = self.list.lock().unwrap();
+        let list = self.list.lock();
         list.as_ref().filter(|(at, _)| at.elapsed() < VIEW_TTL).map(|(_, v)| v.clone())
     }
 
     fn forget(&self) {
-        *self.list.lock().unwrap() = None;
+        *self.list.lock() = None;
     }
 
     fn count_queued(&self, worker_id: &str) {
-        if let Some((_, v)) = self.list.lock().unwrap().as_mut() {
+        if let Some((_, v)) = self.list.lock().as_mut() {
             if let Some(w) = v.iter_mut().find(|w| w.info.worker_id == worker_id) {
                 w.queued += 1;
             }
@@ -531,7 +532,11 @@ impl RedisWorkers {
     ) -> Result<Option<Vec<String>>, StorageError> {
         let v: Value = self
             .conn
-            .script(&HEARTBEAT, false, &[&worker_id, &info_json, &(now + ttl_ms), &now, &has_body, &current])
+            .script(
+                &HEARTBEAT,
+                false,
+                &[&worker_id, &info_json, &now.saturating_add(ttl_ms), &now, &has_body, &current],
+            )
             .await?;
         let parts = reply::array(v)?;
         match parts.first().and_then(reply::int) {
@@ -548,7 +553,7 @@ impl RedisWorkers {
         reputation: Option<String>,
     ) -> Result<Option<WorkerInfo>, StorageError> {
         let cached = {
-            let parsed = self.parsed.lock().unwrap();
+            let parsed = self.parsed.lock();
             parsed.get(id).filter(|(raw, _)| raw == stored).map(|(_, info)| info.clone())
         };
         let mut info = match cached {
@@ -556,7 +561,7 @@ impl RedisWorkers {
             None => {
                 let Some(json) = self.open_info(id, stored) else { return Ok(None) };
                 let info: WorkerInfo = from_json("worker record", &json)?;
-                let mut parsed = self.parsed.lock().unwrap();
+                let mut parsed = self.parsed.lock();
                 if parsed.len() > 10_000 {
                     parsed.clear();
                 }
@@ -603,7 +608,7 @@ fn opt(v: Option<u64>) -> String {
 impl WorkerStore for RedisWorkers {
     fn register(&self, info: WorkerInfo, ttl_ms: u64) -> Bf<'_, ()> {
         Box::pin(async move {
-            let expiry = now_ms() + ttl_ms;
+            let expiry = now_ms().saturating_add(ttl_ms);
             let rep = format!("{}", info.reputation);
             self.conn
                 .script::<i64>(&REGISTER, false, &[&info.worker_id, &self.seal_info(&info), &expiry, &rep])
@@ -686,7 +691,7 @@ impl WorkerStore for RedisWorkers {
                 return Ok(v);
             }
             let list = self.live_workers(now).await?;
-            *self.view.list.lock().unwrap() = Some((Instant::now(), list.clone()));
+            *self.view.list.lock() = Some((Instant::now(), list.clone()));
             Ok(list)
         })
     }
@@ -706,7 +711,7 @@ impl WorkerStore for RedisWorkers {
     fn enqueue<'a>(&'a self, worker_id: &'a str, task: QueuedTask) -> Bf<'a, bool> {
         Box::pin(async move {
             let wake = to_json(&BusMessage::Wake(worker_id.to_owned()));
-            let timeout = opt(task.spec.timeout_seconds.map(|s| (s * 1000.0) as u64));
+            let timeout = opt(task.spec.timeout_seconds.map(crate::job::secs_to_ms));
             let due = opt(dispatch_deadline(&task.spec, task.enqueued_ms, task.deadline_ms));
             let ok: i64 = self
                 .conn
@@ -771,7 +776,7 @@ impl WorkerStore for RedisWorkers {
 
     fn cancel<'a>(&'a self, task_id: &'a str, worker_id: Option<&'a str>, cancel_ttl_ms: u64) -> Bf<'a, bool> {
         Box::pin(async move {
-            let until = now_ms() + cancel_ttl_ms;
+            let until = now_ms().saturating_add(cancel_ttl_ms);
             let running: i64 =
                 self.conn.script(&CANCEL, false, &[&task_id, &worker_id.unwrap_or_default(), &until]).await?;
             Ok(running == 1)
@@ -825,7 +830,7 @@ impl WorkerStore for RedisWorkers {
 
     fn overdue(&self, now: u64, default_exec_ms: u64, cancel_ttl_ms: u64) -> Bf<'_, Vec<OverdueTask>> {
         Box::pin(async move {
-            let until = now + cancel_ttl_ms;
+            let until = now.saturating_add(cancel_ttl_ms);
             let flat = reply::strings(self.conn.script(&OVERDUE, true, &[&now, &default_exec_ms, &until]).await?)?;
             Ok(flat
                 .chunks(4)
