@@ -233,10 +233,16 @@ async fn logs_mask_the_credentials_of_webhook_urls() {
     let (url, r) = receiver(&[500]).await;
     let secret_url = url.replace("http://", "http://hookuser:hooksecret@") + "?token=tok123&plain=1";
     run_job(&s, &secret_url).await;
-    wait_counts(&s, "gave up", |c| c.failed == 1).await;
+    // And a receiver that refuses connections: the transport error is logged without the URL.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused_url = format!("http://hookuser:hooksecret@{}/hook?token=tok123", closed.local_addr().unwrap());
+    drop(closed);
+    run_job(&s, &refused_url).await;
+    wait_counts(&s, "gave up", |c| c.failed == 2).await;
     assert_eq!(r.calls.lock().unwrap().len(), 3);
     let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
     assert!(text.contains("webhook failed") && text.contains("***@127.0.0.1"), "the failures are logged: {text}");
+    assert!(text.contains("Connection refused") || text.contains("connect"), "with their cause: {text}");
     for secret in ["hookuser", "hooksecret", "tok123"] {
         assert!(!text.contains(secret), "`{secret}` in the logs: {text}");
     }

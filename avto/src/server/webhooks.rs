@@ -299,10 +299,23 @@ async fn attempt_once(client: &reqwest::Client, url: &reqwest::Url, body: &axum:
         Ok(r) => Attempt::Failed(format!("status {}", r.status())),
         Err(e) => match refusal(&e) {
             Some(why) => Attempt::Refused(why),
-            // The error's text would show the URL (credentials and all): without it.
-            None => Attempt::Failed(e.without_url().to_string()),
+            None => Attempt::Failed(error_chain(e)),
         },
     }
+}
+
+/// The error and its causes (`error sending request: tcp connect error: Connection refused`),
+/// without the URL that reqwest's own text would show, credentials and all.
+fn error_chain(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// The refusal of [`CheckedResolver`] behind a request error, if that is what failed it.
