@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const CLIENT_TOKEN: &str = "avto-client-token";
+/// The operator credential: `/metrics` needs it.
+const ADMIN_TOKEN: &str = "avto-admin-token";
 const WORKER_TOKEN: &str = "avto-worker-token";
 const SECRET: &str = "avto-orchestrator-secret";
 
@@ -78,6 +80,7 @@ fn config() -> Config {
     let vars = [
         ("API_HOST", "127.0.0.1"),
         ("CLIENT_TOKEN", CLIENT_TOKEN),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
         ("GLOBAL_WORKER_TOKEN", WORKER_TOKEN),
         ("ORCHESTRATOR_SECRET_KEY", SECRET),
         ("RATE_LIMITING_ENABLED", "false"),
@@ -508,7 +511,17 @@ async fn the_concurrency_limit_holds() {
 
 /// Reads one unlabelled counter from the orchestrator's `/metrics`.
 async fn counter(base: &str, name: &str) -> u64 {
-    let page = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    let page = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     page.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
         .and_then(|n| n.trim().parse().ok())
