@@ -24,6 +24,7 @@ use avto::protocol::sign::{
 };
 use avto::protocol::wire;
 use avto::server::api::parse_object;
+use avto::server::config::DEFAULT_MAX_JSON_DEPTH;
 use avto::server::dispatch::WorkerInfo;
 use avto_tests::blueprints::echo_flow;
 use avto_tests::{python_venv, RawWorker, Server};
@@ -875,8 +876,8 @@ fn mutate_leaf(v: &mut Value, mut n: usize) -> bool {
     go(v, &mut n)
 }
 
-/// Deep nesting: below serde_json's recursion limit (128 containers) bodies parse and go through
-/// every check; far beyond it parsing is a clean error.
+/// Deep nesting: up to `MAX_JSON_DEPTH` (64 containers, the body included) bodies parse and go
+/// through every check; beyond it (also far beyond serde_json's 128) parsing is a clean 400.
 #[test]
 fn deep_nesting_never_panics() {
     for depth in [1usize, 30, 31, 63, 64, 100, 126, 127, 128, 129, 500, 20_000] {
@@ -887,25 +888,22 @@ fn deep_nesting_never_panics() {
         for (text, containers) in [arrays, objects, mixed] {
             match parse_object(text.as_bytes()) {
                 Ok(map) => {
-                    assert!(containers <= 128, "{containers} nested containers parsed");
+                    assert!(containers <= DEFAULT_MAX_JSON_DEPTH, "{containers} nested containers parsed");
                     exercise_with(&Value::Object(map), false);
                 }
-                Err(e) => assert!(containers > 100, "{containers} nested containers refused: {e:?}"),
+                Err(e) => assert!(containers > DEFAULT_MAX_JSON_DEPTH, "{containers} nested containers refused: {e:?}"),
             }
         }
     }
 }
 
 /// Every registration or heartbeat body the worker routes accept gives a worker record that
-/// storage (Redis keeps it as JSON) can read back. Fails today: a body nested 126 deep parses, but
-/// its record (two levels deeper) is past serde_json's recursion limit. On Redis that one record
-/// takes the worker side down: after a worker registered `"metadata"` nested 126 deep (200),
-/// every other worker's poll answered 503 "stored value is corrupt: worker record" and
-/// `GET /api/v1/workers` listed no worker. That is issue #12 item 8 (one nesting limit at the
-/// edge leaving room for every envelope; an unreadable record affects that record only), worked
-/// on separately; run this test with `--ignored` once it lands.
+/// storage (Redis keeps it as JSON) can read back. It failed before issue #12 item 8: a body
+/// nested 126 deep parsed, but its record (two levels deeper) was past serde_json's recursion
+/// limit; on Redis that one record took the worker side down (every other worker's poll answered
+/// 503 "stored value is corrupt: worker record", `GET /api/v1/workers` listed no worker). Now
+/// `MAX_JSON_DEPTH` (64) refuses such bodies at the edge, leaving room for the envelopes.
 #[test]
-#[ignore = "issue #12 item 8: needs the nesting limit at the edge"]
 fn deep_worker_bodies_survive_storage() {
     for depth in [100usize, 120, 125, 126, 127] {
         let text = format!("{{\"worker_id\":\"w\",\"metadata\":{}1{}}}", "[".repeat(depth), "]".repeat(depth));

@@ -186,7 +186,19 @@ pub struct Config {
     /// connections may finish their requests; then the server stops regardless (a connection
     /// that never completes its request, e.g. a slowloris, cannot keep the process alive).
     pub shutdown_timeout: Duration,
+    /// `MAX_JSON_DEPTH` (default 64, from 2 to [`MAX_JSON_DEPTH_LIMIT`]): how deeply a request
+    /// body (client or worker, WebSocket frames too) may nest arrays and objects, the body
+    /// itself being level 1; deeper is a 400 naming the member. serde_json reads at most 128
+    /// levels, and what avto builds around the data (job records, task payloads, batch answers)
+    /// needs the rest.
+    pub max_json_depth: usize,
 }
+
+/// The default `MAX_JSON_DEPTH`.
+pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;
+/// The largest `MAX_JSON_DEPTH`: room is left under serde_json's 128 levels for the envelopes
+/// around client data.
+pub const MAX_JSON_DEPTH_LIMIT: usize = 100;
 
 /// The HTTPS listener's files (`TLS_*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,6 +297,7 @@ impl Default for Config {
             max_timeout: Duration::from_secs(30 * 86_400),
             background_task_max_restarts: 5,
             shutdown_timeout: Duration::from_secs(30),
+            max_json_depth: DEFAULT_MAX_JSON_DEPTH,
         }
     }
 }
@@ -433,6 +446,7 @@ impl Config {
             max_timeout: env.secs("MAX_TIMEOUT_SECONDS", d.max_timeout)?,
             background_task_max_restarts: env.parse("BACKGROUND_TASK_MAX_RESTARTS", d.background_task_max_restarts)?,
             shutdown_timeout: env.secs("SHUTDOWN_TIMEOUT_SECONDS", d.shutdown_timeout)?,
+            max_json_depth: env.parse("MAX_JSON_DEPTH", d.max_json_depth)?,
         };
         if c.worker_auth_mode == WorkerAuthMode::MtlsOnly && c.tls.as_ref().is_none_or(|t| t.ca_path.is_none()) {
             return Err(ConfigError(
@@ -448,6 +462,9 @@ impl Config {
         }
         if c.worker_poll_timeout.is_zero() {
             return Err(ConfigError("WORKER_POLL_TIMEOUT_SECONDS must be greater than 0".into()));
+        }
+        if !(2..=MAX_JSON_DEPTH_LIMIT).contains(&c.max_json_depth) {
+            return Err(ConfigError(format!("MAX_JSON_DEPTH must be from 2 to {MAX_JSON_DEPTH_LIMIT}")));
         }
         if c.max_timeout.is_zero() {
             return Err(ConfigError("MAX_TIMEOUT_SECONDS must be greater than 0".into()));

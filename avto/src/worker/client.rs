@@ -97,6 +97,22 @@ impl OrchestratorClient {
         body: Option<String>,
         timeout: Duration,
     ) -> Result<Option<Value>, WorkerError> {
+        let Some(text) = self.request_text(method.clone(), path_and_query, body, timeout).await? else {
+            return Ok(None);
+        };
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| WorkerError::Protocol(format!("{method} {path_and_query}: invalid JSON answer: {e}")))?;
+        Ok(if v.is_null() { None } else { Some(v) })
+    }
+
+    /// The answer's text (`None` for 204 or an empty body), errors mapped.
+    async fn request_text(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<String>,
+        timeout: Duration,
+    ) -> Result<Option<String>, WorkerError> {
         let url = format!("{}{}", self.base, path_and_query);
         let mut req = self.http.request(method.clone(), &url).timeout(timeout);
         for (k, v) in self.headers() {
@@ -137,9 +153,7 @@ impl OrchestratorClient {
         if text.trim().is_empty() {
             return Ok(None);
         }
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| WorkerError::Protocol(format!("{method} {path_and_query}: invalid JSON answer: {e}")))?;
-        Ok(if v.is_null() { None } else { Some(v) })
+        Ok(Some(text))
     }
 
     async fn call<T: DeserializeOwned>(
@@ -177,7 +191,7 @@ impl OrchestratorClient {
         available: &[String],
         hot: &[String],
         max: usize,
-    ) -> Result<Vec<Value>, WorkerError> {
+    ) -> Result<Vec<Polled>, WorkerError> {
         let mut path = format!(
             "{}?timeout={}&available_skills={}&hot_skills={}",
             protocol::task_next_path(&self.worker_id),
@@ -188,20 +202,14 @@ impl OrchestratorClient {
         if max > 1 {
             path.push_str(&format!("&max_tasks={max}"));
         }
-        let answer: Option<Value> = self.request(Method::GET, &path, None, timeout + Duration::from_secs(5)).await?;
-        Ok(match answer {
-            None => Vec::new(),
-            Some(Value::Object(mut batch)) if !batch.contains_key("task_id") && batch.contains_key("tasks") => {
-                match batch.remove("tasks") {
-                    Some(Value::Array(tasks)) => {
-                        self.batches.store(true, Ordering::Relaxed);
-                        tasks
-                    }
-                    _ => return Err(WorkerError::Protocol("`tasks` of a poll answer is not a list".into())),
-                }
-            }
-            Some(task) => vec![task],
-        })
+        let Some(text) = self.request_text(Method::GET, &path, None, timeout + Duration::from_secs(5)).await? else {
+            return Ok(Vec::new());
+        };
+        let (tasks, batch) = parse_poll_answer(&text)?;
+        if batch {
+            self.batches.store(true, Ordering::Relaxed);
+        }
+        Ok(tasks)
     }
 
     pub async fn send_result(&self, body: &Value) -> Result<ResultResponse, WorkerError> {
@@ -266,5 +274,98 @@ pub(crate) fn python_float(f: f64) -> String {
         format!("{f:.1}")
     } else {
         format!("{f}")
+    }
+}
+
+/// One task of a poll answer.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Polled {
+    /// A task payload as received.
+    Task(Value),
+    /// A task whose payload cannot be read (e.g. nested deeper than the 128 levels serde_json
+    /// reads): what is needed to report it failed, so it neither waits for its timeout nor
+    /// takes the other tasks of its batch with it.
+    Unreadable { job_id: String, task_id: String, task_type: String, error: String },
+}
+
+/// Reads a poll answer: one task, or a batch `{"tasks": [...]}` (the flag). When the answer as
+/// a whole cannot be read, its tasks are read one by one, so one bad task does not lose the
+/// others (they may be other clients' tasks).
+pub(crate) fn parse_poll_answer(text: &str) -> Result<(Vec<Polled>, bool), WorkerError> {
+    let whole = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Null) => return Ok((Vec::new(), false)),
+        Ok(Value::Object(mut batch)) if !batch.contains_key("task_id") && batch.contains_key("tasks") => {
+            return match batch.remove("tasks") {
+                Some(Value::Array(tasks)) => Ok((tasks.into_iter().map(Polled::Task).collect(), true)),
+                _ => Err(WorkerError::Protocol("`tasks` of a poll answer is not a list".into())),
+            };
+        }
+        Ok(task) => return Ok((vec![Polled::Task(task)], false)),
+        Err(e) => e,
+    };
+    // Skipping over a value (raw values, ignored fields) has no depth limit in serde_json.
+    #[derive(serde::Deserialize)]
+    struct Batch<'a> {
+        #[serde(borrow)]
+        tasks: Vec<&'a serde_json::value::RawValue>,
+    }
+    let invalid = || WorkerError::Protocol(format!("poll answer: invalid JSON: {whole}"));
+    match serde_json::from_str::<Batch<'_>>(text) {
+        Ok(b) => Ok((b.tasks.into_iter().filter_map(|raw| read_task(raw.get())).collect(), true)),
+        Err(_) => Ok((vec![read_task(text).ok_or_else(invalid)?], false)),
+    }
+}
+
+/// One task of an answer that could not be read as a whole.
+fn read_task(raw: &str) -> Option<Polled> {
+    #[derive(serde::Deserialize)]
+    struct Ids {
+        job_id: String,
+        task_id: String,
+        #[serde(rename = "type", default)]
+        task_type: String,
+    }
+    let error = match serde_json::from_str::<Value>(raw) {
+        Ok(v) => return Some(Polled::Task(v)),
+        Err(e) => e.to_string(),
+    };
+    match serde_json::from_str::<Ids>(raw) {
+        Ok(Ids { job_id, task_id, task_type }) => Some(Polled::Unreadable { job_id, task_id, task_type, error }),
+        Err(_) => {
+            tracing::error!("dropping a task of a poll answer that cannot be read, not even its ids: {error}");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(depth: usize) -> String {
+        format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    /// Issue #12 item 8: a task nested deeper than serde_json reads lost its whole batch.
+    #[test]
+    fn one_unreadable_task_does_not_lose_its_batch() {
+        let good = r#"{"job_id":"j1","task_id":"t1","type":"echo","params":{"x":1}}"#;
+        let bad = format!(r#"{{"job_id":"j2","task_id":"t2","type":"echo","params":{{"deep":{}}}}}"#, nested(200));
+        let (tasks, batch) = parse_poll_answer(&format!(r#"{{"tasks":[{good},{bad}]}}"#)).unwrap();
+        assert!(batch);
+        assert_eq!(tasks.len(), 2);
+        assert_eq!(tasks[0], Polled::Task(serde_json::from_str(good).unwrap()));
+        match &tasks[1] {
+            Polled::Unreadable { job_id, task_id, task_type, error } => {
+                assert_eq!((job_id.as_str(), task_id.as_str(), task_type.as_str()), ("j2", "t2", "echo"));
+                assert!(error.contains("recursion limit"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // One task alone (the RXON answer).
+        let (tasks, batch) = parse_poll_answer(&bad).unwrap();
+        assert!(!batch && matches!(&tasks[..], [Polled::Unreadable { task_id, .. }] if task_id == "t2"));
+        // Not JSON at all stays an error.
+        assert!(parse_poll_answer("{\"tasks\": [").is_err());
     }
 }

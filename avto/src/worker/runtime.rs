@@ -1,6 +1,6 @@
 //! The worker runtime: registration, heartbeats, polling, task execution, results, shutdown.
 
-use super::client::OrchestratorClient;
+use super::client::{OrchestratorClient, Polled};
 use super::handle::{EventSink, TaskHandle};
 use super::select::PollPlanner;
 use super::skill::{erase, SkillEntry};
@@ -904,6 +904,32 @@ impl Shared {
         tokio::spawn(execute(self.clone(), orch.clone(), payload, cancel_rx).instrument(span));
     }
 
+    /// A task of a poll answer whose payload cannot be read (see [`Polled::Unreadable`]): it is
+    /// reported failed (`INVALID_INPUT_ERROR`, no retry) at once instead of waiting for its timeout.
+    fn reject_unreadable(
+        self: &Arc<Self>,
+        orch: &Arc<Orch>,
+        job_id: String,
+        task_id: String,
+        task_type: String,
+        error: String,
+    ) {
+        tracing::error!(%job_id, %task_id, "task payload cannot be read: {error}; reporting the task failed");
+        let payload: TaskPayload = match serde_json::from_value(
+            serde_json::json!({"job_id": job_id, "task_id": task_id, "type": task_type}),
+        ) {
+            Ok(p) => p,
+            Err(e) => return tracing::error!("cannot report an unreadable task: {e}"),
+        };
+        let outcome = TaskOutcome::failure(
+            error_codes::INVALID_INPUT_ERROR,
+            format!("the worker cannot read the task payload: {error}"),
+        )
+        .into_wire();
+        let (shared, orch) = (self.clone(), orch.clone());
+        tokio::spawn(async move { shared.deliver_result(&orch, &payload, outcome, Duration::ZERO).await });
+    }
+
     fn finish_task(&self, task_id: &str) {
         self.active.lock().unwrap().remove(task_id);
         self.wake_heartbeats();
@@ -1475,8 +1501,13 @@ async fn poll_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             match res {
                 Ok(tasks) if !tasks.is_empty() => {
                     orch.reset_poll_backoff();
-                    for raw in tasks {
-                        shared.accept_task(orch, raw);
+                    for polled in tasks {
+                        match polled {
+                            Polled::Task(raw) => shared.accept_task(orch, raw),
+                            Polled::Unreadable { job_id, task_id, task_type, error } => {
+                                shared.reject_unreadable(orch, job_id, task_id, task_type, error)
+                            }
+                        }
                     }
                     found = true;
                     break;

@@ -62,7 +62,7 @@ impl FromRequest<Arc<Core>> for JsonObject {
     type Rejection = ApiError;
     async fn from_request(req: Request, core: &Arc<Core>) -> Result<Self, ApiError> {
         let bytes = read_body(req, core.cfg.max_body_bytes).await?;
-        parse_object(&bytes).map(JsonObject)
+        parse_object_within(&bytes, core.cfg.max_json_depth).map(JsonObject)
     }
 }
 
@@ -82,16 +82,75 @@ fn too_large(limit: usize) -> ApiError {
     ))
 }
 
-/// Parses a JSON object (400 for invalid JSON or a non-object).
+/// Parses a JSON object (400 for invalid JSON, a non-object, or one nested deeper than the
+/// default `MAX_JSON_DEPTH`, see [`parse_object_within`]).
 pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    parse_object_within(bytes, crate::server::config::DEFAULT_MAX_JSON_DEPTH)
+}
+
+/// Parses a JSON object (400 for invalid JSON, a non-object, or one that nests arrays and
+/// objects more than `max_depth` levels deep, the body itself being the first: `MAX_JSON_DEPTH`).
+pub fn parse_object_within(bytes: &[u8], max_depth: usize) -> Result<Map<String, Value>, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad("Invalid JSON body: the body is empty, expected a JSON object"));
     }
+    check_depth(bytes, max_depth)?;
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(other) => Err(ApiError::bad(format!("Invalid JSON body: expected a JSON object, got {}", kind(&other)))),
         Err(e) => Err(ApiError::bad(format!("Invalid JSON body: {e}"))),
     }
+}
+
+/// 400 naming the member of the top-level object that nests arrays and objects more than
+/// `max_depth` levels deep (the body itself is level 1). A scan of the bytes before parsing,
+/// so it also names the member of a body deeper than serde_json reads.
+pub fn check_depth(bytes: &[u8], max_depth: usize) -> Result<(), ApiError> {
+    let (mut depth, mut in_string, mut escaped, mut expecting_key) = (0usize, false, false, false);
+    let (mut key_start, mut member) = (None, None::<String>);
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+                if let Some(start) = key_start.take() {
+                    member = serde_json::from_slice::<String>(&bytes[start..=i]).ok();
+                }
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                if depth == 1 && expecting_key {
+                    key_start = Some(i);
+                    expecting_key = false;
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth == 1 {
+                    expecting_key = b == b'{';
+                }
+                if depth > max_depth {
+                    let what = match &member {
+                        Some(m) => format!("`{}`", truncate(m)),
+                        None => "the body".to_owned(),
+                    };
+                    return Err(ApiError::bad(format!(
+                        "Invalid JSON body: {what} nests arrays and objects more than {max_depth} levels deep (MAX_JSON_DEPTH)"
+                    )));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => expecting_key = true,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn kind(v: &Value) -> &'static str {

@@ -20,7 +20,7 @@ use axum::routing::{get, patch, post};
 use axum::Router;
 use serde_json::{json, Map, Value};
 
-use super::{json_response, parse_object, read_body, ApiError};
+use super::{json_response, parse_object_within, read_body, ApiError};
 use crate::context::TaskError;
 use crate::engine::{ResultDisposition, TaskResult};
 use crate::protocol::replay::{check_timestamp, message_nonce, message_timestamp, nonce_ttl, unix_now};
@@ -196,7 +196,7 @@ async fn body_object(req: Request, core: &Core) -> Result<(Credentials, Map<Stri
     let (parts, body) = req.into_parts();
     let creds = Credentials::of(&parts);
     let bytes = read_body(Request::from_parts(parts, body), core.cfg.max_body_bytes).await?;
-    Ok((creds, parse_object(&bytes)?))
+    Ok((creds, parse_object_within(&bytes, core.cfg.max_json_depth)?))
 }
 
 async fn register(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
@@ -259,7 +259,7 @@ async fn heartbeat(
             None => not_registered(&worker_id).into_response(),
         });
     }
-    let body = Value::Object(parse_object(&bytes)?);
+    let body = Value::Object(parse_object_within(&bytes, core.cfg.max_json_depth)?);
     verify(&core, &sender, &body, MessageKind::Heartbeat).await?;
     if let Some(id) = body.get("worker_id").and_then(Value::as_str) {
         if id != worker_id {
@@ -581,13 +581,13 @@ async fn ws_session(core: Arc<Core>, sender: Sender, mut socket: WebSocket) {
                             continue;
                         }
                         limited = false;
-                        match serde_json::from_str::<Value>(&text) {
-                            Ok(body @ Value::Object(_)) => {
+                        match parse_object_within(text.as_bytes(), core.cfg.max_json_depth).map(Value::Object) {
+                            Ok(body) => {
                                 if let Err(e) = process_event(&core, &sender, &body).await {
                                     tracing::warn!(worker_id = %sender.worker_id, error = %e, "websocket event rejected");
                                 }
                             }
-                            _ => tracing::warn!(worker_id = %sender.worker_id, "websocket frame is not a JSON object"),
+                            Err(e) => tracing::warn!(worker_id = %sender.worker_id, error = %e, "websocket frame refused"),
                         }
                     }
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,

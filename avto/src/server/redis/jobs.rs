@@ -237,14 +237,29 @@ impl RedisJobs {
             if limit == 0 {
                 return Ok(Vec::new());
             }
-            let range = redis::cmd("ZREVRANGE").arg(self.conn.key(&index)).arg(offset).arg(offset + limit - 1).clone();
+            // Redis ranks are i64; an offset beyond any list answers nothing instead of overflowing.
+            let last = i64::MAX as usize;
+            let (start, stop) = (offset.min(last), offset.saturating_add(limit - 1).min(last));
+            let range = redis::cmd("ZREVRANGE").arg(self.conn.key(&index)).arg(start).arg(stop).clone();
             let ids: Vec<String> = self.conn.query(&range).await?;
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
             let keys: Vec<String> = ids.iter().map(|id| self.conn.key(&format!("job:{id}"))).collect();
             let docs: Vec<Option<String>> = self.conn.query(redis::cmd("MGET").arg(&keys)).await?;
-            docs.into_iter().flatten().map(|j| from_json("job", &j)).collect()
+            let mut jobs = Vec::with_capacity(docs.len());
+            for (id, doc) in ids.iter().zip(docs) {
+                let Some(doc) = doc else { continue };
+                match from_json(&format!("job {id}"), &doc) {
+                    Ok(job) => jobs.push(job),
+                    // A record that cannot be read (e.g. nested deeper than serde_json reads)
+                    // is left out: it must not take the client's whole list with it.
+                    Err(e) => {
+                        tracing::warn!(job_id = %id, error = %e, "job record cannot be read; left out of the list")
+                    }
+                }
+            }
+            Ok(jobs)
         })
     }
 

@@ -666,9 +666,14 @@ impl WorkerStore for RedisWorkers {
             for c in parts.chunks(5) {
                 let [id, info, rep, queued, running] = c else { continue };
                 let id = reply::string(id).unwrap_or_default();
-                let Some(info) = self.parse_info(&id, &reply::string(info).unwrap_or_default(), reply::string(rep))?
-                else {
-                    continue;
+                // A record that cannot be read leaves that worker out, not every worker.
+                let info = match self.parse_info(&id, &reply::string(info).unwrap_or_default(), reply::string(rep)) {
+                    Ok(Some(info)) => info,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(worker_id = %id, error = %e, "worker record cannot be read; left out");
+                        continue;
+                    }
                 };
                 out.push(WorkerLoad {
                     info: Arc::new(info),
