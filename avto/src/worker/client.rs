@@ -135,13 +135,8 @@ impl OrchestratorClient {
             return Ok(None);
         }
         if status == StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(Duration::from_secs_f64);
+            let retry_after =
+                retry_after(resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()));
             let text = resp.text().await.unwrap_or_default();
             let message = serde_json::from_str::<protocol::ErrorBody>(&text).map(|e| e.error).unwrap_or(text);
             return Err(WorkerError::RateLimited { retry_after, message });
@@ -277,6 +272,16 @@ pub(crate) fn python_float(f: f64) -> String {
     }
 }
 
+/// The longest `Retry-After` a worker honours (a larger one is taken as this).
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// A `Retry-After` header in seconds, at most [`MAX_RETRY_AFTER`] (any number an orchestrator
+/// sends, `1e300` too, gives a duration the clock can add without overflowing).
+pub(crate) fn retry_after(header: Option<&str>) -> Option<Duration> {
+    let secs = header?.trim().parse::<f64>().ok().filter(|s| *s >= 0.0)?;
+    Some(Duration::try_from_secs_f64(secs).unwrap_or(MAX_RETRY_AFTER).min(MAX_RETRY_AFTER))
+}
+
 /// One task of a poll answer.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Polled {
@@ -344,6 +349,19 @@ mod tests {
 
     fn nested(depth: usize) -> String {
         format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    /// A `Retry-After` of any size is a duration the clock can add (`1e300` panicked).
+    #[test]
+    fn retry_after_is_bounded() {
+        assert_eq!(retry_after(Some("2")), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(Some("1e300")), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(Some("1e15")), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(Some("inf")), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(Some("-1")), None);
+        assert_eq!(retry_after(Some("NaN")), None);
+        assert_eq!(retry_after(None), None);
+        let _ = std::time::Instant::now() + retry_after(Some("1e300")).unwrap();
     }
 
     /// Issue #12 item 8: a task nested deeper than serde_json reads lost its whole batch.

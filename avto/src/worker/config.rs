@@ -297,10 +297,8 @@ impl WorkerConfig {
         let secs = |name: &str, d: &mut Duration| -> Result<(), WorkerError> {
             if let Some(v) = get(name) {
                 let f: f64 = parse_num(name, v)?;
-                if !(f.is_finite() && f >= 0.0) {
-                    return Err(WorkerError::Config(format!("{name} must be a non-negative number of seconds")));
-                }
-                *d = Duration::from_secs_f64(f);
+                *d = Duration::try_from_secs_f64(f)
+                    .map_err(|_| WorkerError::Config(format!("{name} must be a non-negative number of seconds")))?;
             }
             Ok(())
         };

@@ -562,7 +562,9 @@ impl Orch {
             _ => next_backoff(b.current, cfg.poll_backoff_initial, cfg.poll_backoff_max),
         };
         b.current = delay;
-        b.until = Some(Instant::now() + delay);
+        let now = Instant::now();
+        // Any delay (a huge Retry-After or backoff setting) gives an instant the clock can hold.
+        b.until = Some(now.checked_add(delay).unwrap_or_else(|| now + Duration::from_secs(365 * 86_400)));
         delay
     }
     /// Resolves when this orchestrator accepted a registration (immediately if it did).
