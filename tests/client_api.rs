@@ -440,7 +440,7 @@ async fn job_counts_do_not_walk_or_lock_jobs() {
     let counts = s.core.jobs.counts(None).now_or_never().expect("counting does not wait for a locked job").unwrap();
     assert_eq!(counts.get(&avto::JobStatus::WaitingForHuman), Some(&1), "{counts:?}");
     assert_eq!(counts.get(&avto::JobStatus::WaitingForWorker), Some(&1), "{counts:?}");
-    let mine = s.core.jobs.counts(Some("default")).now_or_never().expect("no walk per client either").unwrap();
+    let mine = s.core.jobs.counts(Some("env:CLIENT_TOKEN")).now_or_never().expect("no walk per client either").unwrap();
     assert_eq!(mine.values().sum::<u64>(), 2, "{mine:?}");
     drop(guard);
     // The counts follow status changes.
@@ -497,4 +497,78 @@ async fn anonymous_requests_leave_one_rate_limit_key() {
     avto_tests::delete_redis_prefix(&url, &prefix);
     assert_eq!(keys, [format!("{prefix}rl:anon:127.0.0.1")]);
     s.stop().await;
+}
+
+/// Issue #12 item 6: jobs are owned by the client's identity, not its name. A job of
+/// CLIENT_TOKEN's client `default` is invisible to a clients.toml table `[default]` with its own
+/// token served by another instance on the same Redis (the job outlives the configuration that
+/// created it): no read, no listing, no cancel, no count.
+#[tokio::test]
+async fn jobs_are_owned_by_client_identity_not_name() {
+    let url = std::env::var("AVTO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let prefix = format!("avto-test:{}:", uuid::Uuid::new_v4().simple());
+    let a = Server::with_redis([echo_flow::blueprint()], &url, &prefix, test_config()).await;
+    let id = a.client().create("/api/v1/jobs/echo", json!({})).await;
+
+    let dir = std::env::temp_dir().join(format!("avto-clients-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("clients.toml");
+    std::fs::write(&file, "[default]\ntoken = \"toml-default-token\"\n").unwrap();
+    let mut cfg = test_config();
+    cfg.clients = avto::server::config::load_clients(&file).unwrap();
+    let b = Server::with_redis([echo_flow::blueprint()], &url, &prefix, cfg).await;
+    let other = b.client().with_token("toml-default-token");
+    assert_eq!(other.get(&format!("/api/v1/jobs/{id}")).await.0, 404);
+    assert_eq!(other.post(&format!("/api/v1/jobs/{id}/cancel"), &json!({})).await.0, 404);
+    assert_eq!(other.get("/api/v1/jobs").await.1, json!([]));
+    let (_, dash) = other.get("/api/v1/dashboard").await;
+    assert!(dash["jobs"].get("waiting_for_worker").is_none(), "{dash}");
+    // The owner still has it (through either instance).
+    assert_eq!(a.client().get(&format!("/api/v1/jobs/{id}")).await.0, 200);
+    let (_, mine) = a.client().get("/api/v1/jobs").await;
+    assert_eq!(mine.as_array().map(Vec::len), Some(1), "{mine}");
+    a.stop().await;
+    b.stop().await;
+    avto_tests::delete_redis_prefix(&url, &prefix);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue #12 item 11: a file name whose key would pass S3's 1024 bytes (or a segment past 255)
+/// is a 400 naming the limit, not a 500 from the store (S3's `KeyTooLongError`, a file system's
+/// "file name too long").
+#[tokio::test]
+async fn too_long_file_names_are_400() {
+    let dir = std::env::temp_dir().join(format!("avto-files-{}", uuid::Uuid::new_v4().simple()));
+    let orch = avto::server::Orchestrator::builder()
+        .blueprint(echo_flow::blueprint())
+        .config(test_config())
+        .object_store(std::sync::Arc::new(avto::files::LocalObjectStore::new(&dir)))
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(orch.listen(listener, async {
+        let _ = rx.await;
+    }));
+    let c = avto_tests::ApiClient { http: reqwest::Client::new(), base: base.clone(), token: CLIENT_TOKEN.into() };
+    let id = c.create("/api/v1/jobs/echo", json!({})).await;
+    let put = |name: String| {
+        let url = format!("{base}/api/v1/jobs/{id}/files/content/{name}");
+        let req = c.http.put(url).header("X-Client-Token", CLIENT_TOKEN).body("data");
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, body) = put("ok.txt".into()).await;
+    assert_eq!(status, 200, "{body}");
+    let long_key = ["a".repeat(200), "b".repeat(200), "c".repeat(200), "d".repeat(200), "e".repeat(200)].join("/");
+    for name in [long_key, "x".repeat(300)] {
+        let (status, body) = put(name).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("1024"), "{body}");
+    }
+    let _ = tx.send(());
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -631,7 +631,7 @@ async fn scheduler_fires_each_time_once_across_instances() {
         assert_eq!(x.len() + y.len(), 1, "minute {minute}: fired once across the two instances ({x:?} {y:?})");
     }
     let _ = std::fs::remove_file(&toml);
-    let jobs = b.core().jobs.list("scheduler", 100, 0).await.unwrap();
+    let jobs = b.core().jobs.list("system:scheduler", 100, 0).await.unwrap();
     let mut due: Vec<String> =
         jobs.iter().map(|j| j.metadata.as_ref().unwrap()["scheduled_for"].as_str().unwrap().to_owned()).collect();
     due.sort();

@@ -132,7 +132,8 @@ conformance!(
 
 fn job(id: &str, client: &str) -> Job {
     let mut j = Job::new(id, "flow", "start", json!({"n": 1}));
-    std::sync::Arc::make_mut(&mut j.client).name = client.to_owned();
+    let c = std::sync::Arc::make_mut(&mut j.client);
+    (c.name, c.id) = (client.to_owned(), client.to_owned());
     j
 }
 

@@ -552,3 +552,24 @@ async fn batch_poll_and_batched_results() {
         .unwrap();
     assert_eq!(anonymous.status(), 403, "no token, no results");
 }
+
+/// Issue #12 item 11: worker messages are authenticated before their body is judged: a
+/// malformed result, event or registration without a token, or with a wrong one, is a 403, not
+/// a 400; with a valid token the same body is a 400.
+#[tokio::test]
+async fn worker_requests_authenticate_before_the_body_is_judged() {
+    let s = Server::start([echo_flow::blueprint()]).await;
+    let http = reqwest::Client::new();
+    for path in ["/_worker/tasks/result", "/_worker/tasks/results", "/_worker/events", "/_worker/workers/register"] {
+        let send = |token: Option<&str>| {
+            let mut req = http.post(s.url(path)).header("X-Worker-ID", "w-1").body("{not json");
+            if let Some(t) = token {
+                req = req.header("X-Worker-Token", t);
+            }
+            async move { req.send().await.unwrap().status().as_u16() }
+        };
+        assert_eq!(send(None).await, 403, "{path} without a token");
+        assert_eq!(send(Some("wrong")).await, 403, "{path} with a wrong token");
+        assert_eq!(send(Some(WORKER_TOKEN)).await, 400, "{path} with a valid token");
+    }
+}

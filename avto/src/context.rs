@@ -91,6 +91,12 @@ pub struct ClientConfig {
     /// The client's table name in clients.toml (`client_premium`), or `default` for `CLIENT_TOKEN`.
     #[serde(default)]
     pub name: String,
+    /// The client's identity, which owns its jobs: unique among the configured clients and stable
+    /// across restarts and token rotation (`toml:<name>` for a clients.toml table,
+    /// `env:CLIENT_TOKEN` for the client of `CLIENT_TOKEN`, `dev:default` for the development
+    /// token, `system:scheduler` for schedules). Never a token.
+    #[serde(default)]
+    pub id: String,
     /// `plan` from clients.toml (`unknown` when missing).
     #[serde(default)]
     pub plan: String,

@@ -138,11 +138,18 @@ impl LocalObjectStore {
     }
 }
 
-/// Checks a key or file name: relative, no `.`/`..` segments, no backslashes or NULs, not empty.
+/// Longest key: S3's limit (longer keys are S3's `KeyTooLongError`).
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Longest segment of a key (between slashes): what local file systems allow in a file name.
+pub const MAX_KEY_SEGMENT_BYTES: usize = 255;
+
+/// Checks a key or file name: relative, no `.`/`..` segments, no backslashes or NULs, not empty,
+/// at most [`MAX_KEY_BYTES`] in all and [`MAX_KEY_SEGMENT_BYTES`] per segment.
 pub fn check_key(key: &str) -> Result<(), FileError> {
     let bad = key.is_empty()
+        || key.len() > MAX_KEY_BYTES
         || key.starts_with('/')
-        || key.split('/').any(|seg| seg.is_empty() || seg == ".." || seg == ".")
+        || key.split('/').any(|seg| seg.is_empty() || seg == ".." || seg == "." || seg.len() > MAX_KEY_SEGMENT_BYTES)
         || key.contains('\\')
         || key.contains('\0');
     if bad {

@@ -239,7 +239,7 @@ impl Default for Config {
             instance_id: "avto".into(),
             client_api_prefix: "api".into(),
             enable_client_api: true,
-            clients: vec![default_client(DEV_CLIENT_TOKEN)],
+            clients: vec![default_client(DEV_CLIENT_TOKEN, "dev:default")],
             clients_config_path: None,
             admin_token: None,
             global_worker_token: DEV_WORKER_TOKEN.into(),
@@ -302,14 +302,56 @@ impl Default for Config {
     }
 }
 
-fn default_client(token: &str) -> ClientEntry {
+/// The implicit client `default` of `CLIENT_TOKEN` (`id` `env:CLIENT_TOKEN`) or of the
+/// development token (`dev:default`).
+fn default_client(token: &str, id: &str) -> ClientEntry {
     let mut config = Map::new();
     config.insert("plan".into(), Value::String("default".into()));
     ClientEntry {
         token: token.to_owned(),
-        config: ClientConfig { name: "default".into(), plan: "default".into(), params: Value::Null, config },
+        config: ClientConfig {
+            name: "default".into(),
+            id: id.into(),
+            plan: "default".into(),
+            params: Value::Null,
+            config,
+        },
         quota: None,
     }
+}
+
+/// The identity of a client configured by name (clients.toml, or a [`ClientEntry`] built in code
+/// without an id).
+pub fn configured_client_id(name: &str) -> String {
+    format!("toml:{name}")
+}
+
+/// Gives every client without an id its [`configured_client_id`], and refuses two clients with
+/// the same name, identity or token (jobs are owned by the identity; handlers see the name).
+pub fn check_clients(clients: &mut [ClientEntry]) -> Result<(), ConfigError> {
+    for c in clients.iter_mut() {
+        if c.config.id.is_empty() {
+            c.config.id = configured_client_id(&c.config.name);
+        }
+    }
+    for (i, a) in clients.iter().enumerate() {
+        for b in &clients[..i] {
+            if a.config.name == b.config.name || a.config.id == b.config.id {
+                return Err(ConfigError(format!(
+                    "two clients are named `{}` (e.g. CLIENT_TOKEN's client `default` and a [default] table of \
+                     clients.toml with another token): client names must be unique",
+                    a.config.name
+                )));
+            }
+            if a.token == b.token {
+                return Err(ConfigError(format!(
+                    "clients `{}` and `{}` have the same token",
+                    a.config.name, b.config.name
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads variables through a lookup function, so tests need not touch the process environment.
@@ -517,12 +559,13 @@ impl Config {
         }
         if let Some(token) = env.str("CLIENT_TOKEN") {
             if c.clients.iter().all(|e| e.token != token) {
-                c.clients.push(default_client(&token));
+                c.clients.push(default_client(&token, "env:CLIENT_TOKEN"));
             }
         }
         if c.clients.is_empty() {
-            c.clients.push(default_client(DEV_CLIENT_TOKEN));
+            c.clients.push(default_client(DEV_CLIENT_TOKEN, "dev:default"));
         }
+        check_clients(&mut c.clients)?;
         if let Some(path) = &c.workers_config_path {
             c.worker_tokens = load_workers(path)?;
         }
@@ -656,7 +699,8 @@ pub(crate) fn parse_clients(table: toml::Table, origin: &str) -> Result<Vec<Clie
         let params = t.get("params").cloned().map(toml_to_json).unwrap_or(Value::Null);
         let config: Map<String, Value> =
             t.into_iter().filter(|(k, _)| k != "token").map(|(k, v)| (k, toml_to_json(v))).collect();
-        out.push(ClientEntry { token, config: ClientConfig { name, plan, params, config }, quota });
+        let id = configured_client_id(&name);
+        out.push(ClientEntry { token, config: ClientConfig { name, id, plan, params, config }, quota });
     }
     Ok(out)
 }
@@ -764,6 +808,27 @@ mod tests {
         assert!(cfg(&[("REDIS_URL", "127.0.0.1:6379")]).unwrap_err().0.contains("REDIS_URL"));
         assert!(cfg(&[("REDIS_HOST", "h"), ("REDIS_PORT", "x")]).unwrap_err().0.contains("REDIS_PORT"));
         assert_eq!(cfg(&[("REDIS_KEY_PREFIX", "t1:")]).unwrap().redis_key_prefix, "t1:");
+    }
+
+    /// Issue #12 item 6: CLIENT_TOKEN's client `default` and a [default] table of clients.toml
+    /// with another token are two clients with one name: refused at start-up. With the same
+    /// token they are one client. Identities never repeat.
+    #[test]
+    fn client_names_are_unique() {
+        let dir = std::env::temp_dir().join(format!("avto-clients-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("clients.toml");
+        std::fs::write(&path, "[default]\ntoken = \"toml-token\"\n[acme]\ntoken = \"acme-token\"\n").unwrap();
+        let p = path.to_string_lossy().into_owned();
+        let e = cfg(&[("CLIENTS_CONFIG_PATH", &p), ("CLIENT_TOKEN", "env-token")]).unwrap_err();
+        assert!(e.0.contains("`default`") && e.0.contains("unique"), "{e}");
+        let c = cfg(&[("CLIENTS_CONFIG_PATH", &p), ("CLIENT_TOKEN", "toml-token")]).unwrap();
+        assert_eq!(c.clients.len(), 2, "the same token is the same client");
+        let ids: Vec<&str> = c.clients.iter().map(|c| c.config.id.as_str()).collect();
+        assert!(ids.contains(&"toml:default") && ids.contains(&"toml:acme"), "{ids:?}");
+        assert_eq!(cfg(&[("CLIENT_TOKEN", "t")]).unwrap().clients[0].config.id, "env:CLIENT_TOKEN");
+        assert_eq!(cfg(&[]).unwrap().clients[0].config.id, "dev:default");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -67,6 +67,23 @@ fn keep_last_progress(job: &mut Job, max: usize) {
     }
 }
 
+fn token_digest(token: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// The entry of `clients` (token digest, client) whose token is `token`: every digest compared
+/// in full, whichever matches.
+fn find_client<'a>(clients: &'a [([u8; 32], ClientEntry)], token: &str) -> Option<&'a ClientEntry> {
+    let digest = token_digest(token);
+    let mut found = None;
+    for (d, entry) in clients {
+        let same = crate::protocol::sign::constant_time_eq(d, &digest);
+        found = if same { Some(entry) } else { found };
+    }
+    found
+}
+
 /// Everything the HTTP layer and the background loops share.
 pub struct Core {
     pub cfg: Arc<Config>,
@@ -79,7 +96,8 @@ pub struct Core {
     pub rate: Arc<dyn RateLimitStore>,
     pub nonces: Arc<dyn NonceStore>,
     pub dispatcher: Dispatcher,
-    pub clients: HashMap<String, ClientEntry>,
+    /// The configured clients with the SHA-256 of their tokens ([`Core::client_by_token`]).
+    clients: Vec<([u8; 32], ClientEntry)>,
     pub webhooks: Webhooks,
     /// Execution history (set at start-up when enabled; see [`crate::history`]).
     pub history: std::sync::OnceLock<crate::history::History>,
@@ -111,6 +129,13 @@ const REPUTATION_PENALTY: f64 = 0.05;
 impl Core {
     /// A core over `stores` (its `data` and `schedule_locks` are used by the caller: the engine
     /// environment and the scheduler).
+    /// The configured client whose token is `token`, found in constant time: the digest of
+    /// `token` is compared with every client's (fixed length, every byte, no early exit), so the
+    /// time taken says nothing about how much of a token was right (like worker tokens).
+    pub fn client_by_token(&self, token: &str) -> Option<&ClientEntry> {
+        find_client(&self.clients, token)
+    }
+
     /// The individual token of `worker_id` (exact workers.toml entry, else a matching pattern).
     pub fn worker_token(&self, worker_id: &str) -> Option<String> {
         let tokens = self.worker_tokens.read().clone();
@@ -130,7 +155,7 @@ impl Core {
     }
 
     pub fn new(cfg: Config, env: EngineEnv, stores: Stores) -> Self {
-        let clients = cfg.clients.iter().map(|c| (c.token.clone(), c.clone())).collect();
+        let clients = cfg.clients.iter().map(|c| (token_digest(&c.token), c.clone())).collect();
         let mut dispatcher =
             Dispatcher::new(stores.workers, cfg.worker_health_check_interval * 2, cfg.reputation_min_threshold)
                 .with_max_candidates(cfg.dispatcher_max_candidates);
@@ -804,5 +829,27 @@ impl Core {
     /// Revokes an STS token.
     pub async fn sts_revoke(&self, token: &str) -> Result<(), StorageError> {
         self.sts.revoke(&crate::protocol::sign::sha256_hex(token.as_bytes())).await
+    }
+}
+
+#[cfg(test)]
+mod client_lookup_tests {
+    use super::*;
+
+    /// Issue #12 item 11: client tokens are found through their digests (constant time), exactly.
+    #[test]
+    fn client_tokens_are_matched_by_digest() {
+        let entry = |name: &str, token: &str| ClientEntry {
+            token: token.into(),
+            config: crate::context::ClientConfig { name: name.into(), ..Default::default() },
+            quota: None,
+        };
+        let clients: Vec<_> =
+            [entry("a", "token-a"), entry("b", "token-b")].into_iter().map(|c| (token_digest(&c.token), c)).collect();
+        assert_eq!(find_client(&clients, "token-b").map(|c| c.config.name.as_str()), Some("b"));
+        assert_eq!(find_client(&clients, "token-a").map(|c| c.config.name.as_str()), Some("a"));
+        for wrong in ["", "token-", "token-a ", "TOKEN-A", "token-c"] {
+            assert!(find_client(&clients, wrong).is_none(), "{wrong:?}");
+        }
     }
 }

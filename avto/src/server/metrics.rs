@@ -294,9 +294,10 @@ impl Core {
         }
     }
 
-    /// The client API answer of `GET .../jobs/{id}/history` for `client` (a client name).
-    /// `owner` is the owner of the job in the job store (None when the store no longer has it:
-    /// then the history rows tell the owner). Other clients' jobs are 404, like unknown ones.
+    /// The client API answer of `GET .../jobs/{id}/history` for `client` (a client identity,
+    /// [`crate::ClientConfig::id`]). `owner` is the owner of the job in the job store (None when
+    /// the store no longer has it: then the job snapshots of the history rows tell the owner).
+    /// Other clients' jobs are 404, like unknown ones.
     pub async fn history_view(
         &self,
         job_id: &str,
@@ -306,8 +307,10 @@ impl Core {
     ) -> Result<Value, ApiError> {
         let h = self.history().ok_or_else(|| ApiError::NotFound(history::DISABLED_MESSAGE.into()))?;
         let rows = h.job_history(job_id).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
-        let owner = owner.map(str::to_owned).or_else(|| rows.iter().find_map(|r| r.client.clone()));
-        if owner.as_deref() != Some(client) {
+        let owner = owner
+            .map(str::to_owned)
+            .or_else(|| rows.iter().find_map(|r| r.snapshot()?.get("client")?.get("id")?.as_str().map(str::to_owned)));
+        if client.is_empty() || owner.as_deref() != Some(client) {
             return Err(ApiError::NotFound("Job not found".into()));
         }
         let tz = self.cfg.tz;

@@ -137,7 +137,8 @@ impl OrchestratorBuilder {
 
     /// Checks the blueprint set and builds the orchestrator (must be called inside a Tokio runtime).
     pub fn build(self) -> Result<Orchestrator, ServeError> {
-        let config = self.config.unwrap_or_default();
+        let mut config = self.config.unwrap_or_default();
+        config::check_clients(&mut config.clients)?;
         let mut seen = std::collections::BTreeMap::new();
         for bp in &self.blueprints {
             if let Some(prev) = seen.insert(bp.name(), *bp) {

@@ -469,7 +469,13 @@ pub fn scheduler_client() -> ClientEntry {
     config.insert("plan".into(), json!("system"));
     ClientEntry {
         token: String::new(),
-        config: ClientConfig { name: "scheduler".into(), plan: "system".into(), params: Value::Null, config },
+        config: ClientConfig {
+            name: "scheduler".into(),
+            id: "system:scheduler".into(),
+            plan: "system".into(),
+            params: Value::Null,
+            config,
+        },
         quota: None,
     }
 }

@@ -71,21 +71,21 @@ pub trait JobStore: Send + Sync + 'static {
     }
     /// A snapshot of a job.
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Job>, StorageError>>;
-    /// Jobs of one client, newest first.
+    /// Jobs of one client (its identity, [`crate::ClientConfig::id`]), newest first.
     fn list<'a>(
         &'a self,
         client: &'a str,
         limit: usize,
         offset: usize,
     ) -> BoxFuture<'a, Result<Vec<Job>, StorageError>>;
-    /// Quarantined jobs of one client, most recently quarantined first.
+    /// Quarantined jobs of one client (its identity), most recently quarantined first.
     fn list_quarantined<'a>(
         &'a self,
         client: &'a str,
         limit: usize,
         offset: usize,
     ) -> BoxFuture<'a, Result<Vec<Job>, StorageError>>;
-    /// Number of jobs per status, for one client (`None` = every client).
+    /// Number of jobs per status, for one client (its identity; `None` = every client).
     fn counts<'a>(&'a self, client: Option<&'a str>) -> BoxFuture<'a, Result<BTreeMap<JobStatus, u64>, StorageError>>;
     /// Claims up to `limit` unsettled jobs (see [`is_unsettled`]) with no insert, save or claim
     /// since `cutoff_ms`, oldest first. A claim counts as activity at `now_ms`, so each stale job
@@ -269,7 +269,7 @@ pub mod memory {
     impl JobStore for MemoryJobs {
         fn insert(&self, job: Job) -> BoxFuture<'_, Result<(), StorageError>> {
             let id = job.id.clone();
-            let client = job.client.name.clone();
+            let client = job.client.id.clone();
             let status = job.status;
             let res = {
                 let mut jobs = self.jobs.write();
@@ -302,7 +302,7 @@ pub mod memory {
 
         fn save<'a>(&'a self, guard: &'a JobGuard) -> BoxFuture<'a, Result<(), StorageError>> {
             // The guard is the job itself; only the indexes need updating.
-            self.counts.lock().set(&guard.id, &guard.client.name, guard.status);
+            self.counts.lock().set(&guard.id, &guard.client.id, guard.status);
             let mut activity = self.activity.lock();
             if is_unsettled(guard.status) {
                 activity.insert(guard.id.clone(), now_ms());
@@ -311,7 +311,7 @@ pub mod memory {
             }
             if guard.status == JobStatus::Quarantined {
                 let mut q = self.quarantined.lock();
-                q.entry(guard.client.name.clone()).or_default().insert(guard.id.clone());
+                q.entry(guard.client.id.clone()).or_default().insert(guard.id.clone());
             }
             Box::pin(async { Ok(()) })
         }

@@ -37,7 +37,7 @@ impl FromRequestParts<Arc<Core>> for Client {
             }
         };
         let route = parts.extensions.get::<MatchedPath>().map_or("-", |m| m.as_str());
-        rate_limit(core, &format!("client:{}:{route}", entry.config.name)).await?;
+        rate_limit(core, &format!("client:{}:{route}", entry.config.id)).await?;
         if entry.quota.is_some() && !core.quotas.take(&entry.token).await.map_err(storage)? {
             return Err(ApiError::TooManyRequests {
                 message: format!("Quota exceeded for client `{}` (monthly_attempts)", entry.config.name),
@@ -56,7 +56,7 @@ fn authenticate<'c>(parts: &Parts, core: &'c Core) -> Result<&'c ClientEntry, Ap
         .ok_or_else(|| ApiError::Unauthorized("Missing X-Client-Token header".into()))?
         .to_str()
         .map_err(|_| ApiError::Unauthorized("Unauthorized: Invalid token".into()))?;
-    core.clients.get(token).ok_or_else(|| ApiError::Unauthorized("Unauthorized: Invalid token".into()))
+    core.client_by_token(token).ok_or_else(|| ApiError::Unauthorized("Unauthorized: Invalid token".into()))
 }
 
 /// Counts one request against `key` (429 with `Retry-After` over the limit).
@@ -209,7 +209,7 @@ async fn create_job(
 pub(super) async fn owned_job(core: &Core, client: &ClientEntry, job_id: &str) -> Result<Job, ApiError> {
     check_job_id(job_id)?;
     match core.jobs.get(job_id).await.map_err(storage)? {
-        Some(j) if j.client.name == client.config.name => Ok(j),
+        Some(j) if j.client.id == client.config.id => Ok(j),
         _ => Err(ApiError::NotFound("Job not found".into())),
     }
 }
@@ -300,8 +300,8 @@ async fn job_history(
 ) -> Result<Response, ApiError> {
     check_job_id(&job_id)?;
     let detailed = q.detailed.as_deref().map_or(core.cfg.detailed_api_responses, |d| matches!(d, "true" | "1"));
-    let owner = core.jobs.get(&job_id).await.map_err(storage)?.map(|j| j.client.name.clone());
-    let rows = core.history_view(&job_id, &client.config.name, owner.as_deref(), |j| job_view(j, detailed)).await?;
+    let owner = core.jobs.get(&job_id).await.map_err(storage)?.map(|j| j.client.id.clone());
+    let rows = core.history_view(&job_id, &client.config.id, owner.as_deref(), |j| job_view(j, detailed)).await?;
     Ok(json_response(&rows))
 }
 
@@ -363,7 +363,7 @@ async fn list_jobs(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let (limit, offset, detailed) = q.page()?;
-    let jobs = core.jobs.list(&client.config.name, limit, offset).await.map_err(storage)?;
+    let jobs = core.jobs.list(&client.config.id, limit, offset).await.map_err(storage)?;
     let list: Vec<Value> = jobs.iter().map(|j| job_view(j, detailed)).collect();
     Ok(json_response(&Value::Array(list)))
 }
@@ -376,7 +376,7 @@ pub(super) async fn quarantined_jobs(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let (limit, offset, detailed) = q.page()?;
-    let jobs = core.jobs.list_quarantined(&client.config.name, limit, offset).await.map_err(storage)?;
+    let jobs = core.jobs.list_quarantined(&client.config.id, limit, offset).await.map_err(storage)?;
     let list: Vec<Value> = jobs.iter().map(|j| job_view(j, detailed)).collect();
     Ok(json_response(&Value::Array(list)))
 }
@@ -455,7 +455,7 @@ async fn reload_workers(State(core): State<Arc<Core>>, _operator: Operator) -> R
 }
 
 async fn dashboard(State(core): State<Arc<Core>>, Client(client): Client) -> Result<Response, ApiError> {
-    let counts = core.jobs.counts(Some(&client.config.name)).await.map_err(storage)?;
+    let counts = core.jobs.counts(Some(&client.config.id)).await.map_err(storage)?;
     let mut jobs = Map::new();
     jobs.insert("queued".into(), json!(core.dispatcher.queue_depth().await));
     for (status, n) in counts {

@@ -48,13 +48,17 @@ async fn job_key(
     if filename.is_empty() {
         return Err(ApiError::bad("filename is required"));
     }
-    check_key(filename).map_err(|_| {
+    let key = format!("jobs/{job_id}/{filename}");
+    check_key(filename).and_then(|_| check_key(&key)).map_err(|_| {
         ApiError::bad(format!(
-            "invalid filename `{}`: use a relative path without `..`, `.` or empty segments",
-            truncate(filename)
+            "invalid filename `{}`: use a relative path without `..`, `.` or empty segments, at most {} bytes \
+             per segment and {} bytes in all (`jobs/{{job_id}}/` included)",
+            truncate(filename),
+            crate::files::MAX_KEY_SEGMENT_BYTES,
+            crate::files::MAX_KEY_BYTES
         ))
     })?;
-    Ok((store, format!("jobs/{job_id}/{filename}")))
+    Ok((store, key))
 }
 
 fn store_error(e: FileError) -> ApiError {

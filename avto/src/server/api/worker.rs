@@ -199,12 +199,36 @@ async fn body_object(req: Request, core: &Core) -> Result<(Credentials, Map<Stri
     Ok((creds, parse_object_within(&bytes, core.cfg.max_json_depth)?))
 }
 
+/// The `worker_id` a message body claims.
+fn body_worker_id(body: &Map<String, Value>) -> Option<String> {
+    body.get("worker_id").and_then(Value::as_str).map(str::to_owned)
+}
+
+/// Reads a message body and authenticates its sender before judging the body, so a request that
+/// fails authentication is a 403 whatever its body (a malformed one too). A request with no
+/// credential at all is refused before its body is read. The worker id the request claims is
+/// `X-Worker-ID`, else the one `claimed` finds in the body when it parses.
+async fn authenticated_body(
+    req: Request,
+    core: &Core,
+    claimed: impl Fn(&Map<String, Value>) -> Option<String>,
+) -> Result<(Credentials, Sender, Map<String, Value>), ApiError> {
+    let (parts, body) = req.into_parts();
+    let creds = Credentials::of(&parts);
+    let certificate = creds.cn.is_some() && core.cfg.worker_auth_mode != WorkerAuthMode::TokenOnly;
+    let token = creds.headers.get("x-worker-token").is_some_and(|t| !t.is_empty());
+    if !certificate && !token {
+        authenticate(core, &creds, None).await?; // refuses: no credential
+    }
+    let bytes = read_body(Request::from_parts(parts, body), core.cfg.max_body_bytes).await?;
+    let parsed = parse_object(&bytes);
+    let hint = header_id(&creds.headers).map(str::to_owned).or_else(|| parsed.as_ref().ok().and_then(&claimed));
+    let sender = authenticate(core, &creds, hint.as_deref()).await?;
+    Ok((creds, sender, parsed?))
+}
+
 async fn register(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
-    let (creds, body) = body_object(req, &core).await?;
-    let claimed = header_id(&creds.headers)
-        .map(str::to_owned)
-        .or_else(|| body.get("worker_id").and_then(Value::as_str).map(str::to_owned));
-    let sender = authenticate(&core, &creds, claimed.as_deref()).await?;
+    let (creds, sender, body) = authenticated_body(req, &core, body_worker_id).await?;
     rate_limit(&core, &sender, "register").await?;
     let body = Value::Object(body);
     verify(&core, &sender, &body, MessageKind::Registration).await?;
@@ -373,11 +397,7 @@ fn parse_error(v: Option<&Value>) -> Result<Option<TaskError>, ApiError> {
 }
 
 async fn result(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
-    let (creds, body) = body_object(req, &core).await?;
-    let claimed = header_id(&creds.headers)
-        .map(str::to_owned)
-        .or_else(|| body.get("worker_id").and_then(Value::as_str).map(str::to_owned));
-    let sender = authenticate(&core, &creds, claimed.as_deref()).await?;
+    let (_, sender, body) = authenticated_body(req, &core, body_worker_id).await?;
     rate_limit(&core, &sender, "result").await?;
     core.metrics.results_received(1);
     Ok(json_response(&process_result(&core, &sender, Value::Object(body)).await?))
@@ -393,7 +413,10 @@ pub const MAX_RESULTS_PER_BATCH: usize = 64;
 /// refuse: one bad result does not refuse the others. avto's worker SDK batches results this
 /// way only after an orchestrator answered a batch poll (so never against the Python one).
 async fn results(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
-    let (creds, mut body) = body_object(req, &core).await?;
+    let first_worker_id = |b: &Map<String, Value>| {
+        b.get("results")?.as_array()?.iter().find_map(|r| r.get("worker_id").and_then(Value::as_str).map(str::to_owned))
+    };
+    let (_, sender, mut body) = authenticated_body(req, &core, first_worker_id).await?;
     let items = match body.remove("results") {
         Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_RESULTS_PER_BATCH => items,
         _ => {
@@ -402,10 +425,6 @@ async fn results(State(core): State<Arc<Core>>, req: Request) -> Result<Response
             )))
         }
     };
-    let claimed = header_id(&creds.headers)
-        .map(str::to_owned)
-        .or_else(|| items.iter().find_map(|r| r.get("worker_id").and_then(Value::as_str).map(str::to_owned)));
-    let sender = authenticate(&core, &creds, claimed.as_deref()).await?;
     rate_limit(&core, &sender, "result").await?;
     core.metrics.results_received(items.len());
     let mut answers = Vec::with_capacity(items.len());
@@ -488,11 +507,7 @@ async fn process_event(core: &Arc<Core>, sender: &Sender, body: &Value) -> Resul
 }
 
 async fn event(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
-    let (creds, body) = body_object(req, &core).await?;
-    let claimed = header_id(&creds.headers)
-        .map(str::to_owned)
-        .or_else(|| body.get("worker_id").and_then(Value::as_str).map(str::to_owned));
-    let sender = authenticate(&core, &creds, claimed.as_deref()).await?;
+    let (_, sender, body) = authenticated_body(req, &core, body_worker_id).await?;
     rate_limit(&core, &sender, "event").await?;
     Ok(json_response(&process_event(&core, &sender, &Value::Object(body)).await?))
 }

@@ -282,7 +282,7 @@ impl RedisJobs {
                 &[
                     &job.id,
                     &to_json(job),
-                    &job.client.name,
+                    &job.client.id,
                     &job.created_at_ms,
                     &job.status.as_str(),
                     &unsettled,
@@ -377,7 +377,7 @@ impl JobStore for RedisJobs {
         Box::pin(async move {
             let token = new_token();
             self.insert_as(&job, &token).await?;
-            let lease = self.lease(&job.id, &job.client.name, token);
+            let lease = self.lease(&job.id, &job.client.id, token);
             Ok(JobGuard::Leased { job, lease: Box::new(lease) })
         })
     }
@@ -396,7 +396,7 @@ impl JobStore for RedisJobs {
                     Some(2) => {
                         let json = parts.get(1).and_then(reply::string).unwrap_or_default();
                         let job: Job = from_json(&format!("job {id}"), &json)?;
-                        let lease = self.lease(id, &job.client.name, token);
+                        let lease = self.lease(id, &job.client.id, token);
                         return Ok(Some(JobGuard::Leased { job, lease: Box::new(lease) }));
                     }
                     Some(1) => return Ok(None),
