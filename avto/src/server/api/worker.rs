@@ -221,7 +221,7 @@ async fn authenticated_body(
         authenticate(core, &creds, None).await?; // refuses: no credential
     }
     let bytes = read_body(Request::from_parts(parts, body), core.cfg.max_body_bytes).await?;
-    let parsed = parse_object(&bytes);
+    let parsed = parse_object_within(&bytes, core.cfg.max_json_depth);
     let hint = header_id(&creds.headers).map(str::to_owned).or_else(|| parsed.as_ref().ok().and_then(&claimed));
     let sender = authenticate(core, &creds, hint.as_deref()).await?;
     Ok((creds, sender, parsed?))
