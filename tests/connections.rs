@@ -164,3 +164,48 @@ async fn tls_listener_has_the_cap_and_the_timeouts() {
     wait_status_ok(&https_client(&ca, None), &status).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Reads until `needle` has arrived (bounded by [`BOUND`]); what was read.
+async fn read_until_seen(sock: &mut TcpStream, needle: &str, what: &str) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let seen = tokio::time::timeout(BOUND, async {
+        while !String::from_utf8_lossy(&out).contains(needle) {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(seen.is_ok() && text.contains(needle), "{what}: no `{needle}` in time; got {text:?}");
+    text
+}
+
+/// A body that stalls after its head (10 of 100 announced bytes, then nothing) is answered 408
+/// with a JSON error once `HTTP_BODY_READ_TIMEOUT_SECONDS` has passed, on a client route and on
+/// a worker route; before, the handler waited for the rest forever, holding the connection.
+#[tokio::test]
+async fn plain_stalled_bodies_are_answered_408() {
+    let cfg = test_config_with(&[("HTTP_BODY_READ_TIMEOUT_SECONDS", "1"), ("HTTP_IDLE_TIMEOUT_SECONDS", "60")]);
+    let s = Server::with_config([echo_flow::blueprint()], cfg).await;
+    let heads = [
+        format!(
+            "POST /api/v1/jobs/echo HTTP/1.1\r\nHost: x\r\nX-Client-Token: {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n",
+            avto_tests::CLIENT_TOKEN
+        ),
+        format!(
+            "POST /_worker/workers/register HTTP/1.1\r\nHost: x\r\nX-Worker-Token: {}\r\nX-Worker-ID: stall-w\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n",
+            avto_tests::WORKER_TOKEN
+        ),
+    ];
+    for head in heads {
+        let mut sock = TcpStream::connect(addr(&s)).await.unwrap();
+        sock.write_all(head.as_bytes()).await.unwrap();
+        sock.write_all(br#"{"initial"#).await.unwrap();
+        let answer = read_until_seen(&mut sock, "HTTP_BODY_READ_TIMEOUT_SECONDS", "a stalled body").await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains(r#"{"error":"the request body did not arrive within 1 s"#), "{answer}");
+    }
+}

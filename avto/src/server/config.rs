@@ -129,6 +129,11 @@ pub struct Config {
     /// `HTTP_IDLE_TIMEOUT_SECONDS` (default 60): a connection with no request running and no
     /// byte moving for this long is closed (a long poll or a slow answer is never cut).
     pub http_idle_timeout: Duration,
+    /// `HTTP_BODY_READ_TIMEOUT_SECONDS` (default 30): a JSON request body (at most
+    /// `MAX_REQUEST_BODY_BYTES`) must arrive completely within this time once its head has been
+    /// read (408 otherwise), and a streamed file upload may pause at most this long between two
+    /// chunks, so a body that stalls after its head cannot hold a connection.
+    pub http_body_read_timeout: Duration,
     pub log_level: String,
     pub log_format: String,
     pub reputation_min_threshold: f64,
@@ -273,6 +278,7 @@ impl Default for Config {
             max_connections: 4096,
             http_header_read_timeout: Duration::from_secs(10),
             http_idle_timeout: Duration::from_secs(60),
+            http_body_read_timeout: Duration::from_secs(30),
             log_level: "info".into(),
             log_format: "json".into(),
             reputation_min_threshold: 0.3,
@@ -452,6 +458,7 @@ impl Config {
             max_connections: env.parse("MAX_CONNECTIONS", d.max_connections)?,
             http_header_read_timeout: env.secs("HTTP_HEADER_READ_TIMEOUT_SECONDS", d.http_header_read_timeout)?,
             http_idle_timeout: env.secs("HTTP_IDLE_TIMEOUT_SECONDS", d.http_idle_timeout)?,
+            http_body_read_timeout: env.secs("HTTP_BODY_READ_TIMEOUT_SECONDS", d.http_body_read_timeout)?,
             log_level: env.str("LOG_LEVEL").map(|l| l.to_ascii_lowercase()).unwrap_or(d.log_level),
             log_format: env.str("LOG_FORMAT").map(|l| l.to_ascii_lowercase()).unwrap_or(d.log_format),
             reputation_min_threshold: env.parse("REPUTATION_MIN_THRESHOLD", d.reputation_min_threshold)?,
@@ -520,6 +527,7 @@ impl Config {
         for (name, d) in [
             ("HTTP_HEADER_READ_TIMEOUT_SECONDS", c.http_header_read_timeout),
             ("HTTP_IDLE_TIMEOUT_SECONDS", c.http_idle_timeout),
+            ("HTTP_BODY_READ_TIMEOUT_SECONDS", c.http_body_read_timeout),
         ] {
             if d.is_zero() || d > Duration::from_secs(86_400) {
                 return Err(ConfigError(format!("{name} must be greater than 0 and at most 86400")));

@@ -14,7 +14,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::Router;
-use futures::TryStreamExt;
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -114,11 +114,33 @@ async fn upload_content(
     if declared.is_some_and(|n| n > limit) {
         return Err(store_error(FileError::TooLarge { limit }));
     }
-    let chunks = body
-        .into_data_stream()
-        .map_ok(|b| b.to_vec())
-        .map_err(|e| FileError::Store(format!("reading the request body: {e}")));
-    let size = store.put_stream(&key, Box::pin(chunks), limit).await.map_err(store_error)?;
+    // A client may pause at most HTTP_BODY_READ_TIMEOUT_SECONDS between two chunks: a stalled
+    // upload ends with 408 instead of holding its connection and multipart upload open.
+    let idle = core.cfg.http_body_read_timeout;
+    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stalled.clone();
+    let chunks = futures::stream::unfold(Some(body.into_data_stream()), move |data| {
+        let flag = flag.clone();
+        async move {
+            let mut data = data?;
+            match tokio::time::timeout(idle, data.next()).await {
+                Ok(None) => None,
+                Ok(Some(chunk)) => Some((
+                    chunk.map(|b| b.to_vec()).map_err(|e| FileError::Store(format!("reading the request body: {e}"))),
+                    Some(data),
+                )),
+                Err(_) => {
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                    Some((Err(FileError::Store("the request body stalled".into())), None))
+                }
+            }
+        }
+    });
+    let size = match store.put_stream(&key, Box::pin(chunks), limit).await {
+        Ok(size) => size,
+        Err(_) if stalled.load(std::sync::atomic::Ordering::SeqCst) => return Err(super::body_timeout(idle)),
+        Err(e) => return Err(store_error(e)),
+    };
     tracing::info!(job_id = %job_id, key = %key, size, "file uploaded by client");
     Ok(json_response(&json!({"status": "uploaded", "s3_uri": store.uri(&key), "size": size})))
 }

@@ -61,19 +61,33 @@ pub struct JsonObject(pub Map<String, Value>);
 impl FromRequest<Arc<Core>> for JsonObject {
     type Rejection = ApiError;
     async fn from_request(req: Request, core: &Arc<Core>) -> Result<Self, ApiError> {
-        let bytes = read_body(req, core.cfg.max_body_bytes).await?;
+        let bytes = read_body(req, &core.cfg).await?;
         parse_object_within(&bytes, core.cfg.max_json_depth).map(JsonObject)
     }
 }
 
-/// Reads a body up to `limit` bytes (413 beyond).
-pub async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads a body up to `MAX_REQUEST_BODY_BYTES` (413 beyond) that arrives within
+/// `HTTP_BODY_READ_TIMEOUT_SECONDS` (408 otherwise: a body that stalls after its head must not
+/// hold the connection and its handler forever).
+pub async fn read_body(req: Request, cfg: &crate::server::Config) -> Result<Bytes, ApiError> {
+    let limit = cfg.max_body_bytes;
     if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()) {
         if len > limit {
             return Err(too_large(limit));
         }
     }
-    axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| too_large(limit))
+    match tokio::time::timeout(cfg.http_body_read_timeout, axum::body::to_bytes(req.into_body(), limit)).await {
+        Ok(read) => read.map_err(|_| too_large(limit)),
+        Err(_) => Err(body_timeout(cfg.http_body_read_timeout)),
+    }
+}
+
+/// The answer to a request body that did not arrive in time.
+pub(crate) fn body_timeout(after: std::time::Duration) -> ApiError {
+    ApiError::RequestTimeout(format!(
+        "the request body did not arrive within {} s (HTTP_BODY_READ_TIMEOUT_SECONDS)",
+        after.as_secs_f64()
+    ))
 }
 
 fn too_large(limit: usize) -> ApiError {

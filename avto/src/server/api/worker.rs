@@ -195,7 +195,7 @@ async fn verify(core: &Core, sender: &Sender, body: &Value, kind: MessageKind) -
 async fn body_object(req: Request, core: &Core) -> Result<(Credentials, Map<String, Value>), ApiError> {
     let (parts, body) = req.into_parts();
     let creds = Credentials::of(&parts);
-    let bytes = read_body(Request::from_parts(parts, body), core.cfg.max_body_bytes).await?;
+    let bytes = read_body(Request::from_parts(parts, body), &core.cfg).await?;
     Ok((creds, parse_object_within(&bytes, core.cfg.max_json_depth)?))
 }
 
@@ -220,7 +220,7 @@ async fn authenticated_body(
     if !certificate && !token {
         authenticate(core, &creds, None).await?; // refuses: no credential
     }
-    let bytes = read_body(Request::from_parts(parts, body), core.cfg.max_body_bytes).await?;
+    let bytes = read_body(Request::from_parts(parts, body), &core.cfg).await?;
     let parsed = parse_object_within(&bytes, core.cfg.max_json_depth);
     let hint = header_id(&creds.headers).map(str::to_owned).or_else(|| parsed.as_ref().ok().and_then(&claimed));
     let sender = authenticate(core, &creds, hint.as_deref()).await?;
@@ -276,7 +276,7 @@ async fn heartbeat(
     let req = Request::from_parts(parts, body);
     let sender = authenticate(&core, &creds, Some(&worker_id)).await?;
     rate_limit(&core, &sender, "heartbeat").await?;
-    let bytes = read_body(req, core.cfg.max_body_bytes).await?;
+    let bytes = read_body(req, &core.cfg).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(match core.heartbeat(&worker_id, None).await? {
             Some(_) => json_response(&json!({"status": "ttl_refreshed"})),
