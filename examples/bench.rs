@@ -1,4 +1,6 @@
 //! `cargo run --release --example bench -- [--jobs 20000] [--workers 4] [--concurrency 256] [--waiting 100000]`
+//! (`--help` lists every flag and its default.)
+//!
 //!
 //! Starts the orchestrator (`echo_server`, a separate process, so its CPU time and memory are its
 //! own), N in-process Rust SDK workers with the `echo` skill, then submits J jobs of the one-task
@@ -32,57 +34,45 @@ const CT: &str = "bench-client-token";
 const WT: &str = "bench-worker-token";
 const SK: &str = "bench-orchestrator-secret";
 
+/// Benchmark of the avto orchestrator (or, with --target, of one already running); see the doc
+/// comment of examples/bench.rs. Loopback only.
+#[derive(clap::Parser)]
+#[command(name = "bench")]
 struct Args {
+    /// Jobs to submit
+    #[arg(long, default_value_t = 20_000)]
     jobs: usize,
+    /// In-process Rust SDK workers with the `echo` skill
+    #[arg(long, default_value_t = 4)]
     workers: usize,
+    /// Jobs in flight at once (also each worker's max concurrent tasks)
+    #[arg(long, default_value_t = 256)]
     concurrency: usize,
+    /// Single jobs submitted one at a time when idle, for the idle latency
+    #[arg(long, default_value_t = 300)]
     idle: usize,
+    /// Jobs left waiting for approval, for the memory per waiting job (0 skips; always 0 with --target)
+    #[arg(long, default_value_t = 100_000)]
     waiting: usize,
+    /// API port of the orchestrator this program starts
+    #[arg(long, default_value_t = 18281)]
     port: u16,
+    /// Drive an already running orchestrator at this URL (http://127.0.0.1:PORT) instead
+    #[arg(long, value_name = "URL", value_parser = |s: &str| Ok::<_, String>(s.trim_end_matches('/').to_owned()))]
     target: Option<String>,
+    /// PID of the --target orchestrator, for its RSS and CPU time
+    #[arg(long, value_name = "PID")]
     target_pid: Option<u32>,
+    /// Name of this run in the output and the JSON
+    #[arg(long, default_value = "avto")]
     label: String,
+    /// Also write the numbers as JSON to FILE
+    #[arg(long, value_name = "FILE")]
     json_out: Option<String>,
 }
 
 fn args() -> Args {
-    let mut a = Args {
-        jobs: 20_000,
-        workers: 4,
-        concurrency: 256,
-        idle: 300,
-        waiting: 100_000,
-        port: 18281,
-        target: None,
-        target_pid: None,
-        label: "avto".into(),
-        json_out: None,
-    };
-    let v: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < v.len() {
-        let n = |i: usize| v.get(i + 1).and_then(|x| x.parse::<usize>().ok()).expect("a number after the flag");
-        match v[i].as_str() {
-            "--jobs" => a.jobs = n(i),
-            "--workers" => a.workers = n(i),
-            "--concurrency" => a.concurrency = n(i),
-            "--idle" => a.idle = n(i),
-            "--waiting" => a.waiting = n(i),
-            "--port" => a.port = n(i) as u16,
-            "--target-pid" => a.target_pid = Some(n(i) as u32),
-            "--target" | "--label" | "--json-out" => {
-                let val = v.get(i + 1).cloned().expect("a value after the flag");
-                match v[i].as_str() {
-                    "--target" => a.target = Some(val.trim_end_matches('/').to_owned()),
-                    "--label" => a.label = val,
-                    _ => a.json_out = Some(val),
-                }
-            }
-            other => panic!("unknown argument {other}; see the doc comment of examples/bench.rs"),
-        }
-        i += 2;
-    }
-    a
+    <Args as clap::Parser>::parse()
 }
 
 /// Orchestrator process stats from /proc: (rss kB, peak rss kB, cpu seconds).

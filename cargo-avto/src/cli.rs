@@ -1,76 +1,80 @@
-//! The `cargo avto` command line (hand-rolled parsing; see [`HELP`]).
+//! The `cargo avto` command line (clap; see `cargo avto --help`).
 
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use clap::{Parser, Subcommand, ValueEnum};
+
 use crate::{collect, find_manifest, render_svg, Error, Found};
 
-/// The text of `cargo avto --help`.
-pub const HELP: &str = "\
-cargo-avto: the state graphs of the avto blueprints of a crate
+/// What `cargo avto --help` and `cargo avto graph --help` print after the options.
+const AFTER_HELP: &str = "\
+Output:
+  Blueprints are sorted by name. With --format dot, each DOT is written verbatim (a final
+  newline is added only if the DOT lacks one) and several DOTs are separated by one empty
+  line; -o FILE writes that same text to FILE.
+  With --format svg, one blueprint is written to standard output or to -o FILE. Several
+  blueprints need either --blueprint NAME or -o DIR, which writes DIR/NAME.svg for each
+  (DIR is created if missing).
+  In either format, an -o PATH that is an existing directory or ends in `/` writes
+  PATH/NAME.dot or PATH/NAME.svg for each blueprint.
 
-USAGE:
-    cargo avto graph [OPTIONS]
+Exit status:
+  0  success (also when the crate has no blueprints: a warning is printed)
+  1  a source file, manifest or blueprint has errors (all are printed), or SVG rendering failed
+  2  usage error: bad arguments, no Cargo.toml, unknown --blueprint NAME
 
-Reads the sources of the crate (lib, bins and examples, following `mod foo;`) without
-building it, finds every `#[avto::blueprint]` module and prints its Graphviz DOT: byte for
-byte the `<module>::DOT` constant the macro generates. SVG is rendered in-process (layout-rs),
-no Graphviz install needed.
+Examples:
+  cargo avto graph
+  cargo avto graph --blueprint order_flow --format svg -o order_flow.svg
+  cargo avto graph --manifest-path examples/Cargo.toml --format svg -o graphs/";
 
-OPTIONS:
-        --manifest-path PATH  Cargo.toml of the crate [default: the nearest Cargo.toml in the
-                              current directory or above]. A virtual workspace manifest means
-                              every member crate.
-        --format dot|svg      Output format [default: dot]
-        --blueprint NAME      Only the blueprint with this name (its `name = \"...\"`)
-    -o, --output PATH         Write to PATH instead of standard output (see below)
-    -h, --help                Print this help
-    -V, --version             Print the version
+/// cargo-avto: the state graphs of the avto blueprints of a crate
+#[derive(Debug, Parser)]
+#[command(name = "cargo-avto", bin_name = "cargo avto", version, propagate_version = true, after_help = AFTER_HELP)]
+// No arguments is a usage error ("requires a subcommand", exit 2), not the help on stderr.
+#[command(arg_required_else_help = false)]
+struct Cli {
+    #[command(subcommand)]
+    command: Sub,
+}
 
-OUTPUT:
-    Blueprints are sorted by name. With --format dot, each DOT is written verbatim (a final
-    newline is added only if the DOT lacks one) and several DOTs are separated by one empty
-    line; -o FILE writes that same text to FILE.
-    With --format svg, one blueprint is written to standard output or to -o FILE. Several
-    blueprints need either --blueprint NAME or -o DIR, which writes DIR/NAME.svg for each
-    (DIR is created if missing).
-    In either format, an -o PATH that is an existing directory or ends in `/` writes
-    PATH/NAME.dot or PATH/NAME.svg for each blueprint.
-
-EXIT STATUS:
-    0  success (also when the crate has no blueprints: a warning is printed)
-    1  a source file, manifest or blueprint has errors (all are printed), or SVG rendering failed
-    2  usage error: bad arguments, no Cargo.toml, unknown --blueprint NAME
-
-EXAMPLES:
-    cargo avto graph
-    cargo avto graph --blueprint order_flow --format svg -o order_flow.svg
-    cargo avto graph --manifest-path examples/Cargo.toml --format svg -o graphs/
-";
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// Print or render the state graphs of the blueprints of a crate
+    ///
+    /// Reads the sources of the crate (lib, bins and examples, following `mod foo;`) without
+    /// building it, finds every `#[avto::blueprint]` module and prints its Graphviz DOT: byte for
+    /// byte the `<module>::DOT` constant the macro generates. SVG is rendered in-process
+    /// (layout-rs), no Graphviz install needed.
+    #[command(after_help = AFTER_HELP)]
+    Graph(GraphArgs),
+}
 
 /// Output format of `cargo avto graph`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Dot,
     Svg,
 }
 
 /// Parsed arguments of `cargo avto graph`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct GraphArgs {
+    /// Cargo.toml of the crate [default: the nearest Cargo.toml in the current directory or
+    /// above]. A virtual workspace manifest means every member crate.
+    #[arg(long, value_name = "PATH")]
     pub manifest_path: Option<PathBuf>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Dot)]
     pub format: Format,
+    /// Only the blueprint with this name (its `name = "..."`)
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub blueprint: Option<String>,
+    /// Write to PATH instead of standard output (see below)
+    #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
-}
-
-/// What the command line asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    Help,
-    Version,
-    Graph(GraphArgs),
 }
 
 fn usage(message: impl Into<String>) -> Error {
@@ -78,73 +82,15 @@ fn usage(message: impl Into<String>) -> Error {
 }
 
 /// Parses the full argument list (program name first). Accepts both `cargo-avto graph ...`
-/// and `cargo-avto avto graph ...` (what `cargo avto graph` runs).
-pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error> {
-    let mut args: Vec<String> = args
-        .into_iter()
-        .skip(1)
-        .map(|a| a.into_string().map_err(|a| usage(format!("argument is not valid UTF-8: {a:?}"))))
-        .collect::<Result<_, _>>()?;
-    if args.first().map(String::as_str) == Some("avto") {
-        args.remove(0);
+/// and `cargo-avto avto graph ...` (what `cargo avto graph` runs). `--help` and `--version`
+/// come back as a [`clap::Error`] of kind `DisplayHelp` / `DisplayVersion`; `.exit()` prints it.
+pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<GraphArgs, clap::Error> {
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    if args.get(1).is_some_and(|a| a == "avto") {
+        args.remove(1);
     }
-    if args.iter().any(|a| a == "-h" || a == "--help") || args.first().map(String::as_str) == Some("help") {
-        return Ok(Command::Help);
-    }
-    if args.iter().any(|a| a == "-V" || a == "--version") {
-        return Ok(Command::Version);
-    }
-    let mut rest = args.into_iter();
-    match rest.next().as_deref() {
-        Some("graph") => {}
-        Some(other) => return Err(usage(format!("unknown command `{other}`; the command is `cargo avto graph`"))),
-        None => return Err(usage("missing command; the command is `cargo avto graph`")),
-    }
-
-    let mut graph = GraphArgs { manifest_path: None, format: Format::Dot, blueprint: None, output: None };
-    let mut seen: Vec<&'static str> = Vec::new();
-    while let Some(arg) = rest.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let key: &'static str = match flag.as_str() {
-            "--manifest-path" => "--manifest-path",
-            "--format" => "--format",
-            "--blueprint" => "--blueprint",
-            "-o" | "--output" => "--output",
-            _ if flag.starts_with('-') => {
-                return Err(usage(format!(
-                    "unknown option `{flag}`; the options are --manifest-path, --format, --blueprint, -o/--output"
-                )))
-            }
-            _ => return Err(usage(format!("unexpected argument `{arg}`"))),
-        };
-        if seen.contains(&key) {
-            return Err(usage(format!("`{key}` given twice")));
-        }
-        seen.push(key);
-        let value = match inline {
-            Some(v) => v,
-            None => rest.next().ok_or_else(|| usage(format!("`{flag}` needs a value")))?,
-        };
-        if value.is_empty() {
-            return Err(usage(format!("`{flag}` needs a non-empty value")));
-        }
-        match key {
-            "--manifest-path" => graph.manifest_path = Some(PathBuf::from(value)),
-            "--format" => {
-                graph.format = match value.as_str() {
-                    "dot" => Format::Dot,
-                    "svg" => Format::Svg,
-                    other => return Err(usage(format!("unknown format `{other}`; use `dot` or `svg`"))),
-                }
-            }
-            "--blueprint" => graph.blueprint = Some(value),
-            _ => graph.output = Some(PathBuf::from(value)),
-        }
-    }
-    Ok(Command::Graph(graph))
+    let Sub::Graph(graph) = Cli::try_parse_from(args)?.command;
+    Ok(graph)
 }
 
 /// The DOT text of several blueprints as `cargo avto graph` prints it: each DOT verbatim
@@ -288,36 +234,25 @@ pub fn run_graph(args: &GraphArgs, cwd: &Path, stdout: &mut dyn Write, stderr: &
 /// Entry point of the binary: parses `std::env::args_os()`, runs, prints errors, and returns
 /// the exit code (0 ok, 1 errors in sources/blueprints/rendering, 2 usage).
 pub fn main() -> i32 {
-    let command = match parse_args(std::env::args_os()) {
-        Ok(c) => c,
+    let args = match parse_args(std::env::args_os()) {
+        Ok(a) => a,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Help and version go to stdout (exit 0), usage errors to stderr (exit 2).
+            let _ = e.print();
             return e.exit_code();
         }
     };
-    match command {
-        Command::Help => {
-            print!("{HELP}");
-            0
-        }
-        Command::Version => {
-            println!("cargo-avto {}", env!("CARGO_PKG_VERSION"));
-            0
-        }
-        Command::Graph(args) => {
-            let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-            let stdout = std::io::stdout();
-            let stderr = std::io::stderr();
-            match run_graph(&args, &cwd, &mut stdout.lock(), &mut stderr.lock()) {
-                Ok(()) => 0,
-                Err(e) => {
-                    let code = e.exit_code();
-                    for e in e.flatten() {
-                        eprintln!("error: {e}");
-                    }
-                    code
-                }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    match run_graph(&args, &cwd, &mut stdout.lock(), &mut stderr.lock()) {
+        Ok(()) => 0,
+        Err(e) => {
+            let code = e.exit_code();
+            for e in e.flatten() {
+                eprintln!("error: {e}");
             }
+            code
         }
     }
 }
@@ -326,7 +261,7 @@ pub fn main() -> i32 {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Command, Error> {
+    fn parse(args: &[&str]) -> Result<GraphArgs, clap::Error> {
         parse_args(std::iter::once("cargo-avto").chain(args.iter().copied()).map(OsString::from))
     }
 
@@ -337,26 +272,37 @@ mod tests {
         assert_eq!(plain, via_cargo);
         assert_eq!(
             plain,
-            Command::Graph(GraphArgs {
+            GraphArgs {
                 manifest_path: None,
                 format: Format::Svg,
                 blueprint: Some("a".into()),
-                output: Some("x.svg".into()),
-            })
+                output: Some("x.svg".into())
+            }
         );
+        assert_eq!(parse(&["graph"]).unwrap().format, Format::Dot);
     }
 
     #[test]
     fn help_and_usage_errors() {
-        assert_eq!(parse(&["avto", "graph", "--help"]).unwrap(), Command::Help);
-        assert_eq!(parse(&["-h"]).unwrap(), Command::Help);
-        assert_eq!(parse(&["avto", "-V"]).unwrap(), Command::Version);
+        use clap::error::ErrorKind;
+        for (args, kind) in [
+            (&["avto", "graph", "--help"][..], ErrorKind::DisplayHelp),
+            (&["-h"], ErrorKind::DisplayHelp),
+            (&["help"], ErrorKind::DisplayHelp),
+            (&["avto", "-V"], ErrorKind::DisplayVersion),
+            (&["avto", "graph", "-V"], ErrorKind::DisplayVersion),
+        ] {
+            let e = parse(args).unwrap_err();
+            assert_eq!((e.kind(), e.exit_code()), (kind, 0), "{args:?}");
+        }
         for bad in [
             &[][..],
             &["avto"],
             &["grap"],
             &["graph", "--format", "png"],
             &["graph", "--blueprint"],
+            &["graph", "--blueprint", ""],
+            &["graph", "-o", ""],
             &["graph", "--nope"],
             &["graph", "stray"],
             &["graph", "-o", "a", "-o", "b"],

@@ -348,6 +348,31 @@ fn cli_help() {
 }
 
 #[test]
+fn cli_bad_arguments_are_clap_errors_with_usage() {
+    let demo = fixture("demo");
+    for args in [&["graph", "--frobnicate"][..], &["avto", "graph", "--format", "png"], &["graph", "--blueprint"]] {
+        let out = cargo_avto(args, &demo);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.starts_with("error: ") && err.contains("try '--help'"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    let err = text(&cargo_avto(&["graph", "--frobnicate"], &demo).stderr);
+    assert!(err.contains("unexpected argument '--frobnicate'") && err.contains("Usage: cargo avto graph"), "{err}");
+    let out = cargo_avto(&["avto", "graph", "--help"], &demo);
+    assert_eq!(out.status.code(), Some(0));
+    let help = text(&out.stdout);
+    for flag in
+        ["--manifest-path <PATH>", "--format <FORMAT>", "--blueprint <NAME>", "-o, --output <PATH>", "[default: dot]"]
+    {
+        assert!(help.contains(flag), "{flag}: {help}");
+    }
+    let out = cargo_avto(&["--version"], &demo);
+    assert_eq!(text(&out.stdout), format!("cargo-avto {}\n", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
 fn cli_prints_one_svg() {
     let out = cargo_avto(&["graph", "--format", "svg", "--blueprint", "routing_flow"], &fixture("demo"));
     assert!(out.status.success(), "{}", text(&out.stderr));
