@@ -573,3 +573,32 @@ async fn worker_requests_authenticate_before_the_body_is_judged() {
         assert_eq!(send(Some(WORKER_TOKEN)).await, 400, "{path} with a valid token");
     }
 }
+
+/// Failed worker authentications count against the peer's address (like unauthenticated client
+/// requests): past `RATE_LIMIT_LIMIT` the answer is 429 with `Retry-After`, so guessing tokens is
+/// bounded; a worker with a valid token from the same address is not affected. Before, every
+/// wrong token got its 403 (and its STS lookup) without limit.
+#[tokio::test]
+async fn failed_worker_authentication_is_rate_limited_per_address() {
+    let cfg = avto_tests::test_config_with(&[("RATE_LIMITING_ENABLED", "true"), ("RATE_LIMIT_LIMIT", "5")]);
+    let s = Server::with_config([echo_flow::blueprint()], cfg).await;
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let resp = http
+            .post(s.url("/_worker/workers/register"))
+            .header("X-Worker-ID", format!("guess-{i}"))
+            .header("X-Worker-Token", format!("guess-{i}"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 429 {
+            assert!(resp.headers().contains_key("retry-after"), "429 without Retry-After");
+        }
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses, [403, 403, 403, 403, 403, 429, 429, 429], "wrong tokens from one address");
+    let w = avto_tests::RawWorker::new(&s.base, "honest-w", &["echo"]);
+    assert_eq!(w.register().await.0, 200, "a valid token from the same address still registers");
+}

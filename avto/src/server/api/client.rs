@@ -60,7 +60,7 @@ fn authenticate<'c>(parts: &Parts, core: &'c Core) -> Result<&'c ClientEntry, Ap
 }
 
 /// Counts one request against `key` (429 with `Retry-After` over the limit).
-async fn rate_limit(core: &Core, key: &str) -> Result<(), ApiError> {
+pub(super) async fn rate_limit(core: &Core, key: &str) -> Result<(), ApiError> {
     if !core.cfg.rate_limiting_enabled {
         return Ok(());
     }

@@ -68,12 +68,14 @@ fn valid_id(id: &str) -> bool {
 struct Credentials {
     headers: HeaderMap,
     cn: Option<String>,
+    /// The rate-limit identity of the peer (its IP address, IPv6 by /64), charged for failures.
+    peer: String,
 }
 
 impl Credentials {
     fn of(parts: &axum::http::request::Parts) -> Credentials {
         let cn = parts.extensions.get::<ClientCertCn>().and_then(|c| c.0.clone());
-        Credentials { headers: parts.headers.clone(), cn }
+        Credentials { headers: parts.headers.clone(), cn, peer: super::peer_key(&parts.extensions) }
     }
 }
 
@@ -88,7 +90,22 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Credentials {
 /// Authenticates a worker request. `hint` is the worker id the request claims. Order (RXON,
 /// `WORKER_AUTH_MODE`): a verified client certificate names the worker (unless token-only);
 /// else an STS access token; else (unless mtls-only) an individual or the global token.
+///
+/// A request that fails counts against its peer's address like an unauthenticated client request
+/// (`RATE_LIMIT_LIMIT` per `RATE_LIMIT_PERIOD`, one key per address): past it the answer is 429,
+/// so guessing tokens (and the STS lookups it costs) is bounded per address.
 async fn authenticate(core: &Core, creds: &Credentials, hint: Option<&str>) -> Result<Sender, ApiError> {
+    match identify(core, creds, hint).await {
+        Err(refused @ (ApiError::Forbidden(_) | ApiError::Unauthorized(_))) => {
+            super::client::rate_limit(core, &format!("anon:{}", creds.peer)).await?;
+            Err(refused)
+        }
+        other => other,
+    }
+}
+
+/// Who a worker request is from (see [`authenticate`]), without charging failures.
+async fn identify(core: &Core, creds: &Credentials, hint: Option<&str>) -> Result<Sender, ApiError> {
     if let Some(hint) = hint {
         if !valid_id(hint) {
             return Err(ApiError::bad("Invalid worker_id: expected 1-128 characters of [A-Za-z0-9_-]"));
