@@ -103,7 +103,7 @@ async fn deep_bodies_are_refused_at_the_edge_memory() {
 
 #[tokio::test]
 async fn deep_bodies_are_refused_at_the_edge_redis() {
-    let p = Prefix::new();
+    let p = avto_tests::RedisPrefix::new();
     let server = Server::with_redis([echo_flow::blueprint()], &p.url, &p.prefix, test_config()).await;
     edge_limit(&server).await;
 }
@@ -143,7 +143,7 @@ async fn an_unreadable_task_fails_alone_and_its_batch_runs() {
 /// affected, the client's list still answers with the others.
 #[tokio::test]
 async fn an_unreadable_record_leaves_the_job_list_alone_redis() {
-    let p = Prefix::new();
+    let p = avto_tests::RedisPrefix::new();
     let server =
         Server::with_redis([deep_record::blueprint(), echo_flow::blueprint()], &p.url, &p.prefix, test_config()).await;
     let c = server.client();
@@ -163,26 +163,4 @@ async fn an_unreadable_record_leaves_the_job_list_alone_redis() {
     assert_eq!(status, 200, "{list}");
     assert!(list.to_string().contains(&good), "{list}");
     assert_eq!(c.get(&format!("/api/v1/jobs/{good}")).await.0, 200);
-}
-
-fn redis_url() -> String {
-    std::env::var("AVTO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
-}
-
-/// A fresh key prefix, deleted when the test ends, also on panic.
-struct Prefix {
-    url: String,
-    prefix: String,
-}
-
-impl Prefix {
-    fn new() -> Prefix {
-        Prefix { url: redis_url(), prefix: format!("avto-test:{}:", uuid::Uuid::new_v4().simple()) }
-    }
-}
-
-impl Drop for Prefix {
-    fn drop(&mut self) {
-        avto_tests::delete_redis_prefix(&self.url, &self.prefix);
-    }
 }

@@ -489,6 +489,37 @@ pub fn delete_redis_prefix(url: &str, prefix: &str) {
     .unwrap();
 }
 
+/// The Redis the tests use (`AVTO_TEST_REDIS_URL`; default the machine's, 127.0.0.1:6379).
+pub fn redis_url() -> String {
+    std::env::var("AVTO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// A fresh key prefix in the tests' Redis whose keys are deleted (`SCAN` + `DEL`) when the test
+/// ends, also on panic: runs that share one Redis never see each other's keys.
+#[derive(Debug)]
+pub struct RedisPrefix {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl Default for RedisPrefix {
+    fn default() -> Self {
+        RedisPrefix { url: redis_url(), prefix: format!("avto-test:{}:", uuid::Uuid::new_v4().simple()) }
+    }
+}
+
+impl RedisPrefix {
+    pub fn new() -> RedisPrefix {
+        RedisPrefix::default()
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        delete_redis_prefix(&self.url, &self.prefix);
+    }
+}
+
 pub use panicking_history::PanickingHistory;
 
 mod panicking_history {

@@ -17,36 +17,15 @@ use std::time::{Duration, Instant};
 
 use avto::worker::{TaskHandle, TaskOutcome, WorkerBuilder};
 use avto_tests::blueprints::{approval_flow, echo_flow};
-use avto_tests::{test_config, RustWorker, Server, CLIENT_TOKEN, SECRET, WORKER_TOKEN};
+use avto_tests::{redis_url, test_config, RedisPrefix, RustWorker, Server, CLIENT_TOKEN, SECRET, WORKER_TOKEN};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-fn redis_url() -> String {
-    std::env::var("AVTO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
-}
-
-/// A fresh key prefix, deleted (`SCAN` + `DEL`) when the test ends, also on panic.
-struct Prefix {
-    url: String,
-    prefix: String,
-}
-
-impl Prefix {
-    fn new() -> Prefix {
-        Prefix { url: redis_url(), prefix: format!("avto-test:{}:", uuid::Uuid::new_v4().simple()) }
-    }
-
-    async fn server(&self, blueprints: impl IntoIterator<Item = avto::Blueprint>) -> Server {
-        let s = Server::with_redis(blueprints, &self.url, &self.prefix, test_config()).await;
-        wait_ready(&s.base).await;
-        s
-    }
-}
-
-impl Drop for Prefix {
-    fn drop(&mut self) {
-        avto_tests::delete_redis_prefix(&self.url, &self.prefix);
-    }
+/// An instance on the Redis prefix `p`, once it answers.
+async fn server(p: &RedisPrefix, blueprints: impl IntoIterator<Item = avto::Blueprint>) -> Server {
+    let s = Server::with_redis(blueprints, &p.url, &p.prefix, test_config()).await;
+    wait_ready(&s.base).await;
+    s
 }
 
 async fn wait_ready(base: &str) {
@@ -123,9 +102,9 @@ async fn wait_live(server: &Server, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_share_jobs_and_workers() {
     let _serial = SERIAL.lock().await;
-    let p = Prefix::new();
-    let a = p.server([echo_flow::blueprint()]).await;
-    let b = p.server([echo_flow::blueprint()]).await;
+    let p = RedisPrefix::new();
+    let a = server(&p, [echo_flow::blueprint()]).await;
+    let b = server(&p, [echo_flow::blueprint()]).await;
     let execs = Executions::default();
     let _workers = [
         echo_worker(&a.base, "a-1", &execs, |b| b),
@@ -163,9 +142,9 @@ async fn two_instances_share_jobs_and_workers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn job_on_one_instance_is_visible_cancellable_and_approvable_on_the_other() {
     let _serial = SERIAL.lock().await;
-    let p = Prefix::new();
-    let a = p.server([echo_flow::blueprint(), approval_flow::blueprint()]).await;
-    let b = p.server([echo_flow::blueprint(), approval_flow::blueprint()]).await;
+    let p = RedisPrefix::new();
+    let a = server(&p, [echo_flow::blueprint(), approval_flow::blueprint()]).await;
+    let b = server(&p, [echo_flow::blueprint(), approval_flow::blueprint()]).await;
     let execs = Executions::default();
     // Connected to A over a WebSocket, heartbeats rare: a cancellation from B reaches it over the bus.
     let _w = echo_worker(&a.base, "ws-worker", &execs, |b| {
@@ -247,7 +226,7 @@ async fn kill_own_redis_connections() -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_connection_loss_loses_no_job() {
     let _serial = SERIAL.lock().await;
-    let p = Prefix::new();
+    let p = RedisPrefix::new();
     // A task stranded by a lost reply would come back after its execution timeout.
     let config = || avto_tests::test_config_with(&[("WORKER_TIMEOUT_SECONDS", "5")]);
     let a = Server::with_redis([echo_flow::blueprint()], &p.url, &p.prefix, config()).await;
@@ -443,7 +422,7 @@ async fn kill9_with_jobs_in_flight_then_restart_every_job_ends_once() {
     let _serial = SERIAL.lock().await;
     let results = RESULTS.clone();
     let n: usize = std::env::var("AVTO_CRASH_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
-    let p = Prefix::new();
+    let p = RedisPrefix::new();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let env: Vec<(String, String)> = [
@@ -606,7 +585,7 @@ async fn scheduler_fires_each_time_once_across_instances() {
     use avto::server::scheduler::ManualClock;
     use chrono::{TimeZone, Utc};
     let _serial = SERIAL.lock().await;
-    let p = Prefix::new();
+    let p = RedisPrefix::new();
     let toml = std::env::temp_dir().join(format!("avto-schedules-{}.toml", uuid::Uuid::new_v4().simple()));
     std::fs::write(&toml, "[every_minute]\nblueprint = \"approval_flow\"\ninterval_seconds = 60\n").unwrap();
     let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 30).unwrap()));
@@ -675,7 +654,7 @@ async fn redis_encryption_key_seals_worker_credentials_and_rotates() {
     const OLD: &str = "5f0c6a3d1e9b47a2c8d4f61b3a7e9c0d2b5f8a1c4e7d0b3a6c9f2e5d8b1a4c70";
     const NEW: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f91";
     const SECRET_API_KEY: &str = "sk-live-do-not-store-in-clear";
-    let p = Prefix::new();
+    let p = RedisPrefix::new();
     let server = |vars: &'static [(&'static str, &'static str)]| {
         let (url, prefix) = (p.url.clone(), p.prefix.clone());
         async move {

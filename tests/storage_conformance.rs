@@ -28,23 +28,8 @@ struct Backend {
     redis: bool,
     /// The connection of `a` (Redis only).
     conn: Option<avto::server::redis::RedisConn>,
-    cleanup: Option<Cleanup>,
-}
-
-/// Deletes a Redis prefix when the test ends (also when it panics).
-struct Cleanup {
-    url: String,
-    prefix: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        avto_tests::delete_redis_prefix(&self.url, &self.prefix);
-    }
-}
-
-fn redis_url() -> String {
-    std::env::var("AVTO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+    /// The Redis prefix, deleted when the test ends (Redis only).
+    cleanup: Option<avto_tests::RedisPrefix>,
 }
 
 impl Backend {
@@ -54,16 +39,16 @@ impl Backend {
     }
 
     async fn redis() -> Backend {
-        let url = redis_url();
-        let prefix = format!("avto-test:{}:", uuid::Uuid::new_v4().simple());
+        let cleanup = avto_tests::RedisPrefix::new();
+        let (url, prefix) = (&cleanup.url, &cleanup.prefix);
         let open = || {
-            let r = avto::server::redis::RedisStores::new(&url, &prefix, Duration::from_secs(5)).expect("Redis URL");
+            let r = avto::server::redis::RedisStores::new(url, prefix, Duration::from_secs(5)).expect("Redis URL");
             (r.stores(), r)
         };
         let (a, ra) = open();
         let (b, _rb) = open();
         ra.check().await.unwrap_or_else(|e| panic!("the Redis conformance tests need Redis at {url}: {e}"));
-        Backend { a, b, redis: true, conn: Some(ra.conn().clone()), cleanup: Some(Cleanup { url, prefix }) }
+        Backend { a, b, redis: true, conn: Some(ra.conn().clone()), cleanup: Some(cleanup) }
     }
 
     /// Alternates between the two instances.
@@ -814,7 +799,7 @@ async fn redis_lost_lease_cannot_overwrite() {
     be.a.jobs.insert(job(&id, "c1")).await.unwrap();
     let mut old = be.a.jobs.lock(&id).await.unwrap().unwrap();
     // Simulate an expired lease: the lock key disappears, another instance takes the job.
-    let url = redis_url();
+    let url = avto_tests::redis_url();
     let prefix = &be.cleanup.as_ref().unwrap().prefix;
     let raw = avto::server::redis::RedisConn::open(&url, prefix).unwrap();
     raw.query::<i64>(avto::server::redis::client::cmd("DEL").arg(raw.key(&format!("lock:job:{id}")))).await.unwrap();
@@ -842,7 +827,7 @@ async fn redis_lost_lease_cannot_overwrite() {
 /// returns how many times it did.
 fn kill_connections(be: &Backend) -> (Arc<AtomicBool>, tokio::task::JoinHandle<usize>) {
     let conn = be.conn.clone().unwrap();
-    let killer = avto::server::redis::RedisConn::open(&redis_url(), "unused:").unwrap();
+    let killer = avto::server::redis::RedisConn::open(&avto_tests::redis_url(), "unused:").unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let kills = tokio::spawn(async move {
