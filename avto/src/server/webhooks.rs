@@ -186,10 +186,11 @@ impl Webhooks {
             "result": job.result,
             "error_message": job.error_message,
         });
-        self.send(&job.client.name, url, body);
+        self.send(&job.client.id, url, body);
     }
 
-    /// Queues any webhook body; `client` names whose slots it uses (`WEBHOOK_MAX_PER_CLIENT`).
+    /// Queues any webhook body; `client` (the client identity, `ClientConfig::id`) names whose slots
+    /// it uses (`WEBHOOK_MAX_PER_CLIENT`).
     pub fn send(&self, client: &str, url: String, body: Value) {
         let Ok(pending) = self.inner.pending.clone().try_acquire_owned() else {
             self.inner.counts.dropped.fetch_add(1, Ordering::Relaxed);
