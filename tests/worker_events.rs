@@ -200,3 +200,52 @@ async fn websocket_frames_obey_the_body_limit() {
     assert!(ended.is_ok(), "the server closes a connection whose frame is larger than MAX_REQUEST_BODY_BYTES");
     assert_eq!(stored(&s, &id).await.progress_message.as_deref(), Some("small"), "the large frame was not applied");
 }
+
+/// A worker WebSocket is pinged, and one that sends nothing back (not even the pong a WebSocket
+/// client answers on its own) for `HTTP_IDLE_TIMEOUT_SECONDS` is closed, so a vanished peer does
+/// not hold its connection forever; one that answers stays open. Before, a silent socket stayed
+/// open for as long as the TCP connection did.
+#[tokio::test]
+async fn silent_websockets_are_closed_answering_ones_are_not() {
+    let cfg = test_config_with(&[("HTTP_IDLE_TIMEOUT_SECONDS", "1")]);
+    let s = Server::with_config([echo_flow::blueprint()], cfg).await;
+    let silent_worker = RawWorker::new(&s.base, "ws-silent", &["echo"]);
+    let answering_worker = RawWorker::new(&s.base, "ws-answering", &["echo"]);
+    assert_eq!(silent_worker.register().await.0, 200);
+    assert_eq!(answering_worker.register().await.0, 200);
+    let mut silent = connect_ws(&s, &silent_worker).await;
+    let mut answering = connect_ws(&s, &answering_worker).await;
+
+    // The answering socket reads (tungstenite answers each ping with a pong while it reads) for
+    // three idle timeouts: pinged, never closed.
+    let (mut pings, mut closed) = (0, false);
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Some(msg) = answering.next().await {
+            match msg {
+                Ok(Message::Ping(_)) => pings += 1,
+                Ok(Message::Close(_)) | Err(_) => {
+                    closed = true;
+                    return;
+                }
+                Ok(_) => {}
+            }
+        }
+        closed = true;
+    })
+    .await;
+    assert!(!closed, "a socket that answers pings stays open");
+    assert!(pings >= 2, "pinged every half idle timeout ({pings} pings in 3 s)");
+    close_and_drain(answering).await;
+
+    // The silent socket read nothing meanwhile: the server has closed it.
+    let ended = tokio::time::timeout(T, async {
+        loop {
+            match silent.next().await {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the server closes a socket that sent nothing for HTTP_IDLE_TIMEOUT_SECONDS");
+}

@@ -589,8 +589,25 @@ async fn ws_session(core: Arc<Core>, sender: Sender, mut socket: WebSocket) {
     // Events over the socket share the rate limit of `POST /_worker/events`; one over the limit is
     // dropped (logged once per run of refusals, so a flood does not flood the log either).
     let mut limited = false;
+    // Every wait has an end: the socket is pinged every half HTTP_IDLE_TIMEOUT_SECONDS (WebSocket
+    // clients answer pings on their own), and one that has sent nothing, not even a pong, for
+    // HTTP_IDLE_TIMEOUT_SECONDS is closed, so a vanished peer does not hold its connection slot.
+    let idle = core.cfg.http_idle_timeout;
+    let mut heard = tokio::time::Instant::now();
+    let mut ping = tokio::time::interval_at(heard + idle / 2, idle / 2);
     loop {
         tokio::select! {
+            _ = ping.tick() => {
+                if heard.elapsed() >= idle {
+                    tracing::info!(worker_id = %sender.worker_id, "websocket closed: nothing heard within HTTP_IDLE_TIMEOUT_SECONDS");
+                    let close = axum::extract::ws::CloseFrame { code: 1001, reason: "idle".into() };
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), socket.send(Message::Close(Some(close)))).await;
+                    break;
+                }
+                if tokio::time::timeout(idle, socket.send(Message::Ping(Default::default()))).await.map_or(true, |sent| sent.is_err()) {
+                    break;
+                }
+            }
             _ = core.shutting_down() => {
                 let close = axum::extract::ws::CloseFrame { code: 1001, reason: "orchestrator shutting down".into() };
                 let _ = socket.send(Message::Close(Some(close))).await;
@@ -599,11 +616,14 @@ async fn ws_session(core: Arc<Core>, sender: Sender, mut socket: WebSocket) {
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { break };
                 let frame = json!({"command": cmd.command, "task_id": cmd.task_id, "job_id": cmd.job_id});
-                if socket.send(Message::Text(crate::protocol::canonical::to_canonical_string(&frame).into())).await.is_err() {
+                let text = Message::Text(crate::protocol::canonical::to_canonical_string(&frame).into());
+                // A peer that stops reading cannot block the session: a send gets the idle time.
+                if tokio::time::timeout(idle, socket.send(text)).await.map_or(true, |sent| sent.is_err()) {
                     break;
                 }
             }
             msg = socket.recv() => {
+                heard = tokio::time::Instant::now();
                 match msg {
                     Some(Ok(Message::Text(text))) => {
                         if let Err(e) = rate_limit(&core, &sender, "event").await {
