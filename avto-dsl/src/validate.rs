@@ -39,6 +39,7 @@ fn is_name(s: &str) -> bool {
 
 const NAME_RULE: &str = "1 to 128 characters of `A-Z`, `a-z`, `0-9`, `_` and `-`";
 
+/// Why: the name becomes a URL segment, a Redis key part and a metric label, so it must be safe in all three.
 fn blueprint_name(model: &Model, errors: &mut Errors) {
     if let Some(name) = &model.name {
         if !is_name(&name.value) {
@@ -47,6 +48,7 @@ fn blueprint_name(model: &Model, errors: &mut Errors) {
     }
 }
 
+/// Why: the version is a URL segment of every client route (`/{prefix}/{api_version}/...`).
 fn api_version(model: &Model, errors: &mut Errors) {
     if let Some(v) = &model.api_version {
         if !is_name(&v.value) {
@@ -65,6 +67,7 @@ pub fn is_endpoint(s: &str) -> bool {
             .all(|seg| !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
 }
 
+/// Why: the endpoint is mounted as an axum route; `..`, empty segments or a query would mount a different route than written.
 fn api_endpoint(model: &Model, errors: &mut Errors) {
     if let Some(e) = &model.api_endpoint {
         if !is_endpoint(&e.value) {
@@ -79,6 +82,7 @@ fn api_endpoint(model: &Model, errors: &mut Errors) {
     }
 }
 
+/// Why: state names are stored in jobs, sent to workers and drawn in DOT; `__` is kept for the macro's own names.
 fn state_names(states: &[State], errors: &mut Errors) {
     for s in states {
         if !is_name(&s.name) {
@@ -89,6 +93,7 @@ fn state_names(states: &[State], errors: &mut Errors) {
     }
 }
 
+/// Why: the generated table calls each handler as a plain `async fn` with concrete arguments; anything else cannot be called from it.
 fn handler_signatures(model: &Model, errors: &mut Errors) {
     for h in &model.handlers {
         let sig = &h.sig;
@@ -165,6 +170,7 @@ fn impl_trait(ty: &syn::Type) -> Option<Span> {
     f.0
 }
 
+/// Why: the engine lends one `&mut Actions` per run; a second `&mut` argument could never be supplied.
 fn one_mut_argument(model: &Model, errors: &mut Errors) {
     for h in &model.handlers {
         for arg in h.args.iter().filter(|a| a.mutable).skip(1) {
@@ -179,6 +185,7 @@ fn one_mut_argument(model: &Model, errors: &mut Errors) {
     }
 }
 
+/// Why: an aggregator runs exactly once when every branch is done; a guard that said no would strand the job.
 fn conditions_on_handlers_only(model: &Model, errors: &mut Errors) {
     for h in &model.handlers {
         if let (HandlerKind::Aggregator, Some(w)) = (h.kind, &h.when) {
@@ -193,6 +200,7 @@ fn conditions_on_handlers_only(model: &Model, errors: &mut Errors) {
     }
 }
 
+/// Why: a state either runs handlers or waits for parallel branches; mixing both has no single meaning when a job enters it.
 fn one_kind_per_state(model: &Model, states: &[State], errors: &mut Errors) {
     for s in states {
         let first = &model.handlers[s.handlers[0]];
@@ -216,6 +224,7 @@ fn one_kind_per_state(model: &Model, states: &[State], errors: &mut Errors) {
     }
 }
 
+/// Why: the branches' results are handed to one aggregator; with two, which one runs would be arbitrary.
 fn one_aggregator_per_state(model: &Model, states: &[State], errors: &mut Errors) {
     for s in states {
         let mut aggs = s.handlers.iter().map(|&i| &model.handlers[i]).filter(|h| h.kind == HandlerKind::Aggregator);
@@ -232,6 +241,7 @@ fn one_aggregator_per_state(model: &Model, states: &[State], errors: &mut Errors
     }
 }
 
+/// Why: guards are tried in order and the unguarded handler is the fallback; two fallbacks would make one unreachable.
 fn one_unconditional_handler_per_state(model: &Model, states: &[State], errors: &mut Errors) {
     for s in states {
         let mut plain = s
@@ -252,6 +262,7 @@ fn one_unconditional_handler_per_state(model: &Model, states: &[State], errors: 
     }
 }
 
+/// Why: a job that reaches an end state ends with one status (`finished`, `failed`, ...), whichever handler ran.
 fn consistent_end_status(model: &Model, states: &[State], errors: &mut Errors) {
     for s in states {
         let StateKind::End(status) = s.kind else { continue };
@@ -280,6 +291,7 @@ fn consistent_end_status(model: &Model, states: &[State], errors: &mut Errors) {
     }
 }
 
+/// Why: a new job begins in one state; none or two leaves the engine nothing unambiguous to run first.
 fn one_start_state(model: &Model, errors: &mut Errors) {
     let mut first: Option<&str> = None;
     for h in &model.handlers {
@@ -304,6 +316,7 @@ fn one_start_state(model: &Model, errors: &mut Errors) {
     }
 }
 
+/// Why: without an end state no job could ever finish.
 fn some_end_state(model: &Model, states: &[State], errors: &mut Errors) {
     if !states.iter().any(|s| matches!(s.kind, StateKind::End(_))) {
         errors.error(
@@ -316,6 +329,7 @@ fn some_end_state(model: &Model, states: &[State], errors: &mut Errors) {
     }
 }
 
+/// Why: reaching an end state finishes the job, so a transition or dispatch there would be silently dropped.
 fn end_states_take_no_action(model: &Model, states: &[State], errors: &mut Errors) {
     for s in states {
         if !matches!(s.kind, StateKind::End(_)) {
@@ -340,6 +354,7 @@ fn state_names_of(states: &[State]) -> impl Iterator<Item = &str> {
     states.iter().map(|s| s.name.as_str())
 }
 
+/// Why: a typo in a target state would fail a job at run time; here it fails the build at the misspelt literal.
 fn known_targets(model: &Model, states: &[State], errors: &mut Errors) {
     for (_, e) in model.edges() {
         let target = &e.target.value;
@@ -357,6 +372,7 @@ fn known_targets(model: &Model, states: &[State], errors: &mut Errors) {
     }
 }
 
+/// Why: a store the blueprint does not declare has no initial values; a misspelt name would only fail at run time.
 fn known_data_stores(model: &Model, errors: &mut Errors) {
     let declared: Vec<&str> = model.data_stores.iter().map(|d| d.name.value.as_str()).collect();
     for h in &model.handlers {
@@ -383,6 +399,7 @@ fn kind_of<'a>(states: &'a [State], name: &str) -> Option<&'a StateKind> {
     states.iter().find(|s| s.name == name).map(|s| &s.kind)
 }
 
+/// Why: parallel branches must meet in one aggregator; a branch that leads elsewhere would advance the job twice.
 fn parallel_dispatch_fans_into_one_aggregator(model: &Model, states: &[State], errors: &mut Errors) {
     // A handler with a non-literal target (already an error) is skipped: its transitions are unknown.
     for h in model.handlers.iter().filter(|h| !h.incomplete) {
@@ -429,6 +446,7 @@ fn parallel_dispatch_fans_into_one_aggregator(model: &Model, states: &[State], e
     }
 }
 
+/// Why: an aggregator only runs when parallel branches meet in it; one nobody fans into would never run.
 fn aggregators_are_fanned_into(model: &Model, states: &[State], errors: &mut Errors) {
     for s in states.iter().filter(|s| s.kind == StateKind::Aggregator) {
         let fanned = model
@@ -451,6 +469,9 @@ fn aggregators_are_fanned_into(model: &Model, states: &[State], errors: &mut Err
 /// An unknown target counts as an edge to the state it most likely means (its "did you mean"),
 /// and a state whose handler has a non-literal target may lead anywhere: neither mistake, already
 /// reported, cascades into graph errors.
+///
+/// Why: a state nothing leads to is dead code, and one from which no end state is reachable
+/// would leave its jobs running forever.
 fn graph_is_complete(model: &Model, states: &[State], errors: &mut Errors) {
     let n = states.len();
     let index = |name: &str| states.iter().position(|s| s.name == name);

@@ -127,7 +127,8 @@ pub struct Config {
     /// within this time from the connection's start or from its first byte (slowloris).
     pub http_header_read_timeout: Duration,
     /// `HTTP_IDLE_TIMEOUT_SECONDS` (default 60): a connection with no request running and no
-    /// byte moving for this long is closed (a long poll or a slow answer is never cut).
+    /// byte moving for this long is closed (a long poll or a slow answer is never cut); a worker
+    /// WebSocket is pinged every half of it and closed when nothing came back for this long.
     pub http_idle_timeout: Duration,
     /// `HTTP_BODY_READ_TIMEOUT_SECONDS` (default 30): a JSON request body (at most
     /// `MAX_REQUEST_BODY_BYTES`) must arrive completely within this time once its head has been
