@@ -127,8 +127,6 @@ const BUS_RECHECK: Duration = Duration::from_secs(1);
 const REPUTATION_PENALTY: f64 = 0.05;
 
 impl Core {
-    /// A core over `stores` (its `data` and `schedule_locks` are used by the caller: the engine
-    /// environment and the scheduler).
     /// The configured client whose token is `token`, found in constant time: the digest of
     /// `token` is compared with every client's (fixed length, every byte, no early exit), so the
     /// time taken says nothing about how much of a token was right (like worker tokens).
@@ -154,6 +152,8 @@ impl Core {
         Ok(Some(n))
     }
 
+    /// A core over `stores` (its `data` and `schedule_locks` are used by the caller: the engine
+    /// environment and the scheduler).
     pub fn new(cfg: Config, env: EngineEnv, stores: Stores) -> Self {
         let clients = cfg.clients.iter().map(|c| (token_digest(&c.token), c.clone())).collect();
         let mut dispatcher =

@@ -106,7 +106,7 @@ impl Handshake for Plain {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets open connections finish
-/// their requests (up to 30 s).
+/// their requests for at most `limits.drain_timeout` (`SHUTDOWN_TIMEOUT_SECONDS`).
 pub(crate) async fn serve<H: Handshake>(
     listener: TcpListener,
     app: Router,

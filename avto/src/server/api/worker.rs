@@ -579,6 +579,15 @@ async fn websocket(
     Ok(ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| ws_session(core, sender, socket)))
 }
 
+/// How long a close frame may take to go out before the session ends anyway.
+const CLOSE_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sends `msg` unless the peer does not take it within `within` (it stopped reading): a peer can
+/// never block its session. `false` when the frame did not go out.
+async fn send_within(socket: &mut WebSocket, msg: Message, within: std::time::Duration) -> bool {
+    matches!(tokio::time::timeout(within, socket.send(msg)).await, Ok(Ok(())))
+}
+
 async fn ws_session(core: Arc<Core>, sender: Sender, mut socket: WebSocket) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     if core.dispatcher.worker(&sender.worker_id).await.is_none() {
@@ -601,24 +610,23 @@ async fn ws_session(core: Arc<Core>, sender: Sender, mut socket: WebSocket) {
                 if heard.elapsed() >= idle {
                     tracing::info!(worker_id = %sender.worker_id, "websocket closed: nothing heard within HTTP_IDLE_TIMEOUT_SECONDS");
                     let close = axum::extract::ws::CloseFrame { code: 1001, reason: "idle".into() };
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), socket.send(Message::Close(Some(close)))).await;
+                    send_within(&mut socket, Message::Close(Some(close)), CLOSE_WITHIN).await;
                     break;
                 }
-                if tokio::time::timeout(idle, socket.send(Message::Ping(Default::default()))).await.map_or(true, |sent| sent.is_err()) {
+                if !send_within(&mut socket, Message::Ping(Default::default()), idle).await {
                     break;
                 }
             }
             _ = core.shutting_down() => {
                 let close = axum::extract::ws::CloseFrame { code: 1001, reason: "orchestrator shutting down".into() };
-                let _ = socket.send(Message::Close(Some(close))).await;
+                send_within(&mut socket, Message::Close(Some(close)), CLOSE_WITHIN).await;
                 break;
             }
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { break };
                 let frame = json!({"command": cmd.command, "task_id": cmd.task_id, "job_id": cmd.job_id});
                 let text = Message::Text(crate::protocol::canonical::to_canonical_string(&frame).into());
-                // A peer that stops reading cannot block the session: a send gets the idle time.
-                if tokio::time::timeout(idle, socket.send(text)).await.map_or(true, |sent| sent.is_err()) {
+                if !send_within(&mut socket, text, idle).await {
                     break;
                 }
             }
