@@ -436,11 +436,12 @@ async fn job_counts_do_not_walk_or_lock_jobs() {
     c.wait_for(&a, &["waiting_for_human"], Duration::from_secs(5)).await;
     let b = c.create("/api/v1/jobs/echo", json!({})).await;
     c.wait_for(&b, &["waiting_for_worker"], Duration::from_secs(5)).await;
-    let guard = s.core.jobs.lock(&a).await.unwrap().unwrap();
-    let counts = s.core.jobs.counts(None).now_or_never().expect("counting does not wait for a locked job").unwrap();
+    let guard = s.core.jobs().lock(&a).await.unwrap().unwrap();
+    let counts = s.core.jobs().counts(None).now_or_never().expect("counting does not wait for a locked job").unwrap();
     assert_eq!(counts.get(&avto::JobStatus::WaitingForHuman), Some(&1), "{counts:?}");
     assert_eq!(counts.get(&avto::JobStatus::WaitingForWorker), Some(&1), "{counts:?}");
-    let mine = s.core.jobs.counts(Some("env:CLIENT_TOKEN")).now_or_never().expect("no walk per client either").unwrap();
+    let mine =
+        s.core.jobs().counts(Some("env:CLIENT_TOKEN")).now_or_never().expect("no walk per client either").unwrap();
     assert_eq!(mine.values().sum::<u64>(), 2, "{mine:?}");
     drop(guard);
     // The counts follow status changes.

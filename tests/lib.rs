@@ -318,12 +318,12 @@ impl Drop for PyWorker {
 /// Waits until `n` workers are registered (panics after 30 s).
 pub async fn wait_workers(server: &Server, n: usize) {
     for _ in 0..300 {
-        if server.core.dispatcher.live_workers().await.len() >= n {
+        if server.core.dispatcher().live_workers().await.len() >= n {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("only {} of {n} workers registered", server.core.dispatcher.live_workers().await.len());
+    panic!("only {} of {n} workers registered", server.core.dispatcher().live_workers().await.len());
 }
 
 /// An in-process Rust SDK worker (`avto::worker`) running on the test's runtime. Dropping it

@@ -91,12 +91,12 @@ fn echo_worker(
 
 async fn wait_live(server: &Server, n: usize) {
     for _ in 0..300 {
-        if server.core.dispatcher.live_workers().await.len() >= n {
+        if server.core.dispatcher().live_workers().await.len() >= n {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("only {} of {n} workers registered", server.core.dispatcher.live_workers().await.len());
+    panic!("only {} of {n} workers registered", server.core.dispatcher().live_workers().await.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -276,7 +276,7 @@ async fn redis_connection_loss_loses_no_job() {
         b.enable_websockets(true).heartbeat_interval(Duration::from_secs(20))
     });
     let deadline = Instant::now() + Duration::from_secs(10);
-    while b.core.dispatcher.live_workers().await.iter().map(|w| w.info.worker_id.as_str()).collect::<Vec<_>>()
+    while b.core.dispatcher().live_workers().await.iter().map(|w| w.info.worker_id.as_str()).collect::<Vec<_>>()
         != ["ws-after-loss"]
     {
         assert!(Instant::now() < deadline, "only the WebSocket worker is live");
@@ -610,7 +610,7 @@ async fn scheduler_fires_each_time_once_across_instances() {
         assert_eq!(x.len() + y.len(), 1, "minute {minute}: fired once across the two instances ({x:?} {y:?})");
     }
     let _ = std::fs::remove_file(&toml);
-    let jobs = b.core().jobs.list("system:scheduler", 100, 0).await.unwrap();
+    let jobs = b.core().jobs().list("system:scheduler", 100, 0).await.unwrap();
     let mut due: Vec<String> =
         jobs.iter().map(|j| j.metadata.as_ref().unwrap()["scheduled_for"].as_str().unwrap().to_owned()).collect();
     due.sort();
@@ -698,12 +698,12 @@ async fn redis_encryption_key_seals_worker_credentials_and_rotates() {
         let owner = get(key.clone()).await.unwrap();
         assert!(owner.starts_with("avtoenc1:") && !owner.contains("enc-w"), "{key} = {owner}");
     }
-    let seen = a.core.dispatcher.worker("enc-w").await.expect("instance A reads the record");
+    let seen = a.core.dispatcher().worker("enc-w").await.expect("instance A reads the record");
     assert_eq!(seen.record["capabilities"]["extra"]["api_key"], SECRET_API_KEY);
 
     // Rotation: the new key writes, the old one still reads.
     let b = server(&[("REDIS_ENCRYPTION_KEY", NEW), ("REDIS_ENCRYPTION_KEY_PREVIOUS", OLD)]).await;
-    assert!(b.core.dispatcher.worker("enc-w").await.is_some(), "read with the previous key");
+    assert!(b.core.dispatcher().worker("enc-w").await.is_some(), "read with the previous key");
     let on_b = RawWorker { base: b.base.clone(), ..sts };
     assert_eq!(on_b.poll().await.0, 204, "the STS token still authenticates after the rotation");
     let w_b = RawWorker::new(&b.base, "enc-w", &["echo"]);
@@ -713,12 +713,12 @@ async fn redis_encryption_key_seals_worker_credentials_and_rotates() {
 
     // Without the key (or with only the new one for an old binding) nothing opens.
     let c = server(&[("REDIS_ENCRYPTION_KEY", NEW)]).await;
-    assert!(c.core.dispatcher.worker("enc-w").await.is_some(), "the re-sealed record opens with the new key");
+    assert!(c.core.dispatcher().worker("enc-w").await.is_some(), "the re-sealed record opens with the new key");
     let on_c = RawWorker { base: c.base.clone(), ..on_b };
     let (status, _) = on_c.poll().await;
     assert!(matches!(status, 401 | 403), "a binding sealed with a dropped key is refused: {status}");
     let d = server(&[]).await;
-    assert!(d.core.dispatcher.worker("enc-w").await.is_none(), "no key: the sealed record is not read");
+    assert!(d.core.dispatcher().worker("enc-w").await.is_none(), "no key: the sealed record is not read");
     let e = server(&[("REDIS_ENCRYPTION_KEY", OLD)]).await;
     let bare = RawWorker::new(&e.base, "enc-w", &["echo"]);
     let (status, body) = bare.send(reqwest::Method::PATCH, "/_worker/workers/enc-w", None).await;

@@ -88,7 +88,7 @@ async fn deadlines_that_overflow_the_clock_never_take_the_worker_side_down() {
     let w = RawWorker::new(&server.base, "w-overflow", &["echo"]);
     assert_eq!(w.register().await.0, 200, "register");
     assert_eq!(w.heartbeat(&[]).await.0, 200, "heartbeat");
-    assert!(server.core.dispatcher.is_live("w-overflow").await, "the worker store answers");
+    assert!(server.core.dispatcher().is_live("w-overflow").await, "the worker store answers");
     for _ in 0..2 {
         let (status, task) = w.poll().await;
         assert_eq!(status, 200, "poll: {task}");
@@ -133,7 +133,7 @@ async fn a_background_task_that_panics_is_restarted() {
     // Waits out the panic (its batch is lost) and the restart's backoff.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let restarts = server.core.health.tasks().get("history_writer").map_or(0, |t| t.restarts);
+        let restarts = server.core.health().tasks().get("history_writer").map_or(0, |t| t.restarts);
         if restarts == 1 {
             break;
         }

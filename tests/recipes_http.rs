@@ -855,7 +855,7 @@ async fn fifty_jobs_drain_a_fresh_store(s: &Server) {
     }
     levels.sort();
     assert_eq!(levels, (100 - n..100).collect::<Vec<i64>>(), "every job saw the store counted down from 100");
-    let tank = s.core.env.data_stores(level_flow::blueprint()).store("tank");
+    let tank = s.core.env().data_stores(level_flow::blueprint()).store("tank");
     assert_eq!(tank.get("level").await.unwrap(), Some(json!(100 - n)));
 }
 

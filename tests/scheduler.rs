@@ -61,7 +61,7 @@ fn build(
 }
 
 async fn scheduled_jobs(o: &Orchestrator) -> Vec<avto::Job> {
-    o.core().jobs.list("system:scheduler", 1000, 0).await.unwrap()
+    o.core().jobs().list("system:scheduler", 1000, 0).await.unwrap()
 }
 
 fn tokyo(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
@@ -83,7 +83,7 @@ async fn interval_fires_every_second_on_the_real_clock() {
     cfg.schedules_config_path = Some(toml.0.clone());
     let s = Server::with_config([report_flow::blueprint()], cfg).await;
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    let jobs = s.core.jobs.list("system:scheduler", 100, 0).await.unwrap();
+    let jobs = s.core.jobs().list("system:scheduler", 100, 0).await.unwrap();
     assert!((2..=5).contains(&jobs.len()), "{} jobs in 3.5 s", jobs.len());
     for j in &jobs {
         assert_eq!(j.blueprint, "report_flow");

@@ -132,12 +132,12 @@ async fn server_with(vars: &[(&str, &str)]) -> Server {
 /// Waits (bounded) until `pred` holds for the sender's counters.
 async fn wait_counts(s: &Server, what: &str, pred: impl Fn(&avto::server::webhooks::WebhookCounts) -> bool) {
     for _ in 0..200 {
-        if pred(&s.core.webhooks.counts()) {
+        if pred(&s.core.webhooks().counts()) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{what}: {:?}", s.core.webhooks.counts());
+    panic!("{what}: {:?}", s.core.webhooks().counts());
 }
 
 #[tokio::test]
@@ -178,19 +178,19 @@ async fn non_public_targets_are_refused_at_delivery() {
     let s = server_with(&[("WEBHOOK_ALLOW_PRIVATE", "false")]).await;
     let (url, r) = receiver(&[200]).await;
     let port = url.trim_start_matches("http://127.0.0.1:").trim_end_matches("/hook").to_owned();
-    s.core.webhooks.send("default", url.clone(), json!({"event": "job_finished", "job_id": "literal"}));
-    s.core.webhooks.send(
+    s.core.webhooks().send("default", url.clone(), json!({"event": "job_finished", "job_id": "literal"}));
+    s.core.webhooks().send(
         "default",
         format!("http://localhost:{port}/hook"),
         json!({"event": "job_finished", "job_id": "name"}),
     );
     wait_counts(&s, "both refused", |c| c.refused == 2).await;
-    assert_eq!(s.core.webhooks.counts().delivered, 0);
+    assert_eq!(s.core.webhooks().counts().delivered, 0);
     assert!(r.calls.lock().unwrap().is_empty(), "nothing reached the loopback receiver");
 
     // The same receiver with WEBHOOK_ALLOW_PRIVATE=true (the harness default): delivered.
     let open = server().await;
-    open.core.webhooks.send(
+    open.core.webhooks().send(
         "default",
         format!("http://localhost:{port}/hook"),
         json!({"event": "job_finished", "job_id": "ok"}),
@@ -334,9 +334,60 @@ async fn each_attempt_is_bounded_by_the_webhook_timeout() {
     let (hole, held) = black_hole().await;
     jobs_with_webhook(&s, avto_tests::CLIENT_TOKEN, &hole, 1).await;
     let started = Instant::now();
-    while s.core.webhooks.counts().failed < 1 {
-        assert!(started.elapsed() < Duration::from_secs(9), "gave up after 3 attempts: {:?}", s.core.webhooks.counts());
+    while s.core.webhooks().counts().failed < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(9),
+            "gave up after 3 attempts: {:?}",
+            s.core.webhooks().counts()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(held.lock().unwrap().len(), 3, "three attempts");
+}
+
+/// A receiver that, on each webhook, reads the job back through the client API (as a user's
+/// receiver would: "the job finished, fetch its result") and records the status it saw.
+#[derive(Clone)]
+struct ReadBack {
+    api: avto_tests::ApiClient,
+    seen: Arc<Mutex<Vec<(Value, Value)>>>,
+}
+
+async fn read_back(State(r): State<ReadBack>, Json(body): Json<Value>) -> StatusCode {
+    let id = body["job_id"].as_str().unwrap_or_default().to_owned();
+    let (_, job) = r.api.get(&format!("/api/v1/jobs/{id}")).await;
+    r.seen.lock().unwrap().push((body, job));
+    StatusCode::OK
+}
+
+/// Issue #13 item 3: a webhook is an after-commit effect. Its receiver reads the job back at
+/// once and finds it terminal, with the status the webhook announced, on Redis (where the job
+/// is saved by the commit, not shared in memory) and in memory alike.
+#[tokio::test]
+async fn the_webhook_receiver_reads_the_job_back_terminal() {
+    let redis = avto_tests::RedisPrefix::new();
+    let config = || test_config_with(&[("WEBHOOK_RETRY_BASE_SECONDS", "0.1")]);
+    let on_redis = Server::with_redis([quick_flow::blueprint()], &redis.url, &redis.prefix, config()).await;
+    let in_memory = Server::with_config([quick_flow::blueprint()], config()).await;
+    for (backend, s) in [("redis", &on_redis), ("memory", &in_memory)] {
+        let r = ReadBack { api: s.client(), seen: Default::default() };
+        let app = Router::new().route("/hook", post(read_back)).with_state(r.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            ids.push(run_job(s, &url).await);
+        }
+        let started = Instant::now();
+        while r.seen.lock().unwrap().len() < ids.len() {
+            assert!(started.elapsed() < Duration::from_secs(10), "{backend}: webhooks did not arrive");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for (hook, job) in r.seen.lock().unwrap().iter() {
+            assert_eq!(hook["status"], "finished", "{backend}: {hook}");
+            assert_eq!(job["status"], hook["status"], "{backend}: the receiver read {job} after {hook}");
+            assert_eq!(job["id"], hook["job_id"], "{backend}: {job}");
+        }
+    }
 }

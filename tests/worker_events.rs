@@ -31,7 +31,7 @@ async fn post_event(w: &RawWorker, body: &Value) -> (u16, Value) {
 }
 
 async fn stored(s: &Server, id: &str) -> avto::Job {
-    s.core.jobs.get(id).await.unwrap().expect("job stored")
+    s.core.jobs().get(id).await.unwrap().expect("job stored")
 }
 
 #[tokio::test]

@@ -262,7 +262,7 @@ async fn security_errors_are_403_and_change_nothing() {
     attach_security(&mut other, WORKER_TOKEN, "someone-else", MessageKind::Registration);
     let (status, _) = w.send(reqwest::Method::POST, "/_worker/workers/register", Some(&other)).await;
     assert_eq!(status, 403);
-    assert!(s.core.dispatcher.live_workers().await.is_empty(), "nothing registered by rejected messages");
+    assert!(s.core.dispatcher().live_workers().await.is_empty(), "nothing registered by rejected messages");
 
     // A valid message, then its replay.
     let good = w.signed(w.registration(), MessageKind::Registration);
@@ -322,7 +322,7 @@ async fn empty_heartbeat_refreshes_ttl_and_status_patch_works() {
     let body = w.signed(json!({"worker_id": "raw-h", "status": "busy"}), MessageKind::Heartbeat);
     let (status, _) = w.send(reqwest::Method::PATCH, "/_worker/workers/raw-h/status", Some(&body)).await;
     assert_eq!(status, 200);
-    assert_eq!(s.core.dispatcher.worker("raw-h").await.unwrap().status, "busy");
+    assert_eq!(s.core.dispatcher().worker("raw-h").await.unwrap().status, "busy");
 }
 
 #[tokio::test]

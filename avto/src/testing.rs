@@ -25,7 +25,7 @@ use crate::blueprint::Blueprint;
 use crate::context::{ClientConfig, TaskError};
 use crate::engine::{
     advance, apply_approval, apply_event, apply_task_result, cancel, resume_parent, ApprovalError, CancelError, Effect,
-    EngineConfig, EngineEnv, Outcome, ResultDisposition, TaskResult,
+    EngineConfig, EngineEnv, ResultDisposition, Step, TaskResult,
 };
 use crate::files::ObjectStore;
 use crate::job::{Job, JobStatus, TaskRecord};
@@ -271,7 +271,8 @@ impl TestRun {
     pub async fn approve(&mut self, decision: &str) -> Result<(), ApprovalError> {
         let env = self.env();
         let id = self.root_id.clone().expect("call start() first");
-        apply_approval(self.jobs.get_mut(&id).unwrap(), decision)?;
+        let step = apply_approval(self.jobs.get_mut(&id).unwrap(), decision)?;
+        self.effects(&id, step);
         self.settle(&env).await;
         Ok(())
     }
@@ -279,12 +280,11 @@ impl TestRun {
     /// A worker event for a pending task (`progress` or one of the dispatch's `event_transitions`).
     pub async fn event(&mut self, task: &Task, event_type: &str, payload: Value) {
         let env = self.env();
-        let mut out = Outcome::default();
         if let Some(job) = self.jobs.get_mut(&task.job_id) {
-            apply_event(job, Some(&task.task_id), event_type, &payload, &mut out);
+            let step = apply_event(job, Some(&task.task_id), event_type, &payload);
+            let id = task.job_id.clone();
+            self.effects(&id, step);
         }
-        let id = task.job_id.clone();
-        self.effects(&id, out);
         self.settle(&env).await;
     }
 
@@ -298,7 +298,7 @@ impl TestRun {
         Ok(())
     }
 
-    fn effects(&mut self, job_id: &str, out: Outcome) {
+    fn effects(&mut self, job_id: &str, out: Step) {
         for effect in out.effects {
             match effect {
                 Effect::Dispatch { tasks, .. } => {
@@ -334,11 +334,10 @@ impl TestRun {
                 Effect::Terminal(_) => {
                     let child = self.jobs[job_id].clone();
                     if let Some(parent_id) = child.parent_job_id.clone() {
-                        let mut o = Outcome::default();
-                        if let Some(parent) = self.jobs.get_mut(&parent_id) {
-                            resume_parent(parent, &child, &mut o);
+                        let step = self.jobs.get_mut(&parent_id).and_then(|parent| resume_parent(parent, &child));
+                        if let Some(step) = step {
+                            self.effects(&parent_id, step);
                         }
-                        self.effects(&parent_id, o);
                     }
                 }
             }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use serde_json::Value;
 
-use super::{backoff, Effect, EngineEvent, Outcome};
+use super::{backoff, Effect, EngineEvent, Step};
 use crate::actions::{Action, Actions, TaskSpec};
 use crate::blueprint::{Blueprint, StateKind};
 use crate::context::{Context, StateHistory};
@@ -150,8 +150,8 @@ impl EngineEnv {
 ///
 /// Call it for a job whose status is `pending`, `running` or `awaiting_retry`; other statuses
 /// are left alone.
-pub async fn advance(env: &EngineEnv, job: &mut Job) -> Outcome {
-    let mut out = Outcome::default();
+pub async fn advance(env: &EngineEnv, job: &mut Job) -> Step {
+    let mut out = Step::default();
     let Some(bp) = env.blueprint(&job.blueprint) else {
         let msg = format!("blueprint `{}` is not registered in this orchestrator", job.blueprint);
         terminal(job, JobStatus::Failed, Some(msg), &mut out);
@@ -177,19 +177,19 @@ pub async fn advance(env: &EngineEnv, job: &mut Job) -> Outcome {
         let started = Instant::now();
         let result = run_handler(env, bp, job).await;
         let elapsed = started.elapsed().as_millis() as u64;
-        let step = result.and_then(|actions| apply_actions(env, bp, job, actions, &mut out));
-        if step.is_ok() {
+        let after = result.and_then(|actions| apply_actions(env, bp, job, actions, &mut out));
+        if after.is_ok() {
             job.retry_count = 0;
         }
-        match step {
-            Ok(Step::Continue) => {
+        match after {
+            Ok(AfterHandler::Continue) => {
                 out.event(EngineEvent::StateFinished {
                     state,
                     next_state: Some(job.current_state.clone()),
                     duration_ms: elapsed,
                 });
             }
-            Ok(Step::Wait) | Ok(Step::Done) => {
+            Ok(AfterHandler::Wait) | Ok(AfterHandler::Done) => {
                 out.event(EngineEvent::StateFinished { state, next_state: None, duration_ms: elapsed });
                 return out;
             }
@@ -211,7 +211,8 @@ pub async fn advance(env: &EngineEnv, job: &mut Job) -> Outcome {
     }
 }
 
-enum Step {
+/// What a handler run left the job to do next.
+enum AfterHandler {
     /// The job moved to another state; run its handler now.
     Continue,
     /// The job waits for something outside.
@@ -220,7 +221,7 @@ enum Step {
     Done,
 }
 
-fn handler_failed(env: &EngineEnv, job: &mut Job, state: &str, msg: String, out: &mut Outcome) {
+fn handler_failed(env: &EngineEnv, job: &mut Job, state: &str, msg: String, out: &mut Step) {
     let msg = format!("handler of state `{state}` failed: {msg}");
     if job.retry_count < env.config.max_retries {
         let delay = backoff(env.config.retry_base, env.config.retry_max, job.retry_count);
@@ -326,8 +327,8 @@ fn apply_actions(
     bp: Blueprint,
     job: &mut Job,
     actions: Actions,
-    out: &mut Outcome,
-) -> Result<Step, HandlerError> {
+    out: &mut Step,
+) -> Result<AfterHandler, HandlerError> {
     if let Some(v) = actions.violations.first() {
         return Err(HandlerError::Failed(v.clone()));
     }
@@ -376,7 +377,7 @@ fn apply_actions(
         None => match end_status {
             Some(status) => {
                 terminal(job, status, None, out);
-                Ok(Step::Done)
+                Ok(AfterHandler::Done)
             }
             None => Err(HandlerError::Failed(format!(
                 "the handler of non-end state `{state}` took no action (call transition_to, dispatch_task, await_human_approval or run_blueprint)"
@@ -387,7 +388,7 @@ fn apply_actions(
                 job.error_message = error_message;
             }
             enter(job, &target);
-            Ok(Step::Continue)
+            Ok(AfterHandler::Continue)
         }
         Some(Action::Dispatch(tasks)) => {
             let now = now_ms();
@@ -418,14 +419,14 @@ fn apply_actions(
                 }
             }
             out.effect(Effect::Dispatch { tasks: records, delay: Duration::ZERO });
-            Ok(Step::Wait)
+            Ok(AfterHandler::Wait)
         }
         Some(Action::Approval(a)) => {
             out.event(EngineEvent::ApprovalRequested { integration: a.integration.clone(), message: a.message.clone() });
             job.status = JobStatus::WaitingForHuman;
             job.approval =
                 Some(Box::new(ApprovalRecord { transitions: a.transitions, integration: a.integration, message: a.message }));
-            Ok(Step::Wait)
+            Ok(AfterHandler::Wait)
         }
         Some(Action::RunBlueprint(s)) => {
             let child_bp = env.blueprint(&s.blueprint).expect("checked above");
@@ -441,7 +442,7 @@ fn apply_actions(
             job.sub_job =
                 Some(Box::new(SubJobRecord { child_job_id: child_id, blueprint: s.blueprint, transitions: s.transitions }));
             out.effect(Effect::StartChild(Box::new(child)));
-            Ok(Step::Wait)
+            Ok(AfterHandler::Wait)
         }
     }
 }
@@ -506,7 +507,7 @@ pub(crate) fn enter(job: &mut Job, state: &str) {
 }
 
 /// Ends the job. Idempotent: a job that is already terminal is left alone.
-pub(crate) fn terminal(job: &mut Job, status: JobStatus, error: Option<String>, out: &mut Outcome) {
+pub(crate) fn terminal(job: &mut Job, status: JobStatus, error: Option<String>, out: &mut Step) {
     if job.status.is_terminal() {
         return;
     }
@@ -539,7 +540,7 @@ fn extract_result(job: &Job) -> Option<Value> {
     job.state_history.get(&job.current_state).or_else(|| job.state_history.values().next_back()).cloned()
 }
 
-pub(crate) fn retry_task(env: &EngineEnv, record: &TaskRecord, branch: bool, out: &mut Outcome) -> TaskRecord {
+pub(crate) fn retry_task(env: &EngineEnv, record: &TaskRecord, branch: bool, out: &mut Step) -> TaskRecord {
     let delay = backoff(env.config.retry_base, env.config.retry_max, record.attempt);
     let next = new_task(record.spec.clone(), branch, record.attempt + 1, now_ms() + delay.as_millis() as u64);
     out.event(EngineEvent::TaskRetry {

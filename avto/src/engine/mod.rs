@@ -1,6 +1,6 @@
 //! The engine core: how a job moves through its blueprint.
 //!
-//! Everything here works on a plain `&mut Job` and returns [`Effect`]s for the caller to carry
+//! Everything here works on a plain `&mut Job` and returns one [`Step`]: [`Effect`]s for the caller to carry
 //! out (enqueue tasks, start a child job, schedule a retry, send webhooks, ...). The HTTP
 //! orchestrator and the in-process test runner ([`crate::testing`]) drive the same functions,
 //! so what a unit test shows is what production does.
@@ -50,23 +50,38 @@ pub enum EngineEvent {
     JobFinished { status: JobStatus },
 }
 
-/// What one engine call did.
+/// What one engine transition did: the one return type of every transition
+/// ([`advance`], [`apply_task_result`], [`apply_event`], [`apply_approval`], [`cancel`],
+/// [`fail_task`], [`resume_parent`]).
+///
+/// The caller carries out [`Step::effects`], records [`Step::events`], and when
+/// [`Step::advance`] is set runs [`advance`] on the job before it commits (the job entered a
+/// state whose handler has not run yet).
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Outcome {
+#[must_use = "a step's effects must be carried out"]
+pub struct Step {
     pub effects: Vec<Effect>,
     pub events: Vec<EngineEvent>,
+    /// The job may have a handler to run now: the caller advances it before committing.
+    pub advance: bool,
 }
 
-impl Outcome {
+impl Step {
+    /// A step that asks the caller to advance the job (its handler may run now).
+    pub(crate) fn then_advance(mut self) -> Self {
+        self.advance = true;
+        self
+    }
     pub(crate) fn effect(&mut self, e: Effect) {
         self.effects.push(e);
     }
     pub(crate) fn event(&mut self, e: EngineEvent) {
         self.events.push(e);
     }
-    pub fn extend(&mut self, other: Outcome) {
+    pub fn extend(&mut self, other: Step) {
         self.effects.extend(other.effects);
         self.events.extend(other.events);
+        self.advance |= other.advance;
     }
 }
 

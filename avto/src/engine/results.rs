@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::executor::{enter, retry_task, terminal, EngineEnv};
-use super::{Effect, EngineEvent, Outcome};
+use super::{Effect, EngineEvent, Step};
 use crate::context::{BranchResult, ErrorClass, TaskError};
 use crate::job::{now_ms, Job, JobStatus, TaskRecord};
 
@@ -90,12 +90,13 @@ fn terminal_reason(job: &Job) -> ResultDisposition {
     }
 }
 
-/// Applies a worker's result to `job`.
+/// Applies a worker's result to `job`. The step asks for an advance when the result was
+/// accepted (the job may have entered a new state, or be retrying).
 ///
 /// Lease fencing: a result is applied only for a task in flight, and only from the worker that
 /// holds its lease (when the result names a worker and the task has been assigned).
-pub fn apply_task_result(env: &EngineEnv, job: &mut Job, result: &TaskResult) -> (ResultDisposition, Outcome) {
-    let mut out = Outcome::default();
+pub fn apply_task_result(env: &EngineEnv, job: &mut Job, result: &TaskResult) -> (ResultDisposition, Step) {
+    let mut out = Step::default();
     if job.status.is_terminal() {
         return (terminal_reason(job), out);
     }
@@ -123,7 +124,7 @@ pub fn apply_task_result(env: &EngineEnv, job: &mut Job, result: &TaskResult) ->
         single_result(env, job, &record, result, &mut out)
     };
     job.updated_at_ms = now_ms();
-    (disposition, out)
+    (disposition, out.then_advance())
 }
 
 fn merge_data(job: &mut Job, data: &Value) {
@@ -146,7 +147,7 @@ fn single_result(
     job: &mut Job,
     record: &TaskRecord,
     result: &TaskResult,
-    out: &mut Outcome,
+    out: &mut Step,
 ) -> ResultDisposition {
     match result.status.as_str() {
         "failure" => {
@@ -187,7 +188,7 @@ fn single_result(
 }
 
 /// No more retries: follow `failure` if declared, else quarantine (permanent / exhausted) or fail (invalid input).
-fn give_up(job: &mut Job, transitions: &[(String, String)], error: TaskError, attempts: u32, out: &mut Outcome) {
+fn give_up(job: &mut Job, transitions: &[(String, String)], error: TaskError, attempts: u32, out: &mut Step) {
     let class = error.class();
     let msg = match class {
         ErrorClass::Transient => format!("{}: {} (after {} retries)", error.code, error.message, attempts),
@@ -213,7 +214,7 @@ fn branch_result(
     job: &mut Job,
     record: &TaskRecord,
     result: &TaskResult,
-    out: &mut Outcome,
+    out: &mut Step,
 ) -> ResultDisposition {
     let aggregator = job.aggregation_target.clone().unwrap_or_default();
     let status = result.status.as_str();
@@ -287,7 +288,7 @@ fn branch_result(
 /// A task failed without a worker result (timeouts, dead worker with no other to take it, no
 /// eligible worker within the dispatch timeout). Applies the same policy as a failure result
 /// with `error`.
-pub fn fail_task(env: &EngineEnv, job: &mut Job, task_id: &str, error: TaskError) -> Outcome {
+pub fn fail_task(env: &EngineEnv, job: &mut Job, task_id: &str, error: TaskError) -> Step {
     let result = TaskResult {
         task_id: task_id.to_owned(),
         worker_id: None,
@@ -299,12 +300,13 @@ pub fn fail_task(env: &EngineEnv, job: &mut Job, task_id: &str, error: TaskError
     out
 }
 
-/// Applies a worker event (progress or custom) to `job`. Returns true if an `event_transitions`
-/// entry moved the job (the caller must then [`super::advance`] it).
+/// Applies a worker event (progress or custom) to `job`. The step asks for an advance when an
+/// `event_transitions` entry moved the job.
 ///
 /// Progress is recorded even when it arrives after the result (events over the WebSocket and
 /// results over HTTP race), so the job's history is complete.
-pub fn apply_event(job: &mut Job, task_id: Option<&str>, event_type: &str, payload: &Value, out: &mut Outcome) -> bool {
+pub fn apply_event(job: &mut Job, task_id: Option<&str>, event_type: &str, payload: &Value) -> Step {
+    let mut out = Step::default();
     if event_type == "progress" {
         let progress = payload.get("progress").and_then(Value::as_f64);
         let message = payload.get("message").and_then(Value::as_str).map(str::to_owned);
@@ -318,19 +320,19 @@ pub fn apply_event(job: &mut Job, task_id: Option<&str>, event_type: &str, paylo
             }
         }
         job.updated_at_ms = now_ms();
-        return false;
+        return out;
     }
     if job.status.is_terminal() || job.status != JobStatus::WaitingForWorker {
-        return false;
+        return out;
     }
     let Some(task) = job.current_task.clone() else {
-        return false;
+        return out;
     };
     if task_id.is_some_and(|id| id != task.task_id) {
-        return false;
+        return out;
     }
     let Some(target) = task.spec.event_target_for(event_type) else {
-        return false;
+        return out;
     };
     let target = target.to_owned();
     if let Value::Object(_) = payload {
@@ -338,7 +340,7 @@ pub fn apply_event(job: &mut Job, task_id: Option<&str>, event_type: &str, paylo
     }
     out.effect(Effect::CancelTasks(vec![*task]));
     enter(job, &target);
-    true
+    out.then_advance()
 }
 
 /// Why a job could not be cancelled.
@@ -349,11 +351,11 @@ pub enum CancelError {
 }
 
 /// Cancels `job`: terminal `cancelled`, tasks in flight and a running child are cancelled too.
-pub fn cancel(job: &mut Job) -> Result<Outcome, CancelError> {
+pub fn cancel(job: &mut Job) -> Result<Step, CancelError> {
     if job.status.is_terminal() {
         return Err(CancelError::AlreadyTerminal(job.status));
     }
-    let mut out = Outcome::default();
+    let mut out = Step::default();
     terminal(job, JobStatus::Cancelled, Some("cancelled by the client".into()), &mut out);
     Ok(out)
 }
@@ -367,8 +369,8 @@ pub enum ApprovalError {
     InvalidDecision { decision: String, expected: String },
 }
 
-/// Applies a human decision. On success the job is `running`; the caller must advance it.
-pub fn apply_approval(job: &mut Job, decision: &str) -> Result<(), ApprovalError> {
+/// Applies a human decision. On success the job is `running` and the step asks for an advance.
+pub fn apply_approval(job: &mut Job, decision: &str) -> Result<Step, ApprovalError> {
     let approval = match (&job.status, &job.approval) {
         (JobStatus::WaitingForHuman, Some(a)) => a,
         _ => return Err(ApprovalError::NotWaiting(job.status)),
@@ -380,18 +382,17 @@ pub fn apply_approval(job: &mut Job, decision: &str) -> Result<(), ApprovalError
     let target = target.clone();
     job.state_history.insert("approval_decision".into(), Value::String(decision.to_owned()));
     enter(job, &target);
-    Ok(())
+    Ok(Step::default().then_advance())
 }
 
-/// Resumes `parent` after its child ended. Returns false (and changes nothing) unless the parent
-/// is waiting for exactly this child, so a parent resumes exactly once.
-pub fn resume_parent(parent: &mut Job, child: &Job, out: &mut Outcome) -> bool {
+/// Resumes `parent` after its child ended; the step asks for an advance. `None` (and nothing
+/// changed) unless the parent is waiting for exactly this child, so a parent resumes exactly once.
+pub fn resume_parent(parent: &mut Job, child: &Job) -> Option<Step> {
     if parent.status != JobStatus::WaitingForSubJob || !child.status.is_terminal() {
-        return false;
+        return None;
     }
-    let Some(sub) = parent.sub_job.clone().filter(|s| s.child_job_id == child.id) else {
-        return false;
-    };
+    let sub = parent.sub_job.clone().filter(|s| s.child_job_id == child.id)?;
+    let mut out = Step::default();
     let outcome = match child.status {
         JobStatus::Finished => "success",
         JobStatus::Cancelled => "cancelled",
@@ -422,8 +423,8 @@ pub fn resume_parent(parent: &mut Job, child: &Job, out: &mut Outcome) -> bool {
                 "child job {} ({}) ended with outcome `{outcome}` and run_blueprint has no transition for it",
                 child.id, child.blueprint
             );
-            terminal(parent, JobStatus::Failed, Some(msg), out);
+            terminal(parent, JobStatus::Failed, Some(msg), &mut out);
         }
     }
-    true
+    Some(out.then_advance())
 }

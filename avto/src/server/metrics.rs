@@ -34,13 +34,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use parking_lot::Mutex;
-use serde_json::Value;
 
-use super::api::ApiError;
 use super::core::Core;
-use crate::engine::{Effect, Outcome};
-use crate::history::{self, History};
-use crate::job::{now_ms, Job, JobStatus};
+use crate::job::JobStatus;
 
 /// Upper bounds (seconds) of the dispatch latency buckets.
 pub const DISPATCH_BUCKETS: &[f64] =
@@ -178,20 +174,20 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// The whole `/metrics` page.
 pub async fn render(core: &Core) -> String {
-    let m = &core.metrics;
+    let m = core.metrics();
     let mut out = String::with_capacity(4096);
     header(&mut out, "avto_jobs", "gauge", "Jobs in the job store by status.");
-    let counts = core.jobs.counts(None).await.unwrap_or_default();
+    let counts = core.job_counts(None).await.unwrap_or_default();
     for status in JobStatus::ALL {
         let _ = writeln!(out, "avto_jobs{{status=\"{status}\"}} {}", counts.get(&status).copied().unwrap_or(0));
     }
     header(&mut out, "avto_queue_depth", "gauge", "Tasks waiting on worker queues or for a worker.");
-    let _ = writeln!(out, "avto_queue_depth {}", core.dispatcher.queue_depth().await);
+    let _ = writeln!(out, "avto_queue_depth {}", core.queue_depth().await);
     header(&mut out, "avto_workers_live", "gauge", "Registered workers with an unexpired heartbeat.");
-    let _ = writeln!(out, "avto_workers_live {}", core.dispatcher.live_workers().await.len());
+    let _ = writeln!(out, "avto_workers_live {}", core.live_worker_count().await);
 
     header(&mut out, "avto_jobs_created_total", "counter", "Jobs created, per blueprint.");
-    for bp in core.env.blueprints() {
+    for bp in core.env().blueprints() {
         let n = m.created.lock().get(bp.name()).copied().unwrap_or(0);
         let _ = writeln!(out, "avto_jobs_created_total{{blueprint=\"{}\"}} {n}", label(bp.name()));
     }
@@ -253,78 +249,6 @@ async fn metrics_page(State(core): State<Arc<Core>>, _operator: super::api::Oper
     let body = render(&core).await;
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], body)
         .into_response()
-}
-
-/// The hooks [`Core`] calls where jobs change.
-impl Core {
-    /// The history front, when `HISTORY_DATABASE_URI` (or the builder) enabled it.
-    pub fn history(&self) -> Option<&History> {
-        self.history.get()
-    }
-
-    /// A job was created (API, scheduler, child): count it, write `job_created`.
-    pub(crate) fn observe_created(&self, job: &Job) {
-        self.metrics.job_created(&job.blueprint);
-        if let Some(h) = self.history() {
-            h.record([history::created_record(job)]);
-        }
-    }
-
-    /// An engine call changed `job`: write its events, count children and ends.
-    pub(crate) fn observe(&self, job: &Job, out: &Outcome) {
-        for e in &out.effects {
-            match e {
-                Effect::StartChild(child) => self.observe_created(child),
-                Effect::Terminal(status) => {
-                    let secs = now_ms().saturating_sub(job.created_at_ms) as f64 / 1000.0;
-                    self.metrics.job_ended(&job.blueprint, *status, secs);
-                }
-                _ => {}
-            }
-        }
-        if let Some(h) = self.history() {
-            h.record(history::records_for(job, &out.events));
-        }
-    }
-
-    /// A worker took task `task_id` of `job`: dispatch latency.
-    pub(crate) fn observe_pickup(&self, job: Option<&Job>, task_id: &str) {
-        if let Some(t) = job.and_then(|j| j.tasks_in_flight().find(|t| t.task_id == task_id)) {
-            self.metrics.dispatch_latency.observe(now_ms().saturating_sub(t.dispatched_at_ms) as f64 / 1000.0);
-        }
-    }
-
-    /// The client API answer of `GET .../jobs/{id}/history` for `client` (a client identity,
-    /// [`crate::ClientConfig::id`]). `owner` is the owner of the job in the job store (None when
-    /// the store no longer has it: then the job snapshots of the history rows tell the owner).
-    /// Other clients' jobs are 404, like unknown ones.
-    pub async fn history_view(
-        &self,
-        job_id: &str,
-        client: &str,
-        owner: Option<&str>,
-        view: impl Fn(&Job) -> Value,
-    ) -> Result<Value, ApiError> {
-        let h = self.history().ok_or_else(|| ApiError::NotFound(history::DISABLED_MESSAGE.into()))?;
-        let rows = h.job_history(job_id).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
-        let owner = owner
-            .map(str::to_owned)
-            .or_else(|| rows.iter().find_map(|r| r.snapshot()?.get("client")?.get("id")?.as_str().map(str::to_owned)));
-        if client.is_empty() || owner.as_deref() != Some(client) {
-            return Err(ApiError::NotFound("Job not found".into()));
-        }
-        let tz = self.cfg.tz;
-        let list = rows
-            .iter()
-            .map(|r| {
-                r.to_json(tz, |snap| match serde_json::from_value::<Job>(snap.clone()) {
-                    Ok(job) => view(&job),
-                    Err(_) => snap,
-                })
-            })
-            .collect();
-        Ok(Value::Array(list))
-    }
 }
 
 #[cfg(test)]

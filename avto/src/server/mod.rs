@@ -7,6 +7,7 @@
 //! ```
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod core;
 pub mod dispatch;
@@ -208,13 +209,13 @@ impl OrchestratorBuilder {
         .map_err(ServeError::Blueprints)?;
         let core = Arc::new(Core::new(config, env, stores));
         if let Some(backend) = self.history {
-            let _ = core.history.set(crate::history::History::start_supervised(backend, &core.health));
+            core.set_history(crate::history::History::start_supervised(backend, core.health()));
         }
-        let scheduler = match &core.cfg.schedules_config_path {
+        let scheduler = match &core.config().schedules_config_path {
             None => None,
             Some(path) => {
-                let names: Vec<&str> = core.env.blueprints().map(|b| b.name()).collect();
-                let schedules = scheduler::load_schedules(path, &names, core.cfg.tz)?;
+                let names: Vec<&str> = core.env().blueprints().map(|b| b.name()).collect();
+                let schedules = scheduler::load_schedules(path, &names, core.config().tz)?;
                 let clock = self.clock.unwrap_or_else(|| Arc::new(scheduler::SystemClock));
                 Some(Arc::new(scheduler::Scheduler::new(core.clone(), schedules, schedule_locks, clock)))
             }
@@ -281,37 +282,29 @@ impl Orchestrator {
         if let Some(r) = &self.redis {
             r.check().await.map_err(|e| ServeError::Storage(e.to_string()))?;
         }
-        for c in &self.core.cfg.clients {
-            if let Some(q) = c.quota {
-                self.core
-                    .quotas
-                    .init(&c.token, q)
-                    .await
-                    .map_err(|e| ServeError::Blueprints(format!("quota init failed: {e}")))?;
-            }
-        }
+        self.core.init_quotas().await.map_err(|e| ServeError::Blueprints(format!("quota init failed: {e}")))?;
         self.core
-            .env
+            .env()
             .initialize_data_stores()
             .await
             .map_err(|e| ServeError::Storage(format!("writing the initial values of data stores: {e}")))?;
-        if let Some(store) = self.core.env.object_store() {
+        if let Some(store) = self.core.env().object_store() {
             store.init().await?;
         }
-        if let (None, Some(uri)) = (self.core.history(), &self.core.cfg.history_database_uri) {
-            let backend = crate::history::connect(uri, self.core.cfg.history_connect_timeout).await?;
+        if let (None, Some(uri)) = (self.core.history(), &self.core.config().history_database_uri) {
+            let backend = crate::history::connect(uri, self.core.config().history_connect_timeout).await?;
             tracing::info!(backend = backend.kind(), "history enabled");
-            let _ = self.core.history.set(crate::history::History::start_supervised(backend, &self.core.health));
+            self.core.set_history(crate::history::History::start_supervised(backend, self.core.health()));
         }
         Ok(())
     }
 
     /// Binds `API_HOST:API_PORT` and serves until SIGTERM / SIGINT.
     pub async fn serve(self) -> Result<(), ServeError> {
-        init_logging(&self.core.cfg);
-        let addr = SocketAddr::new(self.core.cfg.host, self.core.cfg.port);
+        init_logging(self.core.config());
+        let addr = SocketAddr::new(self.core.config().host, self.core.config().port);
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
-        tracing::info!(%addr, blueprints = ?self.core.env.blueprints().map(|b| b.name()).collect::<Vec<_>>(), "avto orchestrator listening");
+        tracing::info!(%addr, blueprints = ?self.core.env().blueprints().map(|b| b.name()).collect::<Vec<_>>(), "avto orchestrator listening");
         let served = self.listen(listener, shutdown_signal()).await;
         #[cfg(feature = "otel")]
         let _ = tokio::task::spawn_blocking(crate::trace::otel::shutdown).await;
@@ -326,12 +319,12 @@ impl Orchestrator {
     ) -> Result<(), ServeError> {
         // The certificate files are read first: a wrong one fails start-up before anything runs.
         #[cfg(feature = "tls")]
-        let acceptor = match &self.core.cfg.tls {
+        let acceptor = match &self.core.config().tls {
             None => None,
             Some(cfg) => Some(tls::acceptor(cfg).map_err(|e| ServeError::Config(ConfigError(e)))?),
         };
         #[cfg(not(feature = "tls"))]
-        let acceptor: Option<std::convert::Infallible> = match &self.core.cfg.tls {
+        let acceptor: Option<std::convert::Infallible> = match &self.core.config().tls {
             None => None,
             Some(_) => {
                 return Err(ServeError::Config(ConfigError(
@@ -347,7 +340,7 @@ impl Orchestrator {
                 let core = Arc::downgrade(&self.core);
                 let on_message = move |msg| {
                     if let Some(core) = core.upgrade() {
-                        core.dispatcher.on_bus(msg);
+                        core.dispatcher().on_bus(msg);
                     }
                 };
                 Some(r.subscribe(on_message).await.map_err(|e| ServeError::Storage(e.to_string()))?)
@@ -355,7 +348,7 @@ impl Orchestrator {
         };
         self.core.start_background();
         let schedules = self.scheduler.as_ref().map(|s| s.start());
-        let limits = listener::Limits::from_config(&self.core.cfg);
+        let limits = listener::Limits::from_config(self.core.config());
         let core = self.core.clone();
         let shutdown = async move {
             shutdown.await;
@@ -365,7 +358,7 @@ impl Orchestrator {
             None => listener::serve(listener, self.router(), listener::Plain, limits, shutdown).await,
             #[cfg(feature = "tls")]
             Some(acceptor) => {
-                let client_certificates = self.core.cfg.tls.as_ref().is_some_and(|t| t.ca_path.is_some());
+                let client_certificates = self.core.config().tls.as_ref().is_some_and(|t| t.ca_path.is_some());
                 tracing::info!(client_certificates, "serving HTTPS");
                 listener::serve(listener, self.router(), tls::Tls(acceptor), limits, shutdown).await
             }

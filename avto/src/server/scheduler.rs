@@ -537,7 +537,7 @@ impl Scheduler {
                 continue;
             }
             let key = s.lock_key(due);
-            match self.locks.claim(&key, &self.core.cfg.instance_id, s.lock_ttl()).await {
+            match self.locks.claim(&key, &self.core.config().instance_id, s.lock_ttl()).await {
                 Ok(true) => match self.fire(s, due).await {
                     Ok(job_id) => fired.push(Fired { schedule: s.name.clone(), due, job_id }),
                     Err(e) => tracing::error!(schedule = %s.name, error = %e, "scheduled job not created"),
@@ -573,7 +573,7 @@ impl Scheduler {
             traceparent: None,
         };
         let id = self.core.create_job(bp, req, &scheduler_client()).await.map_err(|e| e.to_string())?;
-        self.core.metrics.schedule_fired(&s.name);
+        self.core.metrics().schedule_fired(&s.name);
         tracing::info!(schedule = %s.name, blueprint = %s.blueprint, job_id = %id, %due, "scheduled job created");
         Ok(id)
     }
@@ -582,7 +582,7 @@ impl Scheduler {
     /// a tick panics, see [`super::supervise`]).
     pub fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
-        super::supervise::supervise(&self.core.health, "scheduler", move || {
+        super::supervise::supervise(self.core.health(), "scheduler", move || {
             let me = me.clone();
             async move {
                 let mut tick = tokio::time::interval(TICK);

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{check_job_id, json_response, json_status, truncate, ApiError, JsonObject, Operator};
+use crate::history;
 use crate::job::Job;
 use crate::server::config::ClientEntry;
 use crate::server::core::{Core, NewJob};
@@ -38,7 +39,7 @@ impl FromRequestParts<Arc<Core>> for Client {
         };
         let route = parts.extensions.get::<MatchedPath>().map_or("-", |m| m.as_str());
         rate_limit(core, &format!("client:{}:{route}", entry.config.id)).await?;
-        if entry.quota.is_some() && !core.quotas.take(&entry.token).await.map_err(storage)? {
+        if entry.quota.is_some() && !core.take_quota(&entry.token).await.map_err(storage)? {
             return Err(ApiError::TooManyRequests {
                 message: format!("Quota exceeded for client `{}` (monthly_attempts)", entry.config.name),
                 retry_after_secs: 3600,
@@ -56,15 +57,15 @@ fn authenticate<'c>(parts: &Parts, core: &'c Core) -> Result<&'c ClientEntry, Ap
         .ok_or_else(|| ApiError::Unauthorized("Missing X-Client-Token header".into()))?
         .to_str()
         .map_err(|_| ApiError::Unauthorized("Unauthorized: Invalid token".into()))?;
-    core.client_by_token(token).ok_or_else(|| ApiError::Unauthorized("Unauthorized: Invalid token".into()))
+    core.auth().client_by_token(token).ok_or_else(|| ApiError::Unauthorized("Unauthorized: Invalid token".into()))
 }
 
 /// Counts one request against `key` (429 with `Retry-After` over the limit).
 pub(super) async fn rate_limit(core: &Core, key: &str) -> Result<(), ApiError> {
-    if !core.cfg.rate_limiting_enabled {
+    if !core.config().rate_limiting_enabled {
         return Ok(());
     }
-    if let Err(wait) = core.rate.hit(key, core.cfg.rate_limit, core.cfg.rate_limit_period).await.map_err(storage)? {
+    if let Err(wait) = core.rate_hit(key, None).await.map_err(storage)? {
         return Err(ApiError::TooManyRequests {
             message: "Too Many Requests".into(),
             retry_after_secs: wait.as_secs() + 1,
@@ -78,12 +79,15 @@ fn storage(e: crate::storage::StorageError) -> ApiError {
 }
 
 pub(super) fn routes(core: &Arc<Core>) -> Router<Arc<Core>> {
-    let prefix =
-        if core.cfg.client_api_prefix.is_empty() { String::new() } else { format!("/{}", core.cfg.client_api_prefix) };
+    let prefix = if core.config().client_api_prefix.is_empty() {
+        String::new()
+    } else {
+        format!("/{}", core.config().client_api_prefix)
+    };
     let mut r = Router::new();
     let mut versions: BTreeSet<Option<&str>> = BTreeSet::new();
     versions.insert(None);
-    for bp in core.env.blueprints() {
+    for bp in core.env().blueprints() {
         versions.insert(bp.api_version());
         if let Some(path) = bp.create_path() {
             let name = bp.name();
@@ -120,7 +124,7 @@ pub(super) fn routes(core: &Arc<Core>) -> Router<Arc<Core>> {
 
 /// `POST .../jobs/{x}` where no blueprint has that endpoint.
 async fn unknown_endpoint(State(core): State<Arc<Core>>, _client: Client, Path(x): Path<String>) -> ApiError {
-    let known: Vec<String> = core.env.blueprints().filter_map(|b| b.create_path()).collect();
+    let known: Vec<String> = core.env().blueprints().filter_map(|b| b.create_path()).collect();
     ApiError::NotFound(format!(
         "no blueprint has the endpoint `jobs/{}` (endpoints: {})",
         truncate(&x),
@@ -182,7 +186,7 @@ async fn create_job(
             ))
         }
         Some(Value::String(u)) if u.starts_with("http://") || u.starts_with("https://") => {
-            crate::server::webhooks::check_target(u, core.cfg.webhook_allow_private)
+            crate::server::webhooks::check_target(u, core.config().webhook_allow_private)
                 .await
                 .map_err(|e| ApiError::bad(format!("`webhook_url`: {e}")))?;
             Some(u.clone())
@@ -192,8 +196,8 @@ async fn create_job(
     let req = NewJob {
         initial_data,
         webhook_url,
-        dispatch_timeout: opt_secs(&body, "dispatch_timeout", core.cfg.max_timeout)?,
-        result_timeout: opt_secs(&body, "result_timeout", core.cfg.max_timeout)?,
+        dispatch_timeout: opt_secs(&body, "dispatch_timeout", core.config().max_timeout)?,
+        result_timeout: opt_secs(&body, "result_timeout", core.config().max_timeout)?,
         security: opt_object(&body, "security")?,
         metadata: opt_object(&body, "metadata")?,
         traceparent: headers
@@ -208,7 +212,7 @@ async fn create_job(
 /// Loads a job of this client (404 for unknown ids and for other clients' jobs, so nothing leaks).
 pub(super) async fn owned_job(core: &Core, client: &ClientEntry, job_id: &str) -> Result<Job, ApiError> {
     check_job_id(job_id)?;
-    match core.jobs.get(job_id).await.map_err(storage)? {
+    match core.job(job_id).await.map_err(storage)? {
         Some(j) if j.client.id == client.config.id => Ok(j),
         _ => Err(ApiError::NotFound("Job not found".into())),
     }
@@ -274,7 +278,7 @@ async fn job_status(
 ) -> Result<Response, ApiError> {
     let job = owned_job(&core, &client, &job_id).await?;
     let detailed = match q.detailed.as_deref() {
-        None => core.cfg.detailed_api_responses,
+        None => core.config().detailed_api_responses,
         Some("true" | "1") => true,
         Some("false" | "0") => false,
         Some(other) => {
@@ -299,10 +303,42 @@ async fn job_history(
     Query(q): Query<StatusQuery>,
 ) -> Result<Response, ApiError> {
     check_job_id(&job_id)?;
-    let detailed = q.detailed.as_deref().map_or(core.cfg.detailed_api_responses, |d| matches!(d, "true" | "1"));
-    let owner = core.jobs.get(&job_id).await.map_err(storage)?.map(|j| j.client.id.clone());
-    let rows = core.history_view(&job_id, &client.config.id, owner.as_deref(), |j| job_view(j, detailed)).await?;
+    let detailed = q.detailed.as_deref().map_or(core.config().detailed_api_responses, |d| matches!(d, "true" | "1"));
+    let owner = core.job(&job_id).await.map_err(storage)?.map(|j| j.client.id.clone());
+    let rows = history_view(&core, &job_id, &client.config.id, owner.as_deref(), |j| job_view(j, detailed)).await?;
     Ok(json_response(&rows))
+}
+
+/// The client API answer of `GET .../jobs/{id}/history` for `client` (a client identity,
+/// [`crate::ClientConfig::id`]). `owner` is the owner of the job in the job store (None when
+/// the store no longer has it: then the job snapshots of the history rows tell the owner).
+/// Other clients' jobs are 404, like unknown ones.
+async fn history_view(
+    core: &Core,
+    job_id: &str,
+    client: &str,
+    owner: Option<&str>,
+    view: impl Fn(&Job) -> Value,
+) -> Result<Value, ApiError> {
+    let h = core.history().ok_or_else(|| ApiError::NotFound(history::DISABLED_MESSAGE.into()))?;
+    let rows = h.job_history(job_id).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let owner = owner
+        .map(str::to_owned)
+        .or_else(|| rows.iter().find_map(|r| r.snapshot()?.get("client")?.get("id")?.as_str().map(str::to_owned)));
+    if client.is_empty() || owner.as_deref() != Some(client) {
+        return Err(ApiError::NotFound("Job not found".into()));
+    }
+    let tz = core.config().tz;
+    let list = rows
+        .iter()
+        .map(|r| {
+            r.to_json(tz, |snap| match serde_json::from_value::<Job>(snap.clone()) {
+                Ok(job) => view(&job),
+                Err(_) => snap,
+            })
+        })
+        .collect();
+    Ok(Value::Array(list))
 }
 
 async fn cancel_job(
@@ -363,7 +399,7 @@ async fn list_jobs(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let (limit, offset, detailed) = q.page()?;
-    let jobs = core.jobs.list(&client.config.id, limit, offset).await.map_err(storage)?;
+    let jobs = core.list_jobs(&client.config.id, limit, offset).await.map_err(storage)?;
     let list: Vec<Value> = jobs.iter().map(|j| job_view(j, detailed)).collect();
     Ok(json_response(&Value::Array(list)))
 }
@@ -376,15 +412,15 @@ pub(super) async fn quarantined_jobs(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let (limit, offset, detailed) = q.page()?;
-    let jobs = core.jobs.list_quarantined(&client.config.id, limit, offset).await.map_err(storage)?;
+    let jobs = core.list_quarantined(&client.config.id, limit, offset).await.map_err(storage)?;
     let list: Vec<Value> = jobs.iter().map(|j| job_view(j, detailed)).collect();
     Ok(json_response(&Value::Array(list)))
 }
 
 async fn list_blueprints(State(core): State<Arc<Core>>, _client: Client) -> Response {
-    let prefix = &core.cfg.client_api_prefix;
+    let prefix = &core.config().client_api_prefix;
     let list: Vec<Value> = core
-        .env
+        .env()
         .blueprints()
         .map(|bp| {
             json!({
@@ -419,7 +455,6 @@ async fn workers(State(core): State<Arc<Core>>, parts: Parts) -> Result<Response
         }
     };
     let list: Vec<Value> = core
-        .dispatcher
         .live_workers()
         .await
         .into_iter()
@@ -448,19 +483,19 @@ async fn workers(State(core): State<Arc<Core>>, parts: Parts) -> Result<Response
 /// `POST …/admin/reload-workers` (operator credential): reads workers.toml (`WORKERS_CONFIG_PATH`)
 /// again. 409 when no file is configured, 400 (and the old tokens kept) when it does not load.
 async fn reload_workers(State(core): State<Arc<Core>>, _operator: Operator) -> Result<Response, ApiError> {
-    let Some(n) = core.reload_worker_tokens().map_err(|e| ApiError::bad(e.to_string()))? else {
+    let Some(n) = core.auth().reload_worker_tokens().map_err(|e| ApiError::bad(e.to_string()))? else {
         return Err(ApiError::Conflict("WORKERS_CONFIG_PATH is not set: there is nothing to reload".into()));
     };
     Ok(json_response(&json!({"status": "workers_reloaded", "workers": n})))
 }
 
 async fn dashboard(State(core): State<Arc<Core>>, Client(client): Client) -> Result<Response, ApiError> {
-    let counts = core.jobs.counts(Some(&client.config.id)).await.map_err(storage)?;
+    let counts = core.job_counts(Some(&client.config.id)).await.map_err(storage)?;
     let mut jobs = Map::new();
-    jobs.insert("queued".into(), json!(core.dispatcher.queue_depth().await));
+    jobs.insert("queued".into(), json!(core.queue_depth().await));
     for (status, n) in counts {
         jobs.insert(status.as_str().into(), json!(n));
     }
-    let workers = core.dispatcher.live_workers().await.len();
+    let workers = core.live_worker_count().await;
     Ok(json_response(&json!({"workers": {"total": workers}, "jobs": jobs})))
 }

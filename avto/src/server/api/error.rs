@@ -81,6 +81,18 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<crate::server::auth::AuthError> for ApiError {
+    fn from(e: crate::server::auth::AuthError) -> Self {
+        use crate::server::auth::AuthError;
+        match e {
+            AuthError::Invalid(m) => ApiError::BadRequest(m),
+            AuthError::Missing(m) => ApiError::Unauthorized(m),
+            AuthError::Refused(m) => ApiError::Forbidden(m),
+            AuthError::Storage(m) => ApiError::Unavailable(m),
+        }
+    }
+}
+
 impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> Self {
         match e {

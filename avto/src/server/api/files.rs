@@ -44,7 +44,7 @@ async fn job_key(
     filename: &str,
 ) -> Result<(Arc<dyn ObjectStore>, String), ApiError> {
     owned_job(core, &client.0, job_id).await?;
-    let store = core.env.object_store().ok_or_else(|| ApiError::NotImplemented(S3_DISABLED.into()))?;
+    let store = core.env().object_store().ok_or_else(|| ApiError::NotImplemented(S3_DISABLED.into()))?;
     if filename.is_empty() {
         return Err(ApiError::bad("filename is required"));
     }
@@ -109,14 +109,14 @@ async fn upload_content(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (store, key) = job_key(&core, &client, &job_id, &filename).await?;
-    let limit = core.cfg.max_upload_bytes;
+    let limit = core.config().max_upload_bytes;
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(store_error(FileError::TooLarge { limit }));
     }
     // A client may pause at most HTTP_BODY_READ_TIMEOUT_SECONDS between two chunks: a stalled
     // upload ends with 408 instead of holding its connection and multipart upload open.
-    let idle = core.cfg.http_body_read_timeout;
+    let idle = core.config().http_body_read_timeout;
     let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stalled.clone();
     let chunks = futures::stream::unfold(Some(body.into_data_stream()), move |data| {

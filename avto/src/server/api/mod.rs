@@ -27,7 +27,7 @@ pub const RXON_VERSION: &str = "1.0b17";
 /// The whole router.
 pub fn router(core: Arc<Core>) -> Router {
     let mut app = Router::new().merge(public::routes()).merge(worker::routes());
-    if core.cfg.enable_client_api {
+    if core.config().enable_client_api {
         app = app.merge(client::routes(&core));
     }
     app.fallback(|| async { ApiError::NotFound("no such route".into()) })
@@ -61,8 +61,8 @@ pub struct JsonObject(pub Map<String, Value>);
 impl FromRequest<Arc<Core>> for JsonObject {
     type Rejection = ApiError;
     async fn from_request(req: Request, core: &Arc<Core>) -> Result<Self, ApiError> {
-        let bytes = read_body(req, &core.cfg).await?;
-        parse_object_within(&bytes, core.cfg.max_json_depth).map(JsonObject)
+        let bytes = read_body(req, core.config()).await?;
+        parse_object_within(&bytes, core.config().max_json_depth).map(JsonObject)
     }
 }
 
@@ -195,13 +195,8 @@ impl Operator {
             .map(|v| v.to_str().unwrap_or_default())
             .map(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim());
         let Some(presented) = presented else { return Ok(None) };
-        match &core.cfg.admin_token {
-            None => Err(ApiError::Forbidden("operator routes are disabled: ADMIN_TOKEN is not set".into())),
-            Some(t) if crate::protocol::sign::constant_time_eq(t.as_bytes(), presented.as_bytes()) => {
-                Ok(Some(Operator))
-            }
-            Some(_) => Err(ApiError::Forbidden("Forbidden: invalid operator token".into())),
-        }
+        core.auth().check_operator(presented)?;
+        Ok(Some(Operator))
     }
 }
 

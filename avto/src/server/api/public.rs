@@ -24,7 +24,7 @@ pub(super) fn routes() -> Router<Arc<Core>> {
 /// [...]}` when a background task panicked too often and stays down (see
 /// [`crate::server::supervise`]): this instance no longer does all of its work.
 async fn status(State(core): State<Arc<Core>>) -> Response {
-    let failed = core.health.failed();
+    let failed = core.health().failed();
     if failed.is_empty() {
         return json_response(&json!({"status": "ok"}));
     }

@@ -25,6 +25,7 @@ use crate::context::TaskError;
 use crate::engine::{ResultDisposition, TaskResult};
 use crate::protocol::replay::{check_timestamp, message_nonce, message_timestamp, nonce_ttl, unix_now};
 use crate::protocol::sign::{self, verify_security, MessageKind};
+use crate::server::auth::{valid_worker_id, StsPair, WorkerIdentity, GLOBAL_WORKER_ID, STS_ACCESS_TTL};
 use crate::server::config::WorkerAuthMode;
 use crate::server::core::{Core, TaskContext};
 use crate::server::dispatch::{QueuedTask, WorkerInfo};
@@ -44,23 +45,11 @@ pub(super) fn routes() -> Router<Arc<Core>> {
         .route("/_worker/ws/{worker_id}", get(websocket))
 }
 
-const GLOBAL_ID: &str = "unknown_authenticated_by_global_token";
-const ACCESS_TTL_MS: u64 = 3_600_000;
-const REFRESH_TTL_MS: u64 = 86_400_000;
-
 /// Who sent a request, and the key their messages are signed with.
-#[derive(Debug, Clone)]
-struct Sender {
-    worker_id: String,
-    key: String,
-}
+type Sender = WorkerIdentity;
 
 fn forbidden(msg: impl Into<String>) -> ApiError {
     ApiError::Forbidden(msg.into())
-}
-
-fn valid_id(id: &str) -> bool {
-    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// What a worker request authenticates with: its headers, and the CN of the verified client
@@ -104,67 +93,11 @@ async fn authenticate(core: &Core, creds: &Credentials, hint: Option<&str>) -> R
     }
 }
 
-/// Who a worker request is from (see [`authenticate`]), without charging failures.
+/// Who a worker request is from (see [`authenticate`] and [`crate::server::auth::Auth::identify_worker`]), without
+/// charging failures.
 async fn identify(core: &Core, creds: &Credentials, hint: Option<&str>) -> Result<Sender, ApiError> {
-    if let Some(hint) = hint {
-        if !valid_id(hint) {
-            return Err(ApiError::bad("Invalid worker_id: expected 1-128 characters of [A-Za-z0-9_-]"));
-        }
-    }
-    let key_for = |id: &str| core.worker_token(id).unwrap_or_else(|| core.cfg.global_worker_token.clone());
-    let mode = core.cfg.worker_auth_mode;
-    if let (Some(cn), false) = (&creds.cn, mode == WorkerAuthMode::TokenOnly) {
-        return match hint {
-            Some(h) if h != cn => {
-                Err(forbidden(format!("Unauthorized: client certificate is for {cn}, the request is for {h}")))
-            }
-            _ if !valid_id(cn) => Err(forbidden("Unauthorized: client certificate CN is not a valid worker id")),
-            _ => Ok(Sender { key: key_for(cn), worker_id: cn.clone() }),
-        };
-    }
-    let token = creds.headers.get("x-worker-token").and_then(|v| v.to_str().ok()).filter(|t| !t.is_empty());
-    let Some(token) = token else {
-        return Err(forbidden(match mode {
-            WorkerAuthMode::MtlsOnly => "Unauthorized: Client certificate required.",
-            WorkerAuthMode::TokenOnly => "Unauthorized: Missing X-Worker-Token header.",
-            WorkerAuthMode::Mixed => "Unauthorized: Missing X-Worker-Token header or client certificate.",
-        }));
-    };
-    // STS access token (a configured token is never one: skip the lookup)
-    let configured = sign::constant_time_eq(token.as_bytes(), core.cfg.global_worker_token.as_bytes())
-        || hint
-            .and_then(|h| core.worker_token(h))
-            .is_some_and(|t| sign::constant_time_eq(token.as_bytes(), t.as_bytes()));
-    let sts_owner = match configured {
-        true => None,
-        false => core.sts_owner(token, "access").await.map_err(|e| ApiError::Unavailable(e.to_string()))?,
-    };
-    if let Some(owner) = sts_owner {
-        return match hint {
-            Some(h) if h != owner => Err(forbidden("Unauthorized: token belongs to another worker")),
-            _ => Ok(Sender { key: key_for(&owner), worker_id: owner }),
-        };
-    }
-    if mode == WorkerAuthMode::MtlsOnly {
-        return Err(forbidden("Unauthorized: Invalid authentication method (WORKER_AUTH_MODE=mtls-only)"));
-    }
-    let Some(hint) = hint else {
-        if sign::constant_time_eq(token.as_bytes(), core.cfg.global_worker_token.as_bytes()) {
-            return Ok(Sender { worker_id: GLOBAL_ID.into(), key: core.cfg.global_worker_token.clone() });
-        }
-        return Err(forbidden("Unauthorized: No valid token found"));
-    };
-    if let Some(individual) = core.worker_token(hint) {
-        return if sign::constant_time_eq(token.as_bytes(), individual.as_bytes()) {
-            Ok(Sender { worker_id: hint.to_owned(), key: individual })
-        } else {
-            Err(forbidden("Unauthorized: Invalid individual worker token"))
-        };
-    }
-    if sign::constant_time_eq(token.as_bytes(), core.cfg.global_worker_token.as_bytes()) {
-        return Ok(Sender { worker_id: hint.to_owned(), key: core.cfg.global_worker_token.clone() });
-    }
-    Err(forbidden("Unauthorized: No valid token found"))
+    let token = creds.headers.get("x-worker-token").and_then(|v| v.to_str().ok());
+    Ok(core.auth().identify_worker(creds.cn.as_deref(), token, hint).await?)
 }
 
 fn header_id(headers: &HeaderMap) -> Option<&str> {
@@ -172,16 +105,16 @@ fn header_id(headers: &HeaderMap) -> Option<&str> {
 }
 
 async fn rate_limit(core: &Core, sender: &Sender, kind: &str) -> Result<(), ApiError> {
-    if !core.cfg.rate_limiting_enabled {
+    if !core.config().rate_limiting_enabled {
         return Ok(());
     }
     let limit = match kind {
-        "poll" => core.cfg.rate_limit_poll,
-        "heartbeat" => core.cfg.rate_limit_heartbeat,
-        _ => core.cfg.rate_limit,
+        "poll" => core.config().rate_limit_poll,
+        "heartbeat" => core.config().rate_limit_heartbeat,
+        _ => core.config().rate_limit,
     };
     let key = format!("worker:{}:{kind}", sender.worker_id);
-    match core.rate.hit(&key, limit, core.cfg.rate_limit_period).await {
+    match core.rate_hit(&key, Some(limit)).await {
         Ok(Err(wait)) => {
             Err(ApiError::TooManyRequests { message: "Too Many Requests".into(), retry_after_secs: wait.as_secs() + 1 })
         }
@@ -201,7 +134,7 @@ async fn verify(core: &Core, sender: &Sender, body: &Value, kind: MessageKind) -
             Some(Ok(ts)) => nonce_ttl(ts, now),
             _ => crate::protocol::replay::NONCE_TTL,
         };
-        let fresh = core.nonces.first_use(&key, ttl).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let fresh = core.first_use_nonce(&key, ttl).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
         if !fresh {
             return Err(forbidden("Duplicate message detected (replay attack)"));
         }
@@ -212,8 +145,8 @@ async fn verify(core: &Core, sender: &Sender, body: &Value, kind: MessageKind) -
 async fn body_object(req: Request, core: &Core) -> Result<(Credentials, Map<String, Value>), ApiError> {
     let (parts, body) = req.into_parts();
     let creds = Credentials::of(&parts);
-    let bytes = read_body(Request::from_parts(parts, body), &core.cfg).await?;
-    Ok((creds, parse_object_within(&bytes, core.cfg.max_json_depth)?))
+    let bytes = read_body(Request::from_parts(parts, body), core.config()).await?;
+    Ok((creds, parse_object_within(&bytes, core.config().max_json_depth)?))
 }
 
 /// The `worker_id` a message body claims.
@@ -232,13 +165,13 @@ async fn authenticated_body(
 ) -> Result<(Credentials, Sender, Map<String, Value>), ApiError> {
     let (parts, body) = req.into_parts();
     let creds = Credentials::of(&parts);
-    let certificate = creds.cn.is_some() && core.cfg.worker_auth_mode != WorkerAuthMode::TokenOnly;
+    let certificate = creds.cn.is_some() && core.config().worker_auth_mode != WorkerAuthMode::TokenOnly;
     let token = creds.headers.get("x-worker-token").is_some_and(|t| !t.is_empty());
     if !certificate && !token {
         authenticate(core, &creds, None).await?; // refuses: no credential
     }
-    let bytes = read_body(Request::from_parts(parts, body), &core.cfg).await?;
-    let parsed = parse_object_within(&bytes, core.cfg.max_json_depth);
+    let bytes = read_body(Request::from_parts(parts, body), core.config()).await?;
+    let parsed = parse_object_within(&bytes, core.config().max_json_depth);
     let hint = header_id(&creds.headers).map(str::to_owned).or_else(|| parsed.as_ref().ok().and_then(&claimed));
     let sender = authenticate(core, &creds, hint.as_deref()).await?;
     Ok((creds, sender, parsed?))
@@ -258,7 +191,7 @@ async fn register(State(core): State<Arc<Core>>, req: Request) -> Result<Respons
             sender.worker_id
         )));
     }
-    if !valid_id(worker_id) {
+    if !valid_worker_id(worker_id) {
         return Err(ApiError::bad("Invalid worker_id: expected 1-128 characters of [A-Za-z0-9_-]"));
     }
     match body.get("supported_skills") {
@@ -268,7 +201,7 @@ async fn register(State(core): State<Arc<Core>>, req: Request) -> Result<Respons
     if let Some(skills) = body.get("supported_skills").and_then(Value::as_array) {
         for s in skills {
             match s.get("name").and_then(Value::as_str) {
-                Some(n) if valid_id(n) => {}
+                Some(n) if valid_worker_id(n) => {}
                 _ => return Err(ApiError::bad("every supported skill needs a `name` of [A-Za-z0-9_-]{1,128}")),
             }
         }
@@ -293,14 +226,14 @@ async fn heartbeat(
     let req = Request::from_parts(parts, body);
     let sender = authenticate(&core, &creds, Some(&worker_id)).await?;
     rate_limit(&core, &sender, "heartbeat").await?;
-    let bytes = read_body(req, &core.cfg).await?;
+    let bytes = read_body(req, core.config()).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(match core.heartbeat(&worker_id, None).await? {
             Some(_) => json_response(&json!({"status": "ttl_refreshed"})),
             None => not_registered(&worker_id).into_response(),
         });
     }
-    let body = Value::Object(parse_object_within(&bytes, core.cfg.max_json_depth)?);
+    let body = Value::Object(parse_object_within(&bytes, core.config().max_json_depth)?);
     verify(&core, &sender, &body, MessageKind::Heartbeat).await?;
     if let Some(id) = body.get("worker_id").and_then(Value::as_str) {
         if id != worker_id {
@@ -314,7 +247,7 @@ async fn heartbeat(
     if !cancel.is_empty() {
         answer["cancel_task_ids"] = json!(cancel);
     }
-    if let Some(w) = core.dispatcher.worker(&worker_id).await {
+    if let Some(w) = core.worker(&worker_id).await {
         if w.skills.is_empty() && body.get("skills_hash").is_some() {
             answer["require_full_sync"] = json!(true);
         }
@@ -351,14 +284,14 @@ async fn next_task(
     let batch = max_tasks(query.as_deref())?;
     let sender = authenticate(&core, &creds, Some(&worker_id)).await?;
     rate_limit(&core, &sender, "poll").await?;
-    if !core.dispatcher.is_live(&worker_id).await {
+    if !core.worker_is_live(&worker_id).await {
         return Err(not_registered(&worker_id));
     }
-    let tasks = core.next_tasks(&worker_id, core.cfg.worker_poll_timeout, batch.unwrap_or(1)).await?;
+    let tasks = core.next_tasks(&worker_id, core.config().worker_poll_timeout, batch.unwrap_or(1)).await?;
     if tasks.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    core.metrics.poll_answered(tasks.len());
+    core.metrics().poll_answered(tasks.len());
     let mut payloads = tasks.into_iter().map(|(task, job)| task_payload(&core, task, job));
     match batch {
         None => Ok(json_response(&payloads.next().expect("one task"))),
@@ -390,7 +323,7 @@ fn task_payload(core: &Core, task: QueuedTask, job: TaskContext) -> Value {
     if !job.tracing_context.is_empty() {
         payload["tracing_context"] = Value::Object(job.tracing_context);
     }
-    let sig = sign::sign_task(&payload, &core.cfg.secret_key);
+    let sig = sign::sign_task(&payload, &core.config().secret_key);
     payload["sig"] = json!(sig);
     payload
 }
@@ -416,7 +349,7 @@ fn parse_error(v: Option<&Value>) -> Result<Option<TaskError>, ApiError> {
 async fn result(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
     let (_, sender, body) = authenticated_body(req, &core, body_worker_id).await?;
     rate_limit(&core, &sender, "result").await?;
-    core.metrics.results_received(1);
+    core.metrics().results_received(1);
     Ok(json_response(&process_result(&core, &sender, Value::Object(body)).await?))
 }
 
@@ -443,7 +376,7 @@ async fn results(State(core): State<Arc<Core>>, req: Request) -> Result<Response
         }
     };
     rate_limit(&core, &sender, "result").await?;
-    core.metrics.results_received(items.len());
+    core.metrics().results_received(items.len());
     let mut answers = Vec::with_capacity(items.len());
     for item in items {
         let answer = match item {
@@ -501,7 +434,7 @@ async fn process_event(core: &Arc<Core>, sender: &Sender, body: &Value) -> Resul
         return Err(ApiError::bad("payload must be an object"));
     }
     if event_type == "progress" {
-        let max = core.cfg.progress_message_max_bytes;
+        let max = core.config().progress_message_max_bytes;
         match payload.get("message") {
             None | Some(Value::Null) => {}
             Some(Value::String(m)) if m.len() <= max => {}
@@ -529,24 +462,23 @@ async fn event(State(core): State<Arc<Core>>, req: Request) -> Result<Response, 
     Ok(json_response(&process_event(&core, &sender, &Value::Object(body)).await?))
 }
 
-async fn sts_pair(core: &Core, worker_id: &str) -> Result<Value, ApiError> {
-    let access = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-    let refresh = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-    let unavailable = |e: crate::storage::StorageError| ApiError::Unavailable(e.to_string());
-    core.sts_store(&access, "access", worker_id, ACCESS_TTL_MS).await.map_err(unavailable)?;
-    core.sts_store(&refresh, "refresh", worker_id, REFRESH_TTL_MS).await.map_err(unavailable)?;
-    Ok(
-        json!({"access_token": access, "refresh_token": refresh, "expires_in": ACCESS_TTL_MS / 1000, "worker_id": worker_id}),
-    )
+fn sts_answer(worker_id: &str, pair: StsPair) -> Value {
+    json!({
+        "access_token": pair.access,
+        "refresh_token": pair.refresh,
+        "expires_in": STS_ACCESS_TTL.as_secs(),
+        "worker_id": worker_id,
+    })
 }
 
 async fn sts_issue(State(core): State<Arc<Core>>, creds: Credentials) -> Result<Response, ApiError> {
     let sender = authenticate(&core, &creds, header_id(&creds.headers)).await?;
-    if sender.worker_id == GLOBAL_ID {
+    if sender.worker_id == GLOBAL_WORKER_ID {
         return Err(forbidden("Unauthorized: X-Worker-ID is required to issue a token"));
     }
     rate_limit(&core, &sender, "sts").await?;
-    Ok(json_response(&sts_pair(&core, &sender.worker_id).await?))
+    let pair = core.auth().issue_sts(&sender.worker_id).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(json_response(&sts_answer(&sender.worker_id, pair)))
 }
 
 async fn sts_refresh(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
@@ -555,15 +487,8 @@ async fn sts_refresh(State(core): State<Arc<Core>>, req: Request) -> Result<Resp
         header_id(&creds.headers).ok_or_else(|| forbidden("Unauthorized: X-Worker-ID header is required"))?.to_owned();
     let token =
         body.get("refresh_token").and_then(Value::as_str).ok_or_else(|| ApiError::bad("refresh_token is required"))?;
-    let unavailable = |e: crate::storage::StorageError| ApiError::Unavailable(e.to_string());
-    match core.sts_owner(token, "refresh").await.map_err(unavailable)? {
-        Some(owner) if owner == worker_id => {
-            core.sts_revoke(token).await.map_err(unavailable)?;
-            Ok(json_response(&sts_pair(&core, &worker_id).await?))
-        }
-        Some(_) => Err(forbidden("Unauthorized: refresh token belongs to another worker")),
-        None => Err(forbidden("Unauthorized: Invalid refresh token (not found)")),
-    }
+    let pair = core.auth().refresh_sts(&worker_id, token).await?;
+    Ok(json_response(&sts_answer(&worker_id, pair)))
 }
 
 async fn websocket(
@@ -575,7 +500,7 @@ async fn websocket(
     let sender = authenticate(&core, &creds, Some(&worker_id)).await?;
     rate_limit(&core, &sender, "websocket").await?;
     // A frame or message larger than a request body is refused (the connection closes), like a body.
-    let max = core.cfg.max_body_bytes;
+    let max = core.config().max_body_bytes;
     Ok(ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| ws_session(core, sender, socket)))
 }
 
@@ -590,18 +515,18 @@ async fn send_within(socket: &mut WebSocket, msg: Message, within: std::time::Du
 
 async fn ws_session(core: Arc<Core>, sender: Sender, mut socket: WebSocket) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    if core.dispatcher.worker(&sender.worker_id).await.is_none() {
+    if core.worker(&sender.worker_id).await.is_none() {
         let _ = socket.send(Message::Close(None)).await;
         return;
     }
-    core.dispatcher.attach_ws(&sender.worker_id, tx.clone());
+    core.attach_ws(&sender.worker_id, tx.clone());
     // Events over the socket share the rate limit of `POST /_worker/events`; one over the limit is
     // dropped (logged once per run of refusals, so a flood does not flood the log either).
     let mut limited = false;
     // Every wait has an end: the socket is pinged every half HTTP_IDLE_TIMEOUT_SECONDS (WebSocket
     // clients answer pings on their own), and one that has sent nothing, not even a pong, for
     // HTTP_IDLE_TIMEOUT_SECONDS is closed, so a vanished peer does not hold its connection slot.
-    let idle = core.cfg.http_idle_timeout;
+    let idle = core.config().http_idle_timeout;
     let mut heard = tokio::time::Instant::now();
     let mut ping = tokio::time::interval_at(heard + idle / 2, idle / 2);
     loop {
@@ -641,7 +566,7 @@ async fn ws_session(core: Arc<Core>, sender: Sender, mut socket: WebSocket) {
                             continue;
                         }
                         limited = false;
-                        match parse_object_within(text.as_bytes(), core.cfg.max_json_depth).map(Value::Object) {
+                        match parse_object_within(text.as_bytes(), core.config().max_json_depth).map(Value::Object) {
                             Ok(body) => {
                                 if let Err(e) = process_event(&core, &sender, &body).await {
                                     tracing::warn!(worker_id = %sender.worker_id, error = %e, "websocket event rejected");
@@ -656,7 +581,7 @@ async fn ws_session(core: Arc<Core>, sender: Sender, mut socket: WebSocket) {
             }
         }
     }
-    core.dispatcher.detach_ws(&sender.worker_id, &tx);
+    core.detach_ws(&sender.worker_id, &tx);
 }
 
 #[cfg(test)]
@@ -692,7 +617,7 @@ mod tests {
     async fn a_nonce_is_kept_while_its_timestamp_is_accepted() {
         let nonces = Arc::new(RecordingNonces::default());
         let core = core_with(nonces.clone());
-        let sender = Sender { worker_id: "w-1".into(), key: core.cfg.global_worker_token.clone() };
+        let sender = Sender { worker_id: "w-1".into(), key: core.config().global_worker_token.clone() };
         let mut body = json!({"worker_id": "w-1", "status": "idle", "nonce": "n-1", "timestamp": unix_now() + 55});
         attach_security(&mut body, &sender.key, &sender.worker_id, MessageKind::Heartbeat);
         verify(&core, &sender, &body, MessageKind::Heartbeat).await.unwrap();

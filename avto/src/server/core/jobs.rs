@@ -1,0 +1,215 @@
+//! The job lifecycle: create, drive, results, events, approvals, cancel, parent resume, and the
+//! reads the client API needs. Each change is one unit of work ([`super::transact`]).
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::transact::{log_failure, JobTx};
+use super::{Core, CoreError, NewJob};
+use crate::blueprint::Blueprint;
+use crate::context::ErrorClass;
+use crate::engine::{self, ResultDisposition, TaskResult};
+use crate::job::Job;
+use crate::server::config::ClientEntry;
+use crate::storage::StorageError;
+
+/// Reputation a worker gains for a result that is not a failure.
+const REPUTATION_REWARD: f64 = 0.001;
+/// Reputation a worker loses for a permanent failure.
+const REPUTATION_PENALTY: f64 = 0.05;
+
+/// Drops the oldest entries of `state_history.progress_updates` beyond `max`.
+fn keep_last_progress(job: &mut Job, max: usize) {
+    if let Some(Value::Array(list)) = job.state_history.get_mut("progress_updates") {
+        if list.len() > max {
+            list.drain(..list.len() - max);
+        }
+    }
+}
+
+impl Core {
+    /// Creates a job and starts it. Returns its id.
+    pub async fn create_job(
+        self: &Arc<Self>,
+        bp: Blueprint,
+        req: NewJob,
+        client: &ClientEntry,
+    ) -> Result<String, CoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut job = Job::new(id.clone(), bp.name(), bp.start_state(), req.initial_data);
+        job.client = self.client_config(client);
+        job.webhook_url = req.webhook_url;
+        job.dispatch_timeout = req.dispatch_timeout;
+        job.result_timeout = req.result_timeout;
+        job.security = req.security;
+        job.metadata = req.metadata;
+        let (_span, tp) = crate::trace::span_with_parent(
+            tracing::info_span!("job", job_id = %job.id, blueprint = %job.blueprint),
+            req.traceparent,
+        );
+        if let Some(tp) = tp {
+            job.tracing_context = tp.to_map();
+        }
+        self.observe_created(&job);
+        // With an execution slot free now, the job is stored locked and its first handler runs
+        // without locking it again; otherwise it waits for a slot like any other drive.
+        match self.exec.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let tx = JobTx::from_guard(self.jobs.insert_locked(job).await?);
+                let (core, id) = (self.clone(), id.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    log_failure("could not advance job", &id, core.advance_and_commit(tx).await);
+                });
+            }
+            Err(_) => {
+                self.jobs.insert(job).await?;
+                self.drive(id.clone());
+            }
+        }
+        Ok(id)
+    }
+
+    /// Runs the job's handlers in the background (if it is runnable), within the limit of
+    /// handler runs at once (`EXECUTOR_MAX_CONCURRENT_JOBS`).
+    pub fn drive(self: &Arc<Self>, id: String) {
+        let core = self.clone();
+        tokio::spawn(async move {
+            let _permit = core.exec.clone().acquire_owned().await;
+            let driven = async {
+                let Some(tx) = core.begin(&id).await? else { return Ok(()) };
+                core.advance_and_commit(tx).await
+            };
+            log_failure("could not advance job", &id, driven.await);
+        });
+    }
+
+    async fn advance_and_commit(self: &Arc<Self>, mut tx: JobTx) -> Result<(), StorageError> {
+        self.advance(&mut tx).await;
+        self.commit(tx).await
+    }
+
+    /// Resumes `parent_id` after its child ended (an after-commit effect of the child's end).
+    pub(super) async fn resume_parent(self: &Arc<Self>, parent_id: &str, child: &Job) {
+        let resumed = async {
+            let Some(mut tx) = self.begin(parent_id).await? else { return Ok(()) };
+            let Some(step) = engine::resume_parent(&mut tx, child) else { return Ok(()) };
+            self.apply(&mut tx, step).await;
+            self.commit(tx).await
+        };
+        log_failure("could not resume the parent job", parent_id, resumed.await);
+    }
+
+    /// Applies a worker's result.
+    pub async fn submit_result(
+        self: &Arc<Self>,
+        worker_id: &str,
+        job_id: &str,
+        result: TaskResult,
+    ) -> Result<ResultDisposition, CoreError> {
+        // `finished` under the job lock: crash recovery (which also locks) never sees the task
+        // unknown to the worker store while it is still in flight on the job.
+        let tx = self.begin(job_id).await;
+        self.dispatcher.finished(worker_id, &result.task_id).await;
+        let Some(mut tx) = tx? else {
+            return Ok(ResultDisposition::Ignored {
+                reason: engine::IgnoreReason::JobNotFound,
+                message: format!("job {job_id} not found"),
+            });
+        };
+        let (disposition, step) = engine::apply_task_result(&self.env, &mut tx, &result);
+        if let ResultDisposition::Accepted(_) = &disposition {
+            match (result.status.as_str(), result.error.as_ref().map(|e| e.class())) {
+                ("failure", Some(ErrorClass::Permanent)) => {
+                    self.dispatcher.adjust_reputation(worker_id, -REPUTATION_PENALTY).await
+                }
+                ("failure", _) => {}
+                _ => self.dispatcher.adjust_reputation(worker_id, REPUTATION_REWARD).await,
+            }
+        }
+        self.apply(&mut tx, step).await;
+        self.commit(tx).await?;
+        Ok(disposition)
+    }
+
+    /// Applies a worker event (progress or an `event_transitions` event).
+    pub async fn worker_event(
+        self: &Arc<Self>,
+        worker_id: &str,
+        job_id: &str,
+        task_id: Option<&str>,
+        event_type: &str,
+        payload: &Value,
+    ) -> Result<(), CoreError> {
+        let Some(mut tx) = self.begin(job_id).await? else { return Err(CoreError::JobNotFound) };
+        // Only the worker holding a running task of the job reports on it (and on that task when
+        // the event names one): not a job waiting for approval, parked or between tasks, and never
+        // a job that ended.
+        if tx.status.is_terminal() {
+            return Err(CoreError::Conflict(format!("job {job_id} is {}: it takes no more events", tx.status)));
+        }
+        let held = tx
+            .tasks_in_flight()
+            .any(|t| t.worker_id.as_deref() == Some(worker_id) && task_id.is_none_or(|id| id == t.task_id));
+        if !held {
+            return Err(CoreError::Forbidden(match task_id {
+                Some(t) => format!("worker {worker_id} holds no running task {t} of job {job_id}"),
+                None => format!("worker {worker_id} holds no running task of job {job_id}"),
+            }));
+        }
+        let step = engine::apply_event(&mut tx, task_id, event_type, payload);
+        if event_type == "progress" {
+            keep_last_progress(&mut tx, self.cfg.progress_updates_max);
+        }
+        self.apply(&mut tx, step).await;
+        self.commit(tx).await?;
+        Ok(())
+    }
+
+    /// Cancels a job (and its tasks and child).
+    pub async fn cancel_job(self: &Arc<Self>, job_id: &str) -> Result<(), CoreError> {
+        let Some(mut tx) = self.begin(job_id).await? else { return Err(CoreError::JobNotFound) };
+        let step = engine::cancel(&mut tx)?;
+        self.apply(&mut tx, step).await;
+        self.commit(tx).await?;
+        Ok(())
+    }
+
+    /// Applies a human decision.
+    pub async fn approve(self: &Arc<Self>, job_id: &str, decision: &str) -> Result<(), CoreError> {
+        let Some(mut tx) = self.begin(job_id).await? else { return Err(CoreError::JobNotFound) };
+        let step = engine::apply_approval(&mut tx, decision)?;
+        self.apply(&mut tx, step).await;
+        self.commit(tx).await?;
+        Ok(())
+    }
+
+    /// The job by id, as saved (not waiting for a unit of work in progress).
+    pub async fn job(&self, id: &str) -> Result<Option<Job>, StorageError> {
+        self.jobs.get(id).await
+    }
+
+    /// A page of the jobs of client `client_id`, newest first.
+    pub async fn list_jobs(&self, client_id: &str, limit: usize, offset: usize) -> Result<Vec<Job>, StorageError> {
+        self.jobs.list(client_id, limit, offset).await
+    }
+
+    /// A page of the quarantined jobs of client `client_id`.
+    pub async fn list_quarantined(
+        &self,
+        client_id: &str,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<Job>, StorageError> {
+        self.jobs.list_quarantined(client_id, limit, offset).await
+    }
+
+    /// Number of jobs per status, for one client identity (`None`: every client).
+    pub async fn job_counts(
+        &self,
+        client_id: Option<&str>,
+    ) -> Result<std::collections::BTreeMap<crate::job::JobStatus, u64>, StorageError> {
+        self.jobs.counts(client_id).await
+    }
+}

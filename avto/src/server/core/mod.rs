@@ -1,0 +1,256 @@
+//! The orchestrator core: jobs, the engine, the dispatcher and their effects, without HTTP.
+//!
+//! Data flows one way: the API (or the scheduler, or the watcher) calls a [`Core`] method, the
+//! method opens a unit of work on one job ([`JobTx`]), an engine transition returns a
+//! [`Step`], and the step's effects reach the dispatcher and the stores. One file per role:
+//!
+//! | file | role |
+//! |---|---|
+//! | `mod.rs` | the [`Core`] struct, its construction and accessors |
+//! | `transact.rs` | the unit of work: lock -> engine step -> in-lock effects -> commit -> after-commit effects |
+//! | `jobs.rs` | the job lifecycle: create, results, events, approvals, cancel, parent resume |
+//! | `workers.rs` | worker sessions: register, heartbeat, long-poll, placing tasks on queues |
+//! | `watcher.rs` | timeouts, dead workers and crash recovery |
+//! | `observe.rs` | metrics, history records and the end-of-job file cleanup |
+//!
+//! Who may call (clients, the operator, workers) is [`super::auth`]'s concern.
+
+mod jobs;
+mod observe;
+mod transact;
+mod watcher;
+mod workers;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use super::auth::Auth;
+use super::config::{ClientEntry, Config};
+use super::dispatch::Dispatcher;
+use super::metrics::Metrics;
+use super::store::{JobStore, NonceStore, QuotaStore, RateLimitStore, Stores};
+use super::supervise::Health;
+use super::webhooks::Webhooks;
+use crate::blueprint::Blueprint;
+use crate::engine::{self, EngineEnv};
+use crate::history::History;
+use crate::storage::StorageError;
+
+pub use transact::JobTx;
+
+/// A create-job request after validation.
+#[derive(Debug, Clone, Default)]
+pub struct NewJob {
+    pub initial_data: Value,
+    pub webhook_url: Option<String>,
+    pub dispatch_timeout: Option<f64>,
+    pub result_timeout: Option<f64>,
+    pub security: Option<Value>,
+    pub metadata: Option<Value>,
+    /// The client's W3C `traceparent` header: the parent of the job's span.
+    pub traceparent: Option<crate::trace::TraceParent>,
+}
+
+/// What a task payload carries from its job (besides the task itself).
+#[derive(Debug, Clone, Default)]
+pub struct TaskContext {
+    pub security: Option<Value>,
+    pub metadata: Option<Value>,
+    pub tracing_context: serde_json::Map<String, Value>,
+    /// The job's handler-run count (`step` in the payload).
+    pub step: u32,
+}
+
+/// Errors of core operations (mapped to HTTP statuses by the API layer).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    #[error("job not found")]
+    JobNotFound,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Cancel(#[from] engine::CancelError),
+    #[error(transparent)]
+    Approval(#[from] engine::ApprovalError),
+    #[error("{0}")]
+    Forbidden(String),
+    /// The job's state does not allow the request (e.g. an event for a job that ended).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Everything the HTTP layer and the background loops share. Fields are private: the API calls
+/// methods ([`Core::create_job`], [`Core::submit_result`], [`Core::next_tasks`], ...), and
+/// embedders and tests reach the parts through the accessors below.
+pub struct Core {
+    cfg: Arc<Config>,
+    env: EngineEnv,
+    jobs: Arc<dyn JobStore>,
+    quotas: Arc<dyn QuotaStore>,
+    rate: Arc<dyn RateLimitStore>,
+    nonces: Arc<dyn NonceStore>,
+    dispatcher: Dispatcher,
+    /// Client, operator and worker credentials (and STS tokens).
+    auth: Auth,
+    webhooks: Webhooks,
+    /// Execution history (set at start-up when enabled; see [`crate::history`]).
+    history: OnceLock<History>,
+    /// Prometheus counters and histograms (`GET /metrics`).
+    metrics: Metrics,
+    /// Handler runs at once (`EXECUTOR_MAX_CONCURRENT_JOBS`).
+    exec: Arc<Semaphore>,
+    /// One shared [`crate::context::ClientConfig`] per client, not one per job.
+    client_configs: parking_lot::Mutex<HashMap<String, Arc<crate::context::ClientConfig>>>,
+    /// Set when the server shuts down: long-polls answer 204 at once, WebSockets close (1001).
+    shutdown: tokio::sync::watch::Sender<bool>,
+    /// The background tasks and whether they still run (`GET /_public/status`).
+    health: Arc<Health>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").field("env", &self.env).finish()
+    }
+}
+
+impl Core {
+    /// A core over `stores` (its `data` and `schedule_locks` are used by the caller: the engine
+    /// environment and the scheduler).
+    pub fn new(cfg: Config, env: EngineEnv, stores: Stores) -> Self {
+        let mut dispatcher =
+            Dispatcher::new(stores.workers, cfg.worker_health_check_interval * 2, cfg.reputation_min_threshold)
+                .with_max_candidates(cfg.dispatcher_max_candidates);
+        if let Some(bus) = stores.bus {
+            dispatcher = dispatcher.with_bus(bus);
+        }
+        let Stores { jobs, quotas, rate, nonces, sts, .. } = stores;
+        let exec = Arc::new(Semaphore::new(cfg.executor_max_concurrent_jobs.max(1)));
+        let health = Health::new(cfg.background_task_max_restarts);
+        let webhooks = Webhooks::start(super::webhooks::WebhookSettings::of(&cfg));
+        let auth = Auth::new(&cfg, sts);
+        Core {
+            cfg: Arc::new(cfg),
+            env,
+            jobs,
+            quotas,
+            rate,
+            nonces,
+            dispatcher,
+            auth,
+            webhooks,
+            history: OnceLock::new(),
+            metrics: Metrics::default(),
+            exec,
+            client_configs: Default::default(),
+            shutdown: tokio::sync::watch::Sender::new(false),
+            health,
+        }
+    }
+
+    /// The configuration the orchestrator runs with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The engine environment: blueprints, data stores, task files.
+    pub fn env(&self) -> &EngineEnv {
+        &self.env
+    }
+
+    /// The blueprint by name.
+    pub fn blueprint(&self, name: &str) -> Option<Blueprint> {
+        self.env.blueprint(name)
+    }
+
+    /// The job store (for embedders and tests; the API goes through [`Core::job`] and friends).
+    pub fn jobs(&self) -> &Arc<dyn JobStore> {
+        &self.jobs
+    }
+
+    /// Workers, their queues and the choice of a worker for a task.
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    /// Client, operator and worker credentials.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// Webhook delivery (what became of the webhooks so far: [`Webhooks::counts`]).
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.webhooks
+    }
+
+    /// Prometheus counters and histograms.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The background tasks and whether they still run.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// The history front, when `HISTORY_DATABASE_URI` (or the builder) enabled it.
+    pub fn history(&self) -> Option<&History> {
+        self.history.get()
+    }
+
+    /// Enables the execution history (once; at start-up).
+    pub(crate) fn set_history(&self, history: History) {
+        let _ = self.history.set(history);
+    }
+
+    /// The shared configuration of a client (one allocation per client, not per job).
+    fn client_config(&self, client: &ClientEntry) -> Arc<crate::context::ClientConfig> {
+        let mut cache = self.client_configs.lock();
+        cache.entry(client.token.clone()).or_insert_with(|| Arc::new(client.config.clone())).clone()
+    }
+
+    /// Counts one request against rate-limit `key`: `Err(wait)` past `RATE_LIMIT_LIMIT` per
+    /// `RATE_LIMIT_PERIOD` (or `limit` when given).
+    pub async fn rate_hit(
+        &self,
+        key: &str,
+        limit: Option<u32>,
+    ) -> Result<Result<(), std::time::Duration>, StorageError> {
+        self.rate.hit(key, limit.unwrap_or(self.cfg.rate_limit), self.cfg.rate_limit_period).await
+    }
+
+    /// Takes one attempt from the monthly quota of the client with `token`; false when spent.
+    pub async fn take_quota(&self, token: &str) -> Result<bool, StorageError> {
+        self.quotas.take(token).await
+    }
+
+    /// Sets up the quotas of the configured clients (at start-up).
+    pub(crate) async fn init_quotas(&self) -> Result<(), StorageError> {
+        for c in &self.cfg.clients {
+            if let Some(q) = c.quota {
+                self.quotas.init(&c.token, q).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// True the first time `key` is seen within `ttl` (replay protection of signed messages).
+    pub async fn first_use_nonce(&self, key: &str, ttl: std::time::Duration) -> Result<bool, StorageError> {
+        self.nonces.first_use(key, ttl).await
+    }
+
+    /// Starts the graceful shutdown: open long-polls answer 204 now and WebSockets close, so
+    /// the HTTP server can drain within moments instead of waiting out every poll.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves when the shutdown has begun.
+    pub async fn shutting_down(&self) {
+        let mut stop = self.shutdown.subscribe();
+        let _ = stop.wait_for(|s| *s).await;
+    }
+}

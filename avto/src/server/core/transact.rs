@@ -1,0 +1,209 @@
+//! The unit of work on one job, written once: lock -> engine step -> in-lock effects -> commit
+//! -> after-commit effects.
+//!
+//! Every change to a job goes through [`Core::begin`], [`Core::apply`] and [`Core::commit`]:
+//!
+//! * **in-lock effects** happen while the job is locked, because the job's record must agree
+//!   with them when it is saved: placing tasks on worker queues (the record names the worker)
+//!   and cancelling tasks on workers;
+//! * **after-commit effects** run once the job is saved, so whoever they reach sees what caused
+//!   them: the webhook of a job that ended (its receiver may read the job back and must find it
+//!   terminal), child jobs (they name a parent that exists), the parent's resume, cancelling a
+//!   child, delayed dispatches, handler retries and the cleanup of the job's files.
+//!
+//! A unit of work that fails to commit (a lost lease on Redis) drops its after-commit effects:
+//! the job's last saved state is what crash recovery resumes from.
+
+use std::sync::Arc;
+
+use super::Core;
+use crate::engine::{self, Effect, Step};
+use crate::job::{Job, JobStatus};
+use crate::server::store::JobGuard;
+use crate::storage::StorageError;
+
+/// One job, locked for one unit of work. Reads and writes like a [`Job`]; [`Core::commit`]
+/// saves it and carries out what had to wait for the save.
+pub struct JobTx {
+    guard: JobGuard,
+    /// Effects kept for after the commit.
+    after_commit: Vec<Effect>,
+}
+
+impl std::fmt::Debug for JobTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobTx").field("job_id", &self.guard.id).field("after_commit", &self.after_commit).finish()
+    }
+}
+
+impl std::ops::Deref for JobTx {
+    type Target = Job;
+    fn deref(&self) -> &Job {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for JobTx {
+    fn deref_mut(&mut self) -> &mut Job {
+        &mut self.guard
+    }
+}
+
+/// A job in one of these statuses has a handler to run.
+fn runnable(status: JobStatus) -> bool {
+    matches!(status, JobStatus::Pending | JobStatus::Running | JobStatus::AwaitingRetry)
+}
+
+/// Logs the failure of work that runs in the background (nobody waits for its answer).
+pub(super) fn log_failure<E: std::fmt::Display>(what: &str, job_id: &str, result: Result<(), E>) {
+    if let Err(e) = result {
+        tracing::warn!(job_id, error = %e, "{what}");
+    }
+}
+
+impl Core {
+    /// Locks job `id` for a unit of work (`None`: no such job).
+    pub(crate) async fn begin(&self, id: &str) -> Result<Option<JobTx>, StorageError> {
+        Ok(self.jobs.lock(id).await?.map(JobTx::from_guard))
+    }
+
+    /// Carries out `step` on the locked job: records it (metrics, history), does the in-lock
+    /// effects now and keeps the others for the commit; then, when the step asks and the job
+    /// is runnable, runs its handlers (the engine's [`engine::advance`]) and carries out their
+    /// step the same way.
+    pub(crate) async fn apply(self: &Arc<Self>, tx: &mut JobTx, step: Step) {
+        let mut step = step;
+        loop {
+            self.observe(tx, &step);
+            for effect in step.effects {
+                match effect {
+                    Effect::Dispatch { tasks, delay } if delay.is_zero() => {
+                        for t in tasks {
+                            self.place(tx, &t.task_id).await;
+                        }
+                    }
+                    Effect::CancelTasks(tasks) => {
+                        let list: Vec<_> = tasks.into_iter().map(|t| (t.task_id, t.worker_id, tx.id.clone())).collect();
+                        self.dispatcher.cancel(&list).await;
+                    }
+                    later => tx.after_commit.push(later),
+                }
+            }
+            if !step.advance || !runnable(tx.status) {
+                return;
+            }
+            step = self.run_handlers(tx).await;
+        }
+    }
+
+    /// Runs the job's handlers if it is runnable (the "maybe advance" of a unit of work).
+    pub(crate) async fn advance(self: &Arc<Self>, tx: &mut JobTx) {
+        self.apply(tx, Step { advance: true, ..Step::default() }).await;
+    }
+
+    /// One [`engine::advance`] in a "handler <state>" span, child of the job's last span (the
+    /// tasks it dispatches are its children).
+    async fn run_handlers(&self, tx: &mut JobTx) -> Step {
+        let (span, tp) = crate::trace::span_with_parent(
+            tracing::info_span!("handler", otel.name = %format!("handler {}", tx.current_state), job_id = %tx.id),
+            crate::trace::TraceParent::from_map(&tx.tracing_context),
+        );
+        if let Some(tp) = tp {
+            tx.tracing_context = tp.to_map();
+        }
+        let job: &mut Job = tx;
+        tracing::Instrument::instrument(engine::advance(&self.env, job), span).await
+    }
+
+    /// Saves the job and releases its lock, then carries out the after-commit effects. A failed
+    /// save drops them (see the module docs).
+    pub(crate) async fn commit(self: &Arc<Self>, tx: JobTx) -> Result<(), StorageError> {
+        let JobTx { guard, after_commit } = tx;
+        let id = guard.id.clone();
+        // The webhook and the parent's resume need the job as it was saved.
+        let ended = after_commit.iter().any(|e| matches!(e, Effect::Terminal(_))).then(|| Job::clone(&guard));
+        self.jobs.commit(guard).await?;
+        for effect in after_commit {
+            self.after_commit(&id, ended.as_ref(), effect);
+        }
+        Ok(())
+    }
+
+    /// One after-commit effect. Never waits: work on this or other jobs is spawned (it takes
+    /// their locks in turn).
+    fn after_commit(self: &Arc<Self>, job_id: &str, ended: Option<&Job>, effect: Effect) {
+        match effect {
+            Effect::Dispatch { tasks, delay } => {
+                let (core, job_id) = (self.clone(), job_id.to_owned());
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let placed = async {
+                        let Some(mut tx) = core.begin(&job_id).await? else { return Ok(()) };
+                        for t in &tasks {
+                            if tx.tasks_in_flight().any(|r| r.task_id == t.task_id && r.worker_id.is_none()) {
+                                core.place(&mut tx, &t.task_id).await;
+                            }
+                        }
+                        core.commit(tx).await
+                    };
+                    log_failure("could not place a delayed task", &job_id, placed.await);
+                });
+            }
+            Effect::CancelTasks(tasks) => {
+                // `apply` cancels tasks under the lock; this arm only keeps the match whole.
+                let (core, job_id) = (self.clone(), job_id.to_owned());
+                tokio::spawn(async move {
+                    let list: Vec<_> = tasks.into_iter().map(|t| (t.task_id, t.worker_id, job_id.clone())).collect();
+                    core.dispatcher.cancel(&list).await;
+                });
+            }
+            Effect::StartChild(child) => {
+                let core = self.clone();
+                tokio::spawn(async move {
+                    let id = child.id.clone();
+                    match core.jobs.insert(*child).await {
+                        Ok(()) => core.drive(id),
+                        Err(e) => tracing::error!(job_id = %id, error = %e, "could not store child job"),
+                    }
+                });
+            }
+            Effect::CancelChild(child_id) => {
+                let core = self.clone();
+                tokio::spawn(async move {
+                    let _ = core.cancel_job(&child_id).await;
+                });
+            }
+            Effect::RetryHandler { delay } => {
+                let (core, id) = (self.clone(), job_id.to_owned());
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    core.drive(id);
+                });
+            }
+            Effect::Terminal(status) => {
+                let Some(job) = ended else { return };
+                tracing::info!(job_id = %job.id, blueprint = %job.blueprint, %status, "job ended");
+                if let Some(url) = job.webhook_url.clone() {
+                    self.webhooks.job_ended(url, job);
+                }
+                self.cleanup_job_files(&job.id);
+                if let Some(parent) = job.parent_job_id.clone() {
+                    let (core, child) = (self.clone(), job.clone());
+                    tokio::spawn(async move { core.resume_parent(&parent, &child).await });
+                }
+            }
+        }
+    }
+}
+
+impl JobTx {
+    pub(super) fn from_guard(guard: JobGuard) -> JobTx {
+        JobTx { guard, after_commit: Vec::new() }
+    }
+
+    /// The lock of a unit of work that applied no engine step (nothing waits for its commit).
+    pub(super) fn into_guard(self) -> JobGuard {
+        debug_assert!(self.after_commit.is_empty(), "a unit of work with effects commits through Core::commit");
+        self.guard
+    }
+}

@@ -1,0 +1,253 @@
+//! Worker sessions: registration, heartbeats, long-polls, and placing a job's tasks on worker
+//! queues (or parking them until a worker can take them).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::transact::{log_failure, JobTx};
+use super::{Core, CoreError, TaskContext};
+use crate::job::now_ms;
+use crate::server::dispatch::{QueuedTask, Unassigned, WorkerCommand, WorkerInfo, WorkerLoad};
+
+/// How often a long-poll looks at its queue without a wake-up when instances share a bus.
+const BUS_RECHECK: Duration = Duration::from_secs(1);
+
+impl Core {
+    /// Puts one in-flight task of the job on a worker queue, or parks it until a worker can
+    /// take it. Under the job's lock: the job's record names the worker.
+    pub(super) async fn place(&self, tx: &mut JobTx, task_id: &str) {
+        let job_id = tx.id.clone();
+        let Some(task) = tx.task_mut(task_id) else { return };
+        let deadline = task.spec.result_timeout_seconds.map(|s| crate::job::after_secs(task.dispatched_at_ms, s));
+        let spec = task.spec.clone();
+        // The task's span ("dispatch <type>", child of the job's last one); its context goes into the payload.
+        let (_span, tp) = crate::trace::span_with_parent(
+            tracing::info_span!("dispatch", otel.name = %format!("dispatch {}", spec.task_type), job_id = %job_id, task_id),
+            crate::trace::TraceParent::from_map(&tx.tracing_context),
+        );
+        if let Some(tp) = tp {
+            tx.tracing_context = tp.to_map();
+        }
+        match self.dispatcher.assign(&job_id, task_id, &spec, deadline).await {
+            Ok(worker) => {
+                if let Some(task) = tx.task_mut(task_id) {
+                    task.worker_id = Some(worker);
+                }
+                tx.waiting_reason = None;
+            }
+            Err(no) => {
+                let parked = Unassigned {
+                    job_id,
+                    task_id: task_id.to_owned(),
+                    spec: spec.clone(),
+                    deadline_ms: deadline,
+                    parked_ms: now_ms(),
+                };
+                if let Err(e) = self.dispatcher.park(parked).await {
+                    tracing::error!(task_id, error = %e, "could not park task; the watcher will retry it");
+                }
+                tx.waiting_reason = Some(no.reason(&spec.task_type));
+            }
+        }
+    }
+
+    /// Gives parked tasks to workers that can now take them.
+    pub fn place_parked(self: &Arc<Self>) {
+        let core = self.clone();
+        tokio::spawn(async move {
+            for u in core.dispatcher.take_assignable().await {
+                let placed = async {
+                    let Some(mut tx) = core.begin(&u.job_id).await? else { return Ok(()) };
+                    if !tx.tasks_in_flight().any(|r| r.task_id == u.task_id && r.worker_id.is_none()) {
+                        return Ok(());
+                    }
+                    core.place(&mut tx, &u.task_id).await;
+                    core.commit(tx).await
+                };
+                log_failure("could not place a parked task", &u.job_id, placed.await);
+            }
+        });
+    }
+
+    /// Puts tasks of a departed worker back through dispatch (the lease moves to the new worker,
+    /// so a late result from the old one is ignored).
+    pub(super) fn requeue(self: &Arc<Self>, tasks: Vec<(String, String)>) {
+        if tasks.is_empty() {
+            return;
+        }
+        let core = self.clone();
+        tokio::spawn(async move {
+            for (job_id, task_id) in tasks {
+                let placed = async {
+                    let Some(mut tx) = core.begin(&job_id).await? else { return Ok(()) };
+                    // Crash recovery may have placed it already (both run under the job lock).
+                    if core.dispatcher.store().task_known(&task_id).await.unwrap_or(false) {
+                        return Ok(());
+                    }
+                    let Some(r) = tx.task_mut(&task_id) else { return Ok(()) };
+                    r.worker_id = None;
+                    r.picked_up_at_ms = None;
+                    core.place(&mut tx, &task_id).await;
+                    core.commit(tx).await
+                };
+                log_failure("could not requeue a task", &job_id, placed.await);
+            }
+        });
+    }
+
+    /// Registers (or re-registers) a worker and hands it parked tasks it can take.
+    pub async fn register_worker(self: &Arc<Self>, info: WorkerInfo) -> Result<(), CoreError> {
+        self.dispatcher.register(info).await?;
+        self.place_parked();
+        Ok(())
+    }
+
+    /// A heartbeat. `Ok(None)` = unknown worker (it must re-register).
+    pub async fn heartbeat(
+        self: &Arc<Self>,
+        worker_id: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<Vec<String>>, CoreError> {
+        let offline = body.and_then(|b| b["status"].as_str()) == Some("offline");
+        let Some(cancel) = self.dispatcher.heartbeat(worker_id, body).await? else { return Ok(None) };
+        if offline {
+            let (queued, orphans) = self.dispatcher.remove(worker_id).await;
+            self.requeue(queued.into_iter().map(|t| (t.job_id, t.task_id)).collect());
+            self.requeue(orphans.into_iter().map(|o| (o.job_id, o.task_id)).collect());
+        } else {
+            self.place_parked();
+        }
+        Ok(Some(cancel))
+    }
+
+    /// Long-poll: the next task for `worker_id`, waiting up to `wait`.
+    ///
+    /// When the worker's own queue is empty it may steal from the longest backlog of another
+    /// worker with the same skills (`WORK_STEALING_ENABLED`); the lease moves to the thief.
+    pub async fn next_task(
+        &self,
+        worker_id: &str,
+        wait: Duration,
+    ) -> Result<Option<(QueuedTask, TaskContext)>, CoreError> {
+        let notify = self.dispatcher.notifier(worker_id);
+        let deadline = tokio::time::Instant::now() + wait;
+        let steal = self.cfg.work_stealing_enabled;
+        loop {
+            let notified = notify.notified();
+            if let Some(t) = self.dispatcher.try_next(worker_id, steal).await? {
+                if let Some(ctx) = self.claim_task(worker_id, &t).await? {
+                    return Ok(Some((t, ctx)));
+                }
+                // The job moved on while the task was queued: drop it.
+                self.dispatcher.finished(worker_id, &t.task_id).await;
+                continue;
+            }
+            let mut stop = self.shutdown.subscribe();
+            if *stop.borrow_and_update() {
+                return Ok(None);
+            }
+            // With several instances a wake-up travels over the bus, which can miss one while it
+            // reconnects: look at the queue again every second.
+            let until = match self.dispatcher.has_bus() {
+                true => deadline.min(tokio::time::Instant::now() + BUS_RECHECK),
+                false => deadline,
+            };
+            tokio::select! {
+                woken = tokio::time::timeout_at(until, notified) => {
+                    if woken.is_err() && until >= deadline {
+                        return Ok(None);
+                    }
+                }
+                _ = stop.changed() => return Ok(None),
+            }
+        }
+    }
+
+    /// Like [`Core::next_task`], then up to `max - 1` more tasks already queued for the worker
+    /// (no waiting and no stealing for those). A storage error after the first task ends the
+    /// batch with what was claimed; a task popped but not claimed is recovered by its timeout.
+    pub async fn next_tasks(
+        &self,
+        worker_id: &str,
+        wait: Duration,
+        max: usize,
+    ) -> Result<Vec<(QueuedTask, TaskContext)>, CoreError> {
+        let Some(first) = self.next_task(worker_id, wait).await? else { return Ok(Vec::new()) };
+        let mut out = vec![first];
+        while out.len() < max {
+            let t = match self.dispatcher.try_next(worker_id, false).await {
+                Ok(Some(t)) => t,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(worker_id, error = %e, "batch poll ended early");
+                    break;
+                }
+            };
+            match self.claim_task(worker_id, &t).await {
+                Ok(Some(ctx)) => out.push((t, ctx)),
+                Ok(None) => self.dispatcher.finished(worker_id, &t.task_id).await,
+                Err(e) => {
+                    tracing::warn!(worker_id, task_id = %t.task_id, error = %e, "batch poll ended early");
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks a popped task is still wanted and records its pick-up (and a lease moved by
+    /// stealing). A unit of work with no engine step: the pick-up changes only the task record.
+    async fn claim_task(&self, worker_id: &str, t: &QueuedTask) -> Result<Option<TaskContext>, CoreError> {
+        let Some(mut tx) = self.begin(&t.job_id).await? else { return Ok(None) };
+        let Some(record) = tx.task_mut(&t.task_id) else { return Ok(None) };
+        record.worker_id = Some(worker_id.to_owned());
+        record.picked_up_at_ms = Some(now_ms());
+        let ctx = TaskContext {
+            security: tx.security.clone(),
+            metadata: tx.metadata.clone(),
+            tracing_context: tx.tracing_context.clone(),
+            step: tx.transition_count,
+        };
+        self.observe_pickup(&tx, &t.task_id);
+        // No after-commit effects: the job's own save is all there is.
+        self.jobs.commit(tx.into_guard()).await?;
+        Ok(Some(ctx))
+    }
+
+    /// The registration of a worker, if it is known.
+    pub async fn worker(&self, worker_id: &str) -> Option<WorkerInfo> {
+        self.dispatcher.worker(worker_id).await
+    }
+
+    /// True when the worker registered and its heartbeats have not lapsed.
+    pub async fn worker_is_live(&self, worker_id: &str) -> bool {
+        self.dispatcher.is_live(worker_id).await
+    }
+
+    /// Tasks waiting on worker queues.
+    pub async fn queue_depth(&self) -> usize {
+        self.dispatcher.queue_depth().await
+    }
+
+    /// Workers whose heartbeats have not lapsed.
+    pub async fn live_worker_count(&self) -> usize {
+        self.dispatcher.live_workers().await.len()
+    }
+
+    /// The live workers with their queued and running task counts.
+    pub async fn live_workers(&self) -> Vec<WorkerLoad> {
+        self.dispatcher.live_workers().await
+    }
+
+    /// Routes commands for `worker_id` to its WebSocket (`tx`) on this instance.
+    pub fn attach_ws(&self, worker_id: &str, tx: tokio::sync::mpsc::UnboundedSender<WorkerCommand>) {
+        self.dispatcher.attach_ws(worker_id, tx);
+    }
+
+    /// Stops routing to the WebSocket `tx` of `worker_id` (when it is still the attached one).
+    pub fn detach_ws(&self, worker_id: &str, tx: &tokio::sync::mpsc::UnboundedSender<WorkerCommand>) {
+        self.dispatcher.detach_ws(worker_id, tx);
+    }
+}
