@@ -2,7 +2,7 @@
 //!
 //! Data flows one way: the API (or the scheduler, or the watcher) calls a [`Core`] method, the
 //! method opens a unit of work on one job ([`JobTx`]), an engine transition returns a
-//! [`Step`], and the step's effects reach the dispatcher and the stores. One file per role:
+//! [`Step`](crate::engine::Step), and the step's effects reach the dispatcher and the stores. One file per role:
 //!
 //! | file | role |
 //! |---|---|

@@ -22,7 +22,7 @@ use crate::job::{Job, JobStatus};
 use crate::server::store::JobGuard;
 use crate::storage::StorageError;
 
-/// One job, locked for one unit of work. Reads and writes like a [`Job`]; [`Core::commit`]
+/// One job, locked for one unit of work. Reads and writes like a [`Job`]; `Core::commit`
 /// saves it and carries out what had to wait for the save.
 pub struct JobTx {
     guard: JobGuard,
