@@ -26,6 +26,8 @@ mod events;
 mod memory;
 #[cfg(feature = "history-postgres")]
 mod postgres;
+#[cfg(any(feature = "history-sqlite", feature = "history-postgres"))]
+mod rows;
 #[cfg(feature = "history-sqlite")]
 mod sqlite;
 

@@ -1,15 +1,17 @@
 //! PostgreSQL history (feature `history-postgres`): `event_id UUID`, `timestamp TIMESTAMPTZ`,
 //! `details` / `context_snapshot` JSONB.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::query_builder::Separated;
 use sqlx::{Executor, Postgres, QueryBuilder, Row};
 
+use super::rows::{db, push_row, records, Dialect, COLUMNS};
 use super::{redact, HistoryBackend, HistoryError, HistoryRecord, SCHEMA_VERSION};
 
 /// Versioned schema: `(version, description, statements)`. Append only; never edit a released one.
@@ -43,9 +45,8 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[(
 /// Advisory lock key held while migrating (several orchestrators may start at once).
 const MIGRATION_LOCK: i64 = 0x6176_746f_6869_7374; // "avtohist"
 
-const INSERT_COLUMNS: &str = "event_id, job_id, client, blueprint, timestamp, event_type, state, status, duration_ms, \
-                              previous_state, next_state, worker_id, origin_task_id, attempt_number, details, context_snapshot";
-
+/// The columns of a select as the shared row mapper reads them: the UUID and JSONB columns as
+/// text, the timestamp as epoch microseconds (`ts_us`, see [`Dialect::timestamp_us`]).
 const SELECT_COLUMNS: &str = "event_id::text AS event_id, job_id, client, blueprint, \
      (EXTRACT(EPOCH FROM timestamp) * 1000000)::bigint AS ts_us, event_type, state, status, duration_ms, \
      previous_state, next_state, worker_id, origin_task_id, attempt_number, details::text AS details, \
@@ -58,16 +59,12 @@ pub struct PgHistory {
     target: String,
 }
 
-fn db(e: sqlx::Error) -> HistoryError {
-    HistoryError::Database(e.to_string())
-}
-
 /// JSONB rejects the NUL character; keep the row and replace it.
-fn jsonb_text(s: &str) -> std::borrow::Cow<'_, str> {
+fn jsonb_text(s: &str) -> Cow<'_, str> {
     if s.contains("\\u0000") {
-        std::borrow::Cow::Owned(s.replace("\\u0000", "\\ufffd"))
+        Cow::Owned(s.replace("\\u0000", "\\ufffd"))
     } else {
-        std::borrow::Cow::Borrowed(s)
+        Cow::Borrowed(s)
     }
 }
 
@@ -129,26 +126,23 @@ impl PgHistory {
     }
 }
 
-fn from_row(row: &PgRow) -> Result<HistoryRecord, sqlx::Error> {
-    let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
-    Ok(HistoryRecord {
-        event_id: row.try_get("event_id")?,
-        job_id: row.try_get("job_id")?,
-        client: row.try_get("client")?,
-        blueprint: row.try_get("blueprint")?,
-        timestamp_us: row.try_get("ts_us")?,
-        event_type: row.try_get("event_type")?,
-        state: row.try_get("state")?,
-        status: row.try_get("status")?,
-        duration_ms: row.try_get("duration_ms")?,
-        previous_state: row.try_get("previous_state")?,
-        next_state: row.try_get("next_state")?,
-        worker_id: row.try_get("worker_id")?,
-        origin_task_id: row.try_get("origin_task_id")?,
-        attempt_number: row.try_get("attempt_number")?,
-        details: json(row.try_get("details")?),
-        context_snapshot: row.try_get::<Option<String>, _>("context_snapshot")?.map(Arc::from),
-    })
+/// `event_id` is a UUID, `timestamp` a TIMESTAMPTZ, `details` and `context_snapshot` JSONB.
+impl Dialect for Postgres {
+    fn timestamp_us(row: &PgRow) -> Result<i64, sqlx::Error> {
+        row.try_get("ts_us")
+    }
+
+    fn push_event_id<'a>(values: &mut Separated<'_, 'a, Self, &'static str>, event_id: &'a str) {
+        values.push_bind(event_id).push_unseparated("::uuid");
+    }
+
+    fn push_timestamp(values: &mut Separated<'_, '_, Self, &'static str>, us: i64) {
+        values.push("TIMESTAMPTZ 'epoch' + ").push_bind_unseparated(us).push_unseparated(" * INTERVAL '1 microsecond'");
+    }
+
+    fn push_json<'a>(values: &mut Separated<'_, 'a, Self, &'static str>, json: Option<Cow<'a, str>>) {
+        values.push_bind(json.map(|s| jsonb_text(&s).into_owned())).push_unseparated("::jsonb");
+    }
 }
 
 /// The latest row per job (window function), optionally of one client (`$1`).
@@ -170,31 +164,8 @@ impl HistoryBackend for PgHistory {
             if rows.is_empty() {
                 return Ok(());
             }
-            let mut q: QueryBuilder<'_, Postgres> =
-                QueryBuilder::new(format!("INSERT INTO job_history ({INSERT_COLUMNS}) "));
-            q.push_values(rows, |mut b, r| {
-                b.push_bind(r.event_id.as_str())
-                    .push_unseparated("::uuid")
-                    .push_bind(r.job_id.as_str())
-                    .push_bind(r.client.as_deref())
-                    .push_bind(r.blueprint.as_deref())
-                    .push("TIMESTAMPTZ 'epoch' + ")
-                    .push_bind_unseparated(r.timestamp_us)
-                    .push_unseparated(" * INTERVAL '1 microsecond'")
-                    .push_bind(r.event_type.as_str())
-                    .push_bind(r.state.as_deref())
-                    .push_bind(r.status.as_deref())
-                    .push_bind(r.duration_ms)
-                    .push_bind(r.previous_state.as_deref())
-                    .push_bind(r.next_state.as_deref())
-                    .push_bind(r.worker_id.as_deref())
-                    .push_bind(r.origin_task_id.as_deref())
-                    .push_bind(r.attempt_number)
-                    .push_bind(r.details.as_ref().map(|d| jsonb_text(&d.to_string()).into_owned()))
-                    .push_unseparated("::jsonb")
-                    .push_bind(r.context_snapshot.as_deref().map(|s| jsonb_text(s).into_owned()))
-                    .push_unseparated("::jsonb");
-            });
+            let mut q: QueryBuilder<'_, Postgres> = QueryBuilder::new(format!("INSERT INTO job_history ({COLUMNS}) "));
+            q.push_values(rows, |mut b, r| push_row(&mut b, r));
             q.build().execute(&self.pool).await.map_err(db)?;
             Ok(())
         })
@@ -204,7 +175,7 @@ impl HistoryBackend for PgHistory {
         Box::pin(async move {
             let sql = format!("SELECT {SELECT_COLUMNS} FROM job_history WHERE job_id = $1 ORDER BY timestamp, seq");
             let rows = sqlx::query(&sql).bind(job_id).fetch_all(&self.pool).await.map_err(db)?;
-            rows.iter().map(from_row).collect::<Result<_, _>>().map_err(db)
+            records::<Postgres>(&rows)
         })
     }
 
@@ -226,7 +197,7 @@ impl HistoryBackend for PgHistory {
                 q = q.bind(c);
             }
             let rows = q.bind(limit as i64).bind(offset as i64).fetch_all(&self.pool).await.map_err(db)?;
-            rows.iter().map(from_row).collect::<Result<_, _>>().map_err(db)
+            records::<Postgres>(&rows)
         })
     }
 

@@ -1,16 +1,18 @@
 //! SQLite history (feature `history-sqlite`): one file in WAL mode, `timestamp` as REAL epoch seconds.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use sqlx::query_builder::Separated;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Executor, QueryBuilder, Row, Sqlite};
 
+use super::rows::{db, push_row, records, Dialect, COLUMNS};
 use super::{HistoryBackend, HistoryError, HistoryRecord, SCHEMA_VERSION};
 
 /// Versioned schema: `(version, description, statements)`. Append only; never edit a released one.
@@ -41,18 +43,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[(
     CREATE INDEX idx_job_history_client_ts ON job_history (client, timestamp);",
 )];
 
-const COLUMNS: &str = "event_id, job_id, client, blueprint, timestamp, event_type, state, status, duration_ms, \
-                       previous_state, next_state, worker_id, origin_task_id, attempt_number, details, context_snapshot";
-
 /// History in a SQLite database.
 #[derive(Debug)]
 pub struct SqliteHistory {
     pool: SqlitePool,
     target: String,
-}
-
-fn db(e: sqlx::Error) -> HistoryError {
-    HistoryError::Database(e.to_string())
 }
 
 impl SqliteHistory {
@@ -147,26 +142,23 @@ impl SqliteHistory {
     }
 }
 
-fn from_row(row: &SqliteRow) -> Result<HistoryRecord, sqlx::Error> {
-    let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
-    Ok(HistoryRecord {
-        event_id: row.try_get("event_id")?,
-        job_id: row.try_get("job_id")?,
-        client: row.try_get("client")?,
-        blueprint: row.try_get("blueprint")?,
-        timestamp_us: (row.try_get::<f64, _>("timestamp")? * 1e6).round() as i64,
-        event_type: row.try_get("event_type")?,
-        state: row.try_get("state")?,
-        status: row.try_get("status")?,
-        duration_ms: row.try_get("duration_ms")?,
-        previous_state: row.try_get("previous_state")?,
-        next_state: row.try_get("next_state")?,
-        worker_id: row.try_get("worker_id")?,
-        origin_task_id: row.try_get("origin_task_id")?,
-        attempt_number: row.try_get("attempt_number")?,
-        details: json(row.try_get("details")?),
-        context_snapshot: row.try_get::<Option<String>, _>("context_snapshot")?.map(Arc::from),
-    })
+/// `timestamp` is REAL epoch seconds; the event id and JSON columns are TEXT.
+impl Dialect for Sqlite {
+    fn timestamp_us(row: &SqliteRow) -> Result<i64, sqlx::Error> {
+        Ok((row.try_get::<f64, _>("timestamp")? * 1e6).round() as i64)
+    }
+
+    fn push_event_id<'a>(values: &mut Separated<'_, 'a, Self, &'static str>, event_id: &'a str) {
+        values.push_bind(event_id);
+    }
+
+    fn push_timestamp(values: &mut Separated<'_, '_, Self, &'static str>, us: i64) {
+        values.push_bind(us as f64 / 1e6);
+    }
+
+    fn push_json<'a>(values: &mut Separated<'_, 'a, Self, &'static str>, json: Option<Cow<'a, str>>) {
+        values.push_bind(json);
+    }
 }
 
 /// The latest row per job (window function), optionally of one client.
@@ -189,24 +181,7 @@ impl HistoryBackend for SqliteHistory {
                 return Ok(());
             }
             let mut q: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!("INSERT INTO job_history ({COLUMNS}) "));
-            q.push_values(rows, |mut b, r| {
-                b.push_bind(r.event_id.as_str())
-                    .push_bind(r.job_id.as_str())
-                    .push_bind(r.client.as_deref())
-                    .push_bind(r.blueprint.as_deref())
-                    .push_bind(r.timestamp_us as f64 / 1e6)
-                    .push_bind(r.event_type.as_str())
-                    .push_bind(r.state.as_deref())
-                    .push_bind(r.status.as_deref())
-                    .push_bind(r.duration_ms)
-                    .push_bind(r.previous_state.as_deref())
-                    .push_bind(r.next_state.as_deref())
-                    .push_bind(r.worker_id.as_deref())
-                    .push_bind(r.origin_task_id.as_deref())
-                    .push_bind(r.attempt_number)
-                    .push_bind(r.details.as_ref().map(|d| d.to_string()))
-                    .push_bind(r.context_snapshot.as_deref());
-            });
+            q.push_values(rows, |mut b, r| push_row(&mut b, r));
             q.build().execute(&self.pool).await.map_err(db)?;
             Ok(())
         })
@@ -216,7 +191,7 @@ impl HistoryBackend for SqliteHistory {
         Box::pin(async move {
             let sql = format!("SELECT {COLUMNS} FROM job_history WHERE job_id = ? ORDER BY timestamp, seq");
             let rows = sqlx::query(&sql).bind(job_id).fetch_all(&self.pool).await.map_err(db)?;
-            rows.iter().map(from_row).collect::<Result<_, _>>().map_err(db)
+            records::<Sqlite>(&rows)
         })
     }
 
@@ -233,7 +208,7 @@ impl HistoryBackend for SqliteHistory {
                 q = q.bind(c);
             }
             let rows = q.bind(limit as i64).bind(offset as i64).fetch_all(&self.pool).await.map_err(db)?;
-            rows.iter().map(from_row).collect::<Result<_, _>>().map_err(db)
+            records::<Sqlite>(&rows)
         })
     }
 
