@@ -21,10 +21,11 @@
 //! | `avto_worker_result_requests_total`, `avto_worker_results_total` | counter | result requests, and the results in them |
 //! | `avto_history_events_{written,dropped,failed}_total`, `avto_history_queue_depth` | | history writer (when enabled) |
 //!
-//! The text is written by hand (Prometheus exposition format 0.0.4); no metrics crate needed.
+//! The series, the registry and the text (Prometheus exposition format 0.0.4) are
+//! `prometheus-client`'s. Counters are registered without their `_total` suffix: the encoder
+//! adds it to the samples and to `# HELP` / `# TYPE`, and a help text gets its final period
+//! from the registry. A labelled family without samples yet is left off the page.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -33,7 +34,12 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use parking_lot::Mutex;
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use super::core::Core;
 use crate::job::JobStatus;
@@ -45,197 +51,154 @@ pub const DISPATCH_BUCKETS: &[f64] =
 pub const DURATION_BUCKETS: &[f64] =
     &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0];
 
-/// A histogram with fixed buckets.
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    buckets: Vec<AtomicU64>,
-    count: AtomicU64,
-    sum_us: AtomicU64,
+/// The label of the per-blueprint series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BlueprintLabel {
+    blueprint: String,
 }
 
-impl Histogram {
-    pub fn new(bounds: &'static [f64]) -> Self {
-        Histogram {
-            bounds,
-            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum_us: AtomicU64::new(0),
-        }
-    }
-
-    pub fn observe(&self, seconds: f64) {
-        let seconds = seconds.max(0.0);
-        if let Some(i) = self.bounds.iter().position(|b| seconds <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    fn render(&self, name: &str, labels: &str, out: &mut String) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
-        for (b, n) in self.bounds.iter().zip(&self.buckets) {
-            cumulative += n.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
-        }
-        let count = self.count();
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
-        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count{braces} {count}");
-    }
+/// The labels of `avto_jobs_ended_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EndedLabels {
+    blueprint: String,
+    status: &'static str,
 }
 
-/// In-process counters and histograms (per orchestrator instance).
+/// The label of `avto_scheduler_jobs_triggered_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ScheduleLabel {
+    schedule: String,
+}
+
+/// The label of `avto_jobs`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StatusLabel {
+    status: &'static str,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS.iter().copied())
+}
+
+/// In-process counters and histograms (per orchestrator instance), counted as jobs change.
 #[derive(Debug)]
 pub struct Metrics {
-    created: Mutex<BTreeMap<String, u64>>,
-    ended: Mutex<BTreeMap<(String, JobStatus), u64>>,
-    scheduled: Mutex<BTreeMap<String, u64>>,
-    pub dispatch_latency: Histogram,
-    durations: Mutex<BTreeMap<String, Arc<Histogram>>>,
+    /// Every series below, registered in the order of the page.
+    registry: Registry,
+    created: Family<BlueprintLabel, Counter>,
+    ended: Family<EndedLabels, Counter>,
+    /// Task dispatch -> pick-up by a worker, in seconds.
+    pub(crate) dispatch_latency: Histogram,
+    durations: Family<BlueprintLabel, Histogram>,
+    scheduled: Family<ScheduleLabel, Counter>,
     /// Poll answers that carried tasks, and the tasks they carried.
-    pub poll_answers: AtomicU64,
-    pub tasks_handed_out: AtomicU64,
+    poll_answers: Counter,
+    tasks_handed_out: Counter,
     /// Result requests (single or batched), and the results they carried.
-    pub result_requests: AtomicU64,
-    pub results: AtomicU64,
+    result_requests: Counter,
+    results: Counter,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics {
-            created: Default::default(),
-            ended: Default::default(),
-            scheduled: Default::default(),
-            dispatch_latency: Histogram::new(DISPATCH_BUCKETS),
-            durations: Default::default(),
-            poll_answers: AtomicU64::new(0),
-            tasks_handed_out: AtomicU64::new(0),
-            result_requests: AtomicU64::new(0),
-            results: AtomicU64::new(0),
-        }
+        let mut m = Metrics {
+            registry: Registry::default(),
+            created: Family::default(),
+            ended: Family::default(),
+            dispatch_latency: Histogram::new(DISPATCH_BUCKETS.iter().copied()),
+            durations: Family::new_with_constructor(duration_histogram),
+            scheduled: Family::default(),
+            poll_answers: Counter::default(),
+            tasks_handed_out: Counter::default(),
+            result_requests: Counter::default(),
+            results: Counter::default(),
+        };
+        // The registry holds handles to the same series (each metric is an `Arc` inside).
+        let r = &mut m.registry;
+        r.register("avto_jobs_created", "Jobs created, per blueprint", m.created.clone());
+        r.register("avto_jobs_ended", "Jobs that reached a terminal status, per blueprint", m.ended.clone());
+        r.register(
+            "avto_dispatch_latency_seconds",
+            "Time from a task's dispatch to its pick-up by a worker",
+            m.dispatch_latency.clone(),
+        );
+        r.register("avto_job_duration_seconds", "Time from job creation to its terminal status", m.durations.clone());
+        r.register("avto_scheduler_jobs_triggered", "Jobs created by schedules.toml", m.scheduled.clone());
+        r.register("avto_worker_poll_answers", "Polls answered with tasks", m.poll_answers.clone());
+        r.register("avto_worker_tasks_handed_out", "Tasks handed to workers by polls", m.tasks_handed_out.clone());
+        r.register("avto_worker_result_requests", "Result requests (single or batched)", m.result_requests.clone());
+        r.register("avto_worker_results", "Task results received", m.results.clone());
+        m
     }
 }
 
 impl Metrics {
     pub fn job_created(&self, blueprint: &str) {
-        *self.created.lock().entry(blueprint.to_owned()).or_insert(0) += 1;
+        self.created.get_or_create(&BlueprintLabel { blueprint: blueprint.to_owned() }).inc();
     }
 
     pub fn job_ended(&self, blueprint: &str, status: JobStatus, seconds: f64) {
-        *self.ended.lock().entry((blueprint.to_owned(), status)).or_insert(0) += 1;
-        let h = self
-            .durations
-            .lock()
-            .entry(blueprint.to_owned())
-            .or_insert_with(|| Arc::new(Histogram::new(DURATION_BUCKETS)))
-            .clone();
-        h.observe(seconds);
+        let blueprint = blueprint.to_owned();
+        self.ended.get_or_create(&EndedLabels { blueprint: blueprint.clone(), status: status.as_str() }).inc();
+        self.durations.get_or_create(&BlueprintLabel { blueprint }).observe(seconds.max(0.0));
     }
 
     /// A poll answered with `tasks` tasks.
     pub fn poll_answered(&self, tasks: usize) {
-        self.poll_answers.fetch_add(1, Ordering::Relaxed);
-        self.tasks_handed_out.fetch_add(tasks as u64, Ordering::Relaxed);
+        self.poll_answers.inc();
+        self.tasks_handed_out.inc_by(tasks as u64);
     }
 
     /// A result request carrying `results` results.
     pub fn results_received(&self, results: usize) {
-        self.result_requests.fetch_add(1, Ordering::Relaxed);
-        self.results.fetch_add(results as u64, Ordering::Relaxed);
+        self.result_requests.inc();
+        self.results.inc_by(results as u64);
     }
 
     pub fn schedule_fired(&self, schedule: &str) {
-        *self.scheduled.lock().entry(schedule.to_owned()).or_insert(0) += 1;
-    }
-
-    /// Jobs created so far per blueprint.
-    pub fn created(&self) -> BTreeMap<String, u64> {
-        self.created.lock().clone()
+        self.scheduled.get_or_create(&ScheduleLabel { schedule: schedule.to_owned() }).inc();
     }
 }
 
-/// A label value escaped for the exposition format.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// The whole `/metrics` page.
+/// The whole `/metrics` page: what the stores count now, then the series counted as jobs
+/// changed, then the history writer's.
 pub async fn render(core: &Core) -> String {
     let m = core.metrics();
-    let mut out = String::with_capacity(4096);
-    header(&mut out, "avto_jobs", "gauge", "Jobs in the job store by status.");
+    let mut now = Registry::default();
+    let jobs = Family::<StatusLabel, Gauge<u64, AtomicU64>>::default();
     let counts = core.job_counts(None).await.unwrap_or_default();
     for status in JobStatus::ALL {
-        let _ = writeln!(out, "avto_jobs{{status=\"{status}\"}} {}", counts.get(&status).copied().unwrap_or(0));
+        jobs.get_or_create(&StatusLabel { status: status.as_str() }).set(counts.get(&status).copied().unwrap_or(0));
     }
-    header(&mut out, "avto_queue_depth", "gauge", "Tasks waiting on worker queues or for a worker.");
-    let _ = writeln!(out, "avto_queue_depth {}", core.queue_depth().await);
-    header(&mut out, "avto_workers_live", "gauge", "Registered workers with an unexpired heartbeat.");
-    let _ = writeln!(out, "avto_workers_live {}", core.live_worker_count().await);
+    now.register("avto_jobs", "Jobs in the job store by status", jobs);
+    let queued = core.queue_depth().await;
+    now.register("avto_queue_depth", "Tasks waiting on worker queues or for a worker", ConstGauge::new(queued));
+    let live = core.live_worker_count().await;
+    now.register("avto_workers_live", "Registered workers with an unexpired heartbeat", ConstGauge::new(live));
 
-    header(&mut out, "avto_jobs_created_total", "counter", "Jobs created, per blueprint.");
+    // Every blueprint is on the page, at 0 until its first job.
     for bp in core.env().blueprints() {
-        let n = m.created.lock().get(bp.name()).copied().unwrap_or(0);
-        let _ = writeln!(out, "avto_jobs_created_total{{blueprint=\"{}\"}} {n}", label(bp.name()));
-    }
-    header(&mut out, "avto_jobs_ended_total", "counter", "Jobs that reached a terminal status, per blueprint.");
-    for ((bp, status), n) in m.ended.lock().iter() {
-        let _ = writeln!(out, "avto_jobs_ended_total{{blueprint=\"{}\",status=\"{status}\"}} {n}", label(bp));
+        let _zero = m.created.get_or_create(&BlueprintLabel { blueprint: bp.name().to_owned() });
     }
 
-    header(
-        &mut out,
-        "avto_dispatch_latency_seconds",
-        "histogram",
-        "Time from a task's dispatch to its pick-up by a worker.",
-    );
-    m.dispatch_latency.render("avto_dispatch_latency_seconds", "", &mut out);
-    header(&mut out, "avto_job_duration_seconds", "histogram", "Time from job creation to its terminal status.");
-    let durations: Vec<(String, Arc<Histogram>)> =
-        m.durations.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    for (bp, h) in durations {
-        h.render("avto_job_duration_seconds", &format!("blueprint=\"{}\"", label(&bp)), &mut out);
-    }
-
-    header(&mut out, "avto_scheduler_jobs_triggered_total", "counter", "Jobs created by schedules.toml.");
-    for (name, n) in m.scheduled.lock().iter() {
-        let _ = writeln!(out, "avto_scheduler_jobs_triggered_total{{schedule=\"{}\"}} {n}", label(name));
-    }
-
-    let counters = [
-        ("avto_worker_poll_answers_total", "Polls answered with tasks.", &m.poll_answers),
-        ("avto_worker_tasks_handed_out_total", "Tasks handed to workers by polls.", &m.tasks_handed_out),
-        ("avto_worker_result_requests_total", "Result requests (single or batched).", &m.result_requests),
-        ("avto_worker_results_total", "Task results received.", &m.results),
-    ];
-    for (name, help, n) in counters {
-        header(&mut out, name, "counter", help);
-        let _ = writeln!(out, "{name} {}", n.load(Ordering::Relaxed));
-    }
-
+    let mut writer = Registry::default();
     if let Some(h) = core.history() {
         let s = h.stats();
-        header(&mut out, "avto_history_events_written_total", "counter", "History rows written.");
-        let _ = writeln!(out, "avto_history_events_written_total {}", s.written.load(Ordering::Relaxed));
-        header(&mut out, "avto_history_events_dropped_total", "counter", "History events dropped (queue full).");
-        let _ = writeln!(out, "avto_history_events_dropped_total {}", s.dropped.load(Ordering::Relaxed));
-        header(&mut out, "avto_history_events_failed_total", "counter", "History rows the database refused.");
-        let _ = writeln!(out, "avto_history_events_failed_total {}", s.failed.load(Ordering::Relaxed));
-        header(&mut out, "avto_history_queue_depth", "gauge", "History events waiting for the writer.");
-        let _ = writeln!(out, "avto_history_queue_depth {}", h.queued());
+        let count = |n: &AtomicU64| ConstCounter::new(n.load(Ordering::Relaxed));
+        writer.register("avto_history_events_written", "History rows written", count(&s.written));
+        writer.register("avto_history_events_dropped", "History events dropped (queue full)", count(&s.dropped));
+        writer.register("avto_history_events_failed", "History rows the database refused", count(&s.failed));
+        writer.register(
+            "avto_history_queue_depth",
+            "History events waiting for the writer",
+            ConstGauge::new(h.queued()),
+        );
+    }
+
+    let mut out = String::with_capacity(4096);
+    for registry in [&now, &m.registry, &writer] {
+        // Writing into a String does not fail.
+        let _ = prometheus_text::encode(&mut out, registry);
     }
     out
 }
@@ -247,27 +210,38 @@ pub fn routes() -> Router<Arc<Core>> {
 
 async fn metrics_page(State(core): State<Arc<Core>>, _operator: super::api::Operator) -> Response {
     let body = render(&core).await;
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], body)
-        .into_response()
+    ([(header::CONTENT_TYPE, HeaderValue::from_static(prometheus_text::CONTENT_TYPE))], body).into_response()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The text the page is made of: cumulative buckets, `+Inf`, sum and count, escaped labels.
     #[test]
     fn histogram_text() {
-        let h = Histogram::new(&[0.1, 1.0]);
-        h.observe(0.05);
-        h.observe(0.5);
-        h.observe(7.0);
+        let h = Family::<Vec<(&'static str, String)>, Histogram>::new_with_constructor(|| Histogram::new([0.1, 1.0]));
+        let labels = vec![("a", "b".to_owned())];
+        for seconds in [0.05, 0.5, 7.0] {
+            h.get_or_create(&labels).observe(seconds);
+        }
+        let mut registry = Registry::default();
+        registry.register("x", "X", h.clone());
         let mut out = String::new();
-        h.render("x", "a=\"b\"", &mut out);
+        prometheus_text::encode(&mut out, &registry).unwrap();
         assert_eq!(
             out,
-            "x_bucket{a=\"b\",le=\"0.1\"} 1\nx_bucket{a=\"b\",le=\"1\"} 2\nx_bucket{a=\"b\",le=\"+Inf\"} 3\n\
+            "# HELP x X.\n# TYPE x histogram\n\
+             x_bucket{a=\"b\",le=\"0.1\"} 1\nx_bucket{a=\"b\",le=\"1\"} 2\nx_bucket{a=\"b\",le=\"+Inf\"} 3\n\
              x_sum{a=\"b\"} 7.55\nx_count{a=\"b\"} 3\n"
         );
-        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+
+        let c = Family::<Vec<(&'static str, String)>, Counter>::default();
+        c.get_or_create(&vec![("l", "a\"b\\c\nd".to_owned())]).inc();
+        let mut registry = Registry::default();
+        registry.register("y", "Y", c);
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &registry).unwrap();
+        assert!(out.contains("y_total{l=\"a\\\"b\\\\c\\nd\"} 1\n"), "{out}");
     }
 }
