@@ -41,6 +41,26 @@ pub mod echo_strict {
     async fn finished() {}
 }
 
+/// start -> dispatch `classify` -> finished, or `review` when the worker answers `needs_review`.
+#[avto::blueprint(name = "review_flow", api_version = "v1", api_endpoint = "jobs/review")]
+pub mod review_flow {
+    use super::*;
+
+    #[handler(state = "start", start)]
+    async fn start(ctx: &Context, actions: &mut Actions) {
+        actions
+            .dispatch_task("classify")
+            .params(ctx.initial_data.clone())
+            .transitions([("success", "finished"), ("needs_review", "review")]);
+    }
+
+    #[handler(state = "finished", end)]
+    async fn finished() {}
+
+    #[handler(state = "review", end)]
+    async fn review() {}
+}
+
 /// A task whose worker can short-circuit it with an `early_exit` event.
 #[avto::blueprint(name = "event_flow", api_version = "v1", api_endpoint = "jobs/events")]
 pub mod event_flow {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use avto::server::config::{ClientEntry, Config};
 use avto::ClientConfig;
 use avto_tests::blueprints::{approval_flow, echo_flow};
-use avto_tests::{test_config, Server, CLIENT_TOKEN};
+use avto_tests::{hook_receiver, test_config, Server, CLIENT_TOKEN};
 use serde_json::{json, Value};
 
 async fn server() -> Server {
@@ -284,21 +284,8 @@ async fn many_concurrent_jobs_are_neither_lost_nor_duplicated() {
 
 #[tokio::test]
 async fn webhooks_on_terminal_states() {
-    use axum::routing::post;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
-    let app = axum::Router::new().route(
-        "/hook",
-        post(move |axum::Json(body): axum::Json<Value>| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(body);
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (addr, mut rx) = hook_receiver().await;
+    let hook = format!("http://{addr}/hook");
 
     let s = server().await;
     let c = s.client();
@@ -540,19 +527,14 @@ async fn jobs_are_owned_by_client_identity_not_name() {
 #[tokio::test]
 async fn too_long_file_names_are_400() {
     let dir = std::env::temp_dir().join(format!("avto-files-{}", uuid::Uuid::new_v4().simple()));
-    let orch = avto::server::Orchestrator::builder()
-        .blueprint(echo_flow::blueprint())
-        .config(test_config())
-        .object_store(std::sync::Arc::new(avto::files::LocalObjectStore::new(&dir)))
-        .build()
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(orch.listen(listener, async {
-        let _ = rx.await;
-    }));
-    let c = avto_tests::ApiClient { http: reqwest::Client::new(), base: base.clone(), token: CLIENT_TOKEN.into() };
+    let s = Server::with_builder(
+        avto::server::Orchestrator::builder()
+            .blueprint(echo_flow::blueprint())
+            .config(test_config())
+            .object_store(std::sync::Arc::new(avto::files::LocalObjectStore::new(&dir))),
+    )
+    .await;
+    let (base, c) = (s.base.clone(), s.client());
     let id = c.create("/api/v1/jobs/echo", json!({})).await;
     let put = |name: String| {
         let url = format!("{base}/api/v1/jobs/{id}/files/content/{name}");
@@ -570,6 +552,6 @@ async fn too_long_file_names_are_400() {
         assert_eq!(status, 400, "{body}");
         assert!(body["error"].as_str().unwrap().contains("1024"), "{body}");
     }
-    let _ = tx.send(());
+    drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -11,7 +11,7 @@ use avto::prelude::*;
 use avto::protocol::sign::MessageKind;
 use avto_tests::blueprints::{dispatch_options, echo_flow};
 use avto_tests::certs::{https_client, Ca};
-use avto_tests::{test_config_with, RawWorker, Server};
+use avto_tests::{serve_http, test_config_with, RawWorker, Server};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(10);
@@ -234,9 +234,7 @@ async fn a_quarantined_job_sends_the_job_quarantined_webhook() {
             ),
         )
         .with_state(calls.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = format!("http://{}/hook", serve_http(app).await);
 
     let s = server(&[("JOB_MAX_RETRIES", "0")]).await;
     let c = s.client();

@@ -1,6 +1,8 @@
 //! Shared helpers of the avto integration tests: an in-process orchestrator on a free port,
-//! an HTTP client for the client API, a raw RXON client, and real Python SDK workers.
+//! an HTTP client for the client API, a raw RXON client, Rust and real Python SDK workers, and
+//! small HTTP receivers (webhooks, exporters) on free loopback ports.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use serde_json::{json, Value};
 
 pub mod blueprints;
 pub mod certs;
+pub mod tasks;
 
 pub const CLIENT_TOKEN: &str = "test-client-token";
 pub const WORKER_TOKEN: &str = "test-worker-token";
@@ -66,9 +69,15 @@ impl Server {
 
     /// An orchestrator from a builder (for what only the builder sets, e.g. a history backend).
     pub async fn with_builder(builder: avto::server::OrchestratorBuilder) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::with_builder_on(builder, listener)
+    }
+
+    /// An orchestrator from a builder on a listener the test bound (e.g. the port of a server it
+    /// stopped, to restart it there).
+    pub fn with_builder_on(builder: avto::server::OrchestratorBuilder, listener: tokio::net::TcpListener) -> Server {
         let orch = builder.build().expect("orchestrator builds");
         let core = orch.core().clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
@@ -241,6 +250,46 @@ impl ApiClient {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// A loopback port nothing listens on (bound, then released): for servers started in another
+/// process, and for a receiver that refuses connections.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Serves `app` on a free loopback port in the background; returns its address.
+pub async fn serve_http(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// A webhook receiver: the JSON body of every `POST /hook` arrives on the channel.
+pub async fn hook_receiver() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(body);
+                "ok"
+            }
+        }),
+    );
+    (serve_http(app).await, rx)
+}
+
+/// Test logs on the test's output (`RUST_LOG`, else `default_filter`); once per test binary.
+pub fn init_tracing(default_filter: &str) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
+        )
+        .with_test_writer()
+        .try_init();
 }
 
 /// Where the Python reference lives (created by `.ci/test`). Tests that need it fail, never skip,

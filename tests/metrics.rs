@@ -150,24 +150,14 @@ async fn metrics_content() {
 
 #[tokio::test]
 async fn history_writer_metrics() {
-    let orch = Orchestrator::builder()
-        .blueprint(approval_flow::blueprint())
-        .config(test_config())
-        .history(Arc::new(MemoryHistory::new()))
-        .build()
-        .unwrap();
-    let core = orch.core().clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(orch.listen(listener, async {
-        let _ = rx.await;
-    }));
-    let c = avto_tests::ApiClient {
-        http: reqwest::Client::new(),
-        base: base.clone(),
-        token: avto_tests::CLIENT_TOKEN.into(),
-    };
+    let s = Server::with_builder(
+        Orchestrator::builder()
+            .blueprint(approval_flow::blueprint())
+            .config(test_config())
+            .history(Arc::new(MemoryHistory::new())),
+    )
+    .await;
+    let (core, base, c) = (s.core.clone(), s.base.clone(), s.client());
     let id = c.create("/api/v1/jobs/approval", json!({})).await;
     c.wait_for(&id, &["waiting_for_human"], Duration::from_secs(5)).await;
     assert!(core.history().unwrap().flush(Duration::from_secs(5)).await);
@@ -177,5 +167,5 @@ async fn history_writer_metrics() {
     assert_eq!(m["avto_history_events_dropped_total"], 0.0);
     assert_eq!(m["avto_history_events_failed_total"], 0.0);
     assert_eq!(m["avto_history_queue_depth"], 0.0);
-    let _ = tx.send(());
+    drop(s);
 }

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use avto::worker::{TaskHandle, TaskOutcome, WorkerBuilder};
 use avto_tests::blueprints::{approval_flow, echo_flow};
-use avto_tests::{redis_url, test_config, RedisPrefix, RustWorker, Server, CLIENT_TOKEN, SECRET, WORKER_TOKEN};
+use avto_tests::{
+    free_port, redis_url, test_config, RedisPrefix, RustWorker, Server, CLIENT_TOKEN, SECRET, WORKER_TOKEN,
+};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -406,10 +408,6 @@ impl Drop for OrchestratorProcess {
     fn drop(&mut self) {
         self.kill9();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 async fn dashboard_terminal(c: &avto_tests::ApiClient) -> u64 {

@@ -190,7 +190,7 @@ async fn sigterm_stops_the_server_in_every_state() {
     use std::process::{Command, Stdio};
     use tokio::io::AsyncWriteExt;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = avto_tests::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let log = std::env::temp_dir().join(format!("avto-shutdown-test-{port}.log"));
     let log = std::fs::File::create(&log).unwrap();

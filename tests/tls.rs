@@ -12,12 +12,9 @@ use std::time::Duration;
 use avto::worker::{TaskHandle, TaskOutcome};
 use avto_tests::blueprints::echo_flow;
 use avto_tests::certs::Ca;
-use avto_tests::{RustWorker, Server};
-use axum::routing::post;
-use axum::{Json, Router};
+use avto_tests::{hook_receiver, RustWorker, Server};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
 /// Accepts TLS on a free port and relays each connection to `backend` (plain TCP).
@@ -62,20 +59,7 @@ async fn worker_and_webhook_over_https() {
     let orchestrator: SocketAddr = s.base.trim_start_matches("http://").parse().unwrap();
     let https_base = format!("https://localhost:{}", tls_proxy(acceptor.clone(), orchestrator).await);
 
-    let (tx, mut hooks) = mpsc::unbounded_channel::<Value>();
-    let receiver = Router::new().route(
-        "/hook",
-        post(move |Json(body): Json<Value>| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(body);
-                "ok"
-            }
-        }),
-    );
-    let plain_hook = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_addr = plain_hook.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(plain_hook, receiver).await.unwrap() });
+    let (hook_addr, mut hooks) = hook_receiver().await;
     let hook_url = format!("https://localhost:{}/hook", tls_proxy(acceptor, hook_addr).await);
 
     // The worker knows the orchestrator only by its https:// URL (and its WebSocket by wss://).

@@ -7,7 +7,7 @@ use std::time::Duration;
 use avto::trace::TraceParent;
 use avto::worker::{Skill, TaskHandle, TaskOutcome, Worker};
 use avto_tests::blueprints::echo_flow;
-use avto_tests::{Server, CLIENT_TOKEN, SECRET, WORKER_TOKEN};
+use avto_tests::{serve_http, Server, CLIENT_TOKEN, SECRET, WORKER_TOKEN};
 use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use serde_json::{json, Value};
@@ -119,9 +119,7 @@ async fn otlp_exporter_follows_the_standard_variables() {
             ""
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let endpoint = format!("http://{}", serve_http(app).await);
     std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint);
     std::env::set_var("OTEL_SERVICE_NAME", "avto-otlp-test-service");
     let provider = avto::trace::otel::otlp_provider("avto-orchestrator").expect("exporter installed");

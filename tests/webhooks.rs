@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use avto::prelude::*;
-use avto_tests::{test_config_with, Server};
+use avto_tests::{free_port, serve_http, test_config_with, Server};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -44,10 +44,7 @@ async fn receive(State(r): State<Receiver>, Json(body): Json<Value>) -> StatusCo
 async fn receiver(statuses: &[u16]) -> (String, Receiver) {
     let r = Receiver { calls: Default::default(), statuses: Arc::new(statuses.to_vec()) };
     let app = Router::new().route("/hook", post(receive)).with_state(r.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, r)
+    (format!("http://{}/hook", serve_http(app).await), r)
 }
 
 async fn server() -> Server {
@@ -114,9 +111,7 @@ async fn too_many_requests_is_retried_other_client_errors_are_not() {
 async fn unreachable_receiver_does_not_affect_the_job() {
     let s = server().await;
     // A port with nothing listening: connection refused on every attempt.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", l.local_addr().unwrap());
-    drop(l);
+    let url = format!("http://127.0.0.1:{}/hook", free_port());
     run_job(&s, &url).await;
     let id = run_job(&s, &url).await;
     assert_eq!(s.client().job(&id).await["status"], "finished");
@@ -234,9 +229,7 @@ async fn logs_mask_the_credentials_of_webhook_urls() {
     let secret_url = url.replace("http://", "http://hookuser:hooksecret@") + "?token=tok123&plain=1";
     run_job(&s, &secret_url).await;
     // And a receiver that refuses connections: the transport error is logged without the URL.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let refused_url = format!("http://hookuser:hooksecret@{}/hook?token=tok123", closed.local_addr().unwrap());
-    drop(closed);
+    let refused_url = format!("http://hookuser:hooksecret@127.0.0.1:{}/hook?token=tok123", free_port());
     run_job(&s, &refused_url).await;
     wait_counts(&s, "gave up", |c| c.failed == 2).await;
     assert_eq!(r.calls.lock().unwrap().len(), 3);

@@ -1,20 +1,21 @@
 //! Interop: the Rust worker against the real Python orchestrator (avtomatika 1.0b30 from PyPI).
 //!
-//! Needs the reference venv (`PY_REF_VENV=/work/.venv-ref bash python-ref/py_ref.sh install`); its path
-//! comes from `AVTO_PY_VENV` (default `/work/.venv-ref`). A missing venv FAILS these tests.
+//! Needs the Python reference (`.ci/test` installs it; its path is `AVTO_PY_VENV`, see
+//! [`avto_tests::python_venv`]). A missing venv FAILS these tests.
 //! Everything listens on 127.0.0.1 only; orchestrator processes are killed on drop (also on panic).
 
-use avto::protocol::HardwareDevice;
-use avto::worker::{
-    InstalledArtifact, MultiOrchestratorMode, OrchestratorConfig, ShutdownHandle, Skill, TaskHandle, TaskOutcome,
-    Worker, WorkerBuilder, WorkerError,
-};
-use serde::Deserialize;
-use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use avto::protocol::HardwareDevice;
+use avto::worker::{
+    InstalledArtifact, MultiOrchestratorMode, OrchestratorConfig, Skill, TaskHandle, TaskOutcome, Worker, WorkerBuilder,
+};
+use avto_tests::tasks::{echo, saw_cancellation, ClassifyParams};
+use avto_tests::{free_port, init_tracing, python_venv, RustWorker};
+use serde_json::{json, Value};
 
 const CLIENT_TOKEN: &str = "interop-client-token";
 const WORKER_TOKEN: &str = "interop-worker-token";
@@ -122,23 +123,6 @@ if __name__ == "__main__":
 // ---------------------------------------------------------------------------------------------
 // Python orchestrator process
 
-fn venv() -> PathBuf {
-    let dir = PathBuf::from(std::env::var("AVTO_PY_VENV").unwrap_or_else(|_| "/work/.venv-ref".into()));
-    let python = dir.join("bin/python");
-    assert!(
-        python.exists(),
-        "Python reference venv not found at {} (set AVTO_PY_VENV, or install it with \
-         `PY_REF_VENV={} bash shared/reference/python-ref/py_ref.sh install`)",
-        dir.display(),
-        dir.display()
-    );
-    dir
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A running avtomatika orchestrator; killed (and its temp dir removed) on drop.
 struct PyOrchestrator {
     child: Option<Child>,
@@ -152,7 +136,7 @@ impl PyOrchestrator {
     }
 
     fn start_with(name: &str, extra_env: &[(&str, &str)]) -> PyOrchestrator {
-        let python = venv().join("bin/python");
+        let python = python_venv().join("bin/python");
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "avto-interop-{}-{}-{}",
@@ -240,6 +224,9 @@ impl Drop for PyOrchestrator {
 // ---------------------------------------------------------------------------------------------
 // client API
 
+/// avtomatika's client API. Not [`avto_tests::ApiClient`]: avtomatika answers the plain job URL
+/// (no `?detailed=true`), lists workers for the client token, and one client talks to several
+/// orchestrators here.
 struct Client {
     http: reqwest::Client,
 }
@@ -333,59 +320,6 @@ impl Client {
 // ---------------------------------------------------------------------------------------------
 // the Rust worker under test
 
-#[derive(Debug, Deserialize)]
-struct EchoParams {
-    #[serde(default)]
-    fail: bool,
-    #[serde(default)]
-    error_code: Option<String>,
-    #[serde(default)]
-    progress: bool,
-    #[serde(default)]
-    sleep: Option<f64>,
-    #[serde(default)]
-    panic: bool,
-    #[serde(flatten)]
-    rest: serde_json::Map<String, Value>,
-}
-
-/// Jobs whose echo task observed a cancellation.
-static CANCELLED_JOBS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-
-fn saw_cancellation(job_id: &str) -> bool {
-    CANCELLED_JOBS.lock().unwrap().iter().any(|j| j == job_id)
-}
-
-async fn echo(p: EchoParams, task: TaskHandle) -> TaskOutcome {
-    if p.progress {
-        task.progress(0.5, "halfway").await;
-    }
-    if let Some(s) = p.sleep {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs_f64(s)) => {}
-            _ = task.cancelled() => {
-                CANCELLED_JOBS.lock().unwrap().push(task.job_id().to_owned());
-                return TaskOutcome::cancelled();
-            }
-        }
-    }
-    if p.panic {
-        panic!("boom requested");
-    }
-    if p.fail {
-        let code = p.error_code.unwrap_or_else(|| "INVALID_INPUT_ERROR".into());
-        return TaskOutcome::failure(code, "failure requested");
-    }
-    let mut echoed = p.rest;
-    echoed.insert("worker".into(), json!(task.worker_id()));
-    TaskOutcome::success(json!({ "echo": echoed }))
-}
-
-#[derive(Debug, Deserialize)]
-struct ClassifyParams {
-    score: f64,
-}
-
 fn worker(id: &str) -> WorkerBuilder {
     Worker::builder()
         .worker_id(id)
@@ -422,40 +356,15 @@ fn worker(id: &str) -> WorkerBuilder {
         .installed_software("ffmpeg", "6.0")
 }
 
-struct Running {
-    handle: ShutdownHandle,
-    join: tokio::task::JoinHandle<Result<(), WorkerError>>,
-}
-
-impl Running {
-    fn start(builder: WorkerBuilder) -> Running {
-        let worker = builder.build().unwrap();
-        let handle = worker.shutdown_handle();
-        let join = tokio::spawn(worker.run_until(std::future::pending()));
-        Running { handle, join }
-    }
-    async fn stop(self) {
-        self.handle.shutdown();
-        tokio::time::timeout(Duration::from_secs(30), self.join).await.expect("worker stops").unwrap().unwrap();
-    }
-}
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "avto=info".into()))
-        .with_test_writer()
-        .try_init();
-}
-
 // ---------------------------------------------------------------------------------------------
 // tests
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_complete_against_the_python_orchestrator() {
-    init_tracing();
+    init_tracing("avto=info");
     let orch = PyOrchestrator::start("basic");
     let client = Client::new();
-    let running = Running::start(worker("rust-worker-1").orchestrator_url(&orch.base));
+    let running = RustWorker::spawn(worker("rust-worker-1").orchestrator_url(&orch.base));
     let registered = client.wait_worker(&orch.base, "rust-worker-1").await;
     assert_eq!(registered["worker_type"], "avto-interop");
 
@@ -516,10 +425,10 @@ async fn jobs_complete_against_the_python_orchestrator() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancellation_by_websocket_push() {
-    init_tracing();
+    init_tracing("avto=info");
     let orch = PyOrchestrator::start("cancel");
     let client = Client::new();
-    let running = Running::start(worker("rust-worker-ws").orchestrator_url(&orch.base).enable_websockets(true));
+    let running = RustWorker::spawn(worker("rust-worker-ws").orchestrator_url(&orch.base).enable_websockets(true));
     client.wait_worker(&orch.base, "rust-worker-ws").await;
     // avtomatika pushes cancel_task only when the stored record has capabilities.websockets
     // (our heartbeats carry it; the registration model would drop it)
@@ -568,11 +477,11 @@ async fn cancellation_by_websocket_push() {
 
 /// Two orchestrators, one killed mid-run; the worker keeps completing jobs on the other.
 async fn two_orchestrators_one_killed(mode: MultiOrchestratorMode, worker_id: &str) {
-    init_tracing();
+    init_tracing("avto=info");
     let mut primary = PyOrchestrator::start("primary");
     let backup = PyOrchestrator::start("backup");
     let client = Client::new();
-    let running = Running::start(
+    let running = RustWorker::spawn(
         worker(worker_id)
             .orchestrators([
                 OrchestratorConfig::new(&primary.base).priority(1),
@@ -623,10 +532,10 @@ async fn waterfall_mode_survives_a_killed_orchestrator() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resources_artifacts_and_costs_drive_dispatch() {
-    init_tracing();
+    init_tracing("avto=info");
     let orch = PyOrchestrator::start("resources");
     let client = Client::new();
-    let running = Running::start(worker("rust-worker-gpu").orchestrator_url(&orch.base));
+    let running = RustWorker::spawn(worker("rust-worker-gpu").orchestrator_url(&orch.base));
     client.wait_worker(&orch.base, "rust-worker-gpu").await;
     let done = ["finished", "failed", "quarantined"];
     let t = Duration::from_secs(30);
@@ -657,10 +566,10 @@ async fn resources_artifacts_and_costs_drive_dispatch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_drains_running_tasks_and_goes_offline() {
-    init_tracing();
+    init_tracing("avto=info");
     let orch = PyOrchestrator::start("shutdown");
     let client = Client::new();
-    let running = Running::start(worker("rust-worker-drain").orchestrator_url(&orch.base));
+    let running = RustWorker::spawn(worker("rust-worker-drain").orchestrator_url(&orch.base));
     client.wait_worker(&orch.base, "rust-worker-drain").await;
     let id = client.create_job(&orch.base, "echo", json!({"sleep": 2, "msg": "drain me"})).await;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -682,10 +591,10 @@ async fn graceful_shutdown_drains_running_tasks_and_goes_offline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sts_access_tokens_authenticate_the_worker() {
-    init_tracing();
+    init_tracing("avto=info");
     let orch = PyOrchestrator::start("sts");
     let client = Client::new();
-    let running = Running::start(worker("rust-worker-sts").orchestrator_url(&orch.base).use_sts(true));
+    let running = RustWorker::spawn(worker("rust-worker-sts").orchestrator_url(&orch.base).use_sts(true));
     client.wait_worker(&orch.base, "rust-worker-sts").await;
     for n in 0..3 {
         let id = client.create_job(&orch.base, "echo", json!({"n": n})).await;
@@ -699,11 +608,11 @@ async fn sts_access_tokens_authenticate_the_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_with_a_bad_signature_are_dropped() {
-    init_tracing();
+    init_tracing("avto=info");
     let orch = PyOrchestrator::start("badsig");
     let client = Client::new();
     let running =
-        Running::start(worker("rust-worker-badsig").orchestrator_url(&orch.base).secret_key("not-the-secret"));
+        RustWorker::spawn(worker("rust-worker-badsig").orchestrator_url(&orch.base).secret_key("not-the-secret"));
     client.wait_worker(&orch.base, "rust-worker-badsig").await;
     let id = client.create_job(&orch.base, "echo", json!({"msg": "forged?"})).await;
     let deadline = Instant::now() + Duration::from_secs(20);
