@@ -76,6 +76,7 @@ struct StatusLabel {
     status: &'static str,
 }
 
+/// One blueprint's job duration histogram (the constructor of its family).
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS.iter().copied())
 }
