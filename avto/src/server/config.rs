@@ -471,11 +471,11 @@ impl Config {
             schedules_config_path: env.str("SCHEDULES_CONFIG_PATH").map(PathBuf::from),
             tz: match env.str("TZ") {
                 None => d.tz,
-                Some(z) => super::scheduler::parse_tz(&z).map_err(|e| ConfigError(format!("TZ: {e}")))?,
+                Some(z) => parse_tz(&z).map_err(|e| ConfigError(format!("TZ: {e}")))?,
             },
             redis_url: redis_url(&env)?,
             redis_key_prefix: (env.get)("REDIS_KEY_PREFIX").unwrap_or(d.redis_key_prefix),
-            redis_encryption: super::encryption::EncryptionKeys::from_lookup(get)?,
+            redis_encryption: super::encryption::EncryptionKeys::from_lookup(get).map_err(|e| ConfigError(e.0))?,
             job_lock_lease: env.secs("JOB_LOCK_LEASE_SECONDS", d.job_lock_lease)?,
             job_recovery_after: env.secs("JOB_RECOVERY_SECONDS", d.job_recovery_after)?,
             #[cfg(feature = "s3")]
@@ -617,6 +617,14 @@ impl Config {
     pub fn worker_token(&self, worker_id: &str) -> Option<&str> {
         find_worker_token(&self.worker_tokens, worker_id)
     }
+}
+
+/// Parses a time-zone name (`UTC`, `Europe/Berlin`; a leading `:` or `/usr/share/zoneinfo/` is ignored).
+pub fn parse_tz(name: &str) -> Result<chrono_tz::Tz, String> {
+    let n = name.trim().trim_start_matches(':');
+    let n = n.strip_prefix("/usr/share/zoneinfo/").unwrap_or(n);
+    n.parse::<chrono_tz::Tz>()
+        .map_err(|_| format!("unknown time zone `{name}` (expected an IANA name such as UTC or Europe/Berlin)"))
 }
 
 /// The individual token of `worker_id` among `tokens`: an exact table name first, then the

@@ -18,7 +18,10 @@
 
 use sha2::{Digest, Sha256};
 
-use super::config::ConfigError;
+/// A key setting that cannot be used (the message names the variable).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct KeyError(pub String);
 
 /// One 256-bit key and its id (the first 4 bytes of a SHA-256 over it, as hex), which sealed
 /// values carry so the right key is found among the current and previous ones.
@@ -36,10 +39,10 @@ impl std::fmt::Debug for EncryptionKey {
 
 impl EncryptionKey {
     /// Parses 64 hex characters (surrounding whitespace ignored); `var` names the variable in errors.
-    pub fn parse(var: &str, text: &str) -> Result<Self, ConfigError> {
+    pub fn parse(var: &str, text: &str) -> Result<Self, KeyError> {
         let text = text.trim();
         let malformed = |why: &str| {
-            ConfigError(format!(
+            KeyError(format!(
                 "{var}: {why}; expected 32 random bytes as 64 hex characters (e.g. `openssl rand -hex 32`)"
             ))
         };
@@ -72,11 +75,11 @@ pub struct EncryptionKeys {
 
 impl EncryptionKeys {
     /// Reads the two variables; `None` when `REDIS_ENCRYPTION_KEY` is unset or empty.
-    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Self>, KeyError> {
         let value = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let Some(current) = value("REDIS_ENCRYPTION_KEY") else {
             if value("REDIS_ENCRYPTION_KEY_PREVIOUS").is_some() {
-                return Err(ConfigError(
+                return Err(KeyError(
                     "REDIS_ENCRYPTION_KEY_PREVIOUS is set without REDIS_ENCRYPTION_KEY (old keys only open values; \
                      set the current key too)"
                         .into(),
@@ -220,7 +223,7 @@ mod cipher {
 mod tests {
     use super::*;
 
-    fn keys(vars: &[(&str, &str)]) -> Result<Option<EncryptionKeys>, ConfigError> {
+    fn keys(vars: &[(&str, &str)]) -> Result<Option<EncryptionKeys>, KeyError> {
         EncryptionKeys::from_lookup(&|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
     }
 

@@ -1,5 +1,7 @@
-//! Observability: Prometheus metrics at `GET /metrics`, and the hooks through which [`Core`]
-//! reports job events to the metrics and to the history writer.
+//! Observability: the Prometheus series counted as jobs change, and the `/metrics` page
+//! rendered from them and a [`Snapshot`] of the stores. This module only counts and renders:
+//! the core calls the counting methods (`core/observe.rs`), the API serves the page
+//! (`api/metrics.rs`).
 //!
 //! `/metrics` needs the operator credential (`ADMIN_TOKEN`, sent by Prometheus as
 //! `authorization: {credentials: <token>}`, i.e. `Authorization: Bearer <token>`); without an
@@ -26,14 +28,9 @@
 //! adds it to the samples and to `# HELP` / `# TYPE`, and a help text gets its final period
 //! from the registry. A labelled family without samples yet is left off the page.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 
-use axum::extract::State;
-use axum::http::{header, HeaderValue};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
@@ -41,7 +38,6 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::core::Core;
 use crate::job::JobStatus;
 
 /// Upper bounds (seconds) of the dispatch latency buckets.
@@ -161,57 +157,77 @@ impl Metrics {
     }
 }
 
-/// The whole `/metrics` page: what the stores count now, then the series counted as jobs
-/// changed, then the history writer's.
-pub async fn render(core: &Core) -> String {
-    let m = core.metrics();
-    let mut now = Registry::default();
-    let jobs = Family::<StatusLabel, Gauge<u64, AtomicU64>>::default();
-    let counts = core.job_counts(None).await.unwrap_or_default();
-    for status in JobStatus::ALL {
-        jobs.get_or_create(&StatusLabel { status: status.as_str() }).set(counts.get(&status).copied().unwrap_or(0));
-    }
-    now.register("avto_jobs", "Jobs in the job store by status", jobs);
-    let queued = core.queue_depth().await;
-    now.register("avto_queue_depth", "Tasks waiting on worker queues or for a worker", ConstGauge::new(queued));
-    let live = core.live_worker_count().await;
-    now.register("avto_workers_live", "Registered workers with an unexpired heartbeat", ConstGauge::new(live));
-
-    // Every blueprint is on the page, at 0 until its first job.
-    for bp in core.env().blueprints() {
-        let _zero = m.created.get_or_create(&BlueprintLabel { blueprint: bp.name().to_owned() });
-    }
-
-    let mut writer = Registry::default();
-    if let Some(h) = core.history() {
-        let s = h.stats();
-        let count = |n: &AtomicU64| ConstCounter::new(n.load(Ordering::Relaxed));
-        writer.register("avto_history_events_written", "History rows written", count(&s.written));
-        writer.register("avto_history_events_dropped", "History events dropped (queue full)", count(&s.dropped));
-        writer.register("avto_history_events_failed", "History rows the database refused", count(&s.failed));
-        writer.register(
-            "avto_history_queue_depth",
-            "History events waiting for the writer",
-            ConstGauge::new(h.queued()),
-        );
-    }
-
-    let mut out = String::with_capacity(4096);
-    for registry in [&now, &m.registry, &writer] {
-        // Writing into a String does not fail.
-        let _ = prometheus_text::encode(&mut out, registry);
-    }
-    out
+/// What the stores count at the moment of a scrape (gathered by the API's `GET /metrics`).
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Jobs in the job store per status.
+    pub job_counts: BTreeMap<JobStatus, u64>,
+    /// Tasks waiting on worker queues or for a worker.
+    pub queue_depth: usize,
+    /// Registered workers whose heartbeat has not expired.
+    pub live_workers: usize,
+    /// Every registered blueprint (each is on the page, at 0 until its first job).
+    pub blueprints: Vec<String>,
+    /// The history writer's numbers, when the history is enabled.
+    pub history: Option<HistoryNumbers>,
 }
 
-/// `GET /metrics`.
-pub fn routes() -> Router<Arc<Core>> {
-    Router::new().route("/metrics", get(metrics_page))
+/// The history writer's counters at a scrape.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HistoryNumbers {
+    pub written: u64,
+    pub dropped: u64,
+    pub failed: u64,
+    pub queued: usize,
 }
 
-async fn metrics_page(State(core): State<Arc<Core>>, _operator: super::api::Operator) -> Response {
-    let body = render(&core).await;
-    ([(header::CONTENT_TYPE, HeaderValue::from_static(prometheus_text::CONTENT_TYPE))], body).into_response()
+impl Metrics {
+    /// The whole `/metrics` page: what the stores count now, then the series counted as jobs
+    /// changed, then the history writer's.
+    pub fn render(&self, now: &Snapshot) -> String {
+        let mut stores = Registry::default();
+        let jobs = Family::<StatusLabel, Gauge<u64, AtomicU64>>::default();
+        for status in JobStatus::ALL {
+            let n = now.job_counts.get(&status).copied().unwrap_or(0);
+            jobs.get_or_create(&StatusLabel { status: status.as_str() }).set(n);
+        }
+        stores.register("avto_jobs", "Jobs in the job store by status", jobs);
+        let queued = ConstGauge::new(now.queue_depth);
+        stores.register("avto_queue_depth", "Tasks waiting on worker queues or for a worker", queued);
+        let live = ConstGauge::new(now.live_workers);
+        stores.register("avto_workers_live", "Registered workers with an unexpired heartbeat", live);
+
+        for blueprint in &now.blueprints {
+            let _zero = self.created.get_or_create(&BlueprintLabel { blueprint: blueprint.clone() });
+        }
+
+        let mut writer = Registry::default();
+        if let Some(h) = now.history {
+            writer.register("avto_history_events_written", "History rows written", ConstCounter::new(h.written));
+            writer.register(
+                "avto_history_events_dropped",
+                "History events dropped (queue full)",
+                ConstCounter::new(h.dropped),
+            );
+            writer.register(
+                "avto_history_events_failed",
+                "History rows the database refused",
+                ConstCounter::new(h.failed),
+            );
+            writer.register(
+                "avto_history_queue_depth",
+                "History events waiting for the writer",
+                ConstGauge::new(h.queued),
+            );
+        }
+
+        let mut out = String::with_capacity(4096);
+        for registry in [&stores, &self.registry, &writer] {
+            // Writing into a String does not fail.
+            let _ = prometheus_text::encode(&mut out, registry);
+        }
+        out
+    }
 }
 
 #[cfg(test)]

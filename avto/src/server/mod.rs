@@ -273,7 +273,7 @@ impl Orchestrator {
             .and(NotForContentType::IMAGES)
             .and(NotForContentType::SSE);
         let compression = tower_http::compression::CompressionLayer::new().no_br().no_deflate().compress_when(worth_it);
-        api::router(self.core.clone()).merge(metrics::routes().with_state(self.core.clone())).layer(compression)
+        api::router(self.core.clone()).layer(compression)
     }
 
     /// Initialises quotas and data stores; call once before serving (done by [`Orchestrator::serve`] and [`Orchestrator::listen`]).

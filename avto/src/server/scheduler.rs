@@ -55,7 +55,7 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 
-use super::config::{ClientEntry, ConfigError};
+use super::config::{parse_tz, ClientEntry, ConfigError};
 use super::core::{Core, NewJob};
 use crate::context::ClientConfig;
 use crate::storage::StorageError;
@@ -161,14 +161,6 @@ pub struct Schedule {
     pub result_timeout: Option<f64>,
     pub security: Option<Value>,
     pub metadata: Option<Value>,
-}
-
-/// Parses a time-zone name (`UTC`, `Europe/Berlin`; a leading `:` or `/usr/share/zoneinfo/` is ignored).
-pub fn parse_tz(name: &str) -> Result<Tz, String> {
-    let n = name.trim().trim_start_matches(':');
-    let n = n.strip_prefix("/usr/share/zoneinfo/").unwrap_or(n);
-    n.parse::<Tz>()
-        .map_err(|_| format!("unknown time zone `{name}` (expected an IANA name such as UTC or Europe/Berlin)"))
 }
 
 const KEYS: &[&str] = &[

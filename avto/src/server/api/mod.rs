@@ -4,6 +4,7 @@
 mod client;
 pub mod error;
 mod files;
+mod metrics;
 mod public;
 mod worker;
 
@@ -26,7 +27,7 @@ pub const RXON_VERSION: &str = "1.0b17";
 
 /// The whole router.
 pub fn router(core: Arc<Core>) -> Router {
-    let mut app = Router::new().merge(public::routes()).merge(worker::routes());
+    let mut app = Router::new().merge(public::routes()).merge(worker::routes()).merge(metrics::routes());
     if core.config().enable_client_api {
         app = app.merge(client::routes(&core));
     }
