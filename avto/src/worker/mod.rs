@@ -62,7 +62,7 @@ mod config;
 mod error;
 mod handle;
 mod outcome;
-mod results;
+mod result_batch;
 mod runtime;
 #[cfg(feature = "s3")]
 pub mod s3;

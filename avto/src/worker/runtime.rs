@@ -516,8 +516,8 @@ pub(crate) struct Orch {
     pub cfg: OrchestratorConfig,
     pub client: Arc<OrchestratorClient>,
     /// The result batcher, started by the first result sent after the orchestrator answered a
-    /// batch poll (see `worker::results`).
-    results: OnceLock<mpsc::UnboundedSender<super::results::Pending>>,
+    /// batch poll (see `worker::result_batch`).
+    results: OnceLock<mpsc::UnboundedSender<super::result_batch::Pending>>,
     registered: AtomicBool,
     reregister: AtomicBool,
     backoff: Mutex<Backoff>,
@@ -536,7 +536,7 @@ impl Orch {
         if !self.client.batches() {
             return self.client.send_result(body).await;
         }
-        let queue = self.results.get_or_init(|| super::results::start(self.client.clone()));
+        let queue = self.results.get_or_init(|| super::result_batch::start(self.client.clone()));
         let (tx, rx) = oneshot::channel();
         if queue.send((crate::protocol::canonical::to_canonical_string(body), tx)).is_err() {
             return self.client.send_result(body).await;
