@@ -57,26 +57,35 @@
 //! Not implemented (yet): JSON-schema validation of params/events on the worker side (params are
 //! validated by their serde type).
 
+mod backoff;
+mod builder;
 mod client;
 mod config;
 mod error;
+mod execute;
 mod handle;
+mod heartbeat;
 mod outcome;
+mod poll;
 mod result_batch;
-mod runtime;
+mod run;
 #[cfg(feature = "s3")]
 pub mod s3;
 mod select;
+mod session;
+mod shutdown;
 mod skill;
+mod state;
 mod ws;
 
+pub use builder::WorkerBuilder;
 pub use config::{
     parse_orchestrators, MultiOrchestratorMode, OrchestratorConfig, WorkerConfig, PLACEHOLDER_WORKER_TOKEN,
 };
 pub use error::WorkerError;
 pub use handle::{RecordedEvent, TaskHandle, TestTaskControl};
 pub use outcome::{errors, IntoTaskOutcome, TaskOutcome};
-pub use runtime::{ShutdownHandle, Worker, WorkerBuilder};
+pub use run::{ShutdownHandle, Worker};
 pub use skill::Skill;
 
 pub use crate::protocol::{HardwareDevice, InstalledArtifact, ResourcesUsage, TaskError, TaskPayload, WorkerCommand};

@@ -1,10 +1,12 @@
-//! Skill declarations (what goes into `supported_skills`) and type-erased handlers.
+//! Skill declarations (what goes into `supported_skills`), type-erased handlers, and the set of
+//! skills a worker was built with ([`SkillSet`]).
 
-use super::{IntoTaskOutcome, TaskHandle, TaskOutcome};
-use crate::protocol::{error_codes, SkillInfo};
+use super::{IntoTaskOutcome, TaskHandle, TaskOutcome, WorkerConfig, WorkerError};
+use crate::protocol::{self, error_codes, SkillInfo};
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -143,4 +145,55 @@ where
 pub(crate) struct SkillEntry {
     pub skill: Skill,
     pub handler: BoxedHandler,
+}
+
+/// The skills a worker was built with, fixed from then on: handlers by name, the declaration
+/// order, the catalogue sent to orchestrators, costs and the `skills_hash` over all of it.
+pub(crate) struct SkillSet {
+    by_name: BTreeMap<String, Arc<SkillEntry>>,
+    /// Names in declaration order (the order of `supported_skills`).
+    pub(crate) order: Vec<String>,
+    /// `supported_skills`, in declaration order.
+    pub(crate) infos: Vec<SkillInfo>,
+    /// `COST_PER_SKILL` with each [`Skill::cost`] added.
+    pub(crate) cost_per_skill: BTreeMap<String, f64>,
+    /// The `skills_hash` this worker reports.
+    pub(crate) hash: String,
+}
+
+impl SkillSet {
+    /// Checks names and types and that no skill is declared twice.
+    pub(crate) fn new(entries: Vec<SkillEntry>, cfg: &WorkerConfig) -> Result<Self, WorkerError> {
+        let mut by_name = BTreeMap::new();
+        let mut order = Vec::new();
+        let mut cost_per_skill = cfg.cost_per_skill.clone();
+        for entry in entries {
+            let name = entry.skill.name().to_owned();
+            protocol::validate_identifier(&name, "skill name").map_err(|e| WorkerError::Config(e.to_string()))?;
+            if let Some(skill_type) = &entry.skill.info.skill_type {
+                protocol::validate_identifier(skill_type, "skill type")
+                    .map_err(|e| WorkerError::Config(e.to_string()))?;
+            }
+            if let Some(cost) = entry.skill.cost {
+                cost_per_skill.insert(name.clone(), cost);
+            }
+            if by_name.insert(name.clone(), Arc::new(entry)).is_some() {
+                return Err(WorkerError::Config(format!("task '{name}' declared twice")));
+            }
+            order.push(name);
+        }
+        let infos: Vec<SkillInfo> = order.iter().map(|name| by_name[name].skill.info.clone()).collect();
+        let hash = protocol::skills_hash(&infos, &cost_per_skill, &cfg.extra_capabilities);
+        Ok(SkillSet { by_name, order, infos, cost_per_skill, hash })
+    }
+
+    /// The skill registered under `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<SkillEntry>> {
+        self.by_name.get(name)
+    }
+
+    /// Every skill with its name, in declaration order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&String, &Arc<SkillEntry>)> + '_ {
+        self.order.iter().map(|name| (name, &self.by_name[name]))
+    }
 }
