@@ -27,7 +27,7 @@ pub struct WorkerBuilder {
     usage_checker: Option<UsageChecker>,
     http: Option<reqwest::Client>,
     #[cfg(feature = "s3")]
-    pub(super) s3: Option<Arc<super::s3::PayloadOffload>>,
+    s3: Option<Arc<super::s3::PayloadOffload>>,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -171,6 +171,13 @@ impl WorkerBuilder {
     /// Use this HTTP client (e.g. with TLS settings). By default a client without proxies.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
+        self
+    }
+    /// Turns S3 payload offload on (or off with `None`); [`Worker::from_env`] reads it from the
+    /// environment.
+    #[cfg(feature = "s3")]
+    pub fn s3(mut self, offload: Option<super::s3::PayloadOffload>) -> Self {
+        self.s3 = offload.map(Arc::new);
         self
     }
 

@@ -41,7 +41,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use super::{TaskOutcome, WorkerBuilder, WorkerError};
+use super::{TaskOutcome, WorkerError};
 use crate::files::s3::{parse_uri, S3Config, S3ObjectStore};
 use crate::files::{check_key, FileError};
 use crate::protocol::error_codes;
@@ -251,15 +251,6 @@ fn replace_strings(v: &mut Value, with: &dyn Fn(&str) -> Option<String>) {
         Value::Array(a) => a.iter_mut().for_each(|x| replace_strings(x, with)),
         Value::Object(m) => m.values_mut().for_each(|x| replace_strings(x, with)),
         _ => {}
-    }
-}
-
-impl WorkerBuilder {
-    /// Turns S3 payload offload on (or off with `None`); [`crate::worker::Worker::from_env`] reads it
-    /// from the environment.
-    pub fn s3(mut self, offload: Option<PayloadOffload>) -> Self {
-        self.s3 = offload.map(Arc::new);
-        self
     }
 }
 
