@@ -223,7 +223,7 @@ impl WorkerBuilder {
         }
         let skills = SkillSet::new(self.skills, &cfg)?;
         let http = match self.http {
-            Some(c) => c,
+            Some(client) => client,
             None => reqwest::Client::builder()
                 .no_proxy()
                 .user_agent(concat!("avto-worker/", env!("CARGO_PKG_VERSION")))

@@ -116,7 +116,9 @@ async fn execute(
     state.finish_task(&payload.task_id);
     let outcome = outcome.into_wire();
     match outcome.error_info() {
-        Some(e) => tracing::info!(status = %outcome.status, code = %e.code, message = %e.message, "task finished"),
+        Some(error) => {
+            tracing::info!(status = %outcome.status, code = %error.code, message = %error.message, "task finished")
+        }
         None => tracing::info!(status = %outcome.status, ?elapsed, "task finished"),
     }
     deliver_result(&state, &session, &payload, outcome, elapsed).await;

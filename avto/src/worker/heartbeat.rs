@@ -38,8 +38,8 @@ pub(crate) async fn run_session(
             let body = registration_body(&state);
             match session.client.register(&body).await {
                 Ok(resp) => {
-                    if let Some(w) = &resp.warning {
-                        tracing::warn!(orchestrator = %session.cfg.url, "registration warning: {w}");
+                    if let Some(warning) = &resp.warning {
+                        tracing::warn!(orchestrator = %session.cfg.url, "registration warning: {warning}");
                     }
                     session.registered(&resp, &state.skills.hash);
                     state.registered_any.notify_waiters();
@@ -172,19 +172,19 @@ pub(crate) fn registration_body(state: &WorkerState) -> Value {
     for (k, v) in &cfg.resource_properties {
         props.insert(k.clone(), v.clone());
     }
-    let mut reg = WorkerRegistration::new(cfg.worker_id.clone());
-    reg.worker_type = cfg.worker_type.clone();
-    reg.supported_skills = Some(state.skills.infos.clone());
-    reg.available_skills = non_empty(available);
-    reg.hot_skills = non_empty(hot);
-    reg.resources =
+    let mut registration = WorkerRegistration::new(cfg.worker_id.clone());
+    registration.worker_type = cfg.worker_type.clone();
+    registration.supported_skills = Some(state.skills.infos.clone());
+    registration.available_skills = non_empty(available);
+    registration.hot_skills = non_empty(hot);
+    registration.resources =
         Some(Resources { devices: (!cfg.devices.is_empty()).then(|| cfg.devices.clone()), properties: Some(props) });
-    reg.installed_software = Some(cfg.installed_software.clone());
-    reg.installed_artifacts = Some(cfg.installed_artifacts.clone());
-    reg.capabilities = Some(capabilities(state));
-    reg.skills_hash = Some(state.skills.hash.clone());
-    reg.timestamp = Some(unix_now());
-    state.sign(serde_json::to_value(reg).expect("registration serialises"), MessageKind::Registration)
+    registration.installed_software = Some(cfg.installed_software.clone());
+    registration.installed_artifacts = Some(cfg.installed_artifacts.clone());
+    registration.capabilities = Some(capabilities(state));
+    registration.skills_hash = Some(state.skills.hash.clone());
+    registration.timestamp = Some(unix_now());
+    state.sign(serde_json::to_value(registration).expect("registration serialises"), MessageKind::Registration)
 }
 
 /// The usage to put in this session's next heartbeat: sent at least once a minute, and when it
@@ -208,17 +208,17 @@ fn usage_for(state: &WorkerState, session: &OrchestratorSession) -> Option<Resou
 fn heartbeat_body(state: &WorkerState, session: &OrchestratorSession) -> Value {
     let (status, available, hot) = state.status();
     let synced = session.synced_hash.lock().unwrap().clone();
-    let mut hb = Heartbeat::new(state.cfg.worker_id.clone(), status);
-    hb.usage = usage_for(state, session);
-    hb.current_tasks = Some(state.task_ids_of(session.idx));
+    let mut heartbeat = Heartbeat::new(state.cfg.worker_id.clone(), status);
+    heartbeat.usage = usage_for(state, session);
+    heartbeat.current_tasks = Some(state.task_ids_of(session.idx));
     if synced.as_deref() != Some(state.skills.hash.as_str()) {
-        hb.supported_skills = Some(state.skills.infos.clone());
+        heartbeat.supported_skills = Some(state.skills.infos.clone());
     }
-    hb.available_skills = non_empty(available);
-    hb.hot_skills = non_empty(hot);
-    hb.skills_hash = Some(state.skills.hash.clone());
-    hb.timestamp = Some(unix_now());
-    let mut body = serde_json::to_value(hb).expect("heartbeat serialises");
+    heartbeat.available_skills = non_empty(available);
+    heartbeat.hot_skills = non_empty(hot);
+    heartbeat.skills_hash = Some(state.skills.hash.clone());
+    heartbeat.timestamp = Some(unix_now());
+    let mut body = serde_json::to_value(heartbeat).expect("heartbeat serialises");
     if state.cfg.enable_websockets && state.cfg.ws_cancel_compat {
         // avtomatika 1.0b30 pushes cancel_task only if the stored record has a top-level
         // capabilities.websockets; the heartbeat merge is the only way to store it. It is
@@ -258,14 +258,14 @@ fn handle_heartbeat_response(state: &WorkerState, session: &OrchestratorSession,
 pub(crate) async fn send_offline_heartbeats(state: &WorkerState) {
     let sends = state.sessions.iter().filter(|session| session.is_registered()).map(|session| {
         let (_, _, hot) = state.status();
-        let mut hb = Heartbeat::new(state.cfg.worker_id.clone(), worker_status::OFFLINE);
-        hb.usage = Some(state.usage());
-        hb.current_tasks = Some(state.task_ids_of(session.idx));
-        hb.supported_skills = Some(vec![]);
-        hb.hot_skills = non_empty(hot);
-        hb.skills_hash = Some(session.synced_hash.lock().unwrap().clone().unwrap_or_default());
-        hb.timestamp = Some(unix_now());
-        let body = state.sign(serde_json::to_value(hb).expect("heartbeat serialises"), MessageKind::Heartbeat);
+        let mut heartbeat = Heartbeat::new(state.cfg.worker_id.clone(), worker_status::OFFLINE);
+        heartbeat.usage = Some(state.usage());
+        heartbeat.current_tasks = Some(state.task_ids_of(session.idx));
+        heartbeat.supported_skills = Some(vec![]);
+        heartbeat.hot_skills = non_empty(hot);
+        heartbeat.skills_hash = Some(session.synced_hash.lock().unwrap().clone().unwrap_or_default());
+        heartbeat.timestamp = Some(unix_now());
+        let body = state.sign(serde_json::to_value(heartbeat).expect("heartbeat serialises"), MessageKind::Heartbeat);
         async move {
             match tokio::time::timeout(Duration::from_secs(5), session.client.heartbeat(&body)).await {
                 Ok(Ok(_)) => tracing::info!(orchestrator = %session.cfg.url, "sent offline heartbeat"),

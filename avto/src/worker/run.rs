@@ -133,8 +133,8 @@ impl Worker {
 
         // wait for running tasks (and their results)
         if !state.wait_idle(cfg.shutdown_timeout).await {
-            let n = state.cancel_all();
-            tracing::warn!("shutdown timeout reached: cancelled {n} running task(s)");
+            let cancelled = state.cancel_all();
+            tracing::warn!("shutdown timeout reached: cancelled {cancelled} running task(s)");
             state.wait_idle(cfg.cancel_grace + cfg.request_timeout).await;
         }
         for task in background {

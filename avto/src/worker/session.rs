@@ -191,14 +191,14 @@ impl OrchestratorSession {
     /// that fails.
     pub(crate) async fn acquire_sts(&self) {
         match self.client.sts_token().await {
-            Ok(t) => {
-                self.client.set_access_token(Some(t.access_token));
+            Ok(token) => {
+                self.client.set_access_token(Some(token.access_token));
                 *self.sts.lock().unwrap() = Some(StsState {
-                    refresh_token: t.refresh_token,
+                    refresh_token: token.refresh_token,
                     issued: Instant::now(),
-                    lifetime: Duration::from_secs(t.expires_in.max(60) as u64),
+                    lifetime: Duration::from_secs(token.expires_in.max(60) as u64),
                 });
-                tracing::info!(orchestrator = %self.cfg.url, "STS access token obtained (expires in {}s)", t.expires_in);
+                tracing::info!(orchestrator = %self.cfg.url, "STS access token obtained (expires in {}s)", token.expires_in);
             }
             Err(e) => {
                 tracing::warn!(orchestrator = %self.cfg.url, "STS token request failed: {e}; using the static token")
@@ -221,16 +221,16 @@ impl OrchestratorSession {
         }
         let refresh = self.sts.lock().unwrap().as_ref().and_then(|s| s.refresh_token.clone());
         let res = match refresh {
-            Some(r) => self.client.sts_refresh(&r).await,
+            Some(refresh_token) => self.client.sts_refresh(&refresh_token).await,
             None => Err(WorkerError::Protocol("no refresh token".into())),
         };
         match res {
-            Ok(t) => {
-                self.client.set_access_token(Some(t.access_token));
+            Ok(token) => {
+                self.client.set_access_token(Some(token.access_token));
                 *self.sts.lock().unwrap() = Some(StsState {
-                    refresh_token: t.refresh_token,
+                    refresh_token: token.refresh_token,
                     issued: Instant::now(),
-                    lifetime: Duration::from_secs(t.expires_in.max(60) as u64),
+                    lifetime: Duration::from_secs(token.expires_in.max(60) as u64),
                 });
                 tracing::info!(orchestrator = %self.cfg.url, "STS access token refreshed");
             }
