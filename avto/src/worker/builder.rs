@@ -183,9 +183,9 @@ impl WorkerBuilder {
 
     /// Register a task handler for `skill` (a name or a [`Skill`]). The handler takes the params
     /// deserialised into `P` (use `serde_json::Value` for raw params) and a [`TaskHandle`], and
-    /// returns anything [`IntoTaskOutcome`]: a [`TaskOutcome`], `Result<T: Serialize, E: Into<TaskError>>`,
-    /// a `serde_json::Value`, or `()`. Params that do not deserialise give an
-    /// `INVALID_INPUT_ERROR` failure; a panic gives `TRANSIENT_ERROR`.
+    /// returns anything [`IntoTaskOutcome`]: a [`TaskOutcome`](super::TaskOutcome),
+    /// `Result<T: Serialize, E: Into<TaskError>>`, a `serde_json::Value`, or `()`. Params that do
+    /// not deserialise give an `INVALID_INPUT_ERROR` failure; a panic gives `TRANSIENT_ERROR`.
     pub fn task<P, F, Fut, R>(mut self, skill: impl Into<Skill>, handler: F) -> Self
     where
         P: DeserializeOwned + Send + 'static,

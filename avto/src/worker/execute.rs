@@ -35,7 +35,10 @@ pub(crate) fn accept_task(state: &Arc<WorkerState>, session: &Arc<OrchestratorSe
         match sign::verify_task(&raw, secret) {
             TaskSigCheck::Valid => {}
             TaskSigCheck::Missing if !state.cfg.require_task_signature => {
-                tracing::warn!(task_id = %payload.task_id, "task without orchestrator signature (allowed by REQUIRE_TASK_SIGNATURE=false)")
+                tracing::warn!(
+                    task_id = %payload.task_id,
+                    "task without orchestrator signature (allowed by REQUIRE_TASK_SIGNATURE=false)"
+                )
             }
             TaskSigCheck::Missing => {
                 tracing::error!(task_id = %payload.task_id, "task missing mandatory orchestrator signature: rejected");
@@ -244,7 +247,13 @@ pub(crate) async fn deliver_result(
                 if matches!(reason, "deadline_exceeded" | "job_cancelled") {
                     tracing::info!(reason, job_id, task_id, "result ignored by the orchestrator");
                 } else {
-                    tracing::warn!(reason, job_id, task_id, message = ?resp.message, "result ignored by the orchestrator");
+                    tracing::warn!(
+                        reason,
+                        job_id,
+                        task_id,
+                        message = ?resp.message,
+                        "result ignored by the orchestrator"
+                    );
                 }
                 return;
             }

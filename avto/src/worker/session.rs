@@ -198,7 +198,11 @@ impl OrchestratorSession {
                     issued: Instant::now(),
                     lifetime: Duration::from_secs(token.expires_in.max(60) as u64),
                 });
-                tracing::info!(orchestrator = %self.cfg.url, "STS access token obtained (expires in {}s)", token.expires_in);
+                tracing::info!(
+                    orchestrator = %self.cfg.url,
+                    "STS access token obtained (expires in {}s)",
+                    token.expires_in
+                );
             }
             Err(e) => {
                 tracing::warn!(orchestrator = %self.cfg.url, "STS token request failed: {e}; using the static token")
