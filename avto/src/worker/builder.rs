@@ -250,8 +250,8 @@ impl WorkerBuilder {
     }
 }
 
-// The two ways to a builder live with the builder (run.rs has the rest of `Worker`), so neither
-// module imports the other's internals.
+// The two ways to a builder live with the builder (run.rs has the rest of `Worker`): run.rs need
+// not import this module, which imports run.rs for `Worker`.
 impl Worker {
     /// A builder with the default configuration.
     pub fn builder() -> WorkerBuilder {
