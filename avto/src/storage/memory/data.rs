@@ -1,5 +1,4 @@
-//! The in-memory backend (the embedded default). Every operation holds one lock for its whole
-//! read-modify-write, so nothing is lost or duplicated under concurrency.
+//! Blueprint data stores in memory.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -7,7 +6,7 @@ use std::sync::Mutex;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use super::{DataStoreBackend, StorageError};
+use crate::storage::{DataStoreBackend, StorageError};
 
 /// In-memory data stores.
 #[derive(Debug, Default)]

@@ -1,0 +1,249 @@
+//! Blueprint data stores: key/value maps shared by every job of a blueprint, as handlers see
+//! them ([`DataStores`], [`DataStore`]), over a [`DataStoreBackend`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::StorageError;
+use crate::blueprint::DataStoreSpec;
+
+/// Key/value storage behind blueprint data stores. Keys are namespaced by `ns` = `{blueprint}:{store}`.
+pub trait DataStoreBackend: Send + Sync + 'static {
+    fn get<'a>(&'a self, ns: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<Value>, StorageError>>;
+    fn set<'a>(&'a self, ns: &'a str, key: &'a str, value: Value) -> BoxFuture<'a, Result<(), StorageError>>;
+    /// Sets `key` to `new` only if its current value equals `expected` (`None` = absent).
+    fn compare_and_set<'a>(
+        &'a self,
+        ns: &'a str,
+        key: &'a str,
+        expected: Option<Value>,
+        new: Value,
+    ) -> BoxFuture<'a, Result<bool, StorageError>>;
+    /// Atomically adds `delta` to an integer value (absent = 0) and returns the new value.
+    fn incr<'a>(&'a self, ns: &'a str, key: &'a str, delta: i64) -> BoxFuture<'a, Result<i64, StorageError>>;
+    fn delete<'a>(&'a self, ns: &'a str, key: &'a str) -> BoxFuture<'a, Result<bool, StorageError>>;
+}
+
+/// Which data stores already have their initial values, shared by every job of a process.
+///
+/// The first touch of a store writes its initial values (each key only if absent, so an
+/// instance starting next to running ones changes nothing) and every other touch of that store,
+/// from any job, waits until they are written. A failed write is tried again at the next touch.
+#[derive(Debug, Default)]
+pub struct InitialValues {
+    stores: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<()>>>>,
+}
+
+impl InitialValues {
+    fn cell(&self, ns: &str) -> Arc<tokio::sync::OnceCell<()>> {
+        let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        stores.entry(ns.to_owned()).or_default().clone()
+    }
+}
+
+/// The data stores of one blueprint, as handlers see them (`stores: &DataStores` or `ctx.data_stores`).
+#[derive(Clone)]
+pub struct DataStores {
+    blueprint: &'static str,
+    specs: &'static [DataStoreSpec],
+    backend: Arc<dyn DataStoreBackend>,
+    initialized: Arc<InitialValues>,
+}
+
+impl std::fmt::Debug for DataStores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataStores").field("blueprint", &self.blueprint).field("stores", &self.names()).finish()
+    }
+}
+
+impl DataStores {
+    /// Data stores of `blueprint` on `backend`. `initialized` is shared by every job of the process,
+    /// so initial values are written (if absent) once per store, before any job touches it.
+    pub fn new(
+        blueprint: &'static str,
+        specs: &'static [DataStoreSpec],
+        backend: Arc<dyn DataStoreBackend>,
+        initialized: Arc<InitialValues>,
+    ) -> Self {
+        DataStores { blueprint, specs, backend, initialized }
+    }
+
+    /// Names of the declared stores.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.specs.iter().map(|s| s.name).collect()
+    }
+
+    /// One store by name. Unknown names give a store whose operations fail with [`StorageError::UnknownStore`].
+    pub fn store(&self, name: &str) -> DataStore {
+        DataStore { stores: self.clone(), name: name.to_owned() }
+    }
+}
+
+/// One named data store: a key/value map shared by every job of the blueprint.
+#[derive(Debug, Clone)]
+pub struct DataStore {
+    stores: DataStores,
+    name: String,
+}
+
+impl DataStore {
+    fn ns(&self) -> String {
+        format!("{}:{}", self.stores.blueprint, self.name)
+    }
+
+    async fn ready(&self) -> Result<String, StorageError> {
+        let spec =
+            self.stores.specs.iter().find(|s| s.name == self.name).ok_or_else(|| StorageError::UnknownStore {
+                blueprint: self.stores.blueprint.to_owned(),
+                store: self.name.clone(),
+                declared: self.stores.names().join(", "),
+            })?;
+        let ns = self.ns();
+        // Concurrent first touches wait here for the one that writes, so no job reads or
+        // changes a key before its initial value is in place.
+        let cell = self.stores.initialized.cell(&ns);
+        cell.get_or_try_init(|| async {
+            let initial: Value = serde_json::from_str(spec.initial)
+                .map_err(|e| StorageError::Corrupt(format!("initial value of data store `{}`: {e}", self.name)))?;
+            if let Value::Object(map) = initial {
+                for (k, v) in map {
+                    self.stores.backend.compare_and_set(&ns, &k, None, v).await?;
+                }
+            }
+            Ok::<(), StorageError>(())
+        })
+        .await?;
+        Ok(ns)
+    }
+
+    /// Writes this store's initial values now (keys that are absent only), so they are in
+    /// place before the first job runs. Later touches do not write again.
+    pub async fn initialize(&self) -> Result<(), StorageError> {
+        self.ready().await.map(|_| ())
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Value>, StorageError> {
+        let ns = self.ready().await?;
+        self.stores.backend.get(&ns, key).await
+    }
+
+    /// A value deserialized into `T` (`None` when absent).
+    pub async fn get_as<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
+        match self.get(key).await? {
+            None => Ok(None),
+            Some(v) => T::deserialize(v).map(Some).map_err(|e| StorageError::Type(e.to_string())),
+        }
+    }
+
+    pub async fn set(&self, key: &str, value: impl Serialize) -> Result<(), StorageError> {
+        let ns = self.ready().await?;
+        let value = serde_json::to_value(value).map_err(|e| StorageError::Type(e.to_string()))?;
+        self.stores.backend.set(&ns, key, value).await
+    }
+
+    /// Atomic increment of an integer (absent counts as 0); returns the new value.
+    pub async fn incr(&self, key: &str, delta: i64) -> Result<i64, StorageError> {
+        let ns = self.ready().await?;
+        self.stores.backend.incr(&ns, key, delta).await
+    }
+
+    /// Atomic read-modify-write: `f` may run more than once if other jobs write concurrently.
+    pub async fn update<F>(&self, key: &str, mut f: F) -> Result<Value, StorageError>
+    where
+        F: FnMut(Option<&Value>) -> Value + Send,
+    {
+        let ns = self.ready().await?;
+        loop {
+            let current = self.stores.backend.get(&ns, key).await?;
+            let new = f(current.as_ref());
+            if self.stores.backend.compare_and_set(&ns, key, current, new.clone()).await? {
+                return Ok(new);
+            }
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<bool, StorageError> {
+        let ns = self.ready().await?;
+        self.stores.backend.delete(&ns, key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::storage::memory;
+
+    static SPECS: &[DataStoreSpec] = &[DataStoreSpec { name: "tank", initial: r#"{"level": 100}"# }];
+    const JOBS: usize = 50;
+
+    /// Memory, except that writing an initial value (a compare-and-set on an absent key) waits
+    /// until every other job has touched the store, or a second at most: the window in which the
+    /// old code let the other jobs in before the initial value was written.
+    struct SlowInit {
+        inner: memory::MemoryDataStores,
+        touches: AtomicUsize,
+    }
+
+    impl DataStoreBackend for SlowInit {
+        fn get<'a>(&'a self, ns: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<Value>, StorageError>> {
+            self.touches.fetch_add(1, Ordering::SeqCst);
+            self.inner.get(ns, key)
+        }
+        fn set<'a>(&'a self, ns: &'a str, key: &'a str, value: Value) -> BoxFuture<'a, Result<(), StorageError>> {
+            self.inner.set(ns, key, value)
+        }
+        fn compare_and_set<'a>(
+            &'a self,
+            ns: &'a str,
+            key: &'a str,
+            expected: Option<Value>,
+            new: Value,
+        ) -> BoxFuture<'a, Result<bool, StorageError>> {
+            Box::pin(async move {
+                if expected.is_none() {
+                    for _ in 0..100 {
+                        if self.touches.load(Ordering::SeqCst) >= JOBS - 1 {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                self.inner.compare_and_set(ns, key, expected, new).await
+            })
+        }
+        fn incr<'a>(&'a self, ns: &'a str, key: &'a str, delta: i64) -> BoxFuture<'a, Result<i64, StorageError>> {
+            self.touches.fetch_add(1, Ordering::SeqCst);
+            self.inner.incr(ns, key, delta)
+        }
+        fn delete<'a>(&'a self, ns: &'a str, key: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
+            self.inner.delete(ns, key)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn initial_values_are_in_place_before_any_job_touches_the_store() {
+        let backend = Arc::new(SlowInit { inner: memory::MemoryDataStores::new(), touches: AtomicUsize::new(0) });
+        let stores = DataStores::new("bp", SPECS, backend.clone(), Arc::default());
+        let jobs: Vec<_> = (0..JOBS)
+            .map(|_| {
+                let tank = stores.store("tank");
+                tokio::spawn(async move { tank.incr("level", -1).await })
+            })
+            .collect();
+        let mut seen = Vec::new();
+        for job in jobs {
+            seen.push(job.await.unwrap().unwrap());
+        }
+        seen.sort();
+        assert_eq!(seen, (100 - JOBS as i64..100).collect::<Vec<_>>(), "every job counted down from 100");
+        assert_eq!(stores.store("tank").get("level").await.unwrap(), Some(Value::from(100 - JOBS as i64)));
+    }
+}
