@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use avto::history::MemoryHistory;
 use avto::prelude::*;
-use avto::server::scheduler::{ManualClock, MemoryScheduleLocks, ScheduleLocks};
+use avto::server::scheduler::ManualClock;
 use avto::server::{Orchestrator, ServeError};
+use avto::storage::memory::MemoryScheduleLocks;
+use avto::storage::ScheduleLocks;
 use avto_tests::{test_config, Server};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use crate::blueprint::Blueprint;
 use crate::engine::EngineEnv;
 use crate::files::ObjectStore;
-use crate::storage::DataStoreBackend;
+use crate::storage::{DataStoreBackend, ScheduleLocks};
 
 pub use self::config::{Config, ConfigError};
 pub use self::core::Core;
@@ -69,7 +69,7 @@ pub struct OrchestratorBuilder {
     data_stores: Option<Arc<dyn DataStoreBackend>>,
     object_store: Option<Arc<dyn ObjectStore>>,
     history: Option<Arc<dyn crate::history::HistoryBackend>>,
-    schedule_locks: Option<Arc<dyn scheduler::ScheduleLocks>>,
+    schedule_locks: Option<Arc<dyn ScheduleLocks>>,
     clock: Option<Arc<dyn scheduler::Clock>>,
     redis_url: Option<String>,
 }
@@ -126,7 +126,7 @@ impl OrchestratorBuilder {
         self
     }
     /// Where schedules claim their fire times (default: in memory, i.e. one instance).
-    pub fn schedule_locks(mut self, locks: Arc<dyn scheduler::ScheduleLocks>) -> Self {
+    pub fn schedule_locks(mut self, locks: Arc<dyn ScheduleLocks>) -> Self {
         self.schedule_locks = Some(locks);
         self
     }

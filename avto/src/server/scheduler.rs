@@ -44,21 +44,19 @@
 //! Jobs are created through [`Core::create_job`] as the client `scheduler` (plan `system`), with
 //! `metadata.source = "scheduler:<name>"` and `metadata.scheduled_for` (ISO time of the fire).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveTime, TimeZone, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
-use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 
 use super::config::{parse_tz, ClientEntry, ConfigError};
 use super::core::{Core, NewJob};
 use crate::context::ClientConfig;
-use crate::storage::StorageError;
+use crate::storage::ScheduleLocks;
 
 /// A fire later than this after its due time is skipped (logged).
 pub const MISFIRE_GRACE: Duration = Duration::from_secs(300);
@@ -100,43 +98,6 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.0.lock()
-    }
-}
-
-/// Claims of fire times, shared by every orchestrator instance.
-pub trait ScheduleLocks: Send + Sync + 'static {
-    /// Atomically takes `key` for `ttl` if nobody holds it (Redis: `SET key holder NX PX ttl`).
-    /// True for exactly one caller per key and TTL period.
-    fn claim<'a>(&'a self, key: &'a str, holder: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool, StorageError>>;
-}
-
-/// Claims in process memory (one instance, or several sharing this value in tests).
-#[derive(Debug, Default)]
-pub struct MemoryScheduleLocks {
-    held: Mutex<HashMap<String, (String, std::time::Instant)>>,
-}
-
-impl MemoryScheduleLocks {
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-impl ScheduleLocks for MemoryScheduleLocks {
-    fn claim<'a>(&'a self, key: &'a str, holder: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool, StorageError>> {
-        let now = std::time::Instant::now();
-        let mut held = self.held.lock();
-        held.retain(|_, (_, until)| *until > now);
-        let won = if held.contains_key(key) {
-            false
-        } else {
-            held.insert(
-                key.to_owned(),
-                (holder.to_owned(), now.checked_add(ttl).unwrap_or(now + Duration::from_secs(86_400 * 365))),
-            );
-            true
-        };
-        Box::pin(async move { Ok(won) })
     }
 }
 
@@ -657,16 +618,6 @@ mod tests {
         let m = parse("[a]\nblueprint = \"flow\"\nmonthly_dates = [31]\ntime = \"00:00\"").unwrap().remove(0);
         assert_eq!(m.after(utc("2026-01-31T00:00:00Z")), Some(utc("2026-03-31T00:00:00Z")));
         assert_eq!(m.at_or_before(utc("2026-03-30T00:00:00Z")), Some(utc("2026-01-31T00:00:00Z")));
-    }
-
-    #[tokio::test]
-    async fn memory_locks_claim_once() {
-        let l = MemoryScheduleLocks::new();
-        assert!(l.claim("k", "a", Duration::from_secs(60)).await.unwrap());
-        assert!(!l.claim("k", "b", Duration::from_secs(60)).await.unwrap());
-        assert!(l.claim("k2", "b", Duration::from_secs(60)).await.unwrap());
-        assert!(l.claim("k3", "b", Duration::ZERO).await.unwrap());
-        assert!(l.claim("k3", "b", Duration::from_secs(1)).await.unwrap(), "expired claims are free again");
     }
 
     #[test]

@@ -15,9 +15,9 @@ use tokio::sync::OwnedMutexGuard;
 
 use super::dispatch::memory::MemoryWorkers;
 use super::dispatch::{Bus, WorkerStore};
-use super::scheduler::{MemoryScheduleLocks, ScheduleLocks};
 use crate::job::{now_ms, Job, JobStatus};
-use crate::storage::StorageError;
+use crate::storage::memory::MemoryScheduleLocks;
+use crate::storage::{ScheduleLocks, StorageError};
 
 /// Exclusive access to one job; changes become visible to others through [`JobStore::save`].
 pub enum JobGuard {

@@ -4,8 +4,12 @@
 
 mod data;
 pub mod memory;
+#[cfg(feature = "server")]
+mod schedule;
 
 pub use self::data::{DataStore, DataStoreBackend, DataStores, InitialValues};
+#[cfg(feature = "server")]
+pub use self::schedule::ScheduleLocks;
 
 /// Errors of any storage backend.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

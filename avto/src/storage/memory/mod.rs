@@ -2,5 +2,9 @@
 //! read-modify-write, so nothing is lost or duplicated under concurrency.
 
 mod data;
+#[cfg(feature = "server")]
+mod schedule;
 
 pub use self::data::MemoryDataStores;
+#[cfg(feature = "server")]
+pub use self::schedule::MemoryScheduleLocks;
