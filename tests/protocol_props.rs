@@ -25,7 +25,7 @@ use avto::protocol::sign::{
 use avto::protocol::wire;
 use avto::server::api::parse_object;
 use avto::server::config::DEFAULT_MAX_JSON_DEPTH;
-use avto::server::dispatch::WorkerInfo;
+use avto::storage::WorkerInfo;
 use avto_tests::blueprints::echo_flow;
 use avto_tests::{python_venv, RawWorker, Server};
 use proptest::prelude::*;

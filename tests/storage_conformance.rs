@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use avto::actions::TaskSpec;
 use avto::job::{now_ms, Job, JobStatus};
-use avto::server::dispatch::{Overdue, QueuedTask, Unassigned, WorkerInfo};
 use avto::server::store::Stores;
+use avto::storage::{Overdue, QueuedTask, Unassigned, WorkerInfo};
 use avto::StorageError;
 use futures::future::join_all;
 use serde_json::{json, Value};

@@ -13,11 +13,9 @@ use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::OwnedMutexGuard;
 
-use super::dispatch::memory::MemoryWorkers;
-use super::dispatch::{Bus, WorkerStore};
 use crate::job::{now_ms, Job, JobStatus};
-use crate::storage::memory::MemoryScheduleLocks;
-use crate::storage::{ScheduleLocks, StorageError};
+use crate::storage::memory::{MemoryScheduleLocks, MemoryWorkers};
+use crate::storage::{Bus, ScheduleLocks, StorageError, WorkerStore};
 
 /// Exclusive access to one job; changes become visible to others through [`JobStore::save`].
 pub enum JobGuard {

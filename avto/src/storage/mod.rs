@@ -6,10 +6,25 @@ mod data;
 pub mod memory;
 #[cfg(feature = "server")]
 mod schedule;
+#[cfg(feature = "server")]
+mod workers;
+
+use futures::future::BoxFuture;
 
 pub use self::data::{DataStore, DataStoreBackend, DataStores, InitialValues};
 #[cfg(feature = "server")]
 pub use self::schedule::ScheduleLocks;
+#[cfg(feature = "server")]
+pub(crate) use self::workers::dispatch_deadline;
+#[cfg(feature = "server")]
+pub use self::workers::{
+    Bus, BusMessage, Orphan, Overdue, OverdueTask, QueuedTask, SkillView, Unassigned, WorkerCommand, WorkerInfo,
+    WorkerLoad, WorkerStore, CANCEL_MEMORY_MS,
+};
+
+/// What a storage operation returns: a boxed future (so the capability traits stay object safe
+/// and a backend can be chosen at run time) of a result whose error is a [`StorageError`].
+pub type StorageFuture<'a, T> = BoxFuture<'a, Result<T, StorageError>>;
 
 /// Errors of any storage backend.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -17,7 +17,7 @@ use crate::history;
 use crate::job::Job;
 use crate::server::config::ClientEntry;
 use crate::server::core::{Core, NewJob};
-use crate::server::dispatch::WorkerLoad;
+use crate::storage::WorkerLoad;
 
 /// The authenticated client of a request: token checked first, then the rate limit of that
 /// client on that route (`RATE_LIMIT_LIMIT` per `RATE_LIMIT_PERIOD`, keyed by client and route

@@ -28,8 +28,8 @@ use crate::protocol::sign::{self, verify_security, MessageKind};
 use crate::server::auth::{valid_worker_id, StsPair, WorkerIdentity, GLOBAL_WORKER_ID, STS_ACCESS_TTL};
 use crate::server::config::WorkerAuthMode;
 use crate::server::core::{Core, TaskContext};
-use crate::server::dispatch::{QueuedTask, WorkerInfo};
 use crate::server::ClientCertCn;
+use crate::storage::{QueuedTask, WorkerInfo};
 
 pub(super) fn routes() -> Router<Arc<Core>> {
     Router::new()

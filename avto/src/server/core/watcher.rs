@@ -8,7 +8,7 @@ use super::{Core, CoreError};
 use crate::context::TaskError;
 use crate::engine;
 use crate::job::{now_ms, JobStatus};
-use crate::server::dispatch::Overdue;
+use crate::storage::Overdue;
 
 /// Stale jobs claimed per watcher pass.
 const RECOVERY_BATCH: usize = 200;

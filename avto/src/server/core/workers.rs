@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::transact::{log_failure, JobTx};
 use super::{Core, CoreError, TaskContext};
 use crate::job::now_ms;
-use crate::server::dispatch::{QueuedTask, Unassigned, WorkerCommand, WorkerInfo, WorkerLoad};
+use crate::storage::{QueuedTask, Unassigned, WorkerCommand, WorkerInfo, WorkerLoad};
 
 /// How often a long-poll looks at its queue without a wake-up when instances share a bus.
 const BUS_RECHECK: Duration = Duration::from_secs(1);

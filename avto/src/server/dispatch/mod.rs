@@ -1,4 +1,5 @@
-//! Workers, their queues, and choosing a worker for a task.
+//! Choosing a worker for a task, reputation rewards, and waking the workers' long-polls and
+//! WebSockets.
 //!
 //! Dispatch is push-to-queue (as in Avtomatika): when a blueprint dispatches, the dispatcher
 //! picks the best eligible live worker and puts the task on that worker's priority queue
@@ -6,193 +7,25 @@
 //! in the parked list (with the reason visible on the job) and is assigned as soon as a
 //! suitable worker registers or heartbeats.
 //!
-//! State lives behind [`WorkerStore`] (memory always, Redis behind a feature) so several
+//! State lives behind a [`WorkerStore`] (in [`crate::storage`]: memory always, Redis behind a
+//! feature) so several
 //! orchestrator instances can share workers and queues; wake-ups of long-polls and WebSocket
 //! commands for workers connected to another instance travel over a [`Bus`].
-
-pub mod memory;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 
 use crate::actions::{DispatchStrategy, TaskSpec};
 use crate::job::now_ms;
-use crate::storage::StorageError;
-
-/// What the dispatcher needs to know about a worker (from its registration and heartbeats).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct WorkerInfo {
-    pub worker_id: String,
-    pub worker_type: String,
-    /// The registration body as sent, merged with later heartbeats (for `GET /workers`).
-    pub record: serde_json::Map<String, Value>,
-    pub skills: Vec<SkillView>,
-    pub cost_per_skill: HashMap<String, f64>,
-    /// `idle`, `busy`, `full`, `offline`, ...
-    pub status: String,
-    pub reputation: f64,
-    pub websockets: bool,
-}
-
-/// One skill of a worker.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SkillView {
-    pub name: String,
-    pub version: Option<String>,
-    pub skill_type: Option<String>,
-}
-
-impl WorkerInfo {
-    /// Reads the fields dispatch needs from a registration body; unknown fields are kept in `record`.
-    pub fn from_registration(body: &Value) -> Self {
-        let mut record = body.as_object().cloned().unwrap_or_default();
-        record.remove("security");
-        let mut info = WorkerInfo {
-            worker_id: body["worker_id"].as_str().unwrap_or_default().to_owned(),
-            worker_type: body["worker_type"].as_str().unwrap_or("generic").to_owned(),
-            record,
-            status: "idle".into(),
-            reputation: 1.0,
-            ..Default::default()
-        };
-        info.refresh_from_record();
-        info
-    }
-
-    /// Merges a heartbeat body into the record (the SDK's final `offline` heartbeat sends an
-    /// empty skill list, which is kept only then).
-    pub fn merge_heartbeat(&mut self, map: &serde_json::Map<String, Value>) {
-        let offline = map.get("status").and_then(Value::as_str) == Some("offline");
-        for (k, v) in map {
-            if matches!(k.as_str(), "security" | "timestamp") {
-                continue;
-            }
-            if k == "supported_skills" && v.as_array().is_some_and(|a| a.is_empty()) && !offline {
-                continue;
-            }
-            self.record.insert(k.clone(), v.clone());
-        }
-        self.refresh_from_record();
-    }
-
-    /// Re-derives the typed view after `record` changed.
-    pub fn refresh_from_record(&mut self) {
-        let r = &self.record;
-        if let Some(skills) = r.get("supported_skills").and_then(Value::as_array) {
-            self.skills = skills
-                .iter()
-                .filter_map(|s| {
-                    Some(SkillView {
-                        name: s["name"].as_str()?.to_owned(),
-                        version: s["version"].as_str().map(str::to_owned),
-                        skill_type: s["type"].as_str().map(str::to_owned),
-                    })
-                })
-                .collect();
-        }
-        let caps = r.get("capabilities").cloned().unwrap_or(Value::Null);
-        if let Some(costs) = caps["cost_per_skill"].as_object() {
-            self.cost_per_skill = costs.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect();
-        }
-        self.websockets =
-            caps["extra"]["websockets"].as_bool().unwrap_or(false) || caps["websockets"].as_bool().unwrap_or(false);
-        if let Some(s) = r.get("status").and_then(Value::as_str) {
-            self.status = s.to_owned();
-        }
-    }
-
-    pub fn has_skill(&self, name: &str) -> bool {
-        self.skills.iter().any(|s| s.name == name)
-    }
-
-    pub fn cost(&self, skill: &str) -> f64 {
-        self.cost_per_skill.get(skill).copied().unwrap_or(f64::INFINITY)
-    }
-}
-
-/// A live worker and how loaded it is.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WorkerLoad {
-    pub info: Arc<WorkerInfo>,
-    pub queued: usize,
-    pub running: usize,
-}
-
-/// A task waiting on a worker's queue.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QueuedTask {
-    pub job_id: String,
-    pub task_id: String,
-    pub spec: TaskSpec,
-    pub priority: f64,
-    /// Epoch ms deadline for the result, if any.
-    pub deadline_ms: Option<u64>,
-    /// When the task was put on its queue (epoch ms).
-    pub enqueued_ms: u64,
-    /// Arrival order (FIFO within a priority), stamped by [`WorkerStore::enqueue`].
-    pub seq: u64,
-}
-
-/// A command pushed to a worker over its WebSocket.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WorkerCommand {
-    pub command: String,
-    pub task_id: Option<String>,
-    pub job_id: Option<String>,
-}
-
-/// A task no worker could take yet.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Unassigned {
-    pub job_id: String,
-    pub task_id: String,
-    pub spec: TaskSpec,
-    pub deadline_ms: Option<u64>,
-    /// When it was parked (epoch ms).
-    pub parked_ms: u64,
-}
-
-/// Which deadline a task missed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Overdue {
-    /// Not picked up within its dispatch timeout (or result deadline).
-    Dispatch,
-    /// Picked up, but no result within its execution timeout (or result deadline).
-    Execution,
-}
-
-/// A task whose deadline passed (claimed by exactly one caller).
-#[derive(Debug, Clone, PartialEq)]
-pub struct OverdueTask {
-    pub job_id: String,
-    pub task_id: String,
-    pub worker_id: Option<String>,
-    pub kind: Overdue,
-}
-
-/// A task that was held by a worker that is gone.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Orphan {
-    pub job_id: String,
-    pub task_id: String,
-    pub worker_id: String,
-}
-
-/// A task being executed by a worker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Running {
-    pub job_id: String,
-    pub picked_ms: u64,
-    pub timeout_ms: Option<u64>,
-    pub deadline_ms: Option<u64>,
-}
+use crate::storage::{
+    Bus, BusMessage, Orphan, Overdue, OverdueTask, QueuedTask, StorageError, Unassigned, WorkerCommand, WorkerInfo,
+    WorkerLoad, WorkerStore, CANCEL_MEMORY_MS,
+};
 
 /// Why no worker was chosen.
 #[derive(Debug, Clone, PartialEq)]
@@ -215,82 +48,6 @@ impl NoWorker {
     }
 }
 
-pub(crate) type Bf<'a, T> = BoxFuture<'a, Result<T, StorageError>>;
-
-/// Where workers, queues and running tasks live. Every method is atomic on its own; methods
-/// that hand something out (`pop`, `claim_parked`, `overdue`, `expire`) give each item to
-/// exactly one caller, even with several orchestrator instances.
-pub trait WorkerStore: Send + Sync + 'static {
-    /// Adds or replaces a worker; re-registration keeps its queue, running tasks and reputation.
-    fn register(&self, info: WorkerInfo, ttl_ms: u64) -> Bf<'_, ()>;
-    /// Refreshes the TTL and merges a heartbeat. `None` for an unknown worker, else the task ids
-    /// of `current_tasks` the worker must cancel.
-    fn heartbeat<'a>(&'a self, worker_id: &'a str, body: Option<&'a Value>, ttl_ms: u64)
-        -> Bf<'a, Option<Vec<String>>>;
-    fn worker<'a>(&'a self, worker_id: &'a str) -> Bf<'a, Option<WorkerInfo>>;
-    /// Live workers (TTL not passed), sorted by id, with their loads.
-    fn live_workers(&self, now: u64) -> Bf<'_, Vec<WorkerLoad>>;
-    /// The live workers to choose from when placing a task. A backend where listing them is
-    /// costly may answer from a list up to a few hundred milliseconds old (with the tasks it
-    /// queued since counted in); [`WorkerStore::enqueue`] still refuses a worker that is gone.
-    fn dispatch_view(&self, now: u64) -> Bf<'_, Vec<WorkerLoad>> {
-        self.live_workers(now)
-    }
-    /// Whether one worker is live (a backend can answer without listing every worker).
-    fn is_live<'a>(&'a self, worker_id: &'a str, now: u64) -> Bf<'a, bool> {
-        Box::pin(async move { Ok(self.live_workers(now).await?.iter().any(|w| w.info.worker_id == worker_id)) })
-    }
-    /// Tasks queued on all workers plus parked tasks.
-    fn queue_depth(&self) -> Bf<'_, usize>;
-    /// Queues a task on a worker, stamping its arrival order (`seq`: FIFO within a priority,
-    /// across instances); false if the worker is gone.
-    fn enqueue<'a>(&'a self, worker_id: &'a str, task: QueuedTask) -> Bf<'a, bool>;
-    /// Whether [`WorkerStore::enqueue`] also publishes [`BusMessage::Wake`] to every instance
-    /// in the same step (so the dispatcher does not publish it again).
-    fn enqueue_wakes(&self) -> bool {
-        false
-    }
-    /// Takes the next task of a worker's queue (highest priority, then FIFO) and records it as running.
-    fn pop<'a>(&'a self, worker_id: &'a str, now: u64) -> Bf<'a, Option<QueuedTask>>;
-    /// Moves one task from the longest queue of another live worker that offers `skills` to `thief`.
-    fn steal<'a>(&'a self, thief: &'a str, skills: &'a [String], now: u64) -> Bf<'a, Option<QueuedTask>>;
-    /// Forgets a running task (its result arrived).
-    fn finished<'a>(&'a self, worker_id: &'a str, task_id: &'a str) -> Bf<'a, ()>;
-    /// Drops a task from its queue or the parked list; a running one is marked for cancellation.
-    /// Returns true if the worker was running it (so it should be told).
-    fn cancel<'a>(&'a self, task_id: &'a str, worker_id: Option<&'a str>, cancel_ttl_ms: u64) -> Bf<'a, bool>;
-    fn park(&self, task: Unassigned) -> Bf<'_, ()>;
-    fn parked(&self) -> Bf<'_, Vec<Unassigned>>;
-    /// Removes a parked task; true for exactly one caller.
-    fn claim_parked<'a>(&'a self, task_id: &'a str) -> Bf<'a, bool>;
-    /// Removes a worker; returns its queued and running tasks.
-    fn remove<'a>(&'a self, worker_id: &'a str) -> Bf<'a, (Vec<QueuedTask>, Vec<Orphan>)>;
-    fn adjust_reputation<'a>(&'a self, worker_id: &'a str, delta: f64) -> Bf<'a, ()>;
-    /// Claims tasks past a deadline (removed from queues, running sets and the parked list).
-    fn overdue(&self, now: u64, default_exec_ms: u64, cancel_ttl_ms: u64) -> Bf<'_, Vec<OverdueTask>>;
-    /// Claims workers whose TTL passed: removes them and returns their tasks.
-    fn expire(&self, now: u64) -> Bf<'_, (Vec<QueuedTask>, Vec<Orphan>)>;
-    /// Whether the task is queued, running or parked anywhere (crash recovery re-places the
-    /// in-flight tasks of a job that the store does not know).
-    fn task_known<'a>(&'a self, task_id: &'a str) -> Bf<'a, bool>;
-}
-
-/// A message between orchestrator instances.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum BusMessage {
-    /// A task was queued for this worker: wake its long-poll.
-    Wake(String),
-    /// Send this command over the worker's WebSocket, wherever it is connected.
-    Command(String, WorkerCommand),
-}
-
-/// Delivers [`BusMessage`]s to every instance (including this one).
-pub trait Bus: Send + Sync + 'static {
-    fn publish(&self, msg: BusMessage) -> BoxFuture<'_, Result<(), StorageError>>;
-}
-
-/// How long a cancellation is repeated in heartbeat answers (a worker may report the task late).
-pub const CANCEL_MEMORY_MS: u64 = 10 * 60 * 1000;
 const OVERFLOW_SOFT_LIMIT: usize = 3;
 
 /// The dispatcher: selection logic over a [`WorkerStore`], plus this instance's long-poll
@@ -740,7 +497,7 @@ mod tests {
     /// of workers that moves, so all of them still get tasks.
     #[tokio::test]
     async fn a_candidate_cap_still_reaches_every_worker() {
-        let store = Arc::new(memory::MemoryWorkers::new());
+        let store = Arc::new(crate::storage::memory::MemoryWorkers::new());
         let ids: Vec<String> = (0..10).map(|i| format!("w-{i}")).collect();
         for id in &ids {
             store.register(worker(id), 60_000).await.unwrap();

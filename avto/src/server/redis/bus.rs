@@ -11,8 +11,7 @@ use redis::aio::ConnectionManagerConfig;
 use redis::{Msg, ProtocolVersion, PushKind};
 
 use super::{to_json, RedisConn};
-use crate::server::dispatch::{Bus, BusMessage};
-use crate::storage::StorageError;
+use crate::storage::{Bus, BusMessage, StorageError};
 
 /// Publishes [`BusMessage`]s to every instance on the same Redis prefix.
 #[derive(Debug, Clone)]

@@ -20,7 +20,7 @@
 //! | `{p}jobstatus` | hash | job id → status (what the counts were last moved to) |
 //! | `{p}counts`, `{p}counts:client:{name}` | hash | status → number of jobs |
 //! | `{p}stale` | zset | unsettled job id → last save or recovery claim (crash recovery) |
-//! | `{p}w:info:{id}` | string | worker record ([`WorkerInfo`](super::dispatch::WorkerInfo)); sealed with `REDIS_ENCRYPTION_KEY` when set |
+//! | `{p}w:info:{id}` | string | worker record ([`WorkerInfo`](crate::storage::WorkerInfo)); sealed with `REDIS_ENCRYPTION_KEY` when set |
 //! | `{p}w:rep` | hash | worker id → reputation |
 //! | `{p}w:all` | zset | worker id → expiry (liveness) |
 //! | `{p}w:q:{id}` | zset | the worker's queue: `-priority` → `{seq:020}:{task_id}` |
@@ -69,7 +69,7 @@
 //! ([`JobStore::commit`](super::store::JobStore::commit)); placing a task is one enqueue script
 //! that also stamps its FIFO sequence and publishes the wake-up on the bus, choosing the worker
 //! from a list of live workers at most 200 ms old
-//! ([`WorkerStore::dispatch_view`](super::dispatch::WorkerStore::dispatch_view); the script still
+//! ([`WorkerStore::dispatch_view`](crate::storage::WorkerStore::dispatch_view); the script still
 //! refuses a worker that is gone); and the dispatcher sends reputation rewards in batches. In the
 //! bench that is about 11 round trips per job, down from about 20: insert, enqueue and commit for
 //! the first handler; pop, lock and commit for the poll; nonce, lock, finish and commit for the
@@ -380,7 +380,7 @@ impl RedisStores {
     /// every message, resubscribing after reconnects, until the returned task is aborted.
     pub async fn subscribe(
         &self,
-        on_message: impl Fn(super::dispatch::BusMessage) + Send + Sync + 'static,
+        on_message: impl Fn(crate::storage::BusMessage) + Send + Sync + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, StorageError> {
         bus::subscribe(&self.conn, on_message).await
     }

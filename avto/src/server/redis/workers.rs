@@ -15,12 +15,11 @@ use serde_json::Value as Json;
 
 use super::{from_json, reply, to_json, RedisConn, LUA_PRELUDE};
 use crate::job::now_ms;
-use crate::server::dispatch::memory::dispatch_deadline;
-use crate::server::dispatch::{
-    Bf, BusMessage, Orphan, Overdue, OverdueTask, QueuedTask, Unassigned, WorkerInfo, WorkerLoad, WorkerStore,
-};
 use crate::server::encryption::RecordCipher;
-use crate::storage::StorageError;
+use crate::storage::{
+    dispatch_deadline, BusMessage, Orphan, Overdue, OverdueTask, QueuedTask, StorageError, StorageFuture, Unassigned,
+    WorkerInfo, WorkerLoad, WorkerStore,
+};
 
 const TASKS: &str = r#"
 local function tkey(tid) return P .. 't:' .. tid end
@@ -606,7 +605,7 @@ fn opt(v: Option<u64>) -> String {
 }
 
 impl WorkerStore for RedisWorkers {
-    fn register(&self, info: WorkerInfo, ttl_ms: u64) -> Bf<'_, ()> {
+    fn register(&self, info: WorkerInfo, ttl_ms: u64) -> StorageFuture<'_, ()> {
         Box::pin(async move {
             let expiry = now_ms().saturating_add(ttl_ms);
             let rep = format!("{}", info.reputation);
@@ -618,7 +617,12 @@ impl WorkerStore for RedisWorkers {
         })
     }
 
-    fn heartbeat<'a>(&'a self, worker_id: &'a str, body: Option<&'a Json>, ttl_ms: u64) -> Bf<'a, Option<Vec<String>>> {
+    fn heartbeat<'a>(
+        &'a self,
+        worker_id: &'a str,
+        body: Option<&'a Json>,
+        ttl_ms: u64,
+    ) -> StorageFuture<'a, Option<Vec<String>>> {
         Box::pin(async move {
             let now = now_ms();
             let mut info_json = String::new();
@@ -649,7 +653,7 @@ impl WorkerStore for RedisWorkers {
         })
     }
 
-    fn worker<'a>(&'a self, worker_id: &'a str) -> Bf<'a, Option<WorkerInfo>> {
+    fn worker<'a>(&'a self, worker_id: &'a str) -> StorageFuture<'a, Option<WorkerInfo>> {
         Box::pin(async move {
             let parts = reply::strings(self.conn.script(&WORKER, false, &[&worker_id]).await?)?;
             match parts.as_slice() {
@@ -659,7 +663,7 @@ impl WorkerStore for RedisWorkers {
         })
     }
 
-    fn live_workers(&self, now: u64) -> Bf<'_, Vec<WorkerLoad>> {
+    fn live_workers(&self, now: u64) -> StorageFuture<'_, Vec<WorkerLoad>> {
         Box::pin(async move {
             let parts = reply::array(self.conn.script(&LIVE, false, &[&now]).await?)?;
             let mut out = Vec::with_capacity(parts.len() / 5);
@@ -686,7 +690,7 @@ impl WorkerStore for RedisWorkers {
         })
     }
 
-    fn dispatch_view(&self, now: u64) -> Bf<'_, Vec<WorkerLoad>> {
+    fn dispatch_view(&self, now: u64) -> StorageFuture<'_, Vec<WorkerLoad>> {
         Box::pin(async move {
             if let Some(v) = self.view.current() {
                 return Ok(v);
@@ -701,7 +705,7 @@ impl WorkerStore for RedisWorkers {
         })
     }
 
-    fn is_live<'a>(&'a self, worker_id: &'a str, now: u64) -> Bf<'a, bool> {
+    fn is_live<'a>(&'a self, worker_id: &'a str, now: u64) -> StorageFuture<'a, bool> {
         Box::pin(async move {
             let expiry: Option<f64> =
                 self.conn.query(redis::cmd("ZSCORE").arg(self.conn.key("w:all")).arg(worker_id)).await?;
@@ -709,11 +713,11 @@ impl WorkerStore for RedisWorkers {
         })
     }
 
-    fn queue_depth(&self) -> Bf<'_, usize> {
+    fn queue_depth(&self) -> StorageFuture<'_, usize> {
         Box::pin(async move { Ok(self.conn.script::<i64>(&DEPTH, false, &[]).await?.max(0) as usize) })
     }
 
-    fn enqueue<'a>(&'a self, worker_id: &'a str, task: QueuedTask) -> Bf<'a, bool> {
+    fn enqueue<'a>(&'a self, worker_id: &'a str, task: QueuedTask) -> StorageFuture<'a, bool> {
         Box::pin(async move {
             let wake = to_json(&BusMessage::Wake(worker_id.to_owned()));
             let timeout = opt(task.spec.timeout_seconds.map(crate::job::secs_to_ms));
@@ -749,7 +753,7 @@ impl WorkerStore for RedisWorkers {
         true
     }
 
-    fn pop<'a>(&'a self, worker_id: &'a str, now: u64) -> Bf<'a, Option<QueuedTask>> {
+    fn pop<'a>(&'a self, worker_id: &'a str, now: u64) -> StorageFuture<'a, Option<QueuedTask>> {
         Box::pin(async move {
             let json: String = self.conn.script(&POP, true, &[&worker_id, &now]).await?;
             if json.is_empty() {
@@ -759,7 +763,7 @@ impl WorkerStore for RedisWorkers {
         })
     }
 
-    fn steal<'a>(&'a self, thief: &'a str, skills: &'a [String], now: u64) -> Bf<'a, Option<QueuedTask>> {
+    fn steal<'a>(&'a self, thief: &'a str, skills: &'a [String], now: u64) -> StorageFuture<'a, Option<QueuedTask>> {
         Box::pin(async move {
             if skills.is_empty() {
                 return Ok(None);
@@ -772,14 +776,19 @@ impl WorkerStore for RedisWorkers {
         })
     }
 
-    fn finished<'a>(&'a self, worker_id: &'a str, task_id: &'a str) -> Bf<'a, ()> {
+    fn finished<'a>(&'a self, worker_id: &'a str, task_id: &'a str) -> StorageFuture<'a, ()> {
         Box::pin(async move {
             self.conn.script::<i64>(&FINISHED, false, &[&worker_id, &task_id]).await?;
             Ok(())
         })
     }
 
-    fn cancel<'a>(&'a self, task_id: &'a str, worker_id: Option<&'a str>, cancel_ttl_ms: u64) -> Bf<'a, bool> {
+    fn cancel<'a>(
+        &'a self,
+        task_id: &'a str,
+        worker_id: Option<&'a str>,
+        cancel_ttl_ms: u64,
+    ) -> StorageFuture<'a, bool> {
         Box::pin(async move {
             let until = now_ms().saturating_add(cancel_ttl_ms);
             let running: i64 =
@@ -788,7 +797,7 @@ impl WorkerStore for RedisWorkers {
         })
     }
 
-    fn park(&self, task: Unassigned) -> Bf<'_, ()> {
+    fn park(&self, task: Unassigned) -> StorageFuture<'_, ()> {
         Box::pin(async move {
             let due = opt(dispatch_deadline(&task.spec, task.parked_ms, task.deadline_ms));
             self.conn
@@ -802,18 +811,18 @@ impl WorkerStore for RedisWorkers {
         })
     }
 
-    fn parked(&self) -> Bf<'_, Vec<Unassigned>> {
+    fn parked(&self) -> StorageFuture<'_, Vec<Unassigned>> {
         Box::pin(async move {
             let list = reply::strings(self.conn.script(&PARKED, false, &[]).await?)?;
             list.iter().map(|j| from_json("parked task", j)).collect()
         })
     }
 
-    fn claim_parked<'a>(&'a self, task_id: &'a str) -> Bf<'a, bool> {
+    fn claim_parked<'a>(&'a self, task_id: &'a str) -> StorageFuture<'a, bool> {
         Box::pin(async move { Ok(self.conn.script::<i64>(&CLAIM_PARKED, true, &[&task_id]).await? == 1) })
     }
 
-    fn remove<'a>(&'a self, worker_id: &'a str) -> Bf<'a, (Vec<QueuedTask>, Vec<Orphan>)> {
+    fn remove<'a>(&'a self, worker_id: &'a str) -> StorageFuture<'a, (Vec<QueuedTask>, Vec<Orphan>)> {
         Box::pin(async move {
             let mut parts = reply::array(self.conn.script(&REMOVE, true, &[&worker_id]).await?)?.into_iter();
             let (qs, rs) = (parts.next().unwrap_or(Value::Nil), parts.next().unwrap_or(Value::Nil));
@@ -826,14 +835,14 @@ impl WorkerStore for RedisWorkers {
         })
     }
 
-    fn adjust_reputation<'a>(&'a self, worker_id: &'a str, delta: f64) -> Bf<'a, ()> {
+    fn adjust_reputation<'a>(&'a self, worker_id: &'a str, delta: f64) -> StorageFuture<'a, ()> {
         Box::pin(async move {
             self.conn.script::<i64>(&REPUTATION, true, &[&worker_id, &delta]).await?;
             Ok(())
         })
     }
 
-    fn overdue(&self, now: u64, default_exec_ms: u64, cancel_ttl_ms: u64) -> Bf<'_, Vec<OverdueTask>> {
+    fn overdue(&self, now: u64, default_exec_ms: u64, cancel_ttl_ms: u64) -> StorageFuture<'_, Vec<OverdueTask>> {
         Box::pin(async move {
             let until = now.saturating_add(cancel_ttl_ms);
             let flat = reply::strings(self.conn.script(&OVERDUE, true, &[&now, &default_exec_ms, &until]).await?)?;
@@ -850,7 +859,7 @@ impl WorkerStore for RedisWorkers {
         })
     }
 
-    fn expire(&self, now: u64) -> Bf<'_, (Vec<QueuedTask>, Vec<Orphan>)> {
+    fn expire(&self, now: u64) -> StorageFuture<'_, (Vec<QueuedTask>, Vec<Orphan>)> {
         Box::pin(async move {
             let mut parts = reply::array(self.conn.script(&EXPIRE, true, &[&now]).await?)?.into_iter();
             let ids = reply::strings(parts.next().unwrap_or(Value::Nil))?;
@@ -865,7 +874,7 @@ impl WorkerStore for RedisWorkers {
         })
     }
 
-    fn task_known<'a>(&'a self, task_id: &'a str) -> Bf<'a, bool> {
+    fn task_known<'a>(&'a self, task_id: &'a str) -> StorageFuture<'a, bool> {
         Box::pin(async move {
             let n: i64 = self.conn.query(redis::cmd("EXISTS").arg(self.conn.key(&format!("t:{task_id}")))).await?;
             Ok(n == 1)

@@ -4,7 +4,11 @@
 mod data;
 #[cfg(feature = "server")]
 mod schedule;
+#[cfg(feature = "server")]
+mod workers;
 
 pub use self::data::MemoryDataStores;
 #[cfg(feature = "server")]
 pub use self::schedule::MemoryScheduleLocks;
+#[cfg(feature = "server")]
+pub use self::workers::MemoryWorkers;

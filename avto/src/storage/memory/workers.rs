@@ -8,8 +8,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde_json::Value;
 
-use super::{Bf, Orphan, Overdue, OverdueTask, QueuedTask, Running, Unassigned, WorkerInfo, WorkerLoad, WorkerStore};
 use crate::actions::TaskSpec;
+use crate::storage::{
+    dispatch_deadline, Orphan, Overdue, OverdueTask, QueuedTask, StorageFuture, Unassigned, WorkerInfo, WorkerLoad,
+    WorkerStore, CANCEL_MEMORY_MS,
+};
 
 struct Queued(QueuedTask);
 
@@ -29,6 +32,15 @@ impl Ord for Queued {
     fn cmp(&self, other: &Self) -> Ordering {
         self.0.priority.total_cmp(&other.0.priority).then_with(|| other.0.seq.cmp(&self.0.seq))
     }
+}
+
+/// A task being executed by a worker.
+#[derive(Debug, Clone, PartialEq)]
+struct Running {
+    job_id: String,
+    picked_ms: u64,
+    timeout_ms: Option<u64>,
+    deadline_ms: Option<u64>,
 }
 
 struct Slot {
@@ -63,21 +75,15 @@ impl MemoryWorkers {
     }
 }
 
-fn ready<'a, T: Send + 'a>(v: T) -> Bf<'a, T> {
+fn ready<'a, T: Send + 'a>(v: T) -> StorageFuture<'a, T> {
     Box::pin(async move { Ok(v) })
 }
 
-/// When a task waiting since `since` (queued or parked) misses its dispatch deadline, if ever.
-pub(crate) fn dispatch_deadline(spec: &TaskSpec, since: u64, deadline: Option<u64>) -> Option<u64> {
-    let by_dispatch = spec.dispatch_timeout_seconds.map(|s| crate::job::after_secs(since, s));
-    [by_dispatch, deadline].into_iter().flatten().min()
-}
-
-pub(crate) fn dispatch_due(spec: &TaskSpec, since: u64, deadline: Option<u64>, now: u64) -> bool {
+fn dispatch_due(spec: &TaskSpec, since: u64, deadline: Option<u64>, now: u64) -> bool {
     dispatch_deadline(spec, since, deadline).is_some_and(|d| d <= now)
 }
 
-pub(crate) fn running_of(task: &QueuedTask, now: u64) -> Running {
+fn running_of(task: &QueuedTask, now: u64) -> Running {
     Running {
         job_id: task.job_id.clone(),
         picked_ms: now,
@@ -91,7 +97,7 @@ fn depart(inner: &mut Inner, worker_id: &str, now: u64) -> (Vec<QueuedTask>, Vec
     let Some(slot) = inner.workers.remove(worker_id) else { return Default::default() };
     let mut cancels = slot.cancel_pending.clone();
     for task_id in slot.running.keys() {
-        cancels.insert(task_id.clone(), now.saturating_add(super::CANCEL_MEMORY_MS));
+        cancels.insert(task_id.clone(), now.saturating_add(CANCEL_MEMORY_MS));
     }
     cancels.retain(|_, exp| *exp > now);
     if !cancels.is_empty() {
@@ -111,7 +117,7 @@ fn drain(slot: Slot, worker_id: &str) -> (Vec<QueuedTask>, Vec<Orphan>) {
 }
 
 impl WorkerStore for MemoryWorkers {
-    fn register(&self, mut info: WorkerInfo, ttl_ms: u64) -> Bf<'_, ()> {
+    fn register(&self, mut info: WorkerInfo, ttl_ms: u64) -> StorageFuture<'_, ()> {
         let now = crate::job::now_ms();
         let mut inner = self.inner.lock();
         match inner.workers.get_mut(&info.worker_id) {
@@ -142,7 +148,7 @@ impl WorkerStore for MemoryWorkers {
         worker_id: &'a str,
         body: Option<&'a Value>,
         ttl_ms: u64,
-    ) -> Bf<'a, Option<Vec<String>>> {
+    ) -> StorageFuture<'a, Option<Vec<String>>> {
         let now = crate::job::now_ms();
         let mut inner = self.inner.lock();
         let Some(slot) = inner.workers.get_mut(worker_id) else { return ready(None) };
@@ -164,11 +170,11 @@ impl WorkerStore for MemoryWorkers {
         ready(Some(cancel))
     }
 
-    fn worker<'a>(&'a self, worker_id: &'a str) -> Bf<'a, Option<WorkerInfo>> {
+    fn worker<'a>(&'a self, worker_id: &'a str) -> StorageFuture<'a, Option<WorkerInfo>> {
         ready(self.inner.lock().workers.get(worker_id).map(|s| WorkerInfo::clone(&s.info)))
     }
 
-    fn live_workers(&self, now: u64) -> Bf<'_, Vec<WorkerLoad>> {
+    fn live_workers(&self, now: u64) -> StorageFuture<'_, Vec<WorkerLoad>> {
         let inner = self.inner.lock();
         let mut v: Vec<WorkerLoad> = inner
             .workers
@@ -180,16 +186,16 @@ impl WorkerStore for MemoryWorkers {
         ready(v)
     }
 
-    fn is_live<'a>(&'a self, worker_id: &'a str, now: u64) -> Bf<'a, bool> {
+    fn is_live<'a>(&'a self, worker_id: &'a str, now: u64) -> StorageFuture<'a, bool> {
         ready(self.inner.lock().workers.get(worker_id).is_some_and(|s| s.expires_at_ms > now))
     }
 
-    fn queue_depth(&self) -> Bf<'_, usize> {
+    fn queue_depth(&self) -> StorageFuture<'_, usize> {
         let inner = self.inner.lock();
         ready(inner.workers.values().map(|s| s.queue.len()).sum::<usize>() + inner.parked.len())
     }
 
-    fn enqueue<'a>(&'a self, worker_id: &'a str, mut task: QueuedTask) -> Bf<'a, bool> {
+    fn enqueue<'a>(&'a self, worker_id: &'a str, mut task: QueuedTask) -> StorageFuture<'a, bool> {
         let mut inner = self.inner.lock();
         task.seq = self.seq.fetch_add(1, AtomicOrdering::Relaxed);
         let ok = match inner.workers.get_mut(worker_id) {
@@ -202,7 +208,7 @@ impl WorkerStore for MemoryWorkers {
         ready(ok)
     }
 
-    fn pop<'a>(&'a self, worker_id: &'a str, now: u64) -> Bf<'a, Option<QueuedTask>> {
+    fn pop<'a>(&'a self, worker_id: &'a str, now: u64) -> StorageFuture<'a, Option<QueuedTask>> {
         let mut inner = self.inner.lock();
         let task = inner.workers.get_mut(worker_id).and_then(|slot| {
             let task = slot.queue.pop()?.0;
@@ -212,7 +218,7 @@ impl WorkerStore for MemoryWorkers {
         ready(task)
     }
 
-    fn steal<'a>(&'a self, thief: &'a str, skills: &'a [String], now: u64) -> Bf<'a, Option<QueuedTask>> {
+    fn steal<'a>(&'a self, thief: &'a str, skills: &'a [String], now: u64) -> StorageFuture<'a, Option<QueuedTask>> {
         let mut inner = self.inner.lock();
         if !inner.workers.contains_key(thief) {
             return ready(None);
@@ -239,14 +245,19 @@ impl WorkerStore for MemoryWorkers {
         ready(Some(stolen))
     }
 
-    fn finished<'a>(&'a self, worker_id: &'a str, task_id: &'a str) -> Bf<'a, ()> {
+    fn finished<'a>(&'a self, worker_id: &'a str, task_id: &'a str) -> StorageFuture<'a, ()> {
         if let Some(slot) = self.inner.lock().workers.get_mut(worker_id) {
             slot.running.remove(task_id);
         }
         ready(())
     }
 
-    fn cancel<'a>(&'a self, task_id: &'a str, worker_id: Option<&'a str>, cancel_ttl_ms: u64) -> Bf<'a, bool> {
+    fn cancel<'a>(
+        &'a self,
+        task_id: &'a str,
+        worker_id: Option<&'a str>,
+        cancel_ttl_ms: u64,
+    ) -> StorageFuture<'a, bool> {
         let now = crate::job::now_ms();
         let mut inner = self.inner.lock();
         inner.parked.retain(|u| u.task_id != task_id);
@@ -261,7 +272,7 @@ impl WorkerStore for MemoryWorkers {
         ready(true)
     }
 
-    fn park(&self, task: Unassigned) -> Bf<'_, ()> {
+    fn park(&self, task: Unassigned) -> StorageFuture<'_, ()> {
         let mut inner = self.inner.lock();
         if !inner.parked.iter().any(|u| u.task_id == task.task_id) {
             inner.parked.push(task);
@@ -269,23 +280,23 @@ impl WorkerStore for MemoryWorkers {
         ready(())
     }
 
-    fn parked(&self) -> Bf<'_, Vec<Unassigned>> {
+    fn parked(&self) -> StorageFuture<'_, Vec<Unassigned>> {
         ready(self.inner.lock().parked.clone())
     }
 
-    fn claim_parked<'a>(&'a self, task_id: &'a str) -> Bf<'a, bool> {
+    fn claim_parked<'a>(&'a self, task_id: &'a str) -> StorageFuture<'a, bool> {
         let mut inner = self.inner.lock();
         let before = inner.parked.len();
         inner.parked.retain(|u| u.task_id != task_id);
         ready(inner.parked.len() != before)
     }
 
-    fn remove<'a>(&'a self, worker_id: &'a str) -> Bf<'a, (Vec<QueuedTask>, Vec<Orphan>)> {
+    fn remove<'a>(&'a self, worker_id: &'a str) -> StorageFuture<'a, (Vec<QueuedTask>, Vec<Orphan>)> {
         let now = crate::job::now_ms();
         ready(depart(&mut self.inner.lock(), worker_id, now))
     }
 
-    fn adjust_reputation<'a>(&'a self, worker_id: &'a str, delta: f64) -> Bf<'a, ()> {
+    fn adjust_reputation<'a>(&'a self, worker_id: &'a str, delta: f64) -> StorageFuture<'a, ()> {
         if let Some(slot) = self.inner.lock().workers.get_mut(worker_id) {
             let info = Arc::make_mut(&mut slot.info);
             info.reputation = (info.reputation + delta).clamp(0.0, 1.0);
@@ -293,7 +304,7 @@ impl WorkerStore for MemoryWorkers {
         ready(())
     }
 
-    fn overdue(&self, now: u64, default_exec_ms: u64, cancel_ttl_ms: u64) -> Bf<'_, Vec<OverdueTask>> {
+    fn overdue(&self, now: u64, default_exec_ms: u64, cancel_ttl_ms: u64) -> StorageFuture<'_, Vec<OverdueTask>> {
         let mut inner = self.inner.lock();
         let mut out = Vec::new();
         inner.parked.retain(|u| {
@@ -347,7 +358,7 @@ impl WorkerStore for MemoryWorkers {
         ready(out)
     }
 
-    fn expire(&self, now: u64) -> Bf<'_, (Vec<QueuedTask>, Vec<Orphan>)> {
+    fn expire(&self, now: u64) -> StorageFuture<'_, (Vec<QueuedTask>, Vec<Orphan>)> {
         let mut inner = self.inner.lock();
         let dead: Vec<String> =
             inner.workers.iter().filter(|(_, s)| s.expires_at_ms <= now).map(|(k, _)| k.clone()).collect();
@@ -362,7 +373,7 @@ impl WorkerStore for MemoryWorkers {
         ready((queued, orphans))
     }
 
-    fn task_known<'a>(&'a self, task_id: &'a str) -> Bf<'a, bool> {
+    fn task_known<'a>(&'a self, task_id: &'a str) -> StorageFuture<'a, bool> {
         let inner = self.inner.lock();
         let known = inner.parked.iter().any(|u| u.task_id == task_id)
             || inner
