@@ -3,6 +3,8 @@
 //! The memory backend is always compiled; real backends live behind features.
 
 mod data;
+#[cfg(feature = "server")]
+mod jobs;
 pub mod memory;
 #[cfg(feature = "server")]
 mod schedule;
@@ -12,6 +14,8 @@ mod workers;
 use futures::future::BoxFuture;
 
 pub use self::data::{DataStore, DataStoreBackend, DataStores, InitialValues};
+#[cfg(feature = "server")]
+pub use self::jobs::{is_unsettled, JobGuard, JobStore};
 #[cfg(feature = "server")]
 pub use self::schedule::ScheduleLocks;
 #[cfg(feature = "server")]

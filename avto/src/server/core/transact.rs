@@ -19,8 +19,7 @@ use std::sync::Arc;
 use super::Core;
 use crate::engine::{self, Effect, Step};
 use crate::job::{Job, JobStatus};
-use crate::server::store::JobGuard;
-use crate::storage::StorageError;
+use crate::storage::{JobGuard, StorageError};
 
 /// One job, locked for one unit of work. Reads and writes like a [`Job`]; `Core::commit`
 /// saves it and carries out what had to wait for the save.

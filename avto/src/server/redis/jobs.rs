@@ -12,8 +12,7 @@ use redis::Script;
 
 use super::{from_json, lua, reply, to_json, RedisConn};
 use crate::job::{now_ms, Job, JobStatus};
-use crate::server::store::{is_unsettled, JobGuard, JobStore};
-use crate::storage::StorageError;
+use crate::storage::{is_unsettled, JobGuard, JobStore, StorageError};
 
 /// Stores a new job and, given a token, locks it for that token.
 static INSERT: LazyLock<Script> = LazyLock::new(|| {

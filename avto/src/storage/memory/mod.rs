@@ -3,11 +3,15 @@
 
 mod data;
 #[cfg(feature = "server")]
+mod jobs;
+#[cfg(feature = "server")]
 mod schedule;
 #[cfg(feature = "server")]
 mod workers;
 
 pub use self::data::MemoryDataStores;
+#[cfg(feature = "server")]
+pub use self::jobs::MemoryJobs;
 #[cfg(feature = "server")]
 pub use self::schedule::MemoryScheduleLocks;
 #[cfg(feature = "server")]

@@ -1,0 +1,105 @@
+//! Where jobs live: [`JobStore`], the exclusive access it hands out ([`JobGuard`]), and which
+//! jobs crash recovery looks at ([`is_unsettled`]).
+
+use std::collections::BTreeMap;
+
+use futures::future::BoxFuture;
+use tokio::sync::OwnedMutexGuard;
+
+use super::StorageError;
+use crate::job::{Job, JobStatus};
+
+/// Exclusive access to one job; changes become visible to others through [`JobStore::save`].
+pub enum JobGuard {
+    /// The job itself, locked in memory (saving is a no-op).
+    Memory(OwnedMutexGuard<Job>),
+    /// A copy of the job plus whatever keeps the lease (e.g. a distributed lock).
+    Leased { job: Job, lease: Box<dyn std::any::Any + Send + Sync> },
+}
+
+impl std::ops::Deref for JobGuard {
+    type Target = Job;
+    fn deref(&self) -> &Job {
+        match self {
+            JobGuard::Memory(g) => g,
+            JobGuard::Leased { job, .. } => job,
+        }
+    }
+}
+
+impl std::ops::DerefMut for JobGuard {
+    fn deref_mut(&mut self) -> &mut Job {
+        match self {
+            JobGuard::Memory(g) => &mut *g,
+            JobGuard::Leased { job, .. } => job,
+        }
+    }
+}
+
+/// Where jobs live.
+pub trait JobStore: Send + Sync + 'static {
+    /// Stores a new job. Fails with `Conflict` if the id exists.
+    fn insert(&self, job: Job) -> BoxFuture<'_, Result<(), StorageError>>;
+    /// Stores a new job and returns it locked, like [`JobStore::insert`] then [`JobStore::lock`]
+    /// (a distributed backend does both in one step). Fails with `Conflict` if the id exists.
+    fn insert_locked(&self, job: Job) -> BoxFuture<'_, Result<JobGuard, StorageError>> {
+        Box::pin(async move {
+            let id = job.id.clone();
+            self.insert(job).await?;
+            self.lock(&id).await?.ok_or_else(|| StorageError::Conflict(format!("job {id} vanished after its insert")))
+        })
+    }
+    /// Locks a job for a read-modify-write (waits while another holder works on it).
+    fn lock<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<JobGuard>, StorageError>>;
+    /// Makes the guard's changes durable and visible; the lock stays held.
+    fn save<'a>(&'a self, guard: &'a JobGuard) -> BoxFuture<'a, Result<(), StorageError>>;
+    /// Saves like [`JobStore::save`] and releases the lock: what every read-modify-write ends
+    /// with. A distributed backend does both in one step (one round trip instead of two); on
+    /// error the guard is dropped, which releases the lock as usual.
+    fn commit(&self, guard: JobGuard) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move { self.save(&guard).await })
+    }
+    /// A snapshot of a job.
+    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Job>, StorageError>>;
+    /// Jobs of one client (its identity, [`crate::ClientConfig::id`]), newest first.
+    fn list<'a>(
+        &'a self,
+        client: &'a str,
+        limit: usize,
+        offset: usize,
+    ) -> BoxFuture<'a, Result<Vec<Job>, StorageError>>;
+    /// Quarantined jobs of one client (its identity), most recently quarantined first.
+    fn list_quarantined<'a>(
+        &'a self,
+        client: &'a str,
+        limit: usize,
+        offset: usize,
+    ) -> BoxFuture<'a, Result<Vec<Job>, StorageError>>;
+    /// Number of jobs per status, for one client (its identity; `None` = every client).
+    fn counts<'a>(&'a self, client: Option<&'a str>) -> BoxFuture<'a, Result<BTreeMap<JobStatus, u64>, StorageError>>;
+    /// Claims up to `limit` unsettled jobs (see [`is_unsettled`]) with no insert, save or claim
+    /// since `cutoff_ms`, oldest first. A claim counts as activity at `now_ms`, so each stale job
+    /// goes to one caller per period, across instances. The watcher re-drives what it claims
+    /// (crash recovery: an instance died while it held the job).
+    fn claim_stale(
+        &self,
+        cutoff_ms: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<String>, StorageError>>;
+}
+
+/// Statuses in which a job's progress depends on something an instance does next (run a
+/// handler, place a task, resume after a child): the jobs crash recovery looks at. A job waiting
+/// for a human depends on nobody, a terminal one never changes.
+pub fn is_unsettled(status: JobStatus) -> bool {
+    matches!(
+        status,
+        JobStatus::Pending
+            | JobStatus::Running
+            | JobStatus::AwaitingRetry
+            | JobStatus::WaitingForWorker
+            | JobStatus::WaitingForParallelTasks
+            | JobStatus::WaitingForSubJob
+    )
+}
