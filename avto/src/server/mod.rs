@@ -31,6 +31,7 @@ use std::sync::Arc;
 use crate::blueprint::Blueprint;
 use crate::engine::EngineEnv;
 use crate::files::ObjectStore;
+use crate::storage::memory::MemoryRateLimits;
 use crate::storage::{DataStoreBackend, ScheduleLocks};
 
 pub use self::config::{Config, ConfigError};
@@ -184,7 +185,7 @@ impl OrchestratorBuilder {
             }
         };
         if redis_url.is_none() {
-            stores.rate = Arc::new(store::memory::MemoryRateLimits::new(config.rate_limit_max_keys));
+            stores.rate = Arc::new(MemoryRateLimits::new(config.rate_limit_max_keys));
         }
         if config.redis_encryption.is_some() && redis_url.is_none() {
             tracing::warn!(

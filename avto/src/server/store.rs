@@ -5,7 +5,7 @@
 //! [`Stores`] bundles one implementation of every capability. The same conformance suite
 //! (`tests/storage_conformance.rs`) runs against both.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,35 +13,10 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
 use crate::job::now_ms;
-use crate::storage::memory::{MemoryJobs, MemoryScheduleLocks, MemoryWorkers};
-use crate::storage::{Bus, JobStore, ScheduleLocks, StorageError, WorkerStore};
-
-/// Request counters per client token (clients.toml `monthly_attempts`).
-pub trait QuotaStore: Send + Sync + 'static {
-    /// Sets the allowance at start-up: an unknown token, or a different `limit` than the one
-    /// last set, starts at `limit`; the same limit keeps what is left, so a restart or a second
-    /// instance does not refill it.
-    fn init<'a>(&'a self, token: &'a str, limit: u64) -> BoxFuture<'a, Result<(), StorageError>>;
-    /// Takes one unit; false when exhausted. Exact under concurrency.
-    fn take<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<bool, StorageError>>;
-}
-
-/// Fixed-window rate limiting.
-pub trait RateLimitStore: Send + Sync + 'static {
-    /// Counts a hit on `key`; `Err(retry_after)` when over `limit` in the current window.
-    fn hit<'a>(
-        &'a self,
-        key: &'a str,
-        limit: u32,
-        period: Duration,
-    ) -> BoxFuture<'a, Result<Result<(), Duration>, StorageError>>;
-}
-
-/// Replay protection: remembers nonces for a while.
-pub trait NonceStore: Send + Sync + 'static {
-    /// Records `nonce`; false if it was already seen within `ttl`.
-    fn first_use<'a>(&'a self, nonce: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool, StorageError>>;
-}
+use crate::storage::memory::{
+    MemoryJobs, MemoryNonces, MemoryQuotas, MemoryRateLimits, MemoryScheduleLocks, MemoryWorkers,
+};
+use crate::storage::{Bus, JobStore, NonceStore, QuotaStore, RateLimitStore, ScheduleLocks, StorageError, WorkerStore};
 
 /// Short-lived worker tokens (STS): only SHA-256 hashes are stored, each with its kind
 /// (`access` / `refresh`), owner and lifetime.
@@ -59,9 +34,6 @@ pub trait StsStore: Send + Sync + 'static {
     /// Forgets a token (of any kind).
     fn revoke<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, Result<(), StorageError>>;
 }
-
-/// Rate-limit windows kept in memory by default (`RATE_LIMIT_MAX_KEYS`).
-pub const DEFAULT_RATE_LIMIT_MAX_KEYS: usize = 100_000;
 
 /// One implementation of every storage capability the server uses.
 #[derive(Clone)]
@@ -89,9 +61,9 @@ impl Stores {
     pub fn memory() -> Self {
         Stores {
             jobs: Arc::new(MemoryJobs::new()),
-            quotas: Arc::new(memory::MemoryQuotas::default()),
-            rate: Arc::new(memory::MemoryRateLimits::default()),
-            nonces: Arc::new(memory::MemoryNonces::default()),
+            quotas: Arc::new(MemoryQuotas::default()),
+            rate: Arc::new(MemoryRateLimits::default()),
+            nonces: Arc::new(MemoryNonces::default()),
             sts: Arc::new(memory::MemorySts::default()),
             workers: Arc::new(MemoryWorkers::new()),
             data: Arc::new(crate::storage::memory::MemoryDataStores::new()),
@@ -143,161 +115,5 @@ pub mod memory {
             self.tokens.lock().remove(hash);
             Box::pin(async { Ok(()) })
         }
-    }
-
-    /// In-memory quotas.
-    #[derive(Default)]
-    pub struct MemoryQuotas {
-        /// token -> (limit, remaining)
-        remaining: Mutex<HashMap<String, (u64, u64)>>,
-    }
-
-    impl QuotaStore for MemoryQuotas {
-        fn init<'a>(&'a self, token: &'a str, limit: u64) -> BoxFuture<'a, Result<(), StorageError>> {
-            let mut remaining = self.remaining.lock();
-            if remaining.get(token).is_none_or(|(l, _)| *l != limit) {
-                remaining.insert(token.to_owned(), (limit, limit));
-            }
-            Box::pin(async { Ok(()) })
-        }
-        fn take<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
-            let ok = match self.remaining.lock().get_mut(token) {
-                Some((_, n)) if *n > 0 => {
-                    *n -= 1;
-                    true
-                }
-                _ => false,
-            };
-            Box::pin(async move { Ok(ok) })
-        }
-    }
-
-    /// In-memory fixed-window rate limits: at most `max_keys` windows (the oldest go first when
-    /// a new key arrives at the cap), each forgotten once its period is over.
-    pub struct MemoryRateLimits {
-        max_keys: usize,
-        /// key -> (window start ms, hits, window end ms), and the windows by end time (oldest
-        /// first; an entry whose key started a newer window since is skipped).
-        windows: Mutex<(HashMap<String, (u64, u32, u64)>, VecDeque<(u64, String)>)>,
-    }
-
-    impl Default for MemoryRateLimits {
-        fn default() -> Self {
-            Self::new(super::DEFAULT_RATE_LIMIT_MAX_KEYS)
-        }
-    }
-
-    impl MemoryRateLimits {
-        /// Keeps at most `max_keys` windows (at least 1).
-        pub fn new(max_keys: usize) -> Self {
-            MemoryRateLimits { max_keys: max_keys.max(1), windows: Mutex::default() }
-        }
-
-        /// Windows currently kept.
-        pub fn len(&self) -> usize {
-            self.windows.lock().0.len()
-        }
-
-        /// Whether no window is kept.
-        pub fn is_empty(&self) -> bool {
-            self.len() == 0
-        }
-    }
-
-    impl RateLimitStore for MemoryRateLimits {
-        fn hit<'a>(
-            &'a self,
-            key: &'a str,
-            limit: u32,
-            period: Duration,
-        ) -> BoxFuture<'a, Result<Result<(), Duration>, StorageError>> {
-            let now = now_ms();
-            let period_ms = (period.as_millis().max(1)).min(u64::MAX as u128 / 4) as u64;
-            let mut guard = self.windows.lock();
-            let (map, order) = &mut *guard;
-            // Forget ended windows; at the cap, the oldest ones.
-            while let Some((end, k)) = order.front() {
-                let end = *end;
-                if map.get(k).is_none_or(|w| w.2 != end) {
-                    order.pop_front(); // that key started a newer window since
-                } else if end <= now || (map.len() >= self.max_keys && !map.contains_key(key)) {
-                    let (_, k) = order.pop_front().unwrap();
-                    map.remove(&k);
-                } else {
-                    break;
-                }
-            }
-            let w = map.entry(key.to_owned()).or_insert((now, 0, 0));
-            if w.1 == 0 || now >= w.2 {
-                *w = (now, 0, now.saturating_add(period_ms));
-                order.push_back((w.2, key.to_owned()));
-            }
-            w.1 = w.1.saturating_add(1);
-            let res = if w.1 > limit { Err(Duration::from_millis(w.2.saturating_sub(now))) } else { Ok(()) };
-            Box::pin(async move { Ok(res) })
-        }
-    }
-
-    /// In-memory replay nonces.
-    #[derive(Default)]
-    pub struct MemoryNonces {
-        seen: Mutex<(HashMap<String, u64>, VecDeque<(u64, String)>)>,
-    }
-
-    impl NonceStore for MemoryNonces {
-        fn first_use<'a>(&'a self, nonce: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool, StorageError>> {
-            let now = now_ms();
-            let mut guard = self.seen.lock();
-            let (map, order) = &mut *guard;
-            while let Some((exp, _)) = order.front() {
-                if *exp > now {
-                    break;
-                }
-                let (_, n) = order.pop_front().unwrap();
-                if map.get(&n).is_some_and(|e| *e <= now) {
-                    map.remove(&n);
-                }
-            }
-            let fresh = match map.get(nonce) {
-                Some(exp) if *exp > now => false,
-                _ => {
-                    let exp = now.saturating_add(ttl.as_millis() as u64);
-                    map.insert(nonce.to_owned(), exp);
-                    order.push_back((exp, nonce.to_owned()));
-                    true
-                }
-            };
-            Box::pin(async move { Ok(fresh) })
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::memory::MemoryRateLimits;
-    use super::*;
-
-    /// Issue #12 item 2: the rate-limit map is bounded (the oldest windows go at the cap) and
-    /// forgets windows whose period ended.
-    #[tokio::test]
-    async fn memory_rate_limits_are_bounded_and_expire() {
-        let rl = MemoryRateLimits::new(10);
-        for i in 0..1000 {
-            assert!(rl.hit(&format!("k{i}"), 5, Duration::from_secs(60)).await.unwrap().is_ok());
-            assert!(rl.len() <= 10, "{} windows after {i} keys", rl.len());
-        }
-        // The newest keys are still counted: over the limit they are refused.
-        for _ in 0..4 {
-            assert!(rl.hit("k999", 5, Duration::from_secs(60)).await.unwrap().is_ok());
-        }
-        assert!(rl.hit("k999", 5, Duration::from_secs(60)).await.unwrap().is_err());
-        // Windows of 1 ms are gone once they ended.
-        let rl = MemoryRateLimits::new(1000);
-        for i in 0..100 {
-            rl.hit(&format!("short{i}"), 5, Duration::from_millis(1)).await.unwrap().unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        rl.hit("other", 5, Duration::from_secs(60)).await.unwrap().unwrap();
-        assert_eq!(rl.len(), 1, "ended windows are forgotten");
     }
 }

@@ -5,6 +5,8 @@
 mod data;
 #[cfg(feature = "server")]
 mod jobs;
+#[cfg(feature = "server")]
+mod limits;
 pub mod memory;
 #[cfg(feature = "server")]
 mod schedule;
@@ -16,6 +18,8 @@ use futures::future::BoxFuture;
 pub use self::data::{DataStore, DataStoreBackend, DataStores, InitialValues};
 #[cfg(feature = "server")]
 pub use self::jobs::{is_unsettled, JobGuard, JobStore};
+#[cfg(feature = "server")]
+pub use self::limits::{NonceStore, QuotaStore, RateLimitStore, DEFAULT_RATE_LIMIT_MAX_KEYS};
 #[cfg(feature = "server")]
 pub use self::schedule::ScheduleLocks;
 #[cfg(feature = "server")]

@@ -242,7 +242,7 @@ impl Default for Config {
             rate_limit_period: Duration::from_secs(60),
             rate_limit_poll: 60,
             rate_limit_heartbeat: 120,
-            rate_limit_max_keys: super::store::DEFAULT_RATE_LIMIT_MAX_KEYS,
+            rate_limit_max_keys: crate::storage::DEFAULT_RATE_LIMIT_MAX_KEYS,
             detailed_api_responses: false,
             max_body_bytes: 1024 * 1024,
             progress_updates_max: 100,

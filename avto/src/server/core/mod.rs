@@ -31,13 +31,13 @@ use super::auth::Auth;
 use super::config::{ClientEntry, Config};
 use super::dispatch::Dispatcher;
 use super::metrics::Metrics;
-use super::store::{NonceStore, QuotaStore, RateLimitStore, Stores};
+use super::store::Stores;
 use super::supervise::Health;
 use super::webhooks::Webhooks;
 use crate::blueprint::Blueprint;
 use crate::engine::{self, EngineEnv};
 use crate::history::History;
-use crate::storage::{JobStore, StorageError};
+use crate::storage::{JobStore, NonceStore, QuotaStore, RateLimitStore, StorageError};
 
 pub use transact::JobTx;
 

@@ -9,8 +9,8 @@ use redis::Script;
 use super::{lua, RedisConn};
 use crate::protocol::sign::sha256_hex;
 use crate::server::encryption::RecordCipher;
-use crate::server::store::{NonceStore, QuotaStore, RateLimitStore, StsStore};
-use crate::storage::{ScheduleLocks, StorageError};
+use crate::server::store::StsStore;
+use crate::storage::{NonceStore, QuotaStore, RateLimitStore, ScheduleLocks, StorageError};
 
 static QUOTA_INIT: LazyLock<Script> = LazyLock::new(|| {
     lua(r#"

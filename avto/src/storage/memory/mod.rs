@@ -5,6 +5,8 @@ mod data;
 #[cfg(feature = "server")]
 mod jobs;
 #[cfg(feature = "server")]
+mod limits;
+#[cfg(feature = "server")]
 mod schedule;
 #[cfg(feature = "server")]
 mod workers;
@@ -12,6 +14,8 @@ mod workers;
 pub use self::data::MemoryDataStores;
 #[cfg(feature = "server")]
 pub use self::jobs::MemoryJobs;
+#[cfg(feature = "server")]
+pub use self::limits::{MemoryNonces, MemoryQuotas, MemoryRateLimits};
 #[cfg(feature = "server")]
 pub use self::schedule::MemoryScheduleLocks;
 #[cfg(feature = "server")]
