@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use avto::actions::TaskSpec;
 use avto::job::{now_ms, Job, JobStatus};
-use avto::server::store::Stores;
+use avto::storage::Stores;
 use avto::storage::{Overdue, QueuedTask, Unassigned, WorkerInfo};
 use avto::StorageError;
 use futures::future::join_all;

@@ -12,9 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::{self, ClientEntry, Config, ConfigError, WorkerAuthMode, WorkerToken};
-use super::store::StsStore;
 use crate::protocol::sign::{constant_time_eq, sha256_hex};
-use crate::storage::StorageError;
+use crate::storage::{StorageError, StsStore};
 
 /// The worker id of a request authenticated by the global token without naming a worker.
 pub const GLOBAL_WORKER_ID: &str = "unknown_authenticated_by_global_token";

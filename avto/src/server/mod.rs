@@ -19,7 +19,6 @@ pub mod metrics;
 pub mod redis;
 pub mod requirements;
 pub mod scheduler;
-pub mod store;
 pub mod supervise;
 #[cfg(feature = "tls")]
 pub mod tls;
@@ -32,7 +31,7 @@ use crate::blueprint::Blueprint;
 use crate::engine::EngineEnv;
 use crate::files::ObjectStore;
 use crate::storage::memory::MemoryRateLimits;
-use crate::storage::{DataStoreBackend, ScheduleLocks};
+use crate::storage::{DataStoreBackend, ScheduleLocks, Stores};
 
 pub use self::config::{Config, ConfigError};
 pub use self::core::Core;
@@ -174,10 +173,10 @@ impl OrchestratorBuilder {
             ),
         };
         #[cfg(feature = "redis")]
-        let mut stores = redis.as_ref().map(|r| r.stores()).unwrap_or_else(store::Stores::memory);
+        let mut stores = redis.as_ref().map(|r| r.stores()).unwrap_or_else(Stores::memory);
         #[cfg(not(feature = "redis"))]
         let mut stores = match redis_url {
-            None => store::Stores::memory(),
+            None => Stores::memory(),
             Some(_) => {
                 return Err(ServeError::Storage(
                     "REDIS_URL / REDIS_HOST is set, but avto was built without the `redis` feature".into(),

@@ -11,7 +11,12 @@ pub mod memory;
 #[cfg(feature = "server")]
 mod schedule;
 #[cfg(feature = "server")]
+mod sts;
+#[cfg(feature = "server")]
 mod workers;
+
+#[cfg(feature = "server")]
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
@@ -22,6 +27,8 @@ pub use self::jobs::{is_unsettled, JobGuard, JobStore};
 pub use self::limits::{NonceStore, QuotaStore, RateLimitStore, DEFAULT_RATE_LIMIT_MAX_KEYS};
 #[cfg(feature = "server")]
 pub use self::schedule::ScheduleLocks;
+#[cfg(feature = "server")]
+pub use self::sts::StsStore;
 #[cfg(feature = "server")]
 pub(crate) use self::workers::dispatch_deadline;
 #[cfg(feature = "server")]
@@ -47,4 +54,45 @@ pub enum StorageError {
     Type(String),
     #[error("conflict: {0}")]
     Conflict(String),
+}
+
+/// One implementation of every storage capability the server uses.
+#[cfg(feature = "server")]
+#[derive(Clone)]
+pub struct Stores {
+    pub jobs: Arc<dyn JobStore>,
+    pub quotas: Arc<dyn QuotaStore>,
+    pub rate: Arc<dyn RateLimitStore>,
+    pub nonces: Arc<dyn NonceStore>,
+    pub sts: Arc<dyn StsStore>,
+    pub workers: Arc<dyn WorkerStore>,
+    pub data: Arc<dyn DataStoreBackend>,
+    pub schedule_locks: Arc<dyn ScheduleLocks>,
+    /// Cross-instance messages (`None` = this instance is alone).
+    pub bus: Option<Arc<dyn Bus>>,
+}
+
+#[cfg(feature = "server")]
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores").field("bus", &self.bus.is_some()).finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "server")]
+impl Stores {
+    /// Everything in process memory (one instance; the default).
+    pub fn memory() -> Self {
+        Stores {
+            jobs: Arc::new(memory::MemoryJobs::new()),
+            quotas: Arc::new(memory::MemoryQuotas::default()),
+            rate: Arc::new(memory::MemoryRateLimits::default()),
+            nonces: Arc::new(memory::MemoryNonces::default()),
+            sts: Arc::new(memory::MemorySts::default()),
+            workers: Arc::new(memory::MemoryWorkers::new()),
+            data: Arc::new(memory::MemoryDataStores::new()),
+            schedule_locks: Arc::new(memory::MemoryScheduleLocks::new()),
+            bus: None,
+        }
+    }
 }

@@ -588,9 +588,8 @@ async fn ws_session(core: Arc<Core>, sender: Sender, mut socket: WebSocket) {
 mod tests {
     use super::*;
     use crate::protocol::sign::attach_security;
-    use crate::server::store::Stores;
-    use crate::storage::NonceStore;
     use crate::storage::StorageError;
+    use crate::storage::{NonceStore, Stores};
     use futures::future::BoxFuture;
     use std::time::Duration;
 

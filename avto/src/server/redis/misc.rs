@@ -9,8 +9,7 @@ use redis::Script;
 use super::{lua, RedisConn};
 use crate::protocol::sign::sha256_hex;
 use crate::server::encryption::RecordCipher;
-use crate::server::store::StsStore;
-use crate::storage::{NonceStore, QuotaStore, RateLimitStore, ScheduleLocks, StorageError};
+use crate::storage::{NonceStore, QuotaStore, RateLimitStore, ScheduleLocks, StorageError, StsStore};
 
 static QUOTA_INIT: LazyLock<Script> = LazyLock::new(|| {
     lua(r#"

@@ -51,7 +51,7 @@
 //!
 //! # Job locks
 //!
-//! [`JobStore::lock`](super::store::JobStore::lock) is `SET {p}lock:job:{id} <token> NX PX
+//! [`JobStore::lock`](crate::storage::JobStore::lock) is `SET {p}lock:job:{id} <token> NX PX
 //! <lease>` (in a script that also reads the job), retried with a short backoff while another
 //! holder works. The lease (`JOB_LOCK_LEASE_SECONDS`, 30 s) is renewed every third of it while
 //! the guard lives, so a handler may run for as long as it needs; it only bounds how long a
@@ -64,9 +64,9 @@
 //!
 //! Each step of a job is as few scripts as its guarantees allow: a new job is inserted already
 //! locked when its first handler can run at once
-//! ([`JobStore::insert_locked`](super::store::JobStore::insert_locked)); every read-modify-write
+//! ([`JobStore::insert_locked`](crate::storage::JobStore::insert_locked)); every read-modify-write
 //! ends with one commit script that saves and releases
-//! ([`JobStore::commit`](super::store::JobStore::commit)); placing a task is one enqueue script
+//! ([`JobStore::commit`](crate::storage::JobStore::commit)); placing a task is one enqueue script
 //! that also stamps its FIFO sequence and publishes the wake-up on the bus, choosing the worker
 //! from a list of live workers at most 200 ms old
 //! ([`WorkerStore::dispatch_view`](crate::storage::WorkerStore::dispatch_view); the script still
@@ -124,8 +124,7 @@ pub use self::data::RedisDataStores;
 pub use self::jobs::RedisJobs;
 pub use self::misc::{RedisNonces, RedisQuotas, RedisRateLimits, RedisScheduleLocks, RedisSts};
 pub use self::workers::RedisWorkers;
-use super::store::Stores;
-use crate::storage::StorageError;
+use crate::storage::{StorageError, Stores};
 
 /// How long a command is retried while the connection is down.
 pub const RETRY_FOR: Duration = Duration::from_secs(30);

@@ -9,6 +9,8 @@ mod limits;
 #[cfg(feature = "server")]
 mod schedule;
 #[cfg(feature = "server")]
+mod sts;
+#[cfg(feature = "server")]
 mod workers;
 
 pub use self::data::MemoryDataStores;
@@ -18,5 +20,7 @@ pub use self::jobs::MemoryJobs;
 pub use self::limits::{MemoryNonces, MemoryQuotas, MemoryRateLimits};
 #[cfg(feature = "server")]
 pub use self::schedule::MemoryScheduleLocks;
+#[cfg(feature = "server")]
+pub use self::sts::MemorySts;
 #[cfg(feature = "server")]
 pub use self::workers::MemoryWorkers;
