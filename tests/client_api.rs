@@ -478,9 +478,9 @@ async fn anonymous_requests_leave_one_rate_limit_key() {
         let path = format!("/api/v1/jobs/{}-{i}", "x".repeat(2000));
         assert_eq!(http.get(s.url(&path)).send().await.unwrap().status(), 401);
     }
-    let conn = avto::server::redis::RedisConn::open(&url, &prefix).unwrap();
+    let conn = avto::storage::redis::RedisConn::open(&url, &prefix).unwrap();
     let mut keys: Vec<String> =
-        conn.query(avto::server::redis::client::cmd("KEYS").arg(format!("{prefix}rl:*"))).await.unwrap();
+        conn.query(avto::storage::redis::client::cmd("KEYS").arg(format!("{prefix}rl:*"))).await.unwrap();
     keys.sort();
     avto_tests::delete_redis_prefix(&url, &prefix);
     assert_eq!(keys, [format!("{prefix}rl:anon:127.0.0.1")]);

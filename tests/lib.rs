@@ -532,7 +532,7 @@ pub fn delete_redis_prefix(url: &str, prefix: &str) {
     let (url, prefix) = (url.to_owned(), prefix.to_owned());
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(avto::server::redis::delete_prefix(&url, &prefix)).expect("clean up the test prefix");
+        rt.block_on(avto::storage::redis::delete_prefix(&url, &prefix)).expect("clean up the test prefix");
     })
     .join()
     .unwrap();

@@ -206,12 +206,12 @@ fn own_redis_connections() -> Vec<String> {
 /// `CLIENT KILL` of every Redis connection this process has (both instances' data and bus
 /// connections); returns how many were killed. Other users of the shared Redis are untouched.
 async fn kill_own_redis_connections() -> usize {
-    let killer = avto::server::redis::RedisConn::open(&redis_url(), "unused:").unwrap();
+    let killer = avto::storage::redis::RedisConn::open(&redis_url(), "unused:").unwrap();
     killer.ping().await.unwrap();
     let mine = own_redis_connections();
     let mut killed = 0;
     for addr in mine {
-        let cmd = avto::server::redis::client::cmd("CLIENT")
+        let cmd = avto::storage::redis::client::cmd("CLIENT")
             .arg("KILL")
             .arg("ADDR")
             .arg(&addr)
@@ -662,10 +662,10 @@ async fn redis_encryption_key_seals_worker_credentials_and_rotates() {
             s
         }
     };
-    let raw = avto::server::redis::RedisStores::new(&p.url, &p.prefix, Duration::from_secs(5)).unwrap();
+    let raw = avto::storage::redis::RedisStores::new(&p.url, &p.prefix, Duration::from_secs(5)).unwrap();
     let get = |key: String| {
         let conn = raw.conn().clone();
-        async move { conn.query::<Option<String>>(avto::server::redis::client::cmd("GET").arg(key)).await.unwrap() }
+        async move { conn.query::<Option<String>>(avto::storage::redis::client::cmd("GET").arg(key)).await.unwrap() }
     };
 
     let a = server(&[("REDIS_ENCRYPTION_KEY", OLD)]).await;
@@ -690,7 +690,7 @@ async fn redis_encryption_key_seals_worker_credentials_and_rotates() {
     assert!(record.starts_with("avtoenc1:"), "{record}");
     assert!(!record.contains(SECRET_API_KEY) && !record.contains("echo"), "{record}");
     let sts_keys: Vec<String> =
-        raw.conn().query(avto::server::redis::client::cmd("KEYS").arg(format!("{}sts:*", p.prefix))).await.unwrap();
+        raw.conn().query(avto::storage::redis::client::cmd("KEYS").arg(format!("{}sts:*", p.prefix))).await.unwrap();
     assert_eq!(sts_keys.len(), 2, "an access and a refresh binding: {sts_keys:?}");
     for key in sts_keys {
         let owner = get(key.clone()).await.unwrap();

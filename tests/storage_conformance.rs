@@ -27,7 +27,7 @@ struct Backend {
     b: Stores,
     redis: bool,
     /// The connection of `a` (Redis only).
-    conn: Option<avto::server::redis::RedisConn>,
+    conn: Option<avto::storage::redis::RedisConn>,
     /// The Redis prefix, deleted when the test ends (Redis only).
     cleanup: Option<avto_tests::RedisPrefix>,
 }
@@ -42,7 +42,7 @@ impl Backend {
         let cleanup = avto_tests::RedisPrefix::new();
         let (url, prefix) = (&cleanup.url, &cleanup.prefix);
         let open = || {
-            let r = avto::server::redis::RedisStores::new(url, prefix, Duration::from_secs(5)).expect("Redis URL");
+            let r = avto::storage::redis::RedisStores::new(url, prefix, Duration::from_secs(5)).expect("Redis URL");
             (r.stores(), r)
         };
         let (a, ra) = open();
@@ -801,8 +801,8 @@ async fn redis_lost_lease_cannot_overwrite() {
     // Simulate an expired lease: the lock key disappears, another instance takes the job.
     let url = avto_tests::redis_url();
     let prefix = &be.cleanup.as_ref().unwrap().prefix;
-    let raw = avto::server::redis::RedisConn::open(&url, prefix).unwrap();
-    raw.query::<i64>(avto::server::redis::client::cmd("DEL").arg(raw.key(&format!("lock:job:{id}")))).await.unwrap();
+    let raw = avto::storage::redis::RedisConn::open(&url, prefix).unwrap();
+    raw.query::<i64>(avto::storage::redis::client::cmd("DEL").arg(raw.key(&format!("lock:job:{id}")))).await.unwrap();
     {
         let mut new = be.b.jobs.lock(&id).await.unwrap().unwrap();
         new.current_state = "by-new-holder".into();
@@ -814,7 +814,7 @@ async fn redis_lost_lease_cannot_overwrite() {
     assert_eq!(be.a.jobs.get(&id).await.unwrap().unwrap().current_state, "by-new-holder");
     // The same for a commit, and the new holder's lock stays.
     let mut old = be.a.jobs.lock(&id).await.unwrap().unwrap();
-    raw.query::<i64>(avto::server::redis::client::cmd("DEL").arg(raw.key(&format!("lock:job:{id}")))).await.unwrap();
+    raw.query::<i64>(avto::storage::redis::client::cmd("DEL").arg(raw.key(&format!("lock:job:{id}")))).await.unwrap();
     let new = be.b.jobs.lock(&id).await.unwrap().unwrap();
     old.current_state = "by-old-holder".into();
     assert!(matches!(be.a.jobs.commit(old).await, Err(StorageError::Conflict(_))));
@@ -827,14 +827,14 @@ async fn redis_lost_lease_cannot_overwrite() {
 /// returns how many times it did.
 fn kill_connections(be: &Backend) -> (Arc<AtomicBool>, tokio::task::JoinHandle<usize>) {
     let conn = be.conn.clone().unwrap();
-    let killer = avto::server::redis::RedisConn::open(&avto_tests::redis_url(), "unused:").unwrap();
+    let killer = avto::storage::redis::RedisConn::open(&avto_tests::redis_url(), "unused:").unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let kills = tokio::spawn(async move {
         let mut kills = 0;
         while !flag.load(Ordering::SeqCst) {
             if let Ok(ids) = conn.client_ids().await {
-                let cmd = avto::server::redis::client::cmd("CLIENT").arg("KILL").arg("ID").arg(ids[0]).clone();
+                let cmd = avto::storage::redis::client::cmd("CLIENT").arg("KILL").arg("ID").arg(ids[0]).clone();
                 if killer.query::<i64>(&cmd).await.unwrap_or(0) > 0 {
                     kills += 1;
                 }

@@ -15,8 +15,6 @@ pub mod encryption;
 pub mod files;
 pub mod listener;
 pub mod metrics;
-#[cfg(feature = "redis")]
-pub mod redis;
 pub mod requirements;
 pub mod scheduler;
 pub mod supervise;
@@ -31,6 +29,8 @@ use crate::blueprint::Blueprint;
 use crate::engine::EngineEnv;
 use crate::files::ObjectStore;
 use crate::storage::memory::MemoryRateLimits;
+#[cfg(feature = "redis")]
+use crate::storage::redis::RedisStores;
 use crate::storage::{DataStoreBackend, ScheduleLocks, Stores};
 
 pub use self::config::{Config, ConfigError};
@@ -167,7 +167,7 @@ impl OrchestratorBuilder {
         let redis = match &redis_url {
             None => None,
             Some(url) => Some(
-                redis::RedisStores::new(url, &config.redis_key_prefix, config.job_lock_lease)
+                RedisStores::new(url, &config.redis_key_prefix, config.job_lock_lease)
                     .map_err(|e| ServeError::Storage(e.to_string()))?
                     .with_encryption(config.redis_encryption.as_ref()),
             ),
@@ -244,7 +244,7 @@ pub struct Orchestrator {
     core: Arc<Core>,
     scheduler: Option<Arc<scheduler::Scheduler>>,
     #[cfg(feature = "redis")]
-    redis: Option<redis::RedisStores>,
+    redis: Option<RedisStores>,
 }
 
 impl Orchestrator {

@@ -8,6 +8,8 @@ mod jobs;
 #[cfg(feature = "server")]
 mod limits;
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "server")]
 mod schedule;
 #[cfg(feature = "server")]

@@ -5,431 +5,23 @@
 //! zset scored `-priority` whose members are `{seq:020}:{task_id}`: equal scores pop in
 //! lexicographic, i.e. FIFO, order.
 
+mod scripts;
+
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use redis::{Script, Value};
+use redis::Value;
 use serde_json::Value as Json;
 
-use super::{from_json, reply, to_json, RedisConn, LUA_PRELUDE};
+use super::{from_json, reply, to_json, RedisConn};
 use crate::job::now_ms;
 use crate::server::encryption::RecordCipher;
 use crate::storage::{
     dispatch_deadline, BusMessage, Orphan, Overdue, OverdueTask, QueuedTask, StorageError, StorageFuture, Unassigned,
     WorkerInfo, WorkerLoad, WorkerStore,
 };
-
-const TASKS: &str = r#"
-local function tkey(tid) return P .. 't:' .. tid end
-local function qkey(w) return P .. 'w:q:' .. w end
--- A queued task handed back: its arrival order (the member's 20 digits) then its JSON.
-local function queued(member, data) return string.sub(member, 1, 20) .. data end
--- Removes a task from wherever it is and forgets it; returns its location and worker.
-local function detach(tid)
-  local t = redis.call('HMGET', tkey(tid), 'loc', 'worker', 'member', 'type')
-  local loc, w, member, ty = t[1], t[2], t[3], t[4]
-  if loc == 'q' then
-    redis.call('ZREM', qkey(w), member)
-    redis.call('HINCRBY', P .. 'w:qt:' .. w, ty, -1)
-  elseif loc == 'r' then
-    redis.call('SREM', P .. 'w:r:' .. w, tid)
-  elseif loc == 'p' then
-    redis.call('ZREM', P .. 'parked', tid)
-  end
-  redis.call('ZREM', P .. 'due:q', tid)
-  redis.call('ZREM', P .. 'due:run', tid)
-  redis.call('ZREM', P .. 'due:rund', tid)
-  redis.call('DEL', tkey(tid))
-  return loc, w
-end
--- Takes a queued member off worker w's queue and records it as running on `runner`; returns
--- the task as `queued()` hands it back.
-local function run(w, member, runner, now)
-  local tid = string.sub(member, 22)
-  redis.call('ZREM', qkey(w), member)
-  local t = redis.call('HMGET', tkey(tid), 'type', 'data', 'timeout', 'deadline')
-  if not t[2] then return nil end
-  redis.call('HINCRBY', P .. 'w:qt:' .. w, t[1], -1)
-  redis.call('ZREM', P .. 'due:q', tid)
-  redis.call('HSET', tkey(tid), 'loc', 'r', 'worker', runner, 'picked', now)
-  redis.call('HDEL', tkey(tid), 'member')
-  redis.call('SADD', P .. 'w:r:' .. runner, tid)
-  local due = nil
-  if t[3] ~= '' then due = now + tonumber(t[3]) end
-  if t[4] ~= '' then
-    local d = tonumber(t[4])
-    if due == nil or d < due then due = d end
-  end
-  if due ~= nil then redis.call('ZADD', P .. 'due:run', due, tid) end
-  if t[3] == '' then redis.call('ZADD', P .. 'due:rund', now, tid) end
-  return queued(member, t[2])
-end
--- The answer of a pop or steal kept for a retry after a lost reply is the member only ('m' ..
--- member; '' answers as `answer('')` keeps them): the task's JSON is already in its hash, so a
--- retry reads it there, and only while the task still runs on `runner` (if the watcher moved
--- it meanwhile, the retry gets nothing, as the system has moved on).
-local function cached_run(runner)
-  if RID == '' then return nil end
-  local c = redis.call('GET', RID)
-  if not c then return nil end
-  if string.sub(c, 1, 1) ~= 'm' then return '' end
-  local member = string.sub(c, 2)
-  local t = redis.call('HMGET', tkey(string.sub(member, 22)), 'loc', 'worker', 'data')
-  if t[1] == 'r' and t[2] == runner and t[3] then return queued(member, t[3]) end
-  return ''
-end
-local function answer_run(member, res)
-  if RID ~= '' then redis.call('SET', RID, 'm' .. member, 'PX', 60000) end
-  return res
-end
--- Removes worker w with everything it holds; returns {queued tasks}, {task id, job id, ...}.
-local function drain(w)
-  local qs, rs = {}, {}
-  for _, member in ipairs(redis.call('ZRANGE', qkey(w), 0, -1)) do
-    local tid = string.sub(member, 22)
-    local d = redis.call('HGET', tkey(tid), 'data')
-    if d then table.insert(qs, queued(member, d)) end
-    redis.call('DEL', tkey(tid))
-    redis.call('ZREM', P .. 'due:q', tid)
-  end
-  for _, tid in ipairs(redis.call('SMEMBERS', P .. 'w:r:' .. w)) do
-    local j = redis.call('HGET', tkey(tid), 'job')
-    if j and redis.call('HGET', tkey(tid), 'worker') == w then
-      table.insert(rs, tid)
-      table.insert(rs, j)
-      redis.call('DEL', tkey(tid))
-      redis.call('ZREM', P .. 'due:run', tid)
-      redis.call('ZREM', P .. 'due:rund', tid)
-    end
-  end
-  redis.call('DEL', qkey(w), P .. 'w:qt:' .. w, P .. 'w:r:' .. w, P .. 'w:c:' .. w, P .. 'w:info:' .. w)
-  redis.call('ZREM', P .. 'w:all', w)
-  redis.call('HDEL', P .. 'w:rep', w)
-  return qs, rs
-end
-"#;
-
-fn script(body: &str) -> Script {
-    Script::new(&format!("{LUA_PRELUDE}\n{TASKS}\n{body}"))
-}
-
-static REGISTER: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local w, info, expiry, rep = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-redis.call('SET', P .. 'w:info:' .. w, info)
-redis.call('ZADD', P .. 'w:all', expiry, w)
-redis.call('HSETNX', P .. 'w:rep', w, rep)
-return 1
-"#,
-    )
-});
-
-/// {0} unknown worker, else {1, task ids to cancel...}.
-static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local w, info, expiry, now, has_body = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-if redis.call('EXISTS', P .. 'w:info:' .. w) == 0 then return {0} end
-if info ~= '' then redis.call('SET', P .. 'w:info:' .. w, info) end
-redis.call('ZADD', P .. 'w:all', expiry, w)
-local out = {1}
-if has_body == '1' then
-  local c = P .. 'w:c:' .. w
-  redis.call('ZREMRANGEBYSCORE', c, '-inf', now)
-  for i = 8, #ARGV do
-    if redis.call('ZSCORE', c, ARGV[i]) then table.insert(out, ARGV[i]) end
-  end
-end
-return out
-"#,
-    )
-});
-
-/// {info, reputation} or {}.
-static WORKER: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local w = ARGV[3]
-local info = redis.call('GET', P .. 'w:info:' .. w)
-if not info then return {} end
-return {info, redis.call('HGET', P .. 'w:rep', w) or '1'}
-"#,
-    )
-});
-
-/// {id, info, reputation, queued, running, ...} of live workers.
-static LIVE: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local now = ARGV[3]
-local out = {}
-for _, w in ipairs(redis.call('ZRANGEBYSCORE', P .. 'w:all', '(' .. now, '+inf')) do
-  local info = redis.call('GET', P .. 'w:info:' .. w)
-  if info then
-    table.insert(out, w)
-    table.insert(out, info)
-    table.insert(out, redis.call('HGET', P .. 'w:rep', w) or '1')
-    table.insert(out, redis.call('ZCARD', qkey(w)))
-    table.insert(out, redis.call('SCARD', P .. 'w:r:' .. w))
-  end
-end
-return out
-"#,
-    )
-});
-
-static DEPTH: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local n = redis.call('ZCARD', P .. 'parked')
-for _, w in ipairs(redis.call('ZRANGE', P .. 'w:all', 0, -1)) do n = n + redis.call('ZCARD', qkey(w)) end
-return n
-"#,
-    )
-});
-
-/// Stamps the arrival order, queues, and wakes the worker's long-polls on every instance.
-static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local w, tid, job, ty, data, score, timeout, deadline, due, wake =
-  ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
-if redis.call('EXISTS', P .. 'w:info:' .. w) == 0 then return 0 end
--- Sent again after a lost reply, the task keeps its place in the queue.
-local cur = redis.call('HMGET', tkey(tid), 'loc', 'worker', 'member')
-local member = cur[3]
-if cur[1] ~= 'q' or cur[2] ~= w then
-  member = string.format('%020d', redis.call('INCR', P .. 'seq')) .. ':' .. tid
-end
-detach(tid)
-redis.call('ZADD', qkey(w), score, member)
-redis.call('HINCRBY', P .. 'w:qt:' .. w, ty, 1)
-redis.call('HSET', tkey(tid), 'job', job, 'type', ty, 'data', data, 'loc', 'q', 'worker', w, 'member', member,
-  'timeout', timeout, 'deadline', deadline)
-if due ~= '' then redis.call('ZADD', P .. 'due:q', due, tid) end
-redis.call('PUBLISH', P .. 'bus', wake)
-return 1
-"#,
-    )
-});
-
-/// The popped task (see `queued`), or ''.
-static POP: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local w, now = ARGV[3], tonumber(ARGV[4])
-local c = cached_run(w)
-if c then return c end
-while true do
-  local m = redis.call('ZRANGE', qkey(w), 0, 0)
-  if #m == 0 then return '' end
-  local data = run(w, m[1], w, now)
-  if data then return answer_run(m[1], data) end
-end
-"#,
-    )
-});
-
-/// Steals the victim's second task (in pop order) among the thief's skills (see `queued`), or ''.
-static STEAL: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local thief, now = ARGV[3], tonumber(ARGV[4])
-local c = cached_run(thief)
-if c then return c end
-if redis.call('EXISTS', P .. 'w:info:' .. thief) == 0 then return '' end
-local skills = {}
-for i = 5, #ARGV do skills[ARGV[i]] = true end
-local best, bestn = nil, 1
-for _, w in ipairs(redis.call('ZRANGEBYSCORE', P .. 'w:all', '(' .. now, '+inf')) do
-  if w ~= thief then
-    local n = 0
-    for sk, _ in pairs(skills) do n = n + (tonumber(redis.call('HGET', P .. 'w:qt:' .. w, sk)) or 0) end
-    if n > bestn or (n == bestn and best ~= nil and w < best) then best, bestn = w, n end
-  end
-end
-if best == nil then return '' end
-local found = 0
-for _, member in ipairs(redis.call('ZRANGE', qkey(best), 0, -1)) do
-  local ty = redis.call('HGET', tkey(string.sub(member, 22)), 'type')
-  if ty and skills[ty] then
-    found = found + 1
-    if found == 2 then
-      local data = run(best, member, thief, now)
-      if data then return answer_run(member, data) end
-      return answer('')
-    end
-  end
-end
-return answer('')
-"#,
-    )
-});
-
-static FINISHED: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local w, tid = ARGV[3], ARGV[4]
-local t = redis.call('HMGET', tkey(tid), 'loc', 'worker')
-if t[1] == 'r' and t[2] == w then detach(tid) end
-return 1
-"#,
-    )
-});
-
-static CANCEL: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local tid, w, untl = ARGV[3], ARGV[4], ARGV[5]
-local t = redis.call('HMGET', tkey(tid), 'loc', 'worker')
-if t[1] == 'p' then detach(tid) end
-if w == '' or redis.call('EXISTS', P .. 'w:info:' .. w) == 0 then return 0 end
-if t[1] == 'q' and t[2] == w then
-  detach(tid)
-  return 0
-end
-if t[1] == 'r' and t[2] == w then detach(tid) end
-redis.call('ZADD', P .. 'w:c:' .. w, untl, tid)
-return 1
-"#,
-    )
-});
-
-static PARK: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local tid, job, ty, data, parked, due = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-if redis.call('HGET', tkey(tid), 'loc') == 'p' then return 0 end
-detach(tid)
-redis.call('HSET', tkey(tid), 'job', job, 'type', ty, 'data', data, 'loc', 'p')
-redis.call('ZADD', P .. 'parked', parked, tid)
-if due ~= '' then redis.call('ZADD', P .. 'due:q', due, tid) end
-return 1
-"#,
-    )
-});
-
-static PARKED: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local out = {}
-for _, tid in ipairs(redis.call('ZRANGE', P .. 'parked', 0, -1)) do
-  local d = redis.call('HGET', tkey(tid), 'data')
-  if d then table.insert(out, d) end
-end
-return out
-"#,
-    )
-});
-
-static CLAIM_PARKED: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local c = cached()
-if c then return c end
-local tid = ARGV[3]
-if redis.call('HGET', tkey(tid), 'loc') == 'p' then
-  detach(tid)
-  return answer(1)
-end
-return 0
-"#,
-    )
-});
-
-/// {{queued task (see `queued`)...}, {task id, job id, ...}}
-static REMOVE: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local c = cached()
-if c then return c end
-local qs, rs = drain(ARGV[3])
-return answer({qs, rs})
-"#,
-    )
-});
-
-static REPUTATION: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local c = cached()
-if c then return c end
-local w, delta = ARGV[3], tonumber(ARGV[4])
-if redis.call('EXISTS', P .. 'w:info:' .. w) == 0 then return 0 end
-local r = tonumber(redis.call('HGET', P .. 'w:rep', w) or '1') + delta
-if r < 0 then r = 0 end
-if r > 1 then r = 1 end
-redis.call('HSET', P .. 'w:rep', w, string.format('%.17g', r))
-return answer(1)
-"#,
-    )
-});
-
-/// {task id, job id, worker or '', 'D' | 'E', ...}
-static OVERDUE: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local c = cached()
-if c then return c end
-local now, default_exec, untl = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-local out = {}
-for _, tid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'due:q', '-inf', now, 'LIMIT', 0, 1000)) do
-  local t = redis.call('HMGET', tkey(tid), 'loc', 'worker', 'job')
-  if t[1] == 'q' or t[1] == 'p' then
-    local w = ''
-    if t[1] == 'q' then w = t[2] end
-    table.insert(out, tid); table.insert(out, t[3]); table.insert(out, w); table.insert(out, 'D')
-    detach(tid)
-  else
-    redis.call('ZREM', P .. 'due:q', tid)
-  end
-end
-local function expired(tid)
-  local t = redis.call('HMGET', tkey(tid), 'loc', 'worker', 'job')
-  if t[1] == 'r' then
-    table.insert(out, tid); table.insert(out, t[3]); table.insert(out, t[2]); table.insert(out, 'E')
-    detach(tid)
-    if redis.call('EXISTS', P .. 'w:info:' .. t[2]) == 1 then redis.call('ZADD', P .. 'w:c:' .. t[2], untl, tid) end
-  else
-    redis.call('ZREM', P .. 'due:run', tid)
-    redis.call('ZREM', P .. 'due:rund', tid)
-  end
-end
-for _, tid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'due:run', '-inf', now, 'LIMIT', 0, 1000)) do expired(tid) end
-for _, tid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'due:rund', '-inf', now - default_exec, 'LIMIT', 0, 1000)) do
-  expired(tid)
-end
-if #out == 0 then return out end
-return answer(out)
-"#,
-    )
-});
-
-/// {{worker ids}, {queued task (see `queued`)...}, {task id, job id, worker id, ...}}
-static EXPIRE: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local c = cached()
-if c then return c end
-local now = ARGV[3]
-local ids, qs, rs = {}, {}, {}
-local dead = redis.call('ZRANGEBYSCORE', P .. 'w:all', '-inf', now, 'LIMIT', 0, 1000)
-if #dead == 0 then return {ids, qs, rs} end
-for _, w in ipairs(dead) do
-  table.insert(ids, w)
-  local q, r = drain(w)
-  for _, d in ipairs(q) do table.insert(qs, d) end
-  for i = 1, #r, 2 do
-    table.insert(rs, r[i]); table.insert(rs, r[i + 1]); table.insert(rs, w)
-  end
-end
-return answer({ids, qs, rs})
-"#,
-    )
-});
 
 /// How old the dispatch view may get before it is listed again.
 const VIEW_TTL: Duration = Duration::from_millis(200);
@@ -519,7 +111,7 @@ impl RedisWorkers {
             .ok()
     }
 
-    /// Runs [`HEARTBEAT`]: `Some(tasks to cancel)`, or `None` for a worker that is not registered.
+    /// Runs [`HEARTBEAT`](scripts::HEARTBEAT): `Some(tasks to cancel)`, or `None` for a worker that is not registered.
     async fn heartbeat_script(
         &self,
         worker_id: &str,
@@ -532,7 +124,7 @@ impl RedisWorkers {
         let v: Value = self
             .conn
             .script(
-                &HEARTBEAT,
+                &scripts::HEARTBEAT,
                 false,
                 &[&worker_id, &info_json, &now.saturating_add(ttl_ms), &now, &has_body, &current],
             )
@@ -610,7 +202,7 @@ impl WorkerStore for RedisWorkers {
             let expiry = now_ms().saturating_add(ttl_ms);
             let rep = format!("{}", info.reputation);
             self.conn
-                .script::<i64>(&REGISTER, false, &[&info.worker_id, &self.seal_info(&info), &expiry, &rep])
+                .script::<i64>(&scripts::REGISTER, false, &[&info.worker_id, &self.seal_info(&info), &expiry, &rep])
                 .await?;
             self.view.forget();
             Ok(())
@@ -655,7 +247,7 @@ impl WorkerStore for RedisWorkers {
 
     fn worker<'a>(&'a self, worker_id: &'a str) -> StorageFuture<'a, Option<WorkerInfo>> {
         Box::pin(async move {
-            let parts = reply::strings(self.conn.script(&WORKER, false, &[&worker_id]).await?)?;
+            let parts = reply::strings(self.conn.script(&scripts::WORKER, false, &[&worker_id]).await?)?;
             match parts.as_slice() {
                 [info, rep] => self.parse_info(worker_id, info, Some(rep.clone())),
                 _ => Ok(None),
@@ -665,7 +257,7 @@ impl WorkerStore for RedisWorkers {
 
     fn live_workers(&self, now: u64) -> StorageFuture<'_, Vec<WorkerLoad>> {
         Box::pin(async move {
-            let parts = reply::array(self.conn.script(&LIVE, false, &[&now]).await?)?;
+            let parts = reply::array(self.conn.script(&scripts::LIVE, false, &[&now]).await?)?;
             let mut out = Vec::with_capacity(parts.len() / 5);
             for c in parts.chunks(5) {
                 let [id, info, rep, queued, running] = c else { continue };
@@ -714,7 +306,7 @@ impl WorkerStore for RedisWorkers {
     }
 
     fn queue_depth(&self) -> StorageFuture<'_, usize> {
-        Box::pin(async move { Ok(self.conn.script::<i64>(&DEPTH, false, &[]).await?.max(0) as usize) })
+        Box::pin(async move { Ok(self.conn.script::<i64>(&scripts::DEPTH, false, &[]).await?.max(0) as usize) })
     }
 
     fn enqueue<'a>(&'a self, worker_id: &'a str, task: QueuedTask) -> StorageFuture<'a, bool> {
@@ -725,7 +317,7 @@ impl WorkerStore for RedisWorkers {
             let ok: i64 = self
                 .conn
                 .script(
-                    &ENQUEUE,
+                    &scripts::ENQUEUE,
                     false,
                     &[
                         &worker_id,
@@ -755,7 +347,7 @@ impl WorkerStore for RedisWorkers {
 
     fn pop<'a>(&'a self, worker_id: &'a str, now: u64) -> StorageFuture<'a, Option<QueuedTask>> {
         Box::pin(async move {
-            let json: String = self.conn.script(&POP, true, &[&worker_id, &now]).await?;
+            let json: String = self.conn.script(&scripts::POP, true, &[&worker_id, &now]).await?;
             if json.is_empty() {
                 return Ok(None);
             }
@@ -768,7 +360,7 @@ impl WorkerStore for RedisWorkers {
             if skills.is_empty() {
                 return Ok(None);
             }
-            let json: String = self.conn.script(&STEAL, true, &[&thief, &now, &skills.to_vec()]).await?;
+            let json: String = self.conn.script(&scripts::STEAL, true, &[&thief, &now, &skills.to_vec()]).await?;
             if json.is_empty() {
                 return Ok(None);
             }
@@ -778,7 +370,7 @@ impl WorkerStore for RedisWorkers {
 
     fn finished<'a>(&'a self, worker_id: &'a str, task_id: &'a str) -> StorageFuture<'a, ()> {
         Box::pin(async move {
-            self.conn.script::<i64>(&FINISHED, false, &[&worker_id, &task_id]).await?;
+            self.conn.script::<i64>(&scripts::FINISHED, false, &[&worker_id, &task_id]).await?;
             Ok(())
         })
     }
@@ -792,7 +384,7 @@ impl WorkerStore for RedisWorkers {
         Box::pin(async move {
             let until = now_ms().saturating_add(cancel_ttl_ms);
             let running: i64 =
-                self.conn.script(&CANCEL, false, &[&task_id, &worker_id.unwrap_or_default(), &until]).await?;
+                self.conn.script(&scripts::CANCEL, false, &[&task_id, &worker_id.unwrap_or_default(), &until]).await?;
             Ok(running == 1)
         })
     }
@@ -802,7 +394,7 @@ impl WorkerStore for RedisWorkers {
             let due = opt(dispatch_deadline(&task.spec, task.parked_ms, task.deadline_ms));
             self.conn
                 .script::<i64>(
-                    &PARK,
+                    &scripts::PARK,
                     false,
                     &[&task.task_id, &task.job_id, &task.spec.task_type, &to_json(&task), &task.parked_ms, &due],
                 )
@@ -813,18 +405,18 @@ impl WorkerStore for RedisWorkers {
 
     fn parked(&self) -> StorageFuture<'_, Vec<Unassigned>> {
         Box::pin(async move {
-            let list = reply::strings(self.conn.script(&PARKED, false, &[]).await?)?;
+            let list = reply::strings(self.conn.script(&scripts::PARKED, false, &[]).await?)?;
             list.iter().map(|j| from_json("parked task", j)).collect()
         })
     }
 
     fn claim_parked<'a>(&'a self, task_id: &'a str) -> StorageFuture<'a, bool> {
-        Box::pin(async move { Ok(self.conn.script::<i64>(&CLAIM_PARKED, true, &[&task_id]).await? == 1) })
+        Box::pin(async move { Ok(self.conn.script::<i64>(&scripts::CLAIM_PARKED, true, &[&task_id]).await? == 1) })
     }
 
     fn remove<'a>(&'a self, worker_id: &'a str) -> StorageFuture<'a, (Vec<QueuedTask>, Vec<Orphan>)> {
         Box::pin(async move {
-            let mut parts = reply::array(self.conn.script(&REMOVE, true, &[&worker_id]).await?)?.into_iter();
+            let mut parts = reply::array(self.conn.script(&scripts::REMOVE, true, &[&worker_id]).await?)?.into_iter();
             let (qs, rs) = (parts.next().unwrap_or(Value::Nil), parts.next().unwrap_or(Value::Nil));
             let (queued, mut orphans) = Self::parse_drained(qs, rs, 2)?;
             for o in &mut orphans {
@@ -837,7 +429,7 @@ impl WorkerStore for RedisWorkers {
 
     fn adjust_reputation<'a>(&'a self, worker_id: &'a str, delta: f64) -> StorageFuture<'a, ()> {
         Box::pin(async move {
-            self.conn.script::<i64>(&REPUTATION, true, &[&worker_id, &delta]).await?;
+            self.conn.script::<i64>(&scripts::REPUTATION, true, &[&worker_id, &delta]).await?;
             Ok(())
         })
     }
@@ -845,7 +437,8 @@ impl WorkerStore for RedisWorkers {
     fn overdue(&self, now: u64, default_exec_ms: u64, cancel_ttl_ms: u64) -> StorageFuture<'_, Vec<OverdueTask>> {
         Box::pin(async move {
             let until = now.saturating_add(cancel_ttl_ms);
-            let flat = reply::strings(self.conn.script(&OVERDUE, true, &[&now, &default_exec_ms, &until]).await?)?;
+            let flat =
+                reply::strings(self.conn.script(&scripts::OVERDUE, true, &[&now, &default_exec_ms, &until]).await?)?;
             Ok(flat
                 .chunks(4)
                 .filter(|c| c.len() == 4)
@@ -861,7 +454,7 @@ impl WorkerStore for RedisWorkers {
 
     fn expire(&self, now: u64) -> StorageFuture<'_, (Vec<QueuedTask>, Vec<Orphan>)> {
         Box::pin(async move {
-            let mut parts = reply::array(self.conn.script(&EXPIRE, true, &[&now]).await?)?.into_iter();
+            let mut parts = reply::array(self.conn.script(&scripts::EXPIRE, true, &[&now]).await?)?.into_iter();
             let ids = reply::strings(parts.next().unwrap_or(Value::Nil))?;
             for id in &ids {
                 tracing::warn!(worker_id = %id, "worker expired (no heartbeat); re-queueing its tasks");

@@ -2,7 +2,7 @@
 //! instances can serve the same clients and workers.
 //!
 //! Selected by `REDIS_URL` (or Avtomatika's `REDIS_HOST` / `REDIS_PORT` / `REDIS_DB`), or
-//! [`OrchestratorBuilder::redis`](super::OrchestratorBuilder::redis). A bad URL fails the build,
+//! [`OrchestratorBuilder::redis`](crate::server::OrchestratorBuilder::redis). A bad URL fails the build,
 //! an unreachable Redis fails the start-up (a `PING` before anything is served).
 //!
 //! # Layout
@@ -92,7 +92,7 @@
 //! worker, a stale job, a parked task, a schedule's fire time) is claimed by one script, so one
 //! instance handles it. A job whose instance died while holding it stays unsettled with an
 //! expired lock: the watcher claims jobs not saved for `JOB_RECOVERY_SECONDS` (`{p}stale`) and
-//! re-drives them ([`Core::recover`](super::core::Core::recover)); results are applied under the
+//! re-drives them ([`Core::recover`](crate::server::Core::recover)); results are applied under the
 //! job lock with task-id checks, so each is applied once, and a task that a worker took but never
 //! answered comes back through its execution timeout.
 //!
@@ -107,10 +107,12 @@
 mod bus;
 mod data;
 mod jobs;
-mod misc;
+mod limits;
+mod schedule;
+mod sts;
 mod workers;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -122,7 +124,9 @@ pub use ::redis as client;
 pub use self::bus::RedisBus;
 pub use self::data::RedisDataStores;
 pub use self::jobs::RedisJobs;
-pub use self::misc::{RedisNonces, RedisQuotas, RedisRateLimits, RedisScheduleLocks, RedisSts};
+pub use self::limits::{RedisNonces, RedisQuotas, RedisRateLimits};
+pub use self::schedule::RedisScheduleLocks;
+pub use self::sts::RedisSts;
 pub use self::workers::RedisWorkers;
 use crate::storage::{StorageError, Stores};
 
@@ -328,7 +332,23 @@ pub(crate) fn lua(body: &str) -> redis::Script {
     redis::Script::new(&format!("{LUA_PRELUDE}\n{body}"))
 }
 
-/// Every server capability in one Redis: what [`OrchestratorBuilder::redis`](super::OrchestratorBuilder::redis) uses.
+/// `SET key value NX PX ttl` (1 = set by this call). The value carries the request id, so a
+/// retry after a lost reply recognises its own write and answers 1 again.
+pub(crate) static SET_ONCE: LazyLock<redis::Script> = LazyLock::new(|| {
+    lua(r#"
+local v = ARGV[4] .. '|' .. RID
+if redis.call('SET', ARGV[3], v, 'NX', 'PX', ARGV[5]) then return 1 end
+if redis.call('GET', ARGV[3]) == v then return 1 end
+return 0
+"#)
+});
+
+/// A TTL as the milliseconds of a `PX` argument (at least 1: Redis refuses `PX 0`).
+pub(crate) fn px_millis(d: Duration) -> u64 {
+    (d.as_millis() as u64).max(1)
+}
+
+/// Every server capability in one Redis: what [`OrchestratorBuilder::redis`](crate::server::OrchestratorBuilder::redis) uses.
 #[derive(Debug, Clone)]
 pub struct RedisStores {
     conn: RedisConn,

@@ -1,0 +1,130 @@
+//! Quotas, rate limits and replay nonces in Redis: one Lua script or `SET NX PX` each, so every
+//! count is exact across instances.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use redis::Script;
+
+use super::{lua, px_millis, RedisConn, SET_ONCE};
+use crate::protocol::sign::sha256_hex;
+use crate::storage::{NonceStore, QuotaStore, RateLimitStore, StorageError};
+
+static QUOTA_INIT: LazyLock<Script> = LazyLock::new(|| {
+    lua(r#"
+local k, lk, limit = ARGV[3], ARGV[4], ARGV[5]
+if redis.call('GET', lk) ~= limit or redis.call('EXISTS', k) == 0 then
+  redis.call('SET', lk, limit)
+  redis.call('SET', k, limit)
+end
+return 1
+"#)
+});
+
+static QUOTA_TAKE: LazyLock<Script> = LazyLock::new(|| {
+    lua(r#"
+local c = cached()
+if c then return c end
+local n = tonumber(redis.call('GET', ARGV[3]))
+if n and n > 0 then
+  redis.call('DECR', ARGV[3])
+  return answer(1)
+end
+return answer(0)
+"#)
+});
+
+/// -1 = allowed, else milliseconds until the window ends. (Not kept for retries: a hit counted
+/// twice after a lost reply is harmless.)
+static RATE_HIT: LazyLock<Script> = LazyLock::new(|| {
+    lua(r#"
+local k, limit, period = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local n = redis.call('INCR', k)
+local ttl = redis.call('PTTL', k)
+if n == 1 or ttl < 0 then
+  redis.call('PEXPIRE', k, period)
+  ttl = period
+end
+if n > limit then return ttl end
+return -1
+"#)
+});
+
+/// Request quotas in Redis (tokens are stored hashed).
+#[derive(Debug, Clone)]
+pub struct RedisQuotas {
+    conn: RedisConn,
+}
+
+impl RedisQuotas {
+    pub fn new(conn: RedisConn) -> Self {
+        RedisQuotas { conn }
+    }
+}
+
+impl QuotaStore for RedisQuotas {
+    fn init<'a>(&'a self, token: &'a str, limit: u64) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            let h = sha256_hex(token.as_bytes());
+            let (k, lk) = (self.conn.key(&format!("quota:{h}")), self.conn.key(&format!("quota_limit:{h}")));
+            self.conn.script::<i64>(&QUOTA_INIT, false, &[&k, &lk, &limit.to_string()]).await?;
+            Ok(())
+        })
+    }
+
+    fn take<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
+        Box::pin(async move {
+            let k = self.conn.key(&format!("quota:{}", sha256_hex(token.as_bytes())));
+            Ok(self.conn.script::<i64>(&QUOTA_TAKE, true, &[&k]).await? == 1)
+        })
+    }
+}
+
+/// Fixed-window rate limits in Redis.
+#[derive(Debug, Clone)]
+pub struct RedisRateLimits {
+    conn: RedisConn,
+}
+
+impl RedisRateLimits {
+    pub fn new(conn: RedisConn) -> Self {
+        RedisRateLimits { conn }
+    }
+}
+
+impl RateLimitStore for RedisRateLimits {
+    fn hit<'a>(
+        &'a self,
+        key: &'a str,
+        limit: u32,
+        period: Duration,
+    ) -> BoxFuture<'a, Result<Result<(), Duration>, StorageError>> {
+        Box::pin(async move {
+            let k = self.conn.key(&format!("rl:{key}"));
+            let wait: i64 = self.conn.script(&RATE_HIT, false, &[&k, &limit, &px_millis(period)]).await?;
+            Ok(if wait < 0 { Ok(()) } else { Err(Duration::from_millis(wait as u64)) })
+        })
+    }
+}
+
+/// Replay nonces in Redis.
+#[derive(Debug, Clone)]
+pub struct RedisNonces {
+    conn: RedisConn,
+}
+
+impl RedisNonces {
+    pub fn new(conn: RedisConn) -> Self {
+        RedisNonces { conn }
+    }
+}
+
+impl NonceStore for RedisNonces {
+    fn first_use<'a>(&'a self, nonce: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool, StorageError>> {
+        Box::pin(async move {
+            let k = self.conn.key(&format!("nonce:{nonce}"));
+            Ok(self.conn.script::<i64>(&SET_ONCE, true, &[&k, &"1", &px_millis(ttl)]).await? == 1)
+        })
+    }
+}
