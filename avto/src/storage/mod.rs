@@ -1,6 +1,22 @@
-//! Storage: small capability traits, one module per backend.
+//! Storage: every place the runtime and the server keep state, one small trait per capability,
+//! with the in-memory backend ([`memory`], always compiled) and the Redis backend (`redis`,
+//! feature `redis`) beside them.
 //!
-//! The memory backend is always compiled; real backends live behind features.
+//! | capability | trait | in [`memory`] | in `redis` |
+//! |---|---|---|---|
+//! | blueprint data stores (`data`) | [`DataStoreBackend`], seen by handlers as [`DataStores`] / [`DataStore`] | `MemoryDataStores` | `RedisDataStores` |
+//! | jobs (`jobs`) | `JobStore` (locks hand out a `JobGuard`) | `MemoryJobs` | `RedisJobs` |
+//! | workers, their queues and running tasks (`workers`) | `WorkerStore` | `MemoryWorkers` | `RedisWorkers` |
+//! | messages between instances (`workers`) | `Bus` | none: one instance needs no bus | `RedisBus` |
+//! | client quotas, rate limits, replay nonces (`limits`) | `QuotaStore`, `RateLimitStore`, `NonceStore` | `MemoryQuotas`, `MemoryRateLimits`, `MemoryNonces` | `RedisQuotas`, `RedisRateLimits`, `RedisNonces` |
+//! | STS worker tokens (`sts`) | `StsStore` | `MemorySts` | `RedisSts` |
+//! | scheduler fire-time claims (`schedule`) | `ScheduleLocks` | `MemoryScheduleLocks` | `RedisScheduleLocks` |
+//!
+//! Everything but the data stores exists with the `server` feature only. `Stores` bundles one
+//! implementation of every capability for the orchestrator (`Stores::memory()`, or
+//! `redis::RedisStores::stores()`); the capability modules are private and their items are
+//! re-exported here. Both backends pass the same conformance suite
+//! (`tests/storage_conformance.rs`).
 
 mod data;
 #[cfg(feature = "server")]

@@ -1,5 +1,6 @@
-//! The in-memory backend (the embedded default). Every operation holds one lock for its whole
-//! read-modify-write, so nothing is lost or duplicated under concurrency.
+//! The in-memory backend (the embedded default; one instance), one file per capability as in
+//! [`crate::storage`]. Every operation holds one lock for its whole read-modify-write, so
+//! nothing is lost or duplicated under concurrency.
 
 mod data;
 #[cfg(feature = "server")]
