@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use avto::actions::TaskSpec;
 use avto::job::{now_ms, Job, JobStatus};
-use avto::storage::Stores;
-use avto::storage::{Overdue, QueuedTask, Unassigned, WorkerInfo};
+use avto::storage::{Overdue, QueuedTask, Stores, Unassigned, WorkerInfo};
 use avto::StorageError;
 use futures::future::join_all;
 use serde_json::{json, Value};
