@@ -588,8 +588,7 @@ async fn ws_session(core: Arc<Core>, sender: Sender, mut socket: WebSocket) {
 mod tests {
     use super::*;
     use crate::protocol::sign::attach_security;
-    use crate::storage::StorageError;
-    use crate::storage::{NonceStore, Stores};
+    use crate::storage::{NonceStore, StorageError, Stores};
     use futures::future::BoxFuture;
     use std::time::Duration;
 

@@ -8,9 +8,9 @@
 //! suitable worker registers or heartbeats.
 //!
 //! State lives behind a [`WorkerStore`] (in [`crate::storage`]: memory always, Redis behind a
-//! feature) so several
-//! orchestrator instances can share workers and queues; wake-ups of long-polls and WebSocket
-//! commands for workers connected to another instance travel over a [`Bus`].
+//! feature) so several orchestrator instances can share workers and queues; wake-ups of
+//! long-polls and WebSocket commands for workers connected to another instance travel over a
+//! [`Bus`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
