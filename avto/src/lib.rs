@@ -24,6 +24,8 @@ pub mod protocol;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod storage;
+#[cfg(feature = "server")]
+pub mod supervise;
 pub mod testing;
 pub mod trace;
 #[cfg(feature = "worker")]

@@ -306,23 +306,20 @@ impl History {
     /// Starts the writer task (on the current Tokio runtime) in front of `backend`, restarted
     /// when it panics (up to 5 times in a row).
     pub fn start(backend: Arc<dyn HistoryBackend>) -> History {
-        Self::start_supervised(backend, &crate::server::supervise::Health::new(5))
+        Self::start_supervised(backend, &crate::supervise::Health::new(5))
     }
 
     /// Like [`History::start`], the writer supervised by `health` (the orchestrator's, so
-    /// `/_public/status` reports a writer that stays down; see [`crate::server::supervise`]).
+    /// `/_public/status` reports a writer that stays down; see [`crate::supervise`]).
     /// The rows of a batch whose writing panicked are lost; the writer goes on with the next.
-    pub fn start_supervised(
-        backend: Arc<dyn HistoryBackend>,
-        health: &Arc<crate::server::supervise::Health>,
-    ) -> History {
+    pub fn start_supervised(backend: Arc<dyn HistoryBackend>, health: &Arc<crate::supervise::Health>) -> History {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let stats = Arc::new(HistoryStats::default());
         // Shared, so a restarted writer takes over the queue (a tokio lock is released, never
         // poisoned, when the writer panics).
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let (b, s) = (backend.clone(), stats.clone());
-        crate::server::supervise::supervise(health, "history_writer", move || writer(rx.clone(), b.clone(), s.clone()));
+        crate::supervise::supervise(health, "history_writer", move || writer(rx.clone(), b.clone(), s.clone()));
         History { tx, backend, stats }
     }
 

@@ -11,13 +11,11 @@ pub mod auth;
 pub mod config;
 pub mod core;
 pub mod dispatch;
-pub mod encryption;
 pub mod files;
 pub mod listener;
 pub mod metrics;
 pub mod requirements;
 pub mod scheduler;
-pub mod supervise;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod webhooks;

@@ -532,10 +532,10 @@ impl Scheduler {
     }
 
     /// Ticks every [`TICK`] until the returned handle is aborted (supervised: restarted when
-    /// a tick panics, see [`super::supervise`]).
+    /// a tick panics, see [`crate::supervise`]).
     pub fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
-        super::supervise::supervise(self.core.health(), "scheduler", move || {
+        crate::supervise::supervise(self.core.health(), "scheduler", move || {
             let me = me.clone();
             async move {
                 let mut tick = tokio::time::interval(TICK);

@@ -20,6 +20,8 @@
 
 mod data;
 #[cfg(feature = "server")]
+pub mod encryption;
+#[cfg(feature = "server")]
 mod jobs;
 #[cfg(feature = "server")]
 mod limits;

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, MatchedPath, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -12,71 +12,12 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::auth::{owned_job, storage, Client};
 use super::{check_job_id, json_response, json_status, truncate, ApiError, JsonObject, Operator};
 use crate::history;
 use crate::job::Job;
-use crate::server::config::ClientEntry;
 use crate::server::core::{Core, NewJob};
 use crate::storage::WorkerLoad;
-
-/// The authenticated client of a request: token checked first, then the rate limit of that
-/// client on that route (`RATE_LIMIT_LIMIT` per `RATE_LIMIT_PERIOD`, keyed by client and route
-/// template, so varying a job id does not escape it), then its quota. A request without a valid
-/// token counts against the limit of its IP address only (an IPv6 address by its /64), so no
-/// request data ever becomes a rate-limit key.
-#[derive(Debug, Clone)]
-pub struct Client(pub ClientEntry);
-
-impl FromRequestParts<Arc<Core>> for Client {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, core: &Arc<Core>) -> Result<Self, ApiError> {
-        let entry = match authenticate(parts, core) {
-            Ok(entry) => entry,
-            Err(e) => {
-                rate_limit(core, &format!("anon:{}", super::peer_key(&parts.extensions))).await?;
-                return Err(e);
-            }
-        };
-        let route = parts.extensions.get::<MatchedPath>().map_or("-", |m| m.as_str());
-        rate_limit(core, &format!("client:{}:{route}", entry.config.id)).await?;
-        if entry.quota.is_some() && !core.take_quota(&entry.token).await.map_err(storage)? {
-            return Err(ApiError::TooManyRequests {
-                message: format!("Quota exceeded for client `{}` (monthly_attempts)", entry.config.name),
-                retry_after_secs: 3600,
-            });
-        }
-        Ok(Client(entry.clone()))
-    }
-}
-
-/// The configured client whose token the request carries (401 otherwise).
-fn authenticate<'c>(parts: &Parts, core: &'c Core) -> Result<&'c ClientEntry, ApiError> {
-    let token = parts
-        .headers
-        .get("x-client-token")
-        .ok_or_else(|| ApiError::Unauthorized("Missing X-Client-Token header".into()))?
-        .to_str()
-        .map_err(|_| ApiError::Unauthorized("Unauthorized: Invalid token".into()))?;
-    core.auth().client_by_token(token).ok_or_else(|| ApiError::Unauthorized("Unauthorized: Invalid token".into()))
-}
-
-/// Counts one request against `key` (429 with `Retry-After` over the limit).
-pub(super) async fn rate_limit(core: &Core, key: &str) -> Result<(), ApiError> {
-    if !core.config().rate_limiting_enabled {
-        return Ok(());
-    }
-    if let Err(wait) = core.rate_hit(key, None).await.map_err(storage)? {
-        return Err(ApiError::TooManyRequests {
-            message: "Too Many Requests".into(),
-            retry_after_secs: wait.as_secs() + 1,
-        });
-    }
-    Ok(())
-}
-
-fn storage(e: crate::storage::StorageError) -> ApiError {
-    ApiError::Unavailable(format!("storage error: {e}"))
-}
 
 pub(super) fn routes(core: &Arc<Core>) -> Router<Arc<Core>> {
     let prefix = if core.config().client_api_prefix.is_empty() {
@@ -207,15 +148,6 @@ async fn create_job(
     };
     let id = core.create_job(bp, req, &client).await?;
     Ok(json_status(StatusCode::ACCEPTED, &json!({"status": "accepted", "job_id": id})))
-}
-
-/// Loads a job of this client (404 for unknown ids and for other clients' jobs, so nothing leaks).
-pub(super) async fn owned_job(core: &Core, client: &ClientEntry, job_id: &str) -> Result<Job, ApiError> {
-    check_job_id(job_id)?;
-    match core.job(job_id).await.map_err(storage)? {
-        Some(j) if j.client.id == client.config.id => Ok(j),
-        _ => Err(ApiError::NotFound("Job not found".into())),
-    }
 }
 
 /// The status view of a job: compact by default, everything but internals when detailed.

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::client::{owned_job, Client};
+use super::auth::{owned_job, Client};
 use super::{json_response, truncate, ApiError};
 use crate::files::{check_key, FileError, ObjectStore, PresignMethod};
 use crate::server::core::Core;

@@ -1,6 +1,7 @@
 //! The HTTP API: client routes (`/{CLIENT_API_PREFIX}`), worker routes (`/_worker`, RXON) and
 //! public routes (`/_public`).
 
+mod auth;
 mod client;
 pub mod error;
 mod files;
@@ -18,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{Map, Value};
 
+pub use auth::{Client, Operator};
 pub use error::ApiError;
 
 use super::core::Core;
@@ -176,43 +178,6 @@ fn kind(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
-    }
-}
-
-/// A request authenticated with the operator credential (`ADMIN_TOKEN`), sent as
-/// `Authorization: Bearer <token>` (what Prometheus scrapers send) or `X-Admin-Token: <token>`.
-/// 401 without it, 403 when it is wrong, when the request only carries a client token, or when
-/// no `ADMIN_TOKEN` is configured.
-#[derive(Debug, Clone, Copy)]
-pub struct Operator;
-
-impl Operator {
-    /// `Ok(None)` when the request carries no operator credential at all.
-    pub(crate) fn check(parts: &axum::http::request::Parts, core: &Core) -> Result<Option<Operator>, ApiError> {
-        let h = &parts.headers;
-        let presented = h
-            .get("x-admin-token")
-            .or_else(|| h.get(header::AUTHORIZATION))
-            .map(|v| v.to_str().unwrap_or_default())
-            .map(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim());
-        let Some(presented) = presented else { return Ok(None) };
-        core.auth().check_operator(presented)?;
-        Ok(Some(Operator))
-    }
-}
-
-impl axum::extract::FromRequestParts<Arc<Core>> for Operator {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, core: &Arc<Core>) -> Result<Self, ApiError> {
-        match Operator::check(parts, core)? {
-            Some(op) => Ok(op),
-            None if parts.headers.contains_key("x-client-token") => Err(ApiError::Forbidden(
-                "Forbidden: this route needs the operator credential (ADMIN_TOKEN), not a client token".into(),
-            )),
-            None => Err(ApiError::Unauthorized(
-                "this route needs the operator credential: Authorization: Bearer <ADMIN_TOKEN>".into(),
-            )),
-        }
     }
 }
 

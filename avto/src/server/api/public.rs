@@ -22,7 +22,7 @@ pub(super) fn routes() -> Router<Arc<Core>> {
 
 /// `GET /_public/status`: 200 `{"status": "ok"}`, or 503 `{"status": "unhealthy", "failed_tasks":
 /// [...]}` when a background task panicked too often and stays down (see
-/// [`crate::server::supervise`]): this instance no longer does all of its work.
+/// [`crate::supervise`]): this instance no longer does all of its work.
 async fn status(State(core): State<Arc<Core>>) -> Response {
     let failed = core.health().failed();
     if failed.is_empty() {

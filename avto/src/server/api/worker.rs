@@ -86,7 +86,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Credentials {
 async fn authenticate(core: &Core, creds: &Credentials, hint: Option<&str>) -> Result<Sender, ApiError> {
     match identify(core, creds, hint).await {
         Err(refused @ (ApiError::Forbidden(_) | ApiError::Unauthorized(_))) => {
-            super::client::rate_limit(core, &format!("anon:{}", creds.peer)).await?;
+            super::auth::rate_limit(core, &format!("anon:{}", creds.peer)).await?;
             Err(refused)
         }
         other => other,

@@ -130,8 +130,8 @@ pub struct Config {
     /// `REDIS_ENCRYPTION_KEY` (unset = off; 64 hex characters, `openssl rand -hex 32`) and
     /// `REDIS_ENCRYPTION_KEY_PREVIOUS` (old keys, comma-separated, only to read): AES-256-GCM
     /// encryption of the worker credentials kept in Redis (worker records, STS token bindings).
-    /// A malformed key fails start-up. See [`super::encryption`] for rotation.
-    pub redis_encryption: Option<super::encryption::EncryptionKeys>,
+    /// A malformed key fails start-up. See [`crate::storage::encryption`] for rotation.
+    pub redis_encryption: Option<crate::storage::encryption::EncryptionKeys>,
     /// `JOB_LOCK_LEASE_SECONDS` (default 30): lifetime of a job lock in Redis; renewed every
     /// third of it while the holder works, so it only bounds how long a crashed instance blocks a job.
     pub job_lock_lease: Duration,
@@ -394,7 +394,8 @@ impl Config {
             },
             redis_url: redis_url(&env)?,
             redis_key_prefix: (env.get)("REDIS_KEY_PREFIX").unwrap_or(d.redis_key_prefix),
-            redis_encryption: super::encryption::EncryptionKeys::from_lookup(get).map_err(|e| ConfigError(e.0))?,
+            redis_encryption: crate::storage::encryption::EncryptionKeys::from_lookup(get)
+                .map_err(|e| ConfigError(e.0))?,
             job_lock_lease: env.secs("JOB_LOCK_LEASE_SECONDS", d.job_lock_lease)?,
             job_recovery_after: env.secs("JOB_RECOVERY_SECONDS", d.job_recovery_after)?,
             #[cfg(feature = "s3")]

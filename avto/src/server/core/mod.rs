@@ -31,12 +31,12 @@ use super::auth::Auth;
 use super::config::{ClientEntry, Config};
 use super::dispatch::Dispatcher;
 use super::metrics::Metrics;
-use super::supervise::Health;
 use super::webhooks::Webhooks;
 use crate::blueprint::Blueprint;
 use crate::engine::{self, EngineEnv};
 use crate::history::History;
 use crate::storage::{JobStore, NonceStore, QuotaStore, RateLimitStore, StorageError, Stores};
+use crate::supervise::Health;
 
 pub use transact::JobTx;
 

@@ -15,11 +15,11 @@ const RECOVERY_BATCH: usize = 200;
 
 impl Core {
     /// Starts the background loops (watcher: timeouts and dead workers), supervised: a pass
-    /// that panics is logged and the watcher starts again (see [`crate::server::supervise`]).
+    /// that panics is logged and the watcher starts again (see [`crate::supervise`]).
     pub fn start_background(self: &Arc<Self>) {
         let core = Arc::downgrade(self);
         let interval = self.cfg.watcher_interval.max(Duration::from_millis(50));
-        crate::server::supervise::supervise(&self.health, "watcher", move || {
+        crate::supervise::supervise(&self.health, "watcher", move || {
             let core = core.clone();
             async move {
                 let mut tick = tokio::time::interval(interval);

@@ -353,7 +353,7 @@ pub(crate) fn px_millis(d: Duration) -> u64 {
 pub struct RedisStores {
     conn: RedisConn,
     lease: Duration,
-    cipher: Option<Arc<crate::server::encryption::RecordCipher>>,
+    cipher: Option<Arc<crate::storage::encryption::RecordCipher>>,
 }
 
 impl RedisStores {
@@ -364,9 +364,9 @@ impl RedisStores {
     }
 
     /// Encrypts the worker credentials kept in Redis (worker records, STS token bindings) with
-    /// `keys` (`REDIS_ENCRYPTION_KEY`; see [`crate::server::encryption`]).
-    pub fn with_encryption(mut self, keys: Option<&crate::server::encryption::EncryptionKeys>) -> Self {
-        self.cipher = keys.map(|k| Arc::new(crate::server::encryption::RecordCipher::new(k)));
+    /// `keys` (`REDIS_ENCRYPTION_KEY`; see [`crate::storage::encryption`]).
+    pub fn with_encryption(mut self, keys: Option<&crate::storage::encryption::EncryptionKeys>) -> Self {
+        self.cipher = keys.map(|k| Arc::new(crate::storage::encryption::RecordCipher::new(k)));
         self
     }
 

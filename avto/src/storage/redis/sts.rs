@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use super::{px_millis, RedisConn};
-use crate::server::encryption::RecordCipher;
+use crate::storage::encryption::RecordCipher;
 use crate::storage::{StorageError, StsStore};
 
 /// STS tokens in Redis (by hash, with their lifetime as TTL). With `REDIS_ENCRYPTION_KEY` the

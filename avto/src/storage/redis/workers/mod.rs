@@ -17,7 +17,7 @@ use serde_json::Value as Json;
 
 use super::{from_json, reply, to_json, RedisConn};
 use crate::job::now_ms;
-use crate::server::encryption::RecordCipher;
+use crate::storage::encryption::RecordCipher;
 use crate::storage::{
     dispatch_deadline, BusMessage, Orphan, Overdue, OverdueTask, QueuedTask, StorageError, StorageFuture, Unassigned,
     WorkerInfo, WorkerLoad, WorkerStore,

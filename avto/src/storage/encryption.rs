@@ -190,7 +190,7 @@ mod cipher {
     #[cfg(test)]
     mod tests {
         use super::*;
-        use crate::server::encryption::EncryptionKey;
+        use crate::storage::encryption::EncryptionKey;
 
         fn key(c: char) -> EncryptionKey {
             let text: String = std::iter::repeat_n(c, 63).chain(['0']).collect();

@@ -1,0 +1,119 @@
+//! Who is calling, for HTTP: the extractors of the client and operator credentials, the rate
+//! limits charged on the way in, and whether a job belongs to the calling client. What a
+//! credential is worth is [`crate::server::auth`]'s concern; this module reads the headers.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, MatchedPath};
+use axum::http::header;
+use axum::http::request::Parts;
+
+use super::{check_job_id, ApiError};
+use crate::job::Job;
+use crate::server::config::ClientEntry;
+use crate::server::core::Core;
+
+/// The authenticated client of a request: token checked first, then the rate limit of that
+/// client on that route (`RATE_LIMIT_LIMIT` per `RATE_LIMIT_PERIOD`, keyed by client and route
+/// template, so varying a job id does not escape it), then its quota. A request without a valid
+/// token counts against the limit of its IP address only (an IPv6 address by its /64), so no
+/// request data ever becomes a rate-limit key.
+#[derive(Debug, Clone)]
+pub struct Client(pub ClientEntry);
+
+impl FromRequestParts<Arc<Core>> for Client {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, core: &Arc<Core>) -> Result<Self, ApiError> {
+        let entry = match authenticate(parts, core) {
+            Ok(entry) => entry,
+            Err(e) => {
+                rate_limit(core, &format!("anon:{}", super::peer_key(&parts.extensions))).await?;
+                return Err(e);
+            }
+        };
+        let route = parts.extensions.get::<MatchedPath>().map_or("-", |m| m.as_str());
+        rate_limit(core, &format!("client:{}:{route}", entry.config.id)).await?;
+        if entry.quota.is_some() && !core.take_quota(&entry.token).await.map_err(storage)? {
+            return Err(ApiError::TooManyRequests {
+                message: format!("Quota exceeded for client `{}` (monthly_attempts)", entry.config.name),
+                retry_after_secs: 3600,
+            });
+        }
+        Ok(Client(entry.clone()))
+    }
+}
+
+/// The configured client whose token the request carries (401 otherwise).
+fn authenticate<'c>(parts: &Parts, core: &'c Core) -> Result<&'c ClientEntry, ApiError> {
+    let token = parts
+        .headers
+        .get("x-client-token")
+        .ok_or_else(|| ApiError::Unauthorized("Missing X-Client-Token header".into()))?
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("Unauthorized: Invalid token".into()))?;
+    core.auth().client_by_token(token).ok_or_else(|| ApiError::Unauthorized("Unauthorized: Invalid token".into()))
+}
+
+/// Counts one request against `key` (429 with `Retry-After` over the limit).
+pub(super) async fn rate_limit(core: &Core, key: &str) -> Result<(), ApiError> {
+    if !core.config().rate_limiting_enabled {
+        return Ok(());
+    }
+    if let Err(wait) = core.rate_hit(key, None).await.map_err(storage)? {
+        return Err(ApiError::TooManyRequests {
+            message: "Too Many Requests".into(),
+            retry_after_secs: wait.as_secs() + 1,
+        });
+    }
+    Ok(())
+}
+
+pub(super) fn storage(e: crate::storage::StorageError) -> ApiError {
+    ApiError::Unavailable(format!("storage error: {e}"))
+}
+
+/// A request authenticated with the operator credential (`ADMIN_TOKEN`), sent as
+/// `Authorization: Bearer <token>` (what Prometheus scrapers send) or `X-Admin-Token: <token>`.
+/// 401 without it, 403 when it is wrong, when the request only carries a client token, or when
+/// no `ADMIN_TOKEN` is configured.
+#[derive(Debug, Clone, Copy)]
+pub struct Operator;
+
+impl Operator {
+    /// `Ok(None)` when the request carries no operator credential at all.
+    pub(crate) fn check(parts: &axum::http::request::Parts, core: &Core) -> Result<Option<Operator>, ApiError> {
+        let h = &parts.headers;
+        let presented = h
+            .get("x-admin-token")
+            .or_else(|| h.get(header::AUTHORIZATION))
+            .map(|v| v.to_str().unwrap_or_default())
+            .map(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim());
+        let Some(presented) = presented else { return Ok(None) };
+        core.auth().check_operator(presented)?;
+        Ok(Some(Operator))
+    }
+}
+
+impl axum::extract::FromRequestParts<Arc<Core>> for Operator {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, core: &Arc<Core>) -> Result<Self, ApiError> {
+        match Operator::check(parts, core)? {
+            Some(op) => Ok(op),
+            None if parts.headers.contains_key("x-client-token") => Err(ApiError::Forbidden(
+                "Forbidden: this route needs the operator credential (ADMIN_TOKEN), not a client token".into(),
+            )),
+            None => Err(ApiError::Unauthorized(
+                "this route needs the operator credential: Authorization: Bearer <ADMIN_TOKEN>".into(),
+            )),
+        }
+    }
+}
+
+/// Loads a job of this client (404 for unknown ids and for other clients' jobs, so nothing leaks).
+pub(super) async fn owned_job(core: &Core, client: &ClientEntry, job_id: &str) -> Result<Job, ApiError> {
+    check_job_id(job_id)?;
+    match core.job(job_id).await.map_err(storage)? {
+        Some(j) if j.client.id == client.config.id => Ok(j),
+        _ => Err(ApiError::NotFound("Job not found".into())),
+    }
+}
