@@ -6,12 +6,13 @@ pub use ::serde_json;
 pub use ::std;
 
 pub use crate::blueprint::{
-    Blueprint, BlueprintSpec, Condition, DataStoreSpec, EdgeKind, EdgeSpec, HandlerSpec, StateKind, StateSpec,
+    Blueprint, BlueprintSpec, Condition, EdgeKind, EdgeSpec, HandlerSpec, StateKind, StateSpec,
 };
 pub use crate::handler::{
     FromActions, FromContext, HandlerError, HandlerFn, HandlerFuture, IntoHandlerResult, Invocation,
 };
 pub use crate::job::JobStatus;
+pub use crate::storage::DataStoreSpec;
 pub use crate::Context;
 
 /// One `#[avto::blueprint]` registered for [`crate::serve`] / [`Blueprint::registered`].

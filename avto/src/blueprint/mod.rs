@@ -6,6 +6,7 @@
 
 use crate::handler::HandlerFn;
 use crate::job::JobStatus;
+use crate::storage::DataStoreSpec;
 use crate::Context;
 
 /// The whole compiled table of one blueprint. Built by the macro; never by hand.
@@ -94,14 +95,6 @@ pub struct EdgeSpec {
     pub kind: EdgeKind,
     /// The handler function the edge comes from.
     pub handler: &'static str,
-}
-
-/// A blueprint data store and its initial contents.
-#[derive(Debug)]
-pub struct DataStoreSpec {
-    pub name: &'static str,
-    /// Initial contents (a JSON object, as source text), applied to keys that do not exist yet.
-    pub initial: &'static str,
 }
 
 /// A compiled blueprint: a handle to its static table.

@@ -10,7 +10,14 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::StorageError;
-use crate::blueprint::DataStoreSpec;
+
+/// A blueprint data store and its initial contents.
+#[derive(Debug)]
+pub struct DataStoreSpec {
+    pub name: &'static str,
+    /// Initial contents (a JSON object, as source text), applied to keys that do not exist yet.
+    pub initial: &'static str,
+}
 
 /// Key/value storage behind blueprint data stores. Keys are namespaced by `ns` = `{blueprint}:{store}`.
 pub trait DataStoreBackend: Send + Sync + 'static {

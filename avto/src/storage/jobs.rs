@@ -21,7 +21,7 @@ impl std::ops::Deref for JobGuard {
     type Target = Job;
     fn deref(&self) -> &Job {
         match self {
-            JobGuard::Memory(g) => g,
+            JobGuard::Memory(guard) => guard,
             JobGuard::Leased { job, .. } => job,
         }
     }
@@ -30,7 +30,7 @@ impl std::ops::Deref for JobGuard {
 impl std::ops::DerefMut for JobGuard {
     fn deref_mut(&mut self) -> &mut Job {
         match self {
-            JobGuard::Memory(g) => &mut *g,
+            JobGuard::Memory(guard) => &mut *guard,
             JobGuard::Leased { job, .. } => job,
         }
     }

@@ -40,7 +40,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-pub use self::data::{DataStore, DataStoreBackend, DataStores, InitialValues};
+pub use self::data::{DataStore, DataStoreBackend, DataStoreSpec, DataStores, InitialValues};
 #[cfg(feature = "server")]
 pub use self::jobs::{is_unsettled, JobGuard, JobStore};
 #[cfg(feature = "server")]

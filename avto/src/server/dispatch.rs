@@ -57,7 +57,7 @@ pub struct Dispatcher {
     bus: Option<Arc<dyn Bus>>,
     notifies: Mutex<HashMap<String, Arc<Notify>>>,
     sockets: Mutex<HashMap<String, mpsc::UnboundedSender<WorkerCommand>>>,
-    rr: AtomicU64,
+    round_robin: AtomicU64,
     ttl_ms: u64,
     min_reputation: f64,
     /// `DISPATCHER_MAX_CANDIDATES` (unbounded unless set).
@@ -111,7 +111,7 @@ impl Dispatcher {
             bus: None,
             notifies: Mutex::default(),
             sockets: Mutex::default(),
-            rr: AtomicU64::new(0),
+            round_robin: AtomicU64::new(0),
             ttl_ms: ttl.as_millis() as u64,
             min_reputation,
             max_candidates: usize::MAX,
@@ -396,9 +396,9 @@ impl Dispatcher {
         let mut with_skill = 0usize;
         let mut why = String::new();
         let mut candidates: Vec<(&WorkerInfo, usize)> = Vec::new();
-        let rr = self.rr.fetch_add(1, AtomicOrdering::Relaxed) as usize;
+        let turn = self.round_robin.fetch_add(1, AtomicOrdering::Relaxed) as usize;
         // With a candidate cap the scan starts at a rotating position (every worker gets its turn).
-        let start = if self.max_candidates < workers.len() { rr % workers.len() } else { 0 };
+        let start = if self.max_candidates < workers.len() { turn % workers.len() } else { 0 };
         for w in workers[start..].iter().chain(&workers[..start]) {
             if w.info.status == "offline" || !w.info.has_skill(skill) {
                 continue;
@@ -419,14 +419,14 @@ impl Dispatcher {
         // Workers that reported `full`/`busy` go last, but are still used when nobody else is there.
         let available = |w: &WorkerInfo| matches!(w.status.as_str(), "idle" | "" | "draining") as u8;
         let pick = match spec.dispatch_strategy {
-            DispatchStrategy::RoundRobin => rr % candidates.len(),
+            DispatchStrategy::RoundRobin => turn % candidates.len(),
             DispatchStrategy::LeastConnections => {
-                argmin(&candidates, rr, |(w, load)| (1 - available(w), *load as f64, 0.0))
+                argmin(&candidates, turn, |(w, load)| (1 - available(w), *load as f64, 0.0))
             }
             DispatchStrategy::Cheapest => {
-                argmin(&candidates, rr, |(w, load)| (1 - available(w), w.cost(skill), *load as f64))
+                argmin(&candidates, turn, |(w, load)| (1 - available(w), w.cost(skill), *load as f64))
             }
-            DispatchStrategy::BestValue => argmin(&candidates, rr, |(w, load)| {
+            DispatchStrategy::BestValue => argmin(&candidates, turn, |(w, load)| {
                 let cost = w.cost(skill);
                 let value = if cost.is_finite() && cost > 0.0 { w.reputation / cost } else { w.reputation };
                 (1 - available(w), -value, *load as f64)
@@ -434,9 +434,9 @@ impl Dispatcher {
             DispatchStrategy::Overflow => candidates
                 .iter()
                 .position(|(w, load)| available(w) == 1 && *load < OVERFLOW_SOFT_LIMIT)
-                .unwrap_or_else(|| argmin(&candidates, rr, |(_, load)| (0, *load as f64, 0.0))),
+                .unwrap_or_else(|| argmin(&candidates, turn, |(_, load)| (0, *load as f64, 0.0))),
             DispatchStrategy::Default => {
-                argmin(&candidates, rr, |(w, load)| (1 - available(w), w.cost(skill), *load as f64 - w.reputation))
+                argmin(&candidates, turn, |(w, load)| (1 - available(w), w.cost(skill), *load as f64 - w.reputation))
             }
         };
         Ok(candidates[pick].0.worker_id.clone())
@@ -469,8 +469,9 @@ impl Dispatcher {
     }
 }
 
-/// Index of the smallest key; ties are broken by rotating with `rr`, so equally good workers share load.
-fn argmin<T>(items: &[T], rr: usize, key: impl Fn(&T) -> (u8, f64, f64)) -> usize {
+/// Index of the smallest key; ties are broken by rotating with `turn` (a counter that grows per
+/// choice), so equally good workers share load.
+fn argmin<T>(items: &[T], turn: usize, key: impl Fn(&T) -> (u8, f64, f64)) -> usize {
     let keys: Vec<(u8, f64, f64)> = items.iter().map(key).collect();
     let best = keys
         .iter()
@@ -478,7 +479,7 @@ fn argmin<T>(items: &[T], rr: usize, key: impl Fn(&T) -> (u8, f64, f64)) -> usiz
         .min_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.total_cmp(&b.2)))
         .expect("non-empty");
     let ties: Vec<usize> = (0..keys.len()).filter(|&i| keys[i] == best).collect();
-    ties[rr % ties.len()]
+    ties[turn % ties.len()]
 }
 
 #[cfg(test)]
