@@ -91,9 +91,7 @@ impl Core {
         let core = self.clone();
         tokio::spawn(async move {
             let _permit = core.exec.clone().acquire_owned().await;
-            if let Err(e) = core.recover_now(&id).await {
-                tracing::warn!(job_id = %id, error = %e, "could not recover job");
-            }
+            super::transact::log_failure("could not recover job", &id, core.recover_now(&id).await);
         });
     }
 
