@@ -159,6 +159,7 @@ impl Kind {
             Kind::Msg(MessageKind::Heartbeat) => "heartbeat",
             Kind::Msg(MessageKind::Result) => "result",
             Kind::Msg(MessageKind::Event) => "event",
+            Kind::Msg(other) => unreachable!("no test messages of kind {other:?}"),
             Kind::Task => "task",
         }
     }
@@ -248,6 +249,7 @@ fn arb_message(python_safe: bool) -> impl Strategy<Value = (Kind, String, Value)
                     "payload": {"progress": num, "message": text, "extra": data},
                     "bubbling_chain": [id, "parent"], "target_job_id": "j", "priority": 0.0,
                 }),
+                Kind::Msg(other) => unreachable!("no test messages of kind {other:?}"),
                 Kind::Task => json!({
                     "job_id": "j", "task_id": format!("task-{id}"), "type": "echo", "params": data,
                     "priority": num, "tracing_context": {}, "step": 1, "skill_version": text,
@@ -938,6 +940,7 @@ fn worker_routes_never_answer_5xx_to_arbitrary_bodies() {
             MessageKind::Heartbeat => (reqwest::Method::PATCH, format!("/_worker/workers/{}", worker.id)),
             MessageKind::Result => (reqwest::Method::POST, "/_worker/tasks/result".into()),
             MessageKind::Event => (reqwest::Method::POST, "/_worker/events".into()),
+            other => unreachable!("no route for {other:?}"),
         }
     };
     let strategy = (arb_message(false), hostile_body(), 0u8..4, arb_bytes(), any::<bool>());
@@ -1012,6 +1015,7 @@ fn kind_path(kind: MessageKind) -> &'static str {
         MessageKind::Heartbeat => "heartbeat",
         MessageKind::Result => "result",
         MessageKind::Event => "event",
+        other => unreachable!("no test messages of kind {other:?}"),
     }
 }
 

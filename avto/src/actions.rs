@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 /// How a worker is chosen among the eligible ones.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum DispatchStrategy {
     /// Cheapest cost first, then best reputation, then least loaded (ties spread).
     #[default]
@@ -123,6 +124,7 @@ pub struct SubBlueprintSpec {
 
 /// The one action a handler run took.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Action {
     Transition { target: String, error_message: Option<String> },
     Dispatch(Vec<TaskSpec>),

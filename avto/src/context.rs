@@ -138,6 +138,7 @@ impl TaskError {
 
 /// The error-code policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ErrorClass {
     /// Retried with exponential backoff and a new task id, up to `JOB_MAX_RETRIES`.
     Transient,

@@ -19,6 +19,7 @@ use serde::Serialize;
 
 /// Errors of file operations.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FileError {
     #[error("file `{0}` not found")]
     NotFound(String),
@@ -45,6 +46,7 @@ pub enum FileError {
 
 /// What a presigned URL lets its holder do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PresignMethod {
     Get,
     Put,

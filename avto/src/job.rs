@@ -16,6 +16,7 @@ use crate::context::{AggregationResults, ClientConfig, TaskError};
 /// Where a job is in its life. Terminal statuses never change again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum JobStatus {
     /// Created, not yet picked up by the executor.
     Pending,

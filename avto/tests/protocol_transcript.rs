@@ -103,6 +103,7 @@ fn typed_round_trip_gives_byte_identical_bodies() {
                 serde_json::to_value(serde_json::from_value::<TaskResult>(body.clone()).unwrap()).unwrap()
             }
             MessageKind::Event => unreachable!(),
+            other => unreachable!("no transcript bodies of kind {other:?}"),
         };
         assert_eq!(canonical::to_canonical_string(&again), *raw);
     }

@@ -36,6 +36,7 @@ pub struct StateSpec {
 
 /// What kind of state it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StateKind {
     Normal,
     /// An end state and the job status it means.
@@ -72,6 +73,7 @@ pub struct Condition {
 
 /// How an edge is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EdgeKind {
     /// `transition_to`
     Transition,

@@ -20,6 +20,7 @@ use crate::job::{Job, JobStatus, TaskRecord};
 
 /// Something the caller must do after the engine changed a job.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Effect {
     /// Put these tasks on worker queues after `delay` (zero for fresh dispatches, backoff for retries).
     Dispatch { tasks: Vec<TaskRecord>, delay: Duration },
@@ -38,6 +39,7 @@ pub enum Effect {
 /// A history-worthy event the engine observed (recorded by the history writer when enabled).
 /// `attempt` counts from 0 (first run / first dispatch), +1 per retry.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum EngineEvent {
     StateStarted { state: String, attempt: u32 },
     StateFinished { state: String, next_state: Option<String>, duration_ms: u64 },

@@ -46,6 +46,7 @@ impl TaskResult {
 /// Why a result was not applied (the RXON `ignored` reasons).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum IgnoreReason {
     JobNotFound,
     WorkerMismatch,
@@ -68,6 +69,7 @@ impl IgnoreReason {
 
 /// What happened to a result.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum ResultDisposition {
     /// Applied. The string is the RXON `transition` answer (`success_transition`, `failure_handled`, ...).
     /// If the job is now `running`, the caller must [`super::advance`] it.
@@ -345,6 +347,7 @@ pub fn apply_event(job: &mut Job, task_id: Option<&str>, event_type: &str, paylo
 
 /// Why a job could not be cancelled.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CancelError {
     #[error("job is already {0}")]
     AlreadyTerminal(JobStatus),
@@ -362,6 +365,7 @@ pub fn cancel(job: &mut Job) -> Result<Step, CancelError> {
 
 /// Why an approval decision was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ApprovalError {
     #[error("job is {0}, not waiting for a human decision")]
     NotWaiting(JobStatus),

@@ -34,6 +34,7 @@ impl Invocation {
 
 /// Why a handler run failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HandlerError {
     /// Retried (up to `JOB_MAX_RETRIES`, with backoff), then the job is quarantined.
     #[error("{0}")]

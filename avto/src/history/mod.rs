@@ -55,6 +55,7 @@ pub const DISABLED_MESSAGE: &str = "history is disabled on this orchestrator (se
 
 /// Why the history store could not start or answer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HistoryError {
     /// `HISTORY_DATABASE_URI` is malformed, has an unknown scheme, or names a backend not compiled in.
     #[error("HISTORY_DATABASE_URI: {0}")]
@@ -184,6 +185,7 @@ pub trait HistoryBackend: Send + Sync + 'static {
 
 /// A parsed `HISTORY_DATABASE_URI`.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum HistoryUri {
     /// `memory:`
     Memory,

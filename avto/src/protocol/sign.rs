@@ -29,6 +29,7 @@ pub const PLACEHOLDER_WORKER_TOKEN: &str = "your-secret-worker-token";
 
 /// Which kind of message is signed (decides the ignored fields).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MessageKind {
     Registration,
     Heartbeat,
@@ -156,6 +157,7 @@ pub fn verify_task(task: &Value, secret: &str) -> TaskSigCheck {
 
 /// Outcome of [`verify_task`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TaskSigCheck {
     Valid,
     Invalid,
@@ -174,6 +176,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Why the orchestrator rejects a signed worker message. `Display` is the orchestrator's error
 /// text (all of these are HTTP 403).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ZeroTrustError {
     #[error("Missing required timestamp for replay protection")]
     MissingTimestamp,

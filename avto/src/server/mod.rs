@@ -36,6 +36,7 @@ pub use self::core::Core;
 
 /// Why the orchestrator could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServeError {
     #[error(transparent)]
     Config(#[from] ConfigError),

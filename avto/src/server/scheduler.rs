@@ -103,6 +103,7 @@ impl Clock for ManualClock {
 
 /// When a schedule fires.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Trigger {
     /// Every N seconds (epoch-aligned).
     Interval { seconds: u64 },

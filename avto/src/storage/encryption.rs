@@ -115,6 +115,7 @@ mod cipher {
 
     /// Why a stored value could not be opened.
     #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    #[non_exhaustive]
     pub enum OpenError {
         #[error("the value is not encrypted (written before REDIS_ENCRYPTION_KEY was set?)")]
         NotSealed,

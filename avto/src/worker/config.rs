@@ -45,6 +45,7 @@ impl OrchestratorConfig {
 /// How tasks are pulled when several orchestrators are configured (`MULTI_ORCHESTRATOR_MODE`).
 /// Every orchestrator is registered with and heartbeated independently in all modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum MultiOrchestratorMode {
     /// The Python SDK's default: each cycle polls the orchestrators in priority order and stops
     /// at the first one that returns a task (long-polls are sequential).

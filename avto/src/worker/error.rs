@@ -4,6 +4,7 @@ use std::time::Duration;
 
 /// Everything that can go wrong in the worker SDK.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum WorkerError {
     /// Invalid configuration (bad identifier, no orchestrator, unparsable env value, ...).
     #[error("worker configuration: {0}")]

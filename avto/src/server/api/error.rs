@@ -8,6 +8,7 @@ use crate::server::core::CoreError;
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),

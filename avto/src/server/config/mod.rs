@@ -194,6 +194,7 @@ pub struct TlsConfig {
 
 /// `WORKER_AUTH_MODE`: what authenticates a worker request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum WorkerAuthMode {
     /// A verified client certificate (its CN is the worker id), else a token (default).
     #[default]
