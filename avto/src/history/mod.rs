@@ -54,21 +54,36 @@ pub const SCHEMA_VERSION: i64 = 1;
 pub const DISABLED_MESSAGE: &str = "history is disabled on this orchestrator (set HISTORY_DATABASE_URI)";
 
 /// Why the history store could not start or answer.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+///
+/// The driver's error (a `sqlx::Error` for SQLite and PostgreSQL) is kept as the
+/// [`source`](std::error::Error::source), boxed so that avto's public types do not name sqlx (an
+/// optional dependency whose version is avto's business); downcast it to look inside.
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HistoryError {
     /// `HISTORY_DATABASE_URI` is malformed, has an unknown scheme, or names a backend not compiled in.
     #[error("HISTORY_DATABASE_URI: {0}")]
     Uri(String),
-    /// The database cannot be reached or opened.
+    /// The database cannot be reached or opened. `message` is the reason as shown (including the
+    /// driver error's text); `source` is the driver error, when there is one.
     #[error("history database {target}: cannot connect: {message}")]
-    Connect { target: String, message: String },
-    /// The schema could not be brought up to date.
+    Connect {
+        target: String,
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The schema could not be brought up to date. `message` and `source` as for `Connect`.
     #[error("history database {target}: migration failed: {message}")]
-    Migration { target: String, message: String },
+    Migration {
+        target: String,
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// A query failed.
     #[error("history database error: {0}")]
-    Database(String),
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// One history row: what happened to which job, when, with the job as it was afterwards.

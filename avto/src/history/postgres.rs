@@ -72,13 +72,17 @@ impl PgHistory {
     /// Connects (retrying a refused connection until `timeout`) and migrates.
     pub async fn connect(dsn: &str, timeout: Duration) -> Result<Self, HistoryError> {
         let target = redact(dsn);
-        let connect_err = |message: String| HistoryError::Connect { target: target.clone(), message };
-        let opts = PgConnectOptions::from_str(dsn).map_err(|e| connect_err(e.to_string()))?;
+        let connect_err = |message: String, e: sqlx::Error| HistoryError::Connect {
+            target: target.clone(),
+            message,
+            source: Some(Box::new(e)),
+        };
+        let opts = PgConnectOptions::from_str(dsn).map_err(|e| connect_err(e.to_string(), e))?;
         let pool =
             PgPoolOptions::new().max_connections(4).acquire_timeout(timeout).connect_with(opts).await.map_err(|e| {
                 match e {
-                    sqlx::Error::PoolTimedOut => connect_err(format!("no connection within {timeout:?}")),
-                    e => connect_err(e.to_string()),
+                    sqlx::Error::PoolTimedOut => connect_err(format!("no connection within {timeout:?}"), e),
+                    e => connect_err(e.to_string(), e),
                 }
             })?;
         let h = PgHistory { pool, target };
@@ -87,7 +91,11 @@ impl PgHistory {
     }
 
     async fn migrate(&self) -> Result<(), HistoryError> {
-        let fail = |e: sqlx::Error| HistoryError::Migration { target: self.target.clone(), message: e.to_string() };
+        let fail = |e: sqlx::Error| HistoryError::Migration {
+            target: self.target.clone(),
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+        };
         let mut tx = self.pool.begin().await.map_err(fail)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await.map_err(fail)?;
         (&mut *tx)
@@ -107,12 +115,14 @@ impl PgHistory {
                 message: format!(
                     "the database is at schema version {current}, newer than this avto knows ({SCHEMA_VERSION})"
                 ),
+                source: None,
             });
         }
         for (version, description, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
             (&mut *tx).execute(*sql).await.map_err(|e| HistoryError::Migration {
                 target: self.target.clone(),
                 message: format!("migration {version} ({description}): {e}"),
+                source: Some(Box::new(e)),
             })?;
             sqlx::query("INSERT INTO avto_schema_migrations (version, description) VALUES ($1, $2)")
                 .bind(version)
@@ -238,5 +248,36 @@ mod tests {
         }
         assert_eq!(super::MIGRATIONS.last().unwrap().0, super::SCHEMA_VERSION);
         assert_eq!(super::jsonb_text(r#"{"a":"x\u0000"}"#), r#"{"a":"x\ufffd"}"#);
+    }
+
+    /// Connect failures keep the `sqlx::Error` as their source, with the same text as when the
+    /// cause was flattened into a String (no database needed: nothing listens on port 1).
+    #[tokio::test]
+    async fn connect_errors_keep_the_sqlx_error_as_their_source() {
+        use std::error::Error as _;
+        use std::time::Duration;
+
+        use super::{HistoryError, PgHistory};
+
+        let err = PgHistory::connect("postgresql://u:secret@127.0.0.1:notaport/db", Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HistoryError::Connect { .. }), "{err:?}");
+        let cause = err.source().expect("the sqlx error").downcast_ref::<sqlx::Error>().expect("a sqlx::Error");
+        assert_eq!(
+            err.to_string(),
+            format!("history database postgresql://u@127.0.0.1:notaport/db: cannot connect: {cause}")
+        );
+
+        let timeout = Duration::from_millis(300);
+        let err = PgHistory::connect("postgresql://u:secret@127.0.0.1:1/db", timeout).await.unwrap_err();
+        assert!(
+            matches!(err.source().and_then(|c| c.downcast_ref::<sqlx::Error>()), Some(sqlx::Error::PoolTimedOut)),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("history database postgresql://u@127.0.0.1:1/db: cannot connect: no connection within {timeout:?}")
+        );
     }
 }

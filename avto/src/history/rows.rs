@@ -92,5 +92,5 @@ where
 
 /// A failed query.
 pub(super) fn db(e: sqlx::Error) -> HistoryError {
-    HistoryError::Database(e.to_string())
+    HistoryError::Database(Box::new(e))
 }

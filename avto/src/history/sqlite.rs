@@ -57,7 +57,11 @@ impl SqliteHistory {
             Some(p) => format!("sqlite:{}", p.display()),
             None => "sqlite::memory:".into(),
         };
-        let connect_err = |e: sqlx::Error| HistoryError::Connect { target: target.clone(), message: e.to_string() };
+        let connect_err = |e: sqlx::Error| HistoryError::Connect {
+            target: target.clone(),
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+        };
         let pool = match &path {
             Some(p) => {
                 if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -65,6 +69,7 @@ impl SqliteHistory {
                         return Err(HistoryError::Connect {
                             target,
                             message: format!("directory {} does not exist", dir.display()),
+                            source: None,
                         });
                     }
                 }
@@ -95,7 +100,11 @@ impl SqliteHistory {
     }
 
     async fn migrate(&self) -> Result<(), HistoryError> {
-        let fail = |e: sqlx::Error| HistoryError::Migration { target: self.target.clone(), message: e.to_string() };
+        let fail = |e: sqlx::Error| HistoryError::Migration {
+            target: self.target.clone(),
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+        };
         let mut conn = self.pool.acquire().await.map_err(fail)?;
         (&mut *conn)
             .execute(
@@ -117,12 +126,14 @@ impl SqliteHistory {
                     message: format!(
                         "the database is at schema version {current}, newer than this avto knows ({SCHEMA_VERSION})"
                     ),
+                    source: None,
                 });
             }
             for (version, description, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
                 (&mut *conn).execute(*sql).await.map_err(|e| HistoryError::Migration {
                     target: self.target.clone(),
                     message: format!("migration {version} ({description}): {e}"),
+                    source: Some(Box::new(e)),
                 })?;
                 sqlx::query("INSERT INTO avto_schema_migrations (version, description, applied_at) VALUES (?, ?, ?)")
                     .bind(version)
@@ -246,5 +257,60 @@ mod tests {
             assert_eq!(m.0, i as i64 + 1);
         }
         assert_eq!(super::MIGRATIONS.last().unwrap().0, super::SCHEMA_VERSION);
+    }
+
+    /// A failure caused by sqlx keeps the `sqlx::Error` as its source, with the same text as
+    /// when the cause was flattened into a String; a failure with no driver error has no source.
+    #[tokio::test]
+    async fn errors_keep_the_sqlx_error_as_their_source() {
+        use std::error::Error as _;
+        use std::time::Duration;
+
+        use super::{HistoryError, SqliteHistory};
+
+        let timeout = Duration::from_secs(5);
+        let scratch = std::env::temp_dir().join(format!("avto-history-errors-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir(&scratch).unwrap();
+
+        // A directory is not a database file.
+        let err = SqliteHistory::connect(Some(scratch.clone()), timeout).await.unwrap_err();
+        assert!(matches!(err, HistoryError::Connect { .. }), "{err:?}");
+        let cause = err.source().expect("the sqlx error").downcast_ref::<sqlx::Error>().expect("a sqlx::Error");
+        assert_eq!(err.to_string(), format!("history database sqlite:{}: cannot connect: {cause}", scratch.display()));
+
+        let missing = scratch.join("no-such-dir").join("h.db");
+        let err = SqliteHistory::connect(Some(missing.clone()), timeout).await.unwrap_err();
+        assert!(err.source().is_none(), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "history database sqlite:{}: cannot connect: directory {} does not exist",
+                missing.display(),
+                scratch.join("no-such-dir").display()
+            )
+        );
+
+        // A foreign `job_history` table makes migration 1 fail.
+        let file = scratch.join("foreign.db");
+        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&file).create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+        sqlx::query("CREATE TABLE job_history (x INTEGER)").execute(&pool).await.unwrap();
+        pool.close().await;
+        let err = SqliteHistory::connect(Some(file.clone()), timeout).await.unwrap_err();
+        assert!(matches!(err, HistoryError::Migration { .. }), "{err:?}");
+        let cause = err.source().expect("the sqlx error").downcast_ref::<sqlx::Error>().expect("a sqlx::Error");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "history database sqlite:{}: migration failed: migration 1 (job_history table): {cause}",
+                file.display()
+            )
+        );
+
+        let err = super::db(sqlx::Error::RowNotFound);
+        assert!(matches!(err.source().and_then(|c| c.downcast_ref::<sqlx::Error>()), Some(sqlx::Error::RowNotFound)));
+        assert_eq!(err.to_string(), format!("history database error: {}", sqlx::Error::RowNotFound));
+
+        std::fs::remove_dir_all(&scratch).unwrap();
     }
 }
