@@ -25,8 +25,15 @@ pub enum FileError {
     NotFound(String),
     #[error("invalid file name `{0}`: use a relative path without `..`")]
     InvalidName(String),
-    #[error("object store error: {0}")]
-    Store(String),
+    /// The store failed. `message` is the reason as shown (including the cause's text); `source`
+    /// is the underlying error, when there is one (for S3 an `aws_sdk_s3` error, boxed so avto's
+    /// public types do not name the AWS SDK's; downcast it to look inside).
+    #[error("object store error: {message}")]
+    Store {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     #[error("`{name}` is not valid JSON: {source}")]
     Json { name: String, source: serde_json::Error },
     #[error("`{0}` is not valid UTF-8")]

@@ -176,7 +176,12 @@ impl std::fmt::Debug for S3ObjectStore {
     }
 }
 
-fn err<E: ProvideErrorMetadata + std::error::Error + 'static>(op: &str, target: &str, e: SdkError<E>) -> FileError {
+/// A failed S3 call: the service's code and message (or the whole chain of a transport error) in
+/// the text, the SDK's error as the source.
+fn err<E>(op: &str, target: &str, e: SdkError<E>) -> FileError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
     let detail = match &e {
         SdkError::ServiceError(s) => {
             let inner = s.err();
@@ -193,7 +198,12 @@ fn err<E: ProvideErrorMetadata + std::error::Error + 'static>(op: &str, target: 
             msg
         }
     };
-    FileError::Store(format!("S3 {op} {target}: {detail}"))
+    store_error(format!("S3 {op} {target}: {detail}"), e)
+}
+
+/// `FileError::Store` with `message` as its text and `source` as its cause.
+fn store_error(message: String, source: impl std::error::Error + Send + Sync + 'static) -> FileError {
+    FileError::Store { message, source: Some(Box::new(source)) }
 }
 
 fn is_not_found<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
@@ -288,7 +298,7 @@ impl S3ObjectStore {
             Err(e) if is_not_found(&e) => return Err(FileError::NotFound(format!("s3://{bucket}/{key}"))),
             Err(e) => return Err(err("GetObject", &format!("s3://{bucket}/{key}"), e)),
         };
-        let body = out.body.collect().await.map_err(|e| FileError::Store(format!("S3 GetObject {key}: {e}")))?;
+        let body = out.body.collect().await.map_err(|e| store_error(format!("S3 GetObject {key}: {e}"), e))?;
         Ok(body.into_bytes().to_vec())
     }
 
@@ -308,7 +318,7 @@ impl S3ObjectStore {
         let mut body = out.body;
         let mut size = 0u64;
         while let Some(chunk) =
-            body.try_next().await.map_err(|e| FileError::Store(format!("S3 GetObject {target}: {e}")))?
+            body.try_next().await.map_err(|e| store_error(format!("S3 GetObject {target}: {e}"), e))?
         {
             file.write_all(&chunk).await?;
             size += chunk.len() as u64;
@@ -322,7 +332,7 @@ impl S3ObjectStore {
         let size = tokio::fs::metadata(path).await?.len();
         let body = ByteStream::from_path(path)
             .await
-            .map_err(|e| FileError::Store(format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|e| store_error(format!("cannot read {}: {e}", path.display()), e))?;
         let _p = self.permit().await;
         self.client
             .put_object()
@@ -399,7 +409,10 @@ impl S3ObjectStore {
                 .await
                 .map_err(|e| err("CreateMultipartUpload", &target, e))?
                 .upload_id()
-                .ok_or_else(|| FileError::Store(format!("S3 CreateMultipartUpload {target}: no upload id")))?
+                .ok_or_else(|| FileError::Store {
+                    message: format!("S3 CreateMultipartUpload {target}: no upload id"),
+                    source: None,
+                })?
                 .to_owned()
         };
         let result = async {
@@ -470,15 +483,18 @@ impl S3ObjectStore {
         expires_in: Duration,
     ) -> Result<String, FileError> {
         let conf = PresigningConfig::expires_in(expires_in.min(MAX_PRESIGN_EXPIRY))
-            .map_err(|e| FileError::Store(format!("presigning: {e}")))?;
+            .map_err(|e| store_error(format!("presigning: {e}"), e))?;
         let target = format!("s3://{bucket}/{key}");
-        let failed = |e: &dyn std::fmt::Display| FileError::Store(format!("S3 presign {target}: {e}"));
+        let failed = |e: Box<dyn std::error::Error + Send + Sync>| FileError::Store {
+            message: format!("S3 presign {target}: {e}"),
+            source: Some(e),
+        };
         let req = match method {
             PresignMethod::Get => {
-                self.client.get_object().bucket(bucket).key(key).presigned(conf).await.map_err(|e| failed(&e))?
+                self.client.get_object().bucket(bucket).key(key).presigned(conf).await.map_err(|e| failed(e.into()))?
             }
             PresignMethod::Put => {
-                self.client.put_object().bucket(bucket).key(key).presigned(conf).await.map_err(|e| failed(&e))?
+                self.client.put_object().bucket(bucket).key(key).presigned(conf).await.map_err(|e| failed(e.into()))?
             }
         };
         Ok(req.uri().to_owned())
@@ -590,5 +606,27 @@ mod tests {
         assert_eq!(parse_uri("http://b/k"), None);
         let c = S3Config::new("http://127.0.0.1:9000", "ak", "sk");
         assert_eq!(c.config_hash().len(), 16);
+    }
+
+    /// A failed S3 call keeps the SDK's error as its source, with the text it had when the error
+    /// was flattened into a String (for a transport error: the error and its chain).
+    #[tokio::test]
+    async fn store_errors_keep_the_sdk_error_as_their_source() {
+        use aws_sdk_s3::operation::put_object::PutObjectError;
+        use std::error::Error as _;
+
+        // Nothing listens on port 1.
+        let store = S3ObjectStore::new(S3Config::new("http://127.0.0.1:1", "ak", "sk"));
+        let e = store.put_in("b", "k", b"x".to_vec()).await.unwrap_err();
+        assert!(matches!(e, FileError::Store { .. }), "{e:?}");
+        let sdk = e.source().expect("the SDK error");
+        assert!(sdk.downcast_ref::<SdkError<PutObjectError>>().is_some(), "{sdk:?}");
+        let mut chain = sdk.to_string();
+        let mut cause = sdk.source();
+        while let Some(c) = cause {
+            chain = format!("{chain}: {c}");
+            cause = c.source();
+        }
+        assert_eq!(e.to_string(), format!("object store error: S3 PutObject s3://b/k: {chain}"));
     }
 }

@@ -126,12 +126,16 @@ async fn upload_content(
             match tokio::time::timeout(idle, data.next()).await {
                 Ok(None) => None,
                 Ok(Some(chunk)) => Some((
-                    chunk.map(|b| b.to_vec()).map_err(|e| FileError::Store(format!("reading the request body: {e}"))),
+                    chunk.map(|b| b.to_vec()).map_err(|e| FileError::Store {
+                        message: format!("reading the request body: {e}"),
+                        source: Some(Box::new(e)),
+                    }),
                     Some(data),
                 )),
                 Err(_) => {
                     flag.store(true, std::sync::atomic::Ordering::SeqCst);
-                    Some((Err(FileError::Store("the request body stalled".into())), None))
+                    let stalled = FileError::Store { message: "the request body stalled".into(), source: None };
+                    Some((Err(stalled), None))
                 }
             }
         }
