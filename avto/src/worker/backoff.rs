@@ -91,7 +91,7 @@ mod tests {
     }
 
     fn network() -> WorkerError {
-        WorkerError::Network("connection refused".into())
+        WorkerError::Network { message: "connection refused".into(), source: None }
     }
 
     #[test]

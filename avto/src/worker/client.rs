@@ -101,7 +101,7 @@ impl OrchestratorClient {
             return Ok(None);
         };
         let v: Value = serde_json::from_str(&text)
-            .map_err(|e| WorkerError::Protocol(format!("{method} {path_and_query}: invalid JSON answer: {e}")))?;
+            .map_err(|e| WorkerError::unparsable(format!("{method} {path_and_query}: invalid JSON answer: {e}"), e))?;
         Ok(if v.is_null() { None } else { Some(v) })
     }
 
@@ -121,7 +121,7 @@ impl OrchestratorClient {
         if let Some(b) = body {
             req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b);
         }
-        let resp = req.send().await.map_err(|e| WorkerError::Network(format!("{method} {path_and_query}: {e}")))?;
+        let resp = req.send().await.map_err(|e| WorkerError::network(format!("{method} {path_and_query}: {e}"), e))?;
         let status = resp.status();
         if let Some(v) = resp.headers().get(protocol::PROTOCOL_VERSION_HEADER).and_then(|v| v.to_str().ok()) {
             if v != protocol::PROTOCOL_VERSION && !self.version_warned.swap(true, Ordering::Relaxed) {
@@ -141,7 +141,7 @@ impl OrchestratorClient {
             let message = serde_json::from_str::<protocol::ErrorBody>(&text).map(|e| e.error).unwrap_or(text);
             return Err(WorkerError::RateLimited { retry_after, message });
         }
-        let text = resp.text().await.map_err(|e| WorkerError::Network(format!("{method} {path_and_query}: {e}")))?;
+        let text = resp.text().await.map_err(|e| WorkerError::network(format!("{method} {path_and_query}: {e}"), e))?;
         if !status.is_success() {
             return Err(WorkerError::Http { status: status.as_u16(), body: text });
         }
@@ -161,14 +161,14 @@ impl OrchestratorClient {
             None => Ok(None),
             Some(v) => serde_json::from_value(v)
                 .map(Some)
-                .map_err(|e| WorkerError::Protocol(format!("{path}: unexpected answer: {e}"))),
+                .map_err(|e| WorkerError::unparsable(format!("{path}: unexpected answer: {e}"), e)),
         }
     }
 
     pub async fn register(&self, body: &Value) -> Result<RegisterResponse, WorkerError> {
         self.call(Method::POST, protocol::ENDPOINT_WORKER_REGISTER, Some(body))
             .await?
-            .ok_or_else(|| WorkerError::Protocol("empty register answer".into()))
+            .ok_or_else(|| WorkerError::protocol("empty register answer"))
     }
 
     /// `None` for a JSON `null` answer (unknown worker with an empty body).
@@ -210,7 +210,7 @@ impl OrchestratorClient {
     pub async fn send_result(&self, body: &Value) -> Result<ResultResponse, WorkerError> {
         self.call(Method::POST, protocol::ENDPOINT_TASK_RESULT, Some(body))
             .await?
-            .ok_or_else(|| WorkerError::Protocol("empty result answer".into()))
+            .ok_or_else(|| WorkerError::protocol("empty result answer"))
     }
 
     /// `POST /_worker/tasks/results` (avto only): several signed result bodies, each already in
@@ -224,17 +224,17 @@ impl OrchestratorClient {
         let answer = self
             .request_raw(Method::POST, protocol::ENDPOINT_TASK_RESULTS, Some(body), self.request_timeout)
             .await?
-            .ok_or_else(|| WorkerError::Protocol("empty results answer".into()))?;
+            .ok_or_else(|| WorkerError::protocol("empty results answer"))?;
         let answers = match answer.get("results") {
             Some(Value::Array(a)) if a.len() == results.len() => a,
-            _ => return Err(WorkerError::Protocol("results answer does not match the batch".into())),
+            _ => return Err(WorkerError::protocol("results answer does not match the batch")),
         };
         Ok(answers
             .iter()
             .map(|a| match a.get("http_status").and_then(Value::as_u64) {
                 Some(status) => Err(WorkerError::Http { status: status as u16, body: a.to_string() }),
                 None => serde_json::from_value(a.clone())
-                    .map_err(|e| WorkerError::Protocol(format!("unexpected result answer: {e}"))),
+                    .map_err(|e| WorkerError::unparsable(format!("unexpected result answer: {e}"), e)),
             })
             .collect())
     }
@@ -242,7 +242,7 @@ impl OrchestratorClient {
     pub async fn send_event(&self, body: &Value) -> Result<EventResponse, WorkerError> {
         self.call(Method::POST, protocol::ENDPOINT_WORKER_EVENTS, Some(body))
             .await?
-            .ok_or_else(|| WorkerError::Protocol("empty event answer".into()))
+            .ok_or_else(|| WorkerError::protocol("empty event answer"))
     }
 
     /// `POST /_worker/auth/token` (authenticated with the static token).
@@ -250,7 +250,7 @@ impl OrchestratorClient {
         self.set_access_token(None);
         self.call(Method::POST, protocol::STS_TOKEN_ENDPOINT, None)
             .await?
-            .ok_or_else(|| WorkerError::Protocol("empty STS answer".into()))
+            .ok_or_else(|| WorkerError::protocol("empty STS answer"))
     }
 
     /// `POST /_worker/auth/token/refresh`.
@@ -259,7 +259,7 @@ impl OrchestratorClient {
             .expect("serialisable");
         self.call(Method::POST, protocol::STS_REFRESH_ENDPOINT, Some(&body))
             .await?
-            .ok_or_else(|| WorkerError::Protocol("empty STS answer".into()))
+            .ok_or_else(|| WorkerError::protocol("empty STS answer"))
     }
 }
 
@@ -302,7 +302,7 @@ pub(crate) fn parse_poll_answer(text: &str) -> Result<(Vec<Polled>, bool), Worke
         Ok(Value::Object(mut batch)) if !batch.contains_key("task_id") && batch.contains_key("tasks") => {
             return match batch.remove("tasks") {
                 Some(Value::Array(tasks)) => Ok((tasks.into_iter().map(Polled::Task).collect(), true)),
-                _ => Err(WorkerError::Protocol("`tasks` of a poll answer is not a list".into())),
+                _ => Err(WorkerError::protocol("`tasks` of a poll answer is not a list")),
             };
         }
         Ok(task) => return Ok((vec![Polled::Task(task)], false)),
@@ -314,7 +314,7 @@ pub(crate) fn parse_poll_answer(text: &str) -> Result<(Vec<Polled>, bool), Worke
         #[serde(borrow)]
         tasks: Vec<&'a serde_json::value::RawValue>,
     }
-    let invalid = || WorkerError::Protocol(format!("poll answer: invalid JSON: {whole}"));
+    let invalid = || WorkerError::protocol(format!("poll answer: invalid JSON: {whole}"));
     match serde_json::from_str::<Batch<'_>>(text) {
         Ok(b) => Ok((b.tasks.into_iter().filter_map(|raw| read_task(raw.get())).collect(), true)),
         Err(_) => Ok((vec![read_task(text).ok_or_else(invalid)?], false)),
@@ -385,5 +385,41 @@ mod tests {
         assert!(!batch && matches!(&tasks[..], [Polled::Unreadable { task_id, .. }] if task_id == "t2"));
         // Not JSON at all stays an error.
         assert!(parse_poll_answer("{\"tasks\": [").is_err());
+    }
+
+    /// A network or parse failure keeps the reqwest / serde_json error as its source (through
+    /// clones too), with the text it had when the error was flattened into a String.
+    #[tokio::test]
+    async fn errors_keep_their_cause_as_source() {
+        use std::error::Error as _;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let path = protocol::ENDPOINT_WORKER_REGISTER;
+        let client =
+            |base: &str| OrchestratorClient::new(reqwest::Client::new(), base, "w1", "token", Duration::from_secs(5));
+
+        // Nothing listens on port 1.
+        let err = client("http://127.0.0.1:1").register(&serde_json::json!({})).await.unwrap_err();
+        assert!(matches!(err, WorkerError::Network { .. }), "{err:?}");
+        let cause = err.source().and_then(|c| c.downcast_ref::<reqwest::Error>()).expect("the reqwest error");
+        assert!(cause.is_connect(), "{cause:?}");
+        assert_eq!(err.to_string(), format!("network error: POST {path}: {cause}"));
+        assert!(err.clone().source().and_then(|c| c.downcast_ref::<reqwest::Error>()).is_some());
+
+        // An orchestrator that answers something that is not JSON.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = conn.read(&mut request).await;
+            let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 3\r\n\r\n{x}";
+            conn.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let err = client(&base).register(&serde_json::json!({})).await.unwrap_err();
+        assert!(matches!(err, WorkerError::Protocol { .. }), "{err:?}");
+        let cause = err.source().and_then(|c| c.downcast_ref::<serde_json::Error>()).expect("the serde_json error");
+        assert_eq!(err.to_string(), format!("protocol error: POST {path}: invalid JSON answer: {cause}"));
+        assert!(WorkerError::protocol("empty register answer").source().is_none());
     }
 }

@@ -141,8 +141,8 @@ impl TaskHandle {
         let payload = match serde_json::to_value(payload) {
             Ok(Value::Object(m)) => m,
             Ok(Value::Null) => Map::new(),
-            Ok(_) => return Err(WorkerError::Protocol("event payload must be a JSON object".into())),
-            Err(e) => return Err(WorkerError::Protocol(format!("event payload does not serialise: {e}"))),
+            Ok(_) => return Err(WorkerError::protocol("event payload must be a JSON object")),
+            Err(e) => return Err(WorkerError::unparsable(format!("event payload does not serialise: {e}"), e)),
         };
         self.inner.sink.emit(&self.inner.payload, event_type.to_owned(), payload).await
     }

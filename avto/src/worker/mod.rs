@@ -82,7 +82,7 @@ pub use builder::WorkerBuilder;
 pub use config::{
     parse_orchestrators, MultiOrchestratorMode, OrchestratorConfig, WorkerConfig, PLACEHOLDER_WORKER_TOKEN,
 };
-pub use error::WorkerError;
+pub use error::{Cause, WorkerError};
 pub use handle::{RecordedEvent, TaskHandle, TestTaskControl};
 pub use outcome::{errors, IntoTaskOutcome, TaskOutcome};
 pub use run::{ShutdownHandle, Worker};

@@ -86,7 +86,7 @@ pub(crate) async fn poll_loop(state: Arc<WorkerState>, mut shutdown: watch::Rece
                     break;
                 }
                 Ok(_) => session.reset_poll_backoff(),
-                Err(e @ (WorkerError::Network(_) | WorkerError::RateLimited { .. })) => {
+                Err(e @ (WorkerError::Network { .. } | WorkerError::RateLimited { .. })) => {
                     let delay = session.poll_failed(&e);
                     tracing::warn!(orchestrator = %session.cfg.url, "polling failed: {e}; backing off {delay:?}");
                 }

@@ -100,7 +100,8 @@ impl OrchestratorSession {
         if queue.send((crate::protocol::canonical::to_canonical_string(body), tx)).is_err() {
             return self.client.send_result(body).await;
         }
-        rx.await.unwrap_or_else(|_| Err(WorkerError::Network("result batch was dropped".into())))
+        rx.await
+            .unwrap_or_else(|_| Err(WorkerError::Network { message: "result batch was dropped".into(), source: None }))
     }
 
     pub(crate) fn is_registered(&self) -> bool {
@@ -226,7 +227,7 @@ impl OrchestratorSession {
         let refresh = self.sts.lock().unwrap().as_ref().and_then(|s| s.refresh_token.clone());
         let res = match refresh {
             Some(refresh_token) => self.client.sts_refresh(&refresh_token).await,
-            None => Err(WorkerError::Protocol("no refresh token".into())),
+            None => Err(WorkerError::protocol("no refresh token")),
         };
         match res {
             Ok(token) => {
