@@ -37,13 +37,7 @@ pub enum AuthError {
     Refused(String),
     /// The token store could not be asked: 503.
     #[error("token store: {0}")]
-    Storage(String),
-}
-
-impl From<StorageError> for AuthError {
-    fn from(e: StorageError) -> Self {
-        AuthError::Storage(e.to_string())
-    }
+    Storage(#[from] StorageError),
 }
 
 /// An authenticated worker and the key its messages are signed with.
@@ -254,6 +248,23 @@ impl Auth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A token store failure is the source; the text and the HTTP answer are what they were
+    /// when it was flattened into a String.
+    #[test]
+    fn storage_errors_are_the_source() {
+        use std::error::Error as _;
+        let err = AuthError::from(StorageError::Unavailable("redis is down".into()));
+        assert_eq!(
+            err.source().and_then(|e| e.downcast_ref::<StorageError>()),
+            Some(&StorageError::Unavailable("redis is down".into()))
+        );
+        assert_eq!(err.to_string(), "token store: storage backend unavailable: redis is down");
+        assert_eq!(
+            crate::server::api::ApiError::from(err),
+            crate::server::api::ApiError::Unavailable("storage backend unavailable: redis is down".into())
+        );
+    }
 
     /// Issue #12 item 11: client tokens are found through their digests (constant time), exactly.
     #[test]

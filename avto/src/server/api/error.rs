@@ -89,7 +89,7 @@ impl From<crate::server::auth::AuthError> for ApiError {
             AuthError::Invalid(m) => ApiError::BadRequest(m),
             AuthError::Missing(m) => ApiError::Unauthorized(m),
             AuthError::Refused(m) => ApiError::Forbidden(m),
-            AuthError::Storage(m) => ApiError::Unavailable(m),
+            AuthError::Storage(e) => ApiError::Unavailable(e.to_string()),
         }
     }
 }
