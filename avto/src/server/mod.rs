@@ -48,8 +48,18 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     History(#[from] crate::history::HistoryError),
+    /// The storage backend (Redis) could not be opened, reached or subscribed to.
     #[error("storage: {0}")]
-    Storage(String),
+    Storage(#[source] crate::storage::StorageError),
+    /// `REDIS_URL` / `REDIS_HOST` is set, but this build has no `redis` feature.
+    #[error("storage: REDIS_URL / REDIS_HOST is set, but avto was built without the `redis` feature")]
+    RedisNotCompiled,
+    /// The clients' quotas could not be written at start-up.
+    #[error("invalid blueprint set: quota init failed: {0}")]
+    Quotas(#[source] crate::storage::StorageError),
+    /// The initial values of the blueprints' data stores could not be written at start-up.
+    #[error("storage: writing the initial values of data stores: {0}")]
+    DataStores(#[source] crate::storage::StorageError),
     #[error("task file storage: {0}")]
     Files(#[from] crate::files::FileError),
 }
@@ -167,7 +177,7 @@ impl OrchestratorBuilder {
             None => None,
             Some(url) => Some(
                 RedisStores::new(url, &config.redis_key_prefix, config.job_lock_lease)
-                    .map_err(|e| ServeError::Storage(e.to_string()))?
+                    .map_err(ServeError::Storage)?
                     .with_encryption(config.redis_encryption.as_ref()),
             ),
         };
@@ -176,11 +186,7 @@ impl OrchestratorBuilder {
         #[cfg(not(feature = "redis"))]
         let mut stores = match redis_url {
             None => Stores::memory(),
-            Some(_) => {
-                return Err(ServeError::Storage(
-                    "REDIS_URL / REDIS_HOST is set, but avto was built without the `redis` feature".into(),
-                ))
-            }
+            Some(_) => return Err(ServeError::RedisNotCompiled),
         };
         if redis_url.is_none() {
             stores.rate = Arc::new(MemoryRateLimits::new(config.rate_limit_max_keys));
@@ -279,14 +285,10 @@ impl Orchestrator {
     async fn init(&self) -> Result<(), ServeError> {
         #[cfg(feature = "redis")]
         if let Some(r) = &self.redis {
-            r.check().await.map_err(|e| ServeError::Storage(e.to_string()))?;
+            r.check().await.map_err(ServeError::Storage)?;
         }
-        self.core.init_quotas().await.map_err(|e| ServeError::Blueprints(format!("quota init failed: {e}")))?;
-        self.core
-            .env()
-            .initialize_data_stores()
-            .await
-            .map_err(|e| ServeError::Storage(format!("writing the initial values of data stores: {e}")))?;
+        self.core.init_quotas().await.map_err(ServeError::Quotas)?;
+        self.core.env().initialize_data_stores().await.map_err(ServeError::DataStores)?;
         if let Some(store) = self.core.env().object_store() {
             store.init().await?;
         }
@@ -342,7 +344,7 @@ impl Orchestrator {
                         core.dispatcher().on_bus(msg);
                     }
                 };
-                Some(r.subscribe(on_message).await.map_err(|e| ServeError::Storage(e.to_string()))?)
+                Some(r.subscribe(on_message).await.map_err(ServeError::Storage)?)
             }
         };
         self.core.start_background();
@@ -418,4 +420,48 @@ pub fn init_logging(cfg: &Config) {
     }
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = if cfg.log_format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+    use crate::storage::StorageError;
+
+    fn storage_cause(err: &ServeError) -> Option<&StorageError> {
+        err.source().and_then(|e| e.downcast_ref::<StorageError>())
+    }
+
+    /// Start-up storage failures keep the `StorageError` as their source, with the texts they
+    /// had when it was flattened into a String.
+    #[tokio::test]
+    async fn storage_failures_keep_the_storage_error_as_source() {
+        let err = Orchestrator::builder().redis("nonsense://").build().unwrap_err();
+        #[cfg(feature = "redis")]
+        {
+            assert!(matches!(err, ServeError::Storage(_)), "{err:?}");
+            let cause = storage_cause(&err).expect("the storage error");
+            assert_eq!(err.to_string(), format!("storage: {cause}"));
+        }
+        #[cfg(not(feature = "redis"))]
+        {
+            assert!(matches!(err, ServeError::RedisNotCompiled), "{err:?}");
+            assert_eq!(
+                err.to_string(),
+                "storage: REDIS_URL / REDIS_HOST is set, but avto was built without the `redis` feature"
+            );
+        }
+
+        let down = StorageError::Unavailable("down".into());
+        let err = ServeError::Quotas(down.clone());
+        assert_eq!(storage_cause(&err), Some(&down));
+        assert_eq!(err.to_string(), "invalid blueprint set: quota init failed: storage backend unavailable: down");
+        let err = ServeError::DataStores(down.clone());
+        assert_eq!(storage_cause(&err), Some(&down));
+        assert_eq!(
+            err.to_string(),
+            "storage: writing the initial values of data stores: storage backend unavailable: down"
+        );
+    }
 }
