@@ -55,11 +55,11 @@ pub enum ServeError {
     #[error("storage: REDIS_URL / REDIS_HOST is set, but avto was built without the `redis` feature")]
     RedisNotCompiled,
     /// The clients' quotas could not be written at start-up.
-    #[error("invalid blueprint set: quota init failed: {0}")]
+    #[error("storage: quota init failed: {0}")]
     Quotas(#[source] crate::storage::StorageError),
     /// The initial values of the blueprints' data stores could not be written at start-up.
     #[error("storage: writing the initial values of data stores: {0}")]
-    DataStores(#[source] crate::storage::StorageError),
+    DataStoreInit(#[source] crate::storage::StorageError),
     #[error("task file storage: {0}")]
     Files(#[from] crate::files::FileError),
 }
@@ -288,7 +288,7 @@ impl Orchestrator {
             r.check().await.map_err(ServeError::Storage)?;
         }
         self.core.init_quotas().await.map_err(ServeError::Quotas)?;
-        self.core.env().initialize_data_stores().await.map_err(ServeError::DataStores)?;
+        self.core.env().initialize_data_stores().await.map_err(ServeError::DataStoreInit)?;
         if let Some(store) = self.core.env().object_store() {
             store.init().await?;
         }
@@ -456,8 +456,8 @@ mod tests {
         let down = StorageError::Unavailable("down".into());
         let err = ServeError::Quotas(down.clone());
         assert_eq!(storage_cause(&err), Some(&down));
-        assert_eq!(err.to_string(), "invalid blueprint set: quota init failed: storage backend unavailable: down");
-        let err = ServeError::DataStores(down.clone());
+        assert_eq!(err.to_string(), "storage: quota init failed: storage backend unavailable: down");
+        let err = ServeError::DataStoreInit(down.clone());
         assert_eq!(storage_cause(&err), Some(&down));
         assert_eq!(
             err.to_string(),
