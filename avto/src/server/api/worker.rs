@@ -610,6 +610,75 @@ mod tests {
         Core::new(crate::server::Config::default(), env, stores)
     }
 
+    /// The task payload a worker is handed (issue #13 item 4 keeps it byte-compatible): its field
+    /// set, with and without the optional fields, reads as the wire `TaskPayload`, and its `sig`
+    /// verifies.
+    #[tokio::test]
+    async fn task_payloads_keep_their_fields_and_read_as_wire_task_payloads() {
+        use crate::protocol::{canonical::to_canonical_string, sign::verify_task, TaskPayload, TaskSigCheck};
+        let core = core_with(Arc::new(RecordingNonces::default()));
+        let queued = |params: Value, deadline_ms: Option<u64>| QueuedTask {
+            job_id: "j-1".into(),
+            task_id: "t-1".into(),
+            spec: crate::actions::TaskSpec { params, ..crate::actions::TaskSpec::new("echo") },
+            priority: 2.0,
+            deadline_ms,
+            enqueued_ms: 0,
+            seq: 0,
+        };
+        // Everything but the timestamp and the signature over it.
+        let fixed = |mut payload: Value| {
+            assert_eq!(verify_task(&payload, &core.config().secret_key), TaskSigCheck::Valid, "{payload}");
+            let ts = payload["timestamp"].as_i64().expect("an integer timestamp");
+            assert!(ts.abs_diff(unix_now()) <= 5, "{payload}");
+            let map = payload.as_object_mut().unwrap();
+            map.remove("timestamp");
+            assert!(map.remove("sig").is_some_and(|s| s.as_str().is_some_and(|s| s.len() == 64)));
+            to_canonical_string(&payload)
+        };
+
+        let bare = task_payload(&core, queued(json!({"x": 1}), None), TaskContext { step: 1, ..Default::default() });
+        let typed: TaskPayload = serde_json::from_value(bare.clone()).expect("reads as the wire TaskPayload");
+        assert_eq!((typed.task_type.as_str(), typed.step, typed.priority), ("echo", 1, 2.0));
+        assert_eq!(
+            fixed(bare),
+            r#"{"job_id":"j-1","params":{"x":1},"priority":2,"step":1,"task_id":"t-1","tracing_context":{},"type":"echo"}"#
+        );
+
+        let mut tracing_context = Map::new();
+        tracing_context.insert("traceparent".into(), json!("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+        let job = TaskContext {
+            security: Some(json!({"signer_id": "client-1", "identity_chain": ["a"], "custom": {"k": 1}})),
+            metadata: Some(json!({"tenant": "t", "n": 1.5})),
+            tracing_context,
+            step: 7,
+        };
+        let full = task_payload(&core, queued(json!({"x": 1}), Some(1_795_690_000_999)), job);
+        let typed: TaskPayload = serde_json::from_value(full.clone()).expect("reads as the wire TaskPayload");
+        assert_eq!((typed.deadline, typed.step), (Some(1_795_690_000.0), 7));
+        assert_eq!(
+            fixed(full),
+            concat!(
+                r#"{"deadline":1795690000,"job_id":"j-1","metadata":{"n":1.5,"tenant":"t"},"params":{"x":1},"priority":2,"#,
+                r#""security":{"custom":{"k":1},"identity_chain":["a"],"signer_id":"client-1"},"step":7,"task_id":"t-1","#,
+                r#""tracing_context":{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},"type":"echo"}"#
+            )
+        );
+
+        // Parameters that are not an object (a blueprint may dispatch any value) go out as given,
+        // and null ones not at all.
+        let odd = task_payload(&core, queued(json!([1, 2]), None), TaskContext { step: 1, ..Default::default() });
+        assert_eq!(
+            fixed(odd),
+            r#"{"job_id":"j-1","params":[1,2],"priority":2,"step":1,"task_id":"t-1","tracing_context":{},"type":"echo"}"#
+        );
+        let none = task_payload(&core, queued(Value::Null, None), TaskContext { step: 1, ..Default::default() });
+        assert_eq!(
+            fixed(none),
+            r#"{"job_id":"j-1","priority":2,"step":1,"task_id":"t-1","tracing_context":{},"type":"echo"}"#
+        );
+    }
+
     /// Issue #12 item 7: a message stamped now+55 s, refused when replayed at once, was accepted
     /// again 67 s later (its nonce was kept 65 s, its timestamp passes until now+115 s).
     #[tokio::test]
