@@ -5,7 +5,8 @@
 //!   integers), byte-for-byte what rxon signs and what the Python SDK sends;
 //! * [`sign`]: HMAC-SHA256 message signatures, the task `sig`, the zero-trust checks;
 //! * [`replay`]: the 60 s timestamp window and the 65 s nonce cache;
-//! * [`wire`]: serde types of every message;
+//! * [`wire`]: serde types of every message, the only spelling of each on both sides (how the
+//!   orchestrator reads what workers send: `lenient`);
 //! * constants (versions, headers, endpoints, error codes, statuses) and identifier validation here.
 //!
 //! ```
@@ -20,6 +21,7 @@
 //! ```
 
 pub mod canonical;
+pub(crate) mod lenient;
 pub mod replay;
 pub mod sign;
 pub mod wire;
@@ -54,6 +56,12 @@ pub const STS_TOKEN_ENDPOINT: &str = "/_worker/auth/token";
 pub const STS_REFRESH_ENDPOINT: &str = "/_worker/auth/token/refresh";
 pub const WS_ENDPOINT: &str = "/_worker/ws";
 pub const PUBLIC_STATUS_ENDPOINT: &str = "/_public/status";
+
+/// Most tasks one poll answer carries (`max_tasks`, an avto extension: the batch answer
+/// `{"tasks": [...]}`).
+pub const MAX_TASKS_PER_POLL: usize = 64;
+/// Most results one `POST` to [`ENDPOINT_TASK_RESULTS`] carries (`{"results": [...]}`).
+pub const MAX_RESULTS_PER_BATCH: usize = 64;
 
 /// `PATCH` target of heartbeats: `/_worker/workers/{worker_id}`.
 pub fn heartbeat_path(worker_id: &str) -> String {
@@ -90,6 +98,9 @@ pub mod error_codes {
     /// Quarantine.
     pub const SECURITY_ERROR: &str = "SECURITY_ERROR";
     pub const INTERNAL_ERROR: &str = "INTERNAL_ERROR";
+    /// avto's own (not in rxon): no worker picked the task up within its dispatch timeout. Job
+    /// failed, no retry.
+    pub const DISPATCH_TIMEOUT_ERROR: &str = "DISPATCH_TIMEOUT_ERROR";
 }
 pub use error_codes::*;
 

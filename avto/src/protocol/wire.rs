@@ -1,6 +1,13 @@
 //! Serde types for every RXON message (rxon 1.0b17 `models.py`).
 //!
-//! Deserialising tolerates unknown keys (the orchestrator drops them too). Serialising omits
+//! These are the only spelling of each message, on both sides: the worker SDK builds and reads
+//! them, and the orchestrator reads what workers send into them (after checking the signature
+//! over the body as sent) and answers with them.
+//!
+//! Deserialising tolerates unknown keys (the orchestrator drops them too). The messages a worker
+//! sends (registration, heartbeat, result, event) read as leniently as the orchestrator has always
+//! read them (see [`super::lenient`]: a field it does not act on never refuses a message; a result
+//! `error` may be a bare string). Serialising omits
 //! `None` and the defaults the Python SDK omits (`TaskResult.status == "success"`,
 //! `SkillInfo.schema_dialect == "json-schema"`, zero `step`/`depth`/`size`), so a body built
 //! here and written with [`super::canonical`] looks like the SDK's. Floats stay floats in these
@@ -221,37 +228,44 @@ pub struct FileMetadata {
     pub metadata: Option<JsonObject>,
 }
 
-fn default_worker_type() -> String {
+pub(super) fn default_worker_type() -> String {
     "generic".into()
 }
 
 /// `POST /_worker/workers/register` body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerRegistration {
+    /// Empty when missing (the orchestrator refuses it).
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_default")]
     pub worker_id: String,
-    #[serde(default = "default_worker_type")]
+    #[serde(default = "default_worker_type", deserialize_with = "crate::protocol::lenient::worker_type")]
     pub worker_type: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Each entry must at least have a string `name` (see [`super::lenient`]).
+    #[serde(
+        default,
+        deserialize_with = "crate::protocol::lenient::supported_skills",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub supported_skills: Option<Vec<SkillInfo>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub available_skills: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub hot_skills: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub installed_software: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub installed_artifacts: Option<Vec<InstalledArtifact>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<WorkerCapabilities>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub skills_hash: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub security: Option<SecurityContext>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub metadata: Option<JsonObject>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
 }
 
@@ -295,7 +309,7 @@ pub struct RegisterResponse {
 impl RegisterResponse {
     pub fn registered() -> Self {
         RegisterResponse {
-            status: "registered".into(),
+            status: response_status::REGISTERED.into(),
             version: Some(super::PROTOCOL_VERSION.into()),
             warning: None,
             access_token: None,
@@ -303,6 +317,22 @@ impl RegisterResponse {
             expires_in: None,
         }
     }
+}
+
+/// `status` words of the orchestrator's answers.
+pub mod response_status {
+    /// [`super::RegisterResponse`].
+    pub const REGISTERED: &str = "registered";
+    /// [`super::HeartbeatResponse`] (and `/_public/status`).
+    pub const OK: &str = "ok";
+    /// The answer to a heartbeat with an empty body.
+    pub const TTL_REFRESHED: &str = "ttl_refreshed";
+    /// [`super::ResultResponse::accepted`].
+    pub const ACCEPTED: &str = "accepted";
+    /// [`super::ResultResponse::ignored`].
+    pub const IGNORED: &str = "ignored";
+    /// [`super::EventResponse::accepted`].
+    pub const EVENT_ACCEPTED: &str = "event_accepted";
 }
 
 /// Worker status values in heartbeats.
@@ -318,28 +348,31 @@ pub mod worker_status {
 /// `PATCH /_worker/workers/{worker_id}` body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
+    /// Empty when missing (the body then claims no id; the path names the worker).
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_default")]
     pub worker_id: String,
-    /// See [`worker_status`].
+    /// See [`worker_status`]. Empty when missing.
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_default")]
     pub status: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub usage: Option<ResourcesUsage>,
     /// Task ids in flight.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub current_tasks: Option<Vec<String>>,
     /// Sent only when the skills hash changed since the last acknowledged sync.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub supported_skills: Option<Vec<SkillInfo>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub available_skills: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub hot_skills: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub skills_hash: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub security: Option<SecurityContext>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub metadata: Option<JsonObject>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
 }
 
@@ -374,6 +407,13 @@ pub struct HeartbeatResponse {
     pub cancel_task_ids: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_heartbeat_jitter_ms: Option<f64>,
+}
+
+impl HeartbeatResponse {
+    /// `{"status": "ok"}`.
+    pub fn ok() -> Self {
+        HeartbeatResponse { status: response_status::OK.into(), ..Default::default() }
+    }
 }
 
 /// A task (`GET …/tasks/next` answer, orchestrator → worker).
@@ -461,28 +501,46 @@ fn is_success(s: &String) -> bool {
 /// `POST /_worker/tasks/result` body. A missing `status` means `"success"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskResult {
+    /// Empty when missing or not a string (the orchestrator refuses it).
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_default")]
     pub job_id: String,
+    /// Empty when missing or not a string (the orchestrator refuses it).
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_default")]
     pub task_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub origin_worker_id: Option<String>,
-    #[serde(default = "default_success", skip_serializing_if = "is_success")]
+    /// See [`task_status`]; a custom status names a transition.
+    #[serde(
+        default = "default_success",
+        deserialize_with = "crate::protocol::lenient::result_status",
+        skip_serializing_if = "is_success"
+    )]
     pub status: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::protocol::lenient::result_data",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub data: Option<JsonObject>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// An object `{code, message, details}`; the SDK may also send a bare string.
+    #[serde(
+        default,
+        deserialize_with = "crate::protocol::lenient::result_error",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub error: Option<TaskError>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub data_metadata: Option<BTreeMap<String, FileMetadata>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub security: Option<SecurityContext>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub metadata: Option<JsonObject>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
     /// The SDK always sends `{"execution_time_seconds": x}` plus handler-supplied costs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub costs: Option<JsonObject>,
 }
 
@@ -516,6 +574,22 @@ pub mod ignored_reason {
     pub const MIDDLEWARE_ERROR: &str = "middleware_error";
 }
 
+/// `transition` words of an accepted result ([`ResultResponse::accepted`]).
+pub mod result_transition {
+    /// A result moved the job on along its status's transition (or completed a fan-out).
+    pub const SUCCESS_TRANSITION: &str = "success_transition";
+    /// A `failure` result: retried, or the job followed `failure` or ended.
+    pub const FAILURE_HANDLED: &str = "failure_handled";
+    /// A `cancelled` result: the job followed `cancelled` or ended cancelled.
+    pub const CANCELLED_HANDLED: &str = "cancelled_handled";
+    /// A custom status moved the job along its transition.
+    pub const CUSTOM_TRANSITION: &str = "custom_transition";
+    /// A status without a transition: the job failed.
+    pub const UNHANDLED_STATUS_FAILURE: &str = "unhandled_status_failure";
+    /// One branch of a fan-out finished; others are still running.
+    pub const PARALLEL_BRANCH_ACCEPTED: &str = "parallel_branch_accepted";
+}
+
 /// Result answer: `{"status":"accepted","transition":…}` or
 /// `{"status":"ignored","reason":…,"message":…}` (both HTTP 200).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -531,48 +605,63 @@ pub struct ResultResponse {
 
 impl ResultResponse {
     pub fn accepted(transition: impl Into<String>) -> Self {
-        ResultResponse { status: "accepted".into(), transition: Some(transition.into()), reason: None, message: None }
+        ResultResponse {
+            status: response_status::ACCEPTED.into(),
+            transition: Some(transition.into()),
+            reason: None,
+            message: None,
+        }
     }
     pub fn ignored(reason: impl Into<String>, message: impl Into<String>) -> Self {
         ResultResponse {
-            status: "ignored".into(),
+            status: response_status::IGNORED.into(),
             transition: None,
             reason: Some(reason.into()),
             message: Some(message.into()),
         }
     }
     pub fn is_ignored(&self) -> bool {
-        self.status == "ignored"
+        self.status == response_status::IGNORED
     }
 }
 
 /// `POST /_worker/events` body (also sent as a WebSocket text frame).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerEventPayload {
-    /// uuid4; also the replay nonce.
+    /// uuid4; also the replay nonce. Empty when missing.
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_default")]
     pub event_id: String,
+    /// Empty when missing.
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_default")]
     pub worker_id: String,
+    /// Empty when missing.
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_default")]
     pub origin_worker_id: String,
+    /// [`super::EVENT_TYPE_PROGRESS`] or a type the skill declares. Empty when missing (the
+    /// orchestrator refuses it).
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_default")]
     pub event_type: String,
+    /// Empty when missing or null.
+    #[serde(default, deserialize_with = "crate::protocol::lenient::event_payload")]
     pub payload: JsonObject,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub origin_task_id: Option<String>,
     /// Not covered by the signature.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub bubbling_chain: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub target_job_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub target_task_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub trace_context: Option<JsonObject>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_default")]
     pub priority: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub security: Option<SecurityContext>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub metadata: Option<JsonObject>,
 }
 
@@ -582,6 +671,13 @@ pub struct EventResponse {
     pub status: String,
     #[serde(flatten)]
     pub extra: JsonObject,
+}
+
+impl EventResponse {
+    /// `{"status": "event_accepted"}`.
+    pub fn accepted() -> Self {
+        EventResponse { status: response_status::EVENT_ACCEPTED.into(), extra: JsonObject::new() }
+    }
 }
 
 /// Orchestrator → worker command (WebSocket text frame), e.g.
@@ -645,4 +741,11 @@ impl ErrorBody {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusBody {
     pub status: String,
+}
+
+impl StatusBody {
+    /// `{"status": status}`, e.g. [`response_status::TTL_REFRESHED`].
+    pub fn new(status: impl Into<String>) -> Self {
+        StatusBody { status: status.into() }
+    }
 }
