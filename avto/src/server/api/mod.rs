@@ -24,20 +24,23 @@ pub use error::ApiError;
 
 use super::core::Core;
 
-/// The protocol version header avto answers with (RXON).
-pub const RXON_VERSION: &str = "1.0b17";
-
 /// The whole router.
 pub fn router(core: Arc<Core>) -> Router {
     let mut app = Router::new().merge(public::routes()).merge(worker::routes()).merge(metrics::routes());
+    // Every answer names the RXON version (as the Python orchestrator's middleware does).
+    let version_header =
+        header::HeaderName::try_from(crate::protocol::PROTOCOL_VERSION_HEADER).expect("a valid header name");
     if core.config().enable_client_api {
         app = app.merge(client::routes(&core));
     }
     app.fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed("method not allowed on this route".into()) })
-        .layer(axum::middleware::map_response(|mut r: Response| async move {
-            r.headers_mut().insert("x-rxon-version", HeaderValue::from_static(RXON_VERSION));
-            r
+        .layer(axum::middleware::map_response(move |mut r: Response| {
+            let version_header = version_header.clone();
+            async move {
+                r.headers_mut().insert(version_header, HeaderValue::from_static(crate::protocol::PROTOCOL_VERSION));
+                r
+            }
         }))
         .with_state(core)
 }

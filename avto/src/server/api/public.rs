@@ -15,7 +15,7 @@ use crate::server::core::Core;
 
 pub(super) fn routes() -> Router<Arc<Core>> {
     Router::new()
-        .route("/_public/status", get(status))
+        .route(crate::protocol::PUBLIC_STATUS_ENDPOINT, get(status))
         .route("/_public/webhooks/approval/{job_id}", post(super::client::approve_job))
         .route("/_public/jobs/quarantined", get(super::client::quarantined_jobs))
 }
@@ -26,7 +26,7 @@ pub(super) fn routes() -> Router<Arc<Core>> {
 async fn status(State(core): State<Arc<Core>>) -> Response {
     let failed = core.health().failed();
     if failed.is_empty() {
-        return json_response(&json!({"status": "ok"}));
+        return json_response(&json!({"status": crate::protocol::response_status::OK}));
     }
     json_status(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "unhealthy", "failed_tasks": failed}))
 }

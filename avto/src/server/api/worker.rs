@@ -9,6 +9,10 @@
 //! Two extensions serve avto's own worker SDK and are invisible to RXON workers: `max_tasks` on
 //! `tasks/next` (several tasks per poll answer) and `POST /_worker/tasks/results` (several
 //! results per request, each verified on its own).
+//!
+//! Messages are spelled by [`crate::protocol::wire`] both ways: a body is checked (timestamp,
+//! nonce, signature) as sent, then read into its wire type, whose serde attributes say what the
+//! orchestrator tolerates; answers are the wire answer types, written canonically.
 
 use std::sync::Arc;
 
@@ -18,13 +22,21 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::Router;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::{json_response, parse_object_within, read_body, ApiError};
-use crate::context::TaskError;
-use crate::engine::{ResultDisposition, TaskResult};
+use crate::engine::{self, ResultDisposition};
 use crate::protocol::replay::{check_timestamp, message_nonce, message_timestamp, nonce_ttl, unix_now};
 use crate::protocol::sign::{self, verify_security, MessageKind};
+use crate::protocol::wire::{
+    response_status, EventResponse, Heartbeat, HeartbeatResponse, RefreshTokenRequest, RegisterResponse,
+    ResultResponse, StatusBody, TaskPayload, TaskResult, TokenResponse, WorkerEventPayload, WorkerRegistration,
+};
+use crate::protocol::{
+    self, heartbeat_path, task_next_path, ws_path, AUTH_HEADER_WORKER, AUTH_HEADER_WORKER_ID, EVENT_TYPE_PROGRESS,
+    MAX_RESULTS_PER_BATCH, MAX_TASKS_PER_POLL, PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER,
+};
 use crate::server::auth::{valid_worker_id, StsPair, WorkerIdentity, GLOBAL_WORKER_ID, STS_ACCESS_TTL};
 use crate::server::config::WorkerAuthMode;
 use crate::server::core::{Core, TaskContext};
@@ -32,17 +44,19 @@ use crate::server::ClientCertCn;
 use crate::storage::{QueuedTask, WorkerInfo};
 
 pub(super) fn routes() -> Router<Arc<Core>> {
+    // The `{worker_id}` of the paths is axum's path parameter.
+    let worker = "{worker_id}";
     Router::new()
-        .route("/_worker/workers/register", post(register))
-        .route("/_worker/workers/{worker_id}", patch(heartbeat))
-        .route("/_worker/workers/{worker_id}/status", patch(heartbeat))
-        .route("/_worker/workers/{worker_id}/tasks/next", get(next_task))
-        .route("/_worker/tasks/result", post(result))
-        .route("/_worker/tasks/results", post(results))
-        .route("/_worker/events", post(event))
-        .route("/_worker/auth/token", post(sts_issue))
-        .route("/_worker/auth/token/refresh", post(sts_refresh))
-        .route("/_worker/ws/{worker_id}", get(websocket))
+        .route(protocol::ENDPOINT_WORKER_REGISTER, post(register))
+        .route(&heartbeat_path(worker), patch(heartbeat))
+        .route(&format!("{}/status", heartbeat_path(worker)), patch(heartbeat))
+        .route(&task_next_path(worker), get(next_task))
+        .route(protocol::ENDPOINT_TASK_RESULT, post(result))
+        .route(protocol::ENDPOINT_TASK_RESULTS, post(results))
+        .route(protocol::ENDPOINT_WORKER_EVENTS, post(event))
+        .route(protocol::STS_TOKEN_ENDPOINT, post(sts_issue))
+        .route(protocol::STS_REFRESH_ENDPOINT, post(sts_refresh))
+        .route(&ws_path(worker), get(websocket))
 }
 
 /// Who sent a request, and the key their messages are signed with.
@@ -96,12 +110,12 @@ async fn authenticate(core: &Core, creds: &Credentials, hint: Option<&str>) -> R
 /// Who a worker request is from (see [`authenticate`] and [`crate::server::auth::Auth::identify_worker`]), without
 /// charging failures.
 async fn identify(core: &Core, creds: &Credentials, hint: Option<&str>) -> Result<Sender, ApiError> {
-    let token = creds.headers.get("x-worker-token").and_then(|v| v.to_str().ok());
+    let token = creds.headers.get(AUTH_HEADER_WORKER).and_then(|v| v.to_str().ok());
     Ok(core.auth().identify_worker(creds.cn.as_deref(), token, hint).await?)
 }
 
 fn header_id(headers: &HeaderMap) -> Option<&str> {
-    headers.get("x-worker-id").and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty())
+    headers.get(AUTH_HEADER_WORKER_ID).and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty())
 }
 
 async fn rate_limit(core: &Core, sender: &Sender, kind: &str) -> Result<(), ApiError> {
@@ -166,7 +180,7 @@ async fn authenticated_body(
     let (parts, body) = req.into_parts();
     let creds = Credentials::of(&parts);
     let certificate = creds.cn.is_some() && core.config().worker_auth_mode != WorkerAuthMode::TokenOnly;
-    let token = creds.headers.get("x-worker-token").is_some_and(|t| !t.is_empty());
+    let token = creds.headers.get(AUTH_HEADER_WORKER).is_some_and(|t| !t.is_empty());
     if !certificate && !token {
         authenticate(core, &creds, None).await?; // refuses: no credential
     }
@@ -177,14 +191,27 @@ async fn authenticated_body(
     Ok((creds, sender, parsed?))
 }
 
+/// Reads a verified message body into its wire type: 400 (with the wire type's message) when a
+/// field the orchestrator acts on is wrong; see [`crate::protocol::wire`] for what it tolerates.
+fn read<'a, T: Deserialize<'a>>(body: &'a Value) -> Result<T, ApiError> {
+    T::deserialize(body).map_err(|e| ApiError::bad(e.to_string()))
+}
+
+/// A wire answer, written canonically like every JSON answer ([`json_response`]).
+fn wire_response<T: Serialize>(answer: &T) -> Response {
+    json_response(&serde_json::to_value(answer).expect("wire answers serialise"))
+}
+
 async fn register(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
     let (creds, sender, body) = authenticated_body(req, &core, body_worker_id).await?;
     rate_limit(&core, &sender, "register").await?;
     let body = Value::Object(body);
     verify(&core, &sender, &body, MessageKind::Registration).await?;
-    let Some(worker_id) = body.get("worker_id").and_then(Value::as_str) else {
+    let registration: WorkerRegistration = read(&body)?;
+    let worker_id = registration.worker_id.as_str();
+    if worker_id.is_empty() {
         return Err(ApiError::bad("worker_id is required"));
-    };
+    }
     if worker_id != sender.worker_id {
         return Err(forbidden(format!(
             "Immediate sender ID mismatch: body says {worker_id}, credentials say {}",
@@ -194,26 +221,18 @@ async fn register(State(core): State<Arc<Core>>, req: Request) -> Result<Respons
     if !valid_worker_id(worker_id) {
         return Err(ApiError::bad("Invalid worker_id: expected 1-128 characters of [A-Za-z0-9_-]"));
     }
-    match body.get("supported_skills") {
-        None | Some(Value::Null) | Some(Value::Array(_)) => {}
-        Some(_) => return Err(ApiError::bad("supported_skills must be a list")),
+    if registration.supported_skills.iter().flatten().any(|skill| !valid_worker_id(&skill.name)) {
+        return Err(ApiError::bad(protocol::lenient::SKILL_NAME_REQUIRED));
     }
-    if let Some(skills) = body.get("supported_skills").and_then(Value::as_array) {
-        for s in skills {
-            match s.get("name").and_then(Value::as_str) {
-                Some(n) if valid_worker_id(n) => {}
-                _ => return Err(ApiError::bad("every supported skill needs a `name` of [A-Za-z0-9_-]{1,128}")),
-            }
-        }
-    }
+    // The record keeps the registration as sent (`GET /workers`); dispatch reads its view of it.
     core.register_worker(WorkerInfo::from_registration(&body)).await?;
     tracing::info!(worker_id, "worker registered");
-    let mut answer = json!({"status": "registered", "version": super::RXON_VERSION});
-    let version = creds.headers.get("x-rxon-version").and_then(|v| v.to_str().ok());
-    if version.is_some_and(|v| v != super::RXON_VERSION) {
-        answer["warning"] = json!(format!("protocol version mismatch: orchestrator speaks {}", super::RXON_VERSION));
+    let mut answer = RegisterResponse::registered();
+    let version = creds.headers.get(PROTOCOL_VERSION_HEADER).and_then(|v| v.to_str().ok());
+    if version.is_some_and(|v| v != PROTOCOL_VERSION) {
+        answer.warning = Some(format!("protocol version mismatch: orchestrator speaks {PROTOCOL_VERSION}"));
     }
-    Ok(json_response(&answer))
+    Ok(wire_response(&answer))
 }
 
 async fn heartbeat(
@@ -229,38 +248,31 @@ async fn heartbeat(
     let bytes = read_body(req, core.config()).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(match core.heartbeat(&worker_id, None).await? {
-            Some(_) => json_response(&json!({"status": "ttl_refreshed"})),
+            Some(_) => wire_response(&StatusBody::new(response_status::TTL_REFRESHED)),
             None => not_registered(&worker_id).into_response(),
         });
     }
     let body = Value::Object(parse_object_within(&bytes, core.config().max_json_depth)?);
     verify(&core, &sender, &body, MessageKind::Heartbeat).await?;
-    if let Some(id) = body.get("worker_id").and_then(Value::as_str) {
-        if id != worker_id {
-            return Err(forbidden("Immediate sender ID mismatch"));
-        }
+    let heartbeat: Heartbeat = read(&body)?;
+    // An empty id: the body claims none (the path names the worker).
+    if !heartbeat.worker_id.is_empty() && heartbeat.worker_id != worker_id {
+        return Err(forbidden("Immediate sender ID mismatch"));
     }
+    // The record merges the heartbeat as sent (`GET /workers`).
     let Some(cancel) = core.heartbeat(&worker_id, Some(&body)).await? else {
         return Err(not_registered(&worker_id));
     };
-    let mut answer = json!({"status": "ok"});
-    if !cancel.is_empty() {
-        answer["cancel_task_ids"] = json!(cancel);
+    let mut answer = HeartbeatResponse { cancel_task_ids: cancel, ..HeartbeatResponse::ok() };
+    if heartbeat.skills_hash.is_some() {
+        answer.require_full_sync = core.worker(&worker_id).await.is_some_and(|w| w.skills.is_empty());
     }
-    if let Some(w) = core.worker(&worker_id).await {
-        if w.skills.is_empty() && body.get("skills_hash").is_some() {
-            answer["require_full_sync"] = json!(true);
-        }
-    }
-    Ok(json_response(&answer))
+    Ok(wire_response(&answer))
 }
 
 fn not_registered(worker_id: &str) -> ApiError {
     ApiError::NotFound(format!("Worker {worker_id} not found: register again"))
 }
-
-/// Most tasks one poll answer carries (`max_tasks`, an avto extension).
-pub const MAX_TASKS_PER_POLL: usize = 64;
 
 /// `max_tasks=N` from the poll's query: `None` when absent (the RXON answer, one task), else
 /// 1..=[`MAX_TASKS_PER_POLL`] (the batch answer `{"tasks": [...]}`). The Python orchestrator
@@ -299,62 +311,54 @@ async fn next_task(
     }
 }
 
-/// The signed RXON `TaskPayload` of a task handed to a worker.
+/// The signed [`TaskPayload`] of a task handed to a worker, with its `sig` over the payload as
+/// it goes out.
+///
+/// Two values go out as the job has them rather than typed: `params` that are not an object (a
+/// blueprint may dispatch any value; the SDKs refuse such a task, as they always have) and the
+/// job's `security`, the client's object (forwarded with all its keys, which the wire
+/// `SecurityContext` would not keep; the task signature does not cover it).
 fn task_payload(core: &Core, task: QueuedTask, job: TaskContext) -> Value {
-    let mut payload = json!({
-        "job_id": task.job_id,
-        "task_id": task.task_id,
-        "type": task.spec.task_type,
-        "params": task.spec.params,
-        "priority": task.priority,
-        "timestamp": unix_now(),
-        "tracing_context": {},
-        "step": job.step,
-    });
-    if let Some(d) = task.deadline_ms {
-        payload["deadline"] = json!(d / 1000);
+    let QueuedTask { job_id, task_id, spec, priority, deadline_ms, .. } = task;
+    let mut payload = TaskPayload::new(job_id, task_id, spec.task_type);
+    let mut as_given = Map::new();
+    match spec.params {
+        Value::Object(params) => payload.params = Some(params),
+        Value::Null => {}
+        other => {
+            as_given.insert("params".into(), other);
+        }
     }
-    if let Some(s) = job.security {
-        payload["security"] = s;
+    match job.metadata {
+        Some(Value::Object(metadata)) => payload.metadata = Some(metadata),
+        None | Some(Value::Null) => {}
+        Some(other) => {
+            as_given.insert("metadata".into(), other);
+        }
     }
-    if let Some(m) = job.metadata {
-        payload["metadata"] = m;
+    if let Some(security) = job.security {
+        as_given.insert("security".into(), security);
     }
-    if !job.tracing_context.is_empty() {
-        payload["tracing_context"] = Value::Object(job.tracing_context);
-    }
+    payload.priority = priority;
+    payload.timestamp = Some(unix_now());
+    payload.tracing_context = Some(job.tracing_context);
+    payload.step = job.step.into();
+    // Whole seconds (the canonical writer sends an integral float as an integer).
+    payload.deadline = deadline_ms.map(|ms| (ms / 1000) as f64);
+    let mut payload = serde_json::to_value(&payload).expect("a task payload serialises");
+    let map = payload.as_object_mut().expect("a task payload is an object");
+    map.extend(as_given);
     let sig = sign::sign_task(&payload, &core.config().secret_key);
-    payload["sig"] = json!(sig);
+    payload["sig"] = Value::String(sig);
     payload
-}
-
-/// Reads `error` as the SDK sends it: an object `{code, message, details}` or a bare string.
-fn parse_error(v: Option<&Value>) -> Result<Option<TaskError>, ApiError> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(TaskError::new("TRANSIENT_ERROR", s.clone()))),
-        Some(Value::Object(o)) => Ok(Some(TaskError {
-            code: o.get("code").and_then(Value::as_str).unwrap_or("TRANSIENT_ERROR").to_owned(),
-            message: match o.get("message") {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Null) | None => String::new(),
-                Some(other) => other.to_string(),
-            },
-            details: o.get("details").cloned().filter(|d| !d.is_null()),
-        })),
-        Some(_) => Err(ApiError::bad("error must be an object {code, message} or a string")),
-    }
 }
 
 async fn result(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
     let (_, sender, body) = authenticated_body(req, &core, body_worker_id).await?;
     rate_limit(&core, &sender, "result").await?;
     core.metrics().results_received(1);
-    Ok(json_response(&process_result(&core, &sender, Value::Object(body)).await?))
+    Ok(wire_response(&process_result(&core, &sender, Value::Object(body)).await?))
 }
-
-/// Most results one `POST /_worker/tasks/results` carries.
-pub const MAX_RESULTS_PER_BATCH: usize = 64;
 
 /// `POST /_worker/tasks/results` (an avto extension): `{"results": [result, ...]}`, each result
 /// exactly the body of `POST /_worker/tasks/result`, signed on its own (timestamp, nonce,
@@ -383,59 +387,57 @@ async fn results(State(core): State<Arc<Core>>, req: Request) -> Result<Response
             Value::Object(_) => process_result(&core, &sender, item).await,
             _ => Err(ApiError::bad("each result must be an object")),
         };
-        answers.push(answer.unwrap_or_else(|e| json!({"error": e.to_string(), "http_status": e.status().as_u16()})));
+        answers.push(match answer {
+            Ok(answer) => serde_json::to_value(answer).expect("wire answers serialise"),
+            Err(e) => json!({"error": e.to_string(), "http_status": e.status().as_u16()}),
+        });
     }
     Ok(json_response(&json!({ "results": answers })))
 }
 
-/// One task result (the body of `POST /_worker/tasks/result`): verified, then applied.
-async fn process_result(core: &Arc<Core>, sender: &Sender, body: Value) -> Result<Value, ApiError> {
+/// One task result (the body of `POST /_worker/tasks/result`): verified, read, then applied.
+async fn process_result(core: &Arc<Core>, sender: &Sender, body: Value) -> Result<ResultResponse, ApiError> {
     verify(core, sender, &body, MessageKind::Result).await?;
-    let str_field = |k: &str| -> Result<String, ApiError> {
-        match body.get(k) {
-            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-            _ => Err(ApiError::bad(format!("`{k}` is required (a non-empty string)"))),
-        }
-    };
-    let job_id = str_field("job_id")?;
-    let task_id = str_field("task_id")?;
-    if let Some(w) = body.get("worker_id").and_then(Value::as_str) {
-        if w != sender.worker_id {
-            return Err(forbidden(format!("Immediate sender ID mismatch: result signed for {w}")));
+    let result: TaskResult = read(&body)?;
+    for (name, value) in [("job_id", &result.job_id), ("task_id", &result.task_id)] {
+        if value.is_empty() {
+            return Err(ApiError::bad(format!("`{name}` is required (a non-empty string)")));
         }
     }
-    let status = match body.get("status") {
-        None | Some(Value::Null) => "success".to_owned(),
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(_) => return Err(ApiError::bad("status must be a string")),
-    };
-    let data = match body.get("data") {
-        None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(v @ Value::Object(_)) => v.clone(),
-        Some(_) => return Err(ApiError::bad("Expected object | null for `data`")),
-    };
-    let error = parse_error(body.get("error"))?;
-    let result = TaskResult { task_id, worker_id: Some(sender.worker_id.clone()), status, data, error };
-    let answer = match core.submit_result(&sender.worker_id, &job_id, result).await? {
-        ResultDisposition::Accepted(t) => json!({"status": "accepted", "transition": t}),
-        ResultDisposition::Ignored { reason, message } => {
-            json!({"status": "ignored", "reason": reason.as_str(), "message": message})
-        }
+    if let Some(w) = result.worker_id.as_deref().filter(|w| *w != sender.worker_id) {
+        return Err(forbidden(format!("Immediate sender ID mismatch: result signed for {w}")));
+    }
+    let job_id = result.job_id.clone();
+    let answer = match core.submit_result(&sender.worker_id, &job_id, engine_input(result, sender)).await? {
+        ResultDisposition::Accepted(transition) => ResultResponse::accepted(transition),
+        ResultDisposition::Ignored { reason, message } => ResultResponse::ignored(reason.as_str(), message),
     };
     Ok(answer)
 }
 
-async fn process_event(core: &Arc<Core>, sender: &Sender, body: &Value) -> Result<Value, ApiError> {
-    verify(core, sender, body, MessageKind::Event).await?;
-    let event_type =
-        body.get("event_type").and_then(Value::as_str).ok_or_else(|| ApiError::bad("event_type is required"))?;
-    let payload = body.get("payload").cloned().unwrap_or(Value::Null);
-    if !(payload.is_object() || payload.is_null()) {
-        return Err(ApiError::bad("payload must be an object"));
+/// The engine's input from a worker's result: the lease holder is the authenticated sender (the
+/// body's `worker_id` was checked to be the same or absent), and an absent `data` is empty. The
+/// rest of the message (job id, costs, signature, ...) is the server's business.
+fn engine_input(result: TaskResult, sender: &Sender) -> engine::TaskResult {
+    engine::TaskResult {
+        task_id: result.task_id,
+        worker_id: Some(sender.worker_id.clone()),
+        status: result.status,
+        data: Value::Object(result.data.unwrap_or_default()),
+        error: result.error,
     }
-    if event_type == "progress" {
+}
+
+async fn process_event(core: &Arc<Core>, sender: &Sender, body: Value) -> Result<EventResponse, ApiError> {
+    verify(core, sender, &body, MessageKind::Event).await?;
+    let event: WorkerEventPayload = read(&body)?;
+    let event_type = event.event_type.as_str();
+    if event_type.is_empty() {
+        return Err(ApiError::bad("event_type is required"));
+    }
+    if event_type == EVENT_TYPE_PROGRESS {
         let max = core.config().progress_message_max_bytes;
-        match payload.get("message") {
+        match event.payload.get("message") {
             None | Some(Value::Null) => {}
             Some(Value::String(m)) if m.len() <= max => {}
             Some(Value::String(_)) => {
@@ -446,29 +448,27 @@ async fn process_event(core: &Arc<Core>, sender: &Sender, body: &Value) -> Resul
             Some(_) => return Err(ApiError::bad("`payload.message` must be a string")),
         }
     }
-    let task_id = body.get("target_task_id").or_else(|| body.get("origin_task_id")).and_then(Value::as_str);
-    let job_id = body
-        .get("target_job_id")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| ApiError::bad("target_job_id is required"))?;
-    core.worker_event(&sender.worker_id, &job_id, task_id, event_type, &payload).await?;
-    Ok(json!({"status": "event_accepted"}))
+    let task_id = event.target_task_id.as_deref().or(event.origin_task_id.as_deref());
+    let job_id = event.target_job_id.as_deref().ok_or_else(|| ApiError::bad("target_job_id is required"))?;
+    let payload = Value::Object(event.payload);
+    core.worker_event(&sender.worker_id, job_id, task_id, event_type, &payload).await?;
+    Ok(EventResponse::accepted())
 }
 
 async fn event(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
     let (_, sender, body) = authenticated_body(req, &core, body_worker_id).await?;
     rate_limit(&core, &sender, "event").await?;
-    Ok(json_response(&process_event(&core, &sender, &Value::Object(body)).await?))
+    Ok(wire_response(&process_event(&core, &sender, Value::Object(body)).await?))
 }
 
-fn sts_answer(worker_id: &str, pair: StsPair) -> Value {
-    json!({
-        "access_token": pair.access,
-        "refresh_token": pair.refresh,
-        "expires_in": STS_ACCESS_TTL.as_secs(),
-        "worker_id": worker_id,
-    })
+fn sts_answer(worker_id: &str, pair: StsPair) -> TokenResponse {
+    TokenResponse {
+        access_token: pair.access,
+        refresh_token: Some(pair.refresh),
+        expires_in: i64::try_from(STS_ACCESS_TTL.as_secs()).unwrap_or(i64::MAX),
+        worker_id: worker_id.to_owned(),
+        metadata: None,
+    }
 }
 
 async fn sts_issue(State(core): State<Arc<Core>>, creds: Credentials) -> Result<Response, ApiError> {
@@ -478,17 +478,17 @@ async fn sts_issue(State(core): State<Arc<Core>>, creds: Credentials) -> Result<
     }
     rate_limit(&core, &sender, "sts").await?;
     let pair = core.auth().issue_sts(&sender.worker_id).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    Ok(json_response(&sts_answer(&sender.worker_id, pair)))
+    Ok(wire_response(&sts_answer(&sender.worker_id, pair)))
 }
 
 async fn sts_refresh(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
     let (creds, body) = body_object(req, &core).await?;
     let worker_id =
         header_id(&creds.headers).ok_or_else(|| forbidden("Unauthorized: X-Worker-ID header is required"))?.to_owned();
-    let token =
-        body.get("refresh_token").and_then(Value::as_str).ok_or_else(|| ApiError::bad("refresh_token is required"))?;
-    let pair = core.auth().refresh_sts(&worker_id, token).await?;
-    Ok(json_response(&sts_answer(&worker_id, pair)))
+    let request = RefreshTokenRequest::deserialize(Value::Object(body))
+        .map_err(|_| ApiError::bad("refresh_token is required"))?;
+    let pair = core.auth().refresh_sts(&worker_id, &request.refresh_token).await?;
+    Ok(wire_response(&sts_answer(&worker_id, pair)))
 }
 
 async fn websocket(
@@ -549,8 +549,8 @@ async fn ws_session(core: Arc<Core>, sender: Sender, mut socket: WebSocket) {
             }
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { break };
-                let frame = json!({"command": cmd.command, "task_id": cmd.task_id, "job_id": cmd.job_id});
-                let text = Message::Text(crate::protocol::canonical::to_canonical_string(&frame).into());
+                let frame = protocol::to_canonical_string_of(&cmd).expect("a command serialises");
+                let text = Message::Text(frame.into());
                 if !send_within(&mut socket, text, idle).await {
                     break;
                 }
@@ -568,7 +568,7 @@ async fn ws_session(core: Arc<Core>, sender: Sender, mut socket: WebSocket) {
                         limited = false;
                         match parse_object_within(text.as_bytes(), core.config().max_json_depth).map(Value::Object) {
                             Ok(body) => {
-                                if let Err(e) = process_event(&core, &sender, &body).await {
+                                if let Err(e) = process_event(&core, &sender, body).await {
                                     tracing::warn!(worker_id = %sender.worker_id, error = %e, "websocket event rejected");
                                 }
                             }
