@@ -15,6 +15,7 @@ use crate::context::{Context, StateHistory};
 use crate::files::{ObjectStore, TaskFiles};
 use crate::handler::{HandlerError, Invocation};
 use crate::job::{now_ms, ApprovalRecord, Job, JobStatus, SubJobRecord, TaskRecord};
+use crate::protocol::wire::task_status;
 use crate::storage::{DataStoreBackend, DataStores, InitialValues};
 
 /// Engine limits (from the environment in the server: `MAX_TRANSITIONS_PER_JOB`, `JOB_MAX_RETRIES`, ...).
@@ -449,7 +450,7 @@ fn apply_actions(
 
 /// The aggregator state a dispatch fans into, if it is a parallel dispatch.
 fn parallel_target(bp: Blueprint, tasks: &[TaskSpec]) -> Result<Option<String>, HandlerError> {
-    let success = |t: &TaskSpec| t.target_for("success").map(str::to_owned);
+    let success = |t: &TaskSpec| t.target_for(task_status::SUCCESS).map(str::to_owned);
     let first = tasks.first().and_then(success);
     let into_aggregator = first.as_deref().is_some_and(|s| bp.is_aggregator(s));
     if tasks.len() == 1 && !into_aggregator {
@@ -464,7 +465,7 @@ fn parallel_target(bp: Blueprint, tasks: &[TaskSpec]) -> Result<Option<String>, 
         return Err(HandlerError::Failed(format!(
             "parallel dispatch of `{}` does not fan into aggregator `{agg}` (its success transition goes to {:?})",
             other.task_type,
-            other.target_for("success")
+            other.target_for(task_status::SUCCESS)
         )));
     }
     Ok(Some(agg))

@@ -8,16 +8,28 @@ use super::executor::{enter, retry_task, terminal, EngineEnv};
 use super::{Effect, EngineEvent, Step};
 use crate::context::{BranchResult, ErrorClass, TaskError};
 use crate::job::{now_ms, Job, JobStatus, TaskRecord};
+use crate::protocol::wire::{ignored_reason, result_transition as transition, task_status};
+use crate::protocol::{EVENT_TYPE_PROGRESS, TRANSIENT_ERROR};
 
-/// A worker's result for one task (the engine's view of the RXON `TaskResult`).
+/// What the engine needs of a worker's result for one task: its narrow input, built by the worker
+/// API from the RXON message [`crate::protocol::wire::TaskResult`] (with the authenticated sender
+/// as `worker_id`), and directly by the watcher (timeouts) and [`crate::testing`].
+///
+/// The engine does not take the wire type itself: that one carries what only the transport needs
+/// (the job id that finds the job, signature, timestamp, costs, origin) and the serde leniency of
+/// reading what a worker sends, and its `worker_id` is what the body claims, not who sent it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskResult {
     pub task_id: String,
+    /// The worker that holds the task's lease (checked against the task's holder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,
-    /// `success` (the default), `failure`, `cancelled` or a custom status.
+    /// [`task_status::SUCCESS`] (the default), [`task_status::FAILURE`],
+    /// [`task_status::CANCELLED`] or a custom status.
     #[serde(default = "success")]
     pub status: String,
+    /// Merged into the job's state history when the result moves it on (an object; anything
+    /// else merges nothing).
     #[serde(default)]
     pub data: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -25,7 +37,7 @@ pub struct TaskResult {
 }
 
 fn success() -> String {
-    "success".into()
+    task_status::SUCCESS.into()
 }
 
 impl TaskResult {
@@ -36,7 +48,7 @@ impl TaskResult {
         TaskResult {
             task_id: task_id.into(),
             worker_id: None,
-            status: "failure".into(),
+            status: task_status::FAILURE.into(),
             data: Value::Null,
             error: Some(TaskError::new(code, message)),
         }
@@ -56,13 +68,14 @@ pub enum IgnoreReason {
 }
 
 impl IgnoreReason {
+    /// The RXON `reason` word ([`ignored_reason`]).
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::JobNotFound => "job_not_found",
-            Self::WorkerMismatch => "worker_mismatch",
-            Self::StaleTask => "stale_task",
-            Self::JobCancelled => "job_cancelled",
-            Self::JobAlreadyTerminated => "job_already_terminated",
+            Self::JobNotFound => ignored_reason::JOB_NOT_FOUND,
+            Self::WorkerMismatch => ignored_reason::WORKER_MISMATCH,
+            Self::StaleTask => ignored_reason::STALE_TASK,
+            Self::JobCancelled => ignored_reason::JOB_CANCELLED,
+            Self::JobAlreadyTerminated => ignored_reason::JOB_ALREADY_TERMINATED,
         }
     }
 }
@@ -71,7 +84,8 @@ impl IgnoreReason {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum ResultDisposition {
-    /// Applied. The string is the RXON `transition` answer (`success_transition`, `failure_handled`, ...).
+    /// Applied. The string is the RXON `transition` answer ([`transition`]: `success_transition`,
+    /// `failure_handled`, ...).
     /// If the job is now `running`, the caller must [`super::advance`] it.
     Accepted(&'static str),
     Ignored {
@@ -141,7 +155,7 @@ fn error_of(result: &TaskResult) -> TaskError {
     result
         .error
         .clone()
-        .unwrap_or_else(|| TaskError::new("TRANSIENT_ERROR", "the worker reported a failure without an error object"))
+        .unwrap_or_else(|| TaskError::new(TRANSIENT_ERROR, "the worker reported a failure without an error object"))
 }
 
 fn single_result(
@@ -152,39 +166,37 @@ fn single_result(
     out: &mut Step,
 ) -> ResultDisposition {
     match result.status.as_str() {
-        "failure" => {
+        task_status::FAILURE => {
             let error = error_of(result);
             if error.class() == ErrorClass::Transient && record.attempt < env.config.max_retries {
                 let next = retry_task(env, record, false, out);
                 job.current_task = Some(Box::new(next));
                 job.status = JobStatus::WaitingForWorker;
                 job.last_error = Some(Box::new(error));
-                return ResultDisposition::Accepted("failure_handled");
+                return ResultDisposition::Accepted(transition::FAILURE_HANDLED);
             }
             give_up(job, &record.spec.transitions, error, record.attempt, out);
-            ResultDisposition::Accepted("failure_handled")
+            ResultDisposition::Accepted(transition::FAILURE_HANDLED)
         }
         status => {
             if let Some(target) = record.spec.target_for(status) {
                 merge_data(job, &result.data);
                 let target = target.to_owned();
                 enter(job, &target);
-                return ResultDisposition::Accepted(if status == "success" {
-                    "success_transition"
-                } else if status == "cancelled" {
-                    "cancelled_handled"
-                } else {
-                    "custom_transition"
+                return ResultDisposition::Accepted(match status {
+                    task_status::SUCCESS => transition::SUCCESS_TRANSITION,
+                    task_status::CANCELLED => transition::CANCELLED_HANDLED,
+                    _ => transition::CUSTOM_TRANSITION,
                 });
             }
-            if status == "cancelled" {
+            if status == task_status::CANCELLED {
                 terminal(job, JobStatus::Cancelled, Some("the worker cancelled the task".into()), out);
-                return ResultDisposition::Accepted("cancelled_handled");
+                return ResultDisposition::Accepted(transition::CANCELLED_HANDLED);
             }
             merge_data(job, &result.data);
             let msg = format!("worker returned unhandled status `{status}` (no transition for it)");
             terminal(job, JobStatus::Failed, Some(msg), out);
-            ResultDisposition::Accepted("unhandled_status_failure")
+            ResultDisposition::Accepted(transition::UNHANDLED_STATUS_FAILURE)
         }
     }
 }
@@ -197,7 +209,7 @@ fn give_up(job: &mut Job, transitions: &[(String, String)], error: TaskError, at
         _ => format!("{}: {}", error.code, error.message),
     };
     job.last_error = Some(Box::new(error));
-    if let Some((_, target)) = transitions.iter().find(|(s, _)| s == "failure") {
+    if let Some((_, target)) = transitions.iter().find(|(s, _)| s == task_status::FAILURE) {
         let target = target.clone();
         job.error_message = Some(msg);
         let in_flight: Vec<TaskRecord> = job.branches.clone();
@@ -220,7 +232,7 @@ fn branch_result(
 ) -> ResultDisposition {
     let aggregator = job.aggregation_target.clone().unwrap_or_default();
     let status = result.status.as_str();
-    if status == "failure" {
+    if status == task_status::FAILURE {
         let error = error_of(result);
         if error.class() == ErrorClass::Transient && record.attempt < env.config.max_retries {
             let next = retry_task(env, record, true, out);
@@ -230,12 +242,12 @@ fn branch_result(
             if let Some(slot) = job.branches.iter_mut().find(|b| b.task_id == record.task_id) {
                 *slot = next;
             }
-            return ResultDisposition::Accepted("failure_handled");
+            return ResultDisposition::Accepted(transition::FAILURE_HANDLED);
         }
         // The failure rule: one failed branch fails the fan-out; the aggregator never runs.
         job.branches.retain(|b| b.task_id != record.task_id);
         give_up(job, &record.spec.transitions, error, record.attempt, out);
-        return ResultDisposition::Accepted("failure_handled");
+        return ResultDisposition::Accepted(transition::FAILURE_HANDLED);
     }
     match record.spec.target_for(status) {
         Some(target) if target == aggregator => {
@@ -256,9 +268,9 @@ fn branch_result(
                 enter(job, &aggregator);
                 job.aggregation_results = results;
                 job.aggregation_target = None;
-                return ResultDisposition::Accepted("success_transition");
+                return ResultDisposition::Accepted(transition::SUCCESS_TRANSITION);
             }
-            ResultDisposition::Accepted("parallel_branch_accepted")
+            ResultDisposition::Accepted(transition::PARALLEL_BRANCH_ACCEPTED)
         }
         Some(target) => {
             // A branch leads elsewhere (custom status or `cancelled`): the fan-out ends there.
@@ -271,18 +283,18 @@ fn branch_result(
             merge_data(job, &result.data);
             enter(job, &target);
             job.aggregation_target = None;
-            ResultDisposition::Accepted("custom_transition")
+            ResultDisposition::Accepted(transition::CUSTOM_TRANSITION)
         }
-        None if status == "cancelled" => {
+        None if status == task_status::CANCELLED => {
             job.branches.retain(|b| b.task_id != record.task_id);
             terminal(job, JobStatus::Cancelled, Some("a worker cancelled a parallel task".into()), out);
-            ResultDisposition::Accepted("cancelled_handled")
+            ResultDisposition::Accepted(transition::CANCELLED_HANDLED)
         }
         None => {
             job.branches.retain(|b| b.task_id != record.task_id);
             let msg = format!("worker returned unhandled status `{status}` for parallel task {}", record.task_id);
             terminal(job, JobStatus::Failed, Some(msg), out);
-            ResultDisposition::Accepted("unhandled_status_failure")
+            ResultDisposition::Accepted(transition::UNHANDLED_STATUS_FAILURE)
         }
     }
 }
@@ -294,7 +306,7 @@ pub fn fail_task(env: &EngineEnv, job: &mut Job, task_id: &str, error: TaskError
     let result = TaskResult {
         task_id: task_id.to_owned(),
         worker_id: None,
-        status: "failure".into(),
+        status: task_status::FAILURE.into(),
         data: Value::Null,
         error: Some(error),
     };
@@ -309,7 +321,7 @@ pub fn fail_task(env: &EngineEnv, job: &mut Job, task_id: &str, error: TaskError
 /// results over HTTP race), so the job's history is complete.
 pub fn apply_event(job: &mut Job, task_id: Option<&str>, event_type: &str, payload: &Value) -> Step {
     let mut out = Step::default();
-    if event_type == "progress" {
+    if event_type == EVENT_TYPE_PROGRESS {
         let progress = payload.get("progress").and_then(Value::as_f64);
         let message = payload.get("message").and_then(Value::as_str).map(str::to_owned);
         job.progress = progress;
@@ -397,10 +409,11 @@ pub fn resume_parent(parent: &mut Job, child: &Job) -> Option<Step> {
     }
     let sub = parent.sub_job.clone().filter(|s| s.child_job_id == child.id)?;
     let mut out = Step::default();
+    // The child's outcome picks the parent's transition as a result status picks a task's.
     let outcome = match child.status {
-        JobStatus::Finished => "success",
-        JobStatus::Cancelled => "cancelled",
-        _ => "failure",
+        JobStatus::Finished => task_status::SUCCESS,
+        JobStatus::Cancelled => task_status::CANCELLED,
+        _ => task_status::FAILURE,
     };
     parent.state_history.insert(
         format!("sub_job_{}_result", child.id),
@@ -418,7 +431,13 @@ pub fn resume_parent(parent: &mut Job, child: &Job) -> Option<Step> {
         .transitions
         .iter()
         .find(|(o, _)| o == outcome)
-        .or_else(|| if outcome == "cancelled" { sub.transitions.iter().find(|(o, _)| o == "failure") } else { None })
+        .or_else(|| {
+            if outcome == task_status::CANCELLED {
+                sub.transitions.iter().find(|(o, _)| o == task_status::FAILURE)
+            } else {
+                None
+            }
+        })
         .map(|(_, t)| t.clone());
     match target {
         Some(t) => enter(parent, &t),

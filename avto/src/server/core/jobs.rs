@@ -11,6 +11,7 @@ use crate::blueprint::Blueprint;
 use crate::context::ErrorClass;
 use crate::engine::{self, ResultDisposition, TaskResult};
 use crate::job::Job;
+use crate::protocol::{task_status, EVENT_TYPE_PROGRESS};
 use crate::server::config::ClientEntry;
 use crate::storage::StorageError;
 
@@ -121,10 +122,10 @@ impl Core {
         let (disposition, step) = engine::apply_task_result(&self.env, &mut tx, &result);
         if let ResultDisposition::Accepted(_) = &disposition {
             match (result.status.as_str(), result.error.as_ref().map(|e| e.class())) {
-                ("failure", Some(ErrorClass::Permanent)) => {
+                (task_status::FAILURE, Some(ErrorClass::Permanent)) => {
                     self.dispatcher.adjust_reputation(worker_id, -REPUTATION_PENALTY).await
                 }
-                ("failure", _) => {}
+                (task_status::FAILURE, _) => {}
                 _ => self.dispatcher.adjust_reputation(worker_id, REPUTATION_REWARD).await,
             }
         }
@@ -159,7 +160,7 @@ impl Core {
             }));
         }
         let step = engine::apply_event(&mut tx, task_id, event_type, payload);
-        if event_type == "progress" {
+        if event_type == EVENT_TYPE_PROGRESS {
             keep_last_progress(&mut tx, self.cfg.progress_updates_max);
         }
         self.apply(&mut tx, step).await;

@@ -8,6 +8,7 @@ use super::{Core, CoreError};
 use crate::context::TaskError;
 use crate::engine;
 use crate::job::{now_ms, JobStatus};
+use crate::protocol::{DISPATCH_TIMEOUT_ERROR, TIMEOUT_ERROR};
 use crate::storage::Overdue;
 
 /// Stale jobs claimed per watcher pass.
@@ -47,11 +48,11 @@ impl Core {
             }
             let error = match t.kind {
                 Overdue::Dispatch => TaskError::new(
-                    "DISPATCH_TIMEOUT_ERROR",
+                    DISPATCH_TIMEOUT_ERROR,
                     format!("task {} was not picked up by a worker before its dispatch deadline", t.task_id),
                 ),
                 Overdue::Execution => TaskError::new(
-                    "TIMEOUT_ERROR",
+                    TIMEOUT_ERROR,
                     format!(
                         "worker {} did not return a result for task {} in time",
                         t.worker_id.as_deref().unwrap_or("?"),

@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::transact::{log_failure, JobTx};
 use super::{Core, CoreError, TaskContext};
 use crate::job::now_ms;
+use crate::protocol::worker_status;
 use crate::storage::{QueuedTask, Unassigned, WorkerCommand, WorkerInfo, WorkerLoad};
 
 /// How often a long-poll looks at its queue without a wake-up when instances share a bus.
@@ -110,7 +111,7 @@ impl Core {
         worker_id: &str,
         body: Option<&Value>,
     ) -> Result<Option<Vec<String>>, CoreError> {
-        let offline = body.and_then(|b| b["status"].as_str()) == Some("offline");
+        let offline = body.and_then(|b| b["status"].as_str()) == Some(worker_status::OFFLINE);
         let Some(cancel) = self.dispatcher.heartbeat(worker_id, body).await? else { return Ok(None) };
         if offline {
             let (queued, orphans) = self.dispatcher.remove(worker_id).await;
