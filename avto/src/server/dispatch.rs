@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::actions::{DispatchStrategy, TaskSpec};
 use crate::job::now_ms;
+use crate::protocol::worker_status;
 use crate::storage::{
     Bus, BusMessage, Orphan, Overdue, OverdueTask, QueuedTask, StorageError, Unassigned, WorkerCommand, WorkerInfo,
     WorkerLoad, WorkerStore, CANCEL_MEMORY_MS,
@@ -283,12 +284,7 @@ impl Dispatcher {
         for (task_id, worker_id, job_id) in tasks {
             let running = self.store.cancel(task_id, worker_id.as_deref(), CANCEL_MEMORY_MS).await.unwrap_or(false);
             if let (true, Some(worker)) = (running, worker_id) {
-                let cmd = WorkerCommand {
-                    command: "cancel_task".into(),
-                    task_id: Some(task_id.clone()),
-                    job_id: Some(job_id.clone()),
-                };
-                self.command(worker, cmd).await;
+                self.command(worker, WorkerCommand::cancel_task(task_id, job_id)).await;
             }
         }
     }
@@ -375,12 +371,7 @@ impl Dispatcher {
         let list = self.store.overdue(now, default_exec_ms, CANCEL_MEMORY_MS).await.unwrap_or_default();
         for t in &list {
             if let (Overdue::Execution, Some(w)) = (t.kind, &t.worker_id) {
-                let cmd = WorkerCommand {
-                    command: "cancel_task".into(),
-                    task_id: Some(t.task_id.clone()),
-                    job_id: Some(t.job_id.clone()),
-                };
-                self.command(w, cmd).await;
+                self.command(w, WorkerCommand::cancel_task(&t.task_id, &t.job_id)).await;
             }
         }
         list
@@ -400,7 +391,7 @@ impl Dispatcher {
         // With a candidate cap the scan starts at a rotating position (every worker gets its turn).
         let start = if self.max_candidates < workers.len() { turn % workers.len() } else { 0 };
         for w in workers[start..].iter().chain(&workers[..start]) {
-            if w.info.status == "offline" || !w.info.has_skill(skill) {
+            if w.info.status == worker_status::OFFLINE || !w.info.has_skill(skill) {
                 continue;
             }
             with_skill += 1;
@@ -417,7 +408,8 @@ impl Dispatcher {
             return Err(if with_skill == 0 { NoWorker::NoSkill } else { NoWorker::Filtered(why) });
         }
         // Workers that reported `full`/`busy` go last, but are still used when nobody else is there.
-        let available = |w: &WorkerInfo| matches!(w.status.as_str(), "idle" | "" | "draining") as u8;
+        let available =
+            |w: &WorkerInfo| matches!(w.status.as_str(), worker_status::IDLE | "" | worker_status::DRAINING) as u8;
         let pick = match spec.dispatch_strategy {
             DispatchStrategy::RoundRobin => turn % candidates.len(),
             DispatchStrategy::LeastConnections => {

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::{StorageError, StorageFuture};
 use crate::actions::TaskSpec;
+use crate::protocol::worker_status;
 
 /// What the dispatcher needs to know about a worker (from its registration and heartbeats).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -47,7 +48,7 @@ impl WorkerInfo {
             worker_id: body["worker_id"].as_str().unwrap_or_default().to_owned(),
             worker_type: body["worker_type"].as_str().unwrap_or("generic").to_owned(),
             record,
-            status: "idle".into(),
+            status: worker_status::IDLE.into(),
             reputation: 1.0,
             ..Default::default()
         };
@@ -58,7 +59,7 @@ impl WorkerInfo {
     /// Merges a heartbeat body into the record (the SDK's final `offline` heartbeat sends an
     /// empty skill list, which is kept only then).
     pub fn merge_heartbeat(&mut self, map: &serde_json::Map<String, Value>) {
-        let offline = map.get("status").and_then(Value::as_str) == Some("offline");
+        let offline = map.get("status").and_then(Value::as_str) == Some(worker_status::OFFLINE);
         for (k, v) in map {
             if matches!(k.as_str(), "security" | "timestamp") {
                 continue;
@@ -129,13 +130,9 @@ pub struct QueuedTask {
     pub seq: u64,
 }
 
-/// A command pushed to a worker over its WebSocket.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WorkerCommand {
-    pub command: String,
-    pub task_id: Option<String>,
-    pub job_id: Option<String>,
-}
+/// A command pushed to a worker over its WebSocket (and between instances in a
+/// [`BusMessage::Command`]): the RXON message itself.
+pub use crate::protocol::wire::WorkerCommand;
 
 /// A task no worker could take yet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
