@@ -1,18 +1,9 @@
 //! How the orchestrator reads what workers send: the `deserialize_with` helpers behind the serde
 //! attributes of the worker → orchestrator messages in [`super::wire`] (registration, heartbeat,
-//! result, event).
-//!
-//! The orchestrator checks a message's timestamp, nonce and signature on the body as sent, then
-//! reads it into its wire type, as leniently as it always has:
-//! * a field it does not act on never refuses a message: a value of the wrong type reads as absent
-//!   ([`or_none`]) or as its default ([`or_default`]); the worker record (`GET /workers`) keeps the
-//!   body as sent;
-//! * a required string it acts on reads as empty when missing or not a string, and the handler
-//!   refuses it with its own message (`worker_id is required`, ...);
-//! * the fields of a result and an event it acts on are refused here, with the messages it has
-//!   always answered (400): `status must be a string`, ``Expected object | null for `data` ``, ...;
-//! * what the Python SDK sends besides the schema is read as it means it: an `error` that is a
-//!   bare string is a `TRANSIENT_ERROR` with that message.
+//! result, event). The module docs of `wire` state the policy: the orchestrator checks a message's
+//! timestamp, nonce and signature on the body as sent, then reads it into its wire type as
+//! leniently as it always has ([`or_none`] and [`or_default`] for the fields it does not act on;
+//! one helper per field it does act on, with the 400 message it has always answered).
 
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};

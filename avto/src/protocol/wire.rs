@@ -6,8 +6,18 @@
 //!
 //! Deserialising tolerates unknown keys (the orchestrator drops them too). The messages a worker
 //! sends (registration, heartbeat, result, event) read as leniently as the orchestrator has always
-//! read them (see [`super::lenient`]: a field it does not act on never refuses a message; a result
-//! `error` may be a bare string). Serialising omits
+//! read them:
+//! * a field it does not act on never refuses a message: a value of the wrong type reads as absent
+//!   or as its default (the worker record, `GET /workers`, keeps the body as sent);
+//! * a required string it acts on (`worker_id`, `job_id`, `event_type`, ...) reads as empty when
+//!   missing or not a string, and the orchestrator refuses it with its own message;
+//! * the result and event fields it acts on are refused while reading, with the messages it has
+//!   always answered (400): `status must be a string`, ``Expected object | null for `data` ``,
+//!   `payload must be an object`, ...;
+//! * a result `error` may be a bare string (a `TRANSIENT_ERROR` with that message), as the Python
+//!   SDK sends a handler's string errors.
+//!
+//! Serialising omits
 //! `None` and the defaults the Python SDK omits (`TaskResult.status == "success"`,
 //! `SkillInfo.schema_dialect == "json-schema"`, zero `step`/`depth`/`size`), so a body built
 //! here and written with [`super::canonical`] looks like the SDK's. Floats stay floats in these
@@ -240,7 +250,8 @@ pub struct WorkerRegistration {
     pub worker_id: String,
     #[serde(default = "default_worker_type", deserialize_with = "crate::protocol::lenient::worker_type")]
     pub worker_type: String,
-    /// Each entry must at least have a string `name` (see [`super::lenient`]).
+    /// Each entry must at least have a string `name`; a skill whose other fields do not read
+    /// reads as its name alone.
     #[serde(
         default,
         deserialize_with = "crate::protocol::lenient::supported_skills",
