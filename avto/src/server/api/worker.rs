@@ -450,7 +450,10 @@ async fn process_event(core: &Arc<Core>, sender: &Sender, body: Value) -> Result
     }
     let task_id = event.target_task_id.as_deref().or(event.origin_task_id.as_deref());
     let job_id = event.target_job_id.as_deref().ok_or_else(|| ApiError::bad("target_job_id is required"))?;
-    let payload = Value::Object(event.payload);
+    // A missing or null payload reaches the engine as null, as sent (an event transition then
+    // records no `event_<type>` entry), not as the empty object the wire type reads it as.
+    let sent = body.get("payload").is_some_and(Value::is_object);
+    let payload = if sent { Value::Object(event.payload) } else { Value::Null };
     core.worker_event(&sender.worker_id, job_id, task_id, event_type, &payload).await?;
     Ok(EventResponse::accepted())
 }
