@@ -136,7 +136,7 @@ async fn metrics_content() {
         .filter(|(k, _)| k.starts_with("avto_job_duration_seconds_bucket{blueprint=\"echo_flow\""))
         .map(|(_, v)| *v)
         .collect();
-    assert_eq!(buckets.len(), avto::server::metrics::DURATION_BUCKETS.len() + 1);
+    assert_eq!(buckets.len(), avto::server::DURATION_BUCKETS.len() + 1);
     let mut sorted = buckets.clone();
     sorted.sort_by(f64::total_cmp);
     assert_eq!(sorted.last(), Some(&3.0));

@@ -580,7 +580,7 @@ async fn kill9_with_jobs_in_flight_then_restart_every_job_ends_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scheduler_fires_each_time_once_across_instances() {
-    use avto::server::scheduler::ManualClock;
+    use avto::server::ManualClock;
     use chrono::{TimeZone, Utc};
     let _serial = SERIAL.lock().await;
     let p = RedisPrefix::new();

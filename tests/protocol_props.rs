@@ -23,8 +23,8 @@ use avto::protocol::sign::{
     ZeroTrustError, TASK_PAYLOAD_KEYS, TASK_SIG_IGNORED_FIELDS,
 };
 use avto::protocol::wire;
-use avto::server::api::parse_object;
 use avto::server::config::DEFAULT_MAX_JSON_DEPTH;
+use avto::server::parse_object;
 use avto::storage::WorkerInfo;
 use avto_tests::blueprints::echo_flow;
 use avto_tests::{python_venv, RawWorker, Server};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use avto::history::MemoryHistory;
 use avto::prelude::*;
-use avto::server::scheduler::ManualClock;
+use avto::server::ManualClock;
 use avto::server::{Orchestrator, ServeError};
 use avto::storage::memory::MemoryScheduleLocks;
 use avto::storage::ScheduleLocks;

@@ -125,7 +125,7 @@ async fn server_with(vars: &[(&str, &str)]) -> Server {
 }
 
 /// Waits (bounded) until `pred` holds for the sender's counters.
-async fn wait_counts(s: &Server, what: &str, pred: impl Fn(&avto::server::webhooks::WebhookCounts) -> bool) {
+async fn wait_counts(s: &Server, what: &str, pred: impl Fn(&avto::server::WebhookCounts) -> bool) {
     for _ in 0..200 {
         if pred(&s.core.webhooks().counts()) {
             return;

@@ -7,6 +7,7 @@
 //! targets, missing start or end states, unreachable states, ... are compile errors) and
 //! emits the graph as Graphviz DOT. See the README for a tour.
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![warn(unreachable_pub)]
 
 #[doc(hidden)]
 pub mod __private;

@@ -9,7 +9,7 @@ use crate::engine::EngineEvent;
 use crate::job::{now_ms, Job, JobStatus};
 
 /// The job document as history keeps it: everything but `security` and `tracing_context`.
-pub fn snapshot(job: &Job) -> Arc<str> {
+pub(super) fn snapshot(job: &Job) -> Arc<str> {
     let mut v = serde_json::to_value(job).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
         m.remove("security");

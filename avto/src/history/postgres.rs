@@ -54,7 +54,7 @@ const SELECT_COLUMNS: &str = "event_id::text AS event_id, job_id, client, bluepr
 
 /// History in a PostgreSQL database.
 #[derive(Debug)]
-pub struct PgHistory {
+pub(super) struct PgHistory {
     pool: PgPool,
     target: String,
 }
@@ -70,7 +70,7 @@ fn jsonb_text(s: &str) -> Cow<'_, str> {
 
 impl PgHistory {
     /// Connects (retrying a refused connection until `timeout`) and migrates.
-    pub async fn connect(dsn: &str, timeout: Duration) -> Result<Self, HistoryError> {
+    pub(super) async fn connect(dsn: &str, timeout: Duration) -> Result<Self, HistoryError> {
         let target = redact(dsn);
         let connect_err = |message: String, e: sqlx::Error| HistoryError::Connect {
             target: target.clone(),

@@ -45,14 +45,14 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[(
 
 /// History in a SQLite database.
 #[derive(Debug)]
-pub struct SqliteHistory {
+pub(super) struct SqliteHistory {
     pool: SqlitePool,
     target: String,
 }
 
 impl SqliteHistory {
     /// Opens (creating if missing) the file, or an in-memory database for `None`, and migrates it.
-    pub async fn connect(path: Option<PathBuf>, timeout: Duration) -> Result<Self, HistoryError> {
+    pub(super) async fn connect(path: Option<PathBuf>, timeout: Duration) -> Result<Self, HistoryError> {
         let target = match &path {
             Some(p) => format!("sqlite:{}", p.display()),
             None => "sqlite::memory:".into(),

@@ -16,11 +16,11 @@ use crate::protocol::sign::{constant_time_eq, sha256_hex};
 use crate::storage::{StorageError, StsStore};
 
 /// The worker id of a request authenticated by the global token without naming a worker.
-pub const GLOBAL_WORKER_ID: &str = "unknown_authenticated_by_global_token";
+pub(super) const GLOBAL_WORKER_ID: &str = "unknown_authenticated_by_global_token";
 /// Lifetime of an STS access token.
-pub const STS_ACCESS_TTL: Duration = Duration::from_secs(3600);
+pub(super) const STS_ACCESS_TTL: Duration = Duration::from_secs(3600);
 /// Lifetime of an STS refresh token.
-pub const STS_REFRESH_TTL: Duration = Duration::from_secs(86_400);
+pub(super) const STS_REFRESH_TTL: Duration = Duration::from_secs(86_400);
 
 /// Why a caller was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -55,7 +55,7 @@ pub struct StsPair {
 }
 
 /// Worker ids: 1-128 characters of `[A-Za-z0-9_-]` (they become storage keys and URL parts).
-pub fn valid_worker_id(id: &str) -> bool {
+pub(super) fn valid_worker_id(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 

@@ -30,6 +30,7 @@ use crate::storage::{
 
 /// Why no worker was chosen.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum NoWorker {
     /// No live worker offers the skill.
     NoSkill,

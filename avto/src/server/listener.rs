@@ -38,7 +38,7 @@ const MAX_REFUSING: usize = 64;
 
 /// The connection limits of a listener (see the module docs).
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(super) struct Limits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
@@ -49,7 +49,7 @@ pub struct Limits {
 
 impl Limits {
     /// The limits of `cfg`, the cap lowered below the open-file limit of the process.
-    pub fn from_config(cfg: &super::Config) -> Limits {
+    pub(super) fn from_config(cfg: &super::Config) -> Limits {
         let mut max_connections = cfg.max_connections;
         if let Some(files) = open_files_limit() {
             // Room for the listener, Redis and database connections, files, refusals.

@@ -6,19 +6,19 @@
 //! # }
 //! ```
 
-pub mod api;
-pub mod auth;
+mod api;
+mod auth;
 pub mod config;
-pub mod core;
-pub mod dispatch;
-pub mod files;
-pub mod listener;
-pub mod metrics;
-pub mod requirements;
-pub mod scheduler;
+mod core;
+mod dispatch;
+mod files;
+mod listener;
+mod metrics;
+mod requirements;
+mod scheduler;
 #[cfg(feature = "tls")]
-pub mod tls;
-pub mod webhooks;
+mod tls;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,8 +31,14 @@ use crate::storage::memory::MemoryRateLimits;
 use crate::storage::redis::RedisStores;
 use crate::storage::{DataStoreBackend, ScheduleLocks, Stores};
 
+pub use self::api::{check_depth, parse_object, parse_object_within, ApiError};
+pub use self::auth::{Auth, AuthError, StsPair, WorkerIdentity};
 pub use self::config::{Config, ConfigError};
-pub use self::core::Core;
+pub use self::core::{Core, CoreError, JobTx, NewJob, TaskContext};
+pub use self::dispatch::{Dispatcher, NoWorker};
+pub use self::metrics::{HistoryNumbers, Metrics, Snapshot, DISPATCH_BUCKETS, DURATION_BUCKETS};
+pub use self::scheduler::{Clock, Fired, ManualClock, Schedule, Scheduler, SystemClock, Trigger};
+pub use self::webhooks::{WebhookCounts, Webhooks};
 
 /// Why the orchestrator could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]

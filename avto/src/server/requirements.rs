@@ -15,7 +15,7 @@
 use serde_json::{Map, Value};
 
 /// Ok if `worker` (its registration record) satisfies `req`, else the first reason it does not.
-pub fn check(worker: &Value, req: &Value) -> Result<(), String> {
+pub(super) fn check(worker: &Value, req: &Value) -> Result<(), String> {
     let Some(req) = req.as_object() else { return Ok(()) };
     let mut devices: Vec<Value> = Vec::new();
     let mut properties = Map::new();

@@ -59,9 +59,9 @@ use crate::context::ClientConfig;
 use crate::storage::ScheduleLocks;
 
 /// A fire later than this after its due time is skipped (logged).
-pub const MISFIRE_GRACE: Duration = Duration::from_secs(300);
+pub(super) const MISFIRE_GRACE: Duration = Duration::from_secs(300);
 /// How often the scheduler loop looks at the clock.
-pub const TICK: Duration = Duration::from_secs(1);
+pub(super) const TICK: Duration = Duration::from_secs(1);
 
 /// Where the scheduler reads the time (tests use [`ManualClock`]).
 pub trait Clock: Send + Sync + 'static {
@@ -187,7 +187,7 @@ fn table(t: &toml::Table, key: &str, err: &dyn Fn(String) -> ConfigError) -> Res
 }
 
 /// Validates schedules.toml (`blueprints` = the registered names).
-pub fn parse_schedules(
+pub(super) fn parse_schedules(
     doc: toml::Table,
     origin: &str,
     blueprints: &[&str],
@@ -309,7 +309,7 @@ pub fn parse_schedules(
 }
 
 /// Reads and validates a schedules.toml file.
-pub fn load_schedules(path: &Path, blueprints: &[&str], default_tz: Tz) -> Result<Vec<Schedule>, ConfigError> {
+pub(super) fn load_schedules(path: &Path, blueprints: &[&str], default_tz: Tz) -> Result<Vec<Schedule>, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("SCHEDULES_CONFIG_PATH {}: cannot read: {e}", path.display())))?;
     let doc = text
@@ -418,7 +418,7 @@ pub struct Fired {
 }
 
 /// The client scheduled jobs belong to.
-pub fn scheduler_client() -> ClientEntry {
+pub(super) fn scheduler_client() -> ClientEntry {
     let mut config = Map::new();
     config.insert("plan".into(), json!("system"));
     ClientEntry {
@@ -472,7 +472,7 @@ impl Scheduler {
         self.schedules.iter().zip(due.iter()).map(|(s, d)| (s.name.clone(), *d)).collect()
     }
 
-    /// Looks at the clock once and fires what is due (called every [`TICK`] by the loop).
+    /// Looks at the clock once and fires what is due (called every second by the loop).
     pub async fn tick(&self) -> Vec<Fired> {
         let now = self.clock.now();
         let mut fired = Vec::new();
@@ -532,7 +532,7 @@ impl Scheduler {
         Ok(id)
     }
 
-    /// Ticks every [`TICK`] until the returned handle is aborted (supervised: restarted when
+    /// Ticks every second until the returned handle is aborted (supervised: restarted when
     /// a tick panics, see [`crate::supervise`]).
     pub fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let me = self.clone();

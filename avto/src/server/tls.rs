@@ -21,7 +21,7 @@ use super::ClientCertCn;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The TLS acceptor for `cfg`; errors name the file that is wrong.
-pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
+pub(super) fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert_path)
         .and_then(|it| it.collect::<Result<_, _>>())
         .map_err(|e| format!("TLS_CERT_PATH {}: {e}", cfg.cert_path.display()))?;
@@ -84,7 +84,7 @@ impl super::listener::Handshake for Tls {
 
 /// The subject CN of a DER certificate (the first commonName attribute), read with a minimal DER
 /// walk: Certificate → tbsCertificate → subject → RDNs → attribute 2.5.4.3.
-pub fn subject_cn(der: &[u8]) -> Option<String> {
+pub(super) fn subject_cn(der: &[u8]) -> Option<String> {
     let (cert, _) = tlv(der, 0x30)?;
     let (tbs, _) = tlv(cert, 0x30)?;
     let mut rest = tbs;

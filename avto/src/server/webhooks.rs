@@ -27,7 +27,7 @@ use crate::job::{Job, JobStatus};
 
 /// Webhooks waiting for delivery (queued, in flight or between attempts); beyond this new webhooks are
 /// dropped with an error log.
-pub const QUEUE_CAPACITY: usize = 10_000;
+pub(super) const QUEUE_CAPACITY: usize = 10_000;
 const ATTEMPTS: u32 = 3;
 /// How long the check at job creation waits for the target's name to resolve.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -388,7 +388,7 @@ fn check_literal(url: &reqwest::Url, allow_private: bool) -> Result<(), String> 
 /// Checks a `webhook_url` when a job is created: an absolute `http://` or `https://` URL with a
 /// host; unless `allow_private`, the host must not be, nor resolve to, a non-public address.
 /// The error says what is wrong (without the URL's credentials).
-pub async fn check_target(raw: &str, allow_private: bool) -> Result<reqwest::Url, String> {
+pub(super) async fn check_target(raw: &str, allow_private: bool) -> Result<reqwest::Url, String> {
     let url = reqwest::Url::parse(raw).map_err(|e| format!("not a valid URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("must be an http:// or https:// URL".into());
@@ -417,7 +417,7 @@ pub async fn check_target(raw: &str, allow_private: bool) -> Result<reqwest::Url
 
 /// The URL as logs may show it: user and password replaced by `***`, every query value by `***`,
 /// no fragment.
-pub fn masked(url: &reqwest::Url) -> String {
+pub(super) fn masked(url: &reqwest::Url) -> String {
     let mut u = url.clone();
     if !u.username().is_empty() || u.password().is_some() {
         let _ = u.set_password(None);
@@ -437,7 +437,7 @@ pub fn masked(url: &reqwest::Url) -> String {
 /// Whether a webhook may reach `ip` without `WEBHOOK_ALLOW_PRIVATE`: not loopback, private,
 /// shared (CGNAT), link-local, multicast, broadcast, unspecified, reserved or documentation
 /// space, including IPv4 addresses inside IPv6 ones (mapped, compatible, NAT64, 6to4).
-pub fn is_public(ip: IpAddr) -> bool {
+pub(super) fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
         IpAddr::V6(v6) => is_public_v6(v6),

@@ -10,6 +10,7 @@ use super::StorageError;
 use crate::job::{Job, JobStatus};
 
 /// Exclusive access to one job; changes become visible to others through [`JobStore::save`].
+#[non_exhaustive]
 pub enum JobGuard {
     /// The job itself, locked in memory (saving is a no-op).
     Memory(OwnedMutexGuard<Job>),

@@ -62,7 +62,8 @@ pub use self::workers::{
 pub type StorageFuture<'a, T> = BoxFuture<'a, Result<T, StorageError>>;
 
 /// Errors of any storage backend.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum StorageError {
     #[error("storage backend unavailable: {0}")]
     Unavailable(String),
@@ -74,6 +75,19 @@ pub enum StorageError {
     Type(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A Redis command failed or Redis could not be reached (feature `redis`); the Redis
+    /// client's error is the [`source`](std::error::Error::source).
+    #[cfg(feature = "redis")]
+    #[error("storage backend unavailable: redis: {0}")]
+    Redis(#[source] std::sync::Arc<::redis::RedisError>),
+}
+
+/// Two storage errors are equal when they are the same kind and say the same (a Redis error
+/// compares by its text: the client's error type has no equality).
+impl PartialEq for StorageError {
+    fn eq(&self, other: &Self) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other) && self.to_string() == other.to_string()
+    }
 }
 
 /// One implementation of every storage capability the server uses.

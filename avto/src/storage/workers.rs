@@ -147,6 +147,7 @@ pub struct Unassigned {
 
 /// Which deadline a task missed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Overdue {
     /// Not picked up within its dispatch timeout (or result deadline).
     Dispatch,
@@ -249,6 +250,7 @@ pub trait WorkerStore: Send + Sync + 'static {
 
 /// A message between orchestrator instances.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum BusMessage {
     /// A task was queued for this worker: wake its long-poll.
     Wake(String),

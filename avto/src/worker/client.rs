@@ -29,7 +29,13 @@ pub(crate) struct OrchestratorClient {
 }
 
 impl OrchestratorClient {
-    pub fn new(http: reqwest::Client, base: &str, worker_id: &str, token: &str, request_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        http: reqwest::Client,
+        base: &str,
+        worker_id: &str,
+        token: &str,
+        request_timeout: Duration,
+    ) -> Self {
         OrchestratorClient {
             http,
             base: base.trim_end_matches('/').to_owned(),
@@ -43,30 +49,30 @@ impl OrchestratorClient {
     }
 
     /// Whether this orchestrator takes batched results (see [`OrchestratorClient::send_results`]).
-    pub fn batches(&self) -> bool {
+    pub(crate) fn batches(&self) -> bool {
         self.batches.load(Ordering::Relaxed)
     }
 
     /// Stops batching results (an orchestrator that turned out not to know the batch endpoint).
-    pub fn stop_batching(&self) {
+    pub(crate) fn stop_batching(&self) {
         self.batches.store(false, Ordering::Relaxed);
     }
 
     /// The token currently sent as `X-Worker-Token`.
-    pub fn auth_token(&self) -> String {
+    pub(crate) fn auth_token(&self) -> String {
         self.access_token.read().unwrap().clone().unwrap_or_else(|| self.static_token.clone())
     }
 
-    pub fn set_access_token(&self, token: Option<String>) {
+    pub(crate) fn set_access_token(&self, token: Option<String>) {
         *self.access_token.write().unwrap() = token;
     }
 
-    pub fn uses_access_token(&self) -> bool {
+    pub(crate) fn uses_access_token(&self) -> bool {
         self.access_token.read().unwrap().is_some()
     }
 
     /// The three RXON headers.
-    pub fn headers(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn headers(&self) -> Vec<(&'static str, String)> {
         vec![
             (protocol::AUTH_HEADER_WORKER, self.auth_token()),
             (protocol::AUTH_HEADER_WORKER_ID, self.worker_id.clone()),
@@ -75,7 +81,7 @@ impl OrchestratorClient {
     }
 
     /// The WebSocket URL (`http` → `ws`).
-    pub fn ws_url(&self) -> String {
+    pub(crate) fn ws_url(&self) -> String {
         format!("{}{}", self.base.replacen("http", "ws", 1), protocol::ws_path(&self.worker_id))
     }
 
@@ -165,14 +171,14 @@ impl OrchestratorClient {
         }
     }
 
-    pub async fn register(&self, body: &Value) -> Result<RegisterResponse, WorkerError> {
+    pub(crate) async fn register(&self, body: &Value) -> Result<RegisterResponse, WorkerError> {
         self.call(Method::POST, protocol::ENDPOINT_WORKER_REGISTER, Some(body))
             .await?
             .ok_or_else(|| WorkerError::protocol("empty register answer"))
     }
 
     /// `None` for a JSON `null` answer (unknown worker with an empty body).
-    pub async fn heartbeat(&self, body: &Value) -> Result<Option<HeartbeatResponse>, WorkerError> {
+    pub(crate) async fn heartbeat(&self, body: &Value) -> Result<Option<HeartbeatResponse>, WorkerError> {
         self.call(Method::PATCH, &protocol::heartbeat_path(&self.worker_id), Some(body)).await
     }
 
@@ -180,7 +186,7 @@ impl OrchestratorClient {
     /// tasks at once (`max_tasks`, answered `{"tasks": [...]}`); the Python orchestrator ignores
     /// the parameter and answers one task, which is taken as well. The raw JSON of each task is
     /// returned so that its signature can be checked over exactly what was received.
-    pub async fn poll(
+    pub(crate) async fn poll(
         &self,
         timeout: Duration,
         available: &[String],
@@ -207,7 +213,7 @@ impl OrchestratorClient {
         Ok(tasks)
     }
 
-    pub async fn send_result(&self, body: &Value) -> Result<ResultResponse, WorkerError> {
+    pub(crate) async fn send_result(&self, body: &Value) -> Result<ResultResponse, WorkerError> {
         self.call(Method::POST, protocol::ENDPOINT_TASK_RESULT, Some(body))
             .await?
             .ok_or_else(|| WorkerError::protocol("empty result answer"))
@@ -216,7 +222,7 @@ impl OrchestratorClient {
     /// `POST /_worker/tasks/results` (avto only): several signed result bodies, each already in
     /// canonical JSON, in one request. One answer per result, in order; a result the
     /// orchestrator refused comes back as [`WorkerError::Http`] with the status it would have had.
-    pub async fn send_results(
+    pub(crate) async fn send_results(
         &self,
         results: &[String],
     ) -> Result<Vec<Result<ResultResponse, WorkerError>>, WorkerError> {
@@ -239,14 +245,14 @@ impl OrchestratorClient {
             .collect())
     }
 
-    pub async fn send_event(&self, body: &Value) -> Result<EventResponse, WorkerError> {
+    pub(crate) async fn send_event(&self, body: &Value) -> Result<EventResponse, WorkerError> {
         self.call(Method::POST, protocol::ENDPOINT_WORKER_EVENTS, Some(body))
             .await?
             .ok_or_else(|| WorkerError::protocol("empty event answer"))
     }
 
     /// `POST /_worker/auth/token` (authenticated with the static token).
-    pub async fn sts_token(&self) -> Result<TokenResponse, WorkerError> {
+    pub(crate) async fn sts_token(&self) -> Result<TokenResponse, WorkerError> {
         self.set_access_token(None);
         self.call(Method::POST, protocol::STS_TOKEN_ENDPOINT, None)
             .await?
@@ -254,7 +260,7 @@ impl OrchestratorClient {
     }
 
     /// `POST /_worker/auth/token/refresh`.
-    pub async fn sts_refresh(&self, refresh_token: &str) -> Result<TokenResponse, WorkerError> {
+    pub(crate) async fn sts_refresh(&self, refresh_token: &str) -> Result<TokenResponse, WorkerError> {
         let body = serde_json::to_value(RefreshTokenRequest { refresh_token: refresh_token.to_owned() })
             .expect("serialisable");
         self.call(Method::POST, protocol::STS_REFRESH_ENDPOINT, Some(&body))

@@ -12,7 +12,7 @@ pub(crate) struct PollPlanner {
 }
 
 impl PollPlanner {
-    pub fn new(mode: MultiOrchestratorMode, weights: Vec<i64>) -> Self {
+    pub(super) fn new(mode: MultiOrchestratorMode, weights: Vec<i64>) -> Self {
         let weights: Vec<i64> = weights.into_iter().map(|w| w.max(1)).collect();
         let total = weights.iter().sum();
         PollPlanner { mode, current: vec![0; weights.len()], weights, total }
@@ -20,7 +20,7 @@ impl PollPlanner {
 
     /// Smooth weighted round-robin (nginx / the Python SDK): add each weight to its current
     /// weight, pick the largest (first on ties), subtract the total from the pick.
-    pub fn next_round_robin(&mut self) -> Option<usize> {
+    pub(super) fn next_round_robin(&mut self) -> Option<usize> {
         if self.weights.is_empty() {
             return None;
         }
@@ -42,7 +42,7 @@ impl PollPlanner {
     /// * RoundRobin: N round-robin picks (N = number of orchestrators), healthy or not, like the
     ///   Python SDK (unhealthy picks are skipped by the caller).
     /// * Failover: only the first healthy one.
-    pub fn plan(&mut self, healthy: &[bool]) -> Vec<usize> {
+    pub(super) fn plan(&mut self, healthy: &[bool]) -> Vec<usize> {
         match self.mode {
             MultiOrchestratorMode::Waterfall => (0..healthy.len()).filter(|&i| healthy[i]).collect(),
             MultiOrchestratorMode::RoundRobin => (0..healthy.len()).filter_map(|_| self.next_round_robin()).collect(),

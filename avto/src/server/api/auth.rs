@@ -19,7 +19,7 @@ use crate::server::core::Core;
 /// token counts against the limit of its IP address only (an IPv6 address by its /64), so no
 /// request data ever becomes a rate-limit key.
 #[derive(Debug, Clone)]
-pub struct Client(pub ClientEntry);
+pub(crate) struct Client(pub ClientEntry);
 
 impl FromRequestParts<Arc<Core>> for Client {
     type Rejection = ApiError;
@@ -77,7 +77,7 @@ pub(super) fn storage(e: crate::storage::StorageError) -> ApiError {
 /// 401 without it, 403 when it is wrong, when the request only carries a client token, or when
 /// no `ADMIN_TOKEN` is configured.
 #[derive(Debug, Clone, Copy)]
-pub struct Operator;
+pub(crate) struct Operator;
 
 impl Operator {
     /// `Ok(None)` when the request carries no operator credential at all.

@@ -24,9 +24,9 @@ use crate::files::{check_key, FileError, ObjectStore, PresignMethod};
 use crate::server::core::Core;
 
 /// The answer when no file store is configured.
-pub const S3_DISABLED: &str = "S3 support is not enabled";
+pub(super) const S3_DISABLED: &str = "S3 support is not enabled";
 /// Validity of the presigned GET behind a download redirect.
-pub const DOWNLOAD_URL_TTL: Duration = Duration::from_secs(60);
+pub(super) const DOWNLOAD_URL_TTL: Duration = Duration::from_secs(60);
 const MAX_EXPIRES_IN: i64 = 7 * 24 * 3600;
 
 pub(super) fn routes(r: Router<Arc<Core>>, base: &str) -> Router<Arc<Core>> {

@@ -3,7 +3,7 @@
 
 mod auth;
 mod client;
-pub mod error;
+pub(super) mod error;
 mod files;
 mod metrics;
 mod public;
@@ -19,13 +19,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{Map, Value};
 
-pub use auth::{Client, Operator};
+pub(super) use auth::Operator;
 pub use error::ApiError;
 
 use super::core::Core;
 
 /// The whole router.
-pub fn router(core: Arc<Core>) -> Router {
+pub(super) fn router(core: Arc<Core>) -> Router {
     let mut app = Router::new().merge(public::routes()).merge(worker::routes()).merge(metrics::routes());
     // Every answer names the RXON version (as the Python orchestrator's middleware does).
     let version_header =
@@ -46,7 +46,7 @@ pub fn router(core: Arc<Core>) -> Router {
 }
 
 /// A JSON response body in canonical form.
-pub fn json_response(v: &Value) -> Response {
+pub(super) fn json_response(v: &Value) -> Response {
     // Keys sorted, `null` members dropped, integral floats as integers: what the Python
     // orchestrator answers, written straight from the value without a normalised copy.
     let body = crate::protocol::canonical::to_canonical_vec(v);
@@ -54,7 +54,7 @@ pub fn json_response(v: &Value) -> Response {
 }
 
 /// JSON with a status.
-pub fn json_status(status: StatusCode, v: &Value) -> Response {
+pub(super) fn json_status(status: StatusCode, v: &Value) -> Response {
     let mut r = json_response(v);
     *r.status_mut() = status;
     r
@@ -62,7 +62,7 @@ pub fn json_status(status: StatusCode, v: &Value) -> Response {
 
 /// A JSON object body, size-limited, with JSON errors for every way it can be wrong.
 #[derive(Debug, Clone)]
-pub struct JsonObject(pub Map<String, Value>);
+pub(super) struct JsonObject(pub Map<String, Value>);
 
 impl FromRequest<Arc<Core>> for JsonObject {
     type Rejection = ApiError;
@@ -75,7 +75,7 @@ impl FromRequest<Arc<Core>> for JsonObject {
 /// Reads a body up to `MAX_REQUEST_BODY_BYTES` (413 beyond) that arrives within
 /// `HTTP_BODY_READ_TIMEOUT_SECONDS` (408 otherwise: a body that stalls after its head must not
 /// hold the connection and its handler forever).
-pub async fn read_body(req: Request, cfg: &crate::server::Config) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(req: Request, cfg: &crate::server::Config) -> Result<Bytes, ApiError> {
     let limit = cfg.max_body_bytes;
     if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()) {
         if len > limit {
@@ -184,14 +184,9 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// The peer address (for rate limits), when the server was started with connect info.
-pub fn peer(req_ext: &axum::http::Extensions) -> String {
-    req_ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_else(|| "unknown".into())
-}
-
 /// The rate-limit identity of an anonymous request: its peer's IP address, an IPv6 address by
 /// its /64 network (one host usually holds a whole /64).
-pub fn peer_key(req_ext: &axum::http::Extensions) -> String {
+pub(super) fn peer_key(req_ext: &axum::http::Extensions) -> String {
     match req_ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()) {
         None => "unknown".into(),
         Some(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
@@ -203,7 +198,7 @@ pub fn peer_key(req_ext: &axum::http::Extensions) -> String {
 }
 
 /// Checks a job id is a UUID (400 otherwise), so bad ids never reach storage.
-pub fn check_job_id(id: &str) -> Result<(), ApiError> {
+pub(super) fn check_job_id(id: &str) -> Result<(), ApiError> {
     uuid::Uuid::parse_str(id)
         .map(|_| ())
         .map_err(|_| ApiError::bad(format!("invalid job id `{}`: expected a UUID", truncate(id))))

@@ -105,7 +105,9 @@ impl DataStoreBackend for RedisDataStores {
         Box::pin(async move {
             match self.conn.script::<i64>(&INCR, true, &[&self.key(ns), &key, &delta]).await {
                 Ok(n) => Ok(n),
-                Err(StorageError::Unavailable(msg)) if msg.contains("not an integer") || msg.contains("overflow") => {
+                Err(e @ StorageError::Redis(_))
+                    if e.to_string().contains("not an integer") || e.to_string().contains("overflow") =>
+                {
                     let current = self.get(ns, key).await?.unwrap_or(Value::Null);
                     Err(StorageError::Type(format!("`{key}` is not an integer: {current}")))
                 }

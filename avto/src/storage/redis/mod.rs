@@ -297,7 +297,7 @@ fn retryable(e: &RedisError) -> bool {
 }
 
 fn storage_error(e: RedisError) -> StorageError {
-    StorageError::Unavailable(format!("redis: {e}"))
+    StorageError::Redis(Arc::new(e))
 }
 
 /// Shared Lua helpers, prepended to the scripts that need them. `P` is the key prefix
@@ -443,7 +443,7 @@ pub(crate) mod reply {
 
     use crate::storage::StorageError;
 
-    pub fn array(v: Value) -> Result<Vec<Value>, StorageError> {
+    pub(crate) fn array(v: Value) -> Result<Vec<Value>, StorageError> {
         match v {
             Value::Array(a) | Value::Set(a) => Ok(a),
             Value::Nil => Ok(Vec::new()),
@@ -451,7 +451,7 @@ pub(crate) mod reply {
         }
     }
 
-    pub fn string(v: &Value) -> Option<String> {
+    pub(crate) fn string(v: &Value) -> Option<String> {
         match v {
             Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
             Value::SimpleString(s) => Some(s.clone()),
@@ -461,14 +461,34 @@ pub(crate) mod reply {
         }
     }
 
-    pub fn int(v: &Value) -> Option<i64> {
+    pub(crate) fn int(v: &Value) -> Option<i64> {
         match v {
             Value::Int(n) => Some(*n),
             other => string(other).and_then(|s| s.parse().ok()),
         }
     }
 
-    pub fn strings(v: Value) -> Result<Vec<String>, StorageError> {
+    pub(crate) fn strings(v: Value) -> Result<Vec<String>, StorageError> {
         Ok(array(v)?.iter().filter_map(string).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue #13 item 6: a failed Redis command keeps the Redis client's error as the source of
+    /// the StorageError, which reads as before ("storage backend unavailable: redis: ...").
+    /// Needs the Redis of the tests (`REDIS_URL`, default 127.0.0.1:6379), like every Redis test.
+    #[tokio::test]
+    async fn a_failed_command_keeps_the_redis_error_as_source() {
+        use std::error::Error as _;
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+        let conn = RedisConn::open(&url, "avto-test:source:").unwrap();
+        let err = conn.query::<String>(&redis::cmd("AVTO_NO_SUCH_COMMAND")).await.unwrap_err();
+        assert!(err.to_string().starts_with("storage backend unavailable: redis: "), "{err}");
+        let source = err.source().expect("the Redis error is kept");
+        assert!(source.to_string().to_lowercase().contains("unknown command"), "{source}");
+        assert_eq!(err, err.clone(), "errors still compare (by kind and text)");
     }
 }
