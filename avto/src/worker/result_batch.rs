@@ -16,8 +16,8 @@ use crate::protocol::ResultResponse;
 
 /// Batched result requests outstanding at once.
 const IN_FLIGHT: usize = 4;
-/// Most results in one request (avto's server takes at most 64).
-const MAX_BATCH: usize = 64;
+/// Most results in one request: what avto's server takes in one batch.
+const MAX_BATCH: usize = crate::protocol::MAX_RESULTS_PER_BATCH;
 /// Most canonical-JSON bytes in one request (avto's default body limit is 1 MiB).
 const MAX_BATCH_BYTES: usize = 512 * 1024;
 

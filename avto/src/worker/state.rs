@@ -16,14 +16,13 @@ use super::session::OrchestratorSession;
 use super::skill::SkillSet;
 use super::WorkerConfig;
 use crate::protocol::{sign, worker_status, MessageKind, ResourcesUsage, WorkerCommand};
+// Most tasks asked for in one poll: what avto's server allows in one batch.
+use crate::protocol::MAX_TASKS_PER_POLL;
 
 /// Handler of a custom WebSocket command.
 pub(crate) type CommandHandler = Arc<dyn Fn(WorkerCommand) -> BoxFuture<'static, ()> + Send + Sync>;
 /// Resource usage reporter for heartbeats.
 pub(crate) type UsageChecker = Arc<dyn Fn() -> ResourcesUsage + Send + Sync>;
-
-/// Most tasks asked for in one poll (avto's server caps a batch at the same number).
-const MAX_TASKS_PER_POLL: usize = 64;
 
 /// The state of one worker, shared by its loops and tasks.
 pub(crate) struct WorkerState {
