@@ -184,7 +184,7 @@ pub mod training_flow {
 
 /// One dispatch whose options come from the initial data: `skill` (default `work`), `strategy`
 /// (`default`, `round_robin`, `least_connections`, `cheapest`, `best_value`), `priority`,
-/// `timeout` (execution timeout, seconds), `max_cost`, `requirements` (resource requirements).
+/// `timeout` (execution timeout, seconds), `dispatch_timeout` (the dispatch's own, seconds), `max_cost`, `requirements` (resource requirements).
 /// The whole initial data is the task's params. `success` -> finished, `failure` -> failed.
 #[avto::blueprint(name = "dispatch_options", api_version = "v1", api_endpoint = "jobs/dispatch")]
 pub mod dispatch_options {
@@ -203,6 +203,9 @@ pub mod dispatch_options {
         }
         if let Some(secs) = d["timeout"].as_f64() {
             task = task.timeout(Duration::from_secs_f64(secs));
+        }
+        if let Some(secs) = d["dispatch_timeout"].as_f64() {
+            task = task.dispatch_timeout(Duration::from_secs_f64(secs));
         }
         if let Some(max) = d["max_cost"].as_f64() {
             task = task.max_cost(max);

@@ -1863,6 +1863,72 @@ async fn timeouts_execution_and_result_retry_dispatch_fails() {
     assert_eq!(code, 204, "the timed-out task left the worker's queue");
 }
 
+/// Epoch milliseconds now (the clock of every deadline the job status shows).
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Issue 14 item 3: every wait is bounded. A task for a skill no worker offers, with no dispatch
+/// timeout anywhere, waits DEFAULT_DISPATCH_TIMEOUT_SECONDS (its deadline in the job status),
+/// then takes its failure path with DISPATCH_TIMEOUT_ERROR, not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_nobody_takes_fails_after_the_default_dispatch_timeout() {
+    let config = test_config_with(&[("DEFAULT_DISPATCH_TIMEOUT_SECONDS", "0.8")]);
+    let s = Server::with_config([dispatch_options::blueprint()], config).await;
+    let c = s.client();
+    let started = Instant::now();
+    let before = epoch_ms();
+    let id = c.create("/api/v1/jobs/dispatch", json!({"skill": "nobody_offers_this"})).await;
+    let job = c.wait_for(&id, &["waiting_for_worker"], T).await;
+    assert!(job["waiting_reason"].as_str().is_some_and(|r| r.contains("nobody_offers_this")), "{job}");
+    let deadline = job["dispatch_deadline_ms"].as_u64().unwrap_or_else(|| panic!("deadline shown: {job}"));
+    assert!((before + 800..=epoch_ms() + 800).contains(&deadline), "{deadline} is 0.8 s after dispatch: {job}");
+    // The compact status shows it too.
+    let (code, compact) = c.get(&format!("/api/v1/jobs/{id}")).await;
+    assert_eq!((code, compact["dispatch_deadline_ms"].as_u64()), (200, Some(deadline)), "{compact}");
+
+    let job = c.wait_terminal(&id, T).await;
+    assert_eq!(status_state(&job), ("failed", "failed"), "{job}");
+    assert_eq!(job["last_error"]["code"], "DISPATCH_TIMEOUT_ERROR", "{job}");
+    assert!(job.get("dispatch_deadline_ms").is_none(), "no deadline once it ended: {job}");
+    assert!(started.elapsed() >= Duration::from_millis(750), "not before the deadline");
+    assert!(started.elapsed() < Duration::from_secs(4), "not retried");
+}
+
+/// An explicit dispatch timeout, of the dispatch or of the job, wins over
+/// DEFAULT_DISPATCH_TIMEOUT_SECONDS, also when it is longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_dispatch_timeout_wins_over_the_default() {
+    let config = test_config_with(&[("DEFAULT_DISPATCH_TIMEOUT_SECONDS", "0.5")]);
+    let s = Server::with_config([dispatch_options::blueprint()], config).await;
+    let c = s.client();
+    let started = Instant::now();
+    let before = epoch_ms();
+    let by_dispatch =
+        c.create("/api/v1/jobs/dispatch", json!({"skill": "nobody_offers_this", "dispatch_timeout": 2.5})).await;
+    let (code, body) = c
+        .post("/api/v1/jobs/dispatch", &json!({"initial_data": {"skill": "nobody_offers_this"}, "dispatch_timeout": 2.5}))
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let by_job = body["job_id"].as_str().unwrap().to_owned();
+    for id in [&by_dispatch, &by_job] {
+        let job = c.wait_for(id, &["waiting_for_worker"], T).await;
+        let deadline = job["dispatch_deadline_ms"].as_u64().unwrap_or_else(|| panic!("deadline shown: {job}"));
+        assert!((before + 2500..=epoch_ms() + 2500).contains(&deadline), "{deadline} is 2.5 s after dispatch: {job}");
+    }
+    // Well past the default: both still wait.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for id in [&by_dispatch, &by_job] {
+        assert_eq!(c.job(id).await["status"], "waiting_for_worker");
+    }
+    for id in [&by_dispatch, &by_job] {
+        let job = c.wait_terminal(id, T).await;
+        assert_eq!(status_state(&job), ("failed", "failed"), "{job}");
+        assert_eq!(job["last_error"]["code"], "DISPATCH_TIMEOUT_ERROR", "{job}");
+    }
+    assert!(started.elapsed() >= Duration::from_millis(2400), "not before the explicit deadline");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_event_transitions_move_the_job() {
     let s = Server::start([event_flow::blueprint()]).await;

@@ -109,6 +109,11 @@ pub struct TaskRecord {
     /// Epoch milliseconds when a worker picked it up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub picked_up_at_ms: Option<u64>,
+    /// Epoch milliseconds by which a worker must pick it up, else it fails with
+    /// `DISPATCH_TIMEOUT_ERROR`: set each time the server places it (on a worker queue or
+    /// parked), from its dispatch timeout (or `DEFAULT_DISPATCH_TIMEOUT_SECONDS`) and result deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatch_deadline_ms: Option<u64>,
 }
 
 /// A pending human decision.
@@ -250,6 +255,12 @@ impl Job {
     /// All tasks currently in flight (the single task or the open branches).
     pub fn tasks_in_flight(&self) -> impl Iterator<Item = &TaskRecord> {
         self.current_task.as_deref().into_iter().chain(self.branches.iter())
+    }
+
+    /// The earliest dispatch deadline of the in-flight tasks no worker has picked up yet
+    /// (epoch ms); `None` once every task is picked up, or when the job waits for no worker.
+    pub fn dispatch_deadline_ms(&self) -> Option<u64> {
+        self.tasks_in_flight().filter(|t| t.picked_up_at_ms.is_none()).filter_map(|t| t.dispatch_deadline_ms).min()
     }
 
     /// Finds an in-flight task by id.

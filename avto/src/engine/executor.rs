@@ -490,6 +490,7 @@ pub(crate) fn new_task(spec: TaskSpec, branch: bool, attempt: u32, now: u64) -> 
         worker_id: None,
         dispatched_at_ms: now,
         picked_up_at_ms: None,
+        dispatch_deadline_ms: None,
     }
 }
 

@@ -160,6 +160,7 @@ pub(super) fn job_view(job: &Job, detailed: bool) -> Value {
         "current_state": job.current_state,
         "error_message": job.error_message,
         "waiting_reason": job.waiting_reason,
+        "dispatch_deadline_ms": job.dispatch_deadline_ms().filter(|_| !terminal),
         "progress": job.progress,
         "progress_message": job.progress_message,
         "parent_job_id": job.parent_job_id,

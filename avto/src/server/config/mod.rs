@@ -154,6 +154,11 @@ pub struct Config {
     /// `MAX_TIMEOUT_SECONDS` (default 2592000, 30 days): the largest `dispatch_timeout` and
     /// `result_timeout` a client may give a job; a larger one is a 400 naming the field.
     pub max_timeout: Duration,
+    /// `DEFAULT_DISPATCH_TIMEOUT_SECONDS` (default [`DEFAULT_DISPATCH_TIMEOUT_SECONDS`], one
+    /// day): how long a task waits for a worker to take it when neither the dispatch nor the
+    /// job names a dispatch timeout; then it fails with `DISPATCH_TIMEOUT_ERROR`. So no task
+    /// waits forever for a skill no worker offers. Greater than 0.
+    pub default_dispatch_timeout: Duration,
     /// `BACKGROUND_TASK_MAX_RESTARTS` (default 5): a background task (watcher, scheduler,
     /// history writer) that panics is restarted after a backoff (1 s, doubling
     /// up to 60 s); after this many panics in a row (a run of 5 minutes without one starts the
@@ -170,6 +175,10 @@ pub struct Config {
     /// needs the rest.
     pub max_json_depth: usize,
 }
+
+/// The default `DEFAULT_DISPATCH_TIMEOUT_SECONDS`: a day, long enough for a backlog on busy
+/// workers, short enough that a task for a skill nobody offers does not wait forever.
+pub const DEFAULT_DISPATCH_TIMEOUT_SECONDS: u64 = 86_400;
 
 /// The default `MAX_JSON_DEPTH`.
 pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;
@@ -274,6 +283,7 @@ impl Default for Config {
             tls: None,
             worker_auth_mode: WorkerAuthMode::Mixed,
             max_timeout: Duration::from_secs(30 * 86_400),
+            default_dispatch_timeout: Duration::from_secs(DEFAULT_DISPATCH_TIMEOUT_SECONDS),
             background_task_max_restarts: 5,
             shutdown_timeout: Duration::from_secs(30),
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
@@ -415,6 +425,7 @@ impl Config {
                 }
             },
             max_timeout: env.secs("MAX_TIMEOUT_SECONDS", d.max_timeout)?,
+            default_dispatch_timeout: env.secs("DEFAULT_DISPATCH_TIMEOUT_SECONDS", d.default_dispatch_timeout)?,
             background_task_max_restarts: env.parse("BACKGROUND_TASK_MAX_RESTARTS", d.background_task_max_restarts)?,
             shutdown_timeout: env.secs("SHUTDOWN_TIMEOUT_SECONDS", d.shutdown_timeout)?,
             max_json_depth: env.parse("MAX_JSON_DEPTH", d.max_json_depth)?,
@@ -439,6 +450,9 @@ impl Config {
         }
         if c.max_timeout.is_zero() {
             return Err(ConfigError("MAX_TIMEOUT_SECONDS must be greater than 0".into()));
+        }
+        if c.default_dispatch_timeout.is_zero() {
+            return Err(ConfigError("DEFAULT_DISPATCH_TIMEOUT_SECONDS must be greater than 0".into()));
         }
         if c.dispatcher_max_candidates == 0 {
             return Err(ConfigError("DISPATCHER_MAX_CANDIDATES must be at least 1".into()));
@@ -612,6 +626,17 @@ mod tests {
         assert!(e.0.contains("WORKER_POLL_TIMEOUT_SECONDS"), "{e}");
         let e = cfg(&[("CLIENTS_CONFIG_PATH", "/nonexistent/clients.toml")]).unwrap_err();
         assert!(e.0.contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn default_dispatch_timeout_is_bounded_and_positive() {
+        assert_eq!(cfg(&[]).unwrap().default_dispatch_timeout, Duration::from_secs(DEFAULT_DISPATCH_TIMEOUT_SECONDS));
+        let c = cfg(&[("DEFAULT_DISPATCH_TIMEOUT_SECONDS", "2.5")]).unwrap();
+        assert_eq!(c.default_dispatch_timeout, Duration::from_millis(2500));
+        for bad in ["0", "-1", "1e12", "soon"] {
+            let e = cfg(&[("DEFAULT_DISPATCH_TIMEOUT_SECONDS", bad)]).unwrap_err();
+            assert!(e.0.contains("DEFAULT_DISPATCH_TIMEOUT_SECONDS"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -20,9 +20,15 @@ impl Core {
     /// take it. Under the job's lock: the job's record names the worker.
     pub(super) async fn place(&self, tx: &mut JobTx, task_id: &str) {
         let job_id = tx.id.clone();
+        let default_dispatch_timeout = self.config().default_dispatch_timeout.as_secs_f64();
         let Some(task) = tx.task_mut(task_id) else { return };
         let deadline = task.spec.result_timeout_seconds.map(|s| crate::job::after_secs(task.dispatched_at_ms, s));
-        let spec = task.spec.clone();
+        // Every wait is bounded: without a dispatch timeout of its own (or its job's), a task
+        // waits at most DEFAULT_DISPATCH_TIMEOUT_SECONDS for a worker to take it. The stores
+        // count it from when they queue or park it (a few ms after `now`); the job status shows it.
+        let mut spec = task.spec.clone();
+        spec.dispatch_timeout_seconds.get_or_insert(default_dispatch_timeout);
+        task.dispatch_deadline_ms = crate::storage::dispatch_deadline(&spec, now_ms(), deadline);
         // The task's span ("dispatch <type>", child of the job's last one); its context goes into the payload.
         let (_span, tp) = crate::trace::span_with_parent(
             tracing::info_span!("dispatch", otel.name = %format!("dispatch {}", spec.task_type), job_id = %job_id, task_id),
