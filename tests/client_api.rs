@@ -153,30 +153,42 @@ async fn clients_are_isolated() {
     assert_eq!(list.as_array().unwrap().len(), 1);
 }
 
+/// `monthly_attempts` counts job creations (64 at once: exactly the quota succeed), not reads.
 #[tokio::test]
 async fn quotas_are_exact_under_concurrency() {
     let s = Server::with_config([echo_flow::blueprint()], two_clients(Some(50))).await;
     let alice = s.client().with_token("alice-token");
+    let (status, _) = alice.get("/api/v1/jobs").await;
+    assert_eq!(status, 200);
     let mut tasks = Vec::new();
-    for _ in 0..80 {
+    for _ in 0..64 {
         let a = alice.clone();
-        tasks.push(tokio::spawn(async move { a.post("/api/v1/jobs/echo", &json!({"initial_data": {}})).await.0 }));
+        tasks.push(tokio::spawn(async move { a.post("/api/v1/jobs/echo", &json!({"initial_data": {}})).await }));
     }
-    let mut ok = 0;
+    let mut ok = Vec::new();
     let mut limited = 0;
     for t in tasks {
         match t.await.unwrap() {
-            202 => ok += 1,
-            429 => limited += 1,
-            other => panic!("unexpected status {other}"),
+            (202, body) => ok.push(body["job_id"].as_str().unwrap().to_owned()),
+            (429, body) => {
+                assert!(body["error"].as_str().unwrap().contains("Quota exceeded"), "{body}");
+                limited += 1;
+            }
+            other => panic!("unexpected answer {other:?}"),
         }
     }
-    assert_eq!((ok, limited), (50, 30));
-    let (status, body) = alice.get("/api/v1/jobs").await;
-    assert_eq!(status, 429);
-    assert!(body["error"].as_str().unwrap().contains("Quota exceeded"));
-    let (status, _) = s.client().with_token("bob-token").get("/api/v1/jobs").await;
-    assert_eq!(status, 200, "other clients are not affected");
+    assert_eq!((ok.len(), limited), (50, 14));
+    // Reads are not creations: the spent quota leaves them alone.
+    let (status, list) = alice.get("/api/v1/jobs?limit=100").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list.as_array().unwrap().len(), 50);
+    for id in &ok[..5] {
+        assert_eq!(alice.get(&format!("/api/v1/jobs/{id}")).await.0, 200);
+    }
+    let (status, _) = alice.post("/api/v1/jobs/echo", &json!({"initial_data": {}})).await;
+    assert_eq!(status, 429, "creations stay refused");
+    let (status, _) = s.client().with_token("bob-token").post("/api/v1/jobs/echo", &json!({})).await;
+    assert_eq!(status, 202, "other clients are not affected");
 }
 
 #[tokio::test]

@@ -1406,11 +1406,13 @@ async fn r17_client_config_and_quotas() {
             None => assert_eq!(job["error_message"], "Language not supported for your plan"),
         }
     }
-    // monthly_attempts: every request counts; the third is refused.
+    // monthly_attempts: job creations count (status reads do not); the third is refused.
     let trial = base.with_token("user_token_trial");
     for _ in 0..2 {
-        let (code, _) = trial.post("/api/v1/jobs/premium_flow", &json!({})).await;
+        let (code, body) = trial.post("/api/v1/jobs/premium_flow", &json!({})).await;
         assert_eq!(code, 202);
+        let id = body["job_id"].as_str().unwrap();
+        assert_eq!(trial.get(&format!("/api/v1/jobs/{id}")).await.0, 200);
     }
     let (code, body) = trial.post("/api/v1/jobs/premium_flow", &json!({})).await;
     assert_eq!(code, 429, "{body}");

@@ -93,6 +93,7 @@ conformance!(
     jobs_claim_stale_once,
     quotas_exact_under_concurrency,
     quotas_init_keeps_what_is_left,
+    quotas_reset_each_month,
     rate_limits_fixed_window,
     rate_limits_exact_under_concurrency,
     nonces_first_use_once,
@@ -326,15 +327,18 @@ async fn jobs_claim_stale_once(be: &Backend) {
 // ---------------------------------------------------------------------------------------------
 // quotas, rate limits, nonces
 
+/// 64 job creations at once, spread over two instances: exactly `monthly_attempts` succeed.
 async fn quotas_exact_under_concurrency(be: &Backend) {
     let token = uid();
-    be.a.quotas.init(&token, 50).await.unwrap();
-    let takes = (0..120).map(|i| {
+    be.a.quotas.init(&token, 40).await.unwrap();
+    be.b.quotas.init(&token, 40).await.unwrap();
+    let takes = (0..64).map(|i| {
         let (q, token) = (be.nth(i).quotas.clone(), token.clone());
         tokio::spawn(async move { q.take(&token).await.unwrap() })
     });
     let granted = join_all(takes).await.into_iter().filter(|r| *r.as_ref().unwrap()).count();
-    assert_eq!(granted, 50);
+    assert_eq!(granted, 40);
+    assert!(!be.a.quotas.take(&token).await.unwrap(), "spent for this month");
     assert!(!be.b.quotas.take(&uid()).await.unwrap(), "an unknown token has no quota");
 }
 
@@ -346,12 +350,36 @@ async fn quotas_init_keeps_what_is_left(be: &Backend) {
     be.b.quotas.init(&token, 2).await.unwrap();
     assert!(be.b.quotas.take(&token).await.unwrap());
     assert!(!be.a.quotas.take(&token).await.unwrap());
-    // A new limit starts over.
+    // A new limit applies to what this month used: 3 allows one more, not three.
     be.b.quotas.init(&token, 3).await.unwrap();
-    for _ in 0..3 {
-        assert!(be.a.quotas.take(&token).await.unwrap());
-    }
+    assert!(be.a.quotas.take(&token).await.unwrap());
     assert!(!be.a.quotas.take(&token).await.unwrap());
+}
+
+/// The count is per calendar month: a new month starts at zero, the old one stays spent, and
+/// `take` counts in the month of the wall clock (UTC).
+async fn quotas_reset_each_month(be: &Backend) {
+    let token = uid();
+    be.a.quotas.init(&token, 3).await.unwrap();
+    let (nov, dec) = ("2026-11", "2026-12");
+    for i in 0..3 {
+        assert!(be.nth(i).quotas.take_in(&token, nov).await.unwrap());
+    }
+    assert!(!be.b.quotas.take_in(&token, nov).await.unwrap(), "November is spent");
+    // 64 creations at once in the new month, on both instances: exactly the limit again.
+    let takes = (0..64).map(|i| {
+        let (q, token) = (be.nth(i).quotas.clone(), token.clone());
+        tokio::spawn(async move { q.take_in(&token, dec).await.unwrap() })
+    });
+    let granted = join_all(takes).await.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+    assert_eq!(granted, 3, "December starts at zero");
+    assert!(!be.a.quotas.take_in(&token, nov).await.unwrap(), "a late November request finds November spent");
+    // `take` is `take_in` of the current month.
+    let now = avto::storage::quota_month(now_ms());
+    let fresh = uid();
+    be.a.quotas.init(&fresh, 1).await.unwrap();
+    assert!(be.b.quotas.take(&fresh).await.unwrap());
+    assert!(!be.a.quotas.take_in(&fresh, &now).await.unwrap(), "take counted in {now}");
 }
 
 async fn rate_limits_fixed_window(be: &Backend) {

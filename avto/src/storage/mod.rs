@@ -44,7 +44,7 @@ pub use self::data::{DataStore, DataStoreBackend, DataStoreSpec, DataStores, Ini
 #[cfg(feature = "server")]
 pub use self::jobs::{is_unsettled, JobGuard, JobStore};
 #[cfg(feature = "server")]
-pub use self::limits::{NonceStore, QuotaStore, RateLimitStore, DEFAULT_RATE_LIMIT_MAX_KEYS};
+pub use self::limits::{quota_month, NonceStore, QuotaStore, RateLimitStore, DEFAULT_RATE_LIMIT_MAX_KEYS};
 #[cfg(feature = "server")]
 pub use self::schedule::ScheduleLocks;
 #[cfg(feature = "server")]

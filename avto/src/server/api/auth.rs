@@ -15,7 +15,7 @@ use crate::server::core::Core;
 
 /// The authenticated client of a request: token checked first, then the rate limit of that
 /// client on that route (`RATE_LIMIT_LIMIT` per `RATE_LIMIT_PERIOD`, keyed by client and route
-/// template, so varying a job id does not escape it), then its quota. A request without a valid
+/// template, so varying a job id does not escape it). A request without a valid
 /// token counts against the limit of its IP address only (an IPv6 address by its /64), so no
 /// request data ever becomes a rate-limit key.
 #[derive(Debug, Clone)]
@@ -33,14 +33,32 @@ impl FromRequestParts<Arc<Core>> for Client {
         };
         let route = parts.extensions.get::<MatchedPath>().map_or("-", |m| m.as_str());
         rate_limit(core, &format!("client:{}:{route}", entry.config.id)).await?;
-        if entry.quota.is_some() && !core.take_quota(&entry.token).await.map_err(storage)? {
-            return Err(ApiError::TooManyRequests {
-                message: format!("Quota exceeded for client `{}` (monthly_attempts)", entry.config.name),
-                retry_after_secs: 3600,
-            });
-        }
         Ok(Client(entry.clone()))
     }
+}
+
+/// Takes one job creation from the client's `monthly_attempts` (429 when this calendar month's
+/// are spent). Only creating a job counts: reads fall under the rate limits only.
+pub(super) async fn charge_quota(core: &Core, client: &ClientEntry) -> Result<(), ApiError> {
+    if client.quota.is_some() && !core.take_quota(&client.token).await.map_err(storage)? {
+        return Err(ApiError::TooManyRequests {
+            message: format!("Quota exceeded for client `{}` (monthly_attempts)", client.config.name),
+            retry_after_secs: secs_to_next_month(crate::job::now_ms()),
+        });
+    }
+    Ok(())
+}
+
+/// Seconds until the next calendar month (UTC) begins, when a spent quota is new again.
+fn secs_to_next_month(now_ms: u64) -> u64 {
+    let month = crate::storage::quota_month(now_ms);
+    // The next month starts at most 31 days ahead: find its first day.
+    let day = 86_400_000;
+    let mut t = now_ms - now_ms % day;
+    while crate::storage::quota_month(t) == month {
+        t += day;
+    }
+    (t - now_ms).div_ceil(1000).max(1)
 }
 
 /// The configured client whose token the request carries (401 otherwise).
@@ -115,5 +133,18 @@ pub(super) async fn owned_job(core: &Core, client: &ClientEntry, job_id: &str) -
     match core.job(job_id).await.map_err(storage)? {
         Some(j) if j.client.id == client.config.id => Ok(j),
         _ => Err(ApiError::NotFound("Job not found".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::secs_to_next_month;
+
+    #[test]
+    fn a_spent_quota_is_retried_at_the_next_utc_month() {
+        let jan_1_2027 = 1_798_761_600_000; // 2027-01-01T00:00:00Z
+        assert_eq!(secs_to_next_month(jan_1_2027 - 1), 1);
+        assert_eq!(secs_to_next_month(jan_1_2027 - 86_400_000 - 500), 86_401);
+        assert_eq!(secs_to_next_month(jan_1_2027), 31 * 86_400, "January has 31 days");
     }
 }

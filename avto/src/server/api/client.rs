@@ -146,6 +146,7 @@ async fn create_job(
             .and_then(|v| v.to_str().ok())
             .and_then(crate::trace::TraceParent::parse),
     };
+    super::auth::charge_quota(&core, &client).await?;
     let id = core.create_job(bp, req, &client).await?;
     Ok(json_status(StatusCode::ACCEPTED, &json!({"status": "accepted", "job_id": id})))
 }

@@ -9,28 +9,47 @@ use parking_lot::Mutex;
 use crate::job::now_ms;
 use crate::storage::{NonceStore, QuotaStore, RateLimitStore, StorageError, DEFAULT_RATE_LIMIT_MAX_KEYS};
 
+/// Months of counts an in-memory quota keeps per token: the current and the one before (a
+/// request that read the clock just before midnight still counts in its month).
+const QUOTA_MONTHS_KEPT: usize = 2;
+
 /// In-memory quotas.
 #[derive(Default)]
 pub struct MemoryQuotas {
-    /// token -> (limit, remaining)
-    remaining: Mutex<HashMap<String, (u64, u64)>>,
+    /// token -> monthly limit, and units used per month (`YYYY-MM`, at most
+    /// [`QUOTA_MONTHS_KEPT`], the newest last).
+    tokens: Mutex<HashMap<String, (u64, Vec<(String, u64)>)>>,
 }
 
 impl QuotaStore for MemoryQuotas {
     fn init<'a>(&'a self, token: &'a str, limit: u64) -> BoxFuture<'a, Result<(), StorageError>> {
-        let mut remaining = self.remaining.lock();
-        if remaining.get(token).is_none_or(|(l, _)| *l != limit) {
-            remaining.insert(token.to_owned(), (limit, limit));
-        }
+        self.tokens.lock().entry(token.to_owned()).or_default().0 = limit;
         Box::pin(async { Ok(()) })
     }
-    fn take<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
-        let ok = match self.remaining.lock().get_mut(token) {
-            Some((_, n)) if *n > 0 => {
-                *n -= 1;
-                true
+    fn take_in<'a>(&'a self, token: &'a str, month: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
+        let ok = match self.tokens.lock().get_mut(token) {
+            None => false,
+            Some((limit, months)) => {
+                let i = match months.binary_search_by(|(m, _)| m.as_str().cmp(month)) {
+                    Ok(i) => Some(i),
+                    // A month older than every one kept is over: its count is gone, nothing is granted.
+                    Err(0) if months.len() >= QUOTA_MONTHS_KEPT => None,
+                    Err(i) => {
+                        months.insert(i, (month.to_owned(), 0));
+                        if months.len() > QUOTA_MONTHS_KEPT {
+                            months.remove(0);
+                        }
+                        months.iter().position(|(m, _)| m == month)
+                    }
+                };
+                match i.map(|i| &mut months[i].1) {
+                    Some(used) if *used < *limit => {
+                        *used += 1;
+                        true
+                    }
+                    _ => false,
+                }
             }
-            _ => false,
         };
         Box::pin(async move { Ok(ok) })
     }

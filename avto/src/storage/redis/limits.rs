@@ -11,29 +11,34 @@ use super::{lua, px_millis, RedisConn, SET_ONCE};
 use crate::protocol::sign::sha256_hex;
 use crate::storage::{NonceStore, QuotaStore, RateLimitStore, StorageError};
 
+/// Sets the limit; drops the remaining-count key of avto versions that counted requests
+/// instead of months.
 static QUOTA_INIT: LazyLock<Script> = LazyLock::new(|| {
     lua(r#"
-local k, lk, limit = ARGV[3], ARGV[4], ARGV[5]
-if redis.call('GET', lk) ~= limit or redis.call('EXISTS', k) == 0 then
-  redis.call('SET', lk, limit)
-  redis.call('SET', k, limit)
-end
+redis.call('SET', ARGV[3], ARGV[5])
+redis.call('DEL', ARGV[4])
 return 1
 "#)
 });
 
+/// ARGV: used key of the month, limit key, expiry of a new month's count (ms).
 static QUOTA_TAKE: LazyLock<Script> = LazyLock::new(|| {
     lua(r#"
 local c = cached()
 if c then return c end
-local n = tonumber(redis.call('GET', ARGV[3]))
-if n and n > 0 then
-  redis.call('DECR', ARGV[3])
+local limit = tonumber(redis.call('GET', ARGV[4]))
+if not limit then return answer(0) end
+local used = tonumber(redis.call('GET', ARGV[3]) or '0')
+if used < limit then
+  if redis.call('INCR', ARGV[3]) == 1 then redis.call('PEXPIRE', ARGV[3], ARGV[5]) end
   return answer(1)
 end
 return answer(0)
 "#)
 });
+
+/// How long a month's count is kept after its first unit: past the end of any month it began in.
+const QUOTA_MONTH_TTL_MS: u64 = 62 * 86_400_000;
 
 /// -1 = allowed, else milliseconds until the window ends. (Not kept for retries: a hit counted
 /// twice after a lost reply is harmless.)
@@ -67,16 +72,17 @@ impl QuotaStore for RedisQuotas {
     fn init<'a>(&'a self, token: &'a str, limit: u64) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move {
             let h = sha256_hex(token.as_bytes());
-            let (k, lk) = (self.conn.key(&format!("quota:{h}")), self.conn.key(&format!("quota_limit:{h}")));
-            self.conn.script::<i64>(&QUOTA_INIT, false, &[&k, &lk, &limit.to_string()]).await?;
+            let (lk, legacy) = (self.conn.key(&format!("quota_limit:{h}")), self.conn.key(&format!("quota:{h}")));
+            self.conn.script::<i64>(&QUOTA_INIT, false, &[&lk, &legacy, &limit.to_string()]).await?;
             Ok(())
         })
     }
 
-    fn take<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
+    fn take_in<'a>(&'a self, token: &'a str, month: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
         Box::pin(async move {
-            let k = self.conn.key(&format!("quota:{}", sha256_hex(token.as_bytes())));
-            Ok(self.conn.script::<i64>(&QUOTA_TAKE, true, &[&k]).await? == 1)
+            let h = sha256_hex(token.as_bytes());
+            let (k, lk) = (self.conn.key(&format!("quota_used:{h}:{month}")), self.conn.key(&format!("quota_limit:{h}")));
+            Ok(self.conn.script::<i64>(&QUOTA_TAKE, true, &[&k, &lk, &QUOTA_MONTH_TTL_MS.to_string()]).await? == 1)
         })
     }
 }

@@ -32,7 +32,7 @@
 //! | `{p}due:q` | zset | queued / parked task id → dispatch deadline |
 //! | `{p}due:run`, `{p}due:rund` | zset | running task id → deadline; → pick-up time (default timeout) |
 //! | `{p}seq` | int | FIFO sequence of queued tasks (stamped by the enqueue script) |
-//! | `{p}quota:{sha256(token)}`, `{p}quota_limit:…` | int | remaining requests, the limit they started from |
+//! | `{p}quota_used:{sha256(token)}:{YYYY-MM}`, `{p}quota_limit:{sha256(token)}` | int, PX 62 days; int | job creations of a calendar month (UTC), kept 62 days from the month's first; the client's `monthly_attempts` |
 //! | `{p}rl:{key}` | int, PX window | fixed-window rate limit counter |
 //! | `{p}nonce:{n}` | PX ttl | replay protection |
 //! | `{p}sts:{kind}:{sha256}` | string, PX ttl | STS token owner; sealed with `REDIS_ENCRYPTION_KEY` when set |
