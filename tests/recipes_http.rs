@@ -1909,7 +1909,10 @@ async fn an_explicit_dispatch_timeout_wins_over_the_default() {
     let by_dispatch =
         c.create("/api/v1/jobs/dispatch", json!({"skill": "nobody_offers_this", "dispatch_timeout": 2.5})).await;
     let (code, body) = c
-        .post("/api/v1/jobs/dispatch", &json!({"initial_data": {"skill": "nobody_offers_this"}, "dispatch_timeout": 2.5}))
+        .post(
+            "/api/v1/jobs/dispatch",
+            &json!({"initial_data": {"skill": "nobody_offers_this"}, "dispatch_timeout": 2.5}),
+        )
         .await;
     assert_eq!(code, 202, "{body}");
     let by_job = body["job_id"].as_str().unwrap().to_owned();

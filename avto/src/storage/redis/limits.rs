@@ -81,7 +81,8 @@ impl QuotaStore for RedisQuotas {
     fn take_in<'a>(&'a self, token: &'a str, month: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
         Box::pin(async move {
             let h = sha256_hex(token.as_bytes());
-            let (k, lk) = (self.conn.key(&format!("quota_used:{h}:{month}")), self.conn.key(&format!("quota_limit:{h}")));
+            let (k, lk) =
+                (self.conn.key(&format!("quota_used:{h}:{month}")), self.conn.key(&format!("quota_limit:{h}")));
             Ok(self.conn.script::<i64>(&QUOTA_TAKE, true, &[&k, &lk, &QUOTA_MONTH_TTL_MS.to_string()]).await? == 1)
         })
     }
