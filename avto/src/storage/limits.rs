@@ -1,4 +1,4 @@
-//! Limits on clients and requests: quotas per client token, fixed-window rate limits, and
+//! Limits on clients and requests: monthly job-creation quotas per client token, fixed-window rate limits, and
 //! replay nonces.
 
 use std::time::Duration;

@@ -15,7 +15,7 @@ use crate::context::ClientConfig;
 pub struct ClientEntry {
     pub token: String,
     pub config: ClientConfig,
-    /// Requests allowed (`monthly_attempts`); `None` = unlimited.
+    /// Jobs the client may create per calendar month, UTC (`monthly_attempts`); `None` = unlimited.
     pub quota: Option<u64>,
 }
 

@@ -56,7 +56,7 @@ return -1
 "#)
 });
 
-/// Request quotas in Redis (tokens are stored hashed).
+/// Monthly job-creation quotas in Redis (tokens are stored hashed).
 #[derive(Debug, Clone)]
 pub struct RedisQuotas {
     conn: RedisConn,
