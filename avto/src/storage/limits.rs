@@ -25,17 +25,12 @@ pub trait QuotaStore: Send + Sync + 'static {
 }
 
 /// The quota month of an instant: `YYYY-MM` of the UTC calendar (months compare as strings).
+/// An instant beyond chrono's range (year 262,143) counts in the last month it can name.
 pub fn quota_month(epoch_ms: u64) -> String {
-    // Days to civil date (Howard Hinnant's algorithm), valid for every u64 millisecond count.
-    let z = (epoch_ms / 86_400_000) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}")
+    let ms = i64::try_from(epoch_ms).unwrap_or(i64::MAX);
+    let at =
+        chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms).unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+    at.format("%Y-%m").to_string()
 }
 
 /// Fixed-window rate limiting.
