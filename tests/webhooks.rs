@@ -384,3 +384,126 @@ async fn the_webhook_receiver_reads_the_job_back_terminal() {
         }
     }
 }
+
+/// A receiver that keeps each call's headers and raw body, answering `statuses[i]` to the i-th.
+#[derive(Clone, Default)]
+struct RawReceiver {
+    calls: Arc<Mutex<Vec<(axum::http::HeaderMap, axum::body::Bytes)>>>,
+    statuses: Arc<Vec<u16>>,
+}
+
+async fn raw_receive(
+    State(r): State<RawReceiver>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    let mut calls = r.calls.lock().unwrap();
+    calls.push((headers, body));
+    let i = (calls.len() - 1).min(r.statuses.len() - 1);
+    StatusCode::from_u16(r.statuses[i]).unwrap()
+}
+
+async fn raw_receiver(statuses: &[u16]) -> (String, RawReceiver) {
+    let r = RawReceiver { calls: Default::default(), statuses: Arc::new(statuses.to_vec()) };
+    let app = Router::new().route("/hook", post(raw_receive)).with_state(r.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, r)
+}
+
+fn header<'h>(h: &'h axum::http::HeaderMap, name: &str) -> &'h str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+}
+
+/// Issue #14 item 4: each webhook carries an event id (the same on its retries, for
+/// deduplication) and, with `WEBHOOK_SECRET`, an HMAC-SHA256 signature over
+/// `{X-Avto-Timestamp}.{body}` that a receiver can check; the body has the spec's fields.
+#[tokio::test]
+async fn webhooks_carry_an_event_id_and_a_signature_receivers_can_verify() {
+    const SECRET: &str = "webhook-test-secret";
+    let s = server_with(&[("WEBHOOK_SECRET", SECRET)]).await;
+    let (url, r) = raw_receiver(&[500, 200]).await;
+    let id = run_job(&s, &url).await;
+    let started = Instant::now();
+    while r.calls.lock().unwrap().len() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the retry did not arrive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let calls = r.calls.lock().unwrap().clone();
+    let event_ids: Vec<&str> = calls.iter().map(|(h, _)| header(h, "x-avto-event-id")).collect();
+    assert!(uuid::Uuid::parse_str(event_ids[0]).is_ok(), "{event_ids:?}");
+    assert_eq!(event_ids[0], event_ids[1], "a retry carries the same event id");
+    for (headers, body) in &calls {
+        let timestamp = header(headers, "x-avto-timestamp");
+        let age = avto_tests::unix_now() - timestamp.parse::<i64>().expect("a Unix timestamp");
+        assert!((0..30).contains(&age), "timestamp {timestamp}");
+        let mut message = format!("{timestamp}.").into_bytes();
+        message.extend_from_slice(body);
+        let expected = format!("sha256={}", avto::protocol::sign::hmac_sha256_hex(SECRET.as_bytes(), &message));
+        assert_eq!(header(headers, "x-avto-signature"), expected, "the signature verifies");
+        let mut forged = message.clone();
+        forged.extend_from_slice(b" ");
+        let other = format!("sha256={}", avto::protocol::sign::hmac_sha256_hex(SECRET.as_bytes(), &forged));
+        assert_ne!(header(headers, "x-avto-signature"), other, "a changed body does not verify");
+        let body: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(body["event"], "job_finished");
+        assert_eq!(body["job_id"], id.as_str());
+        for field in ["error", "metadata", "timestamp", "result", "status"] {
+            assert!(body.as_object().unwrap().contains_key(field), "{field} in {body}");
+        }
+        assert!(body["timestamp"].as_f64().unwrap() > 1.7e9, "{body}");
+    }
+
+    // Without a secret: an event id and a timestamp, no signature.
+    let plain = server().await;
+    let (url, r) = raw_receiver(&[200]).await;
+    run_job(&plain, &url).await;
+    let started = Instant::now();
+    while r.calls.lock().unwrap().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the webhook did not arrive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (headers, _) = r.calls.lock().unwrap()[0].clone();
+    assert!(!header(&headers, "x-avto-event-id").is_empty());
+    assert!(headers.get("x-avto-signature").is_none());
+}
+
+/// Issue #14 item 4 (spec 11.1): an event a worker sends about a job with a `webhook_url` is
+/// sent on as a `worker_event:{type}` webhook whose `result` is the event's payload.
+#[tokio::test]
+async fn worker_events_are_sent_as_worker_event_webhooks() {
+    use avto::protocol::sign::MessageKind;
+    let s = Server::with_config([avto_tests::blueprints::echo_flow::blueprint()], test_config_with(&[])).await;
+    let (url, r) = raw_receiver(&[200]).await;
+    let w = avto_tests::RawWorker::new(&s.base, "hook-events", &["echo"]);
+    assert_eq!(w.register().await.0, 200);
+    let (status, body) = s.client().post("/api/v1/jobs/echo", &json!({"initial_data": {}, "webhook_url": url})).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["job_id"].as_str().unwrap().to_owned();
+    let (_, task) = w.poll().await;
+    let task_id = task["task_id"].as_str().unwrap();
+    let event = w.signed(
+        json!({"event_id": uuid::Uuid::new_v4().to_string(), "worker_id": w.id, "origin_worker_id": w.id,
+               "event_type": "progress", "payload": {"progress": 0.5, "message": "halfway"},
+               "target_job_id": id, "origin_task_id": task_id, "target_task_id": task_id, "bubbling_chain": []}),
+        MessageKind::Event,
+    );
+    let (status, answer) = w.send(reqwest::Method::POST, "/_worker/events", Some(&event)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(w.succeed(&task, json!({"ok": true})).await.0, 200);
+    let started = Instant::now();
+    while r.calls.lock().unwrap().len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "webhooks did not arrive: {}",
+            r.calls.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let bodies: Vec<Value> = r.calls.lock().unwrap().iter().map(|(_, b)| serde_json::from_slice(b).unwrap()).collect();
+    let progress = bodies.iter().find(|b| b["event"] == "worker_event:progress").expect("a worker_event webhook");
+    assert_eq!(progress["job_id"], id.as_str());
+    assert_eq!(progress["result"], json!({"progress": 0.5, "message": "halfway"}));
+    assert!(bodies.iter().any(|b| b["event"] == "job_finished"), "{bodies:?}");
+}

@@ -49,6 +49,8 @@ pub struct WebhookSettings {
     pub max_per_client: usize,
     /// `WEBHOOK_MAX_PER_HOST`: attempts in flight at once to one host and port.
     pub max_per_host: usize,
+    /// `WEBHOOK_SECRET`: the key of the `X-Avto-Signature` header (none without it).
+    pub secret: Option<String>,
 }
 
 impl WebhookSettings {
@@ -62,6 +64,7 @@ impl WebhookSettings {
             max_concurrency: cfg.webhook_max_concurrency,
             max_per_client: cfg.webhook_max_per_client,
             max_per_host: cfg.webhook_max_per_host,
+            secret: cfg.webhook_secret.clone(),
         }
     }
 }
@@ -169,7 +172,9 @@ impl Webhooks {
         Webhooks { inner: Arc::new(inner) }
     }
 
-    /// Queues the webhook for a job that just ended.
+    /// Queues the webhook for a job that just ended. The body has the spec's fields (`event`,
+    /// `job_id`, `status`, `result`, `error`, `metadata`, `timestamp`: seconds since the epoch
+    /// when the job ended) and avto's (`blueprint`, `state`, `error_message`).
     pub fn job_ended(&self, url: String, job: &Job) {
         let event = match job.status {
             JobStatus::Finished => "job_finished",
@@ -184,7 +189,26 @@ impl Webhooks {
             "status": job.status,
             "state": job.current_state,
             "result": job.result,
+            "error": job.error_message,
             "error_message": job.error_message,
+            "metadata": job.metadata,
+            "timestamp": job.updated_at_ms as f64 / 1000.0,
+        });
+        self.send(&job.client.id, url, body);
+    }
+
+    /// Queues the `worker_event:{type}` webhook of an event a worker sent about `job` (the
+    /// event's payload is the `result`).
+    pub fn worker_event(&self, url: String, job: &Job, event_type: &str, payload: &Value) {
+        let body = json!({
+            "event": format!("worker_event:{event_type}"),
+            "job_id": job.id,
+            "blueprint": job.blueprint,
+            "status": job.status,
+            "result": payload,
+            "error": Value::Null,
+            "metadata": job.metadata,
+            "timestamp": crate::job::now_ms() as f64 / 1000.0,
         });
         self.send(&job.client.id, url, body);
     }
@@ -251,6 +275,8 @@ async fn deliver(inner: &Inner, client: &str, raw: &str, body: &Value) {
             return;
         }
     };
+    // One id per webhook, the same on every attempt: receivers deduplicate retries by it.
+    let event_id = uuid::Uuid::new_v4().to_string();
     let host = format!("{}:{}", url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0));
     let (client_slots, host_slots) = (inner.per_client.take(client), inner.per_host.take(&host));
     for attempt in 0..ATTEMPTS {
@@ -258,7 +284,8 @@ async fn deliver(inner: &Inner, client: &str, raw: &str, body: &Value) {
         let outcome = {
             let (Ok(_c), Ok(_h)) = (client_slots.acquire().await, host_slots.acquire().await) else { break };
             let Ok(_g) = inner.global.acquire().await else { break };
-            attempt_once(&inner.client, &url, &body).await
+            let signed = Signed::new(&event_id, &body, inner.settings.secret.as_deref());
+            attempt_once(&inner.client, &url, &body, &signed).await
         };
         match outcome {
             Attempt::Delivered => {
@@ -289,11 +316,44 @@ async fn deliver(inner: &Inner, client: &str, raw: &str, body: &Value) {
     inner.per_host.give_back(&host, host_slots);
 }
 
-async fn attempt_once(client: &reqwest::Client, url: &reqwest::Url, body: &axum::body::Bytes) -> Attempt {
-    let request = client
+/// The headers that identify and sign one attempt: `X-Avto-Event-Id` (the same on every
+/// attempt of a webhook), `X-Avto-Timestamp` (Unix seconds of this attempt) and, with
+/// `WEBHOOK_SECRET`, `X-Avto-Signature: sha256=<hex HMAC-SHA256 of "{timestamp}.{body}">`.
+struct Signed {
+    event_id: String,
+    timestamp: String,
+    signature: Option<String>,
+}
+
+impl Signed {
+    fn new(event_id: &str, body: &[u8], secret: Option<&str>) -> Signed {
+        let timestamp = crate::protocol::unix_now().to_string();
+        let signature = secret.map(|key| {
+            let mut message = Vec::with_capacity(timestamp.len() + 1 + body.len());
+            message.extend_from_slice(timestamp.as_bytes());
+            message.push(b'.');
+            message.extend_from_slice(body);
+            format!("sha256={}", crate::protocol::sign::hmac_sha256_hex(key.as_bytes(), &message))
+        });
+        Signed { event_id: event_id.to_owned(), timestamp, signature }
+    }
+}
+
+async fn attempt_once(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    body: &axum::body::Bytes,
+    signed: &Signed,
+) -> Attempt {
+    let mut request = client
         .post(url.clone())
         .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header("x-avto-event-id", &signed.event_id)
+        .header("x-avto-timestamp", &signed.timestamp)
         .body(reqwest::Body::from(body.clone()));
+    if let Some(signature) = &signed.signature {
+        request = request.header("x-avto-signature", signature);
+    }
     match request.send().await {
         Ok(r) if r.status().is_success() => Attempt::Delivered,
         Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => Attempt::Rejected(r.status()),

@@ -164,7 +164,12 @@ impl Core {
             keep_last_progress(&mut tx, self.cfg.progress_updates_max);
         }
         self.apply(&mut tx, step).await;
+        // The `worker_event:{type}` webhook, once the event is saved (like a job's end).
+        let hooked = tx.webhook_url.clone().map(|url| (url, Job::clone(&tx)));
         self.commit(tx).await?;
+        if let Some((url, job)) = hooked {
+            self.webhooks.worker_event(url, &job, event_type, payload);
+        }
         Ok(())
     }
 
