@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use avto::actions::TaskSpec;
 use avto::job::{now_ms, Job, JobStatus};
-use avto::storage::{Overdue, QueuedTask, Stores, Unassigned, WorkerInfo};
+use avto::storage::memory::MemoryJobs;
+use avto::storage::{JobStore, Overdue, QueuedTask, Stores, Unassigned, WorkerInfo};
 use avto::StorageError;
 use futures::future::join_all;
 use serde_json::{json, Value};
@@ -48,6 +49,27 @@ impl Backend {
         let (b, _rb) = open();
         ra.check().await.unwrap_or_else(|e| panic!("the Redis conformance tests need Redis at {url}: {e}"));
         Backend { a, b, redis: true, conn: Some(ra.conn().clone()), cleanup: Some(cleanup) }
+    }
+
+    /// Two job stores on this backend (for Redis: two instances on the test's prefix) whose
+    /// terminal jobs expire `retention` after they ended.
+    fn jobs_with_retention(&self, retention: Duration) -> (Arc<dyn JobStore>, Arc<dyn JobStore>) {
+        match &self.cleanup {
+            Some(c) => {
+                let open = || {
+                    avto::storage::redis::RedisStores::new(&c.url, &c.prefix, Duration::from_secs(5))
+                        .expect("Redis URL")
+                        .with_job_retention(Some(retention))
+                        .stores()
+                        .jobs
+                };
+                (open(), open())
+            }
+            None => {
+                let jobs: Arc<dyn JobStore> = Arc::new(MemoryJobs::with_retention(Some(retention), 0));
+                (jobs.clone(), jobs)
+            }
+        }
     }
 
     /// Alternates between the two instances.
@@ -91,6 +113,8 @@ conformance!(
     jobs_list_newest_first_and_counts,
     jobs_quarantine_list,
     jobs_claim_stale_once,
+    jobs_retention_removes_terminal_jobs,
+    jobs_retention_expires_in_real_time,
     quotas_exact_under_concurrency,
     quotas_init_keeps_what_is_left,
     quotas_reset_each_month,
@@ -278,6 +302,106 @@ async fn jobs_quarantine_list(be: &Backend) {
     let theirs: Vec<String> =
         be.a.jobs.list_quarantined(&other, 10, 0).await.unwrap().into_iter().map(|j| j.id).collect();
     assert_eq!(theirs, vec![ids[2].clone()]);
+}
+
+/// Moves job `id` to `status` through a lock and a commit.
+async fn set_status(jobs: &Arc<dyn JobStore>, id: &str, status: JobStatus) {
+    let mut g = jobs.lock(id).await.unwrap().unwrap();
+    g.status = status;
+    jobs.commit(g).await.unwrap();
+}
+
+fn ids_of(jobs: Vec<Job>) -> Vec<String> {
+    jobs.into_iter().map(|j| j.id).collect()
+}
+
+async fn jobs_retention_removes_terminal_jobs(be: &Backend) {
+    let (a, b) = be.jobs_with_retention(Duration::from_secs(60));
+    let client = format!("client-{}", uid());
+    let ids: Vec<String> = (0..4).map(|i| format!("{i}-{}", uid())).collect();
+    for id in &ids {
+        a.insert(job(id, &client)).await.unwrap();
+    }
+    set_status(&a, &ids[0], JobStatus::Finished).await;
+    set_status(&b, &ids[1], JobStatus::Quarantined).await;
+    set_status(&a, &ids[2], JobStatus::Cancelled).await;
+    set_status(&b, &ids[3], JobStatus::WaitingForHuman).await;
+    // Before the retention ends nothing goes.
+    assert_eq!(a.remove_expired(now_ms(), 100).await.unwrap(), 0);
+    assert!(b.get(&ids[0]).await.unwrap().is_some());
+    // A holder of a terminal job while it is removed: its commit does not bring the job back.
+    let held = b.lock(&ids[2]).await.unwrap().unwrap();
+    let later = now_ms() + 61_000;
+    let (r1, r2) = tokio::join!(a.remove_expired(later, 100), b.remove_expired(later, 100));
+    assert_eq!(r1.unwrap() + r2.unwrap(), 3, "each terminal job removed once, across instances");
+    b.commit(held).await.unwrap();
+    for id in &ids[..3] {
+        assert!(a.get(id).await.unwrap().is_none(), "terminal job {id} removed");
+        assert!(b.lock(id).await.unwrap().is_none());
+    }
+    // The job that is not terminal stays, however late; the indexes and counts follow.
+    assert_eq!(a.remove_expired(u64::MAX / 2, 100).await.unwrap(), 0);
+    assert_eq!(b.get(&ids[3]).await.unwrap().unwrap().status, JobStatus::WaitingForHuman);
+    assert_eq!(ids_of(b.list(&client, 10, 0).await.unwrap()), vec![ids[3].clone()]);
+    assert!(a.list_quarantined(&client, 10, 0).await.unwrap().is_empty());
+    let only_waiting: BTreeMap<JobStatus, u64> = [(JobStatus::WaitingForHuman, 1)].into();
+    assert_eq!(a.counts(Some(&client)).await.unwrap(), only_waiting);
+    assert_eq!(b.counts(None).await.unwrap(), only_waiting, "a fresh store holds this test's jobs only");
+    // It ends later: its retention counts from then.
+    set_status(&a, &ids[3], JobStatus::Failed).await;
+    assert_eq!(b.remove_expired(now_ms() + 30_000, 100).await.unwrap(), 0);
+    assert_eq!(b.remove_expired(now_ms() + 61_000, 100).await.unwrap(), 1);
+    assert!(a.counts(None).await.unwrap().is_empty());
+    assert!(a.list(&client, 10, 0).await.unwrap().is_empty());
+}
+
+async fn jobs_retention_expires_in_real_time(be: &Backend) {
+    let (a, b) = be.jobs_with_retention(Duration::from_millis(300));
+    let client = format!("client-{}", uid());
+    let (done, running) = (uid(), uid());
+    a.insert(job(&done, &client)).await.unwrap();
+    a.insert(job(&running, &client)).await.unwrap();
+    set_status(&b, &done, JobStatus::Finished).await;
+    set_status(&b, &running, JobStatus::Running).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    if be.redis {
+        // The document expired in Redis by itself; lists leave it out (and prune it) before
+        // the sweep has run.
+        assert!(a.get(&done).await.unwrap().is_none());
+        assert_eq!(ids_of(a.list(&client, 10, 0).await.unwrap()), vec![running.clone()]);
+    }
+    assert_eq!(b.remove_expired(now_ms(), 100).await.unwrap(), 1);
+    assert!(a.get(&done).await.unwrap().is_none());
+    assert_eq!(ids_of(a.list(&client, 10, 0).await.unwrap()), vec![running.clone()]);
+    let only_running: BTreeMap<JobStatus, u64> = [(JobStatus::Running, 1)].into();
+    assert_eq!(b.counts(Some(&client)).await.unwrap(), only_running);
+}
+
+/// In memory, beyond `MAX_RETAINED_JOBS` terminal jobs the oldest go at once (no sweep needed);
+/// jobs that are not terminal never go.
+#[tokio::test]
+async fn memory_max_retained_jobs_drops_oldest_terminal_first() {
+    let jobs: Arc<dyn JobStore> = Arc::new(MemoryJobs::with_retention(None, 2));
+    let client = format!("client-{}", uid());
+    let ids: Vec<String> = (0..5).map(|i| format!("{i}-{}", uid())).collect();
+    for id in &ids {
+        jobs.insert(job(id, &client)).await.unwrap();
+    }
+    set_status(&jobs, &ids[0], JobStatus::Quarantined).await;
+    set_status(&jobs, &ids[1], JobStatus::Finished).await;
+    set_status(&jobs, &ids[4], JobStatus::Running).await;
+    assert!(jobs.get(&ids[0]).await.unwrap().is_some(), "two terminal jobs: at the cap");
+    set_status(&jobs, &ids[2], JobStatus::Failed).await;
+    assert!(jobs.get(&ids[0]).await.unwrap().is_none(), "the oldest terminal job went");
+    assert!(jobs.list_quarantined(&client, 10, 0).await.unwrap().is_empty());
+    set_status(&jobs, &ids[3], JobStatus::Finished).await;
+    let listed = ids_of(jobs.list(&client, 10, 0).await.unwrap());
+    assert_eq!(listed, vec![ids[4].clone(), ids[3].clone(), ids[2].clone()], "newest first, oldest terminal gone");
+    let counts: BTreeMap<JobStatus, u64> =
+        [(JobStatus::Running, 1), (JobStatus::Failed, 1), (JobStatus::Finished, 1)].into();
+    assert_eq!(jobs.counts(Some(&client)).await.unwrap(), counts);
+    // No retention: the sweep removes nothing.
+    assert_eq!(jobs.remove_expired(u64::MAX / 2, 100).await.unwrap(), 0);
 }
 
 async fn jobs_claim_stale_once(be: &Backend) {

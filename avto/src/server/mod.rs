@@ -184,7 +184,8 @@ impl OrchestratorBuilder {
             Some(url) => Some(
                 RedisStores::new(url, &config.redis_key_prefix, config.job_lock_lease)
                     .map_err(ServeError::Storage)?
-                    .with_encryption(config.redis_encryption.as_ref()),
+                    .with_encryption(config.redis_encryption.as_ref())
+                    .with_job_retention(config.job_retention),
             ),
         };
         #[cfg(feature = "redis")]
@@ -196,6 +197,10 @@ impl OrchestratorBuilder {
         };
         if redis_url.is_none() {
             stores.rate = Arc::new(MemoryRateLimits::new(config.rate_limit_max_keys));
+            stores.jobs = Arc::new(crate::storage::memory::MemoryJobs::with_retention(
+                config.job_retention,
+                config.max_retained_jobs,
+            ));
         }
         if config.redis_encryption.is_some() && redis_url.is_none() {
             tracing::warn!(

@@ -88,6 +88,11 @@ pub trait JobStore: Send + Sync + 'static {
         now_ms: u64,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<String>, StorageError>>;
+    /// Removes up to `limit` terminal jobs whose retention (`JOB_RETENTION_SECONDS`, a setting of
+    /// the store) ended by `now_ms`, oldest first, together with their index entries and counts;
+    /// returns how many it removed. The watcher calls it every pass. Safe to run on several
+    /// instances at once (each job is removed once); a store without retention removes nothing.
+    fn remove_expired(&self, now_ms: u64, limit: usize) -> BoxFuture<'_, Result<usize, StorageError>>;
 }
 
 /// Statuses in which a job's progress depends on something an instance does next (run a

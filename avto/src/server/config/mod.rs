@@ -24,6 +24,13 @@ pub struct ConfigError(pub String);
 /// 100 years, so every deadline built from one stays far inside the clock's range.
 pub const MAX_CONFIG_SECONDS: f64 = 100.0 * 365.0 * 86_400.0;
 
+/// Default of `JOB_RETENTION_SECONDS`: terminal jobs are kept 7 days.
+pub const DEFAULT_JOB_RETENTION_SECONDS: u64 = 7 * 86_400;
+
+/// Default of `MAX_RETAINED_JOBS`: at most this many terminal jobs in memory (about 300 MiB at
+/// the 3 KiB a finished job takes).
+pub const DEFAULT_MAX_RETAINED_JOBS: usize = 100_000;
+
 /// Everything the orchestrator reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -141,6 +148,14 @@ pub struct Config {
     /// `JOB_RECOVERY_SECONDS` (default 60): an unsettled job nobody saved for this long is
     /// looked at by the watcher, which re-drives what a crashed instance left unfinished.
     pub job_recovery_after: Duration,
+    /// `JOB_RETENTION_SECONDS` (default 604800, 7 days; 0 = keep forever): a terminal job
+    /// (finished, failed, cancelled, quarantined) is removed this long after it ended, from
+    /// memory or Redis, with its index entries; the history keeps its events.
+    pub job_retention: Option<Duration>,
+    /// `MAX_RETAINED_JOBS` (default 100000; 0 = no cap): in-memory storage keeps at most this
+    /// many terminal jobs, dropping the oldest first (the memory ceiling of the default
+    /// deployment). Jobs that are not terminal are never dropped. Not used with Redis.
+    pub max_retained_jobs: usize,
     /// `S3_ENDPOINT_URL`, `S3_ACCESS_KEY`, `S3_SECRET_KEY`, ...: task files in S3 (`None` = off;
     /// partly set = start-up error).
     #[cfg(feature = "s3")]
@@ -280,6 +295,8 @@ impl Default for Config {
             redis_encryption: None,
             job_lock_lease: Duration::from_secs(30),
             job_recovery_after: Duration::from_secs(60),
+            job_retention: Some(Duration::from_secs(DEFAULT_JOB_RETENTION_SECONDS)),
+            max_retained_jobs: DEFAULT_MAX_RETAINED_JOBS,
             #[cfg(feature = "s3")]
             s3: None,
             files_auto_cleanup: true,
@@ -414,6 +431,9 @@ impl Config {
                 .map_err(|e| ConfigError(e.0))?,
             job_lock_lease: env.secs("JOB_LOCK_LEASE_SECONDS", d.job_lock_lease)?,
             job_recovery_after: env.secs("JOB_RECOVERY_SECONDS", d.job_recovery_after)?,
+            job_retention: Some(env.secs("JOB_RETENTION_SECONDS", d.job_retention.unwrap_or_default())?)
+                .filter(|r| !r.is_zero()),
+            max_retained_jobs: env.parse("MAX_RETAINED_JOBS", d.max_retained_jobs)?,
             #[cfg(feature = "s3")]
             s3: crate::files::s3::S3Config::from_lookup(get).map_err(ConfigError)?,
             files_auto_cleanup: env.bool("S3_AUTO_CLEANUP", d.files_auto_cleanup)?,
@@ -642,6 +662,21 @@ mod tests {
             let e = cfg(&[("DEFAULT_DISPATCH_TIMEOUT_SECONDS", bad)]).unwrap_err();
             assert!(e.0.contains("DEFAULT_DISPATCH_TIMEOUT_SECONDS"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn job_retention() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.job_retention, Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(c.max_retained_jobs, 100_000);
+        let c = cfg(&[("JOB_RETENTION_SECONDS", "0"), ("MAX_RETAINED_JOBS", "5")]).unwrap();
+        assert_eq!(c.job_retention, None, "0 = keep forever");
+        assert_eq!(c.max_retained_jobs, 5);
+        assert_eq!(cfg(&[("JOB_RETENTION_SECONDS", "1.5")]).unwrap().job_retention, Some(Duration::from_millis(1500)));
+        let e = cfg(&[("JOB_RETENTION_SECONDS", "1e12")]).unwrap_err();
+        assert!(e.0.contains("JOB_RETENTION_SECONDS"), "{e}");
+        let e = cfg(&[("MAX_RETAINED_JOBS", "-1")]).unwrap_err();
+        assert!(e.0.contains("MAX_RETAINED_JOBS"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,11 @@ use crate::storage::Overdue;
 /// Stale jobs claimed per watcher pass.
 const RECOVERY_BATCH: usize = 200;
 
+/// Terminal jobs one retention sweep removes at most (the watcher sweeps again while a batch
+/// comes back full, up to [`RETENTION_BATCHES`] per pass).
+const RETENTION_BATCH: usize = 1000;
+const RETENTION_BATCHES: usize = 100;
+
 impl Core {
     /// Starts the background loops (watcher: timeouts and dead workers), supervised: a pass
     /// that panics is logged and the watcher starts again (see [`crate::supervise`]).
@@ -75,6 +80,17 @@ impl Core {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "could not look for stale jobs"),
+        }
+        // Retention: terminal jobs whose `JOB_RETENTION_SECONDS` ran out leave the job store.
+        for _ in 0..RETENTION_BATCHES {
+            match self.jobs.remove_expired(now, RETENTION_BATCH).await {
+                Ok(n) if n == RETENTION_BATCH => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not remove expired jobs");
+                    break;
+                }
+            }
         }
     }
 

@@ -1,8 +1,10 @@
 //! Jobs in process memory: each job behind its own async lock, with the indexes (per client,
-//! quarantined, per status, activity for crash recovery) kept as jobs are inserted and saved.
+//! quarantined, per status, activity for crash recovery, terminal jobs in the order they ended
+//! for retention) kept as jobs are inserted and saved.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
@@ -10,53 +12,208 @@ use parking_lot::{Mutex, RwLock};
 use crate::job::{now_ms, Job, JobStatus};
 use crate::storage::{is_unsettled, JobGuard, JobStore, StorageError};
 
-/// In-memory jobs: each job behind its own async lock.
-#[derive(Default)]
+/// In-memory jobs: each job behind its own async lock. Terminal jobs are removed after the
+/// retention ([`MemoryJobs::with_retention`]) and, beyond the cap on kept terminal jobs, oldest
+/// first, so memory stays bounded however long the process runs.
 pub struct MemoryJobs {
     jobs: RwLock<HashMap<String, Arc<tokio::sync::Mutex<Job>>>>,
-    by_client: Mutex<HashMap<String, Vec<String>>>,
-    /// Quarantined jobs per client, in the order they were quarantined.
-    quarantined: Mutex<HashMap<String, indexmap::IndexSet<String>>>,
-    /// Unsettled jobs -> last insert, save or stale claim (epoch ms).
-    activity: Mutex<HashMap<String, u64>>,
-    /// Job counts per status, kept as jobs are inserted and saved (so counting never walks
-    /// or locks the jobs).
-    counts: Mutex<Counts>,
+    /// Every index, under one lock so they always agree with each other.
+    index: Mutex<Index>,
+    /// How long a terminal job is kept (`None` = forever).
+    retention: Option<Duration>,
+    /// Most terminal jobs kept at once (`usize::MAX` = no cap).
+    max_retained: usize,
 }
 
-/// Per-status job counts, overall and per client, and the last saved status of every job.
+impl Default for MemoryJobs {
+    fn default() -> Self {
+        Self::with_retention(None, 0)
+    }
+}
+
+/// What the store knows of one job besides the job itself.
+struct Meta {
+    client: String,
+    /// The last saved status.
+    status: JobStatus,
+    /// Insertion order (key in `Index::by_client`).
+    seq: u64,
+    /// Quarantine order (key in `Index::quarantined`), once quarantined.
+    quarantined: Option<u64>,
+    /// Set while the job is terminal: the sequence number of its entry in `Index::ended`.
+    ended: Option<u64>,
+}
+
 #[derive(Default)]
-struct Counts {
-    status_of: HashMap<String, JobStatus>,
+struct Index {
+    next_seq: u64,
+    meta: HashMap<String, Meta>,
+    /// Jobs per client, in insertion order.
+    by_client: HashMap<String, BTreeMap<u64, String>>,
+    /// Quarantined jobs per client, in the order they were quarantined.
+    quarantined: HashMap<String, BTreeMap<u64, String>>,
+    /// Unsettled jobs -> last insert, save or stale claim (epoch ms).
+    activity: HashMap<String, u64>,
+    /// Job counts per status, overall and per client, kept as jobs are inserted, saved and
+    /// removed (so counting never walks or locks the jobs).
     all: BTreeMap<JobStatus, u64>,
-    by_client: HashMap<String, BTreeMap<JobStatus, u64>>,
+    counts_by_client: HashMap<String, BTreeMap<JobStatus, u64>>,
+    /// Terminal jobs in the order they ended: (entry sequence number, ended at ms, id). An entry
+    /// is current while the job's `Meta::ended` names it; others (the job was removed or left its
+    /// terminal status) are skipped when they reach the front.
+    ended: VecDeque<(u64, u64, String)>,
+    /// Current entries of `ended`.
+    terminal: usize,
 }
 
-impl Counts {
-    fn set(&mut self, id: &str, client: &str, status: JobStatus) {
-        let old = self.status_of.insert(id.to_owned(), status);
-        if old == Some(status) {
-            return;
+impl Index {
+    fn seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    fn count(&mut self, client: &str, status: JobStatus, delta: i64) {
+        let per_client = self.counts_by_client.entry(client.to_owned()).or_default();
+        for m in [&mut self.all, per_client] {
+            let n = m.entry(status).or_insert(0);
+            *n = n.saturating_add_signed(delta);
         }
-        let per_client = self.by_client.entry(client.to_owned()).or_default();
-        if let Some(old) = old {
-            for m in [&mut self.all, &mut *per_client] {
-                if let Some(n) = m.get_mut(&old) {
-                    *n = n.saturating_sub(1);
-                }
+    }
+
+    fn insert(&mut self, id: &str, client: &str, status: JobStatus, now: u64) {
+        let seq = self.seq();
+        self.meta
+            .insert(id.to_owned(), Meta { client: client.to_owned(), status, seq, quarantined: None, ended: None });
+        self.by_client.entry(client.to_owned()).or_default().insert(seq, id.to_owned());
+        self.count(client, status, 1);
+        self.update(id, status, now);
+    }
+
+    /// Records the saved status of `id` (nothing for a job removed meanwhile: a holder that
+    /// saves a job retention removed does not bring it back).
+    fn update(&mut self, id: &str, status: JobStatus, now: u64) {
+        let Some(meta) = self.meta.get(id) else { return };
+        let (client, old, was_ended, was_quarantined) =
+            (meta.client.clone(), meta.status, meta.ended, meta.quarantined.is_some());
+        if old != status {
+            self.count(&client, old, -1);
+            self.count(&client, status, 1);
+        }
+        if is_unsettled(status) {
+            self.activity.insert(id.to_owned(), now);
+        } else {
+            self.activity.remove(id);
+        }
+        let quarantine_seq = (status == JobStatus::Quarantined && !was_quarantined).then(|| self.seq());
+        if let Some(q) = quarantine_seq {
+            self.quarantined.entry(client.clone()).or_default().insert(q, id.to_owned());
+        }
+        let ended = match (status.is_terminal(), was_ended) {
+            (true, None) => {
+                let seq = self.seq();
+                self.ended.push_back((seq, now, id.to_owned()));
+                self.terminal += 1;
+                Some(seq)
+            }
+            (true, Some(seq)) => Some(seq),
+            (false, Some(_)) => {
+                self.terminal -= 1;
+                None
+            }
+            (false, None) => None,
+        };
+        let meta = self.meta.get_mut(id).expect("looked up above");
+        meta.status = status;
+        meta.ended = ended;
+        if quarantine_seq.is_some() {
+            meta.quarantined = quarantine_seq;
+        }
+    }
+
+    /// Forgets `id` in every index.
+    fn remove(&mut self, id: &str) {
+        let Some(meta) = self.meta.remove(id) else { return };
+        self.count(&meta.client, meta.status, -1);
+        if self.counts_by_client.get(&meta.client).is_some_and(|m| m.values().all(|n| *n == 0)) {
+            self.counts_by_client.remove(&meta.client);
+        }
+        remove_entry(&mut self.by_client, &meta.client, meta.seq);
+        if let Some(q) = meta.quarantined {
+            remove_entry(&mut self.quarantined, &meta.client, q);
+        }
+        self.activity.remove(id);
+        if meta.ended.is_some() {
+            self.terminal -= 1;
+        }
+    }
+
+    /// Removes terminal jobs from the front of `ended` while `remove_front` says so for the
+    /// oldest (its ended time); returns the removed ids.
+    fn drain_ended(&mut self, limit: usize, mut remove_front: impl FnMut(&Self, u64) -> bool) -> Vec<String> {
+        let mut removed = Vec::new();
+        while removed.len() < limit {
+            let Some((seq, at, id)) = self.ended.front() else { break };
+            let current = self.meta.get(id).is_some_and(|m| m.ended == Some(*seq));
+            if current && !remove_front(self, *at) {
+                break;
+            }
+            let (_, _, id) = self.ended.pop_front().expect("front exists");
+            if current {
+                self.remove(&id);
+                removed.push(id);
             }
         }
-        *self.all.entry(status).or_insert(0) += 1;
-        *per_client.entry(status).or_insert(0) += 1;
+        removed
+    }
+}
+
+/// Removes `seq` from `client`'s ordered list, and the list once empty.
+fn remove_entry(lists: &mut HashMap<String, BTreeMap<u64, String>>, client: &str, seq: u64) {
+    if let Some(list) = lists.get_mut(client) {
+        list.remove(&seq);
+        if list.is_empty() {
+            lists.remove(client);
+        }
     }
 }
 
 impl MemoryJobs {
+    /// Jobs kept forever.
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Terminal jobs are removed `retention` after they ended (by
+    /// [`JobStore::remove_expired`]; `None` = never) and, whenever more than `max_retained`
+    /// (0 = no cap) are kept, the oldest terminal ones at once. Jobs that are not terminal are
+    /// never removed.
+    pub fn with_retention(retention: Option<Duration>, max_retained: usize) -> Self {
+        MemoryJobs {
+            jobs: RwLock::default(),
+            index: Mutex::default(),
+            retention,
+            max_retained: if max_retained == 0 { usize::MAX } else { max_retained },
+        }
+    }
+
     fn entry(&self, id: &str) -> Option<Arc<tokio::sync::Mutex<Job>>> {
         self.jobs.read().get(id).cloned()
+    }
+
+    /// Drops the removed jobs themselves (their indexes are already gone).
+    fn drop_jobs(&self, ids: Vec<String>) {
+        if !ids.is_empty() {
+            let mut jobs = self.jobs.write();
+            for id in ids {
+                jobs.remove(&id);
+            }
+        }
+    }
+
+    /// Removes the oldest terminal jobs beyond the cap, right after a job was stored.
+    fn enforce_cap(&self, index: &mut Index) -> Vec<String> {
+        let max = self.max_retained;
+        index.drain_ended(usize::MAX, |ix, _| ix.terminal > max)
     }
 
     /// Snapshots of the jobs `ids` that still exist, in that order.
@@ -88,11 +245,12 @@ impl JobStore for MemoryJobs {
             }
         };
         if res.is_ok() {
-            self.counts.lock().set(&id, &client, status);
-            if is_unsettled(status) {
-                self.activity.lock().insert(id.clone(), now_ms());
-            }
-            self.by_client.lock().entry(client).or_default().push(id);
+            let removed = {
+                let mut index = self.index.lock();
+                index.insert(&id, &client, status, now_ms());
+                self.enforce_cap(&mut index)
+            };
+            self.drop_jobs(removed);
         }
         Box::pin(async move { res })
     }
@@ -109,17 +267,12 @@ impl JobStore for MemoryJobs {
 
     fn save<'a>(&'a self, guard: &'a JobGuard) -> BoxFuture<'a, Result<(), StorageError>> {
         // The guard is the job itself; only the indexes need updating.
-        self.counts.lock().set(&guard.id, &guard.client.id, guard.status);
-        let mut activity = self.activity.lock();
-        if is_unsettled(guard.status) {
-            activity.insert(guard.id.clone(), now_ms());
-        } else {
-            activity.remove(&guard.id);
-        }
-        if guard.status == JobStatus::Quarantined {
-            let mut q = self.quarantined.lock();
-            q.entry(guard.client.id.clone()).or_default().insert(guard.id.clone());
-        }
+        let removed = {
+            let mut index = self.index.lock();
+            index.update(&guard.id, guard.status, now_ms());
+            self.enforce_cap(&mut index)
+        };
+        self.drop_jobs(removed);
         Box::pin(async { Ok(()) })
     }
 
@@ -140,10 +293,11 @@ impl JobStore for MemoryJobs {
         offset: usize,
     ) -> BoxFuture<'a, Result<Vec<Job>, StorageError>> {
         let ids: Vec<String> = self
-            .by_client
+            .index
             .lock()
+            .by_client
             .get(client)
-            .map(|v| v.iter().rev().skip(offset).take(limit).cloned().collect())
+            .map(|v| v.values().rev().skip(offset).take(limit).cloned().collect())
             .unwrap_or_default();
         self.jobs_of(ids)
     }
@@ -155,19 +309,20 @@ impl JobStore for MemoryJobs {
         offset: usize,
     ) -> BoxFuture<'a, Result<Vec<Job>, StorageError>> {
         let ids: Vec<String> = self
-            .quarantined
+            .index
             .lock()
+            .quarantined
             .get(client)
-            .map(|q| q.iter().rev().skip(offset).take(limit).cloned().collect())
+            .map(|q| q.values().rev().skip(offset).take(limit).cloned().collect())
             .unwrap_or_default();
         self.jobs_of(ids)
     }
 
     fn counts<'a>(&'a self, client: Option<&'a str>) -> BoxFuture<'a, Result<BTreeMap<JobStatus, u64>, StorageError>> {
-        let counts = self.counts.lock();
+        let index = self.index.lock();
         let mut out = match client {
-            None => counts.all.clone(),
-            Some(c) => counts.by_client.get(c).cloned().unwrap_or_default(),
+            None => index.all.clone(),
+            Some(c) => index.counts_by_client.get(c).cloned().unwrap_or_default(),
         };
         out.retain(|_, n| *n > 0);
         Box::pin(async move { Ok(out) })
@@ -179,15 +334,28 @@ impl JobStore for MemoryJobs {
         now_ms: u64,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<String>, StorageError>> {
-        let mut activity = self.activity.lock();
+        let mut index = self.index.lock();
         let mut stale: Vec<(u64, String)> =
-            activity.iter().filter(|(_, t)| **t <= cutoff_ms).map(|(id, t)| (*t, id.clone())).collect();
+            index.activity.iter().filter(|(_, t)| **t <= cutoff_ms).map(|(id, t)| (*t, id.clone())).collect();
         stale.sort();
         stale.truncate(limit);
         let ids: Vec<String> = stale.into_iter().map(|(_, id)| id).collect();
         for id in &ids {
-            activity.insert(id.clone(), now_ms);
+            index.activity.insert(id.clone(), now_ms);
         }
         Box::pin(async move { Ok(ids) })
+    }
+
+    fn remove_expired(&self, now_ms: u64, limit: usize) -> BoxFuture<'_, Result<usize, StorageError>> {
+        let removed = match self.retention {
+            None => Vec::new(),
+            Some(retention) => {
+                let retention = retention.as_millis().min(u64::MAX as u128) as u64;
+                self.index.lock().drain_ended(limit, |_, ended| ended.saturating_add(retention) <= now_ms)
+            }
+        };
+        let n = removed.len();
+        self.drop_jobs(removed);
+        Box::pin(async move { Ok(n) })
     }
 }

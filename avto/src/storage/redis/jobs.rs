@@ -1,5 +1,6 @@
 //! Jobs in Redis: one JSON document per job, a leased lock per job, per-client index and counts,
-//! and the stale index crash recovery reads.
+//! the stale index crash recovery reads, and the retention index (`{p}jobs:expiry`, when each
+//! terminal job goes, with `{p}jobs:expiry:client`, whose job it is).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,11 +15,35 @@ use super::{from_json, lua, reply, to_json, RedisConn};
 use crate::job::{now_ms, Job, JobStatus};
 use crate::storage::{is_unsettled, JobGuard, JobStore, StorageError};
 
+/// Retention of a job just written (the shared part of [`INSERT`] and [`WRITE`]): a terminal job
+/// gets its removal time in `jobs:expiry` (the first time it is seen terminal; kept by later
+/// writes) and its document expires then (`PEXPIREAT`, renewed after every `SET`, which clears
+/// it); a job that is not terminal (again) leaves the index. `ret` = retention in ms, 0 = keep.
+const RETAIN: &str = r#"
+local function retain(id, client, terminal, now, ret)
+  if tonumber(ret) == 0 then return end
+  local ek = P .. 'jobs:expiry'
+  if terminal == '1' then
+    local at = redis.call('ZSCORE', ek, id)
+    if not at then
+      at = tonumber(now) + tonumber(ret)
+      redis.call('ZADD', ek, at, id)
+      redis.call('HSET', ek .. ':client', id, client)
+    end
+    redis.call('PEXPIREAT', P .. 'job:' .. id, string.format('%d', tonumber(at)))
+  elseif redis.call('ZREM', ek, id) == 1 then
+    redis.call('HDEL', ek .. ':client', id)
+  end
+end
+"#;
+
 /// Stores a new job and, given a token, locks it for that token.
 static INSERT: LazyLock<Script> = LazyLock::new(|| {
-    lua(r#"
-local id, json, client, created, status, unsettled, now, token, lease =
-  ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+    lua(&[
+        RETAIN,
+        r#"
+local id, json, client, created, status, unsettled, now, token, lease, terminal, ret =
+  ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
 local k = P .. 'job:' .. id
 local lk = P .. 'lock:job:' .. id
 local cur = redis.call('GET', k)
@@ -34,8 +59,11 @@ redis.call('HINCRBY', P .. 'counts', status, 1)
 redis.call('HINCRBY', P .. 'counts:client:' .. client, status, 1)
 if unsettled == '1' then redis.call('ZADD', P .. 'stale', now, id) end
 if token ~= '' then redis.call('SET', lk, token, 'PX', lease) end
+retain(id, client, terminal, now, ret)
 return 1
-"#)
+"#,
+    ]
+    .concat())
 });
 
 /// {0} = locked by someone else, {1} = no such job, {2, json} = locked for us.
@@ -56,23 +84,23 @@ return {2, j}
 });
 
 /// Writes a job held under the lock `lk` by `token` (the shared part of [`SAVE`] and
-/// [`COMMIT`]): the document, the status counts and the stale index. False (nothing written)
-/// when the token no longer holds the lock.
+/// [`COMMIT`]): the document, the status counts, the stale index and the retention. False
+/// (nothing written) when the token no longer holds the lock. A job retention removed while it
+/// was held (its status entry is gone) is not written back: the write succeeds as a no-op.
 const WRITE: &str = r#"
-local id, token, json, new, client, unsettled, now, lease =
-  ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local id, token, json, new, client, unsettled, now, lease, terminal, ret =
+  ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
 local lk = P .. 'lock:job:' .. id
 local function write()
   if redis.call('GET', lk) ~= token then return false end
-  redis.call('SET', P .. 'job:' .. id, json)
   -- The stored status (not the caller's idea of it), so a save sent again after a lost reply
   -- does not count twice.
   local old = redis.call('HGET', P .. 'jobstatus', id)
+  if not old then return true end
+  redis.call('SET', P .. 'job:' .. id, json)
   if old ~= new then
-    if old then
-      redis.call('HINCRBY', P .. 'counts', old, -1)
-      redis.call('HINCRBY', P .. 'counts:client:' .. client, old, -1)
-    end
+    redis.call('HINCRBY', P .. 'counts', old, -1)
+    redis.call('HINCRBY', P .. 'counts:client:' .. client, old, -1)
     redis.call('HINCRBY', P .. 'counts', new, 1)
     redis.call('HINCRBY', P .. 'counts:client:' .. client, new, 1)
     redis.call('HSET', P .. 'jobstatus', id, new)
@@ -83,12 +111,14 @@ local function write()
   else
     redis.call('ZREM', P .. 'stale', id)
   end
+  retain(id, client, terminal, now, ret)
   return true
 end
 "#;
 
 static SAVE: LazyLock<Script> = LazyLock::new(|| {
     lua(&[
+        RETAIN,
         WRITE,
         r#"
 if not write() then return 0 end
@@ -106,6 +136,7 @@ return 1
 /// write that did happen, as for a lost lease.
 static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     lua(&[
+        RETAIN,
         WRITE,
         r#"
 if not write() then
@@ -150,6 +181,45 @@ return answer(ids)
 "#)
 });
 
+/// Removes up to `limit` jobs whose retention ended by `now` with their index entries and
+/// counts; returns how many. A job gone already (removed by another instance) is skipped.
+static REMOVE_EXPIRED: LazyLock<Script> = LazyLock::new(|| {
+    lua(r#"
+local now, limit = ARGV[3], tonumber(ARGV[4])
+local ek = P .. 'jobs:expiry'
+local ids = redis.call('ZRANGEBYSCORE', ek, '-inf', now, 'LIMIT', 0, limit)
+local removed = 0
+for _, id in ipairs(ids) do
+  local client = redis.call('HGET', ek .. ':client', id)
+  local status = redis.call('HGET', P .. 'jobstatus', id)
+  if status then
+    removed = removed + 1
+    redis.call('HDEL', P .. 'jobstatus', id)
+    redis.call('HINCRBY', P .. 'counts', status, -1)
+    if client then redis.call('HINCRBY', P .. 'counts:client:' .. client, status, -1) end
+  end
+  if client then
+    redis.call('ZREM', P .. 'jobs:client:' .. client, id)
+    redis.call('ZREM', P .. 'jobs:quarantined:' .. client, id)
+  end
+  redis.call('ZREM', P .. 'stale', id)
+  redis.call('DEL', P .. 'job:' .. id)
+  redis.call('ZREM', ek, id)
+  redis.call('HDEL', ek .. ':client', id)
+end
+return removed
+"#)
+});
+
+/// `"1"` for a terminal status (an argument of the scripts).
+fn terminal_flag(status: JobStatus) -> &'static str {
+    if status.is_terminal() {
+        "1"
+    } else {
+        "0"
+    }
+}
+
 /// A fresh lock token.
 fn new_token() -> String {
     uuid::Uuid::new_v4().simple().to_string()
@@ -160,6 +230,8 @@ fn new_token() -> String {
 pub struct RedisJobs {
     conn: RedisConn,
     lease: Duration,
+    /// How long a terminal job is kept, in ms (0 = forever).
+    retention_ms: u64,
     waiters: Arc<Waiters>,
 }
 
@@ -247,8 +319,12 @@ impl RedisJobs {
             let keys: Vec<String> = ids.iter().map(|id| self.conn.key(&format!("job:{id}"))).collect();
             let docs: Vec<Option<String>> = self.conn.query(redis::cmd("MGET").arg(&keys)).await?;
             let mut jobs = Vec::with_capacity(docs.len());
+            let mut expired = Vec::new();
             for (id, doc) in ids.iter().zip(docs) {
-                let Some(doc) = doc else { continue };
+                let Some(doc) = doc else {
+                    expired.push(id);
+                    continue;
+                };
                 match from_json(&format!("job {id}"), &doc) {
                     Ok(job) => jobs.push(job),
                     // A record that cannot be read (e.g. nested deeper than serde_json reads)
@@ -258,12 +334,28 @@ impl RedisJobs {
                     }
                 }
             }
+            // Documents that expired (retention) before the sweep removed their index entries:
+            // pruned here (the sweep corrects the counts).
+            if !expired.is_empty() {
+                let prune = redis::cmd("ZREM").arg(self.conn.key(&index)).arg(&expired).clone();
+                if let Err(e) = self.conn.query::<i64>(&prune).await {
+                    tracing::debug!(error = %e, "could not prune expired jobs from an index (the sweep will)");
+                }
+            }
             Ok(jobs)
         })
     }
 
     pub fn new(conn: RedisConn, lease: Duration) -> Self {
-        RedisJobs { conn, lease: lease.max(Duration::from_millis(300)), waiters: Arc::default() }
+        RedisJobs { conn, lease: lease.max(Duration::from_millis(300)), retention_ms: 0, waiters: Arc::default() }
+    }
+
+    /// Terminal jobs expire `retention` after they ended (`None` or zero = kept forever): the
+    /// document by a Redis expiry, its index entries and counts by
+    /// [`JobStore::remove_expired`].
+    pub fn with_retention(mut self, retention: Option<Duration>) -> Self {
+        self.retention_ms = retention.map_or(0, |r| r.as_millis().min(u64::MAX as u128) as u64);
+        self
     }
 
     fn lease_ms(&self) -> u64 {
@@ -288,6 +380,8 @@ impl RedisJobs {
                     &now_ms(),
                     &token,
                     &self.lease_ms(),
+                    &terminal_flag(job.status),
+                    &self.retention_ms,
                 ],
             )
             .await?;
@@ -332,6 +426,8 @@ impl RedisJobs {
                     &unsettled,
                     &now_ms(),
                     &self.lease_ms(),
+                    &terminal_flag(job.status),
+                    &self.retention_ms,
                 ],
             )
             .await?;
@@ -495,6 +591,16 @@ impl JobStore for RedisJobs {
         Box::pin(async move {
             let v: redis::Value = self.conn.script(&CLAIM_STALE, true, &[&cutoff_ms, &now_ms, &(limit as u64)]).await?;
             reply::strings(v)
+        })
+    }
+
+    fn remove_expired(&self, now_ms: u64, limit: usize) -> BoxFuture<'_, Result<usize, StorageError>> {
+        Box::pin(async move {
+            if self.retention_ms == 0 {
+                return Ok(0);
+            }
+            let n: i64 = self.conn.script(&REMOVE_EXPIRED, false, &[&now_ms, &(limit as u64)]).await?;
+            Ok(n.max(0) as usize)
         })
     }
 }

@@ -13,13 +13,14 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `{p}job:{id}` | string | the job document (no TTL: jobs never expire) |
+//! | `{p}job:{id}` | string | the job document (a terminal job expires `JOB_RETENTION_SECONDS` after it ended) |
 //! | `{p}lock:job:{id}` | string, PX lease | random token of the lock holder |
 //! | `{p}jobs:client:{name}` | zset | job id → creation time (list, newest first) |
 //! | `{p}jobs:quarantined:{name}` | zset | job id → when it was quarantined (the quarantine list) |
 //! | `{p}jobstatus` | hash | job id → status (what the counts were last moved to) |
 //! | `{p}counts`, `{p}counts:client:{name}` | hash | status → number of jobs |
 //! | `{p}stale` | zset | unsettled job id → last save or recovery claim (crash recovery) |
+//! | `{p}jobs:expiry`, `{p}jobs:expiry:client` | zset, hash | terminal job id → when retention removes it; → its client (the watcher's sweep removes the job's entries above) |
 //! | `{p}w:info:{id}` | string | worker record ([`WorkerInfo`](crate::storage::WorkerInfo)); sealed with `REDIS_ENCRYPTION_KEY` when set |
 //! | `{p}w:rep` | hash | worker id → reputation |
 //! | `{p}w:all` | zset | worker id → expiry (liveness) |
@@ -354,19 +355,28 @@ pub struct RedisStores {
     conn: RedisConn,
     lease: Duration,
     cipher: Option<Arc<crate::storage::encryption::RecordCipher>>,
+    /// How long terminal jobs are kept (`None` = forever).
+    job_retention: Option<Duration>,
 }
 
 impl RedisStores {
     /// Stores at `url` under `prefix`; job locks last `lease` (renewed while held).
     /// Lazy: see [`RedisStores::check`].
     pub fn new(url: &str, prefix: &str, lease: Duration) -> Result<Self, StorageError> {
-        Ok(RedisStores { conn: RedisConn::open(url, prefix)?, lease, cipher: None })
+        Ok(RedisStores { conn: RedisConn::open(url, prefix)?, lease, cipher: None, job_retention: None })
     }
 
     /// Encrypts the worker credentials kept in Redis (worker records, STS token bindings) with
     /// `keys` (`REDIS_ENCRYPTION_KEY`; see [`crate::storage::encryption`]).
     pub fn with_encryption(mut self, keys: Option<&crate::storage::encryption::EncryptionKeys>) -> Self {
         self.cipher = keys.map(|k| Arc::new(crate::storage::encryption::RecordCipher::new(k)));
+        self
+    }
+
+    /// Terminal jobs expire `retention` after they ended (`JOB_RETENTION_SECONDS`; `None` =
+    /// kept forever): see [`RedisJobs::with_retention`].
+    pub fn with_job_retention(mut self, retention: Option<Duration>) -> Self {
+        self.job_retention = retention;
         self
     }
 
@@ -383,7 +393,7 @@ impl RedisStores {
     /// One store per capability, all on this connection.
     pub fn stores(&self) -> Stores {
         Stores {
-            jobs: Arc::new(RedisJobs::new(self.conn.clone(), self.lease)),
+            jobs: Arc::new(RedisJobs::new(self.conn.clone(), self.lease).with_retention(self.job_retention)),
             quotas: Arc::new(RedisQuotas::new(self.conn.clone())),
             rate: Arc::new(RedisRateLimits::new(self.conn.clone())),
             nonces: Arc::new(RedisNonces::new(self.conn.clone())),
