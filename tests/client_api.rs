@@ -144,7 +144,9 @@ async fn clients_are_isolated() {
     let bob = s.client().with_token("bob-token");
     let id = alice.create("/api/v1/jobs/echo", json!({"secret": 1})).await;
     let (status, body) = bob.get(&format!("/api/v1/jobs/{id}")).await;
-    assert_eq!((status, body), (404, json!({"error": "Job not found"})), "another client's job never leaks");
+    let unknown = bob.get(&format!("/api/v1/jobs/{}", uuid::Uuid::new_v4())).await;
+    assert_eq!((status, &body), (404, &unknown.1), "another client's job never leaks: it is as unknown as a random id");
+    assert!(body["error"].as_str().unwrap().starts_with("Job not found"), "{body}");
     let (status, _) = bob.post(&format!("/api/v1/jobs/{id}/cancel"), &json!({})).await;
     assert_eq!(status, 404);
     let (_, list) = bob.get("/api/v1/jobs").await;
@@ -245,7 +247,8 @@ async fn bad_input_gets_clear_4xx_json_and_changes_nothing() {
     assert_eq!(status, 400);
     assert!(body["error"].as_str().unwrap().contains("invalid job id"));
     let (status, body) = c.get(&format!("/api/v1/jobs/{}", uuid::Uuid::new_v4())).await;
-    assert_eq!((status, body), (404, json!({"error": "Job not found"})));
+    assert_eq!(status, 404);
+    assert!(body["error"].as_str().unwrap().starts_with("Job not found (or expired"), "{body}");
     let (status, body) = c.get("/api/v1/jobs?limit=ten").await;
     assert_eq!(status, 400, "{body}");
     let r = c.http.delete(s.url("/api/v1/jobs")).header("X-Client-Token", CLIENT_TOKEN).send().await.unwrap();
@@ -566,4 +569,52 @@ async fn too_long_file_names_are_400() {
     }
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Retention (`JOB_RETENTION_SECONDS`): a job removed from the store after it ended answers from
+/// the history's last snapshot when there is a history, else 404 with a message that says jobs
+/// expire (an unknown id gets the same: no state is kept per removed job).
+#[tokio::test]
+async fn removed_jobs_answer_from_history_or_404() {
+    for with_history in [false, true] {
+        let config = Config { job_retention: Some(Duration::from_millis(300)), ..two_clients(None) };
+        let mut builder = avto::server::Orchestrator::builder().blueprints([approval_flow::blueprint()]).config(config);
+        if with_history {
+            builder = builder.history(std::sync::Arc::new(avto::history::MemoryHistory::new()));
+        }
+        let s = Server::with_builder(builder).await;
+        let c = s.client().with_token("alice-token");
+        let id = c.create("/api/v1/jobs/approval", json!({})).await;
+        let (status, body) = c.post(&format!("/api/v1/jobs/{id}/approval"), &json!({"decision": "approved"})).await;
+        assert_eq!(status, 200, "{body}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while s.core.job(&id).await.unwrap().is_some_and(|j| !j.status.is_terminal()) {
+            assert!(std::time::Instant::now() < deadline, "the job did not finish");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(c.get(&format!("/api/v1/jobs/{id}")).await.1["status"], "finished", "kept until its retention ends");
+        while s.core.job(&id).await.unwrap().is_some() {
+            assert!(std::time::Instant::now() < deadline, "the watcher did not remove the finished job");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (_, list) = c.get("/api/v1/jobs").await;
+        assert!(!list.to_string().contains(&id), "gone from the client's list: {list}");
+        let (status, body) = c.get(&format!("/api/v1/jobs/{id}")).await;
+        if with_history {
+            assert_eq!(status, 200, "{body}");
+            assert_eq!((body["id"].as_str(), body["status"].as_str()), (Some(id.as_str()), Some("finished")));
+            let (status, theirs) = s.client().with_token("bob-token").get(&format!("/api/v1/jobs/{id}")).await;
+            assert_eq!(status, 404, "still the owner's only: {theirs}");
+        } else {
+            assert_eq!(status, 404);
+            let error = body["error"].as_str().unwrap();
+            assert!(
+                error.starts_with("Job not found (or expired") && error.contains("JOB_RETENTION_SECONDS"),
+                "{error}"
+            );
+            let (status, unknown) = c.get(&format!("/api/v1/jobs/{}", uuid::Uuid::new_v4())).await;
+            assert_eq!((status, unknown), (404, body), "an unknown id answers the same");
+        }
+        s.stop().await;
+    }
 }

@@ -210,7 +210,12 @@ async fn job_status(
     Path(job_id): Path<String>,
     Query(q): Query<StatusQuery>,
 ) -> Result<Response, ApiError> {
-    let job = owned_job(&core, &client, &job_id).await?;
+    check_job_id(&job_id)?;
+    let job = match core.job(&job_id).await.map_err(storage)? {
+        Some(j) if j.client.id == client.config.id => j,
+        Some(_) => return Err(job_gone(&core)),
+        None => removed_job(&core, &job_id, &client.config.id).await?.ok_or_else(|| job_gone(&core))?,
+    };
     let detailed = match q.detailed.as_deref() {
         None => core.config().detailed_api_responses,
         Some("true" | "1") => true,
@@ -226,6 +231,35 @@ async fn job_status(
         m.retain(|k, _| k == "id" || wanted.contains(&k.as_str()));
     }
     Ok(json_response(&view))
+}
+
+/// The 404 of a job the client cannot see. Without retention the store has every job that ever
+/// existed: "Job not found". With retention an unknown id and a removed job look alike (telling
+/// them apart would need state per removed job, which retention exists to drop), so the message
+/// names both.
+fn job_gone(core: &Core) -> ApiError {
+    let cfg = core.config();
+    let mut why = Vec::new();
+    if let Some(r) = cfg.job_retention {
+        why.push(format!("terminal jobs are removed {} s after they end (JOB_RETENTION_SECONDS)", r.as_secs_f64()));
+    }
+    if cfg.max_retained_jobs > 0 && cfg.redis_url.is_none() {
+        why.push(format!("at most {} terminal jobs are kept (MAX_RETAINED_JOBS)", cfg.max_retained_jobs));
+    }
+    if why.is_empty() {
+        ApiError::NotFound("Job not found".into())
+    } else {
+        ApiError::NotFound(format!("Job not found (or expired: {})", why.join("; ")))
+    }
+}
+
+/// A job the job store no longer has (retention removed it), as the history last saw it: the
+/// snapshot of its newest row, when the history is enabled and the job is `client`'s.
+async fn removed_job(core: &Core, job_id: &str, client: &str) -> Result<Option<Job>, ApiError> {
+    let Some(h) = core.history() else { return Ok(None) };
+    let rows = h.job_history(job_id).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let job = rows.iter().rev().find_map(|r| serde_json::from_value::<Job>(r.snapshot()?).ok());
+    Ok(job.filter(|j| !client.is_empty() && j.client.id == client))
 }
 
 /// `GET .../jobs/{id}/history`: the job's history rows, oldest first, snapshots filtered like the
