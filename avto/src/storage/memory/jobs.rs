@@ -292,13 +292,7 @@ impl JobStore for MemoryJobs {
         limit: usize,
         offset: usize,
     ) -> BoxFuture<'a, Result<Vec<Job>, StorageError>> {
-        let ids: Vec<String> = self
-            .index
-            .lock()
-            .by_client
-            .get(client)
-            .map(|v| v.values().rev().skip(offset).take(limit).cloned().collect())
-            .unwrap_or_default();
+        let ids = newest_first(&self.index.lock().by_client, client, limit, offset);
         self.jobs_of(ids)
     }
 
@@ -308,13 +302,7 @@ impl JobStore for MemoryJobs {
         limit: usize,
         offset: usize,
     ) -> BoxFuture<'a, Result<Vec<Job>, StorageError>> {
-        let ids: Vec<String> = self
-            .index
-            .lock()
-            .quarantined
-            .get(client)
-            .map(|q| q.values().rev().skip(offset).take(limit).cloned().collect())
-            .unwrap_or_default();
+        let ids = newest_first(&self.index.lock().quarantined, client, limit, offset);
         self.jobs_of(ids)
     }
 
@@ -358,4 +346,14 @@ impl JobStore for MemoryJobs {
         self.drop_jobs(removed);
         Box::pin(async move { Ok(n) })
     }
+}
+
+/// A page of one client's ids from a per-client list (keyed by insertion order), newest first.
+fn newest_first(
+    lists: &HashMap<String, BTreeMap<u64, String>>,
+    client: &str,
+    limit: usize,
+    offset: usize,
+) -> Vec<String> {
+    lists.get(client).map(|l| l.values().rev().skip(offset).take(limit).cloned().collect()).unwrap_or_default()
 }
