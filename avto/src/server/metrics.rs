@@ -21,6 +21,7 @@
 //! | `avto_scheduler_jobs_triggered_total{schedule}` | counter | jobs created by schedules.toml |
 //! | `avto_worker_poll_answers_total`, `avto_worker_tasks_handed_out_total` | counter | polls answered with tasks, and the tasks in them (more tasks than answers: workers take batches) |
 //! | `avto_worker_result_requests_total`, `avto_worker_results_total` | counter | result requests, and the results in them |
+//! | `avto_runtime_scheduling_delay_seconds` | gauge | how late the runtime woke a task that slept 1 s (last sample, every second) |
 //! | `avto_history_events_{written,dropped,failed}_total`, `avto_history_queue_depth` | | history writer (when enabled) |
 //!
 //! The series, the registry and the text (Prometheus exposition format 0.0.4) are
@@ -94,6 +95,8 @@ pub struct Metrics {
     /// Result requests (single or batched), and the results they carried.
     result_requests: Counter,
     results: Counter,
+    /// How late the runtime woke a task that slept 1 s, at the last sample (seconds).
+    scheduling_delay: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -109,6 +112,7 @@ impl Default for Metrics {
             tasks_handed_out: Counter::default(),
             result_requests: Counter::default(),
             results: Counter::default(),
+            scheduling_delay: Gauge::default(),
         };
         // The registry holds handles to the same series (each metric is an `Arc` inside).
         let r = &mut m.registry;
@@ -125,6 +129,11 @@ impl Default for Metrics {
         r.register("avto_worker_tasks_handed_out", "Tasks handed to workers by polls", m.tasks_handed_out.clone());
         r.register("avto_worker_result_requests", "Result requests (single or batched)", m.result_requests.clone());
         r.register("avto_worker_results", "Task results received", m.results.clone());
+        r.register(
+            "avto_runtime_scheduling_delay_seconds",
+            "How late the async runtime woke a task that slept one second, at the last sample (a busy or starved runtime)",
+            m.scheduling_delay.clone(),
+        );
         m
     }
 }
@@ -150,6 +159,11 @@ impl Metrics {
     pub fn results_received(&self, results: usize) {
         self.result_requests.inc();
         self.results.inc_by(results as u64);
+    }
+
+    /// A sample of the runtime's scheduling delay.
+    pub fn scheduling_delay(&self, seconds: f64) {
+        self.scheduling_delay.set(seconds.max(0.0));
     }
 
     pub fn schedule_fired(&self, schedule: &str) {

@@ -37,6 +37,27 @@ impl Core {
                 }
             }
         });
+        self.start_scheduling_delay_probe();
+    }
+
+    /// Samples the runtime's scheduling delay every second (`avto_runtime_scheduling_delay_seconds`):
+    /// how much later than asked a 1 s sleep ends. Under a starved or blocked runtime every timer,
+    /// long-poll and lease renewal is that late too. Supervised like the watcher.
+    pub(crate) fn start_scheduling_delay_probe(self: &Arc<Self>) {
+        let core = Arc::downgrade(self);
+        crate::supervise::supervise(&self.health, "scheduling_delay_probe", move || {
+            let core = core.clone();
+            async move {
+                loop {
+                    let asked = Duration::from_secs(1);
+                    let started = tokio::time::Instant::now();
+                    tokio::time::sleep(asked).await;
+                    let late = started.elapsed().saturating_sub(asked);
+                    let Some(core) = core.upgrade() else { return };
+                    core.metrics.scheduling_delay(late.as_secs_f64());
+                }
+            }
+        });
     }
 
     /// One watcher pass: expired workers, overdue tasks, then stale jobs (crash recovery).
