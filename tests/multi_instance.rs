@@ -731,3 +731,35 @@ async fn redis_encryption_key_seals_worker_credentials_and_rotates() {
         .to_string();
     assert!(err.contains("REDIS_ENCRYPTION_KEY") && err.contains("64 hex characters"), "{err}");
 }
+
+/// Issue #14 item 6: an operator's worker-token reload on one instance reaches every instance
+/// sharing the Redis (over the bus), so a changed token is in force wherever a worker connects.
+#[tokio::test]
+async fn a_worker_token_reload_reaches_every_instance() {
+    let p = RedisPrefix::new();
+    let dir = std::env::temp_dir().join(format!("avto-reload-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("workers.toml");
+    std::fs::write(&file, "[w-reload]\ntoken = \"old-token\"\n").unwrap();
+    let path = file.to_string_lossy().into_owned();
+    let config = || avto_tests::test_config_with(&[("WORKERS_CONFIG_PATH", &path)]);
+    let a = Server::with_redis([echo_flow::blueprint()], &p.url, &p.prefix, config()).await;
+    let b = Server::with_redis([echo_flow::blueprint()], &p.url, &p.prefix, config()).await;
+    let on_b = |token: &str| avto_tests::RawWorker {
+        token: token.into(),
+        ..avto_tests::RawWorker::new(&b.base, "w-reload", &["echo"])
+    };
+    assert_eq!(on_b("old-token").register().await.0, 200);
+
+    std::fs::write(&file, "[w-reload]\ntoken = \"new-token\"\n").unwrap();
+    let (status, answer) =
+        a.client().admin(reqwest::Method::POST, "/api/v1/admin/reload-workers", Some(&json!({}))).await;
+    assert_eq!((status, answer), (200, json!({"status": "workers_reloaded", "workers": 1})));
+    let started = Instant::now();
+    while on_b("new-token").register().await.0 != 200 {
+        assert!(started.elapsed() < Duration::from_secs(10), "instance B never took the new token");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(on_b("old-token").register().await.0, 403, "the old token is gone on B too");
+    let _ = std::fs::remove_dir_all(&dir);
+}

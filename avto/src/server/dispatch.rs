@@ -153,6 +153,16 @@ impl Dispatcher {
                     let _ = tx.send(cmd);
                 }
             }
+            // Not the dispatcher's: the core reads workers.toml (see `Core::on_bus`).
+            BusMessage::ReloadWorkerTokens => {}
+        }
+    }
+
+    /// Sends `msg` to every instance sharing the bus (none without one).
+    pub(crate) async fn broadcast(&self, msg: BusMessage) -> Result<(), crate::storage::StorageError> {
+        match &self.bus {
+            Some(bus) => bus.publish(msg).await,
+            None => Ok(()),
         }
     }
 

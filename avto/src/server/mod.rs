@@ -352,7 +352,7 @@ impl Orchestrator {
                 let core = Arc::downgrade(&self.core);
                 let on_message = move |msg| {
                     if let Some(core) = core.upgrade() {
-                        core.dispatcher().on_bus(msg);
+                        core.on_bus(msg);
                     }
                 };
                 Some(r.subscribe(on_message).await.map_err(ServeError::Storage)?)

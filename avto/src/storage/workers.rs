@@ -256,6 +256,8 @@ pub enum BusMessage {
     Wake(String),
     /// Send this command over the worker's WebSocket, wherever it is connected.
     Command(String, WorkerCommand),
+    /// Read workers.toml again (an operator reloaded the worker tokens on one instance).
+    ReloadWorkerTokens,
 }
 
 /// Delivers [`BusMessage`]s to every instance (including this one).

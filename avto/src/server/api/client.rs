@@ -451,7 +451,7 @@ async fn workers(State(core): State<Arc<Core>>, parts: Parts) -> Result<Response
 /// `POST …/admin/reload-workers` (operator credential): reads workers.toml (`WORKERS_CONFIG_PATH`)
 /// again. 409 when no file is configured, 400 (and the old tokens kept) when it does not load.
 async fn reload_workers(State(core): State<Arc<Core>>, _operator: Operator) -> Result<Response, ApiError> {
-    let Some(n) = core.auth().reload_worker_tokens().map_err(|e| ApiError::bad(e.to_string()))? else {
+    let Some(n) = core.reload_worker_tokens().await.map_err(|e| ApiError::bad(e.to_string()))? else {
         return Err(ApiError::Conflict("WORKERS_CONFIG_PATH is not set: there is nothing to reload".into()));
     };
     Ok(json_response(&json!({"status": "workers_reloaded", "workers": n})))

@@ -10,7 +10,7 @@ use super::transact::{log_failure, JobTx};
 use super::{Core, CoreError, TaskContext};
 use crate::job::now_ms;
 use crate::protocol::worker_status;
-use crate::storage::{QueuedTask, Unassigned, WorkerCommand, WorkerInfo, WorkerLoad};
+use crate::storage::{BusMessage, QueuedTask, Unassigned, WorkerCommand, WorkerInfo, WorkerLoad};
 
 /// How often a long-poll looks at its queue without a wake-up when instances share a bus.
 const BUS_RECHECK: Duration = Duration::from_secs(1);
@@ -256,5 +256,30 @@ impl Core {
     /// Stops routing to the WebSocket `tx` of `worker_id` (when it is still the attached one).
     pub fn detach_ws(&self, worker_id: &str, tx: &tokio::sync::mpsc::UnboundedSender<WorkerCommand>) {
         self.dispatcher.detach_ws(worker_id, tx);
+    }
+
+    /// Reads `WORKERS_CONFIG_PATH` again on this instance and tells every other instance on the
+    /// bus to do the same, so a changed worker token is in force everywhere. Returns how many
+    /// entries the file has (`None`: no workers.toml configured).
+    pub async fn reload_worker_tokens(&self) -> Result<Option<usize>, crate::server::ConfigError> {
+        let loaded = self.auth.reload_worker_tokens()?;
+        if loaded.is_some() {
+            if let Err(e) = self.dispatcher.broadcast(BusMessage::ReloadWorkerTokens).await {
+                tracing::warn!(error = %e, "worker tokens reloaded here; other instances were not told");
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// A message from the instances' bus.
+    pub fn on_bus(&self, msg: BusMessage) {
+        match msg {
+            BusMessage::ReloadWorkerTokens => {
+                if let Err(e) = self.auth.reload_worker_tokens() {
+                    tracing::error!(error = %e, "another instance reloaded the worker tokens; this one could not");
+                }
+            }
+            other => self.dispatcher.on_bus(other),
+        }
     }
 }
