@@ -26,7 +26,24 @@ use crate::storage::{JobGuard, StorageError};
 pub struct JobTx {
     guard: JobGuard,
     /// Effects kept for after the commit.
-    after_commit: Vec<Effect>,
+    after_commit: Vec<AfterCommit>,
+}
+
+/// The effects that wait for the commit: every [`Effect`] but the in-lock ones (placing a task
+/// now, cancelling tasks), so the commit cannot be handed one of those.
+#[derive(Debug)]
+enum AfterCommit {
+    /// A dispatch with a delay (a task retry's backoff).
+    DelayedDispatch {
+        tasks: Vec<crate::job::TaskRecord>,
+        delay: std::time::Duration,
+    },
+    StartChild(Box<Job>),
+    CancelChild(String),
+    RetryHandler {
+        delay: std::time::Duration,
+    },
+    Terminal(JobStatus),
 }
 
 impl std::fmt::Debug for JobTx {
@@ -81,11 +98,17 @@ impl Core {
                             self.place(tx, &t.task_id).await;
                         }
                     }
+                    Effect::Dispatch { tasks, delay } => {
+                        tx.after_commit.push(AfterCommit::DelayedDispatch { tasks, delay })
+                    }
                     Effect::CancelTasks(tasks) => {
                         let list: Vec<_> = tasks.into_iter().map(|t| (t.task_id, t.worker_id, tx.id.clone())).collect();
                         self.dispatcher.cancel(&list).await;
                     }
-                    later => tx.after_commit.push(later),
+                    Effect::StartChild(child) => tx.after_commit.push(AfterCommit::StartChild(child)),
+                    Effect::CancelChild(id) => tx.after_commit.push(AfterCommit::CancelChild(id)),
+                    Effect::RetryHandler { delay } => tx.after_commit.push(AfterCommit::RetryHandler { delay }),
+                    Effect::Terminal(status) => tx.after_commit.push(AfterCommit::Terminal(status)),
                 }
             }
             if !step.advance || !runnable(tx.status) {
@@ -120,7 +143,7 @@ impl Core {
         let JobTx { guard, after_commit } = tx;
         let id = guard.id.clone();
         // The webhook and the parent's resume need the job as it was saved.
-        let ended = after_commit.iter().any(|e| matches!(e, Effect::Terminal(_))).then(|| Job::clone(&guard));
+        let ended = after_commit.iter().any(|e| matches!(e, AfterCommit::Terminal(_))).then(|| Job::clone(&guard));
         self.jobs.commit(guard).await?;
         for effect in after_commit {
             self.after_commit(&id, ended.as_ref(), effect);
@@ -130,9 +153,9 @@ impl Core {
 
     /// One after-commit effect. Never waits: work on this or other jobs is spawned (it takes
     /// their locks in turn).
-    fn after_commit(self: &Arc<Self>, job_id: &str, ended: Option<&Job>, effect: Effect) {
+    fn after_commit(self: &Arc<Self>, job_id: &str, ended: Option<&Job>, effect: AfterCommit) {
         match effect {
-            Effect::Dispatch { tasks, delay } => {
+            AfterCommit::DelayedDispatch { tasks, delay } => {
                 let (core, job_id) = (self.clone(), job_id.to_owned());
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
@@ -148,15 +171,7 @@ impl Core {
                     log_failure("could not place a delayed task", &job_id, placed.await);
                 });
             }
-            Effect::CancelTasks(tasks) => {
-                // `apply` cancels tasks under the lock; this arm only keeps the match whole.
-                let (core, job_id) = (self.clone(), job_id.to_owned());
-                tokio::spawn(async move {
-                    let list: Vec<_> = tasks.into_iter().map(|t| (t.task_id, t.worker_id, job_id.clone())).collect();
-                    core.dispatcher.cancel(&list).await;
-                });
-            }
-            Effect::StartChild(child) => {
+            AfterCommit::StartChild(child) => {
                 let core = self.clone();
                 tokio::spawn(async move {
                     let id = child.id.clone();
@@ -166,20 +181,20 @@ impl Core {
                     }
                 });
             }
-            Effect::CancelChild(child_id) => {
+            AfterCommit::CancelChild(child_id) => {
                 let core = self.clone();
                 tokio::spawn(async move {
                     let _ = core.cancel_job(&child_id).await;
                 });
             }
-            Effect::RetryHandler { delay } => {
+            AfterCommit::RetryHandler { delay } => {
                 let (core, id) = (self.clone(), job_id.to_owned());
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
                     core.drive(id);
                 });
             }
-            Effect::Terminal(status) => {
+            AfterCommit::Terminal(status) => {
                 let Some(job) = ended else { return };
                 tracing::info!(job_id = %job.id, blueprint = %job.blueprint, %status, "job ended");
                 if let Some(url) = job.webhook_url.clone() {
