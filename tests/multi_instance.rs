@@ -299,6 +299,43 @@ async fn redis_connection_loss_loses_no_job() {
     drop(ws);
 }
 
+/// Round robin rotates over the workers once for all instances (issue #14 item 6): jobs created
+/// on two instances in turn go to the three workers in turn, as they would on one instance
+/// (with a rotation per instance, each instance would start again at the first worker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn round_robin_rotation_is_shared_by_the_instances() {
+    let _serial = SERIAL.lock().await;
+    let p = RedisPrefix::new();
+    let a = server(&p, [avto_tests::blueprints::dispatch_options::blueprint()]).await;
+    let b = server(&p, [avto_tests::blueprints::dispatch_options::blueprint()]).await;
+    let ids = ["rr-shared-1", "rr-shared-2", "rr-shared-3"];
+    let _workers: Vec<RustWorker> = ids
+        .iter()
+        .map(|id| {
+            RustWorker::start(&a.base, id, |w| {
+                w.task("work", |_p: Value, task: TaskHandle| async move {
+                    TaskOutcome::success(json!({ "by": task.worker_id() }))
+                })
+            })
+        })
+        .collect();
+    for s in [&a, &b] {
+        wait_live(s, 3).await;
+    }
+    let mut by = Vec::new();
+    for i in 0..9 {
+        let c = if i % 2 == 0 { a.client() } else { b.client() };
+        let id = c.create("/api/v1/jobs/dispatch", json!({"strategy": "round_robin", "i": i})).await;
+        let job = c.wait_terminal(&id, Duration::from_secs(20)).await;
+        assert_eq!(job["status"], "finished", "{job}");
+        by.push(job["state_history"]["by"].as_str().unwrap().to_owned());
+    }
+    for window in by.windows(3) {
+        let distinct: HashSet<&String> = window.iter().collect();
+        assert_eq!(distinct.len(), 3, "three jobs in a row, from either instance, go to three workers: {by:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // kill -9 and restart
 
@@ -395,6 +432,24 @@ impl OrchestratorProcess {
         self.child = Some(child);
     }
 
+    /// SIGTERM, then waits for the process to end (at most `within`); its exit status.
+    async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the process runs");
+        let pid = child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("the orchestrator still ran {within:?} after SIGTERM; see {}", self.log.display());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGKILL: no shutdown of any kind.
     fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -415,15 +470,10 @@ async fn dashboard_terminal(c: &avto_tests::ApiClient) -> u64 {
     ["finished", "failed", "cancelled", "quarantined"].iter().filter_map(|s| dash["jobs"][*s].as_u64()).sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kill9_with_jobs_in_flight_then_restart_every_job_ends_once() {
-    let _serial = SERIAL.lock().await;
-    let results = RESULTS.clone();
-    let n: usize = std::env::var("AVTO_CRASH_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
-    let p = RedisPrefix::new();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let env: Vec<(String, String)> = [
+/// The environment of an orchestrator process on `port` and the Redis prefix `p` (fast timings),
+/// plus `extra`.
+fn process_env(port: u16, p: &RedisPrefix, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
         ("API_HOST", "127.0.0.1".to_owned()),
         ("API_PORT", port.to_string()),
         ("REDIS_URL", p.url.clone()),
@@ -445,6 +495,19 @@ async fn kill9_with_jobs_in_flight_then_restart_every_job_ends_once() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill9_with_jobs_in_flight_then_restart_every_job_ends_once() {
+    let _serial = SERIAL.lock().await;
+    let results = RESULTS.clone();
+    let n: usize = std::env::var("AVTO_CRASH_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let p = RedisPrefix::new();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let env = process_env(port, &p, &[]);
     let log = std::env::temp_dir().join(format!("avto-crash-{port}.log"));
     let _ = std::fs::remove_file(&log);
     let mut orchestrator = OrchestratorProcess::start(env, log.clone());
@@ -573,6 +636,241 @@ async fn kill9_with_jobs_in_flight_then_restart_every_job_ends_once() {
     drop(workers);
     drop(orchestrator);
     let _ = std::fs::remove_file(&log); // kept only when the test fails
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIGTERM under load, kill -9 with webhooks in flight (issue #14 items 4 and 5)
+
+/// A webhook receiver that records every delivery (job id, event id) and, while `hold` is set,
+/// answers nothing (each request waits until the sender gives up): webhooks stay in flight.
+#[derive(Clone, Default)]
+struct Receiver {
+    hold: Arc<std::sync::atomic::AtomicBool>,
+    /// Deliveries answered 200: job id -> event ids (one per delivery).
+    delivered: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    /// Requests left unanswered.
+    held: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Receiver {
+    async fn start(&self) -> String {
+        let me = self.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<Value>| {
+                let me = me.clone();
+                async move {
+                    if me.hold.load(std::sync::atomic::Ordering::SeqCst) {
+                        me.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
+                    let event = headers.get("x-avto-event-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                    let job = body["job_id"].as_str().unwrap_or("").to_owned();
+                    me.delivered.lock().unwrap().entry(job).or_default().push(event);
+                    "ok"
+                }
+            }),
+        );
+        format!("http://{}/hook", avto_tests::serve_http(app).await)
+    }
+
+    fn delivered(&self) -> HashMap<String, Vec<String>> {
+        self.delivered.lock().unwrap().clone()
+    }
+}
+
+/// Creates a job, sending the request again until an orchestrator accepts it (it may be down).
+async fn create_until_accepted(c: &avto_tests::ApiClient, body: &Value) -> String {
+    loop {
+        let sent = c
+            .http
+            .post(format!("{}/api/v1/jobs/echo", c.base))
+            .header("X-Client-Token", &c.token)
+            .json(body)
+            .send()
+            .await;
+        if let Ok(r) = sent {
+            if r.status().as_u16() == 202 {
+                let v: Value = r.json().await.unwrap();
+                return v["job_id"].as_str().unwrap().to_owned();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until every job of `ids` finished (through the blueprint once) and its webhook was
+/// delivered, at most `within`.
+async fn wait_finished_and_delivered(c: &avto_tests::ApiClient, ids: &[String], hooks: &Receiver, within: Duration) {
+    let deadline = Instant::now() + within;
+    let mut pending: Vec<&String> = ids.iter().collect();
+    while !pending.is_empty() {
+        let delivered = hooks.delivered();
+        let mut left = Vec::new();
+        for id in pending {
+            let job = c.job(id).await;
+            if job["status"] != "finished" || !delivered.contains_key(id.as_str()) {
+                left.push(id);
+            }
+        }
+        pending = left;
+        if !pending.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{} jobs not finished with their webhook delivered, e.g. {}",
+                pending.len(),
+                c.job(pending[0]).await
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    for id in ids {
+        let job = c.job(id).await;
+        assert_eq!(job["path"], json!(["start", "finished"]), "each state entered once: {job}");
+    }
+}
+
+/// SIGTERM while jobs are created and run: the process stops within `SHUTDOWN_GRACE_SECONDS`
+/// (exit status 0) after finishing its handler runs and flushing webhooks; a new instance on the
+/// same Redis finishes every job, and every job-end webhook arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_then_restart_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let n = 150;
+    let p = RedisPrefix::new();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let hooks = Receiver::default();
+    let hook_url = hooks.start().await;
+    let env = process_env(
+        port,
+        &p,
+        &[("WEBHOOK_ALLOW_PRIVATE", "true"), ("SHUTDOWN_GRACE_SECONDS", "10"), ("WEBHOOK_RETRY_BASE_SECONDS", "0.2")],
+    );
+    let log = std::env::temp_dir().join(format!("avto-sigterm-{port}.log"));
+    let _ = std::fs::remove_file(&log);
+    let mut orchestrator = OrchestratorProcess::start(env, log.clone());
+    wait_ready(&base).await;
+    let execs = Executions::default();
+    let workers: Vec<RustWorker> = (0..4)
+        .map(|i| {
+            echo_worker(&base, &format!("term-w{i}"), &execs, |b| {
+                b.max_concurrent_tasks(4).configure(|c| {
+                    c.result_max_retries = 8;
+                    c.result_retry_initial_delay = Duration::from_millis(100);
+                })
+            })
+        })
+        .collect();
+    let client = avto_tests::ApiClient { http: reqwest::Client::new(), base: base.clone(), token: CLIENT_TOKEN.into() };
+    let creator = {
+        let (client, hook_url) = (client.clone(), hook_url.clone());
+        tokio::spawn(async move {
+            futures::stream::iter(0..n)
+                .map(|i| {
+                    let (c, url) = (client.clone(), hook_url.clone());
+                    async move {
+                        let body =
+                            json!({"initial_data": {"i": i, "sleep_ms": 20 + (i * 37) % 80}, "webhook_url": url});
+                        create_until_accepted(&c, &body).await
+                    }
+                })
+                .buffer_unordered(8)
+                .collect::<Vec<String>>()
+                .await
+        })
+    };
+    while execs.total() < n / 4 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stopped_at = Instant::now();
+    let status = orchestrator.terminate(Duration::from_secs(15)).await;
+    let took = stopped_at.elapsed();
+    assert!(status.success(), "exit status {status}; see {}", log.display());
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !logged.contains("still in progress at the end of the shutdown grace"),
+        "the shutdown finished its work: {logged}"
+    );
+    let delivered_at_stop = hooks.delivered().len();
+    orchestrator.spawn();
+    wait_ready(&base).await;
+    let ids = creator.await.unwrap();
+    wait_finished_and_delivered(&client, &ids, &hooks, Duration::from_secs(90)).await;
+    eprintln!(
+        "SIGTERM test: {n} jobs; the process stopped {:.2} s after SIGTERM (exit 0) with {delivered_at_stop} webhooks \
+         delivered; after the restart every job finished and every webhook arrived",
+        took.as_secs_f64()
+    );
+    drop(workers);
+    drop(orchestrator);
+    let _ = std::fs::remove_file(&log);
+}
+
+/// kill -9 while job-end webhooks are in flight (the receiver holds every request): none is lost.
+/// They wait in the Redis outbox; the restarted instance sends each again once its first
+/// sender's claim ran out, with the same event id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill9_with_webhooks_in_flight_loses_none() {
+    let _serial = SERIAL.lock().await;
+    let n = 40;
+    let p = RedisPrefix::new();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let hooks = Receiver::default();
+    hooks.hold.store(true, std::sync::atomic::Ordering::SeqCst);
+    let hook_url = hooks.start().await;
+    // A claim of (1 + 2) x 2 + 0.2 x 4 + 5 = 11.8 s.
+    let env = process_env(
+        port,
+        &p,
+        &[
+            ("WEBHOOK_ALLOW_PRIVATE", "true"),
+            ("WEBHOOK_CONNECT_TIMEOUT_SECONDS", "1"),
+            ("WEBHOOK_TIMEOUT_SECONDS", "2"),
+            ("WEBHOOK_RETRY_BASE_SECONDS", "0.2"),
+        ],
+    );
+    let log = std::env::temp_dir().join(format!("avto-kill9-hooks-{port}.log"));
+    let _ = std::fs::remove_file(&log);
+    let mut orchestrator = OrchestratorProcess::start(env, log.clone());
+    wait_ready(&base).await;
+    let execs = Executions::default();
+    let workers: Vec<RustWorker> = (0..2).map(|i| echo_worker(&base, &format!("hooks-w{i}"), &execs, |b| b)).collect();
+    let client = avto_tests::ApiClient { http: reqwest::Client::new(), base: base.clone(), token: CLIENT_TOKEN.into() };
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(create_until_accepted(&client, &json!({"initial_data": {"i": i}, "webhook_url": hook_url})).await);
+    }
+    // Every job ended; its webhook is in flight (held by the receiver), none delivered.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dashboard_terminal(&client).await < n as u64 || hooks.held.load(std::sync::atomic::Ordering::SeqCst) < n {
+        assert!(Instant::now() < deadline, "jobs did not end, or their webhooks were not sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(hooks.delivered().is_empty());
+    orchestrator.kill9();
+    let killed_at = Instant::now();
+    hooks.hold.store(false, std::sync::atomic::Ordering::SeqCst);
+    orchestrator.spawn();
+    wait_ready(&base).await;
+    wait_finished_and_delivered(&client, &ids, &hooks, Duration::from_secs(60)).await;
+    let all_at = killed_at.elapsed();
+    // Every delivery of a job's webhook carried the same event id (receivers deduplicate by it).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let delivered = hooks.delivered();
+    let copies: usize = delivered.values().map(Vec::len).sum();
+    for (job, events) in &delivered {
+        assert!(events.iter().all(|e| e == &events[0] && !e.is_empty()), "job {job}: event ids {events:?}");
+    }
+    eprintln!(
+        "kill -9 webhook test: {n} webhooks in flight at the kill; all {n} delivered {:.1} s after it ({copies} \
+         deliveries)",
+        all_at.as_secs_f64()
+    );
+    drop(workers);
+    drop(orchestrator);
+    let _ = std::fs::remove_file(&log);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -206,7 +206,7 @@ async fn sigterm_stops_the_server_in_every_state() {
         .env("WORKER_POLL_TIMEOUT_SECONDS", "30")
         .env("AVTO_TEST_PANICKING_HISTORY", "1")
         .env("BACKGROUND_TASK_MAX_RESTARTS", "0")
-        .env("SHUTDOWN_TIMEOUT_SECONDS", "2")
+        .env("SHUTDOWN_GRACE_SECONDS", "2")
         .stdin(Stdio::null())
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))

@@ -115,6 +115,7 @@ conformance!(
     jobs_claim_stale_once,
     jobs_retention_removes_terminal_jobs,
     jobs_retention_expires_in_real_time,
+    jobs_webhook_outbox,
     quotas_exact_under_concurrency,
     quotas_init_keeps_what_is_left,
     quotas_reset_each_month,
@@ -123,6 +124,7 @@ conformance!(
     nonces_first_use_once,
     data_stores_semantics,
     data_stores_atomic_under_concurrency,
+    data_stores_keys_expire,
     sts_tokens,
     schedule_locks_claim_once,
     workers_register_heartbeat_reputation,
@@ -377,6 +379,49 @@ async fn jobs_retention_expires_in_real_time(be: &Backend) {
     assert_eq!(b.counts(Some(&client)).await.unwrap(), only_running);
 }
 
+/// The webhook outbox (issue #14 item 4): a job that ends with a webhook gets an entry in the
+/// write of its end, stamped then (its writer's claim); claims hand each entry to one caller per
+/// period across instances; touch renews a claim, done removes entries; a terminal job written
+/// again is not queued twice; retention takes the entry with the job.
+async fn jobs_webhook_outbox(be: &Backend) {
+    let (a, b) = be.jobs_with_retention(Duration::from_secs(60));
+    let client = format!("client-{}", uid());
+    let ids: Vec<String> = (0..4).map(|i| format!("{i}-{}", uid())).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let mut j = job(id, &client);
+        j.webhook_url = (i != 2).then(|| "http://127.0.0.1:9/hook".to_owned());
+        a.insert(j).await.unwrap();
+    }
+    let before = now_ms() - 1;
+    set_status(&a, &ids[0], JobStatus::Finished).await;
+    set_status(&b, &ids[1], JobStatus::Failed).await;
+    set_status(&a, &ids[2], JobStatus::Finished).await;
+    set_status(&b, &ids[3], JobStatus::Running).await;
+    // The writers hold fresh claims: nothing is due for a cutoff before the writes.
+    assert!(a.claim_webhooks(before.saturating_sub(1000), now_ms(), 10).await.unwrap().is_empty());
+    // Once their claims are old: each entry to one caller, across instances.
+    let now = now_ms() + 1;
+    let (x, y) = tokio::join!(a.claim_webhooks(now, now + 1, 10), b.claim_webhooks(now, now + 1, 10));
+    let mut claimed = [ids_of(x.unwrap()), ids_of(y.unwrap())].concat();
+    claimed.sort();
+    assert_eq!(claimed, vec![ids[0].clone(), ids[1].clone()], "the ended jobs with a webhook, once each");
+    assert!(b.claim_webhooks(now, now + 2, 10).await.unwrap().is_empty(), "claimed just now");
+    // A sender that touches its entry keeps it.
+    a.touch_webhook(&ids[0], now + 5_000).await.unwrap();
+    assert_eq!(ids_of(b.claim_webhooks(now + 4_000, now + 4_001, 10).await.unwrap()), vec![ids[1].clone()]);
+    // Done: gone for good, even when the terminal job is written again.
+    b.webhooks_done(std::slice::from_ref(&ids[1])).await.unwrap();
+    set_status(&a, &ids[1], JobStatus::Failed).await;
+    let late = now + 10_000;
+    assert_eq!(ids_of(a.claim_webhooks(late, late + 1, 10).await.unwrap()), vec![ids[0].clone()]);
+    a.webhooks_done(&[ids[0].clone(), "no-such-job".to_owned()]).await.unwrap();
+    assert!(b.claim_webhooks(late + 1, late + 1, 10).await.unwrap().is_empty());
+    // A job removed by retention takes its entry with it.
+    set_status(&b, &ids[3], JobStatus::Cancelled).await;
+    assert_eq!(a.remove_expired(now_ms() + 61_000, 100).await.unwrap(), 4);
+    assert!(a.claim_webhooks(u64::MAX / 2, late + 2, 10).await.unwrap().is_empty());
+}
+
 /// In memory, beyond `MAX_RETAINED_JOBS` terminal jobs the oldest go at once (no sweep needed);
 /// jobs that are not terminal never go.
 #[tokio::test]
@@ -549,28 +594,70 @@ async fn data_stores_semantics(be: &Backend) {
     let ns = format!("bp:{}", uid());
     let d = &be.a.data;
     assert_eq!(d.get(&ns, "k").await.unwrap(), None);
-    assert!(d.compare_and_set(&ns, "k", None, json!({"a": 1, "b": [1, 2]})).await.unwrap());
-    assert!(!d.compare_and_set(&ns, "k", None, json!(2)).await.unwrap(), "set if absent only once");
+    assert!(d.compare_and_set(&ns, "k", None, json!({"a": 1, "b": [1, 2]}), None).await.unwrap());
+    assert!(!d.compare_and_set(&ns, "k", None, json!(2), None).await.unwrap(), "set if absent only once");
     assert_eq!(be.b.data.get(&ns, "k").await.unwrap(), Some(json!({"a": 1, "b": [1, 2]})));
     // Equality is that of values, not of key order.
-    assert!(be.b.data.compare_and_set(&ns, "k", Some(json!({"b": [1, 2], "a": 1})), json!("x")).await.unwrap());
-    assert!(!d.compare_and_set(&ns, "k", Some(json!("y")), json!("z")).await.unwrap());
+    assert!(be.b.data.compare_and_set(&ns, "k", Some(json!({"b": [1, 2], "a": 1})), json!("x"), None).await.unwrap());
+    assert!(!d.compare_and_set(&ns, "k", Some(json!("y")), json!("z"), None).await.unwrap());
     assert_eq!(d.get(&ns, "k").await.unwrap(), Some(json!("x")));
-    d.set(&ns, "n", json!(5)).await.unwrap();
-    assert_eq!(be.b.data.incr(&ns, "n", 3).await.unwrap(), 8);
-    assert_eq!(d.incr(&ns, "fresh", -2).await.unwrap(), -2, "absent counts as 0");
-    assert!(matches!(d.incr(&ns, "k", 1).await, Err(StorageError::Type(_))), "not an integer");
+    d.set(&ns, "n", json!(5), None).await.unwrap();
+    assert_eq!(be.b.data.incr(&ns, "n", 3, None).await.unwrap(), 8);
+    assert_eq!(d.incr(&ns, "fresh", -2, None).await.unwrap(), -2, "absent counts as 0");
+    assert!(matches!(d.incr(&ns, "k", 1, None).await, Err(StorageError::Type(_))), "not an integer");
     assert!(d.delete(&ns, "n").await.unwrap());
     assert!(!d.delete(&ns, "n").await.unwrap());
     assert_eq!(d.get(&ns, "n").await.unwrap(), None);
     assert_eq!(d.get(&format!("{ns}-other"), "k").await.unwrap(), None, "namespaces are separate");
 }
 
+/// Data-store keys written with a TTL expire (issue #14 item 1): they read as absent after it,
+/// every write renews it, a write without one keeps the key.
+async fn data_stores_keys_expire(be: &Backend) {
+    let ns = format!("bp:{}", uid());
+    let (d, other) = (&be.a.data, &be.b.data);
+    let ttl = Some(Duration::from_millis(400));
+    d.set(&ns, "set", json!("v"), ttl).await.unwrap();
+    assert!(d.compare_and_set(&ns, "cas", None, json!(1), ttl).await.unwrap());
+    assert_eq!(d.incr(&ns, "incr", 2, ttl).await.unwrap(), 2);
+    d.set(&ns, "kept", json!("k"), ttl).await.unwrap();
+    d.set(&ns, "kept", json!("k"), None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(other.incr(&ns, "incr", 1, ttl).await.unwrap(), 3, "renewed by this write");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(other.get(&ns, "set").await.unwrap(), None, "expired");
+    assert_eq!(d.get(&ns, "cas").await.unwrap(), None, "expired");
+    assert!(d.compare_and_set(&ns, "cas", None, json!(5), ttl).await.unwrap(), "an expired key is absent");
+    assert_eq!(d.get(&ns, "incr").await.unwrap(), Some(json!(3)), "its last write was 250 ms ago");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(d.incr(&ns, "incr", 1, None).await.unwrap(), 1, "expired: counts from 0 again");
+    assert_eq!(other.get(&ns, "kept").await.unwrap(), Some(json!("k")), "written without a TTL: kept");
+    assert!(!d.delete(&ns, "set").await.unwrap(), "nothing to delete once expired");
+}
+
+/// Keys written by the layout before expiry (one Redis hash per store) are still read, and
+/// moved to their own keys on first use.
+#[tokio::test]
+async fn redis_data_store_keys_of_the_old_layout_are_still_read() {
+    let be = Backend::redis().await;
+    let conn = be.conn.clone().unwrap();
+    let ns = format!("bp:{}", uid());
+    let hash = conn.key(&format!("ds:{ns}"));
+    let cmd =
+        avto::storage::redis::client::cmd("HSET").arg(&hash).arg("old").arg("41").arg("doc").arg(r#"{"a":1}"#).clone();
+    conn.query::<i64>(&cmd).await.unwrap();
+    assert_eq!(be.a.data.get(&ns, "doc").await.unwrap(), Some(json!({"a": 1})));
+    assert_eq!(be.b.data.incr(&ns, "old", 1, None).await.unwrap(), 42);
+    let left: i64 = conn.query(avto::storage::redis::client::cmd("HLEN").arg(&hash)).await.unwrap();
+    assert_eq!(left, 0, "both keys moved out of the old hash");
+    assert_eq!(be.a.data.get(&ns, "old").await.unwrap(), Some(json!(42)));
+}
+
 async fn data_stores_atomic_under_concurrency(be: &Backend) {
     let ns = format!("bp:{}", uid());
     let incrs = (0..50).map(|i| {
         let (d, ns) = (be.nth(i).data.clone(), ns.clone());
-        tokio::spawn(async move { d.incr(&ns, "hits", 1).await.unwrap() })
+        tokio::spawn(async move { d.incr(&ns, "hits", 1, None).await.unwrap() })
     });
     let mut seen: Vec<i64> = join_all(incrs).await.into_iter().map(|r| r.unwrap()).collect();
     seen.sort();
@@ -583,7 +670,7 @@ async fn data_stores_atomic_under_concurrency(be: &Backend) {
                 let cur = d.get(&ns, "list").await.unwrap();
                 let mut list = cur.clone().unwrap_or(json!([]));
                 list.as_array_mut().unwrap().push(json!(i));
-                if d.compare_and_set(&ns, "list", cur, list).await.unwrap() {
+                if d.compare_and_set(&ns, "list", cur, list, None).await.unwrap() {
                     return;
                 }
             }
@@ -1074,13 +1161,13 @@ async fn redis_retries_after_lost_replies_count_once() {
                 stores.jobs.commit(g).await.unwrap();
             }
             for _ in 0..5 {
-                stores.data.incr(&ns, "n", 1).await.unwrap();
+                stores.data.incr(&ns, "n", 1, None).await.unwrap();
                 assert!(stores.quotas.take(&token).await.unwrap());
                 loop {
                     let cur = stores.data.get(&ns, "list").await.unwrap();
                     let mut list = cur.clone().unwrap_or(json!([]));
                     list.as_array_mut().unwrap().push(json!(i));
-                    if stores.data.compare_and_set(&ns, "list", cur, list).await.unwrap() {
+                    if stores.data.compare_and_set(&ns, "list", cur, list, None).await.unwrap() {
                         break;
                     }
                 }

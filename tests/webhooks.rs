@@ -507,3 +507,46 @@ async fn worker_events_are_sent_as_worker_event_webhooks() {
     assert_eq!(progress["result"], json!({"progress": 0.5, "message": "halfway"}));
     assert!(bodies.iter().any(|b| b["event"] == "job_finished"), "{bodies:?}");
 }
+
+/// Issue #14 item 4: a job that ended but whose webhook its instance never sent (here: stored
+/// terminal straight into the job store, as an instance that died right after the write of the
+/// job's end would leave it) is in the outbox; once its claim is old, the watcher sends it, once,
+/// and `/metrics` counts it as redelivered and delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_sends_what_a_silent_sender_left_in_the_outbox() {
+    // A claim of (0.5 + 0.5) x 2 + 0.1 x 4 + 5 = 7.4 s.
+    let s = server_with(&[("WEBHOOK_CONNECT_TIMEOUT_SECONDS", "0.5"), ("WEBHOOK_TIMEOUT_SECONDS", "0.5")]).await;
+    let (url, r) = raw_receiver(&[200]).await;
+    let mut job = avto::Job::new(uuid::Uuid::new_v4().to_string(), "quick_flow", "done", json!({}));
+    job.status = avto::JobStatus::Finished;
+    job.webhook_url = Some(url);
+    let id = job.id.clone();
+    let stored_at = Instant::now();
+    s.core.jobs().insert(job).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while r.calls.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the outbox entry was never sent: {:?}", s.core.webhooks().counts());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let waited = stored_at.elapsed();
+    assert!(waited >= Duration::from_secs(7), "sent only once the claim was old ({waited:?})");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let calls = r.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1, "sent once");
+    let body: Value = serde_json::from_slice(&calls[0].1).unwrap();
+    assert_eq!((body["event"].as_str(), body["job_id"].as_str()), (Some("job_finished"), Some(id.as_str())));
+    let counts = s.core.webhooks().counts();
+    assert_eq!((counts.redelivered, counts.delivered), (1, 1), "{counts:?}");
+    let page = reqwest::Client::new()
+        .get(s.url("/metrics"))
+        .bearer_auth(avto_tests::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in ["avto_webhooks_total{outcome=\"delivered\"} 1", "avto_webhooks_total{outcome=\"redelivered\"} 1"] {
+        assert!(page.contains(line), "{line} on the metrics page:\n{page}");
+    }
+}

@@ -27,6 +27,9 @@ pub struct EngineConfig {
     pub max_retries: u32,
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// Data-store keys without a declared initial value expire this long after their last
+    /// write (`DATA_STORE_TTL_SECONDS`; `None` = kept until deleted).
+    pub data_ttl: Option<Duration>,
 }
 
 impl Default for EngineConfig {
@@ -36,6 +39,7 @@ impl Default for EngineConfig {
             max_retries: 3,
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
+            data_ttl: None,
         }
     }
 }
@@ -110,6 +114,7 @@ impl EngineEnv {
 
     pub fn data_stores(&self, bp: Blueprint) -> DataStores {
         DataStores::new(bp.name(), bp.spec().data_stores, self.data_backend.clone(), self.data_initialized.clone())
+            .with_ttl(self.config.data_ttl)
     }
 
     /// Writes the initial values of every blueprint's data stores (keys that are absent only),

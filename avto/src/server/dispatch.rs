@@ -232,6 +232,14 @@ impl Dispatcher {
         // First from the store's dispatch view, which may be slightly old; from a fresh list when
         // that view has no eligible worker (one may have just registered) or the chosen one is gone.
         let mut fresh = false;
+        // Round robin rotates over the workers of every instance, not of each one.
+        let shared_turn = match spec.dispatch_strategy {
+            DispatchStrategy::RoundRobin => self.store.next_turn().await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not read the shared round-robin turn; this instance's own is used");
+                None
+            }),
+            _ => None,
+        };
         for _ in 0..3 {
             let now = now_ms();
             let workers = match fresh {
@@ -239,7 +247,7 @@ impl Dispatcher {
                 true => self.store.live_workers(now).await,
             }
             .map_err(storage)?;
-            let worker_id = match self.choose(&workers, spec) {
+            let worker_id = match self.choose(&workers, spec, shared_turn) {
                 Ok(id) => id,
                 Err(_) if !fresh => {
                     fresh = true;
@@ -283,7 +291,9 @@ impl Dispatcher {
         let Ok(workers) = self.store.live_workers(now_ms()).await else { return Vec::new() };
         let mut out = Vec::new();
         for u in parked {
-            if self.choose(&workers, &u.spec).is_ok() && self.store.claim_parked(&u.task_id).await.unwrap_or(false) {
+            if self.choose(&workers, &u.spec, None).is_ok()
+                && self.store.claim_parked(&u.task_id).await.unwrap_or(false)
+            {
                 out.push(u);
             }
         }
@@ -393,12 +403,13 @@ impl Dispatcher {
         self.store.expire(now).await.unwrap_or_default()
     }
 
-    fn choose(&self, workers: &[WorkerLoad], spec: &TaskSpec) -> Result<String, NoWorker> {
+    /// `shared_turn`: the rotation's turn when the store shares one across instances.
+    fn choose(&self, workers: &[WorkerLoad], spec: &TaskSpec, shared_turn: Option<u64>) -> Result<String, NoWorker> {
         let skill = spec.task_type.as_str();
         let mut with_skill = 0usize;
         let mut why = String::new();
         let mut candidates: Vec<(&WorkerInfo, usize)> = Vec::new();
-        let turn = self.round_robin.fetch_add(1, AtomicOrdering::Relaxed) as usize;
+        let turn = shared_turn.unwrap_or_else(|| self.round_robin.fetch_add(1, AtomicOrdering::Relaxed)) as usize;
         // With a candidate cap the scan starts at a rotating position (every worker gets its turn).
         let start = if self.max_candidates < workers.len() { turn % workers.len() } else { 0 };
         for w in workers[start..].iter().chain(&workers[..start]) {

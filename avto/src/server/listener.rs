@@ -42,7 +42,7 @@ pub(super) struct Limits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
-    /// How long a graceful shutdown waits for open connections (`SHUTDOWN_TIMEOUT_SECONDS`);
+    /// How long a graceful shutdown waits for open connections (`SHUTDOWN_GRACE_SECONDS`);
     /// then the rest are closed, so no connection can keep the server up.
     pub drain_timeout: Duration,
 }
@@ -68,7 +68,7 @@ impl Limits {
             max_connections,
             header_read_timeout: cfg.http_header_read_timeout,
             idle_timeout: cfg.http_idle_timeout,
-            drain_timeout: cfg.shutdown_timeout,
+            drain_timeout: cfg.shutdown_grace,
         }
     }
 }
@@ -106,7 +106,7 @@ impl Handshake for Plain {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets open connections finish
-/// their requests for at most `limits.drain_timeout` (`SHUTDOWN_TIMEOUT_SECONDS`).
+/// their requests for at most `limits.drain_timeout` (`SHUTDOWN_GRACE_SECONDS`).
 pub(crate) async fn serve<H: Handshake>(
     listener: TcpListener,
     app: Router,

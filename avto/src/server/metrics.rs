@@ -23,6 +23,7 @@
 //! | `avto_worker_result_requests_total`, `avto_worker_results_total` | counter | result requests, and the results in them |
 //! | `avto_runtime_scheduling_delay_seconds` | gauge | how late the runtime woke a task that slept 1 s (last sample, every second) |
 //! | `avto_history_events_{written,dropped,failed}_total`, `avto_history_queue_depth` | | history writer (when enabled) |
+//! | `avto_webhooks_total{outcome}` | counter | webhooks by outcome: `delivered`, `rejected` (4xx), `failed` (every attempt), `refused` (non-public target), `dropped` (queue full, not kept), `deferred` (queue full, left in the outbox), `redelivered` (taken from the outbox again) |
 //!
 //! The series, the registry and the text (Prometheus exposition format 0.0.4) are
 //! `prometheus-client`'s. Counters are registered without their `_total` suffix: the encoder
@@ -71,6 +72,11 @@ struct ScheduleLabel {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StatusLabel {
     status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
 }
 
 /// One blueprint's job duration histogram (the constructor of its family).
@@ -184,6 +190,8 @@ pub struct Snapshot {
     pub blueprints: Vec<String>,
     /// The history writer's numbers, when the history is enabled.
     pub history: Option<HistoryNumbers>,
+    /// What became of the webhooks so far.
+    pub webhooks: super::webhooks::WebhookCounts,
 }
 
 /// The history writer's counters at a scrape.
@@ -214,6 +222,21 @@ impl Metrics {
         for blueprint in &now.blueprints {
             let _zero = self.created.get_or_create(&BlueprintLabel { blueprint: blueprint.clone() });
         }
+
+        let hooks = Family::<OutcomeLabel, Counter>::default();
+        let w = now.webhooks;
+        for (outcome, n) in [
+            ("delivered", w.delivered),
+            ("rejected", w.rejected),
+            ("failed", w.failed),
+            ("refused", w.refused),
+            ("dropped", w.dropped),
+            ("deferred", w.deferred),
+            ("redelivered", w.redelivered),
+        ] {
+            hooks.get_or_create(&OutcomeLabel { outcome }).inc_by(n);
+        }
+        stores.register("avto_webhooks", "Webhooks by outcome", hooks);
 
         let mut writer = Registry::default();
         if let Some(h) = now.history {

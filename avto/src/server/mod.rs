@@ -382,14 +382,36 @@ impl Orchestrator {
         if let Some(task) = bus {
             task.abort();
         }
-        if let Some(h) = self.core.history() {
-            if !h.flush(std::time::Duration::from_secs(5)).await {
-                tracing::warn!(queued = h.queued(), "history not fully written at shutdown");
-            }
-        }
+        self.finish(served.is_ok()).await;
         served?;
         tracing::info!("avto orchestrator stopped");
         Ok(())
+    }
+}
+
+impl Orchestrator {
+    /// The rest of a graceful shutdown, once connections are drained, within
+    /// `SHUTDOWN_GRACE_SECONDS` of the signal: running handler runs end and release their job
+    /// locks, then history and job-end webhooks are flushed. What is left is logged (and on
+    /// Redis resumed by the next instance).
+    async fn finish(&self, graceful: bool) {
+        let core = &self.core;
+        core.begin_shutdown();
+        let deadline = core.shutdown_deadline();
+        if graceful && !core.settle(deadline).await {
+            tracing::warn!("handler runs still in progress at the end of the shutdown grace; their jobs are resumed by crash recovery");
+        }
+        if let Some(h) = core.history() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !h.flush(left.max(std::time::Duration::from_millis(100))).await {
+                tracing::warn!(queued = h.queued(), "history not fully written at shutdown");
+            }
+        }
+        if !core.webhooks().drain(deadline).await {
+            tracing::warn!(
+                "job-end webhooks still in progress at the end of the shutdown grace; they stay in the outbox"
+            );
+        }
     }
 }
 

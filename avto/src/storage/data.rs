@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
@@ -20,9 +21,18 @@ pub struct DataStoreSpec {
 }
 
 /// Key/value storage behind blueprint data stores. Keys are namespaced by `ns` = `{blueprint}:{store}`.
+///
+/// Every write takes the key's lifetime: `ttl` = the key expires that long after this write
+/// (an expired key reads as absent), `None` = it is kept until deleted.
 pub trait DataStoreBackend: Send + Sync + 'static {
     fn get<'a>(&'a self, ns: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<Value>, StorageError>>;
-    fn set<'a>(&'a self, ns: &'a str, key: &'a str, value: Value) -> BoxFuture<'a, Result<(), StorageError>>;
+    fn set<'a>(
+        &'a self,
+        ns: &'a str,
+        key: &'a str,
+        value: Value,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<(), StorageError>>;
     /// Sets `key` to `new` only if its current value equals `expected` (`None` = absent).
     fn compare_and_set<'a>(
         &'a self,
@@ -30,9 +40,16 @@ pub trait DataStoreBackend: Send + Sync + 'static {
         key: &'a str,
         expected: Option<Value>,
         new: Value,
+        ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<bool, StorageError>>;
     /// Atomically adds `delta` to an integer value (absent = 0) and returns the new value.
-    fn incr<'a>(&'a self, ns: &'a str, key: &'a str, delta: i64) -> BoxFuture<'a, Result<i64, StorageError>>;
+    fn incr<'a>(
+        &'a self,
+        ns: &'a str,
+        key: &'a str,
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<i64, StorageError>>;
     fn delete<'a>(&'a self, ns: &'a str, key: &'a str) -> BoxFuture<'a, Result<bool, StorageError>>;
 }
 
@@ -54,12 +71,17 @@ impl InitialValues {
 }
 
 /// The data stores of one blueprint, as handlers see them (`stores: &DataStores` or `ctx.data_stores`).
+///
+/// Lifetime of keys: a key the blueprint declares an initial value for is kept until deleted;
+/// any other key expires [`DataStores::with_ttl`] after its last write (`DATA_STORE_TTL_SECONDS`
+/// in the server), so keys made from request data cannot pile up for ever.
 #[derive(Clone)]
 pub struct DataStores {
     blueprint: &'static str,
     specs: &'static [DataStoreSpec],
     backend: Arc<dyn DataStoreBackend>,
     initialized: Arc<InitialValues>,
+    ttl: Option<Duration>,
 }
 
 impl std::fmt::Debug for DataStores {
@@ -77,7 +99,13 @@ impl DataStores {
         backend: Arc<dyn DataStoreBackend>,
         initialized: Arc<InitialValues>,
     ) -> Self {
-        DataStores { blueprint, specs, backend, initialized }
+        DataStores { blueprint, specs, backend, initialized, ttl: None }
+    }
+
+    /// Keys without a declared initial value expire `ttl` after their last write (`None`: kept).
+    pub fn with_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.ttl = ttl.filter(|t| !t.is_zero());
+        self
     }
 
     /// Names of the declared stores.
@@ -103,13 +131,29 @@ impl DataStore {
         format!("{}:{}", self.stores.blueprint, self.name)
     }
 
+    fn spec(&self) -> Result<&'static DataStoreSpec, StorageError> {
+        self.stores.specs.iter().find(|s| s.name == self.name).ok_or_else(|| StorageError::UnknownStore {
+            blueprint: self.stores.blueprint.to_owned(),
+            store: self.name.clone(),
+            declared: self.stores.names().join(", "),
+        })
+    }
+
+    /// The lifetime of a write of `key`: kept for a key with a declared initial value, else the
+    /// stores' TTL.
+    fn ttl_of(&self, key: &str) -> Option<Duration> {
+        let ttl = self.stores.ttl?;
+        let declared = self.spec().ok().and_then(|spec| {
+            serde_json::from_str::<serde_json::Map<String, Value>>(spec.initial).ok().map(|m| m.contains_key(key))
+        });
+        match declared {
+            Some(true) => None,
+            _ => Some(ttl),
+        }
+    }
+
     async fn ready(&self) -> Result<String, StorageError> {
-        let spec =
-            self.stores.specs.iter().find(|s| s.name == self.name).ok_or_else(|| StorageError::UnknownStore {
-                blueprint: self.stores.blueprint.to_owned(),
-                store: self.name.clone(),
-                declared: self.stores.names().join(", "),
-            })?;
+        let spec = self.spec()?;
         let ns = self.ns();
         // Concurrent first touches wait here for the one that writes, so no job reads or
         // changes a key before its initial value is in place.
@@ -119,7 +163,7 @@ impl DataStore {
                 .map_err(|e| StorageError::Corrupt(format!("initial value of data store `{}`: {e}", self.name)))?;
             if let Value::Object(map) = initial {
                 for (k, v) in map {
-                    self.stores.backend.compare_and_set(&ns, &k, None, v).await?;
+                    self.stores.backend.compare_and_set(&ns, &k, None, v, None).await?;
                 }
             }
             Ok::<(), StorageError>(())
@@ -150,13 +194,13 @@ impl DataStore {
     pub async fn set(&self, key: &str, value: impl Serialize) -> Result<(), StorageError> {
         let ns = self.ready().await?;
         let value = serde_json::to_value(value).map_err(|e| StorageError::Type(e.to_string()))?;
-        self.stores.backend.set(&ns, key, value).await
+        self.stores.backend.set(&ns, key, value, self.ttl_of(key)).await
     }
 
     /// Atomic increment of an integer (absent counts as 0); returns the new value.
     pub async fn incr(&self, key: &str, delta: i64) -> Result<i64, StorageError> {
         let ns = self.ready().await?;
-        self.stores.backend.incr(&ns, key, delta).await
+        self.stores.backend.incr(&ns, key, delta, self.ttl_of(key)).await
     }
 
     /// Atomic read-modify-write: `f` may run more than once if other jobs write concurrently.
@@ -165,10 +209,11 @@ impl DataStore {
         F: FnMut(Option<&Value>) -> Value + Send,
     {
         let ns = self.ready().await?;
+        let ttl = self.ttl_of(key);
         loop {
             let current = self.stores.backend.get(&ns, key).await?;
             let new = f(current.as_ref());
-            if self.stores.backend.compare_and_set(&ns, key, current, new.clone()).await? {
+            if self.stores.backend.compare_and_set(&ns, key, current, new.clone(), ttl).await? {
                 return Ok(new);
             }
         }
@@ -204,8 +249,14 @@ mod tests {
             self.touches.fetch_add(1, Ordering::SeqCst);
             self.inner.get(ns, key)
         }
-        fn set<'a>(&'a self, ns: &'a str, key: &'a str, value: Value) -> BoxFuture<'a, Result<(), StorageError>> {
-            self.inner.set(ns, key, value)
+        fn set<'a>(
+            &'a self,
+            ns: &'a str,
+            key: &'a str,
+            value: Value,
+            ttl: Option<Duration>,
+        ) -> BoxFuture<'a, Result<(), StorageError>> {
+            self.inner.set(ns, key, value, ttl)
         }
         fn compare_and_set<'a>(
             &'a self,
@@ -213,6 +264,7 @@ mod tests {
             key: &'a str,
             expected: Option<Value>,
             new: Value,
+            ttl: Option<Duration>,
         ) -> BoxFuture<'a, Result<bool, StorageError>> {
             Box::pin(async move {
                 if expected.is_none() {
@@ -223,12 +275,18 @@ mod tests {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 }
-                self.inner.compare_and_set(ns, key, expected, new).await
+                self.inner.compare_and_set(ns, key, expected, new, ttl).await
             })
         }
-        fn incr<'a>(&'a self, ns: &'a str, key: &'a str, delta: i64) -> BoxFuture<'a, Result<i64, StorageError>> {
+        fn incr<'a>(
+            &'a self,
+            ns: &'a str,
+            key: &'a str,
+            delta: i64,
+            ttl: Option<Duration>,
+        ) -> BoxFuture<'a, Result<i64, StorageError>> {
             self.touches.fetch_add(1, Ordering::SeqCst);
-            self.inner.incr(ns, key, delta)
+            self.inner.incr(ns, key, delta, ttl)
         }
         fn delete<'a>(&'a self, ns: &'a str, key: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
             self.inner.delete(ns, key)

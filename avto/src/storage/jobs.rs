@@ -93,6 +93,32 @@ pub trait JobStore: Send + Sync + 'static {
     /// returns how many it removed. The watcher calls it every pass. Safe to run on several
     /// instances at once (each job is removed once); a store without retention removes nothing.
     fn remove_expired(&self, now_ms: u64, limit: usize) -> BoxFuture<'_, Result<usize, StorageError>>;
+
+    /// The webhook outbox. A job that becomes terminal with a `webhook_url` gets an entry in the
+    /// same write that stores its terminal state, stamped with the time of that write (so the
+    /// instance that wrote it holds the first claim). Claims up to `limit` entries stamped at or
+    /// before `cutoff_ms`, oldest first, stamps them `now_ms` (each goes to one caller per
+    /// period, across instances) and returns their jobs; an entry whose job is gone is dropped.
+    /// The sender calls [`JobStore::touch_webhook`] while it works on one and
+    /// [`JobStore::webhooks_done`] when it is delivered or given up, so an entry claimable again
+    /// means its sender died (or stalled). A store without an outbox (the default) returns
+    /// nothing: its webhooks live only in the sender's memory.
+    fn claim_webhooks(
+        &self,
+        _cutoff_ms: u64,
+        _now_ms: u64,
+        _limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Job>, StorageError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    /// Stamps the outbox entry of job `id` `now_ms` (its sender still works on it).
+    fn touch_webhook<'a>(&'a self, _id: &'a str, _now_ms: u64) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Removes the outbox entries of jobs `ids` (delivered, or given up).
+    fn webhooks_done<'a>(&'a self, _ids: &'a [String]) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Statuses in which a job's progress depends on something an instance does next (run a

@@ -239,6 +239,12 @@ pub trait WorkerStore: Send + Sync + 'static {
     /// Removes a worker; returns its queued and running tasks.
     fn remove<'a>(&'a self, worker_id: &'a str) -> StorageFuture<'a, (Vec<QueuedTask>, Vec<Orphan>)>;
     fn adjust_reputation<'a>(&'a self, worker_id: &'a str, delta: f64) -> StorageFuture<'a, ()>;
+    /// The next turn of the round-robin rotation, shared by every instance on this store
+    /// (`None`: the store shares none, as in memory where there is one instance; the dispatcher
+    /// then counts by itself).
+    fn next_turn(&self) -> StorageFuture<'_, Option<u64>> {
+        Box::pin(async { Ok(None) })
+    }
     /// Claims tasks past a deadline (removed from queues, running sets and the parked list).
     fn overdue(&self, now: u64, default_exec_ms: u64, cancel_ttl_ms: u64) -> StorageFuture<'_, Vec<OverdueTask>>;
     /// Claims workers whose TTL passed: removes them and returns their tasks.

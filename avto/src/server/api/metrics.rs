@@ -35,6 +35,7 @@ async fn snapshot(core: &Core) -> Snapshot {
                 queued: h.queued(),
             }
         }),
+        webhooks: core.webhooks().counts(),
     }
 }
 

@@ -26,6 +26,8 @@ pub const MAX_CONFIG_SECONDS: f64 = 100.0 * 365.0 * 86_400.0;
 
 /// Default of `JOB_RETENTION_SECONDS`: terminal jobs are kept 7 days.
 pub const DEFAULT_JOB_RETENTION_SECONDS: u64 = 7 * 86_400;
+/// Default of `DATA_STORE_TTL_SECONDS` (30 days).
+pub const DEFAULT_DATA_STORE_TTL_SECONDS: u64 = 30 * 86_400;
 
 /// Default of `MAX_RETAINED_JOBS`: at most this many terminal jobs in memory (about 300 MiB at
 /// the 3 KiB a finished job takes).
@@ -156,6 +158,10 @@ pub struct Config {
     /// many terminal jobs, dropping the oldest first (the memory ceiling of the default
     /// deployment). Jobs that are not terminal are never dropped. Not used with Redis.
     pub max_retained_jobs: usize,
+    /// `DATA_STORE_TTL_SECONDS` (default 2592000, 30 days; 0 = keep until deleted): a
+    /// blueprint data-store key that has no declared initial value expires this long after its
+    /// last write (keys with a declared initial value are kept).
+    pub data_store_ttl: Option<Duration>,
     /// `S3_ENDPOINT_URL`, `S3_ACCESS_KEY`, `S3_SECRET_KEY`, ...: task files in S3 (`None` = off;
     /// partly set = start-up error).
     #[cfg(feature = "s3")]
@@ -182,10 +188,14 @@ pub struct Config {
     /// up to 60 s); after this many panics in a row (a run of 5 minutes without one starts the
     /// count again) it stays down and `GET /_public/status` answers 503 naming it. 0 = never restarted.
     pub background_task_max_restarts: u32,
-    /// `SHUTDOWN_TIMEOUT_SECONDS` (default 30): after SIGTERM / SIGINT, how long open
-    /// connections may finish their requests; then the server stops regardless (a connection
-    /// that never completes its request, e.g. a slowloris, cannot keep the process alive).
-    pub shutdown_timeout: Duration,
+    /// `SHUTDOWN_GRACE_SECONDS` (default 30; `SHUTDOWN_TIMEOUT_SECONDS` is its older name):
+    /// after SIGTERM / SIGINT, how long the graceful shutdown may take in all. The server stops
+    /// accepting; open connections finish their requests; running handler runs finish and
+    /// release their job locks; history and job-end webhooks are flushed. Then the process
+    /// stops regardless (a connection that never completes its request, e.g. a slowloris,
+    /// cannot keep it alive); what was not done by then is resumed by the next instance (on
+    /// Redis: crash recovery and the webhook outbox).
+    pub shutdown_grace: Duration,
     /// `MAX_JSON_DEPTH` (default 64, from 2 to [`MAX_JSON_DEPTH_LIMIT`]): how deeply a request
     /// body (client or worker, WebSocket frames too) may nest arrays and objects, the body
     /// itself being level 1; deeper is a 400 naming the member. serde_json reads at most 128
@@ -296,6 +306,7 @@ impl Default for Config {
             job_lock_lease: Duration::from_secs(30),
             job_recovery_after: Duration::from_secs(60),
             job_retention: Some(Duration::from_secs(DEFAULT_JOB_RETENTION_SECONDS)),
+            data_store_ttl: Some(Duration::from_secs(DEFAULT_DATA_STORE_TTL_SECONDS)),
             max_retained_jobs: DEFAULT_MAX_RETAINED_JOBS,
             #[cfg(feature = "s3")]
             s3: None,
@@ -306,7 +317,7 @@ impl Default for Config {
             max_timeout: Duration::from_secs(30 * 86_400),
             default_dispatch_timeout: Duration::from_secs(DEFAULT_DISPATCH_TIMEOUT_SECONDS),
             background_task_max_restarts: 5,
-            shutdown_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
         }
     }
@@ -434,6 +445,8 @@ impl Config {
             job_retention: Some(env.secs("JOB_RETENTION_SECONDS", d.job_retention.unwrap_or_default())?)
                 .filter(|r| !r.is_zero()),
             max_retained_jobs: env.parse("MAX_RETAINED_JOBS", d.max_retained_jobs)?,
+            data_store_ttl: Some(env.secs("DATA_STORE_TTL_SECONDS", d.data_store_ttl.unwrap_or_default())?)
+                .filter(|r| !r.is_zero()),
             #[cfg(feature = "s3")]
             s3: crate::files::s3::S3Config::from_lookup(get).map_err(ConfigError)?,
             files_auto_cleanup: env.bool("S3_AUTO_CLEANUP", d.files_auto_cleanup)?,
@@ -452,7 +465,8 @@ impl Config {
             max_timeout: env.secs("MAX_TIMEOUT_SECONDS", d.max_timeout)?,
             default_dispatch_timeout: env.secs("DEFAULT_DISPATCH_TIMEOUT_SECONDS", d.default_dispatch_timeout)?,
             background_task_max_restarts: env.parse("BACKGROUND_TASK_MAX_RESTARTS", d.background_task_max_restarts)?,
-            shutdown_timeout: env.secs("SHUTDOWN_TIMEOUT_SECONDS", d.shutdown_timeout)?,
+            shutdown_grace: env
+                .secs("SHUTDOWN_GRACE_SECONDS", env.secs("SHUTDOWN_TIMEOUT_SECONDS", d.shutdown_grace)?)?,
             max_json_depth: env.parse("MAX_JSON_DEPTH", d.max_json_depth)?,
         };
         if c.worker_auth_mode == WorkerAuthMode::MtlsOnly && c.tls.as_ref().is_none_or(|t| t.ca_path.is_none()) {
@@ -569,6 +583,7 @@ impl Config {
         crate::engine::EngineConfig {
             max_transitions: self.max_transitions_per_job,
             max_retries: self.job_max_retries,
+            data_ttl: self.data_store_ttl,
             ..Default::default()
         }
     }
@@ -677,6 +692,9 @@ mod tests {
         assert!(e.0.contains("JOB_RETENTION_SECONDS"), "{e}");
         let e = cfg(&[("MAX_RETAINED_JOBS", "-1")]).unwrap_err();
         assert!(e.0.contains("MAX_RETAINED_JOBS"), "{e}");
+        assert_eq!(c.data_store_ttl, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(cfg(&[("DATA_STORE_TTL_SECONDS", "0")]).unwrap().data_store_ttl, None, "0 = keep");
+        assert_eq!(c.engine().data_ttl, c.data_store_ttl);
     }
 
     #[test]

@@ -57,7 +57,7 @@ impl Core {
         // without locking it again; otherwise it waits for a slot like any other drive.
         match self.exec.clone().try_acquire_owned() {
             Ok(permit) => {
-                let tx = JobTx::from_guard(self.jobs.insert_locked(job).await?);
+                let tx = self.tx(self.jobs.insert_locked(job).await?);
                 let (core, id) = (self.clone(), id.clone());
                 tokio::spawn(async move {
                     let _permit = permit;

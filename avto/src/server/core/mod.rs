@@ -106,6 +106,10 @@ pub struct Core {
     client_configs: parking_lot::Mutex<HashMap<String, Arc<crate::context::ClientConfig>>>,
     /// Set when the server shuts down: long-polls answer 204 at once, WebSockets close (1001).
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// When the graceful shutdown began.
+    shutdown_at: OnceLock<tokio::time::Instant>,
+    /// Units of work in progress (see [`Core::settle`]).
+    work: Arc<transact::Work>,
     /// The background tasks and whether they still run (`GET /_public/status`).
     health: Arc<Health>,
 }
@@ -129,7 +133,7 @@ impl Core {
         let Stores { jobs, quotas, rate, nonces, sts, .. } = stores;
         let exec = Arc::new(Semaphore::new(cfg.executor_max_concurrent_jobs.max(1)));
         let health = Health::new(cfg.background_task_max_restarts);
-        let webhooks = Webhooks::start(super::webhooks::WebhookSettings::of(&cfg));
+        let webhooks = Webhooks::with_outbox(super::webhooks::WebhookSettings::of(&cfg), jobs.clone());
         let auth = Auth::new(&cfg, sts);
         Core {
             cfg: Arc::new(cfg),
@@ -146,6 +150,8 @@ impl Core {
             exec,
             client_configs: Default::default(),
             shutdown: tokio::sync::watch::Sender::new(false),
+            shutdown_at: OnceLock::new(),
+            work: Arc::default(),
             health,
         }
     }
@@ -244,7 +250,19 @@ impl Core {
     /// Starts the graceful shutdown: open long-polls answer 204 now and WebSockets close, so
     /// the HTTP server can drain within moments instead of waiting out every poll.
     pub fn begin_shutdown(&self) {
+        let _ = self.shutdown_at.set(tokio::time::Instant::now());
         self.shutdown.send_replace(true);
+    }
+
+    /// Whether the graceful shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// When the graceful shutdown must be over: `SHUTDOWN_GRACE_SECONDS` after it began (from
+    /// now if it has not).
+    pub fn shutdown_deadline(&self) -> tokio::time::Instant {
+        *self.shutdown_at.get().unwrap_or(&tokio::time::Instant::now()) + self.cfg.shutdown_grace
     }
 
     /// Resolves when the shutdown has begun.

@@ -27,6 +27,34 @@ pub struct JobTx {
     guard: JobGuard,
     /// Effects kept for after the commit.
     after_commit: Vec<AfterCommit>,
+    /// Counts this unit of work as in progress until it is dropped (graceful shutdown waits
+    /// for none to be left: [`Core::settle`]).
+    _work: Working,
+}
+
+/// Units of work in progress (jobs locked), for the graceful shutdown.
+#[derive(Debug, Default)]
+pub(super) struct Work {
+    n: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One unit of work in progress; dropping it ends it.
+struct Working(Arc<Work>);
+
+impl Working {
+    fn new(work: &Arc<Work>) -> Working {
+        work.n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Working(work.clone())
+    }
+}
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        if self.0.n.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 /// The effects that wait for the commit: every [`Effect`] but the in-lock ones (placing a task
@@ -80,7 +108,26 @@ pub(super) fn log_failure<E: std::fmt::Display>(what: &str, job_id: &str, result
 impl Core {
     /// Locks job `id` for a unit of work (`None`: no such job).
     pub(crate) async fn begin(&self, id: &str) -> Result<Option<JobTx>, StorageError> {
-        Ok(self.jobs.lock(id).await?.map(JobTx::from_guard))
+        Ok(self.jobs.lock(id).await?.map(|g| self.tx(g)))
+    }
+
+    /// A unit of work on a job locked by `guard`.
+    pub(super) fn tx(&self, guard: JobGuard) -> JobTx {
+        JobTx { guard, after_commit: Vec::new(), _work: Working::new(&self.work) }
+    }
+
+    /// Waits until no unit of work is in progress (every handler run ended and its job lock was
+    /// released), or until `deadline`; whether none is left. Graceful shutdown.
+    pub async fn settle(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            let idle = self.work.idle.notified();
+            if self.work.n.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.work.n.load(std::sync::atomic::Ordering::SeqCst) == 0;
+            }
+        }
     }
 
     /// Carries out `step` on the locked job: records it (metrics, history), does the in-lock
@@ -140,7 +187,7 @@ impl Core {
     /// Saves the job and releases its lock, then carries out the after-commit effects. A failed
     /// save drops them (see the module docs).
     pub(crate) async fn commit(self: &Arc<Self>, tx: JobTx) -> Result<(), StorageError> {
-        let JobTx { guard, after_commit } = tx;
+        let JobTx { guard, after_commit, _work } = tx;
         let id = guard.id.clone();
         // The webhook and the parent's resume need the job as it was saved.
         let ended = after_commit.iter().any(|e| matches!(e, AfterCommit::Terminal(_))).then(|| Job::clone(&guard));
@@ -211,13 +258,10 @@ impl Core {
 }
 
 impl JobTx {
-    pub(super) fn from_guard(guard: JobGuard) -> JobTx {
-        JobTx { guard, after_commit: Vec::new() }
-    }
-
     /// The lock of a unit of work that applied no engine step (nothing waits for its commit).
     pub(super) fn into_guard(self) -> JobGuard {
         debug_assert!(self.after_commit.is_empty(), "a unit of work with effects commits through Core::commit");
-        self.guard
+        let JobTx { guard, .. } = self;
+        guard
     }
 }

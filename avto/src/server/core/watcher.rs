@@ -62,6 +62,10 @@ impl Core {
 
     /// One watcher pass: expired workers, overdue tasks, then stale jobs (crash recovery).
     pub async fn watch_once(self: &Arc<Self>) {
+        // At shutdown nothing new starts here: the next instance's watcher takes over.
+        if self.is_shutting_down() {
+            return;
+        }
         let now = now_ms();
         let (queued, orphans) = self.dispatcher.expire(now).await;
         self.requeue(queued.into_iter().map(|t| (t.job_id, t.task_id)).collect());
@@ -102,6 +106,8 @@ impl Core {
             }
             Err(e) => tracing::warn!(error = %e, "could not look for stale jobs"),
         }
+        // Job-end webhooks whose sender went silent (died, or had no room) are sent again.
+        self.webhooks.redeliver().await;
         // Retention: terminal jobs whose `JOB_RETENTION_SECONDS` ran out leave the job store.
         for _ in 0..RETENTION_BATCHES {
             match self.jobs.remove_expired(now, RETENTION_BATCH).await {

@@ -2,7 +2,7 @@
 //! quarantined, per status, activity for crash recovery, terminal jobs in the order they ended
 //! for retention) kept as jobs are inserted and saved.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +64,10 @@ struct Index {
     ended: VecDeque<(u64, u64, String)>,
     /// Current entries of `ended`.
     terminal: usize,
+    /// The webhook outbox (see [`JobStore::claim_webhooks`]): job id -> stamp, and the same
+    /// entries ordered by stamp.
+    outbox: HashMap<String, u64>,
+    outbox_order: BTreeSet<(u64, String)>,
 }
 
 impl Index {
@@ -80,24 +84,31 @@ impl Index {
         }
     }
 
-    fn insert(&mut self, id: &str, client: &str, status: JobStatus, now: u64) {
+    fn insert(&mut self, id: &str, client: &str, status: JobStatus, hook: bool, now: u64) {
         let seq = self.seq();
         self.meta
             .insert(id.to_owned(), Meta { client: client.to_owned(), status, seq, quarantined: None, ended: None });
         self.by_client.entry(client.to_owned()).or_default().insert(seq, id.to_owned());
         self.count(client, status, 1);
-        self.update(id, status, now);
+        if hook && status.is_terminal() {
+            self.stamp_webhook(id, now);
+        }
+        self.update(id, status, false, now);
     }
 
     /// Records the saved status of `id` (nothing for a job removed meanwhile: a holder that
-    /// saves a job retention removed does not bring it back).
-    fn update(&mut self, id: &str, status: JobStatus, now: u64) {
+    /// saves a job retention removed does not bring it back). `hook`: the job has a webhook, so
+    /// becoming terminal puts it in the outbox.
+    fn update(&mut self, id: &str, status: JobStatus, hook: bool, now: u64) {
         let Some(meta) = self.meta.get(id) else { return };
         let (client, old, was_ended, was_quarantined) =
             (meta.client.clone(), meta.status, meta.ended, meta.quarantined.is_some());
         if old != status {
             self.count(&client, old, -1);
             self.count(&client, status, 1);
+            if hook && status.is_terminal() {
+                self.stamp_webhook(id, now);
+            }
         }
         if is_unsettled(status) {
             self.activity.insert(id.to_owned(), now);
@@ -144,6 +155,27 @@ impl Index {
         self.activity.remove(id);
         if meta.ended.is_some() {
             self.terminal -= 1;
+        }
+        // A sender still working on its webhook has the job already; only a later redelivery
+        // would need it.
+        if self.unstamp_webhook(id) {
+            tracing::debug!(job_id = id, "job removed (retention) while its webhook was in the outbox");
+        }
+    }
+
+    /// Puts `id` in the outbox stamped `at` (or moves its stamp there).
+    fn stamp_webhook(&mut self, id: &str, at: u64) {
+        if let Some(old) = self.outbox.insert(id.to_owned(), at) {
+            self.outbox_order.remove(&(old, id.to_owned()));
+        }
+        self.outbox_order.insert((at, id.to_owned()));
+    }
+
+    /// Takes `id` out of the outbox; whether it was there.
+    fn unstamp_webhook(&mut self, id: &str) -> bool {
+        match self.outbox.remove(id) {
+            Some(at) => self.outbox_order.remove(&(at, id.to_owned())),
+            None => false,
         }
     }
 
@@ -235,6 +267,7 @@ impl JobStore for MemoryJobs {
         let id = job.id.clone();
         let client = job.client.id.clone();
         let status = job.status;
+        let hook = job.webhook_url.is_some();
         let res = {
             let mut jobs = self.jobs.write();
             if jobs.contains_key(&id) {
@@ -247,7 +280,7 @@ impl JobStore for MemoryJobs {
         if res.is_ok() {
             let removed = {
                 let mut index = self.index.lock();
-                index.insert(&id, &client, status, now_ms());
+                index.insert(&id, &client, status, hook, now_ms());
                 self.enforce_cap(&mut index)
             };
             self.drop_jobs(removed);
@@ -269,7 +302,7 @@ impl JobStore for MemoryJobs {
         // The guard is the job itself; only the indexes need updating.
         let removed = {
             let mut index = self.index.lock();
-            index.update(&guard.id, guard.status, now_ms());
+            index.update(&guard.id, guard.status, guard.webhook_url.is_some(), now_ms());
             self.enforce_cap(&mut index)
         };
         self.drop_jobs(removed);
@@ -345,6 +378,45 @@ impl JobStore for MemoryJobs {
         let n = removed.len();
         self.drop_jobs(removed);
         Box::pin(async move { Ok(n) })
+    }
+
+    fn claim_webhooks(
+        &self,
+        cutoff_ms: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Job>, StorageError>> {
+        let ids: Vec<String> = {
+            let mut index = self.index.lock();
+            let due: Vec<String> = index
+                .outbox_order
+                .iter()
+                .take_while(|(at, _)| *at <= cutoff_ms)
+                .take(limit)
+                .map(|(_, id)| id.clone())
+                .collect();
+            for id in &due {
+                index.stamp_webhook(id, now_ms);
+            }
+            due
+        };
+        self.jobs_of(ids)
+    }
+
+    fn touch_webhook<'a>(&'a self, id: &'a str, now_ms: u64) -> BoxFuture<'a, Result<(), StorageError>> {
+        let mut index = self.index.lock();
+        if index.outbox.contains_key(id) {
+            index.stamp_webhook(id, now_ms);
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn webhooks_done<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<(), StorageError>> {
+        let mut index = self.index.lock();
+        for id in ids {
+            index.unstamp_webhook(id);
+        }
+        Box::pin(async { Ok(()) })
     }
 }
 

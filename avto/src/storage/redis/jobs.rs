@@ -1,6 +1,7 @@
 //! Jobs in Redis: one JSON document per job, a leased lock per job, per-client index and counts,
-//! the stale index crash recovery reads, and the retention index (`{p}jobs:expiry`, when each
-//! terminal job goes, with `{p}jobs:expiry:client`, whose job it is).
+//! the stale index crash recovery reads, the retention index (`{p}jobs:expiry`, when each
+//! terminal job goes, with `{p}jobs:expiry:client`, whose job it is) and the webhook outbox
+//! (`{p}webhooks:due`: jobs whose job-end webhook is not delivered yet, scored by the last claim).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,8 +43,8 @@ static INSERT: LazyLock<Script> = LazyLock::new(|| {
     lua(&[
         RETAIN,
         r#"
-local id, json, client, created, status, unsettled, now, token, lease, terminal, ret =
-  ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
+local id, json, client, created, status, unsettled, now, token, lease, terminal, ret, hook =
+  ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]
 local k = P .. 'job:' .. id
 local lk = P .. 'lock:job:' .. id
 local cur = redis.call('GET', k)
@@ -60,6 +61,7 @@ redis.call('HINCRBY', P .. 'counts:client:' .. client, status, 1)
 if unsettled == '1' then redis.call('ZADD', P .. 'stale', now, id) end
 if token ~= '' then redis.call('SET', lk, token, 'PX', lease) end
 retain(id, client, terminal, now, ret)
+if terminal == '1' and hook == '1' then redis.call('ZADD', P .. 'webhooks:due', now, id) end
 return 1
 "#,
     ]
@@ -84,12 +86,13 @@ return {2, j}
 });
 
 /// Writes a job held under the lock `lk` by `token` (the shared part of [`SAVE`] and
-/// [`COMMIT`]): the document, the status counts, the stale index and the retention. False
+/// [`COMMIT`]): the document, the status counts, the stale index, the retention and, when the
+/// job just became terminal with a webhook, its outbox entry (see [`JobStore::claim_webhooks`]). False
 /// (nothing written) when the token no longer holds the lock. A job retention removed while it
 /// was held (its status entry is gone) is not written back: the write succeeds as a no-op.
 const WRITE: &str = r#"
-local id, token, json, new, client, unsettled, now, lease, terminal, ret =
-  ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+local id, token, json, new, client, unsettled, now, lease, terminal, ret, hook =
+  ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
 local lk = P .. 'lock:job:' .. id
 local function write()
   if redis.call('GET', lk) ~= token then return false end
@@ -105,6 +108,7 @@ local function write()
     redis.call('HINCRBY', P .. 'counts:client:' .. client, new, 1)
     redis.call('HSET', P .. 'jobstatus', id, new)
     if new == 'quarantined' then redis.call('ZADD', P .. 'jobs:quarantined:' .. client, now, id) end
+    if terminal == '1' and hook == '1' then redis.call('ZADD', P .. 'webhooks:due', now, id) end
   end
   if unsettled == '1' then
     redis.call('ZADD', P .. 'stale', now, id)
@@ -203,6 +207,7 @@ for _, id in ipairs(ids) do
     redis.call('ZREM', P .. 'jobs:quarantined:' .. client, id)
   end
   redis.call('ZREM', P .. 'stale', id)
+  redis.call('ZREM', P .. 'webhooks:due', id)
   redis.call('DEL', P .. 'job:' .. id)
   redis.call('ZREM', ek, id)
   redis.call('HDEL', ek .. ':client', id)
@@ -211,9 +216,41 @@ return removed
 "#)
 });
 
+/// Claims outbox entries stamped at or before the cutoff (see [`JobStore::claim_webhooks`]);
+/// entries whose job document is gone are dropped. Answers the claimed ids.
+static CLAIM_WEBHOOKS: LazyLock<Script> = LazyLock::new(|| {
+    lua(r#"
+local c = cached()
+if c then return c end
+local cutoff, now, limit = ARGV[3], ARGV[4], tonumber(ARGV[5])
+local dk = P .. 'webhooks:due'
+local ids = redis.call('ZRANGEBYSCORE', dk, '-inf', cutoff, 'LIMIT', 0, limit)
+local claimed = {}
+for _, id in ipairs(ids) do
+  if redis.call('EXISTS', P .. 'job:' .. id) == 1 then
+    redis.call('ZADD', dk, 'XX', now, id)
+    claimed[#claimed + 1] = id
+  else
+    redis.call('ZREM', dk, id)
+  end
+end
+if #claimed == 0 then return claimed end
+return answer(claimed)
+"#)
+});
+
 /// `"1"` for a terminal status (an argument of the scripts).
 fn terminal_flag(status: JobStatus) -> &'static str {
     if status.is_terminal() {
+        "1"
+    } else {
+        "0"
+    }
+}
+
+/// `"1"` for a job with a webhook (an argument of the scripts).
+fn hook_flag(job: &Job) -> &'static str {
+    if job.webhook_url.is_some() {
         "1"
     } else {
         "0"
@@ -382,6 +419,7 @@ impl RedisJobs {
                     &self.lease_ms(),
                     &terminal_flag(job.status),
                     &self.retention_ms,
+                    &hook_flag(job),
                 ],
             )
             .await?;
@@ -428,6 +466,7 @@ impl RedisJobs {
                     &self.lease_ms(),
                     &terminal_flag(job.status),
                     &self.retention_ms,
+                    &hook_flag(job),
                 ],
             )
             .await?;
@@ -601,6 +640,52 @@ impl JobStore for RedisJobs {
             }
             let n: i64 = self.conn.script(&REMOVE_EXPIRED, false, &[&now_ms, &(limit as u64)]).await?;
             Ok(n.max(0) as usize)
+        })
+    }
+
+    fn claim_webhooks(
+        &self,
+        cutoff_ms: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Job>, StorageError>> {
+        Box::pin(async move {
+            let v: redis::Value =
+                self.conn.script(&CLAIM_WEBHOOKS, true, &[&cutoff_ms, &now_ms, &(limit as u64)]).await?;
+            let ids = reply::strings(v)?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let keys: Vec<String> = ids.iter().map(|id| self.conn.key(&format!("job:{id}"))).collect();
+            let docs: Vec<Option<String>> = self.conn.query(redis::cmd("MGET").arg(&keys)).await?;
+            let mut jobs = Vec::with_capacity(docs.len());
+            for (id, doc) in ids.iter().zip(docs) {
+                match doc.map(|d| from_json::<Job>(&format!("job {id}"), &d)) {
+                    Some(Ok(job)) => jobs.push(job),
+                    Some(Err(e)) => {
+                        tracing::warn!(job_id = %id, error = %e, "job record cannot be read; webhook skipped")
+                    }
+                    None => {}
+                }
+            }
+            Ok(jobs)
+        })
+    }
+
+    fn touch_webhook<'a>(&'a self, id: &'a str, now_ms: u64) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            let cmd = redis::cmd("ZADD").arg(self.conn.key("webhooks:due")).arg("XX").arg(now_ms).arg(id).clone();
+            self.conn.query::<i64>(&cmd).await.map(|_| ())
+        })
+    }
+
+    fn webhooks_done<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            if ids.is_empty() {
+                return Ok(());
+            }
+            let cmd = redis::cmd("ZREM").arg(self.conn.key("webhooks:due")).arg(ids).clone();
+            self.conn.query::<i64>(&cmd).await.map(|_| ())
         })
     }
 }

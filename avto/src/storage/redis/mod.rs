@@ -21,6 +21,7 @@
 //! | `{p}counts`, `{p}counts:client:{name}` | hash | status → number of jobs |
 //! | `{p}stale` | zset | unsettled job id → last save or recovery claim (crash recovery) |
 //! | `{p}jobs:expiry`, `{p}jobs:expiry:client` | zset, hash | terminal job id → when retention removes it; → its client (the watcher's sweep removes the job's entries above) |
+//! | `{p}webhooks:due` | zset | the webhook outbox: ended job id whose job-end webhook is not delivered yet → its sender's last claim |
 //! | `{p}w:info:{id}` | string | worker record ([`WorkerInfo`](crate::storage::WorkerInfo)); sealed with `REDIS_ENCRYPTION_KEY` when set |
 //! | `{p}w:rep` | hash | worker id → reputation |
 //! | `{p}w:all` | zset | worker id → expiry (liveness) |
@@ -37,7 +38,9 @@
 //! | `{p}rl:{key}` | int, PX window | fixed-window rate limit counter |
 //! | `{p}nonce:{n}` | PX ttl | replay protection |
 //! | `{p}sts:{kind}:{sha256}` | string, PX ttl | STS token owner; sealed with `REDIS_ENCRYPTION_KEY` when set |
-//! | `{p}ds:{blueprint}:{store}` | hash | blueprint data store |
+//! | `{p}dsk:{blueprint}:{store}:{key}` | string (JSON), expiry | one blueprint data-store key (`DATA_STORE_TTL_SECONDS` after its last write unless declared) |
+//! | `{p}ds:{blueprint}:{store}` | hash | a data store as earlier versions wrote it: each key moves to its own string on first use |
+//! | `{p}round_robin` | integer | the round-robin turn all instances share |
 //! | `{p}sched:{key}` | string, PX ttl | scheduler fire-time claims |
 //! | `{p}rid:{uuid}` | string, 60 s | the answer of a claiming script, for a retry after a lost reply (a pop or steal keeps only the task's queue member, not its JSON) |
 //! | `{p}bus` | pub/sub channel | wake-ups and WebSocket commands between instances |

@@ -434,6 +434,13 @@ impl WorkerStore for RedisWorkers {
         })
     }
 
+    fn next_turn(&self) -> StorageFuture<'_, Option<u64>> {
+        Box::pin(async move {
+            let turn: u64 = self.conn.query(redis::cmd("INCR").arg(self.conn.key("round_robin"))).await?;
+            Ok(Some(turn))
+        })
+    }
+
     fn overdue(&self, now: u64, default_exec_ms: u64, cancel_ttl_ms: u64) -> StorageFuture<'_, Vec<OverdueTask>> {
         Box::pin(async move {
             let until = now.saturating_add(cancel_ttl_ms);

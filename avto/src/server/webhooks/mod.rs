@@ -1,5 +1,15 @@
 //! Job webhooks: `POST webhook_url` when a job ends, retried with backoff.
 //!
+//! Durability (at least once): the job store writes a job-end webhook into its outbox in the same
+//! write that stores the job's terminal state ([`JobStore::claim_webhooks`]). The instance that
+//! wrote it sends it at once and removes the entry when it is delivered (or given up: rejected,
+//! refused, or failed every attempt); while it works on it, it keeps its claim fresh. An entry
+//! whose claim is older than [`WebhookSettings::claim`] (its sender died, was killed, or its
+//! queue was full) is claimed by the next watcher pass of any instance and sent again, with the
+//! same `X-Avto-Event-Id`. On Redis the outbox survives a crash, a restart and `kill -9`; in
+//! memory it lives as long as the jobs do. Graceful shutdown waits for the webhooks in progress
+//! ([`Webhooks::drain`]); what is left stays in the outbox.
+//!
 //! Safety of the target (SSRF): unless `WEBHOOK_ALLOW_PRIVATE`, a target that is or resolves to
 //! a loopback, private, link-local, multicast, unspecified or otherwise non-public address is
 //! refused when the job is created ([`check_target`], 400) and again at every delivery: the
@@ -15,7 +25,6 @@
 //! Logs never show a webhook URL's credentials: user and password, and query values, are masked.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,13 +33,17 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use crate::job::{Job, JobStatus};
+use crate::storage::JobStore;
+
+mod target;
+
+pub(super) use self::target::check_target;
+use self::target::{check_literal, masked, refusal, CheckedResolver};
 
 /// Webhooks waiting for delivery (queued, in flight or between attempts); beyond this new webhooks are
 /// dropped with an error log.
 pub(super) const QUEUE_CAPACITY: usize = 10_000;
 const ATTEMPTS: u32 = 3;
-/// How long the check at job creation waits for the target's name to resolve.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The webhook settings of [`super::config::Config`].
 #[derive(Debug, Clone)]
@@ -54,6 +67,13 @@ pub struct WebhookSettings {
 }
 
 impl WebhookSettings {
+    /// How long a sender's claim on an outbox entry lasts without news: two whole attempts and
+    /// the longest wait between attempts, plus 5 s. Another instance sends a webhook again only
+    /// after its sender was silent this long.
+    pub fn claim(&self) -> Duration {
+        (self.connect_timeout + self.timeout) * 2 + self.retry_base * (1 << (ATTEMPTS - 1)) + Duration::from_secs(5)
+    }
+
     /// The settings of `cfg`.
     pub fn of(cfg: &super::config::Config) -> Self {
         WebhookSettings {
@@ -80,8 +100,13 @@ pub struct WebhookCounts {
     pub failed: u64,
     /// Not sent: the target is, or resolved to, a non-public address (or its URL is invalid).
     pub refused: u64,
-    /// Not sent: too many webhooks were waiting.
+    /// Not sent: too many webhooks were waiting (and no outbox keeps them).
     pub dropped: u64,
+    /// Not sent yet: too many webhooks were waiting, so they stay in the outbox for a later
+    /// watcher pass.
+    pub deferred: u64,
+    /// Taken from the outbox again (their first sender stopped or was too busy).
+    pub redelivered: u64,
 }
 
 #[derive(Debug, Default)]
@@ -91,6 +116,8 @@ struct Counters {
     failed: AtomicU64,
     refused: AtomicU64,
     dropped: AtomicU64,
+    deferred: AtomicU64,
+    redelivered: AtomicU64,
 }
 
 /// Semaphores per key (client or host), created on first use and removed when unused, so the map
@@ -127,7 +154,6 @@ impl KeyedLimits {
     }
 }
 
-#[derive(Debug)]
 struct Inner {
     client: reqwest::Client,
     settings: WebhookSettings,
@@ -137,6 +163,23 @@ struct Inner {
     per_host: KeyedLimits,
     counts: Counters,
     runtime: tokio::runtime::Handle,
+    /// The job store whose outbox holds the job-end webhooks (none: they live only here).
+    outbox: Option<Arc<dyn JobStore>>,
+    /// Outbox entries to remove, sent in batches by one task (see [`remove_done`]).
+    done: Option<tokio::sync::mpsc::UnboundedSender<Done>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhooks").field("settings", &self.settings).field("outbox", &self.outbox.is_some()).finish()
+    }
+}
+
+/// A message to the task that removes outbox entries.
+enum Done {
+    Job(String),
+    /// Answered once every entry sent before it is removed.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The webhook sender.
@@ -146,8 +189,18 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    /// A sender on the current runtime.
+    /// A sender on the current runtime, with no outbox: webhooks live only in its memory.
     pub fn start(settings: WebhookSettings) -> Self {
+        Self::build(settings, None)
+    }
+
+    /// A sender on the current runtime whose job-end webhooks are kept in `jobs`' outbox until
+    /// delivered (see the module docs).
+    pub fn with_outbox(settings: WebhookSettings, jobs: Arc<dyn JobStore>) -> Self {
+        Self::build(settings, Some(jobs))
+    }
+
+    fn build(settings: WebhookSettings, outbox: Option<Arc<dyn JobStore>>) -> Self {
         // A redirect is not followed: the receiver was named by the client, and a webhook
         // must not be bounced to an address nobody configured (or checked). No proxy either:
         // the addresses checked are the ones connected to.
@@ -167,6 +220,12 @@ impl Webhooks {
             per_host: KeyedLimits::new(settings.max_per_host),
             counts: Counters::default(),
             runtime: tokio::runtime::Handle::current(),
+            done: outbox.as_ref().map(|jobs| {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                tokio::spawn(remove_done(jobs.clone(), rx));
+                tx
+            }),
+            outbox,
             settings,
         };
         Webhooks { inner: Arc::new(inner) }
@@ -194,7 +253,63 @@ impl Webhooks {
             "metadata": job.metadata,
             "timestamp": job.updated_at_ms as f64 / 1000.0,
         });
-        self.send(&job.client.id, url, body);
+        let held = self.inner.outbox.as_ref().map(|_| job.id.clone());
+        let event_id = event_id(job, event);
+        self.enqueue(&job.client.id, url, body, event_id, held);
+    }
+
+    /// Sends again the job-end webhooks whose sender went silent (see the module docs): claims up
+    /// to as many outbox entries as the queue has room for. The watcher calls it every pass.
+    pub async fn redeliver(&self) {
+        let Some(jobs) = &self.inner.outbox else { return };
+        let room = self.inner.pending.available_permits().min(REDELIVERY_BATCH);
+        if room == 0 {
+            return;
+        }
+        let now = crate::job::now_ms();
+        let cutoff = now.saturating_sub(self.inner.settings.claim().as_millis() as u64);
+        match jobs.claim_webhooks(cutoff, now, room).await {
+            Ok(claimed) => {
+                for job in claimed {
+                    match job.webhook_url.clone() {
+                        Some(url) => {
+                            self.inner.counts.redelivered.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(job_id = %job.id, "job webhook taken from the outbox again");
+                            self.job_ended(url, &job);
+                        }
+                        None => self.done(&job.id),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the webhook outbox"),
+        }
+    }
+
+    /// Waits until no webhook is queued, in flight or between attempts, and their outbox entries
+    /// are removed, or until `deadline`; whether everything finished. (Graceful shutdown: what
+    /// is left stays in the outbox.)
+    pub async fn drain(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            if self.inner.pending.available_permits() == QUEUE_CAPACITY {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let Some(done) = &self.inner.done else { return true };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if done.send(Done::Flush(tx)).is_err() {
+            return false;
+        }
+        tokio::time::timeout_at(deadline, rx).await.is_ok_and(|r| r.is_ok())
+    }
+
+    fn done(&self, job_id: &str) {
+        if let Some(done) = &self.inner.done {
+            let _ = done.send(Done::Job(job_id.to_owned()));
+        }
     }
 
     /// Queues the `worker_event:{type}` webhook of an event a worker sent about `job` (the
@@ -213,18 +328,33 @@ impl Webhooks {
         self.send(&job.client.id, url, body);
     }
 
-    /// Queues any webhook body; `client` (the client identity, `ClientConfig::id`) names whose slots
-    /// it uses (`WEBHOOK_MAX_PER_CLIENT`).
+    /// Queues any webhook body (not kept in the outbox); `client` (the client identity,
+    /// `ClientConfig::id`) names whose slots it uses (`WEBHOOK_MAX_PER_CLIENT`).
     pub fn send(&self, client: &str, url: String, body: Value) {
+        self.enqueue(client, url, body, uuid::Uuid::new_v4().to_string(), None);
+    }
+
+    /// Queues a webhook; `held`: the job whose outbox entry it is (removed once it is delivered or
+    /// given up).
+    fn enqueue(&self, client: &str, url: String, body: Value, event_id: String, held: Option<String>) {
         let Ok(pending) = self.inner.pending.clone().try_acquire_owned() else {
-            self.inner.counts.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(client, "webhook queue full ({QUEUE_CAPACITY} waiting); webhook dropped");
+            if held.is_some() {
+                self.inner.counts.deferred.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(client, "webhook queue full ({QUEUE_CAPACITY} waiting); webhook left in the outbox");
+            } else {
+                self.inner.counts.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(client, "webhook queue full ({QUEUE_CAPACITY} waiting); webhook dropped");
+            }
             return;
         };
-        let (inner, client) = (self.inner.clone(), client.to_owned());
+        let (this, client) = (self.clone(), client.to_owned());
         self.inner.runtime.spawn(async move {
             let _pending = pending;
-            deliver(&inner, &client, &url, &body).await;
+            let outbox = held.as_deref().and_then(|id| Some((this.inner.outbox.as_ref()?, id)));
+            deliver(&this.inner, &client, &url, &body, &event_id, outbox).await;
+            if let Some(id) = &held {
+                this.done(id);
+            }
         });
     }
 
@@ -237,6 +367,8 @@ impl Webhooks {
             failed: c.failed.load(Ordering::Relaxed),
             refused: c.refused.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
+            deferred: c.deferred.load(Ordering::Relaxed),
+            redelivered: c.redelivered.load(Ordering::Relaxed),
         }
     }
 }
@@ -252,7 +384,52 @@ enum Attempt {
     Failed(String),
 }
 
-async fn deliver(inner: &Inner, client: &str, raw: &str, body: &Value) {
+/// Outbox entries claimed at once by [`Webhooks::redeliver`].
+const REDELIVERY_BATCH: usize = 256;
+
+/// The id of a job's job-end webhook: the same for every send of it, from any instance (a
+/// UUID made from the job id, the event and when the job ended), so receivers deduplicate
+/// retries and redeliveries by it.
+fn event_id(job: &Job, event: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{}|{event}|{}", job.id, job.updated_at_ms).as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+}
+
+/// Removes the outbox entries of finished webhooks, up to 512 per write, so the outbox costs
+/// one store write per batch rather than one per webhook.
+async fn remove_done(jobs: Arc<dyn JobStore>, mut rx: tokio::sync::mpsc::UnboundedReceiver<Done>) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, 512).await > 0 {
+        let mut flushes = Vec::new();
+        let mut ids = Vec::with_capacity(batch.len());
+        for msg in batch.drain(..) {
+            match msg {
+                Done::Job(id) => ids.push(id),
+                Done::Flush(tx) => flushes.push(tx),
+            }
+        }
+        if !ids.is_empty() {
+            if let Err(e) = jobs.webhooks_done(&ids).await {
+                tracing::warn!(error = %e, n = ids.len(), "could not remove delivered webhooks from the outbox (they may be sent again)");
+            }
+        }
+        for tx in flushes {
+            let _ = tx.send(());
+        }
+    }
+}
+
+async fn deliver(
+    inner: &Inner,
+    client: &str,
+    raw: &str,
+    body: &Value,
+    event_id: &str,
+    outbox: Option<(&Arc<dyn JobStore>, &str)>,
+) {
     let job_id = body.get("job_id").and_then(Value::as_str).unwrap_or("");
     let url = match reqwest::Url::parse(raw) {
         Ok(u) => u,
@@ -275,8 +452,6 @@ async fn deliver(inner: &Inner, client: &str, raw: &str, body: &Value) {
             return;
         }
     };
-    // One id per webhook, the same on every attempt: receivers deduplicate retries by it.
-    let event_id = uuid::Uuid::new_v4().to_string();
     let host = format!("{}:{}", url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0));
     let (client_slots, host_slots) = (inner.per_client.take(client), inner.per_host.take(&host));
     for attempt in 0..ATTEMPTS {
@@ -284,7 +459,7 @@ async fn deliver(inner: &Inner, client: &str, raw: &str, body: &Value) {
         let outcome = {
             let (Ok(_c), Ok(_h)) = (client_slots.acquire().await, host_slots.acquire().await) else { break };
             let Ok(_g) = inner.global.acquire().await else { break };
-            let signed = Signed::new(&event_id, &body, inner.settings.secret.as_deref());
+            let signed = Signed::new(event_id, &body, inner.settings.secret.as_deref());
             attempt_once(&inner.client, &url, &body, &signed).await
         };
         match outcome {
@@ -304,6 +479,9 @@ async fn deliver(inner: &Inner, client: &str, raw: &str, body: &Value) {
             }
             Attempt::Failed(e) if attempt + 1 < ATTEMPTS => {
                 tracing::warn!(job_id, url = %shown, attempt, error = %e, "webhook failed");
+                // The claim stays fresh while this sender works on the webhook (the write of the
+                // job's end stamped it; one attempt and one wait fit in a claim).
+                touch(outbox).await;
                 tokio::time::sleep(inner.settings.retry_base * (1u32 << attempt)).await;
             }
             Attempt::Failed(e) => {
@@ -314,6 +492,15 @@ async fn deliver(inner: &Inner, client: &str, raw: &str, body: &Value) {
     }
     inner.per_client.give_back(client, client_slots);
     inner.per_host.give_back(&host, host_slots);
+}
+
+/// Keeps a sender's claim on its outbox entry fresh.
+async fn touch(outbox: Option<(&Arc<dyn JobStore>, &str)>) {
+    if let Some((jobs, id)) = outbox {
+        if let Err(e) = jobs.touch_webhook(id, crate::job::now_ms()).await {
+            tracing::debug!(job_id = id, error = %e, "could not renew a webhook's claim (it may be sent twice)");
+        }
+    }
 }
 
 /// The headers that identify and sign one attempt: `X-Avto-Event-Id` (the same on every
@@ -379,264 +566,9 @@ fn error_chain(e: reqwest::Error) -> String {
     text
 }
 
-/// The refusal of [`CheckedResolver`] behind a request error, if that is what failed it.
-fn refusal(e: &reqwest::Error) -> Option<String> {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(r) = s.downcast_ref::<NonPublicTarget>() {
-            return Some(r.0.clone());
-        }
-        source = s.source();
-    }
-    None
-}
-
-/// A target the webhook may not reach.
-#[derive(Debug)]
-struct NonPublicTarget(String);
-
-impl std::fmt::Display for NonPublicTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for NonPublicTarget {}
-
-/// The sender's DNS resolver: the system's (getaddrinfo), refusing names with a non-public
-/// address unless `allow_private`. reqwest connects to exactly the addresses it returns.
-#[derive(Debug)]
-struct CheckedResolver {
-    allow_private: bool,
-}
-
-impl reqwest::dns::Resolve for CheckedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow_private = self.allow_private;
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if !allow_private {
-                if let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
-                    let why = format!("`{host}` resolves to {}, {NOT_PUBLIC}", bad.ip());
-                    return Err(Box::new(NonPublicTarget(why)) as Box<dyn std::error::Error + Send + Sync>);
-                }
-            }
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
-const NOT_PUBLIC: &str =
-    "a loopback, private, link-local, multicast or otherwise non-public address (allowed only with WEBHOOK_ALLOW_PRIVATE=true)";
-
-/// The IP address a URL's host names literally (`None` for a domain name).
-fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
-    let host = url.host_str()?;
-    host.trim_start_matches('[').trim_end_matches(']').parse().ok()
-}
-
-/// Refuses a URL whose host is a non-public IP address (odd IPv4 forms such as `2130706433`,
-/// `0x7f.1` or `0177.0.0.1` are normalised by the URL parser first).
-fn check_literal(url: &reqwest::Url, allow_private: bool) -> Result<(), String> {
-    match literal_ip(url) {
-        Some(ip) if !allow_private && !is_public(ip) => Err(format!("{ip} is {NOT_PUBLIC}")),
-        _ => Ok(()),
-    }
-}
-
-/// Checks a `webhook_url` when a job is created: an absolute `http://` or `https://` URL with a
-/// host; unless `allow_private`, the host must not be, nor resolve to, a non-public address.
-/// The error says what is wrong (without the URL's credentials).
-pub(super) async fn check_target(raw: &str, allow_private: bool) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(raw).map_err(|e| format!("not a valid URL ({e})"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err("must be an http:// or https:// URL".into());
-    }
-    let Some(host) = url.host_str().filter(|h| !h.is_empty()).map(str::to_owned) else {
-        return Err("the URL has no host".into());
-    };
-    check_literal(&url, allow_private)?;
-    if allow_private || literal_ip(&url).is_some() {
-        return Ok(url);
-    }
-    let port = url.port_or_known_default().unwrap_or(80);
-    let resolved = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host.as_str(), port))).await;
-    let addrs: Vec<SocketAddr> = match resolved {
-        Ok(Ok(a)) => a.collect(),
-        Ok(Err(_)) | Err(_) => return Err(format!("the host `{host}` does not resolve")),
-    };
-    if addrs.is_empty() {
-        return Err(format!("the host `{host}` does not resolve"));
-    }
-    if let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
-        return Err(format!("`{host}` resolves to {}, {NOT_PUBLIC}", bad.ip()));
-    }
-    Ok(url)
-}
-
-/// The URL as logs may show it: user and password replaced by `***`, every query value by `***`,
-/// no fragment.
-pub(super) fn masked(url: &reqwest::Url) -> String {
-    let mut u = url.clone();
-    if !u.username().is_empty() || u.password().is_some() {
-        let _ = u.set_password(None);
-        let _ = u.set_username("***");
-    }
-    if u.query().is_some() {
-        let keys: Vec<String> = u.query_pairs().map(|(k, _)| k.into_owned()).collect();
-        u.set_query(None);
-        if !keys.is_empty() {
-            u.query_pairs_mut().extend_pairs(keys.iter().map(|k| (k.as_str(), "***")));
-        }
-    }
-    u.set_fragment(None);
-    u.to_string()
-}
-
-/// Whether a webhook may reach `ip` without `WEBHOOK_ALLOW_PRIVATE`: not loopback, private,
-/// shared (CGNAT), link-local, multicast, broadcast, unspecified, reserved or documentation
-/// space, including IPv4 addresses inside IPv6 ones (mapped, compatible, NAT64, 6to4).
-pub(super) fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => is_public_v6(v6),
-    }
-}
-
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, c, _] = ip.octets();
-    !(a == 0 // "this network", 0.0.0.0
-        || a == 10
-        || a == 127
-        || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
-        || (a == 169 && b == 254) // link-local, cloud metadata
-        || (a == 172 && (16..32).contains(&b))
-        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
-        || (a == 192 && b == 0 && c == 2) // documentation
-        || (a == 192 && b == 168)
-        || (a == 198 && (18..20).contains(&b)) // benchmarking
-        || (a == 198 && b == 51 && c == 100) // documentation
-        || (a == 203 && b == 0 && c == 113) // documentation
-        || a >= 224) // multicast, reserved, broadcast
-}
-
-fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let s = ip.segments();
-    let embedded_v4 = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return is_public_v4(v4);
-    }
-    if s[..6] == [0; 6] {
-        // ::, ::1 and the deprecated IPv4-compatible ::a.b.c.d
-        return !ip.is_unspecified() && !ip.is_loopback() && is_public_v4(embedded_v4(s[6], s[7]));
-    }
-    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0; 4] {
-        return is_public_v4(embedded_v4(s[6], s[7])); // NAT64 64:ff9b::/96
-    }
-    if s[0] == 0x2002 {
-        return is_public_v4(embedded_v4(s[1], s[2])); // 6to4
-    }
-    !((s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
-        || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
-        || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated) fec0::/10
-        || (s[0] & 0xff00) == 0xff00 // multicast
-        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-        || (s[0] == 0x0100 && s[1..4] == [0; 3])) // discard-only 100::/64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn non_public_addresses() {
-        for ip in [
-            "127.0.0.1",
-            "127.255.0.9",
-            "0.0.0.0",
-            "0.1.2.3",
-            "10.1.2.3",
-            "172.16.0.1",
-            "172.31.255.255",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "224.0.0.1",
-            "239.255.255.250",
-            "255.255.255.255",
-            "240.0.0.1",
-            "::",
-            "::1",
-            "::ffff:127.0.0.1",
-            "::ffff:169.254.169.254",
-            "::127.0.0.1",
-            "64:ff9b::a9fe:a9fe",
-            "2002:7f00:1::",
-            "fc00::1",
-            "fd12:3456::1",
-            "fe80::1",
-            "fec0::1",
-            "ff02::1",
-        ] {
-            assert!(!is_public(ip.parse().unwrap()), "{ip} must be refused");
-        }
-        for ip in ["93.184.216.34", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
-            assert!(is_public(ip.parse().unwrap()), "{ip} is public");
-        }
-    }
-
-    #[tokio::test]
-    async fn odd_ipv4_forms_are_normalised_then_refused() {
-        for raw in [
-            "http://127.0.0.1/",
-            "http://[::1]:8080/",
-            "http://0.0.0.0/",
-            "http://2130706433/",
-            "http://0x7f.0.0.1/",
-            "http://0x7f000001/",
-            "http://0177.0.0.1/",
-            "http://127.1/",
-            "http://169.254.169.254/latest/meta-data/",
-            "http://10.0.0.1/",
-            "http://172.16.5.4/",
-            "http://192.168.0.10/",
-            "http://[::ffff:127.0.0.1]/",
-            "http://[::ffff:7f00:1]/",
-            "http://[fe80::1]/",
-            "http://[fc00::1]/",
-            "http://224.0.0.1/",
-            "http://255.255.255.255/",
-            "https://user:pw@127.0.0.1/",
-        ] {
-            let e = check_target(raw, false).await.expect_err(raw);
-            assert!(e.contains("WEBHOOK_ALLOW_PRIVATE"), "{raw}: {e}");
-            assert!(!e.contains("pw"), "{raw}: {e}");
-            assert!(check_target(raw, true).await.is_ok(), "{raw} is allowed with WEBHOOK_ALLOW_PRIVATE");
-        }
-        // A public literal needs no resolution and is accepted.
-        assert!(check_target("https://93.184.216.34/hook", false).await.is_ok());
-        for raw in ["ftp://example.com/", "http://", "not a url", "file:///etc/passwd"] {
-            assert!(check_target(raw, false).await.is_err(), "{raw}");
-        }
-    }
-
-    #[tokio::test]
-    async fn names_resolving_to_loopback_are_refused() {
-        let e = check_target("http://localhost:9/hook", false).await.unwrap_err();
-        assert!(e.contains("localhost") && e.contains("WEBHOOK_ALLOW_PRIVATE"), "{e}");
-        assert!(check_target("http://localhost:9/hook", true).await.is_ok());
-    }
-
-    #[test]
-    fn masked_urls_hide_credentials_and_query_values() {
-        let u = reqwest::Url::parse("https://alice:s3cret@hooks.example.com:8443/in/x?token=abc&v=2#frag").unwrap();
-        assert_eq!(masked(&u), "https://***@hooks.example.com:8443/in/x?token=***&v=***");
-        let u = reqwest::Url::parse("http://only-user@h.example/p").unwrap();
-        assert_eq!(masked(&u), "http://***@h.example/p");
-        let u = reqwest::Url::parse("http://h.example/p").unwrap();
-        assert_eq!(masked(&u), "http://h.example/p");
-    }
 
     #[test]
     fn keyed_limits_forget_unused_keys() {
