@@ -571,8 +571,14 @@ async fn ws_session(core: Arc<Core>, sender: Sender, mut socket: WebSocket) {
                         limited = false;
                         match parse_object_within(text.as_bytes(), core.config().max_json_depth).map(Value::Object) {
                             Ok(body) => {
-                                if let Err(e) = process_event(&core, &sender, body).await {
-                                    tracing::warn!(worker_id = %sender.worker_id, error = %e, "websocket event rejected");
+                                match process_event(&core, &sender, body).await {
+                                    Ok(_) => {}
+                                    // An event that arrives after its job ended (a progress frame
+                                    // overtaken by the task's result over HTTP) is expected.
+                                    Err(e) if e.status() == axum::http::StatusCode::CONFLICT => {
+                                        tracing::debug!(worker_id = %sender.worker_id, error = %e, "websocket event for an ended job ignored")
+                                    }
+                                    Err(e) => tracing::warn!(worker_id = %sender.worker_id, error = %e, "websocket event rejected"),
                                 }
                             }
                             Err(e) => tracing::warn!(worker_id = %sender.worker_id, error = %e, "websocket frame refused"),
