@@ -109,6 +109,18 @@ fn expand(parsed: &Parsed) -> TokenStream {
         let initial = &d.initial;
         quote!(::avto::__private::DataStoreSpec { name: #name, initial: #initial })
     });
+    // The input contract: every `InitialData<T>` a handler takes (see `SchemaProbe`).
+    let mut inputs: Vec<&syn::Type> = Vec::new();
+    for h in &model.handlers {
+        for arg in h.args.iter().filter(|a| !a.mutable) {
+            if let Some(t) = initial_data_type(&arg.ty) {
+                if !inputs.iter().any(|seen| quote!(#seen).to_string() == quote!(#t).to_string()) {
+                    inputs.push(t);
+                }
+            }
+        }
+    }
+    let probes = inputs.iter().map(|t| quote!((&::avto::__private::SchemaProbe::<#t>::new()).input_schema()));
     let generated = quote! {
         /// The blueprint's name.
         pub const NAME: &str = #name;
@@ -129,12 +141,34 @@ fn expand(parsed: &Parsed) -> TokenStream {
             edges: &[#(#edges),*],
             data_stores: &[#(#stores),*],
             dot: DOT,
+            input_schema: __avto_input_schema,
         };
+        #[doc(hidden)]
+        fn __avto_input_schema() -> ::core::option::Option<::avto::__private::serde_json::Value> {
+            #[allow(unused_imports)]
+            use ::avto::__private::{HasSchema as _, NoSchema as _};
+            ::avto::__private::input_contract(::avto::__private::std::vec![#(#probes),*])
+        }
         ::avto::__private::inventory::submit! { ::avto::__private::Registration(&__AVTO_SPEC) }
     };
     let calls = model.handlers.iter().map(call_fn);
     let whens = model.handlers.iter().filter_map(when_fn);
     with_items(module, quote!(#generated #(#calls)* #(#whens)*), TokenStream::new())
+}
+
+/// The `T` of an argument typed `InitialData<T>` (any path ending in `InitialData`, e.g.
+/// `avto::InitialData<T>`; a type alias is not seen through).
+fn initial_data_type(ty: &syn::Type) -> Option<&syn::Type> {
+    let syn::Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if last.ident != "InitialData" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else { return None };
+    match args.args.first()? {
+        syn::GenericArgument::Type(t) if args.args.len() == 1 => Some(t),
+        _ => None,
+    }
 }
 
 /// The user's module with `extra` appended to its items, and `attrs` added to it.

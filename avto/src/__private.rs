@@ -21,6 +21,57 @@ pub struct Registration(pub &'static BlueprintSpec);
 
 inventory::collect!(Registration);
 
+/// The input contract of a blueprint, probed by generated code for each `InitialData<T>` a
+/// handler takes: `(&SchemaProbe::<T>::new()).input_schema()` is T's JSON Schema when T
+/// implements `schemars::JsonSchema`, else `None` (autoref specialisation: [`HasSchema`] is
+/// found first when its bound holds, [`NoSchema`] otherwise).
+pub struct SchemaProbe<T>(std::marker::PhantomData<T>);
+
+impl<T> SchemaProbe<T> {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        SchemaProbe(std::marker::PhantomData)
+    }
+}
+
+/// See [`SchemaProbe`].
+pub trait HasSchema {
+    fn input_schema(&self) -> Option<serde_json::Value>;
+}
+
+impl<T: schemars::JsonSchema> HasSchema for SchemaProbe<T> {
+    fn input_schema(&self) -> Option<serde_json::Value> {
+        Some(schemars::schema_for!(T).to_value())
+    }
+}
+
+/// See [`SchemaProbe`].
+pub trait NoSchema {
+    fn input_schema(&self) -> Option<serde_json::Value>;
+}
+
+impl<T> NoSchema for &SchemaProbe<T> {
+    fn input_schema(&self) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+/// One schema from the probes of a blueprint's handlers: none, the only one, or all of them
+/// (`allOf`: each handler reads the initial data as its own type).
+pub fn input_contract(probes: Vec<Option<serde_json::Value>>) -> Option<serde_json::Value> {
+    let mut schemas: Vec<serde_json::Value> = Vec::new();
+    for s in probes.into_iter().flatten() {
+        if !schemas.contains(&s) {
+            schemas.push(s);
+        }
+    }
+    match schemas.len() {
+        0 => None,
+        1 => schemas.pop(),
+        _ => Some(serde_json::json!({ "allOf": schemas })),
+    }
+}
+
 /// Asserts at compile time that a handler's future is `Send` (used by generated code).
 pub fn assert_send<F: std::future::Future + Send>(f: F) -> F {
     f

@@ -82,6 +82,7 @@ mod flow {
         ],
         data_stores: &[],
         dot: DOT,
+        input_schema: || None,
     };
     ::avto::__private::inventory::submit! { ::avto::__private::Registration(&__AVTO_SPEC) }
 

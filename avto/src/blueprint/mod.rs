@@ -25,6 +25,9 @@ pub struct BlueprintSpec {
     pub data_stores: &'static [DataStoreSpec],
     /// The Graphviz DOT of the table (identical to the module's `DOT` constant).
     pub dot: &'static str,
+    /// The input contract: the JSON Schema of the `T` of every `InitialData<T>` a handler takes,
+    /// where `T: schemars::JsonSchema` (`None`: any JSON object is accepted).
+    pub input_schema: fn() -> Option<serde_json::Value>,
 }
 
 /// One state of the table.
@@ -134,6 +137,13 @@ impl Blueprint {
     }
     pub fn dot(&self) -> &'static str {
         self.spec.dot
+    }
+    /// The input contract (JSON Schema, draft 2020-12) of the blueprint's initial data: made
+    /// from every `InitialData<T>` its handlers take where `T: schemars::JsonSchema`. `None`:
+    /// any JSON object is accepted. The orchestrator refuses a job whose initial data breaks it
+    /// (400, every violation with its JSON pointer) before the job exists.
+    pub fn input_schema(&self) -> Option<serde_json::Value> {
+        (self.spec.input_schema)()
     }
     pub fn states(&self) -> &'static [StateSpec] {
         self.spec.states

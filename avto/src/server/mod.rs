@@ -9,6 +9,7 @@
 mod api;
 mod auth;
 pub mod config;
+mod contracts;
 mod core;
 mod dispatch;
 mod files;
@@ -34,6 +35,7 @@ use crate::storage::{DataStoreBackend, ScheduleLocks, Stores};
 pub use self::api::{check_depth, parse_object, parse_object_within, ApiError};
 pub use self::auth::{Auth, AuthError, StsPair, WorkerIdentity};
 pub use self::config::{Config, ConfigError};
+pub use self::contracts::Violation;
 pub use self::core::{Core, CoreError, JobTx, NewJob, TaskContext};
 pub use self::dispatch::{Dispatcher, NoWorker};
 pub use self::metrics::{HistoryNumbers, Metrics, Snapshot, DISPATCH_BUCKETS, DURATION_BUCKETS};

@@ -146,6 +146,8 @@ async fn create_job(
             .and_then(|v| v.to_str().ok())
             .and_then(crate::trace::TraceParent::parse),
     };
+    // Before the quota is charged: a refused job costs the client nothing.
+    core.check_input(bp, &req.initial_data)?;
     super::auth::charge_quota(&core, &client).await?;
     let id = core.create_job(bp, req, &client).await?;
     Ok(json_status(StatusCode::ACCEPTED, &json!({"status": "accepted", "job_id": id})))
@@ -397,6 +399,7 @@ async fn list_blueprints(State(core): State<Arc<Core>>, _client: Client) -> Resp
                 "endpoint": bp.create_path().map(|p| format!("/{prefix}/{p}").replace("//", "/")),
                 "start_state": bp.start_state(),
                 "states": bp.states().iter().map(|s| s.name).collect::<Vec<_>>(),
+                "input_schema": bp.input_schema(),
             })
         })
         .collect();

@@ -39,12 +39,15 @@ pub enum ApiError {
     /// 501: a feature that this orchestrator runs without (e.g. S3 files).
     #[error("{0}")]
     NotImplemented(String),
+    /// 400 with the list of what is wrong: `{"error", "violations": [{"pointer", "message"}]}`.
+    #[error("{message}")]
+    Invalid { message: String, violations: Vec<crate::server::contracts::Violation> },
 }
 
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -74,7 +77,11 @@ impl IntoResponse for ApiError {
             ApiError::TooManyRequests { retry_after_secs, .. } => Some(*retry_after_secs),
             _ => None,
         };
-        let mut resp = (status, super::json_response(&json!({"error": self.to_string()}))).into_response();
+        let body = match &self {
+            ApiError::Invalid { message, violations } => json!({"error": message, "violations": violations}),
+            _ => json!({"error": self.to_string()}),
+        };
+        let mut resp = (status, super::json_response(&body)).into_response();
         if let Some(secs) = retry {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
@@ -106,6 +113,9 @@ impl From<CoreError> for ApiError {
             CoreError::Approval(a) => ApiError::BadRequest(a.to_string()),
             CoreError::Forbidden(m) => ApiError::Forbidden(m),
             CoreError::Conflict(m) => ApiError::Conflict(m),
+            ref contract @ CoreError::Contract { ref violations, .. } => {
+                ApiError::Invalid { message: contract.to_string(), violations: violations.clone() }
+            }
         }
     }
 }

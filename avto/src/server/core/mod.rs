@@ -80,6 +80,10 @@ pub enum CoreError {
     /// The job's state does not allow the request (e.g. an event for a job that ended).
     #[error("{0}")]
     Conflict(String),
+    /// The initial data breaks the blueprint's input contract: the violations (at most 100)
+    /// and how many there were.
+    #[error("initial_data does not match the input contract of blueprint `{blueprint}` ({total} violation(s))")]
+    Contract { blueprint: String, violations: Vec<super::contracts::Violation>, total: usize },
 }
 
 /// Everything the HTTP layer and the background loops share. Fields are private: the API calls
@@ -96,6 +100,8 @@ pub struct Core {
     /// Client, operator and worker credentials (and STS tokens).
     auth: Auth,
     webhooks: Webhooks,
+    /// The blueprints' input contracts, compiled.
+    contracts: super::contracts::Contracts,
     /// Execution history (set at start-up when enabled; see [`crate::history`]).
     history: OnceLock<History>,
     /// Prometheus counters and histograms (`GET /metrics`).
@@ -135,6 +141,7 @@ impl Core {
         let health = Health::new(cfg.background_task_max_restarts);
         let webhooks = Webhooks::with_outbox(super::webhooks::WebhookSettings::of(&cfg), jobs.clone());
         let auth = Auth::new(&cfg, sts);
+        let contracts = super::contracts::Contracts::compile(&env);
         Core {
             cfg: Arc::new(cfg),
             env,
@@ -145,6 +152,7 @@ impl Core {
             dispatcher,
             auth,
             webhooks,
+            contracts,
             history: OnceLock::new(),
             metrics: Metrics::default(),
             exec,
@@ -164,6 +172,16 @@ impl Core {
     /// The engine environment: blueprints, data stores, task files.
     pub fn env(&self) -> &EngineEnv {
         &self.env
+    }
+
+    /// Checks `initial_data` against `blueprint`'s input contract (see
+    /// [`Blueprint::input_schema`]); [`CoreError::Contract`] lists what breaks it.
+    pub fn check_input(&self, blueprint: Blueprint, initial_data: &Value) -> Result<(), CoreError> {
+        let (violations, total) = self.contracts.check(blueprint.name(), initial_data);
+        if total == 0 {
+            return Ok(());
+        }
+        Err(CoreError::Contract { blueprint: blueprint.name().to_owned(), violations, total })
     }
 
     /// The blueprint by name.

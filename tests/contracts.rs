@@ -1,0 +1,112 @@
+//! Input contracts (issue #15 item 1): a blueprint whose handlers take `InitialData<T>` with
+//! `T: schemars::JsonSchema` publishes T's schema, and the orchestrator refuses initial data
+//! that breaks it (400, every violation with its JSON pointer) before a job exists.
+
+use std::time::Duration;
+
+use avto::prelude::*;
+use avto::InitialData;
+use avto_tests::Server;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct Order {
+    pub name: String,
+    pub qty: u32,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// Read by a second handler as another typed view: both contracts hold at once (`allOf`).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct Priced {
+    #[serde(default)]
+    pub price: Option<f64>,
+}
+
+/// No `JsonSchema`: a handler may take it without giving the blueprint a contract.
+#[derive(Debug, Deserialize)]
+pub struct Untyped {
+    #[allow(dead_code)]
+    pub anything: Option<Value>,
+}
+
+#[avto::blueprint(name = "typed_order", api_version = "v1", api_endpoint = "jobs/typed_order")]
+pub mod typed_order {
+    use super::*;
+
+    #[handler(state = "start", start)]
+    async fn start(InitialData(order): InitialData<Order>, actions: &mut Actions) {
+        assert!(!order.name.is_empty() && order.qty > 0, "the contract let only good orders in: {order:?}");
+        actions.transition_to("priced");
+    }
+
+    #[handler(state = "priced")]
+    async fn priced(InitialData(p): InitialData<Priced>, actions: &mut Actions) {
+        let _ = p.price;
+        actions.transition_to("finished");
+    }
+
+    #[handler(state = "finished", end)]
+    async fn finished() {}
+}
+
+#[avto::blueprint(name = "untyped_order", api_version = "v1", api_endpoint = "jobs/untyped_order")]
+pub mod untyped_order {
+    use super::*;
+
+    #[handler(state = "start", start)]
+    async fn start(InitialData(_u): InitialData<Untyped>, actions: &mut Actions) {
+        actions.transition_to("finished");
+    }
+
+    #[handler(state = "finished", end)]
+    async fn finished() {}
+}
+
+#[test]
+fn a_blueprint_publishes_the_schema_of_its_typed_initial_data() {
+    let schema = typed_order::blueprint().input_schema().expect("typed_order has a contract");
+    let all = schema["allOf"].as_array().expect("two typed views: allOf");
+    assert_eq!(all.len(), 2, "{schema}");
+    assert_eq!(all[0]["required"], json!(["name", "qty"]), "{schema}");
+    assert!(all[1]["properties"]["price"].is_object(), "{schema}");
+    assert_eq!(untyped_order::blueprint().input_schema(), None, "no JsonSchema, no contract");
+}
+
+#[tokio::test]
+async fn initial_data_breaking_the_contract_is_refused_before_a_job_exists() {
+    let s = Server::start([typed_order::blueprint(), untyped_order::blueprint()]).await;
+    let c = s.client();
+    // Every violation, each with its JSON pointer.
+    let (status, body) =
+        c.post("/api/v1/jobs/typed_order", &json!({"initial_data": {"name": 5, "qty": -1, "price": "x"}})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("input contract of blueprint `typed_order`"), "{body}");
+    let mut pointers: Vec<&str> =
+        body["violations"].as_array().unwrap().iter().map(|v| v["pointer"].as_str().unwrap()).collect();
+    pointers.sort();
+    assert_eq!(pointers, vec!["/name", "/price", "/qty"], "{body}");
+    assert!(body["violations"].as_array().unwrap().iter().all(|v| !v["message"].as_str().unwrap().is_empty()));
+    // A missing required member: the pointer of the object that lacks it.
+    let (status, body) = c.post("/api/v1/jobs/typed_order", &json!({"initial_data": {"qty": 2}})).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["violations"][0]["pointer"], "", "{body}");
+    assert!(body["violations"][0]["message"].as_str().unwrap().contains("name"), "{body}");
+    // No job was created for either.
+    let (_, list) = c.get("/api/v1/jobs").await;
+    assert_eq!(list["jobs"].as_array().map(Vec::len).unwrap_or(0), 0, "{list}");
+    // Data that keeps the contract runs.
+    let id = c.create("/api/v1/jobs/typed_order", json!({"name": "Ada", "qty": 3, "price": 9.5})).await;
+    let job = c.wait_terminal(&id, Duration::from_secs(10)).await;
+    assert_eq!(job["status"], "finished", "{job}");
+    // Clients see the contract with the blueprint.
+    let (_, blueprints) = c.get("/api/v1/blueprints").await;
+    let typed = blueprints.as_array().unwrap().iter().find(|b| b["name"] == "typed_order").unwrap();
+    assert_eq!(typed["input_schema"]["allOf"][0]["required"], json!(["name", "qty"]), "{typed}");
+    assert_eq!(typed["input_schema"]["allOf"][1]["title"], "Priced", "{typed}");
+    // A blueprint without a contract takes any object.
+    let id = c.create("/api/v1/jobs/untyped_order", json!({"name": 5, "whatever": [1, 2]})).await;
+    assert_eq!(c.wait_terminal(&id, Duration::from_secs(10)).await["status"], "finished");
+}
