@@ -1,6 +1,8 @@
 //! Execution history on SQLite (a temp file) and PostgreSQL (the server on 127.0.0.1:5432, a fresh
 //! database per test, dropped at the end): every event kind through the HTTP API, the backend
-//! queries, migrations, start-up errors, and the write throughput.
+//! queries, migrations, start-up errors, and the write throughput; worker history rows
+//! (`registered`, `status_update`) and the periodic reputation recalculation that reads the
+//! `task_finished` rows.
 //!
 //! PostgreSQL is required: a missing server fails these tests (set AVTO_TEST_POSTGRES_URL to use
 //! another admin connection than postgresql://postgres@127.0.0.1:5432/test).
@@ -9,14 +11,15 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use avto::history::{self, HistoryRecord, HistoryUri, SCHEMA_VERSION};
+use avto::history::{self, HistoryRecord, HistoryUri, TaskOutcomes, WorkerHistoryRecord, SCHEMA_VERSION};
 use avto::prelude::*;
+use avto::protocol::sign::MessageKind;
 use avto::server::config::{ClientEntry, Config};
 use avto::server::{Orchestrator, ServeError};
 use avto::worker::{TaskHandle, TaskOutcome, Worker};
 use avto::ClientConfig;
 use avto_tests::blueprints::{approval_flow, echo_flow};
-use avto_tests::{test_config, wait_workers, ApiClient, Server, SECRET, WORKER_TOKEN};
+use avto_tests::{test_config, wait_workers, ApiClient, RawWorker, Server, SECRET, WORKER_TOKEN};
 use serde_json::{json, Value};
 use sqlx::Connection;
 
@@ -402,6 +405,59 @@ async fn backend_suite(uri: &str) {
     assert_eq!(counts.into_iter().collect::<Vec<_>>(), [("finished".to_string(), 1), ("pending".to_string(), 1)]);
     assert!(b.jobs(None, 100, 0).await.unwrap().len() >= 3);
     assert!(b.job_history("no-such-job").await.unwrap().is_empty());
+
+    // Worker history: rows of one worker, newest `limit` since a time, oldest first.
+    let w = format!("w-{}", uuid::Uuid::new_v4().simple());
+    let wrows = [
+        WorkerHistoryRecord::new(&w, "registered", &json!({"worker_id": w, "status": "idle", "text": "ü \u{0}"})),
+        WorkerHistoryRecord::new("other-worker", "registered", &json!({})),
+        WorkerHistoryRecord::new(&w, "status_update", &json!({"worker_id": w, "status": "busy"})),
+    ];
+    b.insert_workers(&wrows).await.unwrap();
+    let got = b.worker_history(&w, 0, 10).await.unwrap();
+    assert_eq!(got.iter().map(|r| r.event_type.as_str()).collect::<Vec<_>>(), ["registered", "status_update"]);
+    assert_eq!(got[0].event_id, wrows[0].event_id);
+    assert_eq!(got[0].timestamp_us, wrows[0].timestamp_us, "microsecond timestamps survive the round trip");
+    assert_eq!(got[0].snapshot().unwrap()["status"], "idle");
+    assert!(got[0].snapshot().unwrap()["text"].as_str().unwrap().starts_with('ü'));
+    assert_eq!(got[1].snapshot().unwrap()["status"], "busy");
+    let newest = b.worker_history(&w, 0, 1).await.unwrap();
+    assert_eq!(newest.len(), 1);
+    assert_eq!(newest[0].event_type, "status_update", "the newest rows within the limit");
+    assert_eq!(b.worker_history(&w, wrows[2].timestamp_us, 10).await.unwrap().len(), 1, "since a time");
+    assert!(b.worker_history("nobody", 0, 10).await.unwrap().is_empty());
+
+    // Task outcomes per worker: `task_finished` rows since a time, failures by result status.
+    let (w1, w2) = (format!("{w}-1"), format!("{w}-2"));
+    let now = history::next_timestamp_us();
+    let finished = |worker: &str, status: &str, ts: i64| HistoryRecord {
+        worker_id: Some(worker.into()),
+        details: Some(json!({"result_status": status})),
+        ..record(&j1, &client, "task_finished", "running", ts)
+    };
+    b.insert(&[
+        finished(&w1, "success", now),
+        finished(&w1, "failure", now + 1),
+        finished(&w1, "needs_review", now + 2),
+        finished(&w1, "failure", now - 3_600_000_000), // an hour before `since`: not counted
+        finished(&w2, "failure", now + 3),
+        HistoryRecord { worker_id: Some(w1.clone()), ..record(&j1, &client, "task_dispatched", "running", now) },
+        HistoryRecord {
+            worker_id: Some(w2.clone()),
+            details: Some(json!("not an object")),
+            ..record(&j1, &client, "task_finished", "running", now + 4)
+        },
+    ])
+    .await
+    .unwrap();
+    let since = now - 60_000_000;
+    let out = b.task_outcomes(&[w1.clone(), w2.clone(), "nobody".into()], since).await.unwrap();
+    assert_eq!(out.get(&w1), Some(&TaskOutcomes { finished: 3, failed: 1 }));
+    assert_eq!(out.get(&w2), Some(&TaskOutcomes { finished: 2, failed: 1 }));
+    assert!(!out.contains_key("nobody"), "{out:?}");
+    assert!(b.task_outcomes(&[], since).await.unwrap().is_empty());
+    let many: Vec<String> = (0..1200).map(|i| format!("{w}-{i}")).collect();
+    assert_eq!(b.task_outcomes(&many, since).await.unwrap().len(), 2, "more ids than one statement binds");
 }
 
 /// Events per second through the queue and the batching writer (printed; a low floor is asserted).
@@ -549,4 +605,133 @@ async fn newer_schema_is_refused() {
     let _ = conn.close().await;
     let e = history::connect(&db.uri, Duration::from_secs(5)).await.err().expect("refused");
     assert!(e.to_string().contains("newer than this avto knows"), "{e}");
+}
+
+// ---------------------------------------------------------------- worker history and reputation
+
+/// `registered` and `status_update` rows through the worker API: a row for a registration, one
+/// per changed status (at most one per worker per `WORKER_HISTORY_STATUS_INTERVAL_SECONDS`), the
+/// goodbye always; snapshots are the worker's record without its security block.
+async fn worker_history_suite(uri: &str) {
+    let mut cfg = config(uri);
+    cfg.worker_history_status_interval = Duration::from_millis(1500);
+    let s = Server::with_config([echo_flow::blueprint()], cfg).await;
+    let id = format!("wh-{}", uuid::Uuid::new_v4().simple());
+    let w = RawWorker::new(&s.base, &id, &["echo"]);
+    let types = |rows: &[WorkerHistoryRecord]| rows.iter().map(|r| r.event_type.clone()).collect::<Vec<_>>();
+
+    assert_eq!(w.register().await.0, 200);
+    let h = s.core.history().expect("history enabled (set before the server answers)");
+    let rows = h.worker_history(&id, 0, 100).await.unwrap();
+    assert_eq!(types(&rows), ["registered"]);
+    let snap = rows[0].snapshot().unwrap();
+    assert_eq!((snap["worker_id"].as_str(), snap["worker_type"].as_str()), (Some(id.as_str()), Some("raw")));
+    assert_eq!((snap["status"].as_str(), snap["reputation"].as_f64()), (Some("idle"), Some(1.0)));
+    assert!(snap.get("security").is_none(), "{snap}");
+
+    // Heartbeats every few seconds: the same status writes nothing; a change within the
+    // interval waits for the first heartbeat after it that still reports it.
+    assert_eq!(w.heartbeat(&[]).await.0, 200);
+    assert_eq!(w.heartbeat(&["t-1"]).await.0, 200);
+    assert_eq!(types(&h.worker_history(&id, 0, 100).await.unwrap()), ["registered"]);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(w.heartbeat(&["t-1"]).await.0, 200);
+    assert_eq!(w.heartbeat(&["t-1"]).await.0, 200);
+    let rows = h.worker_history(&id, 0, 100).await.unwrap();
+    assert_eq!(types(&rows), ["registered", "status_update"]);
+    let snap = rows[1].snapshot().unwrap();
+    assert_eq!(snap["status"], "busy", "the merged record: {snap}");
+    assert_eq!(snap["current_tasks"], json!(["t-1"]));
+    assert_eq!(snap["worker_type"], "raw", "the registration is still there");
+    assert!(snap.get("security").is_none(), "{snap}");
+
+    // The goodbye (`offline`) is written at once.
+    let body = w.signed(json!({"worker_id": id, "status": "offline"}), MessageKind::Heartbeat);
+    assert_eq!(w.send(reqwest::Method::PATCH, &format!("/_worker/workers/{id}"), Some(&body)).await.0, 200);
+    let rows = h.worker_history(&id, 0, 100).await.unwrap();
+    assert_eq!(types(&rows), ["registered", "status_update", "status_update"]);
+    assert_eq!(rows[2].snapshot().unwrap()["status"], "offline");
+    assert!(rows.windows(2).all(|p| p[0].timestamp_us < p[1].timestamp_us));
+    assert_eq!(h.stats().failed.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_worker_history() {
+    let db = SqliteFile::new();
+    worker_history_suite(&db.uri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_worker_history() {
+    let db = PgDb::create().await;
+    worker_history_suite(&db.uri).await;
+    db.drop_db().await;
+}
+
+/// A worker's reputation as the store has it.
+async fn reputation(s: &Server, id: &str) -> f64 {
+    s.core.worker(id).await.unwrap_or_else(|| panic!("worker {id} is gone")).reputation
+}
+
+async fn wait_reputation(s: &Server, id: &str, want: f64, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let r = reputation(s, id).await;
+        if (r - want).abs() < 1e-9 {
+            return;
+        }
+        assert!(started.elapsed() < within, "reputation of {id} stayed {r}, expected {want}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Spec 79: every `REPUTATION_RECALC_INTERVAL_SECONDS` each live worker's `task_finished` rows
+/// of the last 30 days make `0.7 x success_rate + 0.3 x current`; in memory storage with SQLite
+/// history, on a short interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reputation_is_recalculated_from_the_history_every_interval() {
+    let db = SqliteFile::new();
+    let mut cfg = config(&db.uri);
+    cfg.reputation_recalc_interval = Duration::from_millis(500);
+    let s = Server::with_config([echo_flow::blueprint()], cfg).await;
+    let (busy, quiet) =
+        (RawWorker::new(&s.base, "rep-busy", &["echo"]), RawWorker::new(&s.base, "rep-quiet", &["echo"]));
+    assert_eq!(busy.register().await.0, 200);
+    assert_eq!(quiet.register().await.0, 200);
+    assert!(s.core.health().tasks().contains_key("reputation"));
+
+    // Three of four tasks of the window succeeded; a failure 31 days ago is outside it.
+    let h = s.core.history().unwrap();
+    let now = history::next_timestamp_us();
+    let row = |status: &str, ts: i64| HistoryRecord {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        job_id: uuid::Uuid::new_v4().to_string(),
+        timestamp_us: ts,
+        event_type: "task_finished".into(),
+        worker_id: Some("rep-busy".into()),
+        details: Some(json!({"result_status": status})),
+        ..Default::default()
+    };
+    h.record([
+        row("success", now),
+        row("success", now),
+        row("failure", now),
+        row("success", now),
+        row("failure", now - 31 * 86_400 * 1_000_000),
+    ]);
+    // 0.7 x 0.75 + 0.3 x 1.0, then the old value decays: 0.7 x 0.75 + 0.3 x 0.825.
+    wait_reputation(&s, "rep-busy", 0.825, Duration::from_secs(5)).await;
+    wait_reputation(&s, "rep-busy", 0.7725, Duration::from_secs(5)).await;
+    assert_eq!(reputation(&s, "rep-quiet").await, 1.0, "no rows: unchanged");
+    assert!(s.core.metrics().reputation_recalculations() >= 2);
+
+    // Without history there is nothing to count: the task does not run.
+    let plain = Server::start([echo_flow::blueprint()]).await;
+    let started = Instant::now();
+    while !plain.core.health().tasks().contains_key("watcher") {
+        assert!(started.elapsed() < Duration::from_secs(5), "the server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!plain.core.health().tasks().contains_key("reputation"));
+    assert_eq!(plain.core.recalculate_reputations().await.unwrap(), 0);
 }

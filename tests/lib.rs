@@ -572,11 +572,13 @@ impl Drop for RedisPrefix {
 pub use panicking_history::PanickingHistory;
 
 mod panicking_history {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, HashMap};
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
 
-    use avto::history::{HistoryBackend, HistoryError, HistoryRecord, MemoryHistory};
+    use avto::history::{
+        HistoryBackend, HistoryError, HistoryRecord, MemoryHistory, TaskOutcomes, WorkerHistoryRecord,
+    };
     use futures::future::BoxFuture;
 
     /// A history backend whose first `panics` inserts panic (`u32::MAX`: every one), for the
@@ -621,6 +623,24 @@ mod panicking_history {
         }
         fn schema_version(&self) -> BoxFuture<'_, Result<i64, HistoryError>> {
             self.inner.schema_version()
+        }
+        fn insert_workers<'a>(&'a self, rows: &'a [WorkerHistoryRecord]) -> BoxFuture<'a, Result<(), HistoryError>> {
+            self.inner.insert_workers(rows)
+        }
+        fn worker_history<'a>(
+            &'a self,
+            worker_id: &'a str,
+            since_us: i64,
+            limit: usize,
+        ) -> BoxFuture<'a, Result<Vec<WorkerHistoryRecord>, HistoryError>> {
+            self.inner.worker_history(worker_id, since_us, limit)
+        }
+        fn task_outcomes<'a>(
+            &'a self,
+            worker_ids: &'a [String],
+            since_us: i64,
+        ) -> BoxFuture<'a, Result<HashMap<String, TaskOutcomes>, HistoryError>> {
+            self.inner.task_outcomes(worker_ids, since_us)
         }
     }
 }

@@ -5,7 +5,8 @@
 //! * Redis connection loss (every Redis connection of this process killed with `CLIENT KILL`)
 //!   in the middle of a run: no job lost;
 //! * `kill -9` of an orchestrator process with jobs in flight, then a restart: every job reaches
-//!   one terminal state and each task result is applied once (`AVTO_CRASH_JOBS`, default 200).
+//!   one terminal state and each task result is applied once (`AVTO_CRASH_JOBS`, default 200);
+//! * the scheduler and the reputation recalculation: once per fire time / period across instances.
 //!
 //! Redis: `AVTO_TEST_REDIS_URL` (default `redis://127.0.0.1:6379/0`); each test uses its own
 //! key prefix and deletes it at the end. A missing Redis fails these tests.
@@ -1060,4 +1061,68 @@ async fn a_worker_token_reload_reaches_every_instance() {
     }
     assert_eq!(on_b("old-token").register().await.0, 403, "the old token is gone on B too");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Spec 79 / 84: the reputation recalculation runs once per interval across the instances
+/// sharing a Redis (each period's key is claimed by one of them), so the decay is applied once
+/// per period, not once per instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reputation_is_recalculated_once_per_interval_across_instances() {
+    use avto::history::{HistoryBackend, HistoryRecord, MemoryHistory};
+    let _serial = SERIAL.lock().await;
+    let p = RedisPrefix::new();
+    let history = Arc::new(MemoryHistory::new());
+    let start = |instance: &str| {
+        let mut cfg = test_config();
+        cfg.instance_id = instance.into();
+        cfg.redis_key_prefix = p.prefix.clone();
+        cfg.reputation_recalc_interval = Duration::from_secs(1);
+        Server::with_builder(
+            avto::Orchestrator::builder()
+                .blueprint(echo_flow::blueprint())
+                .config(cfg)
+                .redis(&p.url)
+                .history(history.clone()),
+        )
+    };
+    let (a, b) = (start("instance-a").await, start("instance-b").await);
+    wait_ready(&a.base).await;
+    wait_ready(&b.base).await;
+    let w = avto_tests::RawWorker::new(&a.base, "rep-shared", &["echo"]);
+    assert_eq!(w.register().await.0, 200);
+    // Three of four tasks succeeded.
+    let now = avto::history::next_timestamp_us();
+    let rows: Vec<HistoryRecord> = ["success", "success", "failure", "success"]
+        .iter()
+        .map(|status| HistoryRecord {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            job_id: uuid::Uuid::new_v4().to_string(),
+            timestamp_us: now,
+            event_type: "task_finished".into(),
+            worker_id: Some("rep-shared".into()),
+            details: Some(json!({"result_status": status})),
+            ..Default::default()
+        })
+        .collect();
+    history.insert(&rows).await.unwrap();
+
+    // Watch whole periods: from just after one boundary (wall clock) to just after another.
+    let after_boundary = || async {
+        let now = avto::job::now_ms();
+        tokio::time::sleep(Duration::from_millis(1000 - now % 1000 + 400)).await;
+    };
+    let passes = || a.core.metrics().reputation_recalculations() + b.core.metrics().reputation_recalculations();
+    after_boundary().await;
+    let (first, r0) = (passes(), a.core.worker("rep-shared").await.unwrap().reputation);
+    for _ in 0..4 {
+        after_boundary().await;
+    }
+    let (last, r4) = (passes(), b.core.worker("rep-shared").await.unwrap().reputation);
+    assert_eq!(last - first, 4, "one recalculation per period across both instances");
+    // Four applications of r -> 0.7 x 0.75 + 0.3 x r (each rounded to 4 decimals).
+    let mut want = r0;
+    for _ in 0..4 {
+        want = ((0.7 * 0.75 + 0.3 * want) * 10_000.0_f64).round() / 10_000.0;
+    }
+    assert!((r4 - want).abs() < 1e-9, "reputation {r4}, expected {want} (from {r0})");
 }

@@ -128,11 +128,10 @@ pub fn apply_task_result(env: &EngineEnv, job: &mut Job, result: &TaskResult) ->
             return (ignored(IgnoreReason::WorkerMismatch, msg), out);
         }
     }
-    out.event(EngineEvent::TaskFinished {
-        task_id: record.task_id.clone(),
-        status: result.status.clone(),
-        worker_id: result.worker_id.clone(),
-    });
+    // A result without a sender (the watcher's execution timeout) is the failure of the worker
+    // that had picked the task up, so the hourly reputation recalculation counts it.
+    let worker_id = result.worker_id.clone().or_else(|| record.picked_up_at_ms.and(record.worker_id.clone()));
+    out.event(EngineEvent::TaskFinished { task_id: record.task_id.clone(), status: result.status.clone(), worker_id });
     let branch = job.status == JobStatus::WaitingForParallelTasks;
     let disposition = if branch {
         branch_result(env, job, &record, result, &mut out)
@@ -450,4 +449,39 @@ pub fn resume_parent(parent: &mut Job, child: &Job) -> Option<Step> {
         }
     }
     Some(out.then_advance())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::TaskSpec;
+    use crate::protocol::TIMEOUT_ERROR;
+
+    fn finished_by(picked_up: bool) -> Option<String> {
+        let data = std::sync::Arc::new(crate::storage::memory::MemoryDataStores::new());
+        let env = EngineEnv::new(Default::default(), std::iter::empty(), data, None).unwrap();
+        let mut job = Job::new("j1", "bp", "start", json!({}));
+        job.status = JobStatus::WaitingForWorker;
+        let mut task = super::super::executor::new_task(TaskSpec::new("echo"), false, 0, now_ms());
+        task.worker_id = Some("w1".into());
+        task.picked_up_at_ms = picked_up.then(now_ms);
+        let task_id = task.task_id.clone();
+        job.current_task = Some(Box::new(task));
+        let step = fail_task(&env, &mut job, &task_id, TaskError::new(TIMEOUT_ERROR, "late"));
+        step.events.iter().find_map(|e| match e {
+            EngineEvent::TaskFinished { worker_id, status, .. } => {
+                assert_eq!(status, task_status::FAILURE);
+                Some(worker_id.clone())
+            }
+            _ => None,
+        })?
+    }
+
+    /// A timeout of a picked-up task is the failure of the worker that held it (the
+    /// reputation recalculation counts it); a task still queued was nobody's to finish.
+    #[test]
+    fn a_timeout_is_the_failure_of_the_worker_that_picked_the_task_up() {
+        assert_eq!(finished_by(true).as_deref(), Some("w1"));
+        assert_eq!(finished_by(false), None);
+    }
 }

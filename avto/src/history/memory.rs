@@ -1,16 +1,17 @@
 //! In-process history (`HISTORY_DATABASE_URI=memory:`): the reference behaviour of the SQL backends.
 
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures::future::BoxFuture;
 
-use super::{HistoryBackend, HistoryError, HistoryRecord};
+use super::{HistoryBackend, HistoryError, HistoryRecord, TaskOutcomes, WorkerHistoryRecord};
 
 /// Rows in a vector, in insertion order.
 #[derive(Debug, Default)]
 pub struct MemoryHistory {
     rows: Mutex<Vec<HistoryRecord>>,
+    workers: Mutex<Vec<WorkerHistoryRecord>>,
 }
 
 impl MemoryHistory {
@@ -75,5 +76,45 @@ impl HistoryBackend for MemoryHistory {
 
     fn schema_version(&self) -> BoxFuture<'_, Result<i64, HistoryError>> {
         Box::pin(async { Ok(super::SCHEMA_VERSION) })
+    }
+
+    fn insert_workers<'a>(&'a self, rows: &'a [WorkerHistoryRecord]) -> BoxFuture<'a, Result<(), HistoryError>> {
+        self.workers.lock().extend_from_slice(rows);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn worker_history<'a>(
+        &'a self,
+        worker_id: &'a str,
+        since_us: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<WorkerHistoryRecord>, HistoryError>> {
+        let mut v: Vec<WorkerHistoryRecord> = self
+            .workers
+            .lock()
+            .iter()
+            .filter(|r| r.worker_id == worker_id && r.timestamp_us >= since_us)
+            .cloned()
+            .collect();
+        v.sort_by_key(|r| r.timestamp_us);
+        let v = v.split_off(v.len().saturating_sub(limit));
+        Box::pin(async move { Ok(v) })
+    }
+
+    fn task_outcomes<'a>(
+        &'a self,
+        worker_ids: &'a [String],
+        since_us: i64,
+    ) -> BoxFuture<'a, Result<HashMap<String, TaskOutcomes>, HistoryError>> {
+        let ids: HashSet<&str> = worker_ids.iter().map(String::as_str).collect();
+        let mut out: HashMap<String, TaskOutcomes> = HashMap::new();
+        for r in self.rows.lock().iter() {
+            let Some(w) = r.worker_id.as_deref() else { continue };
+            if r.event_type == "task_finished" && r.timestamp_us >= since_us && ids.contains(w) {
+                let status = r.details.as_ref().and_then(|d| d["result_status"].as_str());
+                out.entry(w.to_owned()).or_default().count(status);
+            }
+        }
+        Box::pin(async move { Ok(out) })
     }
 }

@@ -1,5 +1,6 @@
 //! Execution history: one row per job event (created, state started / finished, task dispatched /
-//! finished, retries, approvals, the end of the job), kept in SQLite or PostgreSQL.
+//! finished, retries, approvals, the end of the job), kept in SQLite or PostgreSQL; and worker
+//! history ([`workers`]): a row when a worker registers and when its status changes.
 //!
 //! Enable it with `HISTORY_DATABASE_URI`:
 //!
@@ -21,6 +22,12 @@
 //!
 //! The schema is versioned (table `avto_schema_migrations`); migrations run at start-up, inside
 //! a transaction and under a lock, so several orchestrators can start against one database.
+//! Version 1 is `job_history`, version 2 adds `worker_history` (see [`workers`]).
+//!
+//! The reputation recalculation reads the history through [`HistoryBackend::task_outcomes`]: per
+//! worker, a `COUNT` of its `task_finished` rows since a time and of those whose
+//! `details.result_status` is `failure`, computed by the database on the `(worker_id, timestamp)`
+//! index (no rows are loaded).
 
 mod events;
 mod memory;
@@ -30,8 +37,9 @@ mod postgres;
 mod rows;
 #[cfg(feature = "history-sqlite")]
 mod sqlite;
+pub mod workers;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,13 +51,14 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use events::{created_record, records_for};
 pub use memory::MemoryHistory;
+pub use workers::{TaskOutcomes, WorkerHistoryRecord};
 
 /// Capacity of the write queue (events waiting for the writer task).
 pub const QUEUE_CAPACITY: usize = 10_000;
 /// Largest number of rows the writer inserts in one statement.
 pub const BATCH_SIZE: usize = 500;
 /// The schema version this avto writes (migrations 1..=SCHEMA_VERSION of each SQL backend).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 /// What `GET .../jobs/{id}/history` answers (404) when history is disabled.
 pub const DISABLED_MESSAGE: &str = "history is disabled on this orchestrator (set HISTORY_DATABASE_URI)";
 
@@ -196,6 +205,23 @@ pub trait HistoryBackend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<BTreeMap<String, u64>, HistoryError>>;
     /// The schema version the database is at.
     fn schema_version(&self) -> BoxFuture<'_, Result<i64, HistoryError>>;
+    /// Inserts worker history rows (in order).
+    fn insert_workers<'a>(&'a self, rows: &'a [WorkerHistoryRecord]) -> BoxFuture<'a, Result<(), HistoryError>>;
+    /// The newest `limit` worker history rows of a worker since `since_us` (epoch microseconds),
+    /// oldest first.
+    fn worker_history<'a>(
+        &'a self,
+        worker_id: &'a str,
+        since_us: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<WorkerHistoryRecord>, HistoryError>>;
+    /// Per worker of `worker_ids`, its `task_finished` rows since `since_us`, counted by the
+    /// database (an aggregate per worker, no rows are loaded). Workers without rows are absent.
+    fn task_outcomes<'a>(
+        &'a self,
+        worker_ids: &'a [String],
+        since_us: i64,
+    ) -> BoxFuture<'a, Result<HashMap<String, TaskOutcomes>, HistoryError>>;
 }
 
 /// A parsed `HISTORY_DATABASE_URI`.
@@ -293,6 +319,7 @@ pub fn connect(uri: &str, timeout: Duration) -> BoxFuture<'static, Result<Arc<dy
 
 enum Msg {
     Record(HistoryRecord),
+    Worker(WorkerHistoryRecord),
     Flush(oneshot::Sender<()>),
 }
 
@@ -358,13 +385,21 @@ impl History {
     /// Queues rows for writing. Never waits: when the queue is full the rows are dropped (and counted).
     pub fn record(&self, rows: impl IntoIterator<Item = HistoryRecord>) {
         for row in rows {
-            if let Err(e) = self.tx.try_send(Msg::Record(row)) {
-                let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                if n % 1000 == 0 {
-                    let why =
-                        if matches!(e, mpsc::error::TrySendError::Full(_)) { "queue full" } else { "writer stopped" };
-                    tracing::warn!(dropped_total = n + 1, "history event dropped ({why})");
-                }
+            self.send(Msg::Record(row));
+        }
+    }
+
+    /// Queues a worker history row, like [`History::record`].
+    pub fn record_worker(&self, row: WorkerHistoryRecord) {
+        self.send(Msg::Worker(row));
+    }
+
+    fn send(&self, msg: Msg) {
+        if let Err(e) = self.tx.try_send(msg) {
+            let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            if n % 1000 == 0 {
+                let why = if matches!(e, mpsc::error::TrySendError::Full(_)) { "queue full" } else { "writer stopped" };
+                tracing::warn!(dropped_total = n + 1, "history event dropped ({why})");
             }
         }
     }
@@ -404,6 +439,27 @@ impl History {
         self.flush(Duration::from_secs(5)).await;
         self.backend.status_counts(client).await
     }
+
+    /// The newest `limit` worker history rows of a worker since `since_us`, oldest first.
+    pub async fn worker_history(
+        &self,
+        worker_id: &str,
+        since_us: i64,
+        limit: usize,
+    ) -> Result<Vec<WorkerHistoryRecord>, HistoryError> {
+        self.flush(Duration::from_secs(5)).await;
+        self.backend.worker_history(worker_id, since_us, limit).await
+    }
+
+    /// Finished and failed tasks per worker since `since_us` (see [`HistoryBackend::task_outcomes`]).
+    pub async fn task_outcomes(
+        &self,
+        worker_ids: &[String],
+        since_us: i64,
+    ) -> Result<HashMap<String, TaskOutcomes>, HistoryError> {
+        self.flush(Duration::from_secs(5)).await;
+        self.backend.task_outcomes(worker_ids, since_us).await
+    }
 }
 
 async fn writer(
@@ -414,22 +470,51 @@ async fn writer(
     let mut rx = rx.lock().await;
     let mut msgs = Vec::with_capacity(BATCH_SIZE);
     let mut batch = Vec::with_capacity(BATCH_SIZE);
+    let mut workers = Vec::new();
     while rx.recv_many(&mut msgs, BATCH_SIZE).await > 0 {
         for msg in msgs.drain(..) {
             match msg {
                 Msg::Record(r) => batch.push(r),
+                Msg::Worker(r) => workers.push(r),
                 Msg::Flush(ack) => {
                     write(&*backend, &mut batch, &stats).await;
+                    write(&*backend, &mut workers, &stats).await;
                     let _ = ack.send(());
                 }
             }
         }
         write(&*backend, &mut batch, &stats).await;
+        write(&*backend, &mut workers, &stats).await;
+    }
+}
+
+/// A kind of row the writer inserts in batches.
+trait WriterRow: Sized + Send + Sync {
+    fn insert<'a>(backend: &'a dyn HistoryBackend, rows: &'a [Self]) -> BoxFuture<'a, Result<(), HistoryError>>;
+    /// Logs a row the database refused.
+    fn lost(&self, e: &HistoryError);
+}
+
+impl WriterRow for HistoryRecord {
+    fn insert<'a>(backend: &'a dyn HistoryBackend, rows: &'a [Self]) -> BoxFuture<'a, Result<(), HistoryError>> {
+        backend.insert(rows)
+    }
+    fn lost(&self, e: &HistoryError) {
+        tracing::error!(error = %e, job_id = %self.job_id, event_type = %self.event_type, "history row lost");
+    }
+}
+
+impl WriterRow for WorkerHistoryRecord {
+    fn insert<'a>(backend: &'a dyn HistoryBackend, rows: &'a [Self]) -> BoxFuture<'a, Result<(), HistoryError>> {
+        backend.insert_workers(rows)
+    }
+    fn lost(&self, e: &HistoryError) {
+        tracing::error!(error = %e, worker_id = %self.worker_id, event_type = %self.event_type, "history row lost");
     }
 }
 
 /// Writes a batch: up to three attempts, then row by row (so one bad row loses only itself).
-async fn write(backend: &dyn HistoryBackend, batch: &mut Vec<HistoryRecord>, stats: &HistoryStats) {
+async fn write<R: WriterRow>(backend: &dyn HistoryBackend, batch: &mut Vec<R>, stats: &HistoryStats) {
     if batch.is_empty() {
         return;
     }
@@ -439,7 +524,7 @@ async fn write(backend: &dyn HistoryBackend, batch: &mut Vec<HistoryRecord>, sta
         if delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         }
-        match backend.insert(batch).await {
+        match R::insert(backend, batch).await {
             Ok(()) => {
                 stats.written.fetch_add(n, Ordering::Relaxed);
                 stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -453,13 +538,13 @@ async fn write(backend: &dyn HistoryBackend, batch: &mut Vec<HistoryRecord>, sta
         tracing::warn!(error = %e, rows = n, "history batch insert failed; writing rows one by one");
     }
     for row in batch.drain(..) {
-        match backend.insert(std::slice::from_ref(&row)).await {
+        match R::insert(backend, std::slice::from_ref(&row)).await {
             Ok(()) => {
                 stats.written.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, job_id = %row.job_id, event_type = %row.event_type, "history row lost");
+                row.lost(&e);
             }
         }
     }

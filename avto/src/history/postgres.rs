@@ -2,7 +2,7 @@
 //! `details` / `context_snapshot` JSONB.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -11,14 +11,17 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::query_builder::Separated;
 use sqlx::{Executor, Postgres, QueryBuilder, Row};
 
-use super::rows::{db, push_row, records, Dialect, COLUMNS};
-use super::{redact, HistoryBackend, HistoryError, HistoryRecord, SCHEMA_VERSION};
+use super::rows::{
+    db, outcomes, push_row, push_worker_row, records, worker_records, Dialect, COLUMNS, OUTCOME_CHUNK, WORKER_COLUMNS,
+};
+use super::{redact, HistoryBackend, HistoryError, HistoryRecord, TaskOutcomes, WorkerHistoryRecord, SCHEMA_VERSION};
 
 /// Versioned schema: `(version, description, statements)`. Append only; never edit a released one.
-pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "job_history table",
-    "CREATE TABLE job_history (
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "job_history table",
+        "CREATE TABLE job_history (
         seq BIGSERIAL PRIMARY KEY,
         event_id UUID NOT NULL UNIQUE,
         job_id TEXT NOT NULL,
@@ -40,7 +43,21 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[(
     CREATE INDEX idx_job_history_job ON job_history (job_id, timestamp, seq);
     CREATE INDEX idx_job_history_worker_ts ON job_history (worker_id, timestamp);
     CREATE INDEX idx_job_history_client_ts ON job_history (client, timestamp);",
-)];
+    ),
+    (
+        2,
+        "worker_history table",
+        "CREATE TABLE worker_history (
+        seq BIGSERIAL PRIMARY KEY,
+        event_id UUID NOT NULL UNIQUE,
+        worker_id TEXT NOT NULL,
+        timestamp TIMESTAMPTZ NOT NULL,
+        event_type TEXT NOT NULL,
+        worker_info_snapshot JSONB
+    );
+    CREATE INDEX idx_worker_history_worker_ts ON worker_history (worker_id, timestamp, seq);",
+    ),
+];
 
 /// Advisory lock key held while migrating (several orchestrators may start at once).
 const MIGRATION_LOCK: i64 = 0x6176_746f_6869_7374; // "avtohist"
@@ -51,6 +68,16 @@ const SELECT_COLUMNS: &str = "event_id::text AS event_id, job_id, client, bluepr
      (EXTRACT(EPOCH FROM timestamp) * 1000000)::bigint AS ts_us, event_type, state, status, duration_ms, \
      previous_state, next_state, worker_id, origin_task_id, attempt_number, details::text AS details, \
      context_snapshot::text AS context_snapshot";
+
+/// The columns of a worker history select, read like [`SELECT_COLUMNS`].
+const WORKER_SELECT_COLUMNS: &str = "event_id::text AS event_id, worker_id, \
+     (EXTRACT(EPOCH FROM timestamp) * 1000000)::bigint AS ts_us, event_type, \
+     worker_info_snapshot::text AS worker_info_snapshot";
+
+/// `timestamp >= ` the epoch microseconds bound as `$n`.
+fn since(n: usize) -> String {
+    format!("timestamp >= TIMESTAMPTZ 'epoch' + ${n} * INTERVAL '1 microsecond'")
+}
 
 /// History in a PostgreSQL database.
 #[derive(Debug)]
@@ -235,6 +262,67 @@ impl HistoryBackend for PgHistory {
                 .fetch_one(&self.pool)
                 .await
                 .map_err(db)
+        })
+    }
+
+    fn insert_workers<'a>(&'a self, rows: &'a [WorkerHistoryRecord]) -> BoxFuture<'a, Result<(), HistoryError>> {
+        Box::pin(async move {
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let mut q: QueryBuilder<'_, Postgres> =
+                QueryBuilder::new(format!("INSERT INTO worker_history ({WORKER_COLUMNS}) "));
+            q.push_values(rows, |mut b, r| push_worker_row(&mut b, r));
+            q.build().execute(&self.pool).await.map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn worker_history<'a>(
+        &'a self,
+        worker_id: &'a str,
+        since_us: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<WorkerHistoryRecord>, HistoryError>> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT {WORKER_SELECT_COLUMNS} FROM worker_history WHERE worker_id = $1 AND {}
+                 ORDER BY timestamp DESC, seq DESC LIMIT $3",
+                since(2)
+            );
+            let rows = sqlx::query(&sql)
+                .bind(worker_id)
+                .bind(since_us)
+                .bind(limit.min(i64::MAX as usize) as i64)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+            let mut v = worker_records::<Postgres>(&rows)?;
+            v.reverse();
+            Ok(v)
+        })
+    }
+
+    fn task_outcomes<'a>(
+        &'a self,
+        worker_ids: &'a [String],
+        since_us: i64,
+    ) -> BoxFuture<'a, Result<HashMap<String, TaskOutcomes>, HistoryError>> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT worker_id, COUNT(*)::bigint, \
+                 SUM(CASE WHEN details->>'result_status' = 'failure' THEN 1 ELSE 0 END)::bigint \
+                 FROM job_history WHERE event_type = 'task_finished' AND worker_id = ANY($1) AND {} \
+                 GROUP BY worker_id",
+                since(2)
+            );
+            let mut out = HashMap::new();
+            for chunk in worker_ids.chunks(OUTCOME_CHUNK) {
+                let rows: Vec<(String, i64, i64)> =
+                    sqlx::query_as(&sql).bind(chunk).bind(since_us).fetch_all(&self.pool).await.map_err(db)?;
+                out.extend(outcomes(rows));
+            }
+            Ok(out)
         })
     }
 }

@@ -1,7 +1,7 @@
 //! SQLite history (feature `history-sqlite`): one file in WAL mode, `timestamp` as REAL epoch seconds.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,14 +12,17 @@ use sqlx::sqlite::{
 };
 use sqlx::{Executor, QueryBuilder, Row, Sqlite};
 
-use super::rows::{db, push_row, records, Dialect, COLUMNS};
-use super::{HistoryBackend, HistoryError, HistoryRecord, SCHEMA_VERSION};
+use super::rows::{
+    db, outcomes, push_row, push_worker_row, records, worker_records, Dialect, COLUMNS, OUTCOME_CHUNK, WORKER_COLUMNS,
+};
+use super::{HistoryBackend, HistoryError, HistoryRecord, TaskOutcomes, WorkerHistoryRecord, SCHEMA_VERSION};
 
 /// Versioned schema: `(version, description, statements)`. Append only; never edit a released one.
-pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "job_history table",
-    "CREATE TABLE job_history (
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "job_history table",
+        "CREATE TABLE job_history (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         event_id TEXT NOT NULL UNIQUE,
         job_id TEXT NOT NULL,
@@ -41,7 +44,21 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[(
     CREATE INDEX idx_job_history_job ON job_history (job_id, timestamp, seq);
     CREATE INDEX idx_job_history_worker_ts ON job_history (worker_id, timestamp);
     CREATE INDEX idx_job_history_client_ts ON job_history (client, timestamp);",
-)];
+    ),
+    (
+        2,
+        "worker_history table",
+        "CREATE TABLE worker_history (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        worker_id TEXT NOT NULL,
+        timestamp REAL NOT NULL,
+        event_type TEXT NOT NULL,
+        worker_info_snapshot TEXT
+    );
+    CREATE INDEX idx_worker_history_worker_ts ON worker_history (worker_id, timestamp, seq);",
+    ),
+];
 
 /// History in a SQLite database.
 #[derive(Debug)]
@@ -245,6 +262,71 @@ impl HistoryBackend for SqliteHistory {
                 .fetch_one(&self.pool)
                 .await
                 .map_err(db)
+        })
+    }
+
+    fn insert_workers<'a>(&'a self, rows: &'a [WorkerHistoryRecord]) -> BoxFuture<'a, Result<(), HistoryError>> {
+        Box::pin(async move {
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let mut q: QueryBuilder<'_, Sqlite> =
+                QueryBuilder::new(format!("INSERT INTO worker_history ({WORKER_COLUMNS}) "));
+            q.push_values(rows, |mut b, r| push_worker_row(&mut b, r));
+            q.build().execute(&self.pool).await.map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn worker_history<'a>(
+        &'a self,
+        worker_id: &'a str,
+        since_us: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<WorkerHistoryRecord>, HistoryError>> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT {WORKER_COLUMNS}, seq FROM worker_history WHERE worker_id = ? AND timestamp >= ?
+                 ORDER BY timestamp DESC, seq DESC LIMIT ?"
+            );
+            let rows = sqlx::query(&sql)
+                .bind(worker_id)
+                .bind(since_us as f64 / 1e6)
+                .bind(limit.min(i64::MAX as usize) as i64)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+            let mut v = worker_records::<Sqlite>(&rows)?;
+            v.reverse();
+            Ok(v)
+        })
+    }
+
+    fn task_outcomes<'a>(
+        &'a self,
+        worker_ids: &'a [String],
+        since_us: i64,
+    ) -> BoxFuture<'a, Result<HashMap<String, TaskOutcomes>, HistoryError>> {
+        Box::pin(async move {
+            let mut out = HashMap::new();
+            for chunk in worker_ids.chunks(OUTCOME_CHUNK) {
+                // CASE evaluates lazily: a `details` that is not JSON counts as no failure
+                // instead of failing the query.
+                let mut q: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+                    "SELECT worker_id, COUNT(*), SUM(CASE WHEN json_valid(details) THEN \
+                     (CASE WHEN json_extract(details, '$.result_status') = 'failure' THEN 1 ELSE 0 END) ELSE 0 END) \
+                     FROM job_history WHERE event_type = 'task_finished' AND timestamp >= ",
+                );
+                q.push_bind(since_us as f64 / 1e6).push(" AND worker_id IN (");
+                let mut ids = q.separated(", ");
+                for id in chunk {
+                    ids.push_bind(id.as_str());
+                }
+                q.push(") GROUP BY worker_id");
+                let rows: Vec<(String, i64, i64)> = q.build_query_as().fetch_all(&self.pool).await.map_err(db)?;
+                out.extend(outcomes(rows));
+            }
+            Ok(out)
         })
     }
 }

@@ -21,6 +21,7 @@
 //! | `avto_scheduler_jobs_triggered_total{schedule}` | counter | jobs created by schedules.toml |
 //! | `avto_worker_poll_answers_total`, `avto_worker_tasks_handed_out_total` | counter | polls answered with tasks, and the tasks in them (more tasks than answers: workers take batches) |
 //! | `avto_worker_result_requests_total`, `avto_worker_results_total` | counter | result requests, and the results in them |
+//! | `avto_reputation_recalculations_total` | counter | reputation recalculations this instance ran (one per `REPUTATION_RECALC_INTERVAL_SECONDS` across the instances) |
 //! | `avto_runtime_scheduling_delay_seconds` | gauge | how late the runtime woke a task that slept 1 s (last sample, every second) |
 //! | `avto_history_events_{written,dropped,failed}_total`, `avto_history_queue_depth` | | history writer (when enabled) |
 //! | `avto_webhooks_total{outcome}` | counter | webhooks by outcome: `delivered`, `rejected` (4xx), `failed` (every attempt), `refused` (non-public target), `dropped` (queue full, not kept), `deferred` (queue full, left in the outbox), `redelivered` (taken from the outbox again) |
@@ -103,6 +104,8 @@ pub struct Metrics {
     results: Counter,
     /// How late the runtime woke a task that slept 1 s, at the last sample (seconds).
     scheduling_delay: Gauge<f64, AtomicU64>,
+    /// Reputation recalculations this instance ran.
+    reputation_recalculations: Counter,
 }
 
 impl Default for Metrics {
@@ -119,6 +122,7 @@ impl Default for Metrics {
             result_requests: Counter::default(),
             results: Counter::default(),
             scheduling_delay: Gauge::default(),
+            reputation_recalculations: Counter::default(),
         };
         // The registry holds handles to the same series (each metric is an `Arc` inside).
         let r = &mut m.registry;
@@ -139,6 +143,11 @@ impl Default for Metrics {
             "avto_runtime_scheduling_delay_seconds",
             "How late the async runtime woke a task that slept one second, at the last sample (a busy or starved runtime)",
             m.scheduling_delay.clone(),
+        );
+        r.register(
+            "avto_reputation_recalculations",
+            "Reputation recalculations this instance ran",
+            m.reputation_recalculations.clone(),
         );
         m
     }
@@ -170,6 +179,16 @@ impl Metrics {
     /// A sample of the runtime's scheduling delay.
     pub fn scheduling_delay(&self, seconds: f64) {
         self.scheduling_delay.set(seconds.max(0.0));
+    }
+
+    /// This instance recalculated the reputations.
+    pub fn reputation_recalculated(&self) {
+        self.reputation_recalculations.inc();
+    }
+
+    /// Reputation recalculations this instance ran.
+    pub fn reputation_recalculations(&self) -> u64 {
+        self.reputation_recalculations.get()
     }
 
     pub fn schedule_fired(&self, schedule: &str) {

@@ -121,6 +121,12 @@ pub struct Config {
     pub log_level: String,
     pub log_format: String,
     pub reputation_min_threshold: f64,
+    /// `REPUTATION_RECALC_INTERVAL_SECONDS` (default 3600): how often reputations are recalculated
+    /// from the history (once per interval across instances; nothing to do without history).
+    pub reputation_recalc_interval: Duration,
+    /// `WORKER_HISTORY_STATUS_INTERVAL_SECONDS` (default 60): at most one `status_update` row per
+    /// worker per interval, written only when the status changed (`offline` always).
+    pub worker_history_status_interval: Duration,
     /// `DISPATCHER_MAX_CANDIDATES` (default 50): eligible workers one dispatch chooses among.
     pub dispatcher_max_candidates: usize,
     pub work_stealing_enabled: bool,
@@ -293,6 +299,8 @@ impl Default for Config {
             log_level: "info".into(),
             log_format: "json".into(),
             reputation_min_threshold: 0.3,
+            reputation_recalc_interval: Duration::from_secs(3600),
+            worker_history_status_interval: Duration::from_secs(60),
             dispatcher_max_candidates: 50,
             work_stealing_enabled: true,
             production: false,
@@ -426,6 +434,9 @@ impl Config {
             log_level: env.str("LOG_LEVEL").map(|l| l.to_ascii_lowercase()).unwrap_or(d.log_level),
             log_format: env.str("LOG_FORMAT").map(|l| l.to_ascii_lowercase()).unwrap_or(d.log_format),
             reputation_min_threshold: env.parse("REPUTATION_MIN_THRESHOLD", d.reputation_min_threshold)?,
+            reputation_recalc_interval: env.secs("REPUTATION_RECALC_INTERVAL_SECONDS", d.reputation_recalc_interval)?,
+            worker_history_status_interval: env
+                .secs("WORKER_HISTORY_STATUS_INTERVAL_SECONDS", d.worker_history_status_interval)?,
             dispatcher_max_candidates: env.parse("DISPATCHER_MAX_CANDIDATES", d.dispatcher_max_candidates)?,
             work_stealing_enabled: env.bool("WORK_STEALING_ENABLED", d.work_stealing_enabled)?,
             production,
@@ -638,161 +649,4 @@ fn redis_url(env: &Env<'_>) -> Result<Option<String>, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn cfg(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Config::from_lookup(&move |k| map.get(k).cloned())
-    }
-
-    #[test]
-    fn defaults() {
-        let c = cfg(&[]).unwrap();
-        assert_eq!(c.port, 8080);
-        assert_eq!(c.client_api_prefix, "api");
-        assert_eq!(c.clients.len(), 1);
-        assert_eq!(c.clients[0].token, DEV_CLIENT_TOKEN);
-    }
-
-    #[test]
-    fn invalid_values_fail_fast_with_the_variable_name() {
-        let e = cfg(&[("API_PORT", "eighty")]).unwrap_err();
-        assert!(e.0.contains("API_PORT"), "{e}");
-        let e = cfg(&[("RATE_LIMITING_ENABLED", "maybe")]).unwrap_err();
-        assert!(e.0.contains("RATE_LIMITING_ENABLED"), "{e}");
-        let e = cfg(&[("WORKER_POLL_TIMEOUT_SECONDS", "-1")]).unwrap_err();
-        assert!(e.0.contains("WORKER_POLL_TIMEOUT_SECONDS"), "{e}");
-        let e = cfg(&[("CLIENTS_CONFIG_PATH", "/nonexistent/clients.toml")]).unwrap_err();
-        assert!(e.0.contains("cannot read"), "{e}");
-    }
-
-    #[test]
-    fn default_dispatch_timeout_is_bounded_and_positive() {
-        assert_eq!(cfg(&[]).unwrap().default_dispatch_timeout, Duration::from_secs(DEFAULT_DISPATCH_TIMEOUT_SECONDS));
-        let c = cfg(&[("DEFAULT_DISPATCH_TIMEOUT_SECONDS", "2.5")]).unwrap();
-        assert_eq!(c.default_dispatch_timeout, Duration::from_millis(2500));
-        for bad in ["0", "-1", "1e12", "soon"] {
-            let e = cfg(&[("DEFAULT_DISPATCH_TIMEOUT_SECONDS", bad)]).unwrap_err();
-            assert!(e.0.contains("DEFAULT_DISPATCH_TIMEOUT_SECONDS"), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn job_retention() {
-        let c = cfg(&[]).unwrap();
-        assert_eq!(c.job_retention, Some(Duration::from_secs(7 * 86_400)));
-        assert_eq!(c.max_retained_jobs, 100_000);
-        let c = cfg(&[("JOB_RETENTION_SECONDS", "0"), ("MAX_RETAINED_JOBS", "5")]).unwrap();
-        assert_eq!(c.job_retention, None, "0 = keep forever");
-        assert_eq!(c.max_retained_jobs, 5);
-        assert_eq!(cfg(&[("JOB_RETENTION_SECONDS", "1.5")]).unwrap().job_retention, Some(Duration::from_millis(1500)));
-        let e = cfg(&[("JOB_RETENTION_SECONDS", "1e12")]).unwrap_err();
-        assert!(e.0.contains("JOB_RETENTION_SECONDS"), "{e}");
-        let e = cfg(&[("MAX_RETAINED_JOBS", "-1")]).unwrap_err();
-        assert!(e.0.contains("MAX_RETAINED_JOBS"), "{e}");
-        assert_eq!(c.data_store_ttl, Some(Duration::from_secs(30 * 86_400)));
-        assert_eq!(cfg(&[("DATA_STORE_TTL_SECONDS", "0")]).unwrap().data_store_ttl, None, "0 = keep");
-        assert_eq!(c.engine().data_ttl, c.data_store_ttl);
-    }
-
-    #[test]
-    fn client_token_and_prefix() {
-        let c = cfg(&[("CLIENT_TOKEN", "t1"), ("CLIENT_API_PREFIX", "//v//")]).unwrap();
-        assert_eq!(c.client_api_prefix, "v");
-        assert!(c.clients.iter().any(|e| e.token == "t1"));
-    }
-
-    #[test]
-    fn clients_toml() {
-        let t: toml::Table = r#"
-            [client_premium]
-            token = "user_token_vip"
-            plan = "premium"
-            monthly_attempts = 100000
-            languages = ["en", "de", "fr"]
-            [client_premium.params]
-            tier = 3
-        "#
-        .parse()
-        .unwrap();
-        let c = parse_clients(t, "x").unwrap();
-        assert_eq!(c[0].quota, Some(100000));
-        assert_eq!(c[0].config.plan, "premium");
-        assert_eq!(c[0].config.get("languages"), &serde_json::json!(["en", "de", "fr"]));
-        assert_eq!(c[0].config.params, serde_json::json!({"tier": 3}));
-        assert!(c[0].config.config.get("token").is_none(), "the token is never part of the client config");
-        let bad: toml::Table = "[a]\nplan = \"x\"\n".parse().unwrap();
-        assert!(parse_clients(bad, "x").unwrap_err().0.contains("token"));
-        let bad: toml::Table = "[a]\ntoken = \"t\"\nmonthly_attempts = \"many\"\n".parse().unwrap();
-        assert!(parse_clients(bad, "x").unwrap_err().0.contains("monthly_attempts"));
-    }
-
-    #[test]
-    fn worker_tokens_and_patterns() {
-        let t: toml::Table = "[worker-001]\ntoken = \"a\"\n[\"cpu-*\"]\ntoken = \"b\"\n".parse().unwrap();
-        let tokens = parse_workers(t, "x").unwrap();
-        let c = Config { worker_tokens: tokens, ..Config::default() };
-        assert_eq!(c.worker_token("worker-001"), Some("a"));
-        assert_eq!(c.worker_token("cpu-7"), Some("b"));
-        assert_eq!(c.worker_token("gpu-1"), None);
-    }
-
-    #[test]
-    fn redis_url_from_url_or_host_port_db() {
-        assert_eq!(cfg(&[]).unwrap().redis_url, None);
-        assert_eq!(cfg(&[("REDIS_HOST", "")]).unwrap().redis_url, None);
-        let c = cfg(&[("REDIS_HOST", "cache"), ("REDIS_PORT", "6380"), ("REDIS_DB", "2")]).unwrap();
-        assert_eq!(c.redis_url.as_deref(), Some("redis://cache:6380/2"));
-        assert_eq!(c.redis_key_prefix, "avto:");
-        let c = cfg(&[("REDIS_URL", "redis://127.0.0.1:6379/1"), ("REDIS_HOST", "ignored")]).unwrap();
-        assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379/1"));
-        assert!(cfg(&[("REDIS_URL", "127.0.0.1:6379")]).unwrap_err().0.contains("REDIS_URL"));
-        assert!(cfg(&[("REDIS_HOST", "h"), ("REDIS_PORT", "x")]).unwrap_err().0.contains("REDIS_PORT"));
-        assert_eq!(cfg(&[("REDIS_KEY_PREFIX", "t1:")]).unwrap().redis_key_prefix, "t1:");
-    }
-
-    /// Issue #12 item 6: CLIENT_TOKEN's client `default` and a [default] table of clients.toml
-    /// with another token are two clients with one name: refused at start-up. With the same
-    /// token they are one client. Identities never repeat.
-    #[test]
-    fn client_names_are_unique() {
-        let dir = std::env::temp_dir().join(format!("avto-clients-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("clients.toml");
-        std::fs::write(&path, "[default]\ntoken = \"toml-token\"\n[acme]\ntoken = \"acme-token\"\n").unwrap();
-        let p = path.to_string_lossy().into_owned();
-        let e = cfg(&[("CLIENTS_CONFIG_PATH", &p), ("CLIENT_TOKEN", "env-token")]).unwrap_err();
-        assert!(e.0.contains("`default`") && e.0.contains("unique"), "{e}");
-        let c = cfg(&[("CLIENTS_CONFIG_PATH", &p), ("CLIENT_TOKEN", "toml-token")]).unwrap();
-        assert_eq!(c.clients.len(), 2, "the same token is the same client");
-        let ids: Vec<&str> = c.clients.iter().map(|c| c.config.id.as_str()).collect();
-        assert!(ids.contains(&"toml:default") && ids.contains(&"toml:acme"), "{ids:?}");
-        assert_eq!(cfg(&[("CLIENT_TOKEN", "t")]).unwrap().clients[0].config.id, "env:CLIENT_TOKEN");
-        assert_eq!(cfg(&[]).unwrap().clients[0].config.id, "dev:default");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn admin_token_is_its_own_credential() {
-        assert_eq!(cfg(&[]).unwrap().admin_token, None);
-        assert_eq!(cfg(&[("ADMIN_TOKEN", "op")]).unwrap().admin_token.as_deref(), Some("op"));
-        let e = cfg(&[("ADMIN_TOKEN", "c"), ("CLIENT_TOKEN", "c")]).unwrap_err();
-        assert!(e.0.contains("ADMIN_TOKEN"), "{e}");
-        let e = cfg(&[("ADMIN_TOKEN", "w"), ("GLOBAL_WORKER_TOKEN", "w")]).unwrap_err();
-        assert!(e.0.contains("ADMIN_TOKEN"), "{e}");
-    }
-
-    #[test]
-    fn production_refuses_dev_defaults() {
-        assert!(cfg(&[("ENVIRONMENT", "production")]).is_err());
-        assert!(cfg(&[
-            ("ENVIRONMENT", "production"),
-            ("GLOBAL_WORKER_TOKEN", "w"),
-            ("ORCHESTRATOR_SECRET_KEY", "s"),
-            ("CLIENT_TOKEN", "c")
-        ])
-        .is_ok());
-    }
-}
+mod tests;

@@ -11,12 +11,14 @@
 //! | `jobs.rs` | the job lifecycle: create, results, events, approvals, cancel, parent resume |
 //! | `workers.rs` | worker sessions: register, heartbeat, long-poll, placing tasks on queues |
 //! | `watcher.rs` | timeouts, dead workers and crash recovery |
+//! | `reputation.rs` | the hourly reputation recalculation from the history |
 //! | `observe.rs` | metrics, history records and the end-of-job file cleanup |
 //!
 //! Who may call (clients, the operator, workers) is [`super::auth`]'s concern.
 
 mod jobs;
 mod observe;
+mod reputation;
 mod transact;
 mod watcher;
 mod workers;
@@ -34,8 +36,9 @@ use super::metrics::Metrics;
 use super::webhooks::Webhooks;
 use crate::blueprint::Blueprint;
 use crate::engine::{self, EngineEnv};
+use crate::history::workers::StatusLog;
 use crate::history::History;
-use crate::storage::{JobStore, NonceStore, QuotaStore, RateLimitStore, StorageError, Stores};
+use crate::storage::{JobStore, NonceStore, QuotaStore, RateLimitStore, ScheduleLocks, StorageError, Stores};
 use crate::supervise::Health;
 
 pub use transact::JobTx;
@@ -104,6 +107,10 @@ pub struct Core {
     contracts: super::contracts::Contracts,
     /// Execution history (set at start-up when enabled; see [`crate::history`]).
     history: OnceLock<History>,
+    /// Which heartbeats become worker `status_update` history rows.
+    status_log: StatusLog,
+    /// Claims shared by the instances (the reputation recalculation's once-per-interval key).
+    schedule_locks: Arc<dyn ScheduleLocks>,
     /// Prometheus counters and histograms (`GET /metrics`).
     metrics: Metrics,
     /// Handler runs at once (`EXECUTOR_MAX_CONCURRENT_JOBS`).
@@ -136,12 +143,13 @@ impl Core {
         if let Some(bus) = stores.bus {
             dispatcher = dispatcher.with_bus(bus);
         }
-        let Stores { jobs, quotas, rate, nonces, sts, .. } = stores;
+        let Stores { jobs, quotas, rate, nonces, sts, schedule_locks, .. } = stores;
         let exec = Arc::new(Semaphore::new(cfg.executor_max_concurrent_jobs.max(1)));
         let health = Health::new(cfg.background_task_max_restarts);
         let webhooks = Webhooks::with_outbox(super::webhooks::WebhookSettings::of(&cfg), jobs.clone());
         let auth = Auth::new(&cfg, sts);
         let contracts = super::contracts::Contracts::compile(&env);
+        let status_log = StatusLog::new(cfg.worker_history_status_interval);
         Core {
             cfg: Arc::new(cfg),
             env,
@@ -154,6 +162,8 @@ impl Core {
             webhooks,
             contracts,
             history: OnceLock::new(),
+            status_log,
+            schedule_locks,
             metrics: Metrics::default(),
             exec,
             client_configs: Default::default(),

@@ -20,7 +20,8 @@ const RETENTION_BATCH: usize = 1000;
 const RETENTION_BATCHES: usize = 100;
 
 impl Core {
-    /// Starts the background loops (watcher: timeouts and dead workers), supervised: a pass
+    /// Starts the background loops (watcher: timeouts and dead workers; the scheduling-delay
+    /// probe; the reputation recalculation), supervised: a pass
     /// that panics is logged and the watcher starts again (see [`crate::supervise`]).
     pub fn start_background(self: &Arc<Self>) {
         let core = Arc::downgrade(self);
@@ -38,6 +39,7 @@ impl Core {
             }
         });
         self.start_scheduling_delay_probe();
+        self.start_reputation();
     }
 
     /// Samples the runtime's scheduling delay every second (`avto_runtime_scheduling_delay_seconds`):

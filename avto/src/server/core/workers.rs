@@ -1,13 +1,15 @@
-//! Worker sessions: registration, heartbeats, long-polls, and placing a job's tasks on worker
-//! queues (or parking them until a worker can take them).
+//! Worker sessions: registration, heartbeats (and the worker history rows they write),
+//! long-polls, and placing a job's tasks on worker queues (or parking them until a worker can
+//! take them).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::transact::{log_failure, JobTx};
 use super::{Core, CoreError, TaskContext};
+use crate::history::workers::{WorkerHistoryRecord, WORKER_REGISTERED, WORKER_STATUS_UPDATE};
 use crate::job::now_ms;
 use crate::protocol::worker_status;
 use crate::storage::{BusMessage, QueuedTask, Unassigned, WorkerCommand, WorkerInfo, WorkerLoad};
@@ -104,11 +106,29 @@ impl Core {
         });
     }
 
-    /// Registers (or re-registers) a worker and hands it parked tasks it can take.
+    /// Registers (or re-registers) a worker and hands it parked tasks it can take. With history
+    /// enabled, writes its `registered` row.
     pub async fn register_worker(self: &Arc<Self>, info: WorkerInfo) -> Result<(), CoreError> {
+        let worker_id = info.worker_id.clone();
         self.dispatcher.register(info).await?;
+        self.record_worker(&worker_id, WORKER_REGISTERED).await;
         self.place_parked();
         Ok(())
+    }
+
+    /// Writes a worker history row with the worker's record as the store has it now (the
+    /// registration merged with its heartbeats, its status and reputation; never its security block).
+    async fn record_worker(&self, worker_id: &str, event_type: &str) {
+        let Some(h) = self.history() else { return };
+        let Some(info) = self.dispatcher.worker(worker_id).await else { return };
+        if event_type == WORKER_REGISTERED {
+            self.status_log.written(worker_id, &info.status);
+        }
+        let mut record = info.record.clone();
+        record.remove("security");
+        record.insert("status".into(), json!(info.status));
+        record.insert("reputation".into(), json!(info.reputation));
+        h.record_worker(WorkerHistoryRecord::new(worker_id, event_type, &Value::Object(record)));
     }
 
     /// A heartbeat. `Ok(None)` = unknown worker (it must re-register).
@@ -117,9 +137,18 @@ impl Core {
         worker_id: &str,
         body: Option<&Value>,
     ) -> Result<Option<Vec<String>>, CoreError> {
-        let offline = body.and_then(|b| b["status"].as_str()) == Some(worker_status::OFFLINE);
+        let status = body.and_then(|b| b["status"].as_str());
+        let offline = status == Some(worker_status::OFFLINE);
         let Some(cancel) = self.dispatcher.heartbeat(worker_id, body).await? else { return Ok(None) };
+        // A `status_update` row only for a changed status, at most one per worker per
+        // WORKER_HISTORY_STATUS_INTERVAL_SECONDS (heartbeats come every few seconds).
+        if let Some(status) = status.filter(|_| self.history().is_some()) {
+            if self.status_log.should_write(worker_id, status) {
+                self.record_worker(worker_id, WORKER_STATUS_UPDATE).await;
+            }
+        }
         if offline {
+            self.status_log.forget(worker_id);
             let (queued, orphans) = self.dispatcher.remove(worker_id).await;
             self.requeue(queued.into_iter().map(|t| (t.job_id, t.task_id)).collect());
             self.requeue(orphans.into_iter().map(|o| (o.job_id, o.task_id)).collect());

@@ -41,7 +41,7 @@
 //! | `{p}dsk:{blueprint}:{store}:{key}` | string (JSON), expiry | one blueprint data-store key (`DATA_STORE_TTL_SECONDS` after its last write unless declared) |
 //! | `{p}ds:{blueprint}:{store}` | hash | a data store as earlier versions wrote it: each key moves to its own string on first use |
 //! | `{p}round_robin` | integer | the round-robin turn all instances share |
-//! | `{p}sched:{key}` | string, PX ttl | scheduler fire-time claims |
+//! | `{p}sched:{key}` | string, PX ttl | scheduler fire-time claims; `sched:reputation:{interval_ms}:{period}`: the reputation recalculation of a period (kept 2 intervals) |
 //! | `{p}rid:{uuid}` | string, 60 s | the answer of a claiming script, for a retry after a lost reply (a pop or steal keeps only the task's queue member, not its JSON) |
 //! | `{p}bus` | pub/sub channel | wake-ups and WebSocket commands between instances |
 //!
