@@ -110,3 +110,50 @@ async fn initial_data_breaking_the_contract_is_refused_before_a_job_exists() {
     let id = c.create("/api/v1/jobs/untyped_order", json!({"name": 5, "whatever": [1, 2]})).await;
     assert_eq!(c.wait_terminal(&id, Duration::from_secs(10)).await["status"], "finished");
 }
+
+/// The skill catalog (issue #15 item 2, spec 35): for each skill live workers offer, its contract
+/// as registered (schemas, statuses, version) with the worker's price, how many workers offer it,
+/// their types and their average reputation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_catalog_shows_each_skills_contract() {
+    use avto::worker::{Skill, TaskHandle, TaskOutcome};
+    let s = Server::start([untyped_order::blueprint()]).await;
+    let c = s.client();
+    let resize = || {
+        Skill::new("resize")
+            .version("1.2.0")
+            .description("resizes an image")
+            .input_schema(json!({"type": "object", "required": ["url"]}))
+            .output_schema(json!({"type": "object", "required": ["width"]}))
+            .output_statuses(["success", "too_small"])
+    };
+    let workers: Vec<avto_tests::RustWorker> = ["cat-a", "cat-b"]
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            avto_tests::RustWorker::start(&s.base, id, |b| {
+                b.worker_type(if i == 0 { "gpu" } else { "cpu" })
+                    .cost_per_skill("resize", 0.5 + i as f64)
+                    .task(resize(), |_p: Value, _t: TaskHandle| async { TaskOutcome::success(json!({"width": 1})) })
+                    .task(Skill::new("ping"), |_p: Value, _t: TaskHandle| async { TaskOutcome::success(json!({})) })
+            })
+        })
+        .collect();
+    c.wait_workers(&["cat-a", "cat-b"]).await;
+    let (status, cat) = c.get("/api/v1/workers/catalog").await;
+    assert_eq!(status, 200, "{cat}");
+    let r = &cat["resize"];
+    assert_eq!(r["providers_count"], 2, "{cat}");
+    assert_eq!(r["worker_types"], json!(["cpu", "gpu"]), "{cat}");
+    assert_eq!(r["average_reputation"], 1.0, "{cat}");
+    assert_eq!(r["contract"]["version"], "1.2.0", "{cat}");
+    assert_eq!(r["contract"]["input_schema"]["required"], json!(["url"]), "{cat}");
+    assert_eq!(r["contract"]["output_schema"]["required"], json!(["width"]), "{cat}");
+    assert_eq!(r["contract"]["output_statuses"], json!(["success", "too_small"]), "{cat}");
+    assert_eq!(r["contract"]["base_price"], 0.5, "the first worker's price (workers by id): {cat}");
+    assert_eq!(cat["ping"]["providers_count"], 2, "{cat}");
+    // Clients only: a worker token is no client credential.
+    let (status, _) = c.with_token("not-a-client").get("/api/v1/workers/catalog").await;
+    assert_eq!(status, 401);
+    drop(workers);
+}

@@ -56,6 +56,7 @@ pub(super) fn routes(core: &Arc<Core>) -> Router<Arc<Core>> {
             .route(&format!("{base}/blueprints"), get(list_blueprints))
             .route(&format!("{base}/blueprints/{{name}}/graph"), get(graph))
             .route(&format!("{base}/workers"), get(workers))
+            .route(&format!("{base}/workers/catalog"), get(worker_catalog))
             .route(&format!("{base}/dashboard"), get(dashboard))
             .route(&format!("{base}/admin/reload-workers"), post(reload_workers));
         r = super::files::routes(r, &base);
@@ -449,6 +450,12 @@ async fn workers(State(core): State<Arc<Core>>, parts: Parts) -> Result<Response
         })
         .collect();
     Ok(json_response(&Value::Array(list)))
+}
+
+/// `GET …/workers/catalog` (client credential): the skills live workers offer, with their
+/// contracts (see [`Core::worker_catalog`]).
+async fn worker_catalog(State(core): State<Arc<Core>>, _client: Client) -> Response {
+    json_response(&*core.worker_catalog().await)
 }
 
 /// `POST …/admin/reload-workers` (operator credential): reads workers.toml (`WORKERS_CONFIG_PATH`)

@@ -105,6 +105,8 @@ pub struct Core {
     webhooks: Webhooks,
     /// The blueprints' input contracts, compiled.
     contracts: super::contracts::Contracts,
+    /// The skill catalog and when it was built (see [`Core::worker_catalog`]).
+    catalog: parking_lot::Mutex<Option<(std::time::Instant, Arc<Value>)>>,
     /// Execution history (set at start-up when enabled; see [`crate::history`]).
     history: OnceLock<History>,
     /// Which heartbeats become worker `status_update` history rows.
@@ -161,6 +163,7 @@ impl Core {
             auth,
             webhooks,
             contracts,
+            catalog: Default::default(),
             history: OnceLock::new(),
             status_log,
             schedule_locks,

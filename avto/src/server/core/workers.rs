@@ -277,6 +277,26 @@ impl Core {
         self.dispatcher.live_workers().await
     }
 
+    /// The skill catalog (`GET …/workers/catalog`): for each skill a live worker offers, its
+    /// contract (the skill as the worker registered it: type, version, description, input,
+    /// output and events schemas, output statuses; plus `base_price`, the worker's cost for it),
+    /// how many workers offer it, their types and their average reputation. Built from the live
+    /// workers at most every 10 s (cached). When workers disagree on a skill's contract, the one
+    /// of the highest version (then the first worker by id) is shown.
+    pub async fn worker_catalog(&self) -> Arc<Value> {
+        const FRESH: std::time::Duration = std::time::Duration::from_secs(10);
+        if let Some((at, cat)) = self.catalog.lock().as_ref() {
+            if at.elapsed() < FRESH {
+                return cat.clone();
+            }
+        }
+        let mut workers = self.dispatcher.live_workers().await;
+        workers.sort_by(|a, b| a.info.worker_id.cmp(&b.info.worker_id));
+        let cat = Arc::new(catalog_of(&workers));
+        *self.catalog.lock() = Some((std::time::Instant::now(), cat.clone()));
+        cat
+    }
+
     /// Routes commands for `worker_id` to its WebSocket (`tx`) on this instance.
     pub fn attach_ws(&self, worker_id: &str, tx: tokio::sync::mpsc::UnboundedSender<WorkerCommand>) {
         self.dispatcher.attach_ws(worker_id, tx);
@@ -311,4 +331,58 @@ impl Core {
             other => self.dispatcher.on_bus(other),
         }
     }
+}
+
+/// The catalog of [`Core::worker_catalog`] from `workers` (sorted by id).
+fn catalog_of(workers: &[WorkerLoad]) -> Value {
+    struct Entry {
+        contract: serde_json::Map<String, Value>,
+        providers: usize,
+        types: std::collections::BTreeSet<String>,
+        reputation: f64,
+    }
+    let mut skills: std::collections::BTreeMap<String, Entry> = Default::default();
+    for w in workers {
+        let listed = w.info.record.get("supported_skills").and_then(Value::as_array).cloned().unwrap_or_default();
+        for skill in listed {
+            let mut contract = match skill {
+                Value::Object(m) => m,
+                Value::String(name) => serde_json::Map::from_iter([("name".to_owned(), Value::String(name))]),
+                _ => continue,
+            };
+            let Some(name) = contract.get("name").and_then(Value::as_str).map(str::to_owned) else { continue };
+            let kind = contract.get("type").and_then(Value::as_str).unwrap_or(&name).to_owned();
+            let price = w.info.cost_per_skill.get(&kind).or_else(|| w.info.cost_per_skill.get(&name));
+            contract.insert("base_price".into(), price.map_or(Value::Null, |p| serde_json::json!(p)));
+            let entry = skills.entry(name).or_insert_with(|| Entry {
+                contract: contract.clone(),
+                providers: 0,
+                types: Default::default(),
+                reputation: 0.0,
+            });
+            let version =
+                |c: &serde_json::Map<String, Value>| c.get("version").and_then(Value::as_str).map(str::to_owned);
+            if version(&contract) > version(&entry.contract) {
+                entry.contract = contract;
+            }
+            entry.providers += 1;
+            entry.types.insert(w.info.worker_type.clone());
+            entry.reputation += w.info.reputation;
+        }
+    }
+    Value::Object(
+        skills
+            .into_iter()
+            .map(|(name, e)| {
+                let average = ((e.reputation / e.providers as f64) * 10_000.0).round() / 10_000.0;
+                let v = serde_json::json!({
+                    "contract": e.contract,
+                    "providers_count": e.providers,
+                    "worker_types": e.types,
+                    "average_reputation": average,
+                });
+                (name, v)
+            })
+            .collect(),
+    )
 }
