@@ -471,6 +471,46 @@ async fn dashboard_terminal(c: &avto_tests::ApiClient) -> u64 {
     ["finished", "failed", "cancelled", "quarantined"].iter().filter_map(|s| dash["jobs"][*s].as_u64()).sum()
 }
 
+/// Four echo workers (`{prefix}-w0` ..) that keep sending a result while the orchestrator is
+/// down (8 retries from 100 ms).
+fn patient_workers(base: &str, prefix: &str, execs: &Executions) -> Vec<RustWorker> {
+    (0..4)
+        .map(|i| {
+            echo_worker(base, &format!("{prefix}-w{i}"), execs, |b| {
+                b.max_concurrent_tasks(4).configure(|c| {
+                    c.result_max_retries = 8;
+                    c.result_retry_initial_delay = Duration::from_millis(100);
+                })
+            })
+        })
+        .collect()
+}
+
+/// Creates `n` echo jobs in the background (8 requests at once; job `i` sleeps 20-100 ms at
+/// its worker), with `webhook_url` if given, each sent again until an orchestrator accepts it
+/// (the requests sent again are counted in `resent`); answers their ids.
+fn spawn_creator(
+    client: &avto_tests::ApiClient,
+    n: usize,
+    webhook_url: Option<String>,
+    resent: &Arc<std::sync::atomic::AtomicUsize>,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    let (client, resent) = (client.clone(), resent.clone());
+    tokio::spawn(async move {
+        futures::stream::iter(0..n)
+            .map(|i| {
+                let (c, resent, url) = (client.clone(), resent.clone(), webhook_url.clone());
+                async move {
+                    let body = json!({"initial_data": {"i": i, "sleep_ms": 20 + (i * 37) % 80}, "webhook_url": url});
+                    create_until_accepted(&c, &body, &resent).await
+                }
+            })
+            .buffer_unordered(8)
+            .collect::<Vec<String>>()
+            .await
+    })
+}
+
 /// The environment of an orchestrator process on `port` and the Redis prefix `p` (fast timings),
 /// plus `extra`.
 fn process_env(port: u16, p: &RedisPrefix, extra: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -515,52 +555,12 @@ async fn kill9_with_jobs_in_flight_then_restart_every_job_ends_once() {
     wait_ready(&base).await;
 
     let execs = Executions::default();
-    let workers: Vec<RustWorker> = (0..4)
-        .map(|i| {
-            echo_worker(&base, &format!("crash-w{i}"), &execs, |b| {
-                b.max_concurrent_tasks(4).configure(|c| {
-                    c.result_max_retries = 8;
-                    c.result_retry_initial_delay = Duration::from_millis(100);
-                })
-            })
-        })
-        .collect();
+    let workers = patient_workers(&base, "crash", &execs);
     let client = avto_tests::ApiClient { http: reqwest::Client::new(), base: base.clone(), token: CLIENT_TOKEN.into() };
     // Jobs are created while the orchestrator is killed: a create that fails is sent again
     // (its job may exist anyway, unknown to us: the dashboard check covers it).
     let resent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let creator = {
-        let (client, resent) = (client.clone(), resent.clone());
-        tokio::spawn(async move {
-            futures::stream::iter(0..n)
-                .map(|i| {
-                    let (c, resent) = (client.clone(), resent.clone());
-                    async move {
-                        let body = json!({"initial_data": {"i": i, "sleep_ms": 20 + (i * 37) % 80}});
-                        loop {
-                            let sent = c
-                                .http
-                                .post(format!("{}/api/v1/jobs/echo", c.base))
-                                .header("X-Client-Token", &c.token)
-                                .json(&body)
-                                .send()
-                                .await;
-                            if let Ok(r) = sent {
-                                if r.status().as_u16() == 202 {
-                                    let v: Value = r.json().await.unwrap();
-                                    return v["job_id"].as_str().unwrap().to_owned();
-                                }
-                            }
-                            resent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                })
-                .buffer_unordered(8)
-                .collect::<Vec<String>>()
-                .await
-        })
-    };
+    let creator = spawn_creator(&client, n, None, &resent);
     while execs.total() < n / 8 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -680,8 +680,13 @@ impl Receiver {
     }
 }
 
-/// Creates a job, sending the request again until an orchestrator accepts it (it may be down).
-async fn create_until_accepted(c: &avto_tests::ApiClient, body: &Value) -> String {
+/// Creates a job, sending the request again until an orchestrator accepts it (it may be down);
+/// counts the requests sent again in `resent`.
+async fn create_until_accepted(
+    c: &avto_tests::ApiClient,
+    body: &Value,
+    resent: &std::sync::atomic::AtomicUsize,
+) -> String {
     loop {
         let sent = c
             .http
@@ -696,6 +701,7 @@ async fn create_until_accepted(c: &avto_tests::ApiClient, body: &Value) -> Strin
                 return v["job_id"].as_str().unwrap().to_owned();
             }
         }
+        resent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -753,34 +759,9 @@ async fn sigterm_under_load_then_restart_loses_nothing() {
     let mut orchestrator = OrchestratorProcess::start(env, log.clone());
     wait_ready(&base).await;
     let execs = Executions::default();
-    let workers: Vec<RustWorker> = (0..4)
-        .map(|i| {
-            echo_worker(&base, &format!("term-w{i}"), &execs, |b| {
-                b.max_concurrent_tasks(4).configure(|c| {
-                    c.result_max_retries = 8;
-                    c.result_retry_initial_delay = Duration::from_millis(100);
-                })
-            })
-        })
-        .collect();
+    let workers = patient_workers(&base, "term", &execs);
     let client = avto_tests::ApiClient { http: reqwest::Client::new(), base: base.clone(), token: CLIENT_TOKEN.into() };
-    let creator = {
-        let (client, hook_url) = (client.clone(), hook_url.clone());
-        tokio::spawn(async move {
-            futures::stream::iter(0..n)
-                .map(|i| {
-                    let (c, url) = (client.clone(), hook_url.clone());
-                    async move {
-                        let body =
-                            json!({"initial_data": {"i": i, "sleep_ms": 20 + (i * 37) % 80}, "webhook_url": url});
-                        create_until_accepted(&c, &body).await
-                    }
-                })
-                .buffer_unordered(8)
-                .collect::<Vec<String>>()
-                .await
-        })
-    };
+    let creator = spawn_creator(&client, n, Some(hook_url.clone()), &Arc::default());
     while execs.total() < n / 4 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -841,7 +822,8 @@ async fn kill9_with_webhooks_in_flight_loses_none() {
     let client = avto_tests::ApiClient { http: reqwest::Client::new(), base: base.clone(), token: CLIENT_TOKEN.into() };
     let mut ids = Vec::new();
     for i in 0..n {
-        ids.push(create_until_accepted(&client, &json!({"initial_data": {"i": i}, "webhook_url": hook_url})).await);
+        let body = json!({"initial_data": {"i": i}, "webhook_url": hook_url});
+        ids.push(create_until_accepted(&client, &body, &Default::default()).await);
     }
     // Every job ended; its webhook is in flight (held by the receiver), none delivered.
     let deadline = Instant::now() + Duration::from_secs(30);
