@@ -121,15 +121,24 @@ impl RateLimitStore for MemoryRateLimits {
     }
 }
 
-/// In-memory replay nonces.
+/// In-memory replay nonces. Each is kept as a 64-bit hash of the nonce, keyed with a random
+/// per-process key (`RandomState`), not as its string: about 50 bytes a nonce instead of about
+/// 260, which matters because every result keeps its nonce for up to a minute (at 15,000 jobs/s
+/// that is about 900,000 nonces: 45 MiB rather than 240). A fresh nonce whose hash equals a
+/// remembered one (about 1 in 2^64 / the number remembered, and not steerable without the
+/// key) is refused like a replay; a replay is never let through.
 #[derive(Default)]
 pub struct MemoryNonces {
-    seen: Mutex<(HashMap<String, u64>, VecDeque<(u64, String)>)>,
+    hasher: std::hash::RandomState,
+    /// Nonce hash -> expiry (ms), and the same in the order they were added (their expiry order
+    /// for one TTL; an entry whose map expiry moved on is skipped when it reaches the front).
+    seen: Mutex<(HashMap<u64, u64>, VecDeque<(u64, u64)>)>,
 }
 
 impl NonceStore for MemoryNonces {
     fn first_use<'a>(&'a self, nonce: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool, StorageError>> {
         let now = now_ms();
+        let key = std::hash::BuildHasher::hash_one(&self.hasher, nonce);
         let mut guard = self.seen.lock();
         let (map, order) = &mut *guard;
         while let Some((exp, _)) = order.front() {
@@ -141,12 +150,12 @@ impl NonceStore for MemoryNonces {
                 map.remove(&n);
             }
         }
-        let fresh = match map.get(nonce) {
+        let fresh = match map.get(&key) {
             Some(exp) if *exp > now => false,
             _ => {
                 let exp = now.saturating_add(ttl.as_millis() as u64);
-                map.insert(nonce.to_owned(), exp);
-                order.push_back((exp, nonce.to_owned()));
+                map.insert(key, exp);
+                order.push_back((exp, key));
                 true
             }
         };
