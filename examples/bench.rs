@@ -15,6 +15,13 @@
 //! workers, so two orchestrators can be compared under one load; `--label L --json-out FILE`
 //! also writes the numbers as JSON. The approval test needs the `approval` blueprint and is
 //! skipped for a target (`--waiting 0`).
+//!
+//! `--soak-every N` runs the soak benchmark instead (issue #14; see examples/bench/soak.rs):
+//! `--jobs` jobs streamed `--concurrency` at a time with a short retention (`--retention`,
+//! passed to the orchestrator as `JOB_RETENTION_SECONDS`), the orchestrator's RSS, jobs/s and
+//! (with `REDIS_URL`) Redis `used_memory` printed every N jobs, and last/first ratios at the end.
+//! On Redis it uses `REDIS_KEY_PREFIX` or, unset, a fresh prefix, and deletes that prefix's keys
+//! afterwards (not with `--target`).
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -24,6 +31,9 @@ use std::time::{Duration, Instant};
 use avto::worker::{TaskHandle, TaskOutcome, Worker};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
+
+#[path = "bench/soak.rs"]
+mod soak;
 
 // The same allocator as echo_server: the client and workers are the same for every orchestrator
 // measured, so a cheaper client leaves more of the machine to the orchestrator under test.
@@ -69,6 +79,14 @@ struct Args {
     /// Also write the numbers as JSON to FILE
     #[arg(long, value_name = "FILE")]
     json_out: Option<String>,
+    /// Soak benchmark instead: stream --jobs jobs and print RSS, jobs/s (and Redis used_memory
+    /// with REDIS_URL) every N jobs, then the last/first ratios
+    #[arg(long, value_name = "N")]
+    soak_every: Option<usize>,
+    /// JOB_RETENTION_SECONDS of the orchestrator this program starts [default: its own; 5 with
+    /// --soak-every]
+    #[arg(long, value_name = "SECS")]
+    retention: Option<f64>,
 }
 
 fn args() -> Args {
@@ -173,8 +191,13 @@ async fn run_job(
     match tokio::time::timeout(Duration::from_secs(60), rx).await {
         Ok(Ok(done)) => done - started,
         _ => {
+            waiters.lock().unwrap().remove(&id);
             let done = loop {
                 let r = http.get(format!("{base}/api/v1/jobs/{id}")).header("X-Client-Token", CT).send().await.unwrap();
+                // 404: the job ended and retention (JOB_RETENTION_SECONDS) already removed it.
+                if r.status() == 404 {
+                    break Instant::now();
+                }
                 let v: Value = r.json().await.unwrap();
                 if v["status"] == "finished" {
                     break Instant::now();
@@ -194,7 +217,21 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 #[tokio::main]
 async fn main() {
     let a = args();
-    let (base, pid, _orch) = match &a.target {
+    let soak_every = a.soak_every.map(|n| n.max(1));
+    // Redis (URL, key prefix) of a soak run; a run that starts its orchestrator gets a prefix of its own.
+    let redis = match (soak_every, std::env::var("REDIS_URL")) {
+        (Some(_), Ok(url)) => {
+            let prefix = std::env::var("REDIS_KEY_PREFIX").ok().filter(|p| !p.is_empty());
+            let prefix = prefix.unwrap_or_else(|| {
+                let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+                format!("soak-{}-{}:", std::process::id(), nanos % 1_000_000_000)
+            });
+            Some((url, prefix))
+        }
+        _ => None,
+    };
+    let retention = a.retention.or(soak_every.map(|_| 5.0));
+    let (base, pid, orch) = match &a.target {
         Some(url) => (url.clone(), a.target_pid, None),
         None => {
             let exe = std::env::current_exe().unwrap();
@@ -203,7 +240,14 @@ async fn main() {
                 server_bin.exists(),
                 "build it first: cargo build --release -p avto-examples --example echo_server"
             );
-            let child = Command::new(&server_bin)
+            let mut cmd = Command::new(&server_bin);
+            if let Some(secs) = retention {
+                cmd.env("JOB_RETENTION_SECONDS", secs.to_string());
+            }
+            if let Some((_, prefix)) = &redis {
+                cmd.env("REDIS_KEY_PREFIX", prefix);
+            }
+            let child = cmd
                 .env("API_HOST", "127.0.0.1")
                 .env("API_PORT", a.port.to_string())
                 .env("CLIENT_TOKEN", CT)
@@ -263,6 +307,28 @@ async fn main() {
     // Warm-up.
     for i in 0..50 {
         run_job(&http, &base, &create, &hook, &waiters, i).await;
+    }
+
+    if let Some(every) = soak_every {
+        let store = redis.as_ref().map_or("memory".to_owned(), |(url, p)| format!("Redis {url} prefix {p}"));
+        let retention = retention.map_or("the orchestrator's".to_owned(), |r| format!("{r} s"));
+        let pid_text = pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+        let header = format!(
+            "{} soak: {} jobs, checkpoint every {every}, {} Rust SDK workers, concurrency {}, retention {retention}, \
+             store {store}, orchestrator {base} pid {pid_text}",
+            a.label, a.jobs, a.workers, a.concurrency
+        );
+        let target = soak::Target { http, base, create, hook, waiters, pid, redis: redis.clone() };
+        soak::run(target, a.jobs, every, a.concurrency, header).await;
+        let _ = stop_tx.send(true);
+        drop(orch);
+        if let (Some((url, prefix)), None) = (&redis, &a.target) {
+            match avto::storage::redis::delete_prefix(url, prefix).await {
+                Ok(n) => println!("  deleted {n} Redis keys under {prefix}"),
+                Err(e) => eprintln!("could not delete the Redis keys under {prefix}: {e}"),
+            }
+        }
+        return;
     }
 
     // Single-job latency when idle: one job at a time.
