@@ -76,16 +76,15 @@ struct Row {
 /// Redis `used_memory` (bytes) and the number of keys under the prefix (`SCAN`).
 async fn redis_stats(conn: &RedisConn) -> (u64, u64) {
     let info: String = conn.query(redis::cmd("INFO").arg("memory")).await.unwrap_or_default();
-    let used = info
-        .lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let used =
+        info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
     let pattern = format!("{}*", conn.prefix());
     let (mut cursor, mut keys) = (0u64, 0u64);
     loop {
         let Ok((next, page)) = conn
-            .query::<(u64, Vec<String>)>(redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(5000))
+            .query::<(u64, Vec<String>)>(
+                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(5000),
+            )
             .await
         else {
             break;
