@@ -175,7 +175,16 @@ async fn run_job(
 ) -> Duration {
     let started = Instant::now();
     let body = json!({"initial_data": {"i": i}, "webhook_url": hook});
-    let r = http.post(create.clone()).header("X-Client-Token", CT).json(&body).send().await.unwrap();
+    // A pooled connection the server closed as it was reused answers with a reset: try again
+    // (a few times; a job created all the same only adds an unclaimed webhook).
+    let mut attempt = 0;
+    let r = loop {
+        match http.post(create.clone()).header("X-Client-Token", CT).json(&body).send().await {
+            Ok(r) => break r,
+            Err(e) if attempt < 3 && e.is_request() => attempt += 1,
+            Err(e) => panic!("create a job: {e}"),
+        }
+    };
     let v: Value = r.json().await.unwrap();
     let id = v["job_id"].as_str().expect("job id").to_owned();
     let (tx, rx) = oneshot::channel();
