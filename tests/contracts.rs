@@ -157,3 +157,35 @@ async fn the_worker_catalog_shows_each_skills_contract() {
     assert_eq!(status, 401);
     drop(workers);
 }
+
+/// A schedule whose `input_data` breaks its blueprint's contract would fail at every fire time:
+/// start-up refuses it, naming the file, the schedule and each violation.
+#[tokio::test]
+async fn a_schedule_breaking_the_input_contract_is_refused_at_start_up() {
+    let path = std::env::temp_dir().join(format!("avto-contract-schedules-{}.toml", uuid::Uuid::new_v4()));
+    let build = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        let mut cfg = avto_tests::test_config();
+        cfg.schedules_config_path = Some(path.clone());
+        avto::Orchestrator::builder().blueprint(typed_order::blueprint()).config(cfg).build()
+    };
+    let err =
+        build("[nightly]\nblueprint = \"typed_order\"\ninterval_seconds = 60\ninput_data = { name = 5, qty = 1 }\n")
+            .unwrap_err()
+            .to_string();
+    for want in [path.display().to_string().as_str(), "schedule `nightly`", "typed_order", "`/name`"] {
+        assert!(err.contains(want), "{want:?} in: {err}");
+    }
+    let ok = build(
+        "[nightly]\nblueprint = \"typed_order\"\ninterval_seconds = 60\ninput_data = { name = \"n\", qty = 1 }\n",
+    );
+    assert!(ok.is_ok(), "{:?}", ok.err().map(|e| e.to_string()));
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Building an orchestrator outside a Tokio runtime is an error that says so, not a panic.
+#[test]
+fn building_outside_a_runtime_is_an_error_not_a_panic() {
+    let err = avto::Orchestrator::builder().blueprint(typed_order::blueprint()).build().unwrap_err();
+    assert!(err.to_string().contains("needs a Tokio runtime"), "{err}");
+}

@@ -155,6 +155,13 @@ impl OrchestratorBuilder {
 
     /// Checks the blueprint set and builds the orchestrator (must be called inside a Tokio runtime).
     pub fn build(self) -> Result<Orchestrator, ServeError> {
+        // The webhook sender and the background tasks start on the current runtime.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ServeError::Config(ConfigError(
+                "Orchestrator::build() needs a Tokio runtime: call it inside #[tokio::main] or Runtime::block_on"
+                    .into(),
+            )));
+        }
         let mut config = self.config.unwrap_or_default();
         config::check_clients(&mut config.clients)?;
         let mut seen = std::collections::BTreeMap::new();
@@ -234,6 +241,23 @@ impl OrchestratorBuilder {
             Some(path) => {
                 let names: Vec<&str> = core.env().blueprints().map(|b| b.name()).collect();
                 let schedules = scheduler::load_schedules(path, &names, core.config().tz)?;
+                // A schedule whose input breaks its blueprint's contract would fail at every
+                // fire time: refused at start-up instead.
+                for s in &schedules {
+                    let Some(bp) = core.blueprint(&s.blueprint) else { continue };
+                    if let Err(CoreError::Contract { violations, total, .. }) = core.check_input(bp, &s.input_data) {
+                        let list: Vec<String> =
+                            violations.iter().map(|v| format!("`{}`: {}", v.pointer, v.message)).collect();
+                        return Err(ServeError::Config(ConfigError(format!(
+                            "{}: schedule `{}`: input_data does not match the input contract of blueprint `{}` \
+                             ({total} violation(s)): {}",
+                            path.display(),
+                            s.name,
+                            s.blueprint,
+                            list.join("; ")
+                        ))));
+                    }
+                }
                 let clock = self.clock.unwrap_or_else(|| Arc::new(scheduler::SystemClock));
                 Some(Arc::new(scheduler::Scheduler::new(core.clone(), schedules, schedule_locks, clock)))
             }
