@@ -53,6 +53,9 @@ pub trait DataStoreBackend: Send + Sync + 'static {
     fn delete<'a>(&'a self, ns: &'a str, key: &'a str) -> BoxFuture<'a, Result<bool, StorageError>>;
 }
 
+/// The keys a store declares an initial value for (kept until deleted, never expired).
+type Declared = Arc<std::collections::HashSet<String>>;
+
 /// Which data stores already have their initial values, shared by every job of a process.
 ///
 /// The first touch of a store writes its initial values (each key only if absent, so an
@@ -60,11 +63,12 @@ pub trait DataStoreBackend: Send + Sync + 'static {
 /// from any job, waits until they are written. A failed write is tried again at the next touch.
 #[derive(Debug, Default)]
 pub struct InitialValues {
-    stores: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<()>>>>,
+    /// Per store (`ns`): set once its initial values are written, to the keys they declare.
+    stores: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Declared>>>>,
 }
 
 impl InitialValues {
-    fn cell(&self, ns: &str) -> Arc<tokio::sync::OnceCell<()>> {
+    fn cell(&self, ns: &str) -> Arc<tokio::sync::OnceCell<Declared>> {
         let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
         stores.entry(ns.to_owned()).or_default().clone()
     }
@@ -139,20 +143,19 @@ impl DataStore {
         })
     }
 
-    /// The lifetime of a write of `key`: kept for a key with a declared initial value, else the
-    /// stores' TTL.
-    fn ttl_of(&self, key: &str) -> Option<Duration> {
-        let ttl = self.stores.ttl?;
-        let declared = self.spec().ok().and_then(|spec| {
-            serde_json::from_str::<serde_json::Map<String, Value>>(spec.initial).ok().map(|m| m.contains_key(key))
-        });
-        match declared {
-            Some(true) => None,
-            _ => Some(ttl),
-        }
+    /// The store's namespace once its initial values are in place, with the lifetime of a write
+    /// of `key`: kept for a key with a declared initial value, else the stores' TTL.
+    async fn ready_for(&self, key: &str) -> Result<(String, Option<Duration>), StorageError> {
+        let (ns, declared) = self.ready_declared().await?;
+        let ttl = if declared.contains(key) { None } else { self.stores.ttl };
+        Ok((ns, ttl))
     }
 
     async fn ready(&self) -> Result<String, StorageError> {
+        Ok(self.ready_declared().await?.0)
+    }
+
+    async fn ready_declared(&self) -> Result<(String, Declared), StorageError> {
         let spec = self.spec()?;
         let ns = self.ns();
         // Concurrent first touches wait here for the one that writes, so no job reads or
@@ -161,15 +164,18 @@ impl DataStore {
         cell.get_or_try_init(|| async {
             let initial: Value = serde_json::from_str(spec.initial)
                 .map_err(|e| StorageError::Corrupt(format!("initial value of data store `{}`: {e}", self.name)))?;
+            let mut declared = std::collections::HashSet::new();
             if let Value::Object(map) = initial {
                 for (k, v) in map {
                     self.stores.backend.compare_and_set(&ns, &k, None, v, None).await?;
+                    declared.insert(k);
                 }
             }
-            Ok::<(), StorageError>(())
+            Ok::<Declared, StorageError>(Arc::new(declared))
         })
-        .await?;
-        Ok(ns)
+        .await
+        .cloned()
+        .map(|declared| (ns, declared))
     }
 
     /// Writes this store's initial values now (keys that are absent only), so they are in
@@ -192,15 +198,15 @@ impl DataStore {
     }
 
     pub async fn set(&self, key: &str, value: impl Serialize) -> Result<(), StorageError> {
-        let ns = self.ready().await?;
+        let (ns, ttl) = self.ready_for(key).await?;
         let value = serde_json::to_value(value).map_err(|e| StorageError::Type(e.to_string()))?;
-        self.stores.backend.set(&ns, key, value, self.ttl_of(key)).await
+        self.stores.backend.set(&ns, key, value, ttl).await
     }
 
     /// Atomic increment of an integer (absent counts as 0); returns the new value.
     pub async fn incr(&self, key: &str, delta: i64) -> Result<i64, StorageError> {
-        let ns = self.ready().await?;
-        self.stores.backend.incr(&ns, key, delta, self.ttl_of(key)).await
+        let (ns, ttl) = self.ready_for(key).await?;
+        self.stores.backend.incr(&ns, key, delta, ttl).await
     }
 
     /// Atomic read-modify-write: `f` may run more than once if other jobs write concurrently.
@@ -208,8 +214,7 @@ impl DataStore {
     where
         F: FnMut(Option<&Value>) -> Value + Send,
     {
-        let ns = self.ready().await?;
-        let ttl = self.ttl_of(key);
+        let (ns, ttl) = self.ready_for(key).await?;
         loop {
             let current = self.stores.backend.get(&ns, key).await?;
             let new = f(current.as_ref());
@@ -290,6 +295,24 @@ mod tests {
         }
         fn delete<'a>(&'a self, ns: &'a str, key: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
             self.inner.delete(ns, key)
+        }
+    }
+
+    /// With a TTL, keys the store declares an initial value for are kept; others expire.
+    #[tokio::test]
+    async fn declared_keys_are_kept_and_others_expire() {
+        let backend = Arc::new(memory::MemoryDataStores::new());
+        let tank = DataStores::new("bp", SPECS, backend, Arc::default())
+            .with_ttl(Some(Duration::from_millis(50)))
+            .store("tank");
+        tank.set("level", 7).await.unwrap();
+        tank.set("other", 1).await.unwrap();
+        tank.update("updated", |_| Value::from(2)).await.unwrap();
+        assert_eq!(tank.incr("counted", 3).await.unwrap(), 3);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(tank.get("level").await.unwrap(), Some(Value::from(7)), "declared: kept");
+        for key in ["other", "updated", "counted"] {
+            assert_eq!(tank.get(key).await.unwrap(), None, "{key} expired");
         }
     }
 
