@@ -32,7 +32,7 @@ use crate::storage::memory::MemoryRateLimits;
 use crate::storage::redis::RedisStores;
 use crate::storage::{DataStoreBackend, ScheduleLocks, Stores};
 
-pub use self::api::{check_depth, parse_object, parse_object_within, ApiError};
+pub use self::api::{check_depth, parse_object, parse_object_within, ApiError, ServedRoute};
 pub use self::auth::{Auth, AuthError, StsPair, WorkerIdentity};
 pub use self::config::{Config, ConfigError};
 pub use self::contracts::Violation;
@@ -316,6 +316,12 @@ impl Orchestrator {
             .and(NotForContentType::SSE);
         let compression = tower_http::compression::CompressionLayer::new().no_br().no_deflate().compress_when(worth_it);
         api::router(self.core.clone()).layer(compression)
+    }
+
+    /// Every route [`Orchestrator::router`] serves (method, path template, operation), the
+    /// routes the OpenAPI document (`GET /_public/openapi.json`) is generated from.
+    pub fn served_routes(&self) -> Vec<ServedRoute> {
+        api::served(&self.core)
     }
 
     /// Initialises quotas and data stores; call once before serving (done by [`Orchestrator::serve`] and [`Orchestrator::listen`]).

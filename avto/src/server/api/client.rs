@@ -3,63 +3,77 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::auth::{owned_job, storage, Client};
-use super::{check_job_id, json_response, json_status, truncate, ApiError, JsonObject, Operator};
+use super::{
+    check_job_id, json_response, json_status, truncate, ApiError, JsonObject, Operator, Path, Query, Routes,
+    ServedRoute,
+};
 use crate::history;
 use crate::job::Job;
 use crate::server::core::{Core, NewJob};
 use crate::storage::WorkerLoad;
 
-pub(super) fn routes(core: &Arc<Core>) -> Router<Arc<Core>> {
+pub(super) fn routes(core: &Arc<Core>) -> Routes {
     let prefix = if core.config().client_api_prefix.is_empty() {
         String::new()
     } else {
         format!("/{}", core.config().client_api_prefix)
     };
-    let mut r = Router::new();
-    let mut versions: BTreeSet<Option<&str>> = BTreeSet::new();
+    let mut r = Routes::new();
+    let mut versions: BTreeSet<Option<&'static str>> = BTreeSet::new();
     versions.insert(None);
     for bp in core.env().blueprints() {
         versions.insert(bp.api_version());
         if let Some(path) = bp.create_path() {
             let name = bp.name();
-            r = r.route(
-                &format!("{prefix}/{path}"),
-                post(
-                    move |state: State<Arc<Core>>, client: Client, headers: axum::http::HeaderMap, body: JsonObject| {
-                        create_job(state, client, headers, body, name)
-                    },
-                ),
+            let route = ServedRoute {
+                method: Method::POST,
+                path: format!("{prefix}/{path}"),
+                operation: "create_job",
+                version: bp.api_version(),
+                blueprint: Some(name),
+            };
+            r = r.on_route(
+                route,
+                move |state: State<Arc<Core>>, client: Client, headers: axum::http::HeaderMap, body: JsonObject| {
+                    create_job(state, client, headers, body, name)
+                },
             );
         }
     }
-    for v in versions {
-        let base = match v {
+    for version in versions {
+        let base = match version {
             Some(v) => format!("{prefix}/{v}"),
             None => prefix.clone(),
         };
+        let at = |method, path: &str, operation| ServedRoute {
+            method,
+            path: format!("{base}/{path}"),
+            operation,
+            version,
+            blueprint: None,
+        };
         r = r
-            .route(&format!("{base}/jobs"), get(list_jobs))
-            .route(&format!("{base}/jobs/{{job_id}}"), get(job_status).post(unknown_endpoint))
-            .route(&format!("{base}/jobs/{{job_id}}/cancel"), post(cancel_job))
-            .route(&format!("{base}/jobs/{{job_id}}/history"), get(job_history))
-            .route(&format!("{base}/jobs/{{job_id}}/approval"), post(approve_job))
-            .route(&format!("{base}/blueprints"), get(list_blueprints))
-            .route(&format!("{base}/blueprints/{{name}}/graph"), get(graph))
-            .route(&format!("{base}/workers"), get(workers))
-            .route(&format!("{base}/workers/catalog"), get(worker_catalog))
-            .route(&format!("{base}/dashboard"), get(dashboard))
-            .route(&format!("{base}/admin/reload-workers"), post(reload_workers));
-        r = super::files::routes(r, &base);
+            .on_route(at(Method::GET, "jobs", "list_jobs"), list_jobs)
+            .on_route(at(Method::GET, "jobs/{job_id}", "job_status"), job_status)
+            .on_route(at(Method::POST, "jobs/{job_id}", "unknown_endpoint"), unknown_endpoint)
+            .on_route(at(Method::POST, "jobs/{job_id}/cancel", "cancel_job"), cancel_job)
+            .on_route(at(Method::GET, "jobs/{job_id}/history", "job_history"), job_history)
+            .on_route(at(Method::POST, "jobs/{job_id}/approval", "approve_job"), approve_job)
+            .on_route(at(Method::GET, "blueprints", "list_blueprints"), list_blueprints)
+            .on_route(at(Method::GET, "blueprints/{name}/graph", "blueprint_graph"), graph)
+            .on_route(at(Method::GET, "workers", "list_workers"), workers)
+            .on_route(at(Method::GET, "workers/catalog", "worker_catalog"), worker_catalog)
+            .on_route(at(Method::GET, "dashboard", "dashboard"), dashboard)
+            .on_route(at(Method::POST, "admin/reload-workers", "reload_workers"), reload_workers);
+        r = super::files::routes(r, &base, version);
     }
     r
 }
@@ -219,14 +233,7 @@ async fn job_status(
         Some(_) => return Err(job_gone(&core)),
         None => removed_job(&core, &job_id, &client.config.id).await?.ok_or_else(|| job_gone(&core))?,
     };
-    let detailed = match q.detailed.as_deref() {
-        None => core.config().detailed_api_responses,
-        Some("true" | "1") => true,
-        Some("false" | "0") => false,
-        Some(other) => {
-            return Err(ApiError::bad(format!("`detailed` must be true or false, not `{}`", truncate(other))))
-        }
-    };
+    let detailed = flag(q.detailed.as_deref(), core.config().detailed_api_responses)?;
     let mut view = job_view(&job, detailed || q.fields.is_some());
     if let Some(fields) = q.fields {
         let wanted: Vec<&str> = fields.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
@@ -234,6 +241,16 @@ async fn job_status(
         m.retain(|k, _| k == "id" || wanted.contains(&k.as_str()));
     }
     Ok(json_response(&view))
+}
+
+/// A `?detailed=` flag: `true`/`1`, `false`/`0`, or `default` when absent (400 otherwise).
+fn flag(v: Option<&str>, default: bool) -> Result<bool, ApiError> {
+    match v {
+        None => Ok(default),
+        Some("true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(other) => Err(ApiError::bad(format!("`detailed` must be true or false, not `{}`", truncate(other)))),
+    }
 }
 
 /// The 404 of a job the client cannot see. Without retention the store has every job that ever
@@ -274,7 +291,7 @@ async fn job_history(
     Query(q): Query<StatusQuery>,
 ) -> Result<Response, ApiError> {
     check_job_id(&job_id)?;
-    let detailed = q.detailed.as_deref().map_or(core.config().detailed_api_responses, |d| matches!(d, "true" | "1"));
+    let detailed = flag(q.detailed.as_deref(), core.config().detailed_api_responses)?;
     let owner = core.job(&job_id).await.map_err(storage)?.map(|j| j.client.id.clone());
     let rows = history_view(&core, &job_id, &client.config.id, owner.as_deref(), |j| job_view(j, detailed)).await?;
     Ok(json_response(&rows))
@@ -360,7 +377,7 @@ impl ListQuery {
         };
         let limit = parse(&self.limit, 100, "limit")?.min(1000);
         let offset = parse(&self.offset, 0, "offset")?;
-        Ok((limit, offset, matches!(self.detailed.as_deref(), Some("true" | "1"))))
+        Ok((limit, offset, flag(self.detailed.as_deref(), false)?))
     }
 }
 

@@ -9,17 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
-use axum::Router;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{owned_job, Client};
-use super::{json_response, truncate, ApiError};
+use super::{json_response, truncate, ApiError, Path, Query, Routes, ServedRoute};
 use crate::files::{check_key, FileError, ObjectStore, PresignMethod};
 use crate::server::core::Core;
 
@@ -29,10 +27,18 @@ pub(super) const S3_DISABLED: &str = "S3 support is not enabled";
 pub(super) const DOWNLOAD_URL_TTL: Duration = Duration::from_secs(60);
 const MAX_EXPIRES_IN: i64 = 7 * 24 * 3600;
 
-pub(super) fn routes(r: Router<Arc<Core>>, base: &str) -> Router<Arc<Core>> {
-    r.route(&format!("{base}/jobs/{{job_id}}/files/upload"), get(presigned_upload))
-        .route(&format!("{base}/jobs/{{job_id}}/files/content/{{*filename}}"), put(upload_content))
-        .route(&format!("{base}/jobs/{{job_id}}/files/download/{{*filename}}"), get(download))
+/// The file routes under `base` (the client API prefix and `version`).
+pub(super) fn routes(r: Routes, base: &str, version: Option<&'static str>) -> Routes {
+    let at = |method, path: &str, operation| ServedRoute {
+        method,
+        path: format!("{base}/jobs/{{job_id}}/files/{path}"),
+        operation,
+        version,
+        blueprint: None,
+    };
+    r.on_route(at(Method::GET, "upload", "presigned_upload"), presigned_upload)
+        .on_route(at(Method::PUT, "content/{*filename}", "upload_content"), upload_content)
+        .on_route(at(Method::GET, "download/{*filename}", "download_file"), download)
 }
 
 /// The store key of a client-given file name of an owned job (never an `s3://` URI: clients only

@@ -5,18 +5,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::Method;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use prometheus_client::encoding::prometheus_text;
 
-use super::Operator;
+use super::{Operator, Routes};
 use crate::server::core::Core;
 use crate::server::metrics::{HistoryNumbers, Snapshot};
 
-pub(super) fn routes() -> Router<Arc<Core>> {
-    Router::new().route("/metrics", get(metrics_page))
+pub(super) fn routes() -> Routes {
+    Routes::new().on(Method::GET, "/metrics", "metrics", metrics_page)
 }
 
 /// What the stores count at this moment (counters, never a walk over the jobs).

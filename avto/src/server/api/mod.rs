@@ -3,9 +3,12 @@
 
 mod auth;
 mod client;
+#[cfg(feature = "docs")]
+mod docs;
 pub(super) mod error;
 mod files;
 mod metrics;
+mod openapi;
 mod public;
 mod worker;
 
@@ -14,7 +17,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, Request};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{Map, Value};
@@ -24,15 +27,86 @@ pub use error::ApiError;
 
 use super::core::Core;
 
+/// One route the router serves: what [`crate::server::Orchestrator::served_routes`] lists and
+/// what the OpenAPI document is generated from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedRoute {
+    /// `GET`, `POST`, ...
+    pub method: Method,
+    /// The path template in axum's syntax (`/api/v1/jobs/{job_id}`, `{*filename}` for a rest).
+    pub path: String,
+    /// The operation: the name of its handler (`job_status`, ...), `create_job` for a
+    /// blueprint's create route, `worker` for the RXON routes of workers.
+    pub operation: &'static str,
+    /// Client routes: the API version segment the route is served under (`None`: without one).
+    pub version: Option<&'static str>,
+    /// `create_job` routes: the blueprint.
+    pub blueprint: Option<&'static str>,
+}
+
+/// A router that records what it serves ([`ServedRoute`]), so the OpenAPI document and the
+/// tests are derived from the routes themselves.
+pub(super) struct Routes {
+    router: Router<Arc<Core>>,
+    served: Vec<ServedRoute>,
+}
+
+impl Routes {
+    pub(super) fn new() -> Routes {
+        Routes { router: Router::new(), served: Vec::new() }
+    }
+
+    /// Serves `handler` on `method path` as operation `operation`.
+    pub(super) fn on<H, T>(self, method: Method, path: &str, operation: &'static str, handler: H) -> Routes
+    where
+        H: axum::handler::Handler<T, Arc<Core>>,
+        T: 'static,
+    {
+        self.on_route(ServedRoute { method, path: path.to_owned(), operation, version: None, blueprint: None }, handler)
+    }
+
+    /// Serves `handler` on `route.method route.path`, recorded as `route`.
+    pub(super) fn on_route<H, T>(mut self, route: ServedRoute, handler: H) -> Routes
+    where
+        H: axum::handler::Handler<T, Arc<Core>>,
+        T: 'static,
+    {
+        let filter = axum::routing::MethodFilter::try_from(route.method.clone()).expect("a routable method");
+        self.router = self.router.route(&route.path, axum::routing::on(filter, handler));
+        self.served.push(route);
+        self
+    }
+
+    /// The routes of `other` too.
+    pub(super) fn merge(mut self, other: Routes) -> Routes {
+        self.router = self.router.merge(other.router);
+        self.served.extend(other.served);
+        self
+    }
+}
+
+/// Every route, with the OpenAPI document of them generated once (the blueprints are known).
+fn routes(core: &Arc<Core>) -> Routes {
+    let doc = Arc::new(std::sync::OnceLock::new());
+    let mut routes = Routes::new().merge(public::routes(doc.clone())).merge(worker::routes()).merge(metrics::routes());
+    if core.config().enable_client_api {
+        routes = routes.merge(client::routes(core));
+    }
+    let _ = doc.set(openapi::document(core, &routes.served));
+    routes
+}
+
+/// What the router of `core` serves.
+pub(super) fn served(core: &Arc<Core>) -> Vec<ServedRoute> {
+    routes(core).served
+}
+
 /// The whole router.
 pub(super) fn router(core: Arc<Core>) -> Router {
-    let mut app = Router::new().merge(public::routes()).merge(worker::routes()).merge(metrics::routes());
+    let app = routes(&core).router;
     // Every answer names the RXON version (as the Python orchestrator's middleware does).
     let version_header =
         header::HeaderName::try_from(crate::protocol::PROTOCOL_VERSION_HEADER).expect("a valid header name");
-    if core.config().enable_client_api {
-        app = app.merge(client::routes(&core));
-    }
     app.fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed("method not allowed on this route".into()) })
         .layer(axum::middleware::map_response(move |mut r: Response| {
@@ -58,6 +132,36 @@ pub(super) fn json_status(status: StatusCode, v: &Value) -> Response {
     let mut r = json_response(v);
     *r.status_mut() = status;
     r
+}
+
+/// `axum::extract::Query` whose rejection (a value of the wrong type, a member twice, ...) is a
+/// JSON 400 like every other error, not axum's plain-text one.
+#[derive(Debug, Clone)]
+pub(super) struct Query<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(q) => Ok(Query(q.0)),
+            Err(e) => Err(ApiError::bad(format!("Invalid query string: {}", truncate(&e.body_text())))),
+        }
+    }
+}
+
+/// `axum::extract::Path` whose rejection (a segment that is not UTF-8 once decoded, ...) is a
+/// JSON 400.
+#[derive(Debug, Clone)]
+pub(super) struct Path<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> axum::extract::FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(p) => Ok(Path(p.0)),
+            Err(e) => Err(ApiError::bad(format!("Invalid path: {}", truncate(&e.body_text())))),
+        }
+    }
 }
 
 /// A JSON object body, size-limited, with JSON errors for every way it can be wrong.

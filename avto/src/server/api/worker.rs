@@ -18,14 +18,12 @@ use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{json_response, parse_object_within, read_body, ApiError};
+use super::{json_response, parse_object_within, read_body, ApiError, Routes};
 use crate::engine::{self, ResultDisposition};
 use crate::protocol::replay::{check_timestamp, message_nonce, message_timestamp, nonce_ttl, unix_now};
 use crate::protocol::sign::{self, verify_security, MessageKind};
@@ -43,20 +41,21 @@ use crate::server::core::{Core, TaskContext};
 use crate::server::ClientCertCn;
 use crate::storage::{QueuedTask, WorkerInfo};
 
-pub(super) fn routes() -> Router<Arc<Core>> {
+pub(super) fn routes() -> Routes {
     // The `{worker_id}` of the paths is axum's path parameter.
     let worker = "{worker_id}";
-    Router::new()
-        .route(protocol::ENDPOINT_WORKER_REGISTER, post(register))
-        .route(&heartbeat_path(worker), patch(heartbeat))
-        .route(&format!("{}/status", heartbeat_path(worker)), patch(heartbeat))
-        .route(&task_next_path(worker), get(next_task))
-        .route(protocol::ENDPOINT_TASK_RESULT, post(result))
-        .route(protocol::ENDPOINT_TASK_RESULTS, post(results))
-        .route(protocol::ENDPOINT_WORKER_EVENTS, post(event))
-        .route(protocol::STS_TOKEN_ENDPOINT, post(sts_issue))
-        .route(protocol::STS_REFRESH_ENDPOINT, post(sts_refresh))
-        .route(&ws_path(worker), get(websocket))
+    let w = "worker";
+    Routes::new()
+        .on(Method::POST, protocol::ENDPOINT_WORKER_REGISTER, w, register)
+        .on(Method::PATCH, &heartbeat_path(worker), w, heartbeat)
+        .on(Method::PATCH, &format!("{}/status", heartbeat_path(worker)), w, heartbeat)
+        .on(Method::GET, &task_next_path(worker), w, next_task)
+        .on(Method::POST, protocol::ENDPOINT_TASK_RESULT, w, result)
+        .on(Method::POST, protocol::ENDPOINT_TASK_RESULTS, w, results)
+        .on(Method::POST, protocol::ENDPOINT_WORKER_EVENTS, w, event)
+        .on(Method::POST, protocol::STS_TOKEN_ENDPOINT, w, sts_issue)
+        .on(Method::POST, protocol::STS_REFRESH_ENDPOINT, w, sts_refresh)
+        .on(Method::GET, &ws_path(worker), w, websocket)
 }
 
 /// Who sent a request, and the key their messages are signed with.
