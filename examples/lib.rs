@@ -3,6 +3,8 @@
 //! Each module is one recipe (or a family); `examples/cookbook.rs` serves them all, the tests in
 //! `tests/` drive them over HTTP with real workers, and `cargo avto graph` renders them.
 
+#[path = "demo/api_demo.rs"]
+pub mod api_demo;
 #[path = "recipes/r01_linear.rs"]
 pub mod r01_linear;
 #[path = "recipes/r02_approval.rs"]
