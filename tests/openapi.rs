@@ -192,7 +192,9 @@ async fn each_create_operation_carries_its_blueprints_input_contract() {
     assert_eq!(published["required"], input["required"]);
     // Blueprints without a contract take any object.
     let echo = body_schema("/api/v1/jobs/echo");
-    assert_eq!(echo["properties"]["initial_data"], serde_json::json!({"type": "object"}));
+    assert_eq!(echo["properties"]["initial_data"], serde_json::json!({"type": ["object", "null"]}));
+    assert_eq!(echo["required"], serde_json::json!([]), "the body may be the initial data itself");
+    assert_eq!(order["required"], serde_json::json!(["initial_data"]), "a contract needs initial_data");
     let timeout = &echo["properties"]["dispatch_timeout"];
     assert_eq!(timeout["exclusiveMinimum"], 0);
     server.stop().await;

@@ -160,9 +160,11 @@ pub(super) fn document(core: &Core, served: &[ServedRoute]) -> Bytes {
             (None, Body::None) => None,
         };
         if let Some((content_type, schema)) = body {
+            // An upload may be empty; a JSON body may not.
+            let required = if content_type == "application/json" { Required::True } else { Required::False };
             b = b.request_body(Some(
                 RequestBodyBuilder::new()
-                    .required(Some(Required::True))
+                    .required(Some(required))
                     .content(content_type, ContentBuilder::new().schema(Some(schema_ref(&schema))).build())
                     .build(),
             ));

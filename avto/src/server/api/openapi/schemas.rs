@@ -48,17 +48,22 @@ pub(super) fn lift_defs(mut schema: Value, prefix: &str, out: &mut Map<String, V
 /// The request body of a blueprint's create route, its input contract (or any object) as
 /// `initial_data`.
 pub(super) fn create_job_schema(input: Option<Value>, max_timeout: f64) -> Value {
-    let timeout = json!({"type": "number", "exclusiveMinimum": 0, "maximum": max_timeout,
+    // `null` is taken as absent for every member (`initial_data`: `{}`, then checked).
+    let timeout = json!({"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": max_timeout,
         "description": "Seconds, at most MAX_TIMEOUT_SECONDS"});
+    let required = if input.is_some() { json!(["initial_data"]) } else { json!([]) };
     json!({
         "type": "object",
+        "required": required,
         "properties": {
-            "initial_data": input.unwrap_or_else(|| json!({"type": "object"})),
-            "webhook_url": {"type": "string", "pattern": "^https?://", "description": "Called when the job ends"},
+            "initial_data": input.unwrap_or_else(|| json!({"type": ["object", "null"]})),
+            "webhook_url": {"type": ["string", "null"], "pattern": "^https?://[^/?#]",
+                "description": "Called when the job ends (an address that is or resolves to a private one is refused \
+                    unless WEBHOOK_ALLOW_PRIVATE)"},
             "dispatch_timeout": timeout,
             "result_timeout": timeout,
-            "security": {"type": "object"},
-            "metadata": {"type": "object"},
+            "security": {"type": ["object", "null"]},
+            "metadata": {"type": ["object", "null"]},
         },
     })
 }
@@ -86,9 +91,15 @@ pub(super) fn components() -> Map<String, Value> {
         },
         "JobId": {"type": "string", "format": "uuid"},
         "BlueprintName": {"type": "string"},
-        "FileName": {"type": "string", "minLength": 1},
+        "FileName": {
+            "type": "string",
+            "minLength": 1,
+            // Relative, no empty, `.` or `..` segment, no backslash or NUL (files::check_key);
+            // at most 255 bytes a segment and 1024 in all with `jobs/{job_id}/`.
+            "pattern": "^(?!/)(?!.*//)(?!.*/$)(?!\\.\\.?(/|$))(?!.*/\\.\\.?(/|$))[^\\\\\\u0000]+$",
+        },
         "Text": {"type": "string"},
-        "Count": {"type": "integer", "minimum": 0},
+        "Count": {"type": "integer", "minimum": 0, "maximum": u64::MAX},
         "ExpiresIn": {"type": "integer", "minimum": 1, "maximum": 604800},
         "Flag": {"type": "string", "enum": ["true", "false", "1", "0"]},
         "Fields": {"type": "string"},
