@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzzes the orchestrator against its own OpenAPI document (issue #15): Schemathesis (from PyPI,
+# Fuzzes the orchestrator against its own OpenAPI document (issue #15): the document is checked
+# against the OpenAPI 3.1 meta-schema (openapi-spec-validator), then Schemathesis (both from PyPI,
 # in a venv cached at $AVTO_SCHEMATHESIS_VENV) runs every operation of /_public/openapi.json of
 # examples/api_demo.rs (the demo blueprints, in-memory storage, 127.0.0.1), with and without a
 # valid token, plus the stateful sequences the document's links describe. Fails on a 5xx, on an
@@ -14,13 +15,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VERSION=4.32.5
+# The document is also checked against the OpenAPI 3.1 meta-schema.
+VALIDATOR_VERSION=0.9.0
 VENV="${AVTO_SCHEMATHESIS_VENV:-/var/cache/avto/venv-schemathesis}"
-if ! "$VENV/bin/st" --version 2>/dev/null | grep -q "$VERSION"; then
-    echo "== installing schemathesis $VERSION into $VENV"
+installed() {
+    "$VENV/bin/python" -c "import importlib.metadata as m, sys
+sys.exit(not (m.version('schemathesis') == '$VERSION' and m.version('openapi-spec-validator') == '$VALIDATOR_VERSION'))" 2>/dev/null
+}
+if ! installed; then
+    echo "== installing schemathesis $VERSION and openapi-spec-validator $VALIDATOR_VERSION into $VENV"
     mkdir -p "$(dirname "$VENV")"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --upgrade pip
-    "$VENV/bin/pip" install -q "schemathesis==$VERSION"
+    "$VENV/bin/pip" install -q "schemathesis==$VERSION" "openapi-spec-validator==$VALIDATOR_VERSION"
 fi
 "$VENV/bin/st" --version
 [ "${1:-}" = install ] && exit 0
@@ -62,6 +69,10 @@ inner() {
     wait_port $port || { echo "the orchestrator did not start:"; cat "$log"; return 1; }
     local base="http://127.0.0.1:$port"
     local status=0
+    echo "== openapi-spec-validator (OpenAPI 3.1)"
+    "$VENV/bin/python" -c "import sys, urllib.request
+open(sys.argv[2], 'wb').write(urllib.request.urlopen(sys.argv[1]).read())" "$base/_public/openapi.json" "$DATA/openapi.json"
+    "$VENV/bin/openapi-spec-validator" --schema 3.1 "$DATA/openapi.json" || status=1
     # With the client token (the operator routes then answer 403, documented), without any, and
     # the operator's routes with the operator credential.
     for auth in client-token no-token operator-token; do
