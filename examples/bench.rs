@@ -87,6 +87,10 @@ struct Args {
     /// --soak-every]
     #[arg(long, value_name = "SECS")]
     retention: Option<f64>,
+    /// With --soak-every: stream jobs for SECS before the first segment, not counted, so that
+    /// what lives a fixed time (retained jobs, the 62 s replay nonces) has filled up
+    #[arg(long, value_name = "SECS", default_value_t = 75.0)]
+    soak_warmup: f64,
 }
 
 fn args() -> Args {
@@ -323,12 +327,13 @@ async fn main() {
         let retention = retention.map_or("the orchestrator's".to_owned(), |r| format!("{r} s"));
         let pid_text = pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
         let header = format!(
-            "{} soak: {} jobs, checkpoint every {every}, {} Rust SDK workers, concurrency {}, retention {retention}, \
+            "{} soak: {} jobs, checkpoint every {every} after a {}s warm-up, {} Rust SDK workers, concurrency {}, retention {retention}, \
              store {store}, orchestrator {base} pid {pid_text}",
-            a.label, a.jobs, a.workers, a.concurrency
+            a.label, a.jobs, a.soak_warmup, a.workers, a.concurrency
         );
         let target = soak::Target { http, base, create, hook, waiters, pid, redis: redis.clone() };
-        soak::run(target, a.jobs, every, a.concurrency, header).await;
+        soak::run(target, a.jobs, every, a.concurrency, Duration::from_secs_f64(a.soak_warmup.max(0.0)), header)
+            .await;
         let _ = stop_tx.send(true);
         drop(orch);
         if let (Some((url, prefix)), None) = (&redis, &a.target) {

@@ -102,8 +102,10 @@ fn mib(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
 
-/// Runs `jobs` jobs, `concurrency` in flight, with a checkpoint every `every` finished jobs.
-pub(crate) async fn run(t: Target, jobs: usize, every: usize, concurrency: usize, header: String) {
+/// Runs `jobs` jobs, `concurrency` in flight, with a checkpoint every `every` finished jobs, after
+/// `warmup` of jobs that are not counted (so that what has a fixed lifetime, the 62 s replay
+/// nonces, Redis claim answers and the retained jobs, has filled up before the first checkpoint).
+pub(crate) async fn run(t: Target, jobs: usize, every: usize, concurrency: usize, warmup: Duration, header: String) {
     let t = Arc::new(t);
     let conn = t.redis.as_ref().map(|(url, prefix)| RedisConn::open(url, prefix).expect("a valid REDIS_URL"));
     let hist = Arc::new(Hist::new());
@@ -115,6 +117,27 @@ pub(crate) async fn run(t: Target, jobs: usize, every: usize, concurrency: usize
     let (rss0, _, _) = proc_stats(t.pid);
     let (own0, _, _) = proc_stats(me);
     println!("  before: orchestrator RSS {:.1} MiB, bench RSS {:.1} MiB", mib(rss0), mib(own0));
+    if !warmup.is_zero() {
+        let start = Instant::now();
+        let mut n = 0usize;
+        while start.elapsed() < warmup {
+            let permit = sem.clone().acquire_owned().await.unwrap();
+            let t2 = t.clone();
+            tokio::spawn(async move {
+                run_job(&t2.http, &t2.base, &t2.create, &t2.hook, &t2.waiters, usize::MAX - n).await;
+                drop(permit);
+            });
+            n += 1;
+        }
+        drop(sem.acquire_many(concurrency as u32).await.unwrap());
+        let (rss, _, _) = proc_stats(t.pid);
+        println!(
+            "  warm-up: {n} jobs in {:.0} s (not counted), orchestrator RSS {:.1} MiB",
+            start.elapsed().as_secs_f64(),
+            mib(rss)
+        );
+        let _ = hist.take(&[50.0]);
+    }
     println!(
         "  {:>9} {:>6} {:>8} {:>7} {:>7} {:>9} {:>8} {:>9}{}",
         "jobs",
