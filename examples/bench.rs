@@ -332,8 +332,7 @@ async fn main() {
             a.label, a.jobs, a.soak_warmup, a.workers, a.concurrency
         );
         let target = soak::Target { http, base, create, hook, waiters, pid, redis: redis.clone() };
-        soak::run(target, a.jobs, every, a.concurrency, Duration::from_secs_f64(a.soak_warmup.max(0.0)), header)
-            .await;
+        soak::run(target, a.jobs, every, a.concurrency, Duration::from_secs_f64(a.soak_warmup.max(0.0)), header).await;
         let _ = stop_tx.send(true);
         drop(orch);
         if let (Some((url, prefix)), None) = (&redis, &a.target) {

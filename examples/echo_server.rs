@@ -43,7 +43,9 @@ mod approval_flow {
     async fn rejected() {}
 }
 
-/// A faster allocator than the system one for a busy multi-threaded server (optional).
+/// A faster allocator than the system one for a busy multi-threaded server (optional; build with
+/// `--features system-alloc` for the system allocator).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
