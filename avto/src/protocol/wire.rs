@@ -689,6 +689,15 @@ impl EventResponse {
     pub fn accepted() -> Self {
         EventResponse { status: response_status::EVENT_ACCEPTED.into(), extra: JsonObject::new() }
     }
+
+    /// `{"status": "error", "code": code, "message": message}` (e.g. a payload that breaks the
+    /// skill's `events_schema`: `CONTRACT_VIOLATION_ERROR`).
+    pub fn error(code: &str, message: impl Into<String>) -> Self {
+        let mut extra = JsonObject::new();
+        extra.insert("code".into(), Value::String(code.to_owned()));
+        extra.insert("message".into(), Value::String(message.into()));
+        EventResponse { status: "error".into(), extra }
+    }
 }
 
 /// Orchestrator → worker command (WebSocket text frame), e.g.

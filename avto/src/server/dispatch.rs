@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 
+use super::task_contracts::{Schema, TaskContracts, WorkerContracts};
 use crate::actions::{DispatchStrategy, TaskSpec};
 use crate::job::now_ms;
 use crate::protocol::worker_status;
@@ -38,6 +39,9 @@ pub enum NoWorker {
     Filtered(String),
     /// The store could not be reached.
     Storage(String),
+    /// The params break the `input_schema` of every live worker offering the skill (the
+    /// violations of one of them): no worker will take the task as it is.
+    Contract(String),
 }
 
 impl NoWorker {
@@ -46,11 +50,15 @@ impl NoWorker {
             NoWorker::NoSkill => format!("no live worker offers skill `{task_type}`; waiting for one"),
             NoWorker::Filtered(why) => format!("no eligible worker for `{task_type}` ({why}); waiting for one"),
             NoWorker::Storage(e) => format!("dispatch store unavailable ({e}); will retry"),
+            NoWorker::Contract(why) => format!("the params break the input_schema of skill `{task_type}`: {why}"),
         }
     }
 }
 
 const OVERFLOW_SOFT_LIMIT: usize = 3;
+
+/// What absent params are checked as (the task payload then carries none; the SDKs read `{}`).
+static EMPTY_PARAMS: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| Value::Object(Default::default()));
 
 /// The dispatcher: selection logic over a [`WorkerStore`], plus this instance's long-poll
 /// waiters and WebSocket connections.
@@ -65,6 +73,8 @@ pub struct Dispatcher {
     /// `DISPATCHER_MAX_CANDIDATES` (unbounded unless set).
     max_candidates: usize,
     rewards: Arc<Rewards>,
+    /// The skills' schemas, compiled (params are checked against them here).
+    contracts: TaskContracts,
 }
 
 /// How long the rewards for successes are collected before they are sent to the store.
@@ -118,6 +128,7 @@ impl Dispatcher {
             min_reputation,
             max_candidates: usize::MAX,
             rewards: Arc::default(),
+            contracts: TaskContracts::new(),
         }
     }
 
@@ -137,6 +148,21 @@ impl Dispatcher {
 
     pub fn store(&self) -> &Arc<dyn WorkerStore> {
         &self.store
+    }
+
+    /// The task contracts of the workers' skills, compiled.
+    pub(crate) fn contracts(&self) -> &TaskContracts {
+        &self.contracts
+    }
+
+    /// The compiled contracts of `worker_id` (from its record, read again when older than
+    /// [`super::task_contracts::FRESH`]); `None` for an unknown worker.
+    pub(crate) async fn contracts_of(&self, worker_id: &str) -> Option<Arc<WorkerContracts>> {
+        if let Some(c) = self.contracts.cached(worker_id) {
+            return Some(c);
+        }
+        let info = self.store.worker(worker_id).await.ok().flatten()?;
+        Some(self.contracts.of(worker_id, &info.record))
     }
 
     /// Whether wake-ups and commands travel over a bus (several instances).
@@ -291,9 +317,10 @@ impl Dispatcher {
         let Ok(workers) = self.store.live_workers(now_ms()).await else { return Vec::new() };
         let mut out = Vec::new();
         for u in parked {
-            if self.choose(&workers, &u.spec, None).is_ok()
-                && self.store.claim_parked(&u.task_id).await.unwrap_or(false)
-            {
+            // A task no worker will ever take as it is (its params break every contract) is
+            // claimed too: placing it fails it.
+            let takeable = matches!(self.choose(&workers, &u.spec, None), Ok(_) | Err(NoWorker::Contract(_)));
+            if takeable && self.store.claim_parked(&u.task_id).await.unwrap_or(false) {
                 out.push(u);
             }
         }
@@ -407,6 +434,8 @@ impl Dispatcher {
     fn choose(&self, workers: &[WorkerLoad], spec: &TaskSpec, shared_turn: Option<u64>) -> Result<String, NoWorker> {
         let skill = spec.task_type.as_str();
         let mut with_skill = 0usize;
+        let mut broken_contracts = 0usize;
+        let mut contract_why = String::new();
         let mut why = String::new();
         let mut candidates: Vec<(&WorkerInfo, usize)> = Vec::new();
         let turn = shared_turn.unwrap_or_else(|| self.round_robin.fetch_add(1, AtomicOrdering::Relaxed)) as usize;
@@ -421,13 +450,27 @@ impl Dispatcher {
                 why = reason;
                 continue;
             }
+            // Params are checked last (the costliest filter), against this worker's own schema.
+            let params = if spec.params.is_null() { &EMPTY_PARAMS } else { &spec.params };
+            if let Err(violations) =
+                self.contracts.of(&w.info.worker_id, &w.info.record).check(skill, Schema::Input, params)
+            {
+                broken_contracts += 1;
+                why = format!("params break its input_schema: {violations}");
+                contract_why = violations;
+                continue;
+            }
             candidates.push((&w.info, w.queued + w.running));
             if candidates.len() >= self.max_candidates {
                 break;
             }
         }
         if candidates.is_empty() {
-            return Err(if with_skill == 0 { NoWorker::NoSkill } else { NoWorker::Filtered(why) });
+            return Err(match with_skill {
+                0 => NoWorker::NoSkill,
+                n if n == broken_contracts => NoWorker::Contract(contract_why),
+                _ => NoWorker::Filtered(why),
+            });
         }
         // Workers that reported `full`/`busy` go last, but are still used when nobody else is there.
         let available =

@@ -17,6 +17,7 @@ mod listener;
 mod metrics;
 mod requirements;
 mod scheduler;
+mod task_contracts;
 #[cfg(feature = "tls")]
 mod tls;
 mod webhooks;

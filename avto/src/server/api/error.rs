@@ -113,6 +113,8 @@ impl From<CoreError> for ApiError {
             CoreError::Approval(a) => ApiError::BadRequest(a.to_string()),
             CoreError::Forbidden(m) => ApiError::Forbidden(m),
             CoreError::Conflict(m) => ApiError::Conflict(m),
+            // The worker API answers these 200 with a `CONTRACT_VIOLATION_ERROR` body (RXON).
+            CoreError::EventContract(m) => ApiError::BadRequest(m),
             ref contract @ CoreError::Contract { ref violations, .. } => {
                 ApiError::Invalid { message: contract.to_string(), violations: violations.clone() }
             }

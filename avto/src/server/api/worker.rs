@@ -37,7 +37,7 @@ use crate::protocol::{
 };
 use crate::server::auth::{valid_worker_id, StsPair, WorkerIdentity, GLOBAL_WORKER_ID, STS_ACCESS_TTL};
 use crate::server::config::WorkerAuthMode;
-use crate::server::core::{Core, TaskContext};
+use crate::server::core::{Core, CoreError, TaskContext};
 use crate::server::ClientCertCn;
 use crate::storage::{QueuedTask, WorkerInfo};
 
@@ -223,6 +223,8 @@ async fn register(State(core): State<Arc<Core>>, req: Request) -> Result<Respons
     if registration.supported_skills.iter().flatten().any(|skill| !valid_worker_id(&skill.name)) {
         return Err(ApiError::bad(protocol::lenient::SKILL_NAME_REQUIRED));
     }
+    // Task contracts: every schema must compile within the bounds (400 naming the skill).
+    core.admit_skill_contracts(body.get("supported_skills")).map_err(ApiError::bad)?;
     // The record keeps the registration as sent (`GET /workers`); dispatch reads its view of it.
     core.register_worker(WorkerInfo::from_registration(&body)).await?;
     tracing::info!(worker_id, "worker registered");
@@ -258,6 +260,7 @@ async fn heartbeat(
     if !heartbeat.worker_id.is_empty() && heartbeat.worker_id != worker_id {
         return Err(forbidden("Immediate sender ID mismatch"));
     }
+    core.admit_skill_contracts(body.get("supported_skills")).map_err(ApiError::bad)?;
     // The record merges the heartbeat as sent (`GET /workers`).
     let Some(cancel) = core.heartbeat(&worker_id, Some(&body)).await? else {
         return Err(not_registered(&worker_id));
@@ -453,8 +456,12 @@ async fn process_event(core: &Arc<Core>, sender: &Sender, body: Value) -> Result
     // records no `event_<type>` entry), not as the empty object the wire type reads it as.
     let sent = body.get("payload").is_some_and(Value::is_object);
     let payload = if sent { Value::Object(event.payload) } else { Value::Null };
-    core.worker_event(&sender.worker_id, job_id, task_id, event_type, &payload).await?;
-    Ok(EventResponse::accepted())
+    match core.worker_event(&sender.worker_id, job_id, task_id, event_type, &payload).await {
+        Ok(()) => Ok(EventResponse::accepted()),
+        // RXON: a payload breaking the skill's events_schema is answered 200 with an error body.
+        Err(CoreError::EventContract(message)) => Ok(EventResponse::error(protocol::CONTRACT_VIOLATION_ERROR, message)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn event(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
@@ -571,6 +578,9 @@ async fn ws_session(core: Arc<Core>, sender: Sender, mut socket: WebSocket) {
                         match parse_object_within(text.as_bytes(), core.config().max_json_depth).map(Value::Object) {
                             Ok(body) => {
                                 match process_event(&core, &sender, body).await {
+                                    Ok(answer) if answer.status != response_status::EVENT_ACCEPTED => {
+                                        tracing::warn!(worker_id = %sender.worker_id, answer = ?answer.extra, "websocket event refused")
+                                    }
                                     Ok(_) => {}
                                     // An event that arrives after its job ended (a progress frame
                                     // overtaken by the task's result over HTTP) is expected.

@@ -121,6 +121,13 @@ pub struct Config {
     pub log_level: String,
     pub log_format: String,
     pub reputation_min_threshold: f64,
+    /// `REPUTATION_PENALTY_CONTRACT_VIOLATION` (default 0.2, from 0 to 1): reputation a worker
+    /// loses for a result that breaks its skill's `output_schema` (or that it reports itself
+    /// as `CONTRACT_VIOLATION_ERROR`).
+    pub reputation_penalty_contract_violation: f64,
+    /// `REPUTATION_PENALTY_TASK_FAILURE` (default 0.05, from 0 to 1): reputation a worker loses
+    /// for a failure of the permanent class (`PERMANENT_ERROR`, `SECURITY_ERROR`, `DEPENDENCY_ERROR`).
+    pub reputation_penalty_task_failure: f64,
     /// `REPUTATION_RECALC_INTERVAL_SECONDS` (default 3600): how often reputations are recalculated
     /// from the history (once per interval across instances; nothing to do without history).
     pub reputation_recalc_interval: Duration,
@@ -299,6 +306,8 @@ impl Default for Config {
             log_level: "info".into(),
             log_format: "json".into(),
             reputation_min_threshold: 0.3,
+            reputation_penalty_contract_violation: 0.2,
+            reputation_penalty_task_failure: 0.05,
             reputation_recalc_interval: Duration::from_secs(3600),
             worker_history_status_interval: Duration::from_secs(60),
             dispatcher_max_candidates: 50,
@@ -434,6 +443,10 @@ impl Config {
             log_level: env.str("LOG_LEVEL").map(|l| l.to_ascii_lowercase()).unwrap_or(d.log_level),
             log_format: env.str("LOG_FORMAT").map(|l| l.to_ascii_lowercase()).unwrap_or(d.log_format),
             reputation_min_threshold: env.parse("REPUTATION_MIN_THRESHOLD", d.reputation_min_threshold)?,
+            reputation_penalty_contract_violation: env
+                .parse("REPUTATION_PENALTY_CONTRACT_VIOLATION", d.reputation_penalty_contract_violation)?,
+            reputation_penalty_task_failure: env
+                .parse("REPUTATION_PENALTY_TASK_FAILURE", d.reputation_penalty_task_failure)?,
             reputation_recalc_interval: env.secs("REPUTATION_RECALC_INTERVAL_SECONDS", d.reputation_recalc_interval)?,
             worker_history_status_interval: env
                 .secs("WORKER_HISTORY_STATUS_INTERVAL_SECONDS", d.worker_history_status_interval)?,
@@ -494,6 +507,14 @@ impl Config {
         }
         if c.worker_poll_timeout.is_zero() {
             return Err(ConfigError("WORKER_POLL_TIMEOUT_SECONDS must be greater than 0".into()));
+        }
+        for (name, value) in [
+            ("REPUTATION_PENALTY_CONTRACT_VIOLATION", c.reputation_penalty_contract_violation),
+            ("REPUTATION_PENALTY_TASK_FAILURE", c.reputation_penalty_task_failure),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(ConfigError(format!("{name} must be from 0 to 1")));
+            }
         }
         if !(2..=MAX_JSON_DEPTH_LIMIT).contains(&c.max_json_depth) {
             return Err(ConfigError(format!("MAX_JSON_DEPTH must be from 2 to {MAX_JSON_DEPTH_LIMIT}")));

@@ -9,16 +9,19 @@ use super::transact::{log_failure, JobTx};
 use super::{Core, CoreError, NewJob};
 use crate::blueprint::Blueprint;
 use crate::context::ErrorClass;
+use crate::context::TaskError;
 use crate::engine::{self, ResultDisposition, TaskResult};
 use crate::job::Job;
-use crate::protocol::{task_status, EVENT_TYPE_PROGRESS};
+use crate::protocol::{task_status, CONTRACT_VIOLATION_ERROR, EVENT_TYPE_PROGRESS};
+use crate::server::task_contracts::Schema;
+
+/// What absent result data is checked as (the engine merges nothing from it).
+static EMPTY_DATA: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| Value::Object(Default::default()));
 use crate::server::config::ClientEntry;
 use crate::storage::StorageError;
 
 /// Reputation a worker gains for a result that is not a failure.
 const REPUTATION_REWARD: f64 = 0.001;
-/// Reputation a worker loses for a permanent failure.
-const REPUTATION_PENALTY: f64 = 0.05;
 
 /// Drops the oldest entries of `state_history.progress_updates` beyond `max`.
 fn keep_last_progress(job: &mut Job, max: usize) {
@@ -119,11 +122,15 @@ impl Core {
                 message: format!("job {job_id} not found"),
             });
         };
+        let result = self.check_output(&tx, worker_id, result).await;
         let (disposition, step) = engine::apply_task_result(&self.env, &mut tx, &result);
         if let ResultDisposition::Accepted(_) = &disposition {
-            match (result.status.as_str(), result.error.as_ref().map(|e| e.class())) {
-                (task_status::FAILURE, Some(ErrorClass::Permanent)) => {
-                    self.dispatcher.adjust_reputation(worker_id, -REPUTATION_PENALTY).await
+            match (result.status.as_str(), result.error.as_ref()) {
+                (task_status::FAILURE, Some(e)) if e.code == CONTRACT_VIOLATION_ERROR => {
+                    self.dispatcher.adjust_reputation(worker_id, -self.cfg.reputation_penalty_contract_violation).await
+                }
+                (task_status::FAILURE, Some(e)) if e.class() == ErrorClass::Permanent => {
+                    self.dispatcher.adjust_reputation(worker_id, -self.cfg.reputation_penalty_task_failure).await
                 }
                 (task_status::FAILURE, _) => {}
                 _ => self.dispatcher.adjust_reputation(worker_id, REPUTATION_REWARD).await,
@@ -132,6 +139,38 @@ impl Core {
         self.apply(&mut tx, step).await;
         self.commit(tx).await?;
         Ok(disposition)
+    }
+
+    /// The output contract (spec: result processing, step 5): a `success` from the worker holding
+    /// the task, whose skill declares an `output_schema`, must carry `data` that keeps it; else
+    /// the result becomes a `CONTRACT_VIOLATION_ERROR` failure (quarantine, or the dispatch's
+    /// `failure` transition; the reputation penalty follows from the code).
+    async fn check_output(&self, job: &Job, worker_id: &str, result: TaskResult) -> TaskResult {
+        if result.status != task_status::SUCCESS {
+            return result;
+        }
+        let Some(record) = job
+            .tasks_in_flight()
+            .find(|t| t.task_id == result.task_id && t.worker_id.as_deref().is_none_or(|w| w == worker_id))
+        else {
+            return result;
+        };
+        let Some(contracts) = self.dispatcher.contracts_of(worker_id).await else { return result };
+        let skill = record.spec.task_type.as_str();
+        let data = if result.data.is_null() { &EMPTY_DATA } else { &result.data };
+        match contracts.check(skill, Schema::Output, data) {
+            Ok(()) => result,
+            Err(violations) => {
+                tracing::warn!(job_id = %job.id, task_id = %result.task_id, worker_id, skill, %violations, "result breaks the output contract");
+                let message = format!("the result data breaks the output_schema of skill `{skill}`: {violations}");
+                TaskResult {
+                    status: task_status::FAILURE.into(),
+                    data: Value::Null,
+                    error: Some(TaskError::new(CONTRACT_VIOLATION_ERROR, message)),
+                    ..result
+                }
+            }
+        }
     }
 
     /// Applies a worker event (progress or an `event_transitions` event).
@@ -152,12 +191,21 @@ impl Core {
         }
         let held = tx
             .tasks_in_flight()
-            .any(|t| t.worker_id.as_deref() == Some(worker_id) && task_id.is_none_or(|id| id == t.task_id));
-        if !held {
+            .find(|t| t.worker_id.as_deref() == Some(worker_id) && task_id.is_none_or(|id| id == t.task_id))
+            .map(|t| t.spec.task_type.clone());
+        let Some(skill) = held else {
             return Err(CoreError::Forbidden(match task_id {
                 Some(t) => format!("worker {worker_id} holds no running task {t} of job {job_id}"),
                 None => format!("worker {worker_id} holds no running task of job {job_id}"),
             }));
+        };
+        // The payload against the skill's `events_schema[event_type]` (undeclared types pass).
+        if let Some(contracts) = self.dispatcher.contracts_of(worker_id).await {
+            if let Err(violations) = contracts.check(&skill, Schema::Event(event_type), payload) {
+                return Err(CoreError::EventContract(format!(
+                    "the payload of event `{event_type}` breaks the events_schema of skill `{skill}`: {violations}"
+                )));
+            }
         }
         let step = engine::apply_event(&mut tx, task_id, event_type, payload);
         if event_type == EVENT_TYPE_PROGRESS {

@@ -85,6 +85,10 @@ pub enum CoreError {
     Conflict(String),
     /// The initial data breaks the blueprint's input contract: the violations (at most 100)
     /// and how many there were.
+    /// A worker event's payload breaks the `events_schema` its skill declares for the event type
+    /// (answered 200 `{"status": "error", "code": "CONTRACT_VIOLATION_ERROR", "message": ..}`).
+    #[error("{0}")]
+    EventContract(String),
     #[error("initial_data does not match the input contract of blueprint `{blueprint}` ({total} violation(s))")]
     Contract { blueprint: String, violations: Vec<super::contracts::Violation>, total: usize },
 }

@@ -138,11 +138,15 @@ impl Core {
         let mut step = step;
         loop {
             self.observe(tx, &step);
+            // Tasks no worker will take as they are (params breaking every input contract).
+            let mut refused = Vec::new();
             for effect in step.effects {
                 match effect {
                     Effect::Dispatch { tasks, delay } if delay.is_zero() => {
                         for t in tasks {
-                            self.place(tx, &t.task_id).await;
+                            if let Some(error) = self.place(tx, &t.task_id).await {
+                                refused.push((t.task_id, error));
+                            }
                         }
                     }
                     Effect::Dispatch { tasks, delay } => {
@@ -157,6 +161,17 @@ impl Core {
                     Effect::RetryHandler { delay } => tx.after_commit.push(AfterCommit::RetryHandler { delay }),
                     Effect::Terminal(status) => tx.after_commit.push(AfterCommit::Terminal(status)),
                 }
+            }
+            if !refused.is_empty() {
+                // Each fails like a worker's failure result would: the next step carries it out.
+                let mut failed = Step { advance: step.advance, ..Step::default() };
+                for (task_id, error) in refused {
+                    if tx.tasks_in_flight().any(|r| r.task_id == task_id) {
+                        failed.extend(engine::fail_task(&self.env, tx, &task_id, error));
+                    }
+                }
+                step = failed;
+                continue;
             }
             if !step.advance || !runnable(tx.status) {
                 return;
@@ -210,7 +225,7 @@ impl Core {
                         let Some(mut tx) = core.begin(&job_id).await? else { return Ok(()) };
                         for t in &tasks {
                             if tx.tasks_in_flight().any(|r| r.task_id == t.task_id && r.worker_id.is_none()) {
-                                core.place(&mut tx, &t.task_id).await;
+                                core.place_or_fail(&mut tx, &t.task_id).await;
                             }
                         }
                         core.commit(tx).await

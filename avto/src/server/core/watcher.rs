@@ -174,7 +174,7 @@ impl Core {
                         r.worker_id = None;
                         r.picked_up_at_ms = None;
                     }
-                    self.place(&mut tx, task_id).await;
+                    self.place_or_fail(&mut tx, task_id).await;
                 }
             }
             JobStatus::WaitingForSubJob => {

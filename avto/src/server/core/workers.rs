@@ -9,9 +9,11 @@ use serde_json::{json, Value};
 
 use super::transact::{log_failure, JobTx};
 use super::{Core, CoreError, TaskContext};
+use crate::context::TaskError;
 use crate::history::workers::{WorkerHistoryRecord, WORKER_REGISTERED, WORKER_STATUS_UPDATE};
 use crate::job::now_ms;
-use crate::protocol::worker_status;
+use crate::protocol::{worker_status, INVALID_INPUT_ERROR};
+use crate::server::dispatch::NoWorker;
 use crate::storage::{BusMessage, QueuedTask, Unassigned, WorkerCommand, WorkerInfo, WorkerLoad};
 
 /// How often a long-poll looks at its queue without a wake-up when instances share a bus.
@@ -20,10 +22,15 @@ const BUS_RECHECK: Duration = Duration::from_secs(1);
 impl Core {
     /// Puts one in-flight task of the job on a worker queue, or parks it until a worker can
     /// take it. Under the job's lock: the job's record names the worker.
-    pub(super) async fn place(&self, tx: &mut JobTx, task_id: &str) {
+    ///
+    /// `Some(error)`: no worker will ever take the task as it is (its params break the
+    /// `input_schema` of every live worker offering the skill); the caller fails it with this
+    /// `INVALID_INPUT_ERROR` ([`Core::place_or_fail`]).
+    #[must_use = "a task refused by every worker's input contract must be failed"]
+    pub(super) async fn place(&self, tx: &mut JobTx, task_id: &str) -> Option<TaskError> {
         let job_id = tx.id.clone();
         let default_dispatch_timeout = self.config().default_dispatch_timeout.as_secs_f64();
-        let Some(task) = tx.task_mut(task_id) else { return };
+        let task = tx.task_mut(task_id)?;
         let deadline = task.spec.result_timeout_seconds.map(|s| crate::job::after_secs(task.dispatched_at_ms, s));
         // Every wait is bounded: without a dispatch timeout of its own (or its job's), a task
         // waits at most DEFAULT_DISPATCH_TIMEOUT_SECONDS for a worker to take it. The stores
@@ -46,6 +53,10 @@ impl Core {
                 }
                 tx.waiting_reason = None;
             }
+            Err(no @ NoWorker::Contract(_)) => {
+                tracing::info!(job_id, task_id, reason = %no.reason(&spec.task_type), "task refused before dispatch");
+                return Some(TaskError::new(INVALID_INPUT_ERROR, no.reason(&spec.task_type)));
+            }
             Err(no) => {
                 let parked = Unassigned {
                     job_id,
@@ -60,6 +71,16 @@ impl Core {
                 tx.waiting_reason = Some(no.reason(&spec.task_type));
             }
         }
+        None
+    }
+
+    /// [`Core::place`], outside [`Core::apply`]: a task no worker will take is failed at once
+    /// (its step applied: the dispatch's `failure` transition, or the job ends `failed`).
+    pub(super) async fn place_or_fail(self: &Arc<Self>, tx: &mut JobTx, task_id: &str) {
+        if let Some(error) = self.place(tx, task_id).await {
+            let step = crate::engine::fail_task(self.env(), tx, task_id, error);
+            self.apply(tx, step).await;
+        }
     }
 
     /// Gives parked tasks to workers that can now take them.
@@ -72,7 +93,7 @@ impl Core {
                     if !tx.tasks_in_flight().any(|r| r.task_id == u.task_id && r.worker_id.is_none()) {
                         return Ok(());
                     }
-                    core.place(&mut tx, &u.task_id).await;
+                    core.place_or_fail(&mut tx, &u.task_id).await;
                     core.commit(tx).await
                 };
                 log_failure("could not place a parked task", &u.job_id, placed.await);
@@ -98,7 +119,7 @@ impl Core {
                     let Some(r) = tx.task_mut(&task_id) else { return Ok(()) };
                     r.worker_id = None;
                     r.picked_up_at_ms = None;
-                    core.place(&mut tx, &task_id).await;
+                    core.place_or_fail(&mut tx, &task_id).await;
                     core.commit(tx).await
                 };
                 log_failure("could not requeue a task", &job_id, placed.await);
@@ -111,6 +132,7 @@ impl Core {
     pub async fn register_worker(self: &Arc<Self>, info: WorkerInfo) -> Result<(), CoreError> {
         let worker_id = info.worker_id.clone();
         self.dispatcher.register(info).await?;
+        self.dispatcher.contracts().forget(&worker_id);
         self.record_worker(&worker_id, WORKER_REGISTERED).await;
         self.place_parked();
         Ok(())
@@ -140,6 +162,9 @@ impl Core {
         let status = body.and_then(|b| b["status"].as_str());
         let offline = status == Some(worker_status::OFFLINE);
         let Some(cancel) = self.dispatcher.heartbeat(worker_id, body).await? else { return Ok(None) };
+        if body.is_some_and(|b| b.get("supported_skills").is_some()) {
+            self.dispatcher.contracts().forget(worker_id);
+        }
         // A `status_update` row only for a changed status, at most one per worker per
         // WORKER_HISTORY_STATUS_INTERVAL_SECONDS (heartbeats come every few seconds).
         if let Some(status) = status.filter(|_| self.history().is_some()) {
@@ -250,6 +275,12 @@ impl Core {
         // No after-commit effects: the job's own save is all there is.
         self.jobs.commit(tx.into_guard()).await?;
         Ok(Some(ctx))
+    }
+
+    /// Checks the schemas of `supported_skills` (a registration's or a heartbeat's): each must be
+    /// a JSON object or boolean of at most 64 KiB that compiles. `Err` names the skill and field.
+    pub fn admit_skill_contracts(&self, skills: Option<&Value>) -> Result<(), String> {
+        self.dispatcher.contracts().admit(skills)
     }
 
     /// The registration of a worker, if it is known.
