@@ -420,6 +420,8 @@ impl<'e> Scanner<'e> {
                 }
             }
             "dispatch_task" => *current = Some(self.action(ActionKind::Dispatch, call)),
+            // `actions.dispatch::<Contract>(params)`: a dispatch typed by its `TaskContract`.
+            "dispatch" if call.turbofish.is_some() => *current = Some(self.action(ActionKind::Dispatch, call)),
             "await_human_approval" => *current = Some(self.action(ActionKind::Approval, call)),
             "run_blueprint" => *current = Some(self.action(ActionKind::SubBlueprint, call)),
             "transitions" | "event_transitions" => {
@@ -644,6 +646,25 @@ mod tests {
                 ("progress".into(), "d".into(), EdgeKind::Event),
             ]
         );
+    }
+
+    /// `actions.dispatch::<Contract>(params)` is a dispatch like `dispatch_task(..)`; a method
+    /// named `dispatch` without a turbofish is someone else's.
+    #[test]
+    fn a_typed_dispatch_is_a_dispatch() {
+        let (p, errs) = parse(quote! {
+            mod m {
+                #[handler(state = "a", start)]
+                async fn a(actions: &mut Actions) {
+                    bus.dispatch(1);
+                    actions.dispatch::<Resize>(params).priority(1.0).transitions([("success", "b"), ("failure", "c")]);
+                }
+            }
+        });
+        assert!(errs.is_empty(), "{errs:?}");
+        let m = p.unwrap().model;
+        let e: Vec<(String, EdgeKind)> = m.edges().map(|(_, e)| (e.target.value.clone(), e.kind)).collect();
+        assert_eq!(e, vec![("b".into(), EdgeKind::Dispatch), ("c".into(), EdgeKind::Dispatch)]);
     }
 
     #[test]

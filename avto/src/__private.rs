@@ -56,6 +56,59 @@ impl<T> NoSchema for &SchemaProbe<T> {
     }
 }
 
+/// `#[avto::task]`'s probe of its output type: `(&OutputProbe::<R>::new()).output_schema()` is
+/// T's JSON Schema when the function returns `Result<T, E>` with `T: schemars::JsonSchema`
+/// describing an object, else `None` (as [`SchemaProbe`]).
+pub struct OutputProbe<R>(std::marker::PhantomData<R>);
+
+impl<R> OutputProbe<R> {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        OutputProbe(std::marker::PhantomData)
+    }
+}
+
+/// See [`OutputProbe`].
+pub trait HasOutputSchema {
+    fn output_schema(&self) -> Option<serde_json::Value>;
+}
+
+impl<T: schemars::JsonSchema, E> HasOutputSchema for OutputProbe<Result<T, E>> {
+    fn output_schema(&self) -> Option<serde_json::Value> {
+        crate::task_contract::object_schema::<T>()
+    }
+}
+
+/// See [`OutputProbe`].
+pub trait NoOutputSchema {
+    fn output_schema(&self) -> Option<serde_json::Value>;
+}
+
+impl<R> NoOutputSchema for &OutputProbe<R> {
+    fn output_schema(&self) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+/// A probed params schema as a task publishes it: only one describing an object (a struct, a
+/// map); an untyped `serde_json::Value` keeps the SDKs' `{"type": "object"}`.
+pub fn object_only(schema: Option<serde_json::Value>) -> Option<serde_json::Value> {
+    schema.filter(|s| s.get("type") == Some(&serde_json::Value::String("object".into())))
+}
+
+/// `#[avto::task(contract = C)]`: the handler as given, once the compiler checked that it takes
+/// `C::Params` and returns `Result<C::Output, E>`.
+#[cfg(feature = "worker")]
+pub fn contract_handler<C, F, Fut, R>(handler: F) -> F
+where
+    C: crate::TaskContract,
+    F: Fn(C::Params, crate::worker::TaskHandle) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = R> + Send + 'static,
+    R: crate::worker::Returns<C::Output> + 'static,
+{
+    handler
+}
+
 /// One schema from the probes of a blueprint's handlers: none, the only one, or all of them
 /// (`allOf`: each handler reads the initial data as its own type).
 pub fn input_contract(probes: Vec<Option<serde_json::Value>>) -> Option<serde_json::Value> {

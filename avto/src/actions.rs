@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::task_contract::TaskContract;
+
 /// How a worker is chosen among the eligible ones.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -194,7 +196,18 @@ impl Actions {
         };
         let Action::Dispatch(tasks) = slot else { unreachable!("slot holds a dispatch") };
         tasks.push(spec);
-        DispatchBuilder { spec: tasks.last_mut().unwrap() }
+        DispatchBuilder { spec: tasks.last_mut().unwrap(), _kind: std::marker::PhantomData }
+    }
+
+    /// Sends the task of contract `C` ([`TaskContract`]) with its typed params: params of
+    /// another type are a compile error, and so is a worker implementing `C` with other types
+    /// (`#[avto::task(contract = C)]`). The rest is [`Actions::dispatch_task`]'s (transitions,
+    /// priority, ...; the params are set here, so the builder has no `.params(..)`). The result
+    /// is read with [`Context::task_output`](crate::Context::task_output).
+    pub fn dispatch<C: TaskContract>(&mut self, params: C::Params) -> DispatchBuilder<'_, C> {
+        let DispatchBuilder { spec, .. } = self.dispatch_task(C::NAME);
+        spec.params = to_json(params);
+        DispatchBuilder { spec, _kind: std::marker::PhantomData }
     }
 
     /// Parks the job in `waiting_for_human` until a decision arrives.
@@ -253,18 +266,28 @@ impl TransitionBuilder<'_> {
     }
 }
 
-/// Returned by [`Actions::dispatch_task`]; every method sets one field of the task.
+/// Returned by [`Actions::dispatch_task`] (and, typed by its contract, by
+/// [`Actions::dispatch`]); every method sets one field of the task.
 #[derive(Debug)]
-pub struct DispatchBuilder<'a> {
+pub struct DispatchBuilder<'a, K = Untyped> {
     spec: &'a mut TaskSpec,
+    _kind: std::marker::PhantomData<K>,
 }
 
-impl DispatchBuilder<'_> {
+/// A dispatch by skill name ([`Actions::dispatch_task`]): its params are set with
+/// [`DispatchBuilder::params`].
+#[derive(Debug)]
+pub struct Untyped;
+
+impl DispatchBuilder<'_, Untyped> {
     /// The task's parameters (any serialisable value; objects are what workers expect).
     pub fn params(self, params: impl Serialize) -> Self {
         self.spec.params = to_json(params);
         self
     }
+}
+
+impl<K> DispatchBuilder<'_, K> {
     /// Result status -> next state, e.g. `[("success", "step_B"), ("failure", "failed")]`.
     /// Targets must be string literals: the macro checks them against the blueprint's states.
     pub fn transitions<'s>(self, pairs: impl IntoIterator<Item = (&'s str, &'s str)>) -> Self {

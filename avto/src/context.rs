@@ -46,6 +46,14 @@ impl Context {
     pub fn history(&self, key: &str) -> &Value {
         self.state_history.get(key).unwrap_or(&Value::Null)
     }
+
+    /// The output of the task of contract `C` ([`crate::TaskContract`]), typed: read from
+    /// `state_history`, where a success result's data is merged (so in the state its `success`
+    /// transition leads to; a key written later by another task or `update_context` wins). An
+    /// error when the history does not hold a `C::Output`.
+    pub fn task_output<C: crate::TaskContract>(&self) -> Result<C::Output, serde_json::Error> {
+        serde_json::from_value(Value::Object(self.state_history.0.clone()))
+    }
 }
 
 /// A job's `state_history` as handlers see it: the JSON object (every `Map` method through
@@ -206,6 +214,11 @@ impl AggregationResults {
     /// The `data` of every successful branch, in dispatch order.
     pub fn successes(&self) -> impl Iterator<Item = &Value> {
         self.0.iter().filter(|b| b.is_success()).map(|b| &b.data)
+    }
+    /// The outputs of the successful branches of contract `C` ([`crate::TaskContract`]),
+    /// typed, in dispatch order.
+    pub fn outputs<C: crate::TaskContract>(&self) -> Vec<Result<C::Output, serde_json::Error>> {
+        self.of_type(C::NAME).filter(|b| b.is_success()).map(|b| serde_json::from_value(b.data.clone())).collect()
     }
 }
 

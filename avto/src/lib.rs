@@ -27,6 +27,7 @@ pub mod server;
 pub mod storage;
 #[cfg(feature = "server")]
 pub mod supervise;
+pub mod task_contract;
 pub mod testing;
 pub mod trace;
 #[cfg(feature = "worker")]
@@ -42,6 +43,7 @@ pub use job::{Job, JobStatus};
 #[cfg(feature = "server")]
 pub use server::{serve, Orchestrator};
 pub use storage::{DataStore, DataStores, StorageError};
+pub use task_contract::TaskContract;
 
 /// The result type of `main` functions that call [`serve`].
 #[cfg(feature = "server")]
@@ -55,6 +57,7 @@ pub mod prelude {
     pub use crate::handler::{HandlerError, InitialData};
     pub use crate::job::JobStatus;
     pub use crate::storage::{DataStore, DataStores, StorageError};
+    pub use crate::task_contract::TaskContract;
     pub use avto_macros::{aggregator, handler, when};
     pub use serde_json::json;
     pub use std::time::Duration;

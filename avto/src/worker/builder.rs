@@ -197,6 +197,19 @@ impl WorkerBuilder {
         self
     }
 
+    /// Register the handler of the task of contract `C` ([`TaskContract`](crate::TaskContract)):
+    /// the skill is [`Skill::of::<C>()`](Skill::of) (name and schemas), and the handler must take
+    /// `C::Params` and return `Result<C::Output, E: Into<TaskError>>`, or it does not compile.
+    pub fn contract<C, F, Fut, R>(self, handler: F) -> Self
+    where
+        C: crate::TaskContract,
+        F: Fn(C::Params, TaskHandle) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: super::Returns<C::Output> + 'static,
+    {
+        self.task(Skill::of::<C>(), handler)
+    }
+
     /// Handle a custom WebSocket command (`{"command": name, ...}`).
     pub fn on_command<F, Fut>(mut self, name: impl Into<String>, handler: F) -> Self
     where

@@ -54,6 +54,18 @@
 //! certificate's CN is the worker id), pass a `reqwest::Client` built with its
 //! `reqwest::Identity` to [`WorkerBuilder::http_client`].
 //!
+//! **Contracts.** A task's params and output types publish their JSON Schemas in the
+//! registration (`input_schema`, `output_schema` of the skill; schemars), which the orchestrator
+//! checks params, results and events against (avto and the Python orchestrator alike): with
+//! `#[avto::task]` when the params type and the `T` of a `Result<T, E>` return implement
+//! `schemars::JsonSchema` and describe an object (a struct or a map; `serde_json::Value` params
+//! publish `{"type": "object"}` and no output schema, as the Python SDK does for `dict`), with
+//! [`Skill::input_schema`] / [`Skill::output_schema`] / [`Skill::event_schema`] by hand, or from a
+//! [`TaskContract`](crate::TaskContract) shared with the blueprint that dispatches the task
+//! (`#[avto::task(contract = C)]`, [`WorkerBuilder::contract`]): then the compiler checks both
+//! sides use the same types. Event payloads are not typed (declare their schemas with
+//! [`Skill::event_schema`]).
+//!
 //! Not implemented (yet): JSON-schema validation of params/events on the worker side (params are
 //! validated by their serde type).
 
@@ -84,7 +96,7 @@ pub use config::{
 };
 pub use error::{Cause, WorkerError};
 pub use handle::{RecordedEvent, TaskHandle, TestTaskControl};
-pub use outcome::{errors, IntoTaskOutcome, TaskOutcome};
+pub use outcome::{errors, IntoTaskOutcome, Returns, TaskOutcome};
 pub use run::{ShutdownHandle, Worker};
 pub use skill::Skill;
 

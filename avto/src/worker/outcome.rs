@@ -173,6 +173,12 @@ impl IntoTaskOutcome for () {
     }
 }
 
+/// What a handler of a [`TaskContract`](crate::TaskContract) returns: `Result<T, E>` with
+/// `T` the contract's `Output` and `E: Into<TaskError>` (the compiler holds the handler to it).
+pub trait Returns<T>: IntoTaskOutcome {}
+
+impl<T: Serialize, E: Into<TaskError>> Returns<T> for Result<T, E> {}
+
 /// Shorthands for [`TaskError`]s with the standard codes.
 pub mod errors {
     use super::*;

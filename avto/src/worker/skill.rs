@@ -41,6 +41,28 @@ impl Skill {
         info.input_schema = Some(json!({"type": "object"}));
         Skill { info, cost: None }
     }
+    /// The skill of a [`TaskContract`](crate::TaskContract): its name, the JSON Schemas of its
+    /// params (`input_schema`) and output (`output_schema`, when typed).
+    pub fn of<C: crate::TaskContract>() -> Self {
+        let skill = Skill::new(C::NAME).input_schema(C::input_schema());
+        match C::output_schema() {
+            Some(output) => skill.output_schema(output),
+            None => skill,
+        }
+    }
+
+    /// The schemas `#[avto::task]` probed from the function's types (`None` keeps the default).
+    #[doc(hidden)]
+    pub fn probed_schemas(mut self, input: Option<Value>, output: Option<Value>) -> Self {
+        if let Some(input) = input {
+            self.info.input_schema = Some(input);
+        }
+        if let Some(output) = output {
+            self.info.output_schema = Some(output);
+        }
+        self
+    }
+
     /// `type` (used for per-type concurrency limits and `skill_type` matching).
     pub fn skill_type(mut self, t: impl Into<String>) -> Self {
         self.info.skill_type = Some(t.into());
