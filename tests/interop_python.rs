@@ -97,3 +97,31 @@ async fn python_sdk_workers_complete_many_jobs_none_lost_or_duplicated() {
     assert!(by_worker.len() >= 2, "load is spread across equally good workers: {by_worker:?}");
     drop(workers);
 }
+
+/// Task contracts with the unmodified Python SDK (issue #15 item 2): the skill's schemas as the
+/// SDK registers them are checked by avto: params breaking `input_schema` never reach the worker
+/// (`failed`), data breaking `output_schema` quarantines the job with `CONTRACT_VIOLATION_ERROR`
+/// and costs the worker 0.2 of reputation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_contracts_are_checked() {
+    let s = Server::start([echo_strict::blueprint()]).await;
+    let _w = PyWorker::start_script("contract_worker.py", &s.base, "py-contract-1", &[]);
+    wait_workers(&s, 1).await;
+    let c = s.client();
+    let (_, cat) = c.get("/api/v1/workers/catalog").await;
+    assert_eq!(cat["echo"]["contract"]["output_schema"]["properties"]["width"]["type"], "integer", "{cat}");
+    let id = c.create("/api/v1/jobs/echo_strict", json!({"width": 3})).await;
+    assert_eq!(c.wait_terminal(&id, T).await["status"], "finished");
+    let id = c.create("/api/v1/jobs/echo_strict", json!({"height": 3})).await;
+    let job = c.wait_terminal(&id, T).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    let stored = s.core.jobs().get(&id).await.unwrap().unwrap();
+    assert_eq!(stored.last_error.map(|e| e.code).as_deref(), Some("INVALID_INPUT_ERROR"));
+    let id = c.create("/api/v1/jobs/echo_strict", json!({"width": "wide"})).await;
+    let job = c.wait_terminal(&id, T).await;
+    assert_eq!(job["status"], "quarantined", "{job}");
+    let stored = s.core.jobs().get(&id).await.unwrap().unwrap();
+    assert_eq!(stored.last_error.map(|e| e.code).as_deref(), Some("CONTRACT_VIOLATION_ERROR"));
+    let reputation = c.worker("py-contract-1").await.expect("listed")["reputation"].as_f64().unwrap();
+    assert!((reputation - 0.8).abs() < 1e-9, "1.0 (the success's reward is capped there) - 0.2: {reputation}");
+}
