@@ -112,6 +112,16 @@ fn typed_tasks_publish_their_schemas() {
     assert_eq!(loose["input_schema"], json!({"type": "object"}), "{loose}");
     assert!(loose.get("output_schema").is_none(), "{loose}");
     assert_eq!(Resize::input_schema(), resize["input_schema"]);
+    // Without the macro: the builder holds the handler to the contract the same way.
+    let built = RustWorker::builder("schemas-2")
+        .contract::<Resize, _, _, _>(|p: ResizeParams, _t: TaskHandle| async move {
+            Ok::<_, avto::TaskError>(Resized { url: p.url, width: p.width })
+        })
+        .build()
+        .unwrap()
+        .registration_payload();
+    assert_eq!(built["supported_skills"][0]["name"], "resize", "{built}");
+    assert_eq!(built["supported_skills"][0]["output_schema"], resize["output_schema"], "{built}");
 }
 
 /// A typed blueprint and a typed worker sharing `Resize`, end to end, with the schemas in the
