@@ -225,17 +225,16 @@ impl TaskContracts {
         let built = Arc::new(self.build(worker_id, record));
         let mut workers = self.workers.lock();
         if workers.len() >= MAX_WORKERS && !workers.contains_key(worker_id) {
+            // The worker first seen longest ago (a refresh keeps a worker's place).
             workers.shift_remove_index(0);
         }
-        // Re-inserted at the end: the oldest entries are the ones evicted.
-        workers.shift_remove(worker_id);
         workers.insert(worker_id.to_owned(), (Instant::now(), built.clone()));
         built
     }
 
     /// Drops what is known of `worker_id` (it registered again, or sent new skills).
     pub(crate) fn forget(&self, worker_id: &str) {
-        self.workers.lock().shift_remove(worker_id);
+        self.workers.lock().swap_remove(worker_id);
     }
 }
 
