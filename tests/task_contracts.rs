@@ -259,3 +259,27 @@ async fn events_breaking_the_events_schema_are_refused() {
     assert_eq!(w.succeed(&task, json!({})).await.0, 200);
     assert_eq!(c.wait_terminal(&id, T).await["status"], "finished");
 }
+
+/// On Redis, an instance that never saw the worker register reads its schemas from the store: a
+/// result breaking the output schema, posted to the other instance, is caught there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instance_checks_results_against_the_schemas_in_redis() {
+    let redis = avto_tests::RedisPrefix::new();
+    let cfg = avto_tests::test_config;
+    let a = Server::with_redis([echo_strict::blueprint()], &redis.url, &redis.prefix, cfg()).await;
+    let b = Server::with_redis([echo_strict::blueprint()], &redis.url, &redis.prefix, cfg()).await;
+    let on_a = RawWorker::new(&a.base, "redis-out-1", &["echo"]);
+    let schema = json!({"type": "object", "required": ["width"]});
+    let (status, body) = register(&on_a, json!([{"name": "echo", "output_schema": schema}])).await;
+    assert_eq!(status, 200, "{body}");
+    let id = a.client().create("/api/v1/jobs/echo_strict", json!({})).await;
+    let on_b = RawWorker::new(&b.base, "redis-out-1", &["echo"]);
+    let (status, task) = on_b.poll().await;
+    assert_eq!((status, task["job_id"].as_str()), (200, Some(id.as_str())), "{task}");
+    let (status, answer) = on_b.succeed(&task, json!({"height": 1})).await;
+    assert_eq!((status, answer["transition"].as_str()), (200, Some("failure_handled")), "{answer}");
+    let job = a.client().wait_terminal(&id, T).await;
+    assert_eq!(job["status"], "quarantined", "{job}");
+    let reputation = a.client().worker("redis-out-1").await.expect("listed")["reputation"].as_f64().unwrap();
+    assert!((reputation - 0.8).abs() < 1e-9, "{reputation}");
+}
