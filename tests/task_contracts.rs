@@ -97,7 +97,8 @@ pub mod typed_resize {
 #[test]
 fn typed_tasks_publish_their_schemas() {
     let w = RustWorker::builder("schemas-1");
-    let w = __avto_task_register_loose(__avto_task_register_describe(__avto_task_register_resize(w)));
+    let w = __avto_task_register_loose(__avto_task_register_describe(__avto_task_register_resize(w)))
+        .task(Skill::new("staged").typed_event::<Describe>("stage"), |_p: Value, _t: TaskHandle| async {});
     let body = w.build().unwrap().registration_payload();
     let skills = body["supported_skills"].as_array().unwrap();
     let skill = |n: &str| skills.iter().find(|s| s["name"] == n).unwrap_or_else(|| panic!("{n} in {body}"));
@@ -112,6 +113,7 @@ fn typed_tasks_publish_their_schemas() {
     assert_eq!(loose["input_schema"], json!({"type": "object"}), "{loose}");
     assert!(loose.get("output_schema").is_none(), "{loose}");
     assert_eq!(Resize::input_schema(), resize["input_schema"]);
+    assert_eq!(skill("staged")["events_schema"]["stage"]["required"], json!(["text"]), "{body}");
     // Without the macro: the builder holds the handler to the contract the same way.
     let built = RustWorker::builder("schemas-2")
         .contract::<Resize, _, _, _>(|p: ResizeParams, _t: TaskHandle| async move {
@@ -217,6 +219,13 @@ async fn a_schema_that_does_not_compile_is_refused_at_registration() {
     let msg = body["error"].as_str().unwrap();
     assert!(msg.contains("skill `echo`") && msg.contains("output_schema"), "{body}");
     assert!(s.client().worker("bad-schema").await.is_none());
+    // Nor can a registered worker bring one in with a heartbeat.
+    assert_eq!(register(&w, json!([{"name": "echo"}])).await.0, 200);
+    let body = json!({"worker_id": w.id, "status": "idle", "supported_skills": [{"name": "echo", "input_schema": {"minimum": "x"}}]});
+    let body = w.signed(body, MessageKind::Heartbeat);
+    let (status, answer) = w.send(reqwest::Method::PATCH, "/_worker/workers/bad-schema", Some(&body)).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("input_schema"), "{answer}");
 }
 
 async fn register(w: &RawWorker, skills: Value) -> (u16, Value) {

@@ -63,8 +63,9 @@
 //! [`Skill::input_schema`] / [`Skill::output_schema`] / [`Skill::event_schema`] by hand, or from a
 //! [`TaskContract`](crate::TaskContract) shared with the blueprint that dispatches the task
 //! (`#[avto::task(contract = C)]`, [`WorkerBuilder::contract`]): then the compiler checks both
-//! sides use the same types. Event payloads are not typed (declare their schemas with
-//! [`Skill::event_schema`]).
+//! sides use the same types. Event types are declared per skill, with the schema of a type
+//! ([`Skill::typed_event`]) or by hand ([`Skill::event_schema`]); [`TaskHandle::event`] itself
+//! takes any serialisable payload.
 //!
 //! Not implemented (yet): JSON-schema validation of params/events on the worker side (params are
 //! validated by their serde type).

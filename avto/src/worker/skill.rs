@@ -96,6 +96,12 @@ impl Skill {
         self.info.events_schema.get_or_insert_with(Map::new).insert(event_type.into(), schema);
         self
     }
+    /// Declare an event type whose payload is a `T` (its JSON Schema, from schemars); send it
+    /// with [`TaskHandle::event`](super::TaskHandle::event)`(event_type, t)`.
+    pub fn typed_event<T: schemars::JsonSchema>(self, event_type: impl Into<String>) -> Self {
+        self.event_schema(event_type, schemars::schema_for!(T).to_value())
+    }
+
     /// Custom result statuses (transition names) this skill may return.
     pub fn output_statuses<I: IntoIterator<Item = S>, S: Into<String>>(mut self, statuses: I) -> Self {
         self.info.output_statuses = Some(statuses.into_iter().map(Into::into).collect());
