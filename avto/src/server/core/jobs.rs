@@ -8,17 +8,16 @@ use serde_json::Value;
 use super::transact::{log_failure, JobTx};
 use super::{Core, CoreError, NewJob};
 use crate::blueprint::Blueprint;
-use crate::context::ErrorClass;
-use crate::context::TaskError;
+use crate::context::{ErrorClass, TaskError};
 use crate::engine::{self, ResultDisposition, TaskResult};
 use crate::job::Job;
 use crate::protocol::{task_status, CONTRACT_VIOLATION_ERROR, EVENT_TYPE_PROGRESS};
+use crate::server::config::ClientEntry;
 use crate::server::task_contracts::Schema;
+use crate::storage::StorageError;
 
 /// What absent result data is checked as (the engine merges nothing from it).
 static EMPTY_DATA: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| Value::Object(Default::default()));
-use crate::server::config::ClientEntry;
-use crate::storage::StorageError;
 
 /// Reputation a worker gains for a result that is not a failure.
 const REPUTATION_REWARD: f64 = 0.001;

@@ -83,12 +83,12 @@ pub enum CoreError {
     /// The job's state does not allow the request (e.g. an event for a job that ended).
     #[error("{0}")]
     Conflict(String),
-    /// The initial data breaks the blueprint's input contract: the violations (at most 100)
-    /// and how many there were.
     /// A worker event's payload breaks the `events_schema` its skill declares for the event type
     /// (answered 200 `{"status": "error", "code": "CONTRACT_VIOLATION_ERROR", "message": ..}`).
     #[error("{0}")]
     EventContract(String),
+    /// The initial data breaks the blueprint's input contract: the violations (at most 100)
+    /// and how many there were.
     #[error("initial_data does not match the input contract of blueprint `{blueprint}` ({total} violation(s))")]
     Contract { blueprint: String, violations: Vec<super::contracts::Violation>, total: usize },
 }
