@@ -4,8 +4,9 @@
 //!
 //! * at registration (and a heartbeat that resends its skills): every schema must be a JSON
 //!   object or boolean of at most [`MAX_SCHEMA_BYTES`] that compiles (no remote `$ref`: nothing
-//!   is fetched; `pattern`s use a linear-time regex engine), else the message is refused with a
-//!   400 naming the skill and the field;
+//!   is fetched; at most [`MAX_PATTERNS`] regular expressions, each compiled by a linear-time
+//!   engine within 64 KiB), else the message is refused with a 400 naming the skill and the field.
+//!   `format` is not asserted (as Avtomatika's `jsonschema.validate`, which has no format checker);
 //! * before dispatch: the params against the `input_schema` of each candidate worker's skill (a
 //!   worker whose schema they break is not chosen; when they break every candidate's, the task
 //!   fails with `INVALID_INPUT_ERROR` instead of waiting);
@@ -43,10 +44,28 @@ pub(crate) const MAX_VALIDATORS: usize = 1_000;
 pub(crate) const MAX_WORKERS: usize = 10_000;
 /// How long an instance trusts the compiled contracts of a worker before reading them again.
 pub(crate) const FRESH: Duration = Duration::from_secs(2);
+/// Regular expressions (`pattern`, `patternProperties` keys) one schema may hold.
+pub(crate) const MAX_PATTERNS: usize = 16;
 /// Violations quoted in one message.
 const MAX_QUOTED: usize = 10;
-/// Bytes of compiled regex one `pattern` may take.
-const MAX_REGEX_BYTES: usize = 1 << 20;
+/// Bytes one compiled regular expression (and its lazy DFA cache) may take.
+const MAX_REGEX_BYTES: usize = 64 * 1024;
+
+/// The regular expressions of a schema (its depth is bounded by the body's, `MAX_JSON_DEPTH`).
+fn patterns(schema: &Value) -> usize {
+    match schema {
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| match (k.as_str(), v) {
+                ("pattern", Value::String(_)) => 1,
+                ("patternProperties", Value::Object(p)) => p.len() + p.values().map(patterns).sum::<usize>(),
+                _ => patterns(v),
+            })
+            .sum(),
+        Value::Array(items) => items.iter().map(patterns).sum(),
+        _ => 0,
+    }
+}
 
 type Validator = jsonschema::Validator;
 
@@ -158,8 +177,13 @@ impl TaskContracts {
         if let Some(v) = self.validators.lock().get(&digest) {
             return Ok(v.clone());
         }
+        if patterns(schema) > MAX_PATTERNS {
+            return Err(format!("the schema has more than {MAX_PATTERNS} regular expressions"));
+        }
+        let regex = jsonschema::PatternOptions::regex().size_limit(MAX_REGEX_BYTES).dfa_size_limit(MAX_REGEX_BYTES);
         let validator = jsonschema::options()
-            .with_pattern_options(jsonschema::PatternOptions::regex().size_limit(MAX_REGEX_BYTES))
+            .with_pattern_options(regex)
+            .should_validate_formats(false)
             .build(schema)
             .map_err(|e| format!("the schema does not compile: {e}"))?;
         let validator = Arc::new(validator);
@@ -283,6 +307,20 @@ mod tests {
         assert!(err.contains("`input_schema`"), "{err}");
         let big = json!({"type": "object", "description": "x".repeat(MAX_SCHEMA_BYTES)});
         assert!(admit(json!([{"name": "a", "input_schema": big}])).unwrap_err().contains("bytes"));
+        let many: serde_json::Map<String, Value> =
+            (0..=MAX_PATTERNS).map(|i| (format!("^p{i}"), json!({"type": "string"}))).collect();
+        let err = admit(json!([{"name": "a", "input_schema": {"patternProperties": many}}])).unwrap_err();
+        assert!(err.contains("regular expressions"), "{err}");
+        let huge = json!({"type": "string", "pattern": "\\w{1000}\\w{1000}"});
+        assert!(admit(json!([{"name": "a", "output_schema": huge}])).unwrap_err().contains("compile"));
+        for common in ["^\\w+$", "^\\d{4}-\\d{2}-\\d{2}$", "^[\\p{L} .'-]{1,100}$", "^[^@\\s]+@[^@\\s]+\\.[a-z]{2,}$"] {
+            let schema = json!({"type": "string", "pattern": common});
+            assert!(admit(json!([{"name": "a", "input_schema": schema}])).is_ok(), "{common}");
+        }
+        // Formats are not asserted (as in Avtomatika).
+        let w =
+            c.of("fmt", &record(json!([{"name": "a", "output_schema": {"properties": {"e": {"format": "email"}}}}])));
+        assert!(w.check("a", Schema::Output, &json!({"e": "not an email"})).is_ok());
         let err = admit(json!([{"name": "a", "events_schema": [1]}])).unwrap_err();
         assert!(err.contains("events_schema"), "{err}");
         // Another dialect is not JSON Schema: not compiled, not checked.
