@@ -439,6 +439,9 @@ impl Dispatcher {
         let mut why = String::new();
         let mut candidates: Vec<(&WorkerInfo, usize)> = Vec::new();
         let turn = shared_turn.unwrap_or_else(|| self.round_robin.fetch_add(1, AtomicOrdering::Relaxed)) as usize;
+        // The params are checked once per distinct input schema, not once per worker.
+        let params = if spec.params.is_null() { &EMPTY_PARAMS } else { &spec.params };
+        let mut checked: Vec<(Arc<jsonschema::Validator>, Result<(), String>)> = Vec::new();
         // With a candidate cap the scan starts at a rotating position (every worker gets its turn).
         let start = if self.max_candidates < workers.len() { turn % workers.len() } else { 0 };
         for w in workers[start..].iter().chain(&workers[..start]) {
@@ -451,10 +454,19 @@ impl Dispatcher {
                 continue;
             }
             // Params are checked last (the costliest filter), against this worker's own schema.
-            let params = if spec.params.is_null() { &EMPTY_PARAMS } else { &spec.params };
-            if let Err(violations) =
-                self.contracts.of(&w.info.worker_id, &w.info.record).check(skill, Schema::Input, params)
-            {
+            let contracts = self.contracts.of(&w.info.worker_id, &w.info.record);
+            let verdict = match contracts.validator(skill, Schema::Input) {
+                None => Ok(()),
+                Some(v) => match checked.iter().find(|(seen, _)| Arc::ptr_eq(seen, v)) {
+                    Some((_, verdict)) => verdict.clone(),
+                    None => {
+                        let verdict = super::task_contracts::check(v, params);
+                        checked.push((v.clone(), verdict.clone()));
+                        verdict
+                    }
+                },
+            };
+            if let Err(violations) = verdict {
                 broken_contracts += 1;
                 why = format!("params break its input_schema: {violations}");
                 contract_why = violations;

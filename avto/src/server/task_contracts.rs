@@ -94,27 +94,40 @@ impl WorkerContracts {
     /// Whether `value` keeps `skill`'s `which` schema (true when there is none): `Err` quotes
     /// the violations (at most 10, each with its JSON pointer) and says how many there were.
     pub(crate) fn check(&self, skill: &str, which: Schema<'_>, value: &Value) -> Result<(), String> {
-        let Some(contract) = self.skills.get(skill) else { return Ok(()) };
-        let validator = match which {
+        match self.validator(skill, which) {
+            Some(validator) => check(validator, value),
+            None => Ok(()),
+        }
+    }
+
+    /// The compiled `which` schema of `skill`, if it declares one (shared by every worker that
+    /// registered the same schema text, so a caller checking one value against many workers can
+    /// check it once per validator).
+    pub(crate) fn validator(&self, skill: &str, which: Schema<'_>) -> Option<&Arc<Validator>> {
+        let contract = self.skills.get(skill)?;
+        match which {
             Schema::Input => contract.input.as_ref(),
             Schema::Output => contract.output.as_ref(),
             Schema::Event(event) => contract.events.get(event),
-        };
-        let Some(validator) = validator else { return Ok(()) };
-        if validator.is_valid(value) {
-            return Ok(());
         }
-        let mut quoted = Vec::new();
-        let mut total = 0usize;
-        for e in validator.iter_errors(value) {
-            total += 1;
-            if quoted.len() < MAX_QUOTED {
-                let pointer = e.instance_path().to_string();
-                quoted.push(format!("`{}`: {e}", if pointer.is_empty() { "/" } else { &pointer }));
-            }
-        }
-        Err(format!("{} ({total} violation(s))", quoted.join("; ")))
     }
+}
+
+/// Whether `value` keeps the schema of `validator` (see [`WorkerContracts::check`]).
+pub(crate) fn check(validator: &Validator, value: &Value) -> Result<(), String> {
+    if validator.is_valid(value) {
+        return Ok(());
+    }
+    let mut quoted = Vec::new();
+    let mut total = 0usize;
+    for e in validator.iter_errors(value) {
+        total += 1;
+        if quoted.len() < MAX_QUOTED {
+            let pointer = e.instance_path().to_string();
+            quoted.push(format!("`{}`: {e}", if pointer.is_empty() { "/" } else { &pointer }));
+        }
+    }
+    Err(format!("{} ({total} violation(s))", quoted.join("; ")))
 }
 
 /// The compiled task contracts of this instance (see the module docs).
