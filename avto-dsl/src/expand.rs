@@ -121,6 +121,13 @@ fn expand(parsed: &Parsed) -> TokenStream {
         }
     }
     let probes = inputs.iter().map(|t| quote!((&::avto::__private::SchemaProbe::<#t>::new()).input_schema()));
+    // The output contract: the `Output<T>` each end handler returns (`validate` refuses it
+    // elsewhere), per end state.
+    let outputs = model.handlers.iter().filter_map(|h| {
+        let t = h.output_type()?;
+        let state = &h.state.value;
+        Some(quote!((#state, (&::avto::__private::SchemaProbe::<#t>::new()).input_schema())))
+    });
     let generated = quote! {
         /// The blueprint's name.
         pub const NAME: &str = #name;
@@ -142,12 +149,19 @@ fn expand(parsed: &Parsed) -> TokenStream {
             data_stores: &[#(#stores),*],
             dot: DOT,
             input_schema: __avto_input_schema,
+            output_schemas: __avto_output_schemas,
         };
         #[doc(hidden)]
         fn __avto_input_schema() -> ::core::option::Option<::avto::__private::serde_json::Value> {
             #[allow(unused_imports)]
             use ::avto::__private::{HasSchema as _, NoSchema as _};
             ::avto::__private::input_contract(::avto::__private::std::vec![#(#probes),*])
+        }
+        #[doc(hidden)]
+        fn __avto_output_schemas() -> ::avto::__private::std::vec::Vec<(&'static str, ::avto::__private::serde_json::Value)> {
+            #[allow(unused_imports)]
+            use ::avto::__private::{HasSchema as _, NoSchema as _};
+            ::avto::__private::output_contract(::avto::__private::std::vec![#(#outputs),*])
         }
         ::avto::__private::inventory::submit! { ::avto::__private::Registration(&__AVTO_SPEC) }
     };
@@ -211,7 +225,8 @@ fn call_fn(h: &Handler) -> TokenStream {
         syn::ReturnType::Type(_, ty) => ty.span(),
         syn::ReturnType::Default => h.fn_ident.span(),
     };
-    let result = quote_spanned!(output_span=> ::avto::__private::IntoHandlerResult::into_handler_result(__avto_result));
+    let result =
+        quote_spanned!(output_span=> ::avto::__private::IntoHandlerResult::into_handler_result(__avto_result)?);
     let future = quote_spanned!(h.fn_ident.span()=> ::avto::__private::assert_send(#fn_ident(#(#vars),*)));
     quote! {
         #[doc(hidden)]
@@ -222,7 +237,9 @@ fn call_fn(h: &Handler) -> TokenStream {
                 let (#ctx, #actions) = __avto_inv.split();
                 #(#lets)*
                 let __avto_result = #future.await;
-                #result
+                let __avto_output = #result;
+                __avto_inv.set_output(__avto_output);
+                ::core::result::Result::Ok(())
             })
         }
     }

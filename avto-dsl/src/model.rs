@@ -163,6 +163,35 @@ pub struct Handler {
     pub incomplete: bool,
 }
 
+impl Handler {
+    /// The `T` of a handler returning `Output<T>` or `Result<Output<T>, E>` (any path ending in
+    /// `Output`; a type alias is not seen through).
+    pub fn output_type(&self) -> Option<&syn::Type> {
+        let syn::ReturnType::Type(_, ty) = &self.sig.output else { return None };
+        let syn::Type::Path(p) = &**ty else { return None };
+        let last = p.path.segments.last()?;
+        fn first_arg(seg: &syn::PathSegment) -> Option<&syn::Type> {
+            let syn::PathArguments::AngleBracketed(args) = &seg.arguments else { return None };
+            match args.args.first()? {
+                syn::GenericArgument::Type(t) => Some(t),
+                _ => None,
+            }
+        }
+        if last.ident == "Output" {
+            return first_arg(last);
+        }
+        if last.ident == "Result" {
+            let inner = first_arg(last)?;
+            let syn::Type::Path(ip) = inner else { return None };
+            let seg = ip.path.segments.last()?;
+            if seg.ident == "Output" {
+                return first_arg(seg);
+            }
+        }
+        None
+    }
+}
+
 /// What a handler can do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActionKind {

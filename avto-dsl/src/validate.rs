@@ -26,6 +26,7 @@ pub fn validate(model: &Model, errors: &mut Errors) {
     one_start_state(model, errors);
     some_end_state(model, &states, errors);
     end_states_take_no_action(model, &states, errors);
+    outputs_from_end_handlers_only(model, &states, errors);
     known_targets(model, &states, errors);
     known_data_stores(model, errors);
     parallel_dispatch_fans_into_one_aggregator(model, &states, errors);
@@ -350,6 +351,28 @@ fn end_states_take_no_action(model: &Model, states: &[State], errors: &mut Error
     }
 }
 
+/// Why: the output is the job's result, and only reaching an end state makes one; an `Output`
+/// returned on the way would be dropped.
+fn outputs_from_end_handlers_only(model: &Model, states: &[State], errors: &mut Errors) {
+    for s in states {
+        if matches!(s.kind, StateKind::End(_)) {
+            continue;
+        }
+        for &i in &s.handlers {
+            let h = &model.handlers[i];
+            if let (Some(_), syn::ReturnType::Type(_, ty)) = (h.output_type(), &h.sig.output) {
+                errors.error(
+                    ty.span(),
+                    format!(
+                        "handler `{}` of state `{}` returns an `Output`, but only end handlers do: the output is the job's result, made when it reaches an end state; mark the state `end` or return `()`",
+                        h.fn_name, s.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
 fn state_names_of(states: &[State]) -> impl Iterator<Item = &str> {
     states.iter().map(|s| s.name.as_str())
 }
@@ -596,6 +619,34 @@ mod tests {
                 async fn failed() {}
             }
         });
+    }
+
+    #[test]
+    fn only_end_handlers_return_an_output() {
+        ok(quote! {
+            mod flow {
+                #[handler(start)]
+                async fn start(actions: &mut Actions) { actions.transition_to("finished"); }
+                #[handler(end)]
+                async fn finished() -> Result<avto::Output<Summary>, String> { todo!() }
+            }
+        });
+        let errs = check(
+            quote!(name = "t"),
+            quote! {
+                mod flow {
+                    #[handler(start)]
+                    async fn start(actions: &mut Actions) -> Output<u32> { actions.transition_to("finished"); Output(1) }
+                    #[handler(end)]
+                    async fn finished() -> Output<u32> { Output(2) }
+                }
+            },
+        );
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs[0].contains("handler `start` of state `start` returns an `Output`, but only end handlers do"),
+            "{errs:#?}"
+        );
     }
 
     #[test]

@@ -125,6 +125,14 @@ pub fn input_contract(probes: Vec<Option<serde_json::Value>>) -> Option<serde_js
     }
 }
 
+/// The output contract of a blueprint from the probes of its end handlers' `Output<T>`:
+/// (end state, schema) for each `T` that has one.
+pub fn output_contract(
+    probes: Vec<(&'static str, Option<serde_json::Value>)>,
+) -> Vec<(&'static str, serde_json::Value)> {
+    probes.into_iter().filter_map(|(state, s)| Some((state, s?))).collect()
+}
+
 /// Asserts at compile time that a handler's future is `Send` (used by generated code).
 pub fn assert_send<F: std::future::Future + Send>(f: F) -> F {
     f

@@ -151,6 +151,8 @@ pub struct Actions {
     pub(crate) action: Option<Action>,
     pub(crate) violations: Vec<String>,
     pub(crate) context_updates: Map<String, Value>,
+    /// What an end handler returned as [`crate::Output`]: the job's result.
+    pub(crate) output: Option<Value>,
     /// Where builder calls of a rejected second action go, so they cannot touch the first.
     discarded: Option<Action>,
 }

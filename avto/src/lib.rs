@@ -15,6 +15,7 @@ pub mod __private;
 pub mod actions;
 pub mod blueprint;
 pub mod context;
+mod contracts;
 pub mod engine;
 pub mod files;
 pub mod handler;
@@ -37,8 +38,9 @@ pub use actions::{Actions, DispatchStrategy};
 pub use avto_macros::{aggregator, blueprint, handler, task, when};
 pub use blueprint::Blueprint;
 pub use context::{AggregationResults, BranchResult, ClientConfig, Context, ErrorClass, StateHistory, TaskError};
+pub use contracts::Violation;
 pub use files::TaskFiles;
-pub use handler::{FromContext, HandlerError, InitialData};
+pub use handler::{FromContext, HandlerError, InitialData, Output};
 pub use job::{Job, JobStatus};
 #[cfg(feature = "server")]
 pub use server::{serve, Orchestrator};
@@ -54,7 +56,7 @@ pub mod prelude {
     pub use crate::actions::{Actions, DispatchStrategy};
     pub use crate::context::{AggregationResults, BranchResult, ClientConfig, Context, TaskError};
     pub use crate::files::TaskFiles;
-    pub use crate::handler::{HandlerError, InitialData};
+    pub use crate::handler::{HandlerError, InitialData, Output};
     pub use crate::job::JobStatus;
     pub use crate::storage::{DataStore, DataStores, StorageError};
     pub use crate::task_contract::TaskContract;

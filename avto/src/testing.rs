@@ -161,7 +161,36 @@ impl TestRun {
 
     /// Creates the job and advances it until nothing more can happen without outside input
     /// (scripted workers answer along the way).
+    ///
+    /// # Panics
+    /// When the initial data breaks the blueprint's input contract (the orchestrator answers
+    /// 400 and creates no job): use [`TestRun::try_start`] to test that.
     pub async fn start(&mut self) -> &Job {
+        let (violations, total) = self.input_violations();
+        if total > 0 {
+            let why = crate::contracts::describe(&violations, total);
+            panic!("the initial data breaks blueprint `{}`'s input contract: {why}", self.root.name());
+        }
+        self.started().await
+    }
+
+    /// [`TestRun::start`], or the input contract's violations (every one, with its JSON pointer,
+    /// as the orchestrator's 400 lists them) and no job.
+    pub async fn try_start(&mut self) -> Result<&Job, Vec<crate::Violation>> {
+        let (violations, total) = self.input_violations();
+        if total > 0 {
+            return Err(violations);
+        }
+        Ok(self.started().await)
+    }
+
+    /// How the initial data breaks the blueprint's input contract (see
+    /// [`crate::contracts::Contracts::check_input`]).
+    fn input_violations(&mut self) -> (Vec<crate::Violation>, usize) {
+        self.env().contracts().check_input(self.root.name(), &self.initial_data)
+    }
+
+    async fn started(&mut self) -> &Job {
         let env = self.env();
         if self.root_id.is_none() {
             let id = uuid::Uuid::new_v4().to_string();

@@ -83,6 +83,7 @@ mod flow {
         data_stores: &[],
         dot: DOT,
         input_schema: || None,
+        output_schemas: Vec::new,
     };
     ::avto::__private::inventory::submit! { ::avto::__private::Registration(&__AVTO_SPEC) }
 
@@ -94,7 +95,9 @@ mod flow {
             let __avto_arg0: &Context = <&Context as ::avto::__private::FromContext<'_>>::from_context(__avto_ctx)?;
             let __avto_arg1: &mut Actions =
                 <&mut Actions as ::avto::__private::FromActions<'_>>::from_actions(__avto_actions);
-            ::avto::__private::IntoHandlerResult::into_handler_result(start(__avto_arg0, __avto_arg1).await)
+            let out = ::avto::__private::IntoHandlerResult::into_handler_result(start(__avto_arg0, __avto_arg1).await)?;
+            inv.set_output(out);
+            Ok(())
         })
     }
     #[doc(hidden)]
@@ -102,7 +105,9 @@ mod flow {
     fn __avto_call_finished<'a>(inv: &'a mut ::avto::__private::Invocation) -> ::avto::__private::HandlerFuture<'a> {
         ::avto::__private::std::boxed::Box::pin(async move {
             let (_, _) = inv.split();
-            ::avto::__private::IntoHandlerResult::into_handler_result(finished().await)
+            let out = ::avto::__private::IntoHandlerResult::into_handler_result(finished().await)?;
+            inv.set_output(out);
+            Ok(())
         })
     }
     #[doc(hidden)]
@@ -111,7 +116,9 @@ mod flow {
         ::avto::__private::std::boxed::Box::pin(async move {
             let (__avto_ctx, _) = inv.split();
             let __avto_arg0: &Context = <&Context as ::avto::__private::FromContext<'_>>::from_context(__avto_ctx)?;
-            ::avto::__private::IntoHandlerResult::into_handler_result(failed(__avto_arg0).await)
+            let out = ::avto::__private::IntoHandlerResult::into_handler_result(failed(__avto_arg0).await)?;
+            inv.set_output(out);
+            Ok(())
         })
     }
 }

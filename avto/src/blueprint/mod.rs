@@ -28,6 +28,9 @@ pub struct BlueprintSpec {
     /// The input contract: the JSON Schema of the `T` of every `InitialData<T>` a handler takes,
     /// where `T: schemars::JsonSchema` (`None`: any JSON object is accepted).
     pub input_schema: fn() -> Option<serde_json::Value>,
+    /// The output contract: for each end state whose handler returns `Output<T>` with
+    /// `T: schemars::JsonSchema`, (state, T's JSON Schema).
+    pub output_schemas: fn() -> Vec<(&'static str, serde_json::Value)>,
 }
 
 /// One state of the table.
@@ -144,6 +147,27 @@ impl Blueprint {
     /// (400, every violation with its JSON pointer) before the job exists.
     pub fn input_schema(&self) -> Option<serde_json::Value> {
         (self.spec.input_schema)()
+    }
+    /// The output contract per end state: the JSON Schema of the `T` of each end handler that
+    /// returns `Output<T>` where `T: schemars::JsonSchema`. A job that reaches `finished` with a
+    /// result breaking its end state's schema ends `failed` instead.
+    pub fn output_schemas(&self) -> Vec<(&'static str, serde_json::Value)> {
+        (self.spec.output_schemas)()
+    }
+    /// The output contract as one schema, as published: none, the only one, or `anyOf` all of
+    /// them (the result is one of the end handlers' outputs).
+    pub fn output_schema(&self) -> Option<serde_json::Value> {
+        let mut schemas: Vec<serde_json::Value> = Vec::new();
+        for (_, s) in self.output_schemas() {
+            if !schemas.contains(&s) {
+                schemas.push(s);
+            }
+        }
+        match schemas.len() {
+            0 => None,
+            1 => schemas.pop(),
+            _ => Some(serde_json::json!({ "anyOf": schemas })),
+        }
     }
     pub fn states(&self) -> &'static [StateSpec] {
         self.spec.states

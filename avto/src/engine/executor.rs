@@ -12,6 +12,7 @@ use super::{backoff, Effect, EngineEvent, Step};
 use crate::actions::{Action, Actions, TaskSpec};
 use crate::blueprint::{Blueprint, StateKind};
 use crate::context::{Context, StateHistory};
+use crate::contracts::{describe, Contracts};
 use crate::files::{ObjectStore, TaskFiles};
 use crate::handler::{HandlerError, Invocation};
 use crate::job::{now_ms, ApprovalRecord, Job, JobStatus, SubJobRecord, TaskRecord};
@@ -52,6 +53,8 @@ pub struct EngineEnv {
     data_backend: Arc<dyn DataStoreBackend>,
     data_initialized: Arc<InitialValues>,
     object_store: Option<Arc<dyn ObjectStore>>,
+    /// The blueprints' input and output contracts, compiled once.
+    contracts: Arc<Contracts>,
 }
 
 impl std::fmt::Debug for EngineEnv {
@@ -82,8 +85,10 @@ impl EngineEnv {
                 }
             }
         }
+        let contracts = Arc::new(Contracts::compile(map.values().copied()));
         let env = EngineEnv {
             config,
+            contracts,
             blueprints: Arc::new(map),
             data_backend,
             data_initialized: Arc::default(),
@@ -102,6 +107,11 @@ impl EngineEnv {
             }
         }
         Ok(())
+    }
+
+    /// The blueprints' contracts, compiled.
+    pub(crate) fn contracts(&self) -> &Contracts {
+        &self.contracts
     }
 
     pub fn blueprint(&self, name: &str) -> Option<Blueprint> {
@@ -382,7 +392,13 @@ fn apply_actions(
     match actions.action {
         None => match end_status {
             Some(status) => {
-                terminal(job, status, None, out);
+                if let Some(output) = actions.output {
+                    job.state_history.insert(state.clone(), output);
+                }
+                match (status, output_violation(env, bp, job, &state)) {
+                    (JobStatus::Finished, Some(why)) => terminal(job, JobStatus::Failed, Some(why), out),
+                    _ => terminal(job, status, None, out),
+                }
                 Ok(AfterHandler::Done)
             }
             None => Err(HandlerError::Failed(format!(
@@ -539,6 +555,19 @@ pub(crate) fn terminal(job: &mut Job, status: JobStatus, error: Option<String>, 
     job.updated_at_ms = now_ms();
     out.event(EngineEvent::JobFinished { status });
     out.effect(Effect::Terminal(status));
+}
+
+/// Why the result a job would finish with in end state `state` breaks that state's output
+/// contract (see [`Blueprint::output_schemas`]), if it does.
+fn output_violation(env: &EngineEnv, bp: Blueprint, job: &Job, state: &str) -> Option<String> {
+    let result = job.state_history.get(state).or_else(|| job.state_history.values().next_back());
+    let (violations, total) = env.contracts.check_output(bp.name(), state, result.unwrap_or(&Value::Null));
+    (total > 0).then(|| {
+        format!(
+            "Blueprint contract violation: the result breaks the output contract of end state `{state}`: {}",
+            describe(&violations, total)
+        )
+    })
 }
 
 /// The job's result: `state_history[<final state>]` if present, else the last value merged into

@@ -30,6 +30,11 @@ impl Invocation {
     pub fn split(&mut self) -> (&Context, &mut Actions) {
         (&self.context, &mut self.actions)
     }
+    /// Records what the handler returned as [`Output`] (generated code calls this).
+    #[doc(hidden)]
+    pub fn set_output(&mut self, output: Option<serde_json::Value>) {
+        self.actions.output = output;
+    }
 }
 
 /// Why a handler run failed.
@@ -155,23 +160,48 @@ impl<T> std::ops::Deref for InitialData<T> {
     }
 }
 
-/// What a handler may return: `()` or `Result<(), E>` with `E: Display` (an `Err` fails the run).
+/// The result of an end handler: `Output(value)` becomes the job's `result` (it is stored as
+/// `state_history[<end state>]`, which is where the result is read from). When `T` implements
+/// `schemars::JsonSchema`, its schema is the blueprint's output contract for that end state: it
+/// is published (`GET /api/v1/blueprints`, the OpenAPI document) and a job that reaches
+/// `finished` with a result breaking it ends `failed` instead ("Blueprint contract violation").
+/// Only end handlers may return it (a compile error elsewhere).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output<T>(pub T);
+
+/// What a handler may return: `()`, `Result<(), E>` with `E: Display` (an `Err` fails the run),
+/// and in end handlers [`Output<T>`] or `Result<Output<T>, E>` with `T: Serialize`.
 #[diagnostic::on_unimplemented(
-    message = "an avto handler must return `()` or `Result<(), E>` where `E: Display`",
+    message = "an avto handler must return `()`, `Result<(), E>`, `Output<T>` or `Result<Output<T>, E>` (`E: Display`, `T: Serialize`)",
     label = "unsupported return type"
 )]
 pub trait IntoHandlerResult {
-    fn into_handler_result(self) -> Result<(), HandlerError>;
+    /// The run's outcome: the [`Output`] it returned, if any.
+    fn into_handler_result(self) -> Result<Option<serde_json::Value>, HandlerError>;
 }
 
 impl IntoHandlerResult for () {
-    fn into_handler_result(self) -> Result<(), HandlerError> {
-        Ok(())
+    fn into_handler_result(self) -> Result<Option<serde_json::Value>, HandlerError> {
+        Ok(None)
     }
 }
 
 impl<E: std::fmt::Display> IntoHandlerResult for Result<(), E> {
-    fn into_handler_result(self) -> Result<(), HandlerError> {
-        self.map_err(|e| HandlerError::Failed(e.to_string()))
+    fn into_handler_result(self) -> Result<Option<serde_json::Value>, HandlerError> {
+        self.map(|()| None).map_err(|e| HandlerError::Failed(e.to_string()))
+    }
+}
+
+impl<T: serde::Serialize> IntoHandlerResult for Output<T> {
+    fn into_handler_result(self) -> Result<Option<serde_json::Value>, HandlerError> {
+        serde_json::to_value(&self.0).map(Some).map_err(|e| {
+            HandlerError::Failed(format!("the output `{}` does not serialize: {e}", std::any::type_name::<T>()))
+        })
+    }
+}
+
+impl<T: serde::Serialize, E: std::fmt::Display> IntoHandlerResult for Result<Output<T>, E> {
+    fn into_handler_result(self) -> Result<Option<serde_json::Value>, HandlerError> {
+        self.map_err(|e| HandlerError::Failed(e.to_string()))?.into_handler_result()
     }
 }

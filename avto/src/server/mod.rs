@@ -9,7 +9,6 @@
 mod api;
 mod auth;
 pub mod config;
-mod contracts;
 mod core;
 mod dispatch;
 mod files;
@@ -36,12 +35,12 @@ use crate::storage::{DataStoreBackend, ScheduleLocks, Stores};
 pub use self::api::{check_depth, parse_object, parse_object_within, ApiError, ServedRoute};
 pub use self::auth::{Auth, AuthError, StsPair, WorkerIdentity};
 pub use self::config::{Config, ConfigError};
-pub use self::contracts::Violation;
 pub use self::core::{Core, CoreError, JobTx, NewJob, TaskContext};
 pub use self::dispatch::{Dispatcher, NoWorker};
 pub use self::metrics::{HistoryNumbers, Metrics, Snapshot, DISPATCH_BUCKETS, DURATION_BUCKETS};
 pub use self::scheduler::{Clock, Fired, ManualClock, Schedule, Scheduler, SystemClock, Trigger};
 pub use self::webhooks::{WebhookCounts, Webhooks};
+pub use crate::contracts::Violation;
 
 /// Why the orchestrator could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]

@@ -418,6 +418,7 @@ async fn list_blueprints(State(core): State<Arc<Core>>, _client: Client) -> Resp
                 "start_state": bp.start_state(),
                 "states": bp.states().iter().map(|s| s.name).collect::<Vec<_>>(),
                 "input_schema": bp.input_schema(),
+                "output_schema": bp.output_schema(),
             })
         })
         .collect();

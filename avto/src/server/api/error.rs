@@ -41,7 +41,7 @@ pub enum ApiError {
     NotImplemented(String),
     /// 400 with the list of what is wrong: `{"error", "violations": [{"pointer", "message"}]}`.
     #[error("{message}")]
-    Invalid { message: String, violations: Vec<crate::server::contracts::Violation> },
+    Invalid { message: String, violations: Vec<crate::contracts::Violation> },
 }
 
 impl ApiError {

@@ -90,7 +90,7 @@ pub enum CoreError {
     /// The initial data breaks the blueprint's input contract: the violations (at most 100)
     /// and how many there were.
     #[error("initial_data does not match the input contract of blueprint `{blueprint}` ({total} violation(s))")]
-    Contract { blueprint: String, violations: Vec<super::contracts::Violation>, total: usize },
+    Contract { blueprint: String, violations: Vec<crate::contracts::Violation>, total: usize },
 }
 
 /// Everything the HTTP layer and the background loops share. Fields are private: the API calls
@@ -107,8 +107,6 @@ pub struct Core {
     /// Client, operator and worker credentials (and STS tokens).
     auth: Auth,
     webhooks: Webhooks,
-    /// The blueprints' input contracts, compiled.
-    contracts: super::contracts::Contracts,
     /// The skill catalog and when it was built (see [`Core::worker_catalog`]).
     catalog: parking_lot::Mutex<Option<(std::time::Instant, Arc<Value>)>>,
     /// Execution history (set at start-up when enabled; see [`crate::history`]).
@@ -154,7 +152,6 @@ impl Core {
         let health = Health::new(cfg.background_task_max_restarts);
         let webhooks = Webhooks::with_outbox(super::webhooks::WebhookSettings::of(&cfg), jobs.clone());
         let auth = Auth::new(&cfg, sts);
-        let contracts = super::contracts::Contracts::compile(&env);
         let status_log = StatusLog::new(cfg.worker_history_status_interval);
         Core {
             cfg: Arc::new(cfg),
@@ -166,7 +163,6 @@ impl Core {
             dispatcher,
             auth,
             webhooks,
-            contracts,
             catalog: Default::default(),
             history: OnceLock::new(),
             status_log,
@@ -194,7 +190,7 @@ impl Core {
     /// Checks `initial_data` against `blueprint`'s input contract (see
     /// [`Blueprint::input_schema`]); [`CoreError::Contract`] lists what breaks it.
     pub fn check_input(&self, blueprint: Blueprint, initial_data: &Value) -> Result<(), CoreError> {
-        let (violations, total) = self.contracts.check(blueprint.name(), initial_data);
+        let (violations, total) = self.env.contracts().check_input(blueprint.name(), initial_data);
         if total == 0 {
             return Ok(());
         }

@@ -1,0 +1,107 @@
+//! Blueprint contracts: the JSON Schemas a blueprint publishes for its initial data
+//! ([`crate::Blueprint::input_schema`]) and for its result per end state
+//! ([`crate::Blueprint::output_schemas`]), compiled once when the engine's environment is built.
+//! The input is checked when a job is created, before it exists (and before the client's quota is
+//! charged); the output when a job reaches `finished`.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::Blueprint;
+
+/// Violations reported at most per refused request (the count says how many there were).
+pub(crate) const MAX_VIOLATIONS: usize = 100;
+
+/// One way the initial data breaks its contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// JSON pointer (RFC 6901) of the offending value in `initial_data` (`""`: the whole object).
+    pub pointer: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// The compiled contracts of every blueprint that has one.
+#[derive(Default)]
+pub(crate) struct Contracts {
+    inputs: HashMap<&'static str, jsonschema::Validator>,
+    /// Blueprint -> end state -> the schema of that end handler's output.
+    outputs: HashMap<&'static str, HashMap<&'static str, jsonschema::Validator>>,
+}
+
+impl std::fmt::Debug for Contracts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Contracts")
+            .field("inputs", &self.inputs.keys().collect::<Vec<_>>())
+            .field("outputs", &self.outputs.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A schema compiled, or `None` with the reason logged (a `JsonSchema` impl written by hand
+/// may produce one that does not compile: that contract is then not checked).
+fn compile(bp: Blueprint, what: &str, schema: &Value) -> Option<jsonschema::Validator> {
+    jsonschema::validator_for(schema)
+        .map_err(
+            |e| tracing::error!(blueprint = bp.name(), error = %e, "{what} contract does not compile; not checked"),
+        )
+        .ok()
+}
+
+impl Contracts {
+    /// Compiles the contracts of `blueprints`.
+    pub(crate) fn compile(blueprints: impl IntoIterator<Item = Blueprint>) -> Contracts {
+        let mut c = Contracts::default();
+        for bp in blueprints {
+            if let Some(v) = bp.input_schema().and_then(|s| compile(bp, "input", &s)) {
+                c.inputs.insert(bp.name(), v);
+            }
+            for (state, schema) in bp.output_schemas() {
+                if let Some(v) = compile(bp, "output", &schema) {
+                    c.outputs.entry(bp.name()).or_default().insert(state, v);
+                }
+            }
+        }
+        c
+    }
+
+    /// Every violation (at most [`MAX_VIOLATIONS`]) of `blueprint`'s input contract by `data`,
+    /// with how many there were in all; empty when it holds or there is no contract.
+    pub(crate) fn check_input(&self, blueprint: &str, data: &Value) -> (Vec<Violation>, usize) {
+        violations(self.inputs.get(blueprint), data)
+    }
+
+    /// The same for the output of `blueprint`'s end state `state`.
+    pub(crate) fn check_output(&self, blueprint: &str, state: &str, data: &Value) -> (Vec<Violation>, usize) {
+        violations(self.outputs.get(blueprint).and_then(|m| m.get(state)), data)
+    }
+}
+
+fn violations(validator: Option<&jsonschema::Validator>, data: &Value) -> (Vec<Violation>, usize) {
+    let Some(v) = validator else { return (Vec::new(), 0) };
+    let mut out = Vec::new();
+    let mut total = 0;
+    for e in v.iter_errors(data) {
+        total += 1;
+        if out.len() < MAX_VIOLATIONS {
+            out.push(Violation { pointer: e.instance_path().to_string(), message: e.to_string() });
+        }
+    }
+    (out, total)
+}
+
+/// `violations` as one line: "`/a`: message; `/b`: message (and N more)".
+pub(crate) fn describe(violations: &[Violation], total: usize) -> String {
+    let mut text = violations
+        .iter()
+        .take(5)
+        .map(|v| if v.pointer.is_empty() { v.message.clone() } else { format!("`{}`: {}", v.pointer, v.message) })
+        .collect::<Vec<_>>()
+        .join("; ");
+    if total > 5 {
+        text.push_str(&format!(" (and {} more)", total - 5));
+    }
+    text
+}
