@@ -361,13 +361,13 @@ fn outputs_from_end_handlers_only(model: &Model, states: &[State], errors: &mut 
         for &i in &s.handlers {
             let h = &model.handlers[i];
             if let (Some(_), syn::ReturnType::Type(_, ty)) = (h.output_type(), &h.sig.output) {
-                errors.error(
-                    ty.span(),
+                errors.push(syn::Error::new_spanned(
+                    ty,
                     format!(
                         "handler `{}` of state `{}` returns an `Output`, but only end handlers do: the output is the job's result, made when it reaches an end state; mark the state `end` or return `()`",
                         h.fn_name, s.name
                     ),
-                );
+                ));
             }
         }
     }
