@@ -160,6 +160,7 @@ pub(super) fn components() -> Map<String, Value> {
                     "start_state": {"type": "string"},
                     "states": {"type": "array", "items": {"type": "string"}},
                     "input_schema": {"description": "The blueprint's input contract (JSON Schema)"},
+                    "output_schema": {"description": "The blueprint's output contract (JSON Schema): the result of a job that finished"},
                 },
             },
         },
