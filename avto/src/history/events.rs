@@ -48,6 +48,22 @@ pub fn created_record(job: &Job) -> HistoryRecord {
     r
 }
 
+/// The `worker_event:{type}` row of an event worker `worker_id` (the authenticated sender) sent
+/// about `job` (`job` as the event left it; `details`: the event's id, route and payload).
+pub fn worker_event_record(
+    job: &Job,
+    worker_id: &str,
+    task_id: Option<&str>,
+    event_type: &str,
+    details: Value,
+) -> HistoryRecord {
+    let mut r = base(job, &format!("worker_event:{event_type}"), &snapshot(job));
+    r.worker_id = Some(worker_id.to_owned());
+    r.origin_task_id = task_id.map(str::to_owned);
+    r.details = Some(details);
+    r
+}
+
 /// The rows of what one engine call did to `job` (all share the snapshot of the job afterwards).
 /// The end of the job comes last, after the end state's own `state_finished`.
 pub fn records_for(job: &Job, events: &[EngineEvent]) -> Vec<HistoryRecord> {

@@ -49,7 +49,7 @@ use futures::future::BoxFuture;
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
-pub use events::{created_record, records_for};
+pub use events::{created_record, records_for, worker_event_record};
 pub use memory::MemoryHistory;
 pub use workers::{TaskOutcomes, WorkerHistoryRecord};
 
@@ -108,7 +108,7 @@ pub struct HistoryRecord {
     pub timestamp_us: i64,
     /// `job_created`, `state_started`, `state_finished`, `state_failed`, `task_dispatched`,
     /// `task_finished`, `task_retry`, `approval_requested`, `sub_job_started`, `job_completed`,
-    /// `job_failed`, `job_cancelled`, `job_quarantined`.
+    /// `job_failed`, `job_cancelled`, `job_quarantined`, `worker_event:{type}`.
     pub event_type: String,
     /// The state the event belongs to.
     pub state: Option<String>,

@@ -1,5 +1,6 @@
 //! Worker history (orchestrator.md section 6.3): a `registered` row when a worker registers and a
-//! `status_update` row when its heartbeats report a new status, in the `worker_history` table;
+//! `status_update` row when its heartbeats report a new status, and a `worker_event:{type}` row
+//! for each event a worker sends about no job, in the `worker_history` table;
 //! and what the hourly reputation recalculation reads of the job history: per worker, how many
 //! tasks it finished and how many of them failed ([`TaskOutcomes`]).
 //!
@@ -31,10 +32,13 @@ pub struct WorkerHistoryRecord {
     pub worker_id: String,
     /// Epoch microseconds when the orchestrator observed the event.
     pub timestamp_us: i64,
-    /// [`WORKER_REGISTERED`] or [`WORKER_STATUS_UPDATE`].
+    /// [`WORKER_REGISTERED`], [`WORKER_STATUS_UPDATE`] or `worker_event:{type}`.
     pub event_type: String,
     /// The worker's record after the event (JSON text): what it registered, merged with its
-    /// heartbeats, plus `status` and `reputation`; never its security block.
+    /// heartbeats, plus `status` and `reputation`; never its security block. For a
+    /// `worker_event:{type}` row (an event about no job; events about a job are rows of the job's
+    /// history): the event, `{event_id, event_type, sender_id, origin_worker_id, bubbling_chain,
+    /// task_id, payload}`.
     pub worker_info_snapshot: Option<Arc<str>>,
 }
 

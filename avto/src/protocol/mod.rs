@@ -132,6 +132,10 @@ pub mod job_status {
 /// Maximum identifier length.
 pub const MAX_IDENTIFIER_LEN: usize = 128;
 
+/// Most worker ids an event's `bubbling_chain` may hold, the orchestrator's own append included
+/// (each at most [`MAX_IDENTIFIER_LEN`] bytes); the orchestrator refuses a longer chain (400).
+pub const MAX_BUBBLING_CHAIN: usize = 32;
+
 /// `^[a-zA-Z0-9_-]{1,128}$`: worker ids, skill names, blueprint names.
 pub fn is_valid_identifier(value: &str) -> bool {
     !value.is_empty()

@@ -35,7 +35,7 @@ use crate::storage::{DataStoreBackend, ScheduleLocks, Stores};
 pub use self::api::{check_depth, parse_object, parse_object_within, ApiError, ServedRoute};
 pub use self::auth::{Auth, AuthError, StsPair, WorkerIdentity};
 pub use self::config::{Config, ConfigError};
-pub use self::core::{Core, CoreError, JobTx, NewJob, TaskContext};
+pub use self::core::{Core, CoreError, JobTx, NewJob, TaskContext, WorkerEvent};
 pub use self::dispatch::{Dispatcher, NoWorker};
 pub use self::metrics::{HistoryNumbers, Metrics, Snapshot, DISPATCH_BUCKETS, DURATION_BUCKETS};
 pub use self::scheduler::{Clock, Fired, ManualClock, Schedule, Scheduler, SystemClock, Trigger};

@@ -37,7 +37,7 @@ use crate::protocol::{
 };
 use crate::server::auth::{valid_worker_id, StsPair, WorkerIdentity, GLOBAL_WORKER_ID, STS_ACCESS_TTL};
 use crate::server::config::WorkerAuthMode;
-use crate::server::core::{Core, CoreError, TaskContext};
+use crate::server::core::{Core, CoreError, TaskContext, WorkerEvent};
 use crate::server::ClientCertCn;
 use crate::storage::{QueuedTask, WorkerInfo};
 
@@ -437,6 +437,16 @@ async fn process_event(core: &Arc<Core>, sender: &Sender, body: Value) -> Result
     if event_type.is_empty() {
         return Err(ApiError::bad("event_type is required"));
     }
+    for (name, value) in [("event_type", event_type), ("origin_worker_id", event.origin_worker_id.as_str())]
+        .into_iter()
+        .chain(event.target_job_id.as_deref().map(|v| ("target_job_id", v)))
+        .chain(event.target_task_id.as_deref().map(|v| ("target_task_id", v)))
+        .chain(event.origin_task_id.as_deref().map(|v| ("origin_task_id", v)))
+    {
+        if value.len() > protocol::MAX_IDENTIFIER_LEN {
+            return Err(ApiError::bad(format!("`{name}` is longer than {} bytes", protocol::MAX_IDENTIFIER_LEN)));
+        }
+    }
     if event_type == EVENT_TYPE_PROGRESS {
         let max = core.config().progress_message_max_bytes;
         match event.payload.get("message") {
@@ -450,18 +460,60 @@ async fn process_event(core: &Arc<Core>, sender: &Sender, body: Value) -> Result
             Some(_) => return Err(ApiError::bad("`payload.message` must be a string")),
         }
     }
-    let task_id = event.target_task_id.as_deref().or(event.origin_task_id.as_deref());
-    let job_id = event.target_job_id.as_deref().ok_or_else(|| ApiError::bad("target_job_id is required"))?;
+    let bubbling_chain = bubbling_chain(&body, &event.origin_worker_id, &sender.worker_id)?;
     // A missing or null payload reaches the engine as null, as sent (an event transition then
     // records no `event_<type>` entry), not as the empty object the wire type reads it as.
     let sent = body.get("payload").is_some_and(Value::is_object);
-    let payload = if sent { Value::Object(event.payload) } else { Value::Null };
-    match core.worker_event(&sender.worker_id, job_id, task_id, event_type, &payload).await {
+    let event = WorkerEvent {
+        task_id: event.target_task_id.or(event.origin_task_id),
+        payload: if sent { Value::Object(event.payload) } else { Value::Null },
+        // No job: the event is only recorded (no job is touched).
+        job_id: event.target_job_id.filter(|j| !j.is_empty()),
+        event_id: event.event_id,
+        event_type: event.event_type,
+        origin_worker_id: event.origin_worker_id,
+        bubbling_chain,
+    };
+    match core.worker_event(&sender.worker_id, &event).await {
         Ok(()) => Ok(EventResponse::accepted()),
         // RXON: a payload breaking the skill's events_schema is answered 200 with an error body.
         Err(CoreError::EventContract(message)) => Ok(EventResponse::error(protocol::CONTRACT_VIOLATION_ERROR, message)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The event's `bubbling_chain` (absent or null: empty) with the authenticated `sender` appended
+/// unless it is already there or is the event's origin. A chain that is not a list of worker ids
+/// of at most [`protocol::MAX_IDENTIFIER_LEN`] bytes, or that would hold more than
+/// [`protocol::MAX_BUBBLING_CHAIN`] of them, is refused (400).
+fn bubbling_chain(body: &Value, origin: &str, sender: &str) -> Result<Vec<String>, ApiError> {
+    let max = protocol::MAX_BUBBLING_CHAIN;
+    let mut chain = match body.get("bubbling_chain") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(ids)) if ids.len() <= max => ids
+            .iter()
+            .map(|id| match id {
+                Value::String(id) if !id.is_empty() && id.len() <= protocol::MAX_IDENTIFIER_LEN => Ok(id.clone()),
+                _ => Err(ApiError::bad(format!(
+                    "`bubbling_chain` must be a list of worker ids (strings of 1 to {} bytes)",
+                    protocol::MAX_IDENTIFIER_LEN
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(Value::Array(_)) => {
+            return Err(ApiError::bad(format!("`bubbling_chain` holds more than {max} worker ids")))
+        }
+        Some(_) => return Err(ApiError::bad("`bubbling_chain` must be a list of worker ids")),
+    };
+    if sender != origin && !chain.iter().any(|id| id == sender) {
+        if chain.len() == max {
+            return Err(ApiError::bad(format!(
+                "`bubbling_chain` holds {max} worker ids: no room for the sender's (at most {max})"
+            )));
+        }
+        chain.push(sender.to_owned());
+    }
+    Ok(chain)
 }
 
 async fn event(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {

@@ -1,4 +1,4 @@
-//! The job lifecycle: create, drive, results, events, approvals, cancel, parent resume, and the
+//! The job lifecycle: create, drive, results, approvals, cancel, parent resume, and the
 //! reads the client API needs. Each change is one unit of work ([`super::transact`]).
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use crate::blueprint::Blueprint;
 use crate::context::{ErrorClass, TaskError};
 use crate::engine::{self, ResultDisposition, TaskResult};
 use crate::job::Job;
-use crate::protocol::{task_status, CONTRACT_VIOLATION_ERROR, EVENT_TYPE_PROGRESS};
+use crate::protocol::{task_status, CONTRACT_VIOLATION_ERROR};
 use crate::server::config::ClientEntry;
 use crate::server::task_contracts::Schema;
 use crate::storage::StorageError;
@@ -21,15 +21,6 @@ static EMPTY_DATA: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| Valu
 
 /// Reputation a worker gains for a result that is not a failure.
 const REPUTATION_REWARD: f64 = 0.001;
-
-/// Drops the oldest entries of `state_history.progress_updates` beyond `max`.
-fn keep_last_progress(job: &mut Job, max: usize) {
-    if let Some(Value::Array(list)) = job.state_history.get_mut("progress_updates") {
-        if list.len() > max {
-            list.drain(..list.len() - max);
-        }
-    }
-}
 
 impl Core {
     /// Creates a job and starts it. Returns its id.
@@ -170,54 +161,6 @@ impl Core {
                 }
             }
         }
-    }
-
-    /// Applies a worker event (progress or an `event_transitions` event).
-    pub async fn worker_event(
-        self: &Arc<Self>,
-        worker_id: &str,
-        job_id: &str,
-        task_id: Option<&str>,
-        event_type: &str,
-        payload: &Value,
-    ) -> Result<(), CoreError> {
-        let Some(mut tx) = self.begin(job_id).await? else { return Err(CoreError::JobNotFound) };
-        // Only the worker holding a running task of the job reports on it (and on that task when
-        // the event names one): not a job waiting for approval, parked or between tasks, and never
-        // a job that ended.
-        if tx.status.is_terminal() {
-            return Err(CoreError::Conflict(format!("job {job_id} is {}: it takes no more events", tx.status)));
-        }
-        let held = tx
-            .tasks_in_flight()
-            .find(|t| t.worker_id.as_deref() == Some(worker_id) && task_id.is_none_or(|id| id == t.task_id))
-            .map(|t| t.spec.task_type.clone());
-        let Some(skill) = held else {
-            return Err(CoreError::Forbidden(match task_id {
-                Some(t) => format!("worker {worker_id} holds no running task {t} of job {job_id}"),
-                None => format!("worker {worker_id} holds no running task of job {job_id}"),
-            }));
-        };
-        // The payload against the skill's `events_schema[event_type]` (undeclared types pass).
-        if let Some(contracts) = self.dispatcher.contracts_of(worker_id).await {
-            if let Err(violations) = contracts.check(&skill, Schema::Event(event_type), payload) {
-                return Err(CoreError::EventContract(format!(
-                    "the payload of event `{event_type}` breaks the events_schema of skill `{skill}`: {violations}"
-                )));
-            }
-        }
-        let step = engine::apply_event(&mut tx, task_id, event_type, payload);
-        if event_type == EVENT_TYPE_PROGRESS {
-            keep_last_progress(&mut tx, self.cfg.progress_updates_max);
-        }
-        self.apply(&mut tx, step).await;
-        // The `worker_event:{type}` webhook, once the event is saved (like a job's end).
-        let hooked = tx.webhook_url.clone().map(|url| (url, Job::clone(&tx)));
-        self.commit(tx).await?;
-        if let Some((url, job)) = hooked {
-            self.webhooks.worker_event(url, &job, event_type, payload);
-        }
-        Ok(())
     }
 
     /// Cancels a job (and its tasks and child).

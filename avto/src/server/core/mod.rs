@@ -8,7 +8,8 @@
 //! |---|---|
 //! | `mod.rs` | the [`Core`] struct, its construction and accessors |
 //! | `transact.rs` | the unit of work: lock -> engine step -> in-lock effects -> commit -> after-commit effects |
-//! | `jobs.rs` | the job lifecycle: create, results, events, approvals, cancel, parent resume |
+//! | `jobs.rs` | the job lifecycle: create, results, approvals, cancel, parent resume |
+//! | `events.rs` | worker events: progress, event transitions, job-less events, their history rows and webhooks |
 //! | `workers.rs` | worker sessions: register, heartbeat, long-poll, placing tasks on queues |
 //! | `watcher.rs` | timeouts, dead workers and crash recovery |
 //! | `reputation.rs` | the hourly reputation recalculation from the history |
@@ -16,6 +17,7 @@
 //!
 //! Who may call (clients, the operator, workers) is [`super::auth`]'s concern.
 
+mod events;
 mod jobs;
 mod observe;
 mod reputation;
@@ -41,6 +43,7 @@ use crate::history::History;
 use crate::storage::{JobStore, NonceStore, QuotaStore, RateLimitStore, ScheduleLocks, StorageError, Stores};
 use crate::supervise::Health;
 
+pub use events::WorkerEvent;
 pub use transact::JobTx;
 
 /// A create-job request after validation.

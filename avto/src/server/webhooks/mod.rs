@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
 
 use crate::job::{Job, JobStatus};
@@ -313,9 +313,10 @@ impl Webhooks {
     }
 
     /// Queues the `worker_event:{type}` webhook of an event a worker sent about `job` (the
-    /// event's payload is the `result`).
-    pub fn worker_event(&self, url: String, job: &Job, event_type: &str, payload: &Value) {
-        let body = json!({
+    /// event's payload is the `result`; `route`: where the event came from, `event_id`,
+    /// `sender_id`, `origin_worker_id`, `bubbling_chain`, added to the body).
+    pub fn worker_event(&self, url: String, job: &Job, event_type: &str, payload: &Value, route: Map<String, Value>) {
+        let mut body = json!({
             "event": format!("worker_event:{event_type}"),
             "job_id": job.id,
             "blueprint": job.blueprint,
@@ -325,6 +326,9 @@ impl Webhooks {
             "metadata": job.metadata,
             "timestamp": crate::job::now_ms() as f64 / 1000.0,
         });
+        if let Value::Object(m) = &mut body {
+            m.extend(route);
+        }
         self.send(&job.client.id, url, body);
     }
 
