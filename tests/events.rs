@@ -15,10 +15,31 @@ use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(10);
 
+/// start (sends two ghost events, one a bad type when `initial_data.bad`) -> done (sends one).
+#[avto::blueprint(name = "ghosts", api_version = "v1", api_endpoint = "jobs/ghosts")]
+pub mod ghosts {
+    use avto::prelude::*;
+    use serde_json::json;
+
+    #[handler(state = "start", start)]
+    async fn start(ctx: &Context, actions: &mut Actions) {
+        actions.send_event("warmed", json!({"n": 1})).send_event("progress", json!({"progress": 0.5}));
+        if ctx.initial_data["bad"] == true {
+            actions.send_event("not an identifier", json!({}));
+        }
+        actions.transition_to("done");
+    }
+
+    #[handler(state = "done", end)]
+    async fn done(actions: &mut Actions) {
+        actions.send_event("closing", json!({"n": 2}));
+    }
+}
+
 async fn server() -> Server {
     let mut cfg = test_config();
     cfg.history_database_uri = Some("memory:".into());
-    Server::with_config([echo_flow::blueprint()], cfg).await
+    Server::with_config([echo_flow::blueprint(), ghosts::blueprint()], cfg).await
 }
 
 /// A signed event of `w` (the sender); `fields` are merged into it (`target_job_id`,
@@ -191,4 +212,47 @@ async fn a_bad_or_over_long_chain_is_refused() {
         ["registered", "worker_event:hello", "worker_event:hello"],
         "refused events are not recorded"
     );
+}
+
+/// `actions.send_event` (spec 1.4): each ghost event of a handler run that succeeds is a
+/// `worker_event:{type}` row (worker `ghost`) and a webhook; a run that fails sends none.
+#[tokio::test]
+async fn handlers_send_ghost_events() {
+    let s = server().await;
+    let (addr, mut hooks) = hook_receiver().await;
+    let c = s.client();
+    let hook = format!("http://{addr}/hook");
+    let (status, body) = c.post("/api/v1/jobs/ghosts", &json!({"initial_data": {}, "webhook_url": hook})).await;
+    assert_eq!(status, 202, "{body}");
+    let job = body["job_id"].as_str().unwrap().to_owned();
+    c.wait_for(&job, &["finished"], T).await;
+
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        got.push(tokio::time::timeout(T, hooks.recv()).await.expect("webhooks within 10 s").unwrap());
+    }
+    let mut events: Vec<_> = got.iter().map(|h| h["event"].as_str().unwrap().to_owned()).collect();
+    events.sort();
+    assert_eq!(events, ["job_finished", "worker_event:closing", "worker_event:progress", "worker_event:warmed"]);
+    let warmed = got.iter().find(|h| h["event"] == "worker_event:warmed").unwrap();
+    assert_eq!(warmed["result"], json!({"n": 1}));
+    assert_eq!((warmed["sender_id"].as_str(), warmed["origin_worker_id"].as_str()), (Some("ghost"), Some("ghost")));
+    assert_eq!(warmed["bubbling_chain"], json!([]));
+
+    let rows = s.core.history().unwrap().job_history(&job).await.unwrap();
+    let ghost: Vec<_> = rows.iter().filter(|r| r.event_type.starts_with("worker_event:")).collect();
+    let kinds: Vec<_> = ghost.iter().map(|r| r.event_type.as_str()).collect();
+    assert_eq!(kinds, ["worker_event:warmed", "worker_event:progress", "worker_event:closing"], "in call order");
+    assert!(ghost.iter().all(|r| r.worker_id.as_deref() == Some("ghost")));
+    assert_eq!(ghost[0].details.as_ref().unwrap()["payload"], json!({"n": 1}));
+    assert_eq!(ghost[0].details.as_ref().unwrap()["event_id"], warmed["event_id"]);
+
+    // A run whose send_event is refused fails (and is retried, then quarantined): nothing is sent.
+    let (status, body) = c.post("/api/v1/jobs/ghosts", &json!({"initial_data": {"bad": true}})).await;
+    assert_eq!(status, 202, "{body}");
+    let bad = body["job_id"].as_str().unwrap().to_owned();
+    c.wait_for(&bad, &["failed", "quarantined"], Duration::from_secs(30)).await;
+    let rows = s.core.history().unwrap().job_history(&bad).await.unwrap();
+    assert!(rows.iter().all(|r| !r.event_type.starts_with("worker_event:")), "{rows:?}");
+    assert!(rows.iter().any(|r| r.event_type == "state_failed"), "{rows:?}");
 }

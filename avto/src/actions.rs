@@ -3,7 +3,7 @@
 //! A handler run takes exactly one action: `transition_to`, `dispatch_task` (once, or several
 //! times when every dispatch fans into the same `#[aggregator]` state), `await_human_approval`
 //! or `run_blueprint`. A second, different action makes the handler run fail with a clear error
-//! (and the job goes through the handler-retry path). `update_context` can be combined with any.
+//! (and the job goes through the handler-retry path). `update_context` and `send_event` can be combined with any.
 
 use std::time::Duration;
 
@@ -153,9 +153,14 @@ pub struct Actions {
     pub(crate) context_updates: Map<String, Value>,
     /// What an end handler returned as [`crate::Output`]: the job's result.
     pub(crate) output: Option<Value>,
+    /// The "ghost" events of [`Actions::send_event`], in call order.
+    pub(crate) events: Vec<(String, Value)>,
     /// Where builder calls of a rejected second action go, so they cannot touch the first.
     discarded: Option<Action>,
 }
+
+/// Most [`Actions::send_event`] calls one handler run may make.
+pub const MAX_EVENTS_PER_RUN: usize = 16;
 
 impl Actions {
     pub(crate) fn new() -> Self {
@@ -235,6 +240,25 @@ impl Actions {
     pub fn update_context(&mut self, key: &str, value: impl Serialize) -> &mut Self {
         let value = serde_json::to_value(value).unwrap_or_else(|e| Value::String(format!("<unserialisable: {e}>")));
         self.context_updates.insert(key.to_owned(), value);
+        self
+    }
+
+    /// Emits a "ghost" event about this job, as if a worker named `ghost` had sent it: once the
+    /// run's actions are applied it is a `worker_event:{event_type}` row of the job's history
+    /// (`worker_id` `ghost`) and, when the job has a `webhook_url`, a `worker_event:{event_type}`
+    /// webhook with `payload` as its `result`. May be combined with any action. An `event_type`
+    /// that is not an identifier (`[A-Za-z0-9_-]`, 1 to 128 bytes) or more than
+    /// [`MAX_EVENTS_PER_RUN`] calls fail the run. A run that fails sends none of its events.
+    pub fn send_event(&mut self, event_type: &str, payload: impl Serialize) -> &mut Self {
+        if !crate::protocol::is_valid_identifier(event_type) {
+            self.violations.push(format!("send_event: `{event_type}` is not an event type (an identifier)"));
+        } else if self.events.len() >= MAX_EVENTS_PER_RUN {
+            self.violations.push(format!("send_event: more than {MAX_EVENTS_PER_RUN} events in one handler run"));
+        } else {
+            let payload =
+                serde_json::to_value(payload).unwrap_or_else(|e| Value::String(format!("<unserialisable: {e}>")));
+            self.events.push((event_type.to_owned(), payload));
+        }
         self
     }
 
@@ -383,5 +407,26 @@ impl RunBlueprintBuilder<'_> {
     pub fn transitions<'s>(self, pairs: impl IntoIterator<Item = (&'s str, &'s str)>) -> Self {
         self.spec.transitions = to_pairs(pairs);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_event_is_bounded() {
+        let mut a = Actions::new();
+        a.send_event("warmed", serde_json::json!({"n": 1})).transition_to("next");
+        assert_eq!(a.events, [("warmed".to_owned(), serde_json::json!({"n": 1}))]);
+        assert!(a.violations.is_empty(), "combines with an action: {:?}", a.violations);
+        a.send_event("not an identifier", ());
+        a.send_event(&"t".repeat(129), ());
+        assert_eq!(a.violations.len(), 2, "{:?}", a.violations);
+        let mut a = Actions::new();
+        for _ in 0..MAX_EVENTS_PER_RUN + 1 {
+            a.send_event("e", ());
+        }
+        assert_eq!((a.events.len(), a.violations.len()), (MAX_EVENTS_PER_RUN, 1));
     }
 }

@@ -383,6 +383,9 @@ fn apply_actions(
     for (k, v) in actions.context_updates {
         job.state_history.insert(k, v);
     }
+    for (event_type, payload) in actions.events {
+        out.event(EngineEvent::GhostEvent { event_id: uuid::Uuid::new_v4().to_string(), event_type, payload });
+    }
     if job.retry_count > 0 {
         // The handler ran after failing before: its old error no longer applies
         // (`retry_count` is reset in `advance` once the action was applied).

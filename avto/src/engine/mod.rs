@@ -41,15 +41,53 @@ pub enum Effect {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum EngineEvent {
-    StateStarted { state: String, attempt: u32 },
-    StateFinished { state: String, next_state: Option<String>, duration_ms: u64 },
-    StateFailed { state: String, error: String, attempt: u32 },
-    TaskDispatched { task_id: String, task_type: String, attempt: u32 },
-    TaskFinished { task_id: String, status: String, worker_id: Option<String> },
-    TaskRetry { task_id: String, next_task_id: String, attempt: u32, delay_ms: u64 },
-    ApprovalRequested { integration: Option<String>, message: Option<String> },
-    SubJobStarted { child_job_id: String, blueprint: String },
-    JobFinished { status: JobStatus },
+    StateStarted {
+        state: String,
+        attempt: u32,
+    },
+    StateFinished {
+        state: String,
+        next_state: Option<String>,
+        duration_ms: u64,
+    },
+    StateFailed {
+        state: String,
+        error: String,
+        attempt: u32,
+    },
+    TaskDispatched {
+        task_id: String,
+        task_type: String,
+        attempt: u32,
+    },
+    TaskFinished {
+        task_id: String,
+        status: String,
+        worker_id: Option<String>,
+    },
+    TaskRetry {
+        task_id: String,
+        next_task_id: String,
+        attempt: u32,
+        delay_ms: u64,
+    },
+    ApprovalRequested {
+        integration: Option<String>,
+        message: Option<String>,
+    },
+    SubJobStarted {
+        child_job_id: String,
+        blueprint: String,
+    },
+    JobFinished {
+        status: JobStatus,
+    },
+    /// A "ghost" event the handler sent ([`crate::Actions::send_event`]).
+    GhostEvent {
+        event_id: String,
+        event_type: String,
+        payload: serde_json::Value,
+    },
 }
 
 /// What one engine transition did: the one return type of every transition

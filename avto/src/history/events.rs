@@ -48,6 +48,9 @@ pub fn created_record(job: &Job) -> HistoryRecord {
     r
 }
 
+/// The worker id of a handler's "ghost" events ([`crate::Actions::send_event`]).
+pub const GHOST: &str = "ghost";
+
 /// The `worker_event:{type}` row of an event worker `worker_id` (the authenticated sender) sent
 /// about `job` (`job` as the event left it; `details`: the event's id, route and payload).
 pub fn worker_event_record(
@@ -122,6 +125,12 @@ pub fn records_for(job: &Job, events: &[EngineEvent]) -> Vec<HistoryRecord> {
                 EngineEvent::SubJobStarted { child_job_id, blueprint } => {
                     r = base(job, "sub_job_started", &snap);
                     r.details = Some(json!({"child_job_id": child_job_id, "child_blueprint": blueprint}));
+                }
+                EngineEvent::GhostEvent { event_id, event_type, payload } => {
+                    r = base(job, &format!("worker_event:{event_type}"), &snap);
+                    r.worker_id = Some(GHOST.to_owned());
+                    r.details = Some(json!({"event_id": event_id, "sender_id": GHOST, "origin_worker_id": GHOST,
+                                            "bubbling_chain": [], "task_id": null, "payload": payload}));
                 }
                 EngineEvent::JobFinished { status } => {
                     let kind = match status {

@@ -49,7 +49,7 @@ use futures::future::BoxFuture;
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
-pub use events::{created_record, records_for, worker_event_record};
+pub use events::{created_record, records_for, worker_event_record, GHOST};
 pub use memory::MemoryHistory;
 pub use workers::{TaskOutcomes, WorkerHistoryRecord};
 

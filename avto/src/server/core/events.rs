@@ -1,6 +1,10 @@
 //! Worker events (orchestrator.md section 3.9): progress and `event_transitions` events about a
 //! job, and events about no job at all. Every accepted event writes a `worker_event:{type}`
 //! history row; one about a job with a `webhook_url` is also sent on as a webhook.
+//!
+//! A handler's "ghost" events ([`crate::Actions::send_event`]) are engine events instead: their
+//! rows come from [`crate::history::records_for`], their webhooks from the commit of the unit of
+//! work that ran the handler.
 
 use std::sync::Arc;
 

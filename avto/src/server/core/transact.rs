@@ -72,6 +72,12 @@ enum AfterCommit {
         delay: std::time::Duration,
     },
     Terminal(JobStatus),
+    /// The `worker_event:{type}` webhook of a handler's ghost event (to the job's `webhook_url`).
+    GhostWebhook {
+        event_id: String,
+        event_type: String,
+        payload: serde_json::Value,
+    },
 }
 
 impl std::fmt::Debug for JobTx {
@@ -138,6 +144,14 @@ impl Core {
         let mut step = step;
         loop {
             self.observe(tx, &step);
+            if tx.webhook_url.is_some() {
+                for e in &step.events {
+                    if let crate::engine::EngineEvent::GhostEvent { event_id, event_type, payload } = e {
+                        let (event_id, event_type, payload) = (event_id.clone(), event_type.clone(), payload.clone());
+                        tx.after_commit.push(AfterCommit::GhostWebhook { event_id, event_type, payload });
+                    }
+                }
+            }
             // Tasks no worker will take as they are (params breaking every input contract).
             let mut refused = Vec::new();
             for effect in step.effects {
@@ -204,8 +218,11 @@ impl Core {
     pub(crate) async fn commit(self: &Arc<Self>, tx: JobTx) -> Result<(), StorageError> {
         let JobTx { guard, after_commit, _work } = tx;
         let id = guard.id.clone();
-        // The webhook and the parent's resume need the job as it was saved.
-        let ended = after_commit.iter().any(|e| matches!(e, AfterCommit::Terminal(_))).then(|| Job::clone(&guard));
+        // The webhooks and the parent's resume need the job as it was saved.
+        let ended = after_commit
+            .iter()
+            .any(|e| matches!(e, AfterCommit::Terminal(_) | AfterCommit::GhostWebhook { .. }))
+            .then(|| Job::clone(&guard));
         self.jobs.commit(guard).await?;
         for effect in after_commit {
             self.after_commit(&id, ended.as_ref(), effect);
@@ -255,6 +272,14 @@ impl Core {
                     tokio::time::sleep(delay).await;
                     core.drive(id);
                 });
+            }
+            AfterCommit::GhostWebhook { event_id, event_type, payload } => {
+                let Some(job) = ended else { return };
+                if let Some(url) = job.webhook_url.clone() {
+                    let ghost = crate::history::GHOST;
+                    let event = super::WorkerEvent { event_id, origin_worker_id: ghost.into(), ..Default::default() };
+                    self.webhooks.worker_event(url, job, &event_type, &payload, event.route(ghost));
+                }
             }
             AfterCommit::Terminal(status) => {
                 let Some(job) = ended else { return };
