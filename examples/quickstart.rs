@@ -106,7 +106,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("Also: GET {base}/api/v1/blueprints/hello_flow/graph (DOT), GET {base}/api/v1/workers, GET {base}/metrics (with ADMIN_TOKEN set, `Authorization: Bearer $ADMIN_TOKEN`), Ctrl-C to stop.");
     println!();
 
-    tokio::signal::ctrl_c().await?;
+    // Ctrl-C or SIGTERM (a process manager, `kill`): the worker and the server drain, then exit.
+    avto::server::shutdown_signal().await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), worker).await;
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;

@@ -447,7 +447,10 @@ impl Orchestrator {
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves at the first SIGINT (Ctrl-C) or SIGTERM: what [`serve`] and [`Orchestrator::serve`]
+/// stop on, for a `main` that runs more than the orchestrator (workers, other servers) and
+/// stops them on the same signal.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
