@@ -70,22 +70,25 @@ impl Contracts {
     /// Every violation (at most [`MAX_VIOLATIONS`]) of `blueprint`'s input contract by `data`,
     /// with how many there were in all; empty when it holds or there is no contract.
     pub(crate) fn check_input(&self, blueprint: &str, data: &Value) -> (Vec<Violation>, usize) {
-        violations(self.inputs.get(blueprint), data)
+        self.inputs.get(blueprint).map_or((Vec::new(), 0), |v| violations(v, data, MAX_VIOLATIONS))
     }
 
     /// The same for the output of `blueprint`'s end state `state`.
     pub(crate) fn check_output(&self, blueprint: &str, state: &str, data: &Value) -> (Vec<Violation>, usize) {
-        violations(self.outputs.get(blueprint).and_then(|m| m.get(state)), data)
+        self.outputs
+            .get(blueprint)
+            .and_then(|m| m.get(state))
+            .map_or((Vec::new(), 0), |v| violations(v, data, MAX_VIOLATIONS))
     }
 }
 
-fn violations(validator: Option<&jsonschema::Validator>, data: &Value) -> (Vec<Violation>, usize) {
-    let Some(v) = validator else { return (Vec::new(), 0) };
+/// The first `keep` ways `data` breaks the schema of `v`, and how many there are in all.
+pub(crate) fn violations(v: &jsonschema::Validator, data: &Value, keep: usize) -> (Vec<Violation>, usize) {
     let mut out = Vec::new();
     let mut total = 0;
     for e in v.iter_errors(data) {
         total += 1;
-        if out.len() < MAX_VIOLATIONS {
+        if out.len() < keep {
             out.push(Violation { pointer: e.instance_path().to_string(), message: e.to_string() });
         }
     }

@@ -563,7 +563,7 @@ pub(crate) fn terminal(job: &mut Job, status: JobStatus, error: Option<String>, 
 /// Why the result a job would finish with in end state `state` breaks that state's output
 /// contract (see [`Blueprint::output_schemas`]), if it does.
 fn output_violation(env: &EngineEnv, bp: Blueprint, job: &Job, state: &str) -> Option<String> {
-    let result = job.state_history.get(state).or_else(|| job.state_history.values().next_back());
+    let result = result_of(job, state);
     let (violations, total) = env.contracts.check_output(bp.name(), state, result.unwrap_or(&Value::Null));
     (total > 0).then(|| {
         format!(
@@ -576,7 +576,12 @@ fn output_violation(env: &EngineEnv, bp: Blueprint, job: &Job, state: &str) -> O
 /// The job's result: `state_history[<final state>]` if present, else the last value merged into
 /// `state_history` (Avtomatika's rule, so clients of both see the same result).
 fn extract_result(job: &Job) -> Option<Value> {
-    job.state_history.get(&job.current_state).or_else(|| job.state_history.values().next_back()).cloned()
+    result_of(job, &job.current_state).cloned()
+}
+
+/// The result a job ending in `state` has (see [`extract_result`]).
+fn result_of<'a>(job: &'a Job, state: &str) -> Option<&'a Value> {
+    job.state_history.get(state).or_else(|| job.state_history.values().next_back())
 }
 
 pub(crate) fn retry_task(env: &EngineEnv, record: &TaskRecord, branch: bool, out: &mut Step) -> TaskRecord {

@@ -118,15 +118,11 @@ pub(crate) fn check(validator: &Validator, value: &Value) -> Result<(), String> 
     if validator.is_valid(value) {
         return Ok(());
     }
-    let mut quoted = Vec::new();
-    let mut total = 0usize;
-    for e in validator.iter_errors(value) {
-        total += 1;
-        if quoted.len() < MAX_QUOTED {
-            let pointer = e.instance_path().to_string();
-            quoted.push(format!("`{}`: {e}", if pointer.is_empty() { "/" } else { &pointer }));
-        }
-    }
+    let (found, total) = crate::contracts::violations(validator, value, MAX_QUOTED);
+    let quoted: Vec<String> = found
+        .iter()
+        .map(|v| format!("`{}`: {}", if v.pointer.is_empty() { "/" } else { &v.pointer }, v.message))
+        .collect();
     Err(format!("{} ({total} violation(s))", quoted.join("; ")))
 }
 
