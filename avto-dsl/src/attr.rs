@@ -9,18 +9,19 @@ use syn::spanned::Spanned as _;
 use syn::{Expr, Lit};
 
 use crate::errors::{hint, list, Errors};
-use crate::model::{DataStore, End, EndStatus, Spanned};
+use crate::model::{DataStore, End, EndStatus, EventDecl, Spanned};
 
 // Key names (serde's `symbol.rs`).
 pub const NAME: &str = "name";
 pub const API_VERSION: &str = "api_version";
 pub const API_ENDPOINT: &str = "api_endpoint";
 pub const DATA_STORES: &str = "data_stores";
+pub const EVENTS: &str = "events";
 pub const STATE: &str = "state";
 pub const START: &str = "start";
 pub const END: &str = "end";
 
-pub const BLUEPRINT_KEYS: &[&str] = &[NAME, API_VERSION, API_ENDPOINT, DATA_STORES];
+pub const BLUEPRINT_KEYS: &[&str] = &[NAME, API_VERSION, API_ENDPOINT, DATA_STORES, EVENTS];
 pub const HANDLER_KEYS: &[&str] = &[STATE, START, END];
 pub const AGGREGATOR_KEYS: &[&str] = &[STATE];
 
@@ -65,6 +66,8 @@ pub struct BlueprintArgs {
     pub api_version: Option<Spanned<String>>,
     pub api_endpoint: Option<Spanned<String>>,
     pub data_stores: Vec<DataStore>,
+    /// `events(name = Type, ...)`: `None` when the key is absent (any event type may be sent).
+    pub events: Option<Vec<EventDecl>>,
 }
 
 /// The arguments of `#[handler(...)]` or `#[aggregator(...)]`.
@@ -121,13 +124,14 @@ fn string_value(meta: &ParseNestedMeta<'_>, attr: &str, errors: &mut Errors) -> 
     }
 }
 
-/// `#[avto::blueprint(name = "...", api_version = "...", api_endpoint = "...", data_stores(...))]`.
+/// `#[avto::blueprint(name = "...", api_version = "...", api_endpoint = "...", data_stores(...), events(...))]`.
 pub fn parse_blueprint_args(tokens: TokenStream, errors: &mut Errors) -> BlueprintArgs {
     const ATTR: &str = "avto::blueprint";
     let mut name = Attr::new(ATTR, NAME);
     let mut api_version = Attr::new(ATTR, API_VERSION);
     let mut api_endpoint = Attr::new(ATTR, API_ENDPOINT);
     let mut data_stores: Attr<Vec<DataStore>> = Attr::new(ATTR, DATA_STORES);
+    let mut events: Attr<Vec<EventDecl>> = Attr::new(ATTR, EVENTS);
     let mut has_name_key = false;
     let parser = syn::meta::parser(|meta| {
         if meta.path.is_ident(NAME) {
@@ -151,6 +155,14 @@ pub fn parse_blueprint_args(tokens: TokenStream, errors: &mut Errors) -> Bluepri
             }
             let stores = parse_data_stores(&meta, errors)?;
             data_stores.set(span, stores, errors);
+        } else if meta.path.is_ident(EVENTS) {
+            let span = meta.path.span();
+            if !meta.input.peek(syn::token::Paren) {
+                errors.error(span, "expected `events(event_type = PayloadType, ...)`");
+                return skip_value(&meta);
+            }
+            let decls = parse_events(&meta, errors)?;
+            events.set(span, decls, errors);
         } else {
             return unknown_key(&meta, ATTR, BLUEPRINT_KEYS, errors);
         }
@@ -165,7 +177,38 @@ pub fn parse_blueprint_args(tokens: TokenStream, errors: &mut Errors) -> Bluepri
         api_version: api_version.get(),
         api_endpoint: api_endpoint.get(),
         data_stores: data_stores.get().map(|s| s.value).unwrap_or_default(),
+        events: events.get().map(|s| s.value),
     }
+}
+
+/// `events(warmed = Warmed, done = serde_json::Value)`: the event types the blueprint's handlers
+/// send (`actions.send_event(..)`), each with the type of its payload.
+fn parse_events(meta: &ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<Vec<EventDecl>> {
+    let mut decls: Vec<EventDecl> = Vec::new();
+    let contents = paren_contents(meta)?;
+    let parser = syn::meta::parser(|event| {
+        let Some(ident) = event.path.get_ident() else {
+            errors.error(event.path.span(), "an event type must be a plain identifier");
+            return skip_value(&event);
+        };
+        let name = syn::ext::IdentExt::unraw(ident).to_string();
+        if !event.input.peek(syn::Token![=]) {
+            errors
+                .error(ident.span(), format!("expected `{name} = PayloadType` (`serde_json::Value` for any payload)"));
+            return skip_value(&event);
+        }
+        let ty: syn::Type = event.value()?.parse()?;
+        if decls.iter().any(|d| d.name.value == name) {
+            errors.error(ident.span(), format!("duplicate event type `{name}`"));
+        } else {
+            decls.push(EventDecl { name: Spanned::new(name, ident.span()), ty });
+        }
+        Ok(())
+    });
+    if let Err(e) = parser.parse2(contents) {
+        errors.push(e);
+    }
+    Ok(decls)
 }
 
 /// The tokens inside the parentheses after `meta`'s path (`name(...)`).
@@ -425,10 +468,10 @@ mod tests {
         assert_eq!(
             msgs,
             vec![
-                "unknown key `nam` in `#[avto::blueprint(...)]`; did you mean `name`? (valid keys: `name`, `api_version`, `api_endpoint`, `data_stores`)",
+                "unknown key `nam` in `#[avto::blueprint(...)]`; did you mean `name`? (valid keys: `name`, `api_version`, `api_endpoint`, `data_stores`, `events`)",
                 "duplicate key `name` in `#[avto::blueprint(...)]`",
                 "`api_version` must be a string literal: `api_version = \"...\"`",
-                "unknown key `foo` in `#[avto::blueprint(...)]` (valid keys: `name`, `api_version`, `api_endpoint`, `data_stores`)",
+                "unknown key `foo` in `#[avto::blueprint(...)]` (valid keys: `name`, `api_version`, `api_endpoint`, `data_stores`, `events`)",
             ]
         );
     }

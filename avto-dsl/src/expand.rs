@@ -46,6 +46,30 @@ fn call_ident(h: &Handler) -> syn::Ident {
     format_ident!("__avto_call_{}", h.fn_name)
 }
 
+fn state_types_ident(h: &Handler) -> syn::Ident {
+    format_ident!("__avto_state_types_{}", h.fn_name)
+}
+
+/// `fn __avto_state_types_<handler>()`: the `T` of each `State<T>` argument of the handler
+/// (probed per argument type, so a type alias of `State<T>` counts too).
+fn state_types_fn(h: &Handler) -> TokenStream {
+    let ident = state_types_ident(h);
+    let probes = h.args.iter().filter(|a| !a.mutable).map(|a| {
+        let ty = &a.ty;
+        quote!((&::avto::__private::StateProbe::<#ty>::new()).state_type())
+    });
+    quote! {
+        #[doc(hidden)]
+        fn #ident() -> ::avto::__private::std::vec::Vec<::avto::__private::StateType> {
+            #[allow(unused_imports)]
+            use ::avto::__private::{HasStateType as _, NoStateType as _};
+            let all: ::avto::__private::std::vec::Vec<::core::option::Option<::avto::__private::StateType>> =
+                ::avto::__private::std::vec![#(#probes),*];
+            all.into_iter().flatten().collect()
+        }
+    }
+}
+
 fn when_ident(h: &Handler) -> syn::Ident {
     format_ident!("__avto_when_{}", h.fn_name)
 }
@@ -92,7 +116,10 @@ fn expand(parsed: &Parsed) -> TokenStream {
             }
             None => quote!(::core::option::Option::None),
         };
-        quote!(::avto::__private::HandlerSpec { state: #state, name: #name, condition: #condition, call: #call })
+        let state_types = state_types_ident(h);
+        quote!(::avto::__private::HandlerSpec {
+            state: #state, name: #name, condition: #condition, call: #call, state_types: #state_types,
+        })
     });
     let edges = model.edges().map(|(h, e)| {
         let from = &h.state.value;
@@ -128,6 +155,21 @@ fn expand(parsed: &Parsed) -> TokenStream {
         let state = &h.state.value;
         Some(quote!((#state, (&::avto::__private::SchemaProbe::<#t>::new()).input_schema())))
     });
+    // The events contract: `events(name = T)`, each T probed like the others.
+    let (events, event_probes) = match &model.events {
+        None => (quote!(::core::option::Option::None), Vec::new()),
+        Some(decls) => {
+            let names = decls.iter().map(|d| &d.name.value);
+            let probes = decls
+                .iter()
+                .map(|d| {
+                    let (name, t) = (&d.name.value, &d.ty);
+                    quote!((#name, (&::avto::__private::SchemaProbe::<#t>::new()).input_schema()))
+                })
+                .collect();
+            (quote!(::core::option::Option::Some(&[#(#names),*])), probes)
+        }
+    };
     let generated = quote! {
         /// The blueprint's name.
         pub const NAME: &str = #name;
@@ -150,6 +192,8 @@ fn expand(parsed: &Parsed) -> TokenStream {
             dot: DOT,
             input_schema: __avto_input_schema,
             output_schemas: __avto_output_schemas,
+            events: #events,
+            events_schemas: __avto_events_schemas,
         };
         #[doc(hidden)]
         fn __avto_input_schema() -> ::core::option::Option<::avto::__private::serde_json::Value> {
@@ -163,11 +207,18 @@ fn expand(parsed: &Parsed) -> TokenStream {
             use ::avto::__private::{HasSchema as _, NoSchema as _};
             ::avto::__private::output_contract(::avto::__private::std::vec![#(#outputs),*])
         }
+        #[doc(hidden)]
+        fn __avto_events_schemas() -> ::avto::__private::std::vec::Vec<(&'static str, ::avto::__private::serde_json::Value)> {
+            #[allow(unused_imports)]
+            use ::avto::__private::{HasSchema as _, NoSchema as _};
+            ::avto::__private::output_contract(::avto::__private::std::vec![#(#event_probes),*])
+        }
         ::avto::__private::inventory::submit! { ::avto::__private::Registration(&__AVTO_SPEC) }
     };
     let calls = model.handlers.iter().map(call_fn);
+    let state_fns = model.handlers.iter().map(state_types_fn);
     let whens = model.handlers.iter().filter_map(when_fn);
-    with_items(module, quote!(#generated #(#calls)* #(#whens)*), TokenStream::new())
+    with_items(module, quote!(#generated #(#calls)* #(#state_fns)* #(#whens)*), TokenStream::new())
 }
 
 /// The `T` of an argument typed `InitialData<T>` (any path ending in `InitialData`, e.g.

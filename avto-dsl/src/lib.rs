@@ -25,7 +25,8 @@
 //! attributes outside a blueprint or on non-functions; `#[when]` without `#[handler]`, on an
 //! aggregator or twice; handler not `async`, generic, `impl Trait` argument, `const`/`unsafe`/
 //! `extern`; two `&mut` arguments; unknown / duplicate attribute keys; bad `name` /
-//! `api_version` / `api_endpoint` / state names; unknown data store in `.store("...")`;
+//! `api_version` / `api_endpoint` / state names; unknown data store in `.store("...")`; event
+//! type in `send_event("...")` that `events(...)` does not declare;
 //! `#[avto::blueprint]` on a non-module or a non-inline module; bad `end = "..."` status; items
 //! clashing with generated names. rustc itself reports (on the user's token): arguments that
 //! cannot be injected, unsupported return types, non-`Send` handler futures, non-`bool`

@@ -27,6 +27,8 @@ pub struct Model {
     pub api_version: Option<Spanned<String>>,
     pub api_endpoint: Option<Spanned<String>>,
     pub data_stores: Vec<DataStore>,
+    /// `events(...)`: the declared event types (`None`: undeclared, any type may be sent).
+    pub events: Option<Vec<EventDecl>>,
     /// Handlers and aggregators, in source order.
     pub handlers: Vec<Handler>,
 }
@@ -37,6 +39,13 @@ pub struct DataStore {
     pub name: Spanned<String>,
     /// The initial contents as JSON object text, keys in source order.
     pub initial: String,
+}
+
+/// `events(name = Type)`: an event type the handlers send, with its payload's type.
+#[derive(Debug, Clone)]
+pub struct EventDecl {
+    pub name: Spanned<String>,
+    pub ty: syn::Type,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +168,8 @@ pub struct Handler {
     pub actions: Vec<Action>,
     /// `.store("name")` calls with a literal name.
     pub stores: Vec<Spanned<String>>,
+    /// `send_event("...", ..)` calls with a literal event type.
+    pub events: Vec<Spanned<String>>,
     /// Some target in the body is not a literal (already an error): the handler's edges are incomplete.
     pub incomplete: bool,
 }

@@ -87,6 +87,7 @@ pub fn blueprint(attr: TokenStream, attr_span: Span, item: TokenStream, errors: 
         api_version: args.api_version,
         api_endpoint: args.api_endpoint,
         data_stores: args.data_stores,
+        events: args.events,
         handlers,
     };
     Some(Parsed { model, module })
@@ -275,7 +276,7 @@ fn handler(f: &mut syn::ItemFn, errors: &mut Errors) -> Option<Handler> {
         })
         .collect();
     scanner.visit_block(&f.block);
-    let Scanner { actions, stores, incomplete, .. } = scanner;
+    let Scanner { actions, stores, events, incomplete, .. } = scanner;
     Some(Handler {
         kind,
         attr_span,
@@ -289,6 +290,7 @@ fn handler(f: &mut syn::ItemFn, errors: &mut Errors) -> Option<Handler> {
         args: args_model,
         actions,
         stores,
+        events,
         incomplete,
     })
 }
@@ -355,6 +357,8 @@ struct Scanner<'e> {
     errors: &'e mut Errors,
     actions: Vec<Action>,
     stores: Vec<Spanned<String>>,
+    /// `send_event("...", ..)` with a literal event type.
+    events: Vec<Spanned<String>>,
     /// Handler arguments of type `&DataStores`.
     store_args: Vec<String>,
     incomplete: bool,
@@ -371,6 +375,7 @@ impl<'e> Scanner<'e> {
             errors,
             actions: Vec::new(),
             stores: Vec::new(),
+            events: Vec::new(),
             store_args: Vec::new(),
             incomplete: false,
             path: Vec::new(),
@@ -447,6 +452,11 @@ impl<'e> Scanner<'e> {
                 let method: &'static str = if event { "event_transitions" } else { "transitions" };
                 let edges = self.pairs(call, kind, method);
                 self.actions[a].edges.extend(edges);
+            }
+            "send_event" if call.args.len() == 2 => {
+                if let Some(s) = call.args.first().and_then(lit_str) {
+                    self.events.push(Spanned::new(s.value(), s.span()));
+                }
             }
             "store" if call.args.len() == 1 && self.is_data_stores(&call.receiver) => {
                 if let Some(s) = call.args.first().and_then(lit_str) {

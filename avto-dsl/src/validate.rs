@@ -29,6 +29,7 @@ pub fn validate(model: &Model, errors: &mut Errors) {
     outputs_from_end_handlers_only(model, &states, errors);
     known_targets(model, &states, errors);
     known_data_stores(model, errors);
+    known_events(model, errors);
     parallel_dispatch_fans_into_one_aggregator(model, &states, errors);
     aggregators_are_fanned_into(model, &states, errors);
     graph_is_complete(model, &states, errors);
@@ -409,6 +410,26 @@ fn known_data_stores(model: &Model, errors: &mut Errors) {
                 format!("{} (declared: {})", hint(&s.value, declared.iter().copied()), list(&declared))
             };
             errors.error(s.span, format!("unknown data store `{}`{help}", s.value));
+        }
+    }
+}
+
+/// Why: once a blueprint declares its events, a misspelt event type would only be refused at run
+/// time (the job's handler then fails).
+fn known_events(model: &Model, errors: &mut Errors) {
+    let Some(events) = &model.events else { return };
+    let declared: Vec<&str> = events.iter().map(|e| e.name.value.as_str()).collect();
+    for h in &model.handlers {
+        // `progress` is the protocol's own event type: always allowed.
+        for e in h.events.iter().filter(|e| e.value != "progress") {
+            if !declared.contains(&e.value.as_str()) {
+                let help = if declared.is_empty() {
+                    format!("; declare it: `#[avto::blueprint(..., events({} = PayloadType))]`", e.value)
+                } else {
+                    format!("{} (declared: {})", hint(&e.value, declared.iter().copied()), list(&declared))
+                };
+                errors.error(e.span, format!("undeclared event type `{}` in `send_event`{help}", e.value));
+            }
         }
     }
 }
@@ -824,6 +845,30 @@ mod tests {
                 "aggregator `lonely` is not the target of any parallel dispatch: point the `success` transitions of the parallel `dispatch_task` calls at it",
                 "state `lonely` cannot be reached from start state `a`: no `transition_to` or `transitions` target leads to it",
             ]
+        );
+    }
+
+    #[test]
+    fn sent_events_must_be_declared() {
+        let errs = check(
+            quote!(name = "t", events(warmed = Warmed)),
+            quote! {
+                mod m {
+                    #[handler(start, end)]
+                    async fn a(actions: &mut Actions, kind: &str) {
+                        actions.send_event("warmd", ()).send_event("warmed", ()).send_event("progress", ());
+                        actions.send_event(kind, ());
+                    }
+                }
+            },
+        );
+        assert_eq!(
+            errs,
+            vec!["undeclared event type `warmd` in `send_event`; did you mean `warmed`? (declared: `warmed`)"]
+        );
+        // A blueprint that declares no events may send any type.
+        ok(
+            quote! { mod m { #[handler(start, end)] async fn a(actions: &mut Actions) { actions.send_event("x", ()); } } },
         );
     }
 

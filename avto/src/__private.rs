@@ -12,6 +12,7 @@ pub use crate::handler::{
     FromActions, FromContext, HandlerError, HandlerFn, HandlerFuture, IntoHandlerResult, Invocation,
 };
 pub use crate::job::JobStatus;
+pub use crate::state::StateType;
 pub use crate::storage::DataStoreSpec;
 pub use crate::Context;
 
@@ -52,6 +53,40 @@ pub trait NoSchema {
 
 impl<T> NoSchema for &SchemaProbe<T> {
     fn input_schema(&self) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+/// The application state a handler argument needs: `(&StateProbe::<A>::new()).state_type()` is
+/// `Some` for `A = State<T>` (T's type id and name), `None` for every other argument type
+/// (autoref specialisation, as [`SchemaProbe`]).
+pub struct StateProbe<A>(std::marker::PhantomData<A>);
+
+impl<A> StateProbe<A> {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        StateProbe(std::marker::PhantomData)
+    }
+}
+
+/// See [`StateProbe`].
+pub trait HasStateType {
+    fn state_type(&self) -> Option<StateType>;
+}
+
+impl<T: Send + Sync + 'static> HasStateType for StateProbe<crate::State<T>> {
+    fn state_type(&self) -> Option<StateType> {
+        Some(StateType { id: std::any::TypeId::of::<T>, name: std::any::type_name::<T> })
+    }
+}
+
+/// See [`StateProbe`].
+pub trait NoStateType {
+    fn state_type(&self) -> Option<StateType>;
+}
+
+impl<A> NoStateType for &StateProbe<A> {
+    fn state_type(&self) -> Option<StateType> {
         None
     }
 }

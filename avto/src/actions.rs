@@ -249,6 +249,12 @@ impl Actions {
     /// webhook with `payload` as its `result`. May be combined with any action. An `event_type`
     /// that is not an identifier (`[A-Za-z0-9_-]`, 1 to 128 bytes) or more than
     /// [`MAX_EVENTS_PER_RUN`] calls fail the run. A run that fails sends none of its events.
+    ///
+    /// When the blueprint declares its events (`#[avto::blueprint(.., events(warmed = Warmed))]`)
+    /// a literal type it does not declare is a compile error, and a type chosen at run time that
+    /// it does not declare, or a payload breaking the declared type's JSON Schema, fails the run
+    /// (so does any undeclared type under `STRICT_EVENT_VALIDATION`). A `progress` event also
+    /// sets the job's `progress` and `progress_message` from the payload's fields of those names.
     pub fn send_event(&mut self, event_type: &str, payload: impl Serialize) -> &mut Self {
         if !crate::protocol::is_valid_identifier(event_type) {
             self.violations.push(format!("send_event: `{event_type}` is not an event type (an identifier)"));

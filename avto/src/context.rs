@@ -39,6 +39,8 @@ pub struct Context {
     pub data_stores: DataStores,
     /// The job's files (`jobs/{job_id}/`), when file storage is configured.
     pub task_files: Option<crate::files::TaskFiles>,
+    /// The application state ([`crate::State`] arguments read it).
+    pub(crate) app_state: std::sync::Arc<crate::state::AppState>,
 }
 
 impl Context {

@@ -2,7 +2,8 @@
 //! ([`crate::Blueprint::input_schema`]) and for its result per end state
 //! ([`crate::Blueprint::output_schemas`]), compiled once when the engine's environment is built.
 //! The input is checked when a job is created, before it exists (and before the client's quota is
-//! charged); the output when a job reaches `finished`.
+//! charged); the output when a job reaches `finished`; the payload of a handler's ghost event
+//! ([`crate::Actions::send_event`]) against the blueprint's declared events when it is sent.
 
 use std::collections::HashMap;
 
@@ -29,6 +30,10 @@ pub(crate) struct Contracts {
     inputs: HashMap<&'static str, jsonschema::Validator>,
     /// Blueprint -> end state -> the schema of that end handler's output.
     outputs: HashMap<&'static str, HashMap<&'static str, jsonschema::Validator>>,
+    /// Blueprint -> event type -> the schema of its payload.
+    events: HashMap<&'static str, HashMap<&'static str, jsonschema::Validator>>,
+    /// Blueprint -> the event types it declares (blueprints that declare none are absent).
+    declared: HashMap<&'static str, &'static [&'static str]>,
 }
 
 impl std::fmt::Debug for Contracts {
@@ -36,6 +41,7 @@ impl std::fmt::Debug for Contracts {
         f.debug_struct("Contracts")
             .field("inputs", &self.inputs.keys().collect::<Vec<_>>())
             .field("outputs", &self.outputs.keys().collect::<Vec<_>>())
+            .field("events", &self.declared)
             .finish()
     }
 }
@@ -63,6 +69,14 @@ impl Contracts {
                     c.outputs.entry(bp.name()).or_default().insert(state, v);
                 }
             }
+            if let Some(names) = bp.declared_events() {
+                c.declared.insert(bp.name(), names);
+            }
+            for (event, schema) in (bp.spec().events_schemas)() {
+                if let Some(v) = compile(bp, "event", &schema) {
+                    c.events.entry(bp.name()).or_default().insert(event, v);
+                }
+            }
         }
         c
     }
@@ -79,6 +93,39 @@ impl Contracts {
             .get(blueprint)
             .and_then(|m| m.get(state))
             .map_or((Vec::new(), 0), |v| violations(v, data, MAX_VIOLATIONS))
+    }
+}
+
+impl Contracts {
+    /// Whether `blueprint` may send a ghost event of `event_type` with `payload`: the type must be
+    /// declared when the blueprint declares its events (or when `strict`, the orchestrator's
+    /// `STRICT_EVENT_VALIDATION`), and the payload must match the type's schema. `progress` (the
+    /// protocol's own type) is always allowed; its payload is checked when it is declared.
+    pub(crate) fn check_event(
+        &self,
+        blueprint: &str,
+        event_type: &str,
+        payload: &Value,
+        strict: bool,
+    ) -> Result<(), String> {
+        let declared = self.declared.get(blueprint);
+        let known = declared.is_some_and(|names| names.contains(&event_type));
+        if !known && event_type != crate::protocol::EVENT_TYPE_PROGRESS && (declared.is_some() || strict) {
+            let names = declared.map_or_else(|| "none".to_owned(), |n| n.join(", "));
+            let why = if declared.is_some() { "" } else { " (STRICT_EVENT_VALIDATION is on)" };
+            return Err(format!(
+                "send_event: blueprint `{blueprint}` does not declare event type `{event_type}`{why}; declared: {names}"
+            ));
+        }
+        let Some(v) = self.events.get(blueprint).and_then(|m| m.get(event_type)) else { return Ok(()) };
+        let (found, total) = violations(v, payload, MAX_VIOLATIONS);
+        if total == 0 {
+            return Ok(());
+        }
+        Err(format!(
+            "Blueprint contract violation: the payload of event `{event_type}` breaks its events_schema: {}",
+            describe(&found, total)
+        ))
     }
 }
 

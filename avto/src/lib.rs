@@ -25,8 +25,9 @@ pub mod job;
 pub mod protocol;
 #[cfg(feature = "server")]
 pub mod server;
-pub mod storage;
 #[cfg(feature = "server")]
+pub mod state;
+pub mod storage;
 pub mod supervise;
 pub mod task_contract;
 pub mod testing;
@@ -44,6 +45,7 @@ pub use handler::{FromContext, HandlerError, InitialData, Output};
 pub use job::{Job, JobStatus};
 #[cfg(feature = "server")]
 pub use server::{serve, Orchestrator};
+pub use state::State;
 pub use storage::{DataStore, DataStores, StorageError};
 pub use task_contract::TaskContract;
 
@@ -58,6 +60,7 @@ pub mod prelude {
     pub use crate::files::TaskFiles;
     pub use crate::handler::{HandlerError, InitialData, Output};
     pub use crate::job::JobStatus;
+    pub use crate::state::State;
     pub use crate::storage::{DataStore, DataStores, StorageError};
     pub use crate::task_contract::TaskContract;
     pub use avto_macros::{aggregator, handler, when};

@@ -80,6 +80,7 @@ pub struct TestRun {
     client: ClientConfig,
     data_backend: Arc<dyn DataStoreBackend>,
     object_store: Option<Arc<dyn ObjectStore>>,
+    app_state: crate::state::AppState,
     scripts: HashMap<String, Script>,
     env: Option<EngineEnv>,
     jobs: BTreeMap<String, Job>,
@@ -107,6 +108,7 @@ impl TestRun {
             client: ClientConfig { name: "test".into(), plan: "unknown".into(), ..Default::default() },
             data_backend: Arc::new(MemoryDataStores::new()),
             object_store: None,
+            app_state: Default::default(),
             scripts: HashMap::new(),
             env: None,
             jobs: BTreeMap::new(),
@@ -139,6 +141,12 @@ impl TestRun {
         self.object_store = Some(store);
         self
     }
+    /// Application state for `State<T>` handler arguments (what `Orchestrator::builder().state(..)`
+    /// gives a server; [`TestRun::state`] is the job's current state).
+    pub fn with_state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.app_state.insert(value);
+        self
+    }
     pub fn config(mut self, config: EngineConfig) -> Self {
         self.config = config;
         self
@@ -153,6 +161,7 @@ impl TestRun {
         if self.env.is_none() {
             let bps = std::iter::once(self.root).chain(self.extra.iter().copied());
             let env = EngineEnv::new(self.config.clone(), bps, self.data_backend.clone(), self.object_store.clone())
+                .and_then(|env| env.with_app_state(self.app_state.clone()))
                 .unwrap_or_else(|e| panic!("invalid test setup: {e}"));
             self.env = Some(env);
         }
@@ -310,7 +319,7 @@ impl TestRun {
     pub async fn event(&mut self, task: &Task, event_type: &str, payload: Value) {
         let env = self.env();
         if let Some(job) = self.jobs.get_mut(&task.job_id) {
-            let step = apply_event(job, Some(&task.task_id), event_type, &payload);
+            let step = apply_event(job, Some(&task.task_id), event_type, &payload, env.config.progress_updates_max);
             let id = task.job_id.clone();
             self.effects(&id, step);
         }

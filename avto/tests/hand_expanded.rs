@@ -50,18 +50,21 @@ mod flow {
                 name: "start",
                 condition: ::core::option::Option::None,
                 call: __avto_call_start,
+                state_types: Vec::new,
             },
             ::avto::__private::HandlerSpec {
                 state: "finished",
                 name: "finished",
                 condition: ::core::option::Option::None,
                 call: __avto_call_finished,
+                state_types: Vec::new,
             },
             ::avto::__private::HandlerSpec {
                 state: "failed",
                 name: "failed",
                 condition: ::core::option::Option::None,
                 call: __avto_call_failed,
+                state_types: Vec::new,
             },
         ],
         edges: &[
@@ -84,6 +87,8 @@ mod flow {
         dot: DOT,
         input_schema: || None,
         output_schemas: Vec::new,
+        events: None,
+        events_schemas: Vec::new,
     };
     ::avto::__private::inventory::submit! { ::avto::__private::Registration(&__AVTO_SPEC) }
 

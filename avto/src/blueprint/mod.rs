@@ -31,6 +31,12 @@ pub struct BlueprintSpec {
     /// The output contract: for each end state whose handler returns `Output<T>` with
     /// `T: schemars::JsonSchema`, (state, T's JSON Schema).
     pub output_schemas: fn() -> Vec<(&'static str, serde_json::Value)>,
+    /// `events(name = Type, ...)`: the event types its handlers may send
+    /// ([`crate::Actions::send_event`]); `None`: not declared, any type may be sent.
+    pub events: Option<&'static [&'static str]>,
+    /// The declared events' payload schemas: (event type, the JSON Schema of its type, for each
+    /// type that is `schemars::JsonSchema`).
+    pub events_schemas: fn() -> Vec<(&'static str, serde_json::Value)>,
 }
 
 /// One state of the table.
@@ -59,6 +65,8 @@ pub struct HandlerSpec {
     /// The `#[when(...)]` guard, if any.
     pub condition: Option<Condition>,
     pub call: HandlerFn,
+    /// The `T` of each `State<T>` argument (checked against the application state at build).
+    pub state_types: fn() -> Vec<crate::state::StateType>,
 }
 
 impl std::fmt::Debug for HandlerSpec {
@@ -153,6 +161,19 @@ impl Blueprint {
     /// result breaking its end state's schema ends `failed` instead.
     pub fn output_schemas(&self) -> Vec<(&'static str, serde_json::Value)> {
         (self.spec.output_schemas)()
+    }
+    /// The event types its handlers may send, when the blueprint declares them
+    /// (`#[avto::blueprint(..., events(name = PayloadType, ...))]`). A ghost event of another type
+    /// fails the handler that sent it; so does one whose type is undeclared when
+    /// `STRICT_EVENT_VALIDATION` is on and the blueprint declares none.
+    pub fn declared_events(&self) -> Option<&'static [&'static str]> {
+        self.spec.events
+    }
+    /// The events contract, as published (Avtomatika's `events_schema`): event type -> the JSON
+    /// Schema of its payload, for each declared type whose payload type has one.
+    pub fn events_schema(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let schemas = (self.spec.events_schemas)();
+        (!schemas.is_empty()).then(|| schemas.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
     }
     /// The output contract as one schema, as published: none, the only one, or `anyOf` all of
     /// them (the result is one of the end handlers' outputs).

@@ -17,6 +17,7 @@ use crate::files::{ObjectStore, TaskFiles};
 use crate::handler::{HandlerError, Invocation};
 use crate::job::{now_ms, ApprovalRecord, Job, JobStatus, SubJobRecord, TaskRecord};
 use crate::protocol::wire::task_status;
+use crate::state::AppState;
 use crate::storage::{DataStoreBackend, DataStores, InitialValues};
 
 /// Engine limits (from the environment in the server: `MAX_TRANSITIONS_PER_JOB`, `JOB_MAX_RETRIES`, ...).
@@ -31,6 +32,11 @@ pub struct EngineConfig {
     /// Data-store keys without a declared initial value expire this long after their last
     /// write (`DATA_STORE_TTL_SECONDS`; `None` = kept until deleted).
     pub data_ttl: Option<Duration>,
+    /// `STRICT_EVENT_VALIDATION`: a ghost event of a type its blueprint does not declare fails
+    /// the handler even when the blueprint declares no events at all.
+    pub strict_events: bool,
+    /// Most entries kept in `state_history.progress_updates` (`MAX_PROGRESS_UPDATES_PER_JOB`).
+    pub progress_updates_max: usize,
 }
 
 impl Default for EngineConfig {
@@ -41,6 +47,8 @@ impl Default for EngineConfig {
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
             data_ttl: None,
+            strict_events: false,
+            progress_updates_max: 100,
         }
     }
 }
@@ -55,6 +63,8 @@ pub struct EngineEnv {
     object_store: Option<Arc<dyn ObjectStore>>,
     /// The blueprints' input and output contracts, compiled once.
     contracts: Arc<Contracts>,
+    /// What `State<T>` handler arguments read.
+    app_state: Arc<AppState>,
 }
 
 impl std::fmt::Debug for EngineEnv {
@@ -93,6 +103,7 @@ impl EngineEnv {
             data_backend,
             data_initialized: Arc::default(),
             object_store,
+            app_state: Arc::default(),
         };
         env.check_children()?;
         Ok(env)
@@ -110,6 +121,17 @@ impl EngineEnv {
     }
 
     /// The blueprints' contracts, compiled.
+    /// The application state handlers read through `State<T>`: every type a handler takes must
+    /// be in it (else an error naming each handler and type).
+    pub fn with_app_state(mut self, state: AppState) -> Result<Self, String> {
+        let missing = state.missing(self.blueprints());
+        if !missing.is_empty() {
+            return Err(missing.join("; "));
+        }
+        self.app_state = Arc::new(state);
+        Ok(self)
+    }
+
     pub(crate) fn contracts(&self) -> &Contracts {
         &self.contracts
     }
@@ -158,6 +180,7 @@ impl EngineEnv {
             path: job.path.clone(),
             data_stores: self.data_stores(bp),
             task_files: self.object_store.clone().map(|s| TaskFiles::new(job.id.clone(), s)),
+            app_state: self.app_state.clone(),
         }
     }
 }
@@ -380,10 +403,19 @@ fn apply_actions(
         }
         None => {}
     }
+    for (event_type, payload) in &actions.events {
+        env.contracts
+            .check_event(bp.name(), event_type, payload, env.config.strict_events)
+            .map_err(HandlerError::Failed)?;
+    }
     for (k, v) in actions.context_updates {
         job.state_history.insert(k, v);
     }
     for (event_type, payload) in actions.events {
+        if event_type == crate::protocol::EVENT_TYPE_PROGRESS {
+            // A ghost progress event moves the job's progress like a worker's does.
+            super::results::record_progress(job, None, &payload, env.config.progress_updates_max);
+        }
         out.event(EngineEvent::GhostEvent { event_id: uuid::Uuid::new_v4().to_string(), event_type, payload });
     }
     if job.retry_count > 0 {

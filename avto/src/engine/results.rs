@@ -318,21 +318,38 @@ pub fn fail_task(env: &EngineEnv, job: &mut Job, task_id: &str, error: TaskError
 ///
 /// Progress is recorded even when it arrives after the result (events over the WebSocket and
 /// results over HTTP race), so the job's history is complete.
-pub fn apply_event(job: &mut Job, task_id: Option<&str>, event_type: &str, payload: &Value) -> Step {
-    let mut out = Step::default();
-    if event_type == EVENT_TYPE_PROGRESS {
-        let progress = payload.get("progress").and_then(Value::as_f64);
-        let message = payload.get("message").and_then(Value::as_str).map(str::to_owned);
-        job.progress = progress;
-        job.progress_message = message.clone();
-        let entry = json!({"progress": progress, "message": message, "task_id": task_id, "timestamp_ms": now_ms()});
-        match job.state_history.get_mut("progress_updates") {
-            Some(Value::Array(list)) => list.push(entry),
-            _ => {
-                job.state_history.insert("progress_updates".into(), Value::Array(vec![entry]));
+/// A `progress` event: sets the job's `progress` and `progress_message` and appends an entry to
+/// `state_history.progress_updates`, of which the last `max` are kept.
+pub(crate) fn record_progress(job: &mut Job, task_id: Option<&str>, payload: &Value, max: usize) {
+    let progress = payload.get("progress").and_then(Value::as_f64);
+    let message = payload.get("message").and_then(Value::as_str).map(str::to_owned);
+    job.progress = progress;
+    job.progress_message = message.clone();
+    let entry = json!({"progress": progress, "message": message, "task_id": task_id, "timestamp_ms": now_ms()});
+    match job.state_history.get_mut("progress_updates") {
+        Some(Value::Array(list)) => {
+            list.push(entry);
+            if list.len() > max {
+                list.drain(..list.len() - max);
             }
         }
-        job.updated_at_ms = now_ms();
+        _ => {
+            job.state_history.insert("progress_updates".into(), Value::Array(vec![entry]));
+        }
+    }
+    job.updated_at_ms = now_ms();
+}
+
+pub fn apply_event(
+    job: &mut Job,
+    task_id: Option<&str>,
+    event_type: &str,
+    payload: &Value,
+    progress_max: usize,
+) -> Step {
+    let mut out = Step::default();
+    if event_type == EVENT_TYPE_PROGRESS {
+        record_progress(job, task_id, payload, progress_max);
         return out;
     }
     if job.status.is_terminal() || job.status != JobStatus::WaitingForWorker {

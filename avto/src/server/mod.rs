@@ -12,6 +12,7 @@ pub mod config;
 mod core;
 mod dispatch;
 mod files;
+pub mod hooks;
 mod listener;
 mod metrics;
 mod requirements;
@@ -89,6 +90,8 @@ pub struct OrchestratorBuilder {
     schedule_locks: Option<Arc<dyn ScheduleLocks>>,
     clock: Option<Arc<dyn scheduler::Clock>>,
     redis_url: Option<String>,
+    app_state: crate::state::AppState,
+    hooks: hooks::Hooks,
 }
 
 impl std::fmt::Debug for OrchestratorBuilder {
@@ -150,6 +153,38 @@ impl OrchestratorBuilder {
     /// The scheduler's clock (default: the system clock; tests use [`scheduler::ManualClock`]).
     pub fn clock(mut self, clock: Arc<dyn scheduler::Clock>) -> Self {
         self.clock = Some(clock);
+        self
+    }
+
+    /// Application state for handlers: a handler argument `State<T>` reads the value of type
+    /// `T` given here (one value per type; several types are fine). `build()` fails, naming the
+    /// handler and the type, when a handler takes a `State<T>` that was not given.
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.app_state.insert(value);
+        self
+    }
+
+    /// An async callback run once a job has ended (every terminal status: `finished`, `failed`,
+    /// `cancelled`, `quarantined`), with the job as it was saved. It runs after the save, in its
+    /// own task; an error it returns or a panic is logged and changes nothing. Several may be set.
+    pub fn on_job_finished<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(crate::Job) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = hooks::HookResult> + Send + 'static,
+    {
+        self.hooks.add_job_finished(hook);
+        self
+    }
+
+    /// An async callback run for every accepted worker event (progress, event transitions,
+    /// events about no job) and every handler's ghost event (`actions.send_event`), once it has
+    /// been saved. Like [`OrchestratorBuilder::on_job_finished`], its errors are only logged.
+    pub fn on_worker_event<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(hooks::WorkerEventInfo) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = hooks::HookResult> + Send + 'static,
+    {
+        self.hooks.add_worker_event(hook);
         self
     }
 
@@ -231,8 +266,9 @@ impl OrchestratorBuilder {
             data,
             self.object_store.or_else(|| files::store_from_config(&config)),
         )
+        .and_then(|env| env.with_app_state(self.app_state))
         .map_err(ServeError::Blueprints)?;
-        let core = Arc::new(Core::new(config, env, stores));
+        let core = Arc::new(Core::new(config, env, stores).with_hooks(self.hooks));
         if let Some(backend) = self.history {
             core.set_history(crate::history::History::start_supervised(backend, core.health()));
         }

@@ -100,6 +100,11 @@ impl WorkerContracts {
         }
     }
 
+    /// Whether `skill` declares `event` in its `events_schema` (what `STRICT_EVENT_VALIDATION` asks).
+    pub(crate) fn declares_event(&self, skill: &str, event: &str) -> bool {
+        self.skills.get(skill).is_some_and(|c| c.events.contains_key(event))
+    }
+
     /// The compiled `which` schema of `skill`, if it declares one (shared by every worker that
     /// registered the same schema text, so a caller checking one value against many workers can
     /// check it once per validator).

@@ -419,6 +419,8 @@ async fn list_blueprints(State(core): State<Arc<Core>>, _client: Client) -> Resp
                 "states": bp.states().iter().map(|s| s.name).collect::<Vec<_>>(),
                 "input_schema": bp.input_schema(),
                 "output_schema": bp.output_schema(),
+                "events": bp.declared_events(),
+                "events_schema": bp.events_schema(),
             })
         })
         .collect();

@@ -137,6 +137,9 @@ pub struct Config {
     /// `DISPATCHER_MAX_CANDIDATES` (default 50): eligible workers one dispatch chooses among.
     pub dispatcher_max_candidates: usize,
     pub work_stealing_enabled: bool,
+    /// `STRICT_EVENT_VALIDATION`: an event whose type the sender's skill (or, for a handler's ghost
+    /// event, the blueprint) does not declare is refused; `progress` always passes.
+    pub strict_event_validation: bool,
     pub production: bool,
     /// `HISTORY_DATABASE_URI`: `sqlite:<path>`, `postgresql://...`, `memory:`; `None` = history off.
     pub history_database_uri: Option<String>,
@@ -312,6 +315,7 @@ impl Default for Config {
             worker_history_status_interval: Duration::from_secs(60),
             dispatcher_max_candidates: 50,
             work_stealing_enabled: true,
+            strict_event_validation: false,
             production: false,
             history_database_uri: None,
             history_connect_timeout: Duration::from_secs(10),
@@ -452,6 +456,7 @@ impl Config {
                 .secs("WORKER_HISTORY_STATUS_INTERVAL_SECONDS", d.worker_history_status_interval)?,
             dispatcher_max_candidates: env.parse("DISPATCHER_MAX_CANDIDATES", d.dispatcher_max_candidates)?,
             work_stealing_enabled: env.bool("WORK_STEALING_ENABLED", d.work_stealing_enabled)?,
+            strict_event_validation: env.bool("STRICT_EVENT_VALIDATION", d.strict_event_validation)?,
             production,
             history_database_uri: env.str("HISTORY_DATABASE_URI"),
             history_connect_timeout: env.secs("HISTORY_CONNECT_TIMEOUT_SECONDS", d.history_connect_timeout)?,
@@ -616,6 +621,8 @@ impl Config {
             max_transitions: self.max_transitions_per_job,
             max_retries: self.job_max_retries,
             data_ttl: self.data_store_ttl,
+            strict_events: self.strict_event_validation,
+            progress_updates_max: self.progress_updates_max,
             ..Default::default()
         }
     }

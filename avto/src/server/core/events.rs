@@ -17,15 +17,6 @@ use crate::job::Job;
 use crate::protocol::EVENT_TYPE_PROGRESS;
 use crate::server::task_contracts::Schema;
 
-/// Drops the oldest entries of `state_history.progress_updates` beyond `max`.
-fn keep_last_progress(job: &mut Job, max: usize) {
-    if let Some(Value::Array(list)) = job.state_history.get_mut("progress_updates") {
-        if list.len() > max {
-            list.drain(..list.len() - max);
-        }
-    }
-}
-
 /// A worker event as the worker API read and checked it (bounds, signature, sender).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WorkerEvent {
@@ -57,6 +48,20 @@ impl WorkerEvent {
         m
     }
 
+    /// The event as `on_worker_event` hooks see it, sent by `sender`.
+    pub(crate) fn info(&self, sender: &str) -> crate::server::hooks::WorkerEventInfo {
+        crate::server::hooks::WorkerEventInfo {
+            event_id: self.event_id.clone(),
+            event_type: self.event_type.clone(),
+            payload: self.payload.clone(),
+            job_id: self.job_id.clone(),
+            task_id: self.task_id.clone(),
+            worker_id: sender.to_owned(),
+            origin_worker_id: self.origin_worker_id.clone(),
+            bubbling_chain: self.bubbling_chain.clone(),
+        }
+    }
+
     /// The `details` of its history row: the route, the task and the payload.
     fn details(&self, sender: &str) -> Value {
         let mut m = self.route(sender);
@@ -74,11 +79,26 @@ impl Core {
     pub async fn worker_event(self: &Arc<Self>, worker_id: &str, event: &WorkerEvent) -> Result<(), CoreError> {
         let event_type = event.event_type.as_str();
         let Some(job_id) = event.job_id.as_deref() else {
-            if let Some(h) = self.history() {
-                let mut snapshot = event.details(worker_id);
-                snapshot["event_type"] = json!(event_type);
-                h.record_worker(WorkerHistoryRecord::new(worker_id, &format!("worker_event:{event_type}"), &snapshot));
+            match self.history() {
+                Some(h) => {
+                    let mut snapshot = event.details(worker_id);
+                    snapshot["event_type"] = json!(event_type);
+                    h.record_worker(WorkerHistoryRecord::new(
+                        worker_id,
+                        &format!("worker_event:{event_type}"),
+                        &snapshot,
+                    ));
+                }
+                // Without a history database the log is its only trace.
+                None => tracing::info!(
+                    worker_id,
+                    event_type,
+                    event_id = %event.event_id,
+                    origin_worker_id = %event.origin_worker_id,
+                    "worker event about no job"
+                ),
             }
+            self.hooks.worker_event(&event.info(worker_id));
             return Ok(());
         };
         let task_id = event.task_id.as_deref();
@@ -101,16 +121,21 @@ impl Core {
         };
         // The payload against the skill's `events_schema[event_type]` (undeclared types pass).
         if let Some(contracts) = self.dispatcher.contracts_of(worker_id).await {
+            if self.cfg.strict_event_validation
+                && event_type != EVENT_TYPE_PROGRESS
+                && !contracts.declares_event(&skill, event_type)
+            {
+                return Err(CoreError::EventContract(format!(
+                    "event type `{event_type}` is not declared in the events_schema of skill `{skill}` (STRICT_EVENT_VALIDATION is on)"
+                )));
+            }
             if let Err(violations) = contracts.check(&skill, Schema::Event(event_type), &event.payload) {
                 return Err(CoreError::EventContract(format!(
                     "the payload of event `{event_type}` breaks the events_schema of skill `{skill}`: {violations}"
                 )));
             }
         }
-        let step = engine::apply_event(&mut tx, task_id, event_type, &event.payload);
-        if event_type == EVENT_TYPE_PROGRESS {
-            keep_last_progress(&mut tx, self.cfg.progress_updates_max);
-        }
+        let step = engine::apply_event(&mut tx, task_id, event_type, &event.payload, self.cfg.progress_updates_max);
         // The event's row comes before the rows of what it caused (a transition, handlers).
         if let Some(h) = self.history() {
             h.record([history::worker_event_record(&tx, worker_id, task_id, event_type, event.details(worker_id))]);
@@ -122,6 +147,7 @@ impl Core {
         if let Some((url, job)) = hooked {
             self.webhooks.worker_event(url, &job, event_type, &event.payload, event.route(worker_id));
         }
+        self.hooks.worker_event(&event.info(worker_id));
         Ok(())
     }
 }

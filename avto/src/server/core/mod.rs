@@ -132,6 +132,8 @@ pub struct Core {
     work: Arc<transact::Work>,
     /// The background tasks and whether they still run (`GET /_public/status`).
     health: Arc<Health>,
+    /// The embedding application's `on_job_finished` / `on_worker_event` callbacks.
+    hooks: crate::server::hooks::Hooks,
 }
 
 impl std::fmt::Debug for Core {
@@ -177,7 +179,19 @@ impl Core {
             shutdown_at: OnceLock::new(),
             work: Arc::default(),
             health,
+            hooks: Default::default(),
         }
+    }
+
+    /// Sets the in-process hooks (before the core is shared).
+    pub(crate) fn with_hooks(mut self, hooks: crate::server::hooks::Hooks) -> Self {
+        self.hooks = hooks;
+        self
+    }
+
+    /// The in-process hooks.
+    pub(crate) fn hooks(&self) -> &crate::server::hooks::Hooks {
+        &self.hooks
     }
 
     /// The configuration the orchestrator runs with.

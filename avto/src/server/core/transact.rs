@@ -144,7 +144,7 @@ impl Core {
         let mut step = step;
         loop {
             self.observe(tx, &step);
-            if tx.webhook_url.is_some() {
+            if tx.webhook_url.is_some() || self.hooks().wants_events() {
                 for e in &step.events {
                     if let crate::engine::EngineEvent::GhostEvent { event_id, event_type, payload } = e {
                         let (event_id, event_type, payload) = (event_id.clone(), event_type.clone(), payload.clone());
@@ -275,11 +275,19 @@ impl Core {
             }
             AfterCommit::GhostWebhook { event_id, event_type, payload } => {
                 let Some(job) = ended else { return };
+                let ghost = crate::history::GHOST;
+                let event = super::WorkerEvent {
+                    event_id,
+                    event_type,
+                    payload,
+                    job_id: Some(job.id.clone()),
+                    origin_worker_id: ghost.into(),
+                    ..Default::default()
+                };
                 if let Some(url) = job.webhook_url.clone() {
-                    let ghost = crate::history::GHOST;
-                    let event = super::WorkerEvent { event_id, origin_worker_id: ghost.into(), ..Default::default() };
-                    self.webhooks.worker_event(url, job, &event_type, &payload, event.route(ghost));
+                    self.webhooks.worker_event(url, job, &event.event_type, &event.payload, event.route(ghost));
                 }
+                self.hooks.worker_event(&event.info(ghost));
             }
             AfterCommit::Terminal(status) => {
                 let Some(job) = ended else { return };
@@ -288,6 +296,7 @@ impl Core {
                     self.webhooks.job_ended(url, job);
                 }
                 self.cleanup_job_files(&job.id);
+                self.hooks.job_finished(job);
                 if let Some(parent) = job.parent_job_id.clone() {
                     let (core, child) = (self.clone(), job.clone());
                     tokio::spawn(async move { core.resume_parent(&parent, &child).await });

@@ -161,6 +161,8 @@ pub(super) fn components() -> Map<String, Value> {
                     "states": {"type": "array", "items": {"type": "string"}},
                     "input_schema": {"description": "The blueprint's input contract (JSON Schema)"},
                     "output_schema": {"description": "The blueprint's output contract (JSON Schema): the result of a job that finished"},
+                    "events": {"type": "array", "items": {"type": "string"}, "description": "The event types its handlers may send, when the blueprint declares them"},
+                    "events_schema": {"type": "object", "description": "Event type -> the JSON Schema of its payload"},
                 },
             },
         },
