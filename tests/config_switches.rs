@@ -1,8 +1,9 @@
 //! Switches and guards that worked but had no test (issue #12 item 13): the loop guard
 //! `MAX_TRANSITIONS_PER_JOB`, results hidden until a job is terminal, a custom and an empty
 //! `CLIENT_API_PREFIX`, `ENABLE_CLIENT_API=false`, worker rate limits, `WORK_STEALING_ENABLED=false`,
-//! `WORKER_AUTH_MODE=token-only` and the `job_quarantined` webhook. Each test fails when its
-//! switch stops working; where the switch turns something off, the test shows the default first.
+//! `WORKER_AUTH_MODE=token-only` and the `job_quarantined` webhook; and the variables read since
+//! issue #16 (`REPUTATION_REWARD_SUCCESS`, `WATCHER_LIMIT`). Each test fails when its switch
+//! stops working; where the switch turns something off, the test shows the default first.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -257,4 +258,106 @@ async fn a_quarantined_job_sends_the_job_quarantined_webhook() {
     assert_eq!((hook["event"].as_str(), hook["job_id"].as_str()), (Some("job_quarantined"), Some(id.as_str())));
     assert_eq!(hook["status"], "quarantined");
     assert!(hook["error_message"].as_str().unwrap().contains("always broken"), "{hook}");
+}
+
+// ---------------------------------------------------------------- issue #16 item 7
+
+/// A new echo job whose task a raw worker takes and answers: a success, or a failure with
+/// `PERMANENT_ERROR`.
+async fn answer_next(w: &RawWorker, c: &avto_tests::ApiClient, success: bool) {
+    let id = c.create("/api/v1/jobs/echo", json!({})).await;
+    let (status, task) = w.poll().await;
+    assert_eq!((status, task["job_id"].as_str()), (200, Some(id.as_str())), "{task}");
+    let mut body = json!({"job_id": task["job_id"], "task_id": task["task_id"], "worker_id": w.id,
+                          "origin_worker_id": w.id, "status": "success", "data": {}});
+    if !success {
+        body["status"] = json!("failure");
+        body["error"] = json!({"code": "PERMANENT_ERROR", "message": "no"});
+    }
+    let body = w.signed(body, MessageKind::Result);
+    assert_eq!(w.send(reqwest::Method::POST, "/_worker/tasks/result", Some(&body)).await.0, 200);
+    c.wait_terminal(&id, T).await;
+}
+
+async fn wait_reputation(c: &avto_tests::ApiClient, worker: &str, want: f64) {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let have = c.worker(worker).await.and_then(|w| w["reputation"].as_f64());
+        if have.is_some_and(|r| (r - want).abs() < 1e-9) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "reputation of {worker}: {have:?}, want {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `REPUTATION_REWARD_SUCCESS` is what a success earns (and `REPUTATION_PENALTY_TASK_FAILURE`
+/// what a permanent failure costs), in memory and on Redis.
+async fn reputation_reward_is_configurable(s: &Server) {
+    let c = s.client();
+    let w = RawWorker::new(&s.base, "rewarded", &["echo"]);
+    assert_eq!(w.register().await.0, 200);
+    answer_next(&w, &c, false).await;
+    wait_reputation(&c, "rewarded", 0.5).await;
+    answer_next(&w, &c, true).await;
+    wait_reputation(&c, "rewarded", 0.75).await;
+}
+
+const REPUTATION_VARS: [(&str, &str); 2] =
+    [("REPUTATION_PENALTY_TASK_FAILURE", "0.5"), ("REPUTATION_REWARD_SUCCESS", "0.25")];
+
+#[tokio::test]
+async fn reputation_reward_success_in_memory() {
+    reputation_reward_is_configurable(&server(&REPUTATION_VARS).await).await;
+}
+
+#[tokio::test]
+async fn reputation_reward_success_on_redis() {
+    let redis = avto_tests::RedisPrefix::new();
+    let cfg = test_config_with(&REPUTATION_VARS);
+    let s = Server::with_redis([echo_flow::blueprint()], &redis.url, &redis.prefix, cfg).await;
+    reputation_reward_is_configurable(&s).await;
+    s.stop().await;
+}
+
+/// `WATCHER_LIMIT`: one watcher pass fails at most that many overdue tasks; the others wait for
+/// the next passes (the background watcher is slowed down so the test drives the passes).
+async fn watcher_limit_bounds_a_pass(s: &Server) {
+    let c = s.client();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let (status, body) =
+            c.post("/api/v1/jobs/echo", &json!({"initial_data": {"n": n}, "dispatch_timeout": 0.05})).await;
+        assert_eq!(status, 202, "{body}");
+        let id = body["job_id"].as_str().unwrap().to_owned();
+        c.wait_for(&id, &["waiting_for_worker"], T).await;
+        ids.push(id);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut failed_after = Vec::new();
+    for _ in 0..3 {
+        s.core.watch_once().await;
+        let mut failed = 0;
+        for id in &ids {
+            failed += usize::from(c.job(id).await["status"] == "failed");
+        }
+        failed_after.push(failed);
+    }
+    assert_eq!(failed_after, [1, 2, 3], "one timeout per pass (WATCHER_LIMIT=1)");
+}
+
+const WATCHER_VARS: [(&str, &str); 2] = [("WATCHER_LIMIT", "1"), ("WATCHER_INTERVAL_SECONDS", "3600")];
+
+#[tokio::test]
+async fn watcher_limit_in_memory() {
+    watcher_limit_bounds_a_pass(&server(&WATCHER_VARS).await).await;
+}
+
+#[tokio::test]
+async fn watcher_limit_on_redis() {
+    let redis = avto_tests::RedisPrefix::new();
+    let cfg = test_config_with(&WATCHER_VARS);
+    let s = Server::with_redis([echo_flow::blueprint()], &redis.url, &redis.prefix, cfg).await;
+    watcher_limit_bounds_a_pass(&s).await;
+    s.stop().await;
 }

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 pub mod blueprints;
 pub mod certs;
+pub mod s3s;
 pub mod tasks;
 
 pub const CLIENT_TOKEN: &str = "test-client-token";

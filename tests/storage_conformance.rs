@@ -134,6 +134,7 @@ conformance!(
     queues_steal_second_task,
     queues_cancel_and_finished,
     queues_overdue_claimed_once,
+    queues_overdue_at_most_limit,
     queues_parked_claimed_once,
     queues_remove_returns_tasks,
 );
@@ -957,8 +958,10 @@ async fn queues_overdue_claimed_once(be: &Backend) {
     tokio::time::sleep(Duration::from_millis(20)).await;
     let now = now_ms();
     let default_exec = 5; // ms: the tasks without a timeout are past it too
-    let (x, y) =
-        tokio::join!(be.a.workers.overdue(now, default_exec, 60_000), be.b.workers.overdue(now, default_exec, 60_000));
+    let (x, y) = tokio::join!(
+        be.a.workers.overdue(now, default_exec, 60_000, 500),
+        be.b.workers.overdue(now, default_exec, 60_000, 500)
+    );
     let all: Vec<_> = x.unwrap().into_iter().chain(y.unwrap()).collect();
     let ids: Vec<&String> = all.iter().map(|t| &t.task_id).collect();
     assert_eq!(ids.len(), ids.iter().collect::<HashSet<_>>().len(), "each overdue task claimed once");
@@ -975,7 +978,58 @@ async fn queues_overdue_claimed_once(be: &Backend) {
     let told = be.a.workers.heartbeat(&worker2, Some(&json!({"current_tasks": running})), TTL).await.unwrap().unwrap();
     assert_eq!(told.into_iter().collect::<HashSet<_>>(), execution);
     assert!(be.a.workers.task_known(&fresh.task_id).await.unwrap(), "the fresh task stays");
-    assert!(be.b.workers.overdue(now_ms(), default_exec, 60_000).await.unwrap().is_empty());
+    assert!(be.b.workers.overdue(now_ms(), default_exec, 60_000, 500).await.unwrap().is_empty());
+}
+
+/// `WATCHER_LIMIT` (issue #16 item 7): one claim of overdue tasks takes at most its limit, across
+/// queued, parked and running tasks; the others stay for the next claims, each claimed once.
+async fn queues_overdue_at_most_limit(be: &Backend) {
+    let id = format!("w-{}", uid());
+    be.a.workers.register(worker(&id, &["echo"]), TTL).await.unwrap();
+    let mut all = HashSet::new();
+    for i in 0..5 {
+        let mut t = task(&format!("queued-{i}"), "echo", 0.0);
+        t.spec.dispatch_timeout_seconds = Some(0.001);
+        all.insert(t.task_id.clone());
+        be.a.workers.enqueue(&id, t).await.unwrap();
+    }
+    for i in 0..4 {
+        let mut spec = TaskSpec::new("echo");
+        spec.dispatch_timeout_seconds = Some(0.001);
+        let u = Unassigned {
+            job_id: format!("parked-{i}"),
+            task_id: format!("task-{}", uid()),
+            spec,
+            deadline_ms: None,
+            parked_ms: now_ms(),
+        };
+        all.insert(u.task_id.clone());
+        be.b.workers.park(u).await.unwrap();
+    }
+    let runner = format!("r-{}", uid());
+    be.a.workers.register(worker(&runner, &["echo"]), TTL).await.unwrap();
+    for i in 0..4u32 {
+        let mut t = task(&format!("running-{i}"), "echo", 0.0);
+        if i.is_multiple_of(2) {
+            t.spec.timeout_seconds = Some(0.001); // the others run past the default timeout
+        }
+        all.insert(t.task_id.clone());
+        be.a.workers.enqueue(&runner, t).await.unwrap();
+    }
+    for _ in 0..4 {
+        be.b.workers.pop(&runner, now_ms()).await.unwrap().unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut claimed = Vec::new();
+    let mut sizes = Vec::new();
+    for i in 0..6 {
+        let got = be.nth(i).workers.overdue(now_ms(), 5, 60_000, 3).await.unwrap();
+        sizes.push(got.len());
+        claimed.extend(got.into_iter().map(|t| t.task_id));
+    }
+    assert_eq!(sizes, [3, 3, 3, 3, 1, 0], "13 overdue tasks, at most 3 per claim");
+    assert_eq!(claimed.len(), all.len());
+    assert_eq!(claimed.into_iter().collect::<HashSet<_>>(), all, "each claimed once");
 }
 
 async fn queues_parked_claimed_once(be: &Backend) {

@@ -240,22 +240,185 @@ impl ObjectStore for LocalObjectStore {
     }
 }
 
-/// The files of one job: keys `jobs/{job_id}/{name}` in the configured object store.
+/// What a job's file operation was: what [`FileObserver`]s see. The orchestrator writes each as
+/// an `s3_operation` row of the job's history and counts it in `/metrics`
+/// (`avto_s3_operations_total{operation,status}`, `avto_s3_operation_duration_seconds{operation}`).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct FileOperation {
+    pub job_id: String,
+    pub operation: FileOp,
+    /// The object, or for a directory, folder or the job's cleanup the prefix (ending in `/`),
+    /// as a URI (`s3://{bucket}/{key}` on S3).
+    pub uri: String,
+    /// The local file or directory, for downloads and uploads of local files.
+    pub local_path: Option<PathBuf>,
+    /// Bytes moved (one file).
+    pub size: Option<u64>,
+    /// Files moved or deleted (directories, folders, the cleanup).
+    pub file_count: Option<usize>,
+    /// What a presigned URL allows.
+    pub method: Option<PresignMethod>,
+    pub duration: Duration,
+    /// Why it failed (`None`: it succeeded).
+    pub error: Option<String>,
+}
+
+/// The kind of a [`FileOperation`] (the `operation` of its history row and of its metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FileOp {
+    /// One object written: [`TaskFiles::write_bytes`] and the other writes, [`TaskFiles::upload_file`],
+    /// [`TaskFiles::write_stream`] (the client's streaming upload).
+    Upload,
+    /// A local directory uploaded ([`TaskFiles::upload`]).
+    UploadDir,
+    /// One object read: [`TaskFiles::read_bytes`] and the other reads, [`TaskFiles::download_file`].
+    Download,
+    /// A folder downloaded ([`TaskFiles::download`]).
+    DownloadDir,
+    /// A presigned URL made ([`TaskFiles::presigned_url`]; the client's upload URL and download redirect).
+    Presign,
+    /// One object deleted ([`TaskFiles::delete`]).
+    Delete,
+    /// Every file of the job deleted, the local directory too ([`TaskFiles::cleanup`]).
+    Cleanup,
+}
+
+impl FileOp {
+    /// `upload`, `upload_dir`, `download`, `download_dir` (Avtomatika's words), `presign`,
+    /// `delete`, `cleanup`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileOp::Upload => "upload",
+            FileOp::UploadDir => "upload_dir",
+            FileOp::Download => "download",
+            FileOp::DownloadDir => "download_dir",
+            FileOp::Presign => "presign",
+            FileOp::Delete => "delete",
+            FileOp::Cleanup => "cleanup",
+        }
+    }
+}
+
+impl PresignMethod {
+    /// `GET` or `PUT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PresignMethod::Get => "GET",
+            PresignMethod::Put => "PUT",
+        }
+    }
+}
+
+/// Sees every operation of a [`TaskFiles`] when it ends (succeeded or failed). The orchestrator
+/// gives one to the files of each job (history rows, metrics).
+pub trait FileObserver: Send + Sync + 'static {
+    fn observe(&self, op: &FileOperation);
+}
+
+/// What an operation tells besides its kind and target.
+#[derive(Default)]
+struct Moved {
+    local_path: Option<PathBuf>,
+    size: Option<u64>,
+    file_count: Option<usize>,
+    method: Option<PresignMethod>,
+}
+
+/// The default root of the jobs' local directories (`TASK_FILES_DIR`): `avtomatika-payloads`
+/// in the system's temporary directory (`/tmp/avtomatika-payloads`, as in Avtomatika).
+pub fn default_task_files_dir() -> PathBuf {
+    std::env::temp_dir().join("avtomatika-payloads")
+}
+
+/// The files of one job: keys `jobs/{job_id}/{name}` in the configured object store, and a local
+/// working directory `{TASK_FILES_DIR}/{job_id}/` ([`TaskFiles::path`]).
 #[derive(Clone)]
 pub struct TaskFiles {
     job_id: String,
     store: Arc<dyn ObjectStore>,
+    local_root: PathBuf,
+    observer: Option<Arc<dyn FileObserver>>,
 }
 
 impl std::fmt::Debug for TaskFiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskFiles").field("job_id", &self.job_id).finish()
+        f.debug_struct("TaskFiles").field("job_id", &self.job_id).field("local_root", &self.local_root).finish()
     }
 }
 
 impl TaskFiles {
+    /// The files of `job_id`, with local directories under [`default_task_files_dir`].
     pub fn new(job_id: impl Into<String>, store: Arc<dyn ObjectStore>) -> Self {
-        TaskFiles { job_id: job_id.into(), store }
+        TaskFiles { job_id: job_id.into(), store, local_root: default_task_files_dir(), observer: None }
+    }
+
+    /// Local directories under `root` (`TASK_FILES_DIR`): this job's is `{root}/{job_id}/`.
+    pub fn with_local_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.local_root = root.into();
+        self
+    }
+
+    /// Reports every operation to `observer` when it ends.
+    pub fn with_observer(mut self, observer: Arc<dyn FileObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The job's local working directory (`{TASK_FILES_DIR}/{job_id}`; created by [`TaskFiles::path`]).
+    pub fn local_dir(&self) -> PathBuf {
+        self.local_root.join(&self.job_id)
+    }
+
+    /// A local path for `name` in the job's working directory (the directories are created); for
+    /// an `s3://` URI its last segment. [`TaskFiles::cleanup`] removes the directory with the
+    /// job's objects.
+    pub async fn path(&self, name: &str) -> Result<PathBuf, FileError> {
+        let name = match name.strip_prefix("s3://") {
+            Some(uri) => uri.trim_end_matches('/').rsplit('/').next().unwrap_or_default(),
+            None => name,
+        };
+        check_key(name)?;
+        let path = self.local_dir().join(name);
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        Ok(path)
+    }
+
+    /// Runs `op` and reports it (kind `kind`, target URI `uri`) to the observer.
+    async fn observed<T>(
+        &self,
+        kind: FileOp,
+        uri: impl FnOnce() -> String,
+        op: impl std::future::Future<Output = Result<T, FileError>>,
+        moved: impl FnOnce(&T) -> Moved,
+    ) -> Result<T, FileError> {
+        let Some(observer) = &self.observer else { return op.await };
+        let started = std::time::Instant::now();
+        let result = op.await;
+        let (m, error) = match &result {
+            Ok(v) => (moved(v), None),
+            Err(e) => (Moved::default(), Some(e.to_string())),
+        };
+        observer.observe(&FileOperation {
+            job_id: self.job_id.clone(),
+            operation: kind,
+            uri: uri(),
+            local_path: m.local_path,
+            size: m.size,
+            file_count: m.file_count,
+            method: m.method,
+            duration: started.elapsed(),
+            error,
+        });
+        result
+    }
+
+    /// The URI of `name` for a report (the name itself when it is no valid key).
+    fn uri_of(&self, name: &str) -> String {
+        self.uri(name).unwrap_or_else(|_| name.to_owned())
     }
 
     /// The job these files belong to.
@@ -297,11 +460,25 @@ impl TaskFiles {
         method: PresignMethod,
         expires_in: Duration,
     ) -> Result<String, FileError> {
-        self.store.presign(&self.key(name)?, method, expires_in).await
+        let op = async { self.store.presign(&self.key(name)?, method, expires_in).await };
+        self.observed(
+            FileOp::Presign,
+            || self.uri_of(name),
+            op,
+            |_| Moved { method: Some(method), ..Default::default() },
+        )
+        .await
     }
 
     pub async fn read_bytes(&self, name: &str) -> Result<Vec<u8>, FileError> {
-        self.store.get(&self.key(name)?).await
+        let op = async { self.store.get(&self.key(name)?).await };
+        self.observed(
+            FileOp::Download,
+            || self.uri_of(name),
+            op,
+            |b: &Vec<u8>| Moved { size: Some(b.len() as u64), ..Default::default() },
+        )
+        .await
     }
     pub async fn read_text(&self, name: &str) -> Result<String, FileError> {
         String::from_utf8(self.read_bytes(name).await?).map_err(|_| FileError::Utf8(name.to_owned()))
@@ -311,7 +488,10 @@ impl TaskFiles {
         serde_json::from_slice(&bytes).map_err(|source| FileError::Json { name: name.to_owned(), source })
     }
     pub async fn write_bytes(&self, name: &str, bytes: impl Into<Vec<u8>>) -> Result<(), FileError> {
-        self.store.put(&self.key(name)?, bytes.into()).await
+        let bytes = bytes.into();
+        let size = Some(bytes.len() as u64);
+        let op = async { self.store.put(&self.key(name)?, bytes).await };
+        self.observed(FileOp::Upload, || self.uri_of(name), op, |_| Moved { size, ..Default::default() }).await
     }
     pub async fn write_text(&self, name: &str, text: &str) -> Result<(), FileError> {
         self.write_bytes(name, text.as_bytes().to_vec()).await
@@ -322,7 +502,9 @@ impl TaskFiles {
     }
     /// Stores a body arriving in chunks under `name` (the client streaming upload); returns its size.
     pub async fn write_stream(&self, name: &str, chunks: ByteChunks<'_>, limit: u64) -> Result<u64, FileError> {
-        self.store.put_stream(&self.key(name)?, chunks, limit).await
+        let op = async { self.store.put_stream(&self.key(name)?, chunks, limit).await };
+        self.observed(FileOp::Upload, || self.uri_of(name), op, |n| Moved { size: Some(*n), ..Default::default() })
+            .await
     }
     /// Names of this job's files (relative to the job prefix), sorted.
     pub async fn list(&self) -> Result<Vec<String>, FileError> {
@@ -330,74 +512,125 @@ impl TaskFiles {
         Ok(self.store.list(&prefix).await?.into_iter().map(|k| k[prefix.len()..].to_owned()).collect())
     }
     pub async fn delete(&self, name: &str) -> Result<(), FileError> {
-        self.store.delete(&self.key(name)?).await
+        let op = async { self.store.delete(&self.key(name)?).await };
+        self.observed(FileOp::Delete, || self.uri_of(name), op, |_| Moved::default()).await
     }
-    /// Deletes every file of the job (what `S3_AUTO_CLEANUP` does when the job ends); returns how many.
+    /// Deletes every file of the job and its local directory (what `S3_AUTO_CLEANUP` does when
+    /// the job ends); returns how many files were deleted from the store.
     pub async fn cleanup(&self) -> Result<usize, FileError> {
-        let keys = self.store.list(&self.prefix()).await?;
-        let n = keys.len();
-        let store = self.store.clone();
-        let mut deletions = futures::stream::iter(keys)
-            .map(move |k| {
-                let store = store.clone();
-                async move { store.delete(&k).await }
-            })
-            .buffer_unordered(16);
-        while let Some(r) = deletions.next().await {
-            r?;
-        }
-        Ok(n)
+        let op = async {
+            let keys = self.store.list(&self.prefix()).await?;
+            let n = keys.len();
+            let store = self.store.clone();
+            let mut deletions = futures::stream::iter(keys)
+                .map(move |k| {
+                    let store = store.clone();
+                    async move { store.delete(&k).await }
+                })
+                .buffer_unordered(16);
+            while let Some(r) = deletions.next().await {
+                r?;
+            }
+            match tokio::fs::remove_dir_all(self.local_dir()).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+            Ok(n)
+        };
+        self.observed(
+            FileOp::Cleanup,
+            || self.store.uri(&self.prefix()),
+            op,
+            |n| Moved { file_count: Some(*n), ..Default::default() },
+        )
+        .await
     }
     /// Downloads every file under `folder/` (a name or an `s3://` URI) into the local directory
     /// `dest`, keeping relative paths; files stream to disk. Returns the local paths, sorted.
     pub async fn download(&self, folder: &str, dest: &Path) -> Result<Vec<PathBuf>, FileError> {
-        let prefix = format!("{}/", self.key(folder.trim_end_matches('/'))?);
-        let mut written = Vec::new();
-        for key in self.store.list(&prefix).await? {
-            let rel = &key[prefix.len()..];
-            check_key(rel)?;
-            let path = dest.join(rel);
-            self.store.get_to_file(&key, &path).await?;
-            written.push(path);
-        }
-        Ok(written)
+        let folder_uri = || format!("{}/", self.uri_of(folder.trim_end_matches('/')));
+        let op = async {
+            let prefix = format!("{}/", self.key(folder.trim_end_matches('/'))?);
+            let mut written = Vec::new();
+            for key in self.store.list(&prefix).await? {
+                let rel = &key[prefix.len()..];
+                check_key(rel)?;
+                let path = dest.join(rel);
+                self.store.get_to_file(&key, &path).await?;
+                written.push(path);
+            }
+            Ok(written)
+        };
+        self.observed(FileOp::DownloadDir, folder_uri, op, |w: &Vec<PathBuf>| Moved {
+            local_path: Some(dest.to_path_buf()),
+            file_count: Some(w.len()),
+            ..Default::default()
+        })
+        .await
     }
     /// Downloads one file to the local path `dest`; returns its size.
     pub async fn download_file(&self, name: &str, dest: &Path) -> Result<u64, FileError> {
-        self.store.get_to_file(&self.key(name)?, dest).await
+        let op = async { self.store.get_to_file(&self.key(name)?, dest).await };
+        self.observed(
+            FileOp::Download,
+            || self.uri_of(name),
+            op,
+            |n| Moved { local_path: Some(dest.to_path_buf()), size: Some(*n), ..Default::default() },
+        )
+        .await
     }
     /// Uploads every file under the local directory `src` to `folder/`, keeping relative paths;
     /// files stream from disk. Returns the uploaded names, sorted.
     pub async fn upload(&self, src: &Path, folder: &str) -> Result<Vec<String>, FileError> {
         let folder = folder.trim_end_matches('/');
-        let mut uploaded = Vec::new();
-        let mut stack = vec![src.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            let mut rd = match tokio::fs::read_dir(&dir).await {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(FileError::NotFound(dir.display().to_string()))
+        let op = async {
+            let mut uploaded = Vec::new();
+            let mut stack = vec![src.to_path_buf()];
+            while let Some(dir) = stack.pop() {
+                let mut rd = match tokio::fs::read_dir(&dir).await {
+                    Ok(rd) => rd,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(FileError::NotFound(dir.display().to_string()))
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                while let Some(entry) = rd.next_entry().await? {
+                    let p = entry.path();
+                    if entry.file_type().await?.is_dir() {
+                        stack.push(p);
+                        continue;
+                    }
+                    let rel = p.strip_prefix(src).map_err(|_| FileError::InvalidName(p.display().to_string()))?;
+                    let name = format!("{folder}/{}", rel.to_string_lossy().replace('\\', "/"));
+                    self.store.put_file(&self.key(&name)?, &p).await?;
+                    uploaded.push(name);
                 }
-                Err(e) => return Err(e.into()),
-            };
-            while let Some(entry) = rd.next_entry().await? {
-                let p = entry.path();
-                if entry.file_type().await?.is_dir() {
-                    stack.push(p);
-                    continue;
-                }
-                let rel = p.strip_prefix(src).map_err(|_| FileError::InvalidName(p.display().to_string()))?;
-                let name = format!("{folder}/{}", rel.to_string_lossy().replace('\\', "/"));
-                self.store.put_file(&self.key(&name)?, &p).await?;
-                uploaded.push(name);
             }
-        }
-        uploaded.sort();
-        Ok(uploaded)
+            uploaded.sort();
+            Ok(uploaded)
+        };
+        self.observed(
+            FileOp::UploadDir,
+            || format!("{}/", self.uri_of(folder)),
+            op,
+            |u: &Vec<String>| Moved {
+                local_path: Some(src.to_path_buf()),
+                file_count: Some(u.len()),
+                ..Default::default()
+            },
+        )
+        .await
     }
     /// Uploads one local file as `name`; returns its size.
     pub async fn upload_file(&self, src: &Path, name: &str) -> Result<u64, FileError> {
-        self.store.put_file(&self.key(name)?, src).await
+        let op = async { self.store.put_file(&self.key(name)?, src).await };
+        self.observed(
+            FileOp::Upload,
+            || self.uri_of(name),
+            op,
+            |n| Moved { local_path: Some(src.to_path_buf()), size: Some(*n), ..Default::default() },
+        )
+        .await
     }
 }
 

@@ -13,7 +13,7 @@ use crate::actions::{Action, Actions, TaskSpec};
 use crate::blueprint::{Blueprint, StateKind};
 use crate::context::{Context, StateHistory};
 use crate::contracts::{describe, Contracts};
-use crate::files::{ObjectStore, TaskFiles};
+use crate::files::{FileObserver, FileOperation, ObjectStore, TaskFiles};
 use crate::handler::{HandlerError, Invocation};
 use crate::job::{now_ms, ApprovalRecord, Job, JobStatus, SubJobRecord, TaskRecord};
 use crate::protocol::wire::task_status;
@@ -61,11 +61,43 @@ pub struct EngineEnv {
     data_backend: Arc<dyn DataStoreBackend>,
     data_initialized: Arc<InitialValues>,
     object_store: Option<Arc<dyn ObjectStore>>,
+    /// `TASK_FILES_DIR`: the root of the jobs' local directories ([`TaskFiles::path`]).
+    task_files_dir: Option<std::path::PathBuf>,
+    /// Sees every file operation of a handler as it ends (the orchestrator counts them).
+    file_observer: Option<Arc<dyn FileObserver>>,
     /// The blueprints' input and output contracts, compiled once.
     contracts: Arc<Contracts>,
     /// What `State<T>` handler arguments read.
     app_state: Arc<AppState>,
 }
+
+/// The file operations of one handler run: each is passed on to the environment's observer as
+/// it ends and kept to become an [`EngineEvent::FileOperation`] of the run's step. What a clone
+/// of the run's [`TaskFiles`] does after the run (from a task the handler spawned) is only
+/// passed on.
+struct RunFiles {
+    next: Option<Arc<dyn FileObserver>>,
+    /// `None` once the run ended.
+    ops: parking_lot::Mutex<Option<Vec<FileOperation>>>,
+}
+
+impl FileObserver for RunFiles {
+    fn observe(&self, op: &FileOperation) {
+        if let Some(next) = &self.next {
+            next.observe(op);
+        }
+        if let Some(ops) = self.ops.lock().as_mut() {
+            // Bounded: a run that moves thousands of files keeps the first ones in its step
+            // (and so in the history); all are passed on (counted).
+            if ops.len() < MAX_FILE_EVENTS_PER_RUN {
+                ops.push(op.clone());
+            }
+        }
+    }
+}
+
+/// The most `s3_operation` history rows one handler run writes.
+const MAX_FILE_EVENTS_PER_RUN: usize = 1000;
 
 impl std::fmt::Debug for EngineEnv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,6 +136,8 @@ impl EngineEnv {
             data_initialized: Arc::default(),
             object_store,
             app_state: Arc::default(),
+            task_files_dir: None,
+            file_observer: None,
         };
         env.check_children()?;
         Ok(env)
@@ -165,7 +199,33 @@ impl EngineEnv {
         self.object_store.clone()
     }
 
-    fn context(&self, bp: Blueprint, job: &Job) -> Context {
+    /// Local job directories under `dir` (`TASK_FILES_DIR`; default
+    /// [`crate::files::default_task_files_dir`]).
+    pub fn with_task_files_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.task_files_dir = Some(dir.into());
+        self
+    }
+
+    /// Every file operation of a handler is reported to `observer` as it ends (besides
+    /// becoming an [`EngineEvent::FileOperation`] of the run).
+    pub fn with_file_observer(mut self, observer: Arc<dyn FileObserver>) -> Self {
+        self.file_observer = Some(observer);
+        self
+    }
+
+    /// The files of `job` (`None` without an object store), reporting to `observer`.
+    pub fn task_files(&self, job_id: &str, observer: Option<Arc<dyn FileObserver>>) -> Option<TaskFiles> {
+        let mut files = TaskFiles::new(job_id, self.object_store.clone()?);
+        if let Some(dir) = &self.task_files_dir {
+            files = files.with_local_root(dir);
+        }
+        if let Some(o) = observer {
+            files = files.with_observer(o);
+        }
+        Some(files)
+    }
+
+    fn context(&self, bp: Blueprint, job: &Job, files: Option<Arc<dyn FileObserver>>) -> Context {
         Context {
             job_id: job.id.clone(),
             blueprint: job.blueprint.clone(),
@@ -179,7 +239,7 @@ impl EngineEnv {
             parent_job_id: job.parent_job_id.clone(),
             path: job.path.clone(),
             data_stores: self.data_stores(bp),
-            task_files: self.object_store.clone().map(|s| TaskFiles::new(job.id.clone(), s)),
+            task_files: self.task_files(&job.id, files),
             app_state: self.app_state.clone(),
         }
     }
@@ -214,8 +274,14 @@ pub async fn advance(env: &EngineEnv, job: &mut Job) -> Step {
         let state = job.current_state.clone();
         out.event(EngineEvent::StateStarted { state: state.clone(), attempt: job.retry_count });
         let started = Instant::now();
-        let result = run_handler(env, bp, job).await;
+        let files = env.object_store.as_ref().map(|_| {
+            Arc::new(RunFiles { next: env.file_observer.clone(), ops: parking_lot::Mutex::new(Some(Vec::new())) })
+        });
+        let result = run_handler(env, bp, job, files.clone().map(|f| f as Arc<dyn FileObserver>)).await;
         let elapsed = started.elapsed().as_millis() as u64;
+        for op in files.and_then(|f| f.ops.lock().take()).unwrap_or_default() {
+            out.event(EngineEvent::FileOperation(Box::new(op)));
+        }
         let after = result.and_then(|actions| apply_actions(env, bp, job, actions, &mut out));
         if after.is_ok() {
             job.retry_count = 0;
@@ -274,8 +340,13 @@ fn handler_failed(env: &EngineEnv, job: &mut Job, state: &str, msg: String, out:
     }
 }
 
-async fn run_handler(env: &EngineEnv, bp: Blueprint, job: &Job) -> Result<Actions, HandlerError> {
-    let ctx = env.context(bp, job);
+async fn run_handler(
+    env: &EngineEnv,
+    bp: Blueprint,
+    job: &Job,
+    files: Option<Arc<dyn FileObserver>>,
+) -> Result<Actions, HandlerError> {
+    let ctx = env.context(bp, job, files);
     let state = job.current_state.as_str();
     let Some(spec) = bp.state(state) else {
         return Err(HandlerError::Failed(format!(

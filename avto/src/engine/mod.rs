@@ -88,6 +88,9 @@ pub enum EngineEvent {
         event_type: String,
         payload: serde_json::Value,
     },
+    /// An operation on the job's files that the handler run did ([`crate::TaskFiles`]): an
+    /// `s3_operation` history row, between the run's `state_started` and its end.
+    FileOperation(Box<crate::files::FileOperation>),
 }
 
 /// What one engine transition did: the one return type of every transition

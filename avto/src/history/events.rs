@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use super::{next_timestamp_us, object, HistoryRecord};
 use crate::engine::EngineEvent;
+use crate::files::FileOperation;
 use crate::job::{now_ms, Job, JobStatus};
 
 /// The job document as history keeps it: everything but `security` and `tracing_context`.
@@ -64,6 +65,32 @@ pub fn worker_event_record(
     r.worker_id = Some(worker_id.to_owned());
     r.origin_task_id = task_id.map(str::to_owned);
     r.details = Some(details);
+    r
+}
+
+/// The `details` of an `s3_operation` row: `operation` (`upload`, `upload_dir`, `download`,
+/// `download_dir`, `presign`, `delete`, `cleanup`), `s3_uri`, `status` (`success` / `error`),
+/// `duration_ms`, and as they apply `local_path`, `size`, `file_count`, `method`, `error`.
+pub fn s3_operation_details(op: &FileOperation) -> Value {
+    object([
+        ("operation", json!(op.operation.as_str())),
+        ("s3_uri", json!(op.uri)),
+        ("status", json!(if op.error.is_none() { "success" } else { "error" })),
+        ("duration_ms", json!(op.duration.as_millis() as u64)),
+        ("local_path", json!(op.local_path.as_ref().map(|p| p.display().to_string()))),
+        ("size", json!(op.size)),
+        ("file_count", json!(op.file_count)),
+        ("method", json!(op.method.map(|m| m.as_str()))),
+        ("error", json!(op.error)),
+    ])
+}
+
+/// The `s3_operation` row of a file operation on `job` outside a handler run (the client's
+/// uploads and downloads, the cleanup when the job ended); a handler's are part of its step
+/// ([`EngineEvent::FileOperation`]).
+pub fn s3_operation_record(job: &Job, op: &FileOperation) -> HistoryRecord {
+    let mut r = base(job, "s3_operation", &snapshot(job));
+    r.details = Some(s3_operation_details(op));
     r
 }
 
@@ -131,6 +158,10 @@ pub fn records_for(job: &Job, events: &[EngineEvent]) -> Vec<HistoryRecord> {
                     r.worker_id = Some(GHOST.to_owned());
                     r.details = Some(json!({"event_id": event_id, "sender_id": GHOST, "origin_worker_id": GHOST,
                                             "bubbling_chain": [], "task_id": null, "payload": payload}));
+                }
+                EngineEvent::FileOperation(op) => {
+                    r = base(job, "s3_operation", &snap);
+                    r.details = Some(s3_operation_details(op));
                 }
                 EngineEvent::JobFinished { status } => {
                     let kind = match status {

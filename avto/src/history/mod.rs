@@ -1,5 +1,6 @@
 //! Execution history: one row per job event (created, state started / finished, task dispatched /
-//! finished, retries, approvals, the end of the job), kept in SQLite or PostgreSQL; and worker
+//! finished, retries, approvals, worker events, operations on the job's files (`s3_operation`),
+//! the end of the job), kept in SQLite or PostgreSQL; and worker
 //! history ([`workers`]): a row when a worker registers and when its status changes.
 //!
 //! Enable it with `HISTORY_DATABASE_URI`:
@@ -49,7 +50,7 @@ use futures::future::BoxFuture;
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
-pub use events::{created_record, records_for, worker_event_record, GHOST};
+pub use events::{created_record, records_for, s3_operation_details, s3_operation_record, worker_event_record, GHOST};
 pub use memory::MemoryHistory;
 pub use workers::{TaskOutcomes, WorkerHistoryRecord};
 
@@ -108,7 +109,7 @@ pub struct HistoryRecord {
     pub timestamp_us: i64,
     /// `job_created`, `state_started`, `state_finished`, `state_failed`, `task_dispatched`,
     /// `task_finished`, `task_retry`, `approval_requested`, `sub_job_started`, `job_completed`,
-    /// `job_failed`, `job_cancelled`, `job_quarantined`, `worker_event:{type}`.
+    /// `job_failed`, `job_cancelled`, `job_quarantined`, `worker_event:{type}`, `s3_operation`.
     pub event_type: String,
     /// The state the event belongs to.
     pub state: Option<String>,

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::{self, ClientEntry, Config, ConfigError, WorkerAuthMode, WorkerToken};
+use super::metrics::{reason, role, SecurityCounters};
 use crate::protocol::sign::{constant_time_eq, sha256_hex};
 use crate::storage::{StorageError, StsStore};
 
@@ -89,6 +90,8 @@ pub struct Auth {
     worker_tokens: parking_lot::RwLock<Arc<Vec<WorkerToken>>>,
     /// STS tokens (stored as SHA-256 hashes).
     sts: Arc<dyn StsStore>,
+    /// Refusals counted by role and reason (`avto_security_auth_failures_total`).
+    security: SecurityCounters,
 }
 
 impl std::fmt::Debug for Auth {
@@ -98,7 +101,7 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
-    pub(crate) fn new(cfg: &Config, sts: Arc<dyn StsStore>) -> Auth {
+    pub(crate) fn new(cfg: &Config, sts: Arc<dyn StsStore>, security: SecurityCounters) -> Auth {
         Auth {
             clients: cfg.clients.iter().map(|c| (token_digest(&c.token), c.clone())).collect(),
             admin_token: cfg.admin_token.clone(),
@@ -107,6 +110,7 @@ impl Auth {
             workers_config_path: cfg.workers_config_path.clone(),
             worker_tokens: parking_lot::RwLock::new(Arc::new(cfg.worker_tokens.clone())),
             sts,
+            security,
         }
     }
 
@@ -119,11 +123,22 @@ impl Auth {
     /// Checks an operator credential. Refused when it is wrong or when no `ADMIN_TOKEN` is
     /// configured (operator routes are then off).
     pub fn check_operator(&self, presented: &str) -> Result<(), AuthError> {
+        let refused = |reason, msg: &str| {
+            self.security.auth_failure(role::OPERATOR, reason);
+            Err(AuthError::Refused(msg.to_owned()))
+        };
         match &self.admin_token {
-            None => Err(AuthError::Refused("operator routes are disabled: ADMIN_TOKEN is not set".into())),
+            None => refused(reason::DISABLED, "operator routes are disabled: ADMIN_TOKEN is not set"),
             Some(t) if constant_time_eq(t.as_bytes(), presented.as_bytes()) => Ok(()),
-            Some(_) => Err(AuthError::Refused("Forbidden: invalid operator token".into())),
+            Some(_) => refused(reason::INVALID_TOKEN, "Forbidden: invalid operator token"),
         }
+    }
+
+    /// Counts a refused credential (`avto_security_auth_failures_total{role,reason}`) that the
+    /// HTTP layer found wrong before asking here (a missing header, an unknown client token, a
+    /// message body naming another worker).
+    pub fn refused(&self, role: &'static str, reason: &'static str) {
+        self.security.auth_failure(role, reason);
     }
 
     /// The individual token of `worker_id` (exact workers.toml entry, else a matching pattern).
@@ -155,7 +170,10 @@ impl Auth {
         token: Option<&str>,
         hint: Option<&str>,
     ) -> Result<WorkerIdentity, AuthError> {
-        let refused = |msg: &str| Err(AuthError::Refused(msg.to_owned()));
+        let refused = |reason, msg: &str| {
+            self.security.auth_failure(role::WORKER, reason);
+            Err(AuthError::Refused(msg.to_owned()))
+        };
         if let Some(hint) = hint {
             if !valid_worker_id(hint) {
                 return Err(AuthError::Invalid("Invalid worker_id: expected 1-128 characters of [A-Za-z0-9_-]".into()));
@@ -166,19 +184,29 @@ impl Auth {
         let mode = self.worker_auth_mode;
         if let (Some(cn), false) = (cn, mode == WorkerAuthMode::TokenOnly) {
             return match hint {
-                Some(h) if h != cn => {
-                    refused(&format!("Unauthorized: client certificate is for {cn}, the request is for {h}"))
+                Some(h) if h != cn => refused(
+                    reason::CERTIFICATE_MISMATCH,
+                    &format!("Unauthorized: client certificate is for {cn}, the request is for {h}"),
+                ),
+                _ if !valid_worker_id(cn) => {
+                    refused(reason::INVALID_CERTIFICATE, "Unauthorized: client certificate CN is not a valid worker id")
                 }
-                _ if !valid_worker_id(cn) => refused("Unauthorized: client certificate CN is not a valid worker id"),
                 _ => Ok(WorkerIdentity { key: key_for(cn), worker_id: cn.to_owned() }),
             };
         }
         let Some(token) = token.filter(|t| !t.is_empty()) else {
-            return refused(match mode {
-                WorkerAuthMode::MtlsOnly => "Unauthorized: Client certificate required.",
-                WorkerAuthMode::TokenOnly => "Unauthorized: Missing X-Worker-Token header.",
-                WorkerAuthMode::Mixed => "Unauthorized: Missing X-Worker-Token header or client certificate.",
-            });
+            return match mode {
+                WorkerAuthMode::MtlsOnly => {
+                    refused(reason::MTLS_REQUIRED, "Unauthorized: Client certificate required.")
+                }
+                WorkerAuthMode::TokenOnly => {
+                    refused(reason::MISSING_CREDENTIALS, "Unauthorized: Missing X-Worker-Token header.")
+                }
+                WorkerAuthMode::Mixed => refused(
+                    reason::MISSING_CREDENTIALS,
+                    "Unauthorized: Missing X-Worker-Token header or client certificate.",
+                ),
+            };
         };
         let is_global = constant_time_eq(token.as_bytes(), global.as_bytes());
         // STS access token (a configured token is never one: skip the lookup)
@@ -192,30 +220,35 @@ impl Auth {
         };
         if let Some(owner) = sts_owner {
             return match hint {
-                Some(h) if h != owner => refused("Unauthorized: token belongs to another worker"),
+                Some(h) if h != owner => {
+                    refused(reason::WORKER_ID_MISMATCH, "Unauthorized: token belongs to another worker")
+                }
                 _ => Ok(WorkerIdentity { key: key_for(&owner), worker_id: owner }),
             };
         }
         if mode == WorkerAuthMode::MtlsOnly {
-            return refused("Unauthorized: Invalid authentication method (WORKER_AUTH_MODE=mtls-only)");
+            return refused(
+                reason::MTLS_REQUIRED,
+                "Unauthorized: Invalid authentication method (WORKER_AUTH_MODE=mtls-only)",
+            );
         }
         let Some(hint) = hint else {
             if is_global {
                 return Ok(WorkerIdentity { worker_id: GLOBAL_WORKER_ID.into(), key: global.to_owned() });
             }
-            return refused("Unauthorized: No valid token found");
+            return refused(reason::INVALID_TOKEN, "Unauthorized: No valid token found");
         };
         if let Some(individual) = self.worker_token(hint) {
             return if constant_time_eq(token.as_bytes(), individual.as_bytes()) {
                 Ok(WorkerIdentity { worker_id: hint.to_owned(), key: individual })
             } else {
-                refused("Unauthorized: Invalid individual worker token")
+                refused(reason::INVALID_TOKEN, "Unauthorized: Invalid individual worker token")
             };
         }
         if is_global {
             return Ok(WorkerIdentity { worker_id: hint.to_owned(), key: global.to_owned() });
         }
-        refused("Unauthorized: No valid token found")
+        refused(reason::INVALID_TOKEN, "Unauthorized: No valid token found")
     }
 
     /// Issues an STS token pair for `worker_id` (stored hashed, with their lifetimes).
@@ -234,8 +267,14 @@ impl Auth {
                 self.sts.revoke(&sha256_hex(token.as_bytes())).await?;
                 Ok(self.issue_sts(worker_id).await?)
             }
-            Some(_) => Err(AuthError::Refused("Unauthorized: refresh token belongs to another worker".into())),
-            None => Err(AuthError::Refused("Unauthorized: Invalid refresh token (not found)".into())),
+            Some(_) => {
+                self.security.auth_failure(role::WORKER, reason::WORKER_ID_MISMATCH);
+                Err(AuthError::Refused("Unauthorized: refresh token belongs to another worker".into()))
+            }
+            None => {
+                self.security.auth_failure(role::WORKER, reason::INVALID_TOKEN);
+                Err(AuthError::Refused("Unauthorized: Invalid refresh token (not found)".into()))
+            }
         }
     }
 

@@ -414,9 +414,9 @@ impl Dispatcher {
         let _ = self.store.adjust_reputation(worker_id, delta).await;
     }
 
-    /// Claims overdue tasks; running ones are told to stop.
-    pub async fn overdue(&self, now: u64, default_exec_ms: u64) -> Vec<OverdueTask> {
-        let list = self.store.overdue(now, default_exec_ms, CANCEL_MEMORY_MS).await.unwrap_or_default();
+    /// Claims at most `limit` overdue tasks; running ones are told to stop.
+    pub async fn overdue(&self, now: u64, default_exec_ms: u64, limit: usize) -> Vec<OverdueTask> {
+        let list = self.store.overdue(now, default_exec_ms, CANCEL_MEMORY_MS, limit).await.unwrap_or_default();
         for t in &list {
             if let (Overdue::Execution, Some(w)) = (t.kind, &t.worker_id) {
                 self.command(w, WorkerCommand::cancel_task(&t.task_id, &t.job_id)).await;

@@ -9,22 +9,7 @@
 //! store's per-status counts, the dispatcher's queues), never from a walk over the jobs, so a
 //! scrape costs the same at 100 or 100,000 jobs.
 //!
-//! | metric | type | meaning |
-//! |---|---|---|
-//! | `avto_jobs{status}` | gauge | jobs in the job store per status |
-//! | `avto_queue_depth` | gauge | tasks waiting on worker queues or for a worker |
-//! | `avto_workers_live` | gauge | registered workers whose heartbeat has not expired |
-//! | `avto_jobs_created_total{blueprint}` | counter | jobs created (API, scheduler, child jobs) |
-//! | `avto_jobs_ended_total{blueprint,status}` | counter | jobs that reached a terminal status |
-//! | `avto_dispatch_latency_seconds` | histogram | task dispatch -> picked up by a worker |
-//! | `avto_job_duration_seconds{blueprint}` | histogram | job created -> terminal status |
-//! | `avto_scheduler_jobs_triggered_total{schedule}` | counter | jobs created by schedules.toml |
-//! | `avto_worker_poll_answers_total`, `avto_worker_tasks_handed_out_total` | counter | polls answered with tasks, and the tasks in them (more tasks than answers: workers take batches) |
-//! | `avto_worker_result_requests_total`, `avto_worker_results_total` | counter | result requests, and the results in them |
-//! | `avto_reputation_recalculations_total` | counter | reputation recalculations this instance ran (one per `REPUTATION_RECALC_INTERVAL_SECONDS` across the instances) |
-//! | `avto_runtime_scheduling_delay_seconds` | gauge | how late the runtime woke a task that slept 1 s (last sample, every second) |
-//! | `avto_history_events_{written,dropped,failed}_total`, `avto_history_queue_depth` | | history writer (when enabled) |
-//! | `avto_webhooks_total{outcome}` | counter | webhooks by outcome: `delivered`, `rejected` (4xx), `failed` (every attempt), `refused` (non-public target), `dropped` (queue full, not kept), `deferred` (queue full, left in the outbox), `redelivered` (taken from the outbox again) |
+//! The series are listed on [`Metrics`].
 //!
 //! The series, the registry and the text (Prometheus exposition format 0.0.4) are
 //! `prometheus-client`'s. Counters are registered without their `_total` suffix: the encoder
@@ -42,6 +27,13 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::job::JobStatus;
+
+mod files;
+mod refusals;
+
+pub use files::{FileCounters, FILE_OPERATION_BUCKETS};
+pub use refusals::SecurityCounters;
+pub(crate) use refusals::{reason, role};
 
 /// Upper bounds (seconds) of the dispatch latency buckets.
 pub const DISPATCH_BUCKETS: &[f64] =
@@ -85,7 +77,34 @@ fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS.iter().copied())
 }
 
-/// In-process counters and histograms (per orchestrator instance), counted as jobs change.
+/// In-process counters and histograms (per orchestrator instance), counted as jobs change, and
+/// the `/metrics` page ([`Metrics::render`]) with what the stores count at a scrape:
+///
+/// | metric | type | meaning |
+/// |---|---|---|
+/// | `avto_jobs{status}` | gauge | jobs in the job store per status |
+/// | `avto_queue_depth` | gauge | tasks waiting on worker queues or for a worker |
+/// | `avto_workers_live` | gauge | registered workers whose heartbeat has not expired |
+/// | `avto_jobs_created_total{blueprint}` | counter | jobs created (API, scheduler, child jobs) |
+/// | `avto_jobs_ended_total{blueprint,status}` | counter | jobs that reached a terminal status |
+/// | `avto_dispatch_latency_seconds` | histogram | task dispatch -> picked up by a worker |
+/// | `avto_job_duration_seconds{blueprint}` | histogram | job created -> terminal status |
+/// | `avto_scheduler_jobs_triggered_total{schedule}` | counter | jobs created by schedules.toml |
+/// | `avto_worker_poll_answers_total`, `avto_worker_tasks_handed_out_total` | counter | polls answered with tasks, and the tasks in them (more tasks than answers: workers take batches) |
+/// | `avto_worker_result_requests_total`, `avto_worker_results_total` | counter | result requests, and the results in them |
+/// | `avto_reputation_recalculations_total` | counter | reputation recalculations this instance ran (one per `REPUTATION_RECALC_INTERVAL_SECONDS` across the instances) |
+/// | `avto_runtime_scheduling_delay_seconds` | gauge | how late the runtime woke a task that slept 1 s (last sample, every second) |
+/// | `avto_history_events_{written,dropped,failed}_total`, `avto_history_queue_depth` | | history writer (when enabled) |
+/// | `avto_webhooks_total{outcome}` | counter | webhooks by outcome: `delivered`, `rejected` (4xx), `failed` (every attempt), `refused` (non-public target), `dropped` (queue full, not kept), `deferred` (queue full, left in the outbox), `redelivered` (taken from the outbox again) |
+/// | `avto_security_auth_failures_total{role,reason}` | counter | requests refused for their credential or signature: `role` `client`, `worker`, `operator`; `reason` `missing_credentials`, `invalid_token`, `worker_id_mismatch`, `certificate_mismatch`, `invalid_certificate`, `mtls_required`, `disabled` (no `ADMIN_TOKEN`), `missing_signature`, `signer_mismatch`, `invalid_signature` |
+/// | `avto_security_replay_detected_total{reason}` | counter | worker messages refused as replays: `duplicate` (nonce seen before), `expired` (timestamp outside the 60 s window), `missing_timestamp` |
+/// | `avto_ratelimit_blocked_total{scope,path}` | counter | 429s of the rate limits: `scope` `client`, `worker` or `ip` (requests without a valid credential); `path` the route template, `rxon:{kind}` for workers (`register`, `heartbeat`, `poll`, `result`, `event`, `sts`, `websocket`, `auth` for failed worker authentications) |
+/// | `avto_jobs_timeouts_total{blueprint,type}` | counter | tasks that timed out: `dispatch` (not picked up before the dispatch deadline), `execution` (no result in time) |
+/// | `avto_tasks_ignored_total{blueprint,reason}` | counter | worker results ignored: `job_not_found` (blueprint empty), `worker_mismatch`, `stale_task`, `job_cancelled`, `job_already_terminated` |
+/// | `avto_s3_operations_total{operation,status}`, `avto_s3_operation_duration_seconds{operation}` | counter, histogram | operations on jobs' files: `upload`, `upload_dir`, `download`, `download_dir`, `presign`, `delete`, `cleanup`; `success` / `error` |
+///
+/// No label carries a worker id, a token, a job id or a request path: each takes its values from
+/// a fixed set, the routes of the router or the blueprints of the binary.
 #[derive(Debug)]
 pub struct Metrics {
     /// Every series below, registered in the order of the page.
@@ -106,6 +125,10 @@ pub struct Metrics {
     scheduling_delay: Gauge<f64, AtomicU64>,
     /// Reputation recalculations this instance ran.
     reputation_recalculations: Counter,
+    /// Security rejections, rate-limit refusals, timeouts, ignored results.
+    refusals: refusals::Refusals,
+    /// Operations on jobs' files.
+    files: FileCounters,
 }
 
 impl Default for Metrics {
@@ -123,6 +146,8 @@ impl Default for Metrics {
             results: Counter::default(),
             scheduling_delay: Gauge::default(),
             reputation_recalculations: Counter::default(),
+            refusals: Default::default(),
+            files: FileCounters::default(),
         };
         // The registry holds handles to the same series (each metric is an `Arc` inside).
         let r = &mut m.registry;
@@ -149,6 +174,8 @@ impl Default for Metrics {
             "Reputation recalculations this instance ran",
             m.reputation_recalculations.clone(),
         );
+        m.refusals.register(r);
+        m.files.register(r);
         m
     }
 }
@@ -193,6 +220,32 @@ impl Metrics {
 
     pub fn schedule_fired(&self, schedule: &str) {
         self.scheduled.get_or_create(&ScheduleLabel { schedule: schedule.to_owned() }).inc();
+    }
+
+    /// The security counters (shared with the credential checks).
+    pub fn security(&self) -> &SecurityCounters {
+        &self.refusals.security
+    }
+
+    /// The file operation counters (the observer of every job's files).
+    pub fn files(&self) -> &FileCounters {
+        &self.files
+    }
+
+    /// A request refused by a rate limit: `scope` `client`, `worker` or `ip`; `path` a route
+    /// template or `rxon:{kind}` (never a request path).
+    pub fn rate_limited(&self, scope: &'static str, path: &str) {
+        self.refusals.rate_limited(scope, path);
+    }
+
+    /// A task of a `blueprint` job timed out (`kind`: `dispatch` or `execution`).
+    pub fn task_timed_out(&self, blueprint: &str, kind: &'static str) {
+        self.refusals.timeout(blueprint, kind);
+    }
+
+    /// A worker result ignored (`blueprint` empty when the job is unknown).
+    pub fn result_ignored(&self, blueprint: &str, reason: &'static str) {
+        self.refusals.ignored(blueprint, reason);
     }
 }
 

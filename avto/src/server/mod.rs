@@ -14,6 +14,7 @@ mod dispatch;
 mod files;
 pub mod hooks;
 mod listener;
+mod logging;
 mod metrics;
 mod requirements;
 mod scheduler;
@@ -38,7 +39,11 @@ pub use self::auth::{Auth, AuthError, StsPair, WorkerIdentity};
 pub use self::config::{Config, ConfigError};
 pub use self::core::{Core, CoreError, JobTx, NewJob, TaskContext, WorkerEvent};
 pub use self::dispatch::{Dispatcher, NoWorker};
-pub use self::metrics::{HistoryNumbers, Metrics, Snapshot, DISPATCH_BUCKETS, DURATION_BUCKETS};
+pub use self::logging::{init_logging, log_layer, LogTime};
+pub use self::metrics::{
+    FileCounters, HistoryNumbers, Metrics, SecurityCounters, Snapshot, DISPATCH_BUCKETS, DURATION_BUCKETS,
+    FILE_OPERATION_BUCKETS,
+};
 pub use self::scheduler::{Clock, Fired, ManualClock, Schedule, Scheduler, SystemClock, Trigger};
 pub use self::webhooks::{WebhookCounts, Webhooks};
 pub use crate::contracts::Violation;
@@ -247,9 +252,11 @@ impl OrchestratorBuilder {
             ));
         }
         if config.redis_encryption.is_some() && redis_url.is_none() {
-            tracing::warn!(
+            // Logged at start-up, once logging is set up (`serve` sets it up after the build).
+            config.warnings.push(
                 "REDIS_ENCRYPTION_KEY is set but storage is in memory (no REDIS_URL): nothing is written to Redis, \
                  so the key is not used"
+                    .into(),
             );
         }
         if let Some(data) = self.data_stores {
@@ -362,6 +369,9 @@ impl Orchestrator {
 
     /// Initialises quotas and data stores; call once before serving (done by [`Orchestrator::serve`] and [`Orchestrator::listen`]).
     async fn init(&self) -> Result<(), ServeError> {
+        for warning in &self.core.config().warnings {
+            tracing::warn!("{warning}");
+        }
         #[cfg(feature = "redis")]
         if let Some(r) = &self.redis {
             r.check().await.map_err(ServeError::Storage)?;
@@ -503,27 +513,6 @@ pub async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutdown signal received; draining connections");
-}
-
-/// Installs the tracing subscriber (JSON or text, `LOG_LEVEL`); does nothing if one is set.
-pub fn init_logging(cfg: &Config) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
-    #[cfg(feature = "otel")]
-    if let Some(provider) = crate::trace::otel::otlp_provider("avto-orchestrator") {
-        use tracing_subscriber::layer::SubscriberExt as _;
-        use tracing_subscriber::util::SubscriberInitExt as _;
-        use tracing_subscriber::Layer as _;
-        let registry = tracing_subscriber::registry().with(crate::trace::otel::layer(&provider));
-        let _ = if cfg.log_format == "json" {
-            registry.with(tracing_subscriber::fmt::layer().json().with_filter(filter)).try_init()
-        } else {
-            registry.with(tracing_subscriber::fmt::layer().with_filter(filter)).try_init()
-        };
-        return;
-    }
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if cfg.log_format == "json" { builder.json().try_init() } else { builder.try_init() };
 }
 
 #[cfg(test)]

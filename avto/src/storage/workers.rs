@@ -245,8 +245,15 @@ pub trait WorkerStore: Send + Sync + 'static {
     fn next_turn(&self) -> StorageFuture<'_, Option<u64>> {
         Box::pin(async { Ok(None) })
     }
-    /// Claims tasks past a deadline (removed from queues, running sets and the parked list).
-    fn overdue(&self, now: u64, default_exec_ms: u64, cancel_ttl_ms: u64) -> StorageFuture<'_, Vec<OverdueTask>>;
+    /// Claims at most `limit` tasks past a deadline (removed from queues, running sets and the
+    /// parked list); the others stay for a later call.
+    fn overdue(
+        &self,
+        now: u64,
+        default_exec_ms: u64,
+        cancel_ttl_ms: u64,
+        limit: usize,
+    ) -> StorageFuture<'_, Vec<OverdueTask>>;
     /// Claims workers whose TTL passed: removes them and returns their tasks.
     fn expire(&self, now: u64) -> StorageFuture<'_, (Vec<QueuedTask>, Vec<Orphan>)>;
     /// Whether the task is queued, running or parked anywhere (crash recovery re-places the

@@ -12,6 +12,7 @@ use super::{check_job_id, ApiError};
 use crate::job::Job;
 use crate::server::config::ClientEntry;
 use crate::server::core::Core;
+use crate::server::metrics::{reason, role};
 
 /// The authenticated client of a request: token checked first, then the rate limit of that
 /// client on that route (`RATE_LIMIT_LIMIT` per `RATE_LIMIT_PERIOD`, keyed by client and route
@@ -24,15 +25,15 @@ pub(crate) struct Client(pub ClientEntry);
 impl FromRequestParts<Arc<Core>> for Client {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, core: &Arc<Core>) -> Result<Self, ApiError> {
+        let route = parts.extensions.get::<MatchedPath>().map_or("-", |m| m.as_str());
         let entry = match authenticate(parts, core) {
             Ok(entry) => entry,
             Err(e) => {
-                rate_limit(core, &format!("anon:{}", super::peer_key(&parts.extensions))).await?;
+                rate_limit(core, &format!("anon:{}", super::peer_key(&parts.extensions)), "ip", route).await?;
                 return Err(e);
             }
         };
-        let route = parts.extensions.get::<MatchedPath>().map_or("-", |m| m.as_str());
-        rate_limit(core, &format!("client:{}:{route}", entry.config.id)).await?;
+        rate_limit(core, &format!("client:{}:{route}", entry.config.id), "client", route).await?;
         Ok(Client(entry.clone()))
     }
 }
@@ -61,23 +62,29 @@ fn secs_to_next_month(now_ms: u64) -> u64 {
     (t - now_ms).div_ceil(1000).max(1)
 }
 
-/// The configured client whose token the request carries (401 otherwise).
+/// The configured client whose token the request carries (401 otherwise; counted in
+/// `avto_security_auth_failures_total{role="client"}`).
 fn authenticate<'c>(parts: &Parts, core: &'c Core) -> Result<&'c ClientEntry, ApiError> {
-    let token = parts
-        .headers
-        .get("x-client-token")
-        .ok_or_else(|| ApiError::Unauthorized("Missing X-Client-Token header".into()))?
-        .to_str()
-        .map_err(|_| ApiError::Unauthorized("Unauthorized: Invalid token".into()))?;
-    core.auth().client_by_token(token).ok_or_else(|| ApiError::Unauthorized("Unauthorized: Invalid token".into()))
+    let invalid = || {
+        core.auth().refused(role::CLIENT, reason::INVALID_TOKEN);
+        ApiError::Unauthorized("Unauthorized: Invalid token".into())
+    };
+    let Some(token) = parts.headers.get("x-client-token") else {
+        core.auth().refused(role::CLIENT, reason::MISSING_CREDENTIALS);
+        return Err(ApiError::Unauthorized("Missing X-Client-Token header".into()));
+    };
+    let token = token.to_str().map_err(|_| invalid())?;
+    core.auth().client_by_token(token).ok_or_else(invalid)
 }
 
-/// Counts one request against `key` (429 with `Retry-After` over the limit).
-pub(super) async fn rate_limit(core: &Core, key: &str) -> Result<(), ApiError> {
+/// Counts one request against `key` (429 with `Retry-After` over the limit; a refusal is
+/// counted in `avto_ratelimit_blocked_total{scope,path}`, `path` a route template or `rxon:{kind}`).
+pub(super) async fn rate_limit(core: &Core, key: &str, scope: &'static str, path: &str) -> Result<(), ApiError> {
     if !core.config().rate_limiting_enabled {
         return Ok(());
     }
     if let Err(wait) = core.rate_hit(key, None).await.map_err(storage)? {
+        core.metrics().rate_limited(scope, path);
         return Err(ApiError::TooManyRequests {
             message: "Too Many Requests".into(),
             retry_after_secs: wait.as_secs() + 1,
@@ -115,7 +122,11 @@ impl Operator {
 impl axum::extract::FromRequestParts<Arc<Core>> for Operator {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut axum::http::request::Parts, core: &Arc<Core>) -> Result<Self, ApiError> {
-        match Operator::check(parts, core)? {
+        let op = Operator::check(parts, core)?;
+        if op.is_none() {
+            core.auth().refused(role::OPERATOR, reason::MISSING_CREDENTIALS);
+        }
+        match op {
             Some(op) => Ok(op),
             None if parts.headers.contains_key("x-client-token") => Err(ApiError::Forbidden(
                 "Forbidden: this route needs the operator credential (ADMIN_TOKEN), not a client token".into(),

@@ -3,7 +3,8 @@
 //! All three check that the job belongs to the client (404 otherwise), answer 501
 //! `{"error": "S3 support is not enabled"}` without a file store and 400 for file names that are
 //! empty, absolute or contain `..`. Files land under `jobs/{job_id}/`, where handlers read them with
-//! [`crate::TaskFiles`].
+//! [`crate::TaskFiles`]. Each operation is counted in `/metrics` and, with history on, is an
+//! `s3_operation` row of the job's history.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use serde_json::json;
 
 use super::auth::{owned_job, Client};
 use super::{json_response, truncate, ApiError, Path, Query, Routes, ServedRoute};
-use crate::files::{check_key, FileError, ObjectStore, PresignMethod};
+use crate::files::{check_key, FileError, PresignMethod, TaskFiles};
 use crate::server::core::Core;
 
 /// The answer when no file store is configured.
@@ -41,16 +42,12 @@ pub(super) fn routes(r: Routes, base: &str, version: Option<&'static str>) -> Ro
         .on_route(at(Method::GET, "download/{*filename}", "download_file"), download)
 }
 
-/// The store key of a client-given file name of an owned job (never an `s3://` URI: clients only
-/// reach their own job's prefix).
-async fn job_key(
-    core: &Core,
-    client: &Client,
-    job_id: &str,
-    filename: &str,
-) -> Result<(Arc<dyn ObjectStore>, String), ApiError> {
-    owned_job(core, &client.0, job_id).await?;
-    let store = core.env().object_store().ok_or_else(|| ApiError::NotImplemented(S3_DISABLED.into()))?;
+/// The files of an owned job and a client-given file name in them, checked (never an `s3://`
+/// URI: clients only reach their own job's prefix). Each operation on them is counted and
+/// recorded in the job's history (`s3_operation`).
+async fn job_file(core: &Core, client: &Client, job_id: &str, filename: &str) -> Result<(TaskFiles, String), ApiError> {
+    let job = owned_job(core, &client.0, job_id).await?;
+    let files = core.job_files(&job).ok_or_else(|| ApiError::NotImplemented(S3_DISABLED.into()))?;
     if filename.is_empty() {
         return Err(ApiError::bad("filename is required"));
     }
@@ -64,7 +61,7 @@ async fn job_key(
             crate::files::MAX_KEY_BYTES
         ))
     })?;
-    Ok((store, key))
+    Ok((files, filename.to_owned()))
 }
 
 fn store_error(e: FileError) -> ApiError {
@@ -99,9 +96,9 @@ async fn presigned_upload(
     if !(1..=MAX_EXPIRES_IN).contains(&expires_in) {
         return Err(ApiError::bad(format!("expires_in must be between 1 and {MAX_EXPIRES_IN} seconds")));
     }
-    let (store, key) = job_key(&core, &client, &job_id, q.filename.as_deref().unwrap_or("")).await?;
-    let url =
-        store.presign(&key, PresignMethod::Put, Duration::from_secs(expires_in as u64)).await.map_err(store_error)?;
+    let (files, name) = job_file(&core, &client, &job_id, q.filename.as_deref().unwrap_or("")).await?;
+    let expires = Duration::from_secs(expires_in as u64);
+    let url = files.presigned_url(&name, PresignMethod::Put, expires).await.map_err(store_error)?;
     Ok(json_response(&json!({"url": url, "expires_in": expires_in, "method": "PUT"})))
 }
 
@@ -114,7 +111,7 @@ async fn upload_content(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (store, key) = job_key(&core, &client, &job_id, &filename).await?;
+    let (files, name) = job_file(&core, &client, &job_id, &filename).await?;
     let limit = core.config().max_upload_bytes;
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
@@ -146,13 +143,14 @@ async fn upload_content(
             }
         }
     });
-    let size = match store.put_stream(&key, Box::pin(chunks), limit).await {
+    let size = match files.write_stream(&name, Box::pin(chunks), limit).await {
         Ok(size) => size,
         Err(_) if stalled.load(std::sync::atomic::Ordering::SeqCst) => return Err(super::body_timeout(idle)),
         Err(e) => return Err(store_error(e)),
     };
-    tracing::info!(job_id = %job_id, key = %key, size, "file uploaded by client");
-    Ok(json_response(&json!({"status": "uploaded", "s3_uri": store.uri(&key), "size": size})))
+    let uri = files.uri(&name).map_err(store_error)?;
+    tracing::info!(job_id = %job_id, uri = %uri, size, "file uploaded by client");
+    Ok(json_response(&json!({"status": "uploaded", "s3_uri": uri, "size": size})))
 }
 
 /// `GET .../jobs/{job_id}/files/download/{filename}`: 302 to a presigned GET URL valid for 60 s.
@@ -161,8 +159,8 @@ async fn download(
     client: Client,
     Path((job_id, filename)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let (store, key) = job_key(&core, &client, &job_id, &filename).await?;
-    let url = store.presign(&key, PresignMethod::Get, DOWNLOAD_URL_TTL).await.map_err(store_error)?;
+    let (files, name) = job_file(&core, &client, &job_id, &filename).await?;
+    let url = files.presigned_url(&name, PresignMethod::Get, DOWNLOAD_URL_TTL).await.map_err(store_error)?;
     let location =
         HeaderValue::from_str(&url).map_err(|_| ApiError::Internal("presigned URL is not a header".into()))?;
     Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())

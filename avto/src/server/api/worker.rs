@@ -26,7 +26,7 @@ use serde_json::{json, Map, Value};
 use super::{json_response, parse_object_within, read_body, ApiError, Routes};
 use crate::engine::{self, ResultDisposition};
 use crate::protocol::replay::{check_timestamp, message_nonce, message_timestamp, nonce_ttl, unix_now};
-use crate::protocol::sign::{self, verify_security, MessageKind};
+use crate::protocol::sign::{self, verify_security, MessageKind, ZeroTrustError};
 use crate::protocol::wire::{
     response_status, EventResponse, Heartbeat, HeartbeatResponse, RefreshTokenRequest, RegisterResponse,
     ResultResponse, StatusBody, TaskPayload, TaskResult, TokenResponse, WorkerEventPayload, WorkerRegistration,
@@ -38,6 +38,7 @@ use crate::protocol::{
 use crate::server::auth::{valid_worker_id, StsPair, WorkerIdentity, GLOBAL_WORKER_ID, STS_ACCESS_TTL};
 use crate::server::config::WorkerAuthMode;
 use crate::server::core::{Core, CoreError, TaskContext, WorkerEvent};
+use crate::server::metrics::{reason, role};
 use crate::server::ClientCertCn;
 use crate::storage::{QueuedTask, WorkerInfo};
 
@@ -63,6 +64,19 @@ type Sender = WorkerIdentity;
 
 fn forbidden(msg: impl Into<String>) -> ApiError {
     ApiError::Forbidden(msg.into())
+}
+
+/// A 403 for a message whose body names another worker than its credential (counted as
+/// `worker_id_mismatch`).
+fn sender_mismatch(core: &Core, msg: impl Into<String>) -> ApiError {
+    core.auth().refused(role::WORKER, reason::WORKER_ID_MISMATCH);
+    forbidden(msg)
+}
+
+/// A 403 for a request without the worker id it needs (counted as `missing_credentials`).
+fn missing_worker_id(core: &Core, msg: &str) -> ApiError {
+    core.auth().refused(role::WORKER, reason::MISSING_CREDENTIALS);
+    forbidden(msg)
 }
 
 /// What a worker request authenticates with: its headers, and the CN of the verified client
@@ -99,7 +113,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Credentials {
 async fn authenticate(core: &Core, creds: &Credentials, hint: Option<&str>) -> Result<Sender, ApiError> {
     match identify(core, creds, hint).await {
         Err(refused @ (ApiError::Forbidden(_) | ApiError::Unauthorized(_))) => {
-            super::auth::rate_limit(core, &format!("anon:{}", creds.peer)).await?;
+            super::auth::rate_limit(core, &format!("anon:{}", creds.peer), "ip", "rxon:auth").await?;
             Err(refused)
         }
         other => other,
@@ -129,6 +143,7 @@ async fn rate_limit(core: &Core, sender: &Sender, kind: &str) -> Result<(), ApiE
     let key = format!("worker:{}:{kind}", sender.worker_id);
     match core.rate_hit(&key, Some(limit)).await {
         Ok(Err(wait)) => {
+            core.metrics().rate_limited("worker", &format!("rxon:{kind}"));
             Err(ApiError::TooManyRequests { message: "Too Many Requests".into(), retry_after_secs: wait.as_secs() + 1 })
         }
         _ => Ok(()),
@@ -136,11 +151,16 @@ async fn rate_limit(core: &Core, sender: &Sender, kind: &str) -> Result<(), ApiE
 }
 
 /// Zero-trust checks of a message body: timestamp window, replay nonce, signature.
-/// A nonce is kept for as long as the message's timestamp would still be accepted.
+/// A nonce is kept for as long as the message's timestamp would still be accepted. Every
+/// refusal is counted (`avto_security_replay_detected_total`, `avto_security_auth_failures_total`).
 async fn verify(core: &Core, sender: &Sender, body: &Value, kind: MessageKind) -> Result<(), ApiError> {
+    let refused = |e: ZeroTrustError| {
+        core.metrics().security().message_refused(&e);
+        forbidden(e.to_string())
+    };
     let now = unix_now();
-    check_timestamp(body, now).map_err(|e| forbidden(e.to_string()))?;
-    verify_security(body, &sender.key, &sender.worker_id, kind).map_err(|e| forbidden(e.to_string()))?;
+    check_timestamp(body, now).map_err(refused)?;
+    verify_security(body, &sender.key, &sender.worker_id, kind).map_err(refused)?;
     if let Some(nonce) = message_nonce(body) {
         let key = format!("{}:{nonce}", sender.worker_id);
         let ttl = match message_timestamp(body) {
@@ -149,7 +169,7 @@ async fn verify(core: &Core, sender: &Sender, body: &Value, kind: MessageKind) -
         };
         let fresh = core.first_use_nonce(&key, ttl).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
         if !fresh {
-            return Err(forbidden("Duplicate message detected (replay attack)"));
+            return Err(refused(ZeroTrustError::Duplicate));
         }
     }
     Ok(())
@@ -212,10 +232,8 @@ async fn register(State(core): State<Arc<Core>>, req: Request) -> Result<Respons
         return Err(ApiError::bad("worker_id is required"));
     }
     if worker_id != sender.worker_id {
-        return Err(forbidden(format!(
-            "Immediate sender ID mismatch: body says {worker_id}, credentials say {}",
-            sender.worker_id
-        )));
+        let msg = format!("Immediate sender ID mismatch: body says {worker_id}, credentials say {}", sender.worker_id);
+        return Err(sender_mismatch(&core, msg));
     }
     if !valid_worker_id(worker_id) {
         return Err(ApiError::bad("Invalid worker_id: expected 1-128 characters of [A-Za-z0-9_-]"));
@@ -229,9 +247,17 @@ async fn register(State(core): State<Arc<Core>>, req: Request) -> Result<Respons
     core.register_worker(WorkerInfo::from_registration(&body)).await?;
     tracing::info!(worker_id, "worker registered");
     let mut answer = RegisterResponse::registered();
+    let mut warnings = Vec::new();
     let version = creds.headers.get(PROTOCOL_VERSION_HEADER).and_then(|v| v.to_str().ok());
     if version.is_some_and(|v| v != PROTOCOL_VERSION) {
-        answer.warning = Some(format!("protocol version mismatch: orchestrator speaks {PROTOCOL_VERSION}"));
+        warnings.push(format!("protocol version mismatch: orchestrator speaks {PROTOCOL_VERSION}"));
+    }
+    if let Some(mismatch) = core.s3_mismatch(registration.capabilities.as_ref()) {
+        tracing::warn!(worker_id, "{mismatch}");
+        warnings.push(mismatch);
+    }
+    if !warnings.is_empty() {
+        answer.warning = Some(warnings.join("; "));
     }
     Ok(wire_response(&answer))
 }
@@ -258,7 +284,7 @@ async fn heartbeat(
     let heartbeat: Heartbeat = read(&body)?;
     // An empty id: the body claims none (the path names the worker).
     if !heartbeat.worker_id.is_empty() && heartbeat.worker_id != worker_id {
-        return Err(forbidden("Immediate sender ID mismatch"));
+        return Err(sender_mismatch(&core, "Immediate sender ID mismatch"));
     }
     core.admit_skill_contracts(body.get("supported_skills")).map_err(ApiError::bad)?;
     // The record merges the heartbeat as sent (`GET /workers`).
@@ -407,7 +433,7 @@ async fn process_result(core: &Arc<Core>, sender: &Sender, body: Value) -> Resul
         }
     }
     if let Some(w) = result.worker_id.as_deref().filter(|w| *w != sender.worker_id) {
-        return Err(forbidden(format!("Immediate sender ID mismatch: result signed for {w}")));
+        return Err(sender_mismatch(core, format!("Immediate sender ID mismatch: result signed for {w}")));
     }
     let job_id = result.job_id.clone();
     let answer = match core.submit_result(&sender.worker_id, &job_id, engine_input(result, sender)).await? {
@@ -535,7 +561,7 @@ fn sts_answer(worker_id: &str, pair: StsPair) -> TokenResponse {
 async fn sts_issue(State(core): State<Arc<Core>>, creds: Credentials) -> Result<Response, ApiError> {
     let sender = authenticate(&core, &creds, header_id(&creds.headers)).await?;
     if sender.worker_id == GLOBAL_WORKER_ID {
-        return Err(forbidden("Unauthorized: X-Worker-ID is required to issue a token"));
+        return Err(missing_worker_id(&core, "Unauthorized: X-Worker-ID is required to issue a token"));
     }
     rate_limit(&core, &sender, "sts").await?;
     let pair = core.auth().issue_sts(&sender.worker_id).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
@@ -544,8 +570,9 @@ async fn sts_issue(State(core): State<Arc<Core>>, creds: Credentials) -> Result<
 
 async fn sts_refresh(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
     let (creds, body) = body_object(req, &core).await?;
-    let worker_id =
-        header_id(&creds.headers).ok_or_else(|| forbidden("Unauthorized: X-Worker-ID header is required"))?.to_owned();
+    let worker_id = header_id(&creds.headers)
+        .ok_or_else(|| missing_worker_id(&core, "Unauthorized: X-Worker-ID header is required"))?
+        .to_owned();
     let request = RefreshTokenRequest::deserialize(Value::Object(body))
         .map_err(|_| ApiError::bad("refresh_token is required"))?;
     let pair = core.auth().refresh_sts(&worker_id, &request.refresh_token).await?;

@@ -6,8 +6,10 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod compat;
 mod files;
 
+pub use compat::{NotRead, NOT_READ};
 use files::default_client;
 pub use files::{
     check_clients, configured_client_id, find_worker_token, load_clients, load_workers, ClientEntry, WorkerToken,
@@ -83,6 +85,9 @@ pub struct Config {
     pub job_max_retries: u32,
     pub max_transitions_per_job: u32,
     pub watcher_interval: Duration,
+    /// `WATCHER_LIMIT` (default 500, at least 1): overdue tasks (dispatch and execution
+    /// timeouts) one watcher pass claims and fails; more wait for the next pass.
+    pub watcher_limit: usize,
     pub executor_max_concurrent_jobs: usize,
     pub rate_limiting_enabled: bool,
     pub rate_limit: u32,
@@ -128,6 +133,9 @@ pub struct Config {
     /// `REPUTATION_PENALTY_TASK_FAILURE` (default 0.05, from 0 to 1): reputation a worker loses
     /// for a failure of the permanent class (`PERMANENT_ERROR`, `SECURITY_ERROR`, `DEPENDENCY_ERROR`).
     pub reputation_penalty_task_failure: f64,
+    /// `REPUTATION_REWARD_SUCCESS` (default 0.001, from 0 to 1): reputation a worker gains for
+    /// a result that is not a failure (reputation stays at most 1).
+    pub reputation_reward_success: f64,
     /// `REPUTATION_RECALC_INTERVAL_SECONDS` (default 3600): how often reputations are recalculated
     /// from the history (once per interval across instances; nothing to do without history).
     pub reputation_recalc_interval: Duration,
@@ -186,6 +194,10 @@ pub struct Config {
     pub files_auto_cleanup: bool,
     /// `S3_MAX_UPLOAD_BYTES` (default 5 GiB): largest client upload through the orchestrator.
     pub max_upload_bytes: u64,
+    /// `TASK_FILES_DIR` (default `/tmp/avtomatika-payloads`, in the system's temporary
+    /// directory): a job's local working directory is `{TASK_FILES_DIR}/{job_id}`
+    /// ([`crate::TaskFiles::path`]), removed with the job's files when it ends.
+    pub task_files_dir: PathBuf,
     /// `TLS_ENABLED` with `TLS_CERT_PATH`, `TLS_KEY_PATH` (PEM), and `TLS_CA_PATH` for client
     /// certificates: serve HTTPS (feature `tls`). `None` = plain HTTP.
     pub tls: Option<TlsConfig>,
@@ -218,6 +230,9 @@ pub struct Config {
     /// levels, and what avto builds around the data (job records, task payloads, batch answers)
     /// needs the rest.
     pub max_json_depth: usize,
+    /// What start-up logs as warnings once logging is set up: Avtomatika variables that are set
+    /// but change nothing in avto ([`NOT_READ`]).
+    pub warnings: Vec<String>,
 }
 
 /// The default `DEFAULT_DISPATCH_TIMEOUT_SECONDS`: a day, long enough for a backlog on busy
@@ -291,6 +306,7 @@ impl Default for Config {
             job_max_retries: 3,
             max_transitions_per_job: 100,
             watcher_interval: Duration::from_secs(1),
+            watcher_limit: 500,
             executor_max_concurrent_jobs: 1000,
             rate_limiting_enabled: true,
             rate_limit: 100,
@@ -311,6 +327,7 @@ impl Default for Config {
             reputation_min_threshold: 0.3,
             reputation_penalty_contract_violation: 0.2,
             reputation_penalty_task_failure: 0.05,
+            reputation_reward_success: 0.001,
             reputation_recalc_interval: Duration::from_secs(3600),
             worker_history_status_interval: Duration::from_secs(60),
             dispatcher_max_candidates: 50,
@@ -333,6 +350,7 @@ impl Default for Config {
             s3: None,
             files_auto_cleanup: true,
             max_upload_bytes: 5 * 1024 * 1024 * 1024,
+            task_files_dir: crate::files::default_task_files_dir(),
             tls: None,
             worker_auth_mode: WorkerAuthMode::Mixed,
             max_timeout: Duration::from_secs(30 * 86_400),
@@ -340,6 +358,7 @@ impl Default for Config {
             background_task_max_restarts: 5,
             shutdown_grace: Duration::from_secs(30),
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
+            warnings: Vec::new(),
         }
     }
 }
@@ -393,6 +412,7 @@ impl Config {
     pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env { get };
         let d = Config::default();
+        let warnings = compat::check(get).map_err(ConfigError)?;
         let production =
             matches!(env.str("ENVIRONMENT").or_else(|| env.str("ENV")).as_deref(), Some("production" | "prod"));
         let mut c = Config {
@@ -429,6 +449,7 @@ impl Config {
             job_max_retries: env.parse("JOB_MAX_RETRIES", d.job_max_retries)?,
             max_transitions_per_job: env.parse("MAX_TRANSITIONS_PER_JOB", d.max_transitions_per_job)?,
             watcher_interval: env.secs("WATCHER_INTERVAL_SECONDS", d.watcher_interval)?,
+            watcher_limit: env.parse("WATCHER_LIMIT", d.watcher_limit)?,
             executor_max_concurrent_jobs: env.parse("EXECUTOR_MAX_CONCURRENT_JOBS", d.executor_max_concurrent_jobs)?,
             rate_limiting_enabled: env.bool("RATE_LIMITING_ENABLED", d.rate_limiting_enabled)?,
             rate_limit: env.parse("RATE_LIMIT_LIMIT", d.rate_limit)?,
@@ -451,6 +472,7 @@ impl Config {
                 .parse("REPUTATION_PENALTY_CONTRACT_VIOLATION", d.reputation_penalty_contract_violation)?,
             reputation_penalty_task_failure: env
                 .parse("REPUTATION_PENALTY_TASK_FAILURE", d.reputation_penalty_task_failure)?,
+            reputation_reward_success: env.parse("REPUTATION_REWARD_SUCCESS", d.reputation_reward_success)?,
             reputation_recalc_interval: env.secs("REPUTATION_RECALC_INTERVAL_SECONDS", d.reputation_recalc_interval)?,
             worker_history_status_interval: env
                 .secs("WORKER_HISTORY_STATUS_INTERVAL_SECONDS", d.worker_history_status_interval)?,
@@ -480,6 +502,7 @@ impl Config {
             s3: crate::files::s3::S3Config::from_lookup(get).map_err(ConfigError)?,
             files_auto_cleanup: env.bool("S3_AUTO_CLEANUP", d.files_auto_cleanup)?,
             max_upload_bytes: env.parse("S3_MAX_UPLOAD_BYTES", d.max_upload_bytes)?,
+            task_files_dir: env.str("TASK_FILES_DIR").map(PathBuf::from).unwrap_or(d.task_files_dir),
             tls: tls_config(&env)?,
             worker_auth_mode: match env.str("WORKER_AUTH_MODE").as_deref() {
                 None | Some("mixed") => WorkerAuthMode::Mixed,
@@ -497,6 +520,7 @@ impl Config {
             shutdown_grace: env
                 .secs("SHUTDOWN_GRACE_SECONDS", env.secs("SHUTDOWN_TIMEOUT_SECONDS", d.shutdown_grace)?)?,
             max_json_depth: env.parse("MAX_JSON_DEPTH", d.max_json_depth)?,
+            warnings,
         };
         if c.worker_auth_mode == WorkerAuthMode::MtlsOnly && c.tls.as_ref().is_none_or(|t| t.ca_path.is_none()) {
             return Err(ConfigError(
@@ -516,6 +540,7 @@ impl Config {
         for (name, value) in [
             ("REPUTATION_PENALTY_CONTRACT_VIOLATION", c.reputation_penalty_contract_violation),
             ("REPUTATION_PENALTY_TASK_FAILURE", c.reputation_penalty_task_failure),
+            ("REPUTATION_REWARD_SUCCESS", c.reputation_reward_success),
         ] {
             if !(0.0..=1.0).contains(&value) {
                 return Err(ConfigError(format!("{name} must be from 0 to 1")));
@@ -529,6 +554,9 @@ impl Config {
         }
         if c.default_dispatch_timeout.is_zero() {
             return Err(ConfigError("DEFAULT_DISPATCH_TIMEOUT_SECONDS must be greater than 0".into()));
+        }
+        if c.watcher_limit == 0 {
+            return Err(ConfigError("WATCHER_LIMIT must be at least 1".into()));
         }
         if c.dispatcher_max_candidates == 0 {
             return Err(ConfigError("DISPATCHER_MAX_CANDIDATES must be at least 1".into()));

@@ -156,3 +156,47 @@ fn production_refuses_dev_defaults() {
     ])
     .is_ok());
 }
+
+/// Issue #16 item 7: the spec's variables avto had ignored are read, with their defaults and bounds.
+#[test]
+fn reward_watcher_limit_and_task_files_dir() {
+    let c = cfg(&[]).unwrap();
+    assert_eq!(c.reputation_reward_success, 0.001);
+    assert_eq!(c.watcher_limit, 500);
+    assert_eq!(c.task_files_dir, std::env::temp_dir().join("avtomatika-payloads"));
+    let c = cfg(&[("REPUTATION_REWARD_SUCCESS", "0.25"), ("WATCHER_LIMIT", "7"), ("TASK_FILES_DIR", "/var/tmp/jobs")])
+        .unwrap();
+    assert_eq!(c.reputation_reward_success, 0.25);
+    assert_eq!(c.watcher_limit, 7);
+    assert_eq!(c.task_files_dir, PathBuf::from("/var/tmp/jobs"));
+    for (name, bad) in
+        [("REPUTATION_REWARD_SUCCESS", "1.5"), ("REPUTATION_REWARD_SUCCESS", "-0.1"), ("WATCHER_LIMIT", "0")]
+    {
+        let e = cfg(&[(name, bad)]).unwrap_err();
+        assert!(e.0.contains(name), "{name}={bad}: {e}");
+    }
+}
+
+/// Issue #16 item 7: an Avtomatika variable avto does not read is never ignored silently:
+/// `BLUEPRINTS_DIR` stops the start-up saying why, the others are start-up warnings.
+#[test]
+fn variables_avto_does_not_read_are_refused_or_warned_about() {
+    let e = cfg(&[("BLUEPRINTS_DIR", "/etc/avtomatika/blueprints")]).unwrap_err();
+    assert!(e.0.starts_with("BLUEPRINTS_DIR is set, but avto does not load blueprints from a directory"), "{e}");
+    assert!(e.0.contains("#[avto::blueprint]"), "{e}");
+    assert!(cfg(&[("BLUEPRINTS_DIR", " ")]).is_ok(), "an empty value is unset (Avtomatika's default)");
+    assert!(cfg(&[]).unwrap().warnings.is_empty());
+    let c = cfg(&[
+        ("REDIS_STREAM_BLOCK_MS", "1000"),
+        ("POSTGRES_DSN", "postgresql://u:p@h/db"),
+        ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://collector:4317"),
+    ])
+    .unwrap();
+    assert_eq!(c.warnings.len(), 3, "{:?}", c.warnings);
+    for (w, name) in
+        c.warnings.iter().zip(["REDIS_STREAM_BLOCK_MS", "POSTGRES_DSN", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"])
+    {
+        assert!(w.starts_with(&format!("{name} is set but not read by avto: ")), "{w}");
+    }
+    assert!(c.warnings[2].contains("GET /metrics"), "{}", c.warnings[2]);
+}

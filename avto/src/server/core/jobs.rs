@@ -19,9 +19,6 @@ use crate::storage::StorageError;
 /// What absent result data is checked as (the engine merges nothing from it).
 static EMPTY_DATA: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| Value::Object(Default::default()));
 
-/// Reputation a worker gains for a result that is not a failure.
-const REPUTATION_REWARD: f64 = 0.001;
-
 impl Core {
     /// Creates a job and starts it. Returns its id.
     pub async fn create_job(
@@ -107,13 +104,15 @@ impl Core {
         let tx = self.begin(job_id).await;
         self.dispatcher.finished(worker_id, &result.task_id).await;
         let Some(mut tx) = tx? else {
-            return Ok(ResultDisposition::Ignored {
-                reason: engine::IgnoreReason::JobNotFound,
-                message: format!("job {job_id} not found"),
-            });
+            let reason = engine::IgnoreReason::JobNotFound;
+            self.metrics.result_ignored("", reason.as_str());
+            return Ok(ResultDisposition::Ignored { reason, message: format!("job {job_id} not found") });
         };
         let result = self.check_output(&tx, worker_id, result).await;
         let (disposition, step) = engine::apply_task_result(&self.env, &mut tx, &result);
+        if let ResultDisposition::Ignored { reason, .. } = &disposition {
+            self.metrics.result_ignored(&tx.blueprint, reason.as_str());
+        }
         if let ResultDisposition::Accepted(_) = &disposition {
             match (result.status.as_str(), result.error.as_ref()) {
                 (task_status::FAILURE, Some(e)) if e.code == CONTRACT_VIOLATION_ERROR => {
@@ -123,7 +122,7 @@ impl Core {
                     self.dispatcher.adjust_reputation(worker_id, -self.cfg.reputation_penalty_task_failure).await
                 }
                 (task_status::FAILURE, _) => {}
-                _ => self.dispatcher.adjust_reputation(worker_id, REPUTATION_REWARD).await,
+                _ => self.dispatcher.adjust_reputation(worker_id, self.cfg.reputation_reward_success).await,
             }
         }
         self.apply(&mut tx, step).await;

@@ -13,7 +13,7 @@
 //! | `workers.rs` | worker sessions: register, heartbeat, long-poll, placing tasks on queues |
 //! | `watcher.rs` | timeouts, dead workers and crash recovery |
 //! | `reputation.rs` | the hourly reputation recalculation from the history |
-//! | `observe.rs` | metrics, history records and the end-of-job file cleanup |
+//! | `observe.rs` | metrics, history records, the job's file operations outside handlers and the end-of-job file cleanup |
 //!
 //! Who may call (clients, the operator, workers) is [`super::auth`]'s concern.
 
@@ -156,8 +156,11 @@ impl Core {
         let exec = Arc::new(Semaphore::new(cfg.executor_max_concurrent_jobs.max(1)));
         let health = Health::new(cfg.background_task_max_restarts);
         let webhooks = Webhooks::with_outbox(super::webhooks::WebhookSettings::of(&cfg), jobs.clone());
-        let auth = Auth::new(&cfg, sts);
+        let metrics = Metrics::default();
+        let auth = Auth::new(&cfg, sts, metrics.security().clone());
         let status_log = StatusLog::new(cfg.worker_history_status_interval);
+        // Every handler's file operations are counted as they end.
+        let env = env.with_file_observer(Arc::new(metrics.files().clone())).with_task_files_dir(&cfg.task_files_dir);
         Core {
             cfg: Arc::new(cfg),
             env,
@@ -172,7 +175,7 @@ impl Core {
             history: OnceLock::new(),
             status_log,
             schedule_locks,
-            metrics: Metrics::default(),
+            metrics,
             exec,
             client_configs: Default::default(),
             shutdown: tokio::sync::watch::Sender::new(false),

@@ -295,7 +295,7 @@ impl Core {
                 if let Some(url) = job.webhook_url.clone() {
                     self.webhooks.job_ended(url, job);
                 }
-                self.cleanup_job_files(&job.id);
+                self.cleanup_job_files(job);
                 self.hooks.job_finished(job);
                 if let Some(parent) = job.parent_job_id.clone() {
                     let (core, child) = (self.clone(), job.clone());

@@ -1,5 +1,6 @@
-//! The watcher: dead workers, overdue tasks (dispatch and execution timeouts) and crash
-//! recovery of jobs whose progress was lost, one pass every `WATCHER_INTERVAL_SECONDS`.
+//! The watcher: dead workers, overdue tasks (dispatch and execution timeouts, at most
+//! `WATCHER_LIMIT` per pass) and crash recovery of jobs whose progress was lost, one pass every
+//! `WATCHER_INTERVAL_SECONDS`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,11 +74,18 @@ impl Core {
         self.requeue(queued.into_iter().map(|t| (t.job_id, t.task_id)).collect());
         self.requeue(orphans.into_iter().map(|o| (o.job_id, o.task_id)).collect());
         let default_exec = self.cfg.worker_timeout.as_millis() as u64;
-        for t in self.dispatcher.overdue(now, default_exec).await {
+        for t in self.dispatcher.overdue(now, default_exec, self.cfg.watcher_limit).await {
             let Ok(Some(mut tx)) = self.begin(&t.job_id).await else { continue };
             if !tx.tasks_in_flight().any(|r| r.task_id == t.task_id) {
                 continue;
             }
+            self.metrics.task_timed_out(
+                &tx.blueprint,
+                match t.kind {
+                    Overdue::Dispatch => "dispatch",
+                    Overdue::Execution => "execution",
+                },
+            );
             let error = match t.kind {
                 Overdue::Dispatch => TaskError::new(
                     DISPATCH_TIMEOUT_ERROR,

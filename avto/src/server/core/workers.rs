@@ -127,6 +127,34 @@ impl Core {
         });
     }
 
+    /// Avtomatika's split-brain check (spec §3.4, §9.1): a registration's
+    /// `capabilities.s3_config_hash` (first 16 hex characters of sha256 of
+    /// `endpoint|access_key|bucket`) against this orchestrator's S3 configuration. A difference
+    /// does not refuse the worker (it may reach the same store by another address); what this
+    /// returns is logged and told in the answer's `warning`, which both SDKs log. `None` when the
+    /// hashes agree or either side has no S3.
+    pub fn s3_mismatch(&self, capabilities: Option<&crate::protocol::wire::WorkerCapabilities>) -> Option<String> {
+        let theirs = capabilities?.s3_config_hash.as_deref().filter(|h| !h.is_empty())?;
+        let ours = self.s3_config_hash()?;
+        // The worker's value, bounded (a real one is 16 characters).
+        let theirs: String = theirs.chars().take(64).collect();
+        (theirs != ours).then(|| {
+            format!(
+                "S3 configuration mismatch: the worker's s3_config_hash {theirs} is not the orchestrator's {ours} \
+                 (sha256 of S3_ENDPOINT_URL|S3_ACCESS_KEY|S3_DEFAULT_BUCKET): files one side writes may not be \
+                 where the other reads them"
+            )
+        })
+    }
+
+    /// This orchestrator's `s3_config_hash` (`None` without S3).
+    fn s3_config_hash(&self) -> Option<String> {
+        #[cfg(feature = "s3")]
+        return self.cfg.s3.as_ref().map(|s3| s3.config_hash());
+        #[cfg(not(feature = "s3"))]
+        return None;
+    }
+
     /// Registers (or re-registers) a worker and hands it parked tasks it can take. With history
     /// enabled, writes its `registered` row.
     pub async fn register_worker(self: &Arc<Self>, info: WorkerInfo) -> Result<(), CoreError> {

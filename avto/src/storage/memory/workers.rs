@@ -304,11 +304,17 @@ impl WorkerStore for MemoryWorkers {
         ready(())
     }
 
-    fn overdue(&self, now: u64, default_exec_ms: u64, cancel_ttl_ms: u64) -> StorageFuture<'_, Vec<OverdueTask>> {
+    fn overdue(
+        &self,
+        now: u64,
+        default_exec_ms: u64,
+        cancel_ttl_ms: u64,
+        limit: usize,
+    ) -> StorageFuture<'_, Vec<OverdueTask>> {
         let mut inner = self.inner.lock();
         let mut out = Vec::new();
         inner.parked.retain(|u| {
-            let due = dispatch_due(&u.spec, u.parked_ms, u.deadline_ms, now);
+            let due = out.len() < limit && dispatch_due(&u.spec, u.parked_ms, u.deadline_ms, now);
             if due {
                 out.push(OverdueTask {
                     job_id: u.job_id.clone(),
@@ -320,10 +326,13 @@ impl WorkerStore for MemoryWorkers {
             !due
         });
         for (wid, slot) in inner.workers.iter_mut() {
+            if out.len() >= limit {
+                break;
+            }
             if slot.queue.iter().any(|q| dispatch_due(&q.0.spec, q.0.enqueued_ms, q.0.deadline_ms, now)) {
                 let mut keep = BinaryHeap::with_capacity(slot.queue.len());
                 for q in std::mem::take(&mut slot.queue) {
-                    if dispatch_due(&q.0.spec, q.0.enqueued_ms, q.0.deadline_ms, now) {
+                    if out.len() < limit && dispatch_due(&q.0.spec, q.0.enqueued_ms, q.0.deadline_ms, now) {
                         out.push(OverdueTask {
                             job_id: q.0.job_id,
                             task_id: q.0.task_id,
@@ -339,7 +348,7 @@ impl WorkerStore for MemoryWorkers {
             let mut stopped = Vec::new();
             slot.running.retain(|tid, r| {
                 let exec = r.picked_ms.saturating_add(r.timeout_ms.unwrap_or(default_exec_ms));
-                let due = exec <= now || r.deadline_ms.is_some_and(|d| d <= now);
+                let due = out.len() < limit && (exec <= now || r.deadline_ms.is_some_and(|d| d <= now));
                 if due {
                     out.push(OverdueTask {
                         job_id: r.job_id.clone(),

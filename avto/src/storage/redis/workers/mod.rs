@@ -441,11 +441,20 @@ impl WorkerStore for RedisWorkers {
         })
     }
 
-    fn overdue(&self, now: u64, default_exec_ms: u64, cancel_ttl_ms: u64) -> StorageFuture<'_, Vec<OverdueTask>> {
+    fn overdue(
+        &self,
+        now: u64,
+        default_exec_ms: u64,
+        cancel_ttl_ms: u64,
+        limit: usize,
+    ) -> StorageFuture<'_, Vec<OverdueTask>> {
         Box::pin(async move {
             let until = now.saturating_add(cancel_ttl_ms);
-            let flat =
-                reply::strings(self.conn.script(&scripts::OVERDUE, true, &[&now, &default_exec_ms, &until]).await?)?;
+            // Lua numbers are doubles, and ZRANGEBYSCORE's count must print as an integer.
+            let limit = limit.clamp(1, 1_000_000) as u64;
+            let flat = reply::strings(
+                self.conn.script(&scripts::OVERDUE, true, &[&now, &default_exec_ms, &until, &limit]).await?,
+            )?;
             Ok(flat
                 .chunks(4)
                 .filter(|c| c.len() == 4)

@@ -360,15 +360,16 @@ return answer(1)
     )
 });
 
-/// {task id, job id, worker or '', 'D' | 'E', ...}
+/// {task id, job id, worker or '', 'D' | 'E', ...}: at most ARGV[6] tasks.
 pub(super) static OVERDUE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local c = cached()
 if c then return c end
-local now, default_exec, untl = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local now, default_exec, untl, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
 local out = {}
-for _, tid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'due:q', '-inf', now, 'LIMIT', 0, 1000)) do
+local function room() return limit - #out / 4 end
+for _, tid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'due:q', '-inf', now, 'LIMIT', 0, room())) do
   local t = redis.call('HMGET', tkey(tid), 'loc', 'worker', 'job')
   if t[1] == 'q' or t[1] == 'p' then
     local w = ''
@@ -390,9 +391,13 @@ local function expired(tid)
     redis.call('ZREM', P .. 'due:rund', tid)
   end
 end
-for _, tid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'due:run', '-inf', now, 'LIMIT', 0, 1000)) do expired(tid) end
-for _, tid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'due:rund', '-inf', now - default_exec, 'LIMIT', 0, 1000)) do
-  expired(tid)
+if room() > 0 then
+  for _, tid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'due:run', '-inf', now, 'LIMIT', 0, room())) do expired(tid) end
+end
+if room() > 0 then
+  for _, tid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'due:rund', '-inf', now - default_exec, 'LIMIT', 0, room())) do
+    expired(tid)
+  end
 end
 if #out == 0 then return out end
 return answer(out)
