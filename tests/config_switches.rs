@@ -2,8 +2,9 @@
 //! `MAX_TRANSITIONS_PER_JOB`, results hidden until a job is terminal, a custom and an empty
 //! `CLIENT_API_PREFIX`, `ENABLE_CLIENT_API=false`, worker rate limits, `WORK_STEALING_ENABLED=false`,
 //! `WORKER_AUTH_MODE=token-only` and the `job_quarantined` webhook; and the variables read since
-//! issue #16 (`REPUTATION_REWARD_SUCCESS`, `WATCHER_LIMIT`). Each test fails when its switch
-//! stops working; where the switch turns something off, the test shows the default first.
+//! issue #16 (`REPUTATION_REWARD_SUCCESS`, `WATCHER_LIMIT`, the start-up warning about a variable
+//! avto does not read). Each test fails when its switch stops working; where the switch turns
+//! something off, the test shows the default first.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -359,5 +360,42 @@ async fn watcher_limit_on_redis() {
     let cfg = test_config_with(&WATCHER_VARS);
     let s = Server::with_redis([echo_flow::blueprint()], &redis.url, &redis.prefix, cfg).await;
     watcher_limit_bounds_a_pass(&s).await;
+    s.stop().await;
+}
+
+/// A writer into a shared buffer (the captured log lines).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An Avtomatika variable avto does not read, set, is a warning in the log at start-up (the
+/// server's own log, once logging is set up; current-thread runtime: the server's tasks log
+/// into this thread's subscriber).
+#[tokio::test(flavor = "current_thread")]
+async fn variables_avto_does_not_read_are_start_up_warnings() {
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let s = server(&[("POSTGRES_DSN", "postgresql://user:password@localhost/db")]).await;
+    let deadline = tokio::time::Instant::now() + T;
+    let text = loop {
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        if text.contains("POSTGRES_DSN") || tokio::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let line = text.lines().find(|l| l.contains("POSTGRES_DSN")).unwrap_or_else(|| panic!("no warning:\n{text}"));
+    assert!(line.contains("WARN") && line.contains("is set but not read by avto"), "{line}");
     s.stop().await;
 }
