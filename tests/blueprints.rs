@@ -184,8 +184,10 @@ pub mod training_flow {
 
 /// One dispatch whose options come from the initial data: `skill` (default `work`), `strategy`
 /// (`default`, `round_robin`, `least_connections`, `cheapest`, `best_value`), `priority`,
-/// `timeout` (execution timeout, seconds), `dispatch_timeout` (the dispatch's own, seconds), `max_cost`, `requirements` (resource requirements).
-/// The whole initial data is the task's params. `success` -> finished, `failure` -> failed.
+/// `timeout` (execution timeout, seconds), `dispatch_timeout` (the dispatch's own, seconds), `max_cost`, `requirements` (resource requirements),
+/// `skill_version`, `skill_type`, `resource_hint`.
+/// The whole initial data is the task's params. `success` -> finished, `failure` -> failed; with
+/// `review: true` also the custom status `needs_review` -> review.
 #[avto::blueprint(name = "dispatch_options", api_version = "v1", api_endpoint = "jobs/dispatch")]
 pub mod dispatch_options {
     use super::*;
@@ -193,11 +195,17 @@ pub mod dispatch_options {
     #[handler(state = "start", start)]
     async fn start(ctx: &Context, actions: &mut Actions) {
         let d = &ctx.initial_data;
-        let mut task = actions
-            .dispatch_task(d["skill"].as_str().unwrap_or("work"))
-            .params(d.clone())
-            .priority(d["priority"].as_f64().unwrap_or(0.0))
-            .transitions([("success", "finished"), ("failure", "failed")]);
+        let skill = d["skill"].as_str().unwrap_or("work");
+        let mut task = if d["review"] == true {
+            actions.dispatch_task(skill).transitions([
+                ("success", "finished"),
+                ("failure", "failed"),
+                ("needs_review", "review"),
+            ])
+        } else {
+            actions.dispatch_task(skill).transitions([("success", "finished"), ("failure", "failed")])
+        };
+        task = task.params(d.clone()).priority(d["priority"].as_f64().unwrap_or(0.0));
         if let Ok(strategy) = serde_json::from_value::<DispatchStrategy>(d["strategy"].clone()) {
             task = task.dispatch_strategy(strategy);
         }
@@ -213,6 +221,15 @@ pub mod dispatch_options {
         if !d["requirements"].is_null() {
             task = task.resource_requirements(d["requirements"].clone());
         }
+        if let Some(version) = d["skill_version"].as_str() {
+            task = task.skill_version(version);
+        }
+        if let Some(skill_type) = d["skill_type"].as_str() {
+            task = task.skill_type(skill_type);
+        }
+        if let Some(hint) = d["resource_hint"].as_str() {
+            task = task.resource_hint(hint);
+        }
         let _ = task;
     }
 
@@ -221,6 +238,37 @@ pub mod dispatch_options {
 
     #[handler(state = "failed", end)]
     async fn failed() {}
+
+    #[handler(state = "review", end)]
+    async fn review() {}
+}
+
+/// Recipe 12b's pipeline with its file metadata: `produce` (no params) leaves a file's URI under
+/// `image` (its worker's `data_metadata` says which file), then `consume` gets `{"image", "n": 1}`
+/// with resource hint `gpu` (replacing the `cpu` its params carried) and requires skill version
+/// `2.0` of type `vision`. `success` -> finished.
+#[avto::blueprint(name = "files_flow", api_version = "v1", api_endpoint = "jobs/files")]
+pub mod files_flow {
+    use super::*;
+
+    #[handler(state = "start", start)]
+    async fn start(actions: &mut Actions) {
+        actions.dispatch_task("produce").transitions([("success", "consume")]);
+    }
+
+    #[handler(state = "consume")]
+    async fn consume(ctx: &Context, actions: &mut Actions) {
+        actions
+            .dispatch_task("consume")
+            .params(serde_json::json!({"image": ctx.history("image"), "n": 1, "resource_hint": "cpu"}))
+            .resource_hint("gpu")
+            .skill_version("2.0")
+            .skill_type("vision")
+            .transitions([("success", "finished")]);
+    }
+
+    #[handler(state = "finished", end)]
+    async fn finished() {}
 }
 
 /// Recipe 14 with a worker in the child: the child's task can succeed, fail or be cancelled, and

@@ -74,6 +74,11 @@ pub struct TaskSpec {
     pub skill_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skill_type: Option<String>,
+    /// A hint for the worker about the resources to use (e.g. `"gpu"`): written into
+    /// `params["resource_hint"]` when the handler's dispatch is applied, so the worker reads it
+    /// there (and the skill's `input_schema` sees it), as in Avtomatika.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_hint: Option<String>,
 }
 
 impl TaskSpec {
@@ -92,6 +97,7 @@ impl TaskSpec {
             result_timeout_seconds: None,
             skill_version: None,
             skill_type: None,
+            resource_hint: None,
         }
     }
 
@@ -365,12 +371,23 @@ impl<K> DispatchBuilder<'_, K> {
         self.spec.result_timeout_seconds = Some(timeout.as_secs_f64());
         self
     }
+    /// Only workers whose skill declares exactly this `version` take the task (it also goes to
+    /// the worker as the payload's `skill_version`).
     pub fn skill_version(self, version: &str) -> Self {
         self.spec.skill_version = Some(version.to_owned());
         self
     }
+    /// Only workers whose skill declares exactly this `type` take the task (it also goes to
+    /// the worker as the payload's `skill_type`).
     pub fn skill_type(self, skill_type: &str) -> Self {
         self.spec.skill_type = Some(skill_type.to_owned());
+        self
+    }
+    /// A hint for the worker (e.g. `"gpu"`), sent as `params["resource_hint"]` (replacing a
+    /// `resource_hint` of the params; an empty hint sends nothing). The params must then be an
+    /// object (or none), else the handler run fails.
+    pub fn resource_hint(self, hint: &str) -> Self {
+        self.spec.resource_hint = Some(hint.to_owned()).filter(|h| !h.is_empty());
         self
     }
 }

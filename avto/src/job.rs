@@ -3,15 +3,20 @@
 //! A job is one JSON-serialisable struct, so every storage backend can keep it as one value
 //! and the engine can work on a plain `&mut Job`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::actions::TaskSpec;
 use crate::context::{AggregationResults, ClientConfig, TaskError};
+use crate::protocol::wire::FileMetadata;
+
+/// How many timed-out task ids a job remembers ([`Job::timed_out_tasks`]): enough for every
+/// retry of a task and a fan-out's branches timing out together, bounded for any job.
+pub const TIMED_OUT_TASKS_KEPT: usize = 32;
 
 /// Where a job is in its life. Terminal statuses never change again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -206,6 +211,18 @@ pub struct Job {
     pub security: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
+    /// S3 file metadata (`{uri, size, etag, metadata}`) of the data the job's results carried,
+    /// by data key, merged from each result that moves the job on (a child job starts with its
+    /// parent's). A task gets the entries whose keys are keys of its params (`params_metadata`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub data_metadata: BTreeMap<String, FileMetadata>,
+    /// The `timestamp` (epoch seconds) of the last result that moved the job on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<i64>,
+    /// Ids of the job's last tasks that timed out (at most [`TIMED_OUT_TASKS_KEPT`]): a late
+    /// result for one of them is ignored as `deadline_exceeded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timed_out_tasks: Vec<String>,
     #[serde(default)]
     pub tracing_context: Map<String, Value>,
     pub created_at_ms: u64,
@@ -246,6 +263,9 @@ impl Job {
             path: vec![start_state.to_owned()],
             security: None,
             metadata: None,
+            data_metadata: BTreeMap::new(),
+            timestamp: None,
+            timed_out_tasks: Vec::new(),
             tracing_context: Map::new(),
             created_at_ms: now,
             updated_at_ms: now,
@@ -261,6 +281,18 @@ impl Job {
     /// (epoch ms); `None` once every task is picked up, or when the job waits for no worker.
     pub fn dispatch_deadline_ms(&self) -> Option<u64> {
         self.tasks_in_flight().filter(|t| t.picked_up_at_ms.is_none()).filter_map(|t| t.dispatch_deadline_ms).min()
+    }
+
+    /// Remembers that task `task_id` timed out (the oldest of more than
+    /// [`TIMED_OUT_TASKS_KEPT`] is forgotten).
+    pub fn record_timeout(&mut self, task_id: &str) {
+        if self.timed_out_tasks.iter().any(|t| t == task_id) {
+            return;
+        }
+        if self.timed_out_tasks.len() >= TIMED_OUT_TASKS_KEPT {
+            self.timed_out_tasks.remove(0);
+        }
+        self.timed_out_tasks.push(task_id.to_owned());
     }
 
     /// Finds an in-flight task by id.

@@ -284,13 +284,8 @@ impl TestRun {
     }
 
     fn apply_reply(&mut self, env: &EngineEnv, task: &Task, reply: Reply) -> ResultDisposition {
-        let result = TaskResult {
-            task_id: task.task_id.clone(),
-            worker_id: None,
-            status: reply.status,
-            data: reply.data,
-            error: reply.error,
-        };
+        let result =
+            TaskResult { data: reply.data, error: reply.error, ..TaskResult::new(&task.task_id, reply.status) };
         self.pending.retain(|t| t.task_id != task.task_id);
         let Some(job) = self.jobs.get_mut(&task.job_id) else {
             return ResultDisposition::Ignored {

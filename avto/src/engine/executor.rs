@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{backoff, Effect, EngineEvent, Step};
 use crate::actions::{Action, Actions, TaskSpec};
@@ -454,6 +454,12 @@ fn apply_actions(
             for t in tasks {
                 check_pairs(bp, &t.transitions, "dispatch_task")?;
                 check_pairs(bp, &t.event_transitions, "dispatch_task event")?;
+                if t.resource_hint.is_some() && !matches!(t.params, Value::Object(_) | Value::Null) {
+                    return Err(HandlerError::Failed(format!(
+                        "dispatch_task `{}`: a resource_hint goes into the params, which must then be an object",
+                        t.task_type
+                    )));
+                }
             }
             parallel_target(bp, tasks)?;
         }
@@ -523,7 +529,7 @@ fn apply_actions(
             let aggregator = parallel_target(bp, &tasks)?;
             let records: Vec<TaskRecord> = tasks
                 .into_iter()
-                .map(|spec| new_task(with_job_timeouts(spec, job), aggregator.is_some(), 0, now))
+                .map(|spec| new_task(with_resource_hint(with_job_timeouts(spec, job)), aggregator.is_some(), 0, now))
                 .collect();
             for r in &records {
                 out.event(EngineEvent::TaskDispatched {
@@ -565,6 +571,7 @@ fn apply_actions(
             child.tracing_context = job.tracing_context.clone();
             child.security = job.security.clone();
             child.metadata = job.metadata.clone();
+            child.data_metadata = job.data_metadata.clone();
             out.event(EngineEvent::SubJobStarted { child_job_id: child_id.clone(), blueprint: s.blueprint.clone() });
             job.status = JobStatus::WaitingForSubJob;
             job.sub_job =
@@ -596,6 +603,20 @@ fn parallel_target(bp: Blueprint, tasks: &[TaskSpec]) -> Result<Option<String>, 
         )));
     }
     Ok(Some(agg))
+}
+
+/// `params["resource_hint"]` from the dispatch's `resource_hint` (params checked to be an object
+/// or none before anything changed).
+fn with_resource_hint(mut spec: TaskSpec) -> TaskSpec {
+    if let Some(hint) = &spec.resource_hint {
+        if spec.params.is_null() {
+            spec.params = Value::Object(Map::new());
+        }
+        if let Value::Object(params) = &mut spec.params {
+            params.insert("resource_hint".into(), Value::String(hint.clone()));
+        }
+    }
+    spec
 }
 
 fn with_job_timeouts(mut spec: TaskSpec, job: &Job) -> TaskSpec {

@@ -10,8 +10,8 @@ mod results;
 
 pub use executor::{advance, EngineConfig, EngineEnv};
 pub use results::{
-    apply_approval, apply_event, apply_task_result, cancel, fail_task, resume_parent, ApprovalError, CancelError,
-    IgnoreReason, ResultDisposition, TaskResult,
+    apply_approval, apply_event, apply_task_result, cancel, fail_task, resume_parent, time_out_task, ApprovalError,
+    CancelError, IgnoreReason, ResultDisposition, TaskResult,
 };
 
 use std::time::Duration;
@@ -95,7 +95,7 @@ pub enum EngineEvent {
 
 /// What one engine transition did: the one return type of every transition
 /// ([`advance`], [`apply_task_result`], [`apply_event`], [`apply_approval`], [`cancel`],
-/// [`fail_task`], [`resume_parent`]).
+/// [`fail_task`], [`time_out_task`], [`resume_parent`]).
 ///
 /// The caller carries out [`Step::effects`], records [`Step::events`], and when
 /// [`Step::advance`] is set runs [`advance`] on the job before it commits (the job entered a

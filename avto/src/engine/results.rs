@@ -1,14 +1,16 @@
 //! Applying what comes from outside: worker results and events, approvals, cancellation,
 //! child outcomes.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::executor::{enter, retry_task, terminal, EngineEnv};
 use super::{Effect, EngineEvent, Step};
 use crate::context::{BranchResult, ErrorClass, TaskError};
 use crate::job::{now_ms, Job, JobStatus, TaskRecord};
-use crate::protocol::wire::{ignored_reason, result_transition as transition, task_status};
+use crate::protocol::wire::{ignored_reason, result_transition as transition, task_status, FileMetadata};
 use crate::protocol::{EVENT_TYPE_PROGRESS, TRANSIENT_ERROR};
 
 /// What the engine needs of a worker's result for one task: its narrow input, built by the worker
@@ -16,8 +18,13 @@ use crate::protocol::{EVENT_TYPE_PROGRESS, TRANSIENT_ERROR};
 /// as `worker_id`), and directly by the watcher (timeouts) and [`crate::testing`].
 ///
 /// The engine does not take the wire type itself: that one carries what only the transport needs
-/// (the job id that finds the job, signature, timestamp, costs, origin) and the serde leniency of
+/// (the job id that finds the job, the signature, costs, origin) and the serde leniency of
 /// reading what a worker sends, and its `worker_id` is what the body claims, not who sent it.
+///
+/// A result that moves the job on (its status has a transition, or its branch is collected for
+/// the aggregator) is kept with the job as in Avtomatika: `data` merged into the state
+/// history, `data_metadata` merged into the job's, `metadata` merged into the job's, `security`
+/// replacing the job's, `timestamp` recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskResult {
     pub task_id: String,
@@ -34,6 +41,18 @@ pub struct TaskResult {
     pub data: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<TaskError>,
+    /// S3 file metadata of keys of `data` (what the worker uploaded).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub data_metadata: BTreeMap<String, FileMetadata>,
+    /// The result's security context, without the signature of the message it came in (which
+    /// means nothing anywhere else); `None` when nothing else is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+    /// When the worker sent the result (epoch seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<i64>,
 }
 
 fn success() -> String {
@@ -41,17 +60,25 @@ fn success() -> String {
 }
 
 impl TaskResult {
-    pub fn success(task_id: impl Into<String>, data: Value) -> Self {
-        TaskResult { task_id: task_id.into(), worker_id: None, status: success(), data, error: None }
-    }
-    pub fn failure(task_id: impl Into<String>, code: &str, message: &str) -> Self {
+    /// A result with `status` and nothing else.
+    pub fn new(task_id: impl Into<String>, status: impl Into<String>) -> Self {
         TaskResult {
             task_id: task_id.into(),
             worker_id: None,
-            status: task_status::FAILURE.into(),
+            status: status.into(),
             data: Value::Null,
-            error: Some(TaskError::new(code, message)),
+            error: None,
+            data_metadata: BTreeMap::new(),
+            security: None,
+            metadata: None,
+            timestamp: None,
         }
+    }
+    pub fn success(task_id: impl Into<String>, data: Value) -> Self {
+        TaskResult { data, ..Self::new(task_id, success()) }
+    }
+    pub fn failure(task_id: impl Into<String>, code: &str, message: &str) -> Self {
+        TaskResult { error: Some(TaskError::new(code, message)), ..Self::new(task_id, task_status::FAILURE) }
     }
 }
 
@@ -63,6 +90,8 @@ pub enum IgnoreReason {
     JobNotFound,
     WorkerMismatch,
     StaleTask,
+    /// The task timed out (dispatch, execution or result deadline) before its result came.
+    DeadlineExceeded,
     JobCancelled,
     JobAlreadyTerminated,
 }
@@ -74,6 +103,7 @@ impl IgnoreReason {
             Self::JobNotFound => ignored_reason::JOB_NOT_FOUND,
             Self::WorkerMismatch => ignored_reason::WORKER_MISMATCH,
             Self::StaleTask => ignored_reason::STALE_TASK,
+            Self::DeadlineExceeded => ignored_reason::DEADLINE_EXCEEDED,
             Self::JobCancelled => ignored_reason::JOB_CANCELLED,
             Self::JobAlreadyTerminated => ignored_reason::JOB_ALREADY_TERMINATED,
         }
@@ -113,6 +143,12 @@ fn terminal_reason(job: &Job) -> ResultDisposition {
 /// holds its lease (when the result names a worker and the task has been assigned).
 pub fn apply_task_result(env: &EngineEnv, job: &mut Job, result: &TaskResult) -> (ResultDisposition, Step) {
     let mut out = Step::default();
+    // Before the job's own state: a task that timed out was retried (a stale id) or failed the
+    // job (terminal), and its late result is told the reason that concerns it.
+    if job.timed_out_tasks.iter().any(|t| *t == result.task_id) {
+        let msg = format!("task {} of job {} timed out before its result came", result.task_id, job.id);
+        return (ignored(IgnoreReason::DeadlineExceeded, msg), out);
+    }
     if job.status.is_terminal() {
         return (terminal_reason(job), out);
     }
@@ -150,6 +186,32 @@ fn merge_data(job: &mut Job, data: &Value) {
     }
 }
 
+/// What a result that moves the job on leaves on it besides its data (spec 3.7 step 13):
+/// `data_metadata` and `metadata` merged, `security` replaced, `timestamp` recorded.
+fn keep_envelope(job: &mut Job, result: &TaskResult) {
+    for (k, v) in &result.data_metadata {
+        job.data_metadata.insert(k.clone(), v.clone());
+    }
+    if let Some(metadata) = result.metadata.as_ref().filter(|m| !m.is_empty()) {
+        match job.metadata.as_mut() {
+            Some(Value::Object(kept)) => kept.extend(metadata.iter().map(|(k, v)| (k.clone(), v.clone()))),
+            _ => job.metadata = Some(Value::Object(metadata.clone())),
+        }
+    }
+    if let Some(security) = &result.security {
+        job.security = Some(security.clone());
+    }
+    if result.timestamp.is_some() {
+        job.timestamp = result.timestamp;
+    }
+}
+
+/// A result moving the job on: its data and its envelope are kept.
+fn keep_result(job: &mut Job, result: &TaskResult) {
+    merge_data(job, &result.data);
+    keep_envelope(job, result);
+}
+
 fn error_of(result: &TaskResult) -> TaskError {
     result
         .error
@@ -179,7 +241,7 @@ fn single_result(
         }
         status => {
             if let Some(target) = record.spec.target_for(status) {
-                merge_data(job, &result.data);
+                keep_result(job, result);
                 let target = target.to_owned();
                 enter(job, &target);
                 return ResultDisposition::Accepted(match status {
@@ -250,6 +312,7 @@ fn branch_result(
     }
     match record.spec.target_for(status) {
         Some(target) if target == aggregator => {
+            keep_envelope(job, result);
             job.aggregation_results.0.push(BranchResult {
                 task_id: record.task_id.clone(),
                 task_type: record.spec.task_type.clone(),
@@ -279,7 +342,7 @@ fn branch_result(
             if !rest.is_empty() {
                 out.effect(Effect::CancelTasks(rest));
             }
-            merge_data(job, &result.data);
+            keep_result(job, result);
             enter(job, &target);
             job.aggregation_target = None;
             ResultDisposition::Accepted(transition::CUSTOM_TRANSITION)
@@ -302,14 +365,20 @@ fn branch_result(
 /// eligible worker within the dispatch timeout). Applies the same policy as a failure result
 /// with `error`.
 pub fn fail_task(env: &EngineEnv, job: &mut Job, task_id: &str, error: TaskError) -> Step {
-    let result = TaskResult {
-        task_id: task_id.to_owned(),
-        worker_id: None,
-        status: task_status::FAILURE.into(),
-        data: Value::Null,
-        error: Some(error),
-    };
+    let result = TaskResult { error: Some(error), ..TaskResult::new(task_id, task_status::FAILURE) };
     let (_, out) = apply_task_result(env, job, &result);
+    out
+}
+
+/// A task in flight passed a deadline (the watcher: not picked up in time, or no result in
+/// time): [`fail_task`] with `error`, and the task is remembered as timed out, so its worker's
+/// late result is ignored as `deadline_exceeded`. Nothing happens for a task not in flight.
+pub fn time_out_task(env: &EngineEnv, job: &mut Job, task_id: &str, error: TaskError) -> Step {
+    if !job.tasks_in_flight().any(|t| t.task_id == task_id) {
+        return Step::default();
+    }
+    let out = fail_task(env, job, task_id, error);
+    job.record_timeout(task_id);
     out
 }
 
@@ -492,6 +561,53 @@ mod tests {
             }
             _ => None,
         })?
+    }
+
+    fn env() -> EngineEnv {
+        let data = std::sync::Arc::new(crate::storage::memory::MemoryDataStores::new());
+        EngineEnv::new(Default::default(), std::iter::empty(), data, None).unwrap()
+    }
+
+    /// A branch result collected for the aggregator leaves its envelope on the job as a single
+    /// task's result does; a late result of a timed-out branch is `deadline_exceeded`.
+    #[test]
+    fn branch_results_keep_their_envelope_and_timed_out_ones_are_late() {
+        let mut job = Job::new("j1", "bp", "start", json!({}));
+        job.status = JobStatus::WaitingForParallelTasks;
+        job.aggregation_target = Some("agg".into());
+        let mut spec = TaskSpec::new("echo");
+        spec.transitions = vec![("success".into(), "agg".into())];
+        let branches: Vec<TaskRecord> =
+            (0..3).map(|_| super::super::executor::new_task(spec.clone(), true, 0, now_ms())).collect();
+        job.branches = branches.clone();
+        let mut result = TaskResult::success(&branches[0].task_id, json!({"a": 1}));
+        result.data_metadata.insert("a".into(), serde_json::from_value(json!({"uri": "s3://b/a", "size": 1})).unwrap());
+        result.metadata = Some(json!({"m": 1}).as_object().unwrap().clone());
+        result.timestamp = Some(1_800_000_000);
+        let (d, _) = apply_task_result(&env(), &mut job, &result);
+        assert_eq!(d, ResultDisposition::Accepted(transition::PARALLEL_BRANCH_ACCEPTED));
+        assert_eq!(job.data_metadata["a"].uri, "s3://b/a");
+        assert_eq!((job.metadata.clone(), job.timestamp), (Some(json!({"m": 1})), Some(1_800_000_000)));
+
+        let error = TaskError::new(crate::protocol::TIMEOUT_ERROR, "late");
+        let _ = time_out_task(&env(), &mut job, &branches[1].task_id, error.clone());
+        assert_eq!(job.timed_out_tasks, [branches[1].task_id.clone()]);
+        let (d, _) = apply_task_result(&env(), &mut job, &TaskResult::success(&branches[1].task_id, json!({})));
+        assert!(matches!(d, ResultDisposition::Ignored { reason: IgnoreReason::DeadlineExceeded, .. }), "{d:?}");
+        // Not in flight: nothing happens, nothing is remembered.
+        assert_eq!(time_out_task(&env(), &mut job, "task-gone", error), Step::default());
+        assert_eq!(job.timed_out_tasks.len(), 1);
+    }
+
+    #[test]
+    fn a_job_remembers_a_bounded_number_of_timed_out_tasks() {
+        let mut job = Job::new("j1", "bp", "start", json!({}));
+        for i in 0..40 {
+            job.record_timeout(&format!("t{i}"));
+        }
+        job.record_timeout("t39");
+        assert_eq!(job.timed_out_tasks.len(), crate::job::TIMED_OUT_TASKS_KEPT);
+        assert_eq!((job.timed_out_tasks[0].as_str(), job.timed_out_tasks[31].as_str()), ("t8", "t39"));
     }
 
     /// A timeout of a picked-up task is the failure of the worker that held it (the

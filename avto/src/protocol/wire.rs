@@ -464,6 +464,13 @@ pub struct TaskPayload {
     pub depth: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_hash: Option<String>,
+    /// The skill version the dispatch required (the orchestrator adds it after signing: not
+    /// covered by `sig`, not a field of rxon's `TaskPayload`; the Python SDK ignores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skill_version: Option<String>,
+    /// The skill type the dispatch required (added after signing, like `skill_version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skill_type: Option<String>,
 }
 
 impl TaskPayload {
@@ -485,6 +492,8 @@ impl TaskPayload {
             step: 0,
             depth: 0,
             parent_hash: None,
+            skill_version: None,
+            skill_type: None,
         }
     }
 

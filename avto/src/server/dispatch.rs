@@ -531,6 +531,7 @@ impl Dispatcher {
                 return Err(format!("skill type is not {t}"));
             }
         }
+        super::requirements::check_skill(&w.record, spec)?;
         if let Some(req) = &spec.resource_requirements {
             super::requirements::check(&Value::Object(w.record.clone()), req)?;
         }

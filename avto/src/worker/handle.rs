@@ -1,10 +1,12 @@
 //! The per-task handle given to handlers: ids, raw params, progress/events, cancellation.
 
 use super::WorkerError;
+use crate::protocol::wire::FileMetadata;
 use crate::protocol::{TaskPayload, EVENT_TYPE_PROGRESS};
 use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
@@ -112,6 +114,23 @@ impl TaskHandle {
     /// The job's metadata.
     pub fn metadata(&self) -> Option<&Map<String, Value>> {
         self.inner.payload.metadata.as_ref()
+    }
+    /// S3 file metadata (`uri`, `size`, `etag`, `metadata`) of the params that name files the
+    /// job's earlier tasks uploaded, by params key (`params_metadata`).
+    pub fn params_metadata(&self) -> Option<&BTreeMap<String, FileMetadata>> {
+        self.inner.payload.params_metadata.as_ref()
+    }
+    /// The resource hint of the dispatch (`params["resource_hint"]`, e.g. `"gpu"`).
+    pub fn resource_hint(&self) -> Option<&str> {
+        self.inner.params.get("resource_hint").and_then(Value::as_str)
+    }
+    /// The skill version the dispatch required, if it did (only such a worker was chosen).
+    pub fn skill_version(&self) -> Option<&str> {
+        self.inner.payload.skill_version.as_deref()
+    }
+    /// The skill type the dispatch required, if it did.
+    pub fn skill_type(&self) -> Option<&str> {
+        self.inner.payload.skill_type.as_deref()
     }
     /// W3C trace context (`{"traceparent": ...}`) of this task's span when the orchestrator traces: the worker's
     /// task span (with feature `otel`), a child of the orchestrator's dispatch span that the payload carried.

@@ -206,6 +206,7 @@ pub(super) fn job_view(job: &Job, detailed: bool) -> Value {
         m.insert("approval".into(), json!(job.approval));
         m.insert("webhook_url".into(), json!(job.webhook_url));
         m.insert("metadata".into(), json!(job.metadata));
+        m.insert("data_metadata".into(), json!(job.data_metadata));
         m.insert("created_at_ms".into(), json!(job.created_at_ms));
         m.insert("updated_at_ms".into(), json!(job.updated_at_ms));
         if !terminal {

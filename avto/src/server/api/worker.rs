@@ -29,7 +29,8 @@ use crate::protocol::replay::{check_timestamp, message_nonce, message_timestamp,
 use crate::protocol::sign::{self, verify_security, MessageKind, ZeroTrustError};
 use crate::protocol::wire::{
     response_status, EventResponse, Heartbeat, HeartbeatResponse, RefreshTokenRequest, RegisterResponse,
-    ResultResponse, StatusBody, TaskPayload, TaskResult, TokenResponse, WorkerEventPayload, WorkerRegistration,
+    ResultResponse, SecurityContext, StatusBody, TaskPayload, TaskResult, TokenResponse, WorkerEventPayload,
+    WorkerRegistration,
 };
 use crate::protocol::{
     self, heartbeat_path, task_next_path, ws_path, AUTH_HEADER_WORKER, AUTH_HEADER_WORKER_ID, EVENT_TYPE_PROGRESS,
@@ -340,7 +341,8 @@ async fn next_task(
 }
 
 /// The signed [`TaskPayload`] of a task handed to a worker, with its `sig` over the payload as
-/// it goes out.
+/// it goes out, except `skill_version` and `skill_type`, added after signing as Avtomatika does
+/// (they are not fields of rxon's `TaskPayload`, over which the Python SDK checks `sig`).
 ///
 /// Two values go out as the job has them rather than typed: `params` that are not an object (a
 /// blueprint may dispatch any value; the SDKs refuse such a task, as they always have) and the
@@ -349,6 +351,7 @@ async fn next_task(
 fn task_payload(core: &Core, task: QueuedTask, job: TaskContext) -> Value {
     let QueuedTask { job_id, task_id, spec, priority, deadline_ms, .. } = task;
     let mut payload = TaskPayload::new(job_id, task_id, spec.task_type);
+    payload.params_metadata = Some(job.params_metadata).filter(|m| !m.is_empty());
     let mut as_given = Map::new();
     match spec.params {
         Value::Object(params) => payload.params = Some(params),
@@ -377,7 +380,13 @@ fn task_payload(core: &Core, task: QueuedTask, job: TaskContext) -> Value {
     let map = payload.as_object_mut().expect("a task payload is an object");
     map.extend(as_given);
     let sig = sign::sign_task(&payload, &core.config().secret_key);
-    payload["sig"] = Value::String(sig);
+    let map = payload.as_object_mut().expect("a task payload is an object");
+    map.insert("sig".into(), Value::String(sig));
+    for (key, value) in [("skill_version", spec.skill_version), ("skill_type", spec.skill_type)] {
+        if let Some(value) = value {
+            map.insert(key.into(), Value::String(value));
+        }
+    }
     payload
 }
 
@@ -445,14 +454,24 @@ async fn process_result(core: &Arc<Core>, sender: &Sender, body: Value) -> Resul
 
 /// The engine's input from a worker's result: the lease holder is the authenticated sender (the
 /// body's `worker_id` was checked to be the same or absent), and an absent `data` is empty. The
-/// rest of the message (job id, costs, signature, ...) is the server's business.
+/// security context goes without its `signature` (that of this message, checked already). The
+/// rest of the message (job id, costs, origin, ...) is the server's business.
 fn engine_input(result: TaskResult, sender: &Sender) -> engine::TaskResult {
+    let security = result
+        .security
+        .map(|s| SecurityContext { signature: None, ..s })
+        .filter(|s| *s != SecurityContext::default())
+        .map(|s| serde_json::to_value(s).expect("a security context serialises"));
     engine::TaskResult {
         task_id: result.task_id,
         worker_id: Some(sender.worker_id.clone()),
         status: result.status,
         data: Value::Object(result.data.unwrap_or_default()),
         error: result.error,
+        data_metadata: result.data_metadata.unwrap_or_default(),
+        security,
+        metadata: result.metadata,
+        timestamp: result.timestamp,
     }
 }
 
@@ -744,20 +763,32 @@ mod tests {
 
         let mut tracing_context = Map::new();
         tracing_context.insert("traceparent".into(), json!("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+        let file = json!({"uri": "s3://b/j-1/x.bin"});
         let job = TaskContext {
             security: Some(json!({"signer_id": "client-1", "identity_chain": ["a"], "custom": {"k": 1}})),
             metadata: Some(json!({"tenant": "t", "n": 1.5})),
             tracing_context,
             step: 7,
+            params_metadata: [("x".to_owned(), serde_json::from_value(file).unwrap())].into(),
         };
-        let full = task_payload(&core, queued(json!({"x": 1}), Some(1_795_690_000_999)), job);
+        let mut versioned = queued(json!({"x": 1}), Some(1_795_690_000_999));
+        (versioned.spec.skill_version, versioned.spec.skill_type) = (Some("2.1.0".into()), Some("gpu".into()));
+        let full = task_payload(&core, versioned, job);
         let typed: TaskPayload = serde_json::from_value(full.clone()).expect("reads as the wire TaskPayload");
-        assert_eq!((typed.deadline, typed.step), (Some(1_795_690_000.0), 7));
+        assert_eq!((typed.deadline, typed.step, typed.skill_type.as_deref()), (Some(1_795_690_000.0), 7, Some("gpu")));
+        // `sig` covers `params_metadata` (rxon's TaskPayload has it), not the skill fields added after.
+        let mut unversioned = full.clone();
+        unversioned.as_object_mut().unwrap().retain(|k, _| !k.starts_with("skill_"));
+        let sig = full["sig"].as_str().unwrap();
+        let ignored = &sign::TASK_SIG_IGNORED_FIELDS;
+        assert!(sign::verify_payload(&unversioned, sig, &core.config().secret_key, ignored), "{full}");
         assert_eq!(
             fixed(full),
             concat!(
-                r#"{"deadline":1795690000,"job_id":"j-1","metadata":{"n":1.5,"tenant":"t"},"params":{"x":1},"priority":2,"#,
-                r#""security":{"custom":{"k":1},"identity_chain":["a"],"signer_id":"client-1"},"step":7,"task_id":"t-1","#,
+                r#"{"deadline":1795690000,"job_id":"j-1","metadata":{"n":1.5,"tenant":"t"},"params":{"x":1},"#,
+                r#""params_metadata":{"x":{"uri":"s3://b/j-1/x.bin"}},"priority":2,"#,
+                r#""security":{"custom":{"k":1},"identity_chain":["a"],"signer_id":"client-1"},"#,
+                r#""skill_type":"gpu","skill_version":"2.1.0","step":7,"task_id":"t-1","#,
                 r#""tracing_context":{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},"type":"echo"}"#
             )
         );

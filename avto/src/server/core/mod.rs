@@ -67,6 +67,8 @@ pub struct TaskContext {
     pub tracing_context: serde_json::Map<String, Value>,
     /// The job's handler-run count (`step` in the payload).
     pub step: u32,
+    /// The job's `data_metadata` entries whose keys are keys of the task's params.
+    pub params_metadata: std::collections::BTreeMap<String, crate::protocol::wire::FileMetadata>,
 }
 
 /// Errors of core operations (mapped to HTTP statuses by the API layer).

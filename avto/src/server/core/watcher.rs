@@ -101,7 +101,7 @@ impl Core {
                 ),
             };
             tracing::warn!(job_id = %t.job_id, task_id = %t.task_id, code = %error.code, "task timed out");
-            let step = engine::fail_task(&self.env, &mut tx, &t.task_id, error);
+            let step = engine::time_out_task(&self.env, &mut tx, &t.task_id, error);
             self.apply(&mut tx, step).await;
             super::transact::log_failure("could not save a timed-out task", &t.job_id, self.commit(tx).await);
         }

@@ -293,11 +293,22 @@ impl Core {
         let Some(record) = tx.task_mut(&t.task_id) else { return Ok(None) };
         record.worker_id = Some(worker_id.to_owned());
         record.picked_up_at_ms = Some(now_ms());
+        // Metadata only of files the task is given: the keys of its params (as in Avtomatika).
+        let params_metadata = match &t.spec.params {
+            Value::Object(params) if !tx.data_metadata.is_empty() => tx
+                .data_metadata
+                .iter()
+                .filter(|(k, _)| params.contains_key(k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            _ => Default::default(),
+        };
         let ctx = TaskContext {
             security: tx.security.clone(),
             metadata: tx.metadata.clone(),
             tracing_context: tx.tracing_context.clone(),
             step: tx.transition_count,
+            params_metadata,
         };
         self.observe_pickup(&tx, &t.task_id);
         // No after-commit effects: the job's own save is all there is.
