@@ -3,8 +3,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use avto_tests::blueprints::{echo_flow, echo_strict};
-use avto_tests::{wait_workers, PyWorker, Server};
+use avto::protocol::sign::MessageKind;
+use avto_tests::blueprints::{dispatch_options, echo_flow, echo_strict, files_flow};
+use avto_tests::{wait_workers, PyWorker, RawWorker, Server};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(30);
@@ -124,4 +125,53 @@ async fn python_sdk_contracts_are_checked() {
     assert_eq!(stored.last_error.map(|e| e.code).as_deref(), Some("CONTRACT_VIOLATION_ERROR"));
     let reputation = c.worker("py-contract-1").await.expect("listed")["reputation"].as_f64().unwrap();
     assert!((reputation - 0.8).abs() < 1e-9, "1.0 (the success's reward is capped there) - 0.2: {reputation}");
+}
+
+/// Issue #16: the unmodified Python SDK takes a task carrying every field avto sends
+/// (`params_metadata` under the signature, `skill_version` / `skill_type` after it, the resource
+/// hint in the params; a task whose `sig` it refused would never finish), and the compliance
+/// rules read its skill declaration as it registers it (version, type, `output_statuses`,
+/// `properties`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_takes_tasks_with_every_field() {
+    let s = Server::start([files_flow::blueprint(), dispatch_options::blueprint()]).await;
+    let _w = PyWorker::start_script("vision_worker.py", &s.base, "py-vision-1", &[]);
+    wait_workers(&s, 1).await;
+    let producer = RawWorker::new(&s.base, "raw-producer", &["produce"]);
+    producer.register().await;
+    let c = s.client();
+
+    let (status, created) =
+        c.post("/api/v1/jobs/files", &json!({"initial_data": {}, "metadata": {"tenant": "t1"}})).await;
+    assert_eq!(status, 202, "{created}");
+    let id = created["job_id"].as_str().unwrap().to_owned();
+    let (status, task) = producer.poll().await;
+    assert_eq!(status, 200, "{task}");
+    let uri = "s3://avto/jobs/x/image.png";
+    let result = json!({"job_id": id, "task_id": task["task_id"], "worker_id": "raw-producer",
+        "data": {"image": uri}, "data_metadata": {"image": {"uri": uri, "size": 10, "etag": "e-1"}},
+        "metadata": {"stage": "produced"}});
+    let result = producer.signed(result, MessageKind::Result);
+    let (_, answer) = producer.send(reqwest::Method::POST, "/_worker/tasks/result", Some(&result)).await;
+    assert_eq!(answer["status"], "accepted", "{answer}");
+    let job = c.wait_terminal(&id, T).await;
+    assert_eq!(job["status"], "finished", "{job}");
+    assert_eq!(job["state_history"]["consumed"], json!({"image": uri, "n": 1, "resource_hint": "gpu"}), "{job}");
+    assert_eq!(job["state_history"]["task_metadata"], json!({"tenant": "t1", "stage": "produced"}), "{job}");
+    assert_eq!(job["data_metadata"]["image"]["etag"], "e-1", "{job}");
+
+    let review = c.create("/api/v1/jobs/dispatch", json!({"skill": "consume", "review": true})).await;
+    let job = c.wait_terminal(&review, T).await;
+    assert_eq!(job["current_state"], "review", "a declared custom status: {job}");
+    let cycles = json!({"skill": "consume", "skill_type": "vision", "requirements": {"skill": {"engine": "cycles"}}});
+    let id = c.create("/api/v1/jobs/dispatch", cycles).await;
+    assert_eq!(c.wait_terminal(&id, T).await["status"], "finished");
+    for (case, reason) in [
+        (json!({"skill": "consume", "skill_version": "1.0"}), "skill version is not 1.0"),
+        (json!({"skill": "consume", "requirements": {"skill": {"engine": "eevee"}}}), "`engine`"),
+    ] {
+        let id = c.create("/api/v1/jobs/dispatch", case.clone()).await;
+        let job = c.wait_until(&id, T, "a waiting reason", |j| j["waiting_reason"].is_string()).await;
+        assert!(job["waiting_reason"].as_str().unwrap().contains(reason), "{case}: {job}");
+    }
 }

@@ -262,8 +262,28 @@ fn arb_message(python_safe: bool) -> impl Strategy<Value = (Kind, String, Value)
         })
 }
 
+/// One `params_metadata` entry as avto writes it (a wire `FileMetadata`: `size` left out when 0,
+/// as rxon leaves out a default).
+fn arb_file_metadata() -> impl Strategy<Value = Value> {
+    ("[a-z0-9/._-]{1,30}", 0i64..1 << 40, prop::option::of("[0-9a-f]{32}"), prop::option::of(arb_object(true, 3)))
+        .prop_map(|(path, size, etag, metadata)| {
+            let mut m = json!({"uri": format!("s3://bucket/{path}")});
+            if size > 0 {
+                m["size"] = json!(size);
+            }
+            if let Some(e) = etag {
+                m["etag"] = json!(e);
+            }
+            if let Some(meta) = metadata {
+                m["metadata"] = Value::Object(meta);
+            }
+            m
+        })
+}
+
 /// A task as avto's orchestrator builds it (`task_payload` in server/api/worker.rs): the
-/// `TaskPayload` keys only, `step` counted from 1, the job's security and metadata when set.
+/// `TaskPayload` keys only, `step` counted from 1, the job's security and metadata when set,
+/// `params_metadata` for some of the params' keys.
 fn arb_orchestrator_task() -> impl Strategy<Value = Value> {
     (
         (any::<u128>(), "[a-z0-9_-]{1,20}", arb_object(true, 5)),
@@ -272,27 +292,34 @@ fn arb_orchestrator_task() -> impl Strategy<Value = Value> {
         prop::option::of(("[0-9a-f]{32}", "[0-9a-f]{16}")),
         prop::option::of(("[0-9a-f]{64}", "[a-zA-Z0-9_-]{1,20}")),
         prop::option::of(arb_object(true, 4)),
+        prop::collection::vec(arb_file_metadata(), 0..3),
     )
-        .prop_map(|((id, skill, params), priority, (timestamp, step, deadline), trace, security, metadata)| {
-            let job_id = uuid::Uuid::from_u128(id).to_string();
-            let mut task = json!({
-                "job_id": job_id, "task_id": format!("task-{job_id}"), "type": skill, "params": params,
-                "priority": priority, "timestamp": timestamp, "tracing_context": {}, "step": step,
-            });
-            if let Some(d) = deadline {
-                task["deadline"] = json!(d);
-            }
-            if let Some((trace_id, span_id)) = trace {
-                task["tracing_context"] = json!({"traceparent": format!("00-{trace_id}-{span_id}-01")});
-            }
-            if let Some((signature, signer_id)) = security {
-                task["security"] = json!({"signature": signature, "signer_id": signer_id});
-            }
-            if let Some(m) = metadata {
-                task["metadata"] = Value::Object(m);
-            }
-            task
-        })
+        .prop_map(
+            |((id, skill, params), priority, (timestamp, step, deadline), trace, security, metadata, files)| {
+                let params_metadata: Map<String, Value> = params.keys().cloned().zip(files).collect();
+                let job_id = uuid::Uuid::from_u128(id).to_string();
+                let mut task = json!({
+                    "job_id": job_id, "task_id": format!("task-{job_id}"), "type": skill, "params": params,
+                    "priority": priority, "timestamp": timestamp, "tracing_context": {}, "step": step,
+                });
+                if let Some(d) = deadline {
+                    task["deadline"] = json!(d);
+                }
+                if let Some((trace_id, span_id)) = trace {
+                    task["tracing_context"] = json!({"traceparent": format!("00-{trace_id}-{span_id}-01")});
+                }
+                if let Some((signature, signer_id)) = security {
+                    task["security"] = json!({"signature": signature, "signer_id": signer_id});
+                }
+                if let Some(m) = metadata {
+                    task["metadata"] = Value::Object(m);
+                }
+                if !params_metadata.is_empty() {
+                    task["params_metadata"] = Value::Object(params_metadata);
+                }
+                task
+            },
+        )
 }
 
 fn config() -> PropConfig {
