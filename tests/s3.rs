@@ -507,6 +507,15 @@ async fn recipe_12b_worker_downloads_params_and_uploads_results() {
     assert!(all.contains(&processed_uri), "{processed_uri} in {job}");
     assert!(all.contains(&thumbs_uri), "{thumbs_uri} in {job}");
     assert!(all.contains(&"/etc/hostname".to_owned()), "paths outside the task directory are left alone");
+    // and the job keeps what the worker's result said it uploaded (`data_metadata`)
+    let meta = &job["data_metadata"];
+    assert_eq!(meta["processed_video_path"]["uri"], processed_uri.as_str(), "{job}");
+    assert_eq!(meta["processed_video_path"]["size"], video.len(), "{job}");
+    assert_eq!(
+        (meta["thumbnails"]["uri"].as_str(), meta["thumbnails"]["size"].as_u64()),
+        (Some(thumbs_uri.as_str()), Some(4))
+    );
+    assert!(meta.get("outside").is_none(), "{job}");
     let mut expected = video.clone();
     expected.reverse();
     assert!(store.get_in(&b, &format!("{id}/processed_movie.mp4")).await.unwrap() == expected);
@@ -649,6 +658,13 @@ async fn offload_stages_folders_and_publishes_outputs() {
     assert_eq!(data["list"][0], data["file"]);
     assert_eq!(data["missing"], task_dir.join("never-written.txt").display().to_string());
     assert_eq!(data["relative"], "m.bin");
+    // What was uploaded, by the key path of its URI (the result's `data_metadata`).
+    let meta = outcome.data_metadata();
+    assert_eq!(meta.keys().collect::<Vec<_>>(), ["file", "folder", "list[0]"], "{meta:?}");
+    assert_eq!((meta["file"].uri.as_str(), meta["file"].size), (data["file"].as_str().unwrap(), 5));
+    assert!(meta["file"].etag.as_deref().is_some_and(|e| !e.is_empty() && !e.contains('"')), "{meta:?}");
+    assert_eq!(meta["list[0]"], meta["file"]);
+    assert_eq!((meta["folder"].uri.as_str(), meta["folder"].size), (data["folder"].as_str().unwrap(), 1));
     assert_eq!(store.get_in(&b, "job-9/out/deep/r.txt").await.unwrap(), b"r");
     assert_eq!(store.get_in(&b, "job-9/m.bin").await.unwrap(), b"model");
 

@@ -118,6 +118,47 @@ async fn task_payloads_and_results_carry_every_field() {
     assert_eq!(stored.security, Some(json!({"signer_id": "raw-consumer"})), "the last result's security");
 }
 
+/// The Rust SDK hands what the task carries to its handler: `params_metadata`, the resource
+/// hint and the required skill version and type (`TaskHandle`).
+#[tokio::test]
+async fn the_rust_sdk_hands_the_task_fields_to_its_handler() {
+    use avto::worker::{Skill, TaskHandle};
+    use avto_tests::RustWorker;
+    let s = Server::start([files_flow::blueprint()]).await;
+    let producer = RawWorker::new(&s.base, "raw-producer", &["produce"]);
+    producer.register().await;
+    let consumer = RustWorker::start(&s.base, "rust-consumer", |b| {
+        b.task(Skill::new("consume").skill_type("vision").version("2.0"), |p: Value, task: TaskHandle| async move {
+            json!({"seen": {
+                "params": p,
+                "params_metadata": task.params_metadata(),
+                "resource_hint": task.resource_hint(),
+                "skill": [task.skill_version(), task.skill_type()],
+            }})
+        })
+    });
+    avto_tests::wait_workers(&s, 2).await;
+    let c = s.client();
+    let id = c.create("/api/v1/jobs/files", json!({})).await;
+    let task = poll_task(&producer).await;
+    let uri = "s3://avto/jobs/x/image.png";
+    let fields = json!({"data": {"image": uri}, "data_metadata": {"image": {"uri": uri, "size": 10, "etag": "e-1"}}});
+    let (_, answer, _) = send_result(&producer, &task, fields, json!({})).await;
+    assert_eq!(answer["status"], "accepted", "{answer}");
+    let job = c.wait_terminal(&id, T).await;
+    assert_eq!(job["status"], "finished", "{job}");
+    assert_eq!(
+        job["state_history"]["seen"],
+        json!({
+            "params": {"image": uri, "n": 1, "resource_hint": "gpu"},
+            "params_metadata": {"image": {"uri": uri, "size": 10, "etag": "e-1"}},
+            "resource_hint": "gpu",
+            "skill": ["2.0", "vision"],
+        })
+    );
+    consumer.stop().await;
+}
+
 /// Dispatches `work` with the resource hint `gpu` and the params `initial_data["params"]`
 /// (none when absent). `success` -> finished.
 #[avto::blueprint(name = "hinted")]

@@ -327,14 +327,21 @@ impl S3ObjectStore {
         Ok(size)
     }
 
-    /// Sends the local file `path` to `bucket/key`, streaming it from disk.
+    /// Sends the local file `path` to `bucket/key`, streaming it from disk; returns its size.
     pub async fn upload_from(&self, bucket: &str, key: &str, path: &Path) -> Result<u64, FileError> {
+        Ok(self.upload_file(bucket, key, path).await?.0)
+    }
+
+    /// [`S3ObjectStore::upload_from`], returning the size and the ETag S3 gave the object
+    /// (without its quotes), when it gave one.
+    pub async fn upload_file(&self, bucket: &str, key: &str, path: &Path) -> Result<(u64, Option<String>), FileError> {
         let size = tokio::fs::metadata(path).await?.len();
         let body = ByteStream::from_path(path)
             .await
             .map_err(|e| store_error(format!("cannot read {}: {e}", path.display()), e))?;
         let _p = self.permit().await;
-        self.client
+        let out = self
+            .client
             .put_object()
             .bucket(bucket)
             .key(key)
@@ -343,7 +350,7 @@ impl S3ObjectStore {
             .send()
             .await
             .map_err(|e| err("PutObject", &format!("s3://{bucket}/{key}"), e))?;
-        Ok(size)
+        Ok((size, out.e_tag().map(|t| t.trim_matches('"').to_owned()).filter(|t| !t.is_empty())))
     }
 
     /// Keys under `prefix` in `bucket`, sorted.

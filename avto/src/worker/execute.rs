@@ -216,6 +216,7 @@ fn result_body(state: &WorkerState, payload: &TaskPayload, outcome: &TaskOutcome
     };
     result.error = outcome.error.clone();
     result.metadata = outcome.metadata.clone();
+    result.data_metadata = Some(outcome.data_metadata.clone()).filter(|m| !m.is_empty());
     let mut costs = Map::new();
     costs.insert("execution_time_seconds".into(), Value::from((elapsed.as_secs_f64() * 10_000.0).round() / 10_000.0));
     for (k, v) in &outcome.costs {

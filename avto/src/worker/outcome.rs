@@ -1,8 +1,10 @@
 //! What a task handler returns.
 
+use crate::protocol::wire::FileMetadata;
 use crate::protocol::{error_codes, task_status, TaskError};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 /// The result of one task: a status (`success`, `failure`, `cancelled` or a custom transition
 /// name), data, an error and optional metadata/costs.
@@ -24,11 +26,20 @@ pub struct TaskOutcome {
     pub(crate) error: Option<TaskError>,
     pub(crate) metadata: Option<Map<String, Value>>,
     pub(crate) costs: Map<String, Value>,
+    /// What the S3 offload uploaded, by the key path of its URI in `data` (`a.b`, `list[0]`).
+    pub(crate) data_metadata: BTreeMap<String, FileMetadata>,
 }
 
 impl TaskOutcome {
     fn new(status: &str, data: Value, error: Option<TaskError>) -> Self {
-        TaskOutcome { status: status.to_owned(), data, error, metadata: None, costs: Map::new() }
+        TaskOutcome {
+            status: status.to_owned(),
+            data,
+            error,
+            metadata: None,
+            costs: Map::new(),
+            data_metadata: BTreeMap::new(),
+        }
     }
 
     /// `status: success` with `data` (must serialise to a JSON object; `()`/`null` = `{}`).
@@ -102,6 +113,13 @@ impl TaskOutcome {
     /// The error of a failure.
     pub fn error_info(&self) -> Option<&TaskError> {
         self.error.as_ref()
+    }
+    /// The files the S3 offload uploaded from the data (`uri`, `size`, `etag`), by the key path
+    /// of their URI in it (`a.b`, `list[0]`): the result's `data_metadata`, as the Python SDK
+    /// sends it. The orchestrator keeps it with the job and hands the entries of a later task's
+    /// params keys to that task (`TaskHandle::params_metadata`).
+    pub fn data_metadata(&self) -> &BTreeMap<String, FileMetadata> {
+        &self.data_metadata
     }
     pub fn is_success(&self) -> bool {
         self.status == task_status::SUCCESS

@@ -6,7 +6,9 @@
 //!   refused);
 //! * after the handler, every string in the returned data that names an existing file or folder
 //!   inside `TASK_FILES_DIR/{task_id}` is uploaded to `s3://{S3_DEFAULT_BUCKET}/{job_id}/{name}`
-//!   (folders recursively, their URI ending in `/`) and replaced by the URI;
+//!   (folders recursively, their URI ending in `/`) and replaced by the URI; the result's
+//!   `data_metadata` says what was uploaded (`uri`, `size`, `etag`; a folder: its total size and
+//!   the ETag of its last file) by the key path of the URI in the data (`a.b`, `list[0]`);
 //! * the task directory is deleted afterwards, whatever the outcome.
 //!
 //! The handler itself only sees local paths:
@@ -45,6 +47,7 @@ use super::{TaskOutcome, WorkerError};
 use crate::files::s3::{parse_uri, S3Config, S3ObjectStore};
 use crate::files::{check_key, FileError};
 use crate::protocol::error_codes;
+use crate::protocol::wire::FileMetadata;
 
 /// Default of `TASK_FILES_DIR`.
 pub const DEFAULT_TASK_FILES_DIR: &str = "/tmp/payloads";
@@ -152,22 +155,28 @@ impl PayloadOffload {
     }
 
     /// Uploads every existing file or folder of the task directory named in the outcome's data to
-    /// `s3://{bucket}/{job_id}/...` and replaces the path by the URI. An upload failure turns the
-    /// outcome into a `TRANSIENT_ERROR` failure (the task can be retried).
+    /// `s3://{bucket}/{job_id}/...`, replaces the path by the URI and records the upload in the
+    /// outcome's [`TaskOutcome::data_metadata`]. An upload failure turns the outcome into a
+    /// `TRANSIENT_ERROR` failure (the task can be retried).
     pub async fn publish(&self, job_id: &str, task_id: &str, outcome: &mut TaskOutcome) {
         let Ok(dir) = tokio::fs::canonicalize(self.task_dir(task_id)).await else { return };
         let mut candidates = Vec::new();
-        collect_strings(&outcome.data, &mut |s| Path::new(s).is_absolute(), &mut candidates);
-        let mut uris: HashMap<String, String> = HashMap::new();
-        for path in candidates {
+        collect_paths(&outcome.data, String::new(), &mut candidates);
+        let mut uploaded: HashMap<String, FileMetadata> = HashMap::new();
+        for (key_path, path) in candidates {
+            if let Some(meta) = uploaded.get(&path) {
+                outcome.data_metadata.insert(key_path, meta.clone());
+                continue;
+            }
             let Ok(real) = tokio::fs::canonicalize(&path).await else { continue };
-            if !real.starts_with(&dir) || real == dir || uris.contains_key(&path) {
+            if !real.starts_with(&dir) || real == dir {
                 continue;
             }
             match self.upload(job_id, &real).await {
-                Ok(uri) => {
-                    tracing::debug!(path = %path, %uri, "task output uploaded");
-                    uris.insert(path, uri);
+                Ok(meta) => {
+                    tracing::debug!(path = %path, uri = %meta.uri, "task output uploaded");
+                    outcome.data_metadata.insert(key_path, meta.clone());
+                    uploaded.insert(path, meta);
                 }
                 Err(e) => {
                     *outcome = TaskOutcome::failure(
@@ -178,14 +187,21 @@ impl PayloadOffload {
                 }
             }
         }
-        replace_strings(&mut outcome.data, &|s| uris.get(s).cloned());
+        replace_strings(&mut outcome.data, &|s| uploaded.get(s).map(|m| m.uri.clone()));
     }
 
-    async fn upload(&self, job_id: &str, path: &Path) -> Result<String, FileError> {
+    async fn upload(&self, job_id: &str, path: &Path) -> Result<FileMetadata, FileError> {
         let bucket = self.store.bucket().to_owned();
         self.bucket_ready.get_or_try_init(|| self.store.ensure_bucket(&bucket)).await?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let file = |uri: String, size: u64, etag: Option<String>| FileMetadata {
+            uri,
+            size: i64::try_from(size).unwrap_or(i64::MAX),
+            etag,
+            metadata: None,
+        };
         if tokio::fs::metadata(path).await?.is_dir() {
+            let (mut total, mut last_etag) = (0u64, None);
             let mut stack = vec![path.to_path_buf()];
             while let Some(d) = stack.pop() {
                 let mut rd = tokio::fs::read_dir(&d).await?;
@@ -195,15 +211,17 @@ impl PayloadOffload {
                         stack.push(p);
                     } else if let Ok(rel) = p.strip_prefix(path) {
                         let key = format!("{job_id}/{name}/{}", rel.to_string_lossy().replace('\\', "/"));
-                        self.store.upload_from(&bucket, &key, &p).await?;
+                        let (size, etag) = self.store.upload_file(&bucket, &key, &p).await?;
+                        total = total.saturating_add(size);
+                        last_etag = etag.or(last_etag);
                     }
                 }
             }
-            Ok(format!("s3://{bucket}/{job_id}/{name}/"))
+            Ok(file(format!("s3://{bucket}/{job_id}/{name}/"), total, last_etag))
         } else {
             let key = format!("{job_id}/{name}");
-            self.store.upload_from(&bucket, &key, path).await?;
-            Ok(format!("s3://{bucket}/{key}"))
+            let (size, etag) = self.store.upload_file(&bucket, &key, path).await?;
+            Ok(file(format!("s3://{bucket}/{key}"), size, etag))
         }
     }
 
@@ -241,6 +259,19 @@ fn collect_strings(v: &Value, keep: &mut dyn FnMut(&str) -> bool, out: &mut Vec<
     }
 }
 
+/// The absolute paths among the strings of `v`, with their key paths as the Python SDK writes
+/// them (`a.b` for object members, `a[0]` for list items).
+fn collect_paths(v: &Value, at: String, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::String(s) if Path::new(s).is_absolute() => out.push((at, s.clone())),
+        Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| collect_paths(x, format!("{at}[{i}]"), out)),
+        Value::Object(m) => m
+            .iter()
+            .for_each(|(k, x)| collect_paths(x, if at.is_empty() { k.clone() } else { format!("{at}.{k}") }, out)),
+        _ => {}
+    }
+}
+
 fn replace_strings(v: &mut Value, with: &dyn Fn(&str) -> Option<String>) {
     match v {
         Value::String(s) => {
@@ -268,6 +299,15 @@ mod tests {
         assert_eq!(found, ["s3://b/k/x.mp4", "s3://b/dir/", "s3://b/k/x.mp4"]);
         replace_strings(&mut v, &|s| (s == "s3://b/k/x.mp4").then(|| "/tmp/x.mp4".to_owned()));
         assert_eq!(v, json!({"a": "/tmp/x.mp4", "list": ["s3://b/dir/", 1, {"deep": "/tmp/x.mp4"}], "other": "text"}));
+    }
+
+    #[test]
+    fn key_paths_as_the_python_sdk_writes_them() {
+        let v = json!({"a": "/tmp/x", "b": {"c": ["rel", "/tmp/y", ["/tmp/z"]]}, "n": 1});
+        let mut found = Vec::new();
+        collect_paths(&v, String::new(), &mut found);
+        let found: Vec<(&str, &str)> = found.iter().map(|(k, p)| (k.as_str(), p.as_str())).collect();
+        assert_eq!(found, [("a", "/tmp/x"), ("b.c[1]", "/tmp/y"), ("b.c[2][0]", "/tmp/z")]);
     }
 
     #[test]
