@@ -145,7 +145,7 @@ pub fn apply_task_result(env: &EngineEnv, job: &mut Job, result: &TaskResult) ->
     let mut out = Step::default();
     // Before the job's own state: a task that timed out was retried (a stale id) or failed the
     // job (terminal), and its late result is told the reason that concerns it.
-    if job.timed_out_tasks.iter().any(|t| *t == result.task_id) {
+    if job.timed_out_tasks.contains(&result.task_id) {
         let msg = format!("task {} of job {} timed out before its result came", result.task_id, job.id);
         return (ignored(IgnoreReason::DeadlineExceeded, msg), out);
     }
