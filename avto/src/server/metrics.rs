@@ -100,7 +100,7 @@ fn duration_histogram() -> Histogram {
 /// | `avto_security_replay_detected_total{reason}` | counter | worker messages refused as replays: `duplicate` (nonce seen before), `expired` (timestamp outside the 60 s window), `missing_timestamp` |
 /// | `avto_ratelimit_blocked_total{scope,path}` | counter | 429s of the rate limits: `scope` `client`, `worker` or `ip` (requests without a valid credential); `path` the route template, `rxon:{kind}` for workers (`register`, `heartbeat`, `poll`, `result`, `event`, `sts`, `websocket`, `auth` for failed worker authentications) |
 /// | `avto_jobs_timeouts_total{blueprint,type}` | counter | tasks that timed out: `dispatch` (not picked up before the dispatch deadline), `execution` (no result in time) |
-/// | `avto_tasks_ignored_total{blueprint,reason}` | counter | worker results ignored: `job_not_found` (blueprint empty), `worker_mismatch`, `stale_task`, `job_cancelled`, `job_already_terminated` |
+/// | `avto_tasks_ignored_total{blueprint,reason}` | counter | worker results ignored: `job_not_found` (blueprint empty), `worker_mismatch`, `stale_task`, `deadline_exceeded`, `job_cancelled`, `job_already_terminated` |
 /// | `avto_s3_operations_total{operation,status}`, `avto_s3_operation_duration_seconds{operation}` | counter, histogram | operations on jobs' files: `upload`, `upload_dir`, `download`, `download_dir`, `presign`, `delete`, `cleanup`; `success` / `error` |
 ///
 /// No label carries a worker id, a token, a job id or a request path: each takes its values from
