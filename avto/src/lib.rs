@@ -25,9 +25,9 @@ pub mod job;
 pub mod protocol;
 #[cfg(feature = "server")]
 pub mod server;
-#[cfg(feature = "server")]
 pub mod state;
 pub mod storage;
+#[cfg(feature = "server")]
 pub mod supervise;
 pub mod task_contract;
 pub mod testing;
