@@ -22,8 +22,14 @@ mod flow {
     async fn finished() {}
 }
 
-#[avto::blueprint(name = "bad_events", events(warmed, "x" = u32, warmed = u32, warmed = u64))]
-mod bad_events {
+#[avto::blueprint(name = "no_type", events(warmed))]
+mod no_type {
+    #[handler(start, end)]
+    async fn only() {}
+}
+
+#[avto::blueprint(name = "twice", events(warmed = u32, warmed = u64))]
+mod twice {
     #[handler(start, end)]
     async fn only() {}
 }
