@@ -186,3 +186,25 @@ async fn hooks_see_every_end_and_every_event_after_the_save() {
     // The server still answers after the panicking hook.
     assert_eq!(c.get("/_public/status").await.0, 200);
 }
+
+/// `OrchestratorBuilder::worker`: a Rust worker in the same process, pointed at the orchestrator
+/// once it listens (here on a free port), with its worker token and task key; stopped with it.
+#[tokio::test]
+async fn an_embedded_worker_runs_beside_the_orchestrator() {
+    use avto::worker::{TaskHandle, TaskOutcome, Worker};
+    async fn echo(params: Value, _task: TaskHandle) -> TaskOutcome {
+        TaskOutcome::success(json!({"echoed": params}))
+    }
+    let builder = Orchestrator::builder()
+        .blueprint(echo_flow::blueprint())
+        .config(test_config())
+        .worker(Worker::builder().worker_id("embedded-1").heartbeat_interval(Duration::from_secs(1)).task("echo", echo));
+    let s = Server::with_builder(builder).await;
+    let c = s.client();
+    let id = c.create("/api/v1/jobs/echo", json!({"n": 7})).await;
+    let job = c.wait_terminal(&id, T).await;
+    assert_eq!(job["status"], "finished", "{job}");
+    let (_, workers) = c.get("/api/v1/workers").await;
+    assert!(workers.to_string().contains("embedded-1"), "{workers}");
+    s.stop().await;
+}

@@ -97,6 +97,8 @@ pub struct OrchestratorBuilder {
     redis_url: Option<String>,
     app_state: crate::state::AppState,
     hooks: hooks::Hooks,
+    #[cfg(feature = "worker")]
+    workers: Vec<crate::worker::WorkerBuilder>,
 }
 
 impl std::fmt::Debug for OrchestratorBuilder {
@@ -190,6 +192,17 @@ impl OrchestratorBuilder {
         Fut: std::future::Future<Output = hooks::HookResult> + Send + 'static,
     {
         self.hooks.add_worker_event(hook);
+        self
+    }
+
+    /// A Rust worker that runs inside this process beside the orchestrator (a demo, a small
+    /// deployment, tests): [`Orchestrator::listen`] / [`Orchestrator::serve`] start it once the
+    /// listener is bound, pointed at this orchestrator with its worker token
+    /// (`GLOBAL_WORKER_TOKEN`) and task key (`ORCHESTRATOR_SECRET_KEY`), and stop it gracefully
+    /// when the server stops. Its other settings (id, skills, limits) are the builder's.
+    #[cfg(feature = "worker")]
+    pub fn worker(mut self, worker: crate::worker::WorkerBuilder) -> Self {
+        self.workers.push(worker);
         self
     }
 
@@ -308,6 +321,8 @@ impl OrchestratorBuilder {
         Ok(Orchestrator {
             core,
             scheduler,
+            #[cfg(feature = "worker")]
+            workers: Arc::new(parking_lot::Mutex::new(self.workers)),
             #[cfg(feature = "redis")]
             redis,
         })
@@ -328,11 +343,51 @@ pub const COMPRESS_ABOVE: u16 = 500;
 pub struct Orchestrator {
     core: Arc<Core>,
     scheduler: Option<Arc<scheduler::Scheduler>>,
+    /// Embedded workers not started yet (taken by the first `listen`).
+    #[cfg(feature = "worker")]
+    workers: Arc<parking_lot::Mutex<Vec<crate::worker::WorkerBuilder>>>,
     #[cfg(feature = "redis")]
     redis: Option<RedisStores>,
 }
 
 impl Orchestrator {
+    /// Starts the embedded workers (see [`OrchestratorBuilder::worker`]) against `listener`'s
+    /// address; each stops when the server begins its shutdown.
+    #[cfg(feature = "worker")]
+    fn start_workers(
+        &self,
+        listener: &tokio::net::TcpListener,
+        https: bool,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>, ServeError> {
+        let builders = std::mem::take(&mut *self.workers.lock());
+        if builders.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut addr = listener.local_addr().map_err(|e| ServeError::Config(ConfigError(format!("listener: {e}"))))?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+        }
+        let url = format!("{}://{addr}", if https { "https" } else { "http" });
+        let cfg = self.core.config();
+        let mut handles = Vec::new();
+        for builder in builders {
+            let worker = builder
+                .orchestrator_url(&url)
+                .token(&cfg.global_worker_token)
+                .secret_key(&cfg.secret_key)
+                .build()
+                .map_err(|e| ServeError::Config(ConfigError(format!("embedded worker: {e}"))))?;
+            let core = self.core.clone();
+            handles.push(tokio::spawn(async move {
+                if let Err(e) = worker.run_until(async move { core.shutting_down().await }).await {
+                    tracing::error!(error = %e, "embedded worker stopped with an error");
+                }
+            }));
+        }
+        tracing::info!(workers = handles.len(), %url, "embedded workers started");
+        Ok(handles)
+    }
+
     pub fn builder() -> OrchestratorBuilder {
         OrchestratorBuilder::default()
     }
@@ -437,6 +492,8 @@ impl Orchestrator {
             }
         };
         self.core.start_background();
+        #[cfg(feature = "worker")]
+        let workers = self.start_workers(&listener, acceptor.is_some())?;
         let schedules = self.scheduler.as_ref().map(|s| s.start());
         let limits = listener::Limits::from_config(self.core.config());
         let core = self.core.clone();
@@ -459,6 +516,11 @@ impl Orchestrator {
         #[cfg(feature = "redis")]
         if let Some(task) = bus {
             task.abort();
+        }
+        #[cfg(feature = "worker")]
+        for w in workers {
+            // They stop on the shutdown signal (the core's), finishing what they hold.
+            let _ = tokio::time::timeout(self.core.config().shutdown_grace, w).await;
         }
         self.finish(served.is_ok()).await;
         served?;

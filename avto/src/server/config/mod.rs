@@ -6,9 +6,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod builder;
 mod compat;
 mod files;
 
+pub use builder::ConfigBuilder;
 pub use compat::{NotRead, NOT_READ};
 use files::default_client;
 pub use files::{
