@@ -195,10 +195,9 @@ async fn an_embedded_worker_runs_beside_the_orchestrator() {
     async fn echo(params: Value, _task: TaskHandle) -> TaskOutcome {
         TaskOutcome::success(json!({"echoed": params}))
     }
-    let builder = Orchestrator::builder()
-        .blueprint(echo_flow::blueprint())
-        .config(test_config())
-        .worker(Worker::builder().worker_id("embedded-1").heartbeat_interval(Duration::from_secs(1)).task("echo", echo));
+    let builder = Orchestrator::builder().blueprint(echo_flow::blueprint()).config(test_config()).worker(
+        Worker::builder().worker_id("embedded-1").heartbeat_interval(Duration::from_secs(1)).task("echo", echo),
+    );
     let s = Server::with_builder(builder).await;
     let c = s.client();
     let id = c.create("/api/v1/jobs/echo", json!({"n": 7})).await;
