@@ -738,14 +738,16 @@ async fn r07_priorities_with_fifo_among_equals() {
         })
     });
     c.wait_workers(&["r07-single"]).await;
-    // The only worker is busy with job 0; the others queue up in this order.
+    // The only worker is busy with job 0 and reports `full`: the others wait for it, in this order,
+    // and go to it when it asks for work again.
     let first = c.create("/api/v1/jobs/priority_flow", json!({"n": 0})).await;
     log.started(&first).await;
+    wait_worker_status(&c, "r07-single", "full").await;
     let mut ids = vec![first];
     for n in 1..=6 {
         let urgent = n == 3 || n == 5;
         let id = c.create("/api/v1/jobs/priority_flow", json!({"n": n, "is_urgent": urgent})).await;
-        c.wait_until(&id, T, "queued on the worker", |j| j["current_task"]["worker_id"] == "r07-single").await;
+        c.wait_until(&id, T, "waiting for the worker", |j| j["waiting_reason"].is_string()).await;
         ids.push(id);
     }
     gate.open();
@@ -754,6 +756,15 @@ async fn r07_priorities_with_fifo_among_equals() {
     }
     let order: Vec<i64> = log.all().iter().map(|s| s.params["n"].as_i64().unwrap()).collect();
     assert_eq!(order, [0, 3, 5, 1, 2, 4, 6], "urgent first, then arrival order within a priority");
+}
+
+/// Waits until the worker's last report (its heartbeat) was `status`.
+async fn wait_worker_status(c: &ApiClient, worker_id: &str, status: &str) {
+    let deadline = Instant::now() + T;
+    while c.worker(worker_id).await.is_none_or(|w| w["status"] != status) {
+        assert!(Instant::now() < deadline, "{worker_id} never reported {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -956,8 +967,9 @@ async fn r10_cancel_a_queued_task_never_runs() {
     c.wait_workers(&["r10-single"]).await;
     let busy = c.create("/api/v1/jobs/cancellable", json!({"frames": 400})).await;
     log.started(&busy).await;
+    wait_worker_status(&c, "r10-single", "full").await;
     let queued = c.create("/api/v1/jobs/cancellable", json!({"frames": 1})).await;
-    c.wait_until(&queued, T, "queued", |j| j["current_task"]["worker_id"] == "r10-single").await;
+    c.wait_until(&queued, T, "waiting for the worker", |j| j["waiting_reason"].is_string()).await;
     let (code, _) = c.post(&format!("/api/v1/jobs/{queued}/cancel"), &json!({})).await;
     assert_eq!(code, 200);
     let (code, _) = c.post(&format!("/api/v1/jobs/{busy}/cancel"), &json!({})).await;
@@ -1677,8 +1689,14 @@ async fn work_stealing_moves_a_backlog_to_an_idle_worker() {
             }
         })
     };
-    // One worker, stuck on its first task, with three more queued behind it.
-    let _slow = RustWorker::start(&s.base, "steal-slow", gated_work);
+    // One worker, stuck on its first task, with three more queued behind it: its heartbeats are
+    // far apart, so it still looks idle (a status lags the load by up to a heartbeat).
+    let _slow = RustWorker::start(&s.base, "steal-slow", |b| {
+        gated_work(b).configure(|c| {
+            c.heartbeat_interval = Duration::from_secs(60);
+            c.heartbeat_cooldown = Duration::from_secs(60);
+        })
+    });
     c.wait_workers(&["steal-slow"]).await;
     let first = c.create("/api/v1/jobs/dispatch", json!({"i": 0})).await;
     log.started(&first).await;

@@ -137,6 +137,8 @@ conformance!(
     queues_overdue_at_most_limit,
     queues_parked_claimed_once,
     queues_remove_returns_tasks,
+    queues_take_queue_keeps_the_worker,
+    workers_mark_idle_and_hot_skills,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1079,6 +1081,68 @@ async fn queues_remove_returns_tasks(be: &Backend) {
     assert!(be.a.workers.worker(&id).await.unwrap().is_none());
     assert_eq!(be.a.workers.remove(&id).await.unwrap(), (vec![], vec![]), "a second removal finds nothing");
     assert!(be.a.workers.pop(&id, now_ms()).await.unwrap().is_none());
+}
+
+/// A draining worker's queue is taken whole (highest priority first, once); the worker stays
+/// registered with its running task.
+async fn queues_take_queue_keeps_the_worker(be: &Backend) {
+    let id = format!("w-{}", uid());
+    be.a.workers.register(worker(&id, &["echo"]), TTL).await.unwrap();
+    let mut queued = Vec::new();
+    for p in [0.0, 5.0, 0.0, 1.0] {
+        let t = task("j", "echo", p);
+        queued.push(t.task_id.clone());
+        be.a.workers.enqueue(&id, t).await.unwrap();
+    }
+    // Pops the priority-5 task: it runs.
+    let running = be.b.workers.pop(&id, now_ms()).await.unwrap().unwrap();
+    assert_eq!(running.task_id, queued[1]);
+    let taken = be.b.workers.take_queue(&id).await.unwrap();
+    let ids: Vec<&str> = taken.iter().map(|t| t.task_id.as_str()).collect();
+    assert_eq!(ids, [queued[3].as_str(), queued[0].as_str(), queued[2].as_str()], "priority, then FIFO");
+    assert!(be.a.workers.take_queue(&id).await.unwrap().is_empty(), "taken once");
+    for t in &taken {
+        assert!(!be.a.workers.task_known(&t.task_id).await.unwrap(), "{} is forgotten", t.task_id);
+    }
+    assert!(be.a.workers.pop(&id, now_ms()).await.unwrap().is_none());
+    let live = be.a.workers.live_workers(now_ms()).await.unwrap();
+    let me = live.iter().find(|w| w.info.worker_id == id).expect("still live");
+    assert_eq!((me.queued, me.running), (0, 1), "still registered, still running its task");
+    assert!(be.a.workers.task_known(&running.task_id).await.unwrap());
+    assert_eq!(be.a.workers.queue_depth().await.unwrap(), 0);
+    assert!(be.b.workers.take_queue(&format!("w-{}", uid())).await.unwrap().is_empty(), "unknown worker");
+}
+
+/// A poll turns a `busy` or `full` worker `idle`, never a `draining` one; hot skills come from
+/// the registration and the last heartbeat (none when a heartbeat leaves them out).
+async fn workers_mark_idle_and_hot_skills(be: &Backend) {
+    let (a, b) = (&be.a.workers, &be.b.workers);
+    let id = format!("w-{}", uid());
+    let mut reg = worker(&id, &["echo", "other"]);
+    reg.record.insert("hot_skills".into(), json!(["echo", {"name": "other"}]));
+    reg.refresh_from_record();
+    a.register(reg, TTL).await.unwrap();
+    assert_eq!(b.worker(&id).await.unwrap().unwrap().hot_skills, ["echo", "other"]);
+    assert!(!b.mark_idle(&id).await.unwrap(), "already idle");
+    for status in ["busy", "full"] {
+        b.heartbeat(&id, Some(&json!({"status": status, "hot_skills": ["echo"]})), TTL).await.unwrap();
+        let seen = a.worker(&id).await.unwrap().unwrap();
+        assert_eq!((seen.status.as_str(), seen.hot_skills.as_slice()), (status, ["echo".to_owned()].as_slice()));
+        assert!(!seen.takes_new_tasks());
+        assert!(a.mark_idle(&id).await.unwrap(), "{status} -> idle");
+        let seen = b.worker(&id).await.unwrap().unwrap();
+        assert!(seen.takes_new_tasks(), "{status}: {seen:?}");
+        assert_eq!(seen.record["status"], "idle");
+        assert_eq!(seen.hot_skills, ["echo"], "a poll keeps the hot skills");
+        let listed = b.live_workers(now_ms()).await.unwrap();
+        assert_eq!(listed.iter().find(|w| w.info.worker_id == id).unwrap().info.status, "idle");
+    }
+    b.heartbeat(&id, Some(&json!({"status": "draining"})), TTL).await.unwrap();
+    assert!(!a.mark_idle(&id).await.unwrap(), "a draining worker stays draining");
+    let seen = b.worker(&id).await.unwrap().unwrap();
+    assert_eq!(seen.status, "draining");
+    assert!(seen.hot_skills.is_empty(), "a heartbeat without hot_skills reports none");
+    assert!(!a.mark_idle(&format!("w-{}", uid())).await.unwrap(), "unknown worker");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,18 +12,29 @@ use serde_json::{Map, Value};
 
 use crate::task_contract::TaskContract;
 
-/// How a worker is chosen among the eligible ones.
+/// How a worker is chosen among the eligible ones: the live workers offering the skill that
+/// pass the filters (reputation, `max_cost`, skill version and type, resources, the params
+/// against the skill's `input_schema`) and whose last report was `idle`. When some of them
+/// reported the skill hot, only those are chosen among. "Cost" is the worker's
+/// `cost_per_skill` for the skill (none: the dearest); "load" its queued plus running tasks.
+/// Equally good workers take turns.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum DispatchStrategy {
-    /// Cheapest cost first, then best reputation, then least loaded (ties spread).
+    /// The cheapest, then the highest reputation minus load.
     #[default]
     Default,
+    /// Each worker in turn (one rotation shared by every instance on a Redis).
     RoundRobin,
+    /// The least loaded.
     LeastConnections,
+    /// The cheapest, then the least loaded.
     Cheapest,
+    /// The lowest cost per reputation, then the least loaded (reputation 0: the dearest).
     BestValue,
+    /// The cheapest with fewer tasks than `DISPATCHER_SOFT_LIMIT` (3) waiting on its queue, else
+    /// the shortest queue (then the cheapest).
     Overflow,
 }
 

@@ -5,7 +5,13 @@
 //! picks the best eligible live worker and puts the task on that worker's priority queue
 //! (FIFO within a priority). Long-polls drain the queue. A task with no eligible worker waits
 //! in the parked list (with the reason visible on the job) and is assigned as soon as a
-//! suitable worker registers or heartbeats.
+//! suitable worker registers or heartbeats, or a `busy` / `full` one polls.
+//!
+//! Only workers whose last report was `idle` get new tasks; among them the ones that reported
+//! the skill hot, if any; then the dispatch's strategy chooses (`Dispatcher::choose`). A
+//! `busy` or `full` worker is `idle` again with its next heartbeat or as soon as it polls
+//! ([`Dispatcher::poll_resumes`]); a `draining` one hands its queued tasks back
+//! ([`Dispatcher::take_queue`]) and finishes the ones it runs.
 //!
 //! State lives behind a [`WorkerStore`] (in [`crate::storage`]: memory always, Redis behind a
 //! feature) so several orchestrator instances can share workers and queues; wake-ups of
@@ -55,7 +61,9 @@ impl NoWorker {
     }
 }
 
-const OVERFLOW_SOFT_LIMIT: usize = 3;
+/// The default `DISPATCHER_SOFT_LIMIT`: `overflow` keeps a worker while fewer tasks than this
+/// wait on its queue.
+pub(crate) const DEFAULT_SOFT_LIMIT: usize = 3;
 
 /// What absent params are checked as (the task payload then carries none; the SDKs read `{}`).
 static EMPTY_PARAMS: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| Value::Object(Default::default()));
@@ -72,6 +80,8 @@ pub struct Dispatcher {
     min_reputation: f64,
     /// `DISPATCHER_MAX_CANDIDATES` (unbounded unless set).
     max_candidates: usize,
+    /// `DISPATCHER_SOFT_LIMIT`: the queue length at which `overflow` moves on to dearer workers.
+    soft_limit: usize,
     rewards: Arc<Rewards>,
     /// The skills' schemas, compiled (params are checked against them here).
     contracts: TaskContracts,
@@ -127,6 +137,7 @@ impl Dispatcher {
             ttl_ms: ttl.as_millis() as u64,
             min_reputation,
             max_candidates: usize::MAX,
+            soft_limit: DEFAULT_SOFT_LIMIT,
             rewards: Arc::default(),
             contracts: TaskContracts::new(),
         }
@@ -137,6 +148,13 @@ impl Dispatcher {
     /// moves with every dispatch, so every worker is in some window.
     pub fn with_max_candidates(mut self, n: usize) -> Self {
         self.max_candidates = n.max(1);
+        self
+    }
+
+    /// The queue length at which the `overflow` strategy moves on to a dearer worker
+    /// (`DISPATCHER_SOFT_LIMIT`, default 3).
+    pub fn with_soft_limit(mut self, n: usize) -> Self {
+        self.soft_limit = n;
         self
     }
 
@@ -308,12 +326,15 @@ impl Dispatcher {
         self.store.park(task).await
     }
 
-    /// Parked tasks that some live worker can now take; each is claimed for this caller.
+    /// Parked tasks that some live worker can now take, the highest priority first (FIFO within a
+    /// priority); each is claimed for this caller.
     pub async fn take_assignable(&self) -> Vec<Unassigned> {
-        let Ok(parked) = self.store.parked().await else { return Vec::new() };
+        let Ok(mut parked) = self.store.parked().await else { return Vec::new() };
         if parked.is_empty() {
             return parked;
         }
+        // The most urgent first, FIFO within a priority: that is the order they are placed in.
+        parked.sort_by(|a, b| b.spec.priority.total_cmp(&a.spec.priority).then(a.parked_ms.cmp(&b.parked_ms)));
         let Ok(workers) = self.store.live_workers(now_ms()).await else { return Vec::new() };
         let mut out = Vec::new();
         for u in parked {
@@ -355,14 +376,38 @@ impl Dispatcher {
         // The thief's skills from the dispatch view (kept for dispatch anyway) rather than a read
         // of its record on every empty poll.
         let view = self.store.dispatch_view(now).await?;
-        let skills: Vec<String> = match view.iter().find(|w| w.info.worker_id == worker_id) {
-            Some(me) => me.info.skills.iter().map(|s| s.name.clone()).collect(),
+        let me: Arc<WorkerInfo> = match view.iter().find(|w| w.info.worker_id == worker_id) {
+            Some(me) => me.info.clone(),
             None => match self.store.worker(worker_id).await? {
-                Some(me) => me.skills.iter().map(|s| s.name.clone()).collect(),
+                Some(me) => Arc::new(me),
                 None => return Ok(None),
             },
         };
+        // A draining worker finishes what it has; it takes nothing from others.
+        if me.status == worker_status::DRAINING {
+            return Ok(None);
+        }
+        let skills: Vec<String> = me.skills.iter().map(|s| s.name.clone()).collect();
         self.store.steal(worker_id, &skills, now).await
+    }
+
+    /// A worker asks for work. Both SDKs poll only with a free slot, so a `busy` or `full` it
+    /// reported earlier is over: it is `idle` again, without waiting for its next heartbeat (up
+    /// to the SDKs' 2 s cooldown later). True when its status changed, so parked tasks may now
+    /// go to it.
+    pub async fn poll_resumes(&self, worker_id: &str) -> bool {
+        self.store.mark_idle(worker_id).await.unwrap_or_else(|e| {
+            tracing::warn!(worker_id, error = %e, "could not record a polling worker as idle");
+            false
+        })
+    }
+
+    /// Takes the tasks waiting on a worker's queue (it reported `draining`), to be placed again.
+    pub async fn take_queue(&self, worker_id: &str) -> Vec<QueuedTask> {
+        self.store.take_queue(worker_id).await.unwrap_or_else(|e| {
+            tracing::warn!(worker_id, error = %e, "could not take the queue of a draining worker");
+            Vec::new()
+        })
     }
 
     /// The worker's wake-up signal on this instance (for long-polls).
@@ -430,6 +475,12 @@ impl Dispatcher {
         self.store.expire(now).await.unwrap_or_default()
     }
 
+    /// Chooses a worker for `spec` among `workers`: those offering the skill that pass the
+    /// filters (reputation, `max_cost`, version, type, resources: [`Dispatcher::eligible`]; the
+    /// params against the worker's `input_schema`) and take new tasks now (status `idle`:
+    /// [`WorkerInfo::takes_new_tasks`]). When some of them reported the skill hot, only those;
+    /// then the strategy of the dispatch picks one (ties rotate).
+    ///
     /// `shared_turn`: the rotation's turn when the store shares one across instances.
     fn choose(&self, workers: &[WorkerLoad], spec: &TaskSpec, shared_turn: Option<u64>) -> Result<String, NoWorker> {
         let skill = spec.task_type.as_str();
@@ -437,7 +488,7 @@ impl Dispatcher {
         let mut broken_contracts = 0usize;
         let mut contract_why = String::new();
         let mut why = String::new();
-        let mut candidates: Vec<(&WorkerInfo, usize)> = Vec::new();
+        let mut candidates: Vec<&WorkerLoad> = Vec::new();
         let turn = shared_turn.unwrap_or_else(|| self.round_robin.fetch_add(1, AtomicOrdering::Relaxed)) as usize;
         // The params are checked once per distinct input schema, not once per worker.
         let params = if spec.params.is_null() { &EMPTY_PARAMS } else { &spec.params };
@@ -472,7 +523,13 @@ impl Dispatcher {
                 contract_why = violations;
                 continue;
             }
-            candidates.push((&w.info, w.queued + w.running));
+            // After the contract: params no offering worker accepts fail the task at once, while
+            // a worker that is `busy`, `full` or `draining` now may take it later.
+            if !w.info.takes_new_tasks() {
+                why = format!("it reports `{:.32}` and takes no new tasks", w.info.status);
+                continue;
+            }
+            candidates.push(w);
             if candidates.len() >= self.max_candidates {
                 break;
             }
@@ -484,31 +541,38 @@ impl Dispatcher {
                 _ => NoWorker::Filtered(why),
             });
         }
-        // Workers that reported `full`/`busy` go last, but are still used when nobody else is there.
-        let available =
-            |w: &WorkerInfo| matches!(w.status.as_str(), worker_status::IDLE | "" | worker_status::DRAINING) as u8;
+        // Hot workers (the skill is loaded) are preferred; the others when no hot one qualifies.
+        if candidates.iter().any(|w| w.info.is_hot(skill)) {
+            candidates.retain(|w| w.info.is_hot(skill));
+        }
+        let load = |w: &WorkerLoad| (w.queued + w.running) as f64;
+        let cost = |w: &WorkerLoad| w.info.cost(skill);
         let pick = match spec.dispatch_strategy {
             DispatchStrategy::RoundRobin => turn % candidates.len(),
-            DispatchStrategy::LeastConnections => {
-                argmin(&candidates, turn, |(w, load)| (1 - available(w), *load as f64, 0.0))
-            }
-            DispatchStrategy::Cheapest => {
-                argmin(&candidates, turn, |(w, load)| (1 - available(w), w.cost(skill), *load as f64))
-            }
-            DispatchStrategy::BestValue => argmin(&candidates, turn, |(w, load)| {
-                let cost = w.cost(skill);
-                let value = if cost.is_finite() && cost > 0.0 { w.reputation / cost } else { w.reputation };
-                (1 - available(w), -value, *load as f64)
+            DispatchStrategy::LeastConnections => argmin(&candidates, turn, |w| (load(w), 0.0)),
+            DispatchStrategy::Cheapest => argmin(&candidates, turn, |w| (cost(w), load(w))),
+            // Cost per unit of reputation (a missing cost or a reputation of 0 ranks last).
+            DispatchStrategy::BestValue => argmin(&candidates, turn, |w| {
+                let per_reputation = if w.info.reputation > 0.0 { cost(w) / w.info.reputation } else { f64::INFINITY };
+                (per_reputation, load(w))
             }),
-            DispatchStrategy::Overflow => candidates
-                .iter()
-                .position(|(w, load)| available(w) == 1 && *load < OVERFLOW_SOFT_LIMIT)
-                .unwrap_or_else(|| argmin(&candidates, turn, |(_, load)| (0, *load as f64, 0.0))),
-            DispatchStrategy::Default => {
-                argmin(&candidates, turn, |(w, load)| (1 - available(w), w.cost(skill), *load as f64 - w.reputation))
+            // The cheapest whose queue is below the soft limit, else the shortest queue.
+            DispatchStrategy::Overflow => {
+                let below: Vec<&WorkerLoad> =
+                    candidates.iter().copied().filter(|w| w.queued < self.soft_limit).collect();
+                match below.is_empty() {
+                    false => {
+                        let chosen = below[argmin(&below, turn, |w| (cost(w), 0.0))];
+                        candidates.iter().position(|w| std::ptr::eq(*w, chosen)).expect("a candidate")
+                    }
+                    true => argmin(&candidates, turn, |w| (w.queued as f64, cost(w))),
+                }
             }
+            // Cheapest, then reputation minus load: a better reputation counts as much as one
+            // task less, so equally good workers share the load.
+            DispatchStrategy::Default => argmin(&candidates, turn, |w| (cost(w), load(w) - w.info.reputation)),
         };
-        Ok(candidates[pick].0.worker_id.clone())
+        Ok(candidates[pick].info.worker_id.clone())
     }
 
     fn eligible(&self, w: &WorkerInfo, spec: &TaskSpec) -> Result<(), String> {
@@ -541,13 +605,9 @@ impl Dispatcher {
 
 /// Index of the smallest key; ties are broken by rotating with `turn` (a counter that grows per
 /// choice), so equally good workers share load.
-fn argmin<T>(items: &[T], turn: usize, key: impl Fn(&T) -> (u8, f64, f64)) -> usize {
-    let keys: Vec<(u8, f64, f64)> = items.iter().map(key).collect();
-    let best = keys
-        .iter()
-        .copied()
-        .min_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.total_cmp(&b.2)))
-        .expect("non-empty");
+fn argmin<T>(items: &[T], turn: usize, key: impl Fn(&T) -> (f64, f64)) -> usize {
+    let keys: Vec<(f64, f64)> = items.iter().map(key).collect();
+    let best = keys.iter().copied().min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1))).expect("non-empty");
     let ties: Vec<usize> = (0..keys.len()).filter(|&i| keys[i] == best).collect();
     ties[turn % ties.len()]
 }

@@ -25,10 +25,15 @@ pub struct WorkerInfo {
     pub record: serde_json::Map<String, Value>,
     pub skills: Vec<SkillView>,
     pub cost_per_skill: HashMap<String, f64>,
-    /// `idle`, `busy`, `full`, `offline`, ...
+    /// `idle`, `busy`, `full`, `draining`, `offline`, ...: only an `idle` worker (or one that
+    /// reported no status) is given new tasks ([`WorkerInfo::takes_new_tasks`]).
     pub status: String,
     pub reputation: f64,
     pub websockets: bool,
+    /// Skills the worker reported hot (`hot_skills` of its registration or last heartbeat,
+    /// names or `{"name": ..}` objects): dispatch prefers hot workers.
+    #[serde(default)]
+    pub hot_skills: Vec<String>,
 }
 
 /// One skill of a worker.
@@ -57,9 +62,14 @@ impl WorkerInfo {
     }
 
     /// Merges a heartbeat body into the record (the SDK's final `offline` heartbeat sends an
-    /// empty skill list, which is kept only then).
+    /// empty skill list, which is kept only then). A heartbeat without `hot_skills` reports none:
+    /// both SDKs leave the list out when it is empty, so a skill that went cold stops counting
+    /// as hot (Avtomatika keeps the last non-empty list).
     pub fn merge_heartbeat(&mut self, map: &serde_json::Map<String, Value>) {
         let offline = map.get("status").and_then(Value::as_str) == Some(worker_status::OFFLINE);
+        if !map.contains_key("hot_skills") {
+            self.record.remove("hot_skills");
+        }
         for (k, v) in map {
             if matches!(k.as_str(), "security" | "timestamp") {
                 continue;
@@ -96,10 +106,35 @@ impl WorkerInfo {
         if let Some(s) = r.get("status").and_then(Value::as_str) {
             self.status = s.to_owned();
         }
+        self.hot_skills = match r.get("hot_skills") {
+            Some(Value::Array(hot)) => {
+                hot.iter().filter_map(|h| h.as_str().or_else(|| h["name"].as_str())).map(str::to_owned).collect()
+            }
+            _ => Vec::new(),
+        };
     }
 
     pub fn has_skill(&self, name: &str) -> bool {
         self.skills.iter().any(|s| s.name == name)
+    }
+
+    /// Sets the status (in the record too, where heartbeats merge theirs).
+    pub fn set_status(&mut self, status: &str) {
+        self.record.insert("status".into(), Value::String(status.to_owned()));
+        self.status = status.to_owned();
+    }
+
+    /// Whether the worker reported `skill` hot.
+    pub fn is_hot(&self, skill: &str) -> bool {
+        self.hot_skills.iter().any(|h| h == skill)
+    }
+
+    /// Whether new tasks may go to this worker: its last report was `idle` (or had no status).
+    /// `busy` and `full` workers take nothing new until they report `idle` or poll for work
+    /// (both SDKs poll only with a free slot); a `draining` one finishes what it runs and takes
+    /// nothing new; `offline` and any other status take nothing either.
+    pub fn takes_new_tasks(&self) -> bool {
+        matches!(self.status.as_str(), worker_status::IDLE | "")
     }
 
     pub fn cost(&self, skill: &str) -> f64 {
@@ -200,7 +235,8 @@ pub trait WorkerStore: Send + Sync + 'static {
     fn live_workers(&self, now: u64) -> StorageFuture<'_, Vec<WorkerLoad>>;
     /// The live workers to choose from when placing a task. A backend where listing them is
     /// costly may answer from a list up to a few hundred milliseconds old (with the tasks it
-    /// queued since counted in); [`WorkerStore::enqueue`] still refuses a worker that is gone.
+    /// queued, handed out and saw answered since counted in); [`WorkerStore::enqueue`] still
+    /// refuses a worker that is gone.
     fn dispatch_view(&self, now: u64) -> StorageFuture<'_, Vec<WorkerLoad>> {
         self.live_workers(now)
     }
@@ -238,6 +274,15 @@ pub trait WorkerStore: Send + Sync + 'static {
     fn claim_parked<'a>(&'a self, task_id: &'a str) -> StorageFuture<'a, bool>;
     /// Removes a worker; returns its queued and running tasks.
     fn remove<'a>(&'a self, worker_id: &'a str) -> StorageFuture<'a, (Vec<QueuedTask>, Vec<Orphan>)>;
+    /// Takes every task waiting on a worker's queue, highest priority first (the worker
+    /// reported `draining`: its queued tasks go back through dispatch). The worker stays
+    /// registered and keeps its running tasks.
+    fn take_queue<'a>(&'a self, worker_id: &'a str) -> StorageFuture<'a, Vec<QueuedTask>>;
+    /// A worker asks for work (it polls, so it has a free slot): if its last report was `busy`
+    /// or `full`, its status becomes `idle` (any other status is kept, as is a report that came
+    /// in meanwhile). True when it changed. Called for every poll: a backend where reading the
+    /// record is costly may look at its dispatch view first.
+    fn mark_idle<'a>(&'a self, worker_id: &'a str) -> StorageFuture<'a, bool>;
     fn adjust_reputation<'a>(&'a self, worker_id: &'a str, delta: f64) -> StorageFuture<'a, ()>;
     /// The next turn of the round-robin rotation, shared by every instance on this store
     /// (`None`: the store shares none, as in memory where there is one instance; the dispatcher

@@ -126,6 +126,7 @@ variables! {
     default_dispatch_timeout_seconds => "DEFAULT_DISPATCH_TIMEOUT_SECONDS",
     detailed_api_responses => "DETAILED_API_RESPONSES",
     dispatcher_max_candidates => "DISPATCHER_MAX_CANDIDATES",
+    dispatcher_soft_limit => "DISPATCHER_SOFT_LIMIT",
     enable_client_api => "ENABLE_CLIENT_API",
     environment => "ENVIRONMENT",
     executor_max_concurrent_jobs => "EXECUTOR_MAX_CONCURRENT_JOBS",

@@ -146,6 +146,9 @@ pub struct Config {
     pub worker_history_status_interval: Duration,
     /// `DISPATCHER_MAX_CANDIDATES` (default 50): eligible workers one dispatch chooses among.
     pub dispatcher_max_candidates: usize,
+    /// `DISPATCHER_SOFT_LIMIT` (default 3): the `overflow` strategy gives a task to the
+    /// cheapest worker with fewer tasks than this waiting on its queue, else to the shortest queue.
+    pub dispatcher_soft_limit: usize,
     pub work_stealing_enabled: bool,
     /// `STRICT_EVENT_VALIDATION`: an event whose type the sender's skill (or, for a handler's ghost
     /// event, the blueprint) does not declare is refused; `progress` always passes.
@@ -333,6 +336,7 @@ impl Default for Config {
             reputation_recalc_interval: Duration::from_secs(3600),
             worker_history_status_interval: Duration::from_secs(60),
             dispatcher_max_candidates: 50,
+            dispatcher_soft_limit: crate::server::dispatch::DEFAULT_SOFT_LIMIT,
             work_stealing_enabled: true,
             strict_event_validation: false,
             production: false,
@@ -479,6 +483,7 @@ impl Config {
             worker_history_status_interval: env
                 .secs("WORKER_HISTORY_STATUS_INTERVAL_SECONDS", d.worker_history_status_interval)?,
             dispatcher_max_candidates: env.parse("DISPATCHER_MAX_CANDIDATES", d.dispatcher_max_candidates)?,
+            dispatcher_soft_limit: env.parse("DISPATCHER_SOFT_LIMIT", d.dispatcher_soft_limit)?,
             work_stealing_enabled: env.bool("WORK_STEALING_ENABLED", d.work_stealing_enabled)?,
             strict_event_validation: env.bool("STRICT_EVENT_VALIDATION", d.strict_event_validation)?,
             production,

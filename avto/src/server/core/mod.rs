@@ -150,7 +150,8 @@ impl Core {
     pub fn new(cfg: Config, env: EngineEnv, stores: Stores) -> Self {
         let mut dispatcher =
             Dispatcher::new(stores.workers, cfg.worker_health_check_interval * 2, cfg.reputation_min_threshold)
-                .with_max_candidates(cfg.dispatcher_max_candidates);
+                .with_max_candidates(cfg.dispatcher_max_candidates)
+                .with_soft_limit(cfg.dispatcher_soft_limit);
         if let Some(bus) = stores.bus {
             dispatcher = dispatcher.with_bus(bus);
         }

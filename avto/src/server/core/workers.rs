@@ -83,22 +83,26 @@ impl Core {
         }
     }
 
-    /// Gives parked tasks to workers that can now take them.
+    /// Gives parked tasks to workers that can now take them (in the background).
     pub fn place_parked(self: &Arc<Self>) {
         let core = self.clone();
-        tokio::spawn(async move {
-            for u in core.dispatcher.take_assignable().await {
-                let placed = async {
-                    let Some(mut tx) = core.begin(&u.job_id).await? else { return Ok(()) };
-                    if !tx.tasks_in_flight().any(|r| r.task_id == u.task_id && r.worker_id.is_none()) {
-                        return Ok(());
-                    }
-                    core.place_or_fail(&mut tx, &u.task_id).await;
-                    core.commit(tx).await
-                };
-                log_failure("could not place a parked task", &u.job_id, placed.await);
-            }
-        });
+        tokio::spawn(async move { core.place_parked_now().await });
+    }
+
+    /// Gives parked tasks to workers that can now take them, the highest priority first (FIFO
+    /// within a priority); returns when they are placed.
+    async fn place_parked_now(self: &Arc<Self>) {
+        for u in self.dispatcher.take_assignable().await {
+            let placed = async {
+                let Some(mut tx) = self.begin(&u.job_id).await? else { return Ok(()) };
+                if !tx.tasks_in_flight().any(|r| r.task_id == u.task_id && r.worker_id.is_none()) {
+                    return Ok(());
+                }
+                self.place_or_fail(&mut tx, &u.task_id).await;
+                self.commit(tx).await
+            };
+            log_failure("could not place a parked task", &u.job_id, placed.await);
+        }
     }
 
     /// Puts tasks of a departed worker back through dispatch (the lease moves to the new worker,
@@ -200,6 +204,11 @@ impl Core {
                 self.record_worker(worker_id, WORKER_STATUS_UPDATE).await;
             }
         }
+        // A draining worker finishes what it runs; what waits on its queue goes to other workers.
+        if status == Some(worker_status::DRAINING) {
+            let queued = self.dispatcher.take_queue(worker_id).await;
+            self.requeue(queued.into_iter().map(|t| (t.job_id, t.task_id)).collect());
+        }
         if offline {
             self.status_log.forget(worker_id);
             let (queued, orphans) = self.dispatcher.remove(worker_id).await;
@@ -214,15 +223,23 @@ impl Core {
     /// Long-poll: the next task for `worker_id`, waiting up to `wait`.
     ///
     /// When the worker's own queue is empty it may steal from the longest backlog of another
-    /// worker with the same skills (`WORK_STEALING_ENABLED`); the lease moves to the thief.
+    /// worker with the same skills (`WORK_STEALING_ENABLED`; not a `draining` worker); the lease
+    /// moves to the thief. A worker that reported `busy` or `full` is `idle` again when it polls
+    /// (both SDKs poll only with a free slot), and parked tasks are placed before it takes one.
     pub async fn next_task(
-        &self,
+        self: &Arc<Self>,
         worker_id: &str,
         wait: Duration,
     ) -> Result<Option<(QueuedTask, TaskContext)>, CoreError> {
         let notify = self.dispatcher.notifier(worker_id);
         let deadline = tokio::time::Instant::now() + wait;
         let steal = self.cfg.work_stealing_enabled;
+        // Asking for work, the worker has a free slot (both SDKs poll only then): if it last
+        // reported `busy` or `full` it is `idle` again, and the tasks that waited for a worker
+        // are placed before it takes one, so it takes the most urgent.
+        if self.dispatcher.poll_resumes(worker_id).await {
+            self.place_parked_now().await;
+        }
         loop {
             let notified = notify.notified();
             if let Some(t) = self.dispatcher.try_next(worker_id, steal).await? {
@@ -258,7 +275,7 @@ impl Core {
     /// (no waiting and no stealing for those). A storage error after the first task ends the
     /// batch with what was claimed; a task popped but not claimed is recovered by its timeout.
     pub async fn next_tasks(
-        &self,
+        self: &Arc<Self>,
         worker_id: &str,
         wait: Duration,
         max: usize,

@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 
 use crate::actions::TaskSpec;
+use crate::protocol::worker_status;
 use crate::storage::{
     dispatch_deadline, Orphan, Overdue, OverdueTask, QueuedTask, StorageFuture, Unassigned, WorkerInfo, WorkerLoad,
     WorkerStore, CANCEL_MEMORY_MS,
@@ -294,6 +295,25 @@ impl WorkerStore for MemoryWorkers {
     fn remove<'a>(&'a self, worker_id: &'a str) -> StorageFuture<'a, (Vec<QueuedTask>, Vec<Orphan>)> {
         let now = crate::job::now_ms();
         ready(depart(&mut self.inner.lock(), worker_id, now))
+    }
+
+    fn take_queue<'a>(&'a self, worker_id: &'a str) -> StorageFuture<'a, Vec<QueuedTask>> {
+        let mut inner = self.inner.lock();
+        let Some(slot) = inner.workers.get_mut(worker_id) else { return ready(Vec::new()) };
+        let mut tasks: Vec<QueuedTask> =
+            std::mem::take(&mut slot.queue).into_sorted_vec().into_iter().map(|q| q.0).collect();
+        tasks.reverse();
+        ready(tasks)
+    }
+
+    fn mark_idle<'a>(&'a self, worker_id: &'a str) -> StorageFuture<'a, bool> {
+        let mut inner = self.inner.lock();
+        let Some(slot) = inner.workers.get_mut(worker_id) else { return ready(false) };
+        if !matches!(slot.info.status.as_str(), worker_status::BUSY | worker_status::FULL) {
+            return ready(false);
+        }
+        Arc::make_mut(&mut slot.info).set_status(worker_status::IDLE);
+        ready(true)
     }
 
     fn adjust_reputation<'a>(&'a self, worker_id: &'a str, delta: f64) -> StorageFuture<'a, ()> {

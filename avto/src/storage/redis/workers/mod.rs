@@ -17,6 +17,7 @@ use serde_json::Value as Json;
 
 use super::{from_json, reply, to_json, RedisConn};
 use crate::job::now_ms;
+use crate::protocol::worker_status;
 use crate::storage::encryption::RecordCipher;
 use crate::storage::{
     dispatch_deadline, BusMessage, Orphan, Overdue, OverdueTask, QueuedTask, StorageError, StorageFuture, Unassigned,
@@ -39,10 +40,12 @@ pub struct RedisWorkers {
     cipher: Option<Arc<RecordCipher>>,
 }
 
-/// The dispatch view: live workers as listed at most [`VIEW_TTL`] ago, plus the tasks this
-/// instance queued on them since. Listing every live worker with its loads for each task placed
-/// was the most expensive script per job; a slightly old view only affects which worker is
-/// chosen (a gone worker is refused by the enqueue script, and the dispatcher then lists afresh).
+/// The dispatch view: live workers as listed at most [`VIEW_TTL`] ago, with the tasks this
+/// instance queued on them, handed out and saw answered since counted in; a heartbeat that
+/// changes a status or hot skills, a registration and a removal make this instance list afresh.
+/// Listing every live worker with its loads for each task placed was the most expensive script
+/// per job; a slightly old view only affects which worker is chosen (a gone worker is refused by
+/// the enqueue script, and the dispatcher then lists afresh).
 #[derive(Debug, Default)]
 struct View {
     list: Mutex<Option<(Instant, Vec<WorkerLoad>)>>,
@@ -61,10 +64,12 @@ impl View {
         *self.list.lock() = None;
     }
 
-    fn count_queued(&self, worker_id: &str) {
+    /// Counts a move of this instance into the view: `queued` and `running` change by the deltas.
+    fn count(&self, worker_id: &str, queued: isize, running: isize) {
         if let Some((_, v)) = self.list.lock().as_mut() {
             if let Some(w) = v.iter_mut().find(|w| w.info.worker_id == worker_id) {
-                w.queued += 1;
+                w.queued = w.queued.saturating_add_signed(queued);
+                w.running = w.running.saturating_add_signed(running);
             }
         }
     }
@@ -219,6 +224,7 @@ impl WorkerStore for RedisWorkers {
             let now = now_ms();
             let mut info_json = String::new();
             let mut current: Vec<String> = Vec::new();
+            let mut changed = false;
             let map = match body {
                 Some(Json::Object(map)) => Some(map),
                 _ => None,
@@ -234,14 +240,21 @@ impl WorkerStore for RedisWorkers {
                     return self.heartbeat_script(worker_id, "", now, ttl_ms, "0", current).await;
                 };
                 let mut info: WorkerInfo = from_json("worker record", &json)?;
+                let before = (info.status.clone(), info.hot_skills.clone());
                 info.merge_heartbeat(map);
                 info_json = self.seal_info(&info);
+                changed = (&info.status, &info.hot_skills) != (&before.0, &before.1);
                 if let Some(list) = map.get("current_tasks").and_then(Json::as_array) {
                     current = list.iter().filter_map(Json::as_str).map(str::to_owned).collect();
                 }
             }
             let has_body = if map.is_some() { "1" } else { "0" };
-            self.heartbeat_script(worker_id, &info_json, now, ttl_ms, has_body, current).await
+            let answer = self.heartbeat_script(worker_id, &info_json, now, ttl_ms, has_body, current).await;
+            // Dispatch reads status and hot skills: a change is seen at once on this instance.
+            if changed {
+                self.view.forget();
+            }
+            answer
         })
     }
 
@@ -334,7 +347,7 @@ impl WorkerStore for RedisWorkers {
                 )
                 .await?;
             match ok {
-                1 => self.view.count_queued(worker_id),
+                1 => self.view.count(worker_id, 1, 0),
                 _ => self.view.forget(),
             }
             Ok(ok == 1)
@@ -351,6 +364,8 @@ impl WorkerStore for RedisWorkers {
             if json.is_empty() {
                 return Ok(None);
             }
+            // The queue lengths of the view steer `overflow` and the load-based strategies.
+            self.view.count(worker_id, -1, 1);
             Self::parse_task(&json).map(Some)
         })
     }
@@ -371,6 +386,7 @@ impl WorkerStore for RedisWorkers {
     fn finished<'a>(&'a self, worker_id: &'a str, task_id: &'a str) -> StorageFuture<'a, ()> {
         Box::pin(async move {
             self.conn.script::<i64>(&scripts::FINISHED, false, &[&worker_id, &task_id]).await?;
+            self.view.count(worker_id, 0, -1);
             Ok(())
         })
     }
@@ -424,6 +440,44 @@ impl WorkerStore for RedisWorkers {
             }
             self.view.forget();
             Ok((queued, orphans))
+        })
+    }
+
+    fn take_queue<'a>(&'a self, worker_id: &'a str) -> StorageFuture<'a, Vec<QueuedTask>> {
+        Box::pin(async move {
+            let list = reply::strings(self.conn.script(&scripts::TAKE_QUEUE, true, &[&worker_id]).await?)?;
+            if !list.is_empty() {
+                self.view.forget();
+            }
+            list.iter().map(|j| Self::parse_task(j)).collect()
+        })
+    }
+
+    fn mark_idle<'a>(&'a self, worker_id: &'a str) -> StorageFuture<'a, bool> {
+        Box::pin(async move {
+            // Every poll asks: the dispatch view answers most of them without a round trip (a
+            // status change on another instance is seen here within VIEW_TTL).
+            let view = self.dispatch_view(now_ms()).await?;
+            let reported = view.iter().find(|w| w.info.worker_id == worker_id).map(|w| w.info.status.as_str());
+            if !matches!(reported, Some(worker_status::BUSY | worker_status::FULL)) {
+                return Ok(false);
+            }
+            let stored: Option<String> =
+                self.conn.query(redis::cmd("GET").arg(self.conn.key(&format!("w:info:{worker_id}")))).await?;
+            let Some(stored) = stored else { return Ok(false) };
+            let Some(json) = self.open_info(worker_id, &stored) else { return Ok(false) };
+            let mut info: WorkerInfo = from_json("worker record", &json)?;
+            if !matches!(info.status.as_str(), worker_status::BUSY | worker_status::FULL) {
+                return Ok(false);
+            }
+            info.set_status(worker_status::IDLE);
+            // Compare and set: a heartbeat stored meanwhile is newer than what the poll shows.
+            let swapped: i64 =
+                self.conn.script(&scripts::SWAP_INFO, true, &[&worker_id, &stored, &self.seal_info(&info)]).await?;
+            if swapped == 1 {
+                self.view.forget();
+            }
+            Ok(swapped == 1)
         })
     }
 

@@ -344,6 +344,41 @@ return answer({qs, rs})
     )
 });
 
+/// {queued task (see `queued`)...} of worker ARGV[3], taken off its queue (highest priority first).
+pub(super) static TAKE_QUEUE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local c = cached()
+if c then return c end
+local w = ARGV[3]
+local qs = {}
+for _, member in ipairs(redis.call('ZRANGE', qkey(w), 0, -1)) do
+  local tid = string.sub(member, 22)
+  local d = redis.call('HGET', tkey(tid), 'data')
+  if d then table.insert(qs, queued(member, d)) end
+  redis.call('DEL', tkey(tid))
+  redis.call('ZREM', P .. 'due:q', tid)
+end
+redis.call('DEL', qkey(w), P .. 'w:qt:' .. w)
+return answer(qs)
+"#,
+    )
+});
+
+/// Replaces worker ARGV[3]'s record with ARGV[5] if it is still ARGV[4]: 1, else 0.
+pub(super) static SWAP_INFO: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local c = cached()
+if c then return c end
+local k = P .. 'w:info:' .. ARGV[3]
+if redis.call('GET', k) ~= ARGV[4] then return answer(0) end
+redis.call('SET', k, ARGV[5])
+return answer(1)
+"#,
+    )
+});
+
 pub(super) static REPUTATION: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
