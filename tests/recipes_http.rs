@@ -1698,6 +1698,12 @@ async fn work_stealing_moves_a_backlog_to_an_idle_worker() {
         })
     });
     c.wait_workers(&["steal-slow"]).await;
+    // Its first heartbeat (right after registering, `idle`) is in: the next is a minute away.
+    let deadline = Instant::now() + T;
+    while !c.worker("steal-slow").await.is_some_and(|w| w["current_tasks"].is_array()) {
+        assert!(Instant::now() < deadline, "no heartbeat from steal-slow");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let first = c.create("/api/v1/jobs/dispatch", json!({"i": 0})).await;
     log.started(&first).await;
     let mut backlog = Vec::new();
