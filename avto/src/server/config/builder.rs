@@ -68,7 +68,7 @@ impl ConfigBuilder {
         };
         let config = Config::from_lookup(&lookup)?;
         let asked = asked.into_inner();
-        for name in self.vars.keys().filter(|n| !asked.contains(*n)) {
+        if let Some(name) = self.vars.keys().find(|n| !asked.contains(*n)) {
             let close = asked.iter().filter(|a| edit_distance(a, name) <= 2).min_by_key(|a| edit_distance(a, name));
             return Err(ConfigError(match close {
                 Some(c) => format!("{name} is not a configuration variable; did you mean {c}?"),
