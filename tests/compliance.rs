@@ -66,7 +66,12 @@ async fn skill_version_and_type_pick_the_workers_that_declare_them() {
     let task = w.poll().await.1;
     assert_eq!((task["job_id"].as_str(), task["skill_version"].as_str()), (Some(v2.as_str()), Some("2.0")));
     assert!(task.get("skill_type").is_none(), "{task}");
-    assert!(waiting_reason(&c, &ocr).await.contains("skill type is not ocr"));
+    // Every reason with how many workers it ruled out (spec 4.1).
+    let why = waiting_reason(&c, &ocr).await;
+    assert!(
+        ["(1 worker: skill type is not ocr)", "(2 workers: skill type is not ocr)"].iter().any(|r| why.contains(r)),
+        "{why}"
+    );
     register(&s, "w-ocr", json!([{"name": "render", "type": "ocr", "version": "1.0"}])).await;
     assert_eq!(assigned(&c, &ocr).await, "w-ocr");
 

@@ -61,6 +61,43 @@ impl NoWorker {
     }
 }
 
+/// Why the workers offering a skill were not chosen, each distinct reason with how many workers
+/// it ruled out (spec 4.1: "rejection reasons with counts"), most frequent first. Bounded: the
+/// first [`Rejections::MAX`] distinct reasons are kept, the others only counted.
+#[derive(Debug, Default)]
+struct Rejections {
+    reasons: Vec<(String, usize)>,
+    others: usize,
+}
+
+impl Rejections {
+    const MAX: usize = 8;
+
+    fn add(&mut self, reason: String) {
+        if let Some((_, n)) = self.reasons.iter_mut().find(|(r, _)| *r == reason) {
+            *n += 1;
+        } else if self.reasons.len() < Self::MAX {
+            self.reasons.push((reason, 1));
+        } else {
+            self.others += 1;
+        }
+    }
+}
+
+impl std::fmt::Display for Rejections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut sorted: Vec<&(String, usize)> = self.reasons.iter().collect();
+        sorted.sort_by_key(|r| std::cmp::Reverse(r.1));
+        let parts: Vec<String> =
+            sorted.iter().map(|(r, n)| format!("{n} worker{}: {r}", if *n == 1 { "" } else { "s" })).collect();
+        write!(f, "{}", parts.join("; "))?;
+        if self.others > 0 {
+            write!(f, "; {} more for other reasons", self.others)?;
+        }
+        Ok(())
+    }
+}
+
 /// The default `DISPATCHER_SOFT_LIMIT`: `overflow` keeps a worker while fewer tasks than this
 /// wait on its queue.
 pub(crate) const DEFAULT_SOFT_LIMIT: usize = 3;
@@ -487,7 +524,7 @@ impl Dispatcher {
         let mut with_skill = 0usize;
         let mut broken_contracts = 0usize;
         let mut contract_why = String::new();
-        let mut why = String::new();
+        let mut why = Rejections::default();
         let mut candidates: Vec<&WorkerLoad> = Vec::new();
         let turn = shared_turn.unwrap_or_else(|| self.round_robin.fetch_add(1, AtomicOrdering::Relaxed)) as usize;
         // The params are checked once per distinct input schema, not once per worker.
@@ -501,7 +538,7 @@ impl Dispatcher {
             }
             with_skill += 1;
             if let Err(reason) = self.eligible(&w.info, spec) {
-                why = reason;
+                why.add(reason);
                 continue;
             }
             // Params are checked last (the costliest filter), against this worker's own schema.
@@ -519,14 +556,14 @@ impl Dispatcher {
             };
             if let Err(violations) = verdict {
                 broken_contracts += 1;
-                why = format!("params break its input_schema: {violations}");
+                why.add(format!("params break its input_schema: {violations}"));
                 contract_why = violations;
                 continue;
             }
             // After the contract: params no offering worker accepts fail the task at once, while
             // a worker that is `busy`, `full` or `draining` now may take it later.
             if !w.info.takes_new_tasks() {
-                why = format!("it reports `{:.32}` and takes no new tasks", w.info.status);
+                why.add(format!("it reports `{:.32}` and takes no new tasks", w.info.status));
                 continue;
             }
             candidates.push(w);
@@ -538,7 +575,7 @@ impl Dispatcher {
             return Err(match with_skill {
                 0 => NoWorker::NoSkill,
                 n if n == broken_contracts => NoWorker::Contract(contract_why),
-                _ => NoWorker::Filtered(why),
+                _ => NoWorker::Filtered(why.to_string()),
             });
         }
         // Hot workers (the skill is loaded) are preferred; the others when no hot one qualifies.
@@ -614,6 +651,20 @@ fn argmin<T>(items: &[T], turn: usize, key: impl Fn(&T) -> (f64, f64)) -> usize 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rejections_are_counted_per_reason() {
+        let mut r = Rejections::default();
+        for reason in ["reputation below 0.3", "cost above max_cost 2", "reputation below 0.3"] {
+            r.add(reason.to_owned());
+        }
+        assert_eq!(r.to_string(), "2 workers: reputation below 0.3; 1 worker: cost above max_cost 2");
+        for i in 0..20 {
+            r.add(format!("reason {i}"));
+        }
+        assert_eq!(r.reasons.len(), Rejections::MAX);
+        assert!(r.to_string().ends_with("; 14 more for other reasons"), "{r}");
+    }
+
     use super::*;
     use std::collections::BTreeMap;
 
