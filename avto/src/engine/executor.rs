@@ -404,7 +404,7 @@ async fn run_handler(
 }
 
 /// The message of a caught panic (`panic!("...")` payloads are `&str` or `String`).
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

@@ -8,6 +8,8 @@
 mod executor;
 mod results;
 
+#[cfg(feature = "server")]
+pub(crate) use executor::panic_message;
 pub use executor::{advance, EngineConfig, EngineEnv};
 pub use results::{
     apply_approval, apply_event, apply_task_result, cancel, fail_task, resume_parent, time_out_task, ApprovalError,

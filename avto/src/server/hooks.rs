@@ -106,11 +106,7 @@ fn spawn(kind: &'static str, job_id: Option<String>, fut: BoxFuture) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(hook = kind, job_id, error = %e, "hook failed"),
             Err(panic) => {
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic payload".into());
+                let msg = crate::engine::panic_message(&*panic);
                 tracing::error!(hook = kind, job_id, panic = %msg, "hook panicked");
             }
         }
