@@ -25,6 +25,7 @@ use crate::Context;
 ///         assert!(!settings.greeting.is_empty());
 ///     }
 /// }
+/// # fn main() {}
 /// ```
 #[derive(Debug)]
 pub struct State<T: ?Sized>(pub Arc<T>);
