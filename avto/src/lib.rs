@@ -14,6 +14,8 @@ pub mod __private;
 
 pub mod actions;
 pub mod blueprint;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod context;
 mod contracts;
 pub mod engine;
