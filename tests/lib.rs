@@ -8,55 +8,38 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use avto::protocol::sign::{attach_security, MessageKind};
+use avto::client::Client;
 use avto::server::config::Config;
 use avto::server::{Core, Orchestrator};
-use avto::worker::{ShutdownHandle, Worker, WorkerBuilder, WorkerError};
+use avto::testing::{TestServer, TestWorker};
+use avto::worker::WorkerBuilder;
 use avto::Blueprint;
-use serde_json::{json, Value};
+use serde_json::Value;
+
+pub use avto::testing::{unix_now, RawWorker, ADMIN_TOKEN, CLIENT_TOKEN, SECRET, WORKER_TOKEN};
 
 pub mod blueprints;
 pub mod certs;
 pub mod s3s;
 pub mod tasks;
 
-pub const CLIENT_TOKEN: &str = "test-client-token";
-pub const WORKER_TOKEN: &str = "test-worker-token";
-pub const SECRET: &str = "test-orchestrator-secret";
-/// The operator credential (`ADMIN_TOKEN`) of [`test_config`].
-pub const ADMIN_TOKEN: &str = "test-admin-token";
-
-/// A configuration for tests: loopback, rate limiting off, short polls, known tokens, webhooks to
-/// loopback receivers allowed.
+/// The fast test configuration of [`avto::testing::test_config`].
 pub fn test_config() -> Config {
-    test_config_with(&[])
+    avto::testing::test_config()
 }
 
 /// [`test_config`] with more (or overriding) environment variables, read the way the server reads
 /// its environment (e.g. `CLIENTS_CONFIG_PATH`, `WORKERS_CONFIG_PATH`, `JOB_MAX_RETRIES`).
 pub fn test_config_with(extra: &[(&str, &str)]) -> Config {
-    let vars = [
-        ("API_HOST", "127.0.0.1"),
-        ("CLIENT_TOKEN", CLIENT_TOKEN),
-        ("ADMIN_TOKEN", ADMIN_TOKEN),
-        ("GLOBAL_WORKER_TOKEN", WORKER_TOKEN),
-        ("ORCHESTRATOR_SECRET_KEY", SECRET),
-        ("RATE_LIMITING_ENABLED", "false"),
-        ("WORKER_POLL_TIMEOUT_SECONDS", "2"),
-        ("WATCHER_INTERVAL_SECONDS", "0.2"),
-        // The tests' webhook receivers listen on 127.0.0.1.
-        ("WEBHOOK_ALLOW_PRIVATE", "true"),
-    ];
-    let lookup = |k: &str| extra.iter().chain(vars.iter()).find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
-    Config::from_lookup(&lookup).expect("test config")
+    avto::testing::test_config_with(extra).expect("test config")
 }
 
-/// An orchestrator serving on a free loopback port; stopped on drop.
+/// An [`avto::testing::TestServer`] with its base URL and core as fields (the shape the tests
+/// were written against); stopped on drop.
 pub struct Server {
     pub base: String,
     pub core: Arc<Core>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    inner: TestServer,
 }
 
 impl Server {
@@ -68,27 +51,21 @@ impl Server {
         Self::with_builder(Orchestrator::builder().blueprints(blueprints).config(config)).await
     }
 
-    /// An orchestrator from a builder (for what only the builder sets, e.g. a history backend).
+    /// An orchestrator from a builder (for what only the builder sets, e.g. a history backend);
+    /// returns once it answers.
     pub async fn with_builder(builder: avto::server::OrchestratorBuilder) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::with_builder_on(builder, listener)
+        let server = Self::with_builder_on(builder, listener);
+        server.inner.ready().await.expect("the server answers");
+        server
     }
 
     /// An orchestrator from a builder on a listener the test bound (e.g. the port of a server it
-    /// stopped, to restart it there).
+    /// stopped, to restart it there); does not wait for it to answer.
     pub fn with_builder_on(builder: avto::server::OrchestratorBuilder, listener: tokio::net::TcpListener) -> Server {
-        let orch = builder.build().expect("orchestrator builds");
-        let core = orch.core().clone();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            orch.listen(listener, async {
-                let _ = rx.await;
-            })
-            .await
-            .expect("server runs");
-        });
-        Server { base, core, stop: Some(tx), task: Some(task) }
+        avto::testing::init_logging();
+        let inner = TestServer::serve(builder, listener).expect("orchestrator builds");
+        Server { base: inner.base_url().to_owned(), core: inner.core().clone(), inner }
     }
 
     /// An orchestrator on the Redis at `url`, keys under `prefix`: several servers on one prefix
@@ -104,17 +81,19 @@ impl Server {
     }
 
     /// Graceful shutdown; returns when the server has stopped.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
+    pub async fn stop(self) {
+        if let Err(e) = self.inner.stop().await {
+            tracing::warn!("test server stopped with an error: {e}");
         }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+        self.inner.url(path)
+    }
+
+    /// The typed client (`avto::client`) with the test client token.
+    pub fn typed(&self) -> Client {
+        self.inner.client()
     }
 
     /// A client-API client with the test client token.
@@ -123,15 +102,8 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-/// The client API as a user calls it.
+/// The tests' shape of the client API: `(status, body)` answers and panics instead of errors,
+/// over the typed [`avto::client::Client`].
 #[derive(Debug, Clone)]
 pub struct ApiClient {
     pub http: reqwest::Client,
@@ -140,28 +112,29 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
+    pub fn new(base: &str, token: &str) -> ApiClient {
+        ApiClient { http: reqwest::Client::new(), base: base.to_owned(), token: token.to_owned() }
+    }
+
     pub fn with_token(&self, token: &str) -> ApiClient {
         ApiClient { token: token.into(), ..self.clone() }
     }
 
+    /// The typed client of this base URL and token (short waits between polls).
+    pub fn typed(&self) -> Client {
+        Client::new(&self.base, &self.token)
+            .with_http(self.http.clone())
+            .poll_interval(Duration::from_millis(10), Duration::from_millis(40))
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("X-Client-Token", &self.token)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        let (status, body) = self.typed().raw(reqwest::Method::POST, path, Some(body)).await.unwrap();
+        (status.as_u16(), body)
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r =
-            self.http.get(format!("{}{path}", self.base)).header("X-Client-Token", &self.token).send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        let (status, body) = self.typed().raw(reqwest::Method::GET, path, None).await.unwrap();
+        (status.as_u16(), body)
     }
 
     /// A request with the operator credential ([`ADMIN_TOKEN`]) instead of the client token.
@@ -177,49 +150,39 @@ impl ApiClient {
 
     /// Creates a job; panics unless the answer is 202.
     pub async fn create(&self, path: &str, initial_data: Value) -> String {
-        let (status, body) = self.post(path, &json!({"initial_data": initial_data})).await;
-        assert_eq!(status, 202, "create job: {body}");
-        body["job_id"].as_str().unwrap().to_owned()
+        match self.typed().create(path, initial_data).await {
+            Ok(id) => id.0,
+            Err(e) => panic!("create job: {e} {:?}", e.body()),
+        }
     }
 
+    /// The detailed status document of a job; panics unless the answer is 200.
     pub async fn job(&self, id: &str) -> Value {
-        let (status, body) = self.get(&format!("/api/v1/jobs/{id}?detailed=true")).await;
-        assert_eq!(status, 200, "job status: {body}");
-        body
+        match self.typed().get(id).await {
+            Ok(job) => job.raw,
+            Err(e) => panic!("job status: {e} {:?}", e.body()),
+        }
     }
 
     /// Polls until the job has one of `statuses` (panics after `timeout`).
     pub async fn wait_for(&self, id: &str, statuses: &[&str], timeout: Duration) -> Value {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let job = self.job(id).await;
-            if statuses.contains(&job["status"].as_str().unwrap_or_default()) {
-                return job;
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!("job {id} did not reach {statuses:?} in {timeout:?}: {job}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("{statuses:?}");
+        self.wait_until(id, timeout, &what, |job| statuses.contains(&job["status"].as_str().unwrap_or_default())).await
     }
 
     /// Waits for a terminal status.
     pub async fn wait_terminal(&self, id: &str, timeout: Duration) -> Value {
-        self.wait_for(id, &["finished", "failed", "cancelled", "quarantined"], timeout).await
+        match self.typed().wait(id, timeout).await {
+            Ok(job) => job.raw,
+            Err(e) => panic!("{e}: {:?}", last_seen(&e)),
+        }
     }
 
     /// Polls the detailed job until `pred` holds (panics after `timeout`).
     pub async fn wait_until(&self, id: &str, timeout: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let job = self.job(id).await;
-            if pred(&job) {
-                return job;
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!("job {id}: {what} did not happen in {timeout:?}: {job}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        match self.typed().wait_until(id, timeout, what, |job| pred(&job.raw)).await {
+            Ok(job) => job.raw,
+            Err(e) => panic!("{e}: {:?}", last_seen(&e)),
         }
     }
 
@@ -253,6 +216,14 @@ impl ApiClient {
     }
 }
 
+/// The job document a timed-out wait saw last.
+fn last_seen(e: &avto::client::ClientError) -> Option<&Value> {
+    match e {
+        avto::client::ClientError::Timeout { last, .. } => last.as_ref().map(|j| &j.raw),
+        _ => None,
+    }
+}
+
 /// A loopback port nothing listens on (bound, then released): for servers started in another
 /// process, and for a receiver that refuses connections.
 pub fn free_port() -> u16 {
@@ -283,14 +254,10 @@ pub async fn hook_receiver() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceive
     (serve_http(app).await, rx)
 }
 
-/// Test logs on the test's output (`RUST_LOG`, else `default_filter`); once per test binary.
+/// Test logs on the test's output (`RUST_LOG`, else `default_filter`); once per test binary
+/// (the first call, or the first test server, sets it up: see [`avto::testing::init_logging`]).
 pub fn init_tracing(default_filter: &str) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_test_writer()
-        .try_init();
+    avto::testing::init_logging_with(default_filter);
 }
 
 /// Where the Python reference lives (created by `.ci/test`). Tests that need it fail, never skip,
@@ -376,12 +343,11 @@ pub async fn wait_workers(server: &Server, n: usize) {
     panic!("only {} of {n} workers registered", server.core.dispatcher().live_workers().await.len());
 }
 
-/// An in-process Rust SDK worker (`avto::worker`) running on the test's runtime. Dropping it
-/// asks for a graceful shutdown (offline heartbeat, running tasks drained), like SIGTERM.
+/// An in-process Rust SDK worker: an [`avto::testing::TestWorker`] (its own thread and runtime).
+/// Dropping it asks for a graceful shutdown (offline heartbeat, running tasks drained), like SIGTERM.
 pub struct RustWorker {
     pub worker_id: String,
-    handle: ShutdownHandle,
-    join: Option<tokio::task::JoinHandle<Result<(), WorkerError>>>,
+    inner: TestWorker,
 }
 
 impl RustWorker {
@@ -391,139 +357,27 @@ impl RustWorker {
         Self::spawn(configure(Self::builder(worker_id).orchestrator_url(base)))
     }
 
-    /// The test defaults: the test tokens and secret, heartbeats every 300 ms, short polls and
-    /// backoffs, no WebSocket. Add orchestrators and tasks, then [`RustWorker::spawn`].
+    /// The test defaults of [`TestWorker::builder`]: the test tokens and secret, heartbeats every
+    /// 300 ms, short polls and backoffs, no WebSocket. Add orchestrators and tasks, then
+    /// [`RustWorker::spawn`].
     pub fn builder(worker_id: &str) -> WorkerBuilder {
-        Worker::builder()
-            .worker_id(worker_id)
-            .token(WORKER_TOKEN)
-            .secret_key(SECRET)
-            .heartbeat_interval(Duration::from_millis(300))
-            .shutdown_timeout(Duration::from_secs(2))
-            .configure(|c| {
-                c.idle_poll_delay = Duration::from_millis(50);
-                c.task_poll_timeout = Duration::from_secs(2);
-                c.heartbeat_cooldown = Duration::from_millis(100);
-                c.result_retry_initial_delay = Duration::from_millis(100);
-                c.registration_retry_initial_delay = Duration::from_millis(100);
-                c.registration_retry_max_delay = Duration::from_secs(1);
-                c.poll_backoff_initial = Duration::from_millis(100);
-                c.poll_backoff_max = Duration::from_secs(1);
-                c.cancel_grace = Duration::from_millis(500);
-                c.request_timeout = Duration::from_secs(5);
-            })
+        TestWorker::builder(worker_id)
     }
 
     /// Builds and runs `builder` in the background.
     pub fn spawn(builder: WorkerBuilder) -> RustWorker {
-        let worker = builder.build().expect("the worker builds");
-        let worker_id = worker.config().worker_id.clone();
-        let handle = worker.shutdown_handle();
-        let join = tokio::spawn(worker.run_until(std::future::pending()));
-        RustWorker { worker_id, handle, join: Some(join) }
+        let inner = TestWorker::spawn(builder).expect("the worker builds");
+        RustWorker { worker_id: inner.id().to_owned(), inner }
     }
 
     /// Graceful shutdown, waiting until the worker has stopped.
-    pub async fn stop(mut self) {
-        self.handle.shutdown();
-        if let Some(join) = self.join.take() {
-            let stopped = tokio::time::timeout(Duration::from_secs(20), join).await;
-            stopped.expect("the worker stops in time").expect("the worker task").expect("the worker runs cleanly");
-        }
-    }
-}
-
-impl Drop for RustWorker {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-    }
-}
-
-/// Seconds since the epoch (message timestamps).
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
-/// A hand-driven worker speaking signed RXON messages over HTTP, for what a real SDK does not do
-/// on purpose: stop heartbeating while it holds a task, or answer after its lease moved.
-pub struct RawWorker {
-    pub http: reqwest::Client,
-    pub base: String,
-    pub id: String,
-    pub token: String,
-    pub skills: Vec<String>,
-}
-
-impl RawWorker {
-    pub fn new(base: &str, id: &str, skills: &[&str]) -> RawWorker {
-        RawWorker {
-            http: reqwest::Client::new(),
-            base: base.to_owned(),
-            id: id.to_owned(),
-            token: WORKER_TOKEN.to_owned(),
-            skills: skills.iter().map(|s| s.to_string()).collect(),
-        }
+    pub async fn stop(self) {
+        self.inner.stop().await.expect("the worker stops cleanly and in time");
     }
 
-    /// Adds a fresh timestamp, a nonce (so two equal messages in one second are not replays)
-    /// and the security block (signed with this worker's token).
-    pub fn signed(&self, mut body: Value, kind: MessageKind) -> Value {
-        body["timestamp"] = json!(unix_now());
-        if body.get("nonce").is_none() {
-            body["nonce"] = json!(uuid::Uuid::new_v4().to_string());
-        }
-        attach_security(&mut body, &self.token, &self.id, kind);
-        body
-    }
-
-    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("X-Worker-Token", &self.token)
-            .header("X-Worker-ID", &self.id)
-            .header("X-RXON-Version", "1.0b17");
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    pub async fn register(&self) -> (u16, Value) {
-        let skills: Vec<Value> = self.skills.iter().map(|s| json!({"name": s, "type": s})).collect();
-        let body = json!({
-            "worker_id": self.id,
-            "worker_type": "raw",
-            "supported_skills": skills,
-            "available_skills": self.skills,
-            "capabilities": {"cost_per_skill": {}, "extra": {}},
-            "resources": {"properties": {"cpu_cores": 1}},
-        });
-        let body = self.signed(body, MessageKind::Registration);
-        self.send(reqwest::Method::POST, "/_worker/workers/register", Some(&body)).await
-    }
-
-    pub async fn heartbeat(&self, current_tasks: &[&str]) -> (u16, Value) {
-        let status = if current_tasks.is_empty() { "idle" } else { "busy" };
-        let body = json!({"worker_id": self.id, "status": status, "current_tasks": current_tasks});
-        let body = self.signed(body, MessageKind::Heartbeat);
-        self.send(reqwest::Method::PATCH, &format!("/_worker/workers/{}", self.id), Some(&body)).await
-    }
-
-    /// One long-poll (held by the orchestrator up to its poll timeout).
-    pub async fn poll(&self) -> (u16, Value) {
-        self.send(reqwest::Method::GET, &format!("/_worker/workers/{}/tasks/next?timeout=2", self.id), None).await
-    }
-
-    /// Posts a success result with `data` for `task` (a task payload from [`RawWorker::poll`]).
-    pub async fn succeed(&self, task: &Value, data: Value) -> (u16, Value) {
-        let body = json!({"job_id": task["job_id"], "task_id": task["task_id"], "worker_id": self.id,
-                          "origin_worker_id": self.id, "status": "success", "data": data});
-        let body = self.signed(body, MessageKind::Result);
-        self.send(reqwest::Method::POST, "/_worker/tasks/result", Some(&body)).await
+    /// Abrupt end (no goodbye, no more heartbeats): see [`TestWorker::kill`].
+    pub async fn kill(self) {
+        self.inner.kill().await;
     }
 }
 

@@ -1,8 +1,13 @@
-//! Drive a blueprint through its states in-process, with scripted worker results.
+//! Test blueprints without and with a server.
 //!
-//! [`TestRun`] uses the same engine functions as the HTTP orchestrator, so a blueprint's routing
-//! (conditions, fan-out and aggregation, approvals, child blueprints, the one-action rule,
-//! retries) is unit-testable without a server or workers.
+//! - [`TestRun`] drives a blueprint through its states in-process, with scripted worker results.
+//!   It uses the same engine functions as the HTTP orchestrator, so a blueprint's routing
+//!   (conditions, fan-out and aggregation, approvals, child blueprints, the one-action rule,
+//!   retries) is unit-testable without a server or workers.
+//! - `TestServer` (features `server` + `client`) runs a real orchestrator on a free loopback
+//!   port with fast timings, hands out a typed [`crate::client::Client`], `RawWorker`s that send
+//!   signed RXON messages of any content, and (feature `worker`) in-process Rust workers
+//!   (`TestWorker`) that stop gracefully or are killed abruptly.
 //!
 //! ```
 //! # use avto::testing::{TestRun, Reply};
@@ -14,6 +19,31 @@
 //! assert_eq!(job.status, avto::JobStatus::Finished);
 //! # }
 //! ```
+
+#[cfg(feature = "client")]
+mod raw_worker;
+#[cfg(all(feature = "server", feature = "client"))]
+mod server;
+#[cfg(feature = "worker")]
+mod workers;
+
+#[cfg(feature = "client")]
+pub use raw_worker::{unix_now, RawWorker};
+#[cfg(all(feature = "server", feature = "client"))]
+pub use server::{
+    init_logging, init_logging_with, test_config, test_config_with, TestServer, TestServerBuilder, TestServerError,
+};
+#[cfg(feature = "worker")]
+pub use workers::TestWorker;
+
+/// The client token of the test configuration (`CLIENT_TOKEN`).
+pub const CLIENT_TOKEN: &str = "test-client-token";
+/// The workers' token of the test configuration (`GLOBAL_WORKER_TOKEN`).
+pub const WORKER_TOKEN: &str = "test-worker-token";
+/// The orchestrator's signing secret of the test configuration (`ORCHESTRATOR_SECRET_KEY`).
+pub const SECRET: &str = "test-orchestrator-secret";
+/// The operator credential of the test configuration (`ADMIN_TOKEN`).
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
