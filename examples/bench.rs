@@ -4,7 +4,7 @@
 //!
 //! Starts the orchestrator (`echo_server`, a separate process, so its CPU time and memory are its
 //! own), N in-process Rust SDK workers with the `echo` skill, then submits J jobs of the one-task
-//! blueprint through the client API and waits for each through its webhook. Prints jobs/s,
+//! blueprint through the client API (`avto::client`) and waits for each through its webhook. Prints jobs/s,
 //! p50/p99 end-to-end latency, single-job latency when idle, the orchestrator's peak RSS and CPU
 //! time per job, and memory per job waiting for approval. Extra environment (e.g. `REDIS_URL`)
 //! is passed to the orchestrator. Loopback only.
@@ -28,7 +28,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use avto::client::{Client, ClientError, NewJob};
 use avto::worker::{TaskHandle, TaskOutcome, Worker};
+use avto::JobStatus;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -168,29 +170,20 @@ async fn hook_server(waiters: Waiters) -> String {
     url
 }
 
-/// Creates one echo job and waits for its webhook; `create` is `{base}/api/v1/jobs/echo`, parsed once.
-async fn run_job(
-    http: &reqwest::Client,
-    base: &str,
-    create: &reqwest::Url,
-    hook: &str,
-    waiters: &Waiters,
-    i: usize,
-) -> Duration {
+/// Creates one echo job (through `avto::client`) and waits for its webhook.
+async fn run_job(client: &Client, hook: &str, waiters: &Waiters, i: usize) -> Duration {
     let started = Instant::now();
-    let body = json!({"initial_data": {"i": i}, "webhook_url": hook});
+    let job = NewJob::new(json!({"i": i})).webhook_url(hook);
     // A pooled connection the server closed as it was reused answers with a reset: try again
     // (a few times; a job created all the same only adds an unclaimed webhook).
     let mut attempt = 0;
-    let r = loop {
-        match http.post(create.clone()).header("X-Client-Token", CT).json(&body).send().await {
-            Ok(r) => break r,
-            Err(e) if attempt < 3 && e.is_request() => attempt += 1,
+    let id = loop {
+        match client.create_job("jobs/echo", &job).await {
+            Ok(id) => break id.0,
+            Err(ClientError::Transport { source, .. }) if attempt < 3 && source.is_request() => attempt += 1,
             Err(e) => panic!("create a job: {e}"),
         }
     };
-    let v: Value = r.json().await.unwrap();
-    let id = v["job_id"].as_str().expect("job id").to_owned();
     let (tx, rx) = oneshot::channel();
     {
         // The webhook may arrive before the create answer has been read.
@@ -206,16 +199,13 @@ async fn run_job(
         _ => {
             waiters.lock().unwrap().remove(&id);
             let done = loop {
-                let r = http.get(format!("{base}/api/v1/jobs/{id}")).header("X-Client-Token", CT).send().await.unwrap();
-                // 404: the job ended and retention (JOB_RETENTION_SECONDS) already removed it.
-                if r.status() == 404 {
-                    break Instant::now();
+                match client.get(&id).await {
+                    Ok(job) if job.status == JobStatus::Finished => break Instant::now(),
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                    // 404: the job ended and retention (JOB_RETENTION_SECONDS) already removed it.
+                    Err(e) if e.is_not_found() => break Instant::now(),
+                    Err(e) => panic!("job {id}: {e}"),
                 }
-                let v: Value = r.json().await.unwrap();
-                if v["status"] == "finished" {
-                    break Instant::now();
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
             };
             done - started
         }
@@ -278,9 +268,14 @@ async fn main() {
         }
     };
     let waiting = if a.target.is_some() { 0 } else { a.waiting };
-    let http = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build().unwrap();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(a.concurrency)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let client = Client::new(base.clone(), CT).with_http(http);
     for _ in 0..100 {
-        if http.get(format!("{base}/_public/status")).send().await.is_ok() {
+        if client.raw(reqwest::Method::GET, "/_public/status", None).await.is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -306,8 +301,7 @@ async fn main() {
         }));
     }
     for _ in 0..200 {
-        let r = http.get(format!("{base}/api/v1/workers")).header("X-Client-Token", CT).send().await.unwrap();
-        let v: Value = r.json().await.unwrap();
+        let (_, v) = client.raw(reqwest::Method::GET, "/api/v1/workers", None).await.unwrap();
         if v.as_array().map_or(0, Vec::len) >= a.workers {
             break;
         }
@@ -315,11 +309,10 @@ async fn main() {
     }
     let waiters: Waiters = Arc::default();
     let hook = hook_server(waiters.clone()).await;
-    let create = reqwest::Url::parse(&format!("{base}/api/v1/jobs/echo")).expect("a valid orchestrator URL");
 
     // Warm-up.
     for i in 0..50 {
-        run_job(&http, &base, &create, &hook, &waiters, i).await;
+        run_job(&client, &hook, &waiters, i).await;
     }
 
     if let Some(every) = soak_every {
@@ -331,7 +324,7 @@ async fn main() {
              store {store}, orchestrator {base} pid {pid_text}",
             a.label, a.jobs, a.soak_warmup, a.workers, a.concurrency
         );
-        let target = soak::Target { http, base, create, hook, waiters, pid, redis: redis.clone() };
+        let target = soak::Target { client, hook, waiters, pid, redis: redis.clone() };
         soak::run(target, a.jobs, every, a.concurrency, Duration::from_secs_f64(a.soak_warmup.max(0.0)), header).await;
         let _ = stop_tx.send(true);
         drop(orch);
@@ -347,7 +340,7 @@ async fn main() {
     // Single-job latency when idle: one job at a time.
     let mut idle = Vec::with_capacity(a.idle);
     for i in 0..a.idle {
-        idle.push(run_job(&http, &base, &create, &hook, &waiters, i).await);
+        idle.push(run_job(&client, &hook, &waiters, i).await);
     }
     idle.sort();
 
@@ -359,10 +352,9 @@ async fn main() {
     let mut tasks = Vec::with_capacity(a.jobs);
     for i in 0..a.jobs {
         let permit = sem.clone().acquire_owned().await.unwrap();
-        let (http, base, create, hook, waiters) =
-            (http.clone(), base.clone(), create.clone(), hook.clone(), waiters.clone());
+        let (client, hook, waiters) = (client.clone(), hook.clone(), waiters.clone());
         tasks.push(tokio::spawn(async move {
-            let d = run_job(&http, &base, &create, &hook, &waiters, i).await;
+            let d = run_job(&client, &hook, &waiters, i).await;
             drop(permit);
             d
         }));
@@ -382,16 +374,9 @@ async fn main() {
     let mut creates = Vec::with_capacity(waiting);
     for _ in 0..waiting {
         let permit = sem.clone().acquire_owned().await.unwrap();
-        let (http, base) = (http.clone(), base.clone());
+        let client = client.clone();
         creates.push(tokio::spawn(async move {
-            let r = http
-                .post(format!("{base}/api/v1/jobs/approval"))
-                .header("X-Client-Token", CT)
-                .json(&json!({"initial_data": {}}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 202);
+            client.create("jobs/approval", json!({})).await.expect("an approval job");
             drop(permit);
         }));
     }

@@ -19,9 +19,7 @@ use super::{proc_stats, run_job, Wait, Waiters};
 
 /// What a soak run talks to.
 pub(crate) struct Target {
-    pub http: reqwest::Client,
-    pub base: String,
-    pub create: reqwest::Url,
+    pub client: avto::client::Client,
     pub hook: String,
     pub waiters: Waiters,
     /// The orchestrator's pid, for its RSS and CPU time.
@@ -124,7 +122,7 @@ pub(crate) async fn run(t: Target, jobs: usize, every: usize, concurrency: usize
             let permit = sem.clone().acquire_owned().await.unwrap();
             let t2 = t.clone();
             tokio::spawn(async move {
-                run_job(&t2.http, &t2.base, &t2.create, &t2.hook, &t2.waiters, usize::MAX - n).await;
+                run_job(&t2.client, &t2.hook, &t2.waiters, usize::MAX - n).await;
                 drop(permit);
             });
             n += 1;
@@ -159,7 +157,7 @@ pub(crate) async fn run(t: Target, jobs: usize, every: usize, concurrency: usize
         let permit = sem.clone().acquire_owned().await.unwrap();
         let (t2, hist2, ok2) = (t.clone(), hist.clone(), ok.clone());
         tokio::spawn(async move {
-            let d = run_job(&t2.http, &t2.base, &t2.create, &t2.hook, &t2.waiters, i).await;
+            let d = run_job(&t2.client, &t2.hook, &t2.waiters, i).await;
             hist2.record(d);
             ok2.fetch_add(1, Relaxed);
             drop(permit);
