@@ -78,11 +78,8 @@ fn readme_block(heading: &str) -> Vec<String> {
     body.lines()
         .map(|l| l.strip_prefix("# ").or_else(|| l.strip_prefix('#').filter(|r| r.is_empty())).unwrap_or(l).trim())
         .filter(|l| {
-            !l.is_empty()
-                && !l.starts_with("#[cfg(")
-                && *l != "mod readme {"
-                && *l != "fn main() {}"
-                && *l != "}" // closing braces are not compared (nesting differs)
+            !l.is_empty() && !l.starts_with("#[cfg(") && *l != "mod readme {" && *l != "fn main() {}" && *l != "}"
+            // closing braces are not compared (nesting differs)
         })
         .map(str::to_owned)
         .collect()

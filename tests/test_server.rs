@@ -106,7 +106,11 @@ async fn a_killed_workers_task_goes_to_another_worker() {
         .unwrap();
     let job = c.wait(&id, T).await.unwrap();
     assert_eq!(job.status, JobStatus::Finished, "{:?}", job.raw);
-    assert_eq!(job.result, Some(json!("echo-2 1")), "the second worker's result (the last value its data added to the state history)");
+    assert_eq!(
+        job.result,
+        Some(json!("echo-2 1")),
+        "the second worker's result (the last value its data added to the state history)"
+    );
     assert!(killed_at.elapsed() >= Duration::from_millis(1500), "re-queued only once the dead-worker timeout passed");
     assert!(!live(&s, "echo-worker").await, "the killed worker expired");
     assert!(started.try_recv().is_err(), "the killed worker ran nothing more (task {task_id})");

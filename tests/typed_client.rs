@@ -52,7 +52,7 @@ async fn create_get_wait_list_and_history() {
     let ids: Vec<&str> = all.iter().map(|j| j.id.as_str()).collect();
     assert_eq!(ids, [d.as_str(), b.as_str(), a.as_str()]);
     let second = c.list(Page::new(1, 1)).await.unwrap();
-    assert_eq!(second.iter().map(|j| j.id.clone()).collect::<Vec<_>>(), [b.clone()]);
+    assert_eq!(second.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), [b.as_str()]);
     assert!(c.list(Page::new(5, 3)).await.unwrap().is_empty());
     let detailed = c.list(Page::new(1, 0).detailed(true)).await.unwrap();
     assert_eq!(detailed[0].raw["metadata"], json!({"order": 7}));

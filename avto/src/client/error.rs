@@ -8,27 +8,27 @@ pub use reqwest::StatusCode;
 
 use super::{JobId, JobView};
 
-/// Why a [`Client`](super::Client) call did not return its typed answer.
+/// Why a [`Client`](super::Client) call did not return its typed answer. `request` is the
+/// method and URL (`GET http://host/api/v1/jobs/...`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
     /// The orchestrator answered with an error status: `message` is the `error` field of its JSON
     /// body (`{"error": "..."}`; a 400 of a contract also lists `violations`), `body` the whole body
     /// (`Null` when it was not JSON).
-    #[error("{method} {url}: {status}: {message}")]
-    Api { method: String, url: String, status: StatusCode, message: String, body: Value },
+    #[error("{request}: {status}: {message}")]
+    Api { request: String, status: StatusCode, message: String, body: Value },
     /// The request did not get an answer: connection refused or reset, DNS, TLS, or the request
     /// timeout ([`Client::request_timeout`](super::Client::request_timeout)) ran out.
-    #[error("{method} {url}: {source}")]
+    #[error("{request}: {source}")]
     Transport {
-        method: String,
-        url: String,
+        request: String,
         #[source]
         source: reqwest::Error,
     },
     /// The orchestrator answered 2xx with a body this client cannot read.
-    #[error("{method} {url}: unexpected answer: {message}")]
-    Decode { method: String, url: String, message: String },
+    #[error("{request}: unexpected answer: {message}")]
+    Decode { request: String, message: String },
     /// [`Client::wait`](super::Client::wait) ran out of time; `last` is the job as last seen.
     #[error("job {job_id} did not reach {what} in {waited:?} (last status: {})", last.as_ref().map(|j| j.status.as_str()).unwrap_or("unknown"))]
     Timeout { job_id: JobId, what: String, waited: Duration, last: Option<Box<JobView>> },

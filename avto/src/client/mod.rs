@@ -330,14 +330,13 @@ impl Client {
     pub async fn download(&self, job_id: impl AsRef<str>, filename: &str) -> Result<Vec<u8>, ClientError> {
         let url = self.download_url(job_id, filename).await?;
         let req = self.http.get(&url).timeout(self.request_timeout);
-        let transport = |source| ClientError::Transport { method: "GET".into(), url: url.clone(), source };
+        let transport = |source| ClientError::Transport { request: format!("GET {url}"), source };
         let resp = req.send().await.map_err(transport)?;
         if !resp.status().is_success() {
             let status = resp.status();
             let text = resp.text().await.unwrap_or_default();
             return Err(ClientError::Api {
-                method: "GET".into(),
-                url: url.clone(),
+                request: format!("GET {url}"),
                 status,
                 message: truncate(&text),
                 body: Value::Null,
@@ -414,19 +413,19 @@ impl Client {
             None if text.is_empty() => status.canonical_reason().unwrap_or("error").to_owned(),
             None => truncate(&text),
         };
-        ClientError::Api { method: method.to_string(), url: self.url(path), status, message, body }
+        ClientError::Api { request: self.request_name(method, path), status, message, body }
     }
 
     fn transport(&self, method: Method, path: &str, source: reqwest::Error) -> ClientError {
-        ClientError::Transport { method: method.to_string(), url: self.url(path), source }
+        ClientError::Transport { request: self.request_name(method, path), source }
     }
 
     fn decode(&self, method: Method, path: &str, message: String) -> ClientError {
-        ClientError::Decode { method: method.to_string(), url: self.url(path), message }
+        ClientError::Decode { request: self.request_name(method, path), message }
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+    fn request_name(&self, method: Method, path: &str) -> String {
+        format!("{method} {}{path}", self.base)
     }
 }
 
