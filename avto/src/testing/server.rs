@@ -72,7 +72,7 @@ pub enum TestServerError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Serve(#[from] ServeError),
-    #[error("cannot bind a loopback port: {0}")]
+    #[error("cannot bind or reach a loopback port: {0}")]
     Bind(#[from] std::io::Error),
     /// `/_public/status` did not answer, or a worker did not register, within 30 s.
     #[error("not ready: {0}")]
@@ -96,6 +96,7 @@ pub struct TestServerBuilder {
     config_edits: Vec<ConfigEdit>,
     builder_edits: Vec<BuilderEdit>,
     listener: Option<TcpListener>,
+    logging: bool,
     #[cfg(feature = "worker")]
     workers: Vec<(String, WorkerEdit)>,
 }
@@ -194,10 +195,21 @@ impl TestServerBuilder {
         self
     }
 
+    /// Whether [`Self::start`] sets up logging ([`init_logging`]; default yes). A test binary
+    /// that installs its own global subscriber (to capture logs, say) installs it first or
+    /// passes `false`.
+    pub fn logging(mut self, on: bool) -> Self {
+        self.logging = on;
+        self
+    }
+
     /// Starts the orchestrator; returns once `GET /_public/status` answers and every worker of
-    /// the builder is registered (at most 30 s each). Sets up logging ([`init_logging`]).
+    /// the builder is registered (at most 30 s each). Sets up logging ([`init_logging`]) unless
+    /// turned off ([`Self::logging`]).
     pub async fn start(self) -> Result<TestServer, TestServerError> {
-        init_logging();
+        if self.logging {
+            init_logging();
+        }
         let mut config = match self.config {
             Some(c) => c,
             None => {
@@ -271,17 +283,20 @@ impl TestServer {
             config_edits: Vec::new(),
             builder_edits: Vec::new(),
             listener: None,
+            logging: true,
             #[cfg(feature = "worker")]
             workers: Vec::new(),
         }
     }
 
     /// Serves `builder` on `listener` in the background, without waiting for it to be ready
-    /// (for servers whose start-up a test observes; otherwise use [`TestServer::builder`]).
+    /// and without setting up logging (for servers whose start-up a test observes; otherwise
+    /// use [`TestServer::builder`]).
     pub fn serve(builder: OrchestratorBuilder, listener: TcpListener) -> Result<TestServer, TestServerError> {
         let orch = builder.build()?;
         let core = orch.core().clone();
         let addr = listener.local_addr()?;
+        let scheme = if core.config().tls.is_some() { "https" } else { "http" };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let served = orch
@@ -295,7 +310,7 @@ impl TestServer {
             served
         });
         Ok(TestServer {
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             addr,
             core,
             stop: Some(tx),
@@ -305,8 +320,13 @@ impl TestServer {
         })
     }
 
-    /// Waits until `GET /_public/status` answers 200 (at most 30 s).
+    /// Waits until `GET /_public/status` answers 200 (at most 30 s). With TLS (`TLS_ENABLED`)
+    /// only until the port accepts connections: the test brings a client that trusts its
+    /// certificate.
     pub async fn ready(&self) -> Result<(), TestServerError> {
+        if self.config().tls.is_some() {
+            return tokio::net::TcpStream::connect(self.addr).await.map(drop).map_err(TestServerError::Bind);
+        }
         let http = reqwest::Client::new();
         let url = self.url("/_public/status");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -325,7 +345,7 @@ impl TestServer {
         }
     }
 
-    /// `http://127.0.0.1:{port}`.
+    /// `http://127.0.0.1:{port}` (`https://` with TLS).
     pub fn base_url(&self) -> &str {
         &self.base
     }
