@@ -5,46 +5,37 @@ use std::time::Duration;
 use avto::protocol::sign::{attach_security, verify_task, MessageKind, TaskSigCheck};
 use avto::server::config::WorkerToken;
 use avto_tests::blueprints::{echo_flow, echo_strict};
-use avto_tests::{test_config, Server, SECRET, WORKER_TOKEN};
+use avto_tests::{test_config, RawWorker, Server, SECRET, WORKER_TOKEN};
 use serde_json::{json, Value};
 
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+use avto_tests::unix_now as now;
+
+/// A hand-driven worker ([`RawWorker`]) that signs exactly as the Python SDK does (no nonce), with
+/// the SDK's message shapes.
+struct Raw(RawWorker);
+
+impl std::ops::Deref for Raw {
+    type Target = RawWorker;
+    fn deref(&self) -> &RawWorker {
+        &self.0
+    }
 }
 
-/// A hand-driven worker: builds, signs and sends messages exactly as the Python SDK does.
-struct Raw {
-    http: reqwest::Client,
-    base: String,
-    id: String,
-    token: String,
+impl std::ops::DerefMut for Raw {
+    fn deref_mut(&mut self) -> &mut RawWorker {
+        &mut self.0
+    }
 }
 
 impl Raw {
     fn new(s: &Server, id: &str) -> Raw {
-        Raw { http: reqwest::Client::new(), base: s.base.clone(), id: id.into(), token: WORKER_TOKEN.into() }
+        Raw(RawWorker { nonce: false, ..RawWorker::new(&s.base, id, &["echo"]) })
     }
 
-    fn signed(&self, mut body: Value, kind: MessageKind) -> Value {
-        body["timestamp"] = json!(now());
-        attach_security(&mut body, &self.token, &self.id, kind);
-        body
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("X-Worker-Token", &self.token)
-            .header("X-Worker-ID", &self.id)
-            .header("X-RXON-Version", "1.0b17");
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    fn with_token(s: &Server, id: &str, token: &str) -> Raw {
+        let mut w = Raw::new(s, id);
+        w.token = token.into();
+        w
     }
 
     fn registration(&self) -> Value {
@@ -335,7 +326,7 @@ async fn sts_tokens() {
     assert_eq!(tokens["expires_in"], 3600);
     assert_eq!(tokens["worker_id"], "raw-t");
     // The access token authenticates; messages are still signed with the static token.
-    let sts = Raw { token: tokens["access_token"].as_str().unwrap().into(), ..Raw::new(&s, "raw-t") };
+    let sts = Raw::with_token(&s, "raw-t", tokens["access_token"].as_str().unwrap());
     let (status, _) = sts.poll().await;
     assert_eq!(status, 204);
     // Refresh gives a new pair and revokes the old refresh token.
@@ -352,7 +343,7 @@ async fn individual_tokens_from_workers_toml() {
     let mut cfg = test_config();
     cfg.worker_tokens = vec![WorkerToken { pattern: "worker-001".into(), token: "super-secret-1".into() }];
     let s = Server::with_config([echo_flow::blueprint()], cfg).await;
-    let w = Raw { token: "super-secret-1".into(), ..Raw::new(&s, "worker-001") };
+    let w = Raw::with_token(&s, "worker-001", "super-secret-1");
     assert_eq!(w.register().await.0, 200);
     // The shared token no longer works for a worker that has an individual one.
     let shared = Raw::new(&s, "worker-001");
@@ -372,7 +363,7 @@ async fn worker_tokens_reload_from_workers_toml() {
         Server::with_config([echo_flow::blueprint()], avto_tests::test_config_with(&[("WORKERS_CONFIG_PATH", &path)]))
             .await;
     let c = s.client();
-    let with = |token: &str| Raw { token: token.into(), ..Raw::new(&s, "worker-r") };
+    let with = |token: &str| Raw::with_token(&s, "worker-r", token);
     // A fresh nonce each time: the same registration twice in one second would be a replay.
     async fn register(w: Raw) -> u16 {
         let mut body = w.registration();
@@ -391,7 +382,7 @@ async fn worker_tokens_reload_from_workers_toml() {
     assert_eq!((status, answer), (200, json!({"status": "workers_reloaded", "workers": 2})));
     assert_eq!(register(with("first-token")).await, 403, "the old token is gone");
     assert_eq!(register(with("second-token")).await, 200);
-    let gpu = Raw { token: "gpu-token".into(), ..Raw::new(&s, "gpu-7") };
+    let gpu = Raw::with_token(&s, "gpu-7", "gpu-token");
     assert_eq!(register(gpu).await, 200, "a pattern entry applies too");
 
     std::fs::write(&file, "[worker-r]\ntoken = 42\n").unwrap();

@@ -24,6 +24,9 @@ pub struct RawWorker {
     pub token: String,
     /// The skills [`RawWorker::register`] declares.
     pub skills: Vec<String>,
+    /// Whether [`RawWorker::signed`] adds a `nonce` (default yes; the Python SDK sends none, so
+    /// two equal messages in one second are then replays).
+    pub nonce: bool,
 }
 
 impl RawWorker {
@@ -35,15 +38,16 @@ impl RawWorker {
             id: id.to_owned(),
             token: super::WORKER_TOKEN.to_owned(),
             skills: skills.iter().map(|s| s.to_string()).collect(),
+            nonce: true,
         }
     }
 
-    /// `body` with a fresh `timestamp`, a `nonce` (unless it has one: two equal messages in one
-    /// second are then not replays) and the `security` block signed with this worker's token
-    /// as a message of `kind`.
+    /// `body` with a fresh `timestamp`, a `nonce` (unless it has one or [`RawWorker::nonce`] is
+    /// off: two equal messages in one second are then not replays) and the `security` block
+    /// signed with this worker's token as a message of `kind`.
     pub fn signed(&self, mut body: Value, kind: MessageKind) -> Value {
         body["timestamp"] = json!(unix_now());
-        if body.get("nonce").is_none() {
+        if self.nonce && body.get("nonce").is_none() {
             body["nonce"] = json!(uuid::Uuid::new_v4().to_string());
         }
         attach_security(&mut body, &self.token, &self.id, kind);
