@@ -206,3 +206,27 @@ async fn state_hooks_and_workers_of_the_builder() {
 fn a_worker_without_tasks_does_not_spawn() {
     assert!(TestWorker::spawn(TestWorker::builder("empty").orchestrator_url("http://127.0.0.1:1")).is_err());
 }
+
+/// Rust SDK heartbeats carry a fresh `nonce`: several a second (here every 100 ms) are each
+/// accepted, where identical bodies in one second would be refused as replays (the signature
+/// is then the nonce) and counted in `avto_security_replay_detected_total`.
+#[tokio::test]
+async fn frequent_sdk_heartbeats_are_not_replays() {
+    let s = TestServer::builder()
+        .blueprint(echo_flow::blueprint())
+        .worker_with("fast-beats", |b| {
+            b.heartbeat_interval(Duration::from_millis(100))
+                .task("echo", |p: Value, _t: TaskHandle| async move { TaskOutcome::success(p) })
+        })
+        .start()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let admin = s.admin_token().expect("the test config has an admin token");
+    let page =
+        reqwest::Client::new().get(s.url("/metrics")).bearer_auth(admin).send().await.unwrap().text().await.unwrap();
+    let replays: Vec<&str> = page.lines().filter(|l| l.starts_with("avto_security_replay_detected_total{")).collect();
+    assert!(replays.iter().all(|l| l.ends_with(" 0")), "{replays:?}");
+    assert!(live(&s, "fast-beats").await);
+    s.stop().await.unwrap();
+}

@@ -229,7 +229,16 @@ fn heartbeat_body(state: &WorkerState, session: &OrchestratorSession) -> Value {
         caps["websockets"] = Value::Bool(connected);
         body["capabilities"] = caps;
     }
+    with_nonce(&mut body);
     state.sign(body, MessageKind::Heartbeat)
+}
+
+/// A fresh `nonce` (RXON's replay nonce): without one the orchestrator's replay check keys on
+/// the signature, so two heartbeats with the same content in one second (the timestamp has
+/// whole seconds) would read as a replay and the second be refused with 403. Orchestrators that
+/// do not know the field ignore it (it is signed like the rest).
+fn with_nonce(body: &mut Value) {
+    body["nonce"] = Value::String(uuid::Uuid::new_v4().to_string());
 }
 
 /// Send one heartbeat; returns the jitter the orchestrator asked for.
@@ -265,7 +274,9 @@ pub(crate) async fn send_offline_heartbeats(state: &WorkerState) {
         heartbeat.hot_skills = non_empty(hot);
         heartbeat.skills_hash = Some(session.synced_hash.lock().unwrap().clone().unwrap_or_default());
         heartbeat.timestamp = Some(unix_now());
-        let body = state.sign(serde_json::to_value(heartbeat).expect("heartbeat serialises"), MessageKind::Heartbeat);
+        let mut body = serde_json::to_value(heartbeat).expect("heartbeat serialises");
+        with_nonce(&mut body);
+        let body = state.sign(body, MessageKind::Heartbeat);
         async move {
             match tokio::time::timeout(Duration::from_secs(5), session.client.heartbeat(&body)).await {
                 Ok(Ok(_)) => tracing::info!(orchestrator = %session.cfg.url, "sent offline heartbeat"),
