@@ -157,19 +157,17 @@ async fn strict_validation_refuses_undeclared_worker_events() {
     let id = c.create("/api/v1/jobs/echo", json!({})).await;
     let (status, task) = w.poll().await;
     assert_eq!((status, task["job_id"].as_str()), (200, Some(id.as_str())), "{task}");
+    // RawWorker::event adds the event id and the worker ids, and signs.
     let event = |event_type: &str, payload: Value| {
-        let body = json!({"event_id": uuid::Uuid::new_v4().to_string(), "worker_id": w.id, "origin_worker_id": w.id,
-                          "event_type": event_type, "payload": payload, "target_job_id": id,
-                          "origin_task_id": task["task_id"], "bubbling_chain": []});
-        w.signed(body, MessageKind::Event)
+        w.event(json!({"event_type": event_type, "payload": payload, "target_job_id": id,
+                       "origin_task_id": task["task_id"], "bubbling_chain": []}))
     };
-    let (status, answer) = w.send(reqwest::Method::POST, "/_worker/events", Some(&event("other", json!({})))).await;
+    let (status, answer) = event("other", json!({})).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!((answer["status"].as_str(), answer["code"].as_str()), (Some("error"), Some("CONTRACT_VIOLATION_ERROR")));
     assert!(answer["message"].as_str().unwrap().contains("STRICT_EVENT_VALIDATION"), "{answer}");
     for (event_type, payload) in [("stage", json!({})), ("progress", json!({"progress": 0.2}))] {
-        let (status, answer) =
-            w.send(reqwest::Method::POST, "/_worker/events", Some(&event(event_type, payload))).await;
+        let (status, answer) = event(event_type, payload).await;
         assert_eq!((status, answer["status"].as_str()), (200, Some("event_accepted")), "{event_type}: {answer}");
     }
     assert_eq!(w.succeed(&task, json!({})).await.0, 200);
