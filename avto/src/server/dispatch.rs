@@ -262,7 +262,7 @@ impl Dispatcher {
         }
     }
 
-    async fn command(&self, worker_id: &str, cmd: WorkerCommand) {
+    pub(crate) async fn command(&self, worker_id: &str, cmd: WorkerCommand) {
         let local = self.sockets.lock().get(worker_id).cloned();
         if let Some(tx) = local {
             let _ = tx.send(cmd);
@@ -421,7 +421,7 @@ impl Dispatcher {
             },
         };
         // A draining worker finishes what it has; it takes nothing from others.
-        if me.status == worker_status::DRAINING {
+        if me.status == worker_status::DRAINING || me.operator_drain().is_some() {
             return Ok(None);
         }
         let skills: Vec<String> = me.skills.iter().map(|s| s.name.clone()).collect();
@@ -562,6 +562,10 @@ impl Dispatcher {
             }
             // After the contract: params no offering worker accepts fail the task at once, while
             // a worker that is `busy`, `full` or `draining` now may take it later.
+            if w.info.operator_drain().is_some() {
+                why.add("drained by the operator".to_owned());
+                continue;
+            }
             if !w.info.takes_new_tasks() {
                 why.add(format!("it reports `{:.32}` and takes no new tasks", w.info.status));
                 continue;
@@ -612,7 +616,9 @@ impl Dispatcher {
         Ok(candidates[pick].info.worker_id.clone())
     }
 
-    fn eligible(&self, w: &WorkerInfo, spec: &TaskSpec) -> Result<(), String> {
+    /// Whether `w` passes the filters of `spec` (reputation, `max_cost`, skill version and type,
+    /// requirements); `Err` says which it fails.
+    pub(crate) fn eligible(&self, w: &WorkerInfo, spec: &TaskSpec) -> Result<(), String> {
         if w.reputation < self.min_reputation {
             return Err(format!("reputation below {}", self.min_reputation));
         }

@@ -21,6 +21,8 @@ mod scheduler;
 mod task_contracts;
 #[cfg(feature = "tls")]
 mod tls;
+#[cfg(feature = "dashboard")]
+mod ui;
 mod webhooks;
 
 use std::net::SocketAddr;

@@ -54,7 +54,7 @@ pub(crate) use self::workers::dispatch_deadline;
 #[cfg(feature = "server")]
 pub use self::workers::{
     Bus, BusMessage, Orphan, Overdue, OverdueTask, QueuedTask, SkillView, Unassigned, WorkerCommand, WorkerInfo,
-    WorkerLoad, WorkerStore, CANCEL_MEMORY_MS,
+    WorkerLoad, WorkerStore, CANCEL_MEMORY_MS, OPERATOR_DRAIN,
 };
 
 /// What a storage operation returns: a boxed future (so the capability traits stay object safe

@@ -134,13 +134,23 @@ impl WorkerInfo {
     /// (both SDKs poll only with a free slot); a `draining` one finishes what it runs and takes
     /// nothing new; `offline` and any other status take nothing either.
     pub fn takes_new_tasks(&self) -> bool {
-        matches!(self.status.as_str(), worker_status::IDLE | "")
+        matches!(self.status.as_str(), worker_status::IDLE | "") && self.operator_drain().is_none()
+    }
+
+    /// Why an operator drained the worker (the dashboard's drain), if one did: it then takes no
+    /// new tasks whatever it reports, until it registers again.
+    pub fn operator_drain(&self) -> Option<&str> {
+        let drain = self.record.get(OPERATOR_DRAIN)?;
+        Some(drain.get("reason").and_then(Value::as_str).unwrap_or(""))
     }
 
     pub fn cost(&self, skill: &str) -> f64 {
         self.cost_per_skill.get(skill).copied().unwrap_or(f64::INFINITY)
     }
 }
+
+/// The member of a worker's record an operator's drain sets (`{"reason": .., "at_ms": ..}`).
+pub const OPERATOR_DRAIN: &str = "operator_drain";
 
 /// A live worker and how loaded it is.
 #[derive(Debug, Clone, PartialEq)]

@@ -122,6 +122,7 @@ variables! {
     client_api_prefix => "CLIENT_API_PREFIX",
     client_token => "CLIENT_TOKEN",
     clients_config_path => "CLIENTS_CONFIG_PATH",
+    dashboard_secret => "DASHBOARD_SECRET",
     data_store_ttl_seconds => "DATA_STORE_TTL_SECONDS",
     default_dispatch_timeout_seconds => "DEFAULT_DISPATCH_TIMEOUT_SECONDS",
     detailed_api_responses => "DETAILED_API_RESPONSES",

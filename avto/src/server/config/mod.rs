@@ -82,6 +82,10 @@ pub struct Config {
     /// `WEBHOOK_SECRET` (unset by default): webhooks carry an HMAC-SHA256 signature made with it
     /// (`X-Avto-Signature`, over `{X-Avto-Timestamp}.{body}`), so receivers can check the sender.
     pub webhook_secret: Option<String>,
+    /// `DASHBOARD_SECRET` (unset by default): the key the dashboard's session cookies are signed
+    /// with (feature `dashboard`). Unset = a random key per process (sessions end when it
+    /// restarts, and instances behind one address do not accept each other's cookies).
+    pub dashboard_secret: Option<String>,
     pub worker_timeout: Duration,
     pub worker_health_check_interval: Duration,
     pub job_max_retries: u32,
@@ -306,6 +310,7 @@ impl Default for Config {
             webhook_max_per_client: 4,
             webhook_max_per_host: 8,
             webhook_secret: None,
+            dashboard_secret: None,
             worker_timeout: Duration::from_secs(300),
             worker_health_check_interval: Duration::from_secs(60),
             job_max_retries: 3,
@@ -449,6 +454,7 @@ impl Config {
             webhook_max_per_client: env.parse("WEBHOOK_MAX_PER_CLIENT", d.webhook_max_per_client)?,
             webhook_max_per_host: env.parse("WEBHOOK_MAX_PER_HOST", d.webhook_max_per_host)?,
             webhook_secret: env.str("WEBHOOK_SECRET").filter(|s| !s.is_empty()),
+            dashboard_secret: env.str("DASHBOARD_SECRET").filter(|s| !s.is_empty()),
             worker_timeout: env.secs("WORKER_TIMEOUT_SECONDS", d.worker_timeout)?,
             worker_health_check_interval: env
                 .secs("WORKER_HEALTH_CHECK_INTERVAL_SECONDS", d.worker_health_check_interval)?,

@@ -43,11 +43,13 @@ impl Core {
             job.tracing_context = tp.to_map();
         }
         self.observe_created(&job);
+        let change = self.job_change(&job);
         // With an execution slot free now, the job is stored locked and its first handler runs
         // without locking it again; otherwise it waits for a slot like any other drive.
         match self.exec.clone().try_acquire_owned() {
             Ok(permit) => {
                 let tx = self.tx(self.jobs.insert_locked(job).await?);
+                self.send_change(change);
                 let (core, id) = (self.clone(), id.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
@@ -56,6 +58,7 @@ impl Core {
             }
             Err(_) => {
                 self.jobs.insert(job).await?;
+                self.send_change(change);
                 self.drive(id.clone());
             }
         }

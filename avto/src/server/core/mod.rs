@@ -17,6 +17,8 @@
 //!
 //! Who may call (clients, the operator, workers) is [`super::auth`]'s concern.
 
+#[cfg(feature = "dashboard")]
+mod changes;
 mod events;
 mod jobs;
 mod observe;
@@ -43,6 +45,8 @@ use crate::history::History;
 use crate::storage::{JobStore, NonceStore, QuotaStore, RateLimitStore, ScheduleLocks, StorageError, Stores};
 use crate::supervise::Health;
 
+#[cfg(feature = "dashboard")]
+pub(crate) use changes::{Change, JobChange};
 pub use events::WorkerEvent;
 pub use transact::JobTx;
 
@@ -136,6 +140,11 @@ pub struct Core {
     health: Arc<Health>,
     /// The embedding application's `on_job_finished` / `on_worker_event` callbacks.
     hooks: crate::server::hooks::Hooks,
+    /// The change feed of the dashboard's live stream.
+    #[cfg(feature = "dashboard")]
+    changes: changes::Changes,
+    #[cfg(feature = "dashboard")]
+    ui: crate::server::ui::UiState,
 }
 
 impl std::fmt::Debug for Core {
@@ -186,6 +195,10 @@ impl Core {
             work: Arc::default(),
             health,
             hooks: Default::default(),
+            #[cfg(feature = "dashboard")]
+            changes: Default::default(),
+            #[cfg(feature = "dashboard")]
+            ui: Default::default(),
         }
     }
 
@@ -319,9 +332,33 @@ impl Core {
         *self.shutdown_at.get().unwrap_or(&tokio::time::Instant::now()) + self.cfg.shutdown_grace
     }
 
+    /// The dashboard's state (sessions key, open streams, reputation samples).
+    #[cfg(feature = "dashboard")]
+    pub(crate) fn ui(&self) -> &crate::server::ui::UiState {
+        &self.ui
+    }
+
     /// Resolves when the shutdown has begun.
     pub async fn shutting_down(&self) {
         let mut stop = self.shutdown.subscribe();
         let _ = stop.wait_for(|s| *s).await;
     }
+}
+
+/// Without the dashboard there is no change feed: nothing is built or sent.
+#[cfg(not(feature = "dashboard"))]
+impl Core {
+    #[inline]
+    fn job_change(&self, _job: &crate::job::Job) -> Option<std::convert::Infallible> {
+        None
+    }
+
+    #[inline]
+    fn send_change(&self, _change: Option<std::convert::Infallible>) {}
+
+    #[inline]
+    fn worker_changed(&self, _worker_id: &str, _status: &str, _removed: bool) {}
+
+    #[inline]
+    fn worker_seen(&self, _worker_id: &str, _removed: bool) {}
 }

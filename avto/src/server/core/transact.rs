@@ -223,7 +223,9 @@ impl Core {
             .iter()
             .any(|e| matches!(e, AfterCommit::Terminal(_) | AfterCommit::GhostWebhook { .. }))
             .then(|| Job::clone(&guard));
+        let change = self.job_change(&guard);
         self.jobs.commit(guard).await?;
+        self.send_change(change);
         for effect in after_commit {
             self.after_commit(&id, ended.as_ref(), effect);
         }
@@ -254,8 +256,12 @@ impl Core {
                 let core = self.clone();
                 tokio::spawn(async move {
                     let id = child.id.clone();
+                    let change = core.job_change(&child);
                     match core.jobs.insert(*child).await {
-                        Ok(()) => core.drive(id),
+                        Ok(()) => {
+                            core.send_change(change);
+                            core.drive(id)
+                        }
                         Err(e) => tracing::error!(job_id = %id, error = %e, "could not store child job"),
                     }
                 });

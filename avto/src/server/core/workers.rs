@@ -162,8 +162,10 @@ impl Core {
     /// Registers (or re-registers) a worker and hands it parked tasks it can take. With history
     /// enabled, writes its `registered` row.
     pub async fn register_worker(self: &Arc<Self>, info: WorkerInfo) -> Result<(), CoreError> {
-        let worker_id = info.worker_id.clone();
+        let (worker_id, status) = (info.worker_id.clone(), info.status.clone());
         self.dispatcher.register(info).await?;
+        self.worker_changed(&worker_id, &status, false);
+        self.worker_seen(&worker_id, false);
         self.dispatcher.contracts().forget(&worker_id);
         self.record_worker(&worker_id, WORKER_REGISTERED).await;
         self.place_parked();
@@ -194,6 +196,10 @@ impl Core {
         let status = body.and_then(|b| b["status"].as_str());
         let offline = status == Some(worker_status::OFFLINE);
         let Some(cancel) = self.dispatcher.heartbeat(worker_id, body).await? else { return Ok(None) };
+        self.worker_seen(worker_id, offline);
+        if let Some(status) = status {
+            self.worker_changed(worker_id, status, offline);
+        }
         if body.is_some_and(|b| b.get("supported_skills").is_some()) {
             self.dispatcher.contracts().forget(worker_id);
         }
@@ -218,6 +224,41 @@ impl Core {
             self.place_parked();
         }
         Ok(Some(cancel))
+    }
+
+    /// An operator drains a worker (the dashboard): it takes no new tasks from now on, whatever
+    /// its heartbeats report, until it registers again; what waits on its queue goes to other
+    /// workers; it finishes what it runs. The worker is told over its WebSocket when it has one
+    /// (command `drain`, `params.reason`; the SDKs log a command they do not handle). The mark
+    /// is kept in the worker's record (shared by the instances) and renews its liveness once.
+    /// False for a worker that is not live.
+    pub async fn drain_worker(self: &Arc<Self>, worker_id: &str, reason: &str) -> Result<bool, CoreError> {
+        if !self.dispatcher.is_live(worker_id).await {
+            return Ok(false);
+        }
+        let at_ms = now_ms();
+        let mut mark = serde_json::Map::new();
+        mark.insert("status".into(), json!(worker_status::DRAINING));
+        mark.insert(crate::storage::OPERATOR_DRAIN.into(), json!({"reason": reason, "at_ms": at_ms}));
+        let mark = Value::Object(mark);
+        if self.dispatcher.heartbeat(worker_id, Some(&mark)).await?.is_none() {
+            return Ok(false);
+        }
+        tracing::info!(worker_id, reason, "worker drained by the operator");
+        let queued = self.dispatcher.take_queue(worker_id).await;
+        self.requeue(queued.into_iter().map(|t| (t.job_id, t.task_id)).collect());
+        let mut params = serde_json::Map::new();
+        params.insert("reason".into(), Value::String(reason.to_owned()));
+        let command = WorkerCommand {
+            command: "drain".into(),
+            task_id: None,
+            job_id: None,
+            params: Some(params),
+            metadata: None,
+        };
+        self.dispatcher.command(worker_id, command).await;
+        self.worker_changed(worker_id, worker_status::DRAINING, false);
+        Ok(true)
     }
 
     /// Long-poll: the next task for `worker_id`, waiting up to `wait`.
@@ -329,7 +370,9 @@ impl Core {
         };
         self.observe_pickup(&tx, &t.task_id);
         // No after-commit effects: the job's own save is all there is.
+        let change = self.job_change(&tx);
         self.jobs.commit(tx.into_guard()).await?;
+        self.send_change(change);
         Ok(Some(ctx))
     }
 
