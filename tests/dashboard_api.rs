@@ -1,0 +1,465 @@
+//! The dashboard's server side (feature `dashboard`): sign-in and its cookie, CSRF, client
+//! isolation (pages and the live stream), the stream's events, a job's page and why it waits,
+//! approvals applied once, cancel, the operator's workers page and drain, and the bound on open
+//! streams.
+
+use std::time::Duration;
+
+use avto::server::config::ClientEntry;
+use avto::testing::{TestServer, ADMIN_TOKEN};
+use avto::ClientConfig;
+use avto_tests::blueprints::{approval_flow, echo_flow};
+use reqwest::header;
+use serde_json::{json, Value};
+
+/// How long a test waits for something the server does at once (a bound, not a timing claim).
+const WAIT: Duration = Duration::from_secs(15);
+
+fn client(name: &str, token: &str) -> ClientEntry {
+    ClientEntry {
+        token: token.into(),
+        config: ClientConfig { name: name.into(), id: format!("toml:{name}"), ..Default::default() },
+        quota: None,
+    }
+}
+
+async fn server() -> TestServer {
+    TestServer::builder()
+        .blueprints([echo_flow::blueprint(), approval_flow::blueprint()])
+        .config(|c| {
+            c.clients.push(client("alice", "alice-token"));
+            c.clients.push(client("bob", "bob-token"));
+        })
+        .start()
+        .await
+        .unwrap()
+}
+
+/// A browser tab: the session cookie (kept by hand, so its flags can be read) and CSRF token.
+struct Tab {
+    http: reqwest::Client,
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+/// Signs in with `token`: the tab and the `Set-Cookie` header as sent.
+async fn sign_in(s: &TestServer, token: &str) -> (Tab, String, Value) {
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = http.post(s.url("/ui/api/session")).json(&json!({"token": token})).send().await.unwrap();
+    assert_eq!(r.status(), 200, "sign-in with {token}");
+    let set_cookie = r.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+    let body: Value = r.json().await.unwrap();
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let csrf = body["csrf"].as_str().unwrap().to_owned();
+    (Tab { http, base: s.base_url().trim_end_matches('/').to_owned(), cookie, csrf }, set_cookie, body)
+}
+
+impl Tab {
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}{path}", self.base)).header(header::COOKIE, &self.cookie).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    fn post_req(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.http.post(format!("{}{path}", self.base)).header(header::COOKIE, &self.cookie).json(body)
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self.post_req(path, body).header("x-csrf-token", &self.csrf).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn stream(&self) -> reqwest::Response {
+        self.http.get(format!("{}/ui/api/stream", self.base)).header(header::COOKIE, &self.cookie).send().await.unwrap()
+    }
+}
+
+/// Reads server-sent events from a stream.
+struct Events {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl Events {
+    fn new(resp: reqwest::Response) -> Events {
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
+        Events { resp, buf: String::new() }
+    }
+
+    /// The next event (kind, data), comments skipped; panics after [`WAIT`].
+    async fn next(&mut self) -> (String, Value) {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                while let Some(end) = self.buf.find("\n\n") {
+                    let block: String = self.buf.drain(..end + 2).collect();
+                    let (mut kind, mut data) = (None, None);
+                    for line in block.lines() {
+                        if let Some(k) = line.strip_prefix("event: ") {
+                            kind = Some(k.to_owned());
+                        } else if let Some(d) = line.strip_prefix("data: ") {
+                            data = Some(serde_json::from_str::<Value>(d).unwrap());
+                        }
+                    }
+                    if let (Some(k), Some(d)) = (kind, data) {
+                        return (k, d);
+                    }
+                }
+                let chunk = self.resp.chunk().await.unwrap().expect("the stream ended");
+                self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+            }
+        })
+        .await
+        .expect("an event within the wait")
+    }
+
+    /// Job events until one for `id` arrives; the ids of the jobs seen before it.
+    async fn until_job(&mut self, id: &str) -> (Value, Vec<String>) {
+        let mut before = Vec::new();
+        loop {
+            let (kind, data) = self.next().await;
+            if kind == "job" {
+                let seen = data["id"].as_str().unwrap().to_owned();
+                if seen == id {
+                    return (data, before);
+                }
+                before.push(seen);
+            }
+        }
+    }
+}
+
+async fn create(s: &TestServer, token: &str, path: &str, data: Value) -> String {
+    let r = reqwest::Client::new()
+        .post(s.url(&format!("/api/v1/{path}")))
+        .header("x-client-token", token)
+        .json(&data)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    r.json::<Value>().await.unwrap()["job_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn sign_in_sets_a_strict_cookie_and_wrong_tokens_are_refused() {
+    let s = server().await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = http.post(s.url("/ui/api/session")).json(&json!({"token": "wrong"})).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get(header::SET_COOKIE).is_none());
+    assert!(r.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("wrong token"));
+
+    let (alice, set_cookie, body) = sign_in(&s, "alice-token").await;
+    assert_eq!((body["role"].as_str(), body["client_id"].as_str()), (Some("client"), Some("toml:alice")), "{body}");
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Max-Age=43200"] {
+        assert!(set_cookie.contains(flag), "{flag} in {set_cookie}");
+    }
+    assert!(!set_cookie.contains("Secure"), "no Secure without TLS: {set_cookie}");
+    let (status, me) = alice.get("/ui/api/me").await;
+    assert_eq!((status, &me["client_id"], &me["csrf"]), (200, &body["client_id"], &body["csrf"]));
+    // The session's answers carry the strict headers.
+    let r = http.get(s.url("/ui/api/me")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "no cookie");
+    assert!(r.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap().contains("script-src 'self'"));
+    assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+    assert_eq!(r.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert_eq!(r.headers()[header::REFERRER_POLICY], "no-referrer");
+    let page = http.get(s.url("/ui/jobs")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap().contains("frame-ancestors 'none'"));
+
+    // A cookie changed by one character is refused.
+    let mut forged = alice.cookie.clone().into_bytes();
+    let i = forged.len() - 3;
+    forged[i] = if forged[i] == b'0' { b'1' } else { b'0' };
+    let r = http.get(s.url("/ui/api/me")).header(header::COOKIE, String::from_utf8(forged).unwrap()).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    let (_, _, op) = sign_in(&s, ADMIN_TOKEN).await;
+    assert_eq!((op["role"].as_str(), &op["client_id"]), (Some("operator"), &Value::Null), "{op}");
+
+    // The quickstart's link: signed in and sent to /ui/ without the token in the address.
+    let r = http.get(s.url("/ui/login?token=bob-token")).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.headers()[header::LOCATION].to_str().unwrap()), (303, "/ui/"));
+    let cookie = r.headers()[header::SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let r = http.get(s.url("/ui/api/me")).header(header::COOKIE, &cookie).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["client_id"], "toml:bob");
+    let r = http.get(s.url("/ui/login?token=nope")).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.headers()[header::LOCATION].to_str().unwrap()), (303, "/ui/login?failed=1"));
+    assert!(r.headers().get(header::SET_COOKIE).is_none());
+
+    // Signing out clears the cookie.
+    let (status, _) = alice.post("/ui/api/logout", &json!({})).await;
+    assert_eq!(status, 200);
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn posts_need_the_csrf_header_and_this_origin() {
+    let s = server().await;
+    let (alice, _, _) = sign_in(&s, "alice-token").await;
+    let id = create(&s, "alice-token", "jobs/echo", json!({})).await;
+    let path = format!("/ui/api/jobs/{id}/cancel");
+    let r = alice.post_req(&path, &json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 403, "no CSRF header");
+    let r = alice.post_req(&path, &json!({})).header("x-csrf-token", "0".repeat(64)).send().await.unwrap();
+    assert_eq!(r.status(), 403, "a wrong CSRF header");
+    let r = alice
+        .post_req(&path, &json!({}))
+        .header("x-csrf-token", &alice.csrf)
+        .header(header::ORIGIN, "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "another Origin");
+    assert!(r.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("Origin"));
+    // Another session's CSRF token is no good either.
+    let (other, _, _) = sign_in(&s, "alice-token").await;
+    let r = alice.post_req(&path, &json!({})).header("x-csrf-token", &other.csrf).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let origin = s.base_url().trim_end_matches('/').to_owned();
+    let r = alice
+        .post_req(&path, &json!({}))
+        .header("x-csrf-token", &alice.csrf)
+        .header(header::ORIGIN, origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the right header from this origin");
+    s.stop().await.unwrap();
+}
+
+/// Client B gets 404 for A's job (as for an unknown one) and its stream never carries A's jobs;
+/// A's stream delivers the job A creates through the API.
+#[tokio::test]
+async fn clients_see_only_their_own_jobs_live_and_on_pages() {
+    let s = server().await;
+    let (alice, _, _) = sign_in(&s, "alice-token").await;
+    let (bob, _, _) = sign_in(&s, "bob-token").await;
+    let mut alice_events = Events::new(alice.stream().await);
+    let mut bob_events = Events::new(bob.stream().await);
+
+    let a_job = create(&s, "alice-token", "jobs/echo", json!({"secret": 1})).await;
+    let (row, _) = alice_events.until_job(&a_job).await;
+    assert_eq!((row["blueprint"].as_str(), row["client_id"].as_str()), (Some("echo_flow"), Some("toml:alice")));
+
+    let b_job = create(&s, "bob-token", "jobs/echo", json!({})).await;
+    let (_, before) = bob_events.until_job(&b_job).await;
+    assert!(!before.contains(&a_job), "bob's stream carried alice's job: {before:?}");
+
+    let (status, body) = bob.get(&format!("/ui/api/jobs/{a_job}")).await;
+    let unknown = bob.get(&format!("/ui/api/jobs/{}", uuid::Uuid::new_v4())).await;
+    assert_eq!((status, &body), (404, &unknown.1), "as unknown as a random id");
+    let (status, _) = bob.post(&format!("/ui/api/jobs/{a_job}/cancel"), &json!({})).await;
+    assert_eq!(status, 404);
+    let (status, page) = alice.get(&format!("/ui/api/jobs/{a_job}")).await;
+    assert_eq!((status, page["job"]["id"].as_str()), (200, Some(a_job.as_str())), "{page}");
+    let (status, _) = bob.get("/ui/api/jobs/not-a-uuid").await;
+    assert_eq!(status, 400);
+    s.stop().await.unwrap();
+}
+
+/// A job whose skill no worker offers says so; with workers offering it, each one's reason.
+#[tokio::test]
+async fn why_a_job_waits_names_each_workers_reason() {
+    let s = server().await;
+    let (op, _, _) = sign_in(&s, ADMIN_TOKEN).await;
+    let big = "x".repeat(20_000);
+    let lonely = create(&s, "alice-token", "jobs/echo", json!({"big": big})).await;
+    let page = tokio::time::timeout(WAIT, async {
+        loop {
+            let (_, page) = op.get(&format!("/ui/api/jobs/{lonely}")).await;
+            if page["job"]["status"] == "waiting_for_worker" {
+                return page;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let why = &page["why"];
+    assert_eq!((why["kind"].as_str(), why["skill"].as_str()), (Some("worker"), Some("echo")), "{why}");
+    assert_eq!(why["live_workers_with_skill"], 0, "{why}");
+    assert!(why["deadline_ms"].as_u64().is_some(), "{why}");
+    let initial = &page["job"]["initial_data"];
+    assert_eq!(initial["$truncated"], true, "a 20 KB value is truncated");
+    assert!(initial["bytes"].as_u64().unwrap() > 20_000);
+    assert_eq!(initial["preview"].as_str().unwrap().len(), 2048);
+    assert!(page["timeline"].as_array().unwrap().iter().any(|e| e["kind"] == "job_created"), "{}", page["timeline"]);
+    s.core().cancel_job(&lonely).await.unwrap();
+
+    // A busy worker, one the operator drains and one of low reputation: none takes the task.
+    let busy = s.raw_worker("w-busy", &["echo"]);
+    let drained = s.raw_worker("w-drained", &["echo"]);
+    let low = s.raw_worker("w-low", &["echo"]);
+    for w in [&busy, &drained, &low] {
+        assert_eq!(w.register().await.0, 200);
+    }
+    assert_eq!(busy.heartbeat(&["some-task"]).await.0, 200);
+    let (status, body) = op.post("/ui/api/workers/w-drained/drain", &json!({"reason": "maintenance"})).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("draining")), "{body}");
+    s.core().dispatcher().adjust_reputation("w-low", -0.9).await;
+    let waiting = create(&s, "alice-token", "jobs/echo", json!({})).await;
+    let why = tokio::time::timeout(WAIT, async {
+        loop {
+            let (_, page) = op.get(&format!("/ui/api/jobs/{waiting}")).await;
+            if page["why"]["kind"] == "worker" {
+                return page["why"].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(why["live_workers_with_skill"], 3, "{why}");
+    let reason = |id: &str| {
+        why["workers"].as_array().unwrap().iter().find(|w| w["worker_id"] == id).unwrap()["reason"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(reason("w-busy"), "busy");
+    assert_eq!(reason("w-drained"), "draining (by the operator: maintenance)");
+    assert!(reason("w-low").starts_with("low reputation 0.10 < "), "{}", reason("w-low"));
+    // The drained worker takes nothing new even when it reports idle again.
+    assert_eq!(drained.heartbeat(&[]).await.0, 200);
+    let (status, _) = drained.poll().await;
+    assert_eq!(status, 204, "a drained worker gets no task");
+    s.stop().await.unwrap();
+}
+
+/// Two approvals at once (a double click): one applies, the other is a 409.
+#[tokio::test]
+async fn an_approval_applies_once_and_cancel_answers_409_when_ended() {
+    let s = server().await;
+    let (alice, _, _) = sign_in(&s, "alice-token").await;
+    let id = create(&s, "alice-token", "jobs/approval", json!({})).await;
+    let page = tokio::time::timeout(WAIT, async {
+        loop {
+            let (_, page) = alice.get(&format!("/ui/api/jobs/{id}")).await;
+            if page["job"]["status"] == "waiting_for_human" {
+                return page;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(page["why"]["kind"], "approval", "{page}");
+    assert_eq!(page["why"]["message"], "please approve");
+    assert_eq!(page["why"]["decisions"], json!(["approved", "rejected"]));
+    let path = format!("/ui/api/jobs/{id}/approval");
+    let body = json!({"decision": "approved"});
+    let (a, b) = tokio::join!(alice.post(&path, &body), alice.post(&path, &body));
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "{a:?} {b:?}");
+    let (_, page) = alice.get(&format!("/ui/api/jobs/{id}")).await;
+    assert_eq!((page["job"]["status"].as_str(), page["job"]["current_state"].as_str()), (Some("finished"), Some("approved")));
+    assert_eq!(page["why"], Value::Null);
+    let (status, body) = alice.post(&format!("/ui/api/jobs/{id}/cancel"), &json!({})).await;
+    assert_eq!(status, 409, "an ended job: {body}");
+
+    let other = create(&s, "alice-token", "jobs/echo", json!({})).await;
+    let (status, body) = alice.post(&format!("/ui/api/jobs/{other}/cancel"), &json!({})).await;
+    assert_eq!((status, body), (200, json!({"status": "cancelled"})));
+    let (_, page) = alice.get(&format!("/ui/api/jobs/{other}")).await;
+    assert_eq!(page["job"]["status"], "cancelled");
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn workers_are_the_operators() {
+    let s = server().await;
+    let (alice, _, _) = sign_in(&s, "alice-token").await;
+    let (op, _, _) = sign_in(&s, ADMIN_TOKEN).await;
+    let w = s.raw_worker("w-listed", &["echo"]);
+    assert_eq!(w.register().await.0, 200);
+    assert_eq!(alice.get("/ui/api/workers").await.0, 403);
+    assert_eq!(alice.post("/ui/api/workers/w-listed/drain", &json!({"reason": "x"})).await.0, 403);
+    let (status, body) = op.get("/ui/api/workers").await;
+    assert_eq!(status, 200);
+    let listed = body["workers"].as_array().unwrap().iter().find(|w| w["worker_id"] == "w-listed").unwrap().clone();
+    assert_eq!(listed["skills"][0]["name"], "echo");
+    assert_eq!((listed["status"].as_str(), listed["stale"].as_bool()), (Some("idle"), Some(false)), "{listed}");
+    assert_eq!(listed["reputation_trend"], json!([1.0]), "{listed}");
+    assert!(listed["heartbeat_age_ms"].as_u64().is_some(), "{listed}");
+    assert_eq!(listed["resources"], json!({"properties": {"cpu_cores": 1}}));
+    assert_eq!(op.post("/ui/api/workers/nobody/drain", &json!({})).await.0, 404);
+    assert_eq!(op.post("/ui/api/workers/bad id!/drain", &json!({})).await.0, 400);
+    let (status, _) = op.post("/ui/api/workers/w-listed/drain", &json!({"reason": "disk"})).await;
+    assert_eq!(status, 200);
+    let (_, body) = op.get("/ui/api/workers").await;
+    let listed = body["workers"].as_array().unwrap().iter().find(|w| w["worker_id"] == "w-listed").unwrap().clone();
+    assert_eq!((listed["status"].as_str(), listed["draining_reason"].as_str()), (Some("draining"), Some("disk")));
+    s.stop().await.unwrap();
+}
+
+/// The operator's stream carries worker changes and once-a-second stats.
+#[tokio::test]
+async fn the_operators_stream_has_workers_and_stats() {
+    let s = server().await;
+    let (op, _, _) = sign_in(&s, ADMIN_TOKEN).await;
+    let mut events = Events::new(op.stream().await);
+    let w = s.raw_worker("w-streamed", &["echo"]);
+    assert_eq!(w.register().await.0, 200);
+    let (mut worker, mut stats) = (None, None);
+    while worker.is_none() || stats.is_none() {
+        let (kind, data) = events.next().await;
+        match kind.as_str() {
+            "worker" if data["worker_id"] == "w-streamed" => worker = Some(data),
+            "stats" => stats = Some(data),
+            _ => {}
+        }
+    }
+    assert_eq!(worker.unwrap(), json!({"worker_id": "w-streamed", "status": "idle", "removed": false}));
+    let stats = stats.unwrap();
+    assert!(stats["jobs_per_sec"].as_f64().is_some() && stats["queues"].is_object(), "{stats}");
+    s.stop().await.unwrap();
+}
+
+/// At most 64 streams per session: the 65th is a 429 with a JSON body; closing streams frees them.
+#[tokio::test]
+async fn open_streams_are_bounded() {
+    let s = server().await;
+    let (alice, _, _) = sign_in(&s, "alice-token").await;
+    let mut open = Vec::new();
+    for _ in 0..64 {
+        let r = alice.stream().await;
+        assert_eq!(r.status(), 200);
+        open.push(r);
+    }
+    let r = alice.stream().await;
+    assert_eq!(r.status(), 429);
+    assert!(r.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("too many open streams"));
+    // Another session is not affected.
+    let (bob, _, _) = sign_in(&s, "bob-token").await;
+    assert_eq!(bob.stream().await.status(), 200);
+    drop(open);
+    // The server notices closed streams when it next writes to them (stats, every second).
+    tokio::time::timeout(WAIT, async {
+        while alice.stream().await.status() != 200 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("a stream again once the others closed");
+    s.stop().await.unwrap();
+}
+
+/// An open stream does not hold up the graceful shutdown: it ends with a `shutdown` event.
+#[tokio::test]
+async fn a_stream_ends_at_shutdown() {
+    let s = server().await;
+    let (alice, _, _) = sign_in(&s, "alice-token").await;
+    let mut events = Events::new(alice.stream().await);
+    let stopping = tokio::spawn(s.stop());
+    loop {
+        if events.next().await.0 == "shutdown" {
+            break;
+        }
+    }
+    tokio::time::timeout(WAIT, stopping).await.expect("the server stops").unwrap().unwrap();
+}
