@@ -463,3 +463,25 @@ async fn a_stream_ends_at_shutdown() {
     }
     tokio::time::timeout(WAIT, stopping).await.expect("the server stops").unwrap().unwrap();
 }
+
+/// Wrong tokens count against the caller's address like the client API's: past
+/// `RATE_LIMIT_LIMIT`, sign-in answers 429.
+#[tokio::test]
+async fn wrong_sign_ins_are_rate_limited() {
+    let s = TestServer::builder()
+        .blueprint(echo_flow::blueprint())
+        .env("RATE_LIMITING_ENABLED", "true")
+        .env("RATE_LIMIT_LIMIT", "3")
+        .env("RATE_LIMIT_PERIOD", "60")
+        .start()
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let r = http.post(s.url("/ui/api/session")).json(&json!({"token": "guess"})).send().await.unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429]);
+    s.stop().await.unwrap();
+}

@@ -318,3 +318,22 @@ pub(super) async fn approval(
     out.insert("decision".into(), json!(decision));
     Ok(Json(Value::Object(out)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_values_are_truncated_with_a_preview() {
+        let small = json!({"a": "x".repeat(100)});
+        assert_eq!(truncated(&small), small);
+        // Multi-byte characters: the preview ends on a character boundary.
+        let big = json!({"a": "é".repeat(TRUNCATE_ABOVE)});
+        let t = truncated(&big);
+        assert_eq!(t["$truncated"], true);
+        assert_eq!(t["bytes"].as_u64(), Some(big.to_string().len() as u64));
+        let preview = t["preview"].as_str().unwrap();
+        assert!(preview.len() <= PREVIEW_BYTES && preview.len() >= PREVIEW_BYTES - 1, "{}", preview.len());
+        assert!(big.to_string().starts_with(preview));
+    }
+}

@@ -138,3 +138,34 @@ pub(super) async fn drain(
     }
     Ok(Json(json!({"status": "draining", "worker_id": id, "reason": reason})))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::WorkerInfo;
+
+    fn load(id: &str, reputation: f64) -> WorkerLoad {
+        let mut info = WorkerInfo::from_registration(&json!({"worker_id": id}));
+        info.reputation = reputation;
+        WorkerLoad { info: Arc::new(info), queued: 0, running: 0 }
+    }
+
+    #[test]
+    fn trends_keep_the_last_samples_of_a_bounded_number_of_workers() {
+        let mut t = Trends::default();
+        t.sample(&[load("a", 1.0)], 0);
+        // Unchanged and recent: no sample.
+        t.sample(&[load("a", 1.0)], 10);
+        assert_eq!(t.of("a"), [1.0]);
+        for i in 0..(TREND_LEN as u64 + 5) {
+            t.sample(&[load("a", 0.5 + i as f64 / 100.0)], 1_000 * (i + 1));
+        }
+        let a = t.of("a");
+        assert_eq!(a.len(), TREND_LEN, "only the last {TREND_LEN}");
+        assert_eq!(a.last().copied(), Some(0.5 + (TREND_LEN as f64 + 4.0) / 100.0));
+        let many: Vec<WorkerLoad> = (0..TREND_WORKERS + 10).map(|i| load(&format!("w{i}"), 1.0)).collect();
+        t.sample(&many, 100_000);
+        assert!(t.by_worker.len() <= TREND_WORKERS);
+        assert!(t.of("unknown").is_empty());
+    }
+}
