@@ -57,7 +57,8 @@ async fn sign_in(s: &TestServer, token: &str) -> (Tab, String, Value) {
 
 impl Tab {
     async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.http.get(format!("{}{path}", self.base)).header(header::COOKIE, &self.cookie).send().await.unwrap();
+        let r =
+            self.http.get(format!("{}{path}", self.base)).header(header::COOKIE, &self.cookie).send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
@@ -174,7 +175,8 @@ async fn sign_in_sets_a_strict_cookie_and_wrong_tokens_are_refused() {
     let mut forged = alice.cookie.clone().into_bytes();
     let i = forged.len() - 3;
     forged[i] = if forged[i] == b'0' { b'1' } else { b'0' };
-    let r = http.get(s.url("/ui/api/me")).header(header::COOKIE, String::from_utf8(forged).unwrap()).send().await.unwrap();
+    let r =
+        http.get(s.url("/ui/api/me")).header(header::COOKIE, String::from_utf8(forged).unwrap()).send().await.unwrap();
     assert_eq!(r.status(), 401);
 
     let (_, _, op) = sign_in(&s, ADMIN_TOKEN).await;
@@ -357,7 +359,10 @@ async fn an_approval_applies_once_and_cancel_answers_409_when_ended() {
     statuses.sort();
     assert_eq!(statuses, [200, 409], "{a:?} {b:?}");
     let (_, page) = alice.get(&format!("/ui/api/jobs/{id}")).await;
-    assert_eq!((page["job"]["status"].as_str(), page["job"]["current_state"].as_str()), (Some("finished"), Some("approved")));
+    assert_eq!(
+        (page["job"]["status"].as_str(), page["job"]["current_state"].as_str()),
+        (Some("finished"), Some("approved"))
+    );
     assert_eq!(page["why"], Value::Null);
     let (status, body) = alice.post(&format!("/ui/api/jobs/{id}/cancel"), &json!({})).await;
     assert_eq!(status, 409, "an ended job: {body}");

@@ -193,9 +193,6 @@ mod tests {
                 Change::Worker(w) => format!("worker {} {} {}", w.worker_id, w.status, w.removed),
             });
         }
-        assert_eq!(
-            seen,
-            ["job j1 pending", "worker w1 idle false", "worker w1 busy false", "worker w1 offline true"]
-        );
+        assert_eq!(seen, ["job j1 pending", "worker w1 idle false", "worker w1 busy false", "worker w1 offline true"]);
     }
 }

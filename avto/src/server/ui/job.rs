@@ -88,7 +88,9 @@ fn job_view(core: &Core, job: &Job) -> Value {
     );
     m.insert(
         "sub_job".into(),
-        job.sub_job.as_deref().map_or(Value::Null, |s| json!({"child_job_id": s.child_job_id, "blueprint": s.blueprint})),
+        job.sub_job
+            .as_deref()
+            .map_or(Value::Null, |s| json!({"child_job_id": s.child_job_id, "blueprint": s.blueprint})),
     );
     v
 }
@@ -155,7 +157,11 @@ fn record_timeline(job: &Job) -> Vec<Value> {
 }
 
 /// `GET /ui/api/jobs/{id}`.
-pub(super) async fn job(State(core): State<Arc<Core>>, user: UiUser, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn job(
+    State(core): State<Arc<Core>>,
+    user: UiUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let job = visible_job(&core, &user, &id).await?;
     let (timeline, mut child_ids) = match history_timeline(&core, &job.id).await {
         Some(t) => t,
@@ -182,7 +188,9 @@ pub(super) async fn job(State(core): State<Arc<Core>>, user: UiUser, Path(id): P
         None => Value::Null,
     };
     let why = why(&core, &job).await;
-    Ok(Json(json!({"job": job_view(&core, &job), "timeline": timeline, "children": children, "parent": parent, "why": why})))
+    Ok(Json(
+        json!({"job": job_view(&core, &job), "timeline": timeline, "children": children, "parent": parent, "why": why}),
+    ))
 }
 
 /// Why a job that waits is waiting (null when it does not).
@@ -224,7 +232,9 @@ async fn why_worker(core: &Core, t: &TaskRecord) -> Value {
     let skill = spec.task_type.as_str();
     let mut live = core.live_workers().await;
     // Those offering the skill first, then by id.
-    live.sort_by(|a, b| (!a.info.has_skill(skill), &a.info.worker_id).cmp(&(!b.info.has_skill(skill), &b.info.worker_id)));
+    live.sort_by(|a, b| {
+        (!a.info.has_skill(skill), &a.info.worker_id).cmp(&(!b.info.has_skill(skill), &b.info.worker_id))
+    });
     let with_skill = live.iter().filter(|w| w.info.has_skill(skill)).count();
     let workers: Vec<Value> = live
         .iter()

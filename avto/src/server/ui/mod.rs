@@ -73,23 +73,23 @@ pub(crate) fn router() -> Router<Arc<Core>> {
         .route("/ui/api/workers/{id}/drain", post(workers::drain))
         .route(
             "/ui/api/{*rest}",
-            axum::routing::any(|| async { crate::server::api::ApiError::NotFound("no such dashboard API route".into()) }),
+            axum::routing::any(|| async {
+                crate::server::api::ApiError::NotFound("no such dashboard API route".into())
+            }),
         )
         .layer(axum::middleware::map_response(|mut r: Response| async move {
             r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }));
-    Router::new()
-        .route("/ui/login", get(session::login))
-        .merge(assets::routes())
-        .merge(api)
-        .layer(axum::middleware::map_response(|mut r: Response| async move {
+    Router::new().route("/ui/login", get(session::login)).merge(assets::routes()).merge(api).layer(
+        axum::middleware::map_response(|mut r: Response| async move {
             let h = r.headers_mut();
             h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
             h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
             h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
             r
-        }))
+        }),
+    )
 }
 
 /// A job as a row of the dashboard's lists (and of the stream's `job` events).

@@ -243,7 +243,8 @@ pub(super) async fn create(
     ext: axum::http::Extensions,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
-    let token = body.get("token").and_then(Value::as_str).ok_or_else(|| ApiError::bad("`token` (a string) is required"))?;
+    let token =
+        body.get("token").and_then(Value::as_str).ok_or_else(|| ApiError::bad("`token` (a string) is required"))?;
     let role = sign_in_as(&core, &ext, token).await?;
     let (user, cookie) = session_cookie(&core, role);
     let mut r = Json(user.body(super::key(&core))).into_response();

@@ -221,7 +221,8 @@ pub(super) async fn stream(State(core): State<Arc<Core>>, user: UiUser) -> Resul
         done: false,
     };
     // The browser reconnects 3 s after the stream breaks.
-    let hello = futures::stream::once(async { Ok::<_, Infallible>(Bytes::from_static(b"retry: 3000\n: connected\n\n")) });
+    let hello =
+        futures::stream::once(async { Ok::<_, Infallible>(Bytes::from_static(b"retry: 3000\n: connected\n\n")) });
     let events = futures::stream::unfold(feed, |mut feed| async move {
         let chunk = feed.next().await?;
         Some((Ok::<_, Infallible>(chunk), feed))

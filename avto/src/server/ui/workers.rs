@@ -44,7 +44,8 @@ impl Trends {
             let rep = w.info.reputation;
             if !self.by_worker.contains_key(id) && self.by_worker.len() >= TREND_WORKERS {
                 // Forget the worker sampled longest ago.
-                let oldest = self.by_worker.iter().min_by_key(|(_, s)| s.back().map_or(0, |x| x.0)).map(|(k, _)| k.clone());
+                let oldest =
+                    self.by_worker.iter().min_by_key(|(_, s)| s.back().map_or(0, |x| x.0)).map(|(k, _)| k.clone());
                 if let Some(k) = oldest {
                     self.by_worker.remove(&k);
                 }
