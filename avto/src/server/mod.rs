@@ -415,7 +415,10 @@ impl Orchestrator {
             .and(NotForContentType::IMAGES)
             .and(NotForContentType::SSE);
         let compression = tower_http::compression::CompressionLayer::new().no_br().no_deflate().compress_when(worth_it);
-        api::router(self.core.clone()).layer(compression)
+        let app = api::router(self.core.clone());
+        #[cfg(feature = "dashboard")]
+        let app = app.merge(ui::router().with_state(self.core.clone()));
+        app.layer(compression)
     }
 
     /// Every route [`Orchestrator::router`] serves (method, path template, operation), the

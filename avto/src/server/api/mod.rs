@@ -104,8 +104,6 @@ pub(super) fn served(core: &Arc<Core>) -> Vec<ServedRoute> {
 /// The whole router.
 pub(super) fn router(core: Arc<Core>) -> Router {
     let app = routes(&core).router;
-    #[cfg(feature = "dashboard")]
-    let app = app.merge(super::ui::router());
     // Every answer names the RXON version (as the Python orchestrator's middleware does).
     let version_header =
         header::HeaderName::try_from(crate::protocol::PROTOCOL_VERSION_HEADER).expect("a valid header name");

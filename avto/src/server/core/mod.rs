@@ -143,8 +143,10 @@ pub struct Core {
     /// The change feed of the dashboard's live stream.
     #[cfg(feature = "dashboard")]
     changes: changes::Changes,
+    /// The dashboard's own state (sessions key, open streams, ...), which the core holds
+    /// without knowing its type (the dashboard sits above the core).
     #[cfg(feature = "dashboard")]
-    ui: crate::server::ui::UiState,
+    ui: OnceLock<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -198,7 +200,7 @@ impl Core {
             #[cfg(feature = "dashboard")]
             changes: Default::default(),
             #[cfg(feature = "dashboard")]
-            ui: Default::default(),
+            ui: OnceLock::new(),
         }
     }
 
@@ -332,9 +334,9 @@ impl Core {
         *self.shutdown_at.get().unwrap_or(&tokio::time::Instant::now()) + self.cfg.shutdown_grace
     }
 
-    /// The dashboard's state (sessions key, open streams, reputation samples).
+    /// The slot of the dashboard's state (set by the dashboard on first use).
     #[cfg(feature = "dashboard")]
-    pub(crate) fn ui(&self) -> &crate::server::ui::UiState {
+    pub(crate) fn ui_slot(&self) -> &OnceLock<Box<dyn std::any::Any + Send + Sync>> {
         &self.ui
     }
 

@@ -46,9 +46,17 @@ pub(crate) struct UiState {
     pub(super) stats: parking_lot::Mutex<Option<(std::time::Instant, Arc<Value>)>>,
 }
 
+/// The dashboard's state of `core` (created on first use).
+pub(crate) fn state(core: &Core) -> &UiState {
+    core.ui_slot()
+        .get_or_init(|| Box::new(UiState::default()))
+        .downcast_ref::<UiState>()
+        .expect("the core's dashboard slot holds the dashboard's state")
+}
+
 /// The session key: `DASHBOARD_SECRET`, else a random key for the life of the process.
 fn key(core: &Core) -> &[u8] {
-    core.ui().key.get_or_init(|| match &core.config().dashboard_secret {
+    state(core).key.get_or_init(|| match &core.config().dashboard_secret {
         Some(secret) => secret.as_bytes().to_vec(),
         None => {
             tracing::info!(

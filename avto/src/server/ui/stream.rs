@@ -58,7 +58,7 @@ struct Slot {
 
 impl Slot {
     fn take(core: &Arc<Core>, session: &str) -> Result<Slot, ApiError> {
-        let mut s = core.ui().streams.lock();
+        let mut s = super::state(core).streams.lock();
         let mine = s.per_session.get(session).copied().unwrap_or(0);
         if s.total >= TOTAL || mine >= PER_SESSION {
             return Err(ApiError::TooManyRequests {
@@ -76,7 +76,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut s = self.core.ui().streams.lock();
+        let mut s = super::state(&self.core).streams.lock();
         s.total = s.total.saturating_sub(1);
         if let Some(n) = s.per_session.get_mut(&self.session) {
             *n -= 1;
@@ -170,13 +170,13 @@ impl Feed {
 /// waiting for a worker per skill, tasks queued on workers, live workers. Samples the workers'
 /// reputations for their trends too.
 async fn shared_stats(core: &Arc<Core>) -> Arc<Value> {
-    if let Some((at, v)) = core.ui().stats.lock().as_ref() {
+    if let Some((at, v)) = super::state(core).stats.lock().as_ref() {
         if at.elapsed() < STATS_FRESH {
             return v.clone();
         }
     }
     let live = core.live_workers().await;
-    core.ui().trends.lock().sample(&live, crate::job::now_ms());
+    super::state(core).trends.lock().sample(&live, crate::job::now_ms());
     let mut queues: BTreeMap<String, u64> = BTreeMap::new();
     match core.dispatcher().store().parked().await {
         Ok(parked) => {
@@ -191,7 +191,7 @@ async fn shared_stats(core: &Arc<Core>) -> Arc<Value> {
     }
     let queued: usize = live.iter().map(|w| w.queued).sum();
     let v = Arc::new(json!({"queues": queues, "queued_on_workers": queued, "live_workers": live.len()}));
-    *core.ui().stats.lock() = Some((std::time::Instant::now(), v.clone()));
+    *super::state(core).stats.lock() = Some((std::time::Instant::now(), v.clone()));
     v
 }
 

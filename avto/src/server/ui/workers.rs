@@ -77,9 +77,9 @@ pub(super) async fn list(State(core): State<Arc<Core>>, user: UiUser) -> Result<
     user.operator_only()?;
     let live = core.live_workers().await;
     let now = crate::job::now_ms();
-    core.ui().trends.lock().sample(&live, now);
+    super::state(&core).trends.lock().sample(&live, now);
     let interval = core.config().worker_health_check_interval.as_millis() as u64;
-    let trends = core.ui().trends.lock();
+    let trends = super::state(&core).trends.lock();
     let workers: Vec<Value> = live
         .iter()
         .take(LIST_MAX)
