@@ -27,10 +27,10 @@ pub(crate) const CAPACITY: usize = 1024;
 /// once beyond this (a change may then be sent twice, never lost).
 const STATUS_MEMORY: usize = 10_000;
 
-/// One change.
+/// One change (cheap to clone: every receiver gets a copy).
 #[derive(Debug, Clone)]
 pub(crate) enum Change {
-    Job(Box<JobChange>),
+    Job(std::sync::Arc<JobChange>),
     Worker(WorkerChange),
 }
 
@@ -105,7 +105,7 @@ impl Core {
 
     /// The change of `job` as built now, when someone listens (to send once it is saved).
     pub(super) fn job_change(&self, job: &Job) -> Option<Change> {
-        self.changes.listened().then(|| Change::Job(Box::new(JobChange::of(job))))
+        self.changes.listened().then(|| Change::Job(std::sync::Arc::new(JobChange::of(job))))
     }
 
     /// Sends a change built by [`Core::job_change`].
