@@ -45,6 +45,9 @@ async fn main() -> avto::Result<()> {
     let base = format!("http://{}:{}", config.host, config.port);
     println!("avto quickstart on {base}: try\n  curl -s -X POST {base}/api/v1/jobs/hello -H 'X-Client-Token: {}' -d '{{\"initial_data\": {{\"name\": \"Ada\"}}}}'", config.clients[0].token);
     println!("  then GET {base}/api/v1/jobs/<job_id> and /history with the same header; Ctrl-C stops.");
+    // The dashboard (feature `dashboard`), signed in as the demo client: the link carries the
+    // token once, the page then keeps an HttpOnly session cookie and drops it from the URL.
+    println!("dashboard: {base}/ui/login?token={}", config.clients[0].token);
     avto::Orchestrator::builder()
         .blueprint(hello::blueprint())
         .config(config)
