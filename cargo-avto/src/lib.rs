@@ -24,12 +24,9 @@ use std::path::{Path, PathBuf};
 
 pub mod cli;
 mod discover;
-mod dot;
 mod modules;
-mod svg;
 
 pub use discover::{find_manifest, Target, TargetKind};
-pub use svg::render_svg;
 
 /// One blueprint found in the sources of a crate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +152,18 @@ impl std::error::Error for Error {
             _ => None,
         }
     }
+}
+
+/// Lays out a DOT graph and renders it to SVG with [`avto_graph::render_svg`] (pure Rust,
+/// no system Graphviz); its errors become [`Error::Render`].
+pub fn render_svg(dot: &str) -> Result<String, Error> {
+    avto_graph::render_svg(dot).map_err(|e| Error::Render { message: e.to_string() })
+}
+
+/// Rasterises an SVG from [`render_svg`] to PNG with [`avto_graph::render_png`] (resvg, the
+/// bundled DejaVu Sans Mono font), `scale` pixels per SVG pixel.
+pub fn render_png(svg: &str, scale: f32) -> Result<Vec<u8>, Error> {
+    avto_graph::render_png(svg, scale).map_err(|e| Error::Render { message: e.to_string() })
 }
 
 /// Finds the blueprints of the crate whose manifest is `manifest`.
