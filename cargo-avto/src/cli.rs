@@ -6,28 +6,38 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{collect, find_manifest, render_svg, Error, Found};
+use crate::{collect_packages, find_manifest, render_png, render_svg, Error, Found};
 
 /// What `cargo avto --help` and `cargo avto graph --help` print after the options.
 const AFTER_HELP: &str = "\
+Packages:
+  In a package, its blueprints. At a virtual workspace root, every member package's; at the
+  root of a workspace that is also a package, that package's. -p/--package NAME (repeatable)
+  picks packages of the workspace instead. Blueprint names need only be unique within a
+  package. When several packages are read, the DOT of each package starts with a
+  `// package: NAME` line and -o DIR writes DIR/PACKAGE/NAME.EXT.
+
 Output:
-  Blueprints are sorted by name. With --format dot, each DOT is written verbatim (a final
-  newline is added only if the DOT lacks one) and several DOTs are separated by one empty
-  line; -o FILE writes that same text to FILE.
-  With --format svg, one blueprint is written to standard output or to -o FILE. Several
-  blueprints need either --blueprint NAME or -o DIR, which writes DIR/NAME.svg for each
-  (DIR is created if missing).
-  In either format, an -o PATH that is an existing directory or ends in `/` writes
-  PATH/NAME.dot or PATH/NAME.svg for each blueprint.
+  Blueprints are sorted by package, then name. With --format dot, each DOT is written verbatim
+  (a final newline is added only if the DOT lacks one) and several DOTs are separated by one
+  empty line; -o FILE writes that same text to FILE.
+  With --format svg or png, one blueprint is written to standard output or to -o FILE. Several
+  blueprints need either --blueprint NAME or -o DIR, which writes DIR/NAME.svg (or .png) for
+  each (DIR is created if missing). PNG is the SVG rasterised (same layout) at --scale pixels
+  per SVG pixel, with a bundled font: no system fonts needed.
+  In any format, an -o PATH that is an existing directory or ends in `/` writes one file per
+  blueprint.
 
 Exit status:
   0  success (also when the crate has no blueprints: a warning is printed)
-  1  a source file, manifest or blueprint has errors (all are printed), or SVG rendering failed
-  2  usage error: bad arguments, no Cargo.toml, unknown --blueprint NAME
+  1  a source file, manifest or blueprint has errors (all are printed), or rendering failed
+  2  usage error: bad arguments, no Cargo.toml, unknown --blueprint NAME or -p PACKAGE
 
 Examples:
   cargo avto graph
   cargo avto graph --blueprint order_flow --format svg -o order_flow.svg
+  cargo avto graph --blueprint order_flow --format png -o order_flow.png
+  cargo avto graph -p my-flows --format png -o graphs/
   cargo avto graph --manifest-path examples/Cargo.toml --format svg -o graphs/";
 
 /// cargo-avto: the state graphs of the avto blueprints of a crate
@@ -47,7 +57,7 @@ enum Sub {
     /// Reads the sources of the crate (lib, bins and examples, following `mod foo;`) without
     /// building it, finds every `#[avto::blueprint]` module and prints its Graphviz DOT: byte for
     /// byte the `<module>::DOT` constant the macro generates. SVG is rendered in-process
-    /// (layout-rs), no Graphviz install needed.
+    /// (layout-rs), no Graphviz install needed; PNG with resvg and a bundled font.
     #[command(after_help = AFTER_HELP)]
     Graph(GraphArgs),
 }
@@ -57,10 +67,28 @@ enum Sub {
 pub enum Format {
     Dot,
     Svg,
+    Png,
+}
+
+impl Format {
+    fn ext(self) -> &'static str {
+        match self {
+            Format::Dot => "dot",
+            Format::Svg => "svg",
+            Format::Png => "png",
+        }
+    }
+}
+
+fn parse_scale(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if (0.1..=8.0).contains(&v) => Ok(v),
+        _ => Err("must be a number from 0.1 to 8".to_string()),
+    }
 }
 
 /// Parsed arguments of `cargo avto graph`.
-#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct GraphArgs {
     /// Cargo.toml of the crate [default: the nearest Cargo.toml in the current directory or
     /// above]. A virtual workspace manifest means every member crate.
@@ -69,9 +97,15 @@ pub struct GraphArgs {
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Dot)]
     pub format: Format,
+    /// Only these packages of the workspace (repeatable)
+    #[arg(short, long = "package", value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub package: Vec<String>,
     /// Only the blueprint with this name (its `name = "..."`)
     #[arg(long, value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub blueprint: Option<String>,
+    /// PNG pixels per SVG pixel (--format png)
+    #[arg(long, value_name = "N", default_value_t = 2.0, value_parser = parse_scale)]
+    pub scale: f32,
     /// Write to PATH instead of standard output (see below)
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
@@ -109,13 +143,16 @@ pub fn join_dots<'a>(dots: impl IntoIterator<Item = &'a str>) -> String {
     out
 }
 
-fn file_name(name: &str, ext: &str) -> String {
-    let safe: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' }).collect();
-    format!("{safe}.{ext}")
+/// `name` with anything but ASCII letters, digits, `_`, `-` and `.` replaced by `_`.
+fn safe(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' }).collect()
 }
 
-fn write_file(path: &Path, contents: &str, log: &mut dyn Write) -> Result<(), Error> {
+fn file_name(name: &str, ext: &str) -> String {
+    format!("{}.{ext}", safe(name))
+}
+
+fn write_file(path: &Path, contents: &[u8], log: &mut dyn Write) -> Result<(), Error> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
@@ -137,17 +174,31 @@ pub fn run_graph(args: &GraphArgs, cwd: &Path, stdout: &mut dyn Write, stderr: &
         }
         None => find_manifest(cwd)?,
     };
-    let found = collect(&manifest)?;
+    let (found, packages) = collect_packages(&manifest, &args.package)?;
+    let by_package = packages.len() > 1;
     let selected: Vec<&Found> = match &args.blueprint {
-        Some(name) => match found.iter().find(|f| &f.name == name) {
-            Some(f) => vec![f],
-            None => {
-                return Err(Error::UnknownBlueprint {
-                    name: name.clone(),
-                    available: found.iter().map(|f| f.name.clone()).collect(),
-                })
+        Some(name) => {
+            let matching: Vec<&Found> = found.iter().filter(|f| &f.name == name).collect();
+            match matching.len() {
+                0 => {
+                    return Err(Error::UnknownBlueprint {
+                        name: name.clone(),
+                        available: found
+                            .iter()
+                            .map(|f| if by_package { format!("{} ({})", f.name, f.package) } else { f.name.clone() })
+                            .collect(),
+                    })
+                }
+                1 => matching,
+                _ => {
+                    let in_packages: Vec<&str> = matching.iter().map(|f| f.package.as_str()).collect();
+                    return Err(usage(format!(
+                        "blueprint `{name}` is in several packages ({}); pick one with -p PACKAGE",
+                        in_packages.join(", ")
+                    )));
+                }
             }
-        },
+        }
         None => found.iter().collect(),
     };
     if selected.is_empty() {
@@ -155,19 +206,18 @@ pub fn run_graph(args: &GraphArgs, cwd: &Path, stdout: &mut dyn Write, stderr: &
         return Ok(());
     }
 
-    let ext = match args.format {
-        Format::Dot => "dot",
-        Format::Svg => "svg",
-    };
+    let ext = args.format.ext();
     let output = args.output.as_deref();
     let output_is_dir = output
         .is_some_and(|o| o.is_dir() || o.as_os_str().to_string_lossy().ends_with(['/', std::path::MAIN_SEPARATOR]));
-    if args.format == Format::Svg && selected.len() > 1 && !output_is_dir {
+    let one_file_format = args.format != Format::Dot;
+    if one_file_format && selected.len() > 1 && !output_is_dir {
         let names: Vec<&str> = selected.iter().map(|f| f.name.as_str()).collect();
+        let what = ext.to_ascii_uppercase();
         match output {
-            Some(o) if o.exists() || o.extension().is_some_and(|e| e == "svg") => {
+            Some(o) if o.exists() || o.extension().is_some_and(|e| e == ext) => {
                 return Err(usage(format!(
-                    "{} blueprints found ({}), but one SVG file `{}` can hold only one; give --blueprint NAME, or -o DIR to write DIR/NAME.svg for each",
+                    "{} blueprints found ({}), but one {what} file `{}` can hold only one; give --blueprint NAME, or -o DIR to write DIR/NAME.{ext} for each",
                     names.len(),
                     names.join(", "),
                     o.display()
@@ -176,55 +226,71 @@ pub fn run_graph(args: &GraphArgs, cwd: &Path, stdout: &mut dyn Write, stderr: &
             Some(_) => {}
             None => {
                 return Err(usage(format!(
-                    "{} blueprints found ({}); with --format svg give --blueprint NAME, or -o DIR to write DIR/NAME.svg for each",
+                    "{} blueprints found ({}); with --format {ext} give --blueprint NAME, or -o DIR to write DIR/NAME.{ext} for each",
                     names.len(),
                     names.join(", ")
                 )))
             }
         }
     }
-    let per_blueprint_files = output_is_dir || (args.format == Format::Svg && selected.len() > 1);
+    let per_blueprint_files = output_is_dir || (one_file_format && selected.len() > 1);
 
     // Render everything first, so nothing is written when one blueprint fails.
-    let rendered: Vec<(&Found, String)> = match args.format {
-        Format::Dot => selected.iter().map(|f| (*f, f.dot.clone())).collect(),
-        Format::Svg => {
-            let mut out = Vec::new();
-            let mut errors = Vec::new();
-            for f in &selected {
-                match render_svg(&f.dot) {
-                    Ok(svg) => out.push((*f, svg)),
-                    Err(e) => errors
-                        .push(Error::Render { message: format!("blueprint `{}` ({}): {e}", f.name, f.file.display()) }),
-                }
+    let mut rendered: Vec<(&Found, Vec<u8>)> = Vec::new();
+    let mut errors = Vec::new();
+    for f in &selected {
+        let result = match args.format {
+            Format::Dot => Ok(f.dot.clone().into_bytes()),
+            Format::Svg => render_svg(&f.dot).map(String::into_bytes),
+            Format::Png => render_svg(&f.dot).and_then(|svg| render_png(&svg, args.scale)),
+        };
+        match result {
+            Ok(bytes) => rendered.push((*f, bytes)),
+            Err(e) => {
+                errors.push(Error::Render { message: format!("blueprint `{}` ({}): {e}", f.name, f.file.display()) })
             }
-            if let Some(e) = Error::from_list(errors) {
-                return Err(e);
-            }
-            out
         }
-    };
+    }
+    if let Some(e) = Error::from_list(errors) {
+        return Err(e);
+    }
 
     match output {
         Some(dir) if per_blueprint_files => {
-            for (f, text) in &rendered {
-                write_file(&dir.join(file_name(&f.name, ext)), text, stderr)?;
+            for (f, bytes) in &rendered {
+                let dir = if by_package { dir.join(safe(&f.package)) } else { dir.to_path_buf() };
+                write_file(&dir.join(file_name(&f.name, ext)), bytes, stderr)?;
             }
         }
         _ => {
-            let text = match args.format {
-                Format::Dot => join_dots(rendered.iter().map(|(_, t)| t.as_str())),
+            let bytes = match args.format {
+                Format::Dot => {
+                    let mut out = String::new();
+                    let mut package = None;
+                    for (i, (f, dot)) in rendered.iter().enumerate() {
+                        if i > 0 {
+                            out.push('\n');
+                        }
+                        if by_package && package != Some(&f.package) {
+                            out.push_str(&format!("// package: {}\n", f.package));
+                            package = Some(&f.package);
+                        }
+                        out.push_str(&join_dots([String::from_utf8_lossy(dot).as_ref()]));
+                    }
+                    out.into_bytes()
+                }
                 Format::Svg => {
                     let mut svg = rendered[0].1.clone();
-                    if !svg.ends_with('\n') {
-                        svg.push('\n');
+                    if !svg.ends_with(b"\n") {
+                        svg.push(b'\n');
                     }
                     svg
                 }
+                Format::Png => rendered[0].1.clone(),
             };
             match output {
-                Some(file) => write_file(file, &text, stderr)?,
-                None => stdout.write_all(text.as_bytes()).map_err(|e| Error::io(Path::new("<stdout>"), e))?,
+                Some(file) => write_file(file, &bytes, stderr)?,
+                None => stdout.write_all(&bytes).map_err(|e| Error::io(Path::new("<stdout>"), e))?,
             }
         }
     }
@@ -275,11 +341,15 @@ mod tests {
             GraphArgs {
                 manifest_path: None,
                 format: Format::Svg,
+                package: vec![],
                 blueprint: Some("a".into()),
+                scale: 2.0,
                 output: Some("x.svg".into())
             }
         );
         assert_eq!(parse(&["graph"]).unwrap().format, Format::Dot);
+        let png = parse(&["graph", "--format", "png", "-p", "a", "--package=b", "--scale", "1.5"]).unwrap();
+        assert_eq!((png.format, png.package, png.scale), (Format::Png, vec!["a".to_string(), "b".to_string()], 1.5));
     }
 
     #[test]
@@ -299,7 +369,11 @@ mod tests {
             &[][..],
             &["avto"],
             &["grap"],
-            &["graph", "--format", "png"],
+            &["graph", "--format", "gif"],
+            &["graph", "--scale", "0"],
+            &["graph", "--scale", "x"],
+            &["graph", "-p"],
+            &["graph", "-p", ""],
             &["graph", "--blueprint"],
             &["graph", "--blueprint", ""],
             &["graph", "-o", ""],

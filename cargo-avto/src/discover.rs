@@ -79,23 +79,36 @@ fn root_of(manifest: &Path) -> PathBuf {
     }
 }
 
-/// The packages a manifest means: the package itself, or for a virtual workspace manifest
-/// every member (`members` globs expanded, `exclude` honoured), in a stable order.
-pub(crate) fn packages(manifest: &Path) -> Result<Vec<Package>, Error> {
+/// The packages a manifest can name: for a package manifest the package itself (and, when it is
+/// also a workspace root, every member after it); for a virtual workspace manifest every member
+/// (`members` globs expanded, `exclude` honoured), in a stable order. The second value is how
+/// many of them are meant when no `-p` is given: the root package alone, or every member of a
+/// virtual workspace.
+pub(crate) fn packages(manifest: &Path) -> Result<(Vec<Package>, usize), Error> {
     let table = read_manifest(manifest)?;
     let root = root_of(manifest);
+    let mut out = Vec::new();
     if let Some(package) = table.get("package") {
         let name = package
             .get("name")
             .and_then(|n| n.as_str())
             .ok_or_else(|| manifest_error(manifest, "`[package]` has no `name`"))?
             .to_string();
-        return Ok(vec![Package { name, manifest: manifest.to_path_buf(), root, table }]);
+        out.push(Package { name, manifest: manifest.to_path_buf(), root: root.clone(), table: table.clone() });
     }
     let Some(workspace) = table.get("workspace").and_then(|w| w.as_table()) else {
-        return Err(manifest_error(manifest, "neither `[package]` nor `[workspace]`: not a crate manifest"));
+        if out.is_empty() {
+            return Err(manifest_error(manifest, "neither `[package]` nor `[workspace]`: not a crate manifest"));
+        }
+        return Ok((out, 1));
     };
+    let default = if out.is_empty() { usize::MAX } else { 1 };
+    out.extend(members(manifest, &root, workspace)?);
+    let default = default.min(out.len());
+    Ok((out, default))
+}
 
+fn members(manifest: &Path, root: &Path, workspace: &toml::Table) -> Result<Vec<Package>, Error> {
     let strings = |key: &str| -> Result<Vec<String>, Error> {
         match workspace.get(key) {
             None => Ok(Vec::new()),
@@ -128,13 +141,15 @@ pub(crate) fn packages(manifest: &Path) -> Result<Vec<Package>, Error> {
     let mut errors = Vec::new();
     for dir in dirs {
         let dir = normalize(&dir);
-        if exclude.contains(&dir) || !seen.insert(dir.clone()) {
+        // `members = ["."]`: the root package, already read by the caller.
+        if dir == normalize(root) || exclude.contains(&dir) || !seen.insert(dir.clone()) {
             continue;
         }
         let member_manifest = dir.join("Cargo.toml");
         match read_manifest(&member_manifest) {
+            // A member is a package (its own `[workspace]`, if any, is not followed).
             Ok(_) => match packages(&member_manifest) {
-                Ok(p) => out.extend(p),
+                Ok((p, _)) => out.extend(p.into_iter().take(1)),
                 Err(e) => errors.push(e),
             },
             Err(Error::ManifestNotFound(_)) => {

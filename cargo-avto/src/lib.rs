@@ -5,7 +5,9 @@
 //! it**, and returns each blueprint's Graphviz DOT: byte-for-byte the `DOT` constant the
 //! `#[avto::blueprint]` macro generates for that module, since both come from the same code in
 //! `avto-dsl`. [`render_svg`] lays a DOT graph out and renders it to SVG with the pure-Rust
-//! `layout-rs` crate, so no system Graphviz is needed.
+//! `layout-rs` crate, so no system Graphviz is needed, and [`render_png`] rasterises that SVG
+//! (both from the `avto-graph` crate). [`collect_packages`] picks packages of a workspace, as
+//! `-p` does.
 //!
 //! The command line itself lives in [`cli`]; `src/main.rs` only calls [`cli::main`].
 //!
@@ -59,7 +61,9 @@ pub enum Error {
     /// A Rust source file that does not parse, a `mod foo;` without a file, or a blueprint the
     /// DSL rejects.
     Source { path: PathBuf, message: String },
-    /// Two blueprints with the same name.
+    /// `-p NAME` that names no package of the manifest (exit code 2).
+    UnknownPackage { name: String, available: Vec<String> },
+    /// Two blueprints with the same name in one package.
     DuplicateBlueprint { name: String, first: PathBuf, second: PathBuf },
     /// `--blueprint NAME` that matches nothing (exit code 2).
     UnknownBlueprint { name: String, available: Vec<String> },
@@ -73,7 +77,10 @@ impl Error {
     /// The process exit code for this error: 2 for usage errors, 1 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) | Error::ManifestNotFound(_) | Error::UnknownBlueprint { .. } => 2,
+            Error::Usage(_)
+            | Error::ManifestNotFound(_)
+            | Error::UnknownBlueprint { .. }
+            | Error::UnknownPackage { .. } => 2,
             Error::Many(errors) => errors.iter().map(Error::exit_code).max().unwrap_or(1),
             _ => 1,
         }
@@ -115,13 +122,13 @@ impl fmt::Display for Error {
             Error::DuplicateBlueprint { name, first, second } if first == second => {
                 write!(
                     f,
-                    "blueprint name `{name}` is used twice in {}; blueprint names must be unique",
+                    "blueprint name `{name}` is used twice in {}; blueprint names must be unique within a package",
                     first.display()
                 )
             }
             Error::DuplicateBlueprint { name, first, second } => write!(
                 f,
-                "blueprint name `{name}` is used in both {} and {}; blueprint names must be unique",
+                "blueprint name `{name}` is used in both {} and {}; blueprint names must be unique within a package",
                 first.display(),
                 second.display()
             ),
@@ -131,6 +138,11 @@ impl fmt::Display for Error {
             Error::UnknownBlueprint { name, available } => {
                 write!(f, "no blueprint named `{name}`; the blueprints are: {}", available.join(", "))
             }
+            Error::UnknownPackage { name, available } => write!(
+                f,
+                "package `{name}` is not in this workspace; its packages are: {}",
+                if available.is_empty() { "(none)".to_string() } else { available.join(", ") }
+            ),
             Error::Render { message } => write!(f, "{message}"),
             Error::Many(errors) => {
                 for (i, e) in errors.iter().enumerate() {
@@ -175,10 +187,39 @@ pub fn render_png(svg: &str, scale: f32) -> Result<Vec<u8>, Error> {
 /// and `[[example]]`, with `autobins`/`autoexamples`/`autolib = false` honoured), following
 /// `mod foo;` (and `#[path = "..."]`) to module files.
 ///
-/// The result is sorted by blueprint name. All problems found (unparsable files, missing module
+/// The result is sorted by package (in workspace order), then blueprint name. Blueprint names
+/// need only be unique within a package. All problems found (unparsable files, missing module
 /// files, blueprints the DSL rejects, duplicate names) are returned together.
 pub fn collect(manifest: &Path) -> Result<Vec<Found>, Error> {
-    let packages = discover::packages(manifest)?;
+    collect_packages(manifest, &[]).map(|(found, _)| found)
+}
+
+/// Like [`collect`], for the packages named in `packages` (what `-p` selects: the manifest's
+/// package or any member of its workspace; empty means what [`collect`] reads). Also returns
+/// the names of the packages read, in order. A name that is no package is an
+/// [`Error::UnknownPackage`].
+pub fn collect_packages(manifest: &Path, packages: &[String]) -> Result<(Vec<Found>, Vec<String>), Error> {
+    let (all, default) = discover::packages(manifest)?;
+    let packages: Vec<discover::Package> = if packages.is_empty() {
+        all.into_iter().take(default).collect()
+    } else {
+        let mut chosen = Vec::new();
+        for name in packages {
+            match all.iter().find(|p| &p.name == name) {
+                Some(p) if !chosen.iter().any(|c: &discover::Package| &c.name == name) => chosen.push(p.clone()),
+                Some(_) => {}
+                None => {
+                    return Err(Error::UnknownPackage {
+                        name: name.clone(),
+                        available: all.iter().map(|p| p.name.clone()).collect(),
+                    })
+                }
+            }
+        }
+        // Workspace order, whatever the order of the `-p`s.
+        all.into_iter().filter(|p| chosen.iter().any(|c| c.name == p.name)).collect()
+    };
+    let names: Vec<String> = packages.iter().map(|p| p.name.clone()).collect();
     let mut errors = Vec::new();
     let mut files = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
@@ -226,9 +267,10 @@ pub fn collect(manifest: &Path) -> Result<Vec<Found>, Error> {
     }
 
     // Stable sort: blueprints of one name keep discovery order, so `first` is the first file seen.
-    found.sort_by(|a, b| a.name.cmp(&b.name));
+    let rank = |package: &str| names.iter().position(|n| n == package).unwrap_or(usize::MAX);
+    found.sort_by(|a, b| (rank(&a.package), &a.name).cmp(&(rank(&b.package), &b.name)));
     for pair in found.windows(2) {
-        if pair[0].name == pair[1].name {
+        if pair[0].package == pair[1].package && pair[0].name == pair[1].name {
             errors.push(Error::DuplicateBlueprint {
                 name: pair[0].name.clone(),
                 first: pair[0].file.clone(),
@@ -239,6 +281,6 @@ pub fn collect(manifest: &Path) -> Result<Vec<Found>, Error> {
 
     match Error::from_list(errors) {
         Some(e) => Err(e),
-        None => Ok(found),
+        None => Ok((found, names)),
     }
 }

@@ -309,7 +309,7 @@ fn cli_unknown_blueprint_is_a_usage_error_listing_the_names() {
 fn cli_usage_errors_exit_2() {
     let demo = fixture("demo");
     for args in [
-        &["graph", "--format", "png"][..],
+        &["graph", "--format", "gif"][..],
         &["graph", "--frobnicate"],
         &["frobnicate"],
         &[],
@@ -317,12 +317,15 @@ fn cli_usage_errors_exit_2() {
         // Several blueprints but one SVG output.
         &["graph", "--format", "svg"],
         &["graph", "--format", "svg", "-o", "all.svg"],
+        &["graph", "--format", "png"],
+        &["graph", "--format", "png", "-o", "all.png"],
+        &["graph", "-p", "nope"],
     ] {
         let out = cargo_avto(args, &demo);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
         assert!(text(&out.stderr).starts_with("error: "), "{args:?}: {}", text(&out.stderr));
     }
-    assert!(!demo.join("all.svg").exists());
+    assert!(!demo.join("all.svg").exists() && !demo.join("all.png").exists());
 }
 
 #[test]
@@ -350,7 +353,7 @@ fn cli_help() {
 #[test]
 fn cli_bad_arguments_are_clap_errors_with_usage() {
     let demo = fixture("demo");
-    for args in [&["graph", "--frobnicate"][..], &["avto", "graph", "--format", "png"], &["graph", "--blueprint"]] {
+    for args in [&["graph", "--frobnicate"][..], &["avto", "graph", "--format", "gif"], &["graph", "--blueprint"]] {
         let out = cargo_avto(args, &demo);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(out.stdout.is_empty(), "{args:?}");
