@@ -38,11 +38,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 mod dot;
+mod layout;
 mod mark;
 #[cfg(feature = "png")]
 mod png;
 mod svg;
 
+pub use layout::{Layout, Quality};
 #[cfg(feature = "png")]
 pub use png::{render_png, MAX_PNG_SIDE};
 pub use svg::{render_svg, render_svg_with};

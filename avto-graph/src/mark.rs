@@ -6,8 +6,8 @@
 //! uses in practice), remembering the real colour; [`Marker::decode`] turns the colour the
 //! backend receives back into the node or edge. Chains `a -> b -> c` are split into single
 //! edges, and nodes only named in edges get a node statement, so each has its own marker.
-//! With an [`Overlay`], edges taken more than once get `×n` appended to their label, and taken
-//! edges that the graph lacks are added (dashed).
+//! Marking does not depend on an [`Overlay`]: [`Marks::classify`] applies one afterwards, so a
+//! graph is laid out once and painted with any overlay.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -54,12 +54,14 @@ pub(crate) struct EdgeMark {
     pub count: u32,
     /// Added from the overlay: taken, but not in the graph.
     pub extra: bool,
-    /// The label as laid out (with `×n`).
+    /// Whether this edge carries the `×n` of its pair (the first edge `from -> to`).
+    pub counted: bool,
+    /// The label as laid out.
     pub label: String,
 }
 
 /// Every node and edge of a marked graph, by marker index.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Marks {
     pub nodes: Vec<NodeMark>,
     pub edges: Vec<EdgeMark>,
@@ -84,6 +86,11 @@ impl Marker {
             Marker::Edge(i) => (EDGE_KIND, i),
         };
         (i <= MAX_MARKED).then(|| format!("#{kind:02x}{i:04x}01"))
+    }
+
+    /// The marker as the colour layout-rs hands the backend.
+    pub(crate) fn color_value(self) -> Option<Color> {
+        self.color().map(|c| Color::fast(&c))
     }
 
     pub(crate) fn decode(color: &Color) -> Option<Marker> {
@@ -123,65 +130,94 @@ struct Defaults {
     edge_color: Option<String>,
 }
 
-struct State<'a> {
-    overlay: Option<&'a Overlay>,
+struct State {
     marks: Marks,
     index: HashMap<String, usize>,
-    /// Edge pairs already labelled with their count.
-    counted: BTreeSet<(String, String)>,
 }
 
-impl State<'_> {
-    fn class_of(&self, name: &str) -> NodeClass {
-        match self.overlay {
-            None => NodeClass::Plain,
-            Some(o) if o.current.as_deref() == Some(name) => NodeClass::Current,
-            Some(o) if o.visited.contains(name) => NodeClass::Visited,
-            Some(_) => NodeClass::Unvisited,
-        }
-    }
-
+impl State {
     /// The index of node `name`, and whether it is new.
     fn node(&mut self, name: &str, color: Color) -> (usize, bool) {
         if let Some(&i) = self.index.get(name) {
             return (i, false);
         }
         let i = self.marks.nodes.len();
-        let class = self.class_of(name);
-        self.marks.nodes.push(NodeMark { name: name.to_string(), color, class });
+        self.marks.nodes.push(NodeMark { name: name.to_string(), color, class: NodeClass::Plain });
         self.index.insert(name.to_string(), i);
         (i, true)
     }
 
-    fn edge(&mut self, from: &str, to: &str, color: Color, extra: bool) -> (usize, u32) {
-        let count = self.overlay.and_then(|o| o.edges.get(&(from.to_string(), to.to_string()))).copied().unwrap_or(0);
-        let class = match (self.overlay, count) {
-            (None, _) => EdgeClass::Plain,
-            (Some(_), 0) => EdgeClass::NotTaken,
-            (Some(_), _) => EdgeClass::Taken,
-        };
+    fn edge(&mut self, from: &str, to: &str, color: Color, label: String) -> usize {
         let i = self.marks.edges.len();
         self.marks.edges.push(EdgeMark {
             from: from.to_string(),
             to: to.to_string(),
             color,
-            class,
-            count,
-            extra,
-            label: String::new(),
+            class: EdgeClass::Plain,
+            count: 0,
+            extra: false,
+            counted: false,
+            label,
         });
-        (i, count)
+        i
+    }
+}
+
+impl Marks {
+    /// Sets the classes and counts from `overlay` (`None`: plain), and adds the taken edges the
+    /// graph lacks, between two of its nodes, as `extra` edges (not laid out).
+    pub(crate) fn classify(&mut self, overlay: Option<&Overlay>) {
+        self.edges.retain(|e| !e.extra);
+        for n in &mut self.nodes {
+            n.class = match overlay {
+                None => NodeClass::Plain,
+                Some(o) if o.current.as_deref() == Some(n.name.as_str()) => NodeClass::Current,
+                Some(o) if o.visited.contains(&n.name) => NodeClass::Visited,
+                Some(_) => NodeClass::Unvisited,
+            };
+        }
+        let mut counted = BTreeSet::new();
+        for e in &mut self.edges {
+            let key = (e.from.clone(), e.to.clone());
+            e.count = overlay.and_then(|o| o.edges.get(&key)).copied().unwrap_or(0);
+            e.class = match (overlay, e.count) {
+                (None, _) => EdgeClass::Plain,
+                (Some(_), 0) => EdgeClass::NotTaken,
+                (Some(_), _) => EdgeClass::Taken,
+            };
+            e.counted = e.count > 1 && counted.insert(key);
+        }
+        let Some(o) = overlay else { return };
+        let known: BTreeSet<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+        let present: BTreeSet<(&str, &str)> = self.edges.iter().map(|e| (e.from.as_str(), e.to.as_str())).collect();
+        let mut extra = Vec::new();
+        for ((from, to), &count) in &o.edges {
+            if count == 0
+                || from == to
+                || present.contains(&(from.as_str(), to.as_str()))
+                || !known.contains(from.as_str())
+                || !known.contains(to.as_str())
+            {
+                continue;
+            }
+            extra.push(EdgeMark {
+                from: from.clone(),
+                to: to.clone(),
+                color: Color::fast("black"),
+                class: EdgeClass::Taken,
+                count,
+                extra: true,
+                counted: count > 1,
+                label: String::new(),
+            });
+        }
+        self.edges.extend(extra);
     }
 
-    /// `label ×n` for the first edge `from -> to` taken more than once.
-    fn count_label(&mut self, from: &str, to: &str, count: u32, list: &mut ast::AttributeList) {
-        if count > 1 && self.counted.insert((from.to_string(), to.to_string())) {
-            let label = match get(list, "label") {
-                Some(l) if !l.is_empty() => format!("{l} ×{count}"),
-                _ => format!("×{count}"),
-            };
-            set(list, "label", label);
-        }
+    /// The `×n` to show for edge `i`, if it is the first of its pair taken more than once.
+    pub(crate) fn count_label(&self, i: usize) -> Option<String> {
+        let e = self.edges.get(i)?;
+        e.counted.then(|| format!("×{}", e.count))
     }
 }
 
@@ -192,39 +228,15 @@ fn marker_node_stmt(name: &str, i: usize) -> Option<ast::Stmt> {
     Some(ast::Stmt::Node(ast::NodeStmt::new_with_list(ast::NodeId::new(name, &None), list)))
 }
 
-/// Marks `graph` in place (see the module docs) and returns what each marker stands for.
-pub(crate) fn mark(graph: &mut ast::Graph, overlay: Option<&Overlay>) -> Marks {
-    let mut state = State { overlay, marks: Marks::default(), index: HashMap::new(), counted: BTreeSet::new() };
+/// Marks `graph` in place (see the module docs) and returns what each marker stands for, all
+/// plain until [`Marks::classify`].
+pub(crate) fn mark(graph: &mut ast::Graph) -> Marks {
+    let mut state = State { marks: Marks::default(), index: HashMap::new() };
     mark_scope(graph, &mut Defaults::default(), &mut state);
-
-    // Taken edges the graph lacks, between two of its nodes.
-    if let Some(o) = overlay {
-        let present: BTreeSet<(String, String)> =
-            state.marks.edges.iter().map(|e| (e.from.clone(), e.to.clone())).collect();
-        for ((from, to), &count) in &o.edges {
-            if count == 0
-                || present.contains(&(from.clone(), to.clone()))
-                || !state.index.contains_key(from)
-                || !state.index.contains_key(to)
-            {
-                continue;
-            }
-            let (i, count) = state.edge(from, to, Color::fast("black"), true);
-            let Some(color) = Marker::Edge(i).color() else { continue };
-            let mut e = ast::EdgeStmt::new(ast::NodeId::new(from, &None));
-            e.insert(ast::NodeId::new(to, &None), ast::ArrowKind::Arrow);
-            e.list.add_attr("color", &color);
-            e.list.add_attr("style", "dashed");
-            e.list.add_attr("fontsize", &crate::dot::EDGE_LAYOUT_FONT.to_string());
-            state.count_label(from, to, count, &mut e.list);
-            state.marks.edges[i].label = get(&e.list, "label").unwrap_or_default().to_string();
-            graph.list.list.push(ast::Stmt::Edge(e));
-        }
-    }
     state.marks
 }
 
-fn mark_scope(graph: &mut ast::Graph, defaults: &mut Defaults, state: &mut State<'_>) {
+fn mark_scope(graph: &mut ast::Graph, defaults: &mut Defaults, state: &mut State) {
     let old = std::mem::take(&mut graph.list.list);
     let mut out = Vec::with_capacity(old.len());
     for stmt in old {
@@ -255,12 +267,11 @@ fn mark_scope(graph: &mut ast::Graph, defaults: &mut Defaults, state: &mut State
                     let mut single = ast::EdgeStmt::new(from.clone());
                     single.insert(to.clone(), kind.clone());
                     single.list = e.list.clone();
-                    let (i, count) = state.edge(&from.name, &to.name, color, false);
+                    let label = get(&single.list, "label").unwrap_or_default().to_string();
+                    let i = state.edge(&from.name, &to.name, color, label);
                     if let Some(marker) = Marker::Edge(i).color() {
                         set(&mut single.list, "color", marker);
                     }
-                    state.count_label(&from.name, &to.name, count, &mut single.list);
-                    state.marks.edges[i].label = get(&single.list, "label").unwrap_or_default().to_string();
                     out.push(ast::Stmt::Edge(single));
                     from = to.clone();
                 }
@@ -311,16 +322,22 @@ mod tests {
         let mut g = layout::gv::DotParser::new("digraph { \"a\" -> \"b\" -> \"c\" ; \"c\" [color=\"red\"] ; }")
             .process()
             .unwrap();
+        let mut marks = mark(&mut g);
+        // 3 node statements added before the chain, the chain split in 2, the node.
+        assert_eq!(g.list.list.len(), 3 + 2 + 1);
+        assert_eq!(marks.nodes[2].color.to_web_color(), Color::fast("red").to_web_color());
+
         let overlay = Overlay::from_path(&["a".into(), "b".into(), "c".into(), "b".into(), "c".into()], Some("c"));
-        let marks = mark(&mut g, Some(&overlay));
+        marks.classify(Some(&overlay));
         let names: Vec<_> = marks.nodes.iter().map(|n| (n.name.as_str(), n.class)).collect();
         assert_eq!(names, [("a", NodeClass::Visited), ("b", NodeClass::Visited), ("c", NodeClass::Current)]);
-        assert_eq!(marks.nodes[2].color.to_web_color(), Color::fast("red").to_web_color());
         let edges: Vec<_> = marks.edges.iter().map(|e| (e.from.as_str(), e.to.as_str(), e.count, e.extra)).collect();
         assert_eq!(edges, [("a", "b", 1, false), ("b", "c", 2, false), ("c", "b", 1, true)]);
-        // 3 node statements added before the chain, the chain split in 2, the node, the extra edge.
-        assert_eq!(g.list.list.len(), 3 + 2 + 1 + 1);
-        let ast::Stmt::Edge(e) = &g.list.list[4] else { panic!() };
-        assert_eq!(get(&e.list, "label"), Some("×2"));
+        assert_eq!(marks.count_label(1).as_deref(), Some("×2"));
+        assert_eq!(marks.count_label(0), None);
+        // Classifying again (another overlay, or none) starts afresh.
+        marks.classify(None);
+        assert_eq!(marks.edges.len(), 2);
+        assert!(marks.nodes.iter().all(|n| n.class == NodeClass::Plain));
     }
 }

@@ -1,106 +1,50 @@
 //! Layout with layout-rs and the SVG writer (a `RenderBackend` of our own: presentation
 //! attributes only, a tight `viewBox`, accessible names, overlay colours).
 
-use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::panic::{self, AssertUnwindSafe};
-use std::sync::Once;
 
 use layout::core::color::Color;
 use layout::core::format::{ClipHandle, RenderBackend};
 use layout::core::geometry::Point;
 use layout::core::style::StyleAttr;
-use layout::gv::{DotParser, GraphBuilder};
 
+use crate::layout::{fnv, replay, Layout};
 use crate::mark::{EdgeClass, Marker, Marks, NodeClass};
 use crate::{Error, Overlay};
 
-thread_local! {
-    /// Set while layout-rs runs on this thread: its panics are reported as errors, so the
-    /// default "thread panicked at ..." message would only be noise.
-    static QUIET: Cell<bool> = const { Cell::new(false) };
-}
-
-fn install_quiet_hook() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let previous = panic::take_hook();
-        panic::set_hook(Box::new(move |info| {
-            if !QUIET.with(Cell::get) {
-                previous(info);
-            }
-        }));
-    });
-}
-
 /// Lays out a Graphviz DOT graph and renders it to an SVG document (a string starting with
-/// `<?xml`), without a system Graphviz.
+/// `<?xml`), without a system Graphviz: [`Layout::new`] then [`Layout::svg`].
 ///
 /// layout-rs understands a subset of DOT; the input is first normalized (quoting, HTML labels
 /// reduced to text, unsupported shapes and styles mapped to the nearest supported ones).
 /// Invalid DOT is an [`Error::Syntax`] or [`Error::Parse`], a panic inside layout-rs an
 /// [`Error::Layout`]. The same DOT always gives the same bytes.
 pub fn render_svg(dot: &str) -> Result<String, Error> {
-    guarded(dot, None)
+    Layout::new(dot).map(|l| l.svg())
 }
 
 /// Like [`render_svg`], with the path a job took drawn over the graph (see [`Overlay`]):
 /// visited states and taken edges in blue and bold, `×n` on edges taken n > 1 times, states
 /// never visited in grey, the current state in orange with a second, outer border. The layout
-/// is that of [`render_svg`] unless the overlay adds `×n` labels or edges missing from the graph.
+/// is exactly that of [`render_svg`]; a taken edge the graph lacks is drawn dashed over it.
+/// To draw many overlays on one graph, lay it out once with [`Layout::new`].
 pub fn render_svg_with(dot: &str, overlay: &Overlay) -> Result<String, Error> {
-    guarded(dot, Some(overlay))
+    Layout::new(dot).map(|l| l.svg_with(overlay))
 }
 
-fn guarded(dot: &str, overlay: Option<&Overlay>) -> Result<String, Error> {
-    install_quiet_hook();
-    let was_quiet = QUIET.with(|q| q.replace(true));
-    let result = panic::catch_unwind(AssertUnwindSafe(|| render_unguarded(dot, overlay)));
-    QUIET.with(|q| q.set(was_quiet));
-    match result {
-        Ok(r) => r,
-        Err(payload) => {
-            let reason = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_string());
-            Err(Error::Layout(reason))
-        }
-    }
-}
-
-fn render_unguarded(dot: &str, overlay: Option<&Overlay>) -> Result<String, Error> {
-    let normalized =
-        crate::dot::normalize(dot).map_err(|e| Error::Syntax { line: e.line, column: e.column, message: e.message })?;
-    let mut parser = DotParser::new(&normalized);
-    let mut graph = parser.process().map_err(Error::Parse)?;
-    crate::dot::adapt(&mut graph);
-    let marks = crate::mark::mark(&mut graph, overlay);
-    let mut builder = GraphBuilder::new();
-    builder.visit_graph(&graph);
-    let mut visual = builder.get();
-    let mut writer = Writer::new(marks, id_prefix(dot, overlay));
-    visual.do_it(false, false, false, &mut writer);
-    Ok(writer.finish(&graph.name, overlay))
-}
-
-/// A prefix for the ids of one SVG (clip paths, arrow heads), so several SVGs inlined into one
-/// HTML page do not use each other's definitions: a hash of the input (FNV-1a).
-fn id_prefix(dot: &str, overlay: Option<&Overlay>) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            hash ^= u64::from(*b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
+/// Paints a laid-out graph, with an overlay or without.
+pub(crate) fn paint(layout: &Layout, overlay: Option<&Overlay>) -> String {
+    let mut marks = layout.marks.clone();
+    marks.classify(overlay);
+    // Ids differ between SVGs that may share an HTML page: a hash of the DOT and the overlay.
+    let hash = match overlay {
+        Some(o) => fnv(layout.hash, format!("{o:?}").as_bytes()),
+        None => layout.hash,
     };
-    eat(dot.as_bytes());
-    if let Some(o) = overlay {
-        eat(format!("{o:?}").as_bytes());
-    }
-    format!("g{:08x}", hash as u32)
+    let mut writer = Writer::new(marks, format!("g{:08x}", hash as u32));
+    replay(layout, &mut writer);
+    writer.finish(&layout.name, overlay)
 }
 
 /// Empty space around the drawing, in pixels.
@@ -182,6 +126,8 @@ struct Writer {
     max: Option<Point>,
     /// Bounding box of each node's drawing (for the current state's outer border).
     node_boxes: Vec<Option<(Point, Point)>>,
+    /// Edges whose `×n` is drawn.
+    counts_drawn: BTreeSet<usize>,
 }
 
 /// The colours and width a piece is drawn with.
@@ -205,6 +151,7 @@ impl Writer {
             min: None,
             max: None,
             node_boxes: vec![None; n],
+            counts_drawn: BTreeSet::new(),
         }
     }
 
@@ -312,7 +259,39 @@ impl Writer {
         }
     }
 
+    /// A taken edge the graph lacks: a dashed curve between the two states' boxes.
+    fn extra_edge(&mut self, i: usize) {
+        let e = &self.marks.edges[i];
+        let (Some(&from), Some(&to)) = (
+            self.marks.nodes.iter().position(|n| n.name == e.from).and_then(|k| self.node_boxes[k].as_ref()),
+            self.marks.nodes.iter().position(|n| n.name == e.to).and_then(|k| self.node_boxes[k].as_ref()),
+        ) else {
+            return;
+        };
+        let centre = |(lo, hi): (Point, Point)| Point::new((lo.x + hi.x) / 2.0, (lo.y + hi.y) / 2.0);
+        let (c0, c1) = (centre(from), centre(to));
+        let down = c1.y >= c0.y;
+        let start = Point::new(c0.x, if down { from.1.y } else { from.0.y });
+        let end = Point::new(c1.x, if down { to.0.y } else { to.1.y });
+        let bend = 40.0 + (end.y - start.y).abs() / 4.0;
+        let path = [
+            (start, Point::new(start.x + bend, start.y + (end.y - start.y) / 3.0)),
+            (Point::new(end.x + bend, end.y - (end.y - start.y) / 3.0), end),
+        ];
+        let mut look = StyleAttr::simple();
+        look.line_width = 1;
+        look.font_size = crate::dot::EDGE_LAYOUT_FONT;
+        if let Some(c) = Marker::Edge(i).color_value() {
+            look.line_color = c;
+        }
+        self.draw_arrow(&path, true, (false, true), &look, None, "");
+    }
+
     fn finish(mut self, name: &str, overlay: Option<&Overlay>) -> String {
+        let extras: Vec<usize> = (0..self.marks.edges.len()).filter(|&i| self.marks.edges[i].extra).collect();
+        for i in extras {
+            self.extra_edge(i);
+        }
         // The current state's second border, 5 px outside its drawing.
         let current: Vec<(usize, (Point, Point))> = self
             .marks
@@ -443,6 +422,16 @@ impl Writer {
     }
 
     fn text(&mut self, owner: Option<Marker>, xy: Point, text: &str, look: &StyleAttr, paint: &Paint) {
+        // An edge's label gets the edge's `×n`.
+        let mut with_count = None;
+        if let Some(Marker::Edge(i)) = owner {
+            if let Some(count) = self.marks.count_label(i) {
+                if !text.is_empty() && text == self.marks.edges[i].label && self.counts_drawn.insert(i) {
+                    with_count = Some(format!("{text} ×{}", count.trim_start_matches('×')));
+                }
+            }
+        }
+        let text = with_count.as_deref().unwrap_or(text);
         let mut size = look.font_size as f64;
         if look.font_size == crate::dot::EDGE_LAYOUT_FONT {
             size = crate::dot::EDGE_RENDER_FONT as f64;
@@ -604,6 +593,18 @@ impl RenderBackend for Writer {
         if !text.is_empty() {
             let mid = path[path.len() / 2].1;
             self.text(owner, Point::new(mid.x, mid.y - look.font_size as f64), text, look, &paint);
+        }
+        // An edge without a label: its `×n` beside the middle of the path.
+        if let Some(Marker::Edge(i)) = owner {
+            if let Some(count) = self.marks.count_label(i) {
+                if self.marks.edges[i].label.is_empty() && self.counts_drawn.insert(i) {
+                    let (a, b) = (path[0].0, path[path.len() - 1].1);
+                    let mid = Point::new((a.x + b.x) / 2.0 + 14.0, (a.y + b.y) / 2.0);
+                    let mut small = look.clone();
+                    small.font_size = crate::dot::EDGE_LAYOUT_FONT;
+                    self.text(owner, mid, &count, &small, &paint);
+                }
+            }
         }
     }
 

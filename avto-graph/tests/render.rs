@@ -323,3 +323,30 @@ mod png {
         }
     }
 }
+
+/// Laid out once, painted with any overlay: the geometry never moves.
+#[test]
+fn one_layout_many_overlays() {
+    let layout = avto_graph::Layout::new(LOOP).unwrap();
+    assert_eq!(layout.name(), "review_loop");
+    assert_eq!(layout.svg(), render_svg(LOOP).unwrap());
+    assert_eq!(layout.svg_with(&loop_overlay()), render_svg_with(LOOP, &loop_overlay()).unwrap());
+    let rect_of = |svg: &str, state: &str| -> String {
+        let g = group(svg, &format!("data-state=\"{state}\""));
+        let at = g.find("<rect").unwrap();
+        let rect = &g[at..at + g[at..].find("/>").unwrap()];
+        // Geometry only.
+        rect.split(' ').filter(|a| ["x=", "y=", "width=", "height="].iter().any(|p| a.starts_with(p))).collect()
+    };
+    let early = layout.svg_with(&Overlay::from_path(&path(&["start"]), Some("start")));
+    let late = layout.svg_with(&loop_overlay());
+    let plain = layout.svg();
+    for state in STATES {
+        assert_eq!(rect_of(&early, state), rect_of(&plain, state), "{state}");
+        assert_eq!(rect_of(&late, state), rect_of(&plain, state), "{state}");
+    }
+    let fast = avto_graph::Layout::with_quality(LOOP, avto_graph::Quality::Fast).unwrap();
+    for state in STATES {
+        assert!(fast.svg().contains(&format!(">{state}</tspan>")), "{state}");
+    }
+}
