@@ -218,7 +218,14 @@ fn expand(parsed: &Parsed) -> TokenStream {
     let calls = model.handlers.iter().map(call_fn);
     let state_fns = model.handlers.iter().map(state_types_fn);
     let whens = model.handlers.iter().filter_map(when_fn);
-    with_items(module, quote!(#generated #(#calls)* #(#state_fns)* #(#whens)*), TokenStream::new())
+    // The graph in the module's rustdoc (only when rustdoc runs the macro: see `doc_graph`).
+    let doc = if crate::doc_graph::wanted() {
+        let markdown = crate::doc_graph::markdown(name, &dot, model.states().len());
+        quote!(#![doc = #markdown])
+    } else {
+        TokenStream::new()
+    };
+    with_items(module, quote!(#generated #(#calls)* #(#state_fns)* #(#whens)*), TokenStream::new(), doc)
 }
 
 /// The `T` of an argument typed `InitialData<T>` (any path ending in `InitialData`, e.g.
@@ -236,8 +243,9 @@ fn initial_data_type(ty: &syn::Type) -> Option<&syn::Type> {
     }
 }
 
-/// The user's module with `extra` appended to its items, and `attrs` added to it.
-fn with_items(module: &syn::ItemMod, extra: TokenStream, attrs: TokenStream) -> TokenStream {
+/// The user's module with `extra` appended to its items, `attrs` added to it and `inner` after
+/// its inner attributes.
+fn with_items(module: &syn::ItemMod, extra: TokenStream, attrs: TokenStream, inner_extra: TokenStream) -> TokenStream {
     let syn::ItemMod { attrs: user_attrs, vis, unsafety, mod_token, ident, content, .. } = module;
     let items = content.as_ref().map(|(_, items)| items.as_slice()).unwrap_or_default();
     let outer = user_attrs.iter().filter(|a| matches!(a.style, syn::AttrStyle::Outer));
@@ -247,6 +255,7 @@ fn with_items(module: &syn::ItemMod, extra: TokenStream, attrs: TokenStream) -> 
         #attrs
         #vis #unsafety #mod_token #ident {
             #(#inner)*
+            #inner_extra
             #(#items)*
             #extra
         }
@@ -351,6 +360,6 @@ fn expand_with_errors(parsed: &Parsed, errors: &Errors) -> TokenStream {
     }
     stubs.extend(quote!(#(#calls)* #(#whens)*));
     let mut out = errors.to_compile_errors();
-    out.extend(with_items(&parsed.module, stubs, quote!(#[allow(dead_code)])));
+    out.extend(with_items(&parsed.module, stubs, quote!(#[allow(dead_code)]), TokenStream::new()));
     out
 }

@@ -36,6 +36,7 @@
 //! or separated by a `return`, are not a parallel fan-out.
 
 pub mod attr;
+pub mod doc_graph;
 pub mod dot;
 pub mod errors;
 pub mod expand;
