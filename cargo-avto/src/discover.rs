@@ -129,7 +129,7 @@ fn members(manifest: &Path, root: &Path, workspace: &toml::Table) -> Result<Vec<
     let mut dirs: Vec<PathBuf> = Vec::new();
     for member in &members {
         if member.contains(['*', '?', '[']) {
-            let mut matched = glob_dirs(&root, member);
+            let mut matched = glob_dirs(root, member);
             matched.retain(|d| d.join("Cargo.toml").is_file());
             dirs.extend(matched);
         } else {
