@@ -82,7 +82,8 @@ impl std::error::Error for Error {}
 ///
 /// Names are node names of the DOT (for a blueprint, its state names). Names and edges that are
 /// not in the graph are ignored, except a taken edge between two states of the graph that the
-/// graph lacks: it is drawn dashed.
+/// graph lacks: it is drawn dashed. The start marker of a blueprint's DOT (the point node
+/// `__start`) and its edge count as visited and taken once the start state is visited.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overlay {
     /// States visited at least once.

@@ -74,6 +74,9 @@ pub(crate) enum Marker {
     Edge(usize),
 }
 
+/// The start marker node of a blueprint's DOT.
+const START: &str = "__start";
+
 /// Markers are `#KKiiii01`: KK the kind, iiii the index, alpha 1.
 const NODE_KIND: u32 = 0xa1;
 const EDGE_KIND: u32 = 0xa2;
@@ -176,10 +179,29 @@ impl Marks {
                 Some(_) => NodeClass::Unvisited,
             };
         }
+        // A blueprint's start marker (`__start`, the point before its start state) counts as
+        // visited, and its edge as taken, once the state it points to is visited.
+        let started: BTreeSet<String> = match overlay {
+            Some(o) => self
+                .edges
+                .iter()
+                .filter(|e| e.from == START && o.visited.contains(&e.to))
+                .map(|e| e.to.clone())
+                .collect(),
+            None => BTreeSet::new(),
+        };
+        if !started.is_empty() {
+            for n in self.nodes.iter_mut().filter(|n| n.name == START && n.class == NodeClass::Unvisited) {
+                n.class = NodeClass::Visited;
+            }
+        }
         let mut counted = BTreeSet::new();
         for e in &mut self.edges {
             let key = (e.from.clone(), e.to.clone());
             e.count = overlay.and_then(|o| o.edges.get(&key)).copied().unwrap_or(0);
+            if e.from == START && e.count == 0 && started.contains(&e.to) {
+                e.count = 1;
+            }
             e.class = match (overlay, e.count) {
                 (None, _) => EdgeClass::Plain,
                 (Some(_), 0) => EdgeClass::NotTaken,

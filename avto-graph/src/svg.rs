@@ -386,8 +386,12 @@ impl Writer {
         let name = if name.trim().is_empty() { "graph".to_string() } else { format!("Graph of {name}") };
         let Some(o) = overlay else { return name };
         let states = self.marks.nodes.iter().filter(|n| !n.name.starts_with("__")).count();
-        let visited =
-            self.marks.nodes.iter().filter(|n| n.class != NodeClass::Unvisited && n.class != NodeClass::Plain).count();
+        let visited = self
+            .marks
+            .nodes
+            .iter()
+            .filter(|n| !n.name.starts_with("__") && n.class != NodeClass::Unvisited && n.class != NodeClass::Plain)
+            .count();
         match &o.current {
             Some(c) => format!("{name}: current state {c}; {visited} of {states} states visited"),
             None => format!("{name}: {visited} of {states} states visited"),

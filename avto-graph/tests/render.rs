@@ -122,6 +122,9 @@ fn overlay_highlights_the_path_with_loop_counts_and_marks_the_current_state_by_s
     assert!(!svg.contains("×1"), "{svg}");
     let once = group(&svg, "data-from=\"review\" data-to=\"agg\"");
     assert!(once.contains("taken once") && once.contains("stroke-width=\"2\""), "{once}");
+    // The blueprint's start marker and its edge: visited and taken.
+    assert!(group(&svg, "data-state=\"__start\"").contains("class=\"node visited\""), "{svg}");
+    assert!(group(&svg, "data-from=\"__start\" data-to=\"start\"").contains("class=\"edge taken\""), "{svg}");
     let not_taken = group(&svg, "data-from=\"agg\" data-to=\"published\"");
     assert!(not_taken.contains("class=\"edge not-taken\""), "{not_taken}");
 
