@@ -22,6 +22,10 @@
 //! (with `REDIS_URL`) Redis `used_memory` printed every N jobs, and last/first ratios at the end.
 //! On Redis it uses `REDIS_KEY_PREFIX` or, unset, a fresh prefix, and deletes that prefix's keys
 //! afterwards (not with `--target`).
+//!
+//! `--query-jobs N` runs the job-query benchmark instead (issue #18; see examples/bench/query.rs):
+//! N jobs stored straight into the memory store (and Redis with `REDIS_URL`), then the times of
+//! first, next and filtered pages and of counts.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -34,6 +38,8 @@ use avto::JobStatus;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
+#[path = "bench/query.rs"]
+mod query;
 #[path = "bench/soak.rs"]
 mod soak;
 
@@ -93,6 +99,11 @@ struct Args {
     /// what lives a fixed time (retained jobs, the 62 s replay nonces) has filled up
     #[arg(long, value_name = "SECS", default_value_t = 75.0)]
     soak_warmup: f64,
+    /// Job-query benchmark instead (issue #18): store N jobs straight into the memory store (and
+    /// Redis with REDIS_URL, under a fresh prefix deleted afterwards) and time first, next and
+    /// filtered pages and counts; no orchestrator is started
+    #[arg(long, value_name = "N")]
+    query_jobs: Option<usize>,
 }
 
 fn args() -> Args {
@@ -220,6 +231,10 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 #[tokio::main]
 async fn main() {
     let a = args();
+    if let Some(n) = a.query_jobs {
+        query::run(n).await;
+        return;
+    }
     let soak_every = a.soak_every.map(|n| n.max(1));
     // Redis (URL, key prefix) of a soak run; a run that starts its orchestrator gets a prefix of its own.
     let redis = match (soak_every, std::env::var("REDIS_URL")) {

@@ -82,6 +82,24 @@ impl Backend {
     }
 }
 
+#[path = "storage_conformance/query.rs"]
+mod query;
+use query::{
+    jobs_query_filters_and_combinations, jobs_query_limits_validated, jobs_query_paging_under_concurrent_inserts,
+    jobs_query_retention_drops_jobs,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn core_cancel_matching_memory() {
+    query::bulk_cancel(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn core_cancel_matching_redis() {
+    let prefix = avto_tests::RedisPrefix::new();
+    query::bulk_cancel(Some(&prefix)).await;
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -116,6 +134,10 @@ conformance!(
     jobs_retention_removes_terminal_jobs,
     jobs_retention_expires_in_real_time,
     jobs_webhook_outbox,
+    jobs_query_filters_and_combinations,
+    jobs_query_paging_under_concurrent_inserts,
+    jobs_query_retention_drops_jobs,
+    jobs_query_limits_validated,
     quotas_exact_under_concurrency,
     quotas_init_keeps_what_is_left,
     quotas_reset_each_month,

@@ -39,7 +39,7 @@ use crate::storage::{DataStoreBackend, ScheduleLocks, Stores};
 pub use self::api::{check_depth, parse_object, parse_object_within, ApiError, ServedRoute};
 pub use self::auth::{Auth, AuthError, StsPair, WorkerIdentity};
 pub use self::config::{Config, ConfigError};
-pub use self::core::{Core, CoreError, JobTx, NewJob, TaskContext, WorkerEvent};
+pub use self::core::{BulkCancel, Core, CoreError, JobTx, NewJob, TaskContext, WorkerEvent, BULK_CANCEL_MAX};
 pub use self::dispatch::{Dispatcher, NoWorker};
 pub use self::logging::{init_logging, log_layer, LogTime};
 pub use self::metrics::{

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use futures::future::BoxFuture;
 use tokio::sync::OwnedMutexGuard;
 
-use super::StorageError;
+use super::{JobPage, JobQuery, StorageError};
 use crate::job::{Job, JobStatus};
 
 /// Exclusive access to one job; changes become visible to others through [`JobStore::save`].
@@ -69,6 +69,14 @@ pub trait JobStore: Send + Sync + 'static {
         limit: usize,
         offset: usize,
     ) -> BoxFuture<'a, Result<Vec<Job>, StorageError>>;
+    /// One page of the jobs matching `query`, newest first by `(created_at_ms, id)`: see
+    /// [`crate::storage::JobQuery`] for the filters and the paging guarantees. Fails with
+    /// [`StorageError::Invalid`] for a query out of bounds ([`JobQuery::checked`]).
+    fn query<'a>(&'a self, query: &'a JobQuery) -> BoxFuture<'a, Result<JobPage, StorageError>>;
+    /// How many jobs match `query` (its `after` and `limit` are ignored): exact when one index
+    /// decides it, otherwise counted over a bounded walk and estimated beyond it (see
+    /// [`crate::storage::JobQuery`], "Counting").
+    fn count<'a>(&'a self, query: &'a JobQuery) -> BoxFuture<'a, Result<u64, StorageError>>;
     /// Quarantined jobs of one client (its identity), most recently quarantined first.
     fn list_quarantined<'a>(
         &'a self,

@@ -6,6 +6,7 @@
 //! |---|---|---|---|
 //! | blueprint data stores (`data`) | [`DataStoreBackend`], seen by handlers as [`DataStores`] / [`DataStore`] | `MemoryDataStores` | `RedisDataStores` |
 //! | jobs (`jobs`) | `JobStore` (locks hand out a `JobGuard`) | `MemoryJobs` | `RedisJobs` |
+//! | job queries: filters, cursor paging, counts (`query`) | `JobStore::query`, `JobStore::count` with `JobQuery`, `JobCursor`, `JobPage` | `MemoryJobs` | `RedisJobs` |
 //! | workers, their queues and running tasks (`workers`) | `WorkerStore` | `MemoryWorkers` | `RedisWorkers` |
 //! | messages between instances (`workers`) | `Bus` | none: one instance needs no bus | `RedisBus` |
 //! | client quotas, rate limits, replay nonces (`limits`) | `QuotaStore`, `RateLimitStore`, `NonceStore` | `MemoryQuotas`, `MemoryRateLimits`, `MemoryNonces` | `RedisQuotas`, `RedisRateLimits`, `RedisNonces` |
@@ -26,6 +27,8 @@ mod jobs;
 #[cfg(feature = "server")]
 mod limits;
 pub mod memory;
+#[cfg(feature = "server")]
+mod query;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "server")]
@@ -45,6 +48,11 @@ pub use self::data::{DataStore, DataStoreBackend, DataStoreSpec, DataStores, Ini
 pub use self::jobs::{is_unsettled, JobGuard, JobStore};
 #[cfg(feature = "server")]
 pub use self::limits::{quota_month, NonceStore, QuotaStore, RateLimitStore, DEFAULT_RATE_LIMIT_MAX_KEYS};
+#[cfg(feature = "server")]
+pub use self::query::{
+    CheckedQuery, JobCursor, JobPage, JobQuery, JOB_QUERY_COUNT_LIMIT, JOB_QUERY_MAX_ID, JOB_QUERY_MAX_LIMIT,
+    JOB_QUERY_MAX_NAME, JOB_QUERY_PREFIX_CANDIDATES, JOB_QUERY_SCAN_LIMIT,
+};
 #[cfg(feature = "server")]
 pub use self::schedule::ScheduleLocks;
 #[cfg(feature = "server")]
@@ -75,6 +83,10 @@ pub enum StorageError {
     Type(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The request is out of bounds (e.g. a [`JobQuery`] limit or a cursor that does not
+    /// parse): the caller's mistake, answered with a 4xx.
+    #[error("invalid request: {0}")]
+    Invalid(String),
     /// A Redis command failed or Redis could not be reached (feature `redis`); the Redis
     /// client's error is the [`source`](std::error::Error::source).
     #[cfg(feature = "redis")]

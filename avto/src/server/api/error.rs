@@ -105,6 +105,7 @@ impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> Self {
         match e {
             CoreError::JobNotFound => ApiError::NotFound("Job not found".into()),
+            CoreError::Storage(crate::storage::StorageError::Invalid(m)) => ApiError::BadRequest(m),
             CoreError::Storage(s) => ApiError::Unavailable(format!("storage error: {s}")),
             CoreError::Cancel(c) => ApiError::Conflict(format!("Job cannot be cancelled: {c}")),
             CoreError::Approval(crate::engine::ApprovalError::NotWaiting(s)) => {

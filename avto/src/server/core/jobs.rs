@@ -10,11 +10,28 @@ use super::{Core, CoreError, NewJob};
 use crate::blueprint::Blueprint;
 use crate::context::{ErrorClass, TaskError};
 use crate::engine::{self, ResultDisposition, TaskResult};
-use crate::job::Job;
+use crate::job::{Job, JobStatus};
 use crate::protocol::{task_status, CONTRACT_VIOLATION_ERROR};
 use crate::server::config::ClientEntry;
 use crate::server::task_contracts::Schema;
-use crate::storage::StorageError;
+use crate::storage::{JobPage, JobQuery, StorageError, JOB_QUERY_MAX_LIMIT};
+
+/// Most jobs one [`Core::cancel_matching`] call cancels (or, dry, counts).
+pub const BULK_CANCEL_MAX: u64 = 10_000;
+/// Cancellations [`Core::cancel_matching`] runs at once.
+const BULK_CANCEL_CONCURRENCY: usize = 16;
+
+/// What [`Core::cancel_matching`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct BulkCancel {
+    /// Jobs that matched the filter and had not ended (at most [`BULK_CANCEL_MAX`]).
+    pub matched: u64,
+    /// Of those, the jobs this call cancelled (0 for a dry run; a job that ended on its own
+    /// meanwhile is matched but not cancelled).
+    pub cancelled: u64,
+    /// The call stopped at [`BULK_CANCEL_MAX`] and more jobs may match: call again.
+    pub more: bool,
+}
 
 /// What absent result data is checked as (the engine merges nothing from it).
 static EMPTY_DATA: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| Value::Object(Default::default()));
@@ -172,6 +189,78 @@ impl Core {
         self.apply(&mut tx, step).await;
         self.commit(tx).await?;
         Ok(())
+    }
+
+    /// One page of the jobs matching `query`, newest first (see [`JobQuery`]); a client's view
+    /// sets [`JobQuery::client`]. [`StorageError::Invalid`] for a query out of bounds.
+    pub async fn query_jobs(&self, query: &JobQuery) -> Result<JobPage, StorageError> {
+        self.jobs.query(query).await
+    }
+
+    /// How many jobs match `query` (exact or estimated: see [`JobQuery`], "Counting").
+    pub async fn count_jobs(&self, query: &JobQuery) -> Result<u64, StorageError> {
+        self.jobs.count(query).await
+    }
+
+    /// Cancels every job matching `query` that has not ended (its `after` and `limit` are
+    /// ignored; its statuses, if any, narrowed to the ones that have not ended), each through
+    /// [`Core::cancel_job`] (tasks, children and webhooks as for one cancel), up to
+    /// [`BULK_CANCEL_MAX`] jobs per call, newest first. With `dry_run` nothing changes and
+    /// `matched` says how many a real call would cancel now.
+    pub async fn cancel_matching(self: &Arc<Self>, query: &JobQuery, dry_run: bool) -> Result<BulkCancel, CoreError> {
+        let statuses: Vec<JobStatus> = JobStatus::ALL
+            .into_iter()
+            .filter(|s| !s.is_terminal() && (query.statuses.is_empty() || query.statuses.contains(s)))
+            .collect();
+        let mut out = BulkCancel::default();
+        if statuses.is_empty() {
+            query.checked()?;
+            return Ok(out);
+        }
+        let mut q = JobQuery { statuses, after: None, limit: JOB_QUERY_MAX_LIMIT, ..query.clone() };
+        loop {
+            let page = self.jobs.query(&q).await?;
+            let room = (BULK_CANCEL_MAX - out.matched) as usize;
+            // A job that ended since the index was read is not a match.
+            let ids: Vec<String> = page.jobs.iter().filter(|j| !j.status.is_terminal()).map(|j| j.id.clone()).collect();
+            if ids.len() > room {
+                out.matched += room as u64;
+                out.more = true;
+                if !dry_run {
+                    out.cancelled += self.cancel_each(&ids[..room]).await?;
+                }
+                return Ok(out);
+            }
+            out.matched += ids.len() as u64;
+            if !dry_run {
+                out.cancelled += self.cancel_each(&ids).await?;
+            }
+            match page.next {
+                None => return Ok(out),
+                Some(_) if out.matched >= BULK_CANCEL_MAX => {
+                    out.more = true;
+                    return Ok(out);
+                }
+                next => q.after = next,
+            }
+        }
+    }
+
+    /// Cancels `ids` a few at a time; how many it cancelled (a job that ended or went
+    /// meanwhile is skipped; a storage failure stops the call).
+    async fn cancel_each(self: &Arc<Self>, ids: &[String]) -> Result<u64, CoreError> {
+        use futures::StreamExt;
+        let mut results =
+            futures::stream::iter(ids.iter().map(|id| self.cancel_job(id))).buffer_unordered(BULK_CANCEL_CONCURRENCY);
+        let mut cancelled = 0;
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(()) => cancelled += 1,
+                Err(CoreError::JobNotFound | CoreError::Cancel(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(cancelled)
     }
 
     /// Applies a human decision.

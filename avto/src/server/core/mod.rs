@@ -48,6 +48,7 @@ use crate::supervise::Health;
 #[cfg(feature = "dashboard")]
 pub(crate) use changes::{Change, JobChange};
 pub use events::WorkerEvent;
+pub use jobs::{BulkCancel, BULK_CANCEL_MAX};
 pub use transact::JobTx;
 
 /// A create-job request after validation.

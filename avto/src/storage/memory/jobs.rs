@@ -9,8 +9,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
 
+use super::query::{Facts, QueryIndex};
 use crate::job::{now_ms, Job, JobStatus};
-use crate::storage::{is_unsettled, JobGuard, JobStore, StorageError};
+use crate::storage::{is_unsettled, JobGuard, JobPage, JobQuery, JobStore, StorageError};
 
 /// In-memory jobs: each job behind its own async lock. Terminal jobs are removed after the
 /// retention ([`MemoryJobs::with_retention`]) and, beyond the cap on kept terminal jobs, oldest
@@ -34,6 +35,11 @@ impl Default for MemoryJobs {
 /// What the store knows of one job besides the job itself.
 struct Meta {
     client: String,
+    /// The id as the query indexes hold it.
+    id: Arc<str>,
+    created_at_ms: u64,
+    /// Interned: one allocation per blueprint name.
+    blueprint: Arc<str>,
     /// The last saved status.
     status: JobStatus,
     /// Insertion order (key in `Index::by_client`).
@@ -68,6 +74,8 @@ struct Index {
     /// entries ordered by stamp.
     outbox: HashMap<String, u64>,
     outbox_order: BTreeSet<(u64, String)>,
+    /// The query indexes ([`JobStore::query`]).
+    query: QueryIndex,
 }
 
 impl Index {
@@ -84,10 +92,23 @@ impl Index {
         }
     }
 
-    fn insert(&mut self, id: &str, client: &str, status: JobStatus, hook: bool, now: u64) {
+    fn insert(&mut self, job: &Job, now: u64) {
+        let (id, client, status, hook) =
+            (job.id.as_str(), job.client.id.as_str(), job.status, job.webhook_url.is_some());
         let seq = self.seq();
-        self.meta
-            .insert(id.to_owned(), Meta { client: client.to_owned(), status, seq, quarantined: None, ended: None });
+        let (qid, blueprint) = (Arc::<str>::from(id), self.query.intern_blueprint(&job.blueprint));
+        self.query.insert(&qid, client, status, &blueprint, job.created_at_ms);
+        let meta = Meta {
+            client: client.to_owned(),
+            id: qid,
+            created_at_ms: job.created_at_ms,
+            blueprint,
+            status,
+            seq,
+            quarantined: None,
+            ended: None,
+        };
+        self.meta.insert(id.to_owned(), meta);
         self.by_client.entry(client.to_owned()).or_default().insert(seq, id.to_owned());
         self.count(client, status, 1);
         if hook && status.is_terminal() {
@@ -104,6 +125,8 @@ impl Index {
         let (client, old, was_ended, was_quarantined) =
             (meta.client.clone(), meta.status, meta.ended, meta.quarantined.is_some());
         if old != status {
+            let (qid, created) = (meta.id.clone(), meta.created_at_ms);
+            self.query.status(&qid, &client, created, old, status);
             self.count(&client, old, -1);
             self.count(&client, status, 1);
             if hook && status.is_terminal() {
@@ -144,6 +167,7 @@ impl Index {
     /// Forgets `id` in every index.
     fn remove(&mut self, id: &str) {
         let Some(meta) = self.meta.remove(id) else { return };
+        self.query.remove(&meta.id, &meta.client, meta.status, &meta.blueprint, meta.created_at_ms);
         self.count(&meta.client, meta.status, -1);
         if self.counts_by_client.get(&meta.client).is_some_and(|m| m.values().all(|n| *n == 0)) {
             self.counts_by_client.remove(&meta.client);
@@ -209,6 +233,18 @@ fn remove_entry(lists: &mut HashMap<String, BTreeMap<u64, String>>, client: &str
     }
 }
 
+impl Index {
+    /// What a query needs to know of job `id`.
+    fn facts(&self, id: &str) -> Option<Facts<'_>> {
+        self.meta.get(id).map(|m| Facts {
+            client: &m.client,
+            status: m.status,
+            blueprint: &m.blueprint,
+            created_at_ms: m.created_at_ms,
+        })
+    }
+}
+
 impl MemoryJobs {
     /// Jobs kept forever.
     pub fn new() -> Self {
@@ -265,26 +301,23 @@ impl MemoryJobs {
 impl JobStore for MemoryJobs {
     fn insert(&self, job: Job) -> BoxFuture<'_, Result<(), StorageError>> {
         let id = job.id.clone();
-        let client = job.client.id.clone();
-        let status = job.status;
-        let hook = job.webhook_url.is_some();
+        // The index is written before the job is visible, under the jobs' write lock, so a query
+        // never finds an id whose job is missing (nor a job it does not index).
         let res = {
             let mut jobs = self.jobs.write();
             if jobs.contains_key(&id) {
                 Err(StorageError::Conflict(format!("job {id} exists")))
             } else {
+                let removed = {
+                    let mut index = self.index.lock();
+                    index.insert(&job, now_ms());
+                    self.enforce_cap(&mut index)
+                };
                 jobs.insert(id.clone(), Arc::new(tokio::sync::Mutex::new(job)));
-                Ok(())
+                Ok(removed)
             }
         };
-        if res.is_ok() {
-            let removed = {
-                let mut index = self.index.lock();
-                index.insert(&id, &client, status, hook, now_ms());
-                self.enforce_cap(&mut index)
-            };
-            self.drop_jobs(removed);
-        }
+        let res = res.map(|removed| self.drop_jobs(removed));
         Box::pin(async move { res })
     }
 
@@ -327,6 +360,29 @@ impl JobStore for MemoryJobs {
     ) -> BoxFuture<'a, Result<Vec<Job>, StorageError>> {
         let ids = newest_first(&self.index.lock().by_client, client, limit, offset);
         self.jobs_of(ids)
+    }
+
+    fn query<'a>(&'a self, query: &'a JobQuery) -> BoxFuture<'a, Result<JobPage, StorageError>> {
+        Box::pin(async move {
+            let q = query.checked()?;
+            let (ids, next) = {
+                let index = self.index.lock();
+                index.query.page(&q, |id| index.facts(id))
+            };
+            let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+            // A job removed between the index read and now is left out; a job whose status
+            // changed since is answered as it is now.
+            let jobs = self.jobs_of(ids).await?;
+            Ok(JobPage { jobs, next })
+        })
+    }
+
+    fn count<'a>(&'a self, query: &'a JobQuery) -> BoxFuture<'a, Result<u64, StorageError>> {
+        let counted = query.checked().map(|q| {
+            let index = self.index.lock();
+            index.query.count(&q, |id| index.facts(id))
+        });
+        Box::pin(async move { counted })
     }
 
     fn list_quarantined<'a>(

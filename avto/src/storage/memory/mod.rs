@@ -8,6 +8,8 @@ mod jobs;
 #[cfg(feature = "server")]
 mod limits;
 #[cfg(feature = "server")]
+mod query;
+#[cfg(feature = "server")]
 mod schedule;
 #[cfg(feature = "server")]
 mod sts;

@@ -12,16 +12,19 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use redis::Script;
 
+use super::query::QKEYS;
 use super::{from_json, lua, reply, to_json, RedisConn};
 use crate::job::{now_ms, Job, JobStatus};
 use crate::storage::{is_unsettled, JobGuard, JobStore, StorageError};
 
 /// Retention of a job just written (the shared part of [`INSERT`] and [`WRITE`]): a terminal job
 /// gets its removal time in `jobs:expiry` (the first time it is seen terminal; kept by later
-/// writes) and its document expires then (`PEXPIREAT`, renewed after every `SET`, which clears
-/// it); a job that is not terminal (again) leaves the index. `ret` = retention in ms, 0 = keep.
+/// writes) with what the sweep needs to find its index entries in `jobs:expiry:client`
+/// (`["client","created_at_ms","blueprint"]`; earlier versions wrote the bare client), and its
+/// document expires then (`PEXPIREAT`, renewed after every `SET`, which clears it); a job that
+/// is not terminal (again) leaves the index. `ret` = retention in ms, 0 = keep.
 const RETAIN: &str = r#"
-local function retain(id, client, terminal, now, ret)
+local function retain(id, client, terminal, now, ret, created, blueprint)
   if tonumber(ret) == 0 then return end
   local ek = P .. 'jobs:expiry'
   if terminal == '1' then
@@ -29,7 +32,7 @@ local function retain(id, client, terminal, now, ret)
     if not at then
       at = tonumber(now) + tonumber(ret)
       redis.call('ZADD', ek, at, id)
-      redis.call('HSET', ek .. ':client', id, client)
+      redis.call('HSET', ek .. ':client', id, cjson.encode({client, created, blueprint}))
     end
     redis.call('PEXPIREAT', P .. 'job:' .. id, string.format('%d', tonumber(at)))
   elseif redis.call('ZREM', ek, id) == 1 then
@@ -41,10 +44,12 @@ end
 /// Stores a new job and, given a token, locks it for that token.
 static INSERT: LazyLock<Script> = LazyLock::new(|| {
     lua(&[
+        QKEYS,
         RETAIN,
         r#"
-local id, json, client, created, status, unsettled, now, token, lease, terminal, ret, hook =
-  ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]
+local id, json, client, created, status, unsettled, now, token, lease, terminal, ret, hook, blueprint =
+  ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14],
+  ARGV[15]
 local k = P .. 'job:' .. id
 local lk = P .. 'lock:job:' .. id
 local cur = redis.call('GET', k)
@@ -55,12 +60,19 @@ if cur then
 end
 redis.call('SET', k, json)
 redis.call('HSET', P .. 'jobstatus', id, status)
-redis.call('ZADD', P .. 'jobs:client:' .. client, created, id)
+redis.call('ZADD', k_all(client), created, id)
+-- The query indexes (see super::query).
+redis.call('ZADD', k_all(nil), created, id)
+redis.call('ZADD', k_st(status, nil), created, id)
+redis.call('ZADD', k_st(status, client), created, id)
+redis.call('ZADD', k_bp(blueprint, nil), created, id)
+redis.call('ZADD', k_bp(blueprint, client), created, id)
+redis.call('ZADD', P .. 'jobs:ids', 0, id)
 redis.call('HINCRBY', P .. 'counts', status, 1)
 redis.call('HINCRBY', P .. 'counts:client:' .. client, status, 1)
 if unsettled == '1' then redis.call('ZADD', P .. 'stale', now, id) end
 if token ~= '' then redis.call('SET', lk, token, 'PX', lease) end
-retain(id, client, terminal, now, ret)
+retain(id, client, terminal, now, ret, created, blueprint)
 if terminal == '1' and hook == '1' then redis.call('ZADD', P .. 'webhooks:due', now, id) end
 return 1
 "#,
@@ -91,8 +103,9 @@ return {2, j}
 /// (nothing written) when the token no longer holds the lock. A job retention removed while it
 /// was held (its status entry is gone) is not written back: the write succeeds as a no-op.
 const WRITE: &str = r#"
-local id, token, json, new, client, unsettled, now, lease, terminal, ret, hook =
-  ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
+local id, token, json, new, client, unsettled, now, lease, terminal, ret, hook, created, blueprint =
+  ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14],
+  ARGV[15]
 local lk = P .. 'lock:job:' .. id
 local function write()
   if redis.call('GET', lk) ~= token then return false end
@@ -107,6 +120,10 @@ local function write()
     redis.call('HINCRBY', P .. 'counts', new, 1)
     redis.call('HINCRBY', P .. 'counts:client:' .. client, new, 1)
     redis.call('HSET', P .. 'jobstatus', id, new)
+    -- The per-status query indexes follow (a job an earlier version stored is in none).
+    for _, c in ipairs({false, client}) do
+      if redis.call('ZREM', k_st(old, c or nil), id) == 1 then redis.call('ZADD', k_st(new, c or nil), created, id) end
+    end
     if new == 'quarantined' then redis.call('ZADD', P .. 'jobs:quarantined:' .. client, now, id) end
     if terminal == '1' and hook == '1' then redis.call('ZADD', P .. 'webhooks:due', now, id) end
   end
@@ -115,13 +132,14 @@ local function write()
   else
     redis.call('ZREM', P .. 'stale', id)
   end
-  retain(id, client, terminal, now, ret)
+  retain(id, client, terminal, now, ret, created, blueprint)
   return true
 end
 "#;
 
 static SAVE: LazyLock<Script> = LazyLock::new(|| {
     lua(&[
+        QKEYS,
         RETAIN,
         WRITE,
         r#"
@@ -140,6 +158,7 @@ return 1
 /// write that did happen, as for a lost lease.
 static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     lua(&[
+        QKEYS,
         RETAIN,
         WRITE,
         r#"
@@ -188,19 +207,34 @@ return answer(ids)
 /// Removes up to `limit` jobs whose retention ended by `now` with their index entries and
 /// counts; returns how many. A job gone already (removed by another instance) is skipped.
 static REMOVE_EXPIRED: LazyLock<Script> = LazyLock::new(|| {
-    lua(r#"
+    lua(&[
+        QKEYS,
+        r#"
 local now, limit = ARGV[3], tonumber(ARGV[4])
 local ek = P .. 'jobs:expiry'
 local ids = redis.call('ZRANGEBYSCORE', ek, '-inf', now, 'LIMIT', 0, limit)
 local removed = 0
 for _, id in ipairs(ids) do
   local client = redis.call('HGET', ek .. ':client', id)
+  local blueprint = nil
+  if client and string.sub(client, 1, 2) == '["' then
+    local meta = cjson.decode(client)
+    client, blueprint = meta[1], meta[3]
+  end
   local status = redis.call('HGET', P .. 'jobstatus', id)
   if status then
     removed = removed + 1
     redis.call('HDEL', P .. 'jobstatus', id)
     redis.call('HINCRBY', P .. 'counts', status, -1)
     if client then redis.call('HINCRBY', P .. 'counts:client:' .. client, status, -1) end
+    redis.call('ZREM', k_st(status, nil), id)
+    if client then redis.call('ZREM', k_st(status, client), id) end
+  end
+  redis.call('ZREM', k_all(nil), id)
+  redis.call('ZREM', P .. 'jobs:ids', id)
+  if blueprint then
+    redis.call('ZREM', k_bp(blueprint, nil), id)
+    if client then redis.call('ZREM', k_bp(blueprint, client), id) end
   end
   if client then
     redis.call('ZREM', P .. 'jobs:client:' .. client, id)
@@ -213,7 +247,9 @@ for _, id in ipairs(ids) do
   redis.call('HDEL', ek .. ':client', id)
 end
 return removed
-"#)
+"#,
+    ]
+    .concat())
 });
 
 /// Claims outbox entries stamped at or before the cutoff (see [`JobStore::claim_webhooks`]);
@@ -395,6 +431,10 @@ impl RedisJobs {
         self
     }
 
+    pub(super) fn conn(&self) -> &RedisConn {
+        &self.conn
+    }
+
     fn lease_ms(&self) -> u64 {
         self.lease.as_millis() as u64
     }
@@ -420,6 +460,7 @@ impl RedisJobs {
                     &terminal_flag(job.status),
                     &self.retention_ms,
                     &hook_flag(job),
+                    &job.blueprint,
                 ],
             )
             .await?;
@@ -467,6 +508,8 @@ impl RedisJobs {
                     &terminal_flag(job.status),
                     &self.retention_ms,
                     &hook_flag(job),
+                    &job.created_at_ms,
+                    &job.blueprint,
                 ],
             )
             .await?;
@@ -586,6 +629,17 @@ impl JobStore for RedisJobs {
                 self.conn.query(redis::cmd("GET").arg(self.conn.key(&format!("job:{id}")))).await?;
             json.map(|j| from_json(&format!("job {id}"), &j)).transpose()
         })
+    }
+
+    fn query<'a>(
+        &'a self,
+        query: &'a crate::storage::JobQuery,
+    ) -> BoxFuture<'a, Result<crate::storage::JobPage, StorageError>> {
+        Box::pin(self.query_page(query))
+    }
+
+    fn count<'a>(&'a self, query: &'a crate::storage::JobQuery) -> BoxFuture<'a, Result<u64, StorageError>> {
+        Box::pin(self.count_jobs(query))
     }
 
     fn list_quarantined<'a>(

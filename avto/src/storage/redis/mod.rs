@@ -17,10 +17,11 @@
 //! | `{p}lock:job:{id}` | string, PX lease | random token of the lock holder |
 //! | `{p}jobs:client:{name}` | zset | job id → creation time (list, newest first) |
 //! | `{p}jobs:quarantined:{name}` | zset | job id → when it was quarantined (the quarantine list) |
+//! | `{p}jobs:all`, `{p}jobs:st:{status}`, `{p}jobs:cst:{status}:{name}`, `{p}jobs:bp:{blueprint}`, `{p}jobs:cbp:{len}:{name}:{blueprint}`, `{p}jobs:ids` | zset | the job query indexes: job id → creation time (every job; per status, per blueprint, overall and per client); job id → 0 (ids in lexical order) |
 //! | `{p}jobstatus` | hash | job id → status (what the counts were last moved to) |
 //! | `{p}counts`, `{p}counts:client:{name}` | hash | status → number of jobs |
 //! | `{p}stale` | zset | unsettled job id → last save or recovery claim (crash recovery) |
-//! | `{p}jobs:expiry`, `{p}jobs:expiry:client` | zset, hash | terminal job id → when retention removes it; → its client (the watcher's sweep removes the job's entries above) |
+//! | `{p}jobs:expiry`, `{p}jobs:expiry:client` | zset, hash | terminal job id → when retention removes it; → `["client","created_at_ms","blueprint"]` (the watcher's sweep removes the job's entries above) |
 //! | `{p}webhooks:due` | zset | the webhook outbox: ended job id whose job-end webhook is not delivered yet → its sender's last claim |
 //! | `{p}w:info:{id}` | string | worker record ([`WorkerInfo`](crate::storage::WorkerInfo)); sealed with `REDIS_ENCRYPTION_KEY` when set |
 //! | `{p}w:rep` | hash | worker id → reputation |
@@ -112,6 +113,7 @@ mod bus;
 mod data;
 mod jobs;
 mod limits;
+mod query;
 mod schedule;
 mod sts;
 mod workers;
