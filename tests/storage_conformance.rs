@@ -85,8 +85,8 @@ impl Backend {
 #[path = "storage_conformance/query.rs"]
 mod query;
 use query::{
-    jobs_query_filters_and_combinations, jobs_query_limits_validated, jobs_query_paging_under_concurrent_inserts,
-    jobs_query_retention_drops_jobs,
+    jobs_query_filters_and_combinations, jobs_query_limits_validated, jobs_query_long_walks,
+    jobs_query_paging_under_concurrent_inserts, jobs_query_retention_drops_jobs,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -135,6 +135,7 @@ conformance!(
     jobs_retention_expires_in_real_time,
     jobs_webhook_outbox,
     jobs_query_filters_and_combinations,
+    jobs_query_long_walks,
     jobs_query_paging_under_concurrent_inserts,
     jobs_query_retention_drops_jobs,
     jobs_query_limits_validated,

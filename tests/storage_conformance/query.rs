@@ -87,6 +87,8 @@ pub(crate) async fn jobs_query_filters_and_combinations(be: &Backend) {
         JobQuery { statuses: vec![JobStatus::Failed], ..JobQuery::client(&ca) },
         JobQuery { statuses: vec![JobStatus::Failed, JobStatus::Cancelled, JobStatus::Failed], ..JobQuery::default() },
         JobQuery { statuses: vec![JobStatus::Running], ..JobQuery::default() },
+        JobQuery { statuses: vec![JobStatus::Finished, JobStatus::Failed], ..JobQuery::client(&ca) },
+        JobQuery { statuses: vec![JobStatus::Finished], blueprint: Some("bp_x".into()), ..JobQuery::default() },
         JobQuery { blueprint: Some("bp_x".into()), ..JobQuery::client(&ca) },
         JobQuery { blueprint: Some("bp_none".into()), ..JobQuery::default() },
         JobQuery { blueprint: Some("bp_y".into()), statuses: vec![JobStatus::WaitingForHuman], ..JobQuery::default() },
@@ -124,6 +126,60 @@ pub(crate) async fn jobs_query_filters_and_combinations(be: &Backend) {
     let page = jobs.query(&JobQuery { id_prefix: Some(of_a.id.clone()), ..JobQuery::default() }).await.unwrap();
     assert_eq!(page.jobs, vec![of_a.clone()]);
     assert_eq!(page.next, None);
+}
+
+/// Walks longer than one chunk of the index (and several per-status indexes merged): 700 jobs,
+/// one status in 50, pages of 7 and of 200, against the filter computed here.
+pub(crate) async fn jobs_query_long_walks(be: &Backend) {
+    let client = format!("ql-{}", uid());
+    let start = now_ms() - 10_000_000;
+    let mut all = Vec::new();
+    let inserts = (0..700u64).map(|i| {
+        let mut j = job_at(
+            &format!("{:04}-{}", i % 97, uid()),
+            &client,
+            ["a", "b", "c"][(i % 3) as usize],
+            start + i * 10 + i % 2,
+        );
+        j.status = match i % 50 {
+            0 => JobStatus::Failed,
+            1..=20 => JobStatus::Finished,
+            21..=40 => JobStatus::WaitingForWorker,
+            _ => JobStatus::Cancelled,
+        };
+        all.push(j.clone());
+        be.nth(i as usize).jobs.insert(j)
+    });
+    for r in futures::future::join_all(inserts).await {
+        r.unwrap();
+    }
+    let queries = [
+        JobQuery::client(&client),
+        JobQuery { statuses: vec![JobStatus::Failed], ..JobQuery::client(&client) },
+        JobQuery {
+            statuses: vec![JobStatus::Failed, JobStatus::Finished, JobStatus::Cancelled],
+            ..JobQuery::client(&client)
+        },
+        JobQuery {
+            statuses: vec![JobStatus::Failed, JobStatus::WaitingForWorker],
+            blueprint: Some("b".into()),
+            ..JobQuery::client(&client)
+        },
+        JobQuery { blueprint: Some("c".into()), id_prefix: Some("001".into()), ..JobQuery::client(&client) },
+        JobQuery {
+            created_from_ms: Some(start + 1234),
+            created_to_ms: Some(start + 5678),
+            statuses: vec![JobStatus::Finished],
+            ..JobQuery::client(&client)
+        },
+    ];
+    for q in &queries {
+        let want = expected(&all, q);
+        for limit in [7, JOB_QUERY_MAX_LIMIT] {
+            assert_eq!(ids(&all_pages(&be.b.jobs, q, limit).await), want, "{q:?}, limit {limit}");
+        }
+        assert_eq!(be.a.jobs.count(q).await.unwrap(), want.len() as u64, "count of {q:?}");
+    }
 }
 
 /// Paging while other tasks insert jobs (newer ones, and older ones inside the part not paged

@@ -15,7 +15,8 @@
 //! # How the stores answer
 //!
 //! Both stores keep the jobs in sorted indexes (ordered by `(created_at_ms, id)`): every job,
-//! per status, per blueprint, and each of them per client, plus the ids in lexical order for
+//! per status (but `finished`, the status of most kept jobs: a query for it walks every job),
+//! per blueprint, and each of them per client, plus the ids in lexical order for
 //! [`JobQuery::id_prefix`]. A query walks the smallest index that covers its filters (the union
 //! of the per-status indexes of its statuses, the blueprint's, or all of the client's), checks
 //! the other filters per job (status, blueprint membership, id prefix; the time range bounds
@@ -28,9 +29,9 @@
 //! # Counting
 //!
 //! [`JobStore::count`](crate::storage::JobStore::count) ignores `after` and `limit`. It is
-//! exact when the chosen index (or union of per-status indexes) alone decides the filters
-//! (client, statuses or blueprint but not both, time range; no id prefix): one `O(log n)`
-//! lookup per index. Otherwise it walks at most [`JOB_QUERY_COUNT_LIMIT`] entries of the index
+//! exact when the per-status counts decide it (statuses and client only), or the chosen index
+//! (or union of per-status indexes) alone decides the filters (client, statuses or blueprint
+//! but not both, time range; no id prefix): one `O(log n)` lookup per index. Otherwise it walks at most [`JOB_QUERY_COUNT_LIMIT`] entries of the index
 //! in the time range: exact when the walk ends in time, else an estimate (the share of matches
 //! in the walked entries times the entries in range).
 
@@ -154,6 +155,16 @@ impl CheckedQuery<'_> {
     /// Whether `(created_at_ms, id)` lies after the cursor (strictly older in the order).
     pub fn after_cursor(&self, created_at_ms: u64, id: &str) -> bool {
         self.after.is_none_or(|c| (created_at_ms, id) < (c.created_at_ms, c.id.as_str()))
+    }
+
+    /// Whether the statuses are the only filter besides the client (the per-status counts
+    /// answer such a count exactly).
+    pub fn by_status_only(&self) -> bool {
+        !self.statuses.is_empty()
+            && self.blueprint.is_none()
+            && self.id_prefix.is_none()
+            && self.from_ms == 0
+            && self.to_ms == u64::MAX
     }
 
     /// Whether `job` matches every filter (the cursor aside).

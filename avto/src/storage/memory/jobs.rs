@@ -380,6 +380,14 @@ impl JobStore for MemoryJobs {
     fn count<'a>(&'a self, query: &'a JobQuery) -> BoxFuture<'a, Result<u64, StorageError>> {
         let counted = query.checked().map(|q| {
             let index = self.index.lock();
+            if q.by_status_only() {
+                // The counts per status decide it.
+                let counts = match q.client {
+                    None => Some(&index.all),
+                    Some(c) => index.counts_by_client.get(c),
+                };
+                return q.statuses.iter().map(|s| counts.and_then(|m| m.get(s)).copied().unwrap_or(0)).sum();
+            }
             index.query.count(&q, |id| index.facts(id))
         });
         Box::pin(async move { counted })

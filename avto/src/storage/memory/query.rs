@@ -15,6 +15,12 @@ use crate::storage::{
 /// A position in the order: `(created_at_ms, id)`.
 type Pos = (u64, Arc<str>);
 
+/// Whether a status has its own index: every status but `finished`, which most kept jobs have
+/// (its own index would cost the most and narrow the least; a query for it walks all jobs).
+pub(crate) fn status_indexed(status: JobStatus) -> bool {
+    status != JobStatus::Finished
+}
+
 /// What a query needs to know of one job besides its position.
 pub(super) struct Facts<'a> {
     pub client: &'a str,
@@ -34,7 +40,9 @@ struct Sets {
 impl Sets {
     fn insert(&mut self, pos: &Pos, status: JobStatus, blueprint: &Arc<str>) {
         self.all.insert(pos.clone());
-        self.status.entry(status).or_default().insert(pos.clone());
+        if status_indexed(status) {
+            self.status.entry(status).or_default().insert(pos.clone());
+        }
         self.blueprint.entry(blueprint.clone()).or_default().insert(pos.clone());
     }
 
@@ -116,7 +124,9 @@ impl QueryIndex {
         }
         for sets in scopes {
             remove_from(&mut sets.status, &old, &pos);
-            sets.status.entry(new).or_default().insert(pos.clone());
+            if status_indexed(new) {
+                sets.status.entry(new).or_default().insert(pos.clone());
+            }
         }
     }
 
@@ -146,7 +156,7 @@ impl QueryIndex {
             Some(c) => self.clients.get(c)?,
         };
         let mut best = (sets.all.len(), By::All);
-        if !q.statuses.is_empty() {
+        if !q.statuses.is_empty() && q.statuses.iter().all(|s| status_indexed(*s)) {
             let n = q.statuses.iter().filter_map(|s| sets.status.get(s)).map(BTreeSet::len).sum();
             if n <= best.0 {
                 best = (n, By::Status);

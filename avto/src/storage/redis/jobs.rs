@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use redis::Script;
 
-use super::query::QKEYS;
+use super::query::{count_jobs, query_page, QKEYS};
 use super::{from_json, lua, reply, to_json, RedisConn};
 use crate::job::{now_ms, Job, JobStatus};
 use crate::storage::{is_unsettled, JobGuard, JobStore, StorageError};
@@ -63,8 +63,10 @@ redis.call('HSET', P .. 'jobstatus', id, status)
 redis.call('ZADD', k_all(client), created, id)
 -- The query indexes (see super::query).
 redis.call('ZADD', k_all(nil), created, id)
-redis.call('ZADD', k_st(status, nil), created, id)
-redis.call('ZADD', k_st(status, client), created, id)
+if status ~= 'finished' then
+  redis.call('ZADD', k_st(status, nil), created, id)
+  redis.call('ZADD', k_st(status, client), created, id)
+end
 redis.call('ZADD', k_bp(blueprint, nil), created, id)
 redis.call('ZADD', k_bp(blueprint, client), created, id)
 redis.call('ZADD', P .. 'jobs:ids', 0, id)
@@ -120,9 +122,16 @@ local function write()
     redis.call('HINCRBY', P .. 'counts', new, 1)
     redis.call('HINCRBY', P .. 'counts:client:' .. client, new, 1)
     redis.call('HSET', P .. 'jobstatus', id, new)
-    -- The per-status query indexes follow (a job an earlier version stored is in none).
+    -- The per-status query indexes follow (`finished` has none; a job an earlier version
+    -- stored is in none).
     for _, c in ipairs({false, client}) do
-      if redis.call('ZREM', k_st(old, c or nil), id) == 1 then redis.call('ZADD', k_st(new, c or nil), created, id) end
+      local indexed
+      if old == 'finished' then
+        indexed = redis.call('ZSCORE', k_all(c or nil), id)
+      else
+        indexed = redis.call('ZREM', k_st(old, c or nil), id) == 1
+      end
+      if indexed and new ~= 'finished' then redis.call('ZADD', k_st(new, c or nil), created, id) end
     end
     if new == 'quarantined' then redis.call('ZADD', P .. 'jobs:quarantined:' .. client, now, id) end
     if terminal == '1' and hook == '1' then redis.call('ZADD', P .. 'webhooks:due', now, id) end
@@ -431,10 +440,6 @@ impl RedisJobs {
         self
     }
 
-    pub(super) fn conn(&self) -> &RedisConn {
-        &self.conn
-    }
-
     fn lease_ms(&self) -> u64 {
         self.lease.as_millis() as u64
     }
@@ -635,11 +640,11 @@ impl JobStore for RedisJobs {
         &'a self,
         query: &'a crate::storage::JobQuery,
     ) -> BoxFuture<'a, Result<crate::storage::JobPage, StorageError>> {
-        Box::pin(self.query_page(query))
+        Box::pin(query_page(&self.conn, query))
     }
 
     fn count<'a>(&'a self, query: &'a crate::storage::JobQuery) -> BoxFuture<'a, Result<u64, StorageError>> {
-        Box::pin(self.count_jobs(query))
+        Box::pin(count_jobs(&self.conn, query))
     }
 
     fn list_quarantined<'a>(

@@ -6,7 +6,7 @@
 //! | key | members |
 //! |---|---|
 //! | `{p}jobs:all`, `{p}jobs:client:{c}` | every job; one client's (the list's index) |
-//! | `{p}jobs:st:{status}`, `{p}jobs:cst:{status}:{c}` | jobs in a status; one client's |
+//! | `{p}jobs:st:{status}`, `{p}jobs:cst:{status}:{c}` | jobs in a status (every status but `finished`); one client's |
 //! | `{p}jobs:bp:{blueprint}`, `{p}jobs:cbp:{len(c)}:{c}:{blueprint}` | jobs of a blueprint; one client's |
 //! | `{p}jobs:ids` | every job id, score 0 (lexical order: id prefixes) |
 //!
@@ -17,8 +17,7 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-use super::jobs::RedisJobs;
-use super::{from_json, lua, reply};
+use super::{from_json, lua, reply, RedisConn};
 use crate::job::Job;
 use crate::storage::{
     CheckedQuery, JobCursor, JobPage, JobQuery, StorageError, JOB_QUERY_COUNT_LIMIT, JOB_QUERY_PREFIX_CANDIDATES,
@@ -88,6 +87,14 @@ if from > to then
   if mode == 'count' then return 0 end
   return finish({}, nil, nil)
 end
+-- The per-status counts decide a count by statuses alone.
+if mode == 'count' and #slist > 0 and not blueprint and prefix == '' and from <= 0 and to >= 9007199254740992 then
+  local ck = P .. 'counts'
+  if client then ck = P .. 'counts:client:' .. client end
+  local n = 0
+  for _, s in ipairs(slist) do n = n + math.max(0, tonumber(redis.call('HGET', ck, s) or '0')) end
+  return n
+end
 local bpk = blueprint and k_bp(blueprint, client)
 local base = k_all(client)
 local function status_ok(id)
@@ -124,7 +131,7 @@ end
 -- The smallest index (or union of per-status indexes) that covers the filters.
 local sources, by = {base}, 'all'
 local best = redis.call('ZCARD', base)
-if #slist > 0 then
+if #slist > 0 and not want['finished'] then
   local keys, n = {}, 0
   for i, s in ipairs(slist) do keys[i] = k_st(s, client); n = n + redis.call('ZCARD', keys[i]) end
   if n <= best then sources, by, best = keys, 'status', n end
@@ -233,66 +240,63 @@ return finish(out, pms, pid)
     .concat())
 });
 
-impl RedisJobs {
-    /// Runs [`QUERY`] for `q` in `mode`.
-    async fn run_query(&self, mode: &str, q: &CheckedQuery<'_>) -> Result<redis::Value, StorageError> {
-        let score = |v: u64| v.min(MAX_SCORE);
-        let statuses: Vec<&str> = q.statuses.iter().map(|s| s.as_str()).collect();
-        let (after_ms, after_id) = match q.after.filter(|_| mode == "page") {
-            Some(c) => (score(c.created_at_ms).to_string(), c.id.as_str()),
-            None => (String::new(), ""),
-        };
-        let budget = if mode == "count" { JOB_QUERY_COUNT_LIMIT } else { JOB_QUERY_SCAN_LIMIT };
-        self.conn()
-            .script(
-                &QUERY,
-                false,
-                &[
-                    &mode,
-                    &q.client.unwrap_or(""),
-                    &q.blueprint.unwrap_or(""),
-                    &statuses.join(","),
-                    &score(q.from_ms),
-                    &score(q.to_ms),
-                    &q.id_prefix.unwrap_or(""),
-                    &after_ms,
-                    &after_id,
-                    &(q.limit as u64),
-                    &(budget as u64),
-                    &(JOB_QUERY_PREFIX_CANDIDATES as u64),
-                ],
-            )
-            .await
-    }
+/// Runs [`QUERY`] for `q` in `mode`.
+async fn run_query(conn: &RedisConn, mode: &str, q: &CheckedQuery<'_>) -> Result<redis::Value, StorageError> {
+    let score = |v: u64| v.min(MAX_SCORE);
+    let statuses: Vec<&str> = q.statuses.iter().map(|s| s.as_str()).collect();
+    let (after_ms, after_id) = match q.after.filter(|_| mode == "page") {
+        Some(c) => (score(c.created_at_ms).to_string(), c.id.as_str()),
+        None => (String::new(), ""),
+    };
+    let budget = if mode == "count" { JOB_QUERY_COUNT_LIMIT } else { JOB_QUERY_SCAN_LIMIT };
+    conn.script(
+        &QUERY,
+        false,
+        &[
+            &mode,
+            &q.client.unwrap_or(""),
+            &q.blueprint.unwrap_or(""),
+            &statuses.join(","),
+            &score(q.from_ms),
+            &score(q.to_ms),
+            &q.id_prefix.unwrap_or(""),
+            &after_ms,
+            &after_id,
+            &(q.limit as u64),
+            &(budget as u64),
+            &(JOB_QUERY_PREFIX_CANDIDATES as u64),
+        ],
+    )
+    .await
+}
 
-    /// [`crate::storage::JobStore::query`].
-    pub(super) async fn query_page(&self, query: &JobQuery) -> Result<JobPage, StorageError> {
-        let q = query.checked()?;
-        let parts = reply::array(self.run_query("page", &q).await?)?;
-        let (next_ms, next_id) =
-            (parts.first().and_then(reply::string), parts.get(1).and_then(reply::string).unwrap_or_default());
-        let next = match next_ms.filter(|ms| !ms.is_empty()) {
-            Some(ms) => Some(JobCursor {
-                created_at_ms: ms.parse().map_err(|_| StorageError::Corrupt(format!("query cursor {ms}")))?,
-                id: next_id,
-            }),
-            None => None,
-        };
-        let mut jobs = Vec::with_capacity(parts.len().saturating_sub(2));
-        for doc in parts.iter().skip(2).filter_map(reply::string) {
-            match from_json::<Job>("job", &doc) {
-                Ok(job) => jobs.push(job),
-                // As in the lists: an unreadable record must not take the page with it.
-                Err(e) => tracing::warn!(error = %e, "job record cannot be read; left out of the page"),
-            }
+/// [`crate::storage::JobStore::query`].
+pub(super) async fn query_page(conn: &RedisConn, query: &JobQuery) -> Result<JobPage, StorageError> {
+    let q = query.checked()?;
+    let parts = reply::array(run_query(conn, "page", &q).await?)?;
+    let (next_ms, next_id) =
+        (parts.first().and_then(reply::string), parts.get(1).and_then(reply::string).unwrap_or_default());
+    let next = match next_ms.filter(|ms| !ms.is_empty()) {
+        Some(ms) => Some(JobCursor {
+            created_at_ms: ms.parse().map_err(|_| StorageError::Corrupt(format!("query cursor {ms}")))?,
+            id: next_id,
+        }),
+        None => None,
+    };
+    let mut jobs = Vec::with_capacity(parts.len().saturating_sub(2));
+    for doc in parts.iter().skip(2).filter_map(reply::string) {
+        match from_json::<Job>("job", &doc) {
+            Ok(job) => jobs.push(job),
+            // As in the lists: an unreadable record must not take the page with it.
+            Err(e) => tracing::warn!(error = %e, "job record cannot be read; left out of the page"),
         }
-        Ok(JobPage { jobs, next })
     }
+    Ok(JobPage { jobs, next })
+}
 
-    /// [`crate::storage::JobStore::count`].
-    pub(super) async fn count_jobs(&self, query: &JobQuery) -> Result<u64, StorageError> {
-        let q = query.checked()?;
-        let v = self.run_query("count", &q).await?;
-        reply::int(&v).map(|n| n.max(0) as u64).ok_or_else(|| StorageError::Corrupt(format!("count reply {v:?}")))
-    }
+/// [`crate::storage::JobStore::count`].
+pub(super) async fn count_jobs(conn: &RedisConn, query: &JobQuery) -> Result<u64, StorageError> {
+    let q = query.checked()?;
+    let v = run_query(conn, "count", &q).await?;
+    reply::int(&v).map(|n| n.max(0) as u64).ok_or_else(|| StorageError::Corrupt(format!("count reply {v:?}")))
 }
