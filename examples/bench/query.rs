@@ -134,7 +134,14 @@ async fn measure(jobs: &Arc<dyn JobStore>, n: u64, now: u64) {
             }),
         ),
         ("id prefix: 6 chars", q(&|q| q.id_prefix = Some(probe.id[..6].to_owned()))),
-        ("id prefix: whole id, client0", q(&|q| (q.id_prefix, q.client) = (Some(probe.id.clone()), Some(big.clone())))),
+        (
+            "id prefix: whole id, its client",
+            q(&|q| (q.id_prefix, q.client) = (Some(probe.id.clone()), Some(probe.client.id.clone()))),
+        ),
+        (
+            "id prefix: whole id, another client",
+            q(&|q| (q.id_prefix, q.client) = (Some(probe.id.clone()), Some("toml:nobody".into()))),
+        ),
         ("id prefix: 1 char (dense)", q(&|q| q.id_prefix = Some(probe.id[..1].to_owned()))),
     ];
     println!("  {:<40} {:>9} {:>9} {:>6} {:>9} {:>9}", "query (limit 50)", "page ms", "max", "jobs", "next ms", "max");
@@ -160,7 +167,8 @@ async fn measure(jobs: &Arc<dyn JobStore>, n: u64, now: u64) {
     let (med, max, _) = time(|| jobs.query(&query)).await;
     println!("  {:<40} {:>9.2} {:>9.2}", "page 200 (operator)", med, max);
     let cursor = JobCursor::of(&probe);
-    let (med, max, _) = time(|| jobs.query(&JobQuery { after: Some(cursor.clone()), ..JobQuery::default() })).await;
+    let halfway = JobQuery { after: Some(cursor), ..JobQuery::default() };
+    let (med, max, _) = time(|| jobs.query(&halfway)).await;
     println!("  {:<40} {:>9.2} {:>9.2}", "page after a cursor halfway", med, max);
     println!("  {:<40} {:>9} {:>9} {:>12}", "count", "ms", "max", "count");
     for (name, query) in pages.iter().filter(|(n, _)| !n.contains("client0,") && !n.starts_with("first page (client")) {
