@@ -202,7 +202,7 @@ pub(crate) async fn jobs_query_paging_under_concurrent_inserts(be: &Backend) {
                 while !stop.load(Ordering::SeqCst) {
                     n += 1;
                     // New jobs, and jobs dated among the old ones (a clock behind, say).
-                    let created = if n % 2 == 0 { now_ms() } else { start + (n * 7919) % 120_000 };
+                    let created = if n.is_multiple_of(2) { now_ms() } else { start + (n * 7919) % 120_000 };
                     jobs.insert(job_at(&format!("w{w}-{n}-{}", uid()), &client, "flow", created)).await.unwrap();
                     tokio::task::yield_now().await;
                 }
