@@ -20,6 +20,7 @@ use avto_tests::blueprints::{approval_flow, echo_flow};
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::key::Key;
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
 
 /// How long a page may take to show what a step waits for (a bound, not an expectation).
@@ -110,8 +111,7 @@ impl Page {
             json!({"binary": chromium, "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                 "--disable-gpu", "--no-first-run", "--window-size=1280,1000", "--lang=en-US"]}),
         );
-        let b = ClientBuilder::rustls()
-            .expect("rustls")
+        let b = ClientBuilder::new(HttpConnector::new())
             .capabilities(caps)
             .connect(&driver.url)
             .await
