@@ -385,9 +385,23 @@ async fn the_operator_works_from_the_keyboard() {
     let id = alice.create("jobs/approval", json!({})).await.unwrap();
     p.goto(&format!("/ui/jobs/{id}")).await;
     p.until("the approval buttons", "document.querySelector('#decide-approved')").await;
-    p.js("document.activeElement?.blur(); window.scrollTo(0, 0); return 1").await;
-    p.keys(&Key::Tab.to_string()).await;
-    assert_eq!(p.js("return document.activeElement.textContent").await, json!("Skip to content"));
+    // the page puts the focus on its title; Shift+Tab back to the skip link, Enter: the focus is on <main>
+    p.until("the focus on the title", "document.activeElement?.id === 'page-title'").await;
+    let mut back = 0;
+    while p.js("return document.activeElement.textContent").await != json!("Skip to content") {
+        back += 1;
+        assert!(back < 20, "Shift+Tab never reached the skip link");
+        let mut seq = KeyActions::new("keyboard".into());
+        for a in [KeyAction::Down { value: Key::Shift.into() }, KeyAction::Down { value: Key::Tab.into() }] {
+            seq = seq.then(a);
+        }
+        for a in [KeyAction::Up { value: Key::Tab.into() }, KeyAction::Up { value: Key::Shift.into() }] {
+            seq = seq.then(a);
+        }
+        p.b.perform_actions(seq).await.unwrap();
+    }
+    p.keys(&Key::Enter.to_string()).await;
+    p.until("the focus on <main>", "document.activeElement?.id === 'main'").await;
     p.shot("job-approval").await;
     p.axe("job awaiting approval").await;
     p.tab_to_and_enter("#decide-approved").await;

@@ -88,6 +88,7 @@ app.navigate = navigate;
 function isPageLink(a) {
   if (!a || a.target || a.hasAttribute('download') || a.origin !== location.origin) return false;
   const p = a.pathname;
+  if (a.hash && p === location.pathname && a.search === location.search) return false; // in-page (the skip link)
   return (p === '/ui' || p.startsWith('/ui/')) && !p.startsWith('/ui/assets/') && !p.startsWith('/ui/api/');
 }
 
@@ -99,6 +100,10 @@ document.addEventListener('click', (e) => {
   if (a.href !== location.href) navigate(a.href);
 });
 window.addEventListener('popstate', () => route());
+document.querySelector('.skip-link').addEventListener('click', (e) => {
+  e.preventDefault();
+  main.focus();
+});
 
 function setNav(active) {
   for (const a of document.querySelectorAll('#nav a[data-nav]')) {

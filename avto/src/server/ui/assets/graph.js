@@ -33,7 +33,7 @@ export function pathOf(timeline) {
 }
 
 export async function graphFigure(src, job, timeline) {
-  const path = pathOf(timeline);
+  const path = Array.isArray(job.path) && job.path.length ? job.path.map(String) : pathOf(timeline);
   const captionText = `Path taken: ${path.length ? path.join(' → ') : 'none yet'}. Current state: ${job.current_state ?? 'none'} (drawn bold with a double border).`;
   const caption = h('figcaption', { id: 'graph-caption' }, captionText);
   const fig = h('figure', { class: 'graph', id: 'graph' });

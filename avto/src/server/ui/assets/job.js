@@ -27,7 +27,8 @@ export function whyPanel(why) {
         h('strong', {}, n === 0 ? 'no live worker offers this skill.' : `${n} live worker${n === 1 ? '' : 's'} offer${n === 1 ? 's' : ''} it.`)));
       const req = why.requirements && Object.keys(why.requirements).length ? JSON.stringify(why.requirements) : null;
       body.push(facts([['Resources needed', req ? h('code', {}, req) : 'none'], ['Max cost', why.max_cost ?? 'no limit'],
-        ['Deadline', why.deadline_ms ? timeEl(why.deadline_ms) : 'none']]));
+        ['Deadline', why.deadline_ms ? timeEl(why.deadline_ms) : 'none'],
+        ['Assigned to', why.assigned_worker ? [h('code', {}, why.assigned_worker), why.picked_up ? ' (running it)' : ' (on its queue)'] : 'no worker yet']]));
       const ws = Array.isArray(why.workers) ? why.workers : [];
       if (ws.length) {
         body.push(h('table', {}, h('caption', { class: 'sr-only' }, 'Why each worker is not taking it'),
@@ -178,7 +179,7 @@ export function jobView({ main }, id) {
         timeline.length ? timelineTable(timeline) : h('p', { class: 'muted' }, 'No transitions yet.')));
     document.title = `Job ${job.id ?? id} · avto`;
 
-    const key = `${job.status}|${job.current_state}|${timeline.length}`;
+    const key = `${job.status}|${job.current_state}|${timeline.length}|${(job.path || []).length}`;
     if (key !== graphKey) {
       graphKey = key;
       graphFigure(`/ui/api/jobs/${enc(id)}/graph.svg`, job, timeline).then((fig) => replace(graphBox, fig));

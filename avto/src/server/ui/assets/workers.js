@@ -43,6 +43,20 @@ function chart(series) {
   return svg;
 }
 
+const skillName = (k) => (typeof k === 'string' ? k : `${k?.name ?? '?'}${k?.version ? ` ${k.version}` : ''}`);
+
+function costText(c) {
+  if (c === null || c === undefined) return '—';
+  if (typeof c === 'object') return Object.entries(c).map(([k, v]) => `${k} ${fmtNumber(v)}`).join(', ') || '—';
+  return fmtNumber(c);
+}
+
+function loadText(l, max) {
+  const cap = max ? ` of ${max}` : '';
+  if (l && typeof l === 'object') return `${l.running ?? 0} running${cap}, ${l.queued ?? 0} queued`;
+  return `${fmtNumber(l)}${max ? ` / ${max}` : ''}`;
+}
+
 export function workersView({ main, session }) {
   if (session.role !== 'operator') {
     main.append(h('h1', { id: 'page-title' }, 'Workers'), h('p', {}, 'The workers page needs the operator token.'));
@@ -72,7 +86,7 @@ export function workersView({ main, session }) {
     ageCells.clear();
     replace(tbody, workers.map((w) => {
       const age = h('span', {});
-      ageCells.set(w.worker_id, { el: age, base: Number(w.heartbeat_age_ms) || 0 });
+      ageCells.set(w.worker_id, { el: age, base: w.heartbeat_age_ms === null || w.heartbeat_age_ms === undefined ? null : Number(w.heartbeat_age_ms) });
       const drain = h('button', { type: 'button', class: 'btn', disabled: w.status === 'draining' || !!w.draining_reason,
         'aria-label': `Drain ${w.worker_id}` }, 'Drain…');
       drain.addEventListener('click', () => drainWorker(w));
@@ -81,10 +95,10 @@ export function workersView({ main, session }) {
         h('td', { class: 'mono' }, w.worker_id),
         h('td', {}, w.status ?? '—', w.stale ? h('span', { class: 'stale' }, ' ⚠ stale') : null,
           w.draining_reason ? h('div', { class: 'muted' }, `Draining: ${w.draining_reason}`) : null),
-        h('td', { class: 'wrap' }, h('div', { class: 'tags' }, (w.skills || []).map((k) => h('span', { class: 'tag' }, k)))),
+        h('td', { class: 'wrap' }, h('div', { class: 'tags' }, (w.skills || []).map((k) => h('span', { class: 'tag' }, skillName(k))))),
         h('td', { class: 'wrap mono' }, res),
-        h('td', { class: 'num' }, fmtNumber(w.cost)),
-        h('td', { class: 'num' }, `${fmtNumber(w.load)}${w.max_concurrent_tasks ? ` / ${w.max_concurrent_tasks}` : ''}`),
+        h('td', { class: 'num' }, costText(w.cost)),
+        h('td', { class: 'num' }, loadText(w.load, w.max_concurrent_tasks)),
         h('td', {}, age),
         h('td', {}, `${fmtNumber(w.reputation)} `, sparkline(w.reputation_trend, `Reputation trend of ${w.worker_id}: ${trendWord(w.reputation_trend)}`)),
         h('td', {}, drain));
@@ -94,7 +108,7 @@ export function workersView({ main, session }) {
   }
   function tick() {
     const extra = Date.now() - fetchedAt;
-    for (const { el, base } of ageCells.values()) el.textContent = `${fmtDuration(base + extra)} ago`;
+    for (const { el, base } of ageCells.values()) el.textContent = base === null ? '—' : `${fmtDuration(base + extra)} ago`;
   }
   const clock = setInterval(tick, 1000); // local clock only: no request
 
