@@ -274,8 +274,9 @@ async fn a_client_follows_its_jobs_live() {
     p.until("the graph", "document.querySelector('#graph svg')").await;
     let caption = p.text("#graph-caption").await;
     assert!(caption.contains("Current state: start"), "{caption}");
-    let svg_text = p.js("return document.querySelector('#graph svg').textContent").await;
-    assert!(svg_text.as_str().unwrap().contains("start"), "the graph names its states: {svg_text}");
+    // the graph's current state is its own shape (an outer border) and class, not only a colour
+    let current = p.js("return [...document.querySelectorAll('#graph svg g.node.current')].map(g => g.dataset.state)").await;
+    assert_eq!(current, json!(["start"]), "the current state on the graph");
     p.until("the why panel", "document.querySelector('#why')").await;
     let why = p.text("#why").await;
     assert!(why.contains("echo") && why.contains("no live worker offers this skill"), "{why}");
@@ -314,6 +315,10 @@ async fn a_client_follows_its_jobs_live() {
     p.until("the graph", "document.querySelector('#graph svg')").await;
     let caption = p.text("#graph-caption").await;
     assert!(caption.contains("start → approved") && caption.contains("Current state: approved"), "{caption}");
+    let current = p.js("return [...document.querySelectorAll('#graph svg g.node.current')].map(g => g.dataset.state)").await;
+    assert_eq!(current, json!(["approved"]), "the current state on the graph");
+    let taken = p.js("return [...document.querySelectorAll('#graph svg g.edge.taken')].map(g => `${g.dataset.from}->${g.dataset.to}`)").await;
+    assert_eq!(taken, json!(["start->approved"]), "the path taken on the graph");
     p.shot("job-finished").await;
     p.axe("finished job").await;
     s.stop().await.unwrap();
