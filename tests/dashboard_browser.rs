@@ -17,6 +17,7 @@ use avto::server::config::ClientEntry;
 use avto::testing::{test_config, TestServer, ADMIN_TOKEN};
 use avto::ClientConfig;
 use avto_tests::blueprints::{approval_flow, echo_flow};
+use avto_tests::RedisPrefix;
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::key::Key;
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
@@ -419,4 +420,52 @@ async fn the_operator_works_from_the_keyboard() {
     p.shot("jobs-operator").await;
     p.axe("operator's jobs list").await;
     s.stop().await.unwrap();
+}
+
+/// After an orchestrator restart the page says "reconnecting", then catches up: a transition
+/// made (through another instance on the same Redis) while its orchestrator was down shows.
+#[tokio::test]
+async fn the_page_catches_up_after_a_restart() {
+    let Some(tools) = tools() else { return };
+    let _one = ONE_BROWSER.lock().await;
+    let redis = RedisPrefix::new();
+    let start = |listener: Option<tokio::net::TcpListener>| {
+        let mut cfg = two_clients();
+        cfg.redis_key_prefix = redis.prefix.clone();
+        // sessions outlive a restart only with a fixed key
+        cfg.dashboard_secret = Some("browser-test-dashboard-secret".into());
+        let url = redis.url.clone();
+        let mut b = TestServer::builder()
+            .blueprints([echo_flow::blueprint(), approval_flow::blueprint()])
+            .with_config(cfg)
+            .orchestrator(move |b| b.redis(&url));
+        if let Some(l) = listener {
+            b = b.listener(l);
+        }
+        b.start()
+    };
+    let s = start(None).await.unwrap();
+    let other = start(None).await.unwrap();
+    let alice = s.client().with_token("alice-token");
+    let id = alice.create("jobs/approval", json!({})).await.unwrap();
+    let p = Page::open(&s, &tools).await;
+    p.sign_in("alice-token").await;
+    p.goto(&format!("/ui/jobs/{id}")).await;
+    p.until("the waiting job", "document.querySelector('#page-title .status')?.textContent === 'Waiting for human'").await;
+
+    let addr = s.addr();
+    s.stop().await.unwrap();
+    p.until("the reconnecting status", "document.querySelector('#conn').dataset.state === 'reconnecting'").await;
+    assert_eq!(p.text("#conn").await, "Reconnecting…");
+    p.shot("reconnecting").await;
+    // the job moves on while this page's orchestrator is down
+    other.client().with_token("alice-token").approve(&id, "approved").await.unwrap();
+    assert_eq!(other.client().with_token("alice-token").wait(&id, PATIENCE).await.unwrap().status, avto::JobStatus::Finished);
+
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let s = start(Some(listener)).await.unwrap();
+    p.until("the live status again", "document.querySelector('#conn').dataset.state === 'live'").await;
+    p.until("the caught-up status", "document.querySelector('#page-title .status')?.textContent === 'Finished'").await;
+    s.stop().await.unwrap();
+    other.stop().await.unwrap();
 }

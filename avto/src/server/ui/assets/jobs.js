@@ -100,7 +100,7 @@ export function jobsView({ main, url, navigate, session }) {
     operator ? h('th', { scope: 'col' }, 'Client') : null,
     h('th', { scope: 'col' }, 'Created'), h('th', { scope: 'col' }, 'Updated'), h('th', { scope: 'col' }, 'Progress'));
   const tbody = h('tbody');
-  const table = h('div', { class: 'table-wrap' }, h('table', { id: 'jobs-table', 'aria-describedby': 'jobs-summary' },
+  const table = h('div', { class: 'table-wrap', hidden: true }, h('table', { id: 'jobs-table', 'aria-describedby': 'jobs-summary' },
     h('caption', { class: 'sr-only' }, 'Jobs, newest first'), h('thead', {}, head), tbody));
   const newer = h('button', { type: 'button', class: 'btn', disabled: !after }, '← Newer');
   const older = h('button', { type: 'button', class: 'btn', disabled: true }, 'Older →');
@@ -176,6 +176,7 @@ export function jobsView({ main, url, navigate, session }) {
     } catch (e) {
       if (mine !== seq) return;
       summary.textContent = '';
+      if (!rows.size) table.hidden = true; // an error, never an empty list
       replace(errorBox, h('div', { class: 'error', role: 'alert', id: 'jobs-error' }, `Could not load jobs: ${e.message}`,
         h('button', { type: 'button', class: 'btn', onclick: () => load() }, 'Retry')));
     }
