@@ -250,8 +250,11 @@ impl Core {
     /// meanwhile is skipped; a storage failure stops the call).
     async fn cancel_each(self: &Arc<Self>, ids: &[String]) -> Result<u64, CoreError> {
         use futures::StreamExt;
-        let mut results =
-            futures::stream::iter(ids.iter().map(|id| self.cancel_job(id))).buffer_unordered(BULK_CANCEL_CONCURRENCY);
+        // Boxed up front: a closure in the stream's type makes the caller's future not `Send`
+        // for every lifetime (rustc's higher-ranked inference), so no axum handler could await it.
+        let futs: Vec<futures::future::BoxFuture<'_, Result<(), CoreError>>> =
+            ids.iter().map(|id| Box::pin(self.cancel_job(id)) as _).collect();
+        let mut results = futures::stream::iter(futs).buffer_unordered(BULK_CANCEL_CONCURRENCY);
         let mut cancelled = 0;
         while let Some(r) = results.next().await {
             match r {

@@ -7,6 +7,7 @@
 //! | `session.rs` | sign-in, the signed cookie, CSRF, the [`session::UiUser`] extractor |
 //! | `stream.rs` | `GET /ui/api/stream`: server-sent events from the change feed, stats, pings |
 //! | `job.rs` | `GET /ui/api/jobs/{id}` (the job, its timeline, children, why it waits), cancel, approval |
+//! | `jobs.rs` | `GET /ui/api/jobs` (filters, cursor paging), its count, cancel every job of a filter, the approvals inbox |
 //! | `workers.rs` | `GET /ui/api/workers` (with reputation trends), drain (operator only) |
 //! | `assets.rs` | `index.html` for every page path and the bundled `/ui/assets/*` |
 //!
@@ -17,6 +18,7 @@
 
 mod assets;
 mod job;
+mod jobs;
 mod session;
 mod stream;
 mod workers;
@@ -74,6 +76,10 @@ pub(crate) fn router() -> Router<Arc<Core>> {
         .route("/ui/api/me", get(session::me))
         .route("/ui/api/logout", post(session::logout))
         .route("/ui/api/stream", get(stream::stream))
+        .route("/ui/api/jobs", get(jobs::list))
+        .route("/ui/api/jobs/count", get(jobs::count))
+        .route("/ui/api/jobs/cancel", post(jobs::cancel))
+        .route("/ui/api/approvals", get(jobs::approvals))
         .route("/ui/api/jobs/{id}", get(job::job))
         .route("/ui/api/jobs/{id}/cancel", post(job::cancel))
         .route("/ui/api/jobs/{id}/approval", post(job::approval))
