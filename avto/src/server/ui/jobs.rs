@@ -1,17 +1,20 @@
 //! The jobs list, its count, cancelling every job of a filter, and the approvals inbox (the
-//! storage's [`JobQuery`]: newest first, cursor paging, a client session limited to its jobs).
+//! storage's [`JobQuery`]: newest first, cursor paging, a client session limited to its jobs);
+//! a job's graph (its blueprint laid out once by `avto-graph`, the job's path painted over it).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::job_row;
 use super::session::UiUser;
 use crate::job::{Job, JobStatus};
-use crate::server::api::{ApiError, JsonObject};
+use crate::server::api::{ApiError, JsonObject, Path};
 use crate::server::core::Core;
 use crate::storage::{JobQuery, JOB_QUERY_MAX_LIMIT};
 
@@ -152,4 +155,42 @@ pub(super) async fn approvals(State(core): State<Arc<Core>>, user: UiUser, p: Pa
     let page = core.query_jobs(&q).await.map_err(storage)?;
     let next = page.next.map(|c| c.to_string());
     Ok(Json(json!({"jobs": page.jobs.iter().map(approval_row).collect::<Vec<_>>(), "next": next})))
+}
+
+/// Each blueprint's graph laid out once (keyed by the blueprints the server was built with, so
+/// bounded by them, never by request data).
+fn layouts() -> &'static parking_lot::Mutex<HashMap<&'static str, Arc<avto_graph::Layout>>> {
+    static LAYOUTS: std::sync::OnceLock<parking_lot::Mutex<HashMap<&'static str, Arc<avto_graph::Layout>>>> =
+        std::sync::OnceLock::new();
+    LAYOUTS.get_or_init(Default::default)
+}
+
+/// `GET /ui/api/jobs/{id}/graph.svg`: the job's blueprint with the path it took (`×n` on edges
+/// taken more than once), visited states, and its current state marked by shape and colour.
+pub(super) async fn graph(
+    State(core): State<Arc<Core>>,
+    user: UiUser,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = super::job::visible_job(&core, &user, &id).await?;
+    let bp = core
+        .blueprint(&job.blueprint)
+        .ok_or_else(|| ApiError::NotFound(format!("blueprint `{:.100}` is not served here", job.blueprint)))?;
+    let dot = bp.dot();
+    let cached = layouts().lock().get(dot).cloned();
+    let layout = match cached {
+        Some(l) => l,
+        None => {
+            let laid = tokio::task::spawn_blocking(move || avto_graph::Layout::new(dot))
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("graph layout: {e}")))?
+                .map_err(|e| ApiError::Unavailable(format!("graph layout: {e}")))?;
+            let laid = Arc::new(laid);
+            layouts().lock().insert(dot, laid.clone());
+            laid
+        }
+    };
+    let overlay = avto_graph::Overlay::from_path(&job.path, Some(job.current_state.as_str()));
+    let svg = layout.svg_with(&overlay);
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("image/svg+xml"))], svg).into_response())
 }

@@ -81,6 +81,7 @@ pub(crate) fn router() -> Router<Arc<Core>> {
         .route("/ui/api/jobs/cancel", post(jobs::cancel))
         .route("/ui/api/approvals", get(jobs::approvals))
         .route("/ui/api/jobs/{id}", get(job::job))
+        .route("/ui/api/jobs/{id}/graph.svg", get(jobs::graph))
         .route("/ui/api/jobs/{id}/cancel", post(job::cancel))
         .route("/ui/api/jobs/{id}/approval", post(job::approval))
         .route("/ui/api/workers", get(workers::list))
