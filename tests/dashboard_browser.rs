@@ -469,3 +469,64 @@ async fn the_page_catches_up_after_a_restart() {
     s.stop().await.unwrap();
     other.stop().await.unwrap();
 }
+
+/// Filters kept in the URL (a reload keeps them), cursor paging that keeps its place, and
+/// cancelling every job of a filter after a dry-run count.
+#[tokio::test]
+async fn filters_paging_and_bulk_cancel() {
+    let Some(tools) = tools() else { return };
+    let _one = ONE_BROWSER.lock().await;
+    let s = server().await;
+    let alice = s.client().with_token("alice-token");
+    let mut echo = Vec::new();
+    for i in 0..53 {
+        echo.push(alice.create("jobs/echo", json!({"i": i})).await.unwrap().to_string());
+    }
+    let waiting = alice.create("jobs/approval", json!({})).await.unwrap();
+    let p = Page::open(&s, &tools).await;
+    p.sign_in("alice-token").await;
+    let ids = "[...document.querySelectorAll('#jobs-table tbody tr')].map(r => r.dataset.id)";
+
+    // a status filter through the form: in the URL, kept by a reload
+    p.goto("/ui/jobs").await;
+    p.until("the first page", "document.querySelector('#jobs-summary').textContent.startsWith('Showing 50 jobs')").await;
+    p.click("input[name=status][value=waiting_for_human]").await;
+    p.click("#apply-filters").await;
+    p.until("the filtered list", &format!("{ids}.join() === '{waiting}'")).await;
+    assert_eq!(p.js("return location.search").await, json!("?status=waiting_for_human"));
+    p.b.refresh().await.unwrap();
+    p.until("the filtered list after a reload", &format!("{ids}.join() === '{waiting}'")).await;
+    assert_eq!(p.js("return document.querySelector('input[value=waiting_for_human]').checked").await, json!(true));
+
+    // paging: older, then newer again, neither repeating nor skipping
+    p.goto("/ui/jobs?blueprint=echo_flow").await;
+    p.until("the first page", "document.querySelector('#jobs-summary').textContent.startsWith('Showing 50 jobs')").await;
+    let first: Vec<String> = serde_json::from_value(p.js(&format!("return {ids}")).await).unwrap();
+    p.click("#jobs-older").await;
+    p.until("the older page", &format!("location.search.includes('after=') && {ids}.length === 3")).await;
+    let older: Vec<String> = serde_json::from_value(p.js(&format!("return {ids}")).await).unwrap();
+    let mut all: Vec<String> = first.iter().chain(&older).cloned().collect();
+    all.sort();
+    let mut expected = echo.clone();
+    expected.sort();
+    assert_eq!(all, expected, "two pages hold every echo job once");
+    p.shot("jobs-older-page").await;
+    p.click("#jobs-newer").await;
+    p.until("the first page again", &format!("!location.search.includes('after=') && {ids}.length === 50")).await;
+    assert_eq!(serde_json::from_value::<Vec<String>>(p.js(&format!("return {ids}")).await).unwrap(), first);
+
+    // cancel every job of the filter: the dry run's count in the confirmation, then the cancel
+    p.click("#bulk-cancel").await;
+    p.until("the confirmation", "document.querySelector('dialog[open]')").await;
+    let asked = p.text("dialog[open]").await;
+    assert!(asked.contains("53 active jobs match"), "{asked}");
+    p.shot("jobs-bulk-cancel").await;
+    p.axe("bulk cancel confirmation").await;
+    p.click("dialog[open] button[value=ok]").await;
+    p.until("the bulk cancel's answer", "document.querySelector('.notice')?.textContent.startsWith('Cancelled 53 jobs')").await;
+    for id in [&echo[0], &echo[52]] {
+        assert_eq!(alice.get(id).await.unwrap().status, avto::JobStatus::Cancelled);
+    }
+    assert_eq!(alice.get(&waiting).await.unwrap().status, avto::JobStatus::WaitingForHuman, "outside the filter");
+    s.stop().await.unwrap();
+}

@@ -65,7 +65,7 @@ export function whyPanel(why) {
 }
 
 function timelineTable(timeline) {
-  const known = new Set(['at_ms', 'kind', 'state']);
+  const known = new Set(['at_ms', 'kind', 'state', 'step']);
   return h('div', { class: 'table-wrap' }, h('table', { id: 'timeline' }, h('caption', { class: 'sr-only' }, 'Timeline'),
     h('thead', {}, h('tr', {}, ['Time', 'Event', 'State', 'Details'].map((t) => h('th', { scope: 'col' }, t)))),
     h('tbody', {}, timeline.map((e) => {
@@ -133,12 +133,14 @@ export function jobView({ main }, id) {
     let progress = null;
     if (task && !terminal) {
       const p = typeof job.progress === 'number' ? Math.max(0, Math.min(1, job.progress)) : null;
-      progress = h('section', { class: 'panel', 'aria-labelledby': 'task-title' }, h('h2', { id: 'task-title' }, 'Current task'),
-        h('p', {}, h('label', { for: 'task-progress' }, 'Progress '),
+      // a progress bar only while a worker has the task (indeterminate until it reports progress)
+      const bar = !task.worker_id ? h('p', {}, 'Queued: no worker has taken it yet.')
+        : h('p', {}, h('label', { for: 'task-progress' }, 'Progress '),
           p === null ? h('progress', { id: 'task-progress' }) : h('progress', { id: 'task-progress', max: 100, value: Math.round(p * 100) }),
-          p === null ? ' running' : ` ${Math.round(p * 100)}%`, job.progress_message ? ` — ${job.progress_message}` : ''),
+          p === null ? ' running' : ` ${Math.round(p * 100)}%`, job.progress_message ? ` — ${job.progress_message}` : '');
+      progress = h('section', { class: 'panel', 'aria-labelledby': 'task-title' }, h('h2', { id: 'task-title' }, 'Current task'), bar,
         facts([['Task', task.task_type], ['Task id', task.task_id ? h('code', {}, task.task_id) : null],
-          ['Worker', task.worker_id ? h('code', {}, task.worker_id) : 'not yet dispatched'],
+          ['Worker', task.worker_id ? h('code', {}, task.worker_id) : 'none yet'],
           ['Attempt', task.attempt ? `${task.attempt} of ${task.max_attempts ?? '?'}` : null],
           ['Dispatched', task.dispatched_at_ms ? timeEl(task.dispatched_at_ms) : null],
           ['Deadline', task.deadline_ms ? timeEl(task.deadline_ms) : null]]));
@@ -170,7 +172,7 @@ export function jobView({ main }, id) {
     const timeline = Array.isArray(data.timeline) ? data.timeline : [];
     const children = Array.isArray(data.children) ? data.children : [];
     const branches = Array.isArray(job.branches) ? job.branches : [];
-    replace(body, title, actions, approval, data.why ? whyPanel(data.why) : null, progress,
+    replace(body, title, actions.firstChild ? actions : null, approval, data.why ? whyPanel(data.why) : null, progress,
       h('div', { class: 'grid' }, left, right),
       branches.length ? h('section', { 'aria-labelledby': 'br-title' }, h('h2', { id: 'br-title' }, 'Parallel branches'),
         jsonBlock(branches, 'Parallel branches')) : null,

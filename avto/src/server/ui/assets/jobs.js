@@ -102,8 +102,8 @@ export function jobsView({ main, url, navigate, session }) {
   const tbody = h('tbody');
   const table = h('div', { class: 'table-wrap', hidden: true }, h('table', { id: 'jobs-table', 'aria-describedby': 'jobs-summary' },
     h('caption', { class: 'sr-only' }, 'Jobs, newest first'), h('thead', {}, head), tbody));
-  const newer = h('button', { type: 'button', class: 'btn', disabled: !after }, '← Newer');
-  const older = h('button', { type: 'button', class: 'btn', disabled: true }, 'Older →');
+  const newer = h('button', { type: 'button', class: 'btn', id: 'jobs-newer', disabled: !after }, '← Newer');
+  const older = h('button', { type: 'button', class: 'btn', id: 'jobs-older', disabled: true }, 'Older →');
   let next = null;
   newer.addEventListener('click', () => {
     const prev = back.length ? back[back.length - 1] : '';
