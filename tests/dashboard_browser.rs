@@ -54,7 +54,8 @@ fn tools() -> Option<(PathBuf, PathBuf, String)> {
         let axe = std::fs::read_to_string(&axe).expect("axe-core is readable");
         return Some((chromium, driver, axe));
     }
-    let msg = format!("the browser tests need {missing:?}: run `bash .ci/browser.sh` (Chromium, chromedriver, axe-core)");
+    let msg =
+        format!("the browser tests need {missing:?}: run `bash .ci/browser.sh` (Chromium, chromedriver, axe-core)");
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
         panic!("{msg}");
     }
@@ -203,7 +204,8 @@ impl Page {
     /// Presses Tab until `css` has the focus (at most 80 times), then Enter.
     async fn tab_to_and_enter(&self, css: &str) {
         for _ in 0..80 {
-            let on = self.js(&format!("return document.activeElement && document.activeElement.matches({css:?})")).await;
+            let on =
+                self.js(&format!("return document.activeElement && document.activeElement.matches({css:?})")).await;
             if on == json!(true) {
                 self.keys(&Key::Enter.to_string()).await;
                 return;
@@ -276,7 +278,8 @@ async fn a_client_follows_its_jobs_live() {
     let caption = p.text("#graph-caption").await;
     assert!(caption.contains("Current state: start"), "{caption}");
     // the graph's current state is its own shape (an outer border) and class, not only a colour
-    let current = p.js("return [...document.querySelectorAll('#graph svg g.node.current')].map(g => g.dataset.state)").await;
+    let current =
+        p.js("return [...document.querySelectorAll('#graph svg g.node.current')].map(g => g.dataset.state)").await;
     assert_eq!(current, json!(["start"]), "the current state on the graph");
     p.until("the why panel", "document.querySelector('#why')").await;
     let why = p.text("#why").await;
@@ -297,15 +300,19 @@ async fn a_client_follows_its_jobs_live() {
     p.click("#nav a[data-nav=approvals]").await;
     let arow = format!("#approvals-table tr[data-id='{waiting}']");
     p.until("the waiting job in the inbox", &format!("document.querySelector({arow:?})")).await;
-    let decisions = p.js(&format!("return [...document.querySelectorAll({arow:?} + ' button')].map(b => b.textContent)")).await;
+    let decisions =
+        p.js(&format!("return [...document.querySelectorAll({arow:?} + ' button')].map(b => b.textContent)")).await;
     assert_eq!(decisions, json!(["approved", "rejected"]));
     p.shot("approvals").await;
     p.axe("approvals").await;
     // a double click applies once
     p.js(&format!("const b = document.querySelector({arow:?} + ' button[data-decision=approved]'); b.click(); b.click(); return 1"))
         .await;
-    p.until("the finished status in the inbox", &format!("document.querySelector({arow:?}).textContent.includes('Finished')"))
-        .await;
+    p.until(
+        "the finished status in the inbox",
+        &format!("document.querySelector({arow:?}).textContent.includes('Finished')"),
+    )
+    .await;
     let view = alice.wait(&waiting, PATIENCE).await.unwrap();
     assert_eq!((view.status, view.current_state.as_str()), (avto::JobStatus::Finished, "approved"));
     assert!(p.text(&arow).await.contains("(approved)"), "{}", p.text(&arow).await);
@@ -316,7 +323,8 @@ async fn a_client_follows_its_jobs_live() {
     p.until("the graph", "document.querySelector('#graph svg')").await;
     let caption = p.text("#graph-caption").await;
     assert!(caption.contains("start → approved") && caption.contains("Current state: approved"), "{caption}");
-    let current = p.js("return [...document.querySelectorAll('#graph svg g.node.current')].map(g => g.dataset.state)").await;
+    let current =
+        p.js("return [...document.querySelectorAll('#graph svg g.node.current')].map(g => g.dataset.state)").await;
     assert_eq!(current, json!(["approved"]), "the current state on the graph");
     let taken = p.js("return [...new Set([...document.querySelectorAll('#graph svg g.edge.taken')].map(g => `${g.dataset.from}->${g.dataset.to}`))]").await;
     assert_eq!(taken, json!(["start->approved"]), "the path taken on the graph");
@@ -352,7 +360,8 @@ async fn a_client_sees_none_of_anothers_jobs() {
     p.goto(&format!("/ui/jobs/{hers}")).await;
     p.until("the not-found page", "document.querySelector('#page-title')?.textContent === 'Job not found'").await;
     p.goto("/ui/approvals").await;
-    p.until("bob's empty inbox", "document.querySelector('#approvals-summary').textContent.startsWith('Nothing')").await;
+    p.until("bob's empty inbox", "document.querySelector('#approvals-summary').textContent.startsWith('Nothing')")
+        .await;
     s.stop().await.unwrap();
 }
 
@@ -451,7 +460,8 @@ async fn the_page_catches_up_after_a_restart() {
     let p = Page::open(&s, &tools).await;
     p.sign_in("alice-token").await;
     p.goto(&format!("/ui/jobs/{id}")).await;
-    p.until("the waiting job", "document.querySelector('#page-title .status')?.textContent === 'Waiting for human'").await;
+    p.until("the waiting job", "document.querySelector('#page-title .status')?.textContent === 'Waiting for human'")
+        .await;
 
     let addr = s.addr();
     s.stop().await.unwrap();
@@ -460,7 +470,10 @@ async fn the_page_catches_up_after_a_restart() {
     p.shot("reconnecting").await;
     // the job moves on while this page's orchestrator is down
     other.client().with_token("alice-token").approve(&id, "approved").await.unwrap();
-    assert_eq!(other.client().with_token("alice-token").wait(&id, PATIENCE).await.unwrap().status, avto::JobStatus::Finished);
+    assert_eq!(
+        other.client().with_token("alice-token").wait(&id, PATIENCE).await.unwrap().status,
+        avto::JobStatus::Finished
+    );
 
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let s = start(Some(listener)).await.unwrap();
@@ -489,7 +502,8 @@ async fn filters_paging_and_bulk_cancel() {
 
     // a status filter through the form: in the URL, kept by a reload
     p.goto("/ui/jobs").await;
-    p.until("the first page", "document.querySelector('#jobs-summary').textContent.startsWith('Showing 50 jobs')").await;
+    p.until("the first page", "document.querySelector('#jobs-summary').textContent.startsWith('Showing 50 jobs')")
+        .await;
     p.click("input[name=status][value=waiting_for_human]").await;
     p.click("#apply-filters").await;
     p.until("the filtered list", &format!("{ids}.join() === '{waiting}'")).await;
@@ -500,7 +514,8 @@ async fn filters_paging_and_bulk_cancel() {
 
     // paging: older, then newer again, neither repeating nor skipping
     p.goto("/ui/jobs?blueprint=echo_flow").await;
-    p.until("the first page", "document.querySelector('#jobs-summary').textContent.startsWith('Showing 50 jobs')").await;
+    p.until("the first page", "document.querySelector('#jobs-summary').textContent.startsWith('Showing 50 jobs')")
+        .await;
     let first: Vec<String> = serde_json::from_value(p.js(&format!("return {ids}")).await).unwrap();
     p.click("#jobs-older").await;
     p.until("the older page", &format!("location.search.includes('after=') && {ids}.length === 3")).await;
@@ -523,7 +538,11 @@ async fn filters_paging_and_bulk_cancel() {
     p.shot("jobs-bulk-cancel").await;
     p.axe("bulk cancel confirmation").await;
     p.click("dialog[open] button[value=ok]").await;
-    p.until("the bulk cancel's answer", "document.querySelector('.notice')?.textContent.startsWith('Cancelled 53 jobs')").await;
+    p.until(
+        "the bulk cancel's answer",
+        "document.querySelector('.notice')?.textContent.startsWith('Cancelled 53 jobs')",
+    )
+    .await;
     for id in [&echo[0], &echo[52]] {
         assert_eq!(alice.get(id).await.unwrap().status, avto::JobStatus::Cancelled);
     }

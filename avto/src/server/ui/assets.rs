@@ -51,7 +51,8 @@ fn etags() -> &'static [HeaderValue] {
             .chain(ASSETS)
             .map(|a| {
                 let digest = Sha256::digest(a.body);
-                HeaderValue::from_str(&format!("\"{}\"", hex::encode(&digest[..16]))).expect("hex is a valid header value")
+                HeaderValue::from_str(&format!("\"{}\"", hex::encode(&digest[..16])))
+                    .expect("hex is a valid header value")
             })
             .collect()
     })
@@ -84,7 +85,9 @@ async fn page(headers: HeaderMap) -> Response {
 async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
     match ASSETS.iter().position(|a| a.name == name) {
         Some(i) => serve(&ASSETS[i], &etags()[i + 1], &headers),
-        None => (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": "no such dashboard asset"}))).into_response(),
+        None => {
+            (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": "no such dashboard asset"}))).into_response()
+        }
     }
 }
 

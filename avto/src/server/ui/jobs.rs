@@ -37,7 +37,9 @@ fn ms(v: Option<&Value>, name: &str) -> Result<Option<u64>, ApiError> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => s.parse().map(Some).map_err(|_| ApiError::bad(format!("`{name}` must be milliseconds"))),
+        Some(Value::String(s)) => {
+            s.parse().map(Some).map_err(|_| ApiError::bad(format!("`{name}` must be milliseconds")))
+        }
         Some(v) => v.as_u64().map(Some).ok_or_else(|| ApiError::bad(format!("`{name}` must be milliseconds"))),
     }
 }
@@ -55,13 +57,18 @@ fn statuses(v: Option<&Value>) -> Result<Vec<JobStatus>, ApiError> {
     let names: Vec<String> = match v {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) => s.split(',').filter(|x| !x.is_empty()).map(str::to_owned).collect(),
-        Some(Value::Array(a)) => a.iter().map(|x| x.as_str().map(str::to_owned)).collect::<Option<_>>().unwrap_or_default(),
+        Some(Value::Array(a)) => {
+            a.iter().map(|x| x.as_str().map(str::to_owned)).collect::<Option<_>>().unwrap_or_default()
+        }
         Some(_) => return Err(ApiError::bad("`status` must be a list of statuses")),
     };
     if names.len() > 16 {
         return Err(ApiError::bad("too many statuses"));
     }
-    names.iter().map(|n| JobStatus::parse(n).ok_or_else(|| ApiError::bad(format!("unknown status `{n:.40}`")))).collect()
+    names
+        .iter()
+        .map(|n| JobStatus::parse(n).ok_or_else(|| ApiError::bad(format!("unknown status `{n:.40}`"))))
+        .collect()
 }
 
 /// The filter of a list, a count or a bulk cancel, limited to the session's jobs.
@@ -82,9 +89,11 @@ fn page_query(user: &UiUser, p: &HashMap<String, String>) -> Result<JobQuery, Ap
     let mut q = query_of(user, &f)?;
     q.limit = match p.get("limit") {
         None => DEFAULT_LIMIT,
-        Some(l) => l.parse().ok().filter(|n| (1..=JOB_QUERY_MAX_LIMIT).contains(n)).ok_or_else(|| {
-            ApiError::bad(format!("`limit` must be 1..={JOB_QUERY_MAX_LIMIT}"))
-        })?,
+        Some(l) => l
+            .parse()
+            .ok()
+            .filter(|n| (1..=JOB_QUERY_MAX_LIMIT).contains(n))
+            .ok_or_else(|| ApiError::bad(format!("`limit` must be 1..={JOB_QUERY_MAX_LIMIT}")))?,
     };
     q.after = match p.get("after").filter(|a| !a.is_empty()) {
         None => None,
