@@ -162,8 +162,11 @@ impl Page {
         path
     }
 
-    /// axe-core on the page as it is: panics on a serious or critical violation.
+    /// axe-core on the page as it is: panics on a serious or critical violation (and on
+    /// anything the page's Content-Security-Policy refused so far).
     async fn axe(&self, page: &str) {
+        let refused = self.js("return document.documentElement.dataset.cspViolations || null").await;
+        assert_eq!(refused, Value::Null, "the {page} page had Content-Security-Policy violations");
         // WebDriver scripts run outside the page's Content-Security-Policy.
         let loaded = self.js(&format!("{}\n;return typeof window.axe;", self.axe)).await;
         assert_eq!(loaded, json!("object"), "axe-core loads into the page");

@@ -8,6 +8,14 @@ import { jobView } from './job.js';
 import { approvalsView } from './approvals.js';
 import { workersView } from './workers.js';
 
+// Anything the Content-Security-Policy refuses is a bug of these pages: counted where the
+// browser tests read it, and logged.
+document.addEventListener('securitypolicyviolation', (e) => {
+  const root = document.documentElement;
+  root.dataset.cspViolations = String(Number(root.dataset.cspViolations || 0) + 1);
+  console.warn(`CSP refused ${e.blockedURI || 'inline'} (${e.violatedDirective})`);
+});
+
 const main = document.getElementById('main');
 const conn = document.getElementById('conn');
 let view = null;
