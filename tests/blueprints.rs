@@ -368,3 +368,37 @@ pub mod level_flow {
     #[handler(state = "finished", end)]
     async fn finished() {}
 }
+
+/// A polling loop: `check` asks the `poll` worker whether the work is ready; `pending` goes
+/// round `check -> wait -> check` again, `ready` ends it (the dashboard tests' loop).
+#[avto::blueprint(name = "poll_flow", api_version = "v1", api_endpoint = "jobs/poll")]
+pub mod poll_flow {
+    use super::*;
+
+    // `{"mode": "broken"}`: the handler fails (retried after a backoff, `awaiting_retry`).
+    #[handler(state = "check", start)]
+    #[when(ctx.initial_data["mode"] == "broken")]
+    async fn broken() -> Result<(), String> {
+        Err("the poll endpoint is down".into())
+    }
+
+    #[handler(state = "check", start)]
+    async fn check(ctx: &Context, actions: &mut Actions) {
+        actions.dispatch_task("poll").params(ctx.initial_data.clone()).transitions([
+            ("pending", "wait"),
+            ("ready", "done"),
+            ("failure", "failed"),
+        ]);
+    }
+
+    #[handler(state = "wait")]
+    async fn wait(actions: &mut Actions) {
+        actions.transition_to("check");
+    }
+
+    #[handler(state = "done", end)]
+    async fn done() {}
+
+    #[handler(state = "failed", end)]
+    async fn failed() {}
+}

@@ -352,6 +352,13 @@ async fn an_approval_applies_once_and_cancel_answers_409_when_ended() {
     assert_eq!(page["why"]["kind"], "approval", "{page}");
     assert_eq!(page["why"]["message"], "please approve");
     assert_eq!(page["why"]["decisions"], json!(["approved", "rejected"]));
+    // The wait is counted from when the approval was requested, as recorded on the job.
+    let since = page["job"]["approval"]["since_ms"].as_u64().expect("the approval's start");
+    assert_eq!(page["why"]["since_ms"].as_u64(), Some(since), "{page}");
+    assert!(since >= page["job"]["created_at_ms"].as_u64().unwrap(), "{page}");
+    let asked = page["timeline"].as_array().unwrap().iter().find(|e| e["kind"] == "approval_requested");
+    assert_eq!(asked.map(|e| e["at_ms"].as_u64()), Some(Some(since)), "{}", page["timeline"]);
+    assert_timed(&page["timeline"]);
     let path = format!("/ui/api/jobs/{id}/approval");
     let body = json!({"decision": "approved"});
     let (a, b) = tokio::join!(alice.post(&path, &body), alice.post(&path, &body));
@@ -372,6 +379,150 @@ async fn an_approval_applies_once_and_cancel_answers_409_when_ended() {
     assert_eq!((status, body), (200, json!({"status": "cancelled"})));
     let (_, page) = alice.get(&format!("/ui/api/jobs/{other}")).await;
     assert_eq!(page["job"]["status"], "cancelled");
+    s.stop().await.unwrap();
+}
+
+/// Every timeline row has its time.
+fn assert_timed(timeline: &Value) {
+    let rows = timeline.as_array().expect("a timeline");
+    assert!(!rows.is_empty());
+    for r in rows {
+        assert!(r["at_ms"].as_u64().is_some_and(|t| t > 0), "a row without a time: {r}");
+    }
+}
+
+/// `/ui/api/jobs/{id}` once `done` holds for it.
+async fn page_when(tab: &Tab, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let (_, page) = tab.get(&format!("/ui/api/jobs/{id}")).await;
+            if done(&page) {
+                return page;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("job {id} never got there"))
+}
+
+/// The `poll` worker of `poll_flow`: `{"mode": "flaky"}` fails transiently every time; else the
+/// first answer is a transient failure, the next two `pending` and then `ready`.
+fn poll_server(history: bool) -> avto::testing::TestServerBuilder {
+    use avto::worker::{TaskHandle, TaskOutcome};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let calls = std::sync::Arc::new(AtomicU32::new(0));
+    let b = TestServer::builder()
+        .blueprints([avto_tests::blueprints::poll_flow::blueprint(), approval_flow::blueprint()])
+        .config(|c| {
+            c.clients.push(client("alice", "alice-token"));
+            c.job_max_retries = 5;
+        })
+        .worker("poll", move |p: Value, _t: TaskHandle| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match (p["mode"].as_str(), n) {
+                    (Some("flaky"), _) | (_, 0) => TaskOutcome::failure("TRANSIENT_ERROR", "the service is busy"),
+                    (_, 1 | 2) => TaskOutcome::status("pending", json!({})),
+                    _ => TaskOutcome::status("ready", json!({"polls": n})),
+                }
+            }
+        });
+    if history {
+        b.env("HISTORY_DATABASE_URI", "memory:")
+    } else {
+        b
+    }
+}
+
+/// A loop (`check -> wait -> check`, three times round) with the history on: every transition
+/// and task attempt on the timeline with its time, the worker, attempt n of N, the error class
+/// of the failed attempt and when it was retried.
+#[tokio::test]
+async fn a_loop_s_timeline_has_every_attempt_with_its_time() {
+    let s = poll_server(true).start().await.unwrap();
+    let (alice, _, _) = sign_in(&s, "alice-token").await;
+    let id = create(&s, "alice-token", "jobs/poll", json!({})).await;
+    let page = page_when(&alice, &id, |p| p["job"]["status"] == "finished").await;
+    let timeline = &page["timeline"];
+    assert_timed(timeline);
+    let rows = timeline.as_array().unwrap();
+    let of = |kind: &str| rows.iter().filter(|r| r["kind"] == kind).collect::<Vec<_>>();
+    let checks = of("state_started").iter().filter(|r| r["state"] == "check").count();
+    assert_eq!(checks, 3, "the loop went round three times: {timeline}");
+    assert_eq!(
+        page["job"]["path"],
+        json!(["check", "wait", "check", "wait", "check", "done"]),
+        "{}",
+        page["job"]["path"]
+    );
+    // four attempts of `poll`: the first failed (transient) and was retried
+    let finished = of("task_finished");
+    assert_eq!(finished.len(), 4, "{timeline}");
+    for f in &finished {
+        assert_eq!(f["worker_id"], "poll-worker", "{f}");
+        assert_eq!(f["max_attempts"], 6, "JOB_MAX_RETRIES 5: six attempts at most: {f}");
+        assert_eq!(f["task_type"], "poll", "{f}");
+    }
+    let failed = finished[0];
+    assert_eq!((failed["result"].as_str(), failed["attempt"].as_u64()), (Some("failure"), Some(1)), "{failed}");
+    assert_eq!((failed["error_code"].as_str(), failed["error_class"].as_str()), (Some("TRANSIENT_ERROR"), Some("transient")));
+    assert_eq!(finished[1]["attempt"], 2, "the retry is attempt 2: {}", finished[1]);
+    let retry = of("task_retry");
+    assert_eq!(retry.len(), 1, "{timeline}");
+    let next = retry[0]["next_retry_at_ms"].as_u64().expect("the retry's time");
+    assert!(next >= retry[0]["at_ms"].as_u64().unwrap(), "{}", retry[0]);
+    s.stop().await.unwrap();
+}
+
+/// Without history the timeline comes from the job's record: every row has its time, a task
+/// being retried shows its attempt, the last error's class and when it goes out; a failed
+/// handler awaiting its retry has the retry's time.
+#[tokio::test]
+async fn the_record_s_timeline_has_times_attempts_and_retry_times() {
+    let s = poll_server(false).start().await.unwrap();
+    let (alice, _, _) = sign_in(&s, "alice-token").await;
+
+    let looped = create(&s, "alice-token", "jobs/poll", json!({})).await;
+    let page = page_when(&alice, &looped, |p| p["job"]["status"] == "finished").await;
+    assert_timed(&page["timeline"]);
+    let entered: Vec<&str> = page["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "state_entered")
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(entered, ["wait", "check", "wait", "check", "done"]);
+
+    let flaky = create(&s, "alice-token", "jobs/poll", json!({"mode": "flaky"})).await;
+    let page = page_when(&alice, &flaky, |p| p["job"]["current_task"]["attempt"].as_u64() >= Some(2)).await;
+    assert_timed(&page["timeline"]);
+    let task = page["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["task_id"] == page["job"]["current_task"]["task_id"] && r["attempt"].is_u64())
+        .cloned()
+        .unwrap_or_else(|| panic!("the retried task on the timeline: {}", page["timeline"]));
+    assert!(task["attempt"].as_u64().unwrap() >= 2, "{task}");
+    assert_eq!(task["max_attempts"], 6, "{task}");
+    assert_eq!((task["error_code"].as_str(), task["error_class"].as_str()), (Some("TRANSIENT_ERROR"), Some("transient")));
+    assert_eq!(task["next_retry_at_ms"], page["job"]["current_task"]["dispatched_at_ms"], "{task}");
+    s.core().cancel_job(&flaky).await.unwrap();
+
+    let broken = create(&s, "alice-token", "jobs/poll", json!({"mode": "broken"})).await;
+    let page = page_when(&alice, &broken, |p| p["job"]["status"] == "awaiting_retry").await;
+    assert_timed(&page["timeline"]);
+    let next = page["job"]["next_retry_at_ms"].as_u64().expect("the retry's time on the job");
+    assert_eq!(page["why"]["kind"], "retry", "{}", page["why"]);
+    assert_eq!(page["why"]["next_retry_at_ms"].as_u64(), Some(next), "{}", page["why"]);
+    assert_eq!(page["why"]["max_attempts"], 6, "{}", page["why"]);
+    let failed = page["timeline"].as_array().unwrap().iter().find(|r| r["kind"] == "state_failed").cloned();
+    assert_eq!(failed.map(|r| r["next_retry_at_ms"].as_u64()), Some(Some(next)), "{}", page["timeline"]);
+    s.core().cancel_job(&broken).await.unwrap();
+    let (_, page) = alice.get(&format!("/ui/api/jobs/{broken}")).await;
+    assert_eq!(page["job"]["next_retry_at_ms"], Value::Null, "an ended job waits for no retry");
     s.stop().await.unwrap();
 }
 

@@ -167,6 +167,15 @@ impl ErrorClass {
             _ => Self::Transient,
         }
     }
+
+    /// `transient`, `permanent` or `invalid_input`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transient => "transient",
+            Self::Permanent => "permanent",
+            Self::InvalidInput => "invalid_input",
+        }
+    }
 }
 
 /// One finished parallel branch.

@@ -18,6 +18,10 @@ use crate::protocol::wire::FileMetadata;
 /// retry of a task and a fan-out's branches timing out together, bounded for any job.
 pub const TIMED_OUT_TASKS_KEPT: usize = 32;
 
+/// How many state entry times a job keeps ([`Job::path_ms`]): those of its last states (the
+/// history, when enabled, has every one).
+pub const PATH_TIMES_KEPT: usize = 32;
+
 /// Where a job is in its life. Terminal statuses never change again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -130,6 +134,10 @@ pub struct ApprovalRecord {
     pub integration: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Epoch milliseconds when the wait for a decision began (absent on approvals stored by
+    /// an older avto).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<u64>,
 }
 
 /// A running child blueprint.
@@ -207,6 +215,15 @@ pub struct Job {
     /// States entered, in order (the first is the start state).
     #[serde(default)]
     pub path: Vec<String>,
+    /// When the last states of [`path`](Self::path) were entered, as milliseconds after
+    /// `created_at_ms`: entry `i` belongs to `path[path.len() - path_ms.len() + i]`. The start
+    /// state is entered at `created_at_ms` and has no entry; at most [`PATH_TIMES_KEPT`] are
+    /// kept (see [`Job::entered_at_ms`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_ms: Vec<u64>,
+    /// Epoch milliseconds when a failed handler runs again (`awaiting_retry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_retry_at_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -261,6 +278,8 @@ impl Job {
             progress_message: None,
             waiting_reason: None,
             path: vec![start_state.to_owned()],
+            path_ms: Vec::new(),
+            next_retry_at_ms: None,
             security: None,
             metadata: None,
             data_metadata: BTreeMap::new(),
@@ -293,6 +312,27 @@ impl Job {
             self.timed_out_tasks.remove(0);
         }
         self.timed_out_tasks.push(task_id.to_owned());
+    }
+
+    /// Appends `state` to [`path`](Self::path), entered at `at_ms` (the oldest of more than
+    /// [`PATH_TIMES_KEPT`] entry times is forgotten).
+    pub fn push_path(&mut self, state: &str, at_ms: u64) {
+        self.path.push(state.to_owned());
+        if self.path_ms.len() >= PATH_TIMES_KEPT {
+            self.path_ms.remove(0);
+        }
+        self.path_ms.push(at_ms.saturating_sub(self.created_at_ms));
+    }
+
+    /// When `path[i]` was entered (epoch ms): `created_at_ms` for the start state, `None` for a
+    /// state whose time is no longer kept ([`PATH_TIMES_KEPT`]).
+    pub fn entered_at_ms(&self, i: usize) -> Option<u64> {
+        if i == 0 {
+            return Some(self.created_at_ms);
+        }
+        let first_timed = self.path.len().saturating_sub(self.path_ms.len()).max(1);
+        let k = i.checked_sub(first_timed)?;
+        self.path_ms.get(k).map(|d| self.created_at_ms.saturating_add(*d))
     }
 
     /// Finds an in-flight task by id.

@@ -270,6 +270,7 @@ pub async fn advance(env: &EngineEnv, job: &mut Job) -> Step {
             return out;
         }
         job.status = JobStatus::Running;
+        job.next_retry_at_ms = None;
         job.updated_at_ms = now_ms();
         let state = job.current_state.clone();
         out.event(EngineEvent::StateStarted { state: state.clone(), attempt: job.retry_count });
@@ -332,6 +333,7 @@ fn handler_failed(env: &EngineEnv, job: &mut Job, state: &str, msg: String, out:
         let delay = backoff(env.config.retry_base, env.config.retry_max, job.retry_count);
         job.retry_count += 1;
         job.status = JobStatus::AwaitingRetry;
+        job.next_retry_at_ms = Some(now_ms().saturating_add(delay.as_millis() as u64));
         job.error_message = Some(msg);
         out.effect(Effect::RetryHandler { delay });
     } else {
@@ -559,7 +561,12 @@ fn apply_actions(
             out.event(EngineEvent::ApprovalRequested { integration: a.integration.clone(), message: a.message.clone() });
             job.status = JobStatus::WaitingForHuman;
             job.approval =
-                Some(Box::new(ApprovalRecord { transitions: a.transitions, integration: a.integration, message: a.message }));
+                Some(Box::new(ApprovalRecord {
+                transitions: a.transitions,
+                integration: a.integration,
+                message: a.message,
+                since_ms: Some(now_ms()),
+            }));
             Ok(AfterHandler::Wait)
         }
         Some(Action::RunBlueprint(s)) => {
@@ -652,8 +659,9 @@ pub(crate) fn enter(job: &mut Job, state: &str) {
     job.approval = None;
     job.sub_job = None;
     job.waiting_reason = None;
-    job.path.push(state.to_owned());
-    job.updated_at_ms = now_ms();
+    let now = now_ms();
+    job.push_path(state, now);
+    job.updated_at_ms = now;
 }
 
 /// Ends the job. Idempotent: a job that is already terminal is left alone.
@@ -663,6 +671,7 @@ pub(crate) fn terminal(job: &mut Job, status: JobStatus, error: Option<String>, 
     }
     debug_assert!(status.is_terminal());
     job.status = status;
+    job.next_retry_at_ms = None;
     if error.is_some() {
         job.error_message = error;
     }

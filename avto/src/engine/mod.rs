@@ -66,6 +66,8 @@ pub enum EngineEvent {
         task_id: String,
         status: String,
         worker_id: Option<String>,
+        /// The error's code, for a `failure`.
+        error_code: Option<String>,
     },
     TaskRetry {
         task_id: String,

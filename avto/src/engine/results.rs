@@ -167,7 +167,13 @@ pub fn apply_task_result(env: &EngineEnv, job: &mut Job, result: &TaskResult) ->
     // A result without a sender (the watcher's execution timeout) is the failure of the worker
     // that had picked the task up, so the hourly reputation recalculation counts it.
     let worker_id = result.worker_id.clone().or_else(|| record.picked_up_at_ms.and(record.worker_id.clone()));
-    out.event(EngineEvent::TaskFinished { task_id: record.task_id.clone(), status: result.status.clone(), worker_id });
+    let error_code = (result.status == task_status::FAILURE).then(|| error_of(result).code);
+    out.event(EngineEvent::TaskFinished {
+        task_id: record.task_id.clone(),
+        status: result.status.clone(),
+        worker_id,
+        error_code,
+    });
     let branch = job.status == JobStatus::WaitingForParallelTasks;
     let disposition = if branch {
         branch_result(env, job, &record, result, &mut out)

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::{next_timestamp_us, object, HistoryRecord};
+use crate::context::ErrorClass;
 use crate::engine::EngineEvent;
 use crate::files::FileOperation;
 use crate::job::{now_ms, Job, JobStatus};
@@ -125,7 +126,7 @@ pub fn records_for(job: &Job, events: &[EngineEvent]) -> Vec<HistoryRecord> {
                     r = base(job, "state_failed", &snap);
                     r.state = Some(state.clone());
                     r.attempt_number = Some(i64::from(*attempt) + 1);
-                    r.details = Some(json!({"error": error}));
+                    r.details = Some(object([("error", json!(error)), ("next_retry_at_ms", json!(job.next_retry_at_ms))]));
                 }
                 EngineEvent::TaskDispatched { task_id, task_type, attempt } => {
                     r = base(job, "task_dispatched", &snap);
@@ -133,17 +134,22 @@ pub fn records_for(job: &Job, events: &[EngineEvent]) -> Vec<HistoryRecord> {
                     r.attempt_number = Some(i64::from(*attempt) + 1);
                     r.details = Some(json!({"task_type": task_type}));
                 }
-                EngineEvent::TaskFinished { task_id, status, worker_id } => {
+                EngineEvent::TaskFinished { task_id, status, worker_id, error_code } => {
                     r = base(job, "task_finished", &snap);
                     r.origin_task_id = Some(task_id.clone());
                     r.worker_id = worker_id.clone();
-                    r.details = Some(json!({"result_status": status}));
+                    r.details = Some(object([
+                        ("result_status", json!(status)),
+                        ("error_code", json!(error_code)),
+                        ("error_class", json!(error_code.as_deref().map(|c| ErrorClass::of(c).as_str()))),
+                    ]));
                 }
                 EngineEvent::TaskRetry { task_id, next_task_id, attempt, delay_ms } => {
                     r = base(job, "task_retry", &snap);
                     r.origin_task_id = Some(task_id.clone());
                     r.attempt_number = Some(i64::from(*attempt) + 1);
-                    r.details = Some(json!({"next_task_id": next_task_id, "delay_ms": delay_ms}));
+                    r.details = Some(json!({"next_task_id": next_task_id, "delay_ms": delay_ms,
+                                            "next_retry_at_ms": now_ms().saturating_add(*delay_ms)}));
                 }
                 EngineEvent::ApprovalRequested { integration, message } => {
                     r = base(job, "approval_requested", &snap);

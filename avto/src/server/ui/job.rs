@@ -49,17 +49,27 @@ pub(super) async fn visible_job(core: &Core, user: &UiUser, id: &str) -> Result<
     }
 }
 
+/// How many times a task or a handler runs at most (the first run and `JOB_MAX_RETRIES` retries).
+fn max_attempts(core: &Core) -> u32 {
+    core.env().config.max_retries.saturating_add(1)
+}
+
 fn task_view(core: &Core, t: &TaskRecord) -> Value {
     json!({
         "task_type": t.spec.task_type,
         "task_id": t.task_id,
         "worker_id": t.worker_id,
         "attempt": t.attempt + 1,
-        "max_attempts": core.env().config.max_retries + 1,
+        "max_attempts": max_attempts(core),
         "dispatched_at_ms": t.dispatched_at_ms,
         "picked_up_at_ms": t.picked_up_at_ms,
         "deadline_ms": t.dispatch_deadline_ms,
     })
+}
+
+/// The class (`transient`, `permanent`, `invalid_input`) of a worker's error code.
+fn error_class(code: &str) -> &'static str {
+    crate::context::ErrorClass::of(code).as_str()
 }
 
 /// The job's own view: its row and everything the page shows of it.
@@ -71,6 +81,7 @@ fn job_view(core: &Core, job: &Job) -> Value {
     m.insert("state_history".into(), truncated(&Value::Object(job.state_history.clone())));
     m.insert("error".into(), json!(job.last_error));
     m.insert("retry_count".into(), json!(job.retry_count));
+    m.insert("next_retry_at_ms".into(), json!(job.next_retry_at_ms));
     m.insert("path".into(), json!(job.path));
     m.insert("progress_message".into(), json!(job.progress_message));
     m.insert("current_task".into(), job.current_task.as_deref().map_or(Value::Null, |t| task_view(core, t)));
@@ -82,7 +93,7 @@ fn job_view(core: &Core, job: &Job) -> Value {
                 "message": a.message,
                 "integration": a.integration,
                 "decisions": a.transitions.iter().map(|(d, _)| d).collect::<Vec<_>>(),
-                "since_ms": job.updated_at_ms,
+                "since_ms": a.since_ms.unwrap_or(job.updated_at_ms),
             })
         }),
     );
@@ -96,6 +107,8 @@ fn job_view(core: &Core, job: &Job) -> Value {
 }
 
 /// The timeline from the history (every transition and task attempt), when it is enabled.
+/// Task rows are completed from the task's other rows: a `task_finished` row gets the attempt
+/// and task type of its `task_dispatched` row.
 async fn history_timeline(core: &Core, job_id: &str) -> Option<(Vec<Value>, Vec<String>)> {
     let rows = match core.history()?.job_history(job_id).await {
         Ok(rows) => rows,
@@ -104,55 +117,135 @@ async fn history_timeline(core: &Core, job_id: &str) -> Option<(Vec<Value>, Vec<
             return None;
         }
     };
+    let max = max_attempts(core);
     let mut children = Vec::new();
     let skip = rows.len().saturating_sub(TIMELINE_MAX);
+    // task id -> (attempt, task type), from the rows shown (at most TIMELINE_MAX)
+    let mut tasks: std::collections::HashMap<&str, (Option<i64>, Option<&str>)> = Default::default();
     let entries = rows
         .iter()
         .skip(skip)
         .map(|r| {
-            if let Some(child) = r.details.as_ref().and_then(|d| d["child_job_id"].as_str()) {
+            let d = r.details.as_ref();
+            let field = |k: &str| d.map_or(&Value::Null, |d| &d[k]);
+            if let Some(child) = field("child_job_id").as_str() {
                 if children.len() < CHILDREN_MAX && !children.iter().any(|c| c == child) {
                     children.push(child.to_owned());
                 }
             }
+            let at_ms = r.timestamp_us.max(0) as u64 / 1000;
+            let mut attempt = r.attempt_number;
+            let mut task_type = field("task_type").as_str();
+            if let Some(task) = r.origin_task_id.as_deref() {
+                match r.event_type.as_str() {
+                    "task_dispatched" => {
+                        tasks.insert(task, (attempt, task_type));
+                    }
+                    "task_finished" => {
+                        if let Some((a, t)) = tasks.get(task) {
+                            attempt = attempt.or(*a);
+                            task_type = task_type.or(*t);
+                        }
+                    }
+                    // the retry is a new task (no `task_dispatched` row of its own)
+                    "task_retry" => {
+                        task_type = task_type.or_else(|| tasks.get(task).and_then(|(_, t)| *t));
+                        if let Some(next) = field("next_task_id").as_str() {
+                            tasks.insert(next, (attempt, task_type));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let error_code = field("error_code").as_str();
+            let error_class = field("error_class").as_str().or(error_code.map(error_class));
+            let next_retry_at_ms = field("next_retry_at_ms")
+                .as_u64()
+                .or_else(|| field("delay_ms").as_u64().map(|delay| at_ms.saturating_add(delay)));
             json!({
-                "at_ms": r.timestamp_us / 1000,
+                "at_ms": at_ms,
                 "kind": r.event_type,
                 "state": r.state,
                 "status": r.status,
                 "previous_state": r.previous_state,
                 "next_state": r.next_state,
-                "worker_id": r.worker_id,
+                "task_type": task_type,
                 "task_id": r.origin_task_id,
-                "attempt": r.attempt_number,
+                "worker_id": r.worker_id,
+                "attempt": attempt,
+                "max_attempts": attempt.map(|_| max),
+                "result": field("result_status"),
+                "error_code": error_code,
+                "error_class": error_class,
+                "error": field("error").as_str().or(field("error_message").as_str()),
+                "next_retry_at_ms": next_retry_at_ms,
                 "duration_ms": r.duration_ms,
-                "detail": r.details.as_ref().map(truncated),
+                "detail": d.map(truncated),
             })
         })
         .collect();
     Some((entries, children))
 }
 
-/// The timeline from the job's own record (no history): the states it entered (without their
-/// times), then its tasks in flight.
-fn record_timeline(job: &Job) -> Vec<Value> {
+/// States at most named in the row standing for the states whose entry times are not kept.
+const UNTIMED_NAMED: usize = 20;
+
+/// The timeline from the job's own record (no history), every row with its time: the states it
+/// entered (those older than the [`PATH_TIMES_KEPT`](crate::job::PATH_TIMES_KEPT) kept entry
+/// times as one row at the job's creation), the approval or retry it waits for, its tasks in
+/// flight (with the failure that made this attempt a retry) and its end.
+fn record_timeline(core: &Core, job: &Job) -> Vec<Value> {
+    let max = max_attempts(core);
     let mut out = vec![json!({"at_ms": job.created_at_ms, "kind": "job_created", "state": job.path.first()})];
-    let skip = job.path.len().saturating_sub(TIMELINE_MAX);
-    for (i, state) in job.path.iter().enumerate().skip(skip.max(1)) {
-        out.push(json!({"at_ms": null, "kind": "state_entered", "state": state, "step": i}));
+    let untimed: Vec<&str> =
+        (1..job.path.len()).take_while(|i| job.entered_at_ms(*i).is_none()).map(|i| job.path[i].as_str()).collect();
+    if !untimed.is_empty() {
+        let mut names = untimed.iter().take(UNTIMED_NAMED).copied().collect::<Vec<_>>().join(" → ");
+        if untimed.len() > UNTIMED_NAMED {
+            names.push_str(" → …");
+        }
+        out.push(json!({"at_ms": job.created_at_ms, "kind": "states_entered", "count": untimed.len(),
+            "detail": format!("{} states entered after this time (their times are not kept): {names}", untimed.len())}));
     }
+    let first_timed = 1 + untimed.len();
+    let skip = job.path.len().saturating_sub(TIMELINE_MAX).max(first_timed);
+    for (i, state) in job.path.iter().enumerate().skip(skip) {
+        let at = job.entered_at_ms(i).unwrap_or(job.created_at_ms);
+        out.push(json!({"at_ms": at, "kind": "state_entered", "state": state, "step": i}));
+    }
+    if let (JobStatus::WaitingForHuman, Some(a)) = (job.status, job.approval.as_deref()) {
+        out.push(json!({"at_ms": a.since_ms.unwrap_or(job.updated_at_ms), "kind": "approval_requested",
+            "state": job.current_state, "detail": a.message}));
+    }
+    if job.status == JobStatus::AwaitingRetry {
+        out.push(json!({"at_ms": job.updated_at_ms, "kind": "state_failed", "state": job.current_state,
+            "attempt": job.retry_count, "max_attempts": max, "error": job.error_message,
+            "next_retry_at_ms": job.next_retry_at_ms}));
+    }
+    let now = crate::job::now_ms();
     for t in job.tasks_in_flight() {
-        out.push(json!({"at_ms": t.dispatched_at_ms, "kind": "task_dispatched", "state": job.current_state,
-            "task_id": t.task_id, "worker_id": t.worker_id, "attempt": t.attempt + 1, "detail": {"task_type": t.spec.task_type}}));
+        // a retried task: the previous attempt's error (the single task's is `last_error`)
+        let failed = (t.attempt > 0 && job.current_task.as_deref().is_some_and(|c| c.task_id == t.task_id))
+            .then_some(job.last_error.as_deref())
+            .flatten();
+        let scheduled = t.dispatched_at_ms > now;
+        out.push(json!({"at_ms": t.dispatched_at_ms, "kind": if scheduled { "task_retry_scheduled" } else { "task_dispatched" },
+            "state": job.current_state, "task_type": t.spec.task_type, "task_id": t.task_id, "worker_id": t.worker_id,
+            "attempt": t.attempt + 1, "max_attempts": max,
+            "error_code": failed.map(|e| e.code.as_str()), "error_class": failed.map(|e| error_class(&e.code)),
+            "error": failed.map(|e| e.message.as_str()),
+            "next_retry_at_ms": if t.attempt > 0 { Some(t.dispatched_at_ms) } else { None }}));
         if let Some(at) = t.picked_up_at_ms {
-            out.push(json!({"at_ms": at, "kind": "task_picked_up", "state": job.current_state,
-                "task_id": t.task_id, "worker_id": t.worker_id, "attempt": t.attempt + 1}));
+            out.push(json!({"at_ms": at, "kind": "task_picked_up", "state": job.current_state, "task_type": t.spec.task_type,
+                "task_id": t.task_id, "worker_id": t.worker_id, "attempt": t.attempt + 1, "max_attempts": max}));
         }
     }
     if job.status.is_terminal() {
+        let e = job.last_error.as_deref();
         out.push(json!({"at_ms": job.updated_at_ms, "kind": format!("job_{}", job.status), "state": job.current_state,
-            "detail": job.error_message}));
+            "error": job.error_message, "error_code": e.map(|e| e.code.as_str()), "error_class": e.map(|e| error_class(&e.code))}));
     }
+    out.sort_by_key(|e| e["at_ms"].as_u64());
     out
 }
 
@@ -165,7 +258,7 @@ pub(super) async fn job(
     let job = visible_job(&core, &user, &id).await?;
     let (timeline, mut child_ids) = match history_timeline(&core, &job.id).await {
         Some(t) => t,
-        None => (record_timeline(&job), Vec::new()),
+        None => (record_timeline(&core, &job), Vec::new()),
     };
     if let Some(s) = &job.sub_job {
         if !child_ids.contains(&s.child_job_id) {
@@ -198,7 +291,19 @@ async fn why(core: &Core, job: &Job) -> Value {
     let now = crate::job::now_ms();
     match job.status {
         JobStatus::WaitingForWorker => match job.current_task.as_deref() {
-            Some(t) => why_worker(core, t).await,
+            Some(t) => {
+                let mut v = why_worker(core, t).await;
+                if t.attempt > 0 {
+                    // a retried task: which attempt, the error of the last, and when this one goes out
+                    let e = job.last_error.as_deref();
+                    v["attempt"] = json!(t.attempt + 1);
+                    v["max_attempts"] = json!(max_attempts(core));
+                    v["last_error_code"] = json!(e.map(|e| e.code.as_str()));
+                    v["last_error_class"] = json!(e.map(|e| error_class(&e.code)));
+                    v["next_retry_at_ms"] = json!((t.dispatched_at_ms > now).then_some(t.dispatched_at_ms));
+                }
+                v
+            }
             None => Value::Null,
         },
         JobStatus::WaitingForHuman => {
@@ -207,7 +312,8 @@ async fn why(core: &Core, job: &Job) -> Value {
                 "kind": "approval",
                 "message": a.and_then(|a| a.message.clone()),
                 "integration": a.and_then(|a| a.integration.clone()),
-                "waiting_ms": now.saturating_sub(job.updated_at_ms),
+                "since_ms": a.and_then(|a| a.since_ms).unwrap_or(job.updated_at_ms),
+                "waiting_ms": now.saturating_sub(a.and_then(|a| a.since_ms).unwrap_or(job.updated_at_ms)),
                 "decisions": a.map(|a| a.transitions.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>()).unwrap_or_default(),
             })
         }
@@ -220,8 +326,14 @@ async fn why(core: &Core, job: &Job) -> Value {
             "kind": "sub_job",
             "child_job_id": job.sub_job.as_deref().map(|s| s.child_job_id.clone()),
         }),
-        // The backoff's end is not recorded on the job.
-        JobStatus::AwaitingRetry => json!({"kind": "retry", "next_retry_at_ms": null, "retry_count": job.retry_count}),
+        JobStatus::AwaitingRetry => json!({
+            "kind": "retry",
+            "next_retry_at_ms": job.next_retry_at_ms,
+            "retry_count": job.retry_count,
+            "attempt": job.retry_count.saturating_add(1),
+            "max_attempts": max_attempts(core),
+            "error": job.error_message,
+        }),
         _ => Value::Null,
     }
 }

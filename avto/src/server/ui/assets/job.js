@@ -28,6 +28,9 @@ export function whyPanel(why) {
       const req = why.requirements && Object.keys(why.requirements).length ? JSON.stringify(why.requirements) : null;
       body.push(facts([['Resources needed', req ? h('code', {}, req) : 'none'], ['Max cost', why.max_cost ?? 'no limit'],
         ['Deadline', why.deadline_ms ? timeEl(why.deadline_ms) : 'none'],
+        ['Attempt', why.attempt ? `${why.attempt} of ${why.max_attempts ?? '?'}` : null],
+        ['Last attempt failed with', why.last_error_code ? [h('code', {}, why.last_error_code), ` (${ERROR_CLASS[why.last_error_class] ?? why.last_error_class})`] : null],
+        ['Next retry', why.next_retry_at_ms ? timeEl(why.next_retry_at_ms) : null],
         ['Assigned to', why.assigned_worker ? [h('code', {}, why.assigned_worker), why.picked_up ? ' (running it)' : ' (on its queue)'] : 'no worker yet']]));
       const ws = Array.isArray(why.workers) ? why.workers : [];
       if (ws.length) {
@@ -39,7 +42,8 @@ export function whyPanel(why) {
     }
     case 'approval':
       body.push(h('p', { id: 'why-summary' }, 'Waiting for a human decision', why.waiting_ms !== undefined ? ` for ${fmtDuration(why.waiting_ms)}` : '', '.'),
-        facts([['Message', why.message ?? '—'], ['Decisions', (why.decisions || []).join(', ') || '—']]));
+        facts([['Message', why.message ?? '—'], ['Waiting since', why.since_ms ? timeEl(why.since_ms) : null],
+          ['Decisions', (why.decisions || []).join(', ') || '—']]));
       break;
     case 'parallel': {
       const pending = Array.isArray(why.pending) ? why.pending : [];
@@ -56,7 +60,9 @@ export function whyPanel(why) {
       body.push(h('p', { id: 'why-summary' }, 'Waiting for the child job ', why.child_job_id ? jobLink({ id: why.child_job_id }) : '?', ' to end.'));
       break;
     case 'retry':
-      body.push(h('p', { id: 'why-summary' }, 'A handler failed; the next attempt is at ', timeEl(why.next_retry_at_ms), '.'));
+      body.push(h('p', { id: 'why-summary' }, 'A handler failed; ',
+        why.next_retry_at_ms ? ['attempt ', String(why.attempt ?? '?'), ' of ', String(why.max_attempts ?? '?'), ' runs at ', timeEl(why.next_retry_at_ms)] : 'it runs again shortly',
+        '.'), facts([['Error', why.error]]));
       break;
     default:
       body.push(h('pre', { class: 'data' }, JSON.stringify(why, null, 2)));
@@ -64,20 +70,39 @@ export function whyPanel(why) {
   return h('section', { class: 'panel why', 'aria-labelledby': 'why-title', id: 'why' }, h('h2', { id: 'why-title' }, 'Why is it waiting?'), body);
 }
 
+// Fields of a timeline row that have their own column (the rest are shown as details).
+const OWN_COLUMNS = new Set(['at_ms', 'kind', 'state', 'step', 'worker_id', 'attempt', 'max_attempts', 'error_code', 'error_class',
+  'error', 'next_retry_at_ms', 'detail', 'status', 'task_id', 'count']);
+
+// Keys of a history row's details that the row already shows in a column.
+const SHOWN_DETAIL = new Set(['result_status', 'error_code', 'error_class', 'error', 'error_message', 'next_retry_at_ms', 'delay_ms', 'task_type']);
+
+const ERROR_CLASS = { transient: 'transient (retried)', permanent: 'permanent', invalid_input: 'invalid input' };
+
 function timelineTable(timeline) {
-  const known = new Set(['at_ms', 'kind', 'state', 'step']);
   return h('div', { class: 'table-wrap' }, h('table', { id: 'timeline' }, h('caption', { class: 'sr-only' }, 'Timeline'),
-    h('thead', {}, h('tr', {}, ['Time', 'Event', 'State', 'Details'].map((t) => h('th', { scope: 'col' }, t)))),
+    h('thead', {}, h('tr', {}, ['Time', 'Event', 'State', 'Worker', 'Attempt', 'Error', 'Next retry', 'Details'].map((t) => h('th', { scope: 'col' }, t)))),
     h('tbody', {}, timeline.map((e) => {
-      const details = Object.entries(e).filter(([k, v]) => !known.has(k) && v !== null && v !== undefined && v !== '')
+      const details = Object.entries(e).filter(([k, v]) => !OWN_COLUMNS.has(k) && v !== null && v !== undefined && v !== '')
         .map(([k, v]) => {
-          if (k === 'attempt' && e.max_attempts) return `attempt ${v} of ${e.max_attempts}`;
-          if (k === 'max_attempts') return null;
-          if (k.endsWith('_at_ms')) return `${k.replace(/_at_ms$/, '').replace(/_/g, ' ')}: ${fmtTime(v)}`;
+          if (k.endsWith('_at_ms') || k.endsWith('_ms') && k !== 'duration_ms') return `${k.replace(/_(at_)?ms$/, '').replace(/_/g, ' ')}: ${fmtTime(v)}`;
+          if (k === 'duration_ms') return `took ${v} ms`;
           return `${k.replace(/_/g, ' ')}: ${typeof v === 'object' ? JSON.stringify(v) : v}`;
-        }).filter(Boolean);
-      return h('tr', {}, h('td', {}, timeEl(e.at_ms)), h('td', {}, String(e.kind ?? '').replace(/_/g, ' ')),
-        h('td', { class: 'mono' }, e.state ?? ''), h('td', { class: 'wrap' }, details.join(' · ')));
+        });
+      if (typeof e.detail === 'string') details.unshift(e.detail);
+      else if (e.detail && typeof e.detail === 'object') {
+        for (const [k, v] of Object.entries(e.detail)) {
+          if (!SHOWN_DETAIL.has(k) && v !== null && v !== undefined && v !== '') details.push(`${k.replace(/_/g, ' ')}: ${typeof v === 'object' ? JSON.stringify(v) : v}`);
+        }
+      }
+      const attempt = e.attempt ? (e.max_attempts ? `${e.attempt} of ${e.max_attempts}` : String(e.attempt)) : '';
+      const error = [e.error_code ? h('code', {}, e.error_code) : null, e.error_class ? ` ${ERROR_CLASS[e.error_class] ?? e.error_class}` : null,
+        e.error ? h('span', { class: 'muted' }, ` ${e.error}`) : null].filter(Boolean);
+      const kind = String(e.kind ?? '').replace(/_/g, ' ');
+      return h('tr', { 'data-kind': e.kind ?? '' }, h('td', { class: 'nowrap' }, timeEl(e.at_ms)), h('td', {}, e.result ? `${kind} (${e.result})` : kind),
+        h('td', { class: 'mono' }, e.state ?? ''), h('td', { class: 'mono' }, e.worker_id ?? ''), h('td', { class: 'nowrap' }, attempt),
+        h('td', { class: 'wrap' }, error), h('td', { class: 'nowrap' }, e.next_retry_at_ms ? timeEl(e.next_retry_at_ms) : ''),
+        h('td', { class: 'wrap' }, details.join(' · ')));
     }))));
 }
 
