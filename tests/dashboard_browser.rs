@@ -435,6 +435,87 @@ async fn the_operator_works_from_the_keyboard() {
     s.stop().await.unwrap();
 }
 
+/// A job that went round a loop (`check -> wait -> check` three times, its first `poll` attempt
+/// failing transiently): the graph carries `×2` on the loop's edges, the timeline every attempt
+/// with its worker, attempt n of N, the error class and the retry's time. Its screenshot
+/// (`job-loop.png`, the whole page) is the README's `docs/dashboard-job.png`.
+#[tokio::test]
+async fn a_loop_shows_its_counts_and_attempts() {
+    use avto::worker::{TaskHandle, TaskOutcome};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let Some(tools) = tools() else { return };
+    let _one = ONE_BROWSER.lock().await;
+    let calls = std::sync::Arc::new(AtomicU32::new(0));
+    let s = TestServer::builder()
+        .blueprints([avto_tests::blueprints::poll_flow::blueprint()])
+        .with_config(two_clients())
+        .config(|c| c.history_database_uri = Some("memory:".into()))
+        .worker("poll", move |_p: Value, _t: TaskHandle| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match n {
+                    0 => TaskOutcome::failure("TRANSIENT_ERROR", "the service is busy"),
+                    1 | 2 => TaskOutcome::status("pending", json!({"ready": false})),
+                    _ => TaskOutcome::status("ready", json!({"report": "s3://reports/42.pdf"})),
+                }
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let alice = s.client().with_token("alice-token");
+    let id = alice.create("jobs/poll", json!({"order": 42})).await.unwrap();
+    assert_eq!(alice.wait(&id, PATIENCE).await.unwrap().status, avto::JobStatus::Finished);
+    let p = Page::open(&s, &tools).await;
+    p.sign_in("alice-token").await;
+    p.goto(&format!("/ui/jobs/{id}")).await;
+    p.until("the finished job page", "document.querySelector('#page-title .status')?.textContent === 'Finished'").await;
+    p.until("the graph", "document.querySelector('#graph svg')").await;
+    // the loop's edges were taken twice: `×2` on each
+    let count = |from: &str, to: &str| {
+        format!(
+            "return [...document.querySelectorAll('#graph svg g.edge.taken[data-from={from}][data-to={to}] text')]\
+             .map(t => t.textContent).join(' ')"
+        )
+    };
+    let pending = p.js(&count("check", "wait")).await;
+    assert!(pending.as_str().unwrap().contains("×2"), "check -> wait: {pending}");
+    let back = p.js(&count("wait", "check")).await;
+    assert!(back.as_str().unwrap().contains("×2"), "wait -> check: {back}");
+    let ready = p.js(&count("check", "done")).await;
+    assert!(!ready.as_str().unwrap().contains('×'), "check -> done was taken once: {ready}");
+    let caption = p.text("#graph-caption").await;
+    assert!(caption.contains("check → wait → check → wait → check → done"), "{caption}");
+    // the timeline: every row has a time; the four attempts of `poll` with their worker
+    let rows = p
+        .js("return [...document.querySelectorAll('#timeline tbody tr')].map(r => [r.dataset.kind, ...[...r.cells].map(c => c.textContent)])")
+        .await;
+    let rows: Vec<Vec<String>> = serde_json::from_value(rows).unwrap();
+    assert!(rows.len() > 10, "{rows:?}");
+    for r in &rows {
+        assert!(r[1].starts_with("20"), "a timeline row without a time: {r:?}");
+    }
+    let attempts: Vec<&Vec<String>> = rows.iter().filter(|r| r[0] == "task_finished").collect();
+    assert_eq!(attempts.len(), 4, "{rows:?}");
+    assert!(attempts.iter().all(|r| r[4] == "poll-worker"), "{attempts:?}");
+    assert_eq!(attempts[0][5], "1 of 4", "{attempts:?}");
+    assert!(attempts[0][6].contains("TRANSIENT_ERROR") && attempts[0][6].contains("transient"), "{attempts:?}");
+    assert_eq!(attempts[1][5], "2 of 4", "{attempts:?}");
+    let retry = rows.iter().find(|r| r[0] == "task_retry").expect("the retry on the timeline");
+    assert!(retry[7].starts_with("20"), "the retry's time: {retry:?}");
+    p.axe("loop job").await;
+    // the whole page in the screenshot
+    // (the page as tall as its content, plus what the window's frame takes)
+    let height = p
+        .js("return document.documentElement.scrollHeight + window.outerHeight - window.innerHeight")
+        .await
+        .as_u64()
+        .unwrap();
+    p.b.set_window_size(1280, (height as u32).min(4000)).await.unwrap();
+    p.shot("job-loop").await;
+    s.stop().await.unwrap();
+}
+
 /// After an orchestrator restart the page says "reconnecting", then catches up: a transition
 /// made (through another instance on the same Redis) while its orchestrator was down shows.
 #[tokio::test]

@@ -52,6 +52,8 @@ const MARGIN: f64 = 8.0;
 /// Text is set in a monospace font: each character is this many ems wide, which is what the
 /// bounding box assumes (layout-rs reserves a whole em per character).
 const CHAR_WIDTH_EM: f64 = 0.6;
+/// Space between an edge label's end and its edge, in pixels.
+const EDGE_LABEL_GAP: f64 = 3.0;
 /// The font stack; DejaVu Sans Mono is the one `render_png` bundles.
 pub(crate) const FONT_FAMILY: &str = "'DejaVu Sans Mono', Menlo, Consolas, 'Liberation Mono', monospace";
 
@@ -435,10 +437,17 @@ impl Writer {
                 }
             }
         }
+        let laid_out = text;
         let text = with_count.as_deref().unwrap_or(text);
         let mut size = look.font_size as f64;
+        let mut xy = xy;
+        let longest_of = |t: &str| t.split('\n').map(|l| l.chars().count()).max().unwrap_or(0) as f64;
         if look.font_size == crate::dot::EDGE_LAYOUT_FONT {
             size = crate::dot::EDGE_RENDER_FONT as f64;
+            // An edge passes by the right side of its label's box (one layout font size per
+            // character): the label, drawn larger and perhaps with its `×n`, ends before it.
+            let right = xy.x + longest_of(laid_out) * crate::dot::EDGE_LAYOUT_FONT as f64 / 2.0;
+            xy.x = right - EDGE_LABEL_GAP - longest_of(text) * size * CHAR_WIDTH_EM / 2.0;
         }
         let lines: Vec<&str> = if text.is_empty() { Vec::new() } else { text.split('\n').collect() };
         if lines.is_empty() || size < 2.0 {
@@ -446,7 +455,7 @@ impl Writer {
         }
         let line_height = size * 1.15;
         let n = lines.len() as f64;
-        let longest = lines.iter().map(|l| l.chars().count()).max().unwrap_or(0) as f64;
+        let longest = longest_of(text);
         let half = longest * size * CHAR_WIDTH_EM / 2.0;
         let top = xy.y - n * line_height / 2.0;
         self.include(owner, xy.x - half, top);

@@ -120,8 +120,10 @@ async fn history_timeline(core: &Core, job_id: &str) -> Option<(Vec<Value>, Vec<
     let max = max_attempts(core);
     let mut children = Vec::new();
     let skip = rows.len().saturating_sub(TIMELINE_MAX);
-    // task id -> (attempt, task type), from the rows shown (at most TIMELINE_MAX)
-    let mut tasks: std::collections::HashMap<&str, (Option<i64>, Option<&str>)> = Default::default();
+    // task id -> (attempt, task type, the state that dispatched it), from the rows shown (at
+    // most TIMELINE_MAX): a row's own `state` is the job's state after the event
+    type Task<'a> = (Option<i64>, Option<&'a str>, Option<&'a str>);
+    let mut tasks: std::collections::HashMap<&str, Task<'_>> = Default::default();
     let entries = rows
         .iter()
         .skip(skip)
@@ -136,22 +138,27 @@ async fn history_timeline(core: &Core, job_id: &str) -> Option<(Vec<Value>, Vec<
             let at_ms = r.timestamp_us.max(0) as u64 / 1000;
             let mut attempt = r.attempt_number;
             let mut task_type = field("task_type").as_str();
+            let mut state = r.state.as_deref();
             if let Some(task) = r.origin_task_id.as_deref() {
                 match r.event_type.as_str() {
                     "task_dispatched" => {
-                        tasks.insert(task, (attempt, task_type));
+                        tasks.insert(task, (attempt, task_type, state));
                     }
                     "task_finished" => {
-                        if let Some((a, t)) = tasks.get(task) {
+                        if let Some((a, t, s)) = tasks.get(task) {
                             attempt = attempt.or(*a);
                             task_type = task_type.or(*t);
+                            state = s.or(state);
                         }
                     }
                     // the retry is a new task (no `task_dispatched` row of its own)
                     "task_retry" => {
-                        task_type = task_type.or_else(|| tasks.get(task).and_then(|(_, t)| *t));
+                        if let Some((_, t, s)) = tasks.get(task) {
+                            task_type = task_type.or(*t);
+                            state = s.or(state);
+                        }
                         if let Some(next) = field("next_task_id").as_str() {
-                            tasks.insert(next, (attempt, task_type));
+                            tasks.insert(next, (attempt, task_type, state));
                         }
                     }
                     _ => {}
@@ -165,9 +172,9 @@ async fn history_timeline(core: &Core, job_id: &str) -> Option<(Vec<Value>, Vec<
             json!({
                 "at_ms": at_ms,
                 "kind": r.event_type,
-                "state": r.state,
+                "state": state,
                 "status": r.status,
-                "previous_state": r.previous_state,
+                "previous_state": r.previous_state.as_deref().filter(|p| Some(*p) != state),
                 "next_state": r.next_state,
                 "task_type": task_type,
                 "task_id": r.origin_task_id,

@@ -75,7 +75,7 @@ const OWN_COLUMNS = new Set(['at_ms', 'kind', 'state', 'step', 'worker_id', 'att
   'error', 'next_retry_at_ms', 'detail', 'status', 'task_id', 'count']);
 
 // Keys of a history row's details that the row already shows in a column.
-const SHOWN_DETAIL = new Set(['result_status', 'error_code', 'error_class', 'error', 'error_message', 'next_retry_at_ms', 'delay_ms', 'task_type']);
+const SHOWN_DETAIL = new Set(['result_status', 'error_code', 'error_class', 'error', 'error_message', 'next_retry_at_ms', 'delay_ms', 'task_type', 'next_task_id']);
 
 const ERROR_CLASS = { transient: 'transient (retried)', permanent: 'permanent', invalid_input: 'invalid input' };
 
