@@ -121,7 +121,10 @@ pub struct HistoryRecord {
     pub worker_id: Option<String>,
     pub origin_task_id: Option<String>,
     pub attempt_number: Option<i64>,
-    /// Event-specific fields (`task_type`, `error`, `delay_ms`, `child_job_id`, ...).
+    /// Event-specific fields (`task_type`, `error`, `delay_ms`, `child_job_id`, ...): a
+    /// `task_finished` row has `result_status` and, for a failure, the worker's `error_code` and
+    /// its `error_class` (`transient`, `permanent`, `invalid_input`); `task_retry` and a
+    /// `state_failed` that will be retried have `next_retry_at_ms`.
     pub details: Option<Value>,
     /// The job document after the event (JSON text, shared by the rows of one engine step;
     /// `security` and `tracing_context` are left out).
