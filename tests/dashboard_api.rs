@@ -359,6 +359,9 @@ async fn an_approval_applies_once_and_cancel_answers_409_when_ended() {
     let asked = page["timeline"].as_array().unwrap().iter().find(|e| e["kind"] == "approval_requested");
     assert_eq!(asked.map(|e| e["at_ms"].as_u64()), Some(Some(since)), "{}", page["timeline"]);
     assert_timed(&page["timeline"]);
+    let (_, inbox) = alice.get("/ui/api/approvals").await;
+    let row = inbox["jobs"].as_array().unwrap().iter().find(|j| j["id"] == id.as_str()).cloned();
+    assert_eq!(row.map(|r| r["approval"]["since_ms"].as_u64()), Some(Some(since)), "{inbox}");
     let path = format!("/ui/api/jobs/{id}/approval");
     let body = json!({"decision": "approved"});
     let (a, b) = tokio::join!(alice.post(&path, &body), alice.post(&path, &body));
@@ -466,7 +469,10 @@ async fn a_loop_s_timeline_has_every_attempt_with_its_time() {
     }
     let failed = finished[0];
     assert_eq!((failed["result"].as_str(), failed["attempt"].as_u64()), (Some("failure"), Some(1)), "{failed}");
-    assert_eq!((failed["error_code"].as_str(), failed["error_class"].as_str()), (Some("TRANSIENT_ERROR"), Some("transient")));
+    assert_eq!(
+        (failed["error_code"].as_str(), failed["error_class"].as_str()),
+        (Some("TRANSIENT_ERROR"), Some("transient"))
+    );
     assert_eq!(finished[1]["attempt"], 2, "the retry is attempt 2: {}", finished[1]);
     let retry = of("task_retry");
     assert_eq!(retry.len(), 1, "{timeline}");
@@ -507,7 +513,10 @@ async fn the_record_s_timeline_has_times_attempts_and_retry_times() {
         .unwrap_or_else(|| panic!("the retried task on the timeline: {}", page["timeline"]));
     assert!(task["attempt"].as_u64().unwrap() >= 2, "{task}");
     assert_eq!(task["max_attempts"], 6, "{task}");
-    assert_eq!((task["error_code"].as_str(), task["error_class"].as_str()), (Some("TRANSIENT_ERROR"), Some("transient")));
+    assert_eq!(
+        (task["error_code"].as_str(), task["error_class"].as_str()),
+        (Some("TRANSIENT_ERROR"), Some("transient"))
+    );
     assert_eq!(task["next_retry_at_ms"], page["job"]["current_task"]["dispatched_at_ms"], "{task}");
     s.core().cancel_job(&flaky).await.unwrap();
 

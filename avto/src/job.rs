@@ -365,3 +365,30 @@ pub fn secs_to_ms(secs: f64) -> u64 {
 pub fn after_secs(from_ms: u64, secs: f64) -> u64 {
     from_ms.saturating_add(secs_to_ms(secs))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_times_are_kept_for_the_last_states_only() {
+        let mut job = Job::new("j", "bp", "start", Value::Null);
+        let t0 = job.created_at_ms;
+        assert_eq!(job.entered_at_ms(0), Some(t0));
+        for i in 1..=40u64 {
+            job.push_path(&format!("s{i}"), t0 + i * 10);
+        }
+        assert_eq!(job.path.len(), 41);
+        assert_eq!(job.path_ms.len(), PATH_TIMES_KEPT, "bounded");
+        // the first 8 states after the start have no time any more; the last 32 have theirs
+        assert_eq!(job.entered_at_ms(8), None);
+        assert_eq!(job.entered_at_ms(9), Some(t0 + 90));
+        assert_eq!(job.entered_at_ms(40), Some(t0 + 400));
+        assert_eq!(job.entered_at_ms(41), None);
+        // a job stored before the times were kept reads with none but the start's
+        let mut old = serde_json::to_value(&job).unwrap();
+        old.as_object_mut().unwrap().remove("path_ms");
+        let old: Job = serde_json::from_value(old).unwrap();
+        assert_eq!((old.entered_at_ms(0), old.entered_at_ms(40)), (Some(t0), None));
+    }
+}

@@ -126,7 +126,8 @@ pub fn records_for(job: &Job, events: &[EngineEvent]) -> Vec<HistoryRecord> {
                     r = base(job, "state_failed", &snap);
                     r.state = Some(state.clone());
                     r.attempt_number = Some(i64::from(*attempt) + 1);
-                    r.details = Some(object([("error", json!(error)), ("next_retry_at_ms", json!(job.next_retry_at_ms))]));
+                    r.details =
+                        Some(object([("error", json!(error)), ("next_retry_at_ms", json!(job.next_retry_at_ms))]));
                 }
                 EngineEvent::TaskDispatched { task_id, task_type, attempt } => {
                     r = base(job, "task_dispatched", &snap);

@@ -243,8 +243,10 @@ fn record_timeline(core: &Core, job: &Job) -> Vec<Value> {
             "error": failed.map(|e| e.message.as_str()),
             "next_retry_at_ms": if t.attempt > 0 { Some(t.dispatched_at_ms) } else { None }}));
         if let Some(at) = t.picked_up_at_ms {
-            out.push(json!({"at_ms": at, "kind": "task_picked_up", "state": job.current_state, "task_type": t.spec.task_type,
-                "task_id": t.task_id, "worker_id": t.worker_id, "attempt": t.attempt + 1, "max_attempts": max}));
+            out.push(
+                json!({"at_ms": at, "kind": "task_picked_up", "state": job.current_state, "task_type": t.spec.task_type,
+                "task_id": t.task_id, "worker_id": t.worker_id, "attempt": t.attempt + 1, "max_attempts": max}),
+            );
         }
     }
     if job.status.is_terminal() {

@@ -151,7 +151,7 @@ fn approval_row(job: &Job) -> Value {
         "message": a.and_then(|a| a.message.clone()),
         "integration": a.and_then(|a| a.integration.clone()),
         "decisions": a.map(|a| a.transitions.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>()).unwrap_or_default(),
-        "since_ms": job.updated_at_ms,
+        "since_ms": a.and_then(|a| a.since_ms).unwrap_or(job.updated_at_ms),
     });
     row
 }
