@@ -1,6 +1,6 @@
 // The jobs list: filters in the URL, cursor paging, live row updates, a "new jobs" banner,
 // bulk cancel with a dry-run count.
-import { h, replace, statusBadge, timeEl, STATUSES, statusLabel, confirmDialog } from './dom.js';
+import { h, replace, statusBadge, timeEl, STATUSES, statusLabel, confirmDialog, isTerminal } from './dom.js';
 import { get, post, enc } from './api.js';
 
 const LIMIT = 50;
@@ -118,7 +118,8 @@ export function jobsView({ main, url, navigate, session }) {
     h('nav', { class: 'pager', 'aria-label': 'Pages' }, newer, older));
 
   function cells(row) {
-    const pct = typeof row.progress === 'number' ? Math.round(Math.max(0, Math.min(1, row.progress)) * 100) : null;
+    // The last progress a worker reported means nothing once the job has ended.
+    const pct = typeof row.progress === 'number' && !isTerminal(row.status) ? Math.round(Math.max(0, Math.min(1, row.progress)) * 100) : null;
     return [
       h('td', {}, statusBadge(row.status)),
       h('td', { class: 'mono' }, h('a', { href: `/ui/jobs/${enc(row.id)}` }, row.id)),
