@@ -25,7 +25,8 @@
 //!
 //! `--query-jobs N` runs the job-query benchmark instead (issue #18; see examples/bench/query.rs):
 //! N jobs stored straight into the memory store (and Redis with `REDIS_URL`), then the times of
-//! first, next and filtered pages and of counts.
+//! first, next and filtered pages and of counts, in the store and over HTTP (the dashboard's
+//! `GET /ui/api/jobs` and `/ui/api/jobs/count`, signed in as the operator and as a client).
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -101,7 +102,8 @@ struct Args {
     soak_warmup: f64,
     /// Job-query benchmark instead (issue #18): store N jobs straight into the memory store (and
     /// Redis with REDIS_URL, under a fresh prefix deleted afterwards) and time first, next and
-    /// filtered pages and counts; no orchestrator is started
+    /// filtered pages and counts, in the store and over HTTP (`/ui/api/jobs` of an orchestrator
+    /// serving the stored jobs)
     #[arg(long, value_name = "N")]
     query_jobs: Option<usize>,
 }

@@ -7,12 +7,20 @@
 //! prefix, combinations) for the operator and for the biggest client, and counts. Also prints
 //! what the store costs per job: the bench's RSS growth per job (memory store), Redis
 //! `used_memory` per job and the bytes of the query indexes (`MEMORY USAGE`).
+//!
+//! Then the same over HTTP, as the dashboard asks: an orchestrator (feature `dashboard`) is
+//! served on 127.0.0.1 over the stored jobs (the memory store is that orchestrator's own; on
+//! Redis one started on the same prefix), signed in with `POST /ui/api/session` as the operator
+//! (`ADMIN_TOKEN`) and as the biggest client (its token), and `GET /ui/api/jobs` (first page,
+//! next page by cursor, filtered pages) and `GET /ui/api/jobs/count` are timed from the request
+//! to the whole JSON body read (5 runs, median and max, ms).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use avto::job::{now_ms, Job, JobStatus};
-use avto::storage::memory::MemoryJobs;
+use avto::server::config::ClientEntry;
+use avto::server::{Config, Orchestrator};
 use avto::storage::redis::client as redis;
 use avto::storage::{JobCursor, JobQuery, JobStore};
 use futures::StreamExt;
@@ -196,8 +204,9 @@ pub(crate) async fn run(n: usize) {
     let now = now_ms();
     println!("job-query bench: {n} jobs (20 clients, 8 blueprints, 1% failed, 2% waiting for a human)");
 
+    let orchestrator = orchestrator(None);
     let rss0 = rss_kb();
-    let memory: Arc<dyn JobStore> = Arc::new(MemoryJobs::new());
+    let memory: Arc<dyn JobStore> = orchestrator.core().jobs().clone();
     let took = insert_all(&memory, n, now, 1).await;
     let rss1 = rss_kb();
     println!(
@@ -208,6 +217,7 @@ pub(crate) async fn run(n: usize) {
     );
     measure(&memory, n, now).await;
     drop(memory);
+    measure_http(orchestrator, n, now).await;
 
     let Ok(url) = std::env::var("REDIS_URL") else {
         println!("\n(REDIS_URL unset: Redis skipped)");
@@ -262,8 +272,106 @@ pub(crate) async fn run(n: usize) {
     );
     measure(&jobs, n, now).await;
     drop(jobs);
+    measure_http(orchestrator(Some((&url, &prefix))), n, now).await;
     match avto::storage::redis::delete_prefix(&url, &prefix).await {
         Ok(k) => println!("\n(deleted {k} keys under {prefix})"),
         Err(e) => println!("\n(could not delete {prefix}: {e})"),
     }
+}
+
+/// The biggest client's token (it owns 40% of the jobs).
+const CLIENT0_TOKEN: &str = "bench-client0-token";
+const ADMIN_TOKEN: &str = "bench-admin-token";
+
+/// An orchestrator over the memory store (no cap on retained jobs), or on Redis `(url, prefix)`,
+/// with the operator token and a token for `toml:client0`. Not started: only its router is served.
+fn orchestrator(redis: Option<(&str, &str)>) -> Orchestrator {
+    let mut vars = vec![
+        ("API_HOST", "127.0.0.1".to_owned()),
+        ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+        ("RATE_LIMITING_ENABLED", "false".to_owned()),
+        ("MAX_RETAINED_JOBS", "0".to_owned()),
+    ];
+    if let Some((url, prefix)) = redis {
+        vars.push(("REDIS_URL", url.to_owned()));
+        vars.push(("REDIS_KEY_PREFIX", prefix.to_owned()));
+    }
+    let lookup = |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+    let mut config = Config::from_lookup(&lookup).expect("bench config");
+    config.clients.push(ClientEntry {
+        token: CLIENT0_TOKEN.into(),
+        config: avto::ClientConfig { name: "client0".into(), id: "toml:client0".into(), ..Default::default() },
+        quota: None,
+    });
+    Orchestrator::builder().config(config).build().expect("bench orchestrator")
+}
+
+/// Signs in with `token`: the session cookie.
+async fn sign_in(http: &reqwest::Client, base: &str, token: &str) -> String {
+    let r = http.post(format!("{base}/ui/api/session")).json(&json!({"token": token})).send().await.expect("sign-in");
+    assert_eq!(r.status(), 200, "sign-in");
+    let cookie = r.headers()[reqwest::header::SET_COOKIE].to_str().unwrap();
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+/// `GET base+path` with the session: the JSON body (panics on a non-200).
+async fn get(http: &reqwest::Client, base: &str, cookie: &str, path: &str) -> serde_json::Value {
+    let r = http.get(format!("{base}{path}")).header(reqwest::header::COOKIE, cookie).send().await.expect("GET");
+    let status = r.status();
+    let body = r.text().await.expect("body");
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).expect("JSON")
+}
+
+/// The dashboard's pages and counts over HTTP, on an orchestrator over the stored jobs.
+async fn measure_http(orchestrator: Orchestrator, n: u64, now: u64) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = orchestrator.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = reqwest::Client::new();
+    let span = 30 * 86_400_000u64;
+    let probe = make_job(n / 2, n, now);
+    let day = now - span / 2;
+    let filters: Vec<(&str, String)> = vec![
+        ("first page", String::new()),
+        ("status=failed (1%)", "status=failed".into()),
+        ("status: not ended (5 statuses)", "status=pending,waiting_for_worker,running,waiting_for_human,quarantined".into()),
+        ("blueprint=bp_rare (1%)", "blueprint=bp_rare".into()),
+        ("blueprint=bp_main (14%)", "blueprint=bp_main".into()),
+        ("failed + bp_main", "status=failed&blueprint=bp_main".into()),
+        ("time range: one day, 15 days ago", format!("from={day}&to={}", day + 86_400_000)),
+        ("time range + failed", format!("from={day}&to={}&status=failed", day + 86_400_000)),
+        ("id prefix: 6 chars", format!("q={}", &probe.id[..6])),
+        ("id prefix: whole id", format!("q={}", probe.id)),
+    ];
+    for (who, token) in [("operator", ADMIN_TOKEN), ("client0 (40% of the jobs)", CLIENT0_TOKEN)] {
+        let (sign_med, sign_max, cookie) = time(|| sign_in(&http, &base, token)).await;
+        println!("\n  HTTP, signed in as {who} (POST /ui/api/session: {sign_med:.2} ms, max {sign_max:.2})");
+        println!(
+            "  {:<40} {:>9} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "GET /ui/api/jobs (limit 50)", "page ms", "max", "jobs", "next ms", "max", "count ms", "max", "count"
+        );
+        for (name, filter) in &filters {
+            let sep = if filter.is_empty() { "" } else { "&" };
+            let path = format!("/ui/api/jobs?limit=50{sep}{filter}");
+            let (med, max, page) = time(|| get(&http, &base, &cookie, &path)).await;
+            let rows = page["jobs"].as_array().map_or(0, Vec::len);
+            let (next_med, next_max) = match page["next"].as_str() {
+                Some(c) => {
+                    let next = format!("{path}&after={c}");
+                    let (m, x, _) = time(|| get(&http, &base, &cookie, &next)).await;
+                    (format!("{m:.2}"), format!("{x:.2}"))
+                }
+                None => ("-".into(), "-".into()),
+            };
+            let count_path = format!("/ui/api/jobs/count?{filter}");
+            let (c_med, c_max, count) = time(|| get(&http, &base, &cookie, &count_path)).await;
+            println!(
+                "  {:<40} {:>9.2} {:>9.2} {:>6} {:>9} {:>9} {:>9.2} {:>9.2} {:>9}",
+                name, med, max, rows, next_med, next_max, c_med, c_max, count["count"]
+            );
+        }
+    }
+    server.abort();
 }

@@ -235,8 +235,13 @@ impl Dispatcher {
                 }
             }
             // Not the dispatcher's: the core reads workers.toml (see `Core::on_bus`).
-            BusMessage::ReloadWorkerTokens => {}
+            BusMessage::ReloadWorkerTokens | BusMessage::DashboardChanges { .. } => {}
         }
+    }
+
+    /// The bus between the instances, if any.
+    pub(crate) fn bus(&self) -> Option<&Arc<dyn Bus>> {
+        self.bus.as_ref()
     }
 
     /// Sends `msg` to every instance sharing the bus (none without one).

@@ -326,9 +326,25 @@ pub enum BusMessage {
     Command(String, WorkerCommand),
     /// Read workers.toml again (an operator reloaded the worker tokens on one instance).
     ReloadWorkerTokens,
+    /// Job and worker changes made on instance `from` for the dashboards' live streams of the
+    /// other instances (feature `dashboard`; sent only while a dashboard is open somewhere, see
+    /// [`Bus::set_watching`]). Each change is `{"job": {..}}` or `{"worker": {..}}`, oldest
+    /// first; `lost` counts the changes left out (a full batch): receivers resync their streams.
+    DashboardChanges { from: String, changes: Vec<serde_json::Value>, lost: u64 },
 }
 
 /// Delivers [`BusMessage`]s to every instance (including this one).
 pub trait Bus: Send + Sync + 'static {
     fn publish(&self, msg: BusMessage) -> BoxFuture<'_, Result<(), StorageError>>;
+    /// Marks, for `ttl`, that a dashboard stream is open on some instance (what
+    /// [`Bus::watched`] reads). The default (a bus that keeps no state) does nothing.
+    fn set_watching(&self, ttl: std::time::Duration) -> BoxFuture<'_, Result<(), StorageError>> {
+        let _ = ttl;
+        Box::pin(async { Ok(()) })
+    }
+    /// Whether a dashboard stream is open on any instance (set within its TTL by
+    /// [`Bus::set_watching`]). The default: never.
+    fn watched(&self) -> BoxFuture<'_, Result<bool, StorageError>> {
+        Box::pin(async { Ok(false) })
+    }
 }

@@ -41,6 +41,8 @@ impl Core {
         });
         self.start_scheduling_delay_probe();
         self.start_reputation();
+        #[cfg(feature = "dashboard")]
+        self.start_change_relay();
     }
 
     /// Samples the runtime's scheduling delay every second (`avto_runtime_scheduling_delay_seconds`):

@@ -458,6 +458,8 @@ impl Core {
                     tracing::error!(error = %e, "another instance reloaded the worker tokens; this one could not");
                 }
             }
+            #[cfg(feature = "dashboard")]
+            BusMessage::DashboardChanges { from, changes, lost } => self.changes_from_bus(&from, changes, lost),
             other => self.dispatcher.on_bus(other),
         }
     }

@@ -1,14 +1,15 @@
 //! `GET /ui/api/stream`: the dashboard's live feed, as server-sent events (one stream per tab).
 //!
 //! Events, each with an `id:` (counting up per stream):
-//! - `job`: a [`super::job_row`] each time a job is saved on this instance (a client's session
-//!   gets its own jobs only);
+//! - `job`: a [`super::job_row`] each time a job is saved, on this instance or, while a
+//!   dashboard is open, on another one sharing its Redis (see the docs of `server::core::changes`);
+//!   a client's session gets its own jobs only;
 //! - `worker` (operator): `{worker_id, status, removed}`;
 //! - `stats` once a second: `{"jobs_per_sec", "changes_per_sec"}` counted from the feed (a
 //!   client: its own jobs), and for the operator `"queues"` (tasks waiting for a worker, per
 //!   skill), `"queued_on_workers"` and `"live_workers"`;
-//! - `resync` when the stream fell behind the feed and lost changes: the page fetches its view
-//!   again;
+//! - `resync` when the stream fell behind the feed and lost changes (or another instance's
+//!   batch was full): the page fetches its view again;
 //! - `shutdown` when the orchestrator stops (the stream then ends, so the graceful shutdown
 //!   never waits for it); the comment `: ping` every 15 s keeps proxies from closing it.
 //!
@@ -122,6 +123,8 @@ impl Feed {
                 self.changes += 1;
                 Some(self.event("worker", &json!({"worker_id": w.worker_id, "status": w.status, "removed": w.removed})))
             }
+            // Another instance's changes that did not reach this one: the page fetches its view.
+            Change::Lost(missed) => Some(self.event("resync", &json!({"missed": missed}))),
             _ => None,
         }
     }

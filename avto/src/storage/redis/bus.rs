@@ -1,4 +1,5 @@
-//! The bus between instances: Redis pub/sub on `{p}bus`.
+//! The bus between instances: Redis pub/sub on `{p}bus`, and the key `{p}ui:watching` that says
+//! a dashboard stream is open on some instance (see [`crate::storage::Bus::set_watching`]).
 //!
 //! Publishing uses the data connection. Each instance subscribes on a dedicated RESP3
 //! connection whose manager resubscribes after a reconnect; a `PING` every second notices a
@@ -31,6 +32,18 @@ impl Bus for RedisBus {
             self.conn.query::<i64>(redis::cmd("PUBLISH").arg(self.conn.key("bus")).arg(to_json(&msg))).await?;
             Ok(())
         })
+    }
+
+    fn set_watching(&self, ttl: Duration) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move {
+            let ms = (ttl.as_millis() as u64).max(1);
+            let cmd = redis::cmd("SET").arg(self.conn.key("ui:watching")).arg(1).arg("PX").arg(ms).to_owned();
+            self.conn.query::<()>(&cmd).await
+        })
+    }
+
+    fn watched(&self) -> BoxFuture<'_, Result<bool, StorageError>> {
+        Box::pin(async move { Ok(self.conn.query::<i64>(redis::cmd("EXISTS").arg(self.conn.key("ui:watching"))).await? > 0) })
     }
 }
 
