@@ -6,7 +6,9 @@
 //!   in the middle of a run: no job lost;
 //! * `kill -9` of an orchestrator process with jobs in flight, then a restart: every job reaches
 //!   one terminal state and each task result is applied once (`AVTO_CRASH_JOBS`, default 200);
-//! * the scheduler and the reputation recalculation: once per fire time / period across instances.
+//! * the scheduler and the reputation recalculation: once per fire time / period across instances;
+//! * the dashboard's live stream on one instance carries jobs moved on another (changes cross
+//!   over the bus only while a dashboard is open: none is published before).
 //!
 //! Redis: `AVTO_TEST_REDIS_URL` (default `redis://127.0.0.1:6379/0`); each test uses its own
 //! key prefix and deletes it at the end. A missing Redis fails these tests.
@@ -1107,4 +1109,98 @@ async fn reputation_is_recalculated_once_per_interval_across_instances() {
         want = ((0.7 * 0.75 + 0.3 * want) * 10_000.0_f64).round() / 10_000.0;
     }
     assert!((r4 - want).abs() < 1e-9, "reputation {r4}, expected {want} (from {r0})");
+}
+
+/// Reads the server-sent events of a dashboard stream: `(event, data)`, comments skipped.
+struct SseReader {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl SseReader {
+    /// The next event, or `None` when `within` passed first.
+    async fn next_within(&mut self, within: Duration) -> Option<(String, Value)> {
+        tokio::time::timeout(within, async {
+            loop {
+                while let Some(end) = self.buf.find("\n\n") {
+                    let block: String = self.buf.drain(..end + 2).collect();
+                    let (mut kind, mut data) = (None, None);
+                    for line in block.lines() {
+                        if let Some(k) = line.strip_prefix("event: ") {
+                            kind = Some(k.to_owned());
+                        } else if let Some(d) = line.strip_prefix("data: ") {
+                            data = Some(serde_json::from_str::<Value>(d).unwrap());
+                        }
+                    }
+                    if let (Some(k), Some(d)) = (kind, data) {
+                        return (k, d);
+                    }
+                }
+                let chunk = self.resp.chunk().await.unwrap().expect("the stream ended");
+                self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+            }
+        })
+        .await
+        .ok()
+    }
+}
+
+/// A dashboard stream on A carries jobs created and moved on B (changes cross over the Redis
+/// bus while a dashboard is open). Before any stream is open nothing is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dashboard_stream_on_one_instance_sees_jobs_moved_on_the_other() {
+    let _serial = SERIAL.lock().await;
+    let p = RedisPrefix::new();
+    let a = server(&p, [approval_flow::blueprint()]).await;
+    let b = server(&p, [approval_flow::blueprint()]).await;
+    let cb = b.client();
+
+    // Nobody watches: jobs created, moved and finished on B publish nothing on either instance.
+    let quiet = cb.create("/api/v1/jobs/approval", json!({})).await;
+    cb.wait_for(&quiet, &["waiting_for_human"], Duration::from_secs(10)).await;
+    let (status, body) = cb.post(&format!("/api/v1/jobs/{quiet}/approval"), &json!({"decision": "approved"})).await;
+    assert_eq!(status, 200, "{body}");
+    cb.wait_terminal(&quiet, Duration::from_secs(10)).await;
+    assert_eq!(
+        (a.core.dashboard_changes_published(), b.core.dashboard_changes_published()),
+        (0, 0),
+        "no dashboard open: no change published"
+    );
+
+    // The operator opens the dashboard on A.
+    let http = reqwest::Client::new();
+    let r = http.post(format!("{}/ui/api/session", a.base)).json(&json!({"token": avto::testing::ADMIN_TOKEN})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()[reqwest::header::SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let resp = http.get(format!("{}/ui/api/stream", a.base)).header(reqwest::header::COOKIE, &cookie).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut events = SseReader { resp, buf: String::new() };
+
+    // B starts publishing once it sees the dashboard (within a couple of seconds): jobs created
+    // on B until one shows up on A's stream.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut created = Vec::new();
+    let seen = 'outer: loop {
+        assert!(Instant::now() < deadline, "no job created on B reached the stream on A");
+        created.push(cb.create("/api/v1/jobs/approval", json!({})).await);
+        while let Some((kind, data)) = events.next_within(Duration::from_millis(300)).await {
+            if kind == "job" && created.iter().any(|id| data["id"] == id.as_str()) {
+                break 'outer data["id"].as_str().unwrap().to_owned();
+            }
+        }
+    };
+    // Now moved on B: A's stream shows it waiting, then finished.
+    cb.wait_for(&seen, &["waiting_for_human"], Duration::from_secs(10)).await;
+    let (status, body) = cb.post(&format!("/api/v1/jobs/{seen}/approval"), &json!({"decision": "approved"})).await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        assert!(Instant::now() < deadline, "the job finished on B did not reach the stream on A");
+        let Some((kind, data)) = events.next_within(Duration::from_secs(1)).await else { continue };
+        if kind == "job" && data["id"] == seen.as_str() && data["status"] == "finished" {
+            assert_eq!(data["current_state"], "approved", "{data}");
+            break;
+        }
+    }
+    assert!(b.core.dashboard_changes_published() > 0);
 }
