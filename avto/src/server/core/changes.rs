@@ -387,6 +387,7 @@ mod tests {
             seen.push(match c {
                 Change::Job(j) => format!("job {} {}", j.id, j.status),
                 Change::Worker(w) => format!("worker {} {} {}", w.worker_id, w.status, w.removed),
+                Change::Lost(n) => format!("lost {n}"),
             });
         }
         assert_eq!(seen, ["job j1 pending", "worker w1 idle false", "worker w1 busy false", "worker w1 offline true"]);
