@@ -1169,10 +1169,16 @@ async fn a_dashboard_stream_on_one_instance_sees_jobs_moved_on_the_other() {
 
     // The operator opens the dashboard on A.
     let http = reqwest::Client::new();
-    let r = http.post(format!("{}/ui/api/session", a.base)).json(&json!({"token": avto::testing::ADMIN_TOKEN})).send().await.unwrap();
+    let r = http
+        .post(format!("{}/ui/api/session", a.base))
+        .json(&json!({"token": avto::testing::ADMIN_TOKEN}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let cookie = r.headers()[reqwest::header::SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_owned();
-    let resp = http.get(format!("{}/ui/api/stream", a.base)).header(reqwest::header::COOKIE, &cookie).send().await.unwrap();
+    let resp =
+        http.get(format!("{}/ui/api/stream", a.base)).header(reqwest::header::COOKIE, &cookie).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let mut events = SseReader { resp, buf: String::new() };
 

@@ -336,7 +336,10 @@ async fn measure_http(orchestrator: Orchestrator, n: u64, now: u64) {
     let filters: Vec<(&str, String)> = vec![
         ("first page", String::new()),
         ("status=failed (1%)", "status=failed".into()),
-        ("status: not ended (5 statuses)", "status=pending,waiting_for_worker,running,waiting_for_human,quarantined".into()),
+        (
+            "status: not ended (5 statuses)",
+            "status=pending,waiting_for_worker,running,waiting_for_human,quarantined".into(),
+        ),
         ("blueprint=bp_rare (1%)", "blueprint=bp_rare".into()),
         ("blueprint=bp_main (14%)", "blueprint=bp_main".into()),
         ("failed + bp_main", "status=failed&blueprint=bp_main".into()),

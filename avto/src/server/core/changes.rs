@@ -312,7 +312,12 @@ impl Core {
 }
 
 /// Refreshes `ui:watching` while this instance has streams, then reads it: whether to relay.
-async fn relay_check(core: &Core, bus: &dyn Bus, last_set: &mut Option<tokio::time::Instant>, now: tokio::time::Instant) {
+async fn relay_check(
+    core: &Core,
+    bus: &dyn Bus,
+    last_set: &mut Option<tokio::time::Instant>,
+    now: tokio::time::Instant,
+) {
     let changes = &core.changes;
     if changes.local() {
         if last_set.is_none_or(|t| now.duration_since(t) >= WATCH_REFRESH) {
@@ -405,8 +410,10 @@ mod tests {
             .clone();
         let job = JobChange::of(&Job::new("j1", "bp", "start", serde_json::Value::Null));
         let worker = WorkerChange { worker_id: "w1".into(), status: "busy".into(), removed: false };
-        let batch =
-            vec![serde_json::to_value(WireOut::Job(&job)).unwrap(), serde_json::to_value(WireOut::Worker(&worker)).unwrap()];
+        let batch = vec![
+            serde_json::to_value(WireOut::Job(&job)).unwrap(),
+            serde_json::to_value(WireOut::Worker(&worker)).unwrap(),
+        ];
         let mut rx = core.changes();
         let own = core.changes.instance.clone();
         core.changes_from_bus(&own, batch.clone(), 0);

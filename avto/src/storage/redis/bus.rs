@@ -43,7 +43,9 @@ impl Bus for RedisBus {
     }
 
     fn watched(&self) -> BoxFuture<'_, Result<bool, StorageError>> {
-        Box::pin(async move { Ok(self.conn.query::<i64>(redis::cmd("EXISTS").arg(self.conn.key("ui:watching"))).await? > 0) })
+        Box::pin(async move {
+            Ok(self.conn.query::<i64>(redis::cmd("EXISTS").arg(self.conn.key("ui:watching"))).await? > 0)
+        })
     }
 }
 
