@@ -204,9 +204,9 @@ pub(crate) async fn run(n: usize) {
     let now = now_ms();
     println!("job-query bench: {n} jobs (20 clients, 8 blueprints, 1% failed, 2% waiting for a human)");
 
-    let orchestrator = orchestrator(None);
+    let in_memory = orchestrator(None);
     let rss0 = rss_kb();
-    let memory: Arc<dyn JobStore> = orchestrator.core().jobs().clone();
+    let memory: Arc<dyn JobStore> = in_memory.core().jobs().clone();
     let took = insert_all(&memory, n, now, 1).await;
     let rss1 = rss_kb();
     println!(
@@ -217,7 +217,7 @@ pub(crate) async fn run(n: usize) {
     );
     measure(&memory, n, now).await;
     drop(memory);
-    measure_http(orchestrator, n, now).await;
+    measure_http(in_memory, n, now).await;
 
     let Ok(url) = std::env::var("REDIS_URL") else {
         println!("\n(REDIS_URL unset: Redis skipped)");
