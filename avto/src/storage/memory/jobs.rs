@@ -1,10 +1,6 @@
 //! Jobs in process memory: each job behind its own async lock, with the indexes (per client,
 //! quarantined, per status, activity for crash recovery, terminal jobs in the order they ended
 //! for retention) kept as jobs are inserted and saved.
-//!
-//! Beside each lock is a copy of the job as last inserted or saved: pages (`query`, `list`,
-//! `list_quarantined`) read a job whose lock is held (a handler running for minutes) from that
-//! copy instead of waiting; a free job is read as it is. `get` waits for the lock, as before.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -21,7 +17,7 @@ use crate::storage::{is_unsettled, JobGuard, JobPage, JobQuery, JobStore, Storag
 /// retention ([`MemoryJobs::with_retention`]) and, beyond the cap on kept terminal jobs, oldest
 /// first, so memory stays bounded however long the process runs.
 pub struct MemoryJobs {
-    jobs: RwLock<HashMap<String, Arc<Slot>>>,
+    jobs: RwLock<HashMap<String, Arc<tokio::sync::Mutex<Job>>>>,
     /// Every index, under one lock so they always agree with each other.
     index: Mutex<Index>,
     /// How long a terminal job is kept (`None` = forever).
@@ -33,31 +29,6 @@ pub struct MemoryJobs {
 impl Default for MemoryJobs {
     fn default() -> Self {
         Self::with_retention(None, 0)
-    }
-}
-
-/// One job: behind its lock, and as last inserted or saved (what a page reads while the lock
-/// is held).
-struct Slot {
-    job: Arc<tokio::sync::Mutex<Job>>,
-    saved: Mutex<Arc<Job>>,
-}
-
-impl Slot {
-    fn new(job: Job) -> Slot {
-        let saved = Mutex::new(Arc::new(job.clone()));
-        Slot { job: Arc::new(tokio::sync::Mutex::new(job)), saved }
-    }
-
-    /// The job now if its lock is free, else as last saved: never waits.
-    fn read(&self) -> Job {
-        match self.job.try_lock() {
-            Ok(job) => job.clone(),
-            Err(_) => {
-                let saved = self.saved.lock().clone();
-                Job::clone(&saved)
-            }
-        }
     }
 }
 
@@ -293,7 +264,7 @@ impl MemoryJobs {
         }
     }
 
-    fn entry(&self, id: &str) -> Option<Arc<Slot>> {
+    fn entry(&self, id: &str) -> Option<Arc<tokio::sync::Mutex<Job>>> {
         self.jobs.read().get(id).cloned()
     }
 
@@ -313,12 +284,17 @@ impl MemoryJobs {
         index.drain_ended(usize::MAX, |ix, _| ix.terminal > max)
     }
 
-    /// Snapshots of the jobs `ids` that still exist, in that order; a job whose lock is held
-    /// as it was last saved (see [`Slot::read`]).
+    /// Snapshots of the jobs `ids` that still exist, in that order.
     fn jobs_of(&self, ids: Vec<String>) -> BoxFuture<'_, Result<Vec<Job>, StorageError>> {
-        let jobs = self.jobs.read();
-        let out = ids.iter().filter_map(|id| jobs.get(id).map(|slot| slot.read())).collect();
-        Box::pin(async move { Ok(out) })
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(j) = self.get(&id).await? {
+                    out.push(j);
+                }
+            }
+            Ok(out)
+        })
     }
 }
 
@@ -337,7 +313,7 @@ impl JobStore for MemoryJobs {
                     index.insert(&job, now_ms());
                     self.enforce_cap(&mut index)
                 };
-                jobs.insert(id.clone(), Arc::new(Slot::new(job)));
+                jobs.insert(id.clone(), Arc::new(tokio::sync::Mutex::new(job)));
                 Ok(removed)
             }
         };
@@ -350,16 +326,13 @@ impl JobStore for MemoryJobs {
         Box::pin(async move {
             match entry {
                 None => Ok(None),
-                Some(m) => Ok(Some(JobGuard::Memory(m.job.clone().lock_owned().await))),
+                Some(m) => Ok(Some(JobGuard::Memory(m.lock_owned().await))),
             }
         })
     }
 
     fn save<'a>(&'a self, guard: &'a JobGuard) -> BoxFuture<'a, Result<(), StorageError>> {
-        // The guard is the job itself; only the indexes and the saved copy need updating.
-        if let Some(slot) = self.entry(&guard.id) {
-            *slot.saved.lock() = Arc::new(Job::clone(guard));
-        }
+        // The guard is the job itself; only the indexes need updating.
         let removed = {
             let mut index = self.index.lock();
             index.update(&guard.id, guard.status, guard.webhook_url.is_some(), now_ms());
@@ -374,7 +347,7 @@ impl JobStore for MemoryJobs {
         Box::pin(async move {
             match entry {
                 None => Ok(None),
-                Some(m) => Ok(Some(m.job.lock().await.clone())),
+                Some(m) => Ok(Some(m.lock().await.clone())),
             }
         })
     }
@@ -519,33 +492,4 @@ fn newest_first(
     offset: usize,
 ) -> Vec<String> {
     lists.get(client).map(|l| l.values().rev().skip(offset).take(limit).cloned().collect()).unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use futures::FutureExt;
-
-    use super::*;
-
-    /// A page answers a job whose lock is held at once, as it was last saved; a free job as it is.
-    #[tokio::test]
-    async fn a_page_never_waits_for_a_held_job() {
-        let store = MemoryJobs::new();
-        store.insert(Job::new("held", "bp", "start", serde_json::Value::Null)).await.unwrap();
-        store.insert(Job::new("free", "bp", "start", serde_json::Value::Null)).await.unwrap();
-        let mut guard = store.lock("held").await.unwrap().unwrap();
-        guard.current_state = "saved".into();
-        guard.status = JobStatus::Running;
-        store.save(&guard).await.unwrap();
-        guard.current_state = "not saved yet".into();
-        let page = store.query(&JobQuery::default()).now_or_never().expect("the page does not wait").unwrap();
-        let states: Vec<(&str, &str)> = page.jobs.iter().map(|j| (j.id.as_str(), j.current_state.as_str())).collect();
-        assert!(states.contains(&("held", "saved")), "{states:?}");
-        assert!(states.contains(&("free", "start")), "{states:?}");
-        let listed = store.list("", 10, 0).now_or_never().expect("a list does not wait").unwrap();
-        assert!(listed.iter().all(|j| j.id != "held" || j.current_state == "saved"));
-        drop(guard);
-        let page = store.query(&JobQuery::default()).await.unwrap();
-        assert!(page.jobs.iter().any(|j| j.id == "held" && j.current_state == "not saved yet"));
-    }
 }
