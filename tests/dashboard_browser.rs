@@ -191,8 +191,8 @@ impl Page {
         self.until("the sign-in form", "document.querySelector('#token')").await;
         self.b.find(Locator::Css("#token")).await.unwrap().send_keys(token).await.unwrap();
         self.click(".login button[type=submit]").await;
-        self.until("the signed-in navigation", "!document.querySelector('#nav').hidden").await;
-        self.until("the live stream", "document.querySelector('#conn').dataset.state === 'live'").await;
+        self.until("the signed-in navigation", "document.querySelector('#nav')?.hidden === false").await;
+        self.until("the live stream", "document.querySelector('#conn')?.dataset.state === 'live'").await;
     }
 
     /// Presses (down and up) each key on the keyboard, as a person would: to the focused element.
@@ -256,12 +256,12 @@ async fn a_client_follows_its_jobs_live() {
     // a wrong token is refused with a visible error
     p.b.find(Locator::Css("#token")).await.unwrap().send_keys("not-a-token").await.unwrap();
     p.click(".login button[type=submit]").await;
-    p.until("the sign-in error", "!document.querySelector('#login-error').hidden").await;
+    p.until("the sign-in error", "document.querySelector('#login-error')?.hidden === false").await;
     p.sign_in("alice-token").await;
 
     // the list, then a job created through the API: announced, shown on request, no reload
     p.goto("/ui/jobs").await;
-    p.until("the empty list", "document.querySelector('#jobs-summary').textContent.startsWith('No jobs')").await;
+    p.until("the empty list", "document.querySelector('#jobs-summary')?.textContent.startsWith('No jobs')").await;
     p.js("window.__sameDocument = 'yes'; return 1").await;
     let id = alice.create("jobs/echo", json!({"text": "hello", "n": 1})).await.unwrap();
     p.until("the new-jobs banner", "document.querySelector('#new-jobs')").await;
@@ -350,7 +350,7 @@ async fn a_client_sees_none_of_anothers_jobs() {
     let p = Page::open(&s, &tools).await;
     p.sign_in("bob-token").await;
     p.goto("/ui/jobs").await;
-    p.until("bob's empty list", "document.querySelector('#jobs-summary').textContent.startsWith('No jobs')").await;
+    p.until("bob's empty list", "document.querySelector('#jobs-summary')?.textContent.startsWith('No jobs')").await;
     // alice's next job, then bob's: bob's stream announces only his own (events keep their order)
     alice.create("jobs/echo", json!({})).await.unwrap();
     let his = bob.create("jobs/echo", json!({})).await.unwrap();
@@ -364,7 +364,7 @@ async fn a_client_sees_none_of_anothers_jobs() {
     p.goto(&format!("/ui/jobs/{hers}")).await;
     p.until("the not-found page", "document.querySelector('#page-title')?.textContent === 'Job not found'").await;
     p.goto("/ui/approvals").await;
-    p.until("bob's empty inbox", "document.querySelector('#approvals-summary').textContent.startsWith('Nothing')")
+    p.until("bob's empty inbox", "document.querySelector('#approvals-summary')?.textContent.startsWith('Nothing')")
         .await;
     s.stop().await.unwrap();
 }
@@ -397,7 +397,7 @@ async fn the_operator_works_from_the_keyboard() {
     p.keys("maintenance window").await;
     p.shot("workers-drain-dialog").await;
     p.tab_to_and_enter("dialog[open] button[value=ok]").await;
-    p.until("the draining worker", "document.querySelector(\"#workers-table tr[data-id='gpu-worker-1']\").textContent.includes('maintenance window')")
+    p.until("the draining worker", "document.querySelector(\"#workers-table tr[data-id='gpu-worker-1']\")?.textContent.includes('maintenance window')")
         .await;
 
     // a job page from the keyboard only: the skip link first, then Tab to "approved" and Enter
@@ -550,7 +550,7 @@ async fn the_page_catches_up_after_a_restart() {
 
     let addr = s.addr();
     s.stop().await.unwrap();
-    p.until("the reconnecting status", "document.querySelector('#conn').dataset.state === 'reconnecting'").await;
+    p.until("the reconnecting status", "document.querySelector('#conn')?.dataset.state === 'reconnecting'").await;
     assert_eq!(p.text("#conn").await, "Reconnecting…");
     p.shot("reconnecting").await;
     // the job moves on while this page's orchestrator is down
@@ -562,7 +562,7 @@ async fn the_page_catches_up_after_a_restart() {
 
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let s = start(Some(listener)).await.unwrap();
-    p.until("the live status again", "document.querySelector('#conn').dataset.state === 'live'").await;
+    p.until("the live status again", "document.querySelector('#conn')?.dataset.state === 'live'").await;
     p.until("the caught-up status", "document.querySelector('#page-title .status')?.textContent === 'Finished'").await;
     s.stop().await.unwrap();
     other.stop().await.unwrap();
@@ -587,7 +587,7 @@ async fn filters_paging_and_bulk_cancel() {
 
     // a status filter through the form: in the URL, kept by a reload
     p.goto("/ui/jobs").await;
-    p.until("the first page", "document.querySelector('#jobs-summary').textContent.startsWith('Showing 50 jobs')")
+    p.until("the first page", "document.querySelector('#jobs-summary')?.textContent.startsWith('Showing 50 jobs')")
         .await;
     p.click("input[name=status][value=waiting_for_human]").await;
     p.click("#apply-filters").await;
@@ -599,7 +599,7 @@ async fn filters_paging_and_bulk_cancel() {
 
     // paging: older, then newer again, neither repeating nor skipping
     p.goto("/ui/jobs?blueprint=echo_flow").await;
-    p.until("the first page", "document.querySelector('#jobs-summary').textContent.startsWith('Showing 50 jobs')")
+    p.until("the first page", "document.querySelector('#jobs-summary')?.textContent.startsWith('Showing 50 jobs')")
         .await;
     let first: Vec<String> = serde_json::from_value(p.js(&format!("return {ids}")).await).unwrap();
     p.click("#jobs-older").await;
