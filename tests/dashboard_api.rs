@@ -9,6 +9,7 @@ use avto::server::config::ClientEntry;
 use avto::testing::{TestServer, ADMIN_TOKEN};
 use avto::ClientConfig;
 use avto_tests::blueprints::{approval_flow, echo_flow};
+use avto_tests::SseReader;
 use reqwest::header;
 use serde_json::{json, Value};
 
@@ -77,42 +78,16 @@ impl Tab {
 }
 
 /// Reads server-sent events from a stream.
-struct Events {
-    resp: reqwest::Response,
-    buf: String,
-}
+struct Events(SseReader);
 
 impl Events {
     fn new(resp: reqwest::Response) -> Events {
-        assert_eq!(resp.status(), 200);
-        assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
-        Events { resp, buf: String::new() }
+        Events(SseReader::new(resp))
     }
 
     /// The next event (kind, data), comments skipped; panics after [`WAIT`].
     async fn next(&mut self) -> (String, Value) {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                while let Some(end) = self.buf.find("\n\n") {
-                    let block: String = self.buf.drain(..end + 2).collect();
-                    let (mut kind, mut data) = (None, None);
-                    for line in block.lines() {
-                        if let Some(k) = line.strip_prefix("event: ") {
-                            kind = Some(k.to_owned());
-                        } else if let Some(d) = line.strip_prefix("data: ") {
-                            data = Some(serde_json::from_str::<Value>(d).unwrap());
-                        }
-                    }
-                    if let (Some(k), Some(d)) = (kind, data) {
-                        return (k, d);
-                    }
-                }
-                let chunk = self.resp.chunk().await.unwrap().expect("the stream ended");
-                self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
-            }
-        })
-        .await
-        .expect("an event within the wait")
+        self.0.next_within(WAIT).await.expect("an event within the wait")
     }
 
     /// Job events until one for `id` arrives; the ids of the jobs seen before it.

@@ -499,3 +499,45 @@ mod panicking_history {
         }
     }
 }
+
+/// Reads server-sent events (the dashboard's `GET /ui/api/stream`): `(event, data)` pairs,
+/// comments and other fields skipped.
+pub struct SseReader {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl SseReader {
+    /// A reader of `resp`, which must be a 200 `text/event-stream` answer.
+    pub fn new(resp: reqwest::Response) -> SseReader {
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()[reqwest::header::CONTENT_TYPE], "text/event-stream");
+        SseReader { resp, buf: String::new() }
+    }
+
+    /// The next event, or `None` when `within` passed first; panics when the stream ends.
+    pub async fn next_within(&mut self, within: Duration) -> Option<(String, Value)> {
+        tokio::time::timeout(within, async {
+            loop {
+                while let Some(end) = self.buf.find("\n\n") {
+                    let block: String = self.buf.drain(..end + 2).collect();
+                    let (mut kind, mut data) = (None, None);
+                    for line in block.lines() {
+                        if let Some(k) = line.strip_prefix("event: ") {
+                            kind = Some(k.to_owned());
+                        } else if let Some(d) = line.strip_prefix("data: ") {
+                            data = Some(serde_json::from_str::<Value>(d).unwrap());
+                        }
+                    }
+                    if let (Some(k), Some(d)) = (kind, data) {
+                        return (k, d);
+                    }
+                }
+                let chunk = self.resp.chunk().await.unwrap().expect("the stream ended");
+                self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+            }
+        })
+        .await
+        .ok()
+    }
+}

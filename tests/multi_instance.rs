@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use avto::worker::{TaskHandle, TaskOutcome, WorkerBuilder};
 use avto_tests::blueprints::{approval_flow, echo_flow};
 use avto_tests::{
-    free_port, redis_url, test_config, RedisPrefix, RustWorker, Server, CLIENT_TOKEN, SECRET, WORKER_TOKEN,
+    free_port, redis_url, test_config, RedisPrefix, RustWorker, Server, SseReader, CLIENT_TOKEN, SECRET, WORKER_TOKEN,
 };
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -1111,40 +1111,6 @@ async fn reputation_is_recalculated_once_per_interval_across_instances() {
     assert!((r4 - want).abs() < 1e-9, "reputation {r4}, expected {want} (from {r0})");
 }
 
-/// Reads the server-sent events of a dashboard stream: `(event, data)`, comments skipped.
-struct SseReader {
-    resp: reqwest::Response,
-    buf: String,
-}
-
-impl SseReader {
-    /// The next event, or `None` when `within` passed first.
-    async fn next_within(&mut self, within: Duration) -> Option<(String, Value)> {
-        tokio::time::timeout(within, async {
-            loop {
-                while let Some(end) = self.buf.find("\n\n") {
-                    let block: String = self.buf.drain(..end + 2).collect();
-                    let (mut kind, mut data) = (None, None);
-                    for line in block.lines() {
-                        if let Some(k) = line.strip_prefix("event: ") {
-                            kind = Some(k.to_owned());
-                        } else if let Some(d) = line.strip_prefix("data: ") {
-                            data = Some(serde_json::from_str::<Value>(d).unwrap());
-                        }
-                    }
-                    if let (Some(k), Some(d)) = (kind, data) {
-                        return (k, d);
-                    }
-                }
-                let chunk = self.resp.chunk().await.unwrap().expect("the stream ended");
-                self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
-            }
-        })
-        .await
-        .ok()
-    }
-}
-
 /// A dashboard stream on A carries jobs created and moved on B (changes cross over the Redis
 /// bus while a dashboard is open). Before any stream is open nothing is published.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1180,7 +1146,7 @@ async fn a_dashboard_stream_on_one_instance_sees_jobs_moved_on_the_other() {
     let resp =
         http.get(format!("{}/ui/api/stream", a.base)).header(reqwest::header::COOKIE, &cookie).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    let mut events = SseReader { resp, buf: String::new() };
+    let mut events = SseReader::new(resp);
 
     // B starts publishing once it sees the dashboard (within a couple of seconds): jobs created
     // on B until one shows up on A's stream.

@@ -370,15 +370,20 @@ async fn relay_flush(core: &Core, bus: &dyn Bus) {
 mod tests {
     use super::*;
 
-    /// Nothing is built without a receiver; a receiver gets jobs and real status changes only.
-    #[tokio::test]
-    async fn changes_reach_receivers_only_when_there_are_some() {
-        let core = crate::server::Orchestrator::builder()
+    /// The core of an orchestrator with the default configuration.
+    fn test_core() -> Arc<Core> {
+        crate::server::Orchestrator::builder()
             .config(crate::server::Config::builder().build().unwrap())
             .build()
             .unwrap()
             .core()
-            .clone();
+            .clone()
+    }
+
+    /// Nothing is built without a receiver; a receiver gets jobs and real status changes only.
+    #[tokio::test]
+    async fn changes_reach_receivers_only_when_there_are_some() {
+        let core = test_core();
         let job = Job::new("j1", "bp", "start", serde_json::Value::Null);
         assert!(core.job_change(&job).is_none(), "no receiver: nothing built");
         let mut rx = core.changes();
@@ -402,12 +407,7 @@ mod tests {
     /// instance's own batches are skipped (its streams had them already).
     #[tokio::test]
     async fn batches_from_the_bus_reach_streams_except_this_instances_own() {
-        let core = crate::server::Orchestrator::builder()
-            .config(crate::server::Config::builder().build().unwrap())
-            .build()
-            .unwrap()
-            .core()
-            .clone();
+        let core = test_core();
         let job = JobChange::of(&Job::new("j1", "bp", "start", serde_json::Value::Null));
         let worker = WorkerChange { worker_id: "w1".into(), status: "busy".into(), removed: false };
         let batch = vec![
@@ -434,12 +434,7 @@ mod tests {
     /// change does, up to [`BATCH_MAX`] (the rest is counted).
     #[tokio::test]
     async fn the_outbox_fills_only_while_someone_watches_and_is_bounded() {
-        let core = crate::server::Orchestrator::builder()
-            .config(crate::server::Config::builder().build().unwrap())
-            .build()
-            .unwrap()
-            .core()
-            .clone();
+        let core = test_core();
         let job = Job::new("j1", "bp", "start", serde_json::Value::Null);
         assert!(core.job_change(&job).is_none());
         core.worker_changed("w1", "idle", false);
