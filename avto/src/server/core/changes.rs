@@ -370,6 +370,19 @@ async fn relay_flush(core: &Core, bus: &dyn Bus) {
 mod tests {
     use super::*;
 
+    /// What `rx` holds now, one line per change.
+    fn received(rx: &mut tokio::sync::broadcast::Receiver<Change>) -> Vec<String> {
+        let mut seen = Vec::new();
+        while let Ok(c) = rx.try_recv() {
+            seen.push(match c {
+                Change::Job(j) => format!("job {} {}", j.id, j.status),
+                Change::Worker(w) => format!("worker {} {} {}", w.worker_id, w.status, w.removed),
+                Change::Lost(n) => format!("lost {n}"),
+            });
+        }
+        seen
+    }
+
     /// The core of an orchestrator with the default configuration.
     fn test_core() -> Arc<Core> {
         crate::server::Orchestrator::builder()
@@ -392,14 +405,7 @@ mod tests {
         core.worker_changed("w1", "idle", false);
         core.worker_changed("w1", "busy", false);
         core.worker_changed("w1", "offline", true);
-        let mut seen = Vec::new();
-        while let Ok(c) = rx.try_recv() {
-            seen.push(match c {
-                Change::Job(j) => format!("job {} {}", j.id, j.status),
-                Change::Worker(w) => format!("worker {} {} {}", w.worker_id, w.status, w.removed),
-                Change::Lost(n) => format!("lost {n}"),
-            });
-        }
+        let seen = received(&mut rx);
         assert_eq!(seen, ["job j1 pending", "worker w1 idle false", "worker w1 busy false", "worker w1 offline true"]);
     }
 
@@ -419,14 +425,7 @@ mod tests {
         core.changes_from_bus(&own, batch.clone(), 0);
         assert!(rx.try_recv().is_err(), "an instance's own batch is skipped");
         core.changes_from_bus("another", batch, 3);
-        let mut seen = Vec::new();
-        while let Ok(c) = rx.try_recv() {
-            seen.push(match c {
-                Change::Job(j) => format!("job {} {}", j.id, j.status),
-                Change::Worker(w) => format!("worker {} {} {}", w.worker_id, w.status, w.removed),
-                Change::Lost(n) => format!("lost {n}"),
-            });
-        }
+        let seen = received(&mut rx);
         assert_eq!(seen, ["job j1 pending", "worker w1 busy false", "lost 3"]);
     }
 

@@ -86,17 +86,7 @@ fn job_view(core: &Core, job: &Job) -> Value {
     m.insert("progress_message".into(), json!(job.progress_message));
     m.insert("current_task".into(), job.current_task.as_deref().map_or(Value::Null, |t| task_view(core, t)));
     m.insert("branches".into(), Value::Array(job.branches.iter().map(|t| task_view(core, t)).collect()));
-    m.insert(
-        "approval".into(),
-        job.approval.as_deref().map_or(Value::Null, |a| {
-            json!({
-                "message": a.message,
-                "integration": a.integration,
-                "decisions": a.transitions.iter().map(|(d, _)| d).collect::<Vec<_>>(),
-                "since_ms": a.since_ms.unwrap_or(job.updated_at_ms),
-            })
-        }),
-    );
+    m.insert("approval".into(), job.approval.as_ref().map_or(Value::Null, |_| super::approval_view(job)));
     m.insert(
         "sub_job".into(),
         job.sub_job
@@ -316,15 +306,11 @@ async fn why(core: &Core, job: &Job) -> Value {
             None => Value::Null,
         },
         JobStatus::WaitingForHuman => {
-            let a = job.approval.as_deref();
-            json!({
-                "kind": "approval",
-                "message": a.and_then(|a| a.message.clone()),
-                "integration": a.and_then(|a| a.integration.clone()),
-                "since_ms": a.and_then(|a| a.since_ms).unwrap_or(job.updated_at_ms),
-                "waiting_ms": now.saturating_sub(a.and_then(|a| a.since_ms).unwrap_or(job.updated_at_ms)),
-                "decisions": a.map(|a| a.transitions.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>()).unwrap_or_default(),
-            })
+            let mut v = super::approval_view(job);
+            let since = v["since_ms"].as_u64().unwrap_or(job.updated_at_ms);
+            v["kind"] = json!("approval");
+            v["waiting_ms"] = json!(now.saturating_sub(since));
+            v
         }
         JobStatus::WaitingForParallelTasks => json!({
             "kind": "parallel",

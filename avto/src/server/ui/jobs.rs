@@ -146,13 +146,7 @@ pub(super) async fn cancel(
 
 fn approval_row(job: &Job) -> Value {
     let mut row = job_row(job);
-    let a = job.approval.as_deref();
-    row["approval"] = json!({
-        "message": a.and_then(|a| a.message.clone()),
-        "integration": a.and_then(|a| a.integration.clone()),
-        "decisions": a.map(|a| a.transitions.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>()).unwrap_or_default(),
-        "since_ms": a.and_then(|a| a.since_ms).unwrap_or(job.updated_at_ms),
-    });
+    row["approval"] = super::approval_view(job);
     row
 }
 

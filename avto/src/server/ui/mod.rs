@@ -124,6 +124,19 @@ pub(crate) fn job_row(job: &Job) -> Value {
     })
 }
 
+/// A job's approval wait as the job page, its "why" and the approvals inbox show it: the
+/// message, the integration, the decisions its blueprint allows and when the wait started (the
+/// job's last update for a job stored before waits recorded their start).
+pub(crate) fn approval_view(job: &Job) -> Value {
+    let a = job.approval.as_deref();
+    json!({
+        "message": a.and_then(|a| a.message.clone()),
+        "integration": a.and_then(|a| a.integration.clone()),
+        "decisions": a.map(|a| a.transitions.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+        "since_ms": a.and_then(|a| a.since_ms).unwrap_or(job.updated_at_ms),
+    })
+}
+
 /// The row of a change from the feed (the same members as [`job_row`]).
 pub(crate) fn change_row(c: &super::core::JobChange) -> Value {
     json!({
