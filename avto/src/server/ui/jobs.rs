@@ -102,11 +102,9 @@ fn page_query(user: &UiUser, p: &HashMap<String, String>) -> Result<JobQuery, Ap
     Ok(q)
 }
 
+/// A storage error as the client API answers it (an invalid query is a 400).
 fn storage(e: crate::storage::StorageError) -> ApiError {
-    match e {
-        crate::storage::StorageError::Invalid(m) => ApiError::BadRequest(m),
-        e => ApiError::Unavailable(format!("storage error: {e}")),
-    }
+    crate::server::core::CoreError::Storage(e).into()
 }
 
 /// `GET /ui/api/jobs?status=a,b&blueprint=..&from=ms&to=ms&q=prefix&after=cursor&limit=n`.
