@@ -5,8 +5,11 @@
 //! Starts the orchestrator (`echo_server`, a separate process, so its CPU time and memory are its
 //! own), N in-process Rust SDK workers with the `echo` skill, then submits J jobs of the one-task
 //! blueprint through the client API (`avto::client`) and waits for each through its webhook. Prints jobs/s,
-//! p50/p99 end-to-end latency, single-job latency when idle, the orchestrator's peak RSS and CPU
-//! time per job, and memory per job waiting for approval. Extra environment (e.g. `REDIS_URL`)
+//! p50/p99 end-to-end latency, single-job latency when idle, the latency at half the peak rate
+//! (`--half-load`: jobs offered at a steady pace, see examples/bench/load.rs), the orchestrator's
+//! peak RSS and CPU time per job, and memory per job waiting for approval. With `REDIS_URL` the
+//! orchestrator runs on Redis under a fresh key prefix (deleted afterwards; `REDIS_KEY_PREFIX`
+//! names one instead), and Redis's CPU and round trips per job are printed too. Extra environment (e.g. `REDIS_URL`)
 //! is passed to the orchestrator. Loopback only.
 //!
 //! `--target http://127.0.0.1:PORT [--target-pid PID]` drives an orchestrator that is already
@@ -39,6 +42,8 @@ use avto::JobStatus;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
+#[path = "bench/load.rs"]
+mod load;
 #[path = "bench/query.rs"]
 mod query;
 #[path = "bench/soak.rs"]
@@ -52,6 +57,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const CT: &str = "bench-client-token";
 const WT: &str = "bench-worker-token";
 const SK: &str = "bench-orchestrator-secret";
+/// The orchestrator's ADMIN_TOKEN (for `/metrics`) when this program starts it.
+const AT: &str = "bench-admin-token";
 
 /// Benchmark of the avto orchestrator (or, with --target, of one already running); see the doc
 /// comment of examples/bench.rs. Loopback only.
@@ -70,6 +77,11 @@ struct Args {
     /// Single jobs submitted one at a time when idle, for the idle latency
     #[arg(long, default_value_t = 300)]
     idle: usize,
+    /// After the throughput run, offer jobs at half the peak rate it reached for SECS (open loop:
+    /// each job starts on time whatever the answers) and print the end-to-end p50/p99 against the
+    /// idle p50 (0 skips)
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    half_load: f64,
     /// Jobs left waiting for approval, for the memory per waiting job (0 skips; always 0 with --target)
     #[arg(long, default_value_t = 100_000)]
     waiting: usize,
@@ -238,13 +250,15 @@ async fn main() {
         return;
     }
     let soak_every = a.soak_every.map(|n| n.max(1));
-    // Redis (URL, key prefix) of a soak run; a run that starts its orchestrator gets a prefix of its own.
-    let redis = match (soak_every, std::env::var("REDIS_URL")) {
-        (Some(_), Ok(url)) => {
+    // Redis (URL, key prefix) of the run; a run that starts its orchestrator gets a prefix of its
+    // own unless REDIS_KEY_PREFIX names one.
+    let redis = match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => {
             let prefix = std::env::var("REDIS_KEY_PREFIX").ok().filter(|p| !p.is_empty());
             let prefix = prefix.unwrap_or_else(|| {
                 let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-                format!("soak-{}-{}:", std::process::id(), nanos % 1_000_000_000)
+                let kind = if soak_every.is_some() { "soak" } else { "bench" };
+                format!("{kind}-{}-{}:", std::process::id(), nanos % 1_000_000_000)
             });
             Some((url, prefix))
         }
@@ -272,6 +286,7 @@ async fn main() {
                 .env("API_PORT", a.port.to_string())
                 .env("CLIENT_TOKEN", CT)
                 .env("GLOBAL_WORKER_TOKEN", WT)
+                .env("ADMIN_TOKEN", AT)
                 .env("ORCHESTRATOR_SECRET_KEY", SK)
                 .env("RATE_LIMITING_ENABLED", "false")
                 .env("WEBHOOK_ALLOW_PRIVATE", "true")
@@ -362,6 +377,11 @@ async fn main() {
     idle.sort();
 
     // Throughput: J jobs, at most `concurrency` in flight.
+    let probe = redis.as_ref().map(|(url, prefix)| load::RedisProbe::new(url, prefix, &base, AT));
+    let redis_before = match &probe {
+        Some(p) => Some(p.read().await),
+        None => None,
+    };
     let (_, _, cpu_before) = proc_stats(pid);
     let (_, _, own_before) = proc_stats(Some(std::process::id()));
     let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency));
@@ -383,7 +403,21 @@ async fn main() {
     let wall = started.elapsed();
     let (_, peak_kb, cpu_after) = proc_stats(pid);
     let (_, _, own_after) = proc_stats(Some(std::process::id()));
+    let redis_per_job = match (&probe, redis_before) {
+        (Some(p), Some(before)) => Some(load::per_job(before, p.read().await, a.jobs)),
+        _ => None,
+    };
     lat.sort();
+    let jobs_per_s = a.jobs as f64 / wall.as_secs_f64();
+
+    // Latency under load: half the peak rate, offered at a steady pace.
+    let half = if a.half_load > 0.0 {
+        let rate = jobs_per_s / 2.0;
+        let n = ((rate * a.half_load) as usize).max(1);
+        Some((rate, load::open_loop(&client, &hook, &waiters, rate, n).await))
+    } else {
+        None
+    };
 
     // Memory per job waiting for approval.
     let (rss_before, _, _) = proc_stats(pid);
@@ -407,7 +441,6 @@ async fn main() {
     let per_waiting = (rss_after.saturating_sub(rss_before) as f64 * 1024.0) / waiting.max(1) as f64;
 
     let _ = stop_tx.send(true);
-    let jobs_per_s = a.jobs as f64 / wall.as_secs_f64();
     let cpu_us = |before: f64, after: f64| (after - before) * 1e6 / a.jobs as f64;
     let pid_text = pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
     println!(
@@ -422,8 +455,24 @@ async fn main() {
         pct(&idle, 99.0),
         a.idle
     );
+    let half_json = half.as_ref().map(|(rate, (lat_h, achieved))| {
+        let (p50, p99, idle50) = (pct(lat_h, 50.0), pct(lat_h, 99.0), pct(&idle, 50.0));
+        println!(
+            "  at half the peak  p50 {p50:.2} ms  p99 {p99:.2} ms  ({} jobs offered at {rate:.0}/s, achieved {achieved:.0}/s); \
+             p99 / idle p50 = {:.1}",
+            lat_h.len(),
+            p99 / idle50
+        );
+        json!({"offered_per_s": rate, "achieved_per_s": achieved, "jobs": lat_h.len(), "p50": p50, "p99": p99,
+               "p99_over_idle_p50": p99 / idle50})
+    });
     if pid.is_some() {
         println!("  orchestrator CPU  {:10.1} us/job", cpu_us(cpu_before, cpu_after));
+    }
+    if let Some((cpu, trips)) = redis_per_job {
+        let trips_text = trips.map_or_else(|| "not counted by this orchestrator".to_owned(), |t| format!("{t:.2}"));
+        println!("  Redis CPU         {cpu:10.1} us/job  (INFO cpu; every client of this Redis counts)");
+        println!("  Redis round trips {trips_text:>10} per job (orchestrator_redis_round_trips_total)");
     }
     println!(
         "  bench process CPU {:10.1} us/job  (client, workers and webhook receiver)",
@@ -448,7 +497,18 @@ async fn main() {
             "bench_cpu_us_per_job": cpu_us(own_before, own_after),
             "orchestrator_peak_rss_kib": pid.map(|_| peak_kb),
             "bytes_per_waiting_job": (waiting > 0).then_some(per_waiting),
+            "half_load": half_json,
+            "store": if redis.is_some() { "redis" } else { "memory" },
+            "redis_cpu_us_per_job": redis_per_job.map(|r| r.0),
+            "redis_round_trips_per_job": redis_per_job.and_then(|r| r.1),
         });
         std::fs::write(path, serde_json::to_vec_pretty(&out).unwrap()).expect("write --json-out");
+    }
+    drop(orch);
+    if let (Some((url, prefix)), None) = (&redis, &a.target) {
+        match avto::storage::redis::delete_prefix(url, prefix).await {
+            Ok(n) => println!("  deleted {n} Redis keys under {prefix}"),
+            Err(e) => eprintln!("could not delete the Redis keys under {prefix}: {e}"),
+        }
     }
 }
