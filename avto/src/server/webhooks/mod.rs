@@ -241,21 +241,36 @@ impl Webhooks {
             JobStatus::Quarantined => "job_quarantined",
             _ => "job_failed",
         };
-        let body = json!({
-            "event": event,
-            "job_id": job.id,
-            "blueprint": job.blueprint,
-            "status": job.status,
-            "state": job.current_state,
-            "result": job.result,
-            "error": job.error_message,
-            "error_message": job.error_message,
-            "metadata": job.metadata,
-            "timestamp": job.updated_at_ms as f64 / 1000.0,
-        });
+        // Written straight from the job (same members, same order as the JSON object it replaces):
+        // no intermediate map, no copies of the result and metadata.
+        #[derive(serde::Serialize)]
+        struct Ended<'a> {
+            event: &'a str,
+            job_id: &'a str,
+            blueprint: &'a str,
+            status: JobStatus,
+            state: &'a str,
+            result: &'a Option<Value>,
+            error: &'a Option<String>,
+            error_message: &'a Option<String>,
+            metadata: &'a Option<Value>,
+            timestamp: f64,
+        }
+        let body = Ended {
+            event,
+            job_id: &job.id,
+            blueprint: &job.blueprint,
+            status: job.status,
+            state: &job.current_state,
+            result: &job.result,
+            error: &job.error_message,
+            error_message: &job.error_message,
+            metadata: &job.metadata,
+            timestamp: job.updated_at_ms as f64 / 1000.0,
+        };
         let held = self.inner.outbox.as_ref().map(|_| job.id.clone());
         let event_id = event_id(job, event);
-        self.enqueue(&job.client.id, url, body, event_id, held);
+        self.enqueue(&job.client.id, url, &job.id, &body, event_id, held);
     }
 
     /// Sends again the job-end webhooks whose sender went silent (see the module docs): claims up
@@ -335,12 +350,28 @@ impl Webhooks {
     /// Queues any webhook body (not kept in the outbox); `client` (the client identity,
     /// `ClientConfig::id`) names whose slots it uses (`WEBHOOK_MAX_PER_CLIENT`).
     pub fn send(&self, client: &str, url: String, body: Value) {
-        self.enqueue(client, url, body, uuid::Uuid::new_v4().to_string(), None);
+        let job_id = body.get("job_id").and_then(Value::as_str).unwrap_or("");
+        self.enqueue(client, url, job_id, &body, uuid::Uuid::new_v4().to_string(), None);
     }
 
     /// Queues a webhook; `held`: the job whose outbox entry it is (removed once it is delivered or
     /// given up).
-    fn enqueue(&self, client: &str, url: String, body: Value, event_id: String, held: Option<String>) {
+    fn enqueue(
+        &self,
+        client: &str,
+        url: String,
+        job_id: &str,
+        body: &impl serde::Serialize,
+        event_id: String,
+        held: Option<String>,
+    ) {
+        let body = match serde_json::to_vec(body) {
+            Ok(b) => axum::body::Bytes::from(b),
+            Err(e) => {
+                tracing::error!(job_id, error = %e, "webhook body does not serialise; webhook dropped");
+                return;
+            }
+        };
         let Ok(pending) = self.inner.pending.clone().try_acquire_owned() else {
             if held.is_some() {
                 self.inner.counts.deferred.fetch_add(1, Ordering::Relaxed);
@@ -351,11 +382,11 @@ impl Webhooks {
             }
             return;
         };
-        let (this, client) = (self.clone(), client.to_owned());
+        let (this, client, job_id) = (self.clone(), client.to_owned(), job_id.to_owned());
         self.inner.runtime.spawn(async move {
             let _pending = pending;
             let outbox = held.as_deref().and_then(|id| Some((this.inner.outbox.as_ref()?, id)));
-            deliver(&this.inner, &client, &url, &body, &event_id, outbox).await;
+            deliver(&this.inner, &client, &url, &job_id, body, &event_id, outbox).await;
             if let Some(id) = &held {
                 this.done(id);
             }
@@ -430,11 +461,11 @@ async fn deliver(
     inner: &Inner,
     client: &str,
     raw: &str,
-    body: &Value,
+    job_id: &str,
+    body: axum::body::Bytes,
     event_id: &str,
     outbox: Option<(&Arc<dyn JobStore>, &str)>,
 ) {
-    let job_id = body.get("job_id").and_then(Value::as_str).unwrap_or("");
     let url = match reqwest::Url::parse(raw) {
         Ok(u) => u,
         Err(e) => {
@@ -449,13 +480,6 @@ async fn deliver(
         tracing::error!(job_id, url = %shown, "webhook refused: {e}");
         return;
     }
-    let body = match serde_json::to_vec(body) {
-        Ok(b) => axum::body::Bytes::from(b),
-        Err(e) => {
-            tracing::error!(job_id, url = %shown, error = %e, "webhook body does not serialise; webhook dropped");
-            return;
-        }
-    };
     let host = format!("{}:{}", url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0));
     let (client_slots, host_slots) = (inner.per_client.take(client), inner.per_host.take(&host));
     for attempt in 0..ATTEMPTS {
