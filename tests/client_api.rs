@@ -268,10 +268,16 @@ async fn bad_input_gets_clear_4xx_json_and_changes_nothing() {
 async fn many_concurrent_jobs_are_neither_lost_nor_duplicated() {
     let s = server().await;
     let c = s.client();
+    // 300 creates, 64 at a time: concurrent enough to race, and not 300 connections opened at
+    // once, which on a loaded 2-core machine can outlast the server's 10 s header-read timeout.
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
     let mut tasks = Vec::new();
     for i in 0..300 {
-        let c = c.clone();
-        tasks.push(tokio::spawn(async move { c.create("/api/v1/jobs/approval", json!({"i": i})).await }));
+        let (c, gate) = (c.clone(), gate.clone());
+        tasks.push(tokio::spawn(async move {
+            let _slot = gate.acquire_owned().await.unwrap();
+            c.create("/api/v1/jobs/approval", json!({"i": i})).await
+        }));
     }
     let mut ids = std::collections::HashSet::new();
     for t in tasks {
