@@ -30,6 +30,11 @@
 //! N jobs stored straight into the memory store (and Redis with `REDIS_URL`), then the times of
 //! first, next and filtered pages and of counts, in the store and over HTTP (the dashboard's
 //! `GET /ui/api/jobs` and `/ui/api/jobs/count`, signed in as the operator and as a client).
+//!
+//! `--retained N` measures memory per retained finished job instead (issue #19; see
+//! examples/bench/memory.rs): N echo jobs with webhooks run to completion against an orchestrator
+//! that keeps them all (`MAX_RETAINED_JOBS=0`, the default 7-day retention unless `--retention`),
+//! and (RSS after - RSS before) / N is printed.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -44,6 +49,8 @@ use tokio::sync::oneshot;
 
 #[path = "bench/load.rs"]
 mod load;
+#[path = "bench/memory.rs"]
+mod memory;
 #[path = "bench/query.rs"]
 mod query;
 #[path = "bench/soak.rs"]
@@ -118,6 +125,11 @@ struct Args {
     /// serving the stored jobs)
     #[arg(long, value_name = "N")]
     query_jobs: Option<usize>,
+    /// Memory per retained finished job instead (issue #19): run N echo jobs with webhooks to
+    /// completion against an orchestrator that keeps every finished job (MAX_RETAINED_JOBS=0)
+    /// and print (RSS after - RSS before) / N (`retained_bytes_per_job` in --json-out)
+    #[arg(long, value_name = "N")]
+    retained: Option<usize>,
 }
 
 fn args() -> Args {
@@ -278,6 +290,9 @@ async fn main() {
             if let Some(secs) = retention {
                 cmd.env("JOB_RETENTION_SECONDS", secs.to_string());
             }
+            if a.retained.is_some() {
+                cmd.env("MAX_RETAINED_JOBS", "0");
+            }
             if let Some((_, prefix)) = &redis {
                 cmd.env("REDIS_KEY_PREFIX", prefix);
             }
@@ -345,6 +360,18 @@ async fn main() {
     // Warm-up.
     for i in 0..50 {
         run_job(&client, &hook, &waiters, i).await;
+    }
+
+    if let Some(n) = a.retained {
+        let target = memory::Target { client, hook, waiters, pid };
+        let r = memory::run(target, n, a.concurrency, &a.label).await;
+        let _ = stop_tx.send(true);
+        if let (Some(path), Some(r)) = (&a.json_out, r) {
+            let out = json!({"label": a.label, "retained_jobs": n, "retained_bytes_per_job": r.bytes_per_job(),
+                "rss_before_kib": r.rss_before_kb, "rss_after_kib": r.rss_after_kb});
+            std::fs::write(path, serde_json::to_vec_pretty(&out).unwrap()).expect("write --json-out");
+        }
+        return;
     }
 
     if let Some(every) = soak_every {
