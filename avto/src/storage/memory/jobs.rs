@@ -1,14 +1,18 @@
 //! Jobs in process memory: each job behind its own async lock, with the indexes (per client,
 //! quarantined, per status, activity for crash recovery, terminal jobs in the order they ended
-//! for retention) kept as jobs are inserted and saved.
+//! for retention) kept as jobs are inserted and saved. Every map and index holds the one
+//! allocation of a job's id (`Arc<str>`), and a terminal job is kept frozen (see
+//! [`super::frozen`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
 
+use super::frozen::{Cell, Frozen};
 use super::query::{Facts, QueryIndex};
 use crate::job::{now_ms, Job, JobStatus};
 use crate::storage::{is_unsettled, JobGuard, JobPage, JobQuery, JobStore, StorageError};
@@ -17,7 +21,10 @@ use crate::storage::{is_unsettled, JobGuard, JobPage, JobQuery, JobStore, Storag
 /// retention ([`MemoryJobs::with_retention`]) and, beyond the cap on kept terminal jobs, oldest
 /// first, so memory stays bounded however long the process runs.
 pub struct MemoryJobs {
-    jobs: RwLock<HashMap<String, Arc<tokio::sync::Mutex<Job>>>>,
+    jobs: RwLock<HashMap<Arc<str>, Cell>>,
+    /// Terminal jobs left live (someone held or waited for them when they became terminal, or
+    /// a lock thawed them): [`JobStore::remove_expired`] freezes those left alone since.
+    unfrozen: Mutex<Vec<Arc<str>>>,
     /// Every index, under one lock so they always agree with each other.
     index: Mutex<Index>,
     /// How long a terminal job is kept (`None` = forever).
@@ -34,9 +41,8 @@ impl Default for MemoryJobs {
 
 /// What the store knows of one job besides the job itself.
 struct Meta {
-    client: String,
-    /// The id as the query indexes hold it.
-    id: Arc<str>,
+    /// Interned: one allocation per client.
+    client: Arc<str>,
     created_at_ms: u64,
     /// Interned: one allocation per blueprint name.
     blueprint: Arc<str>,
@@ -45,62 +51,60 @@ struct Meta {
     /// Insertion order (key in `Index::by_client`).
     seq: u64,
     /// Quarantine order (key in `Index::quarantined`), once quarantined.
-    quarantined: Option<u64>,
+    quarantined: Option<NonZeroU64>,
     /// Set while the job is terminal: the sequence number of its entry in `Index::ended`.
-    ended: Option<u64>,
+    ended: Option<NonZeroU64>,
 }
 
 #[derive(Default)]
 struct Index {
     next_seq: u64,
-    meta: HashMap<String, Meta>,
+    meta: HashMap<Arc<str>, Meta>,
     /// Jobs per client, in insertion order.
-    by_client: HashMap<String, BTreeMap<u64, String>>,
+    by_client: HashMap<Arc<str>, BTreeMap<u64, Arc<str>>>,
     /// Quarantined jobs per client, in the order they were quarantined.
-    quarantined: HashMap<String, BTreeMap<u64, String>>,
+    quarantined: HashMap<Arc<str>, BTreeMap<NonZeroU64, Arc<str>>>,
     /// Unsettled jobs -> last insert, save or stale claim (epoch ms).
-    activity: HashMap<String, u64>,
+    activity: HashMap<Arc<str>, u64>,
     /// Job counts per status, overall and per client, kept as jobs are inserted, saved and
     /// removed (so counting never walks or locks the jobs).
     all: BTreeMap<JobStatus, u64>,
-    counts_by_client: HashMap<String, BTreeMap<JobStatus, u64>>,
+    counts_by_client: HashMap<Arc<str>, BTreeMap<JobStatus, u64>>,
     /// Terminal jobs in the order they ended: (entry sequence number, ended at ms, id). An entry
     /// is current while the job's `Meta::ended` names it; others (the job was removed or left its
     /// terminal status) are skipped when they reach the front.
-    ended: VecDeque<(u64, u64, String)>,
+    ended: VecDeque<(NonZeroU64, u64, Arc<str>)>,
     /// Current entries of `ended`.
     terminal: usize,
     /// The webhook outbox (see [`JobStore::claim_webhooks`]): job id -> stamp, and the same
     /// entries ordered by stamp.
-    outbox: HashMap<String, u64>,
-    outbox_order: BTreeSet<(u64, String)>,
+    outbox: HashMap<Arc<str>, u64>,
+    outbox_order: BTreeSet<(u64, Arc<str>)>,
     /// The query indexes ([`JobStore::query`]).
     query: QueryIndex,
 }
 
 impl Index {
-    fn seq(&mut self) -> u64 {
+    fn seq(&mut self) -> NonZeroU64 {
         self.next_seq += 1;
-        self.next_seq
+        NonZeroU64::new(self.next_seq).expect("counts from 1")
     }
 
-    fn count(&mut self, client: &str, status: JobStatus, delta: i64) {
-        let per_client = self.counts_by_client.entry(client.to_owned()).or_default();
+    fn count(&mut self, client: &Arc<str>, status: JobStatus, delta: i64) {
+        let per_client = self.counts_by_client.entry(client.clone()).or_default();
         for m in [&mut self.all, per_client] {
             let n = m.entry(status).or_insert(0);
             *n = n.saturating_add_signed(delta);
         }
     }
 
-    fn insert(&mut self, job: &Job, now: u64) {
-        let (id, client, status, hook) =
-            (job.id.as_str(), job.client.id.as_str(), job.status, job.webhook_url.is_some());
-        let seq = self.seq();
-        let (qid, blueprint) = (Arc::<str>::from(id), self.query.intern_blueprint(&job.blueprint));
-        self.query.insert(&qid, client, status, &blueprint, job.created_at_ms);
+    fn insert(&mut self, id: &Arc<str>, job: &Job, now: u64) {
+        let (status, hook) = (job.status, job.webhook_url.is_some());
+        let seq = self.seq().get();
+        let (client, blueprint) = (self.query.intern_client(&job.client.id), self.query.intern_blueprint(&job.blueprint));
+        self.query.insert(id, &client, status, &blueprint, job.created_at_ms);
         let meta = Meta {
-            client: client.to_owned(),
-            id: qid,
+            client: client.clone(),
             created_at_ms: job.created_at_ms,
             blueprint,
             status,
@@ -108,9 +112,9 @@ impl Index {
             quarantined: None,
             ended: None,
         };
-        self.meta.insert(id.to_owned(), meta);
-        self.by_client.entry(client.to_owned()).or_default().insert(seq, id.to_owned());
-        self.count(client, status, 1);
+        self.meta.insert(id.clone(), meta);
+        self.by_client.entry(client.clone()).or_default().insert(seq, id.clone());
+        self.count(&client, status, 1);
         if hook && status.is_terminal() {
             self.stamp_webhook(id, now);
         }
@@ -121,31 +125,36 @@ impl Index {
     /// saves a job retention removed does not bring it back). `hook`: the job has a webhook, so
     /// becoming terminal puts it in the outbox.
     fn update(&mut self, id: &str, status: JobStatus, hook: bool, now: u64) {
-        let Some(meta) = self.meta.get(id) else { return };
-        let (client, old, was_ended, was_quarantined) =
-            (meta.client.clone(), meta.status, meta.ended, meta.quarantined.is_some());
+        let Some((id, meta)) = self.meta.get_key_value(id) else { return };
+        let (id, client, old, was_ended, was_quarantined) =
+            (id.clone(), meta.client.clone(), meta.status, meta.ended, meta.quarantined.is_some());
         if old != status {
-            let (qid, created) = (meta.id.clone(), meta.created_at_ms);
-            self.query.status(&qid, &client, created, old, status);
+            let created = meta.created_at_ms;
+            self.query.status(&id, &client, created, old, status);
             self.count(&client, old, -1);
             self.count(&client, status, 1);
             if hook && status.is_terminal() {
-                self.stamp_webhook(id, now);
+                self.stamp_webhook(&id, now);
             }
         }
         if is_unsettled(status) {
-            self.activity.insert(id.to_owned(), now);
+            match self.activity.get_mut(&id) {
+                Some(at) => *at = now,
+                None => {
+                    self.activity.insert(id.clone(), now);
+                }
+            }
         } else {
-            self.activity.remove(id);
+            self.activity.remove(&id);
         }
         let quarantine_seq = (status == JobStatus::Quarantined && !was_quarantined).then(|| self.seq());
         if let Some(q) = quarantine_seq {
-            self.quarantined.entry(client.clone()).or_default().insert(q, id.to_owned());
+            self.quarantined.entry(client.clone()).or_default().insert(q, id.clone());
         }
         let ended = match (status.is_terminal(), was_ended) {
             (true, None) => {
                 let seq = self.seq();
-                self.ended.push_back((seq, now, id.to_owned()));
+                self.ended.push_back((seq, now, id.clone()));
                 self.terminal += 1;
                 Some(seq)
             }
@@ -156,7 +165,7 @@ impl Index {
             }
             (false, None) => None,
         };
-        let meta = self.meta.get_mut(id).expect("looked up above");
+        let meta = self.meta.get_mut(&id).expect("looked up above");
         meta.status = status;
         meta.ended = ended;
         if quarantine_seq.is_some() {
@@ -166,8 +175,8 @@ impl Index {
 
     /// Forgets `id` in every index.
     fn remove(&mut self, id: &str) {
-        let Some(meta) = self.meta.remove(id) else { return };
-        self.query.remove(&meta.id, &meta.client, meta.status, &meta.blueprint, meta.created_at_ms);
+        let Some((id, meta)) = self.meta.remove_entry(id) else { return };
+        self.query.remove(&id, &meta.client, meta.status, &meta.blueprint, meta.created_at_ms);
         self.count(&meta.client, meta.status, -1);
         if self.counts_by_client.get(&meta.client).is_some_and(|m| m.values().all(|n| *n == 0)) {
             self.counts_by_client.remove(&meta.client);
@@ -176,36 +185,36 @@ impl Index {
         if let Some(q) = meta.quarantined {
             remove_entry(&mut self.quarantined, &meta.client, q);
         }
-        self.activity.remove(id);
+        self.activity.remove(&id);
         if meta.ended.is_some() {
             self.terminal -= 1;
         }
         // A sender still working on its webhook has the job already; only a later redelivery
         // would need it.
-        if self.unstamp_webhook(id) {
-            tracing::debug!(job_id = id, "job removed (retention) while its webhook was in the outbox");
+        if self.unstamp_webhook(&id) {
+            tracing::debug!(job_id = &*id, "job removed (retention) while its webhook was in the outbox");
         }
     }
 
     /// Puts `id` in the outbox stamped `at` (or moves its stamp there).
-    fn stamp_webhook(&mut self, id: &str, at: u64) {
-        if let Some(old) = self.outbox.insert(id.to_owned(), at) {
-            self.outbox_order.remove(&(old, id.to_owned()));
+    fn stamp_webhook(&mut self, id: &Arc<str>, at: u64) {
+        if let Some(old) = self.outbox.insert(id.clone(), at) {
+            self.outbox_order.remove(&(old, id.clone()));
         }
-        self.outbox_order.insert((at, id.to_owned()));
+        self.outbox_order.insert((at, id.clone()));
     }
 
     /// Takes `id` out of the outbox; whether it was there.
     fn unstamp_webhook(&mut self, id: &str) -> bool {
-        match self.outbox.remove(id) {
-            Some(at) => self.outbox_order.remove(&(at, id.to_owned())),
+        match self.outbox.remove_entry(id) {
+            Some((id, at)) => self.outbox_order.remove(&(at, id)),
             None => false,
         }
     }
 
     /// Removes terminal jobs from the front of `ended` while `remove_front` says so for the
     /// oldest (its ended time); returns the removed ids.
-    fn drain_ended(&mut self, limit: usize, mut remove_front: impl FnMut(&Self, u64) -> bool) -> Vec<String> {
+    fn drain_ended(&mut self, limit: usize, mut remove_front: impl FnMut(&Self, u64) -> bool) -> Vec<Arc<str>> {
         let mut removed = Vec::new();
         while removed.len() < limit {
             let Some((seq, at, id)) = self.ended.front() else { break };
@@ -224,7 +233,7 @@ impl Index {
 }
 
 /// Removes `seq` from `client`'s ordered list, and the list once empty.
-fn remove_entry(lists: &mut HashMap<String, BTreeMap<u64, String>>, client: &str, seq: u64) {
+fn remove_entry<K: Ord>(lists: &mut HashMap<Arc<str>, BTreeMap<K, Arc<str>>>, client: &str, seq: K) {
     if let Some(list) = lists.get_mut(client) {
         list.remove(&seq);
         if list.is_empty() {
@@ -258,18 +267,115 @@ impl MemoryJobs {
     pub fn with_retention(retention: Option<Duration>, max_retained: usize) -> Self {
         MemoryJobs {
             jobs: RwLock::default(),
+            unfrozen: Mutex::default(),
             index: Mutex::default(),
             retention,
             max_retained: if max_retained == 0 { usize::MAX } else { max_retained },
         }
     }
 
-    fn entry(&self, id: &str) -> Option<Arc<tokio::sync::Mutex<Job>>> {
-        self.jobs.read().get(id).cloned()
+    /// The lock of job `id`, thawing the job if it is frozen.
+    fn entry(&self, id: &str) -> Result<Option<Arc<tokio::sync::Mutex<Job>>>, StorageError> {
+        if let Some(Cell::Live(m)) = self.jobs.read().get(id) {
+            return Ok(Some(m.clone()));
+        }
+        let mut jobs = self.jobs.write();
+        let Some((key, _)) = jobs.get_key_value(id) else { return Ok(None) };
+        let key = key.clone();
+        let cell = jobs.get_mut(id).expect("looked up above");
+        if let Cell::Frozen(f) = cell {
+            let job = f.decode(id)?;
+            *cell = Cell::live(job);
+            self.unfrozen.lock().push(key);
+        }
+        match cell {
+            Cell::Live(m) => Ok(Some(m.clone())),
+            Cell::Frozen(_) => unreachable!("thawed above"),
+        }
+    }
+
+    /// Freezes the job of `guard`, just committed terminal, unless someone else holds or waits
+    /// for it (then the next [`JobStore::remove_expired`] tries again).
+    fn freeze(&self, mut guard: tokio::sync::OwnedMutexGuard<Job>) {
+        let lock = tokio::sync::OwnedMutexGuard::mutex(&guard).clone();
+        // The entry's reference, the guard's, and `lock`: anyone else's means they wait for it.
+        let alone = |m: &Arc<tokio::sync::Mutex<Job>>| Arc::ptr_eq(m, &lock) && Arc::strong_count(m) == 3;
+        let id = guard.id.clone();
+        if !self.jobs.read().get(id.as_str()).is_some_and(|c| matches!(c, Cell::Live(m) if alone(m))) {
+            return self.left_live(&id);
+        }
+        let Ok(frozen) = Frozen::new(&mut guard) else { return self.left_live(&id) };
+        let mut jobs = self.jobs.write();
+        match jobs.get_mut(id.as_str()) {
+            Some(cell) if matches!(&*cell, Cell::Live(m) if alone(m)) => *cell = Cell::Frozen(frozen),
+            Some(_) => {
+                frozen.restore(&mut guard);
+                drop(jobs);
+                self.left_live(&id);
+            }
+            // Removed meanwhile (retention): nothing to keep.
+            None => {}
+        }
+    }
+
+    /// Remembers that terminal job `id` is still live.
+    fn left_live(&self, id: &str) {
+        if let Some((key, _)) = self.jobs.read().get_key_value(id) {
+            self.unfrozen.lock().push(key.clone());
+        }
+    }
+
+    /// Freezes the terminal jobs left live that nobody holds or waits for any more; keeps the
+    /// others for the next pass.
+    fn freeze_left_live(&self) {
+        let mut ids = std::mem::take(&mut *self.unfrozen.lock());
+        if ids.is_empty() {
+            return;
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let mut busy = Vec::new();
+        {
+            let mut jobs = self.jobs.write();
+            for id in ids {
+                let Some(cell) = jobs.get_mut(&id) else { continue };
+                let Cell::Live(m) = cell else { continue };
+                if Arc::strong_count(m) > 1 {
+                    busy.push(id);
+                    continue;
+                }
+                let Ok(mut job) = m.try_lock() else {
+                    busy.push(id);
+                    continue;
+                };
+                if !job.status.is_terminal() {
+                    continue;
+                }
+                match Frozen::new(&mut job) {
+                    Ok(frozen) => {
+                        drop(job);
+                        *cell = Cell::Frozen(frozen);
+                    }
+                    Err(e) => tracing::warn!(job_id = &*id, error = %e, "a terminal job stays live"),
+                }
+            }
+        }
+        self.unfrozen.lock().extend(busy);
+    }
+
+    /// What [`JobStore::save`] does: the guard is the job itself, so only the indexes need
+    /// updating.
+    fn saved(&self, job: &Job) {
+        let removed = {
+            let mut index = self.index.lock();
+            index.update(&job.id, job.status, job.webhook_url.is_some(), now_ms());
+            self.enforce_cap(&mut index)
+        };
+        self.drop_jobs(removed);
     }
 
     /// Drops the removed jobs themselves (their indexes are already gone).
-    fn drop_jobs(&self, ids: Vec<String>) {
+    fn drop_jobs(&self, ids: Vec<Arc<str>>) {
         if !ids.is_empty() {
             let mut jobs = self.jobs.write();
             for id in ids {
@@ -279,13 +385,13 @@ impl MemoryJobs {
     }
 
     /// Removes the oldest terminal jobs beyond the cap, right after a job was stored.
-    fn enforce_cap(&self, index: &mut Index) -> Vec<String> {
+    fn enforce_cap(&self, index: &mut Index) -> Vec<Arc<str>> {
         let max = self.max_retained;
         index.drain_ended(usize::MAX, |ix, _| ix.terminal > max)
     }
 
     /// Snapshots of the jobs `ids` that still exist, in that order.
-    fn jobs_of(&self, ids: Vec<String>) -> BoxFuture<'_, Result<Vec<Job>, StorageError>> {
+    fn jobs_of(&self, ids: Vec<Arc<str>>) -> BoxFuture<'_, Result<Vec<Job>, StorageError>> {
         Box::pin(async move {
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
@@ -299,8 +405,10 @@ impl MemoryJobs {
 }
 
 impl JobStore for MemoryJobs {
-    fn insert(&self, job: Job) -> BoxFuture<'_, Result<(), StorageError>> {
-        let id = job.id.clone();
+    fn insert(&self, mut job: Job) -> BoxFuture<'_, Result<(), StorageError>> {
+        let id: Arc<str> = Arc::from(job.id.as_str());
+        // A job stored terminal is frozen at once (nobody can hold it yet).
+        let frozen = if job.status.is_terminal() { Frozen::new(&mut job).ok() } else { None };
         // The index is written before the job is visible, under the jobs' write lock, so a query
         // never finds an id whose job is missing (nor a job it does not index).
         let res = {
@@ -310,10 +418,10 @@ impl JobStore for MemoryJobs {
             } else {
                 let removed = {
                     let mut index = self.index.lock();
-                    index.insert(&job, now_ms());
+                    index.insert(&id, &job, now_ms());
                     self.enforce_cap(&mut index)
                 };
-                jobs.insert(id.clone(), Arc::new(tokio::sync::Mutex::new(job)));
+                jobs.insert(id, frozen.map_or_else(|| Cell::live(job), Cell::Frozen));
                 Ok(removed)
             }
         };
@@ -324,7 +432,7 @@ impl JobStore for MemoryJobs {
     fn lock<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<JobGuard>, StorageError>> {
         let entry = self.entry(id);
         Box::pin(async move {
-            match entry {
+            match entry? {
                 None => Ok(None),
                 Some(m) => Ok(Some(JobGuard::Memory(m.lock_owned().await))),
             }
@@ -332,22 +440,29 @@ impl JobStore for MemoryJobs {
     }
 
     fn save<'a>(&'a self, guard: &'a JobGuard) -> BoxFuture<'a, Result<(), StorageError>> {
-        // The guard is the job itself; only the indexes need updating.
-        let removed = {
-            let mut index = self.index.lock();
-            index.update(&guard.id, guard.status, guard.webhook_url.is_some(), now_ms());
-            self.enforce_cap(&mut index)
-        };
-        self.drop_jobs(removed);
+        self.saved(guard);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn commit(&self, guard: JobGuard) -> BoxFuture<'_, Result<(), StorageError>> {
+        self.saved(&guard);
+        match guard {
+            JobGuard::Memory(g) if g.status.is_terminal() => self.freeze(g),
+            _ => {}
+        }
         Box::pin(async { Ok(()) })
     }
 
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Job>, StorageError>> {
-        let entry = self.entry(id);
+        let found = match self.jobs.read().get(id) {
+            None => Ok(None),
+            Some(Cell::Live(m)) => Err(m.clone()),
+            Some(Cell::Frozen(f)) => Ok(Some(f.decode(id))),
+        };
         Box::pin(async move {
-            match entry {
-                None => Ok(None),
-                Some(m) => Ok(Some(m.lock().await.clone())),
+            match found {
+                Ok(frozen) => frozen.transpose(),
+                Err(m) => Ok(Some(m.lock().await.clone())),
             }
         })
     }
@@ -369,7 +484,6 @@ impl JobStore for MemoryJobs {
                 let index = self.index.lock();
                 index.query.page(&q, |id| index.facts(id))
             };
-            let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
             // A job removed between the index read and now is left out; a job whose status
             // changed since is answered as it is now.
             let jobs = self.jobs_of(ids).await?;
@@ -420,13 +534,15 @@ impl JobStore for MemoryJobs {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<String>, StorageError>> {
         let mut index = self.index.lock();
-        let mut stale: Vec<(u64, String)> =
+        let mut stale: Vec<(u64, Arc<str>)> =
             index.activity.iter().filter(|(_, t)| **t <= cutoff_ms).map(|(id, t)| (*t, id.clone())).collect();
         stale.sort();
         stale.truncate(limit);
-        let ids: Vec<String> = stale.into_iter().map(|(_, id)| id).collect();
+        let ids: Vec<String> = stale.into_iter().map(|(_, id)| id.to_string()).collect();
         for id in &ids {
-            index.activity.insert(id.clone(), now_ms);
+            if let Some(at) = index.activity.get_mut(id.as_str()) {
+                *at = now_ms;
+            }
         }
         Box::pin(async move { Ok(ids) })
     }
@@ -441,6 +557,7 @@ impl JobStore for MemoryJobs {
         };
         let n = removed.len();
         self.drop_jobs(removed);
+        self.freeze_left_live();
         Box::pin(async move { Ok(n) })
     }
 
@@ -450,9 +567,9 @@ impl JobStore for MemoryJobs {
         now_ms: u64,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<Job>, StorageError>> {
-        let ids: Vec<String> = {
+        let ids: Vec<Arc<str>> = {
             let mut index = self.index.lock();
-            let due: Vec<String> = index
+            let due: Vec<Arc<str>> = index
                 .outbox_order
                 .iter()
                 .take_while(|(at, _)| *at <= cutoff_ms)
@@ -469,8 +586,9 @@ impl JobStore for MemoryJobs {
 
     fn touch_webhook<'a>(&'a self, id: &'a str, now_ms: u64) -> BoxFuture<'a, Result<(), StorageError>> {
         let mut index = self.index.lock();
-        if index.outbox.contains_key(id) {
-            index.stamp_webhook(id, now_ms);
+        if let Some((id, _)) = index.outbox.get_key_value(id) {
+            let id = id.clone();
+            index.stamp_webhook(&id, now_ms);
         }
         Box::pin(async { Ok(()) })
     }
@@ -485,11 +603,11 @@ impl JobStore for MemoryJobs {
 }
 
 /// A page of one client's ids from a per-client list (keyed by insertion order), newest first.
-fn newest_first(
-    lists: &HashMap<String, BTreeMap<u64, String>>,
+fn newest_first<K>(
+    lists: &HashMap<Arc<str>, BTreeMap<K, Arc<str>>>,
     client: &str,
     limit: usize,
     offset: usize,
-) -> Vec<String> {
+) -> Vec<Arc<str>> {
     lists.get(client).map(|l| l.values().rev().skip(offset).take(limit).cloned().collect()).unwrap_or_default()
 }

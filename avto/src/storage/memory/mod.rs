@@ -4,6 +4,8 @@
 
 mod data;
 #[cfg(feature = "server")]
+mod frozen;
+#[cfg(feature = "server")]
 mod jobs;
 #[cfg(feature = "server")]
 mod limits;

@@ -94,10 +94,18 @@ impl QueryIndex {
         }
     }
 
+    /// The client id as the indexes hold it (one allocation per client while it has jobs).
+    pub(super) fn intern_client(&self, client: &str) -> Arc<str> {
+        match self.clients.get_key_value(client) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(client),
+        }
+    }
+
     pub(super) fn insert(
         &mut self,
         id: &Arc<str>,
-        client: &str,
+        client: &Arc<str>,
         status: JobStatus,
         blueprint: &Arc<str>,
         created: u64,
@@ -109,7 +117,7 @@ impl QueryIndex {
             None => {
                 let mut sets = Sets::default();
                 sets.insert(&pos, status, blueprint);
-                self.clients.insert(Arc::from(client), sets);
+                self.clients.insert(client.clone(), sets);
             }
         }
         self.ids.insert(id.clone());

@@ -1,0 +1,117 @@
+//! How [`super::MemoryJobs`] holds one job: live (behind its own async lock, what every
+//! read-modify-write works on) or, once terminal and nobody holds or waits for it, frozen into
+//! its JSON bytes (a few hundred bytes instead of the `Job` struct with its strings, maps and
+//! lock). A frozen job is decoded for each read and thawed (live again) when locked; it is
+//! frozen again once terminal and left alone. Terminal jobs are what the store keeps most of
+//! (retention), so this is what bounds its memory per kept job.
+
+use std::sync::{Arc, OnceLock};
+
+use crate::context::ClientConfig;
+use crate::job::Job;
+use crate::storage::StorageError;
+
+/// One stored job.
+pub(super) enum Cell {
+    Live(Arc<tokio::sync::Mutex<Job>>),
+    Frozen(Frozen),
+}
+
+/// A terminal job as JSON without its id (the store's key) and client (shared by the client's
+/// jobs, kept as the pointer).
+pub(super) struct Frozen {
+    json: Box<[u8]>,
+    client: Arc<ClientConfig>,
+}
+
+/// `,"client":` and the default client as `Job` serialises it: what [`Frozen::new`] cuts out
+/// of the JSON (the client is put back on decoding).
+fn default_client_json() -> &'static [u8] {
+    static JSON: OnceLock<Vec<u8>> = OnceLock::new();
+    JSON.get_or_init(|| {
+        let mut out = b",\"client\":".to_vec();
+        out.extend(serde_json::to_vec(&ClientConfig::default()).expect("a client serialises"));
+        out
+    })
+}
+
+impl Frozen {
+    /// Freezes `job`; its id and client are taken (left empty): `job` is to be dropped, or
+    /// given them back with [`Frozen::restore`].
+    pub(super) fn new(job: &mut Job) -> Result<Self, StorageError> {
+        let client = std::mem::take(&mut job.client);
+        let id = std::mem::take(&mut job.id);
+        let json = serde_json::to_vec(&*job);
+        job.id = id;
+        let mut json = match json {
+            Ok(json) => json,
+            Err(e) => {
+                job.client = client;
+                return Err(StorageError::Corrupt(format!("job {} does not serialise: {e}", job.id)));
+            }
+        };
+        let cut = default_client_json();
+        if let Some(at) = json.windows(cut.len()).position(|w| w == cut) {
+            json.drain(at..at + cut.len());
+        }
+        Ok(Frozen { json: json.into_boxed_slice(), client })
+    }
+
+    /// Gives `job` back the client [`Frozen::new`] took (the job stays live).
+    pub(super) fn restore(self, job: &mut Job) {
+        job.client = self.client;
+    }
+
+    /// The job again, with id `id`.
+    pub(super) fn decode(&self, id: &str) -> Result<Job, StorageError> {
+        let mut job: Job = serde_json::from_slice(&self.json)
+            .map_err(|e| StorageError::Corrupt(format!("frozen job {id} does not decode: {e}")))?;
+        id.clone_into(&mut job.id);
+        job.client = self.client.clone();
+        Ok(job)
+    }
+
+    /// Bytes of JSON kept.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.json.len()
+    }
+}
+
+impl Cell {
+    pub(super) fn live(job: Job) -> Self {
+        Cell::Live(Arc::new(tokio::sync::Mutex::new(job)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::job::JobStatus;
+
+    #[test]
+    fn a_frozen_job_decodes_to_the_same_job() {
+        let mut job = Job::new("job-1", "bp", "start", json!({"i": 1, "nested": {"a": [1, 2.5, "x"]}}));
+        job.status = JobStatus::Finished;
+        job.webhook_url = Some("http://127.0.0.1:1/hook".into());
+        job.state_history.insert("echo".into(), json!({"i": 1}));
+        job.push_path("finished", job.created_at_ms + 3);
+        job.result = Some(json!({"ok": true}));
+        for client in [Arc::new(ClientConfig::default()), Arc::new(ClientConfig { id: "env:X".into(), ..Default::default() })]
+        {
+            job.client = client;
+            let original = job.clone();
+            let mut frozen_from = job.clone();
+            let frozen = Frozen::new(&mut frozen_from).unwrap();
+            assert!(!String::from_utf8_lossy(&frozen.json).contains("\"client\""), "the client is cut out");
+            assert!(frozen.len() < 400, "{} bytes", frozen.len());
+            let back = frozen.decode("job-1").unwrap();
+            assert_eq!(back, original);
+            assert!(Arc::ptr_eq(&back.client, &original.client), "the client is shared, not copied");
+            frozen.restore(&mut frozen_from);
+            assert_eq!(frozen_from, original, "a job not frozen after all gets its client back");
+        }
+    }
+}
