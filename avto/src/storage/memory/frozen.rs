@@ -24,42 +24,32 @@ pub(super) struct Frozen {
     client: Arc<ClientConfig>,
 }
 
-/// `,"client":` and the default client as `Job` serialises it: what [`Frozen::new`] cuts out
-/// of the JSON (the client is put back on decoding).
-fn default_client_json() -> &'static [u8] {
-    static JSON: OnceLock<Vec<u8>> = OnceLock::new();
-    JSON.get_or_init(|| {
-        let mut out = b",\"client\":".to_vec();
-        out.extend(serde_json::to_vec(&ClientConfig::default()).expect("a client serialises"));
-        out
+/// The default client, and `,"client":` with it as `Job` serialises it: what [`Frozen::new`]
+/// cuts out of the JSON (the client is put back on decoding).
+fn default_client() -> &'static (Arc<ClientConfig>, Vec<u8>) {
+    static DEFAULT: OnceLock<(Arc<ClientConfig>, Vec<u8>)> = OnceLock::new();
+    DEFAULT.get_or_init(|| {
+        let mut json = b",\"client\":".to_vec();
+        json.extend(serde_json::to_vec(&ClientConfig::default()).expect("a client serialises"));
+        (Arc::default(), json)
     })
 }
 
 impl Frozen {
-    /// Freezes `job`; its id and client are taken (left empty): `job` is to be dropped, or
-    /// given them back with [`Frozen::restore`].
+    /// `job` frozen (`job` is left as it was: its id and client are only set aside while it
+    /// is serialised).
     pub(super) fn new(job: &mut Job) -> Result<Self, StorageError> {
-        let client = std::mem::take(&mut job.client);
+        let (default, cut) = default_client();
+        let client = std::mem::replace(&mut job.client, default.clone());
         let id = std::mem::take(&mut job.id);
         let json = serde_json::to_vec(&*job);
         job.id = id;
-        let mut json = match json {
-            Ok(json) => json,
-            Err(e) => {
-                job.client = client;
-                return Err(StorageError::Corrupt(format!("job {} does not serialise: {e}", job.id)));
-            }
-        };
-        let cut = default_client_json();
-        if let Some(at) = json.windows(cut.len()).position(|w| w == cut) {
+        job.client = client.clone();
+        let mut json = json.map_err(|e| StorageError::Corrupt(format!("job {} does not serialise: {e}", job.id)))?;
+        if let Some(at) = json.windows(cut.len()).position(|w| w == cut.as_slice()) {
             json.drain(at..at + cut.len());
         }
         Ok(Frozen { json: json.into_boxed_slice(), client })
-    }
-
-    /// Gives `job` back the client [`Frozen::new`] took (the job stays live).
-    pub(super) fn restore(self, job: &mut Job) {
-        job.client = self.client;
     }
 
     /// The job again, with id `id`.
@@ -105,13 +95,12 @@ mod tests {
             let original = job.clone();
             let mut frozen_from = job.clone();
             let frozen = Frozen::new(&mut frozen_from).unwrap();
+            assert_eq!(frozen_from, original, "the job is left as it was");
             assert!(!String::from_utf8_lossy(&frozen.json).contains("\"client\""), "the client is cut out");
             assert!(frozen.len() < 400, "{} bytes", frozen.len());
             let back = frozen.decode("job-1").unwrap();
             assert_eq!(back, original);
             assert!(Arc::ptr_eq(&back.client, &original.client), "the client is shared, not copied");
-            frozen.restore(&mut frozen_from);
-            assert_eq!(frozen_from, original, "a job not frozen after all gets its client back");
         }
     }
 }

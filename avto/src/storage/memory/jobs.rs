@@ -309,7 +309,6 @@ impl MemoryJobs {
         match jobs.get_mut(id.as_str()) {
             Some(cell) if matches!(&*cell, Cell::Live(m) if alone(m)) => *cell = Cell::Frozen(frozen),
             Some(_) => {
-                frozen.restore(&mut guard);
                 drop(jobs);
                 self.left_live(&id);
             }
