@@ -42,14 +42,16 @@ impl Frozen {
         let (default, cut) = default_client();
         let client = std::mem::replace(&mut job.client, default.clone());
         let id = std::mem::take(&mut job.id);
-        let json = serde_json::to_vec(&*job);
+        let mut json = Vec::with_capacity(1024);
+        let written = serde_json::to_writer(&mut json, &*job);
         job.id = id;
         job.client = client.clone();
-        let mut json = json.map_err(|e| StorageError::Corrupt(format!("job {} does not serialise: {e}", job.id)))?;
+        written.map_err(|e| StorageError::Corrupt(format!("job {} does not serialise: {e}", job.id)))?;
         if let Some(at) = json.windows(cut.len()).position(|w| w == cut.as_slice()) {
             json.drain(at..at + cut.len());
         }
-        Ok(Frozen { json: json.into_boxed_slice(), client })
+        // A copy of the exact size: shrinking the buffer in place could keep its whole block.
+        Ok(Frozen { json: Box::from(json.as_slice()), client })
     }
 
     /// The job again, with id `id`.
