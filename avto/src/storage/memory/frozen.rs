@@ -1,15 +1,23 @@
 //! How [`super::MemoryJobs`] holds one job: live (behind its own async lock, what every
-//! read-modify-write works on) or, once terminal and nobody holds or waits for it, frozen into
-//! its JSON bytes (a few hundred bytes instead of the `Job` struct with its strings, maps and
-//! lock). A frozen job is decoded for each read and thawed (live again) when locked; it is
-//! frozen again once terminal and left alone. Terminal jobs are what the store keeps most of
-//! (retention), so this is what bounds its memory per kept job.
+//! read-modify-write works on) or, once it rests ([`frozen_when`]: terminal, or waiting for a
+//! human) and nobody holds or waits for it, frozen into its JSON bytes (a few hundred bytes
+//! instead of the `Job` struct with its strings, maps and lock). A frozen job is decoded for
+//! each read and thawed (live again) when locked; it is frozen again once it rests and is left
+//! alone. Resting jobs are what the store keeps most of (retention, approvals that take days),
+//! so this is what bounds its memory per kept job; a job that moves on is never frozen between
+//! its steps.
 
 use std::sync::{Arc, OnceLock};
 
 use crate::context::ClientConfig;
-use crate::job::Job;
+use crate::job::{Job, JobStatus};
 use crate::storage::StorageError;
+
+/// Whether a job in `status` is kept frozen: terminal (it never changes again), or waiting for a
+/// human (nothing happens to it until a decision comes).
+pub(super) fn frozen_when(status: JobStatus) -> bool {
+    status.is_terminal() || status == JobStatus::WaitingForHuman
+}
 
 /// One stored job.
 pub(super) enum Cell {
@@ -81,7 +89,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::job::JobStatus;
 
     #[test]
     fn a_frozen_job_decodes_to_the_same_job() {
@@ -91,7 +98,8 @@ mod tests {
         job.state_history.insert("echo".into(), json!({"i": 1}));
         job.push_path("finished", job.created_at_ms + 3);
         job.result = Some(json!({"ok": true}));
-        for client in [Arc::new(ClientConfig::default()), Arc::new(ClientConfig { id: "env:X".into(), ..Default::default() })]
+        for client in
+            [Arc::new(ClientConfig::default()), Arc::new(ClientConfig { id: "env:X".into(), ..Default::default() })]
         {
             job.client = client;
             let original = job.clone();

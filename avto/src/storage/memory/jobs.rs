@@ -1,7 +1,7 @@
 //! Jobs in process memory: each job behind its own async lock, with the indexes (per client,
 //! quarantined, per status, activity for crash recovery, terminal jobs in the order they ended
 //! for retention) kept as jobs are inserted and saved. Every map and index holds the one
-//! allocation of a job's id (`Arc<str>`), and a terminal job is kept frozen (see
+//! allocation of a job's id (`Arc<str>`), and a job at rest (terminal, or waiting for a human) is kept frozen (see
 //! [`super::frozen`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
 
-use super::frozen::{Cell, Frozen};
+use super::frozen::{frozen_when, Cell, Frozen};
 use super::query::{Facts, QueryIndex};
 use crate::job::{now_ms, Job, JobStatus};
 use crate::storage::{is_unsettled, JobGuard, JobPage, JobQuery, JobStore, StorageError};
@@ -22,7 +22,7 @@ use crate::storage::{is_unsettled, JobGuard, JobPage, JobQuery, JobStore, Storag
 /// first, so memory stays bounded however long the process runs.
 pub struct MemoryJobs {
     jobs: RwLock<HashMap<Arc<str>, Cell>>,
-    /// Terminal jobs left live (someone held or waited for them when they became terminal, or
+    /// Jobs at rest left live (someone held or waited for them when they came to rest, or
     /// a lock thawed them): [`JobStore::remove_expired`] freezes those left alone since.
     unfrozen: Mutex<Vec<Arc<str>>>,
     /// Every index, under one lock so they always agree with each other.
@@ -101,7 +101,8 @@ impl Index {
     fn insert(&mut self, id: &Arc<str>, job: &Job, now: u64) {
         let (status, hook) = (job.status, job.webhook_url.is_some());
         let seq = self.seq().get();
-        let (client, blueprint) = (self.query.intern_client(&job.client.id), self.query.intern_blueprint(&job.blueprint));
+        let (client, blueprint) =
+            (self.query.intern_client(&job.client.id), self.query.intern_blueprint(&job.blueprint));
         self.query.insert(id, &client, status, &blueprint, job.created_at_ms);
         let meta = Meta {
             client: client.clone(),
@@ -294,7 +295,7 @@ impl MemoryJobs {
         }
     }
 
-    /// Freezes the job of `guard`, just committed terminal, unless someone else holds or waits
+    /// Freezes the job of `guard`, just committed at rest (see [`frozen_when`]), unless someone else holds or waits
     /// for it (then the next [`JobStore::remove_expired`] tries again).
     fn freeze(&self, mut guard: tokio::sync::OwnedMutexGuard<Job>) {
         let lock = tokio::sync::OwnedMutexGuard::mutex(&guard).clone();
@@ -317,14 +318,14 @@ impl MemoryJobs {
         }
     }
 
-    /// Remembers that terminal job `id` is still live.
+    /// Remembers that job `id` is still live.
     fn left_live(&self, id: &str) {
         if let Some((key, _)) = self.jobs.read().get_key_value(id) {
             self.unfrozen.lock().push(key.clone());
         }
     }
 
-    /// Freezes the terminal jobs left live that nobody holds or waits for any more; keeps the
+    /// Freezes the jobs at rest left live that nobody holds or waits for any more; keeps the
     /// others for the next pass.
     fn freeze_left_live(&self) {
         let mut ids = std::mem::take(&mut *self.unfrozen.lock());
@@ -347,7 +348,7 @@ impl MemoryJobs {
                     busy.push(id);
                     continue;
                 };
-                if !job.status.is_terminal() {
+                if !frozen_when(job.status) {
                     continue;
                 }
                 match Frozen::new(&mut job) {
@@ -355,7 +356,7 @@ impl MemoryJobs {
                         drop(job);
                         *cell = Cell::Frozen(frozen);
                     }
-                    Err(e) => tracing::warn!(job_id = &*id, error = %e, "a terminal job stays live"),
+                    Err(e) => tracing::warn!(job_id = &*id, error = %e, "a job at rest stays live"),
                 }
             }
         }
@@ -406,8 +407,8 @@ impl MemoryJobs {
 impl JobStore for MemoryJobs {
     fn insert(&self, mut job: Job) -> BoxFuture<'_, Result<(), StorageError>> {
         let id: Arc<str> = Arc::from(job.id.as_str());
-        // A job stored terminal is frozen at once (nobody can hold it yet).
-        let frozen = if job.status.is_terminal() { Frozen::new(&mut job).ok() } else { None };
+        // A job stored at rest is frozen at once (nobody can hold it yet).
+        let frozen = if frozen_when(job.status) { Frozen::new(&mut job).ok() } else { None };
         // The index is written before the job is visible, under the jobs' write lock, so a query
         // never finds an id whose job is missing (nor a job it does not index).
         let res = {
@@ -446,7 +447,7 @@ impl JobStore for MemoryJobs {
     fn commit(&self, guard: JobGuard) -> BoxFuture<'_, Result<(), StorageError>> {
         self.saved(&guard);
         match guard {
-            JobGuard::Memory(g) if g.status.is_terminal() => self.freeze(g),
+            JobGuard::Memory(g) if frozen_when(g.status) => self.freeze(g),
             _ => {}
         }
         Box::pin(async { Ok(()) })
