@@ -4,6 +4,7 @@
 //! allocation of a job's id (`Arc<str>`), and a job at rest (terminal, or waiting for a human) is kept frozen (see
 //! [`super::frozen`]).
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -413,16 +414,17 @@ impl JobStore for MemoryJobs {
         // never finds an id whose job is missing (nor a job it does not index).
         let res = {
             let mut jobs = self.jobs.write();
-            if jobs.contains_key(&id) {
-                Err(StorageError::Conflict(format!("job {id} exists")))
-            } else {
-                let removed = {
-                    let mut index = self.index.lock();
-                    index.insert(&id, &job, now_ms());
-                    self.enforce_cap(&mut index)
-                };
-                jobs.insert(id, frozen.map_or_else(|| Cell::live(job), Cell::Frozen));
-                Ok(removed)
+            match jobs.entry(id) {
+                Entry::Occupied(e) => Err(StorageError::Conflict(format!("job {} exists", e.key()))),
+                Entry::Vacant(slot) => {
+                    let removed = {
+                        let mut index = self.index.lock();
+                        index.insert(slot.key(), &job, now_ms());
+                        self.enforce_cap(&mut index)
+                    };
+                    slot.insert(frozen.map_or_else(|| Cell::live(job), Cell::Frozen));
+                    Ok(removed)
+                }
             }
         };
         let res = res.map(|removed| self.drop_jobs(removed));
