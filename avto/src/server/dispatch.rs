@@ -415,6 +415,12 @@ impl Dispatcher {
         if !steal {
             return Ok(None);
         }
+        self.try_steal(worker_id, now).await
+    }
+
+    /// One task stolen for `worker_id` from the longest queue of another worker with the same
+    /// skills (none for a draining worker).
+    pub async fn try_steal(&self, worker_id: &str, now: u64) -> Result<Option<QueuedTask>, StorageError> {
         // The thief's skills from the dispatch view (kept for dispatch anyway) rather than a read
         // of its record on every empty poll.
         let view = self.store.dispatch_view(now).await?;

@@ -101,6 +101,7 @@ fn duration_histogram() -> Histogram {
 /// | `avto_ratelimit_blocked_total{scope,path}` | counter | 429s of the rate limits: `scope` `client`, `worker` or `ip` (requests without a valid credential); `path` the route template, `rxon:{kind}` for workers (`register`, `heartbeat`, `poll`, `result`, `event`, `sts`, `websocket`, `auth` for failed worker authentications) |
 /// | `avto_jobs_timeouts_total{blueprint,type}` | counter | tasks that timed out: `dispatch` (not picked up before the dispatch deadline), `execution` (no result in time) |
 /// | `avto_tasks_ignored_total{blueprint,reason}` | counter | worker results ignored: `job_not_found` (blueprint empty), `worker_mismatch`, `stale_task`, `deadline_exceeded`, `job_cancelled`, `job_already_terminated` |
+/// | `orchestrator_redis_round_trips_total` | counter | requests this instance sent to Redis (a command, a script call or a pipeline each count one, retries too); only with Redis |
 /// | `avto_s3_operations_total{operation,status}`, `avto_s3_operation_duration_seconds{operation}` | counter, histogram | operations on jobs' files: `upload`, `upload_dir`, `download`, `download_dir`, `presign`, `delete`, `cleanup`; `success` / `error` |
 ///
 /// No label carries a worker id, a token, a job id or a request path: each takes its values from
@@ -264,6 +265,8 @@ pub struct Snapshot {
     pub history: Option<HistoryNumbers>,
     /// What became of the webhooks so far.
     pub webhooks: super::webhooks::WebhookCounts,
+    /// Requests this instance sent to Redis (`None` without Redis).
+    pub redis_round_trips: Option<u64>,
 }
 
 /// The history writer's counters at a scrape.
@@ -309,6 +312,10 @@ impl Metrics {
             hooks.get_or_create(&OutcomeLabel { outcome }).inc_by(n);
         }
         stores.register("avto_webhooks", "Webhooks by outcome", hooks);
+        if let Some(n) = now.redis_round_trips {
+            let help = "Requests this instance sent to Redis: a command, a script call or a pipeline each count one";
+            stores.register("orchestrator_redis_round_trips", help, ConstCounter::new(n));
+        }
 
         let mut writer = Registry::default();
         if let Some(h) = now.history {

@@ -6,8 +6,19 @@ use std::collections::BTreeMap;
 use futures::future::BoxFuture;
 use tokio::sync::OwnedMutexGuard;
 
-use super::{JobPage, JobQuery, StorageError};
+use super::{JobPage, JobQuery, QueuedTask, StorageError, StorageFuture};
 use crate::job::{Job, JobStatus};
+
+/// The job of a task taken off a queue by [`JobStore::pop_locked`].
+#[non_exhaustive]
+pub enum PoppedJob {
+    /// Locked for the caller.
+    Locked(JobGuard),
+    /// Another holder works on the job: lock it the usual way ([`JobStore::lock`]).
+    Busy,
+    /// No such job (any more).
+    Missing,
+}
 
 /// Exclusive access to one job; changes become visible to others through [`JobStore::save`].
 #[non_exhaustive]
@@ -59,6 +70,32 @@ pub trait JobStore: Send + Sync + 'static {
     /// error the guard is dropped, which releases the lock as usual.
     fn commit(&self, guard: JobGuard) -> BoxFuture<'_, Result<(), StorageError>> {
         Box::pin(async move { self.save(&guard).await })
+    }
+    /// Combined steps of a store that shares its backend with the [`WorkerStore`](super::WorkerStore)
+    /// (one round trip instead of two or more; `None`, the default: this store cannot, and the
+    /// caller takes the separate steps).
+    ///
+    /// Locks job `id` like [`JobStore::lock`] and, once it holds the lock, forgets the running
+    /// task `task_id` of `worker_id` like [`WorkerStore::finished`](super::WorkerStore::finished)
+    /// in the same step (also when the job does not exist): what applying a result begins with.
+    fn lock_finishing<'a>(
+        &'a self,
+        _id: &'a str,
+        _worker_id: &'a str,
+        _task_id: &'a str,
+    ) -> Option<StorageFuture<'a, Option<JobGuard>>> {
+        None
+    }
+    /// Takes up to `max` tasks off `worker_id`'s queue like [`WorkerStore::pop`](super::WorkerStore::pop)
+    /// (recording each as running) and, in the same step, locks the job of each that no one else
+    /// holds. `None`, the default: this store cannot (see [`JobStore::lock_finishing`]).
+    fn pop_locked<'a>(
+        &'a self,
+        _worker_id: &'a str,
+        _now_ms: u64,
+        _max: usize,
+    ) -> Option<StorageFuture<'a, Vec<(QueuedTask, PoppedJob)>>> {
+        None
     }
     /// A snapshot of a job.
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Job>, StorageError>>;

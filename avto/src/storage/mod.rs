@@ -45,7 +45,7 @@ use futures::future::BoxFuture;
 
 pub use self::data::{DataStore, DataStoreBackend, DataStoreSpec, DataStores, InitialValues};
 #[cfg(feature = "server")]
-pub use self::jobs::{is_unsettled, JobGuard, JobStore};
+pub use self::jobs::{is_unsettled, JobGuard, JobStore, PoppedJob};
 #[cfg(feature = "server")]
 pub use self::limits::{quota_month, NonceStore, QuotaStore, RateLimitStore, DEFAULT_RATE_LIMIT_MAX_KEYS};
 #[cfg(feature = "server")]
@@ -116,6 +116,9 @@ pub struct Stores {
     pub schedule_locks: Arc<dyn ScheduleLocks>,
     /// Cross-instance messages (`None` = this instance is alone).
     pub bus: Option<Arc<dyn Bus>>,
+    /// Requests sent to a networked backend so far (Redis: every command, script call or
+    /// pipeline, `orchestrator_redis_round_trips_total`); `None` in memory.
+    pub round_trips: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 #[cfg(feature = "server")]
@@ -139,6 +142,7 @@ impl Stores {
             data: Arc::new(memory::MemoryDataStores::new()),
             schedule_locks: Arc::new(memory::MemoryScheduleLocks::new()),
             bus: None,
+            round_trips: None,
         }
     }
 }

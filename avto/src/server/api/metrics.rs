@@ -35,6 +35,7 @@ async fn snapshot(core: &Core) -> Snapshot {
             }
         }),
         webhooks: core.webhooks().counts(),
+        redis_round_trips: core.storage_round_trips(),
     }
 }
 

@@ -120,9 +120,16 @@ impl Core {
         result: TaskResult,
     ) -> Result<ResultDisposition, CoreError> {
         // `finished` under the job lock: crash recovery (which also locks) never sees the task
-        // unknown to the worker store while it is still in flight on the job.
-        let tx = self.begin(job_id).await;
-        self.dispatcher.finished(worker_id, &result.task_id).await;
+        // unknown to the worker store while it is still in flight on the job. A store sharing
+        // its backend with the worker store does both in one step.
+        let tx = match self.jobs.lock_finishing(job_id, worker_id, &result.task_id) {
+            Some(locked) => locked.await.map(|g| g.map(|g| self.tx(g))),
+            None => {
+                let tx = self.begin(job_id).await;
+                self.dispatcher.finished(worker_id, &result.task_id).await;
+                tx
+            }
+        };
         let Some(mut tx) = tx? else {
             let reason = engine::IgnoreReason::JobNotFound;
             self.metrics.result_ignored("", reason.as_str());

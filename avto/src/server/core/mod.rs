@@ -127,6 +127,8 @@ pub struct Core {
     schedule_locks: Arc<dyn ScheduleLocks>,
     /// Prometheus counters and histograms (`GET /metrics`).
     metrics: Metrics,
+    /// Requests sent to the storage backend (Redis), if it counts them.
+    round_trips: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// Handler runs at once (`EXECUTOR_MAX_CONCURRENT_JOBS`).
     exec: Arc<Semaphore>,
     /// One shared [`crate::context::ClientConfig`] per client, not one per job.
@@ -167,7 +169,7 @@ impl Core {
         if let Some(bus) = stores.bus {
             dispatcher = dispatcher.with_bus(bus);
         }
-        let Stores { jobs, quotas, rate, nonces, sts, schedule_locks, .. } = stores;
+        let Stores { jobs, quotas, rate, nonces, sts, schedule_locks, round_trips, .. } = stores;
         let exec = Arc::new(Semaphore::new(cfg.executor_max_concurrent_jobs.max(1)));
         let health = Health::new(cfg.background_task_max_restarts);
         let webhooks = Webhooks::with_outbox(super::webhooks::WebhookSettings::of(&cfg), jobs.clone());
@@ -191,6 +193,7 @@ impl Core {
             status_log,
             schedule_locks,
             metrics,
+            round_trips,
             exec,
             client_configs: Default::default(),
             shutdown: tokio::sync::watch::Sender::new(false),
@@ -264,6 +267,12 @@ impl Core {
     /// Prometheus counters and histograms.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Requests sent to the storage backend so far (Redis: commands, script calls, pipelines);
+    /// `None` when the backend does not count them (memory).
+    pub fn storage_round_trips(&self) -> Option<u64> {
+        self.round_trips.as_ref().map(|n| n.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// The background tasks and whether they still run.

@@ -14,7 +14,7 @@ use crate::history::workers::{WorkerHistoryRecord, WORKER_REGISTERED, WORKER_STA
 use crate::job::now_ms;
 use crate::protocol::{worker_status, INVALID_INPUT_ERROR};
 use crate::server::dispatch::NoWorker;
-use crate::storage::{BusMessage, QueuedTask, Unassigned, WorkerCommand, WorkerInfo, WorkerLoad};
+use crate::storage::{BusMessage, PoppedJob, QueuedTask, Unassigned, WorkerCommand, WorkerInfo, WorkerLoad};
 
 /// How often a long-poll looks at its queue without a wake-up when instances share a bus.
 const BUS_RECHECK: Duration = Duration::from_secs(1);
@@ -261,17 +261,21 @@ impl Core {
         Ok(true)
     }
 
-    /// Long-poll: the next task for `worker_id`, waiting up to `wait`.
+    /// Long-poll: up to `max` tasks for `worker_id`, waiting up to `wait` for the first.
     ///
     /// When the worker's own queue is empty it may steal from the longest backlog of another
     /// worker with the same skills (`WORK_STEALING_ENABLED`; not a `draining` worker); the lease
     /// moves to the thief. A worker that reported `busy` or `full` is `idle` again when it polls
     /// (both SDKs poll only with a free slot), and parked tasks are placed before it takes one.
-    pub async fn next_task(
+    /// After the first task, up to `max - 1` more already queued for the worker are taken (no
+    /// waiting and no stealing for those); a storage error after the first task ends the batch
+    /// with what was claimed (a task popped but not claimed is recovered by its timeout).
+    pub async fn next_tasks(
         self: &Arc<Self>,
         worker_id: &str,
         wait: Duration,
-    ) -> Result<Option<(QueuedTask, TaskContext)>, CoreError> {
+        max: usize,
+    ) -> Result<Vec<(QueuedTask, TaskContext)>, CoreError> {
         let notify = self.dispatcher.notifier(worker_id);
         let deadline = tokio::time::Instant::now() + wait;
         let steal = self.cfg.work_stealing_enabled;
@@ -283,17 +287,16 @@ impl Core {
         }
         loop {
             let notified = notify.notified();
-            if let Some(t) = self.dispatcher.try_next(worker_id, steal).await? {
-                if let Some(ctx) = self.claim_task(worker_id, &t).await? {
-                    return Ok(Some((t, ctx)));
-                }
-                // The job moved on while the task was queued: drop it.
-                self.dispatcher.finished(worker_id, &t.task_id).await;
-                continue;
+            let (out, popped) = self.take_tasks(worker_id, steal, max.max(1)).await?;
+            if !out.is_empty() {
+                return Ok(out);
+            }
+            if popped {
+                continue; // every job taken had moved on: look again
             }
             let mut stop = self.shutdown.subscribe();
             if *stop.borrow_and_update() {
-                return Ok(None);
+                return Ok(Vec::new());
             }
             // With several instances a wake-up travels over the bus, which can miss one while it
             // reconnects: look at the queue again every second.
@@ -304,50 +307,102 @@ impl Core {
             tokio::select! {
                 woken = tokio::time::timeout_at(until, notified) => {
                     if woken.is_err() && until >= deadline {
-                        return Ok(None);
+                        return Ok(Vec::new());
                     }
                 }
-                _ = stop.changed() => return Ok(None),
+                _ = stop.changed() => return Ok(Vec::new()),
             }
         }
     }
 
-    /// Like [`Core::next_task`], then up to `max - 1` more tasks already queued for the worker
-    /// (no waiting and no stealing for those). A storage error after the first task ends the
-    /// batch with what was claimed; a task popped but not claimed is recovered by its timeout.
-    pub async fn next_tasks(
+    /// One look at the queues for [`Core::next_tasks`]: the tasks claimed, and whether any task
+    /// was taken at all (a task whose job moved on is dropped). A job store that shares its
+    /// backend with the worker store takes the tasks and locks their jobs in one step.
+    async fn take_tasks(
         self: &Arc<Self>,
         worker_id: &str,
-        wait: Duration,
+        steal: bool,
         max: usize,
-    ) -> Result<Vec<(QueuedTask, TaskContext)>, CoreError> {
-        let Some(first) = self.next_task(worker_id, wait).await? else { return Ok(Vec::new()) };
-        let mut out = vec![first];
-        while out.len() < max {
-            let t = match self.dispatcher.try_next(worker_id, false).await {
-                Ok(Some(t)) => t,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(worker_id, error = %e, "batch poll ended early");
-                    break;
+    ) -> Result<(Vec<(QueuedTask, TaskContext)>, bool), CoreError> {
+        let mut out = Vec::new();
+        let Some(popping) = self.jobs.pop_locked(worker_id, now_ms(), max) else {
+            let mut popped = false;
+            while out.len() < max {
+                let next = self.dispatcher.try_next(worker_id, steal && !popped).await;
+                let t = match next {
+                    Ok(Some(t)) => t,
+                    Ok(None) => break,
+                    Err(e) if !popped => return Err(e.into()),
+                    Err(e) => {
+                        tracing::warn!(worker_id, error = %e, "batch poll ended early");
+                        break;
+                    }
+                };
+                popped = true;
+                match self.claim_task(worker_id, &t, None).await {
+                    Ok(Some(ctx)) => out.push((t, ctx)),
+                    Ok(None) => self.dispatcher.finished(worker_id, &t.task_id).await,
+                    Err(e) if out.is_empty() => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(worker_id, task_id = %t.task_id, error = %e, "batch poll ended early");
+                        break;
+                    }
                 }
+                if out.is_empty() {
+                    popped = false; // the first task's job moved on: the next may be stolen again
+                }
+            }
+            return Ok((out, popped));
+        };
+        let taken = popping.await?;
+        let popped = !taken.is_empty();
+        let mut taken = taken.into_iter();
+        for (t, job) in taken.by_ref() {
+            let claimed = match job {
+                PoppedJob::Locked(guard) => self.claim_task(worker_id, &t, Some(self.tx(guard))).await,
+                PoppedJob::Busy => self.claim_task(worker_id, &t, None).await,
+                _ => Ok(None),
             };
-            match self.claim_task(worker_id, &t).await {
+            match claimed {
                 Ok(Some(ctx)) => out.push((t, ctx)),
                 Ok(None) => self.dispatcher.finished(worker_id, &t.task_id).await,
+                Err(e) if out.is_empty() => return Err(e),
                 Err(e) => {
                     tracing::warn!(worker_id, task_id = %t.task_id, error = %e, "batch poll ended early");
                     break;
                 }
             }
         }
-        Ok(out)
+        // Locks of tasks left after an error are released as they drop.
+        drop(taken);
+        if !popped && steal {
+            if let Some(t) = self.dispatcher.try_steal(worker_id, now_ms()).await? {
+                match self.claim_task(worker_id, &t, None).await? {
+                    Some(ctx) => out.push((t, ctx)),
+                    None => self.dispatcher.finished(worker_id, &t.task_id).await,
+                }
+                return Ok((out, true));
+            }
+        }
+        Ok((out, popped))
     }
 
     /// Checks a popped task is still wanted and records its pick-up (and a lease moved by
     /// stealing). A unit of work with no engine step: the pick-up changes only the task record.
-    async fn claim_task(&self, worker_id: &str, t: &QueuedTask) -> Result<Option<TaskContext>, CoreError> {
-        let Some(mut tx) = self.begin(&t.job_id).await? else { return Ok(None) };
+    /// `locked`: the job, when the caller locked it already.
+    async fn claim_task(
+        &self,
+        worker_id: &str,
+        t: &QueuedTask,
+        locked: Option<JobTx>,
+    ) -> Result<Option<TaskContext>, CoreError> {
+        let mut tx = match locked {
+            Some(tx) => tx,
+            None => match self.begin(&t.job_id).await? {
+                Some(tx) => tx,
+                None => return Ok(None),
+            },
+        };
         let Some(record) = tx.task_mut(&t.task_id) else { return Ok(None) };
         record.worker_id = Some(worker_id.to_owned());
         record.picked_up_at_ms = Some(now_ms());

@@ -433,11 +433,25 @@ fn event_id(job: &Job, event: &str) -> String {
     uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
 }
 
-/// Removes the outbox entries of finished webhooks, up to 512 per write, so the outbox costs
-/// one store write per batch rather than one per webhook.
+/// How long finished webhooks are collected before their outbox entries are removed (unless a
+/// flush waits): an entry stays claimable by nobody for its claim period, so removing it up to
+/// this much later only makes the batches larger.
+const DONE_BATCH: Duration = Duration::from_millis(50);
+
+/// Removes the outbox entries of finished webhooks, up to 512 per write, collected for up to
+/// [`DONE_BATCH`], so the outbox costs one store write per batch rather than one per webhook.
 async fn remove_done(jobs: Arc<dyn JobStore>, mut rx: tokio::sync::mpsc::UnboundedReceiver<Done>) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, 512).await > 0 {
+        if batch.len() < 512 && !batch.iter().any(|m| matches!(m, Done::Flush(_))) {
+            tokio::time::sleep(DONE_BATCH).await;
+            while batch.len() < 512 {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+        }
         let mut flushes = Vec::new();
         let mut ids = Vec::with_capacity(batch.len());
         for msg in batch.drain(..) {

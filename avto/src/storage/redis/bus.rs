@@ -76,6 +76,8 @@ pub(super) async fn subscribe(
         .map_err(|e| StorageError::Unavailable(format!("Redis bus: cannot subscribe: {e}")))?;
     let bus_conn = BusConn(manager.clone());
     *conn.bus_conn().lock() = Some(bus_conn);
+    conn.sent();
+    let conn = conn.clone();
     Ok(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -97,6 +99,7 @@ pub(super) async fn subscribe(
                 _ = tick.tick() => {
                     // Keeps the manager reconnecting (and resubscribing) after a connection loss.
                     let mut m = manager.clone();
+                    conn.sent();
                     let _ = redis::cmd("PING").query_async::<redis::Value>(&mut m).await;
                 }
             }

@@ -13,9 +13,9 @@ use parking_lot::Mutex;
 use redis::Script;
 
 use super::query::{count_jobs, query_page, QKEYS};
-use super::{from_json, lua, reply, to_json, RedisConn};
+use super::{combined, from_json, lua, reply, to_json, RedisConn};
 use crate::job::{now_ms, Job, JobStatus};
-use crate::storage::{is_unsettled, JobGuard, JobStore, StorageError};
+use crate::storage::{is_unsettled, JobGuard, JobStore, PoppedJob, QueuedTask, StorageError, StorageFuture};
 
 /// Retention of a job just written (the shared part of [`INSERT`] and [`WRITE`]): a terminal job
 /// gets its removal time in `jobs:expiry` (the first time it is seen terminal; kept by later
@@ -303,14 +303,14 @@ fn hook_flag(job: &Job) -> &'static str {
 }
 
 /// A fresh lock token.
-fn new_token() -> String {
+pub(super) fn new_token() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// Jobs in Redis.
 #[derive(Debug, Clone)]
 pub struct RedisJobs {
-    conn: RedisConn,
+    pub(super) conn: RedisConn,
     lease: Duration,
     /// How long a terminal job is kept, in ms (0 = forever).
     retention_ms: u64,
@@ -349,7 +349,7 @@ impl Waiters {
 
 /// What keeps a Redis job lock: the token and the renewal task. Dropping it releases the lock
 /// (unless a commit released it already).
-struct Lease {
+pub(super) struct Lease {
     conn: RedisConn,
     job_id: String,
     client: String,
@@ -440,7 +440,7 @@ impl RedisJobs {
         self
     }
 
-    fn lease_ms(&self) -> u64 {
+    pub(super) fn lease_ms(&self) -> u64 {
         self.lease.as_millis() as u64
     }
 
@@ -476,7 +476,7 @@ impl RedisJobs {
     }
 
     /// The lease of a lock just taken for `token`.
-    fn lease(&self, job_id: &str, client: &str, token: String) -> Lease {
+    pub(super) fn lease(&self, job_id: &str, client: &str, token: String) -> Lease {
         let lost = Arc::new(AtomicBool::new(false));
         Lease {
             conn: self.conn.clone(),
@@ -528,6 +528,50 @@ impl RedisJobs {
         Ok(())
     }
 
+    /// [`JobStore::lock`], and with `finishing` = (worker, task) [`JobStore::lock_finishing`]:
+    /// the lock script again with backoff while another holder works on the job.
+    async fn lock_by(&self, id: &str, finishing: Option<(&str, &str)>) -> Result<Option<JobGuard>, StorageError> {
+        let token = new_token();
+        let mut delay = Duration::from_millis(1);
+        let mut waiter: Option<Arc<tokio::sync::Notify>> = None;
+        loop {
+            // Registered before the attempt, so a release in between is not missed.
+            let notified = waiter.as_ref().map(|w| w.clone().notified_owned());
+            let v: redis::Value = match finishing {
+                None => self.conn.script(&LOCK, false, &[&id, &token, &self.lease_ms()]).await?,
+                Some((worker, task)) => {
+                    let args: [&dyn super::ArgRef; 5] = [&id, &token, &self.lease_ms(), &worker, &task];
+                    self.conn.script(&combined::LOCK_FINISHING, false, &args).await?
+                }
+            };
+            let parts = reply::array(v)?;
+            match parts.first().and_then(reply::int) {
+                Some(2) => {
+                    let json = parts.get(1).and_then(reply::string).unwrap_or_default();
+                    let job: Job = from_json(&format!("job {id}"), &json)?;
+                    let lease = self.lease(id, &job.client.id, token);
+                    return Ok(Some(JobGuard::Leased { job, lease: Box::new(lease) }));
+                }
+                Some(1) => return Ok(None),
+                _ => {
+                    // Another holder works on the job: wait for a release in this process, or
+                    // poll with jittered backoff (up to 50 ms) for one elsewhere.
+                    let jitter = rand::random::<f64>() * 0.5 + 0.75;
+                    match notified {
+                        Some(n) => {
+                            let _ = tokio::time::timeout(delay.mul_f64(jitter), n).await;
+                        }
+                        None => {
+                            waiter = Some(self.waiters.get(id));
+                            continue;
+                        }
+                    }
+                    delay = (delay * 2).min(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
     fn start_renewal(&self, job_id: &str, token: &str, lost: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
         let conn = self.conn.clone();
         let key = conn.key(&format!("lock:job:{job_id}"));
@@ -565,41 +609,25 @@ impl JobStore for RedisJobs {
     }
 
     fn lock<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<JobGuard>, StorageError>> {
-        Box::pin(async move {
-            let token = new_token();
-            let mut delay = Duration::from_millis(1);
-            let mut waiter: Option<Arc<tokio::sync::Notify>> = None;
-            loop {
-                // Registered before the attempt, so a release in between is not missed.
-                let notified = waiter.as_ref().map(|w| w.clone().notified_owned());
-                let v: redis::Value = self.conn.script(&LOCK, false, &[&id, &token, &self.lease_ms()]).await?;
-                let parts = reply::array(v)?;
-                match parts.first().and_then(reply::int) {
-                    Some(2) => {
-                        let json = parts.get(1).and_then(reply::string).unwrap_or_default();
-                        let job: Job = from_json(&format!("job {id}"), &json)?;
-                        let lease = self.lease(id, &job.client.id, token);
-                        return Ok(Some(JobGuard::Leased { job, lease: Box::new(lease) }));
-                    }
-                    Some(1) => return Ok(None),
-                    _ => {
-                        // Another holder works on the job: wait for a release in this process, or
-                        // poll with jittered backoff (up to 50 ms) for one elsewhere.
-                        let jitter = rand::random::<f64>() * 0.5 + 0.75;
-                        match notified {
-                            Some(n) => {
-                                let _ = tokio::time::timeout(delay.mul_f64(jitter), n).await;
-                            }
-                            None => {
-                                waiter = Some(self.waiters.get(id));
-                                continue;
-                            }
-                        }
-                        delay = (delay * 2).min(Duration::from_millis(50));
-                    }
-                }
-            }
-        })
+        Box::pin(self.lock_by(id, None))
+    }
+
+    fn lock_finishing<'a>(
+        &'a self,
+        id: &'a str,
+        worker_id: &'a str,
+        task_id: &'a str,
+    ) -> Option<StorageFuture<'a, Option<JobGuard>>> {
+        Some(Box::pin(self.lock_by(id, Some((worker_id, task_id)))))
+    }
+
+    fn pop_locked<'a>(
+        &'a self,
+        worker_id: &'a str,
+        now_ms: u64,
+        max: usize,
+    ) -> Option<StorageFuture<'a, Vec<(QueuedTask, PoppedJob)>>> {
+        Some(Box::pin(self.pop_locked_now(worker_id, now_ms, max)))
     }
 
     fn save<'a>(&'a self, guard: &'a JobGuard) -> BoxFuture<'a, Result<(), StorageError>> {

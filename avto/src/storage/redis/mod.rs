@@ -110,6 +110,7 @@
 //! writes them, so instances need synchronised clocks (NTP); skew shifts timeouts by as much.
 
 mod bus;
+mod combined;
 mod data;
 mod jobs;
 mod limits;
@@ -118,6 +119,7 @@ mod schedule;
 mod sts;
 mod workers;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -153,6 +155,9 @@ struct Inner {
     shown: String,
     /// The bus subscriber's connection, once subscribed.
     bus: parking_lot::Mutex<Option<bus::BusConn>>,
+    /// Requests sent to Redis on this connection and its bus connection (a command, a script
+    /// call or a pipeline each count one, retries included): `orchestrator_redis_round_trips_total`.
+    round_trips: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for RedisConn {
@@ -183,8 +188,31 @@ impl RedisConn {
         let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| StorageError::Unavailable(format!("Redis {shown}: {e}")))?;
         Ok(RedisConn {
-            inner: Arc::new(Inner { client, manager, prefix: prefix.to_owned(), shown, bus: Default::default() }),
+            inner: Arc::new(Inner {
+                client,
+                manager,
+                prefix: prefix.to_owned(),
+                shown,
+                bus: Default::default(),
+                round_trips: Arc::default(),
+            }),
         })
+    }
+
+    /// Requests sent to Redis so far (see [`RedisConn::round_trips_counter`]).
+    pub fn round_trips(&self) -> u64 {
+        self.inner.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// The counter of requests sent to Redis on this connection and its bus connection: every
+    /// command, script call or pipeline counts one (each retry too).
+    pub fn round_trips_counter(&self) -> Arc<AtomicU64> {
+        self.inner.round_trips.clone()
+    }
+
+    /// Counts one request to Redis.
+    pub(super) fn sent(&self) {
+        self.inner.round_trips.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The key prefix.
@@ -200,6 +228,7 @@ impl RedisConn {
     /// Fails fast (no retries) with a clear message when Redis cannot be reached.
     pub async fn ping(&self) -> Result<(), StorageError> {
         let mut con = self.inner.manager.clone();
+        self.sent();
         let pong: Result<Result<String, RedisError>, _> =
             tokio::time::timeout(Duration::from_secs(10), redis::cmd("PING").query_async(&mut con)).await;
         match pong {
@@ -215,6 +244,7 @@ impl RedisConn {
         let mut ids = vec![self.query(redis::cmd("CLIENT").arg("ID")).await?];
         let bus = self.inner.bus.lock().clone();
         if let Some(bus::BusConn(mut m)) = bus {
+            self.sent();
             let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut m).await.map_err(storage_error)?;
             ids.push(id);
         }
@@ -231,6 +261,7 @@ impl RedisConn {
         let started = tokio::time::Instant::now();
         loop {
             let mut con = self.inner.manager.clone();
+            self.sent();
             match cmd.query_async::<T>(&mut con).await {
                 Ok(v) => return Ok(v),
                 Err(e) if retryable(&e) && started.elapsed() < RETRY_FOR => {
@@ -262,6 +293,7 @@ impl RedisConn {
                 a.push_arg(&mut inv);
             }
             let mut con = self.inner.manager.clone();
+            self.sent();
             match inv.invoke_async::<T>(&mut con).await {
                 Ok(v) => return Ok(v),
                 Err(e) if retryable(&e) && started.elapsed() < RETRY_FOR => {
@@ -407,6 +439,7 @@ impl RedisStores {
             data: Arc::new(RedisDataStores::new(self.conn.clone())),
             schedule_locks: Arc::new(RedisScheduleLocks::new(self.conn.clone())),
             bus: Some(Arc::new(RedisBus::new(self.conn.clone()))),
+            round_trips: Some(self.conn.round_trips_counter()),
         }
     }
 

@@ -5,7 +5,7 @@
 //! zset scored `-priority` whose members are `{seq:020}:{task_id}`: equal scores pop in
 //! lexicographic, i.e. FIFO, order.
 
-mod scripts;
+pub(super) mod scripts;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -173,7 +173,7 @@ impl RedisWorkers {
 
     /// A queued task as the scripts hand it back: its arrival order (20 digits, the start of its
     /// queue member) then its JSON.
-    fn parse_task(s: &str) -> Result<QueuedTask, StorageError> {
+    pub(in crate::storage::redis) fn parse_task(s: &str) -> Result<QueuedTask, StorageError> {
         let corrupt = || StorageError::Corrupt(format!("queued task without its arrival order: {s:.40}"));
         let (seq, json) = s.split_at_checked(20).ok_or_else(corrupt)?;
         let mut task: QueuedTask = from_json("queued task", json)?;

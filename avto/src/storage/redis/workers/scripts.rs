@@ -12,7 +12,7 @@ use crate::storage::redis::LUA_PRELUDE;
 
 /// Lua helpers of the task scripts: key names, detaching a task from wherever it is, running a
 /// queued task, the kept answers of pops and steals, draining a departing worker.
-const TASKS: &str = r#"
+pub(in crate::storage::redis) const TASKS: &str = r#"
 local function tkey(tid) return P .. 't:' .. tid end
 local function qkey(w) return P .. 'w:q:' .. w end
 -- A queued task handed back: its arrival order (the member's 20 digits) then its JSON.
@@ -36,11 +36,11 @@ local function detach(tid)
   return loc, w
 end
 -- Takes a queued member off worker w's queue and records it as running on `runner`; returns
--- the task as `queued()` hands it back.
+-- the task as `queued()` hands it back, and its job id.
 local function run(w, member, runner, now)
   local tid = string.sub(member, 22)
   redis.call('ZREM', qkey(w), member)
-  local t = redis.call('HMGET', tkey(tid), 'type', 'data', 'timeout', 'deadline')
+  local t = redis.call('HMGET', tkey(tid), 'type', 'data', 'timeout', 'deadline', 'job')
   if not t[2] then return nil end
   redis.call('HINCRBY', P .. 'w:qt:' .. w, t[1], -1)
   redis.call('ZREM', P .. 'due:q', tid)
@@ -55,7 +55,7 @@ local function run(w, member, runner, now)
   end
   if due ~= nil then redis.call('ZADD', P .. 'due:run', due, tid) end
   if t[3] == '' then redis.call('ZADD', P .. 'due:rund', now, tid) end
-  return queued(member, t[2])
+  return queued(member, t[2]), t[5]
 end
 -- The answer of a pop or steal kept for a retry after a lost reply is the member only ('m' ..
 -- member; '' answers as `answer('')` keeps them): the task's JSON is already in its hash, so a

@@ -1,0 +1,131 @@
+//! Steps that span the job store and the worker store in one script (one round trip each):
+//! taking tasks off a worker's queue together with the locks of their jobs (a poll), and locking
+//! a job together with forgetting the task whose result arrived (a result). See
+//! [`JobStore::pop_locked`](crate::storage::JobStore::pop_locked) and
+//! [`JobStore::lock_finishing`](crate::storage::JobStore::lock_finishing).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+use super::jobs::{new_token, RedisJobs};
+use super::workers::scripts::TASKS;
+use super::workers::RedisWorkers;
+use super::{from_json, reply, LUA_PRELUDE};
+use crate::job::Job;
+use crate::storage::{JobGuard, PoppedJob, QueuedTask, StorageError};
+
+/// Locks `job` for `tok` like the job store's lock script: 0 (another holder), '' | 1 (no such
+/// job), '' | 2, its document (locked).
+const LOCK_JOB: &str = r#"
+local function lock_job(job, tok, lease)
+  if not job then return 1, '' end
+  local lk = P .. 'lock:job:' .. job
+  local holder = redis.call('GET', lk)
+  if holder and holder ~= tok then return 0, '' end
+  local j = redis.call('GET', P .. 'job:' .. job)
+  if not j then
+    if holder then redis.call('DEL', lk) end
+    return 1, ''
+  end
+  redis.call('SET', lk, tok, 'PX', lease)
+  return 2, j
+end
+"#;
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{LUA_PRELUDE}\n{TASKS}\n{LOCK_JOB}\n{body}"))
+}
+
+/// The lock script of a result: {0} = locked by someone else, {1} = no such job, {2, json} =
+/// locked for us; once past another holder, the worker's running task is forgotten (as the
+/// worker store's `finished` does), job or no job.
+pub(super) static LOCK_FINISHING: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local id, token, lease, w, tid = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local holder = redis.call('GET', P .. 'lock:job:' .. id)
+if holder and holder ~= token then return {0} end
+local t = redis.call('HMGET', tkey(tid), 'loc', 'worker')
+if t[1] == 'r' and t[2] == w then detach(tid) end
+local state, j = lock_job(id, token, lease)
+if state == 2 then return {2, j} end
+return {state}
+"#,
+    )
+});
+
+/// Takes up to `max` tasks off worker `w`'s queue (as the pop script) and locks each one's job
+/// for `token:i` (i = 1, 2, ...): {i, task (see `queued`), 0 | 1 | 2, job document or '', ...}.
+/// The members taken are kept under the request id, so a retry after a lost reply hands back
+/// those that still run on `w`, locked again for the same tokens.
+static POP_LOCKED: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local w, now, max, token, lease = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local out = {}
+local function add(i, data, job)
+  local state, j = lock_job(job, token .. ':' .. i, lease)
+  table.insert(out, i); table.insert(out, data); table.insert(out, state); table.insert(out, j)
+end
+if RID ~= '' then
+  local c = redis.call('GET', RID)
+  if c then
+    local i = 0
+    for member in string.gmatch(c, '[^\n]+') do
+      i = i + 1
+      local t = redis.call('HMGET', tkey(string.sub(member, 22)), 'loc', 'worker', 'data', 'job')
+      if t[1] == 'r' and t[2] == w and t[3] then add(i, queued(member, t[3]), t[4]) end
+    end
+    return out
+  end
+end
+local members = {}
+while #members < max do
+  local m = redis.call('ZRANGE', qkey(w), 0, 0)
+  if #m == 0 then break end
+  local data, job = run(w, m[1], w, now)
+  if data then
+    table.insert(members, m[1])
+    add(#members, data, job)
+  end
+end
+if RID ~= '' and #members > 0 then redis.call('SET', RID, table.concat(members, '\n'), 'PX', 60000) end
+return out
+"#,
+    )
+});
+
+impl RedisJobs {
+    /// [`JobStore::pop_locked`](crate::storage::JobStore::pop_locked).
+    pub(super) async fn pop_locked_now(
+        &self,
+        worker_id: &str,
+        now: u64,
+        max: usize,
+    ) -> Result<Vec<(QueuedTask, PoppedJob)>, StorageError> {
+        let token = new_token();
+        let max = max.clamp(1, 1000) as u64;
+        let v: redis::Value =
+            self.conn.script(&POP_LOCKED, true, &[&worker_id, &now, &max, &token, &self.lease_ms()]).await?;
+        let parts = reply::array(v)?;
+        let mut out = Vec::with_capacity(parts.len() / 4);
+        for c in parts.chunks(4) {
+            let [i, task, state, json] = c else { continue };
+            let task = RedisWorkers::parse_task(&reply::string(task).unwrap_or_default())?;
+            let job = match reply::int(state) {
+                Some(2) => {
+                    let json = reply::string(json).unwrap_or_default();
+                    let job: Job = from_json(&format!("job {}", task.job_id), &json)?;
+                    let token = format!("{token}:{}", reply::int(i).unwrap_or(0));
+                    let lease = self.lease(&task.job_id, &job.client.id, token);
+                    PoppedJob::Locked(JobGuard::Leased { job, lease: Box::new(lease) })
+                }
+                Some(0) => PoppedJob::Busy,
+                _ => PoppedJob::Missing,
+            };
+            out.push((task, job));
+        }
+        Ok(out)
+    }
+}
