@@ -314,6 +314,20 @@ impl Dispatcher {
         spec: &TaskSpec,
         deadline_ms: Option<u64>,
     ) -> Result<String, NoWorker> {
+        self.assign_with(job_id, task_id, spec, deadline_ms, false).await.map(|(worker, _)| worker)
+    }
+
+    /// Chooses a worker for `spec` and, unless `defer`, queues the task on it. With `defer` the
+    /// task to queue comes back instead (the job store queues it with the job's commit:
+    /// [`crate::storage::JobStore::commit_queueing`]; then call [`Dispatcher::queued_on`]).
+    pub(crate) async fn assign_with(
+        &self,
+        job_id: &str,
+        task_id: &str,
+        spec: &TaskSpec,
+        deadline_ms: Option<u64>,
+        defer: bool,
+    ) -> Result<(String, Option<QueuedTask>), NoWorker> {
         let storage = |e: StorageError| NoWorker::Storage(e.to_string());
         // First from the store's dispatch view, which may be slightly old; from a fresh list when
         // that view has no eligible worker (one may have just registered) or the chosen one is gone.
@@ -350,17 +364,26 @@ impl Dispatcher {
                 enqueued_ms: now,
                 seq: 0,
             };
+            if defer {
+                return Ok((worker_id, Some(task)));
+            }
             if self.store.enqueue(&worker_id, task).await.map_err(storage)? {
                 self.wake_local(&worker_id);
                 if !self.store.enqueue_wakes() {
                     self.publish_wake(&worker_id).await;
                 }
-                return Ok(worker_id);
+                return Ok((worker_id, None));
             }
             // The worker vanished between choosing and queueing: choose again, from a fresh list.
             fresh = true;
         }
         Err(NoWorker::Filtered("workers keep disappearing".into()))
+    }
+
+    /// A task was queued on `worker_id` by a job's commit (which woke the other instances):
+    /// wakes its long-polls here.
+    pub(crate) fn queued_on(&self, worker_id: &str) {
+        self.wake_local(worker_id);
     }
 
     /// Remembers a task that no worker can take yet.

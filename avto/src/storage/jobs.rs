@@ -97,6 +97,24 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Option<StorageFuture<'a, Vec<(QueuedTask, PoppedJob)>>> {
         None
     }
+    /// Whether [`JobStore::commit_queueing`] queues tasks in the commit's own step (a store that
+    /// shares its backend with the [`WorkerStore`](super::WorkerStore)). The default: no, tasks
+    /// are queued on the worker store while the job is locked.
+    fn commits_queueing(&self) -> bool {
+        false
+    }
+    /// Commits like [`JobStore::commit`] and, in the same step and only if the commit succeeds,
+    /// queues each task on its worker like [`WorkerStore::enqueue`](super::WorkerStore::enqueue)
+    /// (stamping its arrival order and waking the worker's long-polls on every instance).
+    /// Answers, per task, whether it was queued (false: its worker is gone, and the job names a
+    /// worker that does not hold the task: the caller places it again). Called only when
+    /// [`JobStore::commits_queueing`]; the default commits and queues none.
+    fn commit_queueing(&self, guard: JobGuard, tasks: Vec<(String, QueuedTask)>) -> StorageFuture<'_, Vec<bool>> {
+        Box::pin(async move {
+            self.commit(guard).await?;
+            Ok(vec![false; tasks.len()])
+        })
+    }
     /// A snapshot of a job.
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Job>, StorageError>>;
     /// Jobs of one client (its identity, [`crate::ClientConfig::id`]), newest first.

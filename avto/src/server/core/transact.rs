@@ -27,6 +27,9 @@ pub struct JobTx {
     guard: JobGuard,
     /// Effects kept for after the commit.
     after_commit: Vec<AfterCommit>,
+    /// Tasks the commit queues (worker, task), for a job store that queues with the commit
+    /// ([`crate::storage::JobStore::commits_queueing`]).
+    queued: Vec<(String, crate::storage::QueuedTask)>,
     /// Counts this unit of work as in progress until it is dropped (graceful shutdown waits
     /// for none to be left: [`Core::settle`]).
     _work: Working,
@@ -119,7 +122,7 @@ impl Core {
 
     /// A unit of work on a job locked by `guard`.
     pub(super) fn tx(&self, guard: JobGuard) -> JobTx {
-        JobTx { guard, after_commit: Vec::new(), _work: Working::new(&self.work) }
+        JobTx { guard, after_commit: Vec::new(), queued: Vec::new(), _work: Working::new(&self.work) }
     }
 
     /// Waits until no unit of work is in progress (every handler run ended and its job lock was
@@ -216,7 +219,7 @@ impl Core {
     /// Saves the job and releases its lock, then carries out the after-commit effects. A failed
     /// save drops them (see the module docs).
     pub(crate) async fn commit(self: &Arc<Self>, tx: JobTx) -> Result<(), StorageError> {
-        let JobTx { guard, after_commit, _work } = tx;
+        let JobTx { guard, after_commit, queued, _work } = tx;
         let id = guard.id.clone();
         // The webhooks and the parent's resume need the job as it was saved.
         let ended = after_commit
@@ -224,7 +227,23 @@ impl Core {
             .any(|e| matches!(e, AfterCommit::Terminal(_) | AfterCommit::GhostWebhook { .. }))
             .then(|| Job::clone(&guard));
         let change = self.job_change(&guard);
-        self.jobs.commit(guard).await?;
+        if queued.is_empty() {
+            self.jobs.commit(guard).await?;
+        } else {
+            let placed = self.jobs.commit_queueing(guard, queued.clone()).await?;
+            let mut refused = Vec::new();
+            // An answer cut short (a commit sent again after a lost reply) queued them all.
+            for ((worker, task), ok) in queued.into_iter().zip(placed.into_iter().chain(std::iter::repeat(true))) {
+                match ok {
+                    true => self.dispatcher.queued_on(&worker),
+                    false => {
+                        tracing::info!(job_id = %id, task_id = %task.task_id, worker_id = %worker, "the chosen worker is gone; placing the task again");
+                        refused.push((id.clone(), task.task_id));
+                    }
+                }
+            }
+            self.requeue(refused);
+        }
         self.send_change(change);
         for effect in after_commit {
             self.after_commit(&id, ended.as_ref(), effect);
@@ -313,9 +332,17 @@ impl Core {
 }
 
 impl JobTx {
+    /// Queues `task` on `worker` with the commit (see [`crate::storage::JobStore::commit_queueing`]).
+    pub(super) fn queue_with_commit(&mut self, worker: String, task: crate::storage::QueuedTask) {
+        self.queued.push((worker, task));
+    }
+
     /// The lock of a unit of work that applied no engine step (nothing waits for its commit).
     pub(super) fn into_guard(self) -> JobGuard {
-        debug_assert!(self.after_commit.is_empty(), "a unit of work with effects commits through Core::commit");
+        debug_assert!(
+            self.after_commit.is_empty() && self.queued.is_empty(),
+            "a unit of work with effects commits through Core::commit"
+        );
         let JobTx { guard, .. } = self;
         guard
     }

@@ -46,12 +46,18 @@ impl Core {
         if let Some(tp) = tp {
             tx.tracing_context = tp.to_map();
         }
-        match self.dispatcher.assign(&job_id, task_id, &spec, deadline).await {
-            Ok(worker) => {
+        // A job store that queues with the commit gets the task then (one step instead of two,
+        // and nothing is queued unless the job naming the worker is saved).
+        let defer = self.jobs.commits_queueing();
+        match self.dispatcher.assign_with(&job_id, task_id, &spec, deadline, defer).await {
+            Ok((worker, deferred)) => {
                 if let Some(task) = tx.task_mut(task_id) {
-                    task.worker_id = Some(worker);
+                    task.worker_id = Some(worker.clone());
                 }
                 tx.waiting_reason = None;
+                if let Some(task) = deferred {
+                    tx.queue_with_commit(worker, task);
+                }
             }
             Err(no @ NoWorker::Contract(_)) => {
                 tracing::info!(job_id, task_id, reason = %no.reason(&spec.task_type), "task refused before dispatch");

@@ -1,19 +1,23 @@
 //! Steps that span the job store and the worker store in one script (one round trip each):
-//! taking tasks off a worker's queue together with the locks of their jobs (a poll), and locking
-//! a job together with forgetting the task whose result arrived (a result). See
+//! a job's commit together with queueing the tasks it dispatched, taking tasks off a worker's
+//! queue together with the locks of their jobs (a poll), and locking a job together with
+//! forgetting the task whose result arrived (a result). See
+//! [`JobStore::commit_queueing`](crate::storage::JobStore::commit_queueing),
 //! [`JobStore::pop_locked`](crate::storage::JobStore::pop_locked) and
 //! [`JobStore::lock_finishing`](crate::storage::JobStore::lock_finishing).
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use redis::Script;
 
-use super::jobs::{new_token, RedisJobs};
-use super::workers::scripts::TASKS;
+use super::jobs::{new_token, Lease, RedisJobs, RETAIN, WRITE};
+use super::query::QKEYS;
+use super::workers::scripts::{ENQUEUE_FN, TASKS};
 use super::workers::RedisWorkers;
-use super::{from_json, reply, LUA_PRELUDE};
+use super::{from_json, reply, to_json, ArgRef, LUA_PRELUDE};
 use crate::job::Job;
-use crate::storage::{JobGuard, PoppedJob, QueuedTask, StorageError};
+use crate::storage::{dispatch_deadline, BusMessage, JobGuard, PoppedJob, QueuedTask, StorageError};
 
 /// Locks `job` for `tok` like the job store's lock script: 0 (another holder), '' | 1 (no such
 /// job), '' | 2, its document (locked).
@@ -96,7 +100,117 @@ return out
     )
 });
 
+/// The commit script (save and release, see `jobs.rs`) that, once the job is written, queues
+/// tasks (ten arguments each from `ARGV[16]`, as the enqueue script takes them): {1, 1 | 0 per
+/// task (0: the worker is gone)}, or {0} (the lock was lost; nothing written or queued). A retry
+/// after a lost reply that finds the job holding exactly this document answers {1}: the first
+/// attempt wrote it and queued the tasks.
+static COMMIT_QUEUEING: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{LUA_PRELUDE}\n{QKEYS}\n{RETAIN}\n{WRITE}\n{TASKS}\n{ENQUEUE_FN}\n{}",
+        r#"
+if not write() then
+  if redis.call('GET', P .. 'job:' .. id) == json then return {1} end
+  return {0}
+end
+redis.call('DEL', lk)
+local out = {1}
+for i = 16, #ARGV - 9, 10 do
+  table.insert(out, enqueue(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6],
+    ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]))
+end
+return out
+"#
+    ))
+});
+
+fn opt(v: Option<u64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_default()
+}
+
 impl RedisJobs {
+    /// [`JobStore::commit_queueing`](crate::storage::JobStore::commit_queueing).
+    pub(super) async fn commit_queueing_now(
+        &self,
+        guard: JobGuard,
+        tasks: Vec<(String, QueuedTask)>,
+    ) -> Result<Vec<bool>, StorageError> {
+        let JobGuard::Leased { job, lease } = guard else {
+            return Err(StorageError::Conflict("a memory job guard cannot be saved to Redis".into()));
+        };
+        let Ok(mut lease) = lease.downcast::<Lease>() else {
+            return Err(StorageError::Conflict("foreign job guard".into()));
+        };
+        let mut extra = Vec::with_capacity(tasks.len() * 10);
+        for (worker, task) in &tasks {
+            let due = dispatch_deadline(&task.spec, task.enqueued_ms, task.deadline_ms);
+            extra.extend([
+                worker.clone(),
+                task.task_id.clone(),
+                task.job_id.clone(),
+                task.spec.task_type.clone(),
+                to_json(task),
+                (-task.priority).to_string(),
+                opt(task.spec.timeout_seconds.map(crate::job::secs_to_ms)),
+                opt(task.deadline_ms),
+                opt(due),
+                to_json(&BusMessage::Wake(worker.clone())),
+            ]);
+        }
+        let v: redis::Value = self.write_with(&COMMIT_QUEUEING, &job, &lease, &extra).await?;
+        let parts = reply::array(v)?;
+        if parts.first().and_then(reply::int) != Some(1) {
+            return Err(lease.lost(&job.id));
+        }
+        lease.committed = true;
+        Ok(parts[1..].iter().map(|v| reply::int(v) == Some(1)).collect())
+    }
+
+    /// [`JobStore::lock`], and with `finishing` = (worker, task) [`JobStore::lock_finishing`]:
+    /// the lock script again with backoff while another holder works on the job.
+    pub(super) async fn lock_by(&self, id: &str, finishing: Option<(&str, &str)>) -> Result<Option<JobGuard>, StorageError> {
+        let token = new_token();
+        let mut delay = Duration::from_millis(1);
+        let mut waiter: Option<Arc<tokio::sync::Notify>> = None;
+        loop {
+            // Registered before the attempt, so a release in between is not missed.
+            let notified = waiter.as_ref().map(|w| w.clone().notified_owned());
+            let v: redis::Value = match finishing {
+                None => self.conn.script(&super::jobs::LOCK, false, &[&id, &token, &self.lease_ms()]).await?,
+                Some((worker, task)) => {
+                    let args: [&dyn ArgRef; 5] = [&id, &token, &self.lease_ms(), &worker, &task];
+                    self.conn.script(&LOCK_FINISHING, false, &args).await?
+                }
+            };
+            let parts = reply::array(v)?;
+            match parts.first().and_then(reply::int) {
+                Some(2) => {
+                    let json = parts.get(1).and_then(reply::string).unwrap_or_default();
+                    let job: Job = from_json(&format!("job {id}"), &json)?;
+                    let lease = self.lease(id, &job.client.id, token);
+                    return Ok(Some(JobGuard::Leased { job, lease: Box::new(lease) }));
+                }
+                Some(1) => return Ok(None),
+                _ => {
+                    // Another holder works on the job: wait for a release in this process, or
+                    // poll with jittered backoff (up to 50 ms) for one elsewhere.
+                    let jitter = rand::random::<f64>() * 0.5 + 0.75;
+                    match notified {
+                        Some(n) => {
+                            let _ = tokio::time::timeout(delay.mul_f64(jitter), n).await;
+                        }
+                        None => {
+                            waiter = Some(self.waiters.get(id));
+                            continue;
+                        }
+                    }
+                    delay = (delay * 2).min(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+
     /// [`JobStore::pop_locked`](crate::storage::JobStore::pop_locked).
     pub(super) async fn pop_locked_now(
         &self,

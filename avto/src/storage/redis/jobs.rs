@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use redis::Script;
 
 use super::query::{count_jobs, query_page, QKEYS};
-use super::{combined, from_json, lua, reply, to_json, RedisConn};
+use super::{from_json, lua, reply, to_json, RedisConn};
 use crate::job::{now_ms, Job, JobStatus};
 use crate::storage::{is_unsettled, JobGuard, JobStore, PoppedJob, QueuedTask, StorageError, StorageFuture};
 
@@ -23,7 +23,7 @@ use crate::storage::{is_unsettled, JobGuard, JobStore, PoppedJob, QueuedTask, St
 /// (`["client","created_at_ms","blueprint"]`; earlier versions wrote the bare client), and its
 /// document expires then (`PEXPIREAT`, renewed after every `SET`, which clears it); a job that
 /// is not terminal (again) leaves the index. `ret` = retention in ms, 0 = keep.
-const RETAIN: &str = r#"
+pub(super) const RETAIN: &str = r#"
 local function retain(id, client, terminal, now, ret, created, blueprint)
   if tonumber(ret) == 0 then return end
   local ek = P .. 'jobs:expiry'
@@ -83,7 +83,7 @@ return 1
 });
 
 /// {0} = locked by someone else, {1} = no such job, {2, json} = locked for us.
-static LOCK: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static LOCK: LazyLock<Script> = LazyLock::new(|| {
     lua(r#"
 local id, token, lease = ARGV[3], ARGV[4], ARGV[5]
 local lk = P .. 'lock:job:' .. id
@@ -104,7 +104,7 @@ return {2, j}
 /// job just became terminal with a webhook, its outbox entry (see [`JobStore::claim_webhooks`]). False
 /// (nothing written) when the token no longer holds the lock. A job retention removed while it
 /// was held (its status entry is gone) is not written back: the write succeeds as a no-op.
-const WRITE: &str = r#"
+pub(super) const WRITE: &str = r#"
 local id, token, json, new, client, unsettled, now, lease, terminal, ret, hook, created, blueprint =
   ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14],
   ARGV[15]
@@ -314,16 +314,16 @@ pub struct RedisJobs {
     lease: Duration,
     /// How long a terminal job is kept, in ms (0 = forever).
     retention_ms: u64,
-    waiters: Arc<Waiters>,
+    pub(super) waiters: Arc<Waiters>,
 }
 
 /// Lockers of this process waiting for a job, woken when a lock of this process is released
 /// (waiting for another instance's lock falls back to polling with backoff).
 #[derive(Debug, Default)]
-struct Waiters(Mutex<std::collections::HashMap<String, std::sync::Weak<tokio::sync::Notify>>>);
+pub(super) struct Waiters(Mutex<std::collections::HashMap<String, std::sync::Weak<tokio::sync::Notify>>>);
 
 impl Waiters {
-    fn get(&self, id: &str) -> Arc<tokio::sync::Notify> {
+    pub(super) fn get(&self, id: &str) -> Arc<tokio::sync::Notify> {
         let mut map = self.0.lock();
         if let Some(n) = map.get(id).and_then(std::sync::Weak::upgrade) {
             return n;
@@ -358,7 +358,17 @@ pub(super) struct Lease {
     renew: tokio::task::JoinHandle<()>,
     waiters: Arc<Waiters>,
     /// Set by a successful commit, which deleted the lock itself.
-    committed: bool,
+    pub(super) committed: bool,
+}
+
+impl Lease {
+    /// Marks the lock lost: the `Conflict` of a write it refused.
+    pub(super) fn lost(&self, job_id: &str) -> StorageError {
+        self.lost.store(true, Ordering::SeqCst);
+        StorageError::Conflict(format!(
+            "the lock on job {job_id} was lost (another instance took over); changes discarded"
+        ))
+    }
 }
 
 impl Drop for Lease {
@@ -492,84 +502,45 @@ impl RedisJobs {
 
     /// Runs [`SAVE`] or [`COMMIT`] for the holder of `lease`; `Conflict` once the lock is lost.
     async fn write(&self, script: &Script, job: &Job, lease: &Lease) -> Result<(), StorageError> {
-        if lease.lost.load(Ordering::SeqCst) {
-            return Err(StorageError::Conflict(format!("the lock on job {} was lost; changes discarded", job.id)));
-        }
-        let unsettled = if is_unsettled(job.status) { "1" } else { "0" };
-        let saved: i64 = self
-            .conn
-            .script(
-                script,
-                false,
-                &[
-                    &job.id,
-                    &lease.token,
-                    &to_json(job),
-                    &job.status.as_str(),
-                    &lease.client,
-                    &unsettled,
-                    &now_ms(),
-                    &self.lease_ms(),
-                    &terminal_flag(job.status),
-                    &self.retention_ms,
-                    &hook_flag(job),
-                    &job.created_at_ms,
-                    &job.blueprint,
-                ],
-            )
-            .await?;
+        let saved: i64 = self.write_with(script, job, lease, &[]).await?;
         if saved != 1 {
-            lease.lost.store(true, Ordering::SeqCst);
-            return Err(StorageError::Conflict(format!(
-                "the lock on job {} was lost (another instance took over); changes discarded",
-                job.id
-            )));
+            return Err(lease.lost(&job.id));
         }
         Ok(())
     }
 
-    /// [`JobStore::lock`], and with `finishing` = (worker, task) [`JobStore::lock_finishing`]:
-    /// the lock script again with backoff while another holder works on the job.
-    async fn lock_by(&self, id: &str, finishing: Option<(&str, &str)>) -> Result<Option<JobGuard>, StorageError> {
-        let token = new_token();
-        let mut delay = Duration::from_millis(1);
-        let mut waiter: Option<Arc<tokio::sync::Notify>> = None;
-        loop {
-            // Registered before the attempt, so a release in between is not missed.
-            let notified = waiter.as_ref().map(|w| w.clone().notified_owned());
-            let v: redis::Value = match finishing {
-                None => self.conn.script(&LOCK, false, &[&id, &token, &self.lease_ms()]).await?,
-                Some((worker, task)) => {
-                    let args: [&dyn super::ArgRef; 5] = [&id, &token, &self.lease_ms(), &worker, &task];
-                    self.conn.script(&combined::LOCK_FINISHING, false, &args).await?
-                }
-            };
-            let parts = reply::array(v)?;
-            match parts.first().and_then(reply::int) {
-                Some(2) => {
-                    let json = parts.get(1).and_then(reply::string).unwrap_or_default();
-                    let job: Job = from_json(&format!("job {id}"), &json)?;
-                    let lease = self.lease(id, &job.client.id, token);
-                    return Ok(Some(JobGuard::Leased { job, lease: Box::new(lease) }));
-                }
-                Some(1) => return Ok(None),
-                _ => {
-                    // Another holder works on the job: wait for a release in this process, or
-                    // poll with jittered backoff (up to 50 ms) for one elsewhere.
-                    let jitter = rand::random::<f64>() * 0.5 + 0.75;
-                    match notified {
-                        Some(n) => {
-                            let _ = tokio::time::timeout(delay.mul_f64(jitter), n).await;
-                        }
-                        None => {
-                            waiter = Some(self.waiters.get(id));
-                            continue;
-                        }
-                    }
-                    delay = (delay * 2).min(Duration::from_millis(50));
-                }
-            }
+    /// Runs a script that writes `job` for the holder of `lease` (the arguments of [`WRITE`],
+    /// then `extra`).
+    pub(super) async fn write_with<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        job: &Job,
+        lease: &Lease,
+        extra: &[String],
+    ) -> Result<T, StorageError> {
+        if lease.lost.load(Ordering::SeqCst) {
+            return Err(StorageError::Conflict(format!("the lock on job {} was lost; changes discarded", job.id)));
         }
+        let (unsettled, now, json) = (if is_unsettled(job.status) { "1" } else { "0" }, now_ms(), to_json(job));
+        let (status, terminal, hook, lease_ms) =
+            (job.status.as_str(), terminal_flag(job.status), hook_flag(job), self.lease_ms());
+        let mut args: Vec<&dyn super::ArgRef> = vec![
+            &job.id,
+            &lease.token,
+            &json,
+            &status,
+            &lease.client,
+            &unsettled,
+            &now,
+            &lease_ms,
+            &terminal,
+            &self.retention_ms,
+            &hook,
+            &job.created_at_ms,
+            &job.blueprint,
+        ];
+        args.extend(extra.iter().map(|a| a as &dyn super::ArgRef));
+        self.conn.script(script, false, &args).await
     }
 
     fn start_renewal(&self, job_id: &str, token: &str, lost: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
@@ -654,6 +625,14 @@ impl JobStore for RedisJobs {
             lease.committed = true;
             Ok(())
         })
+    }
+
+    fn commits_queueing(&self) -> bool {
+        true
+    }
+
+    fn commit_queueing(&self, guard: JobGuard, tasks: Vec<(String, QueuedTask)>) -> StorageFuture<'_, Vec<bool>> {
+        Box::pin(self.commit_queueing_now(guard, tasks))
     }
 
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Job>, StorageError>> {

@@ -75,10 +75,13 @@
 //! that also stamps its FIFO sequence and publishes the wake-up on the bus, choosing the worker
 //! from a list of live workers at most 200 ms old
 //! ([`WorkerStore::dispatch_view`](crate::storage::WorkerStore::dispatch_view); the script still
-//! refuses a worker that is gone); and the dispatcher sends reputation rewards in batches. In the
-//! bench that is about 11 round trips per job, down from about 20: insert, enqueue and commit for
-//! the first handler; pop, lock and commit for the poll; nonce, lock, finish and commit for the
-//! result; and polls that find nothing.
+//! refuses a worker that is gone); a poll takes its batch of tasks off the queue and locks their
+//! jobs in one script ([`JobStore::pop_locked`](crate::storage::JobStore::pop_locked)); a result
+//! locks its job and forgets its running task in one
+//! ([`JobStore::lock_finishing`](crate::storage::JobStore::lock_finishing)); the dispatcher sends
+//! reputation rewards in batches, and delivered webhooks leave the outbox in batches. Every
+//! request is counted (`orchestrator_redis_round_trips_total` on `/metrics`); BENCHMARKS.md
+//! ("Redis") lists what a job of the bench costs.
 //!
 //! # Reconnects
 //!

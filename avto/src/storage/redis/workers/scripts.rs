@@ -183,29 +183,34 @@ return n
     )
 });
 
+/// Lua: `enqueue(w, tid, job, ty, data, score, timeout, deadline, due, wake)` stamps the arrival
+/// order, queues, and wakes the worker's long-polls on every instance; 0 when the worker is gone.
+/// (Also part of the job store's commit that queues: `combined.rs`.)
+pub(in crate::storage::redis) const ENQUEUE_FN: &str = r#"
+local function enqueue(w, tid, job, ty, data, score, timeout, deadline, due, wake)
+  if redis.call('EXISTS', P .. 'w:info:' .. w) == 0 then return 0 end
+  -- Sent again after a lost reply, the task keeps its place in the queue.
+  local cur = redis.call('HMGET', tkey(tid), 'loc', 'worker', 'member')
+  local member = cur[3]
+  if cur[1] ~= 'q' or cur[2] ~= w then
+    member = string.format('%020d', redis.call('INCR', P .. 'seq')) .. ':' .. tid
+  end
+  detach(tid)
+  redis.call('ZADD', qkey(w), score, member)
+  redis.call('HINCRBY', P .. 'w:qt:' .. w, ty, 1)
+  redis.call('HSET', tkey(tid), 'job', job, 'type', ty, 'data', data, 'loc', 'q', 'worker', w, 'member', member,
+    'timeout', timeout, 'deadline', deadline)
+  if due ~= '' then redis.call('ZADD', P .. 'due:q', due, tid) end
+  redis.call('PUBLISH', P .. 'bus', wake)
+  return 1
+end
+"#;
+
 /// Stamps the arrival order, queues, and wakes the worker's long-polls on every instance.
 pub(super) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local w, tid, job, ty, data, score, timeout, deadline, due, wake =
-  ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
-if redis.call('EXISTS', P .. 'w:info:' .. w) == 0 then return 0 end
--- Sent again after a lost reply, the task keeps its place in the queue.
-local cur = redis.call('HMGET', tkey(tid), 'loc', 'worker', 'member')
-local member = cur[3]
-if cur[1] ~= 'q' or cur[2] ~= w then
-  member = string.format('%020d', redis.call('INCR', P .. 'seq')) .. ':' .. tid
-end
-detach(tid)
-redis.call('ZADD', qkey(w), score, member)
-redis.call('HINCRBY', P .. 'w:qt:' .. w, ty, 1)
-redis.call('HSET', tkey(tid), 'job', job, 'type', ty, 'data', data, 'loc', 'q', 'worker', w, 'member', member,
-  'timeout', timeout, 'deadline', deadline)
-if due ~= '' then redis.call('ZADD', P .. 'due:q', due, tid) end
-redis.call('PUBLISH', P .. 'bus', wake)
-return 1
-"#,
-    )
+    script(&format!(
+        "{ENQUEUE_FN}\nreturn enqueue(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12])"
+    ))
 });
 
 /// The popped task (see `queued`), or ''.
