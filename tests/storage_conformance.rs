@@ -82,6 +82,8 @@ impl Backend {
     }
 }
 
+#[path = "storage_conformance/combined.rs"]
+mod combined;
 #[path = "storage_conformance/query.rs"]
 mod query;
 use query::{

@@ -9,6 +9,17 @@ use tokio::sync::OwnedMutexGuard;
 use super::{JobPage, JobQuery, QueuedTask, StorageError, StorageFuture};
 use crate::job::{Job, JobStatus};
 
+/// What [`JobStore::lock_finishing`] did.
+#[non_exhaustive]
+pub enum Finishing {
+    /// The job, locked for the caller.
+    Locked(JobGuard),
+    /// No such job.
+    NoJob,
+    /// The nonce was used before: nothing was done.
+    Replayed,
+}
+
 /// The job of a task taken off a queue by [`JobStore::pop_locked`].
 #[non_exhaustive]
 pub enum PoppedJob {
@@ -78,12 +89,16 @@ pub trait JobStore: Send + Sync + 'static {
     /// Locks job `id` like [`JobStore::lock`] and, once it holds the lock, forgets the running
     /// task `task_id` of `worker_id` like [`WorkerStore::finished`](super::WorkerStore::finished)
     /// in the same step (also when the job does not exist): what applying a result begins with.
+    /// With `nonce` (key, TTL) it first records the message's replay nonce like
+    /// [`NonceStore::first_use`](super::NonceStore::first_use), and does nothing else when the
+    /// nonce was used before ([`Finishing::Replayed`]).
     fn lock_finishing<'a>(
         &'a self,
         _id: &'a str,
         _worker_id: &'a str,
         _task_id: &'a str,
-    ) -> Option<StorageFuture<'a, Option<JobGuard>>> {
+        _nonce: Option<(&'a str, std::time::Duration)>,
+    ) -> Option<StorageFuture<'a, Finishing>> {
         None
     }
     /// Takes up to `max` tasks off `worker_id`'s queue like [`WorkerStore::pop`](super::WorkerStore::pop)

@@ -155,6 +155,23 @@ async fn rate_limit(core: &Core, sender: &Sender, kind: &str) -> Result<(), ApiE
 /// A nonce is kept for as long as the message's timestamp would still be accepted. Every
 /// refusal is counted (`avto_security_replay_detected_total`, `avto_security_auth_failures_total`).
 async fn verify(core: &Core, sender: &Sender, body: &Value, kind: MessageKind) -> Result<(), ApiError> {
+    if let Some((key, ttl)) = verify_signed(core, sender, body, kind)? {
+        let fresh = core.first_use_nonce(&key, ttl).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        if !fresh {
+            return Err(replayed(core));
+        }
+    }
+    Ok(())
+}
+
+/// [`verify`] without the replay check: the message's nonce key and how long to keep it, if it
+/// has one, for the caller to record (a result records it with its job lock: one store step).
+fn verify_signed(
+    core: &Core,
+    sender: &Sender,
+    body: &Value,
+    kind: MessageKind,
+) -> Result<Option<(String, std::time::Duration)>, ApiError> {
     let refused = |e: ZeroTrustError| {
         core.metrics().security().message_refused(&e);
         forbidden(e.to_string())
@@ -162,18 +179,20 @@ async fn verify(core: &Core, sender: &Sender, body: &Value, kind: MessageKind) -
     let now = unix_now();
     check_timestamp(body, now).map_err(refused)?;
     verify_security(body, &sender.key, &sender.worker_id, kind).map_err(refused)?;
-    if let Some(nonce) = message_nonce(body) {
-        let key = format!("{}:{nonce}", sender.worker_id);
+    Ok(message_nonce(body).map(|nonce| {
         let ttl = match message_timestamp(body) {
             Some(Ok(ts)) => nonce_ttl(ts, now),
             _ => crate::protocol::replay::NONCE_TTL,
         };
-        let fresh = core.first_use_nonce(&key, ttl).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
-        if !fresh {
-            return Err(refused(ZeroTrustError::Duplicate));
-        }
-    }
-    Ok(())
+        (format!("{}:{nonce}", sender.worker_id), ttl)
+    }))
+}
+
+/// The refusal of a message whose nonce was seen before (counted).
+fn replayed(core: &Core) -> ApiError {
+    let e = ZeroTrustError::Duplicate;
+    core.metrics().security().message_refused(&e);
+    forbidden(e.to_string())
 }
 
 async fn body_object(req: Request, core: &Core) -> Result<(Credentials, Map<String, Value>), ApiError> {
@@ -434,7 +453,8 @@ async fn results(State(core): State<Arc<Core>>, req: Request) -> Result<Response
 
 /// One task result (the body of `POST /_worker/tasks/result`): verified, read, then applied.
 async fn process_result(core: &Arc<Core>, sender: &Sender, body: Value) -> Result<ResultResponse, ApiError> {
-    verify(core, sender, &body, MessageKind::Result).await?;
+    // The nonce is recorded with the job's lock (one store step), after the checks below.
+    let nonce = verify_signed(core, sender, &body, MessageKind::Result)?;
     let result: TaskResult = read(&body)?;
     for (name, value) in [("job_id", &result.job_id), ("task_id", &result.task_id)] {
         if value.is_empty() {
@@ -445,9 +465,11 @@ async fn process_result(core: &Arc<Core>, sender: &Sender, body: Value) -> Resul
         return Err(sender_mismatch(core, format!("Immediate sender ID mismatch: result signed for {w}")));
     }
     let job_id = result.job_id.clone();
-    let answer = match core.submit_result(&sender.worker_id, &job_id, engine_input(result, sender)).await? {
-        ResultDisposition::Accepted(transition) => ResultResponse::accepted(transition),
-        ResultDisposition::Ignored { reason, message } => ResultResponse::ignored(reason.as_str(), message),
+    let nonce = nonce.as_ref().map(|(key, ttl)| (key.as_str(), *ttl));
+    let answer = match core.submit_result(&sender.worker_id, &job_id, engine_input(result, sender), nonce).await? {
+        Some(ResultDisposition::Accepted(transition)) => ResultResponse::accepted(transition),
+        Some(ResultDisposition::Ignored { reason, message }) => ResultResponse::ignored(reason.as_str(), message),
+        None => return Err(replayed(core)),
     };
     Ok(answer)
 }

@@ -14,7 +14,7 @@ use crate::job::{Job, JobStatus};
 use crate::protocol::{task_status, CONTRACT_VIOLATION_ERROR};
 use crate::server::config::ClientEntry;
 use crate::server::task_contracts::Schema;
-use crate::storage::{JobPage, JobQuery, StorageError, JOB_QUERY_MAX_LIMIT};
+use crate::storage::{Finishing, JobPage, JobQuery, StorageError, JOB_QUERY_MAX_LIMIT};
 
 /// Most jobs one [`Core::cancel_matching`] call cancels (or, dry, counts).
 pub const BULK_CANCEL_MAX: u64 = 10_000;
@@ -112,28 +112,40 @@ impl Core {
         log_failure("could not resume the parent job", parent_id, resumed.await);
     }
 
-    /// Applies a worker's result.
+    /// Applies a worker's result. With `nonce` (the message's replay key and how long to keep
+    /// it) the nonce is recorded first, and a result whose nonce was used before is not applied
+    /// (`Ok(None)`).
     pub async fn submit_result(
         self: &Arc<Self>,
         worker_id: &str,
         job_id: &str,
         result: TaskResult,
-    ) -> Result<ResultDisposition, CoreError> {
+        nonce: Option<(&str, std::time::Duration)>,
+    ) -> Result<Option<ResultDisposition>, CoreError> {
         // `finished` under the job lock: crash recovery (which also locks) never sees the task
         // unknown to the worker store while it is still in flight on the job. A store sharing
-        // its backend with the worker store does both in one step.
-        let tx = match self.jobs.lock_finishing(job_id, worker_id, &result.task_id) {
-            Some(locked) => locked.await.map(|g| g.map(|g| self.tx(g))),
+        // its backend with the worker store does both, and the nonce, in one step.
+        let tx = match self.jobs.lock_finishing(job_id, worker_id, &result.task_id, nonce) {
+            Some(locked) => match locked.await? {
+                Finishing::Locked(g) => Some(self.tx(g)),
+                Finishing::Replayed => return Ok(None),
+                _ => None,
+            },
             None => {
+                if let Some((key, ttl)) = nonce {
+                    if !self.first_use_nonce(key, ttl).await? {
+                        return Ok(None);
+                    }
+                }
                 let tx = self.begin(job_id).await;
                 self.dispatcher.finished(worker_id, &result.task_id).await;
-                tx
+                tx?
             }
         };
-        let Some(mut tx) = tx? else {
+        let Some(mut tx) = tx else {
             let reason = engine::IgnoreReason::JobNotFound;
             self.metrics.result_ignored("", reason.as_str());
-            return Ok(ResultDisposition::Ignored { reason, message: format!("job {job_id} not found") });
+            return Ok(Some(ResultDisposition::Ignored { reason, message: format!("job {job_id} not found") }));
         };
         let result = self.check_output(&tx, worker_id, result).await;
         let (disposition, step) = engine::apply_task_result(&self.env, &mut tx, &result);
@@ -154,7 +166,7 @@ impl Core {
         }
         self.apply(&mut tx, step).await;
         self.commit(tx).await?;
-        Ok(disposition)
+        Ok(Some(disposition))
     }
 
     /// The output contract (spec: result processing, step 5): a `success` from the worker holding

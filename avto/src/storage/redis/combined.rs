@@ -17,7 +17,7 @@ use super::workers::scripts::{ENQUEUE_FN, TASKS};
 use super::workers::RedisWorkers;
 use super::{from_json, reply, to_json, ArgRef, LUA_PRELUDE};
 use crate::job::Job;
-use crate::storage::{dispatch_deadline, BusMessage, JobGuard, PoppedJob, QueuedTask, StorageError};
+use crate::storage::{dispatch_deadline, BusMessage, Finishing, JobGuard, PoppedJob, QueuedTask, StorageError};
 
 /// Locks `job` for `tok` like the job store's lock script: 0 (another holder), '' | 1 (no such
 /// job), '' | 2, its document (locked).
@@ -42,12 +42,18 @@ fn script(body: &str) -> Script {
 }
 
 /// The lock script of a result: {0} = locked by someone else, {1} = no such job, {2, json} =
-/// locked for us; once past another holder, the worker's running task is forgotten (as the
-/// worker store's `finished` does), job or no job.
-pub(super) static LOCK_FINISHING: LazyLock<Script> = LazyLock::new(|| {
+/// locked for us, {3} = the nonce `nk` (unless '') was used before (nothing done); once past
+/// another holder, the worker's running task is forgotten (as the worker store's `finished`
+/// does), job or no job. The nonce is recorded as the nonce store's `SET_ONCE` does (its value
+/// carries the request id, so a retry after a lost reply recognises its own write).
+static LOCK_FINISHING: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-local id, token, lease, w, tid = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local id, token, lease, w, tid, nk, nttl = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+if nk ~= '' then
+  local v = '1|' .. RID
+  if not redis.call('SET', nk, v, 'NX', 'PX', nttl) and redis.call('GET', nk) ~= v then return {3} end
+end
 local holder = redis.call('GET', P .. 'lock:job:' .. id)
 if holder and holder ~= token then return {0} end
 local t = redis.call('HMGET', tkey(tid), 'loc', 'worker')
@@ -166,20 +172,39 @@ impl RedisJobs {
         Ok(parts[1..].iter().map(|v| reply::int(v) == Some(1)).collect())
     }
 
-    /// [`JobStore::lock`], and with `finishing` = (worker, task) [`JobStore::lock_finishing`]:
-    /// the lock script again with backoff while another holder works on the job.
-    pub(super) async fn lock_by(&self, id: &str, finishing: Option<(&str, &str)>) -> Result<Option<JobGuard>, StorageError> {
+    /// [`JobStore::lock_finishing`](crate::storage::JobStore::lock_finishing).
+    pub(super) async fn lock_finishing_now(
+        &self,
+        id: &str,
+        worker_id: &str,
+        task_id: &str,
+        nonce: Option<(&str, Duration)>,
+    ) -> Result<Finishing, StorageError> {
+        let nonce = nonce.map(|(key, ttl)| (self.conn.key(&format!("nonce:{key}")), super::px_millis(ttl)));
+        self.lock_by(id, Some((worker_id, task_id, nonce))).await
+    }
+
+    /// [`JobStore::lock`], and with `finishing` = (worker, task, nonce key and TTL)
+    /// [`JobStore::lock_finishing`](crate::storage::JobStore::lock_finishing): the lock script
+    /// again with backoff while another holder works on the job (the nonce is recorded by the
+    /// first attempt).
+    pub(super) async fn lock_by(
+        &self,
+        id: &str,
+        mut finishing: Option<(&str, &str, Option<(String, u64)>)>,
+    ) -> Result<Finishing, StorageError> {
         let token = new_token();
         let mut delay = Duration::from_millis(1);
         let mut waiter: Option<Arc<tokio::sync::Notify>> = None;
         loop {
             // Registered before the attempt, so a release in between is not missed.
             let notified = waiter.as_ref().map(|w| w.clone().notified_owned());
-            let v: redis::Value = match finishing {
+            let v: redis::Value = match &mut finishing {
                 None => self.conn.script(&super::jobs::LOCK, false, &[&id, &token, &self.lease_ms()]).await?,
-                Some((worker, task)) => {
-                    let args: [&dyn ArgRef; 5] = [&id, &token, &self.lease_ms(), &worker, &task];
-                    self.conn.script(&LOCK_FINISHING, false, &args).await?
+                Some((worker, task, nonce)) => {
+                    let (nk, nttl) = nonce.take().unwrap_or_default();
+                    let args: [&dyn ArgRef; 7] = [&id, &token, &self.lease_ms(), &*worker, &*task, &nk, &nttl];
+                    self.conn.script(&LOCK_FINISHING, !nk.is_empty(), &args).await?
                 }
             };
             let parts = reply::array(v)?;
@@ -188,9 +213,10 @@ impl RedisJobs {
                     let json = parts.get(1).and_then(reply::string).unwrap_or_default();
                     let job: Job = from_json(&format!("job {id}"), &json)?;
                     let lease = self.lease(id, &job.client.id, token);
-                    return Ok(Some(JobGuard::Leased { job, lease: Box::new(lease) }));
+                    return Ok(Finishing::Locked(JobGuard::Leased { job, lease: Box::new(lease) }));
                 }
-                Some(1) => return Ok(None),
+                Some(1) => return Ok(Finishing::NoJob),
+                Some(3) => return Ok(Finishing::Replayed),
                 _ => {
                     // Another holder works on the job: wait for a release in this process, or
                     // poll with jittered backoff (up to 50 ms) for one elsewhere.

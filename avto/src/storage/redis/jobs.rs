@@ -15,7 +15,9 @@ use redis::Script;
 use super::query::{count_jobs, query_page, QKEYS};
 use super::{from_json, lua, reply, to_json, RedisConn};
 use crate::job::{now_ms, Job, JobStatus};
-use crate::storage::{is_unsettled, JobGuard, JobStore, PoppedJob, QueuedTask, StorageError, StorageFuture};
+use crate::storage::{
+    is_unsettled, Finishing, JobGuard, JobStore, PoppedJob, QueuedTask, StorageError, StorageFuture,
+};
 
 /// Retention of a job just written (the shared part of [`INSERT`] and [`WRITE`]): a terminal job
 /// gets its removal time in `jobs:expiry` (the first time it is seen terminal; kept by later
@@ -580,7 +582,12 @@ impl JobStore for RedisJobs {
     }
 
     fn lock<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<JobGuard>, StorageError>> {
-        Box::pin(self.lock_by(id, None))
+        Box::pin(async move {
+            match self.lock_by(id, None).await? {
+                Finishing::Locked(guard) => Ok(Some(guard)),
+                _ => Ok(None),
+            }
+        })
     }
 
     fn lock_finishing<'a>(
@@ -588,8 +595,9 @@ impl JobStore for RedisJobs {
         id: &'a str,
         worker_id: &'a str,
         task_id: &'a str,
-    ) -> Option<StorageFuture<'a, Option<JobGuard>>> {
-        Some(Box::pin(self.lock_by(id, Some((worker_id, task_id)))))
+        nonce: Option<(&'a str, Duration)>,
+    ) -> Option<StorageFuture<'a, Finishing>> {
+        Some(Box::pin(self.lock_finishing_now(id, worker_id, task_id, nonce)))
     }
 
     fn pop_locked<'a>(

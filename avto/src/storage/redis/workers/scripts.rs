@@ -29,9 +29,13 @@ local function detach(tid)
   elseif loc == 'p' then
     redis.call('ZREM', P .. 'parked', tid)
   end
-  redis.call('ZREM', P .. 'due:q', tid)
-  redis.call('ZREM', P .. 'due:run', tid)
-  redis.call('ZREM', P .. 'due:rund', tid)
+  -- A queued or parked task has only a dispatch deadline, a running one only run deadlines
+  -- (entries left behind otherwise are dropped by the overdue script).
+  if loc ~= 'r' then redis.call('ZREM', P .. 'due:q', tid) end
+  if loc ~= 'q' and loc ~= 'p' then
+    redis.call('ZREM', P .. 'due:run', tid)
+    redis.call('ZREM', P .. 'due:rund', tid)
+  end
   redis.call('DEL', tkey(tid))
   return loc, w
 end
@@ -195,7 +199,8 @@ local function enqueue(w, tid, job, ty, data, score, timeout, deadline, due, wak
   if cur[1] ~= 'q' or cur[2] ~= w then
     member = string.format('%020d', redis.call('INCR', P .. 'seq')) .. ':' .. tid
   end
-  detach(tid)
+  -- A new task is nowhere yet.
+  if cur[1] then detach(tid) end
   redis.call('ZADD', qkey(w), score, member)
   redis.call('HINCRBY', P .. 'w:qt:' .. w, ty, 1)
   redis.call('HSET', tkey(tid), 'job', job, 'type', ty, 'data', data, 'loc', 'q', 'worker', w, 'member', member,
