@@ -92,9 +92,9 @@ if RID ~= '' then
 end
 local members = {}
 while #members < max do
-  local m = redis.call('ZRANGE', qkey(w), 0, 0)
+  local m = redis.call('ZPOPMIN', qkey(w))
   if #m == 0 then break end
-  local data, job = run(w, m[1], w, now)
+  local data, job = run(w, m[1], w, now, true)
   if data then
     table.insert(members, m[1])
     add(#members, data, job)

@@ -76,7 +76,7 @@ redis.call('HINCRBY', P .. 'counts', status, 1)
 redis.call('HINCRBY', P .. 'counts:client:' .. client, status, 1)
 if unsettled == '1' then redis.call('ZADD', P .. 'stale', now, id) end
 if token ~= '' then redis.call('SET', lk, token, 'PX', lease) end
-retain(id, client, terminal, now, ret, created, blueprint)
+if terminal == '1' then retain(id, client, terminal, now, ret, created, blueprint) end
 if terminal == '1' and hook == '1' then redis.call('ZADD', P .. 'webhooks:due', now, id) end
 return 1
 "#,
@@ -111,6 +111,7 @@ local id, token, json, new, client, unsettled, now, lease, terminal, ret, hook, 
   ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14],
   ARGV[15]
 local lk = P .. 'lock:job:' .. id
+local TERMINAL = {finished = true, failed = true, cancelled = true, quarantined = true}
 local function write()
   if redis.call('GET', lk) ~= token then return false end
   -- The stored status (not the caller's idea of it), so a save sent again after a lost reply
@@ -143,7 +144,8 @@ local function write()
   else
     redis.call('ZREM', P .. 'stale', id)
   end
-  retain(id, client, terminal, now, ret, created, blueprint)
+  -- Only a job that is or was terminal has retention entries to write or drop.
+  if terminal == '1' or TERMINAL[old] then retain(id, client, terminal, now, ret, created, blueprint) end
   return true
 end
 "#;

@@ -39,17 +39,16 @@ local function detach(tid)
   redis.call('DEL', tkey(tid))
   return loc, w
 end
--- Takes a queued member off worker w's queue and records it as running on `runner`; returns
--- the task as `queued()` hands it back, and its job id.
-local function run(w, member, runner, now)
+-- Takes a queued member off worker w's queue (`popped`: taken off already) and records it as
+-- running on `runner`; returns the task as `queued()` hands it back, and its job id.
+local function run(w, member, runner, now, popped)
   local tid = string.sub(member, 22)
-  redis.call('ZREM', qkey(w), member)
+  if not popped then redis.call('ZREM', qkey(w), member) end
   local t = redis.call('HMGET', tkey(tid), 'type', 'data', 'timeout', 'deadline', 'job')
   if not t[2] then return nil end
   redis.call('HINCRBY', P .. 'w:qt:' .. w, t[1], -1)
   redis.call('ZREM', P .. 'due:q', tid)
-  redis.call('HSET', tkey(tid), 'loc', 'r', 'worker', runner, 'picked', now)
-  redis.call('HDEL', tkey(tid), 'member')
+  redis.call('HSET', tkey(tid), 'loc', 'r', 'worker', runner, 'picked', now, 'member', '')
   redis.call('SADD', P .. 'w:r:' .. runner, tid)
   local due = nil
   if t[3] ~= '' then due = now + tonumber(t[3]) end
@@ -226,9 +225,9 @@ local w, now = ARGV[3], tonumber(ARGV[4])
 local c = cached_run(w)
 if c then return c end
 while true do
-  local m = redis.call('ZRANGE', qkey(w), 0, 0)
+  local m = redis.call('ZPOPMIN', qkey(w))
   if #m == 0 then return '' end
-  local data = run(w, m[1], w, now)
+  local data = run(w, m[1], w, now, true)
   if data then return answer_run(m[1], data) end
 end
 "#,
