@@ -236,7 +236,6 @@ impl RedisJobs {
         }
     }
 
-
     /// [`JobStore::pop_locked`](crate::storage::JobStore::pop_locked).
     pub(super) async fn pop_locked_now(
         &self,

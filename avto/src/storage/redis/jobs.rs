@@ -15,9 +15,7 @@ use redis::Script;
 use super::query::{count_jobs, query_page, QKEYS};
 use super::{from_json, lua, reply, to_json, RedisConn};
 use crate::job::{now_ms, Job, JobStatus};
-use crate::storage::{
-    is_unsettled, Finishing, JobGuard, JobStore, PoppedJob, QueuedTask, StorageError, StorageFuture,
-};
+use crate::storage::{is_unsettled, Finishing, JobGuard, JobStore, PoppedJob, QueuedTask, StorageError, StorageFuture};
 
 /// Retention of a job just written (the shared part of [`INSERT`] and [`WRITE`]): a terminal job
 /// gets its removal time in `jobs:expiry` (the first time it is seen terminal; kept by later
