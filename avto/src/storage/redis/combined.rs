@@ -169,7 +169,11 @@ impl RedisJobs {
             return Err(lease.lost(&job.id));
         }
         lease.committed = true;
-        Ok(parts[1..].iter().map(|v| reply::int(v) == Some(1)).collect())
+        let placed: Vec<bool> = parts[1..].iter().map(|v| reply::int(v) == Some(1)).collect();
+        for ((worker, _), ok) in tasks.iter().zip(placed.iter().chain(std::iter::repeat(&true))) {
+            self.count(worker, if *ok { 1 } else { 0 }, 0);
+        }
+        Ok(placed)
     }
 
     /// [`JobStore::lock_finishing`](crate::storage::JobStore::lock_finishing).
@@ -181,7 +185,18 @@ impl RedisJobs {
         nonce: Option<(&str, Duration)>,
     ) -> Result<Finishing, StorageError> {
         let nonce = nonce.map(|(key, ttl)| (self.conn.key(&format!("nonce:{key}")), super::px_millis(ttl)));
-        self.lock_by(id, Some((worker_id, task_id, nonce))).await
+        let locked = self.lock_by(id, Some((worker_id, task_id, nonce))).await?;
+        if !matches!(locked, Finishing::Replayed) {
+            self.count(worker_id, 0, -1);
+        }
+        Ok(locked)
+    }
+
+    /// Counts a move of a task into the dispatch view of the worker store on this connection.
+    fn count(&self, worker_id: &str, queued: isize, running: isize) {
+        if let Some(view) = &self.view {
+            view.count(worker_id, queued, running);
+        }
     }
 
     /// [`JobStore::lock`], and with `finishing` = (worker, task, nonce key and TTL)
@@ -263,6 +278,7 @@ impl RedisJobs {
                 Some(0) => PoppedJob::Busy,
                 _ => PoppedJob::Missing,
             };
+            self.count(worker_id, -1, 1);
             out.push((task, job));
         }
         Ok(out)

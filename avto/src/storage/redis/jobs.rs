@@ -317,6 +317,8 @@ pub struct RedisJobs {
     /// How long a terminal job is kept, in ms (0 = forever).
     retention_ms: u64,
     pub(super) waiters: Arc<Waiters>,
+    /// The dispatch view of the worker store on the same connection (see `combined.rs`).
+    pub(super) view: Option<Arc<super::workers::View>>,
 }
 
 /// Lockers of this process waiting for a job, woken when a lock of this process is released
@@ -441,7 +443,13 @@ impl RedisJobs {
     }
 
     pub fn new(conn: RedisConn, lease: Duration) -> Self {
-        RedisJobs { conn, lease: lease.max(Duration::from_millis(300)), retention_ms: 0, waiters: Arc::default() }
+        RedisJobs {
+            conn,
+            lease: lease.max(Duration::from_millis(300)),
+            retention_ms: 0,
+            waiters: Arc::default(),
+            view: None,
+        }
     }
 
     /// Terminal jobs expire `retention` after they ended (`None` or zero = kept forever): the

@@ -432,13 +432,16 @@ impl RedisStores {
 
     /// One store per capability, all on this connection.
     pub fn stores(&self) -> Stores {
+        let workers = RedisWorkers::new(self.conn.clone()).with_cipher(self.cipher.clone());
+        let mut jobs = RedisJobs::new(self.conn.clone(), self.lease).with_retention(self.job_retention);
+        jobs.view = Some(workers.view());
         Stores {
-            jobs: Arc::new(RedisJobs::new(self.conn.clone(), self.lease).with_retention(self.job_retention)),
+            jobs: Arc::new(jobs),
             quotas: Arc::new(RedisQuotas::new(self.conn.clone())),
             rate: Arc::new(RedisRateLimits::new(self.conn.clone())),
             nonces: Arc::new(RedisNonces::new(self.conn.clone())),
             sts: Arc::new(RedisSts::new(self.conn.clone()).with_cipher(self.cipher.clone())),
-            workers: Arc::new(RedisWorkers::new(self.conn.clone()).with_cipher(self.cipher.clone())),
+            workers: Arc::new(workers),
             data: Arc::new(RedisDataStores::new(self.conn.clone())),
             schedule_locks: Arc::new(RedisScheduleLocks::new(self.conn.clone())),
             bus: Some(Arc::new(RedisBus::new(self.conn.clone()))),

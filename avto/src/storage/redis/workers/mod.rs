@@ -47,7 +47,7 @@ pub struct RedisWorkers {
 /// per job; a slightly old view only affects which worker is chosen (a gone worker is refused by
 /// the enqueue script, and the dispatcher then lists afresh).
 #[derive(Debug, Default)]
-struct View {
+pub(super) struct View {
     list: Mutex<Option<(Instant, Vec<WorkerLoad>)>>,
     /// One listing at a time: callers that find the view old while it is being listed wait for
     /// that listing instead of sending their own.
@@ -65,7 +65,7 @@ impl View {
     }
 
     /// Counts a move of this instance into the view: `queued` and `running` change by the deltas.
-    fn count(&self, worker_id: &str, queued: isize, running: isize) {
+    pub(super) fn count(&self, worker_id: &str, queued: isize, running: isize) {
         if let Some((_, v)) = self.list.lock().as_mut() {
             if let Some(w) = v.iter_mut().find(|w| w.info.worker_id == worker_id) {
                 w.queued = w.queued.saturating_add_signed(queued);
@@ -78,6 +78,12 @@ impl View {
 impl RedisWorkers {
     pub fn new(conn: RedisConn) -> Self {
         RedisWorkers { conn, parsed: Default::default(), view: Default::default(), cipher: None }
+    }
+
+    /// The dispatch view, for the job store's steps that move tasks (`combined.rs`), so the
+    /// loads dispatch reads count them as the worker store's own moves do.
+    pub(super) fn view(&self) -> Arc<View> {
+        self.view.clone()
     }
 
     /// Seals worker records with `cipher` (`REDIS_ENCRYPTION_KEY`).
