@@ -26,6 +26,10 @@
 //! On Redis it uses `REDIS_KEY_PREFIX` or, unset, a fresh prefix, and deletes that prefix's keys
 //! afterwards (not with `--target`).
 //!
+//! `--compile-states 0,10,25,50,100` runs the compile-time benchmark instead (issue #19; see
+//! examples/bench/compile.rs): per N, the incremental debug build time of a crate holding an
+//! N-state blueprint, the time added over an empty main and per state.
+//!
 //! `--query-jobs N` runs the job-query benchmark instead (issue #18; see examples/bench/query.rs):
 //! N jobs stored straight into the memory store (and Redis with `REDIS_URL`), then the times of
 //! first, next and filtered pages and of counts, in the store and over HTTP (the dashboard's
@@ -47,6 +51,8 @@ use avto::JobStatus;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
+#[path = "bench/compile.rs"]
+mod compile;
 #[path = "bench/load.rs"]
 mod load;
 #[path = "bench/memory.rs"]
@@ -130,6 +136,12 @@ struct Args {
     /// and print (RSS after - RSS before) / N (`retained_bytes_per_job` in --json-out)
     #[arg(long, value_name = "N")]
     retained: Option<usize>,
+    /// Compile-time benchmark instead (issue #19): for each N of the list, a binary crate with an
+    /// N-state blueprint (each state dispatches a task with two transitions; 0 = an empty main),
+    /// built once, then the median of 5 incremental debug builds after a comment edit, the time
+    /// added over N = 0 and per state, and the linearity (see examples/bench/compile.rs)
+    #[arg(long, value_name = "N,N,...", value_delimiter = ',')]
+    compile_states: Option<Vec<usize>>,
 }
 
 fn args() -> Args {
@@ -257,6 +269,10 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 #[tokio::main]
 async fn main() {
     let a = args();
+    if let Some(counts) = &a.compile_states {
+        compile::run(counts);
+        return;
+    }
     if let Some(n) = a.query_jobs {
         query::run(n).await;
         return;

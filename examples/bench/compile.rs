@@ -1,0 +1,203 @@
+//! `bench --compile-states 0,10,25,50,100`: the compile-time benchmark of blueprints (issue #19).
+//!
+//! For each N it writes a binary crate (its own `[workspace]`, a path dependency on this
+//! workspace's `avto` with its default features) whose `main.rs` holds one blueprint of N
+//! dispatching states `s0`..`s{N-1}`, each a `#[when]`-free handler that dispatches a task with two
+//! transitions (`success` to the next state, `failure` to the end state `failed`; the last one's
+//! `success` goes to the end state `done`), and a `main` that prints the blueprint's name. N = 0 is
+//! an empty `main` with the same dependency. The crates share one target directory, so avto and
+//! its dependencies build once (the first run of the bench builds them: minutes). Each crate is
+//! built once (warm), then [`RUNS`] times the comment on its first line is changed (same
+//! length, so no span moves) and the incremental debug `cargo build` is timed. Printed per N: the
+//! median and the fastest time, the median added over N = 0, and the added time per state; then
+//! the growth per state between consecutive Ns and the per-state cost at the largest N over the
+//! smallest non-zero N (about 1 when the growth is linear).
+//!
+//! `AVTO_BENCH_AVTO_DIR=/path/to/avto` makes the crates depend on another checkout's `avto` crate
+//! instead (to compare two versions of the macros with one bench binary, in one session).
+//!
+//! The crates live in `$TMPDIR/avto-compile-bench/` (kept, so the next run reuses the built
+//! dependencies; delete it to start over). The child cargo runs `--offline` with a copy of this
+//! workspace's `Cargo.lock`, falling back to resolving online if that fails; `CARGO_BUILD_JOBS`,
+//! `CARGO_PROFILE_DEV_DEBUG` and `RUSTFLAGS` of the environment apply to it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// The root of this workspace (examples/ is one of its members).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("examples/ has a parent").to_path_buf()
+}
+
+/// The `main.rs` of the crate with `n` states; `edit` is the comment on the first line.
+pub(crate) fn main_rs(n: usize, edit: usize) -> String {
+    let mut s = format!("// edit {edit:06}\n");
+    if n == 0 {
+        s.push_str("fn main() {}\n");
+        return s;
+    }
+    if n == RUNTIME {
+        // No blueprint, but avto's runtime linked in (what any program serving blueprints pays).
+        s.push_str("fn main() {\n    println!(\"{}\", avto::Blueprint::registered().len());\n}\n");
+        return s;
+    }
+    s.push_str("use avto::prelude::*;\n\n#[avto::blueprint(name = \"compile_bench\")]\nmod flow {\n    use super::*;\n");
+    for i in 0..n {
+        let start = if i == 0 { ", start" } else { "" };
+        let next = if i + 1 == n { "done".to_owned() } else { format!("s{}", i + 1) };
+        s.push_str(&format!(
+            "\n    #[handler(state = \"s{i}\"{start})]\n    async fn s{i}(ctx: &Context, actions: &mut Actions) {{\n        \
+             actions\n            .dispatch_task(\"task_{i}\")\n            .params(ctx.initial_data.clone())\n            \
+             .transitions([(\"success\", \"{next}\"), (\"failure\", \"failed\")]);\n    }}\n"
+        ));
+    }
+    s.push_str(
+        "\n    #[handler(state = \"done\", end)]\n    async fn done() {}\n\n    \
+         #[handler(state = \"failed\", end = \"failed\")]\n    async fn failed() {}\n}\n\n\
+         fn main() {\n    println!(\"{}\", flow::blueprint().name());\n}\n",
+    );
+    s
+}
+
+/// Writes the crate for `n` states under `dir`; returns its directory.
+fn write_crate(dir: &Path, n: usize) -> PathBuf {
+    let root = if n == RUNTIME { dir.join("runtime") } else { dir.join(format!("states_{n}")) };
+    std::fs::create_dir_all(root.join("src")).expect("create the crate directory");
+    let avto = std::env::var_os("AVTO_BENCH_AVTO_DIR").map_or_else(|| workspace_root().join("avto"), PathBuf::from);
+    let manifest = format!(
+        "[package]\nname = \"compile_bench_{}\"\nversion = \"0.0.0\"\nedition = \"2021\"\npublish = false\n\n\
+         [dependencies]\navto = {{ path = {:?} }}\n\n[workspace]\n",
+        if n == RUNTIME { "runtime".to_owned() } else { n.to_string() },
+        avto.display().to_string()
+    );
+    std::fs::write(root.join("Cargo.toml"), manifest).expect("write Cargo.toml");
+    if !root.join("Cargo.lock").exists() {
+        // The workspace's lock: the same dependency versions, resolved without the network.
+        let _ = std::fs::copy(workspace_root().join("Cargo.lock"), root.join("Cargo.lock"));
+    }
+    std::fs::write(root.join("src/main.rs"), main_rs(n, 0)).expect("write main.rs");
+    root
+}
+
+/// `cargo build` of the crate in `root`; its wall time in seconds.
+fn build(root: &Path, target: &Path, offline: bool) -> Result<f64, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build").arg("--quiet").current_dir(root).env("CARGO_TARGET_DIR", target);
+    if offline {
+        cmd.arg("--offline");
+    }
+    // What `cargo run` set for this program is not the child's business.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CARGO_PKG_") || k == "CARGO_MANIFEST_DIR" || k == "CARGO_MANIFEST_PATH" {
+            cmd.env_remove(k);
+        }
+    }
+    let started = Instant::now();
+    let out = cmd.output().map_err(|e| format!("run cargo: {e}"))?;
+    let secs = started.elapsed().as_secs_f64();
+    if out.status.success() {
+        Ok(secs)
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// The pseudo-N of the second baseline: an empty `main` that links avto's runtime in.
+const RUNTIME: usize = usize::MAX;
+
+/// Timed builds per N.
+const RUNS: usize = 5;
+
+/// Runs the benchmark for every N of `counts`.
+pub(crate) fn run(counts: &[usize]) {
+    let runs = RUNS;
+    let dir = std::env::temp_dir().join("avto-compile-bench");
+    let target = dir.join("target");
+    let mut counts: Vec<usize> = counts.iter().copied().filter(|&n| n > 0 && n != RUNTIME).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    // The two baselines first: the empty main, and the empty main that links avto's runtime.
+    counts.splice(0..0, [0, RUNTIME]);
+    let avto =
+        std::env::var("AVTO_BENCH_AVTO_DIR").unwrap_or_else(|_| workspace_root().join("avto").display().to_string());
+    println!(
+        "compile bench: incremental debug `cargo build` of a binary crate with an N-state blueprint, \
+         median of {runs} builds after a comment edit; avto from {avto}; crates and target in {}",
+        dir.display()
+    );
+    let mut offline = true;
+    let mut rows: Vec<(usize, f64, f64)> = Vec::new();
+    for &n in &counts {
+        let root = write_crate(&dir, n);
+        let warm = Instant::now();
+        if let Err(e) = build(&root, &target, offline) {
+            if !offline {
+                panic!("cargo build of {} failed:\n{e}", root.display());
+            }
+            eprintln!("offline build failed, resolving online:\n{e}");
+            offline = false;
+            build(&root, &target, offline).unwrap_or_else(|e| panic!("cargo build of {} failed:\n{e}", root.display()));
+        }
+        eprintln!("  {}: warm build {:.1} s", label(n), warm.elapsed().as_secs_f64());
+        let mut times = Vec::with_capacity(runs);
+        for k in 1..=runs {
+            std::fs::write(root.join("src/main.rs"), main_rs(n, k)).expect("write main.rs");
+            times.push(build(&root, &target, offline).unwrap_or_else(|e| panic!("cargo build failed:\n{e}")));
+        }
+        let min = times.iter().copied().fold(f64::INFINITY, f64::min);
+        rows.push((n, median(&mut times), min));
+    }
+    let (base, runtime) = (rows[0].1, rows[1].1);
+    println!(
+        "  {:>9}  {:>9}  {:>9}  {:>9}  {:>14}  {:>13}",
+        "N", "median s", "fastest s", "added s", "added ms/state", "over runtime s"
+    );
+    for &(n, med, min) in &rows {
+        let added = med - base;
+        let per = if n == 0 || n == RUNTIME { String::from("-") } else { format!("{:.2}", added * 1000.0 / n as f64) };
+        let over = if n == 0 { String::from("-") } else { format!("{:.3}", med - runtime) };
+        println!("  {:>9}  {med:>9.3}  {min:>9.3}  {added:>9.3}  {per:>14}  {over:>13}", label(n));
+    }
+    println!("  (runtime: an empty main calling avto::Blueprint::registered(), which links avto's runtime in)");
+    // Linearity: the slope between consecutive Ns, and the per-state cost at the largest N over
+    // the smallest non-zero N.
+    let states: Vec<(usize, f64, f64)> = rows.iter().copied().filter(|r| r.0 != RUNTIME).collect();
+    for w in states.windows(2) {
+        let ((n0, t0, _), (n1, t1, _)) = (w[0], w[1]);
+        println!("  growth {n0:>3} -> {n1:>3}: {:.2} ms/state", (t1 - t0) * 1000.0 / (n1 - n0) as f64);
+    }
+    let nonzero: Vec<&(usize, f64, f64)> = states.iter().filter(|r| r.0 > 0).collect();
+    if let (Some(small), Some(large)) = (nonzero.first(), nonzero.last()) {
+        if small.0 != large.0 {
+            // Over the runtime baseline: the fixed cost of linking avto in is not per state.
+            let per = |r: &(usize, f64, f64)| (r.1 - runtime) / r.0 as f64;
+            println!(
+                "  linearity: time over the runtime baseline per state at N = {} over N = {}: {:.2} \
+                 (1.0 = linear, below 1 = a fixed part still dominates)",
+                large.0,
+                small.0,
+                per(large) / per(small)
+            );
+        }
+    }
+}
+
+fn label(n: usize) -> String {
+    match n {
+        0 => "0 (empty)".to_owned(),
+        RUNTIME => "0 (rt)".to_owned(),
+        n => n.to_string(),
+    }
+}
