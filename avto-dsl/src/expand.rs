@@ -1,5 +1,6 @@
 //! Code generation from the validated model (the shape written out by hand in
-//! `avto/tests/hand_expanded.rs`). Only absolute `::avto::__private::...` paths; generated names
+//! `avto/tests/hand_expanded.rs`). Only absolute `::avto::__private::...` paths, or `__avto::...`
+//! through the `use ::avto::__private as __avto;` the expansion adds; generated names
 //! start with `__avto_`. On any error the output is the user's module (helper attributes
 //! stripped) plus the errors and stub items, so rustc reports nothing else.
 
@@ -50,21 +51,42 @@ fn state_types_ident(h: &Handler) -> syn::Ident {
     format_ident!("__avto_state_types_{}", h.fn_name)
 }
 
+/// Whether an argument of the handler may be a `State<T>`: any immutable one that is not a
+/// reference (a type alias of `State<T>` is a path too; a reference never is one).
+fn may_take_state(h: &Handler) -> bool {
+    h.args.iter().any(|a| !a.mutable && !matches!(a.ty, syn::Type::Reference(_)))
+}
+
+/// What `HandlerSpec::state_types` names: the handler's own probe function, or the shared one
+/// returning nothing.
+fn state_types_path(h: &Handler) -> TokenStream {
+    if may_take_state(h) {
+        let ident = state_types_ident(h);
+        quote!(#ident)
+    } else {
+        quote!(__avto::no_state_types)
+    }
+}
+
 /// `fn __avto_state_types_<handler>()`: the `T` of each `State<T>` argument of the handler
-/// (probed per argument type, so a type alias of `State<T>` counts too).
+/// (probed per argument type, so a type alias of `State<T>` counts too). None for a handler
+/// none of whose arguments can be one ([`may_take_state`]).
 fn state_types_fn(h: &Handler) -> TokenStream {
+    if !may_take_state(h) {
+        return TokenStream::new();
+    }
     let ident = state_types_ident(h);
     let probes = h.args.iter().filter(|a| !a.mutable).map(|a| {
         let ty = &a.ty;
-        quote!((&::avto::__private::StateProbe::<#ty>::new()).state_type())
+        quote!((&__avto::StateProbe::<#ty>::new()).state_type())
     });
     quote! {
         #[doc(hidden)]
-        fn #ident() -> ::avto::__private::std::vec::Vec<::avto::__private::StateType> {
+        fn #ident() -> __avto::std::vec::Vec<__avto::StateType> {
             #[allow(unused_imports)]
-            use ::avto::__private::{HasStateType as _, NoStateType as _};
-            let all: ::avto::__private::std::vec::Vec<::core::option::Option<::avto::__private::StateType>> =
-                ::avto::__private::std::vec![#(#probes),*];
+            use __avto::{HasStateType as _, NoStateType as _};
+            let all: __avto::std::vec::Vec<::core::option::Option<__avto::StateType>> =
+                __avto::std::vec![#(#probes),*];
             all.into_iter().flatten().collect()
         }
     }
@@ -95,14 +117,14 @@ fn expand(parsed: &Parsed) -> TokenStream {
     let states = model.states().into_iter().map(|s| {
         let name = &s.name;
         let kind = match s.kind {
-            StateKind::Normal => quote!(::avto::__private::StateKind::Normal),
-            StateKind::Aggregator => quote!(::avto::__private::StateKind::Aggregator),
+            StateKind::Normal => quote!(__avto::StateKind::Normal),
+            StateKind::Aggregator => quote!(__avto::StateKind::Aggregator),
             StateKind::End(status) => {
                 let v = format_ident!("{}", status.variant());
-                quote!(::avto::__private::StateKind::End(::avto::__private::JobStatus::#v))
+                quote!(__avto::StateKind::End(__avto::JobStatus::#v))
             }
         };
-        quote!(::avto::__private::StateSpec { name: #name, kind: #kind })
+        quote!(__avto::StateSpec { name: #name, kind: #kind })
     });
     let handlers = model.handlers.iter().map(|h| {
         let state = &h.state.value;
@@ -112,12 +134,12 @@ fn expand(parsed: &Parsed) -> TokenStream {
             Some(w) => {
                 let source = &w.source;
                 let eval = when_ident(h);
-                quote!(::core::option::Option::Some(::avto::__private::Condition { source: #source, eval: #eval }))
+                quote!(::core::option::Option::Some(__avto::Condition { source: #source, eval: #eval }))
             }
             None => quote!(::core::option::Option::None),
         };
-        let state_types = state_types_ident(h);
-        quote!(::avto::__private::HandlerSpec {
+        let state_types = state_types_path(h);
+        quote!(__avto::HandlerSpec {
             state: #state, name: #name, condition: #condition, call: #call, state_types: #state_types,
         })
     });
@@ -127,9 +149,7 @@ fn expand(parsed: &Parsed) -> TokenStream {
         let label = &e.label;
         let kind = format_ident!("{}", e.kind.variant());
         let handler = &h.fn_name;
-        quote!(::avto::__private::EdgeSpec {
-            from: #from, to: #to, label: #label, kind: ::avto::__private::EdgeKind::#kind, handler: #handler,
-        })
+        quote!(__avto::EdgeSpec { from: #from, to: #to, label: #label, kind: __avto::EdgeKind::#kind, handler: #handler })
     });
     let stores = model.data_stores.iter().map(|d| {
         let name = &d.name.value;
@@ -170,7 +190,9 @@ fn expand(parsed: &Parsed) -> TokenStream {
             (quote!(::core::option::Option::Some(&[#(#names),*])), probes)
         }
     };
+    let alias = private_alias();
     let generated = quote! {
+        #alias
         /// The blueprint's name.
         pub const NAME: &str = #name;
         /// The blueprint's state graph as Graphviz DOT (what `cargo avto graph` prints).
@@ -262,7 +284,9 @@ fn with_items(module: &syn::ItemMod, extra: TokenStream, attrs: TokenStream, inn
     }
 }
 
-/// `__avto_call_<fn>`: extracts every argument, awaits the handler, converts its result.
+/// `__avto_call_<fn>`: extracts every argument, calls the handler and hands its future to
+/// `__private::run`, which converts its result. Not an `async` block: the handler's own future
+/// is the only state machine per handler.
 fn call_fn(h: &Handler) -> TokenStream {
     let fn_ident = &h.fn_ident;
     let call = call_ident(h);
@@ -272,9 +296,10 @@ fn call_fn(h: &Handler) -> TokenStream {
         let var = format_ident!("__avto_arg{}", i);
         let ty = &arg.ty;
         let extract = if arg.mutable {
-            quote_spanned!(arg.ty_span=> <#ty as ::avto::__private::FromActions<'_>>::from_actions(__avto_actions))
+            quote_spanned!(arg.ty_span=> <#ty as __avto::FromActions<'_>>::from_actions(__avto_actions))
         } else {
-            quote_spanned!(arg.ty_span=> <#ty as ::avto::__private::FromContext<'_>>::from_context(__avto_ctx)?)
+            let from = quote_spanned!(arg.ty_span=> <#ty as __avto::FromContext<'_>>::from_context(__avto_ctx));
+            quote!(match #from { ::core::result::Result::Ok(a) => a, ::core::result::Result::Err(e) => return __avto::fail(e) })
         };
         lets.push(quote!(let #var = #extract;));
         vars.push(var);
@@ -285,23 +310,25 @@ fn call_fn(h: &Handler) -> TokenStream {
         syn::ReturnType::Type(_, ty) => ty.span(),
         syn::ReturnType::Default => h.fn_ident.span(),
     };
-    let result =
-        quote_spanned!(output_span=> ::avto::__private::IntoHandlerResult::into_handler_result(__avto_result)?);
-    let future = quote_spanned!(h.fn_ident.span()=> ::avto::__private::assert_send(#fn_ident(#(#vars),*)));
+    let convert = quote_spanned!(output_span=> |r| __avto::IntoHandlerResult::into_handler_result(r));
+    let future = quote_spanned!(h.fn_ident.span()=> __avto::assert_send(#fn_ident(#(#vars),*)));
     quote! {
         #[doc(hidden)]
-        fn #call<'__avto>(
-            __avto_inv: &'__avto mut ::avto::__private::Invocation,
-        ) -> ::avto::__private::HandlerFuture<'__avto> {
-            ::avto::__private::std::boxed::Box::pin(async move {
-                let (#ctx, #actions) = __avto_inv.split();
-                #(#lets)*
-                let __avto_result = #future.await;
-                let __avto_output = #result;
-                __avto_inv.set_output(__avto_output);
-                ::core::result::Result::Ok(())
-            })
+        fn #call<'__avto>(__avto_inv: &'__avto mut __avto::Invocation) -> __avto::HandlerFuture<'__avto> {
+            let (#ctx, #actions) = __avto_inv.split();
+            #(#lets)*
+            __avto::run(#future, #convert)
         }
+    }
+}
+
+/// The path generated code names `::avto::__private` by (a `use` of the module: shorter
+/// paths, fewer tokens to make and to parse per state).
+fn private_alias() -> TokenStream {
+    quote! {
+        #[doc(hidden)]
+        #[allow(unused_imports)]
+        use ::avto::__private as __avto;
     }
 }
 
@@ -358,6 +385,7 @@ fn expand_with_errors(parsed: &Parsed, errors: &Errors) -> TokenStream {
             }
         });
     }
+    stubs.extend(private_alias());
     stubs.extend(quote!(#(#calls)* #(#whens)*));
     let mut out = errors.to_compile_errors();
     out.extend(with_items(&parsed.module, stubs, quote!(#[allow(dead_code)]), TokenStream::new()));

@@ -172,3 +172,25 @@ pub fn output_contract(
 pub fn assert_send<F: std::future::Future + Send>(f: F) -> F {
     f
 }
+
+/// A handler run as generated code starts it: the handler's future, its result converted by
+/// `convert` (`IntoHandlerResult::into_handler_result`, spanned on the handler's return type).
+/// One small generic `Map` per handler instead of an `async` block around the handler's own
+/// future: no second state machine per handler to compile.
+pub fn run<'a, F, C>(future: F, convert: C) -> HandlerFuture<'a>
+where
+    F: std::future::Future + Send + 'a,
+    C: FnOnce(F::Output) -> Result<Option<serde_json::Value>, HandlerError> + Send + 'a,
+{
+    Box::pin(futures::FutureExt::map(future, convert))
+}
+
+/// The run of a handler whose argument could not be extracted (generated code).
+pub fn fail<'a>(error: HandlerError) -> HandlerFuture<'a> {
+    Box::pin(std::future::ready(Err(error)))
+}
+
+/// `HandlerSpec::state_types` of a handler without a `State<T>` argument (generated code).
+pub fn no_state_types() -> Vec<StateType> {
+    Vec::new()
+}

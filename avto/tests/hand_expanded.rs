@@ -93,37 +93,34 @@ mod flow {
     ::avto::__private::inventory::submit! { ::avto::__private::Registration(&__AVTO_SPEC) }
 
     #[doc(hidden)]
-    #[allow(clippy::unit_arg)]
     fn __avto_call_start<'a>(inv: &'a mut ::avto::__private::Invocation) -> ::avto::__private::HandlerFuture<'a> {
-        ::avto::__private::std::boxed::Box::pin(async move {
-            let (__avto_ctx, __avto_actions) = inv.split();
-            let __avto_arg0: &Context = <&Context as ::avto::__private::FromContext<'_>>::from_context(__avto_ctx)?;
-            let __avto_arg1: &mut Actions =
-                <&mut Actions as ::avto::__private::FromActions<'_>>::from_actions(__avto_actions);
-            let out = ::avto::__private::IntoHandlerResult::into_handler_result(start(__avto_arg0, __avto_arg1).await)?;
-            inv.set_output(out);
-            Ok(())
+        let (__avto_ctx, __avto_actions) = inv.split();
+        let __avto_arg0: &Context = match <&Context as ::avto::__private::FromContext<'_>>::from_context(__avto_ctx) {
+            Ok(a) => a,
+            Err(e) => return ::avto::__private::fail(e),
+        };
+        let __avto_arg1: &mut Actions =
+            <&mut Actions as ::avto::__private::FromActions<'_>>::from_actions(__avto_actions);
+        ::avto::__private::run(::avto::__private::assert_send(start(__avto_arg0, __avto_arg1)), |r| {
+            ::avto::__private::IntoHandlerResult::into_handler_result(r)
         })
     }
     #[doc(hidden)]
-    #[allow(clippy::unit_arg)]
     fn __avto_call_finished<'a>(inv: &'a mut ::avto::__private::Invocation) -> ::avto::__private::HandlerFuture<'a> {
-        ::avto::__private::std::boxed::Box::pin(async move {
-            let (_, _) = inv.split();
-            let out = ::avto::__private::IntoHandlerResult::into_handler_result(finished().await)?;
-            inv.set_output(out);
-            Ok(())
+        let (_, _) = inv.split();
+        ::avto::__private::run(::avto::__private::assert_send(finished()), |r| {
+            ::avto::__private::IntoHandlerResult::into_handler_result(r)
         })
     }
     #[doc(hidden)]
-    #[allow(clippy::unit_arg)]
     fn __avto_call_failed<'a>(inv: &'a mut ::avto::__private::Invocation) -> ::avto::__private::HandlerFuture<'a> {
-        ::avto::__private::std::boxed::Box::pin(async move {
-            let (__avto_ctx, _) = inv.split();
-            let __avto_arg0: &Context = <&Context as ::avto::__private::FromContext<'_>>::from_context(__avto_ctx)?;
-            let out = ::avto::__private::IntoHandlerResult::into_handler_result(failed(__avto_arg0).await)?;
-            inv.set_output(out);
-            Ok(())
+        let (__avto_ctx, _) = inv.split();
+        let __avto_arg0: &Context = match <&Context as ::avto::__private::FromContext<'_>>::from_context(__avto_ctx) {
+            Ok(a) => a,
+            Err(e) => return ::avto::__private::fail(e),
+        };
+        ::avto::__private::run(::avto::__private::assert_send(failed(__avto_arg0)), |r| {
+            ::avto::__private::IntoHandlerResult::into_handler_result(r)
         })
     }
 }

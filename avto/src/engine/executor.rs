@@ -397,7 +397,10 @@ async fn run_handler(
         AssertUnwindSafe(fut).catch_unwind().await
     };
     match run {
-        Ok(Ok(())) => Ok(inv.actions),
+        Ok(Ok(output)) => {
+            inv.set_output(output);
+            Ok(inv.actions)
+        }
         Ok(Err(e)) => Err(e),
         Err(panic) => {
             Err(HandlerError::Failed(format!("handler `{}` panicked: {}", handler.name, panic_message(&*panic))))

@@ -30,9 +30,9 @@ impl Invocation {
     pub fn split(&mut self) -> (&Context, &mut Actions) {
         (&self.context, &mut self.actions)
     }
-    /// Records what the handler returned as [`Output`] (generated code calls this).
-    #[doc(hidden)]
-    pub fn set_output(&mut self, output: Option<serde_json::Value>) {
+    /// Records what the handler returned as [`Output`] (the engine calls this with what the
+    /// [`HandlerFuture`] gave).
+    pub(crate) fn set_output(&mut self, output: Option<serde_json::Value>) {
         self.actions.output = output;
     }
 }
@@ -55,8 +55,9 @@ impl HandlerError {
     }
 }
 
-/// The boxed future of one handler run. `Send`, so handlers run on any executor thread.
-pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>;
+/// The boxed future of one handler run: what the handler returned as [`Output`], if anything.
+/// `Send`, so handlers run on any executor thread.
+pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<serde_json::Value>, HandlerError>> + Send + 'a>>;
 
 /// The generated entry point of one handler.
 pub type HandlerFn = for<'a> fn(&'a mut Invocation) -> HandlerFuture<'a>;
