@@ -138,8 +138,9 @@ struct Args {
     retained: Option<usize>,
     /// Compile-time benchmark instead (issue #19): for each N of the list, a binary crate with an
     /// N-state blueprint (each state dispatches a task with two transitions; 0 = an empty main),
-    /// built once, then the median of 5 incremental debug builds after a comment edit, the time
-    /// added over N = 0 and per state, and the linearity (see examples/bench/compile.rs)
+    /// built once, then the median of 5 incremental debug builds after a comment edit and after a
+    /// line edit, the time added over an empty main, over one linking avto's runtime and per
+    /// state, and the linearity (see examples/bench/compile.rs)
     #[arg(long, value_name = "N,N,...", value_delimiter = ',')]
     compile_states: Option<Vec<usize>>,
 }

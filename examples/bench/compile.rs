@@ -4,14 +4,18 @@
 //! workspace's `avto` with its default features) whose `main.rs` holds one blueprint of N
 //! dispatching states `s0`..`s{N-1}`, each a `#[when]`-free handler that dispatches a task with two
 //! transitions (`success` to the next state, `failure` to the end state `failed`; the last one's
-//! `success` goes to the end state `done`), and a `main` that prints the blueprint's name. N = 0 is
-//! an empty `main` with the same dependency. The crates share one target directory, so avto and
-//! its dependencies build once (the first run of the bench builds them: minutes). Each crate is
-//! built once (warm), then [`RUNS`] times the comment on its first line is changed (same
-//! length, so no span moves) and the incremental debug `cargo build` is timed. Printed per N: the
-//! median and the fastest time, the median added over N = 0, and the added time per state; then
-//! the growth per state between consecutive Ns and the per-state cost at the largest N over the
-//! smallest non-zero N (about 1 when the growth is linear).
+//! `success` goes to the end state `done`), and a `main` that prints the blueprint's name. Two
+//! baselines: `0 (empty)`, an empty `main` with the same dependency (rustc never loads avto), and
+//! `0 (rt)`, a `main` that calls `avto::Blueprint::registered()` (avto's runtime linked in, as in
+//! any program that serves blueprints). The crates share one target directory, so avto and its
+//! dependencies build once (the first run of the bench builds them: minutes). Each crate is built
+//! once (warm), then in [`RUNS`] rounds every crate in turn gets two timed incremental debug
+//! `cargo build`s: after a comment edit (the first line's text changes, no span moves) and after
+//! a line edit (a second comment line appears or goes: every span below moves, so the generated
+//! code is type-checked and compiled again). Printed per edit kind and N: the median and the
+//! fastest time, the median added over the empty main and over the runtime baseline, the added
+//! time per state, the growth per state between consecutive Ns, and the cost per state over the
+//! runtime baseline at the largest N over the smallest (about 1 when the growth is linear).
 //!
 //! `AVTO_BENCH_AVTO_DIR=/path/to/avto` makes the crates depend on another checkout's `avto` crate
 //! instead (to compare two versions of the macros with one bench binary, in one session).
@@ -30,9 +34,13 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("examples/ has a parent").to_path_buf()
 }
 
-/// The `main.rs` of the crate with `n` states; `edit` is the comment on the first line.
-pub(crate) fn main_rs(n: usize, edit: usize) -> String {
+/// The `main.rs` of the crate with `n` states; `edit` is the comment on the first line, and
+/// `extra_line` adds a second comment line (toggling it moves every span below).
+pub(crate) fn main_rs(n: usize, edit: usize, extra_line: bool) -> String {
     let mut s = format!("// edit {edit:06}\n");
+    if extra_line {
+        s.push_str("//\n");
+    }
     if n == 0 {
         s.push_str("fn main() {}\n");
         return s;
@@ -76,7 +84,7 @@ fn write_crate(dir: &Path, n: usize) -> PathBuf {
         // The workspace's lock: the same dependency versions, resolved without the network.
         let _ = std::fs::copy(workspace_root().join("Cargo.lock"), root.join("Cargo.lock"));
     }
-    std::fs::write(root.join("src/main.rs"), main_rs(n, 0)).expect("write main.rs");
+    std::fs::write(root.join("src/main.rs"), main_rs(n, 0, false)).expect("write main.rs");
     root
 }
 
@@ -134,11 +142,11 @@ pub(crate) fn run(counts: &[usize]) {
         std::env::var("AVTO_BENCH_AVTO_DIR").unwrap_or_else(|_| workspace_root().join("avto").display().to_string());
     println!(
         "compile bench: incremental debug `cargo build` of a binary crate with an N-state blueprint, \
-         median of {runs} builds after a comment edit; avto from {avto}; crates and target in {}",
+         median of {runs} rounds (every N built once per round, in turn); avto from {avto}; crates and target in {}",
         dir.display()
     );
     let mut offline = true;
-    let mut rows: Vec<(usize, f64, f64)> = Vec::new();
+    let mut roots = Vec::new();
     for &n in &counts {
         let root = write_crate(&dir, n);
         let warm = Instant::now();
@@ -151,41 +159,71 @@ pub(crate) fn run(counts: &[usize]) {
             build(&root, &target, offline).unwrap_or_else(|e| panic!("cargo build of {} failed:\n{e}", root.display()));
         }
         eprintln!("  {}: warm build {:.1} s", label(n), warm.elapsed().as_secs_f64());
-        let mut times = Vec::with_capacity(runs);
-        for k in 1..=runs {
-            std::fs::write(root.join("src/main.rs"), main_rs(n, k)).expect("write main.rs");
-            times.push(build(&root, &target, offline).unwrap_or_else(|e| panic!("cargo build failed:\n{e}")));
-        }
-        let min = times.iter().copied().fold(f64::INFINITY, f64::min);
-        rows.push((n, median(&mut times), min));
+        roots.push(root);
     }
+    // Per N: the times after a comment edit (no span moves: rustc reuses most of its work) and
+    // after a line edit (every span below the first line moves: the generated code is checked
+    // and compiled again). Rounds, so that the machine's load drifts over every N alike.
+    let mut comment: Vec<Vec<f64>> = vec![Vec::new(); counts.len()];
+    let mut shifted: Vec<Vec<f64>> = vec![Vec::new(); counts.len()];
+    let mut extra_line = false;
+    let mut edit = 0;
+    for _ in 0..runs {
+        for (i, (&n, root)) in counts.iter().zip(&roots).enumerate() {
+            let mut timed = |extra: bool| {
+                edit += 1;
+                std::fs::write(root.join("src/main.rs"), main_rs(n, edit, extra)).expect("write main.rs");
+                build(root, &target, offline).unwrap_or_else(|e| panic!("cargo build failed:\n{e}"))
+            };
+            comment[i].push(timed(extra_line));
+            shifted[i].push(timed(!extra_line));
+        }
+        extra_line = !extra_line;
+    }
+    for (what, times) in [("a comment edit (no span moves)", comment), ("a line edit (every span moves)", shifted)] {
+        let rows: Vec<(usize, f64, f64)> = counts
+            .iter()
+            .zip(times)
+            .map(|(&n, mut t)| {
+                let min = t.iter().copied().fold(f64::INFINITY, f64::min);
+                (n, median(&mut t), min)
+            })
+            .collect();
+        table(what, &rows);
+    }
+    println!("  (0 (rt): an empty main calling avto::Blueprint::registered(), which links avto's runtime in)");
+}
+
+/// Prints one table: per N the median and fastest build, the time added over the empty main and
+/// over the runtime baseline, and the growth per state.
+fn table(what: &str, rows: &[(usize, f64, f64)]) {
     let (base, runtime) = (rows[0].1, rows[1].1);
+    println!("after {what}:");
     println!(
         "  {:>9}  {:>9}  {:>9}  {:>9}  {:>14}  {:>13}",
         "N", "median s", "fastest s", "added s", "added ms/state", "over runtime s"
     );
-    for &(n, med, min) in &rows {
+    for &(n, med, min) in rows {
         let added = med - base;
         let per = if n == 0 || n == RUNTIME { String::from("-") } else { format!("{:.2}", added * 1000.0 / n as f64) };
         let over = if n == 0 { String::from("-") } else { format!("{:.3}", med - runtime) };
         println!("  {:>9}  {med:>9.3}  {min:>9.3}  {added:>9.3}  {per:>14}  {over:>13}", label(n));
     }
-    println!("  (runtime: an empty main calling avto::Blueprint::registered(), which links avto's runtime in)");
-    // Linearity: the slope between consecutive Ns, and the per-state cost at the largest N over
-    // the smallest non-zero N.
-    let states: Vec<(usize, f64, f64)> = rows.iter().copied().filter(|r| r.0 != RUNTIME).collect();
-    for w in states.windows(2) {
-        let ((n0, t0, _), (n1, t1, _)) = (w[0], w[1]);
-        println!("  growth {n0:>3} -> {n1:>3}: {:.2} ms/state", (t1 - t0) * 1000.0 / (n1 - n0) as f64);
-    }
+    // Linearity: the slope between consecutive Ns (from the runtime baseline), and the cost per
+    // state over the runtime baseline at the largest N over the smallest non-zero N.
+    let states: Vec<(usize, f64, f64)> =
+        rows.iter().copied().filter(|r| r.0 != 0).map(|r| if r.0 == RUNTIME { (0, r.1, r.2) } else { r }).collect();
+    let slopes: Vec<String> = states
+        .windows(2)
+        .map(|w| format!("{}->{}: {:.2}", w[0].0, w[1].0, (w[1].1 - w[0].1) * 1000.0 / (w[1].0 - w[0].0) as f64))
+        .collect();
+    println!("  growth in ms/state (from the runtime baseline): {}", slopes.join(", "));
     let nonzero: Vec<&(usize, f64, f64)> = states.iter().filter(|r| r.0 > 0).collect();
     if let (Some(small), Some(large)) = (nonzero.first(), nonzero.last()) {
         if small.0 != large.0 {
-            // Over the runtime baseline: the fixed cost of linking avto in is not per state.
             let per = |r: &(usize, f64, f64)| (r.1 - runtime) / r.0 as f64;
             println!(
-                "  linearity: time over the runtime baseline per state at N = {} over N = {}: {:.2} \
-                 (1.0 = linear, below 1 = a fixed part still dominates)",
+                "  linearity: time over the runtime baseline per state at N = {} over N = {}: {:.2} (1.0 = linear)",
                 large.0,
                 small.0,
                 per(large) / per(small)
