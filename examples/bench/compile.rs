@@ -50,7 +50,9 @@ pub(crate) fn main_rs(n: usize, edit: usize, extra_line: bool) -> String {
         s.push_str("fn main() {\n    println!(\"{}\", avto::Blueprint::registered().len());\n}\n");
         return s;
     }
-    s.push_str("use avto::prelude::*;\n\n#[avto::blueprint(name = \"compile_bench\")]\nmod flow {\n    use super::*;\n");
+    s.push_str(
+        "use avto::prelude::*;\n\n#[avto::blueprint(name = \"compile_bench\")]\nmod flow {\n    use super::*;\n",
+    );
     for i in 0..n {
         let start = if i == 0 { ", start" } else { "" };
         let next = if i + 1 == n { "done".to_owned() } else { format!("s{}", i + 1) };
