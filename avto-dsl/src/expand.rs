@@ -312,8 +312,11 @@ fn call_fn(h: &Handler) -> TokenStream {
     };
     let convert = quote_spanned!(output_span=> |r| __avto::IntoHandlerResult::into_handler_result(r));
     let future = quote_spanned!(h.fn_ident.span()=> __avto::assert_send(#fn_ident(#(#vars),*)));
+    // The closure carries the user's span (errors on the return type), so clippy would ask for
+    // the method path instead.
     quote! {
         #[doc(hidden)]
+        #[allow(clippy::redundant_closure)]
         fn #call<'__avto>(__avto_inv: &'__avto mut __avto::Invocation) -> __avto::HandlerFuture<'__avto> {
             let (#ctx, #actions) = __avto_inv.split();
             #(#lets)*
