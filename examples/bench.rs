@@ -271,7 +271,7 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 async fn main() {
     let a = args();
     if let Some(counts) = &a.compile_states {
-        compile::run(counts);
+        compile::run(counts, a.json_out.as_deref());
         return;
     }
     if let Some(n) = a.query_jobs {

@@ -61,7 +61,7 @@ if ! skip python; then
 
     echo "== 2. avto (release, in-memory) + the same $N Python SDK workers"
     API_HOST=127.0.0.1 API_PORT=$AV_PORT CLIENT_TOKEN=$CT GLOBAL_WORKER_TOKEN=$WT ORCHESTRATOR_SECRET_KEY=$SK \
-        RATE_LIMITING_ENABLED=false LOG_LEVEL=warn EXECUTOR_MAX_CONCURRENT_JOBS=10000 \
+        RATE_LIMITING_ENABLED=false WEBHOOK_ALLOW_PRIVATE=true LOG_LEVEL=warn EXECUTOR_MAX_CONCURRENT_JOBS=10000 \
         "$TARGET/release/examples/echo_server" >"$RUN/avto.log" 2>&1 &
     avto_pid=$!
     pids+=("$avto_pid")

@@ -131,7 +131,7 @@ const RUNTIME: usize = usize::MAX;
 const RUNS: usize = 5;
 
 /// Runs the benchmark for every N of `counts`.
-pub(crate) fn run(counts: &[usize]) {
+pub(crate) fn run(counts: &[usize], json_out: Option<&str>) {
     let runs = RUNS;
     let dir = std::env::temp_dir().join("avto-compile-bench");
     let target = dir.join("target");
@@ -182,7 +182,11 @@ pub(crate) fn run(counts: &[usize]) {
         }
         extra_line = !extra_line;
     }
-    for (what, times) in [("a comment edit (no span moves)", comment), ("a line edit (every span moves)", shifted)] {
+    let mut json = serde_json::Map::new();
+    for (key, what, times) in [
+        ("comment_edit", "a comment edit (no span moves)", comment),
+        ("line_edit", "a line edit (every span moves)", shifted),
+    ] {
         let rows: Vec<(usize, f64, f64)> = counts
             .iter()
             .zip(times)
@@ -191,14 +195,18 @@ pub(crate) fn run(counts: &[usize]) {
                 (n, median(&mut t), min)
             })
             .collect();
-        table(what, &rows);
+        json.insert(key.to_owned(), table(what, &rows));
     }
     println!("  (0 (rt): an empty main calling avto::Blueprint::registered(), which links avto's runtime in)");
+    if let Some(path) = json_out {
+        std::fs::write(path, serde_json::to_vec_pretty(&json).unwrap()).expect("write --json-out");
+    }
 }
 
 /// Prints one table: per N the median and fastest build, the time added over the empty main and
-/// over the runtime baseline, and the growth per state.
-fn table(what: &str, rows: &[(usize, f64, f64)]) {
+/// over the runtime baseline, and the growth per state. Returns the same as JSON: per N the
+/// median, `added_s_at_50` and `added_over_runtime_s_at_50` (when 50 was measured) and `linearity`.
+fn table(what: &str, rows: &[(usize, f64, f64)]) -> serde_json::Value {
     let (base, runtime) = (rows[0].1, rows[1].1);
     println!("after {what}:");
     println!(
@@ -221,9 +229,11 @@ fn table(what: &str, rows: &[(usize, f64, f64)]) {
         .collect();
     println!("  growth in ms/state (from the runtime baseline): {}", slopes.join(", "));
     let nonzero: Vec<&(usize, f64, f64)> = states.iter().filter(|r| r.0 > 0).collect();
+    let mut linearity = None;
     if let (Some(small), Some(large)) = (nonzero.first(), nonzero.last()) {
         if small.0 != large.0 {
             let per = |r: &(usize, f64, f64)| (r.1 - runtime) / r.0 as f64;
+            linearity = Some(per(large) / per(small));
             println!(
                 "  linearity: time over the runtime baseline per state at N = {} over N = {}: {:.2} (1.0 = linear)",
                 large.0,
@@ -232,6 +242,13 @@ fn table(what: &str, rows: &[(usize, f64, f64)]) {
             );
         }
     }
+    let at50 = rows.iter().find(|r| r.0 == 50);
+    serde_json::json!({
+        "median_s": rows.iter().map(|r| (label(r.0), serde_json::json!(r.1))).collect::<serde_json::Map<String, serde_json::Value>>(),
+        "added_s_at_50": at50.map(|r| r.1 - base),
+        "added_over_runtime_s_at_50": at50.map(|r| r.1 - runtime),
+        "linearity": linearity,
+    })
 }
 
 fn label(n: usize) -> String {
