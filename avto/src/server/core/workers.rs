@@ -345,14 +345,9 @@ impl Core {
                     }
                 };
                 popped = true;
-                match self.claim_task(worker_id, &t, None).await {
-                    Ok(Some(ctx)) => out.push((t, ctx)),
-                    Ok(None) => self.dispatcher.finished(worker_id, &t.task_id).await,
-                    Err(e) if out.is_empty() => return Err(e),
-                    Err(e) => {
-                        tracing::warn!(worker_id, task_id = %t.task_id, error = %e, "batch poll ended early");
-                        break;
-                    }
+                let claimed = self.claim_task(worker_id, &t, None).await;
+                if !self.add_claimed(worker_id, t, claimed, &mut out).await? {
+                    break;
                 }
                 if out.is_empty() {
                     popped = false; // the first task's job moved on: the next may be stolen again
@@ -369,14 +364,8 @@ impl Core {
                 PoppedJob::Busy => self.claim_task(worker_id, &t, None).await,
                 _ => Ok(None),
             };
-            match claimed {
-                Ok(Some(ctx)) => out.push((t, ctx)),
-                Ok(None) => self.dispatcher.finished(worker_id, &t.task_id).await,
-                Err(e) if out.is_empty() => return Err(e),
-                Err(e) => {
-                    tracing::warn!(worker_id, task_id = %t.task_id, error = %e, "batch poll ended early");
-                    break;
-                }
+            if !self.add_claimed(worker_id, t, claimed, &mut out).await? {
+                break;
             }
         }
         // Locks of tasks left after an error are released as they drop.
@@ -391,6 +380,28 @@ impl Core {
             }
         }
         Ok((out, popped))
+    }
+
+    /// Adds a task a batch poll claimed to the batch (or gives back one whose job moved on);
+    /// `Ok(false)`: a claim failed after earlier tasks were taken, so the batch ends with them
+    /// (a failure on the first task is the poll's error).
+    async fn add_claimed(
+        &self,
+        worker_id: &str,
+        t: QueuedTask,
+        claimed: Result<Option<TaskContext>, CoreError>,
+        out: &mut Vec<(QueuedTask, TaskContext)>,
+    ) -> Result<bool, CoreError> {
+        match claimed {
+            Ok(Some(ctx)) => out.push((t, ctx)),
+            Ok(None) => self.dispatcher.finished(worker_id, &t.task_id).await,
+            Err(e) if out.is_empty() => return Err(e),
+            Err(e) => {
+                tracing::warn!(worker_id, task_id = %t.task_id, error = %e, "batch poll ended early");
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Checks a popped task is still wanted and records its pick-up (and a lease moved by
