@@ -365,13 +365,6 @@ impl Webhooks {
         event_id: String,
         held: Option<String>,
     ) {
-        let body = match serde_json::to_vec(body) {
-            Ok(b) => axum::body::Bytes::from(b),
-            Err(e) => {
-                tracing::error!(job_id, error = %e, "webhook body does not serialise; webhook dropped");
-                return;
-            }
-        };
         let Ok(pending) = self.inner.pending.clone().try_acquire_owned() else {
             if held.is_some() {
                 self.inner.counts.deferred.fetch_add(1, Ordering::Relaxed);
@@ -381,6 +374,14 @@ impl Webhooks {
                 tracing::error!(client, "webhook queue full ({QUEUE_CAPACITY} waiting); webhook dropped");
             }
             return;
+        };
+        // Only once the queue has room: a webhook turned away is never written out.
+        let body = match serde_json::to_vec(body) {
+            Ok(b) => axum::body::Bytes::from(b),
+            Err(e) => {
+                tracing::error!(job_id, error = %e, "webhook body does not serialise; webhook dropped");
+                return;
+            }
         };
         let (this, client, job_id) = (self.clone(), client.to_owned(), job_id.to_owned());
         self.inner.runtime.spawn(async move {
