@@ -19,20 +19,26 @@ use super::{from_json, reply, to_json, ArgRef, LUA_PRELUDE};
 use crate::job::Job;
 use crate::storage::{dispatch_deadline, BusMessage, Finishing, JobGuard, PoppedJob, QueuedTask, StorageError};
 
-/// Locks `job` for `tok` like the job store's lock script: 0 (another holder), '' | 1 (no such
-/// job), '' | 2, its document (locked).
+/// Job locks (`SET NX PX`: one call when the job is free): `take_lock(lk, tok, lease)` is true
+/// when the lock is (now) `tok`'s, renewed when it held it already (a retry after a lost reply);
+/// `lock_job(job, tok, lease)` locks `job` and answers 0, '' (another holder), 1, '' (no such
+/// job: no lock left behind) or 2, its document (locked).
 const LOCK_JOB: &str = r#"
+local function take_lock(lk, tok, lease)
+  if redis.call('SET', lk, tok, 'NX', 'PX', lease) then return true end
+  if redis.call('GET', lk) ~= tok then return false end
+  redis.call('PEXPIRE', lk, lease)
+  return true
+end
 local function lock_job(job, tok, lease)
   if not job then return 1, '' end
   local lk = P .. 'lock:job:' .. job
-  local holder = redis.call('GET', lk)
-  if holder and holder ~= tok then return 0, '' end
+  if not take_lock(lk, tok, lease) then return 0, '' end
   local j = redis.call('GET', P .. 'job:' .. job)
   if not j then
-    if holder then redis.call('DEL', lk) end
+    redis.call('DEL', lk)
     return 1, ''
   end
-  redis.call('SET', lk, tok, 'PX', lease)
   return 2, j
 end
 "#;
@@ -40,6 +46,19 @@ end
 fn script(body: &str) -> Script {
     Script::new(&format!("{LUA_PRELUDE}\n{TASKS}\n{LOCK_JOB}\n{body}"))
 }
+
+/// [`JobStore::lock`](crate::storage::JobStore::lock): {0} = locked by someone else, {1} = no
+/// such job, {2, json} = locked for us.
+static LOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{LUA_PRELUDE}\n{LOCK_JOB}\n{}",
+        r#"
+local state, j = lock_job(ARGV[3], ARGV[4], ARGV[5])
+if state == 2 then return {2, j} end
+return {state}
+"#
+    ))
+});
 
 /// The lock script of a result: {0} = locked by someone else, {1} = no such job, {2, json} =
 /// locked for us, {3} = the nonce `nk` (unless '') was used before (nothing done); once past
@@ -54,13 +73,16 @@ if nk ~= '' then
   local v = '1|' .. RID
   if not redis.call('SET', nk, v, 'NX', 'PX', nttl) and redis.call('GET', nk) ~= v then return {3} end
 end
-local holder = redis.call('GET', P .. 'lock:job:' .. id)
-if holder and holder ~= token then return {0} end
-local t = redis.call('HMGET', tkey(tid), 'loc', 'worker')
-if t[1] == 'r' and t[2] == w then detach(tid) end
-local state, j = lock_job(id, token, lease)
-if state == 2 then return {2, j} end
-return {state}
+local lk = P .. 'lock:job:' .. id
+if not take_lock(lk, token, lease) then return {0} end
+local t = redis.call('HMGET', tkey(tid), unpack(DETACH_FIELDS))
+if t[1] == 'r' and t[2] == w then detach(tid, t) end
+local j = redis.call('GET', P .. 'job:' .. id)
+if not j then
+  redis.call('DEL', lk)
+  return {1}
+end
+return {2, j}
 "#,
     )
 });
@@ -107,7 +129,7 @@ return out
 });
 
 /// The commit script (save and release, see `jobs.rs`) that, once the job is written, queues
-/// tasks (ten arguments each from `ARGV[16]`, as the enqueue script takes them): {1, 1 | 0 per
+/// tasks (ten arguments each from `ARGV[17]`, as the enqueue script takes them): {1, 1 | 0 per
 /// task (0: the worker is gone)}, or {0} (the lock was lost; nothing written or queued). A retry
 /// after a lost reply that finds the job holding exactly this document answers {1}: the first
 /// attempt wrote it and queued the tasks.
@@ -115,13 +137,12 @@ static COMMIT_QUEUEING: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{LUA_PRELUDE}\n{QKEYS}\n{RETAIN}\n{WRITE}\n{TASKS}\n{ENQUEUE_FN}\n{}",
         r#"
-if not write() then
+if not write(true) then
   if redis.call('GET', P .. 'job:' .. id) == json then return {1} end
   return {0}
 end
-redis.call('DEL', lk)
 local out = {1}
-for i = 16, #ARGV - 9, 10 do
+for i = 17, #ARGV - 9, 10 do
   table.insert(out, enqueue(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6],
     ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]))
 end
@@ -215,7 +236,7 @@ impl RedisJobs {
             // Registered before the attempt, so a release in between is not missed.
             let notified = waiter.as_ref().map(|w| w.clone().notified_owned());
             let v: redis::Value = match &mut finishing {
-                None => self.conn.script(&super::jobs::LOCK, false, &[&id, &token, &self.lease_ms()]).await?,
+                None => self.conn.script(&LOCK, false, &[&id, &token, &self.lease_ms()]).await?,
                 Some((worker, task, nonce)) => {
                     let (nk, nttl) = nonce.take().unwrap_or_default();
                     let args: [&dyn ArgRef; 7] = [&id, &token, &self.lease_ms(), &*worker, &*task, &nk, &nttl];
@@ -227,7 +248,7 @@ impl RedisJobs {
                 Some(2) => {
                     let json = parts.get(1).and_then(reply::string).unwrap_or_default();
                     let job: Job = from_json(&format!("job {id}"), &json)?;
-                    let lease = self.lease(id, &job.client.id, token);
+                    let lease = self.lease(&job, token);
                     return Ok(Finishing::Locked(JobGuard::Leased { job, lease: Box::new(lease) }));
                 }
                 Some(1) => return Ok(Finishing::NoJob),
@@ -272,7 +293,7 @@ impl RedisJobs {
                     let json = reply::string(json).unwrap_or_default();
                     let job: Job = from_json(&format!("job {}", task.job_id), &json)?;
                     let token = format!("{token}:{}", reply::int(i).unwrap_or(0));
-                    let lease = self.lease(&task.job_id, &job.client.id, token);
+                    let lease = self.lease(&job, token);
                     PoppedJob::Locked(JobGuard::Leased { job, lease: Box::new(lease) })
                 }
                 Some(0) => PoppedJob::Busy,

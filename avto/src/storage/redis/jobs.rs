@@ -12,30 +12,42 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use redis::Script;
 
-use super::query::{count_jobs, query_page, QKEYS};
+use super::query::{count_jobs, query_page, COUNTS, QKEYS};
 use super::{from_json, lua, reply, to_json, RedisConn};
 use crate::job::{now_ms, Job, JobStatus};
 use crate::storage::{is_unsettled, Finishing, JobGuard, JobStore, PoppedJob, QueuedTask, StorageError, StorageFuture};
 
-/// Retention of a job just written (the shared part of [`INSERT`] and [`WRITE`]): a terminal job
-/// gets its removal time in `jobs:expiry` (the first time it is seen terminal; kept by later
-/// writes) with what the sweep needs to find its index entries in `jobs:expiry:client`
-/// (`["client","created_at_ms","blueprint"]`; earlier versions wrote the bare client), and its
-/// document expires then (`PEXPIREAT`, renewed after every `SET`, which clears it); a job that
-/// is not terminal (again) leaves the index. `ret` = retention in ms, 0 = keep.
+/// Retention of a job just written (the shared part of [`INSERT`] and [`WRITE`]), in layout 2:
+/// a job that just became terminal gets its removal time in `jobs:expiry` with what the sweep
+/// needs to find its index entries in `jobs:expiry:client` (`["client","created_at_ms","blueprint"]`;
+/// earlier versions wrote the bare client); its document expires then, by the `PXAT` of the `SET`
+/// that writes it ([`expires_at`]: a terminal job written again keeps its expiry with
+/// `KEEPTTL`); a job that is no longer terminal leaves the index (and its `SET` without an expiry
+/// cleared the document's). `ret` = retention in ms, 0 = keep.
 pub(super) const RETAIN: &str = r#"
-local function retain(id, client, terminal, now, ret, created, blueprint)
-  if tonumber(ret) == 0 then return end
+local TERMINAL = {finished = true, failed = true, cancelled = true, quarantined = true}
+local UNSETTLED = {pending = true, running = true, awaiting_retry = true, waiting_for_worker = true,
+  waiting_for_parallel_tasks = true, waiting_for_sub_job = true}
+-- When a job written with status `new` (after `old`; nil for a new job) expires: nil = never
+-- (no retention, or not terminal), false = keep the expiry it has (terminal already).
+local function expires_at(old, new, now, ret)
+  if tonumber(ret) == 0 or not TERMINAL[new] then return nil end
+  if old and TERMINAL[old] then return false end
+  return tonumber(now) + tonumber(ret)
+end
+-- `SET` of the document with that expiry (`XX` for an existing job: false when it is gone).
+local function set_doc(k, json, at, mode)
+  if at then return redis.call('SET', k, json, mode, 'PXAT', string.format('%d', at)) end
+  if at == false then return redis.call('SET', k, json, mode, 'KEEPTTL') end
+  return redis.call('SET', k, json, mode)
+end
+local function retain(id, client, old, at, created, blueprint)
   local ek = P .. 'jobs:expiry'
-  if terminal == '1' then
-    local at = redis.call('ZSCORE', ek, id)
-    if not at then
-      at = tonumber(now) + tonumber(ret)
-      redis.call('ZADD', ek, at, id)
-      redis.call('HSET', ek .. ':client', id, cjson.encode({client, created, blueprint}))
-    end
-    redis.call('PEXPIREAT', P .. 'job:' .. id, string.format('%d', tonumber(at)))
-  elseif redis.call('ZREM', ek, id) == 1 then
+  if at then
+    redis.call('ZADD', ek, at, id)
+    redis.call('HSET', ek .. ':client', id, cjson.encode({client, created, blueprint}))
+  elseif at == nil and old and TERMINAL[old] then
+    redis.call('ZREM', ek, id)
     redis.call('HDEL', ek .. ':client', id)
   end
 end
@@ -52,16 +64,15 @@ local id, json, client, created, status, unsettled, now, token, lease, terminal,
   ARGV[15]
 local k = P .. 'job:' .. id
 local lk = P .. 'lock:job:' .. id
-local cur = redis.call('GET', k)
-if cur then
+local at = expires_at(nil, status, now, ret)
+if not set_doc(k, json, at, 'NX') then
   -- Sent again after a lost reply: the first attempt stored this very document (and took the lock).
-  if cur == json and (token == '' or redis.call('GET', lk) == token) then return 1 end
+  if redis.call('GET', k) == json and (token == '' or redis.call('GET', lk) == token) then return 1 end
   return 0
 end
-redis.call('SET', k, json)
 redis.call('HSET', P .. 'jobstatus', id, status)
+-- The query indexes (see super::query), which the counts are read from.
 redis.call('ZADD', k_all(client), created, id)
--- The query indexes (see super::query).
 redis.call('ZADD', k_all(nil), created, id)
 if status ~= 'finished' then
   redis.call('ZADD', k_st(status, nil), created, id)
@@ -70,11 +81,9 @@ end
 redis.call('ZADD', k_bp(blueprint, nil), created, id)
 redis.call('ZADD', k_bp(blueprint, client), created, id)
 redis.call('ZADD', P .. 'jobs:ids', 0, id)
-redis.call('HINCRBY', P .. 'counts', status, 1)
-redis.call('HINCRBY', P .. 'counts:client:' .. client, status, 1)
 if unsettled == '1' then redis.call('ZADD', P .. 'stale', now, id) end
 if token ~= '' then redis.call('SET', lk, token, 'PX', lease) end
-if terminal == '1' then retain(id, client, terminal, now, ret, created, blueprint) end
+if at then retain(id, client, nil, at, created, blueprint) end
 if terminal == '1' and hook == '1' then redis.call('ZADD', P .. 'webhooks:due', now, id) end
 return 1
 "#,
@@ -82,68 +91,53 @@ return 1
     .concat())
 });
 
-/// {0} = locked by someone else, {1} = no such job, {2, json} = locked for us.
-pub(super) static LOCK: LazyLock<Script> = LazyLock::new(|| {
-    lua(r#"
-local id, token, lease = ARGV[3], ARGV[4], ARGV[5]
-local lk = P .. 'lock:job:' .. id
-local holder = redis.call('GET', lk)
-if holder and holder ~= token then return {0} end
-local j = redis.call('GET', P .. 'job:' .. id)
-if not j then
-  if holder then redis.call('DEL', lk) end
-  return {1}
-end
-redis.call('SET', lk, token, 'PX', lease)
-return {2, j}
-"#)
-});
-
 /// Writes a job held under the lock `lk` by `token` (the shared part of [`SAVE`] and
-/// [`COMMIT`]): the document, the status counts, the stale index, the retention and, when the
-/// job just became terminal with a webhook, its outbox entry (see [`JobStore::claim_webhooks`]). False
-/// (nothing written) when the token no longer holds the lock. A job retention removed while it
-/// was held (its status entry is gone) is not written back: the write succeeds as a no-op.
+/// [`COMMIT`]; `release`: the lock is released too, by the `GETDEL` that checks it): the
+/// document, the status index entries (the counts are read from them) and `jobstatus`, the stale
+/// index, the retention and, when the job just became terminal with a webhook, its outbox entry
+/// (see [`JobStore::claim_webhooks`]). False (nothing written) when the token no longer holds
+/// the lock. A job retention removed while it was held (its document is gone) is not written
+/// back: the write succeeds as a no-op.
+///
+/// `old` is the status the holder found (or last wrote) under the lock, which no one else can
+/// have changed: each move it makes is idempotent, so a save sent again after a lost reply
+/// leaves the same entries.
 pub(super) const WRITE: &str = r#"
-local id, token, json, new, client, unsettled, now, lease, terminal, ret, hook, created, blueprint =
+local id, token, json, new, client, unsettled, now, lease, terminal, ret, hook, created, blueprint, old =
   ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14],
-  ARGV[15]
+  ARGV[15], ARGV[16]
 local lk = P .. 'lock:job:' .. id
-local TERMINAL = {finished = true, failed = true, cancelled = true, quarantined = true}
-local function write()
-  if redis.call('GET', lk) ~= token then return false end
-  -- The stored status (not the caller's idea of it), so a save sent again after a lost reply
-  -- does not count twice.
-  local old = redis.call('HGET', P .. 'jobstatus', id)
-  if not old then return true end
-  redis.call('SET', P .. 'job:' .. id, json)
+local function write(release)
+  local holder
+  if release then holder = redis.call('GETDEL', lk) else holder = redis.call('GET', lk) end
+  if holder ~= token then
+    -- Another holder's lock, taken off by the GETDEL: put back (with a full lease).
+    if release and holder then redis.call('SET', lk, holder, 'PX', lease) end
+    return false
+  end
+  local at = expires_at(old, new, now, ret)
+  if not set_doc(P .. 'job:' .. id, json, at, 'XX') then return true end
   if old ~= new then
-    redis.call('HINCRBY', P .. 'counts', old, -1)
-    redis.call('HINCRBY', P .. 'counts:client:' .. client, old, -1)
-    redis.call('HINCRBY', P .. 'counts', new, 1)
-    redis.call('HINCRBY', P .. 'counts:client:' .. client, new, 1)
     redis.call('HSET', P .. 'jobstatus', id, new)
-    -- The per-status query indexes follow (`finished` has none; a job an earlier version
-    -- stored is in none).
-    for _, c in ipairs({false, client}) do
-      local indexed
-      if old == 'finished' then
-        indexed = redis.call('ZSCORE', k_all(c or nil), id)
-      else
-        indexed = redis.call('ZREM', k_st(old, c or nil), id) == 1
-      end
-      if indexed and new ~= 'finished' then redis.call('ZADD', k_st(new, c or nil), created, id) end
+    -- The per-status query indexes follow (`finished` has none).
+    if old ~= 'finished' then
+      redis.call('ZREM', k_st(old, nil), id)
+      redis.call('ZREM', k_st(old, client), id)
+    end
+    if new ~= 'finished' then
+      redis.call('ZADD', k_st(new, nil), created, id)
+      redis.call('ZADD', k_st(new, client), created, id)
     end
     if new == 'quarantined' then redis.call('ZADD', P .. 'jobs:quarantined:' .. client, now, id) end
     if terminal == '1' and hook == '1' then redis.call('ZADD', P .. 'webhooks:due', now, id) end
   end
   if unsettled == '1' then
     redis.call('ZADD', P .. 'stale', now, id)
-  else
+  elseif UNSETTLED[old] then
+    -- A job that was settled already is in no stale entry (claims only move existing ones).
     redis.call('ZREM', P .. 'stale', id)
   end
-  -- Only a job that is or was terminal has retention entries to write or drop.
-  if terminal == '1' or TERMINAL[old] then retain(id, client, terminal, now, ret, created, blueprint) end
+  if tonumber(ret) > 0 then retain(id, client, old, at, created, blueprint) end
   return true
 end
 "#;
@@ -154,7 +148,7 @@ static SAVE: LazyLock<Script> = LazyLock::new(|| {
         RETAIN,
         WRITE,
         r#"
-if not write() then return 0 end
+if not write(false) then return 0 end
 redis.call('PEXPIRE', lk, lease)
 return 1
 "#,
@@ -173,11 +167,10 @@ static COMMIT: LazyLock<Script> = LazyLock::new(|| {
         RETAIN,
         WRITE,
         r#"
-if not write() then
+if not write(true) then
   if redis.call('GET', P .. 'job:' .. id) == json then return 1 end
   return 0
 end
-redis.call('DEL', lk)
 return 1
 "#,
     ]
@@ -215,8 +208,8 @@ return answer(ids)
 "#)
 });
 
-/// Removes up to `limit` jobs whose retention ended by `now` with their index entries and
-/// counts; returns how many. A job gone already (removed by another instance) is skipped.
+/// Removes up to `limit` jobs whose retention ended by `now` with their index entries (the
+/// counts follow them); returns how many. A job gone already (removed by another instance) is skipped.
 static REMOVE_EXPIRED: LazyLock<Script> = LazyLock::new(|| {
     lua(&[
         QKEYS,
@@ -236,8 +229,6 @@ for _, id in ipairs(ids) do
   if status then
     removed = removed + 1
     redis.call('HDEL', P .. 'jobstatus', id)
-    redis.call('HINCRBY', P .. 'counts', status, -1)
-    if client then redis.call('HINCRBY', P .. 'counts:client:' .. client, status, -1) end
     redis.call('ZREM', k_st(status, nil), id)
     if client then redis.call('ZREM', k_st(status, client), id) end
   end
@@ -361,6 +352,9 @@ pub(super) struct Lease {
     lost: Arc<AtomicBool>,
     renew: tokio::task::JoinHandle<()>,
     waiters: Arc<Waiters>,
+    /// The job's status as stored: found when the lock was taken, then what this holder saved
+    /// (the status index entries a write moves the job from).
+    status: Mutex<JobStatus>,
     /// Set by a successful commit, which deleted the lock itself.
     pub(super) committed: bool,
 }
@@ -495,17 +489,18 @@ impl RedisJobs {
         }
     }
 
-    /// The lease of a lock just taken for `token`.
-    pub(super) fn lease(&self, job_id: &str, client: &str, token: String) -> Lease {
+    /// The lease of a lock just taken for `token` on `job` as stored.
+    pub(super) fn lease(&self, job: &Job, token: String) -> Lease {
         let lost = Arc::new(AtomicBool::new(false));
         Lease {
             conn: self.conn.clone(),
-            job_id: job_id.to_owned(),
-            client: client.to_owned(),
-            renew: self.start_renewal(job_id, &token, lost.clone()),
+            job_id: job.id.clone(),
+            client: job.client.id.clone(),
+            renew: self.start_renewal(&job.id, &token, lost.clone()),
             token,
             lost,
             waiters: self.waiters.clone(),
+            status: Mutex::new(job.status),
             committed: false,
         }
     }
@@ -516,6 +511,7 @@ impl RedisJobs {
         if saved != 1 {
             return Err(lease.lost(&job.id));
         }
+        *lease.status.lock() = job.status;
         Ok(())
     }
 
@@ -534,6 +530,7 @@ impl RedisJobs {
         let (unsettled, now, json) = (if is_unsettled(job.status) { "1" } else { "0" }, now_ms(), to_json(job));
         let (status, terminal, hook, lease_ms) =
             (job.status.as_str(), terminal_flag(job.status), hook_flag(job), self.lease_ms());
+        let old = lease.status.lock().as_str();
         let mut args: Vec<&dyn super::ArgRef> = vec![
             &job.id,
             &lease.token,
@@ -548,6 +545,7 @@ impl RedisJobs {
             &hook,
             &job.created_at_ms,
             &job.blueprint,
+            &old,
         ];
         args.extend(extra.iter().map(|a| a as &dyn super::ArgRef));
         self.conn.script(script, false, &args).await
@@ -584,7 +582,7 @@ impl JobStore for RedisJobs {
         Box::pin(async move {
             let token = new_token();
             self.insert_as(&job, &token).await?;
-            let lease = self.lease(&job.id, &job.client.id, token);
+            let lease = self.lease(&job, token);
             Ok(JobGuard::Leased { job, lease: Box::new(lease) })
         })
     }
@@ -690,15 +688,14 @@ impl JobStore for RedisJobs {
 
     fn counts<'a>(&'a self, client: Option<&'a str>) -> BoxFuture<'a, Result<BTreeMap<JobStatus, u64>, StorageError>> {
         Box::pin(async move {
-            let key = match client {
-                Some(c) => self.conn.key(&format!("counts:client:{c}")),
-                None => self.conn.key("counts"),
-            };
-            let raw: std::collections::HashMap<String, i64> = self.conn.query(redis::cmd("HGETALL").arg(key)).await?;
-            Ok(raw
-                .into_iter()
-                .filter(|(_, n)| *n > 0)
-                .filter_map(|(s, n)| Some((JobStatus::parse(&s)?, n as u64)))
+            let v: redis::Value = self.conn.script(&COUNTS, false, &[&client.unwrap_or("")]).await?;
+            let parts = reply::array(v)?;
+            Ok(parts
+                .chunks(2)
+                .filter_map(|c| {
+                    let (s, n) = (reply::string(c.first()?)?, reply::int(c.get(1)?)?);
+                    Some((JobStatus::parse(&s)?, n as u64)).filter(|_| n > 0)
+                })
                 .collect())
         })
     }

@@ -10,6 +10,10 @@
 //! | `{p}jobs:bp:{blueprint}`, `{p}jobs:cbp:{len(c)}:{c}:{blueprint}` | jobs of a blueprint; one client's |
 //! | `{p}jobs:ids` | every job id, score 0 (lexical order: id prefixes) |
 //!
+//! The counts per status (overall and per client) are the sizes of these indexes (`finished`,
+//! which has none, is what the other statuses leave of `jobs:all` / `jobs:client:{c}`): a
+//! status change moves two index entries and nothing else.
+//!
 //! One script answers a page (index choice, the walk in bounded chunks, the other filters by
 //! `HGET {p}jobstatus` / `ZSCORE`, and the documents by `MGET`): one round trip per page.
 
@@ -38,7 +42,39 @@ local function k_all(client)
   if client then return P .. 'jobs:client:' .. client end
   return P .. 'jobs:all'
 end
+-- Every status but `finished`, each with its index (layout 2 reads the counts from them).
+local INDEXED = {'pending', 'running', 'waiting_for_worker', 'waiting_for_human', 'waiting_for_parallel_tasks',
+  'waiting_for_sub_job', 'awaiting_retry', 'failed', 'cancelled', 'quarantined'}
+-- Jobs in `status` (overall or one client's): its index's size; `finished`, which has none,
+-- is what the others leave of every job.
+local function status_count(status, client)
+  if status ~= 'finished' then return redis.call('ZCARD', k_st(status, client)) end
+  local n = redis.call('ZCARD', k_all(client))
+  for _, s in ipairs(INDEXED) do n = n - redis.call('ZCARD', k_st(s, client)) end
+  return math.max(0, n)
+end
 "#;
+
+/// {status, number, ...} of every status with jobs, overall or (`ARGV[3]`, '' = all) one
+/// client's: [`crate::storage::JobStore::counts`].
+pub(super) static COUNTS: LazyLock<Script> = LazyLock::new(|| {
+    lua(&[
+        QKEYS,
+        r#"
+local client = ARGV[3]
+if client == '' then client = nil end
+local out = {}
+for _, s in ipairs(INDEXED) do
+  local n = redis.call('ZCARD', k_st(s, client))
+  if n > 0 then table.insert(out, s); table.insert(out, n) end
+end
+local f = status_count('finished', client)
+if f > 0 then table.insert(out, 'finished'); table.insert(out, f) end
+return out
+"#,
+    ]
+    .concat())
+});
 
 /// Scores are doubles: positions beyond 2^53 ms (year 287,000) are clamped.
 const MAX_SCORE: u64 = 1 << 53;
@@ -89,10 +125,8 @@ if from > to then
 end
 -- The per-status counts decide a count by statuses alone.
 if mode == 'count' and #slist > 0 and not blueprint and prefix == '' and from <= 0 and to >= 9007199254740992 then
-  local ck = P .. 'counts'
-  if client then ck = P .. 'counts:client:' .. client end
   local n = 0
-  for _, s in ipairs(slist) do n = n + math.max(0, tonumber(redis.call('HGET', ck, s) or '0')) end
+  for _, s in ipairs(slist) do n = n + status_count(s, client) end
   return n
 end
 local bpk = blueprint and k_bp(blueprint, client)
@@ -299,4 +333,19 @@ pub(super) async fn count_jobs(conn: &RedisConn, query: &JobQuery) -> Result<u64
     let q = query.checked()?;
     let v = run_query(conn, "count", &q).await?;
     reply::int(&v).map(|n| n.max(0) as u64).ok_or_else(|| StorageError::Corrupt(format!("count reply {v:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::job::JobStatus;
+
+    /// The Lua list of indexed statuses is every status but `finished`.
+    #[test]
+    fn indexed_statuses_are_every_status_but_finished() {
+        let want: Vec<String> =
+            JobStatus::ALL.iter().filter(|s| **s != JobStatus::Finished).map(|s| format!("'{}'", s.as_str())).collect();
+        let list = super::QKEYS.split("local INDEXED = {").nth(1).unwrap().split('}').next().unwrap();
+        let got: Vec<String> = list.split(',').map(|s| s.trim().to_owned()).collect();
+        assert_eq!(got, want);
+    }
 }

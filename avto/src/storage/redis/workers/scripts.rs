@@ -17,9 +17,11 @@ local function tkey(tid) return P .. 't:' .. tid end
 local function qkey(w) return P .. 'w:q:' .. w end
 -- A queued task handed back: its arrival order (the member's 20 digits) then its JSON.
 local function queued(member, data) return string.sub(member, 1, 20) .. data end
--- Removes a task from wherever it is and forgets it; returns its location and worker.
-local function detach(tid)
-  local t = redis.call('HMGET', tkey(tid), 'loc', 'worker', 'member', 'type')
+-- Removes a task from wherever it is and forgets it; returns its location and worker. `t`:
+-- its fields DETACH_FIELDS, when the caller has read them already.
+local DETACH_FIELDS = {'loc', 'worker', 'member', 'type', 'timeout', 'deadline'}
+local function detach(tid, t)
+  t = t or redis.call('HMGET', tkey(tid), unpack(DETACH_FIELDS))
   local loc, w, member, ty = t[1], t[2], t[3], t[4]
   if loc == 'q' then
     redis.call('ZREM', qkey(w), member)
@@ -32,7 +34,12 @@ local function detach(tid)
   -- A queued or parked task has only a dispatch deadline, a running one only run deadlines
   -- (entries left behind otherwise are dropped by the overdue script).
   if loc ~= 'r' then redis.call('ZREM', P .. 'due:q', tid) end
-  if loc ~= 'q' and loc ~= 'p' then
+  if loc == 'r' then
+    -- Only the run deadlines `run` gave it (see there).
+    local timeout, deadline = t[5], t[6]
+    if not timeout or timeout ~= '' or deadline ~= '' then redis.call('ZREM', P .. 'due:run', tid) end
+    if not timeout or timeout == '' then redis.call('ZREM', P .. 'due:rund', tid) end
+  elseif loc ~= 'q' and loc ~= 'p' then
     redis.call('ZREM', P .. 'due:run', tid)
     redis.call('ZREM', P .. 'due:rund', tid)
   end
