@@ -1,7 +1,8 @@
-//! Jobs in Redis: one JSON document per job, a leased lock per job, per-client index and counts,
-//! the stale index crash recovery reads, the retention index (`{p}jobs:expiry`, when each
-//! terminal job goes, with `{p}jobs:expiry:client`, whose job it is) and the webhook outbox
-//! (`{p}webhooks:due`: jobs whose job-end webhook is not delivered yet, scored by the last claim).
+//! Jobs in Redis: one JSON document per job, a leased lock per job, the query indexes (whose
+//! sizes are the counts), the stale index crash recovery reads, the retention index
+//! (`{p}jobs:expiry`, when each terminal job goes, with `{p}jobs:expiry:client`, whose job it is)
+//! and the webhook outbox (`{p}webhooks:due`: jobs whose job-end webhook is not delivered yet,
+//! scored by the last claim).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -18,8 +18,7 @@
 //! | `{p}jobs:client:{name}` | zset | job id → creation time (list, newest first) |
 //! | `{p}jobs:quarantined:{name}` | zset | job id → when it was quarantined (the quarantine list) |
 //! | `{p}jobs:all`, `{p}jobs:st:{status}`, `{p}jobs:cst:{status}:{name}`, `{p}jobs:bp:{blueprint}`, `{p}jobs:cbp:{len}:{name}:{blueprint}`, `{p}jobs:ids` | zset | the job query indexes: job id → creation time (every job; per status, per blueprint, overall and per client); job id → 0 (ids in lexical order) |
-//! | `{p}jobstatus` | hash | job id → status (what the counts were last moved to) |
-//! | `{p}counts`, `{p}counts:client:{name}` | hash | status → number of jobs |
+//! | `{p}jobstatus` | hash | job id → status (the status filters of queries; the sweep's index entries) |
 //! | `{p}stale` | zset | unsettled job id → last save or recovery claim (crash recovery) |
 //! | `{p}jobs:expiry`, `{p}jobs:expiry:client` | zset, hash | terminal job id → when retention removes it; → `["client","created_at_ms","blueprint"]` (the watcher's sweep removes the job's entries above) |
 //! | `{p}webhooks:due` | zset | the webhook outbox: ended job id whose job-end webhook is not delivered yet → its sender's last claim |
@@ -46,6 +45,18 @@
 //! | `{p}rid:{uuid}` | string, 60 s | the answer of a claiming script, for a retry after a lost reply (a pop or steal keeps only the task's queue member, not its JSON) |
 //! | `{p}bus` | pub/sub channel | wake-ups and WebSocket commands between instances |
 //!
+//! The counts per status (overall and per client) are the sizes of the status indexes
+//! (`finished`, which has none, is what the others leave of `jobs:all` / `jobs:client:{name}`;
+//! see `query.rs`), so a status change moves two index entries and nothing else.
+//!
+//! Upgrading: a dataset written since the query indexes (issue #18) reads the same. The version
+//! before this one also kept `{p}counts` and `{p}counts:client:{name}` (status → number of
+//! jobs); they are no longer read or written and can be deleted. During a rolling upgrade, an
+//! instance of that version reads those hashes, which the new instances no longer move. Jobs
+//! stored before the query indexes are in no status index: they were missing from queries
+//! already and are now missing from the overall counts too (a client's counts show them as
+//! `finished`).
+//!
 //! # Atomicity
 //!
 //! Everything two instances could race on is one Lua script: insert, lock, save, commit (save
@@ -62,8 +73,17 @@
 //! the guard lives, so a handler may run for as long as it needs; it only bounds how long a
 //! crashed instance keeps a job locked. `save` writes only while the token still holds the lock
 //! (a holder that lost its lease, e.g. after a long stall, cannot overwrite the new holder's
-//! work: its save fails with `Conflict`). Dropping the guard releases the lock (compare and
-//! delete, spawned because `Drop` cannot wait).
+//! work: its save fails with `Conflict`); `commit` checks and releases it with one `GETDEL`
+//! (another holder's token, taken off by it, is put back with a full lease). Dropping the guard
+//! releases the lock (compare and delete, spawned because `Drop` cannot wait).
+//!
+//! # Redis calls per job
+//!
+//! Redis's own CPU per job goes mostly into the calls the scripts make (and the Lua work around
+//! them), not into the requests: a write moves the status index entries from the status the
+//! holder found under its lock (no read of the stored status), the counts are the index sizes,
+//! a lock is one `SET NX PX` when the job is free, and a terminal document's retention expiry is
+//! set by the `SET` that writes it (`PXAT`, kept by later writes with `KEEPTTL`).
 //!
 //! # Round trips per job
 //!
