@@ -42,6 +42,80 @@ pub fn to_canonical_vec_filtered(value: &Value, skip: impl Fn(&str) -> bool) -> 
     out.into_bytes()
 }
 
+/// The canonical form of `map` plus members that depend on a signature over part of it, with
+/// the signed part written once: `sign` gets the canonical form of `map`'s members that
+/// `covered` says true for, and returns the members to add (distinct names, replacing members
+/// of `map` of the same name; `null` ones dropped like every `null` member). The answer is byte
+/// for byte `to_canonical_vec(map with those members)`.
+pub fn to_canonical_vec_signed(
+    map: &Map<String, Value>,
+    covered: impl Fn(&str) -> bool,
+    sign: impl FnOnce(&[u8]) -> Vec<(&'static str, Value)>,
+) -> Vec<u8> {
+    let mut entries: Vec<(&str, &Value)> = map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (&**k, v)).collect();
+    if !entries.is_sorted_by(|a, b| a.0.as_bytes() < b.0.as_bytes()) {
+        entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    }
+    // The covered members, each one's span in `signed` kept for the answer.
+    let mut signed = String::with_capacity(256);
+    let mut spans = Vec::with_capacity(entries.len());
+    signed.push('{');
+    for &(k, v) in &entries {
+        if !covered(k) {
+            spans.push(None);
+            continue;
+        }
+        if signed.len() > 1 {
+            signed.push(',');
+        }
+        let start = signed.len();
+        write_string(&mut signed, k);
+        signed.push(':');
+        write_value(&mut signed, v);
+        spans.push(Some(start..signed.len()));
+    }
+    signed.push('}');
+    let mut extra = sign(signed.as_bytes());
+    extra.retain(|(_, v)| !v.is_null());
+    extra.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    // The answer: the members of `map` (covered ones copied from `signed`) and the added ones,
+    // merged in key order.
+    let mut out = String::with_capacity(signed.len() + 160);
+    out.push('{');
+    let comma = |out: &mut String| {
+        if out.len() > 1 {
+            out.push(',');
+        }
+    };
+    let member = |out: &mut String, k: &str, v: &Value| {
+        comma(out);
+        write_string(out, k);
+        out.push(':');
+        write_value(out, v);
+    };
+    let mut extra = extra.into_iter().peekable();
+    for (&(k, v), span) in entries.iter().zip(spans) {
+        let mut replaced = false;
+        while let Some((ek, ev)) = extra.next_if(|(ek, _)| ek.as_bytes() <= k.as_bytes()) {
+            replaced |= ek == k;
+            member(&mut out, ek, &ev);
+        }
+        match span {
+            _ if replaced => {}
+            Some(span) => {
+                comma(&mut out);
+                out.push_str(&signed[span]);
+            }
+            None => member(&mut out, k, v),
+        }
+    }
+    for (ek, ev) in extra {
+        member(&mut out, ek, &ev);
+    }
+    out.push('}');
+    out.into_bytes()
+}
+
 /// Serialise any `Serialize` value canonically (through `serde_json::Value`).
 pub fn to_canonical_string_of<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, serde_json::Error> {
     Ok(to_canonical_string(&serde_json::to_value(value)?))
@@ -106,25 +180,38 @@ fn write_value(out: &mut String, value: &Value) {
 }
 
 fn write_object(out: &mut String, map: &Map<String, Value>, skip: impl Fn(&str) -> bool) {
-    let mut entries: Vec<(&String, &Value)> = map.iter().filter(|(k, v)| !v.is_null() && !skip(k)).collect();
-    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let keep = |(k, v): &(&String, &Value)| !v.is_null() && !skip(k);
     out.push('{');
-    for (i, (k, v)) in entries.into_iter().enumerate() {
-        if i > 0 {
+    let mut first = true;
+    let mut member = |out: &mut String, k: &str, v: &Value| {
+        if !std::mem::take(&mut first) {
             out.push(',');
         }
         write_string(out, k);
         out.push(':');
         write_value(out, v);
+    };
+    // Objects parsed from canonical JSON (what the SDKs send) keep their sorted order: write
+    // them as they are, without sorting a copy of their entries.
+    if map.keys().is_sorted_by(|a, b| a.as_bytes() < b.as_bytes()) {
+        for (k, v) in map.iter().filter(keep) {
+            member(out, k, v);
+        }
+    } else {
+        let mut entries: Vec<(&String, &Value)> = map.iter().filter(keep).collect();
+        entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        for (k, v) in entries {
+            member(out, k, v);
+        }
     }
     out.push('}');
 }
 
 fn write_number(out: &mut String, n: &Number) {
     if let Some(i) = n.as_i64() {
-        let _ = write!(out, "{i}");
+        out.push_str(itoa::Buffer::new().format(i));
     } else if let Some(u) = n.as_u64() {
-        let _ = write!(out, "{u}");
+        out.push_str(itoa::Buffer::new().format(u));
     } else {
         write_float(out, n.as_f64().unwrap_or(0.0));
     }
@@ -159,27 +246,41 @@ pub fn write_float(out: &mut String, f: f64) {
     }
 }
 
+/// How each byte of a string is written: 0 as is, `u` as `\u00XX`, else as `\` and that letter.
+static ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = b'u';
+        b += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0a] = b'n';
+    table[0x0c] = b'f';
+    table[0x0d] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
 fn write_string(out: &mut String, s: &str) {
     out.push('"');
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
-        let esc: Option<&str> = match b {
-            b'"' => Some("\\\""),
-            b'\\' => Some("\\\\"),
-            b'\n' => Some("\\n"),
-            b'\r' => Some("\\r"),
-            b'\t' => Some("\\t"),
-            0x08 => Some("\\b"),
-            0x0c => Some("\\f"),
-            0x00..=0x1f => None,
-            _ => continue,
-        };
+        let esc = ESCAPE[b as usize];
+        if esc == 0 {
+            continue;
+        }
         out.push_str(&s[start..i]);
-        match esc {
-            Some(e) => out.push_str(e),
-            None => {
-                let _ = write!(out, "\\u{b:04x}");
-            }
+        if esc == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 0xf) as usize] as char);
+        } else {
+            out.push('\\');
+            out.push(esc as char);
         }
         start = i + 1;
     }
@@ -207,5 +308,47 @@ mod tests {
             to_canonical_string(&v),
             "{\"s\":\"a\\u0000\\u0001\\u001f\u{7f}\u{2028} é \\\"\\\\/\\n\\t\\r\\b\\f 😀\"}"
         );
+    }
+
+    #[test]
+    fn signed_form_equals_the_canonical_form_with_the_added_members() {
+        let v = json!({"z": 1, "sig": "old", "b": null, "security": {"k": "v"}, "a": [1.0, "x\n"], "m": 2.5});
+        let map = v.as_object().unwrap();
+        let covered = |k: &str| k != "sig" && k != "security";
+        let mut seen = Vec::new();
+        let out = to_canonical_vec_signed(map, covered, |input| {
+            seen = input.to_vec();
+            vec![("sig", json!("new")), ("n", json!("added")), ("zz", Value::Null), ("0", json!(0))]
+        });
+        assert_eq!(String::from_utf8(seen).unwrap(), r#"{"a":[1,"x\n"],"m":2.5,"z":1}"#);
+        let mut whole = map.clone();
+        whole.insert("sig".into(), json!("new"));
+        whole.insert("n".into(), json!("added"));
+        whole.insert("0".into(), json!(0));
+        assert_eq!(out, to_canonical_vec(&Value::Object(whole)));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"0":0,"a":[1,"x\n"],"m":2.5,"n":"added","security":{"k":"v"},"sig":"new","z":1}"#
+        );
+        // Nothing covered, nothing added.
+        let empty = to_canonical_vec_signed(
+            &Map::new(),
+            |_| true,
+            |input| {
+                assert_eq!(input, b"{}");
+                Vec::new()
+            },
+        );
+        assert_eq!(empty, b"{}");
+    }
+
+    #[test]
+    fn sorted_and_unsorted_objects_write_alike() {
+        let sorted = json!({"a": 1, "b": {"c": null, "d": "\u{1}"}, "c": null});
+        let unsorted = json!({"c": null, "b": {"d": "\u{1}", "c": null}, "a": 1});
+        assert_eq!(to_canonical_string(&sorted), r#"{"a":1,"b":{"d":"\u0001"}}"#);
+        assert_eq!(to_canonical_string(&unsorted), to_canonical_string(&sorted));
+        let skipped = to_canonical_vec_filtered(&unsorted, |k| k == "a");
+        assert_eq!(skipped, br#"{"b":{"d":"\u0001"}}"#);
     }
 }

@@ -10,10 +10,10 @@
 //! Everything works on `serde_json::Value` so that the server can verify the body exactly as
 //! received (the orchestrator signs and verifies raw dicts, unknown keys included).
 
-use super::canonical::to_canonical_vec_filtered;
+use super::canonical::{to_canonical_vec_filtered, to_canonical_vec_signed};
 use super::wire::SecurityContext;
 use hmac::{Hmac, Mac};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -49,9 +49,35 @@ impl MessageKind {
 
 /// Lowercase hex HMAC-SHA256 of raw bytes.
 pub fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
+    let mut mac = keyed_mac(key);
     mac.update(message);
     hex::encode(mac.finalize().into_bytes())
+}
+
+/// How many keys each thread keeps ready (the orchestrator signs with a handful: its secret,
+/// the global worker token, the webhook keys of its busiest clients).
+const KEYED_CACHE: usize = 4;
+
+thread_local! {
+    /// The HMAC state after the key (its inner and outer pads hashed), per recent key: a message
+    /// then costs a clone instead of two SHA-256 blocks. Keys are the server's own secrets.
+    static KEYED: std::cell::RefCell<Vec<(Box<[u8]>, HmacSha256)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A fresh HMAC-SHA256 keyed with `key`, cloned from this thread's cache of recent keys.
+fn keyed_mac(key: &[u8]) -> HmacSha256 {
+    KEYED.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(pos) = cache.iter().position(|(k, _)| **k == *key) {
+            // Most recent first: a lookup for the hottest key compares one entry.
+            cache[..=pos].rotate_right(1);
+            return cache[0].1.clone();
+        }
+        let mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
+        cache.truncate(KEYED_CACHE - 1);
+        cache.insert(0, (key.into(), mac.clone()));
+        mac
+    })
 }
 
 /// Lowercase hex SHA-256 of raw bytes.
@@ -104,6 +130,18 @@ pub fn attach_security(body: &mut Value, token: &str, signer_id: &str, kind: Mes
 /// The task signature (`sig`) over `task` minus `sig`, `orchestrator_signature` and `security`.
 pub fn sign_task(task: &Value, secret: &str) -> String {
     sign_payload(task, secret, &TASK_SIG_IGNORED_FIELDS)
+}
+
+/// The canonical form of `task` with its `sig` ([`sign_task`]) and then the members of `after`
+/// (added after signing, not covered; `null` ones left out), the members `sig` covers written
+/// once: byte for byte the canonical form of `task` with `sig` and `after` inserted.
+pub fn signed_task_canonical(task: &Map<String, Value>, secret: &str, after: Vec<(&'static str, Value)>) -> Vec<u8> {
+    let covered = |k: &str| !SIGNATURE_IGNORED_FIELDS.contains(&k) && !TASK_SIG_IGNORED_FIELDS.contains(&k);
+    to_canonical_vec_signed(task, covered, |input| {
+        let mut members = after;
+        members.push(("sig", Value::String(hmac_sha256_hex(secret.as_bytes(), input))));
+        members
+    })
 }
 
 /// Keys of rxon's `TaskPayload`. The SDK verifies the signature over the payload parsed into that

@@ -123,7 +123,11 @@ pub(super) fn router(core: Arc<Core>) -> Router {
 pub(super) fn json_response(v: &Value) -> Response {
     // Keys sorted, `null` members dropped, integral floats as integers: what the Python
     // orchestrator answers, written straight from the value without a normalised copy.
-    let body = crate::protocol::canonical::to_canonical_vec(v);
+    canonical_response(crate::protocol::canonical::to_canonical_vec(v))
+}
+
+/// A JSON response of a body already in canonical form.
+pub(super) fn canonical_response(body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
@@ -230,8 +234,14 @@ pub fn parse_object_within(bytes: &[u8], max_depth: usize) -> Result<Map<String,
 /// `max_depth` levels deep (the body itself is level 1). A scan of the bytes before parsing,
 /// so it also names the member of a body deeper than serde_json reads.
 pub fn check_depth(bytes: &[u8], max_depth: usize) -> Result<(), ApiError> {
+    // Nesting never goes deeper than the body has `{` and `[` bytes (those in strings counted
+    // too): a body with no more of them than the limit needs no scan (most bodies).
+    if bytes.iter().filter(|&&b| b == b'{' || b == b'[').count() <= max_depth {
+        return Ok(());
+    }
     let (mut depth, mut in_string, mut escaped, mut expecting_key) = (0usize, false, false, false);
-    let (mut key_start, mut member) = (None, None::<String>);
+    // The span of the current top-level member's key (read only for the answer).
+    let (mut key_start, mut member) = (None, None::<(usize, usize)>);
     for (i, &b) in bytes.iter().enumerate() {
         if in_string {
             if escaped {
@@ -241,7 +251,7 @@ pub fn check_depth(bytes: &[u8], max_depth: usize) -> Result<(), ApiError> {
             } else if b == b'"' {
                 in_string = false;
                 if let Some(start) = key_start.take() {
-                    member = serde_json::from_slice::<String>(&bytes[start..=i]).ok();
+                    member = Some((start, i));
                 }
             }
             continue;
@@ -260,6 +270,8 @@ pub fn check_depth(bytes: &[u8], max_depth: usize) -> Result<(), ApiError> {
                     expecting_key = b == b'{';
                 }
                 if depth > max_depth {
+                    let member =
+                        member.and_then(|(start, end)| serde_json::from_slice::<String>(&bytes[start..=end]).ok());
                     let what = match &member {
                         Some(m) => format!("`{}`", truncate(m)),
                         None => "the body".to_owned(),

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{json_response, parse_object_within, read_body, ApiError, Routes};
+use super::{canonical_response, json_response, parse_object_within, read_body, ApiError, Routes};
 use crate::engine::{self, ResultDisposition};
 use crate::protocol::replay::{check_timestamp, message_nonce, message_timestamp, nonce_ttl, unix_now};
 use crate::protocol::sign::{self, verify_security, MessageKind, ZeroTrustError};
@@ -236,6 +236,12 @@ fn read<'a, T: Deserialize<'a>>(body: &'a Value) -> Result<T, ApiError> {
     T::deserialize(body).map_err(|e| ApiError::bad(e.to_string()))
 }
 
+/// [`read`] of a body no longer needed as a value: its strings and objects move into the wire
+/// type instead of being copied (the same answers).
+fn read_owned<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, ApiError> {
+    T::deserialize(body).map_err(|e| ApiError::bad(e.to_string()))
+}
+
 /// A wire answer, written canonically like every JSON answer ([`json_response`]).
 fn wire_response<T: Serialize>(answer: &T) -> Response {
     json_response(&serde_json::to_value(answer).expect("wire answers serialise"))
@@ -354,20 +360,33 @@ async fn next_task(
     core.metrics().poll_answered(tasks.len());
     let mut payloads = tasks.into_iter().map(|(task, job)| task_payload(&core, task, job));
     match batch {
-        None => Ok(json_response(&payloads.next().expect("one task"))),
-        Some(_) => Ok(json_response(&json!({ "tasks": payloads.collect::<Vec<_>>() }))),
+        None => Ok(canonical_response(payloads.next().expect("one task"))),
+        // `{"tasks": [...]}` in canonical form: its one member, the payloads in order.
+        Some(_) => {
+            let mut body = br#"{"tasks":["#.to_vec();
+            for (i, payload) in payloads.enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(&payload);
+            }
+            body.extend_from_slice(b"]}");
+            Ok(canonical_response(body))
+        }
     }
 }
 
-/// The signed [`TaskPayload`] of a task handed to a worker, with its `sig` over the payload as
-/// it goes out, except `skill_version` and `skill_type`, added after signing as Avtomatika does
-/// (they are not fields of rxon's `TaskPayload`, over which the Python SDK checks `sig`).
+/// The signed [`TaskPayload`] of a task handed to a worker, in canonical form (the answer's
+/// bytes), with its `sig` over the payload as it goes out, except `skill_version` and
+/// `skill_type`, added after signing as Avtomatika does (they are not fields of rxon's
+/// `TaskPayload`, over which the Python SDK checks `sig`). The members `sig` covers are written
+/// once, for the signature and the answer alike.
 ///
 /// Two values go out as the job has them rather than typed: `params` that are not an object (a
 /// blueprint may dispatch any value; the SDKs refuse such a task, as they always have) and the
 /// job's `security`, the client's object (forwarded with all its keys, which the wire
 /// `SecurityContext` would not keep; the task signature does not cover it).
-fn task_payload(core: &Core, task: QueuedTask, job: TaskContext) -> Value {
+fn task_payload(core: &Core, task: QueuedTask, job: TaskContext) -> Vec<u8> {
     let QueuedTask { job_id, task_id, spec, priority, deadline_ms, .. } = task;
     let mut payload = TaskPayload::new(job_id, task_id, spec.task_type);
     payload.params_metadata = Some(job.params_metadata).filter(|m| !m.is_empty());
@@ -395,18 +414,13 @@ fn task_payload(core: &Core, task: QueuedTask, job: TaskContext) -> Value {
     payload.step = job.step.into();
     // Whole seconds (the canonical writer sends an integral float as an integer).
     payload.deadline = deadline_ms.map(|ms| (ms / 1000) as f64);
-    let mut payload = serde_json::to_value(&payload).expect("a task payload serialises");
-    let map = payload.as_object_mut().expect("a task payload is an object");
+    let Value::Object(mut map) = serde_json::to_value(&payload).expect("a task payload serialises") else {
+        unreachable!("a task payload is an object")
+    };
     map.extend(as_given);
-    let sig = sign::sign_task(&payload, &core.config().secret_key);
-    let map = payload.as_object_mut().expect("a task payload is an object");
-    map.insert("sig".into(), Value::String(sig));
-    for (key, value) in [("skill_version", spec.skill_version), ("skill_type", spec.skill_type)] {
-        if let Some(value) = value {
-            map.insert(key.into(), Value::String(value));
-        }
-    }
-    payload
+    let after = [("skill_version", spec.skill_version), ("skill_type", spec.skill_type)];
+    let after = after.into_iter().filter_map(|(k, v)| Some((k, Value::String(v?)))).collect();
+    sign::signed_task_canonical(&map, &core.config().secret_key, after)
 }
 
 async fn result(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
@@ -455,7 +469,7 @@ async fn results(State(core): State<Arc<Core>>, req: Request) -> Result<Response
 async fn process_result(core: &Arc<Core>, sender: &Sender, body: Value) -> Result<ResultResponse, ApiError> {
     // The nonce is recorded with the job's lock (one store step), after the checks below.
     let nonce = verify_signed(core, sender, &body, MessageKind::Result)?;
-    let result: TaskResult = read(&body)?;
+    let result: TaskResult = read_owned(body)?;
     for (name, value) in [("job_id", &result.job_id), ("task_id", &result.task_id)] {
         if value.is_empty() {
             return Err(ApiError::bad(format!("`{name}` is required (a non-empty string)")));

@@ -25,6 +25,14 @@ fn core_with(nonces: Arc<RecordingNonces>) -> Core {
     Core::new(crate::server::Config::default(), env, stores)
 }
 
+/// The answer bytes of [`task_payload`], read back.
+fn task_value(core: &Core, task: QueuedTask, job: TaskContext) -> Value {
+    let bytes = task_payload(core, task, job);
+    let value: Value = serde_json::from_slice(&bytes).expect("a task payload is JSON");
+    assert_eq!(crate::protocol::canonical::to_canonical_vec(&value), bytes, "written in canonical form");
+    value
+}
+
 /// The task payload a worker is handed (issue #13 item 4 keeps it byte-compatible): its field
 /// set, with and without the optional fields, reads as the wire `TaskPayload`, and its `sig`
 /// verifies.
@@ -52,7 +60,7 @@ async fn task_payloads_keep_their_fields_and_read_as_wire_task_payloads() {
         to_canonical_string(&payload)
     };
 
-    let bare = task_payload(&core, queued(json!({"x": 1}), None), TaskContext { step: 1, ..Default::default() });
+    let bare = task_value(&core, queued(json!({"x": 1}), None), TaskContext { step: 1, ..Default::default() });
     let typed: TaskPayload = serde_json::from_value(bare.clone()).expect("reads as the wire TaskPayload");
     assert_eq!((typed.task_type.as_str(), typed.step, typed.priority), ("echo", 1, 2.0));
     assert_eq!(
@@ -72,7 +80,7 @@ async fn task_payloads_keep_their_fields_and_read_as_wire_task_payloads() {
     };
     let mut versioned = queued(json!({"x": 1}), Some(1_795_690_000_999));
     (versioned.spec.skill_version, versioned.spec.skill_type) = (Some("2.1.0".into()), Some("gpu".into()));
-    let full = task_payload(&core, versioned, job);
+    let full = task_value(&core, versioned, job);
     let typed: TaskPayload = serde_json::from_value(full.clone()).expect("reads as the wire TaskPayload");
     assert_eq!((typed.deadline, typed.step, typed.skill_type.as_deref()), (Some(1_795_690_000.0), 7, Some("gpu")));
     // `sig` covers `params_metadata` (rxon's TaskPayload has it), not the skill fields added after.
@@ -94,12 +102,12 @@ async fn task_payloads_keep_their_fields_and_read_as_wire_task_payloads() {
 
     // Parameters that are not an object (a blueprint may dispatch any value) go out as given,
     // and null ones not at all.
-    let odd = task_payload(&core, queued(json!([1, 2]), None), TaskContext { step: 1, ..Default::default() });
+    let odd = task_value(&core, queued(json!([1, 2]), None), TaskContext { step: 1, ..Default::default() });
     assert_eq!(
         fixed(odd),
         r#"{"job_id":"j-1","params":[1,2],"priority":2,"step":1,"task_id":"t-1","tracing_context":{},"type":"echo"}"#
     );
-    let none = task_payload(&core, queued(Value::Null, None), TaskContext { step: 1, ..Default::default() });
+    let none = task_value(&core, queued(Value::Null, None), TaskContext { step: 1, ..Default::default() });
     assert_eq!(
         fixed(none),
         r#"{"job_id":"j-1","priority":2,"step":1,"task_id":"t-1","tracing_context":{},"type":"echo"}"#
