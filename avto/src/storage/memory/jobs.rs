@@ -34,6 +34,9 @@ pub struct MemoryJobs {
     max_retained: usize,
 }
 
+/// Jobs [`MemoryJobs::freeze_left_live`] encodes between two takes of the map's write lock.
+const FREEZE_BATCH: usize = 256;
+
 impl Default for MemoryJobs {
     fn default() -> Self {
         Self::with_retention(None, 0)
@@ -327,7 +330,9 @@ impl MemoryJobs {
     }
 
     /// Freezes the jobs at rest left live that nobody holds or waits for any more; keeps the
-    /// others for the next pass.
+    /// others for the next pass. Each job is encoded under its own lock only; the map's write
+    /// lock is taken per batch just to swap the cells, so a pass over many jobs never stalls
+    /// the store.
     fn freeze_left_live(&self) {
         let mut ids = std::mem::take(&mut *self.unfrozen.lock());
         if ids.is_empty() {
@@ -336,16 +341,26 @@ impl MemoryJobs {
         ids.sort_unstable();
         ids.dedup();
         let mut busy = Vec::new();
-        {
-            let mut jobs = self.jobs.write();
-            for id in ids {
-                let Some(cell) = jobs.get_mut(&id) else { continue };
-                let Cell::Live(m) = cell else { continue };
-                if Arc::strong_count(m) > 1 {
-                    busy.push(id);
-                    continue;
-                }
-                let Ok(mut job) = m.try_lock() else {
+        for batch in ids.chunks(FREEZE_BATCH) {
+            // The candidates: live, and nobody else holds a reference (held or waited for).
+            let candidates: Vec<(Arc<str>, Arc<tokio::sync::Mutex<Job>>)> = {
+                let jobs = self.jobs.read();
+                batch
+                    .iter()
+                    .filter_map(|id| match jobs.get(id) {
+                        Some(Cell::Live(m)) if Arc::strong_count(m) > 1 => {
+                            busy.push(id.clone());
+                            None
+                        }
+                        Some(Cell::Live(m)) => Some((id.clone(), m.clone())),
+                        _ => None,
+                    })
+                    .collect()
+            };
+            // Encoded under the job's own lock, held until the swap: the job cannot change between.
+            let mut encoded = Vec::with_capacity(candidates.len());
+            for (id, m) in candidates {
+                let Ok(mut job) = m.clone().try_lock_owned() else {
                     busy.push(id);
                     continue;
                 };
@@ -353,12 +368,25 @@ impl MemoryJobs {
                     continue;
                 }
                 match Frozen::new(&mut job) {
-                    Ok(frozen) => {
-                        drop(job);
-                        *cell = Cell::Frozen(frozen);
-                    }
+                    Ok(frozen) => encoded.push((id, m, job, frozen)),
                     Err(e) => tracing::warn!(job_id = &*id, error = %e, "a job at rest stays live"),
                 }
+            }
+            if encoded.is_empty() {
+                continue;
+            }
+            let mut jobs = self.jobs.write();
+            for (id, m, guard, frozen) in encoded {
+                match jobs.get_mut(&id) {
+                    // The entry's reference, ours and the guard's: anyone else's means they wait.
+                    Some(cell) if matches!(&*cell, Cell::Live(c) if Arc::ptr_eq(c, &m) && Arc::strong_count(c) == 3) => {
+                        *cell = Cell::Frozen(frozen);
+                    }
+                    Some(_) => busy.push(id),
+                    // Removed meanwhile (retention): nothing to keep.
+                    None => {}
+                }
+                drop(guard);
             }
         }
         self.unfrozen.lock().extend(busy);
@@ -612,4 +640,55 @@ fn newest_first<K>(
     offset: usize,
 ) -> Vec<Arc<str>> {
     lists.get(client).map(|l| l.values().rev().skip(offset).take(limit).cloned().collect()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn frozen(store: &MemoryJobs, id: &str) -> bool {
+        matches!(store.jobs.read().get(id), Some(Cell::Frozen(_)))
+    }
+
+    #[tokio::test]
+    async fn a_job_somebody_waited_for_at_rest_is_frozen_by_the_next_pass_unchanged() {
+        let store = MemoryJobs::default();
+        for i in 0..(FREEZE_BATCH + 3) {
+            store.insert(Job::new(format!("job-{i}"), "bp", "start", json!({"i": i}))).await.unwrap();
+        }
+        let mut expected = Vec::new();
+        for i in 0..(FREEZE_BATCH + 3) {
+            let id = format!("job-{i}");
+            let mut guard = store.lock(&id).await.unwrap().unwrap();
+            // Somebody else already waits for the job when it comes to rest: it stays live.
+            let waiter = store.entry(&id).unwrap().unwrap();
+            let JobGuard::Memory(job) = &mut guard else { unreachable!("the memory store's guard") };
+            job.status = JobStatus::Finished;
+            job.result = Some(json!({"done": i}));
+            expected.push((**job).clone());
+            store.commit(guard).await.unwrap();
+            assert!(!frozen(&store, &id), "held by another when it came to rest");
+            drop(waiter);
+        }
+        // One job is held during the pass: it stays live for the pass after.
+        let held = store.lock("job-1").await.unwrap().unwrap();
+        store.remove_expired(now_ms(), 10).await.unwrap();
+        for job in &expected {
+            assert_eq!(frozen(&store, &job.id), job.id != "job-1", "{}", job.id);
+            if job.id != "job-1" {
+                assert_eq!(store.get(&job.id).await.unwrap().as_ref(), Some(job), "read back as committed");
+            }
+        }
+        assert_eq!(&*held, &expected[1]);
+        drop(held);
+        store.remove_expired(now_ms(), 10).await.unwrap();
+        assert!(frozen(&store, "job-1"), "frozen once nobody holds it");
+        assert!(store.unfrozen.lock().is_empty());
+        // Locking thaws it; the job is the same.
+        let guard = store.lock("job-1").await.unwrap().unwrap();
+        assert!(!frozen(&store, "job-1"));
+        assert_eq!(&*guard, &expected[1]);
+    }
 }
