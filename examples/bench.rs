@@ -95,6 +95,14 @@ struct Args {
     /// idle p50 (0 skips)
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     half_load: f64,
+    /// With --half-load: pause SECS between the throughput run and the half-load run, so the
+    /// half-load run starts from a settled orchestrator (the watcher passes every second)
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    settle: f64,
+    /// With --half-load: write every job of the half-load run as `start_ms,latency_ms` to FILE
+    /// (the latency over time; the worst 100 ms windows are printed either way)
+    #[arg(long, value_name = "FILE")]
+    trace_out: Option<String>,
     /// Jobs left waiting for approval, for the memory per waiting job (0 skips; always 0 with --target)
     #[arg(long, default_value_t = 100_000)]
     waiting: usize,
@@ -454,8 +462,11 @@ async fn main() {
     lat.sort();
     let jobs_per_s = a.jobs as f64 / wall.as_secs_f64();
 
-    // Latency under load: half the peak rate, offered at a steady pace.
+    // Latency under load: half the peak rate, offered at a steady pace, once what the overload
+    // left behind (webhooks still queued, the watcher's next pass over the jobs that ended) is
+    // done: a steady load, not the tail of the previous run.
     let half = if a.half_load > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(a.settle)).await;
         let rate = jobs_per_s / 2.0;
         let n = ((rate * a.half_load) as usize).max(1);
         Some((rate, load::open_loop(&client, &hook, &waiters, rate, n).await))
@@ -499,16 +510,40 @@ async fn main() {
         pct(&idle, 99.0),
         a.idle
     );
-    let half_json = half.as_ref().map(|(rate, (lat_h, achieved))| {
-        let (p50, p99, idle50) = (pct(lat_h, 50.0), pct(lat_h, 99.0), pct(&idle, 50.0));
+    let half_json = half.as_ref().map(|(rate, (samples, achieved))| {
+        let mut lat_h: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
+        lat_h.sort();
+        let (p50, p99, idle50) = (pct(&lat_h, 50.0), pct(&lat_h, 99.0), pct(&idle, 50.0));
         println!(
             "  at half the peak  p50 {p50:.2} ms  p99 {p99:.2} ms  ({} jobs offered at {rate:.0}/s, achieved {achieved:.0}/s); \
              p99 / idle p50 = {:.1}",
             lat_h.len(),
             p99 / idle50
         );
+        // Where the slow jobs are: a few stalls, or slow all along.
+        let trace = load::Trace::new(samples, Duration::from_millis(100));
+        let limit = Duration::from_secs_f64(idle50 * 5e-3);
+        let (windows, slow) = trace.over(samples, limit);
+        println!(
+            "    over 5x idle p50 ({:.2} ms): {slow} jobs in {windows} of {} windows of 100 ms; slowest windows \
+             (start s: jobs, p50 / max ms):",
+            idle50 * 5.0,
+            trace.windows.len()
+        );
+        let worst: Vec<String> = trace
+            .worst(6)
+            .iter()
+            .map(|(at, n, p50, max)| {
+                format!("{:.1}: {n}, {:.2} / {:.2}", at.as_secs_f64(), p50.as_secs_f64() * 1e3, max.as_secs_f64() * 1e3)
+            })
+            .collect();
+        println!("      {}", worst.join("; "));
+        if let Some(path) = &a.trace_out {
+            load::Trace::write_csv(samples, path).expect("write --trace-out");
+        }
         json!({"offered_per_s": rate, "achieved_per_s": achieved, "jobs": lat_h.len(), "p50": p50, "p99": p99,
-               "p99_over_idle_p50": p99 / idle50})
+               "p99_over_idle_p50": p99 / idle50,
+               "jobs_over_5x_idle_p50": slow, "windows_over_5x_idle_p50": windows, "windows": trace.windows.len()})
     });
     if pid.is_some() {
         println!("  orchestrator CPU  {:10.1} us/job", cpu_us(cpu_before, cpu_after));

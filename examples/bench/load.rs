@@ -16,15 +16,22 @@ use avto::storage::redis::RedisConn;
 
 use crate::{run_job, Waiters};
 
+/// One job of an open-loop run: when it was started (from the run's start) and how long it took.
+#[derive(Clone, Copy)]
+pub(crate) struct Sample {
+    pub(crate) start: Duration,
+    pub(crate) latency: Duration,
+}
+
 /// Creates `jobs` echo jobs at `rate` per second, each started on time whether or not earlier
-/// ones have ended, and returns each job's end-to-end latency (sorted) and the rate achieved.
+/// ones have ended, and returns every job (in start order) and the rate achieved.
 pub(crate) async fn open_loop(
     client: &Client,
     hook: &str,
     waiters: &Waiters,
     rate: f64,
     jobs: usize,
-) -> (Vec<Duration>, f64) {
+) -> (Vec<Sample>, f64) {
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(jobs);
     let mut sent = 0;
@@ -33,18 +40,76 @@ pub(crate) async fn open_loop(
         let due = ((started.elapsed().as_secs_f64() * rate) as usize + 1).min(jobs);
         while sent < due {
             let (client, hook, waiters) = (client.clone(), hook.to_owned(), Arc::clone(waiters));
-            tasks.push(tokio::spawn(async move { run_job(&client, &hook, &waiters, sent).await }));
+            let start = started.elapsed();
+            tasks.push(tokio::spawn(async move {
+                Sample { start, latency: run_job(&client, &hook, &waiters, sent).await }
+            }));
             sent += 1;
         }
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
     let offered_for = started.elapsed();
-    let mut lat = Vec::with_capacity(jobs);
+    let mut samples = Vec::with_capacity(jobs);
     for t in tasks {
-        lat.push(t.await.unwrap());
+        samples.push(t.await.unwrap());
     }
-    lat.sort();
-    (lat, jobs as f64 / offered_for.as_secs_f64())
+    (samples, jobs as f64 / offered_for.as_secs_f64())
+}
+
+/// The latency over time of an open-loop run, in windows of `window` by start time: where the
+/// slow jobs are. A p99 made by a few stalls shows as a few windows whose max is far above the
+/// rest; steady queueing as a high p50 in every window.
+pub(crate) struct Trace {
+    /// Per window: (start of the window, jobs started in it, their p50, their max).
+    pub(crate) windows: Vec<(Duration, usize, Duration, Duration)>,
+}
+
+impl Trace {
+    pub(crate) fn new(samples: &[Sample], window: Duration) -> Trace {
+        let mut windows: Vec<Vec<Duration>> = Vec::new();
+        for s in samples {
+            let i = (s.start.as_nanos() / window.as_nanos().max(1)) as usize;
+            if windows.len() <= i {
+                windows.resize_with(i + 1, Vec::new);
+            }
+            windows[i].push(s.latency);
+        }
+        let windows = windows
+            .into_iter()
+            .enumerate()
+            .filter(|(_, w)| !w.is_empty())
+            .map(|(i, mut w)| {
+                w.sort();
+                (window * i as u32, w.len(), w[w.len() / 2], w[w.len() - 1])
+            })
+            .collect();
+        Trace { windows }
+    }
+
+    /// The `n` windows with the slowest job, slowest first.
+    pub(crate) fn worst(&self, n: usize) -> Vec<(Duration, usize, Duration, Duration)> {
+        let mut w = self.windows.clone();
+        w.sort_by(|a, b| b.3.cmp(&a.3));
+        w.truncate(n);
+        w
+    }
+
+    /// Windows whose slowest job took more than `limit`, and the jobs in them that did.
+    pub(crate) fn over(&self, samples: &[Sample], limit: Duration) -> (usize, usize) {
+        let windows = self.windows.iter().filter(|w| w.3 > limit).count();
+        let jobs = samples.iter().filter(|s| s.latency > limit).count();
+        (windows, jobs)
+    }
+
+    /// Writes every job as `start_ms,latency_ms` (CSV with a header), for plotting.
+    pub(crate) fn write_csv(samples: &[Sample], path: &str) -> std::io::Result<()> {
+        use std::fmt::Write as _;
+        let mut out = String::from("start_ms,latency_ms\n");
+        for s in samples {
+            let _ = writeln!(out, "{:.3},{:.3}", s.start.as_secs_f64() * 1e3, s.latency.as_secs_f64() * 1e3);
+        }
+        std::fs::write(path, out)
+    }
 }
 
 /// Redis's CPU time and the orchestrator's Redis round trips, read together.
