@@ -271,6 +271,9 @@ async fn run_job(client: &Client, hook: &str, waiters: &Waiters, i: usize) -> Du
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN; // `--idle 0`: no idle jobs to read a percentile from
+    }
     let i = ((sorted.len() - 1) as f64 * p / 100.0).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
 }
