@@ -38,7 +38,7 @@ use crate::storage::JobStore;
 mod target;
 
 pub(super) use self::target::check_target;
-use self::target::{check_literal, masked, refusal, CheckedResolver};
+use self::target::{check_literal, masked, parse, refusal, CheckedResolver};
 
 /// Webhooks waiting for delivery (queued, in flight or between attempts); beyond this new webhooks are
 /// dropped with an error log.
@@ -481,7 +481,7 @@ async fn deliver(
     event_id: &str,
     outbox: Option<(&Arc<dyn JobStore>, &str)>,
 ) {
-    let url = match reqwest::Url::parse(raw) {
+    let url = match parse(raw) {
         Ok(u) => u,
         Err(e) => {
             inner.counts.refused.fetch_add(1, Ordering::Relaxed);

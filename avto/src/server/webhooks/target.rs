@@ -1,11 +1,43 @@
 //! Safety of webhook targets (SSRF): which addresses a webhook may reach, the check of a
 //! `webhook_url` at job creation, the sender's checking DNS resolver, and URLs as logs show them.
 
+use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 /// How long the check at job creation waits for the target's name to resolve.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many distinct URLs each thread's parse cache holds.
+const PARSED_PER_THREAD: usize = 4;
+
+thread_local! {
+    /// The URLs this thread parsed last, newest first: most jobs of a deployment name the same
+    /// few webhook URLs, each parsed at job creation and again at every delivery.
+    static PARSED: RefCell<Vec<(Box<str>, reqwest::Url)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `reqwest::Url::parse(raw)`, from a small per-thread cache of the last URLs that parsed (parsing
+/// is a pure function of the text, so a cached URL is the one a new parse would give). Bounded:
+/// at most [`PARSED_PER_THREAD`] URLs per thread, whatever clients send.
+pub(super) fn parse(raw: &str) -> Result<reqwest::Url, <reqwest::Url as std::str::FromStr>::Err> {
+    let hit = PARSED.with_borrow_mut(|cache| {
+        let i = cache.iter().position(|(k, _)| **k == *raw)?;
+        let entry = cache.remove(i);
+        let url = entry.1.clone();
+        cache.insert(0, entry);
+        Some(url)
+    });
+    if let Some(url) = hit {
+        return Ok(url);
+    }
+    let url = reqwest::Url::parse(raw)?;
+    PARSED.with_borrow_mut(|cache| {
+        cache.truncate(PARSED_PER_THREAD - 1);
+        cache.insert(0, (raw.into(), url.clone()));
+    });
+    Ok(url)
+}
 
 /// The refusal of [`CheckedResolver`] behind a request error, if that is what failed it.
 pub(super) fn refusal(e: &reqwest::Error) -> Option<String> {
@@ -77,7 +109,7 @@ pub(super) fn check_literal(url: &reqwest::Url, allow_private: bool) -> Result<(
 /// host; unless `allow_private`, the host must not be, nor resolve to, a non-public address.
 /// The error says what is wrong (without the URL's credentials).
 pub(in crate::server) async fn check_target(raw: &str, allow_private: bool) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(raw).map_err(|e| format!("not a valid URL ({e})"))?;
+    let url = parse(raw).map_err(|e| format!("not a valid URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("must be an http:// or https:// URL".into());
     }
@@ -254,6 +286,19 @@ mod tests {
         let e = check_target("http://localhost:9/hook", false).await.unwrap_err();
         assert!(e.contains("localhost") && e.contains("WEBHOOK_ALLOW_PRIVATE"), "{e}");
         assert!(check_target("http://localhost:9/hook", true).await.is_ok());
+    }
+
+    #[test]
+    fn cached_parses_are_fresh_parses_and_the_cache_stays_small() {
+        let raws: Vec<String> = (0..10).map(|i| format!("http://user:pw@h{i}.example:80/p/../q?a=b#f")).collect();
+        for _ in 0..3 {
+            for raw in raws.iter().chain(raws.iter().rev()) {
+                assert_eq!(parse(raw).unwrap(), reqwest::Url::parse(raw).unwrap());
+                assert_eq!(parse(raw).unwrap().as_str(), reqwest::Url::parse(raw).unwrap().as_str());
+            }
+        }
+        assert!(parse("not a url").is_err() && parse("not a url").is_err());
+        assert!(PARSED.with_borrow(|c| c.len()) <= PARSED_PER_THREAD);
     }
 
     #[test]
