@@ -18,11 +18,15 @@ use super::query::{Facts, QueryIndex};
 use crate::job::{now_ms, Job, JobStatus};
 use crate::storage::{is_unsettled, JobGuard, JobPage, JobQuery, JobStore, StorageError};
 
+/// A map keyed by job ids. Job ids are made by the server (UUIDs), never chosen by a client or a
+/// worker, so a fast hasher (still seeded at random per process) replaces SipHash here.
+type IdMap<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
+
 /// In-memory jobs: each job behind its own async lock. Terminal jobs are removed after the
 /// retention ([`MemoryJobs::with_retention`]) and, beyond the cap on kept terminal jobs, oldest
 /// first, so memory stays bounded however long the process runs.
 pub struct MemoryJobs {
-    jobs: RwLock<HashMap<Arc<str>, Cell>>,
+    jobs: RwLock<IdMap<Cell>>,
     /// Jobs at rest left live (someone held or waited for them when they came to rest, or
     /// a lock thawed them): [`JobStore::remove_expired`] freezes those left alone since.
     unfrozen: Mutex<Vec<Arc<str>>>,
@@ -63,13 +67,13 @@ struct Meta {
 #[derive(Default)]
 struct Index {
     next_seq: u64,
-    meta: HashMap<Arc<str>, Meta>,
+    meta: IdMap<Meta>,
     /// Jobs per client, in insertion order.
     by_client: HashMap<Arc<str>, BTreeMap<u64, Arc<str>>>,
     /// Quarantined jobs per client, in the order they were quarantined.
     quarantined: HashMap<Arc<str>, BTreeMap<NonZeroU64, Arc<str>>>,
     /// Unsettled jobs -> last insert, save or stale claim (epoch ms).
-    activity: HashMap<Arc<str>, u64>,
+    activity: IdMap<u64>,
     /// Job counts per status, overall and per client, kept as jobs are inserted, saved and
     /// removed (so counting never walks or locks the jobs).
     all: BTreeMap<JobStatus, u64>,
@@ -82,7 +86,7 @@ struct Index {
     terminal: usize,
     /// The webhook outbox (see [`JobStore::claim_webhooks`]): job id -> stamp, and the same
     /// entries ordered by stamp.
-    outbox: HashMap<Arc<str>, u64>,
+    outbox: IdMap<u64>,
     outbox_order: BTreeSet<(u64, Arc<str>)>,
     /// The query indexes ([`JobStore::query`]).
     query: QueryIndex,
