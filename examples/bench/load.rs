@@ -89,7 +89,7 @@ impl Trace {
     /// The `n` windows with the slowest job, slowest first.
     pub(crate) fn worst(&self, n: usize) -> Vec<(Duration, usize, Duration, Duration)> {
         let mut w = self.windows.clone();
-        w.sort_by(|a, b| b.3.cmp(&a.3));
+        w.sort_by_key(|w| std::cmp::Reverse(w.3));
         w.truncate(n);
         w
     }
