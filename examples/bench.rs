@@ -6,7 +6,9 @@
 //! own), N in-process Rust SDK workers with the `echo` skill, then submits J jobs of the one-task
 //! blueprint through the client API (`avto::client`) and waits for each through its webhook. Prints jobs/s,
 //! p50/p99 end-to-end latency, single-job latency when idle, the latency at half the peak rate
-//! (`--half-load`: jobs offered at a steady pace, see examples/bench/load.rs), the orchestrator's
+//! (`--half-load`: jobs offered at a steady pace, `--settle` seconds after the throughput run,
+//! with the latency over time: the slowest 100 ms windows, every job with `--trace-out`; see
+//! examples/bench/load.rs), the orchestrator's
 //! peak RSS and CPU time per job, and memory per job waiting for approval. With `REDIS_URL` the
 //! orchestrator runs on Redis under a fresh key prefix (deleted afterwards; `REDIS_KEY_PREFIX`
 //! names one instead), and Redis's CPU and round trips per job are printed too. Extra environment (e.g. `REDIS_URL`)
