@@ -175,14 +175,54 @@ pub fn assert_send<F: std::future::Future + Send>(f: F) -> F {
 
 /// A handler run as generated code starts it: the handler's future, its result converted by
 /// `convert` (`IntoHandlerResult::into_handler_result`, spanned on the handler's return type).
-/// One small generic `Map` per handler instead of an `async` block around the handler's own
-/// future: no second state machine per handler to compile.
+/// One small [`Run`] per handler instead of an `async` block around the handler's own future
+/// (a second state machine) or `futures`' `Map` (about thirty functions per handler in a debug
+/// build): what each handler adds to its crate's compile is its own future, one `poll` and one
+/// projection.
 pub fn run<'a, F, C>(future: F, convert: C) -> HandlerFuture<'a>
 where
     F: std::future::Future + Send + 'a,
     C: FnOnce(F::Output) -> Result<Option<serde_json::Value>, HandlerError> + Send + 'a,
 {
-    Box::pin(futures::FutureExt::map(future, convert))
+    Box::pin(Run { future, convert: Some(convert) })
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`run`]: `future`, then `convert` applied once to its output.
+    pub struct Run<F, C> {
+        #[pin]
+        future: F,
+        convert: Option<C>,
+    }
+}
+
+impl<F, C> std::future::Future for Run<F, C>
+where
+    F: std::future::Future,
+    C: FnOnce(F::Output) -> Result<Option<serde_json::Value>, HandlerError>,
+{
+    type Output = Result<Option<serde_json::Value>, HandlerError>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        // Polled again after it finished (a caller's bug): an error, and the handler's future
+        // (which would panic) is not polled again.
+        let Some(convert) = this.convert.take() else {
+            return polled_after_end();
+        };
+        match this.future.poll(cx) {
+            std::task::Poll::Ready(output) => std::task::Poll::Ready(convert(output)),
+            std::task::Poll::Pending => {
+                *this.convert = Some(convert);
+                std::task::Poll::Pending
+            }
+        }
+    }
+}
+
+/// Not generic: built once, not in every handler's `poll`.
+fn polled_after_end() -> std::task::Poll<Result<Option<serde_json::Value>, HandlerError>> {
+    std::task::Poll::Ready(Err(HandlerError::Failed("handler future polled after it finished".into())))
 }
 
 /// The run of a handler whose argument could not be extracted (generated code).

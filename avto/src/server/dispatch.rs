@@ -239,7 +239,8 @@ impl Dispatcher {
         }
     }
 
-    /// The bus between the instances, if any.
+    /// The bus between the instances, if any (the dashboard relays its changes over it).
+    #[cfg(feature = "dashboard")]
     pub(crate) fn bus(&self) -> Option<&Arc<dyn Bus>> {
         self.bus.as_ref()
     }
