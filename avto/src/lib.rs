@@ -24,6 +24,7 @@ pub mod handler;
 #[cfg(feature = "server")]
 pub mod history;
 pub mod job;
+mod mru;
 pub mod protocol;
 #[cfg(feature = "server")]
 pub mod server;

@@ -12,6 +12,7 @@
 
 use super::canonical::{to_canonical_vec_filtered, to_canonical_vec_signed};
 use super::wire::SecurityContext;
+use crate::mru::Mru;
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -61,22 +62,14 @@ const KEYED_CACHE: usize = 4;
 thread_local! {
     /// The HMAC state after the key (its inner and outer pads hashed), per recent key: a message
     /// then costs a clone instead of two SHA-256 blocks. Keys are the server's own secrets.
-    static KEYED: std::cell::RefCell<Vec<(Box<[u8]>, HmacSha256)>> = const { std::cell::RefCell::new(Vec::new()) };
+    static KEYED: std::cell::RefCell<Mru<Box<[u8]>, HmacSha256, KEYED_CACHE>> = const { std::cell::RefCell::new(Mru::new()) };
 }
 
 /// A fresh HMAC-SHA256 keyed with `key`, cloned from this thread's cache of recent keys.
 fn keyed_mac(key: &[u8]) -> HmacSha256 {
-    KEYED.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if let Some(pos) = cache.iter().position(|(k, _)| **k == *key) {
-            // Most recent first: a lookup for the hottest key compares one entry.
-            cache[..=pos].rotate_right(1);
-            return cache[0].1.clone();
-        }
-        let mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
-        cache.truncate(KEYED_CACHE - 1);
-        cache.insert(0, (key.into(), mac.clone()));
-        mac
+    KEYED.with_borrow_mut(|cache| {
+        let mac = || HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
+        cache.get_or_insert_with(key, mac).clone()
     })
 }
 

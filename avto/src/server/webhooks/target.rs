@@ -5,6 +5,8 @@ use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::mru::Mru;
+
 /// How long the check at job creation waits for the target's name to resolve.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -14,29 +16,14 @@ const PARSED_PER_THREAD: usize = 4;
 thread_local! {
     /// The URLs this thread parsed last, newest first: most jobs of a deployment name the same
     /// few webhook URLs, each parsed at job creation and again at every delivery.
-    static PARSED: RefCell<Vec<(Box<str>, reqwest::Url)>> = const { RefCell::new(Vec::new()) };
+    static PARSED: RefCell<Mru<Box<str>, reqwest::Url, PARSED_PER_THREAD>> = const { RefCell::new(Mru::new()) };
 }
 
 /// `reqwest::Url::parse(raw)`, from a small per-thread cache of the last URLs that parsed (parsing
 /// is a pure function of the text, so a cached URL is the one a new parse would give). Bounded:
 /// at most [`PARSED_PER_THREAD`] URLs per thread, whatever clients send.
 pub(super) fn parse(raw: &str) -> Result<reqwest::Url, <reqwest::Url as std::str::FromStr>::Err> {
-    let hit = PARSED.with_borrow_mut(|cache| {
-        let i = cache.iter().position(|(k, _)| **k == *raw)?;
-        let entry = cache.remove(i);
-        let url = entry.1.clone();
-        cache.insert(0, entry);
-        Some(url)
-    });
-    if let Some(url) = hit {
-        return Ok(url);
-    }
-    let url = reqwest::Url::parse(raw)?;
-    PARSED.with_borrow_mut(|cache| {
-        cache.truncate(PARSED_PER_THREAD - 1);
-        cache.insert(0, (raw.into(), url.clone()));
-    });
-    Ok(url)
+    PARSED.with_borrow_mut(|cache| cache.get_or_try_insert_with(raw, || reqwest::Url::parse(raw)).cloned())
 }
 
 /// The refusal of [`CheckedResolver`] behind a request error, if that is what failed it.

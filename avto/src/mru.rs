@@ -1,0 +1,108 @@
+//! A tiny most-recently-used cache: the last `N` (key, value) pairs, newest first, found by a
+//! linear scan. For per-thread caches of values that are a pure function of a small key and cost
+//! more to make than to clone: the keyed HMAC states of `protocol::sign` and the parsed webhook
+//! URLs of `server::webhooks::target`. Bounded whatever the keys, and cheap for the handful of
+//! keys a deployment uses: a lookup of the hottest key compares one entry.
+
+use std::borrow::Borrow;
+
+/// The last `N` values made, by key, newest first (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Mru<K, V, const N: usize> {
+    entries: Vec<(K, V)>,
+}
+
+impl<K, V, const N: usize> Mru<K, V, N> {
+    /// An empty cache (const, for `thread_local!`).
+    pub(crate) const fn new() -> Self {
+        Mru { entries: Vec::new() }
+    }
+
+    /// The value for `key`, made by `make` if the cache does not hold it (then kept, the oldest
+    /// entry dropped past `N`; an `Err` keeps nothing). The entry found or made becomes the newest.
+    pub(crate) fn get_or_try_insert_with<Q, E>(&mut self, key: &Q, make: impl FnOnce() -> Result<V, E>) -> Result<&V, E>
+    where
+        Q: PartialEq + ?Sized,
+        K: Borrow<Q> + for<'q> From<&'q Q>,
+    {
+        match self.entries.iter().position(|(k, _)| k.borrow() == key) {
+            Some(i) => self.entries[..=i].rotate_right(1),
+            None => {
+                let value = make()?;
+                self.entries.truncate(N.saturating_sub(1));
+                self.entries.insert(0, (K::from(key), value));
+            }
+        }
+        Ok(&self.entries[0].1)
+    }
+
+    /// [`Mru::get_or_try_insert_with`] for a `make` that cannot fail.
+    pub(crate) fn get_or_insert_with<Q>(&mut self, key: &Q, make: impl FnOnce() -> V) -> &V
+    where
+        Q: PartialEq + ?Sized,
+        K: Borrow<Q> + for<'q> From<&'q Q>,
+    {
+        match self.get_or_try_insert_with(key, || Ok::<V, std::convert::Infallible>(make())) {
+            Ok(value) => value,
+            Err(never) => match never {},
+        }
+    }
+
+    /// How many entries the cache holds (at most `N`).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mru;
+
+    fn get(cache: &mut Mru<Box<str>, String, 3>, key: &str, made: &mut Vec<String>) -> String {
+        let ok: Result<_, ()> = cache.get_or_try_insert_with(key, || {
+            made.push(key.to_owned());
+            Ok(key.to_uppercase())
+        });
+        ok.unwrap().clone()
+    }
+
+    #[test]
+    fn keeps_the_most_recent_entries_and_makes_each_value_once_while_kept() {
+        let mut cache = Mru::<Box<str>, String, 3>::new();
+        let mut made = Vec::new();
+        for key in ["a", "b", "a", "c", "a", "b"] {
+            assert_eq!(get(&mut cache, key, &mut made), key.to_uppercase());
+        }
+        assert_eq!(made, ["a", "b", "c"]);
+        assert_eq!(cache.len(), 3);
+        // "d" pushes out the least recently used entry, "c" ("b" and "a" were used after it).
+        get(&mut cache, "d", &mut made);
+        get(&mut cache, "a", &mut made);
+        get(&mut cache, "b", &mut made);
+        assert_eq!(made, ["a", "b", "c", "d"]);
+        get(&mut cache, "c", &mut made);
+        assert_eq!(made, ["a", "b", "c", "d", "c"]);
+        assert_eq!(cache.len(), 3);
+    }
+
+    #[test]
+    fn a_failure_keeps_nothing() {
+        let mut cache = Mru::<Box<str>, u32, 2>::new();
+        assert_eq!(cache.get_or_try_insert_with("x", || Err("bad")), Err("bad"));
+        assert_eq!(cache.len(), 0);
+        assert_eq!(cache.get_or_try_insert_with("x", || Ok::<_, ()>(7)), Ok(&7));
+        assert_eq!(cache.get_or_try_insert_with("x", || Err(())), Ok(&7));
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn a_cache_of_one_holds_the_last_key() {
+        let mut cache = Mru::<Box<[u8]>, usize, 1>::new();
+        for (i, key) in [&b"k1"[..], b"k2", b"k2", b"k1"].into_iter().enumerate() {
+            let v = *cache.get_or_try_insert_with(key, || Ok::<_, ()>(i)).unwrap();
+            assert_eq!(v, if i == 2 { 1 } else { i });
+            assert_eq!(cache.len(), 1);
+        }
+    }
+}
