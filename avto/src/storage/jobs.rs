@@ -36,8 +36,9 @@ pub enum PoppedJob {
 pub enum JobGuard {
     /// The job itself, locked in memory (saving is a no-op).
     Memory(OwnedMutexGuard<Job>),
-    /// A copy of the job plus whatever keeps the lease (e.g. a distributed lock).
-    Leased { job: Job, lease: Box<dyn std::any::Any + Send + Sync> },
+    /// A copy of the job plus whatever keeps the lease (e.g. a distributed lock). Boxed, so
+    /// that a guard (and every future holding one across an `.await`) stays a few words.
+    Leased { job: Box<Job>, lease: Box<dyn std::any::Any + Send + Sync> },
 }
 
 impl std::ops::Deref for JobGuard {
@@ -212,4 +213,15 @@ pub fn is_unsettled(status: JobStatus) -> bool {
             | JobStatus::WaitingForParallelTasks
             | JobStatus::WaitingForSubJob
     )
+}
+
+#[cfg(test)]
+mod tests {
+    /// A guard is held across `.await`s by most units of work, inside futures axum copies
+    /// whole when it boxes a handler's: it stays a few words (the job itself is boxed or shared).
+    #[test]
+    fn a_job_guard_is_a_few_words() {
+        let size = std::mem::size_of::<super::JobGuard>();
+        assert!(size <= 4 * std::mem::size_of::<usize>(), "JobGuard is {size} bytes");
+    }
 }

@@ -249,7 +249,7 @@ impl RedisJobs {
                     let json = parts.get(1).and_then(reply::string).unwrap_or_default();
                     let job: Job = from_json(&format!("job {id}"), &json)?;
                     let lease = self.lease(&job, token);
-                    return Ok(Finishing::Locked(JobGuard::Leased { job, lease: Box::new(lease) }));
+                    return Ok(Finishing::Locked(JobGuard::Leased { job: Box::new(job), lease: Box::new(lease) }));
                 }
                 Some(1) => return Ok(Finishing::NoJob),
                 Some(3) => return Ok(Finishing::Replayed),
@@ -294,7 +294,7 @@ impl RedisJobs {
                     let job: Job = from_json(&format!("job {}", task.job_id), &json)?;
                     let token = format!("{token}:{}", reply::int(i).unwrap_or(0));
                     let lease = self.lease(&job, token);
-                    PoppedJob::Locked(JobGuard::Leased { job, lease: Box::new(lease) })
+                    PoppedJob::Locked(JobGuard::Leased { job: Box::new(job), lease: Box::new(lease) })
                 }
                 Some(0) => PoppedJob::Busy,
                 _ => PoppedJob::Missing,

@@ -584,7 +584,7 @@ impl JobStore for RedisJobs {
             let token = new_token();
             self.insert_as(&job, &token).await?;
             let lease = self.lease(&job, token);
-            Ok(JobGuard::Leased { job, lease: Box::new(lease) })
+            Ok(JobGuard::Leased { job: Box::new(job), lease: Box::new(lease) })
         })
     }
 
