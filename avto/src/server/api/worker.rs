@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -83,7 +83,11 @@ fn missing_worker_id(core: &Core, msg: &str) -> ApiError {
 /// What a worker request authenticates with: its headers, and the CN of the verified client
 /// certificate of its connection (HTTPS with `TLS_CA_PATH`; a request extension, never a header).
 struct Credentials {
-    headers: HeaderMap,
+    /// `X-Worker-Token`, `X-Worker-ID` and the protocol version header (their first values;
+    /// a header value shares the request's bytes, so keeping these three copies nothing).
+    token: Option<HeaderValue>,
+    id: Option<HeaderValue>,
+    version: Option<HeaderValue>,
     cn: Option<String>,
     /// The rate-limit identity of the peer (its IP address, IPv6 by /64), charged for failures.
     peer: String,
@@ -92,7 +96,14 @@ struct Credentials {
 impl Credentials {
     fn of(parts: &axum::http::request::Parts) -> Credentials {
         let cn = parts.extensions.get::<ClientCertCn>().and_then(|c| c.0.clone());
-        Credentials { headers: parts.headers.clone(), cn, peer: super::peer_key(&parts.extensions) }
+        let header = |name: &str| parts.headers.get(name).cloned();
+        Credentials {
+            token: header(AUTH_HEADER_WORKER),
+            id: header(AUTH_HEADER_WORKER_ID),
+            version: header(PROTOCOL_VERSION_HEADER),
+            cn,
+            peer: super::peer_key(&parts.extensions),
+        }
     }
 }
 
@@ -124,12 +135,12 @@ async fn authenticate(core: &Core, creds: &Credentials, hint: Option<&str>) -> R
 /// Who a worker request is from (see [`authenticate`] and [`crate::server::auth::Auth::identify_worker`]), without
 /// charging failures.
 async fn identify(core: &Core, creds: &Credentials, hint: Option<&str>) -> Result<Sender, ApiError> {
-    let token = creds.headers.get(AUTH_HEADER_WORKER).and_then(|v| v.to_str().ok());
+    let token = creds.token.as_ref().and_then(|v| v.to_str().ok());
     Ok(core.auth().identify_worker(creds.cn.as_deref(), token, hint).await?)
 }
 
-fn header_id(headers: &HeaderMap) -> Option<&str> {
-    headers.get(AUTH_HEADER_WORKER_ID).and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty())
+fn header_id(creds: &Credentials) -> Option<&str> {
+    creds.id.as_ref().and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty())
 }
 
 async fn rate_limit(core: &Core, sender: &Sender, kind: &str) -> Result<(), ApiError> {
@@ -219,13 +230,13 @@ async fn authenticated_body(
     let (parts, body) = req.into_parts();
     let creds = Credentials::of(&parts);
     let certificate = creds.cn.is_some() && core.config().worker_auth_mode != WorkerAuthMode::TokenOnly;
-    let token = creds.headers.get(AUTH_HEADER_WORKER).is_some_and(|t| !t.is_empty());
+    let token = creds.token.as_ref().is_some_and(|t| !t.is_empty());
     if !certificate && !token {
         authenticate(core, &creds, None).await?; // refuses: no credential
     }
     let bytes = read_body(Request::from_parts(parts, body), core.config()).await?;
     let parsed = parse_object_within(&bytes, core.config().max_json_depth);
-    let hint = header_id(&creds.headers).map(str::to_owned).or_else(|| parsed.as_ref().ok().and_then(&claimed));
+    let hint = header_id(&creds).map(str::to_owned).or_else(|| parsed.as_ref().ok().and_then(&claimed));
     let sender = authenticate(core, &creds, hint.as_deref()).await?;
     Ok((creds, sender, parsed?))
 }
@@ -274,7 +285,7 @@ async fn register(State(core): State<Arc<Core>>, req: Request) -> Result<Respons
     tracing::info!(worker_id, "worker registered");
     let mut answer = RegisterResponse::registered();
     let mut warnings = Vec::new();
-    let version = creds.headers.get(PROTOCOL_VERSION_HEADER).and_then(|v| v.to_str().ok());
+    let version = creds.version.as_ref().and_then(|v| v.to_str().ok());
     if version.is_some_and(|v| v != PROTOCOL_VERSION) {
         warnings.push(format!("protocol version mismatch: orchestrator speaks {PROTOCOL_VERSION}"));
     }
@@ -614,7 +625,7 @@ fn sts_answer(worker_id: &str, pair: StsPair) -> TokenResponse {
 }
 
 async fn sts_issue(State(core): State<Arc<Core>>, creds: Credentials) -> Result<Response, ApiError> {
-    let sender = authenticate(&core, &creds, header_id(&creds.headers)).await?;
+    let sender = authenticate(&core, &creds, header_id(&creds)).await?;
     if sender.worker_id == GLOBAL_WORKER_ID {
         return Err(missing_worker_id(&core, "Unauthorized: X-Worker-ID is required to issue a token"));
     }
@@ -625,7 +636,7 @@ async fn sts_issue(State(core): State<Arc<Core>>, creds: Credentials) -> Result<
 
 async fn sts_refresh(State(core): State<Arc<Core>>, req: Request) -> Result<Response, ApiError> {
     let (creds, body) = body_object(req, &core).await?;
-    let worker_id = header_id(&creds.headers)
+    let worker_id = header_id(&creds)
         .ok_or_else(|| missing_worker_id(&core, "Unauthorized: X-Worker-ID header is required"))?
         .to_owned();
     let request = RefreshTokenRequest::deserialize(Value::Object(body))
