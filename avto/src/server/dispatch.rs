@@ -315,17 +315,21 @@ impl Dispatcher {
         spec: &TaskSpec,
         deadline_ms: Option<u64>,
     ) -> Result<String, NoWorker> {
-        self.assign_with(job_id, task_id, spec, deadline_ms, false).await.map(|(worker, _)| worker)
+        self.assign_with(job_id, task_id, spec, spec.dispatch_timeout_seconds, deadline_ms, false)
+            .await
+            .map(|(worker, _)| worker)
     }
 
     /// Chooses a worker for `spec` and, unless `defer`, queues the task on it. With `defer` the
     /// task to queue comes back instead (the job store queues it with the job's commit:
-    /// [`crate::storage::JobStore::commit_queueing`]; then call [`Dispatcher::queued_on`]).
+    /// [`crate::storage::JobStore::commit_queueing`]; then call [`Dispatcher::queued_on`]). The
+    /// queued task's spec is `spec` with `dispatch_timeout_seconds` (the caller's default filled in).
     pub(crate) async fn assign_with(
         &self,
         job_id: &str,
         task_id: &str,
         spec: &TaskSpec,
+        dispatch_timeout_seconds: Option<f64>,
         deadline_ms: Option<u64>,
         defer: bool,
     ) -> Result<(String, Option<QueuedTask>), NoWorker> {
@@ -359,7 +363,7 @@ impl Dispatcher {
             let task = QueuedTask {
                 job_id: job_id.to_owned(),
                 task_id: task_id.to_owned(),
-                spec: spec.clone(),
+                spec: TaskSpec { dispatch_timeout_seconds, ..spec.clone() },
                 priority: spec.priority,
                 deadline_ms,
                 enqueued_ms: now,

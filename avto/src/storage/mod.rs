@@ -58,7 +58,7 @@ pub use self::schedule::ScheduleLocks;
 #[cfg(feature = "server")]
 pub use self::sts::StsStore;
 #[cfg(feature = "server")]
-pub(crate) use self::workers::dispatch_deadline;
+pub(crate) use self::workers::{dispatch_deadline, dispatch_deadline_after};
 #[cfg(feature = "server")]
 pub use self::workers::{
     Bus, BusMessage, Orphan, Overdue, OverdueTask, QueuedTask, SkillView, Unassigned, WorkerCommand, WorkerInfo,

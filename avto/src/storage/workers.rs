@@ -219,7 +219,16 @@ pub struct Orphan {
 
 /// When a task waiting since `since` (queued or parked) misses its dispatch deadline, if ever.
 pub(crate) fn dispatch_deadline(spec: &TaskSpec, since: u64, deadline: Option<u64>) -> Option<u64> {
-    let by_dispatch = spec.dispatch_timeout_seconds.map(|s| crate::job::after_secs(since, s));
+    dispatch_deadline_after(spec.dispatch_timeout_seconds, since, deadline)
+}
+
+/// [`dispatch_deadline`] of a task whose dispatch timeout is `dispatch_timeout_seconds`.
+pub(crate) fn dispatch_deadline_after(
+    dispatch_timeout_seconds: Option<f64>,
+    since: u64,
+    deadline: Option<u64>,
+) -> Option<u64> {
+    let by_dispatch = dispatch_timeout_seconds.map(|s| crate::job::after_secs(since, s));
     [by_dispatch, deadline].into_iter().flatten().min()
 }
 

@@ -19,6 +19,11 @@ use crate::storage::{BusMessage, PoppedJob, QueuedTask, Unassigned, WorkerComman
 /// How often a long-poll looks at its queue without a wake-up when instances share a bus.
 const BUS_RECHECK: Duration = Duration::from_secs(1);
 
+/// The in-flight task `task_id` of the job, read-only.
+fn in_flight<'a>(job: &'a crate::job::Job, task_id: &str) -> Option<&'a crate::job::TaskRecord> {
+    job.tasks_in_flight().find(|t| t.task_id == task_id)
+}
+
 impl Core {
     /// Puts one in-flight task of the job on a worker queue, or parks it until a worker can
     /// take it. Under the job's lock: the job's record names the worker.
@@ -35,21 +40,25 @@ impl Core {
         // Every wait is bounded: without a dispatch timeout of its own (or its job's), a task
         // waits at most DEFAULT_DISPATCH_TIMEOUT_SECONDS for a worker to take it. The stores
         // count it from when they queue or park it (a few ms after `now`); the job status shows it.
-        let mut spec = task.spec.clone();
-        spec.dispatch_timeout_seconds.get_or_insert(default_dispatch_timeout);
-        task.dispatch_deadline_ms = crate::storage::dispatch_deadline(&spec, now_ms(), deadline);
+        // The queued or parked task carries that timeout; the job's record keeps its own spec.
+        let dispatch_timeout = Some(task.spec.dispatch_timeout_seconds.unwrap_or(default_dispatch_timeout));
+        task.dispatch_deadline_ms = crate::storage::dispatch_deadline_after(dispatch_timeout, now_ms(), deadline);
         // The task's span ("dispatch <type>", child of the job's last one); its context goes into the payload.
-        let (_span, tp) = crate::trace::span_with_parent(
-            tracing::info_span!("dispatch", otel.name = %format!("dispatch {}", spec.task_type), job_id = %job_id, task_id),
-            crate::trace::TraceParent::from_map(&tx.tracing_context),
-        );
+        let (_span, tp) = {
+            let spec = &in_flight(tx, task_id)?.spec;
+            crate::trace::span_with_parent(
+                tracing::info_span!("dispatch", otel.name = %format!("dispatch {}", spec.task_type), job_id = %job_id, task_id),
+                crate::trace::TraceParent::from_map(&tx.tracing_context),
+            )
+        };
         if let Some(tp) = tp {
             tx.tracing_context = tp.to_map();
         }
         // A job store that queues with the commit gets the task then (one step instead of two,
         // and nothing is queued unless the job naming the worker is saved).
         let defer = self.jobs.commits_queueing();
-        match self.dispatcher.assign_with(&job_id, task_id, &spec, deadline, defer).await {
+        let spec = &in_flight(tx, task_id)?.spec;
+        match self.dispatcher.assign_with(&job_id, task_id, spec, dispatch_timeout, deadline, defer).await {
             Ok((worker, deferred)) => {
                 if let Some(task) = tx.task_mut(task_id) {
                     task.worker_id = Some(worker.clone());
@@ -64,17 +73,20 @@ impl Core {
                 return Some(TaskError::new(INVALID_INPUT_ERROR, no.reason(&spec.task_type)));
             }
             Err(no) => {
+                let reason = no.reason(&spec.task_type);
+                let mut spec = spec.clone();
+                spec.dispatch_timeout_seconds = dispatch_timeout;
                 let parked = Unassigned {
                     job_id,
                     task_id: task_id.to_owned(),
-                    spec: spec.clone(),
+                    spec,
                     deadline_ms: deadline,
                     parked_ms: now_ms(),
                 };
                 if let Err(e) = self.dispatcher.park(parked).await {
                     tracing::error!(task_id, error = %e, "could not park task; the watcher will retry it");
                 }
-                tx.waiting_reason = Some(no.reason(&spec.task_type));
+                tx.waiting_reason = Some(reason);
             }
         }
         None
