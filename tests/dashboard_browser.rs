@@ -63,20 +63,47 @@ fn tools() -> Option<(PathBuf, PathBuf, String)> {
     None
 }
 
-/// `chromedriver` on a free port, killed when dropped.
+/// `chromedriver` on a free port, stopped when dropped (with its browsers: see [`Driver::shut_down`]).
 struct Driver {
     child: Child,
     url: String,
+    port: u16,
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        self.shut_down();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
 impl Driver {
+    /// Asks chromedriver to end every session and exit (`GET /shutdown`), and waits a few seconds
+    /// for it. Killing it alone leaves its Chromium processes running, orphaned (a test that
+    /// panics never closes its session): CI machines gathered a browser per run.
+    fn shut_down(&mut self) {
+        use std::io::{Read as _, Write as _};
+        let timeout = Duration::from_secs(5);
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        if let Ok(mut tcp) = std::net::TcpStream::connect_timeout(&addr, timeout) {
+            let _ = tcp.set_read_timeout(Some(timeout));
+            let _ = tcp.set_write_timeout(Some(timeout));
+            let request =
+                format!("GET /shutdown HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", self.port);
+            if tcp.write_all(request.as_bytes()).is_ok() {
+                let _ = tcp.read_to_end(&mut Vec::new());
+            }
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     async fn start(driver: &PathBuf) -> Driver {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(driver)
@@ -85,7 +112,7 @@ impl Driver {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver starts");
-        let d = Driver { child, url: format!("http://127.0.0.1:{port}") };
+        let d = Driver { child, url: format!("http://127.0.0.1:{port}"), port };
         let deadline = tokio::time::Instant::now() + PATIENCE;
         while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
             assert!(tokio::time::Instant::now() < deadline, "chromedriver did not listen on {port}");
