@@ -225,23 +225,43 @@ impl EngineEnv {
         Some(files)
     }
 
-    fn context(&self, bp: Blueprint, job: &Job, files: Option<Arc<dyn FileObserver>>) -> Context {
+    /// The context of a handler run on `job`. Its input, history, branch results and path are
+    /// moved out of the job, not copied ([`Lent`] puts them back).
+    fn context(&self, bp: Blueprint, job: &mut Job, files: Option<Arc<dyn FileObserver>>) -> Context {
         Context {
             job_id: job.id.clone(),
             blueprint: job.blueprint.clone(),
             current_state: job.current_state.clone(),
-            initial_data: job.initial_data.clone(),
-            state_history: StateHistory(job.state_history.clone()),
-            aggregation_results: job.aggregation_results.clone(),
+            initial_data: std::mem::take(&mut job.initial_data),
+            state_history: StateHistory(std::mem::take(&mut job.state_history)),
+            aggregation_results: std::mem::take(&mut job.aggregation_results),
             client: job.client.clone(),
             last_error: job.last_error.as_deref().cloned(),
             webhook_url: job.webhook_url.clone(),
             parent_job_id: job.parent_job_id.clone(),
-            path: job.path.clone(),
+            path: std::mem::take(&mut job.path),
             data_stores: self.data_stores(bp),
             task_files: self.task_files(&job.id, files),
             app_state: self.app_state.clone(),
         }
+    }
+}
+
+/// A handler run holding what [`EngineEnv::context`] moved out of its job; dropping it (after the
+/// run, on an early return, or when the run is cancelled) moves them back. Handlers only see
+/// `&Context`, so what comes back is what went out.
+struct Lent<'a> {
+    job: &'a mut Job,
+    inv: Invocation,
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        let (job, ctx) = (&mut *self.job, &mut self.inv.context);
+        job.initial_data = std::mem::take(&mut ctx.initial_data);
+        job.state_history = std::mem::take(&mut ctx.state_history.0);
+        job.aggregation_results = std::mem::take(&mut ctx.aggregation_results);
+        job.path = std::mem::take(&mut ctx.path);
     }
 }
 
@@ -278,7 +298,7 @@ pub async fn advance(env: &EngineEnv, job: &mut Job) -> Step {
         let files = env.object_store.as_ref().map(|_| {
             Arc::new(RunFiles { next: env.file_observer.clone(), ops: parking_lot::Mutex::new(Some(Vec::new())) })
         });
-        let result = run_handler(env, bp, job, files.clone().map(|f| f as Arc<dyn FileObserver>)).await;
+        let result = run_handler(env, bp, &mut *job, files.clone().map(|f| f as Arc<dyn FileObserver>)).await;
         let elapsed = started.elapsed().as_millis() as u64;
         for op in files.and_then(|f| f.ops.lock().take()).unwrap_or_default() {
             out.event(EngineEvent::FileOperation(Box::new(op)));
@@ -345,17 +365,20 @@ fn handler_failed(env: &EngineEnv, job: &mut Job, state: &str, msg: String, out:
 async fn run_handler(
     env: &EngineEnv,
     bp: Blueprint,
-    job: &Job,
+    job: &mut Job,
     files: Option<Arc<dyn FileObserver>>,
 ) -> Result<Actions, HandlerError> {
     let ctx = env.context(bp, job, files);
-    let state = job.current_state.as_str();
-    let Some(spec) = bp.state(state) else {
+    let mut run = Lent { job, inv: Invocation::new(ctx) };
+    let ctx = &run.inv.context;
+    let Some(spec) = bp.state(&ctx.current_state) else {
         return Err(HandlerError::Failed(format!(
-            "state `{state}` is not in blueprint `{}` (a transition target outside the compiled table)",
+            "state `{}` is not in blueprint `{}` (a transition target outside the compiled table)",
+            ctx.current_state,
             bp.name()
         )));
     };
+    let state = spec.name;
     let mut candidates = bp.handlers_for(state);
     let handler = if spec.kind == StateKind::Aggregator {
         candidates.next()
@@ -366,7 +389,7 @@ async fn run_handler(
             let Some(c) = &h.condition else { continue };
             // A guard is user code like a handler: its panic fails this run (retried, then
             // quarantined) instead of unwinding through the engine.
-            match std::panic::catch_unwind(AssertUnwindSafe(|| (c.eval)(&ctx))) {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| (c.eval)(ctx))) {
                 Ok(true) => {
                     matched = Some(*h);
                     break;
@@ -391,15 +414,14 @@ async fn run_handler(
             conds.join("; ")
         )));
     };
-    let mut inv = Invocation::new(ctx);
-    let run = {
-        let fut = (handler.call)(&mut inv);
+    let result = {
+        let fut = (handler.call)(&mut run.inv);
         AssertUnwindSafe(fut).catch_unwind().await
     };
-    match run {
+    match result {
         Ok(Ok(output)) => {
-            inv.set_output(output);
-            Ok(inv.actions)
+            run.inv.set_output(output);
+            Ok(std::mem::take(&mut run.inv.actions))
         }
         Ok(Err(e)) => Err(e),
         Err(panic) => {
