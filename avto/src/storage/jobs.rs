@@ -41,6 +41,36 @@ pub enum JobGuard {
     Leased { job: Box<Job>, lease: Box<dyn std::any::Any + Send + Sync> },
 }
 
+/// A job as [`JobStore::commit_keeping`] saved it, for what happens after the save: a copy, or
+/// the job itself when the store no longer shares it with anyone.
+pub struct SavedJob(Saved);
+
+enum Saved {
+    Copy(Box<Job>),
+    Kept(OwnedMutexGuard<Job>),
+}
+
+impl SavedJob {
+    /// A copy of `job`.
+    pub fn copy(job: &Job) -> Self {
+        SavedJob(Saved::Copy(Box::new(job.clone())))
+    }
+    /// The job itself: only for a guard on a job no one else can reach any more.
+    pub(crate) fn kept(guard: OwnedMutexGuard<Job>) -> Self {
+        SavedJob(Saved::Kept(guard))
+    }
+}
+
+impl std::ops::Deref for SavedJob {
+    type Target = Job;
+    fn deref(&self) -> &Job {
+        match &self.0 {
+            Saved::Copy(job) => job,
+            Saved::Kept(guard) => guard,
+        }
+    }
+}
+
 impl std::ops::Deref for JobGuard {
     type Target = Job;
     fn deref(&self) -> &Job {
@@ -82,6 +112,15 @@ pub trait JobStore: Send + Sync + 'static {
     /// error the guard is dropped, which releases the lock as usual.
     fn commit(&self, guard: JobGuard) -> BoxFuture<'_, Result<(), StorageError>> {
         Box::pin(async move { self.save(&guard).await })
+    }
+    /// Commits like [`JobStore::commit`] and hands back the job as it was saved (the default: a
+    /// copy taken before).
+    fn commit_keeping(&self, guard: JobGuard) -> BoxFuture<'_, Result<SavedJob, StorageError>> {
+        Box::pin(async move {
+            let saved = SavedJob::copy(&guard);
+            self.commit(guard).await?;
+            Ok(saved)
+        })
     }
     /// Combined steps of a store that shares its backend with the [`WorkerStore`](super::WorkerStore)
     /// (one round trip instead of two or more; `None`, the default: this store cannot, and the

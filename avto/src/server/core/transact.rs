@@ -19,7 +19,7 @@ use std::sync::Arc;
 use super::Core;
 use crate::engine::{self, Effect, Step};
 use crate::job::{Job, JobStatus};
-use crate::storage::{JobGuard, StorageError};
+use crate::storage::{JobGuard, SavedJob, StorageError};
 
 /// One job, locked for one unit of work. Reads and writes like a [`Job`]; `Core::commit`
 /// saves it and carries out what had to wait for the save.
@@ -222,14 +222,16 @@ impl Core {
         let JobTx { guard, after_commit, queued, _work } = tx;
         let id = guard.id.clone();
         // The webhooks and the parent's resume need the job as it was saved.
-        let ended = after_commit
-            .iter()
-            .any(|e| matches!(e, AfterCommit::Terminal(_) | AfterCommit::GhostWebhook { .. }))
-            .then(|| Job::clone(&guard));
+        let keep =
+            after_commit.iter().any(|e| matches!(e, AfterCommit::Terminal(_) | AfterCommit::GhostWebhook { .. }));
         let change = self.job_change(&guard);
-        if queued.is_empty() {
-            self.jobs.commit(guard).await?;
+        let ended = if queued.is_empty() {
+            match keep {
+                true => Some(self.jobs.commit_keeping(guard).await?),
+                false => self.jobs.commit(guard).await.map(|()| None)?,
+            }
         } else {
+            let ended = keep.then(|| SavedJob::copy(&guard));
             let placed = self.jobs.commit_queueing(guard, queued.clone()).await?;
             let mut refused = Vec::new();
             // An answer cut short (a commit sent again after a lost reply) queued them all.
@@ -243,10 +245,11 @@ impl Core {
                 }
             }
             self.requeue(refused);
-        }
+            ended
+        };
         self.send_change(change);
         for effect in after_commit {
-            self.after_commit(&id, ended.as_ref(), effect);
+            self.after_commit(&id, ended.as_deref(), effect);
         }
         Ok(())
     }

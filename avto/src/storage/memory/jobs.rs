@@ -16,11 +16,14 @@ use parking_lot::{Mutex, RwLock};
 use super::frozen::{frozen_when, Cell, Frozen};
 use super::query::{Facts, QueryIndex};
 use crate::job::{now_ms, Job, JobStatus};
-use crate::storage::{is_unsettled, JobGuard, JobPage, JobQuery, JobStore, StorageError};
+use crate::storage::{is_unsettled, JobGuard, JobPage, JobQuery, JobStore, SavedJob, StorageError};
 
 /// A map keyed by job ids. Job ids are made by the server (UUIDs), never chosen by a client or a
 /// worker, so a fast hasher (still seeded at random per process) replaces SipHash here.
 type IdMap<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
+
+/// A job locked in memory.
+type JobLock = tokio::sync::OwnedMutexGuard<Job>;
 
 /// In-memory jobs: each job behind its own async lock. Terminal jobs are removed after the
 /// retention ([`MemoryJobs::with_retention`]) and, beyond the cap on kept terminal jobs, oldest
@@ -304,25 +307,34 @@ impl MemoryJobs {
     }
 
     /// Freezes the job of `guard`, just committed at rest (see [`frozen_when`]), unless someone else holds or waits
-    /// for it (then the next [`JobStore::remove_expired`] tries again).
-    fn freeze(&self, mut guard: tokio::sync::OwnedMutexGuard<Job>) {
+    /// for it (then the next [`JobStore::remove_expired`] tries again). Gives the guard back: `Ok` when the job was
+    /// frozen (no one else can reach the live one any more), `Err` when it was not.
+    fn freeze(&self, mut guard: JobLock) -> Result<JobLock, JobLock> {
         let lock = tokio::sync::OwnedMutexGuard::mutex(&guard).clone();
         // The entry's reference, the guard's, and `lock`: anyone else's means they wait for it.
         let alone = |m: &Arc<tokio::sync::Mutex<Job>>| Arc::ptr_eq(m, &lock) && Arc::strong_count(m) == 3;
         let id = guard.id.clone();
         if !self.jobs.read().get(id.as_str()).is_some_and(|c| matches!(c, Cell::Live(m) if alone(m))) {
-            return self.left_live(&id);
+            self.left_live(&id);
+            return Err(guard);
         }
-        let Ok(frozen) = Frozen::new(&mut guard) else { return self.left_live(&id) };
+        let Ok(frozen) = Frozen::new(&mut guard) else {
+            self.left_live(&id);
+            return Err(guard);
+        };
         let mut jobs = self.jobs.write();
         match jobs.get_mut(id.as_str()) {
-            Some(cell) if matches!(&*cell, Cell::Live(m) if alone(m)) => *cell = Cell::Frozen(frozen),
+            Some(cell) if matches!(&*cell, Cell::Live(m) if alone(m)) => {
+                *cell = Cell::Frozen(frozen);
+                Ok(guard)
+            }
             Some(_) => {
                 drop(jobs);
                 self.left_live(&id);
+                Err(guard)
             }
             // Removed meanwhile (retention): nothing to keep.
-            None => {}
+            None => Err(guard),
         }
     }
 
@@ -480,11 +492,25 @@ impl JobStore for MemoryJobs {
 
     fn commit(&self, guard: JobGuard) -> BoxFuture<'_, Result<(), StorageError>> {
         self.saved(&guard);
-        match guard {
-            JobGuard::Memory(g) if frozen_when(g.status) => self.freeze(g),
-            _ => {}
+        if let JobGuard::Memory(g) = guard {
+            if frozen_when(g.status) {
+                let _ = self.freeze(g);
+            }
         }
         Box::pin(async { Ok(()) })
+    }
+
+    /// A job just frozen is handed back itself (no one else can reach it), any other as a copy.
+    fn commit_keeping(&self, guard: JobGuard) -> BoxFuture<'_, Result<SavedJob, StorageError>> {
+        self.saved(&guard);
+        let saved = match guard {
+            JobGuard::Memory(g) if frozen_when(g.status) => match self.freeze(g) {
+                Ok(g) => SavedJob::kept(g),
+                Err(g) => SavedJob::copy(&g),
+            },
+            other => SavedJob::copy(&other),
+        };
+        Box::pin(async { Ok(saved) })
     }
 
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Job>, StorageError>> {
@@ -694,5 +720,22 @@ mod tests {
         let guard = store.lock("job-1").await.unwrap().unwrap();
         assert!(!frozen(&store, "job-1"));
         assert_eq!(&*guard, &expected[1]);
+    }
+
+    #[tokio::test]
+    async fn commit_keeping_hands_back_the_job_as_saved_frozen_or_live() {
+        let store = MemoryJobs::default();
+        for id in ["alone", "awaited"] {
+            store.insert(Job::new(id, "bp", "start", json!({"in": id}))).await.unwrap();
+            let mut guard = store.lock(id).await.unwrap().unwrap();
+            let waiter = (id == "awaited").then(|| store.entry(id).unwrap().unwrap());
+            guard.status = JobStatus::Finished;
+            guard.result = Some(json!({"done": id}));
+            let expected = Job::clone(&guard);
+            let saved = store.commit_keeping(guard).await.unwrap();
+            assert_eq!(&*saved, &expected);
+            assert_eq!(frozen(&store, id), waiter.is_none(), "{id}");
+            assert_eq!(store.get(id).await.unwrap().as_ref(), Some(&expected), "{id}: read back as committed");
+        }
     }
 }
