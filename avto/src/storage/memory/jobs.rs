@@ -22,6 +22,10 @@ use crate::storage::{is_unsettled, JobGuard, JobPage, JobQuery, JobStore, SavedJ
 /// worker, so a fast hasher (still seeded at random per process) replaces SipHash here.
 type IdMap<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
 
+/// A map keyed by client ids (`ClientConfig::id`: the server's configuration names them, a
+/// request never does), so at most one entry per configured client: the same fast hasher.
+type ClientMap<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
+
 /// A job locked in memory.
 type JobLock = tokio::sync::OwnedMutexGuard<Job>;
 
@@ -72,15 +76,15 @@ struct Index {
     next_seq: u64,
     meta: IdMap<Meta>,
     /// Jobs per client, in insertion order.
-    by_client: HashMap<Arc<str>, BTreeMap<u64, Arc<str>>>,
+    by_client: ClientMap<BTreeMap<u64, Arc<str>>>,
     /// Quarantined jobs per client, in the order they were quarantined.
-    quarantined: HashMap<Arc<str>, BTreeMap<NonZeroU64, Arc<str>>>,
+    quarantined: ClientMap<BTreeMap<NonZeroU64, Arc<str>>>,
     /// Unsettled jobs -> last insert, save or stale claim (epoch ms).
     activity: IdMap<u64>,
     /// Job counts per status, overall and per client, kept as jobs are inserted, saved and
     /// removed (so counting never walks or locks the jobs).
     all: BTreeMap<JobStatus, u64>,
-    counts_by_client: HashMap<Arc<str>, BTreeMap<JobStatus, u64>>,
+    counts_by_client: ClientMap<BTreeMap<JobStatus, u64>>,
     /// Terminal jobs in the order they ended: (entry sequence number, ended at ms, id). An entry
     /// is current while the job's `Meta::ended` names it; others (the job was removed or left its
     /// terminal status) are skipped when they reach the front.
@@ -245,7 +249,7 @@ impl Index {
 }
 
 /// Removes `seq` from `client`'s ordered list, and the list once empty.
-fn remove_entry<K: Ord>(lists: &mut HashMap<Arc<str>, BTreeMap<K, Arc<str>>>, client: &str, seq: K) {
+fn remove_entry<K: Ord>(lists: &mut ClientMap<BTreeMap<K, Arc<str>>>, client: &str, seq: K) {
     if let Some(list) = lists.get_mut(client) {
         list.remove(&seq);
         if list.is_empty() {
@@ -664,7 +668,7 @@ impl JobStore for MemoryJobs {
 
 /// A page of one client's ids from a per-client list (keyed by insertion order), newest first.
 fn newest_first<K>(
-    lists: &HashMap<Arc<str>, BTreeMap<K, Arc<str>>>,
+    lists: &ClientMap<BTreeMap<K, Arc<str>>>,
     client: &str,
     limit: usize,
     offset: usize,

@@ -15,6 +15,10 @@ use crate::storage::{
 /// A position in the order: `(created_at_ms, id)`.
 type Pos = (u64, Arc<str>);
 
+/// A map whose keys no request chooses (a status: a handful of values; a client id: named by
+/// the server's configuration), so a fast hasher (seeded at random per process) instead of SipHash.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Whether a status has its own index: every status but `finished`, which most kept jobs have
 /// (its own index would cost the most and narrow the least; a query for it walks all jobs).
 pub(crate) fn status_indexed(status: JobStatus) -> bool {
@@ -33,7 +37,7 @@ pub(super) struct Facts<'a> {
 #[derive(Default)]
 struct Sets {
     all: BTreeSet<Pos>,
-    status: HashMap<JobStatus, BTreeSet<Pos>>,
+    status: FastMap<JobStatus, BTreeSet<Pos>>,
     blueprint: HashMap<Arc<str>, BTreeSet<Pos>>,
 }
 
@@ -57,8 +61,12 @@ impl Sets {
     }
 }
 
-fn remove_from<K: std::hash::Hash + Eq + std::borrow::Borrow<Q>, Q: std::hash::Hash + Eq + ?Sized>(
-    map: &mut HashMap<K, BTreeSet<Pos>>,
+fn remove_from<
+    K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
+    Q: std::hash::Hash + Eq + ?Sized,
+    S: std::hash::BuildHasher,
+>(
+    map: &mut HashMap<K, BTreeSet<Pos>, S>,
     key: &Q,
     pos: &Pos,
 ) {
@@ -73,7 +81,7 @@ fn remove_from<K: std::hash::Hash + Eq + std::borrow::Borrow<Q>, Q: std::hash::H
 #[derive(Default)]
 pub(super) struct QueryIndex {
     global: Sets,
-    clients: HashMap<Arc<str>, Sets>,
+    clients: FastMap<Arc<str>, Sets>,
     ids: BTreeSet<Arc<str>>,
 }
 
