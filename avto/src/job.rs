@@ -296,6 +296,11 @@ impl Job {
         self.current_task.as_deref().into_iter().chain(self.branches.iter())
     }
 
+    /// The in-flight task `task_id`, if the job has one.
+    pub fn task_in_flight(&self, task_id: &str) -> Option<&TaskRecord> {
+        self.tasks_in_flight().find(|t| t.task_id == task_id)
+    }
+
     /// The earliest dispatch deadline of the in-flight tasks no worker has picked up yet
     /// (epoch ms); `None` once every task is picked up, or when the job waits for no worker.
     pub fn dispatch_deadline_ms(&self) -> Option<u64> {

@@ -152,7 +152,7 @@ pub fn apply_task_result(env: &EngineEnv, job: &mut Job, result: &TaskResult) ->
     if job.status.is_terminal() {
         return (terminal_reason(job), out);
     }
-    let Some(record) = job.tasks_in_flight().find(|t| t.task_id == result.task_id).cloned() else {
+    let Some(record) = job.task_in_flight(&result.task_id).cloned() else {
         return (
             ignored(IgnoreReason::StaleTask, format!("task {} is not in flight for job {}", result.task_id, job.id)),
             out,

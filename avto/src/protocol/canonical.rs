@@ -65,13 +65,9 @@ pub fn to_canonical_vec_signed(
             spans.push(None);
             continue;
         }
-        if signed.len() > 1 {
-            signed.push(',');
-        }
+        write_comma(&mut signed);
         let start = signed.len();
-        write_string(&mut signed, k);
-        signed.push(':');
-        write_value(&mut signed, v);
+        write_member(&mut signed, k, v);
         spans.push(Some(start..signed.len()));
     }
     signed.push('}');
@@ -82,35 +78,26 @@ pub fn to_canonical_vec_signed(
     // merged in key order.
     let mut out = String::with_capacity(signed.len() + 160);
     out.push('{');
-    let comma = |out: &mut String| {
-        if out.len() > 1 {
-            out.push(',');
-        }
-    };
-    let member = |out: &mut String, k: &str, v: &Value| {
-        comma(out);
-        write_string(out, k);
-        out.push(':');
-        write_value(out, v);
-    };
     let mut extra = extra.into_iter().peekable();
     for (&(k, v), span) in entries.iter().zip(spans) {
         let mut replaced = false;
         while let Some((ek, ev)) = extra.next_if(|(ek, _)| ek.as_bytes() <= k.as_bytes()) {
             replaced |= ek == k;
-            member(&mut out, ek, &ev);
+            write_comma(&mut out);
+            write_member(&mut out, ek, &ev);
         }
+        if replaced {
+            continue;
+        }
+        write_comma(&mut out);
         match span {
-            _ if replaced => {}
-            Some(span) => {
-                comma(&mut out);
-                out.push_str(&signed[span]);
-            }
-            None => member(&mut out, k, v),
+            Some(span) => out.push_str(&signed[span]),
+            None => write_member(&mut out, k, v),
         }
     }
     for (ek, ev) in extra {
-        member(&mut out, ek, &ev);
+        write_comma(&mut out);
+        write_member(&mut out, ek, &ev);
     }
     out.push('}');
     out.into_bytes()
@@ -182,29 +169,37 @@ fn write_value(out: &mut String, value: &Value) {
 fn write_object(out: &mut String, map: &Map<String, Value>, skip: impl Fn(&str) -> bool) {
     let keep = |(k, v): &(&String, &Value)| !v.is_null() && !skip(k);
     out.push('{');
-    let mut first = true;
-    let mut member = |out: &mut String, k: &str, v: &Value| {
-        if !std::mem::take(&mut first) {
-            out.push(',');
-        }
-        write_string(out, k);
-        out.push(':');
-        write_value(out, v);
-    };
     // Objects parsed from canonical JSON (what the SDKs send) keep their sorted order: write
     // them as they are, without sorting a copy of their entries.
     if map.keys().is_sorted_by(|a, b| a.as_bytes() < b.as_bytes()) {
         for (k, v) in map.iter().filter(keep) {
-            member(out, k, v);
+            write_comma(out);
+            write_member(out, k, v);
         }
     } else {
         let mut entries: Vec<(&String, &Value)> = map.iter().filter(keep).collect();
         entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         for (k, v) in entries {
-            member(out, k, v);
+            write_comma(out);
+            write_member(out, k, v);
         }
     }
     out.push('}');
+}
+
+/// The comma before an object's member, unless it is the first (`out` then ends with the `{`:
+/// no value ends with one).
+fn write_comma(out: &mut String) {
+    if !out.ends_with('{') {
+        out.push(',');
+    }
+}
+
+/// One member of an object, `"key":value`.
+fn write_member(out: &mut String, k: &str, v: &Value) {
+    write_string(out, k);
+    out.push(':');
+    write_value(out, v);
 }
 
 fn write_number(out: &mut String, n: &Number) {

@@ -81,7 +81,12 @@ pub fn sha256_hex(message: &[u8]) -> String {
 /// The canonical bytes a signature covers: `payload` minus `security`, `_signature` and `ignore`
 /// (top-level keys only; a non-object payload is signed as is).
 pub fn signing_input(payload: &Value, ignore: &[&str]) -> Vec<u8> {
-    to_canonical_vec_filtered(payload, |k| SIGNATURE_IGNORED_FIELDS.contains(&k) || ignore.contains(&k))
+    to_canonical_vec_filtered(payload, |k| not_signed(k, ignore))
+}
+
+/// Whether a signature leaves out the top-level member `key`: `security`, `_signature` and `ignore`.
+fn not_signed(key: &str, ignore: &[&str]) -> bool {
+    SIGNATURE_IGNORED_FIELDS.contains(&key) || ignore.contains(&key)
 }
 
 /// rxon `sign_payload`: hex HMAC-SHA256 of the canonical payload minus `security`, `_signature`
@@ -129,12 +134,15 @@ pub fn sign_task(task: &Value, secret: &str) -> String {
 /// (added after signing, not covered; `null` ones left out), the members `sig` covers written
 /// once: byte for byte the canonical form of `task` with `sig` and `after` inserted.
 pub fn signed_task_canonical(task: &Map<String, Value>, secret: &str, after: Vec<(&'static str, Value)>) -> Vec<u8> {
-    let covered = |k: &str| !SIGNATURE_IGNORED_FIELDS.contains(&k) && !TASK_SIG_IGNORED_FIELDS.contains(&k);
-    to_canonical_vec_signed(task, covered, |input| {
-        let mut members = after;
-        members.push(("sig", Value::String(hmac_sha256_hex(secret.as_bytes(), input))));
-        members
-    })
+    to_canonical_vec_signed(
+        task,
+        |k| !not_signed(k, &TASK_SIG_IGNORED_FIELDS),
+        |input| {
+            let mut members = after;
+            members.push(("sig", Value::String(hmac_sha256_hex(secret.as_bytes(), input))));
+            members
+        },
+    )
 }
 
 /// Keys of rxon's `TaskPayload`. The SDK verifies the signature over the payload parsed into that
@@ -175,9 +183,7 @@ pub fn verify_task(task: &Value, secret: &str) -> TaskSigCheck {
     if let Value::Object(map) = task {
         let unknown = |k: &str| !TASK_PAYLOAD_KEYS.contains(&k);
         if map.keys().any(|k| unknown(k)) {
-            let input = to_canonical_vec_filtered(task, |k| {
-                unknown(k) || SIGNATURE_IGNORED_FIELDS.contains(&k) || TASK_SIG_IGNORED_FIELDS.contains(&k)
-            });
+            let input = to_canonical_vec_filtered(task, |k| unknown(k) || not_signed(k, &TASK_SIG_IGNORED_FIELDS));
             if constant_time_eq(hmac_sha256_hex(secret.as_bytes(), &input).as_bytes(), sig.as_bytes()) {
                 return TaskSigCheck::Valid;
             }

@@ -39,7 +39,7 @@ impl Core {
 
     /// A worker took task `task_id` of `job`: dispatch latency.
     pub(super) fn observe_pickup(&self, job: &Job, task_id: &str) {
-        if let Some(t) = job.tasks_in_flight().find(|t| t.task_id == task_id) {
+        if let Some(t) = job.task_in_flight(task_id) {
             self.metrics.dispatch_latency.observe(now_ms().saturating_sub(t.dispatched_at_ms) as f64 / 1000.0);
         }
     }

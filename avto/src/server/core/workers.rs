@@ -19,11 +19,6 @@ use crate::storage::{BusMessage, PoppedJob, QueuedTask, Unassigned, WorkerComman
 /// How often a long-poll looks at its queue without a wake-up when instances share a bus.
 const BUS_RECHECK: Duration = Duration::from_secs(1);
 
-/// The in-flight task `task_id` of the job, read-only.
-fn in_flight<'a>(job: &'a crate::job::Job, task_id: &str) -> Option<&'a crate::job::TaskRecord> {
-    job.tasks_in_flight().find(|t| t.task_id == task_id)
-}
-
 impl Core {
     /// Puts one in-flight task of the job on a worker queue, or parks it until a worker can
     /// take it. Under the job's lock: the job's record names the worker.
@@ -45,7 +40,7 @@ impl Core {
         task.dispatch_deadline_ms = crate::storage::dispatch_deadline_after(dispatch_timeout, now_ms(), deadline);
         // The task's span ("dispatch <type>", child of the job's last one); its context goes into the payload.
         let (_span, tp) = {
-            let spec = &in_flight(tx, task_id)?.spec;
+            let spec = &tx.task_in_flight(task_id)?.spec;
             crate::trace::span_with_parent(
                 tracing::info_span!("dispatch", otel.name = %format!("dispatch {}", spec.task_type), job_id = %job_id, task_id),
                 crate::trace::TraceParent::from_map(&tx.tracing_context),
@@ -57,7 +52,7 @@ impl Core {
         // A job store that queues with the commit gets the task then (one step instead of two,
         // and nothing is queued unless the job naming the worker is saved).
         let defer = self.jobs.commits_queueing();
-        let spec = &in_flight(tx, task_id)?.spec;
+        let spec = &tx.task_in_flight(task_id)?.spec;
         match self.dispatcher.assign_with(&job_id, task_id, spec, dispatch_timeout, deadline, defer).await {
             Ok((worker, deferred)) => {
                 if let Some(task) = tx.task_mut(task_id) {

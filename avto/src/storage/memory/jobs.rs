@@ -5,7 +5,7 @@
 //! [`super::frozen`]).
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,16 +15,17 @@ use parking_lot::{Mutex, RwLock};
 
 use super::frozen::{frozen_when, Cell, Frozen};
 use super::query::{Facts, QueryIndex};
+use super::FastMap;
 use crate::job::{now_ms, Job, JobStatus};
 use crate::storage::{is_unsettled, JobGuard, JobPage, JobQuery, JobStore, SavedJob, StorageError};
 
 /// A map keyed by job ids. Job ids are made by the server (UUIDs), never chosen by a client or a
 /// worker, so a fast hasher (still seeded at random per process) replaces SipHash here.
-type IdMap<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
+type IdMap<V> = FastMap<Arc<str>, V>;
 
 /// A map keyed by client ids (`ClientConfig::id`: the server's configuration names them, a
 /// request never does), so at most one entry per configured client: the same fast hasher.
-type ClientMap<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
+type ClientMap<V> = FastMap<Arc<str>, V>;
 
 /// A job locked in memory.
 type JobLock = tokio::sync::OwnedMutexGuard<Job>;

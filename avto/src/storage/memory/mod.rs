@@ -19,6 +19,12 @@ mod sts;
 mod workers;
 
 pub use self::data::MemoryDataStores;
+
+/// A map with a fast hasher (foldhash, seeded at random per process) instead of SipHash: only
+/// for keys no client or worker chooses (server-made ids, statuses, configured client ids); each
+/// alias of it says which.
+#[cfg(feature = "server")]
+type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 #[cfg(feature = "server")]
 pub use self::jobs::MemoryJobs;
 #[cfg(feature = "server")]

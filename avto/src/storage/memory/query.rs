@@ -15,9 +15,9 @@ use crate::storage::{
 /// A position in the order: `(created_at_ms, id)`.
 type Pos = (u64, Arc<str>);
 
-/// A map whose keys no request chooses (a status: a handful of values; a client id: named by
-/// the server's configuration), so a fast hasher (seeded at random per process) instead of SipHash.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+// Keyed by statuses (a handful of values) and client ids (named by the server's configuration):
+// `FastMap`s. Blueprint names come from requests and keep SipHash.
+use super::FastMap;
 
 /// Whether a status has its own index: every status but `finished`, which most kept jobs have
 /// (its own index would cost the most and narrow the least; a query for it walks all jobs).
