@@ -35,10 +35,12 @@ use tokio::sync::Semaphore;
 use crate::job::{Job, JobStatus};
 use crate::storage::JobStore;
 
+mod http;
 mod target;
 
+use self::http::{HttpClient, Sent};
 pub(super) use self::target::check_target;
-use self::target::{check_literal, masked, parse, refusal, CheckedResolver};
+use self::target::{check_literal, masked, parse};
 
 /// Webhooks waiting for delivery (queued, in flight or between attempts); beyond this new webhooks are
 /// dropped with an error log.
@@ -155,7 +157,7 @@ impl KeyedLimits {
 }
 
 struct Inner {
-    client: reqwest::Client,
+    client: HttpClient,
     settings: WebhookSettings,
     pending: Arc<Semaphore>,
     global: Semaphore,
@@ -204,14 +206,7 @@ impl Webhooks {
         // A redirect is not followed: the receiver was named by the client, and a webhook
         // must not be bounced to an address nobody configured (or checked). No proxy either:
         // the addresses checked are the ones connected to.
-        let client = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(Arc::new(CheckedResolver { allow_private: settings.allow_private }))
-            .build()
-            .unwrap_or_default();
+        let client = HttpClient::new(settings.connect_timeout, settings.timeout, settings.allow_private);
         let inner = Inner {
             client,
             pending: Arc::new(Semaphore::new(QUEUE_CAPACITY)),
@@ -413,7 +408,7 @@ impl Webhooks {
 enum Attempt {
     Delivered,
     /// A 4xx other than 429: the receiver does not want it; not retried.
-    Rejected(reqwest::StatusCode),
+    Rejected(hyper::StatusCode),
     /// The target resolved to a non-public address; not retried.
     Refused(String),
     /// Worth another attempt.
@@ -569,44 +564,19 @@ impl Signed {
     }
 }
 
-async fn attempt_once(
-    client: &reqwest::Client,
-    url: &reqwest::Url,
-    body: &axum::body::Bytes,
-    signed: &Signed,
-) -> Attempt {
-    let mut request = client
-        .post(url.clone())
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header("x-avto-event-id", &signed.event_id)
-        .header("x-avto-timestamp", &signed.timestamp)
-        .body(reqwest::Body::from(body.clone()));
+async fn attempt_once(client: &HttpClient, url: &url::Url, body: &axum::body::Bytes, signed: &Signed) -> Attempt {
+    let mut headers =
+        vec![("x-avto-event-id", signed.event_id.as_str()), ("x-avto-timestamp", signed.timestamp.as_str())];
     if let Some(signature) = &signed.signature {
-        request = request.header("x-avto-signature", signature);
+        headers.push(("x-avto-signature", signature));
     }
-    match request.send().await {
-        Ok(r) if r.status().is_success() => Attempt::Delivered,
-        Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => Attempt::Rejected(r.status()),
-        Ok(r) => Attempt::Failed(format!("status {}", r.status())),
-        Err(e) => match refusal(&e) {
-            Some(why) => Attempt::Refused(why),
-            None => Attempt::Failed(error_chain(e)),
-        },
+    match client.post_json(url, body.clone(), &headers).await {
+        Sent::Answered(s) if s.is_success() => Attempt::Delivered,
+        Sent::Answered(s) if s.is_client_error() && s.as_u16() != 429 => Attempt::Rejected(s),
+        Sent::Answered(s) => Attempt::Failed(format!("status {s}")),
+        Sent::Refused(why) => Attempt::Refused(why),
+        Sent::Failed(e) => Attempt::Failed(e),
     }
-}
-
-/// The error and its causes (`error sending request: tcp connect error: Connection refused`),
-/// without the URL that reqwest's own text would show, credentials and all.
-fn error_chain(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -1,9 +1,12 @@
 //! Safety of webhook targets (SSRF): which addresses a webhook may reach, the check of a
-//! `webhook_url` at job creation, the sender's checking DNS resolver, and URLs as logs show them.
+//! `webhook_url` at job creation and at each delivery, and URLs as logs show them (the sender's
+//! checking DNS resolver is in [`super::http`]).
 
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
+
+use url::Url;
 
 use crate::mru::Mru;
 
@@ -16,31 +19,19 @@ const PARSED_PER_THREAD: usize = 4;
 thread_local! {
     /// The URLs this thread parsed last, newest first: most jobs of a deployment name the same
     /// few webhook URLs, each parsed at job creation and again at every delivery.
-    static PARSED: RefCell<Mru<Box<str>, reqwest::Url, PARSED_PER_THREAD>> = const { RefCell::new(Mru::new()) };
+    static PARSED: RefCell<Mru<Box<str>, Url, PARSED_PER_THREAD>> = const { RefCell::new(Mru::new()) };
 }
 
-/// `reqwest::Url::parse(raw)`, from a small per-thread cache of the last URLs that parsed (parsing
+/// `Url::parse(raw)`, from a small per-thread cache of the last URLs that parsed (parsing
 /// is a pure function of the text, so a cached URL is the one a new parse would give). Bounded:
 /// at most [`PARSED_PER_THREAD`] URLs per thread, whatever clients send.
-pub(super) fn parse(raw: &str) -> Result<reqwest::Url, <reqwest::Url as std::str::FromStr>::Err> {
-    PARSED.with_borrow_mut(|cache| cache.get_or_try_insert_with(raw, || reqwest::Url::parse(raw)).cloned())
+pub(super) fn parse(raw: &str) -> Result<Url, <Url as std::str::FromStr>::Err> {
+    PARSED.with_borrow_mut(|cache| cache.get_or_try_insert_with(raw, || Url::parse(raw)).cloned())
 }
 
-/// The refusal of [`CheckedResolver`] behind a request error, if that is what failed it.
-pub(super) fn refusal(e: &reqwest::Error) -> Option<String> {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(r) = s.downcast_ref::<NonPublicTarget>() {
-            return Some(r.0.clone());
-        }
-        source = s.source();
-    }
-    None
-}
-
-/// A target the webhook may not reach.
+/// A target the webhook may not reach (the sender's resolver fails with it; see [`super::http`]).
 #[derive(Debug)]
-struct NonPublicTarget(String);
+pub(super) struct NonPublicTarget(pub(super) String);
 
 impl std::fmt::Display for NonPublicTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,42 +41,18 @@ impl std::fmt::Display for NonPublicTarget {
 
 impl std::error::Error for NonPublicTarget {}
 
-/// The sender's DNS resolver: the system's (getaddrinfo), refusing names with a non-public
-/// address unless `allow_private`. reqwest connects to exactly the addresses it returns.
-#[derive(Debug)]
-pub(super) struct CheckedResolver {
-    pub(super) allow_private: bool,
-}
-
-impl reqwest::dns::Resolve for CheckedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow_private = self.allow_private;
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if !allow_private {
-                if let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
-                    let why = format!("`{host}` resolves to {}, {NOT_PUBLIC}", bad.ip());
-                    return Err(Box::new(NonPublicTarget(why)) as Box<dyn std::error::Error + Send + Sync>);
-                }
-            }
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
-const NOT_PUBLIC: &str =
+pub(super) const NOT_PUBLIC: &str =
     "a loopback, private, link-local, multicast or otherwise non-public address (allowed only with WEBHOOK_ALLOW_PRIVATE=true)";
 
 /// The IP address a URL's host names literally (`None` for a domain name).
-fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
+fn literal_ip(url: &Url) -> Option<IpAddr> {
     let host = url.host_str()?;
     host.trim_start_matches('[').trim_end_matches(']').parse().ok()
 }
 
 /// Refuses a URL whose host is a non-public IP address (odd IPv4 forms such as `2130706433`,
 /// `0x7f.1` or `0177.0.0.1` are normalised by the URL parser first).
-pub(super) fn check_literal(url: &reqwest::Url, allow_private: bool) -> Result<(), String> {
+pub(super) fn check_literal(url: &Url, allow_private: bool) -> Result<(), String> {
     match literal_ip(url) {
         Some(ip) if !allow_private && !is_public(ip) => Err(format!("{ip} is {NOT_PUBLIC}")),
         _ => Ok(()),
@@ -95,7 +62,7 @@ pub(super) fn check_literal(url: &reqwest::Url, allow_private: bool) -> Result<(
 /// Checks a `webhook_url` when a job is created: an absolute `http://` or `https://` URL with a
 /// host; unless `allow_private`, the host must not be, nor resolve to, a non-public address.
 /// The error says what is wrong (without the URL's credentials).
-pub(in crate::server) async fn check_target(raw: &str, allow_private: bool) -> Result<reqwest::Url, String> {
+pub(in crate::server) async fn check_target(raw: &str, allow_private: bool) -> Result<Url, String> {
     let url = parse(raw).map_err(|e| format!("not a valid URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("must be an http:// or https:// URL".into());
@@ -124,7 +91,7 @@ pub(in crate::server) async fn check_target(raw: &str, allow_private: bool) -> R
 
 /// The URL as logs may show it: user and password replaced by `***`, every query value by `***`,
 /// no fragment.
-pub(super) fn masked(url: &reqwest::Url) -> String {
+pub(super) fn masked(url: &Url) -> String {
     let mut u = url.clone();
     if !u.username().is_empty() || u.password().is_some() {
         let _ = u.set_password(None);
@@ -280,8 +247,8 @@ mod tests {
         let raws: Vec<String> = (0..10).map(|i| format!("http://user:pw@h{i}.example:80/p/../q?a=b#f")).collect();
         for _ in 0..3 {
             for raw in raws.iter().chain(raws.iter().rev()) {
-                assert_eq!(parse(raw).unwrap(), reqwest::Url::parse(raw).unwrap());
-                assert_eq!(parse(raw).unwrap().as_str(), reqwest::Url::parse(raw).unwrap().as_str());
+                assert_eq!(parse(raw).unwrap(), Url::parse(raw).unwrap());
+                assert_eq!(parse(raw).unwrap().as_str(), Url::parse(raw).unwrap().as_str());
             }
         }
         assert!(parse("not a url").is_err() && parse("not a url").is_err());
@@ -290,11 +257,11 @@ mod tests {
 
     #[test]
     fn masked_urls_hide_credentials_and_query_values() {
-        let u = reqwest::Url::parse("https://alice:s3cret@hooks.example.com:8443/in/x?token=abc&v=2#frag").unwrap();
+        let u = Url::parse("https://alice:s3cret@hooks.example.com:8443/in/x?token=abc&v=2#frag").unwrap();
         assert_eq!(masked(&u), "https://***@hooks.example.com:8443/in/x?token=***&v=***");
-        let u = reqwest::Url::parse("http://only-user@h.example/p").unwrap();
+        let u = Url::parse("http://only-user@h.example/p").unwrap();
         assert_eq!(masked(&u), "http://***@h.example/p");
-        let u = reqwest::Url::parse("http://h.example/p").unwrap();
+        let u = Url::parse("http://h.example/p").unwrap();
         assert_eq!(masked(&u), "http://h.example/p");
     }
 }
