@@ -1,8 +1,9 @@
 //! A tiny most-recently-used cache: the last `N` (key, value) pairs, newest first, found by a
 //! linear scan. For per-thread caches of values that are a pure function of a small key and cost
-//! more to make than to clone: the keyed HMAC states of `protocol::sign` and the parsed webhook
-//! URLs of `server::webhooks::target`. Bounded whatever the keys, and cheap for the handful of
-//! keys a deployment uses: a lookup of the hottest key compares one entry.
+//! more to make than to clone: the keyed HMAC states of `protocol::sign` and parsed URLs
+//! ([`parse_url`]: webhook targets, and the request URLs of the worker SDK and the typed client).
+//! Bounded whatever the keys, and cheap for the handful of keys a deployment uses: a lookup of
+//! the hottest key compares one entry.
 
 use std::borrow::Borrow;
 
@@ -55,6 +56,25 @@ impl<K, V, const N: usize> Mru<K, V, N> {
     }
 }
 
+/// How many distinct URLs each thread's parse cache holds.
+#[cfg(any(feature = "server", feature = "worker", feature = "client"))]
+const URLS_PER_THREAD: usize = 8;
+
+#[cfg(any(feature = "server", feature = "worker", feature = "client"))]
+thread_local! {
+    /// The URLs this thread parsed last, newest first: a process sends most requests to a few
+    /// URLs (a worker's poll and result endpoints, a deployment's webhook receivers).
+    static URLS: std::cell::RefCell<Mru<Box<str>, url::Url, URLS_PER_THREAD>> = const { std::cell::RefCell::new(Mru::new()) };
+}
+
+/// `url::Url::parse(raw)` from a small per-thread cache of the last URLs that parsed (parsing is
+/// a pure function of the text, so a cached URL is the one a new parse would give; a clone is a
+/// copy of its text). Bounded: at most [`URLS_PER_THREAD`] URLs per thread, whatever the input.
+#[cfg(any(feature = "server", feature = "worker", feature = "client"))]
+pub(crate) fn parse_url(raw: &str) -> Result<url::Url, url::ParseError> {
+    URLS.with_borrow_mut(|cache| cache.get_or_try_insert_with(raw, || url::Url::parse(raw)).cloned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::Mru;
@@ -104,5 +124,20 @@ mod tests {
             assert_eq!(v, if i == 2 { 1 } else { i });
             assert_eq!(cache.len(), 1);
         }
+    }
+
+    #[cfg(any(feature = "server", feature = "worker", feature = "client"))]
+    #[test]
+    fn cached_url_parses_are_fresh_parses_and_the_cache_stays_small() {
+        use super::{parse_url, URLS, URLS_PER_THREAD};
+        let raws: Vec<String> = (0..20).map(|i| format!("http://user:pw@h{i}.example:80/p/../q?a=b#f")).collect();
+        for _ in 0..3 {
+            for raw in raws.iter().chain(raws.iter().rev()) {
+                assert_eq!(parse_url(raw).unwrap(), url::Url::parse(raw).unwrap());
+                assert_eq!(parse_url(raw).unwrap().as_str(), url::Url::parse(raw).unwrap().as_str());
+            }
+        }
+        assert!(parse_url("not a url").is_err() && parse_url("not a url").is_err());
+        assert!(URLS.with_borrow(|c| c.len()) <= URLS_PER_THREAD);
     }
 }

@@ -2,31 +2,19 @@
 //! `webhook_url` at job creation and at each delivery, and URLs as logs show them (the sender's
 //! checking DNS resolver is in [`super::http`]).
 
-use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use url::Url;
 
-use crate::mru::Mru;
-
 /// How long the check at job creation waits for the target's name to resolve.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How many distinct URLs each thread's parse cache holds.
-const PARSED_PER_THREAD: usize = 4;
-
-thread_local! {
-    /// The URLs this thread parsed last, newest first: most jobs of a deployment name the same
-    /// few webhook URLs, each parsed at job creation and again at every delivery.
-    static PARSED: RefCell<Mru<Box<str>, Url, PARSED_PER_THREAD>> = const { RefCell::new(Mru::new()) };
-}
-
-/// `Url::parse(raw)`, from a small per-thread cache of the last URLs that parsed (parsing
-/// is a pure function of the text, so a cached URL is the one a new parse would give). Bounded:
-/// at most [`PARSED_PER_THREAD`] URLs per thread, whatever clients send.
-pub(super) fn parse(raw: &str) -> Result<Url, <Url as std::str::FromStr>::Err> {
-    PARSED.with_borrow_mut(|cache| cache.get_or_try_insert_with(raw, || Url::parse(raw)).cloned())
+/// The webhook URL `raw`, parsed (from the per-thread cache of [`crate::mru::parse_url`]:
+/// most jobs of a deployment name the same few webhook URLs, each parsed at job creation and
+/// again at every delivery).
+pub(super) fn parse(raw: &str) -> Result<Url, url::ParseError> {
+    crate::mru::parse_url(raw)
 }
 
 /// A target the webhook may not reach (the sender's resolver fails with it; see [`super::http`]).
@@ -240,19 +228,6 @@ mod tests {
         let e = check_target("http://localhost:9/hook", false).await.unwrap_err();
         assert!(e.contains("localhost") && e.contains("WEBHOOK_ALLOW_PRIVATE"), "{e}");
         assert!(check_target("http://localhost:9/hook", true).await.is_ok());
-    }
-
-    #[test]
-    fn cached_parses_are_fresh_parses_and_the_cache_stays_small() {
-        let raws: Vec<String> = (0..10).map(|i| format!("http://user:pw@h{i}.example:80/p/../q?a=b#f")).collect();
-        for _ in 0..3 {
-            for raw in raws.iter().chain(raws.iter().rev()) {
-                assert_eq!(parse(raw).unwrap(), Url::parse(raw).unwrap());
-                assert_eq!(parse(raw).unwrap().as_str(), Url::parse(raw).unwrap().as_str());
-            }
-        }
-        assert!(parse("not a url").is_err() && parse("not a url").is_err());
-        assert!(PARSED.with_borrow(|c| c.len()) <= PARSED_PER_THREAD);
     }
 
     #[test]
