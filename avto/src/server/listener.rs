@@ -133,6 +133,12 @@ pub(crate) async fn serve<H: Handshake>(
             },
             _ = &mut shutdown => break,
         };
+        // Answers leave at once: without TCP_NODELAY a small write made while an earlier one
+        // is unacknowledged (an event stream's next event, the rest of a streamed body) waits for
+        // the peer's delayed ACK, up to 40 ms on Linux.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
+        }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::debug!(%peer, max = limits.max_connections, "connection refused: MAX_CONNECTIONS reached");
             if let (true, Ok(slot)) = (H::PLAIN, refusing.clone().try_acquire_owned()) {
@@ -365,5 +371,46 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for Tracked<Io> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plain, after reporting the options of each accepted connection as `serve` hands it over.
+    #[derive(Clone)]
+    struct Observed(tokio::sync::mpsc::UnboundedSender<bool>);
+
+    impl Handshake for Observed {
+        type Io = TcpStream;
+        const PLAIN: bool = true;
+        async fn handshake(&self, tcp: TcpStream, _peer: SocketAddr) -> Option<(TcpStream, ClientCertCn)> {
+            let _ = self.0.send(tcp.nodelay().unwrap_or(false));
+            Some((tcp, ClientCertCn(None)))
+        }
+    }
+
+    #[tokio::test]
+    async fn accepted_connections_have_tcp_nodelay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let limits = Limits {
+            max_connections: 8,
+            header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(1),
+        };
+        let server = tokio::spawn(serve(listener, Router::new(), Observed(tx), limits, async {
+            let _ = stop_rx.await;
+        }));
+        let client = TcpStream::connect(addr).await.unwrap();
+        let nodelay = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("accepted").unwrap();
+        assert!(nodelay, "the accepted connection has TCP_NODELAY");
+        let _ = stop_tx.send(());
+        drop(client);
+        server.await.unwrap().unwrap();
     }
 }
