@@ -17,6 +17,14 @@ pub(super) fn or_none<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> R
     Ok(T::deserialize(Value::deserialize(d)?).ok())
 }
 
+/// [`or_none`] for a JSON object: the map as parsed, not read a second time into a new one.
+pub(super) fn object_or_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<JsonObject>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    })
+}
+
 /// The value when it reads as `T`, else `T::default()` (an empty string, `0.0`, ...).
 pub(super) fn or_default<'de, D: Deserializer<'de>, T: DeserializeOwned + Default>(d: D) -> Result<T, D::Error> {
     Ok(or_none(d)?.unwrap_or_default())
@@ -95,5 +103,33 @@ pub(super) fn event_payload<'de, D: Deserializer<'de>>(d: D) -> Result<JsonObjec
         Value::Null => Ok(Map::new()),
         Value::Object(payload) => Ok(payload),
         _ => Err(D::Error::custom("payload must be an object")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::wire::TaskResult;
+
+    #[test]
+    fn object_fields_keep_objects_and_drop_anything_else() {
+        let base = json!({"job_id": "j", "task_id": "t"});
+        for (value, kept) in [
+            (json!({"a": 1, "b": {"c": [1, 2]}}), true),
+            (json!({}), true),
+            (json!("text"), false),
+            (json!([1]), false),
+            (json!(3), false),
+            (json!(null), false),
+        ] {
+            let mut body = base.clone();
+            body["metadata"] = value.clone();
+            body["costs"] = value.clone();
+            let r: TaskResult = serde_json::from_value(body).unwrap();
+            let expect = kept.then(|| value.as_object().unwrap().clone());
+            assert_eq!(r.metadata, expect, "{value}");
+            assert_eq!(r.costs, expect, "{value}");
+        }
     }
 }
