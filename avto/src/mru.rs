@@ -75,6 +75,17 @@ pub(crate) fn parse_url(raw: &str) -> Result<url::Url, url::ParseError> {
     URLS.with_borrow_mut(|cache| cache.get_or_try_insert_with(raw, || url::Url::parse(raw)).cloned())
 }
 
+/// A reqwest request to `url`, parsed through [`parse_url`] (reqwest parses each URL twice more
+/// on its own, so the parse we own is the one worth caching); a URL that does not parse goes to
+/// reqwest as text, for reqwest's own error when the request is sent.
+#[cfg(any(feature = "worker", feature = "client"))]
+pub(crate) fn request_to(http: &reqwest::Client, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
+    match parse_url(&url) {
+        Ok(parsed) => http.request(method, parsed),
+        Err(_) => http.request(method, url),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Mru;

@@ -379,14 +379,9 @@ impl Client {
     }
 
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let url = format!("{}{path}", self.base);
-        // Parsed through the per-thread cache (most requests go to a few URLs, and reqwest parses
-        // each URL twice more on its own); one that does not parse goes to reqwest for its error.
-        let req = match crate::mru::parse_url(&url) {
-            Ok(parsed) => self.http.request(method, parsed),
-            Err(_) => self.http.request(method, url),
-        };
-        req.header("X-Client-Token", &self.token).timeout(self.request_timeout)
+        crate::mru::request_to(&self.http, method, format!("{}{path}", self.base))
+            .header("X-Client-Token", &self.token)
+            .timeout(self.request_timeout)
     }
 
     async fn send(

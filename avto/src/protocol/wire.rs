@@ -274,11 +274,7 @@ pub struct WorkerRegistration {
     pub skills_hash: Option<String>,
     #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub security: Option<SecurityContext>,
-    #[serde(
-        default,
-        deserialize_with = "crate::protocol::lenient::object_or_none",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "super::lenient::object_or_none", skip_serializing_if = "Option::is_none")]
     pub metadata: Option<JsonObject>,
     #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
@@ -385,11 +381,7 @@ pub struct Heartbeat {
     pub skills_hash: Option<String>,
     #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub security: Option<SecurityContext>,
-    #[serde(
-        default,
-        deserialize_with = "crate::protocol::lenient::object_or_none",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "super::lenient::object_or_none", skip_serializing_if = "Option::is_none")]
     pub metadata: Option<JsonObject>,
     #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
@@ -563,20 +555,12 @@ pub struct TaskResult {
     pub data_metadata: Option<BTreeMap<String, FileMetadata>>,
     #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub security: Option<SecurityContext>,
-    #[serde(
-        default,
-        deserialize_with = "crate::protocol::lenient::object_or_none",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "super::lenient::object_or_none", skip_serializing_if = "Option::is_none")]
     pub metadata: Option<JsonObject>,
     #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
     /// The SDK always sends `{"execution_time_seconds": x}` plus handler-supplied costs.
-    #[serde(
-        default,
-        deserialize_with = "crate::protocol::lenient::object_or_none",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "super::lenient::object_or_none", skip_serializing_if = "Option::is_none")]
     pub costs: Option<JsonObject>,
 }
 
@@ -689,11 +673,7 @@ pub struct WorkerEventPayload {
     pub target_job_id: Option<String>,
     #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub target_task_id: Option<String>,
-    #[serde(
-        default,
-        deserialize_with = "crate::protocol::lenient::object_or_none",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "super::lenient::object_or_none", skip_serializing_if = "Option::is_none")]
     pub trace_context: Option<JsonObject>,
     #[serde(default, deserialize_with = "crate::protocol::lenient::or_default")]
     pub priority: f64,
@@ -701,11 +681,7 @@ pub struct WorkerEventPayload {
     pub timestamp: Option<i64>,
     #[serde(default, deserialize_with = "crate::protocol::lenient::or_none", skip_serializing_if = "Option::is_none")]
     pub security: Option<SecurityContext>,
-    #[serde(
-        default,
-        deserialize_with = "crate::protocol::lenient::object_or_none",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "super::lenient::object_or_none", skip_serializing_if = "Option::is_none")]
     pub metadata: Option<JsonObject>,
 }
 

@@ -120,14 +120,7 @@ impl OrchestratorClient {
         timeout: Duration,
     ) -> Result<Option<String>, WorkerError> {
         let url = format!("{}{}", self.base, path_and_query);
-        // Parsed through the per-thread cache (a worker sends almost every request to one of a few
-        // URLs, and reqwest parses each URL twice more on its own); one that does not parse goes
-        // to reqwest for its error.
-        let req = match crate::mru::parse_url(&url) {
-            Ok(parsed) => self.http.request(method.clone(), parsed),
-            Err(_) => self.http.request(method.clone(), url),
-        };
-        let mut req = req.timeout(timeout);
+        let mut req = crate::mru::request_to(&self.http, method.clone(), url).timeout(timeout);
         for (k, v) in self.headers() {
             req = req.header(k, v);
         }
