@@ -25,7 +25,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use url::Url;
 
-use super::target::{is_public, NonPublicTarget, NOT_PUBLIC};
+use super::target::{all_public, NonPublicTarget};
 
 /// How much of a receiver's answer is read (to reuse its connection); a longer one is dropped.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -41,7 +41,6 @@ type Connector = HttpConnector<CheckedResolver>;
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// The pooled client the sender's attempts share.
-#[derive(Clone)]
 pub(super) struct HttpClient {
     client: Client<Connector, Full<Bytes>>,
     timeout: Duration,
@@ -203,11 +202,7 @@ impl tower_service::Service<Name> for CheckedResolver {
             let host = name.as_str();
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
             if !allow_private {
-                if let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
-                    return Err(
-                        Box::new(NonPublicTarget(format!("`{host}` resolves to {}, {NOT_PUBLIC}", bad.ip()))) as Error
-                    );
-                }
+                all_public(host, &addrs).map_err(|why| Box::new(NonPublicTarget(why)) as Error)?;
             }
             Ok(addrs.into_iter())
         })

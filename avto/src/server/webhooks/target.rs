@@ -29,7 +29,7 @@ impl std::fmt::Display for NonPublicTarget {
 
 impl std::error::Error for NonPublicTarget {}
 
-pub(super) const NOT_PUBLIC: &str =
+const NOT_PUBLIC: &str =
     "a loopback, private, link-local, multicast or otherwise non-public address (allowed only with WEBHOOK_ALLOW_PRIVATE=true)";
 
 /// The IP address a URL's host names literally (`None` for a domain name).
@@ -71,10 +71,17 @@ pub(in crate::server) async fn check_target(raw: &str, allow_private: bool) -> R
     if addrs.is_empty() {
         return Err(format!("the host `{host}` does not resolve"));
     }
-    if let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
-        return Err(format!("`{host}` resolves to {}, {NOT_PUBLIC}", bad.ip()));
-    }
+    all_public(&host, &addrs)?;
     Ok(url)
+}
+
+/// Refuses a name that resolved to any non-public address (the check at job creation and the
+/// sender's resolver at each delivery): the reason, naming the name and the address.
+pub(super) fn all_public(host: &str, addrs: &[SocketAddr]) -> Result<(), String> {
+    match addrs.iter().find(|a| !is_public(a.ip())) {
+        Some(bad) => Err(format!("`{host}` resolves to {}, {NOT_PUBLIC}", bad.ip())),
+        None => Ok(()),
+    }
 }
 
 /// The URL as logs may show it: user and password replaced by `***`, every query value by `***`,
