@@ -2,7 +2,8 @@
 //! capability traits (`JobStore`, `WorkerStore`, `QuotaStore`, `RateLimitStore`, `NonceStore`,
 //! `DataStoreBackend`, `StsStore`, `ScheduleLocks`), instantiated for the in-memory backend and
 //! for Redis (`AVTO_TEST_REDIS_URL`, default `redis://127.0.0.1:6379/0`; a missing Redis fails
-//! the Redis half, it never skips).
+//! the Redis half, it never skips), twice: with the stores' scripts as Redis functions (what a
+//! Redis 7 runs) and as `EVALSHA` scripts (what a Redis without functions gets).
 //!
 //! Every Redis test uses a unique key prefix and deletes it at the end (`SCAN` + `DEL`: the
 //! Redis may be shared, never `FLUSHDB`). Concurrency cases run against two store instances
@@ -30,25 +31,39 @@ struct Backend {
     conn: Option<avto::storage::redis::RedisConn>,
     /// The Redis prefix, deleted when the test ends (Redis only).
     cleanup: Option<avto_tests::RedisPrefix>,
+    /// The scripts run as `EVALSHA` scripts, as on a Redis without functions (Redis only).
+    eval: bool,
 }
 
 impl Backend {
     fn memory() -> Backend {
         let a = Stores::memory();
-        Backend { b: a.clone(), a, redis: false, conn: None, cleanup: None }
+        Backend { b: a.clone(), a, redis: false, conn: None, cleanup: None, eval: false }
     }
 
     async fn redis() -> Backend {
+        Backend::redis_with(false).await
+    }
+
+    /// Redis with the scripts sent as `EVALSHA` scripts (what a Redis before 7.0 gets).
+    async fn redis_eval() -> Backend {
+        Backend::redis_with(true).await
+    }
+
+    async fn redis_with(eval: bool) -> Backend {
         let cleanup = avto_tests::RedisPrefix::new();
         let (url, prefix) = (&cleanup.url, &cleanup.prefix);
         let open = || {
             let r = avto::storage::redis::RedisStores::new(url, prefix, Duration::from_secs(5)).expect("Redis URL");
+            if eval {
+                r.conn().use_eval_scripts();
+            }
             (r.stores(), r)
         };
         let (a, ra) = open();
         let (b, _rb) = open();
         ra.check().await.unwrap_or_else(|e| panic!("the Redis conformance tests need Redis at {url}: {e}"));
-        Backend { a, b, redis: true, conn: Some(ra.conn().clone()), cleanup: Some(cleanup) }
+        Backend { a, b, redis: true, conn: Some(ra.conn().clone()), cleanup: Some(cleanup), eval }
     }
 
     /// Two job stores on this backend (for Redis: two instances on the test's prefix) whose
@@ -57,11 +72,13 @@ impl Backend {
         match &self.cleanup {
             Some(c) => {
                 let open = || {
-                    avto::storage::redis::RedisStores::new(&c.url, &c.prefix, Duration::from_secs(5))
+                    let r = avto::storage::redis::RedisStores::new(&c.url, &c.prefix, Duration::from_secs(5))
                         .expect("Redis URL")
-                        .with_job_retention(Some(retention))
-                        .stores()
-                        .jobs
+                        .with_job_retention(Some(retention));
+                    if self.eval {
+                        r.conn().use_eval_scripts();
+                    }
+                    r.stores().jobs
                 };
                 (open(), open())
             }
@@ -117,6 +134,17 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
                     let backend = super::Backend::redis().await;
+                    super::$name(&backend).await;
+                    drop(backend);
+                }
+            )*
+        }
+        /// The same on a Redis without functions (`EVALSHA` scripts).
+        mod redis_eval {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let backend = super::Backend::redis_eval().await;
                     super::$name(&backend).await;
                     drop(backend);
                 }
@@ -1202,6 +1230,96 @@ async fn redis_lost_lease_cannot_overwrite() {
     assert_eq!(be.a.jobs.get(&id).await.unwrap().unwrap().current_state, "by-new-holder");
     assert!(tokio::time::timeout(Duration::from_millis(300), be.a.jobs.lock(&id)).await.is_err(), "still held");
     be.b.jobs.commit(new).await.unwrap();
+}
+
+// Redis only: the scripts run as Redis functions, loaded again when Redis lost them (a restart
+// without persistence, `FUNCTION FLUSH`), and as `EVALSHA` scripts for a user that may not run
+// functions (a Redis before 7.0 answers `FCALL` the same way: unknown command).
+
+/// The names of the avto function libraries Redis holds.
+async fn avto_libraries(conn: &avto::storage::redis::RedisConn) -> Vec<String> {
+    use avto::storage::redis::client::Value;
+    fn names(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Array(items) | Value::Set(items) => items.iter().for_each(|i| names(i, out)),
+            Value::Map(pairs) => {
+                for (k, v) in pairs {
+                    names(k, out);
+                    names(v, out);
+                }
+            }
+            Value::BulkString(b) => {
+                let s = String::from_utf8_lossy(b);
+                if s.starts_with("avto_") && s.len() == 45 {
+                    out.push(s.into_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    let list: Value = conn
+        .query(avto::storage::redis::client::cmd("FUNCTION").arg("LIST").arg("LIBRARYNAME").arg("avto_*"))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    names(&list, &mut out);
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_functions_lost_by_redis_are_loaded_again() {
+    let be = Backend::redis().await;
+    let conn = be.conn.clone().unwrap();
+    let id = uid();
+    be.a.jobs.insert(job(&id, "c1")).await.unwrap();
+    let mut held = be.a.jobs.lock(&id).await.unwrap().unwrap();
+    let loaded = avto_libraries(&conn).await;
+    assert!(loaded.len() >= 2, "the insert and the lock ran as functions: {loaded:?}");
+    for name in &loaded {
+        // Another test may have deleted it first: its own calls load it again, as ours must.
+        let _ = conn.query::<()>(avto::storage::redis::client::cmd("FUNCTION").arg("DELETE").arg(name)).await;
+    }
+    held.current_state = "after-the-flush".into();
+    be.a.jobs.commit(held).await.unwrap();
+    assert_eq!(be.b.jobs.get(&id).await.unwrap().unwrap().current_state, "after-the-flush");
+    let again = be.a.jobs.lock(&id).await.unwrap().unwrap();
+    be.a.jobs.commit(again).await.unwrap();
+    assert!(!avto_libraries(&conn).await.is_empty(), "loaded again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_user_without_functions_gets_evalsha_scripts() {
+    let cleanup = avto_tests::RedisPrefix::new();
+    let admin = avto::storage::redis::RedisConn::open(&cleanup.url, &cleanup.prefix).unwrap();
+    let user = format!("avto-test-{}", uid());
+    let cmd = |args: &[&str]| {
+        let mut c = avto::storage::redis::client::cmd(args[0]);
+        for a in &args[1..] {
+            c.arg(*a);
+        }
+        c
+    };
+    // Everything but functions, as a managed Redis's ACL may say.
+    admin
+        .query::<()>(&cmd(&["ACL", "SETUSER", &user, "on", "nopass", "~*", "&*", "+@all", "-fcall", "-function"]))
+        .await
+        .unwrap();
+    let url = cleanup.url.replacen("redis://", &format!("redis://{user}:unused@"), 1);
+    let r = avto::storage::redis::RedisStores::new(&url, &cleanup.prefix, Duration::from_secs(5)).unwrap();
+    let stores = r.stores();
+    let id = uid();
+    let outcome = async {
+        stores.jobs.insert(job(&id, "c1")).await?;
+        let mut held = stores.jobs.lock(&id).await?.expect("the job");
+        held.current_state = "by-evalsha".into();
+        stores.jobs.commit(held).await?;
+        stores.jobs.get(&id).await
+    }
+    .await;
+    let _ = admin.query::<i64>(&cmd(&["ACL", "DELUSER", &user])).await;
+    assert_eq!(outcome.unwrap().unwrap().current_state, "by-evalsha");
 }
 
 /// Kills backend `a`'s Redis data connection every 15 ms until the flag is set; the task

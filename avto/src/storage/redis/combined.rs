@@ -9,13 +9,12 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use redis::Script;
-
 use super::jobs::{new_token, Lease, RedisJobs, RETAIN, WRITE};
+use super::lua::{lua, LuaScript};
 use super::query::QKEYS;
 use super::workers::scripts::{ENQUEUE_FN, TASKS};
 use super::workers::RedisWorkers;
-use super::{from_json, reply, to_json, ArgRef, LUA_PRELUDE};
+use super::{from_json, reply, to_json, ArgRef};
 use crate::job::Job;
 use crate::storage::{dispatch_deadline, BusMessage, Finishing, JobGuard, PoppedJob, QueuedTask, StorageError};
 
@@ -43,21 +42,21 @@ local function lock_job(job, tok, lease)
 end
 "#;
 
-fn script(body: &str) -> Script {
-    Script::new(&format!("{LUA_PRELUDE}\n{TASKS}\n{LOCK_JOB}\n{body}"))
+fn script(body: &str) -> LuaScript {
+    lua(&[TASKS, LOCK_JOB], body)
 }
 
 /// [`JobStore::lock`](crate::storage::JobStore::lock): {0} = locked by someone else, {1} = no
 /// such job, {2, json} = locked for us.
-static LOCK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{LUA_PRELUDE}\n{LOCK_JOB}\n{}",
+static LOCK: LazyLock<LuaScript> = LazyLock::new(|| {
+    lua(
+        &[LOCK_JOB],
         r#"
 local state, j = lock_job(ARGV[3], ARGV[4], ARGV[5])
 if state == 2 then return {2, j} end
 return {state}
-"#
-    ))
+"#,
+    )
 });
 
 /// The lock script of a result: {0} = locked by someone else, {1} = no such job, {2, json} =
@@ -65,7 +64,7 @@ return {state}
 /// another holder, the worker's running task is forgotten (as the worker store's `finished`
 /// does), job or no job. The nonce is recorded as the nonce store's `SET_ONCE` does (its value
 /// carries the request id, so a retry after a lost reply recognises its own write).
-static LOCK_FINISHING: LazyLock<Script> = LazyLock::new(|| {
+static LOCK_FINISHING: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local id, token, lease, w, tid, nk, nttl = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
@@ -91,7 +90,7 @@ return {2, j}
 /// for `token:i` (i = 1, 2, ...): {i, task (see `queued`), 0 | 1 | 2, job document or '', ...}.
 /// The members taken are kept under the request id, so a retry after a lost reply hands back
 /// those that still run on `w`, locked again for the same tokens.
-static POP_LOCKED: LazyLock<Script> = LazyLock::new(|| {
+static POP_LOCKED: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local w, now, max, token, lease = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
@@ -133,12 +132,12 @@ return out
 /// task (0: the worker is gone)}, or {0} (the lock was lost; nothing written or queued). A retry
 /// after a lost reply that finds the job holding exactly this document answers {1}: the first
 /// attempt wrote it and queued the tasks.
-static COMMIT_QUEUEING: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{LUA_PRELUDE}\n{QKEYS}\n{RETAIN}\n{WRITE}\n{TASKS}\n{ENQUEUE_FN}\n{}",
+static COMMIT_QUEUEING: LazyLock<LuaScript> = LazyLock::new(|| {
+    lua(
+        &[QKEYS, RETAIN, WRITE, TASKS, ENQUEUE_FN],
         r#"
-if not write(true) then
-  if redis.call('GET', P .. 'job:' .. id) == json then return {1} end
+if not write(ARGV, true) then
+  if redis.call('GET', P .. 'job:' .. ARGV[3]) == ARGV[5] then return {1} end
   return {0}
 end
 local out = {1}
@@ -147,8 +146,8 @@ for i = 17, #ARGV - 9, 10 do
     ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]))
 end
 return out
-"#
-    ))
+"#,
+    )
 });
 
 fn opt(v: Option<u64>) -> String {

@@ -9,10 +9,9 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use redis::Script;
 use serde_json::Value;
 
-use super::{from_json, lua, reply, to_json, RedisConn};
+use super::{from_json, lua, reply, to_json, LuaScript, RedisConn};
 use crate::storage::{DataStoreBackend, StorageError};
 
 /// The key's current raw value (after moving it out of the old hash layout), `k` its string key,
@@ -34,40 +33,41 @@ local function store(k, v, ttl)
 end
 "#;
 
-static GET: LazyLock<Script> = LazyLock::new(|| {
-    lua(&[
-        LOAD,
+static GET: LazyLock<LuaScript> = LazyLock::new(|| {
+    lua(
+        &[LOAD],
         r#"
 return load(ARGV[3], ARGV[4], ARGV[5])
 "#,
-    ]
-    .concat())
+    )
 });
 
-static SET: LazyLock<Script> = LazyLock::new(|| {
-    lua(&[
-        LOAD,
+static SET: LazyLock<LuaScript> = LazyLock::new(|| {
+    lua(
+        &[LOAD],
         r#"
 redis.call('HDEL', ARGV[4], ARGV[5])
 store(ARGV[3], ARGV[6], ARGV[7])
 return 1
 "#,
-    ]
-    .concat())
+    )
 });
 
-static DELETE: LazyLock<Script> = LazyLock::new(|| {
-    lua(r#"
+static DELETE: LazyLock<LuaScript> = LazyLock::new(|| {
+    lua(
+        &[],
+        r#"
 return redis.call('DEL', ARGV[3]) + redis.call('HDEL', ARGV[4], ARGV[5])
-"#)
+"#,
+    )
 });
 
 /// Sets the key if its raw value is `expected` (`absent` = '1': the key must not exist); else
 /// returns {0, current raw value or ''}. A success is answered again to a retry after a lost
 /// reply (else the retry would see its own write and report a conflict).
-static CAS: LazyLock<Script> = LazyLock::new(|| {
-    lua(&[
-        LOAD,
+static CAS: LazyLock<LuaScript> = LazyLock::new(|| {
+    lua(
+        &[LOAD],
         r#"
 local c = cached()
 if c then return c end
@@ -79,15 +79,14 @@ if (absent == '1' and not cur) or (absent == '0' and cur == expected) then
 end
 return {0, cur or ''}
 "#,
-    ]
-    .concat())
+    )
 });
 
 /// `INCRBY` (the lifetime renewed) that answers a retry after a lost reply with the first result
 /// (no double count).
-static INCR: LazyLock<Script> = LazyLock::new(|| {
-    lua(&[
-        LOAD,
+static INCR: LazyLock<LuaScript> = LazyLock::new(|| {
+    lua(
+        &[LOAD],
         r#"
 local c = cached()
 if c then return c end
@@ -97,8 +96,7 @@ local n = redis.call('INCRBY', k, delta)
 if ttl == '0' then redis.call('PERSIST', k) else redis.call('PEXPIRE', k, ttl) end
 return answer(n)
 "#,
-    ]
-    .concat())
+    )
 });
 
 /// Data stores in Redis.

@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use redis::Script;
 
 use super::query::{count_jobs, query_page, COUNTS, QKEYS};
-use super::{from_json, lua, reply, to_json, RedisConn};
+use super::{from_json, lua, reply, to_json, LuaScript, RedisConn};
 use crate::job::{now_ms, Job, JobStatus};
 use crate::storage::{is_unsettled, Finishing, JobGuard, JobStore, PoppedJob, QueuedTask, StorageError, StorageFuture};
 
@@ -59,10 +58,9 @@ end
 "#;
 
 /// Stores a new job and, given a token, locks it for that token.
-static INSERT: LazyLock<Script> = LazyLock::new(|| {
-    lua(&[
-        QKEYS,
-        RETAIN,
+static INSERT: LazyLock<LuaScript> = LazyLock::new(|| {
+    lua(
+        &[QKEYS, RETAIN],
         r#"
 local id, json, client, created, status, unsettled, now, token, lease, terminal, ret, hook, blueprint =
   ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14],
@@ -92,12 +90,12 @@ if at then retain(id, client, nil, at, created, blueprint) end
 if terminal == '1' and hook == '1' then redis.call('ZADD', P .. 'webhooks:due', now, id) end
 return 1
 "#,
-    ]
-    .concat())
+    )
 });
 
-/// Writes a job held under the lock `lk` by `token` (the shared part of [`SAVE`] and
-/// [`COMMIT`]; `release`: the lock is released too, by the `GETDEL` that checks it): the
+/// `write(ARGV, release)` writes a job held under its lock by a token (the arguments from
+/// `ARGV[3]`: id, token, document, status, ...; the shared part of [`SAVE`], [`COMMIT`] and the
+/// commit that queues; `release`: the lock is released too, by the `GETDEL` that checks it): the
 /// document, the status index entries (the counts are read from them) and `jobstatus`, the stale
 /// index, the retention and, when the job just became terminal with a webhook, its outbox entry
 /// (see [`JobStore::claim_webhooks`]). False (nothing written) when the token no longer holds
@@ -108,11 +106,10 @@ return 1
 /// have changed: each move it makes is idempotent, so a save sent again after a lost reply
 /// leaves the same entries.
 pub(super) const WRITE: &str = r#"
-local id, token, json, new, client, unsettled, now, lease, terminal, ret, hook, created, blueprint, old =
-  ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14],
-  ARGV[15], ARGV[16]
-local lk = P .. 'lock:job:' .. id
-local function write(release)
+local function write(A, release)
+  local id, token, json, new, client, unsettled, now, lease, terminal, ret, hook, created, blueprint, old =
+    A[3], A[4], A[5], A[6], A[7], A[8], A[9], A[10], A[11], A[12], A[13], A[14], A[15], A[16]
+  local lk = P .. 'lock:job:' .. id
   local holder
   if release then holder = redis.call('GETDEL', lk) else holder = redis.call('GET', lk) end
   if holder ~= token then
@@ -147,18 +144,15 @@ local function write(release)
 end
 "#;
 
-static SAVE: LazyLock<Script> = LazyLock::new(|| {
-    lua(&[
-        QKEYS,
-        RETAIN,
-        WRITE,
+static SAVE: LazyLock<LuaScript> = LazyLock::new(|| {
+    lua(
+        &[QKEYS, RETAIN, WRITE],
         r#"
-if not write(false) then return 0 end
-redis.call('PEXPIRE', lk, lease)
+if not write(ARGV, false) then return 0 end
+redis.call('PEXPIRE', P .. 'lock:job:' .. ARGV[3], ARGV[10])
 return 1
 "#,
-    ]
-    .concat())
+    )
 });
 
 /// Save and release in one step. The lock is gone after the first attempt, so a retry after a
@@ -166,43 +160,48 @@ return 1
 /// (the job holding exactly this document means the write happened, or changes nothing). Should
 /// another holder have locked and changed the job in between, the retry reports `Conflict` for a
 /// write that did happen, as for a lost lease.
-static COMMIT: LazyLock<Script> = LazyLock::new(|| {
-    lua(&[
-        QKEYS,
-        RETAIN,
-        WRITE,
+static COMMIT: LazyLock<LuaScript> = LazyLock::new(|| {
+    lua(
+        &[QKEYS, RETAIN, WRITE],
         r#"
-if not write(true) then
-  if redis.call('GET', P .. 'job:' .. id) == json then return 1 end
+if not write(ARGV, true) then
+  if redis.call('GET', P .. 'job:' .. ARGV[3]) == ARGV[5] then return 1 end
   return 0
 end
 return 1
 "#,
-    ]
-    .concat())
+    )
 });
 
-static RENEW: LazyLock<Script> = LazyLock::new(|| {
-    lua(r#"
+static RENEW: LazyLock<LuaScript> = LazyLock::new(|| {
+    lua(
+        &[],
+        r#"
 local lk, token, lease = ARGV[3], ARGV[4], ARGV[5]
 if redis.call('GET', lk) == token then
   redis.call('PEXPIRE', lk, lease)
   return 1
 end
 return 0
-"#)
+"#,
+    )
 });
 
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    lua(r#"
+static RELEASE: LazyLock<LuaScript> = LazyLock::new(|| {
+    lua(
+        &[],
+        r#"
 local lk, token = ARGV[3], ARGV[4]
 if redis.call('GET', lk) == token then return redis.call('DEL', lk) end
 return 0
-"#)
+"#,
+    )
 });
 
-static CLAIM_STALE: LazyLock<Script> = LazyLock::new(|| {
-    lua(r#"
+static CLAIM_STALE: LazyLock<LuaScript> = LazyLock::new(|| {
+    lua(
+        &[],
+        r#"
 local c = cached()
 if c then return c end
 local cutoff, now, limit = ARGV[3], ARGV[4], tonumber(ARGV[5])
@@ -210,14 +209,15 @@ local ids = redis.call('ZRANGEBYSCORE', P .. 'stale', '-inf', cutoff, 'LIMIT', 0
 if #ids == 0 then return ids end
 for _, id in ipairs(ids) do redis.call('ZADD', P .. 'stale', 'XX', now, id) end
 return answer(ids)
-"#)
+"#,
+    )
 });
 
 /// Removes up to `limit` jobs whose retention ended by `now` with their index entries (the
 /// counts follow them); returns how many. A job gone already (removed by another instance) is skipped.
-static REMOVE_EXPIRED: LazyLock<Script> = LazyLock::new(|| {
-    lua(&[
-        QKEYS,
+static REMOVE_EXPIRED: LazyLock<LuaScript> = LazyLock::new(|| {
+    lua(
+        &[QKEYS],
         r#"
 local now, limit = ARGV[3], tonumber(ARGV[4])
 local ek = P .. 'jobs:expiry'
@@ -255,14 +255,15 @@ for _, id in ipairs(ids) do
 end
 return removed
 "#,
-    ]
-    .concat())
+    )
 });
 
 /// Claims outbox entries stamped at or before the cutoff (see [`JobStore::claim_webhooks`]);
 /// entries whose job document is gone are dropped. Answers the claimed ids.
-static CLAIM_WEBHOOKS: LazyLock<Script> = LazyLock::new(|| {
-    lua(r#"
+static CLAIM_WEBHOOKS: LazyLock<LuaScript> = LazyLock::new(|| {
+    lua(
+        &[],
+        r#"
 local c = cached()
 if c then return c end
 local cutoff, now, limit = ARGV[3], ARGV[4], tonumber(ARGV[5])
@@ -279,7 +280,8 @@ for _, id in ipairs(ids) do
 end
 if #claimed == 0 then return claimed end
 return answer(claimed)
-"#)
+"#,
+    )
 });
 
 /// `"1"` for a terminal status (an argument of the scripts).
@@ -511,7 +513,7 @@ impl RedisJobs {
     }
 
     /// Runs [`SAVE`] or [`COMMIT`] for the holder of `lease`; `Conflict` once the lock is lost.
-    async fn write(&self, script: &Script, job: &Job, lease: &Lease) -> Result<(), StorageError> {
+    async fn write(&self, script: &LuaScript, job: &Job, lease: &Lease) -> Result<(), StorageError> {
         let saved: i64 = self.write_with(script, job, lease, &[]).await?;
         if saved != 1 {
             return Err(lease.lost(&job.id));
@@ -524,7 +526,7 @@ impl RedisJobs {
     /// then `extra`).
     pub(super) async fn write_with<T: redis::FromRedisValue>(
         &self,
-        script: &Script,
+        script: &LuaScript,
         job: &Job,
         lease: &Lease,
         extra: &[String],

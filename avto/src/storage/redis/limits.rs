@@ -5,25 +5,29 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use redis::Script;
 
-use super::{lua, px_millis, RedisConn, SET_ONCE};
+use super::{lua, px_millis, LuaScript, RedisConn, SET_ONCE};
 use crate::protocol::sign::sha256_hex;
 use crate::storage::{NonceStore, QuotaStore, RateLimitStore, StorageError};
 
 /// Sets the limit; drops the remaining-count key of avto versions that counted requests
 /// instead of months.
-static QUOTA_INIT: LazyLock<Script> = LazyLock::new(|| {
-    lua(r#"
+static QUOTA_INIT: LazyLock<LuaScript> = LazyLock::new(|| {
+    lua(
+        &[],
+        r#"
 redis.call('SET', ARGV[3], ARGV[5])
 redis.call('DEL', ARGV[4])
 return 1
-"#)
+"#,
+    )
 });
 
 /// ARGV: used key of the month, limit key, expiry of a new month's count (ms).
-static QUOTA_TAKE: LazyLock<Script> = LazyLock::new(|| {
-    lua(r#"
+static QUOTA_TAKE: LazyLock<LuaScript> = LazyLock::new(|| {
+    lua(
+        &[],
+        r#"
 local c = cached()
 if c then return c end
 local limit = tonumber(redis.call('GET', ARGV[4]))
@@ -34,7 +38,8 @@ if used < limit then
   return answer(1)
 end
 return answer(0)
-"#)
+"#,
+    )
 });
 
 /// How long a month's count is kept after its first unit: past the end of any month it began in.
@@ -42,8 +47,10 @@ const QUOTA_MONTH_TTL_MS: u64 = 62 * 86_400_000;
 
 /// -1 = allowed, else milliseconds until the window ends. (Not kept for retries: a hit counted
 /// twice after a lost reply is harmless.)
-static RATE_HIT: LazyLock<Script> = LazyLock::new(|| {
-    lua(r#"
+static RATE_HIT: LazyLock<LuaScript> = LazyLock::new(|| {
+    lua(
+        &[],
+        r#"
 local k, limit, period = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local n = redis.call('INCR', k)
 local ttl = redis.call('PTTL', k)
@@ -53,7 +60,8 @@ if n == 1 or ttl < 0 then
 end
 if n > limit then return ttl end
 return -1
-"#)
+"#,
+    )
 });
 
 /// Monthly job-creation quotas in Redis (tokens are stored hashed).

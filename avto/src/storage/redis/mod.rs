@@ -65,6 +65,12 @@
 //! are given, which is fine for a standalone Redis (or a primary with replicas), not for
 //! Redis Cluster.
 //!
+//! On Redis 7 each script is a function library of its own, `avto_{sha1 of its text}`, loaded
+//! by the first call that finds it missing (and again after a restart without persistence or a
+//! `FUNCTION FLUSH`): its helpers are made once, at load, instead of on every call. A Redis
+//! before 7.0, or a user whose ACL denies `FCALL` or `FUNCTION`, gets the same scripts with
+//! `EVALSHA` (logged once at `info`). See `lua.rs`.
+//!
 //! # Job locks
 //!
 //! [`JobStore::lock`](crate::storage::JobStore::lock) is `SET {p}lock:job:{id} <token> NX PX
@@ -137,12 +143,15 @@ mod combined;
 mod data;
 mod jobs;
 mod limits;
+mod lua;
 mod query;
 mod schedule;
 mod sts;
 mod workers;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+pub(crate) use self::lua::{lua, LuaScript};
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -181,6 +190,8 @@ struct Inner {
     /// Requests sent to Redis on this connection and its bus connection (a command, a script
     /// call or a pipeline each count one, retries included): `orchestrator_redis_round_trips_total`.
     round_trips: Arc<AtomicU64>,
+    /// Scripts run as Redis functions (else as `EVALSHA` scripts): see [`lua`](self::lua).
+    functions: AtomicBool,
 }
 
 impl std::fmt::Debug for RedisConn {
@@ -218,6 +229,7 @@ impl RedisConn {
                 shown,
                 bus: Default::default(),
                 round_trips: Arc::default(),
+                functions: AtomicBool::new(true),
             }),
         })
     }
@@ -300,44 +312,82 @@ impl RedisConn {
     /// Runs a Lua script with `args` (no keys: scripts build them from the prefix, passed as the
     /// second argument after a request id). With `once`, a request id makes a retry after a lost
     /// reply get the first answer instead of running the script again.
+    ///
+    /// The script runs as a Redis function while Redis has them, else as an `EVALSHA` script
+    /// (see [`lua`](self::lua)); one Redis is told to lack the script at most 3 times per call.
     pub(crate) async fn script<T: redis::FromRedisValue>(
         &self,
-        script: &redis::Script,
+        script: &LuaScript,
         once: bool,
         args: &[&dyn ArgRef],
     ) -> Result<T, StorageError> {
         let rid = if once { self.key(&format!("rid:{}", uuid::Uuid::new_v4().simple())) } else { String::new() };
         let mut delay = Duration::from_millis(20);
         let started = tokio::time::Instant::now();
+        let mut loads = 0;
         loop {
-            let mut inv = script.prepare_invoke();
-            inv.arg(&rid).arg(self.prefix());
+            let functions = self.inner.functions.load(Ordering::Relaxed);
+            let mut cmd = script.call(functions);
+            cmd.arg(&rid).arg(self.prefix());
             for a in args {
-                a.push_arg(&mut inv);
+                a.push_arg(&mut cmd);
             }
             let mut con = self.inner.manager.clone();
             self.sent();
-            match inv.invoke_async::<T>(&mut con).await {
+            let e = match cmd.query_async::<T>(&mut con).await {
                 Ok(v) => return Ok(v),
-                Err(e) if retryable(&e) && started.elapsed() < RETRY_FOR => {
+                Err(e) => e,
+            };
+            match lua::failed(&e, functions) {
+                lua::Failed::NotLoaded if loads < 3 => {
+                    loads += 1;
+                    self.sent();
+                    if let Err(e) = script.load(functions).query_async::<()>(&mut con).await {
+                        match lua::failed(&e, functions) {
+                            lua::Failed::NoFunctions => self.without_functions(&e),
+                            // Retried with the call (which says what is wrong, if it still is).
+                            _ if retryable(&e) => {}
+                            _ => return Err(storage_error(e)),
+                        }
+                    }
+                }
+                lua::Failed::NoFunctions => self.without_functions(&e),
+                _ if retryable(&e) && started.elapsed() < RETRY_FOR => {
                     tracing::debug!(error = %e, "Redis script failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(1));
                 }
-                Err(e) => return Err(storage_error(e)),
+                _ => return Err(storage_error(e)),
             }
+        }
+    }
+
+    /// Runs the scripts as `EVALSHA` scripts from now on (on every clone of this connection):
+    /// what a Redis without functions (before 7.0, or an ACL that denies `FCALL` or
+    /// `FUNCTION LOAD`) gets by itself on the first call.
+    pub fn use_eval_scripts(&self) {
+        self.inner.functions.store(false, Ordering::Relaxed);
+    }
+
+    fn without_functions(&self, e: &RedisError) {
+        if self.inner.functions.swap(false, Ordering::Relaxed) {
+            tracing::info!(
+                redis = %self.inner.shown,
+                reason = %e,
+                "Redis runs no functions for this user; the stores' scripts are sent with EVALSHA"
+            );
         }
     }
 }
 
 /// An argument of a script (a `&dyn` list of mixed types).
 pub(crate) trait ArgRef: Sync {
-    fn push_arg(&self, inv: &mut redis::ScriptInvocation<'_>);
+    fn push_arg(&self, cmd: &mut redis::Cmd);
 }
 
 impl<T: redis::ToRedisArgs + Sync> ArgRef for T {
-    fn push_arg(&self, inv: &mut redis::ScriptInvocation<'_>) {
-        inv.arg(self);
+    fn push_arg(&self, cmd: &mut redis::Cmd) {
+        cmd.arg(self);
     }
 }
 
@@ -361,47 +411,18 @@ fn storage_error(e: RedisError) -> StorageError {
     StorageError::Redis(Arc::new(e))
 }
 
-/// Shared Lua helpers, prepended to the scripts that need them. `P` is the key prefix
-/// (`ARGV[2]`); `RID` the request id (`ARGV[1]`, empty = no answer kept).
-pub(crate) const LUA_PRELUDE: &str = r#"
-local RID = ARGV[1]
-local P = ARGV[2]
-local function cached()
-  if RID ~= '' then
-    local c = redis.call('GET', RID)
-    if c then
-      if string.sub(c, 1, 1) == 's' then return string.sub(c, 2) end
-      return cjson.decode(string.sub(c, 2))
-    end
-  end
-  return nil
-end
-local function answer(res)
-  if RID ~= '' then
-    if type(res) == 'string' then
-      redis.call('SET', RID, 's' .. res, 'PX', 60000)
-    else
-      redis.call('SET', RID, 'j' .. cjson.encode(res), 'PX', 60000)
-    end
-  end
-  return res
-end
-"#;
-
-/// Builds a script from the prelude and a body.
-pub(crate) fn lua(body: &str) -> redis::Script {
-    redis::Script::new(&format!("{LUA_PRELUDE}\n{body}"))
-}
-
 /// `SET key value NX PX ttl` (1 = set by this call). The value carries the request id, so a
 /// retry after a lost reply recognises its own write and answers 1 again.
-pub(crate) static SET_ONCE: LazyLock<redis::Script> = LazyLock::new(|| {
-    lua(r#"
+pub(crate) static SET_ONCE: LazyLock<LuaScript> = LazyLock::new(|| {
+    lua(
+        &[],
+        r#"
 local v = ARGV[4] .. '|' .. RID
 if redis.call('SET', ARGV[3], v, 'NX', 'PX', ARGV[5]) then return 1 end
 if redis.call('GET', ARGV[3]) == v then return 1 end
 return 0
-"#)
+"#,
+    )
 });
 
 /// A TTL as the milliseconds of a `PX` argument (at least 1: Redis refuses `PX 0`).

@@ -19,9 +19,7 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
-
-use super::{from_json, lua, reply, RedisConn};
+use super::{from_json, lua, reply, LuaScript, RedisConn};
 use crate::job::Job;
 use crate::storage::{
     CheckedQuery, JobCursor, JobPage, JobQuery, StorageError, JOB_QUERY_COUNT_LIMIT, JOB_QUERY_PREFIX_CANDIDATES,
@@ -57,9 +55,9 @@ end
 
 /// {status, number, ...} of every status with jobs, overall or (`ARGV[3]`, '' = all) one
 /// client's: [`crate::storage::JobStore::counts`].
-pub(super) static COUNTS: LazyLock<Script> = LazyLock::new(|| {
-    lua(&[
-        QKEYS,
+pub(super) static COUNTS: LazyLock<LuaScript> = LazyLock::new(|| {
+    lua(
+        &[QKEYS],
         r#"
 local client = ARGV[3]
 if client == '' then client = nil end
@@ -72,8 +70,7 @@ local f = status_count('finished', client)
 if f > 0 then table.insert(out, 'finished'); table.insert(out, f) end
 return out
 "#,
-    ]
-    .concat())
+    )
 });
 
 /// Scores are doubles: positions beyond 2^53 ms (year 287,000) are clamped.
@@ -81,9 +78,9 @@ const MAX_SCORE: u64 = 1 << 53;
 
 /// Answers a page (`mode` = `page`: `{next_ms, next_id, doc...}`, empty next = the end) or a
 /// count (`count`: an integer). See the module docs and [`crate::storage::JobQuery`].
-static QUERY: LazyLock<Script> = LazyLock::new(|| {
-    lua(&[
-        QKEYS,
+static QUERY: LazyLock<LuaScript> = LazyLock::new(|| {
+    lua(
+        &[QKEYS],
         r#"
 local mode, client, blueprint, statuses, from, to, prefix, after_ms, after_id, limit, budget, maxcand =
   ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9], ARGV[10], ARGV[11],
@@ -270,8 +267,7 @@ end
 if ended then return finish(out, nil, nil) end
 return finish(out, pms, pid)
 "#,
-    ]
-    .concat())
+    )
 });
 
 /// Runs [`QUERY`] for `q` in `mode`.

@@ -6,9 +6,7 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
-
-use crate::storage::redis::LUA_PRELUDE;
+use crate::storage::redis::lua::{lua, LuaScript};
 
 /// Lua helpers of the task scripts: key names, detaching a task from wherever it is, running a
 /// queued task, the kept answers of pops and steals, draining a departing worker.
@@ -112,12 +110,12 @@ local function drain(w)
 end
 "#;
 
-/// A script from the prelude, the task helpers and `body`.
-fn script(body: &str) -> Script {
-    Script::new(&format!("{LUA_PRELUDE}\n{TASKS}\n{body}"))
+/// A script from the task helpers and `body`.
+fn script(body: &str) -> LuaScript {
+    lua(&[TASKS], body)
 }
 
-pub(super) static REGISTER: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static REGISTER: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local w, info, expiry, rep = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
@@ -130,7 +128,7 @@ return 1
 });
 
 /// {0} unknown worker, else {1, task ids to cancel...}.
-pub(super) static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static HEARTBEAT: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local w, info, expiry, now, has_body = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
@@ -151,7 +149,7 @@ return out
 });
 
 /// {info, reputation} or {}.
-pub(super) static WORKER: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static WORKER: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local w = ARGV[3]
@@ -163,7 +161,7 @@ return {info, redis.call('HGET', P .. 'w:rep', w) or '1'}
 });
 
 /// {id, info, reputation, queued, running, ...} of live workers.
-pub(super) static LIVE: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static LIVE: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local now = ARGV[3]
@@ -183,7 +181,7 @@ return out
     )
 });
 
-pub(super) static DEPTH: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static DEPTH: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local n = redis.call('ZCARD', P .. 'parked')
@@ -218,14 +216,14 @@ end
 "#;
 
 /// Stamps the arrival order, queues, and wakes the worker's long-polls on every instance.
-pub(super) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static ENQUEUE: LazyLock<LuaScript> = LazyLock::new(|| {
     script(&format!(
         "{ENQUEUE_FN}\nreturn enqueue(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12])"
     ))
 });
 
 /// The popped task (see `queued`), or ''.
-pub(super) static POP: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static POP: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local w, now = ARGV[3], tonumber(ARGV[4])
@@ -242,7 +240,7 @@ end
 });
 
 /// Steals the victim's second task (in pop order) among the thief's skills (see `queued`), or ''.
-pub(super) static STEAL: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static STEAL: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local thief, now = ARGV[3], tonumber(ARGV[4])
@@ -277,7 +275,7 @@ return answer('')
     )
 });
 
-pub(super) static FINISHED: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static FINISHED: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local w, tid = ARGV[3], ARGV[4]
@@ -288,7 +286,7 @@ return 1
     )
 });
 
-pub(super) static CANCEL: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static CANCEL: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local tid, w, untl = ARGV[3], ARGV[4], ARGV[5]
@@ -306,7 +304,7 @@ return 1
     )
 });
 
-pub(super) static PARK: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static PARK: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local tid, job, ty, data, parked, due = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
@@ -320,7 +318,7 @@ return 1
     )
 });
 
-pub(super) static PARKED: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static PARKED: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local out = {}
@@ -333,7 +331,7 @@ return out
     )
 });
 
-pub(super) static CLAIM_PARKED: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static CLAIM_PARKED: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local c = cached()
@@ -349,7 +347,7 @@ return 0
 });
 
 /// {{queued task (see `queued`)...}, {task id, job id, ...}}
-pub(super) static REMOVE: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static REMOVE: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local c = cached()
@@ -361,7 +359,7 @@ return answer({qs, rs})
 });
 
 /// {queued task (see `queued`)...} of worker ARGV[3], taken off its queue (highest priority first).
-pub(super) static TAKE_QUEUE: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static TAKE_QUEUE: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local c = cached()
@@ -382,7 +380,7 @@ return answer(qs)
 });
 
 /// Replaces worker ARGV[3]'s record with ARGV[5] if it is still ARGV[4]: 1, else 0.
-pub(super) static SWAP_INFO: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static SWAP_INFO: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local c = cached()
@@ -395,7 +393,7 @@ return answer(1)
     )
 });
 
-pub(super) static REPUTATION: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static REPUTATION: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local c = cached()
@@ -412,7 +410,7 @@ return answer(1)
 });
 
 /// {task id, job id, worker or '', 'D' | 'E', ...}: at most ARGV[6] tasks.
-pub(super) static OVERDUE: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static OVERDUE: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local c = cached()
@@ -457,7 +455,7 @@ return answer(out)
 });
 
 /// {{worker ids}, {queued task (see `queued`)...}, {task id, job id, worker id, ...}}
-pub(super) static EXPIRE: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static EXPIRE: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         r#"
 local c = cached()

@@ -1,0 +1,183 @@
+//! The Lua of the Redis stores: each script runs as a Redis function (Redis 7: `FUNCTION LOAD`,
+//! `FCALL`) or, where Redis has none (before 7.0, or an ACL that denies them), as an `EVALSHA`
+//! script. Same text, same answers.
+//!
+//! A script is a body and the helpers it uses (the shared texts: key names, the job lock, the
+//! write of a job, the task moves). Sent with `EVALSHA`, Redis runs the whole text on every call,
+//! so every helper is made again as a closure before the body starts: 2-4 us of Redis CPU per call
+//! for the job writes' helpers (BENCHMARKS.md). As a function, each script is a library of its
+//! own whose helpers are made once, when the library is loaded; a call runs the body alone. The
+//! library and its function are named after the hash of the script's text (`avto_{sha1}`), so
+//! instances of different versions sharing one Redis each find their own, and a library is
+//! loaded again (`FUNCTION LOAD REPLACE`: the same text) whenever Redis answers that it has no
+//! such function (a restart without persistence, `FUNCTION FLUSH`), as `EVALSHA` scripts are
+//! after `NOSCRIPT`.
+//!
+//! Arguments: `ARGV[1]` the request id (`RID`), `ARGV[2]` the key prefix (`P`), then each
+//! script's own. The helpers see `RID` and `P` as upvalues, set at the start of every call; they
+//! must keep no other state between calls (a table filled during a call belongs in the body).
+
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+/// The helpers every script has: a claim's answer kept under the request id for a retry after
+/// a lost reply (`cached()` before the work, `answer(res)` to return it).
+const REPLIES: &str = r#"
+local function cached()
+  if RID ~= '' then
+    local c = redis.call('GET', RID)
+    if c then
+      if string.sub(c, 1, 1) == 's' then return string.sub(c, 2) end
+      return cjson.decode(string.sub(c, 2))
+    end
+  end
+  return nil
+end
+local function answer(res)
+  if RID ~= '' then
+    if type(res) == 'string' then
+      redis.call('SET', RID, 's' .. res, 'PX', 60000)
+    else
+      redis.call('SET', RID, 'j' .. cjson.encode(res), 'PX', 60000)
+    end
+  end
+  return res
+end
+"#;
+
+/// One script of the Redis stores, in both forms (see the module docs).
+pub(crate) struct LuaScript {
+    /// The `EVALSHA` text and its SHA-1.
+    text: String,
+    sha: String,
+    /// The function's name, and its library's: `avto_` and the SHA-1 of the `EVALSHA` text.
+    name: String,
+    /// The `FUNCTION LOAD` text.
+    library: String,
+}
+
+impl std::fmt::Debug for LuaScript {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LuaScript").field("name", &self.name).finish()
+    }
+}
+
+/// The script made of `helpers` (shared texts, in order) and `body` (which may `return`).
+pub(crate) fn lua(helpers: &[&str], body: &str) -> LuaScript {
+    let helpers = helpers.concat();
+    let text = format!("local RID, P = ARGV[1], ARGV[2]\n{REPLIES}\n{helpers}\n{body}");
+    let sha = redis::Script::new(&text).get_hash().to_owned();
+    let name = format!("avto_{sha}");
+    let library = format!(
+        "#!lua name={name}\nlocal RID, P\n{REPLIES}\n{helpers}\nredis.register_function('{name}', function(_, ARGV)\n\
+         RID, P = ARGV[1], ARGV[2]\n{body}\nend)\n"
+    );
+    LuaScript { text, sha, name, library }
+}
+
+impl LuaScript {
+    /// The call, without its arguments: `FCALL name 0` or `EVALSHA sha 0`.
+    pub(super) fn call(&self, functions: bool) -> redis::Cmd {
+        let mut cmd = if functions { redis::cmd("FCALL") } else { redis::cmd("EVALSHA") };
+        cmd.arg(if functions { self.name.as_str() } else { self.sha.as_str() }).arg(0);
+        cmd
+    }
+
+    /// What loads it: `FUNCTION LOAD REPLACE library` or `SCRIPT LOAD text`.
+    pub(super) fn load(&self, functions: bool) -> redis::Cmd {
+        if functions {
+            let mut cmd = redis::cmd("FUNCTION");
+            cmd.arg("LOAD").arg("REPLACE").arg(&self.library);
+            cmd
+        } else {
+            let mut cmd = redis::cmd("SCRIPT");
+            cmd.arg("LOAD").arg(&self.text);
+            cmd
+        }
+    }
+}
+
+/// What an error of a call (or of a load) asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Failed {
+    /// Redis does not have the script (yet, or any more): load it, call again.
+    NotLoaded,
+    /// Redis has no functions for us (no such command, or the ACL denies it): use `EVALSHA`.
+    NoFunctions,
+    /// Anything else (the script's own error, the connection): as any other command's.
+    Other,
+}
+
+pub(super) fn failed(e: &RedisError, functions: bool) -> Failed {
+    let detail = e.detail().unwrap_or_default().to_ascii_lowercase();
+    match e.kind() {
+        ErrorKind::Server(ServerErrorKind::NoScript) if !functions => Failed::NotLoaded,
+        ErrorKind::Server(ServerErrorKind::ResponseError) if functions && detail.starts_with("function not found") => {
+            Failed::NotLoaded
+        }
+        ErrorKind::Server(ServerErrorKind::ResponseError)
+            if functions
+                && (detail.starts_with("unknown command") || detail.starts_with("unknown subcommand"))
+                && (detail.contains("fcall") || detail.contains("function")) =>
+        {
+            Failed::NoFunctions
+        }
+        // `NOPERM ... no permissions to run the 'fcall' command` (not a key the script touched).
+        ErrorKind::Server(ServerErrorKind::NoPerm)
+            if functions && (detail.contains("fcall") || detail.contains("function")) =>
+        {
+            Failed::NoFunctions
+        }
+        _ => Failed::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(line: &str) -> RedisError {
+        // The parser's own reading of an error line, as a reply would bring it.
+        let frame = format!("-{line}\r\n");
+        match redis::parse_redis_value(frame.as_bytes()) {
+            Ok(redis::Value::ServerError(e)) => e.into(),
+            other => panic!("not a server error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn both_forms_carry_the_same_body_and_helpers() {
+        let s = lua(&["local function twice(x) return x .. x end\n"], "return twice(P)");
+        assert!(s.name.starts_with("avto_") && s.name.len() == 45, "{}", s.name);
+        assert!(s.library.starts_with(&format!("#!lua name={}\n", s.name)));
+        assert!(s.library.contains(&format!("redis.register_function('{}', function(_, ARGV)", s.name)));
+        // The helper sits at the library's top level, before the function; the body inside it.
+        let (top, function) = s.library.split_once("redis.register_function").unwrap();
+        assert!(top.contains("local function twice") && top.contains("local function answer"));
+        assert!(function.contains("RID, P = ARGV[1], ARGV[2]\nreturn twice(P)\nend)"));
+        // Another text, another name: versions sharing one Redis do not replace each other's.
+        assert_ne!(lua(&[], "return 1").name, lua(&[], "return 2").name);
+    }
+
+    #[test]
+    fn errors_are_told_apart() {
+        let f = |line: &str, functions: bool| failed(&server_error(line), functions);
+        assert_eq!(f("ERR Function not found", true), Failed::NotLoaded);
+        assert_eq!(f("NOSCRIPT No matching script. Please use EVAL.", false), Failed::NotLoaded);
+        assert_eq!(
+            f("ERR unknown command 'FCALL', with args beginning with: 'avto_x' '0' ", true),
+            Failed::NoFunctions
+        );
+        assert_eq!(f("ERR unknown command 'FUNCTION', with args beginning with: 'LOAD' ", true), Failed::NoFunctions);
+        assert_eq!(f("NOPERM User app has no permissions to run the 'fcall' command", true), Failed::NoFunctions);
+        assert_eq!(
+            f("NOPERM User app has no permissions to run the 'function|load' command", true),
+            Failed::NoFunctions
+        );
+        // A key the script may not touch, or the script's own error: the caller's error.
+        assert_eq!(f("NOPERM No permissions to access a key", true), Failed::Other);
+        assert_eq!(f("ERR user_script:3: Unknown Redis command called from script", true), Failed::Other);
+        // In EVALSHA mode nothing switches back.
+        assert_eq!(f("ERR Function not found", false), Failed::Other);
+        assert_eq!(f("ERR unknown command 'FCALL'", false), Failed::Other);
+    }
+}
