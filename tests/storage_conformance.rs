@@ -1290,6 +1290,26 @@ async fn redis_functions_lost_by_redis_are_loaded_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_start_up_loads_this_builds_libraries_and_deletes_other_builds() {
+    let cleanup = avto_tests::RedisPrefix::new();
+    let r = avto::storage::redis::RedisStores::new(&cleanup.url, &cleanup.prefix, Duration::from_secs(5)).unwrap();
+    let conn = r.conn();
+    // A library an earlier build left behind.
+    let stray = format!("avto_{}00000000", uuid::Uuid::new_v4().simple());
+    let code = format!("#!lua name={stray}\nredis.register_function('{stray}', function() return 1 end)");
+    conn.query::<String>(avto::storage::redis::client::cmd("FUNCTION").arg("LOAD").arg(&code)).await.unwrap();
+    r.check().await.unwrap();
+    let libraries = avto_libraries(conn).await;
+    assert!(!libraries.contains(&stray), "the other build's library is deleted");
+    assert!(libraries.len() >= 40, "every script of this build is loaded: {}", libraries.len());
+    // And they answer: no call has to load one.
+    let id = uid();
+    let stores = r.stores();
+    stores.jobs.insert(job(&id, "c1")).await.unwrap();
+    assert_eq!(stores.jobs.get(&id).await.unwrap().unwrap().id, id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_user_without_functions_gets_evalsha_scripts() {
     let cleanup = avto_tests::RedisPrefix::new();
     let admin = avto::storage::redis::RedisConn::open(&cleanup.url, &cleanup.prefix).unwrap();

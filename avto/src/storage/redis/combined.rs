@@ -58,6 +58,7 @@ return {state}
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&LOCK) }
 
 /// The lock script of a result: {0} = locked by someone else, {1} = no such job, {2, json} =
 /// locked for us, {3} = the nonce `nk` (unless '') was used before (nothing done); once past
@@ -85,6 +86,7 @@ return {2, j}
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&LOCK_FINISHING) }
 
 /// Takes up to `max` tasks off worker `w`'s queue (as the pop script) and locks each one's job
 /// for `token:i` (i = 1, 2, ...): {i, task (see `queued`), 0 | 1 | 2, job document or '', ...}.
@@ -126,6 +128,7 @@ return out
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&POP_LOCKED) }
 
 /// The commit script (save and release, see `jobs.rs`) that, once the job is written, queues
 /// tasks (ten arguments each from `ARGV[17]`, as the enqueue script takes them): {1, 1 | 0 per
@@ -149,6 +152,7 @@ return out
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&COMMIT_QUEUEING) }
 
 fn opt(v: Option<u64>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()

@@ -41,6 +41,7 @@ return load(ARGV[3], ARGV[4], ARGV[5])
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&GET) }
 
 static SET: LazyLock<LuaScript> = LazyLock::new(|| {
     lua(
@@ -52,6 +53,7 @@ return 1
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&SET) }
 
 static DELETE: LazyLock<LuaScript> = LazyLock::new(|| {
     lua(
@@ -61,6 +63,7 @@ return redis.call('DEL', ARGV[3]) + redis.call('HDEL', ARGV[4], ARGV[5])
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&DELETE) }
 
 /// Sets the key if its raw value is `expected` (`absent` = '1': the key must not exist); else
 /// returns {0, current raw value or ''}. A success is answered again to a retry after a lost
@@ -81,6 +84,7 @@ return {0, cur or ''}
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&CAS) }
 
 /// `INCRBY` (the lifetime renewed) that answers a retry after a lost reply with the first result
 /// (no double count).
@@ -98,6 +102,7 @@ return answer(n)
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&INCR) }
 
 /// Data stores in Redis.
 #[derive(Debug, Clone)]

@@ -92,6 +92,7 @@ return 1
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&INSERT) }
 
 /// `write(ARGV, release)` writes a job held under its lock by a token (the arguments from
 /// `ARGV[3]`: id, token, document, status, ...; the shared part of [`SAVE`], [`COMMIT`] and the
@@ -154,6 +155,7 @@ return 1
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&SAVE) }
 
 /// Save and release in one step. The lock is gone after the first attempt, so a retry after a
 /// lost reply cannot tell by the lock that it was applied: it looks at the document instead
@@ -172,6 +174,7 @@ return 1
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&COMMIT) }
 
 static RENEW: LazyLock<LuaScript> = LazyLock::new(|| {
     lua(
@@ -186,6 +189,7 @@ return 0
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&RENEW) }
 
 static RELEASE: LazyLock<LuaScript> = LazyLock::new(|| {
     lua(
@@ -197,6 +201,7 @@ return 0
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&RELEASE) }
 
 static CLAIM_STALE: LazyLock<LuaScript> = LazyLock::new(|| {
     lua(
@@ -212,6 +217,7 @@ return answer(ids)
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&CLAIM_STALE) }
 
 /// Removes up to `limit` jobs whose retention ended by `now` with their index entries (the
 /// counts follow them); returns how many. A job gone already (removed by another instance) is skipped.
@@ -257,6 +263,7 @@ return removed
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&REMOVE_EXPIRED) }
 
 /// Claims outbox entries stamped at or before the cutoff (see [`JobStore::claim_webhooks`]);
 /// entries whose job document is gone are dropped. Answers the claimed ids.
@@ -283,6 +290,7 @@ return answer(claimed)
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&CLAIM_WEBHOOKS) }
 
 /// `"1"` for a terminal status (an argument of the scripts).
 fn terminal_flag(status: JobStatus) -> &'static str {

@@ -22,6 +22,7 @@ return 1
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&QUOTA_INIT) }
 
 /// ARGV: used key of the month, limit key, expiry of a new month's count (ms).
 static QUOTA_TAKE: LazyLock<LuaScript> = LazyLock::new(|| {
@@ -41,6 +42,7 @@ return answer(0)
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&QUOTA_TAKE) }
 
 /// How long a month's count is kept after its first unit: past the end of any month it began in.
 const QUOTA_MONTH_TTL_MS: u64 = 62 * 86_400_000;
@@ -63,6 +65,7 @@ return -1
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&RATE_HIT) }
 
 /// Monthly job-creation quotas in Redis (tokens are stored hashed).
 #[derive(Debug, Clone)]

@@ -16,8 +16,20 @@
 //! Arguments: `ARGV[1]` the request id (`RID`), `ARGV[2]` the key prefix (`P`), then each
 //! script's own. The helpers see `RID` and `P` as upvalues, set at the start of every call; they
 //! must keep no other state between calls (a table filled during a call belongs in the body).
+//!
+//! Every script is registered ([`Registered`]); at start-up ([`prepare`]) this build's libraries
+//! are loaded (a Lua error fails the start, not the first job) and the `avto_*` libraries of other
+//! builds are deleted, so upgrades do not pile them up in Redis (an instance of another build still
+//! running loads its own again on its next call).
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::LazyLock;
 
 use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+use super::RedisConn;
+use crate::storage::StorageError;
 
 /// The helpers every script has: a claim's answer kept under the request id for a retry after
 /// a lost reply (`cached()` before the work, `answer(res)` to return it).
@@ -96,6 +108,71 @@ impl LuaScript {
     }
 }
 
+/// A script of the stores: `inventory::submit! { Registered(&SCRIPT) }` beside each.
+pub(crate) struct Registered(pub(crate) &'static LazyLock<LuaScript>);
+inventory::collect!(Registered);
+
+/// Loads this build's libraries and deletes the `avto_*` libraries no script of this build has
+/// (see the module docs). A Redis without functions for this user switches `conn` to `EVALSHA`.
+pub(super) async fn prepare(conn: &RedisConn) -> Result<(), StorageError> {
+    if !conn.inner.functions.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let ours: HashSet<&str> = inventory::iter::<Registered>().map(|r| r.0.name.as_str()).collect();
+    let list = redis::cmd("FUNCTION").arg("LIST").arg("LIBRARYNAME").arg("avto_*").clone();
+    let listed: redis::Value = match conn.query(&list).await {
+        Ok(v) => v,
+        Err(StorageError::Redis(e)) if failed(&e, true) == Failed::NoFunctions => {
+            conn.without_functions(&e);
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let mut present = HashSet::new();
+    library_names(&listed, &mut present);
+    for name in present.iter().filter(|n| !ours.contains(n.as_str())) {
+        // Gone already (another instance pruned it first) is as good.
+        let _ = conn.query::<()>(redis::cmd("FUNCTION").arg("DELETE").arg(name)).await;
+    }
+    for script in inventory::iter::<Registered>().map(|r| &**r.0) {
+        if present.contains(&script.name) {
+            continue;
+        }
+        match conn.query::<()>(&script.load(true)).await {
+            Ok(()) => {}
+            Err(StorageError::Redis(e)) if failed(&e, true) == Failed::NoFunctions => {
+                conn.without_functions(&e);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The names in a `FUNCTION LIST` reply that are avto's (`avto_` and 40 hex digits): the
+/// libraries and their one function each.
+fn library_names(v: &redis::Value, out: &mut HashSet<String>) {
+    use redis::Value;
+    match v {
+        Value::Array(items) | Value::Set(items) => items.iter().for_each(|i| library_names(i, out)),
+        Value::Map(pairs) => {
+            for (k, v) in pairs {
+                library_names(k, out);
+                library_names(v, out);
+            }
+        }
+        Value::BulkString(b) => {
+            if let Some(hex) = b.strip_prefix(b"avto_") {
+                if hex.len() == 40 && hex.iter().all(u8::is_ascii_hexdigit) {
+                    out.insert(String::from_utf8_lossy(b).into_owned());
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// What an error of a call (or of a load) asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Failed {
@@ -156,6 +233,30 @@ mod tests {
         assert!(function.contains("RID, P = ARGV[1], ARGV[2]\nreturn twice(P)\nend)"));
         // Another text, another name: versions sharing one Redis do not replace each other's.
         assert_ne!(lua(&[], "return 1").name, lua(&[], "return 2").name);
+    }
+
+    #[test]
+    fn every_script_is_registered() {
+        // Each `static ...: LazyLock<LuaScript>` of the Redis stores has its `inventory::submit!`,
+        // so that start-up loads it and does not delete its library as another build's.
+        let sources = [
+            include_str!("combined.rs"),
+            include_str!("data.rs"),
+            include_str!("jobs.rs"),
+            include_str!("limits.rs"),
+            include_str!("mod.rs"),
+            include_str!("query.rs"),
+            include_str!("workers/scripts.rs"),
+            include_str!("workers/mod.rs"),
+            include_str!("bus.rs"),
+            include_str!("schedule.rs"),
+            include_str!("sts.rs"),
+        ];
+        let declared: usize = sources.iter().map(|s| s.matches(": LazyLock<LuaScript> =").count()).sum();
+        let submitted: usize = sources.iter().map(|s| s.matches("lua::Registered(&").count()).sum();
+        let registered = inventory::iter::<Registered>().count();
+        assert!(declared >= 40, "{declared}");
+        assert_eq!((submitted, registered), (declared, declared));
     }
 
     #[test]

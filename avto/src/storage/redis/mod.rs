@@ -369,7 +369,7 @@ impl RedisConn {
         self.inner.functions.store(false, Ordering::Relaxed);
     }
 
-    fn without_functions(&self, e: &RedisError) {
+    pub(super) fn without_functions(&self, e: &RedisError) {
         if self.inner.functions.swap(false, Ordering::Relaxed) {
             tracing::info!(
                 redis = %self.inner.shown,
@@ -424,6 +424,7 @@ return 0
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&SET_ONCE) }
 
 /// A TTL as the milliseconds of a `PX` argument (at least 1: Redis refuses `PX 0`).
 pub(crate) fn px_millis(d: Duration) -> u64 {
@@ -466,9 +467,12 @@ impl RedisStores {
         &self.conn
     }
 
-    /// Checks that Redis answers (start-up).
+    /// Checks that Redis answers and readies the scripts (start-up): this build's function
+    /// libraries loaded, other builds' deleted, or `EVALSHA` where Redis has no functions (see
+    /// `lua.rs`).
     pub async fn check(&self) -> Result<(), StorageError> {
-        self.conn.ping().await
+        self.conn.ping().await?;
+        lua::prepare(&self.conn).await
     }
 
     /// One store per capability, all on this connection.

@@ -72,6 +72,7 @@ return out
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&COUNTS) }
 
 /// Scores are doubles: positions beyond 2^53 ms (year 287,000) are clamped.
 const MAX_SCORE: u64 = 1 << 53;
@@ -269,6 +270,7 @@ return finish(out, pms, pid)
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&QUERY) }
 
 /// Runs [`QUERY`] for `q` in `mode`.
 async fn run_query(conn: &RedisConn, mode: &str, q: &CheckedQuery<'_>) -> Result<redis::Value, StorageError> {

@@ -126,6 +126,7 @@ return 1
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&REGISTER) }
 
 /// {0} unknown worker, else {1, task ids to cancel...}.
 pub(super) static HEARTBEAT: LazyLock<LuaScript> = LazyLock::new(|| {
@@ -147,6 +148,7 @@ return out
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&HEARTBEAT) }
 
 /// {info, reputation} or {}.
 pub(super) static WORKER: LazyLock<LuaScript> = LazyLock::new(|| {
@@ -159,6 +161,7 @@ return {info, redis.call('HGET', P .. 'w:rep', w) or '1'}
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&WORKER) }
 
 /// {id, info, reputation, queued, running, ...} of live workers.
 pub(super) static LIVE: LazyLock<LuaScript> = LazyLock::new(|| {
@@ -180,6 +183,7 @@ return out
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&LIVE) }
 
 pub(super) static DEPTH: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
@@ -190,6 +194,7 @@ return n
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&DEPTH) }
 
 /// Lua: `enqueue(w, tid, job, ty, data, score, timeout, deadline, due, wake)` stamps the arrival
 /// order, queues, and wakes the worker's long-polls on every instance; 0 when the worker is gone.
@@ -221,6 +226,7 @@ pub(super) static ENQUEUE: LazyLock<LuaScript> = LazyLock::new(|| {
         "{ENQUEUE_FN}\nreturn enqueue(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12])"
     ))
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&ENQUEUE) }
 
 /// The popped task (see `queued`), or ''.
 pub(super) static POP: LazyLock<LuaScript> = LazyLock::new(|| {
@@ -238,6 +244,7 @@ end
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&POP) }
 
 /// Steals the victim's second task (in pop order) among the thief's skills (see `queued`), or ''.
 pub(super) static STEAL: LazyLock<LuaScript> = LazyLock::new(|| {
@@ -274,6 +281,7 @@ return answer('')
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&STEAL) }
 
 pub(super) static FINISHED: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
@@ -285,6 +293,7 @@ return 1
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&FINISHED) }
 
 pub(super) static CANCEL: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
@@ -303,6 +312,7 @@ return 1
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&CANCEL) }
 
 pub(super) static PARK: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
@@ -317,6 +327,7 @@ return 1
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&PARK) }
 
 pub(super) static PARKED: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
@@ -330,6 +341,7 @@ return out
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&PARKED) }
 
 pub(super) static CLAIM_PARKED: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
@@ -345,6 +357,7 @@ return 0
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&CLAIM_PARKED) }
 
 /// {{queued task (see `queued`)...}, {task id, job id, ...}}
 pub(super) static REMOVE: LazyLock<LuaScript> = LazyLock::new(|| {
@@ -357,6 +370,7 @@ return answer({qs, rs})
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&REMOVE) }
 
 /// {queued task (see `queued`)...} of worker ARGV[3], taken off its queue (highest priority first).
 pub(super) static TAKE_QUEUE: LazyLock<LuaScript> = LazyLock::new(|| {
@@ -378,6 +392,7 @@ return answer(qs)
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&TAKE_QUEUE) }
 
 /// Replaces worker ARGV[3]'s record with ARGV[5] if it is still ARGV[4]: 1, else 0.
 pub(super) static SWAP_INFO: LazyLock<LuaScript> = LazyLock::new(|| {
@@ -392,6 +407,7 @@ return answer(1)
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&SWAP_INFO) }
 
 pub(super) static REPUTATION: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
@@ -408,6 +424,7 @@ return answer(1)
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&REPUTATION) }
 
 /// {task id, job id, worker or '', 'D' | 'E', ...}: at most ARGV[6] tasks.
 pub(super) static OVERDUE: LazyLock<LuaScript> = LazyLock::new(|| {
@@ -453,6 +470,7 @@ return answer(out)
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&OVERDUE) }
 
 /// {{worker ids}, {queued task (see `queued`)...}, {task id, job id, worker id, ...}}
 pub(super) static EXPIRE: LazyLock<LuaScript> = LazyLock::new(|| {
@@ -476,3 +494,4 @@ return answer({ids, qs, rs})
 "#,
     )
 });
+inventory::submit! { crate::storage::redis::lua::Registered(&EXPIRE) }
