@@ -6,7 +6,9 @@
 #   2. avto (release, in-memory) + the same N Python SDK workers (the orchestrator alone swapped);
 #   3. avto + N Rust SDK workers: the full avto stack (in memory);
 #   4. the same on Redis (REDIS_URL, default redis://127.0.0.1:6379, under a fresh key prefix);
-#   5. memory per retained finished job (JOBS echo jobs kept by the orchestrator);
+#   5. memory per retained finished job (RETAINED_JOBS echo jobs kept by the orchestrator, default
+#      100,000: at 20,000 the RSS moves in allocator steps of several MiB, so the per-job number
+#      varied from 714 to 1,359 bytes between runs of one build; at 100,000 within 3%);
 #   6. compile time of blueprints of 0..100 states (incremental debug builds).
 # Rate limiting off, signing on, 127.0.0.1 only. Prints each run, then every issue #19 number
 # with its ratio and target.
@@ -16,7 +18,7 @@
 # SKIP=python,redis,retained,compile leaves parts out (their rows print "not run").
 # Env: AVTO_PY_VENV (the reference venv; installed from PyPI if missing), PY_REF_DIR (the folder
 # with py_ref.sh and echo_orchestrator.py; default ../shared/reference/python-ref),
-# PY_MAX_CONCURRENT (tasks per Python worker, default CONCURRENCY/WORKERS), CARGO_TARGET_DIR.
+# PY_MAX_CONCURRENT (tasks per Python worker, default CONCURRENCY/WORKERS), RETAINED_JOBS, CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 JOBS="${1:-20000}"
@@ -91,7 +93,7 @@ echo "== 4. avto (release, Redis $REDIS) + $N Rust SDK workers"
 skip redis || REDIS_URL="$REDIS" bench avto-redis --workers "$N" --port "$AV_RUST_PORT" --waiting 0
 
 echo "== 5. avto: memory per retained finished job"
-skip retained || "$BENCH" --retained "$JOBS" --workers "$N" --port "$AV_RUST_PORT" --label retained \
+skip retained || "$BENCH" --retained "${RETAINED_JOBS:-100000}" --workers "$N" --port "$AV_RUST_PORT" --label retained \
     --json-out "$RUN/retained.json" | sed 's/^/  /'
 
 echo "== 6. compile time of an N-state blueprint (incremental debug build)"
