@@ -6,6 +6,11 @@
 //! alone. Resting jobs are what the store keeps most of (retention, approvals that take days),
 //! so this is what bounds its memory per kept job; a job that moves on is never frozen between
 //! its steps.
+//!
+//! The JSON is kept packed ([`pack`]): the job's usual object keys (`"status":`, ...) are one
+//! byte each, a byte serde_json's compact output never has (a control character: it writes no
+//! whitespace and escapes them in strings), so unpacking is a plain expansion. An echo job's
+//! frozen JSON is about 210 bytes instead of 440.
 
 use std::sync::{Arc, OnceLock};
 
@@ -58,13 +63,13 @@ impl Frozen {
         if let Some(at) = json.windows(cut.len()).position(|w| w == cut.as_slice()) {
             json.drain(at..at + cut.len());
         }
-        // A copy of the exact size: shrinking the buffer in place could keep its whole block.
-        Ok(Frozen { json: Box::from(json.as_slice()), client })
+        // A new buffer of the exact size: shrinking one in place could keep its whole block.
+        Ok(Frozen { json: pack(&json).into_boxed_slice(), client })
     }
 
     /// The job again, with id `id`.
     pub(super) fn decode(&self, id: &str) -> Result<Job, StorageError> {
-        let mut job: Job = serde_json::from_slice(&self.json)
+        let mut job: Job = serde_json::from_slice(&unpack(&self.json))
             .map_err(|e| StorageError::Corrupt(format!("frozen job {id} does not decode: {e}")))?;
         id.clone_into(&mut job.id);
         job.client = self.client.clone();
@@ -76,6 +81,90 @@ impl Frozen {
     pub(super) fn len(&self) -> usize {
         self.json.len()
     }
+}
+
+/// The object keys [`pack`] writes as one byte: key `i` as byte `i + 1` (0x01-0x1F). The job's
+/// own fields first, then those of the records inside it (task, approval, security).
+const KEYS: [&[u8]; 31] = [
+    b"blueprint",
+    b"current_state",
+    b"status",
+    b"initial_data",
+    b"state_history",
+    b"aggregation_results",
+    b"webhook_url",
+    b"retry_count",
+    b"transition_count",
+    b"error_message",
+    b"last_error",
+    b"result",
+    b"current_task",
+    b"approval",
+    b"progress",
+    b"waiting_reason",
+    b"path",
+    b"path_ms",
+    b"security",
+    b"metadata",
+    b"data_metadata",
+    b"timestamp",
+    b"tracing_context",
+    b"created_at_ms",
+    b"updated_at_ms",
+    b"task_id",
+    b"worker_id",
+    b"dispatched_at_ms",
+    b"picked_up_at_ms",
+    b"signer_id",
+    b"transitions",
+];
+
+/// `json` (serde_json's compact output) with each `"key":` of [`KEYS`] as its one byte, wherever
+/// it is (also inside the job's data: the expansion gives back the same bytes).
+fn pack(json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len());
+    let mut i = 0;
+    while i < json.len() {
+        if json[i] != b'"' {
+            out.push(json[i]);
+            i += 1;
+            continue;
+        }
+        // A string: up to its closing quote (an escaped one, `\"`, is inside it).
+        let start = i + 1;
+        let mut end = start;
+        while end < json.len() && json[end] != b'"' {
+            end += if json[end] == b'\\' { 2 } else { 1 };
+        }
+        let end = end.min(json.len());
+        if json.get(end + 1) == Some(&b':') {
+            if let Some(k) = KEYS.iter().position(|k| *k == &json[start..end]) {
+                out.push(k as u8 + 1);
+                i = end + 2;
+                continue;
+            }
+        }
+        let next = (end + 1).min(json.len());
+        out.extend_from_slice(&json[i..next]);
+        i = next;
+    }
+    out
+}
+
+/// The JSON [`pack`] was given.
+fn unpack(packed: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(packed.len() * 2);
+    for &b in packed {
+        match KEYS.get((b as usize).wrapping_sub(1)) {
+            Some(key) if b < 0x20 => {
+                out.push(b'"');
+                out.extend_from_slice(key);
+                out.extend_from_slice(b"\":");
+            }
+            _ => out.push(b),
+        }
+    }
+    out
 }
 
 impl Cell {
@@ -107,10 +196,42 @@ mod tests {
             let frozen = Frozen::new(&mut frozen_from).unwrap();
             assert_eq!(frozen_from, original, "the job is left as it was");
             assert!(!String::from_utf8_lossy(&frozen.json).contains("\"client\""), "the client is cut out");
-            assert!(frozen.len() < 400, "{} bytes", frozen.len());
+            assert!(frozen.len() < 240, "{} bytes (about 390 unpacked)", frozen.len());
             let back = frozen.decode("job-1").unwrap();
             assert_eq!(back, original);
             assert!(Arc::ptr_eq(&back.client, &original.client), "the client is shared, not copied");
+        }
+    }
+
+    #[test]
+    fn packing_gives_back_the_same_bytes_whatever_the_data() {
+        // Keys in the job's data, key names as values, escaped quotes before a colon, control
+        // characters (escaped by serde_json), non-ASCII, an empty key, nesting.
+        let data = json!({
+            "status": "status",
+            "path": {"path": ["path", "\"path\":", "a\\\"status\":"]},
+            "x\"status": "\u{1}\u{1f}\n\t",
+            "ключ": "значение 🎉",
+            "": {"result": null, "security": [1, 2.5e-300, -0.0, true]},
+            "status\\": "transitions"
+        });
+        let mut job = Job::new("job-2", "status", "result", data);
+        job.status = JobStatus::WaitingForHuman;
+        job.error_message = Some("\"status\":\"failed\"".into());
+        job.state_history.insert("signer_id".into(), json!({"task_id": "\\"}));
+        let json = serde_json::to_vec(&job).unwrap();
+        let packed = pack(&json);
+        assert!(packed.len() < json.len());
+        assert_eq!(unpack(&packed), json);
+        let back: Job = serde_json::from_slice(&unpack(&packed)).unwrap();
+        assert_eq!(back, job);
+        // Every key is packed when it is a key, and kept when it is a value.
+        for key in KEYS {
+            let key = std::str::from_utf8(key).unwrap();
+            let json = serde_json::to_vec(&json!({ key: key })).unwrap();
+            let packed = pack(&json);
+            assert_eq!(packed.len(), json.len() - key.len() - 2, "{key}");
+            assert_eq!(unpack(&packed), json, "{key}");
         }
     }
 }
