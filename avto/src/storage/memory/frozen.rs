@@ -119,14 +119,40 @@ const KEYS: [&[u8]; 31] = [
     b"transitions",
 ];
 
+/// Where [`CODES`] has a key's byte: a hash of its length and first and last bytes, which no
+/// two of [`KEYS`] share (else the test that packs every key fails).
+const fn slot(key: &[u8]) -> usize {
+    (key.len() + key[0] as usize * 4 + key[key.len() - 1] as usize * 5) & 0xff
+}
+
+/// Key `i` of [`KEYS`] as `i + 1` at its [`slot`], 0 elsewhere.
+const CODES: [u8; 256] = {
+    let mut codes = [0; 256];
+    let mut i = 0;
+    while i < KEYS.len() {
+        codes[slot(KEYS[i])] = i as u8 + 1;
+        i += 1;
+    }
+    codes
+};
+
+/// The byte of `key`, if it is one of [`KEYS`].
+fn code(key: &[u8]) -> Option<u8> {
+    if key.is_empty() {
+        return None;
+    }
+    let code = CODES[slot(key)];
+    (code != 0 && KEYS[code as usize - 1] == key).then_some(code)
+}
+
 /// `json` (serde_json's compact output) with each `"key":` of [`KEYS`] as its one byte, wherever
 /// it is (also inside the job's data: the expansion gives back the same bytes).
 fn pack(json: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(json.len());
-    let mut i = 0;
+    // `json[copied..i]` is still to be copied as it is.
+    let (mut copied, mut i) = (0, 0);
     while i < json.len() {
         if json[i] != b'"' {
-            out.push(json[i]);
             i += 1;
             continue;
         }
@@ -138,32 +164,37 @@ fn pack(json: &[u8]) -> Vec<u8> {
         }
         let end = end.min(json.len());
         if json.get(end + 1) == Some(&b':') {
-            if let Some(k) = KEYS.iter().position(|k| *k == &json[start..end]) {
-                out.push(k as u8 + 1);
+            if let Some(code) = code(&json[start..end]) {
+                out.extend_from_slice(&json[copied..i]);
+                out.push(code);
                 i = end + 2;
+                copied = i;
                 continue;
             }
         }
-        let next = (end + 1).min(json.len());
-        out.extend_from_slice(&json[i..next]);
-        i = next;
+        i = (end + 1).min(json.len());
     }
+    out.extend_from_slice(&json[copied..]);
     out
 }
 
 /// The JSON [`pack`] was given.
 fn unpack(packed: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(packed.len() * 2);
-    for &b in packed {
-        match KEYS.get((b as usize).wrapping_sub(1)) {
-            Some(key) if b < 0x20 => {
+    let mut rest = packed;
+    while let Some(at) = rest.iter().position(|&b| b < 0x20) {
+        out.extend_from_slice(&rest[..at]);
+        match (rest[at] as usize).checked_sub(1).and_then(|k| KEYS.get(k)) {
+            Some(key) => {
                 out.push(b'"');
                 out.extend_from_slice(key);
                 out.extend_from_slice(b"\":");
             }
-            _ => out.push(b),
+            None => out.push(rest[at]),
         }
+        rest = &rest[at + 1..];
     }
+    out.extend_from_slice(rest);
     out
 }
 
@@ -225,6 +256,10 @@ mod tests {
         assert_eq!(unpack(&packed), json);
         let back: Job = serde_json::from_slice(&unpack(&packed)).unwrap();
         assert_eq!(back, job);
+        // Cut-off input (never written by serde_json) is copied, not a panic.
+        for cut in [&b"{\"status\"\\"[..], b"\"abc\\", b"\"", b"{\"status\""] {
+            assert_eq!(unpack(&pack(cut)), cut);
+        }
         // Every key is packed when it is a key, and kept when it is a value.
         for key in KEYS {
             let key = std::str::from_utf8(key).unwrap();
