@@ -605,7 +605,7 @@ impl Dispatcher {
                 why.add("drained by the operator".to_owned());
                 continue;
             }
-            if !w.info.takes_new_tasks() {
+            if !w.info.reports_idle() {
                 why.add(format!("it reports `{:.32}` and takes no new tasks", w.info.status));
                 continue;
             }

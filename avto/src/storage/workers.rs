@@ -134,7 +134,13 @@ impl WorkerInfo {
     /// (both SDKs poll only with a free slot); a `draining` one finishes what it runs and takes
     /// nothing new; `offline` and any other status take nothing either.
     pub fn takes_new_tasks(&self) -> bool {
-        matches!(self.status.as_str(), worker_status::IDLE | "") && self.operator_drain().is_none()
+        self.reports_idle() && self.operator_drain().is_none()
+    }
+
+    /// Whether its last report was `idle` (or had no status): [`WorkerInfo::takes_new_tasks`]
+    /// without the operator's drain, for a caller that looked at that already.
+    pub(crate) fn reports_idle(&self) -> bool {
+        matches!(self.status.as_str(), worker_status::IDLE | "")
     }
 
     /// Why an operator drained the worker (the dashboard's drain), if one did: it then takes no

@@ -123,14 +123,20 @@ fn connector(mut http: HttpConnector<CheckedResolver>) -> Connector {
 /// The request of one attempt. The URL's credentials, if any, are sent as Basic authentication
 /// (percent-decoded, as browsers and the earlier sender did), not in the request target.
 fn request(url: &Url, body: Bytes, extra: &[(&'static str, &str)]) -> Result<Request<Full<Bytes>>, String> {
-    let mut target = url.clone();
-    target.set_fragment(None);
-    let auth = (!url.username().is_empty() || url.password().is_some()).then(|| {
-        let _ = target.set_username("");
-        let _ = target.set_password(None);
-        basic_auth(url)
-    });
-    let uri: Uri = target.as_str().parse().map_err(|e| format!("the URL is not a valid request target ({e})"))?;
+    let credentials = !url.username().is_empty() || url.password().is_some();
+    let auth = credentials.then(|| basic_auth(url));
+    // The usual URL, without credentials or fragment, is its own request target (no copy).
+    let uri: Result<Uri, _> = match credentials || url.fragment().is_some() {
+        false => url.as_str().parse(),
+        true => {
+            let mut target = url.clone();
+            target.set_fragment(None);
+            let _ = target.set_username("");
+            let _ = target.set_password(None);
+            target.as_str().parse()
+        }
+    };
+    let uri = uri.map_err(|e| format!("the URL is not a valid request target ({e})"))?;
     let mut builder = Request::builder()
         .method(Method::POST)
         .uri(uri)
@@ -227,6 +233,9 @@ mod tests {
         let plain = request(&Url::parse("http://h.example/p").unwrap(), Bytes::new(), &[]).unwrap();
         assert_eq!(plain.uri().to_string(), "http://h.example/p");
         assert!(plain.headers().get(AUTHORIZATION).is_none());
+        let fragment = request(&Url::parse("http://h.example/p?q=1#f").unwrap(), Bytes::new(), &[]).unwrap();
+        assert_eq!(fragment.uri().to_string(), "http://h.example/p?q=1");
+        assert!(fragment.headers().get(AUTHORIZATION).is_none());
         let user_only = request(&Url::parse("http://u@h.example/p").unwrap(), Bytes::new(), &[]).unwrap();
         assert_eq!(user_only.headers()[AUTHORIZATION], "Basic dTo=");
     }
