@@ -101,6 +101,10 @@ struct Args {
     /// half-load run starts from a settled orchestrator (the watcher passes every second)
     #[arg(long, value_name = "SECS", default_value_t = 2.0)]
     settle: f64,
+    /// With --half-load: offer jobs at this many per second instead of half the peak (to compare
+    /// two setups at the same load; the ratio printed is still to the idle p50)
+    #[arg(long, value_name = "JOBS_PER_S")]
+    rate: Option<f64>,
     /// With --half-load: write every job of the half-load run as `start_ms,latency_ms` to FILE
     /// (the latency over time; the worst 100 ms windows are printed either way)
     #[arg(long, value_name = "FILE")]
@@ -472,7 +476,7 @@ async fn main() {
     // done: a steady load, not the tail of the previous run.
     let half = if a.half_load > 0.0 {
         tokio::time::sleep(Duration::from_secs_f64(a.settle)).await;
-        let rate = jobs_per_s / 2.0;
+        let rate = a.rate.unwrap_or(jobs_per_s / 2.0);
         let n = ((rate * a.half_load) as usize).max(1);
         Some((rate, load::open_loop(&client, &hook, &waiters, rate, n).await))
     } else {
@@ -520,8 +524,9 @@ async fn main() {
         lat_h.sort();
         let (p50, p99, idle50) = (pct(&lat_h, 50.0), pct(&lat_h, 99.0), pct(&idle, 50.0));
         println!(
-            "  at half the peak  p50 {p50:.2} ms  p99 {p99:.2} ms  ({} jobs offered at {rate:.0}/s, achieved {achieved:.0}/s); \
+            "  {:<17} p50 {p50:.2} ms  p99 {p99:.2} ms  ({} jobs offered at {rate:.0}/s, achieved {achieved:.0}/s); \
              p99 / idle p50 = {:.1}",
+            if a.rate.is_some() { "at --rate" } else { "at half the peak" },
             lat_h.len(),
             p99 / idle50
         );
