@@ -236,6 +236,11 @@ async fn hook_server(waiters: Waiters) -> String {
 
 /// Creates one echo job (through `avto::client`) and waits for its webhook.
 async fn run_job(client: &Client, hook: &str, waiters: &Waiters, i: usize) -> Duration {
+    run_job_with_id(client, hook, waiters, i).await.1
+}
+
+/// [`run_job`], with the job's id.
+async fn run_job_with_id(client: &Client, hook: &str, waiters: &Waiters, i: usize) -> (String, Duration) {
     let started = Instant::now();
     let job = NewJob::new(json!({"i": i})).webhook_url(hook);
     // A pooled connection the server closed as it was reused answers with a reset: try again
@@ -253,12 +258,12 @@ async fn run_job(client: &Client, hook: &str, waiters: &Waiters, i: usize) -> Du
         // The webhook may arrive before the create answer has been read.
         let mut w = waiters.lock().unwrap();
         if let Some(Wait::Done(done)) = w.remove(&id) {
-            return done - started;
+            return (id, done - started);
         }
         w.insert(id.clone(), Wait::Waiting(tx));
     }
     // Webhooks are retried by the orchestrator; poll as a last resort.
-    match tokio::time::timeout(Duration::from_secs(60), rx).await {
+    let latency = match tokio::time::timeout(Duration::from_secs(60), rx).await {
         Ok(Ok(done)) => done - started,
         _ => {
             waiters.lock().unwrap().remove(&id);
@@ -273,7 +278,8 @@ async fn run_job(client: &Client, hook: &str, waiters: &Waiters, i: usize) -> Du
             };
             done - started
         }
-    }
+    };
+    (id, latency)
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -519,6 +525,11 @@ async fn main() {
         pct(&idle, 99.0),
         a.idle
     );
+    // Where the slowest jobs of that run spent their time (read back before anything else runs).
+    let half_stages = match &half {
+        Some((_, (samples, _))) => load::stages(&client, samples, 20).await,
+        None => Vec::new(),
+    };
     let half_json = half.as_ref().map(|(rate, (samples, achieved))| {
         let mut lat_h: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
         lat_h.sort();
@@ -548,6 +559,11 @@ async fn main() {
             })
             .collect();
         println!("      {}", worst.join("; "));
+        for (group, [create, orchestration, webhook]) in &half_stages {
+            println!(
+                "    {group:>7} 20 jobs, mean ms: create request {create:.2}, created -> ended {orchestration:.2}, ended -> webhook arrived {webhook:.2}"
+            );
+        }
         if let Some(path) = &a.trace_out {
             load::Trace::write_csv(samples, path).expect("write --trace-out");
         }

@@ -14,13 +14,17 @@ use avto::client::Client;
 use avto::storage::redis::client as redis;
 use avto::storage::redis::RedisConn;
 
-use crate::{run_job, Waiters};
+use crate::{run_job_with_id, Waiters};
 
 /// One job of an open-loop run: when it was started (from the run's start) and how long it took.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct Sample {
     pub(crate) start: Duration,
     pub(crate) latency: Duration,
+    /// The job (for [`stages`]).
+    pub(crate) id: Arc<str>,
+    /// When it was started, epoch milliseconds.
+    pub(crate) start_epoch_ms: f64,
 }
 
 /// Creates `jobs` echo jobs at `rate` per second, each started on time whether or not earlier
@@ -33,6 +37,7 @@ pub(crate) async fn open_loop(
     jobs: usize,
 ) -> (Vec<Sample>, f64) {
     let started = Instant::now();
+    let epoch_ms = epoch_ms();
     let mut tasks = Vec::with_capacity(jobs);
     let mut sent = 0;
     while sent < jobs {
@@ -42,7 +47,8 @@ pub(crate) async fn open_loop(
             let (client, hook, waiters) = (client.clone(), hook.to_owned(), Arc::clone(waiters));
             let start = started.elapsed();
             tasks.push(tokio::spawn(async move {
-                Sample { start, latency: run_job(&client, &hook, &waiters, sent).await }
+                let (id, latency) = run_job_with_id(&client, &hook, &waiters, sent).await;
+                Sample { start, latency, id: id.into(), start_epoch_ms: epoch_ms + start.as_secs_f64() * 1e3 }
             }));
             sent += 1;
         }
@@ -54,6 +60,44 @@ pub(crate) async fn open_loop(
         samples.push(t.await.unwrap());
     }
     (samples, jobs as f64 / offered_for.as_secs_f64())
+}
+
+fn epoch_ms() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0)
+}
+
+/// Where the `n` slowest jobs of an open-loop run spent their time, beside `n` jobs around the
+/// median: each job's `created_at_ms` and `updated_at_ms` (its end, for an echo job) read back
+/// from the orchestrator split its latency into the create request, the orchestration (create
+/// to end: dispatch, worker, result) and the webhook (end to its arrival). Means in ms, per
+/// group: (create, orchestration, webhook).
+pub(crate) async fn stages(client: &Client, samples: &[Sample], n: usize) -> Vec<(&'static str, [f64; 3])> {
+    let mut by_latency: Vec<&Sample> = samples.iter().collect();
+    by_latency.sort_by_key(|s| s.latency);
+    let mid = by_latency.len() / 2;
+    let groups = [
+        ("slowest", &by_latency[by_latency.len().saturating_sub(n)..]),
+        ("median", &by_latency[mid.saturating_sub(n / 2)..(mid + n / 2).min(by_latency.len())]),
+    ];
+    let mut out = Vec::new();
+    for (name, group) in groups {
+        let mut sum = [0.0; 3];
+        let mut seen = 0.0;
+        for s in group.iter() {
+            let Ok(job) = client.get(&s.id).await else { continue };
+            let ms = |field: &str| job.raw.get(field).and_then(serde_json::Value::as_f64);
+            let (Some(created), Some(ended)) = (ms("created_at_ms"), ms("updated_at_ms")) else { continue };
+            let arrived = s.start_epoch_ms + s.latency.as_secs_f64() * 1e3;
+            sum[0] += created - s.start_epoch_ms;
+            sum[1] += ended - created;
+            sum[2] += arrived - ended;
+            seen += 1.0;
+        }
+        if seen > 0.0 {
+            out.push((name, sum.map(|v| v / seen)));
+        }
+    }
+    out
 }
 
 /// The latency over time of an open-loop run, in windows of `window` by start time: where the
