@@ -559,9 +559,9 @@ async fn main() {
             })
             .collect();
         println!("      {}", worst.join("; "));
-        for (group, [create, orchestration, webhook]) in &half_stages {
+        for (group, jobs, [create, orchestration, webhook]) in &half_stages {
             println!(
-                "    {group:>7} 20 jobs, mean ms: create request {create:.2}, created -> ended {orchestration:.2}, ended -> webhook arrived {webhook:.2}"
+                "    {group:>7} {jobs} jobs, mean ms: create request {create:.2}, created -> ended {orchestration:.2}, ended -> webhook arrived {webhook:.2}"
             );
         }
         if let Some(path) = &a.trace_out {

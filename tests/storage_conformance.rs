@@ -129,22 +129,17 @@ macro_rules! conformance {
                 }
             )*
         }
-        mod redis {
+        conformance!(@redis redis, redis; $($name),*);
+        // The same on a Redis without functions (`EVALSHA` scripts).
+        conformance!(@redis redis_eval, redis_eval; $($name),*);
+    };
+    // Module `$module` runs every case on the Redis backend `Backend::$open` makes.
+    (@redis $module:ident, $open:ident; $($name:ident),*) => {
+        mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    let backend = super::Backend::redis().await;
-                    super::$name(&backend).await;
-                    drop(backend);
-                }
-            )*
-        }
-        /// The same on a Redis without functions (`EVALSHA` scripts).
-        mod redis_eval {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let backend = super::Backend::redis_eval().await;
+                    let backend = super::Backend::$open().await;
                     super::$name(&backend).await;
                     drop(backend);
                 }

@@ -69,9 +69,9 @@ fn epoch_ms() -> f64 {
 /// Where the `n` slowest jobs of an open-loop run spent their time, beside `n` jobs around the
 /// median: each job's `created_at_ms` and `updated_at_ms` (its end, for an echo job) read back
 /// from the orchestrator split its latency into the create request, the orchestration (create
-/// to end: dispatch, worker, result) and the webhook (end to its arrival). Means in ms, per
-/// group: (create, orchestration, webhook).
-pub(crate) async fn stages(client: &Client, samples: &[Sample], n: usize) -> Vec<(&'static str, [f64; 3])> {
+/// to end: dispatch, worker, result) and the webhook (end to its arrival). Per group: its name,
+/// the jobs read back, and their means in ms (create, orchestration, webhook).
+pub(crate) async fn stages(client: &Client, samples: &[Sample], n: usize) -> Vec<(&'static str, usize, [f64; 3])> {
     let mut by_latency: Vec<&Sample> = samples.iter().collect();
     by_latency.sort_by_key(|s| s.latency);
     let mid = by_latency.len() / 2;
@@ -94,7 +94,7 @@ pub(crate) async fn stages(client: &Client, samples: &[Sample], n: usize) -> Vec
             seen += 1.0;
         }
         if seen > 0.0 {
-            out.push((name, sum.map(|v| v / seen)));
+            out.push((name, seen as usize, sum.map(|v| v / seen)));
         }
     }
     out
