@@ -30,7 +30,8 @@
 //!
 //! `--compile-states 0,10,25,50,100` runs the compile-time benchmark instead (issue #19; see
 //! examples/bench/compile.rs): per N, the incremental debug build time of a crate holding an
-//! N-state blueprint, the time added over an empty main and per state.
+//! N-state blueprint, the time added over an empty main and per state; `--compile-dylib` also
+//! with avto linked through `avto-dylib`.
 //!
 //! `--query-jobs N` runs the job-query benchmark instead (issue #18; see examples/bench/query.rs):
 //! N jobs stored straight into the memory store (and Redis with `REDIS_URL`), then the times of
@@ -157,6 +158,10 @@ struct Args {
     /// state, and the linearity (see examples/bench/compile.rs)
     #[arg(long, value_name = "N,N,...", value_delimiter = ',')]
     compile_states: Option<Vec<usize>>,
+    /// With --compile-states: measure every crate but the empty main a second time, linked
+    /// through avto-dylib (avto as one shared object, for faster debug links; see README.md)
+    #[arg(long, requires = "compile_states")]
+    compile_dylib: bool,
 }
 
 fn args() -> Args {
@@ -294,7 +299,7 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 async fn main() {
     let a = args();
     if let Some(counts) = &a.compile_states {
-        compile::run(counts, a.json_out.as_deref());
+        compile::run(counts, a.compile_dylib, a.json_out.as_deref());
         return;
     }
     if let Some(n) = a.query_jobs {

@@ -9,7 +9,8 @@
 #   5. memory per retained finished job (RETAINED_JOBS echo jobs kept by the orchestrator, default
 #      100,000: at 20,000 the RSS moves in allocator steps of several MiB, so the per-job number
 #      varied from 714 to 1,359 bytes between runs of one build; at 100,000 within 3%);
-#   6. compile time of blueprints of 0..100 states (incremental debug builds).
+#   6. compile time of blueprints of 0..100 states (incremental debug builds), avto linked
+#      statically and through avto-dylib.
 # Rate limiting off, signing on, 127.0.0.1 only. Prints each run, then every issue #19 number
 # with its ratio and target.
 #
@@ -97,6 +98,6 @@ skip retained || "$BENCH" --retained "${RETAINED_JOBS:-100000}" --workers "$N" -
     --json-out "$RUN/retained.json" | sed 's/^/  /'
 
 echo "== 6. compile time of an N-state blueprint (incremental debug build)"
-skip compile || "$BENCH" --compile-states 0,10,25,50,100 --json-out "$RUN/compile.json" | sed 's/^/  /'
+skip compile || "$BENCH" --compile-states 0,10,25,50,100 --compile-dylib --json-out "$RUN/compile.json" | sed 's/^/  /'
 
 "$PY" "$(dirname "$0")/compare_summary.py" "$RUN"

@@ -17,8 +17,14 @@
 //! time per state, the growth per state between consecutive Ns, and the cost per state over the
 //! runtime baseline at the largest N over the smallest (about 1 when the growth is linear).
 //!
+//! `--compile-dylib` measures every crate but the empty main a second time, linked through
+//! `avto-dylib` (avto as one shared object; the crate names `avto_dylib` as README.md shows), in
+//! the same rounds: a second set of tables, over the same empty main and over `0 (rt)` linked the
+//! same way.
+//!
 //! `AVTO_BENCH_AVTO_DIR=/path/to/avto` makes the crates depend on another checkout's `avto` crate
-//! instead (to compare two versions of the macros with one bench binary, in one session).
+//! instead (to compare two versions of the macros with one bench binary, in one session; with
+//! `--compile-dylib`, that checkout's `avto-dylib` beside it).
 //!
 //! The crates live in `$TMPDIR/avto-compile-bench/` (kept, so the next run reuses the built
 //! dependencies; delete it to start over). The child cargo runs `--offline` with a copy of this
@@ -34,12 +40,23 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("examples/ has a parent").to_path_buf()
 }
 
-/// The `main.rs` of the crate with `n` states; `edit` is the comment on the first line, and
-/// `extra_line` adds a second comment line (toggling it moves every span below).
-pub(crate) fn main_rs(n: usize, edit: usize, extra_line: bool) -> String {
+/// One measured crate: `n` states (or a baseline), linked statically or through `avto-dylib`.
+#[derive(Clone, Copy)]
+struct Crate {
+    n: usize,
+    dylib: bool,
+}
+
+/// The `main.rs` of `krate`; `edit` is the comment on the first line, and `extra_line` adds a
+/// second comment line (toggling it moves every span below).
+fn main_rs(krate: Crate, edit: usize, extra_line: bool) -> String {
+    let n = krate.n;
     let mut s = format!("// edit {edit:06}\n");
     if extra_line {
         s.push_str("//\n");
+    }
+    if krate.dylib {
+        s.push_str("use avto_dylib as _;\n");
     }
     if n == 0 {
         s.push_str("fn main() {}\n");
@@ -70,23 +87,32 @@ pub(crate) fn main_rs(n: usize, edit: usize, extra_line: bool) -> String {
     s
 }
 
-/// Writes the crate for `n` states under `dir`; returns its directory.
-fn write_crate(dir: &Path, n: usize) -> PathBuf {
-    let root = if n == RUNTIME { dir.join("runtime") } else { dir.join(format!("states_{n}")) };
+/// Writes `krate` under `dir`; returns its directory.
+fn write_crate(dir: &Path, krate: Crate) -> PathBuf {
+    let n = krate.n;
+    let name = format!(
+        "{}{}",
+        if n == RUNTIME { "runtime".to_owned() } else { n.to_string() },
+        if krate.dylib { "_dylib" } else { "" }
+    );
+    let root = dir.join(format!("states_{name}"));
     std::fs::create_dir_all(root.join("src")).expect("create the crate directory");
     let avto = std::env::var_os("AVTO_BENCH_AVTO_DIR").map_or_else(|| workspace_root().join("avto"), PathBuf::from);
+    let mut deps = format!("avto = {{ path = {:?} }}\n", avto.display().to_string());
+    if krate.dylib {
+        let dylib = avto.parent().expect("avto's directory has a parent").join("avto-dylib");
+        deps.push_str(&format!("avto-dylib = {{ path = {:?} }}\n", dylib.display().to_string()));
+    }
     let manifest = format!(
-        "[package]\nname = \"compile_bench_{}\"\nversion = \"0.0.0\"\nedition = \"2021\"\npublish = false\n\n\
-         [dependencies]\navto = {{ path = {:?} }}\n\n[workspace]\n",
-        if n == RUNTIME { "runtime".to_owned() } else { n.to_string() },
-        avto.display().to_string()
+        "[package]\nname = \"compile_bench_{name}\"\nversion = \"0.0.0\"\nedition = \"2021\"\npublish = false\n\n\
+         [dependencies]\n{deps}\n[workspace]\n"
     );
     std::fs::write(root.join("Cargo.toml"), manifest).expect("write Cargo.toml");
     if !root.join("Cargo.lock").exists() {
         // The workspace's lock: the same dependency versions, resolved without the network.
         let _ = std::fs::copy(workspace_root().join("Cargo.lock"), root.join("Cargo.lock"));
     }
-    std::fs::write(root.join("src/main.rs"), main_rs(n, 0, false)).expect("write main.rs");
+    std::fs::write(root.join("src/main.rs"), main_rs(krate, 0, false)).expect("write main.rs");
     root
 }
 
@@ -131,7 +157,7 @@ const RUNTIME: usize = usize::MAX;
 const RUNS: usize = 5;
 
 /// Runs the benchmark for every N of `counts`.
-pub(crate) fn run(counts: &[usize], json_out: Option<&str>) {
+pub(crate) fn run(counts: &[usize], dylib: bool, json_out: Option<&str>) {
     let runs = RUNS;
     let dir = std::env::temp_dir().join("avto-compile-bench");
     let target = dir.join("target");
@@ -140,6 +166,10 @@ pub(crate) fn run(counts: &[usize], json_out: Option<&str>) {
     counts.dedup();
     // The two baselines first: the empty main, and the empty main that links avto's runtime.
     counts.splice(0..0, [0, RUNTIME]);
+    let mut crates: Vec<Crate> = counts.iter().map(|&n| Crate { n, dylib: false }).collect();
+    if dylib {
+        crates.extend(counts.iter().filter(|&&n| n != 0).map(|&n| Crate { n, dylib: true }));
+    }
     let avto =
         std::env::var("AVTO_BENCH_AVTO_DIR").unwrap_or_else(|_| workspace_root().join("avto").display().to_string());
     println!(
@@ -149,8 +179,8 @@ pub(crate) fn run(counts: &[usize], json_out: Option<&str>) {
     );
     let mut offline = true;
     let mut roots = Vec::new();
-    for &n in &counts {
-        let root = write_crate(&dir, n);
+    for &krate in &crates {
+        let root = write_crate(&dir, krate);
         let warm = Instant::now();
         if let Err(e) = build(&root, &target, offline) {
             if !offline {
@@ -160,21 +190,21 @@ pub(crate) fn run(counts: &[usize], json_out: Option<&str>) {
             offline = false;
             build(&root, &target, offline).unwrap_or_else(|e| panic!("cargo build of {} failed:\n{e}", root.display()));
         }
-        eprintln!("  {}: warm build {:.1} s", label(n), warm.elapsed().as_secs_f64());
+        eprintln!("  {}: warm build {:.1} s", label(krate), warm.elapsed().as_secs_f64());
         roots.push(root);
     }
     // Per N: the times after a comment edit (no span moves: rustc reuses most of its work) and
     // after a line edit (every span below the first line moves: the generated code is checked
     // and compiled again). Rounds, so that the machine's load drifts over every N alike.
-    let mut comment: Vec<Vec<f64>> = vec![Vec::new(); counts.len()];
-    let mut shifted: Vec<Vec<f64>> = vec![Vec::new(); counts.len()];
+    let mut comment: Vec<Vec<f64>> = vec![Vec::new(); crates.len()];
+    let mut shifted: Vec<Vec<f64>> = vec![Vec::new(); crates.len()];
     let mut extra_line = false;
     let mut edit = 0;
     for _ in 0..runs {
-        for (i, (&n, root)) in counts.iter().zip(&roots).enumerate() {
+        for (i, (&krate, root)) in crates.iter().zip(&roots).enumerate() {
             let mut timed = |extra: bool| {
                 edit += 1;
-                std::fs::write(root.join("src/main.rs"), main_rs(n, edit, extra)).expect("write main.rs");
+                std::fs::write(root.join("src/main.rs"), main_rs(krate, edit, extra)).expect("write main.rs");
                 build(root, &target, offline).unwrap_or_else(|e| panic!("cargo build failed:\n{e}"))
             };
             comment[i].push(timed(extra_line));
@@ -183,19 +213,30 @@ pub(crate) fn run(counts: &[usize], json_out: Option<&str>) {
         extra_line = !extra_line;
     }
     let mut json = serde_json::Map::new();
+    let mut dylib_json = serde_json::Map::new();
     for (key, what, times) in [
         ("comment_edit", "a comment edit (no span moves)", comment),
         ("line_edit", "a line edit (every span moves)", shifted),
     ] {
-        let rows: Vec<(usize, f64, f64)> = counts
+        // Per crate (median, fastest); the empty main is the first row of both tables.
+        let all: Vec<(Crate, f64, f64)> = crates
             .iter()
             .zip(times)
-            .map(|(&n, mut t)| {
+            .map(|(&krate, mut t)| {
                 let min = t.iter().copied().fold(f64::INFINITY, f64::min);
-                (n, median(&mut t), min)
+                (krate, median(&mut t), min)
             })
             .collect();
-        json.insert(key.to_owned(), table(what, &rows));
+        let rows = |linked_dylib: bool| -> Vec<(usize, f64, f64)> {
+            all.iter().filter(|r| r.0.n == 0 || r.0.dylib == linked_dylib).map(|r| (r.0.n, r.1, r.2)).collect()
+        };
+        json.insert(key.to_owned(), table(what, "", &rows(false)));
+        if dylib {
+            dylib_json.insert(key.to_owned(), table(what, ", avto linked through avto-dylib", &rows(true)));
+        }
+    }
+    if dylib {
+        json.insert("dylib".to_owned(), serde_json::Value::Object(dylib_json));
     }
     println!("  (0 (rt): an empty main calling avto::Blueprint::registered(), which links avto's runtime in)");
     if let Some(path) = json_out {
@@ -206,9 +247,9 @@ pub(crate) fn run(counts: &[usize], json_out: Option<&str>) {
 /// Prints one table: per N the median and fastest build, the time added over the empty main and
 /// over the runtime baseline, and the growth per state. Returns the same as JSON: per N the
 /// median, `added_s_at_50` and `added_over_runtime_s_at_50` (when 50 was measured) and `linearity`.
-fn table(what: &str, rows: &[(usize, f64, f64)]) -> serde_json::Value {
+fn table(what: &str, linked: &str, rows: &[(usize, f64, f64)]) -> serde_json::Value {
     let (base, runtime) = (rows[0].1, rows[1].1);
-    println!("after {what}:");
+    println!("after {what}{linked}:");
     println!(
         "  {:>9}  {:>9}  {:>9}  {:>9}  {:>14}  {:>13}",
         "N", "median s", "fastest s", "added s", "added ms/state", "over runtime s"
@@ -217,7 +258,7 @@ fn table(what: &str, rows: &[(usize, f64, f64)]) -> serde_json::Value {
         let added = med - base;
         let per = if n == 0 || n == RUNTIME { String::from("-") } else { format!("{:.2}", added * 1000.0 / n as f64) };
         let over = if n == 0 { String::from("-") } else { format!("{:.3}", med - runtime) };
-        println!("  {:>9}  {med:>9.3}  {min:>9.3}  {added:>9.3}  {per:>14}  {over:>13}", label(n));
+        println!("  {:>9}  {med:>9.3}  {min:>9.3}  {added:>9.3}  {per:>14}  {over:>13}", label_n(n));
     }
     // Linearity: the slope between consecutive Ns (from the runtime baseline), and the cost per
     // state over the runtime baseline at the largest N over the smallest non-zero N.
@@ -244,17 +285,21 @@ fn table(what: &str, rows: &[(usize, f64, f64)]) -> serde_json::Value {
     }
     let at50 = rows.iter().find(|r| r.0 == 50);
     serde_json::json!({
-        "median_s": rows.iter().map(|r| (label(r.0), serde_json::json!(r.1))).collect::<serde_json::Map<String, serde_json::Value>>(),
+        "median_s": rows.iter().map(|r| (label_n(r.0), serde_json::json!(r.1))).collect::<serde_json::Map<String, serde_json::Value>>(),
         "added_s_at_50": at50.map(|r| r.1 - base),
         "added_over_runtime_s_at_50": at50.map(|r| r.1 - runtime),
         "linearity": linearity,
     })
 }
 
-fn label(n: usize) -> String {
+fn label_n(n: usize) -> String {
     match n {
         0 => "0 (empty)".to_owned(),
         RUNTIME => "0 (rt)".to_owned(),
         n => n.to_string(),
     }
+}
+
+fn label(krate: Crate) -> String {
+    format!("{}{}", label_n(krate.n), if krate.dylib { " (dylib)" } else { "" })
 }
