@@ -579,10 +579,20 @@ async fn main() {
     if pid.is_some() {
         println!("  orchestrator CPU  {:10.1} us/job", cpu_us(cpu_before, cpu_after));
     }
-    if let Some((cpu, trips)) = redis_per_job {
+    if let Some((cpu, trips, time)) = redis_per_job {
         let trips_text = trips.map_or_else(|| "not counted by this orchestrator".to_owned(), |t| format!("{t:.2}"));
         println!("  Redis CPU         {cpu:10.1} us/job  (INFO cpu; every client of this Redis counts)");
         println!("  Redis round trips {trips_text:>10} per job (orchestrator_redis_round_trips_total)");
+        // A script's time includes its commands'; what is left is Lua's: the call, the body, and
+        // turning every command's arguments and reply into and out of Lua.
+        println!(
+            "  Redis commands    {:10.1} us/job  ({:.1} commands/job); in scripts {:.1} us/job, of which Lua at least {:.1} \
+             (scripts' time less every command's; INFO commandstats)",
+            time.commands_us,
+            time.commands,
+            time.scripts_us,
+            time.scripts_us - time.commands_us
+        );
     }
     println!(
         "  bench process CPU {:10.1} us/job  (client, workers and webhook receiver)",
@@ -611,6 +621,9 @@ async fn main() {
             "store": if redis.is_some() { "redis" } else { "memory" },
             "redis_cpu_us_per_job": redis_per_job.map(|r| r.0),
             "redis_round_trips_per_job": redis_per_job.and_then(|r| r.1),
+            "redis_commands_us_per_job": redis_per_job.map(|r| r.2.commands_us),
+            "redis_commands_per_job": redis_per_job.map(|r| r.2.commands),
+            "redis_scripts_us_per_job": redis_per_job.map(|r| r.2.scripts_us),
         });
         std::fs::write(path, serde_json::to_vec_pretty(&out).unwrap()).expect("write --json-out");
     }

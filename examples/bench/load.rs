@@ -171,6 +171,20 @@ pub(crate) struct RedisReading {
     cpu_s: f64,
     /// `orchestrator_redis_round_trips_total`, when the orchestrator exposes it.
     round_trips: Option<f64>,
+    /// `INFO commandstats`: (calls, usec) of script calls (`FCALL`, `EVALSHA`, ...), and of every
+    /// other command, those a script makes included.
+    scripts: (f64, f64),
+    commands: (f64, f64),
+}
+
+/// Where Redis's command time went, per job (see [`per_job`]).
+#[derive(Clone, Copy)]
+pub(crate) struct RedisTime {
+    /// Time inside script calls, theirs and their commands', us.
+    pub(crate) scripts_us: f64,
+    /// Time in commands (those scripts make, and any others), us, and how many.
+    pub(crate) commands_us: f64,
+    pub(crate) commands: f64,
 }
 
 impl RedisProbe {
@@ -199,14 +213,36 @@ impl RedisProbe {
             .filter(|l| l.starts_with("orchestrator_redis_round_trips_total"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .reduce(|a, b| a + b);
-        RedisReading { cpu_s, round_trips }
+        let stats: String = self.conn.query(redis::cmd("INFO").arg("commandstats")).await.unwrap_or_default();
+        let (mut scripts, mut commands) = ((0.0, 0.0), (0.0, 0.0));
+        for line in stats.lines() {
+            let Some((name, rest)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else { continue };
+            let field = |key: &str| {
+                rest.split(',')
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            let slot = if matches!(name, "fcall" | "fcall_ro" | "evalsha" | "evalsha_ro" | "eval" | "eval_ro") {
+                &mut scripts
+            } else {
+                &mut commands
+            };
+            slot.0 += field("calls");
+            slot.1 += field("usec");
+        }
+        RedisReading { cpu_s, round_trips, scripts, commands }
     }
 }
 
-/// Per job between two readings: (Redis CPU us, round trips).
-pub(crate) fn per_job(before: RedisReading, after: RedisReading, jobs: usize) -> (f64, Option<f64>) {
+/// Per job between two readings: (Redis CPU us, round trips, command time).
+pub(crate) fn per_job(before: RedisReading, after: RedisReading, jobs: usize) -> (f64, Option<f64>, RedisTime) {
     let n = jobs.max(1) as f64;
     let cpu = (after.cpu_s - before.cpu_s) * 1e6 / n;
     let trips = before.round_trips.zip(after.round_trips).map(|(b, a)| (a - b) / n);
-    (cpu, trips)
+    let time = RedisTime {
+        scripts_us: (after.scripts.1 - before.scripts.1) / n,
+        commands_us: (after.commands.1 - before.commands.1) / n,
+        commands: (after.commands.0 - before.commands.0) / n,
+    };
+    (cpu, trips, time)
 }
