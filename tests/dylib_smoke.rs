@@ -58,4 +58,5 @@ async fn a_job_runs_through_the_shared_object() {
     let view = client.wait(&id, Duration::from_secs(30)).await.expect("the job ends");
     assert_eq!(view.status, avto::JobStatus::Finished);
     assert_eq!(view.current_state, "done");
+    server.stop().await.expect("the orchestrator and its worker stop cleanly");
 }
