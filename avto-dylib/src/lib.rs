@@ -35,7 +35,7 @@
 //! What it costs: the executable then needs `libavto_dylib.so` and the toolchain's `libstd-*.so`
 //! at run time. `cargo run` and `cargo test` set the library path for both; to start the binary by
 //! other means, point `LD_LIBRARY_PATH` at `target/debug/deps` and at
-//! `$(rustc --print sysroot)/lib`. Release builds should not enable it: a static executable is
+//! `$(rustc --print target-libdir)`. Release builds should not enable it: a static executable is
 //! what you deploy, and the optimizer sees across crates.
 
 pub use avto;
