@@ -598,6 +598,20 @@ async fn main() {
         "  bench process CPU {:10.1} us/job  (client, workers and webhook receiver)",
         cpu_us(own_before, own_after)
     );
+    // What bounds jobs/s when every process shares the machine's cores: the CPU they spend per
+    // job together (Redis's counts every client of it).
+    let cpu_bound = pid.is_some().then(|| {
+        let total = cpu_us(cpu_before, cpu_after) + cpu_us(own_before, own_after) + redis_per_job.map_or(0.0, |r| r.0);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let bound = cores as f64 * 1e6 / total.max(1.0);
+        println!(
+            "  every process     {total:10.1} us/job  (orchestrator + bench{}): at most {bound:.0} jobs/s on {cores} cores; \
+             this run reached {:.0}% of it",
+            if redis_per_job.is_some() { " + Redis" } else { "" },
+            jobs_per_s / bound * 100.0
+        );
+        bound
+    });
     if pid.is_some() {
         println!("  orchestrator peak RSS {:6.1} MiB", peak_kb as f64 / 1024.0);
     }
@@ -624,6 +638,7 @@ async fn main() {
             "redis_commands_us_per_job": redis_per_job.map(|r| r.2.commands_us),
             "redis_commands_per_job": redis_per_job.map(|r| r.2.commands),
             "redis_scripts_us_per_job": redis_per_job.map(|r| r.2.scripts_us),
+            "cpu_bound_jobs_per_s": cpu_bound,
         });
         std::fs::write(path, serde_json::to_vec_pretty(&out).unwrap()).expect("write --json-out");
     }

@@ -55,6 +55,11 @@ row("orchestrator CPU per job (memory)", get(av, "orchestrator_cpu_us_per_job"),
     lambda v: v <= 35)
 r = redis["jobs_per_s"] / av["jobs_per_s"] if redis and av else None
 row("Redis jobs/s / memory jobs/s", r, "{:.0%}", ">= 50%", lambda v: v >= 0.5)
+# What the ratio is bound by on shared cores: the CPU per job of every process in each mode.
+rb = get(redis, "cpu_bound_jobs_per_s")
+mb = get(av, "cpu_bound_jobs_per_s")
+row("  the same, as bound by every process's CPU per job", rb / mb if rb and mb else None, "{:.0%}", ">= 50%",
+    lambda v: v >= 0.5)
 row("Redis round trips per job", get(redis, "redis_round_trips_per_job"), "{:.2f}", "<= 6", lambda v: v <= 6)
 row("Redis CPU per job", get(redis, "redis_cpu_us_per_job"), "{:.1f} us", "<= 80 us", lambda v: v <= 80)
 row("memory per retained finished job", get(retained, "retained_bytes_per_job"), "{:.0f} B", "<= 1024 B",
