@@ -274,8 +274,8 @@ pub trait WorkerStore: Send + Sync + 'static {
     /// Queues a task on a worker, stamping its arrival order (`seq`: FIFO within a priority,
     /// across instances); false if the worker is gone.
     fn enqueue<'a>(&'a self, worker_id: &'a str, task: QueuedTask) -> StorageFuture<'a, bool>;
-    /// Whether [`WorkerStore::enqueue`] also publishes [`BusMessage::Wake`] to every instance
-    /// in the same step (so the dispatcher does not publish it again).
+    /// Whether [`WorkerStore::enqueue`] also publishes [`BusMessage::Wake`] to the other
+    /// instances in the same step (so the dispatcher does not publish it again).
     fn enqueue_wakes(&self) -> bool {
         false
     }
@@ -335,7 +335,8 @@ pub trait WorkerStore: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum BusMessage {
-    /// A task was queued for this worker: wake its long-poll.
+    /// A task was queued for this worker: wake its long-poll. (With the empty worker id: a
+    /// Redis instance says hello after it subscribed, see `storage::redis`.)
     Wake(String),
     /// Send this command over the worker's WebSocket, wherever it is connected.
     Command(String, WorkerCommand),

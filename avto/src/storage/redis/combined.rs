@@ -16,7 +16,7 @@ use super::workers::scripts::{ENQUEUE_FN, TASKS};
 use super::workers::RedisWorkers;
 use super::{from_json, reply, to_json, ArgRef};
 use crate::job::Job;
-use crate::storage::{dispatch_deadline, BusMessage, Finishing, JobGuard, PoppedJob, QueuedTask, StorageError};
+use crate::storage::{dispatch_deadline, Finishing, JobGuard, PoppedJob, QueuedTask, StorageError};
 
 /// Job locks (`SET NX PX`: one call when the job is free): `take_lock(lk, tok, lease)` is true
 /// when the lock is (now) `tok`'s, renewed when it held it already (a retry after a lost reply);
@@ -184,7 +184,7 @@ impl RedisJobs {
                 opt(task.spec.timeout_seconds.map(crate::job::secs_to_ms)),
                 opt(task.deadline_ms),
                 opt(due),
-                to_json(&BusMessage::Wake(worker.clone())),
+                self.conn.wake_message(worker),
             ]);
         }
         let v: redis::Value = self.write_with(&COMMIT_QUEUEING, &job, &lease, &extra).await?;

@@ -192,6 +192,8 @@ struct Inner {
     round_trips: Arc<AtomicU64>,
     /// Scripts run as Redis functions (else as `EVALSHA` scripts): see [`lua`](self::lua).
     functions: AtomicBool,
+    /// Whether another instance may listen on the bus (see [`RedisConn::wake_message`]).
+    peers: bus::Peers,
 }
 
 impl std::fmt::Debug for RedisConn {
@@ -230,6 +232,7 @@ impl RedisConn {
                 bus: Default::default(),
                 round_trips: Arc::default(),
                 functions: AtomicBool::new(true),
+                peers: bus::Peers::default(),
             }),
         })
     }
@@ -243,6 +246,17 @@ impl RedisConn {
     /// command, script call or pipeline counts one (each retry too).
     pub fn round_trips_counter(&self) -> Arc<AtomicU64> {
         self.inner.round_trips.clone()
+    }
+
+    /// The bus message that wakes `worker_id`'s long-polls on the other instances, as the
+    /// queueing scripts publish it; empty (nothing published) while this instance's bus
+    /// subscriber sees no other subscriber (see [`bus::Peers`]).
+    pub(super) fn wake_message(&self, worker_id: &str) -> String {
+        if self.inner.peers.any() {
+            to_json(&crate::storage::BusMessage::Wake(worker_id.to_owned()))
+        } else {
+            String::new()
+        }
     }
 
     /// Counts one request to Redis.

@@ -20,8 +20,8 @@ use crate::job::now_ms;
 use crate::protocol::worker_status;
 use crate::storage::encryption::RecordCipher;
 use crate::storage::{
-    dispatch_deadline, BusMessage, Orphan, Overdue, OverdueTask, QueuedTask, StorageError, StorageFuture, Unassigned,
-    WorkerInfo, WorkerLoad, WorkerStore,
+    dispatch_deadline, Orphan, Overdue, OverdueTask, QueuedTask, StorageError, StorageFuture, Unassigned, WorkerInfo,
+    WorkerLoad, WorkerStore,
 };
 
 /// How old the dispatch view may get before it is listed again.
@@ -330,7 +330,7 @@ impl WorkerStore for RedisWorkers {
 
     fn enqueue<'a>(&'a self, worker_id: &'a str, task: QueuedTask) -> StorageFuture<'a, bool> {
         Box::pin(async move {
-            let wake = to_json(&BusMessage::Wake(worker_id.to_owned()));
+            let wake = self.conn.wake_message(worker_id);
             let timeout = opt(task.spec.timeout_seconds.map(crate::job::secs_to_ms));
             let due = opt(dispatch_deadline(&task.spec, task.enqueued_ms, task.deadline_ms));
             let ok: i64 = self

@@ -197,7 +197,8 @@ return n
 inventory::submit! { crate::storage::redis::lua::Registered(&DEPTH) }
 
 /// Lua: `enqueue(w, tid, job, ty, data, score, timeout, deadline, due, wake)` stamps the arrival
-/// order, queues, and wakes the worker's long-polls on every instance; 0 when the worker is gone.
+/// order, queues, and wakes the worker's long-polls on every other instance (publishes `wake`,
+/// unless empty); 0 when the worker is gone.
 /// (Also part of the job store's commit that queues: `combined.rs`.)
 pub(in crate::storage::redis) const ENQUEUE_FN: &str = r#"
 local function enqueue(w, tid, job, ty, data, score, timeout, deadline, due, wake)
@@ -215,7 +216,8 @@ local function enqueue(w, tid, job, ty, data, score, timeout, deadline, due, wak
   redis.call('HSET', tkey(tid), 'job', job, 'type', ty, 'data', data, 'loc', 'q', 'worker', w, 'member', member,
     'timeout', timeout, 'deadline', deadline)
   if due ~= '' then redis.call('ZADD', P .. 'due:q', due, tid) end
-  redis.call('PUBLISH', P .. 'bus', wake)
+  -- '': no other instance listens (see `bus::Peers`).
+  if wake ~= '' then redis.call('PUBLISH', P .. 'bus', wake) end
   return 1
 end
 "#;
