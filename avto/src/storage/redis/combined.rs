@@ -101,7 +101,7 @@ local function add(i, data, job)
   local state, j = lock_job(job, token .. ':' .. i, lease)
   table.insert(out, i); table.insert(out, data); table.insert(out, state); table.insert(out, j)
 end
-if RID ~= '' then
+if RID ~= '' and AGAIN then
   local c = redis.call('GET', RID)
   if c then
     local i = 0

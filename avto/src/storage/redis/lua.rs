@@ -13,8 +13,9 @@
 //! such function (a restart without persistence, `FUNCTION FLUSH`), as `EVALSHA` scripts are
 //! after `NOSCRIPT`.
 //!
-//! Arguments: `ARGV[1]` the request id (`RID`), `ARGV[2]` the key prefix (`P`), then each
-//! script's own. The helpers see `RID` and `P` as upvalues, set at the start of every call; they
+//! Arguments: `ARGV[1]` the request id (`RID`, after a mark of a first attempt or a retry:
+//! `AGAIN`), `ARGV[2]` the key prefix (`P`), then each script's own. The helpers see `RID`, `AGAIN`
+//! and `P` as upvalues, set at the start of every call; they
 //! must keep no other state between calls (a table filled during a call belongs in the body).
 //!
 //! Every script is registered ([`Registered`]); at start-up ([`prepare`]) this build's libraries
@@ -31,11 +32,17 @@ use redis::{ErrorKind, RedisError, ServerErrorKind};
 use super::RedisConn;
 use crate::storage::StorageError;
 
+/// The first two arguments, read at the start of every call: the request id (`RID`, '' for a
+/// script that needs none), sent after a `1` on its first attempt and after a `0` on a retry
+/// (`AGAIN`: only a retry can find an answer kept by an earlier attempt, see [`REPLIES`]), and the
+/// key prefix (`P`).
+const ARGS: &str = "RID, P = string.sub(ARGV[1], 2), ARGV[2]\nAGAIN = string.byte(ARGV[1], 1) == 48";
+
 /// The helpers every script has: a claim's answer kept under the request id for a retry after
 /// a lost reply (`cached()` before the work, `answer(res)` to return it).
 const REPLIES: &str = r#"
 local function cached()
-  if RID ~= '' then
+  if RID ~= '' and AGAIN then
     local c = redis.call('GET', RID)
     if c then
       if string.sub(c, 1, 1) == 's' then return string.sub(c, 2) end
@@ -76,12 +83,12 @@ impl std::fmt::Debug for LuaScript {
 /// The script made of `helpers` (shared texts, in order) and `body` (which may `return`).
 pub(crate) fn lua(helpers: &[&str], body: &str) -> LuaScript {
     let helpers = helpers.concat();
-    let text = format!("local RID, P = ARGV[1], ARGV[2]\n{REPLIES}\n{helpers}\n{body}");
+    let text = format!("local RID, P, AGAIN\n{ARGS}\n{REPLIES}\n{helpers}\n{body}");
     let sha = redis::Script::new(&text).get_hash().to_owned();
     let name = format!("avto_{sha}");
     let library = format!(
-        "#!lua name={name}\nlocal RID, P\n{REPLIES}\n{helpers}\nredis.register_function('{name}', function(_, ARGV)\n\
-         RID, P = ARGV[1], ARGV[2]\n{body}\nend)\n"
+        "#!lua name={name}\nlocal RID, P, AGAIN\n{REPLIES}\n{helpers}\nredis.register_function('{name}', function(_, ARGV)\n\
+         {ARGS}\n{body}\nend)\n"
     );
     LuaScript { text, sha, name, library }
 }
@@ -230,7 +237,7 @@ mod tests {
         // The helper sits at the library's top level, before the function; the body inside it.
         let (top, function) = s.library.split_once("redis.register_function").unwrap();
         assert!(top.contains("local function twice") && top.contains("local function answer"));
-        assert!(function.contains("RID, P = ARGV[1], ARGV[2]\nreturn twice(P)\nend)"));
+        assert!(function.contains(&format!("{ARGS}\nreturn twice(P)\nend)")));
         // Another text, another name: versions sharing one Redis do not replace each other's.
         assert_ne!(lua(&[], "return 1").name, lua(&[], "return 2").name);
     }
@@ -280,5 +287,26 @@ mod tests {
         // In EVALSHA mode nothing switches back.
         assert_eq!(f("ERR Function not found", false), Failed::Other);
         assert_eq!(f("ERR unknown command 'FCALL'", false), Failed::Other);
+    }
+
+    /// Needs the Redis of the tests (`REDIS_URL`, default 127.0.0.1:6379), like every Redis test.
+    #[tokio::test]
+    async fn the_request_id_arrives_without_its_mark_and_only_a_retry_looks_for_a_kept_answer() {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+        let conn = RedisConn::open(&url, "avto-test:again:").unwrap();
+        let s = lua(&[], "return {RID, P, tostring(AGAIN)}");
+        for functions in [true, false] {
+            for (sent, want) in [("1avto:rid:x", ("avto:rid:x", "false")), ("0avto:rid:x", ("avto:rid:x", "true"))] {
+                let _: () = conn.query(&s.load(functions)).await.unwrap();
+                let got: Vec<String> = conn.query(s.call(functions).arg(sent).arg("pfx:")).await.unwrap();
+                assert_eq!(got, [want.0, "pfx:", want.1], "{sent} (functions: {functions})");
+            }
+            // A script without a request id: '' and no retry.
+            let got: Vec<String> = conn.query(s.call(functions).arg("").arg("pfx:")).await.unwrap();
+            assert_eq!(got, ["", "pfx:", "false"]);
+        }
+        // Through the connection: the first attempt is marked as such.
+        let got: Vec<String> = conn.script(&s, true, &[]).await.unwrap();
+        assert!(got[0].starts_with("avto-test:again:rid:") && got[2] == "false", "{got:?}");
     }
 }

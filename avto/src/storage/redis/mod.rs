@@ -339,10 +339,13 @@ impl RedisConn {
         let mut delay = Duration::from_millis(20);
         let started = tokio::time::Instant::now();
         let mut loads = 0;
+        // The request id after its mark: `1` on the first attempt, `0` once an attempt may have
+        // run (see `lua::ARGS`).
+        let mut marked = if rid.is_empty() { String::new() } else { format!("1{rid}") };
         loop {
             let functions = self.inner.functions.load(Ordering::Relaxed);
             let mut cmd = script.call(functions);
-            cmd.arg(&rid).arg(self.prefix());
+            cmd.arg(&marked).arg(self.prefix());
             for a in args {
                 a.push_arg(&mut cmd);
             }
@@ -352,6 +355,9 @@ impl RedisConn {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
+            if !marked.is_empty() {
+                marked.replace_range(..1, "0");
+            }
             match lua::failed(&e, functions) {
                 lua::Failed::NotLoaded if loads < 3 => {
                     loads += 1;

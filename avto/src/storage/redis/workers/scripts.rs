@@ -70,7 +70,7 @@ end
 -- retry reads it there, and only while the task still runs on `runner` (if the watcher moved
 -- it meanwhile, the retry gets nothing, as the system has moved on).
 local function cached_run(runner)
-  if RID == '' then return nil end
+  if RID == '' or not AGAIN then return nil end
   local c = redis.call('GET', RID)
   if not c then return nil end
   if string.sub(c, 1, 1) ~= 'm' then return '' end
