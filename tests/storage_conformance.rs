@@ -156,6 +156,7 @@ conformance!(
     jobs_list_newest_first_and_counts,
     jobs_quarantine_list,
     jobs_claim_stale_once,
+    jobs_saves_that_leave_a_job_waiting_are_no_activity,
     jobs_retention_removes_terminal_jobs,
     jobs_retention_expires_in_real_time,
     jobs_webhook_outbox,
@@ -542,6 +543,43 @@ async fn jobs_claim_stale_once(be: &Backend) {
     let later = be.a.jobs.claim_stale(u64::MAX / 4, u64::MAX / 4 + 1, 100).await.unwrap();
     assert_eq!(later.len(), 9);
     assert!(!later.contains(&stale[0]));
+}
+
+/// A save that leaves a job waiting for its tasks in the same status (a pick-up) does not make it
+/// fresh for crash recovery; every other save of an unsettled job does
+/// (`storage::counts_as_activity`).
+async fn jobs_saves_that_leave_a_job_waiting_are_no_activity(be: &Backend) {
+    let save_as = |id: String, status: JobStatus| async move {
+        let mut g = be.a.jobs.lock(&id).await.unwrap().unwrap();
+        g.status = status;
+        be.a.jobs.commit(g).await.unwrap();
+    };
+    let mut ids = Vec::new();
+    for status in [JobStatus::WaitingForWorker, JobStatus::WaitingForParallelTasks, JobStatus::Running] {
+        let id = uid();
+        be.a.jobs.insert(job(&id, "c1")).await.unwrap();
+        save_as(id.clone(), status).await;
+        ids.push(id);
+    }
+    // Claimed at a time far ahead: each job's activity is now that time.
+    let ahead = now_ms() + 3_600_000;
+    let mut claimed = be.a.jobs.claim_stale(ahead, ahead, 1000).await.unwrap();
+    claimed.retain(|id| ids.contains(id));
+    assert_eq!(claimed.len(), 3, "{claimed:?}");
+    // Saved again as they were: only the running job's save counts (as activity now, before `ahead`).
+    for (id, status) in
+        ids.iter().zip([JobStatus::WaitingForWorker, JobStatus::WaitingForParallelTasks, JobStatus::Running])
+    {
+        save_as(id.clone(), status).await;
+    }
+    let mut stale = be.a.jobs.claim_stale(ahead - 1, ahead + 1, 1000).await.unwrap();
+    stale.retain(|id| ids.contains(id));
+    assert_eq!(stale, [ids[2].clone()], "only the save of the running job counted");
+    // A status change counts: the waiting job, now running, is fresh again.
+    save_as(ids[0].clone(), JobStatus::Running).await;
+    let mut stale = be.a.jobs.claim_stale(ahead - 1, ahead + 2, 1000).await.unwrap();
+    stale.retain(|id| ids.contains(id));
+    assert_eq!(stale, [ids[0].clone()], "the status change counted as activity, the unchanged waits did not");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -196,8 +196,8 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<Job>, StorageError>>;
     /// Number of jobs per status, for one client (its identity; `None` = every client).
     fn counts<'a>(&'a self, client: Option<&'a str>) -> BoxFuture<'a, Result<BTreeMap<JobStatus, u64>, StorageError>>;
-    /// Claims up to `limit` unsettled jobs (see [`is_unsettled`]) with no insert, save or claim
-    /// since `cutoff_ms`, oldest first. A claim counts as activity at `now_ms`, so each stale job
+    /// Claims up to `limit` unsettled jobs (see [`is_unsettled`]) with no insert, save (see
+    /// [`counts_as_activity`]) or claim since `cutoff_ms`, oldest first. A claim counts as activity at `now_ms`, so each stale job
     /// goes to one caller per period, across instances. The watcher re-drives what it claims
     /// (crash recovery: an instance died while it held the job).
     fn claim_stale(
@@ -252,6 +252,16 @@ pub fn is_unsettled(status: JobStatus) -> bool {
             | JobStatus::WaitingForParallelTasks
             | JobStatus::WaitingForSubJob
     )
+}
+
+/// Whether saving a job that was in `old` as `new` counts as activity for crash recovery
+/// ([`JobStore::claim_stale`]): every save of an unsettled job does but one that leaves it
+/// waiting for its tasks as it was (a pick-up, one of several results): recovering such a job
+/// only places again the tasks no queue holds, so its last status change (or claim) is the time
+/// that matters, and the pick-up of every task costs the index no write.
+pub fn counts_as_activity(old: JobStatus, new: JobStatus) -> bool {
+    is_unsettled(new)
+        && (old != new || !matches!(new, JobStatus::WaitingForWorker | JobStatus::WaitingForParallelTasks))
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ use futures::future::BoxFuture;
 
 pub use self::data::{DataStore, DataStoreBackend, DataStoreSpec, DataStores, InitialValues};
 #[cfg(feature = "server")]
-pub use self::jobs::{is_unsettled, Finishing, JobGuard, JobStore, PoppedJob, SavedJob};
+pub use self::jobs::{counts_as_activity, is_unsettled, Finishing, JobGuard, JobStore, PoppedJob, SavedJob};
 #[cfg(feature = "server")]
 pub use self::limits::{quota_month, NonceStore, QuotaStore, RateLimitStore, DEFAULT_RATE_LIMIT_MAX_KEYS};
 #[cfg(feature = "server")]

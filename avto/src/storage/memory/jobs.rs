@@ -17,7 +17,7 @@ use super::frozen::{frozen_when, Cell, Frozen};
 use super::query::{Facts, QueryIndex};
 use super::FastMap;
 use crate::job::{now_ms, Job, JobStatus};
-use crate::storage::{is_unsettled, JobGuard, JobPage, JobQuery, JobStore, SavedJob, StorageError};
+use crate::storage::{counts_as_activity, is_unsettled, JobGuard, JobPage, JobQuery, JobStore, SavedJob, StorageError};
 
 /// A map keyed by job ids. Job ids are made by the server (UUIDs), never chosen by a client or a
 /// worker, so a fast hasher (still seeded at random per process) replaces SipHash here.
@@ -156,7 +156,8 @@ impl Index {
         }
         if is_unsettled(status) {
             match self.activity.get_mut(&id) {
-                Some(at) => *at = now,
+                Some(at) if counts_as_activity(old, status) => *at = now,
+                Some(_) => {}
                 None => {
                     self.activity.insert(id.clone(), now);
                 }

@@ -98,7 +98,7 @@ inventory::submit! { crate::storage::redis::lua::Registered(&INSERT) }
 /// `ARGV[3]`: id, token, document, status, ...; the shared part of [`SAVE`], [`COMMIT`] and the
 /// commit that queues; `release`: the lock is released too, by the `GETDEL` that checks it): the
 /// document, the status index entries (the counts are read from them) and `jobstatus`, the stale
-/// index, the retention and, when the job just became terminal with a webhook, its outbox entry
+/// index (see [`crate::storage::counts_as_activity`]), the retention and, when the job just became terminal with a webhook, its outbox entry
 /// (see [`JobStore::claim_webhooks`]). False (nothing written) when the token no longer holds
 /// the lock. A job retention removed while it was held (its document is gone) is not written
 /// back: the write succeeds as a no-op.
@@ -135,7 +135,11 @@ local function write(A, release)
     if terminal == '1' and hook == '1' then redis.call('ZADD', P .. 'webhooks:due', now, id) end
   end
   if unsettled == '1' then
-    redis.call('ZADD', P .. 'stale', now, id)
+    -- A save that leaves a job waiting for its tasks as it was is no activity (see
+    -- `storage::counts_as_activity`): its entry is there since it began to wait.
+    if old ~= new or (new ~= 'waiting_for_worker' and new ~= 'waiting_for_parallel_tasks') then
+      redis.call('ZADD', P .. 'stale', now, id)
+    end
   elseif is_unsettled_status(old) then
     -- A job that was settled already is in no stale entry (claims only move existing ones).
     redis.call('ZREM', P .. 'stale', id)

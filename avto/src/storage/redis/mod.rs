@@ -98,7 +98,8 @@
 //! ([`JobStore::insert_locked`](crate::storage::JobStore::insert_locked)); every read-modify-write
 //! ends with one commit script that saves and releases
 //! ([`JobStore::commit`](crate::storage::JobStore::commit)); placing a task is one enqueue script
-//! that also stamps its FIFO sequence and publishes the wake-up on the bus, choosing the worker
+//! that also stamps its FIFO sequence and publishes the wake-up on the bus (only while another
+//! instance listens: the queueing instance wakes its own long-polls directly), choosing the worker
 //! from a list of live workers at most 200 ms old
 //! ([`WorkerStore::dispatch_view`](crate::storage::WorkerStore::dispatch_view); the script still
 //! refuses a worker that is gone); a poll takes its batch of tasks off the queue and locks their
@@ -116,9 +117,11 @@
 //! up to [`RETRY_FOR`]. A claiming script (pop, steal, overdue, expiry, parked and stale claims,
 //! quota, nonce and schedule claims) whose reply was lost would hand its items to nobody, so
 //! these scripts take a request id and keep a non-empty answer for 60 s: the retry gets the same
-//! answer. The bus subscriber has its own RESP3 connection that resubscribes after reconnects
-//! (wake-ups published meanwhile are lost; long-polls also look at their queue every second
-//! when a bus is in use).
+//! answer; only a retry looks for a kept answer (the request id carries the attempt). The bus
+//! subscriber has its own RESP3 connection that resubscribes after reconnects (wake-ups
+//! published meanwhile are lost; long-polls also look at their queue every second when a bus
+//! is in use), and says hello on the bus whenever it has (re)subscribed, so that the others
+//! publish their wake-ups again at once.
 //!
 //! # Several instances and crash recovery
 //!
