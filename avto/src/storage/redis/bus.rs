@@ -59,10 +59,12 @@ impl Bus for RedisBus {
 /// `PUBSUB NUMSUB` (more than this instance's own subscription: yes), and set at once by a
 /// hello ([`BusMessage::Wake`] of the empty worker id, a no-op wake-up for any instance) that
 /// an instance publishes whenever it (re)subscribes, so a new instance is woken from the
-/// first task the others queue after it came. Yes until the first reading, and always without
-/// a subscriber here. A reading taken before a hello arrived does not undo it (`hellos`).
-/// What a wake-up missed in between (a reading late by up to a second) is what a bus
-/// reconnect can miss too: a long-poll with a bus looks at its queue again every second.
+/// first task the others queue after it came. Yes until the first reading, always without a
+/// subscriber here, and while this instance's own subscription may be down (a reading would
+/// not count it: no reading is taken from a connection loss until its hello is out). A reading
+/// taken before a hello arrived does not undo it (`hellos`). What a wake-up missed in between
+/// (a reading late by up to a second) is what a bus reconnect can miss too: a long-poll with a
+/// bus looks at its queue again every second.
 #[derive(Debug)]
 pub(super) struct Peers {
     any: AtomicBool,
@@ -80,6 +82,8 @@ impl Peers {
         self.any.load(Ordering::Relaxed)
     }
 
+    /// Another instance (re)subscribed, or this one may have lost its subscription: yes, and
+    /// a reading on its way is void.
     fn hello(&self) {
         self.hellos.fetch_add(1, Ordering::SeqCst);
         self.any.store(true, Ordering::Relaxed);
@@ -95,7 +99,7 @@ impl Peers {
     }
 }
 
-/// Whether `payload` is a hello (see [`Peers`]).
+/// Whether `msg` is a hello (see [`Peers`]).
 fn is_hello(msg: &BusMessage) -> bool {
     matches!(msg, BusMessage::Wake(w) if w.is_empty())
 }
@@ -171,16 +175,25 @@ pub(super) async fn subscribe(
                     // Keeps the manager reconnecting (and resubscribing) after a connection loss.
                     let mut m = manager.clone();
                     conn.sent();
+                    // Answered on the subscriber's own connection: its (re)subscription is done.
                     let alive = redis::cmd("PING").query_async::<redis::Value>(&mut m).await.is_ok();
-                    if alive && reconnecting {
+                    if !alive {
+                        peers.hello();
+                        continue;
+                    }
+                    if reconnecting {
                         reconnecting = false;
                         say_hello(&conn);
+                        continue;
                     }
                     let hellos = peers.hellos.load(Ordering::SeqCst);
                     let numsub = redis::cmd("PUBSUB").arg("NUMSUB").arg(conn.key("bus")).clone();
                     match conn.query::<(String, i64)>(&numsub).await {
                         Ok((_, n)) => peers.read(n, hellos),
-                        Err(e) => tracing::debug!(error = %e, "could not count the bus's subscribers"),
+                        Err(e) => {
+                            peers.hello();
+                            tracing::debug!(error = %e, "could not count the bus's subscribers");
+                        }
                     }
                 }
             }
