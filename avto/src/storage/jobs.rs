@@ -197,9 +197,10 @@ pub trait JobStore: Send + Sync + 'static {
     /// Number of jobs per status, for one client (its identity; `None` = every client).
     fn counts<'a>(&'a self, client: Option<&'a str>) -> BoxFuture<'a, Result<BTreeMap<JobStatus, u64>, StorageError>>;
     /// Claims up to `limit` unsettled jobs (see [`is_unsettled`]) with no insert, save (see
-    /// [`counts_as_activity`]) or claim since `cutoff_ms`, oldest first. A claim counts as activity at `now_ms`, so each stale job
-    /// goes to one caller per period, across instances. The watcher re-drives what it claims
-    /// (crash recovery: an instance died while it held the job).
+    /// [`counts_as_activity`]) or claim since `cutoff_ms`, oldest first. A claim counts as
+    /// activity at `now_ms`, so each stale job goes to one caller per period, across instances.
+    /// The watcher re-drives what it claims (crash recovery: an instance died while it held the
+    /// job).
     fn claim_stale(
         &self,
         cutoff_ms: u64,

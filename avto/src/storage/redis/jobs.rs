@@ -98,9 +98,9 @@ inventory::submit! { crate::storage::redis::lua::Registered(&INSERT) }
 /// `ARGV[3]`: id, token, document, status, ...; the shared part of [`SAVE`], [`COMMIT`] and the
 /// commit that queues; `release`: the lock is released too, by the `GETDEL` that checks it): the
 /// document, the status index entries (the counts are read from them) and `jobstatus`, the stale
-/// index (see [`crate::storage::counts_as_activity`]), the retention and, when the job just became terminal with a webhook, its outbox entry
-/// (see [`JobStore::claim_webhooks`]). False (nothing written) when the token no longer holds
-/// the lock. A job retention removed while it was held (its document is gone) is not written
+/// index (see [`crate::storage::counts_as_activity`]), the retention and, when the job just
+/// became terminal with a webhook, its outbox entry (see [`JobStore::claim_webhooks`]). False
+/// (nothing written) when the token no longer holds the lock. A job retention removed while it was held (its document is gone) is not written
 /// back: the write succeeds as a no-op.
 ///
 /// `old` is the status the holder found (or last wrote) under the lock, which no one else can

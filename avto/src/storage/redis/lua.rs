@@ -14,9 +14,9 @@
 //! after `NOSCRIPT`.
 //!
 //! Arguments: `ARGV[1]` the request id (`RID`, after a mark of a first attempt or a retry:
-//! `AGAIN`), `ARGV[2]` the key prefix (`P`), then each script's own. The helpers see `RID`, `AGAIN`
-//! and `P` as upvalues, set at the start of every call; they
-//! must keep no other state between calls (a table filled during a call belongs in the body).
+//! `AGAIN`), `ARGV[2]` the key prefix (`P`), then each script's own. The helpers see `RID`,
+//! `AGAIN` and `P` as upvalues, set at the start of every call; they must keep no other state
+//! between calls (a table filled during a call belongs in the body).
 //!
 //! Every script is registered ([`Registered`]); at start-up ([`prepare`]) this build's libraries
 //! are loaded (a Lua error fails the start, not the first job) and the `avto_*` libraries of other

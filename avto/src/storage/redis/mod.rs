@@ -338,13 +338,15 @@ impl RedisConn {
         once: bool,
         args: &[&dyn ArgRef],
     ) -> Result<T, StorageError> {
-        let rid = if once { self.key(&format!("rid:{}", uuid::Uuid::new_v4().simple())) } else { String::new() };
+        // The request id (`once`) after its mark: `1` on the first attempt, `0` once an attempt
+        // may have run (see `lua::ARGS`).
+        let mut marked = match once {
+            true => format!("1{}", self.key(&format!("rid:{}", uuid::Uuid::new_v4().simple()))),
+            false => String::new(),
+        };
         let mut delay = Duration::from_millis(20);
         let started = tokio::time::Instant::now();
         let mut loads = 0;
-        // The request id after its mark: `1` on the first attempt, `0` once an attempt may have
-        // run (see `lua::ARGS`).
-        let mut marked = if rid.is_empty() { String::new() } else { format!("1{rid}") };
         loop {
             let functions = self.inner.functions.load(Ordering::Relaxed);
             let mut cmd = script.call(functions);
