@@ -108,9 +108,7 @@ fn is_hello(msg: &BusMessage) -> bool {
 fn say_hello(conn: &RedisConn) {
     let conn = conn.clone();
     tokio::spawn(async move {
-        let hello = to_json(&BusMessage::Wake(String::new()));
-        let cmd = redis::cmd("PUBLISH").arg(conn.key("bus")).arg(hello).clone();
-        if let Err(e) = conn.query::<i64>(&cmd).await {
+        if let Err(e) = RedisBus::new(conn).publish(BusMessage::Wake(String::new())).await {
             tracing::debug!(error = %e, "could not announce this instance on the bus");
         }
     });
