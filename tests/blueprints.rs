@@ -185,8 +185,8 @@ pub mod training_flow {
 /// One dispatch whose options come from the initial data: `skill` (default `work`), `strategy`
 /// (`default`, `round_robin`, `least_connections`, `cheapest`, `best_value`), `priority`,
 /// `timeout` (execution timeout, seconds), `dispatch_timeout` (the dispatch's own, seconds), `max_cost`, `requirements` (resource requirements),
-/// `skill_version`, `skill_type`, `resource_hint`.
-/// The whole initial data is the task's params. `success` -> finished, `failure` -> failed; with
+/// `skill_version`, `skill_type`, `resource_hint`; `start_delay_ms`: the start handler takes that
+/// long before it dispatches. The whole initial data is the task's params. `success` -> finished, `failure` -> failed; with
 /// `review: true` also the custom status `needs_review` -> review.
 #[avto::blueprint(name = "dispatch_options", api_version = "v1", api_endpoint = "jobs/dispatch")]
 pub mod dispatch_options {
@@ -195,6 +195,9 @@ pub mod dispatch_options {
     #[handler(state = "start", start)]
     async fn start(ctx: &Context, actions: &mut Actions) {
         let d = &ctx.initial_data;
+        if let Some(ms) = d["start_delay_ms"].as_u64() {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         let skill = d["skill"].as_str().unwrap_or("work");
         let mut task = if d["review"] == true {
             actions.dispatch_task(skill).transitions([

@@ -339,6 +339,60 @@ async fn round_robin_rotation_is_shared_by_the_instances() {
     }
 }
 
+/// A new job's first step on Redis runs before the job is stored, which is then written once
+/// with its task; the job is stored before its id is handed out whatever that step does: first
+/// handlers slower than the create request's budget leave it stored as created (visible, and
+/// on the other instance too) while they run, and a task no worker can take yet (parked) finds
+/// its job once a worker comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_jobs_first_step_runs_before_it_is_stored_and_never_hides_it() {
+    let _serial = SERIAL.lock().await;
+    let p = RedisPrefix::new();
+    let a = server(&p, [avto_tests::blueprints::dispatch_options::blueprint()]).await;
+    let b = server(&p, [avto_tests::blueprints::dispatch_options::blueprint()]).await;
+    let (ca, cb) = (a.client(), b.client());
+    let _worker = RustWorker::start(&a.base, "first-step-w", |w| {
+        w.task("work", |p: Value, _t: TaskHandle| async move { TaskOutcome::success(json!({ "got": p["i"] })) })
+    });
+    wait_live(&a, 1).await;
+
+    // Quick first steps: created, dispatched and finished, each once.
+    let creates = (0..40).map(|i| {
+        let ca = ca.clone();
+        async move { ca.create("/api/v1/jobs/dispatch", json!({ "i": i })).await }
+    });
+    let ids: Vec<String> = futures::future::join_all(creates).await;
+    for (i, id) in ids.iter().enumerate() {
+        let job = cb.wait_terminal(id, Duration::from_secs(20)).await;
+        assert_eq!(job["status"], "finished", "{job}");
+        assert_eq!(job["state_history"]["got"], i, "{job}");
+    }
+    let (_, dash) = cb.get("/api/v1/dashboard").await;
+    assert_eq!(dash["jobs"]["finished"], 40, "counted once each: {dash}");
+
+    // A first handler that takes 2 s: the create request does not wait for it; the job is there
+    // as created meanwhile (on both instances), then goes on.
+    let id = ca.create("/api/v1/jobs/dispatch", json!({ "i": 100, "start_delay_ms": 2000 })).await;
+    for c in [&ca, &cb] {
+        let job = c.job(&id).await;
+        assert_eq!(job["status"], "pending", "stored as created while the first handler runs: {job}");
+    }
+    let job = cb.wait_terminal(&id, Duration::from_secs(20)).await;
+    assert_eq!((job["status"].as_str(), job["state_history"]["got"].as_u64()), (Some("finished"), Some(100)), "{job}");
+
+    // A task no worker can take yet: parked, its job stored; a worker with the skill comes.
+    let id = ca.create("/api/v1/jobs/dispatch", json!({ "i": 200, "skill": "later" })).await;
+    let job = cb.wait_for(&id, &["waiting_for_worker"], Duration::from_secs(10)).await;
+    assert_eq!(job["status"], "waiting_for_worker", "{job}");
+    let _later = RustWorker::start(&b.base, "first-step-later", |w| {
+        w.task("later", |p: Value, _t: TaskHandle| async move { TaskOutcome::success(json!({ "got": p["i"] })) })
+    });
+    let job = ca.wait_terminal(&id, Duration::from_secs(20)).await;
+    assert_eq!((job["status"].as_str(), job["state_history"]["got"].as_u64()), (Some("finished"), Some(200)), "{job}");
+    let (_, dash) = ca.get("/api/v1/dashboard").await;
+    assert_eq!(dash["jobs"]["finished"], 42, "{dash}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // kill -9 and restart
 

@@ -76,3 +76,69 @@ async fn redis_combined_steps() {
     let missing = jobs.lock_finishing(&uid(), &w, "t", None).unwrap().await.unwrap();
     assert!(matches!(missing, Finishing::NoJob));
 }
+
+/// A guard on a job not stored yet (a new job's first step, see `JobStore::unsaved`): nobody sees
+/// the job until its commit inserts it, as its first step left it, with its tasks, counted and
+/// indexed as any other; the memory store has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_unsaved_jobs_are_inserted_by_their_commit() {
+    assert!(Stores::memory().jobs.unsaved(Box::new(job("m", "c1"))).is_err(), "memory: the caller inserts first");
+    let be = Backend::redis().await;
+    let (jobs, workers) = (&be.a.jobs, &be.a.workers);
+    let w = format!("w-{}", uid());
+    workers.register(worker(&w, &["echo"]), TTL).await.unwrap();
+    let client = format!("c-{}", uid());
+
+    // Committed with its tasks: inserted and queued in one step, unlocked.
+    let id = uid();
+    let Ok(mut g) = jobs.unsaved(Box::new(job(&id, &client))) else { panic!("Redis inserts with the commit") };
+    assert!(jobs.get(&id).await.unwrap().is_none(), "not stored before its commit");
+    assert!(matches!(jobs.save(&g).await, Err(StorageError::Conflict(_))), "nothing to save yet");
+    g.status = JobStatus::WaitingForWorker;
+    let (t, gone) = (task(&id, "echo", 1.0), task(&id, "echo", 1.0));
+    let tasks = vec![(w.clone(), t.clone()), (format!("w-{}", uid()), gone.clone())];
+    assert_eq!(jobs.commit_queueing(g, tasks).await.unwrap(), vec![true, false], "queued on the live worker only");
+    assert_eq!(jobs.get(&id).await.unwrap().expect("stored").status, JobStatus::WaitingForWorker);
+    assert!(workers.task_known(&t.task_id).await.unwrap());
+    assert!(!workers.task_known(&gone.task_id).await.unwrap());
+    let held = tokio::time::timeout(Duration::from_secs(5), be.b.jobs.lock(&id)).await.expect("not locked");
+    be.b.jobs.commit(held.unwrap().expect("job exists")).await.unwrap();
+    let popped = jobs.pop_locked(&w, now_ms(), 10).unwrap().await.unwrap();
+    assert_eq!(popped.len(), 1);
+    assert!(matches!(popped[0].1, PoppedJob::Locked(_)), "the task finds its job");
+
+    // Committed without tasks, ended by its first step (and quarantined): indexed and counted.
+    let (done, quarantined) = (uid(), uid());
+    for (id, status) in [(&done, JobStatus::Finished), (&quarantined, JobStatus::Quarantined)] {
+        let Ok(mut g) = jobs.unsaved(Box::new(job(id, &client))) else { unreachable!() };
+        g.status = status;
+        jobs.commit(g).await.unwrap();
+    }
+    let counts = jobs.counts(Some(&client)).await.unwrap();
+    assert_eq!(
+        (
+            counts.get(&JobStatus::WaitingForWorker),
+            counts.get(&JobStatus::Finished),
+            counts.get(&JobStatus::Quarantined)
+        ),
+        (Some(&1), Some(&1), Some(&1)),
+        "{counts:?}"
+    );
+    assert_eq!(ids_of(jobs.list_quarantined(&client, 10, 0).await.unwrap()), vec![quarantined.clone()]);
+    let listed = ids_of(jobs.list(&client, 10, 0).await.unwrap());
+    assert!([&id, &done, &quarantined].iter().all(|i| listed.contains(i)), "{listed:?}");
+
+    // An id that is taken: refused, the stored job untouched.
+    let Ok(mut g) = jobs.unsaved(Box::new(job(&done, &client))) else { unreachable!() };
+    g.status = JobStatus::Failed;
+    assert!(matches!(jobs.commit(g).await, Err(StorageError::Conflict(_))));
+    let Ok(g) = jobs.unsaved(Box::new(job(&done, &client))) else { unreachable!() };
+    assert!(matches!(
+        jobs.commit_queueing(g, vec![(w.clone(), task(&done, "echo", 1.0))]).await,
+        Err(StorageError::Conflict(_))
+    ));
+    assert_eq!(jobs.get(&done).await.unwrap().unwrap().status, JobStatus::Finished);
+    if let PoppedJob::Locked(g) = popped.into_iter().next().unwrap().1 {
+        jobs.commit(g).await.unwrap();
+    }
+}

@@ -71,6 +71,22 @@ impl std::ops::Deref for SavedJob {
     }
 }
 
+impl JobGuard {
+    /// Takes over the lock of `stored` (a guard on the same job as stored, from
+    /// [`JobStore::insert_locked`]), keeping this guard's version of the job: what a guard from
+    /// [`JobStore::unsaved`] becomes once its job had to be stored before its commit. False (and
+    /// nothing changed) for guards of different kinds.
+    pub(crate) fn adopt(&mut self, stored: JobGuard) -> bool {
+        match (self, stored) {
+            (JobGuard::Leased { lease, .. }, JobGuard::Leased { lease: theirs, .. }) => {
+                *lease = theirs;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 impl std::ops::Deref for JobGuard {
     type Target = Job;
     fn deref(&self) -> &Job {
@@ -102,6 +118,17 @@ pub trait JobStore: Send + Sync + 'static {
             self.insert(job).await?;
             self.lock(&id).await?.ok_or_else(|| StorageError::Conflict(format!("job {id} vanished after its insert")))
         })
+    }
+    /// A guard on a new job that is not stored yet, or the job back (the default: this store
+    /// cannot, and the caller takes [`JobStore::insert_locked`]). The guard's first commit
+    /// ([`JobStore::commit`], [`JobStore::commit_keeping`], [`JobStore::commit_queueing`])
+    /// inserts the job as it is then, with its tasks, in one step: a job whose first handler
+    /// runs at once is written once instead of twice. Until then nobody else can see the job, and
+    /// [`JobStore::save`] fails; [`JobGuard::adopt`] turns it into the guard of a stored job
+    /// (when the job had to be stored first, e.g. by [`JobStore::insert_locked`] of its first
+    /// version, before something outside the job names it).
+    fn unsaved(&self, job: Box<Job>) -> Result<JobGuard, Box<Job>> {
+        Err(job)
     }
     /// Locks a job for a read-modify-write (waits while another holder works on it).
     fn lock<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<JobGuard>, StorageError>>;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::transact::{log_failure, JobTx};
+use super::transact::{log_failure, JobTx, Unstored};
 use super::{Core, CoreError, NewJob};
 use crate::blueprint::Blueprint;
 use crate::context::{ErrorClass, TaskError};
@@ -60,20 +60,39 @@ impl Core {
             job.tracing_context = tp.to_map();
         }
         self.observe_created(&job);
-        let change = self.job_change(&job);
-        // With an execution slot free now, the job is stored locked and its first handler runs
-        // without locking it again; otherwise it waits for a slot like any other drive.
+        // With an execution slot free now, the job's first handlers run at once: on a store that
+        // inserts with the commit before the job is stored, so that it is written once (see
+        // `transact::Unstored`); elsewhere it is stored locked and they run without locking it
+        // again. Without a free slot it waits for one like any other drive.
         match self.exec.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let tx = self.tx(self.jobs.insert_locked(job).await?);
-                self.send_change(change);
-                let (core, id) = (self.clone(), id.clone());
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    log_failure("could not advance job", &id, core.advance_and_commit(tx).await);
-                });
-            }
+            Ok(permit) => match self.jobs.unsaved(Box::new(job)) {
+                Ok(guard) => {
+                    let (told, stored) = tokio::sync::oneshot::channel();
+                    let unstored = Unstored::new(Box::new((*guard).clone()), told);
+                    let mut tx = self.tx_unstored(guard, unstored);
+                    let (core, id) = (self.clone(), id.clone());
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        core.advance_unstored(&mut tx).await;
+                        log_failure("could not advance job", &id, core.commit(tx).await);
+                    });
+                    stored.await.unwrap_or_else(|_| {
+                        Err(StorageError::Unavailable("the job's first step ended before it was stored".into()))
+                    })?;
+                }
+                Err(job) => {
+                    let change = self.job_change(&job);
+                    let tx = self.tx(self.jobs.insert_locked(*job).await?);
+                    self.send_change(change);
+                    let (core, id) = (self.clone(), id.clone());
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        log_failure("could not advance job", &id, core.advance_and_commit(tx).await);
+                    });
+                }
+            },
             Err(_) => {
+                let change = self.job_change(&job);
                 self.jobs.insert(job).await?;
                 self.send_change(change);
                 self.drive(id.clone());

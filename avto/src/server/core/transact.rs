@@ -30,9 +30,48 @@ pub struct JobTx {
     /// Tasks the commit queues (worker, task), for a job store that queues with the commit
     /// ([`crate::storage::JobStore::commits_queueing`]).
     queued: Vec<(String, crate::storage::QueuedTask)>,
+    /// A new job whose first unit of work this is, while it is not stored yet (see
+    /// [`Unstored`]).
+    unstored: Option<Arc<Unstored>>,
     /// Counts this unit of work as in progress until it is dropped (graceful shutdown waits
     /// for none to be left: [`Core::settle`]).
     _work: Working,
+}
+
+/// A new job whose first unit of work runs before it is stored, on a job store that can insert
+/// with the commit ([`crate::storage::JobStore::unsaved`]): a job whose first handlers run at
+/// once (they dispatch a task, say) is then written once, with its tasks, instead of inserted
+/// locked and written again. Whoever comes first stores it:
+///
+/// * the unit of work's commit, which inserts the job as its handlers left it;
+/// * [`Core::ensure_stored`], before an in-lock effect names the job outside it (a parked task,
+///   a cancellation): it stores the job as it was created, locked, and the unit of work takes
+///   over that lock;
+/// * the create request's budget ([`FIRST_STEP_BUDGET`]): handlers that take longer do not hold
+///   the request back; the job is stored as created, locked, as in the other way.
+///
+/// The create request waits for the first of these (its `told`), so a job is stored before its
+/// id is handed out, as always.
+pub(super) struct Unstored(tokio::sync::Mutex<Pending>);
+
+enum Pending {
+    /// Not stored yet: the job as it was created, and the create request waiting for it.
+    New { job: Box<Job>, told: tokio::sync::oneshot::Sender<Result<(), StorageError>> },
+    /// Stored as created, locked: the guard whose lock the unit of work takes over (`None` once
+    /// it has).
+    Stored(Option<JobGuard>),
+    /// Stored by the commit, or the store failed (the create request was told): nothing left.
+    Gone,
+}
+
+/// How long a create request waits for the new job's first handlers before the job is stored
+/// as created (see [`Unstored`]).
+pub(super) const FIRST_STEP_BUDGET: std::time::Duration = std::time::Duration::from_millis(5);
+
+impl Unstored {
+    pub(super) fn new(job: Box<Job>, told: tokio::sync::oneshot::Sender<Result<(), StorageError>>) -> Arc<Self> {
+        Arc::new(Unstored(tokio::sync::Mutex::new(Pending::New { job, told })))
+    }
 }
 
 /// Units of work in progress (jobs locked), for the graceful shutdown.
@@ -122,7 +161,70 @@ impl Core {
 
     /// A unit of work on a job locked by `guard`.
     pub(super) fn tx(&self, guard: JobGuard) -> JobTx {
-        JobTx { guard, after_commit: Vec::new(), queued: Vec::new(), _work: Working::new(&self.work) }
+        JobTx { guard, after_commit: Vec::new(), queued: Vec::new(), unstored: None, _work: Working::new(&self.work) }
+    }
+
+    /// The first unit of work of a new job not stored yet (see [`Unstored`]).
+    pub(super) fn tx_unstored(&self, guard: JobGuard, unstored: Arc<Unstored>) -> JobTx {
+        JobTx { unstored: Some(unstored), ..self.tx(guard) }
+    }
+
+    /// Stores a new job as it was created, locked, unless it is stored already (see
+    /// [`Unstored`]); tells the create request.
+    pub(super) async fn store_new(&self, unstored: &Unstored) {
+        let mut pending = unstored.0.lock().await;
+        let Pending::New { .. } = &*pending else { return };
+        let Pending::New { job, told } = std::mem::replace(&mut *pending, Pending::Gone) else { return };
+        let change = self.job_change(&job);
+        match self.jobs.insert_locked(*job).await {
+            Ok(guard) => {
+                *pending = Pending::Stored(Some(guard));
+                self.send_change(change);
+                let _ = told.send(Ok(()));
+            }
+            Err(e) => {
+                let _ = told.send(Err(e));
+            }
+        }
+    }
+
+    /// Makes sure the job of `tx` is stored before an in-lock effect names it outside the unit
+    /// of work (see [`Unstored`]). An error: it could not be stored (the create request was
+    /// told), and the unit of work will not commit.
+    pub(super) async fn ensure_stored(&self, tx: &mut JobTx) -> Result<(), StorageError> {
+        let Some(unstored) = tx.unstored.clone() else { return Ok(()) };
+        self.store_new(&unstored).await;
+        let mut pending = unstored.0.lock().await;
+        match &mut *pending {
+            Pending::Stored(guard) => {
+                if let Some(stored) = guard.take() {
+                    tx.guard.adopt(stored);
+                }
+                tx.unstored = None;
+                Ok(())
+            }
+            _ => Err(StorageError::Unavailable(format!("job {} could not be stored", tx.id))),
+        }
+    }
+
+    /// The first handlers of a new job not stored yet (see [`Unstored`]): once they take longer
+    /// than [`FIRST_STEP_BUDGET`], the job is stored as created (in a task of its own, so that
+    /// the insert finishes whatever happens here) while they go on.
+    pub(super) async fn advance_unstored(self: &Arc<Self>, tx: &mut JobTx) {
+        let unstored = tx.unstored.clone();
+        let advance = self.advance(tx);
+        tokio::pin!(advance);
+        tokio::select! {
+            biased;
+            () = &mut advance => {}
+            () = tokio::time::sleep(FIRST_STEP_BUDGET) => {
+                if let Some(unstored) = unstored {
+                    let core = self.clone();
+                    tokio::spawn(async move { core.store_new(&unstored).await });
+                }
+                advance.await;
+            }
+        }
     }
 
     /// Waits until no unit of work is in progress (every handler run ended and its job lock was
@@ -170,6 +272,9 @@ impl Core {
                         tx.after_commit.push(AfterCommit::DelayedDispatch { tasks, delay })
                     }
                     Effect::CancelTasks(tasks) => {
+                        if self.ensure_stored(tx).await.is_err() {
+                            continue;
+                        }
                         let list: Vec<_> = tasks.into_iter().map(|t| (t.task_id, t.worker_id, tx.id.clone())).collect();
                         self.dispatcher.cancel(&list).await;
                     }
@@ -219,12 +324,57 @@ impl Core {
     /// Saves the job and releases its lock, then carries out the after-commit effects. A failed
     /// save drops them (see the module docs).
     pub(crate) async fn commit(self: &Arc<Self>, tx: JobTx) -> Result<(), StorageError> {
-        let JobTx { guard, after_commit, queued, _work } = tx;
+        let JobTx { mut guard, after_commit, queued, unstored, _work } = tx;
         let id = guard.id.clone();
+        // A new job not stored yet (see `Unstored`): this commit inserts it, or takes over the
+        // lock it was stored with meanwhile. Held until the commit is done, so that the create
+        // request's budget does not store it beside this commit.
+        let mut pending = match &unstored {
+            Some(u) => Some(u.0.lock().await),
+            None => None,
+        };
+        let creating = match pending.as_deref_mut().map(|p| std::mem::replace(p, Pending::Gone)) {
+            None => None,
+            Some(Pending::New { job, told }) => Some((told, self.job_change(&job))),
+            Some(Pending::Stored(stored)) => {
+                if let Some(stored) = stored {
+                    guard.adopt(stored);
+                }
+                None
+            }
+            Some(Pending::Gone) => {
+                return Err(StorageError::Unavailable(format!("job {id} could not be stored; its first step is lost")))
+            }
+        };
+        let change = self.job_change(&guard);
+        let stored = self.commit_guard(&id, guard, queued, &after_commit).await;
+        drop(pending);
+        if let Some((told, created)) = creating {
+            if stored.is_ok() {
+                self.send_change(created);
+            }
+            let _ = told.send(stored.as_ref().map(|_| ()).map_err(Clone::clone));
+        }
+        let ended = stored?;
+        self.send_change(change);
+        for effect in after_commit {
+            self.after_commit(&id, ended.as_deref(), effect);
+        }
+        Ok(())
+    }
+
+    /// The store's part of [`Core::commit`]: saves the job, queues its tasks and places again
+    /// those whose worker is gone. The job as saved when an after-commit effect needs it.
+    async fn commit_guard(
+        self: &Arc<Self>,
+        id: &str,
+        guard: JobGuard,
+        queued: Vec<(String, crate::storage::QueuedTask)>,
+        after_commit: &[AfterCommit],
+    ) -> Result<Option<SavedJob>, StorageError> {
         // The webhooks and the parent's resume need the job as it was saved.
         let keep =
             after_commit.iter().any(|e| matches!(e, AfterCommit::Terminal(_) | AfterCommit::GhostWebhook { .. }));
-        let change = self.job_change(&guard);
         let ended = if queued.is_empty() {
             match keep {
                 true => Some(self.jobs.commit_keeping(guard).await?),
@@ -240,18 +390,14 @@ impl Core {
                     true => self.dispatcher.queued_on(&worker),
                     false => {
                         tracing::info!(job_id = %id, task_id = %task.task_id, worker_id = %worker, "the chosen worker is gone; placing the task again");
-                        refused.push((id.clone(), task.task_id));
+                        refused.push((id.to_owned(), task.task_id));
                     }
                 }
             }
             self.requeue(refused);
             ended
         };
-        self.send_change(change);
-        for effect in after_commit {
-            self.after_commit(&id, ended.as_deref(), effect);
-        }
-        Ok(())
+        Ok(ended)
     }
 
     /// One after-commit effect. Never waits: work on this or other jobs is spawned (it takes
@@ -342,6 +488,7 @@ impl JobTx {
 
     /// The lock of a unit of work that applied no engine step (nothing waits for its commit).
     pub(super) fn into_guard(self) -> JobGuard {
+        debug_assert!(self.unstored.is_none(), "a new job's first unit of work commits through Core::commit");
         debug_assert!(
             self.after_commit.is_empty() && self.queued.is_empty(),
             "a unit of work with effects commits through Core::commit"

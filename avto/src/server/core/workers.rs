@@ -70,6 +70,10 @@ impl Core {
             Err(no) => {
                 let reason = no.reason(&spec.task_type);
                 let mut spec = spec.clone();
+                // The parked task names the job: stored first (a new job's first step).
+                if self.ensure_stored(tx).await.is_err() {
+                    return None;
+                }
                 spec.dispatch_timeout_seconds = dispatch_timeout;
                 let parked = Unassigned {
                     job_id,

@@ -9,7 +9,7 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use super::jobs::{new_token, Lease, RedisJobs, RETAIN, WRITE};
+use super::jobs::{new_token, Lease, RedisJobs, Unsaved, INSERT_FN, RETAIN, WRITE};
 use super::lua::{lua, LuaScript};
 use super::query::QKEYS;
 use super::workers::scripts::{ENQUEUE_FN, TASKS};
@@ -154,6 +154,28 @@ return out
 });
 inventory::submit! { crate::storage::redis::lua::Registered(&COMMIT_QUEUEING) }
 
+/// The insert (see `jobs.rs`) of a job that was not stored yet (a guard from
+/// [`JobStore::unsaved`](crate::storage::JobStore::unsaved)) that then queues its tasks (ten
+/// arguments each from `ARGV[16]`): {1, 1 | 0 per task}, or {0} (the id is taken; nothing
+/// written or queued). A retry after a lost reply whose first attempt stored the job answers {1}:
+/// that attempt queued the tasks.
+static INSERT_QUEUEING: LazyLock<LuaScript> = LazyLock::new(|| {
+    lua(
+        &[QKEYS, RETAIN, INSERT_FN, TASKS, ENQUEUE_FN],
+        r#"
+local inserted = insert(ARGV)
+if inserted ~= 1 then return {inserted == 2 and 1 or 0} end
+local out = {1}
+for i = 16, #ARGV - 9, 10 do
+  table.insert(out, enqueue(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6],
+    ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]))
+end
+return out
+"#,
+    )
+});
+inventory::submit! { crate::storage::redis::lua::Registered(&INSERT_QUEUEING) }
+
 fn opt(v: Option<u64>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
 }
@@ -167,9 +189,6 @@ impl RedisJobs {
     ) -> Result<Vec<bool>, StorageError> {
         let JobGuard::Leased { job, lease } = guard else {
             return Err(StorageError::Conflict("a memory job guard cannot be saved to Redis".into()));
-        };
-        let Ok(mut lease) = lease.downcast::<Lease>() else {
-            return Err(StorageError::Conflict("foreign job guard".into()));
         };
         let mut extra = Vec::with_capacity(tasks.len() * 10);
         for (worker, task) in &tasks {
@@ -187,12 +206,23 @@ impl RedisJobs {
                 self.conn.wake_message(worker),
             ]);
         }
-        let v: redis::Value = self.write_with(&COMMIT_QUEUEING, &job, &lease, &extra).await?;
-        let parts = reply::array(v)?;
-        if parts.first().and_then(reply::int) != Some(1) {
-            return Err(lease.lost(&job.id));
-        }
-        lease.committed = true;
+        let parts = if lease.is::<Unsaved>() {
+            let parts = reply::array(self.insert_with(&INSERT_QUEUEING, &job, "", true, &extra).await?)?;
+            if parts.first().and_then(reply::int) != Some(1) {
+                return Err(StorageError::Conflict(format!("job {} exists", job.id)));
+            }
+            parts
+        } else {
+            let Ok(mut lease) = lease.downcast::<Lease>() else {
+                return Err(StorageError::Conflict("foreign job guard".into()));
+            };
+            let parts = reply::array(self.write_with(&COMMIT_QUEUEING, &job, &lease, &extra).await?)?;
+            if parts.first().and_then(reply::int) != Some(1) {
+                return Err(lease.lost(&job.id));
+            }
+            lease.committed = true;
+            parts
+        };
         let placed: Vec<bool> = parts[1..].iter().map(|v| reply::int(v) == Some(1)).collect();
         for ((worker, _), ok) in tasks.iter().zip(placed.iter().chain(std::iter::repeat(&true))) {
             self.count(worker, if *ok { 1 } else { 0 }, 0);

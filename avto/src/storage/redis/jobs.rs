@@ -57,41 +57,49 @@ local function retain(id, client, old, at, created, blueprint)
 end
 "#;
 
-/// Stores a new job and, given a token, locks it for that token.
-static INSERT: LazyLock<LuaScript> = LazyLock::new(|| {
-    lua(
-        &[QKEYS, RETAIN],
-        r#"
-local id, json, client, created, status, unsettled, now, token, lease, terminal, ret, hook, blueprint =
-  ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14],
-  ARGV[15]
-local k = P .. 'job:' .. id
-local lk = P .. 'lock:job:' .. id
-local at = expires_at(nil, status, now, ret)
-if not set_doc(k, json, at, 'NX') then
-  -- Sent again after a lost reply: the first attempt stored this very document (and took the lock).
-  if redis.call('GET', k) == json and (token == '' or redis.call('GET', lk) == token) then return 1 end
-  return 0
+/// `insert(A)` stores a new job (the arguments from `A[3]`: id, document, client, created,
+/// status, unsettled, now, token, lease, terminal, retention, hook, blueprint) and, given a token,
+/// locks it for that token: 1, 2 when an earlier attempt did (a retry after a lost reply), or 0
+/// when the id is taken. Sent with a request id (`once`), a retry takes a job without a lock
+/// that it finds as its own: the caller's ids are random (a new job's). The shared part of [`INSERT`] and the
+/// insert that queues (`combined.rs`).
+pub(super) const INSERT_FN: &str = r#"
+local function insert(A)
+  local id, json, client, created, status, unsettled, now, token, lease, terminal, ret, hook, blueprint =
+    A[3], A[4], A[5], A[6], A[7], A[8], A[9], A[10], A[11], A[12], A[13], A[14], A[15]
+  local k = P .. 'job:' .. id
+  local lk = P .. 'lock:job:' .. id
+  local at = expires_at(nil, status, now, ret)
+  if not set_doc(k, json, at, 'NX') then
+    -- Sent again after a lost reply: the first attempt stored this very document (and took the
+    -- lock). Without a lock the job may have moved on since; a retry of an insert sent as one
+    -- (`once`, for the random ids of new jobs) finds its own job.
+    if AGAIN and token == '' then return 2 end
+    if redis.call('GET', k) == json and (token == '' or redis.call('GET', lk) == token) then return 2 end
+    return 0
+  end
+  redis.call('HSET', P .. 'jobstatus', id, status)
+  -- The query indexes (see super::query), which the counts are read from.
+  redis.call('ZADD', k_all(client), created, id)
+  redis.call('ZADD', k_all(nil), created, id)
+  if status ~= 'finished' then
+    redis.call('ZADD', k_st(status, nil), created, id)
+    redis.call('ZADD', k_st(status, client), created, id)
+  end
+  redis.call('ZADD', k_bp(blueprint, nil), created, id)
+  redis.call('ZADD', k_bp(blueprint, client), created, id)
+  redis.call('ZADD', P .. 'jobs:ids', 0, id)
+  if status == 'quarantined' then redis.call('ZADD', P .. 'jobs:quarantined:' .. client, now, id) end
+  if unsettled == '1' then redis.call('ZADD', P .. 'stale', now, id) end
+  if token ~= '' then redis.call('SET', lk, token, 'PX', lease) end
+  if at then retain(id, client, nil, at, created, blueprint) end
+  if terminal == '1' and hook == '1' then redis.call('ZADD', P .. 'webhooks:due', now, id) end
+  return 1
 end
-redis.call('HSET', P .. 'jobstatus', id, status)
--- The query indexes (see super::query), which the counts are read from.
-redis.call('ZADD', k_all(client), created, id)
-redis.call('ZADD', k_all(nil), created, id)
-if status ~= 'finished' then
-  redis.call('ZADD', k_st(status, nil), created, id)
-  redis.call('ZADD', k_st(status, client), created, id)
-end
-redis.call('ZADD', k_bp(blueprint, nil), created, id)
-redis.call('ZADD', k_bp(blueprint, client), created, id)
-redis.call('ZADD', P .. 'jobs:ids', 0, id)
-if unsettled == '1' then redis.call('ZADD', P .. 'stale', now, id) end
-if token ~= '' then redis.call('SET', lk, token, 'PX', lease) end
-if at then retain(id, client, nil, at, created, blueprint) end
-if terminal == '1' and hook == '1' then redis.call('ZADD', P .. 'webhooks:due', now, id) end
-return 1
-"#,
-    )
-});
+"#;
+
+/// Stores a new job and, given a token, locks it for that token (see [`INSERT_FN`]).
+static INSERT: LazyLock<LuaScript> = LazyLock::new(|| lua(&[QKEYS, RETAIN, INSERT_FN], "return insert(ARGV)"));
 inventory::submit! { crate::storage::redis::lua::Registered(&INSERT) }
 
 /// `write(ARGV, release)` writes a job held under its lock by a token (the arguments from
@@ -361,6 +369,10 @@ impl Waiters {
     }
 }
 
+/// The lease of a guard from [`JobStore::unsaved`]: nothing stored yet, nothing locked. Its
+/// commit inserts the job.
+pub(super) struct Unsaved;
+
 /// What keeps a Redis job lock: the token and the renewal task. Dropping it releases the lock
 /// (unless a commit released it already).
 pub(super) struct Lease {
@@ -477,35 +489,45 @@ impl RedisJobs {
         self.lease.as_millis() as u64
     }
 
-    /// Runs [`INSERT`], taking the lock for `token` unless it is empty.
-    async fn insert_as(&self, job: &Job, token: &str) -> Result<(), StorageError> {
-        let unsettled = if is_unsettled(job.status) { "1" } else { "0" };
-        let inserted: i64 = self
-            .conn
-            .script(
-                &INSERT,
-                false,
-                &[
-                    &job.id,
-                    &to_json(job),
-                    &job.client.id,
-                    &job.created_at_ms,
-                    &job.status.as_str(),
-                    &unsettled,
-                    &now_ms(),
-                    &token,
-                    &self.lease_ms(),
-                    &terminal_flag(job.status),
-                    &self.retention_ms,
-                    &hook_flag(job),
-                    &job.blueprint,
-                ],
-            )
-            .await?;
+    /// Runs [`INSERT`], taking the lock for `token` unless it is empty (`once`: see [`INSERT_FN`]).
+    async fn insert_as(&self, job: &Job, token: &str, once: bool) -> Result<(), StorageError> {
+        let inserted: i64 = self.insert_with(&INSERT, job, token, once, &[]).await?;
         match inserted {
-            1 => Ok(()),
+            1 | 2 => Ok(()),
             _ => Err(StorageError::Conflict(format!("job {} exists", job.id))),
         }
+    }
+
+    /// Runs a script that inserts `job` (the arguments of [`INSERT_FN`], then `extra`), with a
+    /// request id when `once` (see [`INSERT_FN`]).
+    pub(super) async fn insert_with<T: redis::FromRedisValue>(
+        &self,
+        script: &LuaScript,
+        job: &Job,
+        token: &str,
+        once: bool,
+        extra: &[String],
+    ) -> Result<T, StorageError> {
+        let unsettled = if is_unsettled(job.status) { "1" } else { "0" };
+        let (json, now, lease_ms) = (to_json(job), now_ms(), self.lease_ms());
+        let (status, terminal, hook) = (job.status.as_str(), terminal_flag(job.status), hook_flag(job));
+        let mut args: Vec<&dyn super::ArgRef> = vec![
+            &job.id,
+            &json,
+            &job.client.id,
+            &job.created_at_ms,
+            &status,
+            &unsettled,
+            &now,
+            &token,
+            &lease_ms,
+            &terminal,
+            &self.retention_ms,
+            &hook,
+            &job.blueprint,
+        ];
+        args.extend(extra.iter().map(|a| a as &dyn super::ArgRef));
+        self.conn.script(script, once, &args).await
     }
 
     /// The lease of a lock just taken for `token` on `job` as stored.
@@ -594,16 +616,20 @@ impl RedisJobs {
 
 impl JobStore for RedisJobs {
     fn insert(&self, job: Job) -> BoxFuture<'_, Result<(), StorageError>> {
-        Box::pin(async move { self.insert_as(&job, "").await })
+        Box::pin(async move { self.insert_as(&job, "", false).await })
     }
 
     fn insert_locked(&self, job: Job) -> BoxFuture<'_, Result<JobGuard, StorageError>> {
         Box::pin(async move {
             let token = new_token();
-            self.insert_as(&job, &token).await?;
+            self.insert_as(&job, &token, false).await?;
             let lease = self.lease(&job, token);
             Ok(JobGuard::Leased { job: Box::new(job), lease: Box::new(lease) })
         })
+    }
+
+    fn unsaved(&self, job: Box<Job>) -> Result<JobGuard, Box<Job>> {
+        Ok(JobGuard::Leased { job, lease: Box::new(Unsaved) })
     }
 
     fn lock<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<JobGuard>, StorageError>> {
@@ -640,6 +666,9 @@ impl JobStore for RedisJobs {
                 return Err(StorageError::Conflict("a memory job guard cannot be saved to Redis".into()));
             };
             let Some(lease) = lease.downcast_ref::<Lease>() else {
+                if lease.is::<Unsaved>() {
+                    return Err(StorageError::Conflict(format!("job {} is not stored yet: commit it", job.id)));
+                }
                 return Err(StorageError::Conflict("foreign job guard".into()));
             };
             self.write(&SAVE, job, lease).await
@@ -651,6 +680,9 @@ impl JobStore for RedisJobs {
             let JobGuard::Leased { job, lease } = guard else {
                 return Err(StorageError::Conflict("a memory job guard cannot be saved to Redis".into()));
             };
+            if lease.is::<Unsaved>() {
+                return self.insert_as(&job, "", true).await;
+            }
             let Ok(mut lease) = lease.downcast::<Lease>() else {
                 return Err(StorageError::Conflict("foreign job guard".into()));
             };
@@ -785,5 +817,43 @@ impl JobStore for RedisJobs {
             let cmd = redis::cmd("ZREM").arg(self.conn.key("webhooks:due")).arg(ids).clone();
             self.conn.query::<i64>(&cmd).await.map(|_| ())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The insert's answers to an id that is taken: a first attempt is refused; a retry (after a
+    /// lost reply) of an insert without a lock takes the job as its own even after it moved on,
+    /// and one with a lock only while its lock and document are as it left them. Needs the Redis
+    /// of the tests (`REDIS_URL`, default 127.0.0.1:6379), like every Redis test.
+    #[tokio::test]
+    async fn an_insert_sent_again_finds_its_own_job() {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+        let prefix = format!("avto-test:insert-again:{}:", uuid::Uuid::new_v4().simple());
+        let conn = RedisConn::open(&url, &prefix).unwrap();
+        let jobs = RedisJobs::new(conn.clone(), Duration::from_secs(30));
+        let job = Job::new("j1", "bp", "start", serde_json::json!({}));
+        jobs.insert(job.clone()).await.unwrap();
+        let mut moved = job.clone();
+        moved.status = JobStatus::WaitingForWorker;
+        let _: String = conn.query(&INSERT.load(false)).await.unwrap();
+        // ARGV[1]: the request id after its mark (1: a first attempt, 0: a retry), or none.
+        let answer = |rid: &str, job: &Job, token: &str| {
+            let mut cmd = INSERT.call(false);
+            cmd.arg(rid).arg(&prefix).arg(&job.id).arg(to_json(job)).arg("c").arg(job.created_at_ms);
+            cmd.arg(job.status.as_str()).arg("1").arg(now_ms()).arg(token).arg(30_000).arg("0").arg(0).arg("0");
+            cmd.arg("bp");
+            let conn = conn.clone();
+            async move { conn.query::<i64>(&cmd).await.unwrap() }
+        };
+        let (first, retry) = (format!("1{prefix}rid:x"), format!("0{prefix}rid:x"));
+        assert_eq!(answer(&first, &moved, "").await, 0, "a first attempt: the id is taken");
+        assert_eq!(answer(&retry, &moved, "").await, 2, "a retry without a lock: its own");
+        assert_eq!(answer("", &job, "").await, 2, "no request id: the same document");
+        assert_eq!(answer("", &moved, "").await, 0, "no request id: another document");
+        assert_eq!(answer(&retry, &job, "tok").await, 0, "a retry with a lock it does not hold");
+        crate::storage::redis::delete_prefix(&url, &prefix).await.unwrap();
     }
 }

@@ -93,9 +93,12 @@
 //!
 //! # Round trips per job
 //!
-//! Each step of a job is as few scripts as its guarantees allow: a new job is inserted already
-//! locked when its first handler can run at once
-//! ([`JobStore::insert_locked`](crate::storage::JobStore::insert_locked)); every read-modify-write
+//! Each step of a job is as few scripts as its guarantees allow: a new job whose first handlers
+//! can run at once runs them before it is stored, and one script inserts it as they left it with
+//! the tasks they dispatched ([`JobStore::unsaved`](crate::storage::JobStore::unsaved); first
+//! handlers that take longer than the create request's budget of 5 ms, or that park a task, get
+//! the job inserted as created and locked
+//! ([`JobStore::insert_locked`](crate::storage::JobStore::insert_locked)) first); every read-modify-write
 //! ends with one commit script that saves and releases
 //! ([`JobStore::commit`](crate::storage::JobStore::commit)); placing a task is one enqueue script
 //! that also stamps its FIFO sequence and publishes the wake-up on the bus (only while another
