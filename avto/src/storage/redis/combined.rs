@@ -143,12 +143,7 @@ if not write(ARGV, true) then
   if redis.call('GET', P .. 'job:' .. ARGV[3]) == ARGV[5] then return {1} end
   return {0}
 end
-local out = {1}
-for i = 17, #ARGV - 9, 10 do
-  table.insert(out, enqueue(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6],
-    ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]))
-end
-return out
+return enqueue_all(ARGV, 17, {1})
 "#,
     )
 });
@@ -165,12 +160,7 @@ static INSERT_QUEUEING: LazyLock<LuaScript> = LazyLock::new(|| {
         r#"
 local inserted = insert(ARGV)
 if inserted ~= 1 then return {inserted == 2 and 1 or 0} end
-local out = {1}
-for i = 16, #ARGV - 9, 10 do
-  table.insert(out, enqueue(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6],
-    ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]))
-end
-return out
+return enqueue_all(ARGV, 16, {1})
 "#,
     )
 });

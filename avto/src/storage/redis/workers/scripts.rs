@@ -198,7 +198,8 @@ inventory::submit! { crate::storage::redis::lua::Registered(&DEPTH) }
 
 /// Lua: `enqueue(w, tid, job, ty, data, score, timeout, deadline, due, wake)` stamps the arrival
 /// order, queues, and wakes the worker's long-polls on every other instance (publishes `wake`,
-/// unless empty); 0 when the worker is gone.
+/// unless empty); 0 when the worker is gone. `enqueue_all(A, from, out)` queues each task of an
+/// argument list.
 /// (Also part of the job store's commit that queues: `combined.rs`.)
 pub(in crate::storage::redis) const ENQUEUE_FN: &str = r#"
 local function enqueue(w, tid, job, ty, data, score, timeout, deadline, due, wake)
@@ -219,6 +220,15 @@ local function enqueue(w, tid, job, ty, data, score, timeout, deadline, due, wak
   -- '': no other instance listens (see `bus::Peers`).
   if wake ~= '' then redis.call('PUBLISH', P .. 'bus', wake) end
   return 1
+end
+-- Queues the tasks given as ten arguments each (as `enqueue` takes them) from A[from]: `out`
+-- with each one's answer appended.
+local function enqueue_all(A, from, out)
+  for i = from, #A - 9, 10 do
+    table.insert(out, enqueue(A[i], A[i + 1], A[i + 2], A[i + 3], A[i + 4], A[i + 5], A[i + 6], A[i + 7], A[i + 8],
+      A[i + 9]))
+  end
+  return out
 end
 "#;
 
