@@ -74,15 +74,13 @@ impl std::ops::Deref for SavedJob {
 impl JobGuard {
     /// Takes over the lock of `stored` (a guard on the same job as stored, from
     /// [`JobStore::insert_locked`]), keeping this guard's version of the job: what a guard from
-    /// [`JobStore::unsaved`] becomes once its job had to be stored before its commit. False (and
-    /// nothing changed) for guards of different kinds.
-    pub(crate) fn adopt(&mut self, stored: JobGuard) -> bool {
+    /// [`JobStore::unsaved`] becomes once its job had to be stored before its commit. Guards of
+    /// different kinds (no store hands out both) are left as they are: the commit then fails as
+    /// the insert of a job that exists.
+    pub(crate) fn adopt(&mut self, stored: JobGuard) {
         match (self, stored) {
-            (JobGuard::Leased { lease, .. }, JobGuard::Leased { lease: theirs, .. }) => {
-                *lease = theirs;
-                true
-            }
-            _ => false,
+            (JobGuard::Leased { lease, .. }, JobGuard::Leased { lease: theirs, .. }) => *lease = theirs,
+            _ => debug_assert!(false, "a guard takes over the lock of a guard of its own kind"),
         }
     }
 }
