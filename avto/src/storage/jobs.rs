@@ -122,9 +122,9 @@ pub trait JobStore: Send + Sync + 'static {
     /// ([`JobStore::commit`], [`JobStore::commit_keeping`], [`JobStore::commit_queueing`])
     /// inserts the job as it is then, with its tasks, in one step: a job whose first handler
     /// runs at once is written once instead of twice. Until then nobody else can see the job, and
-    /// [`JobStore::save`] fails; [`JobGuard::adopt`] turns it into the guard of a stored job
-    /// (when the job had to be stored first, e.g. by [`JobStore::insert_locked`] of its first
-    /// version, before something outside the job names it).
+    /// [`JobStore::save`] fails. Should the job have to be stored before its commit (before
+    /// something outside the job names it), the caller stores its first version with
+    /// [`JobStore::insert_locked`] and the guard takes over that lock.
     fn unsaved(&self, job: Box<Job>) -> Result<JobGuard, Box<Job>> {
         Err(job)
     }
