@@ -235,8 +235,14 @@ async fn jobs_lock_save_and_missing(be: &Backend) {
     g.status = JobStatus::Finished;
     be.b.jobs.commit(g).await.unwrap();
     let g = tokio::time::timeout(Duration::from_secs(5), be.a.jobs.lock(&id)).await.expect("lock released");
-    let g = g.unwrap().expect("job exists");
+    let mut g = g.unwrap().expect("job exists");
     assert_eq!((g.current_state.as_str(), g.status), ("committed", JobStatus::Finished));
+    // A commit that keeps the job hands it back as written, and releases the lock too.
+    g.result = Some(json!({"kept": true}));
+    let written = Job::clone(&g);
+    assert_eq!(&*be.a.jobs.commit_keeping(g).await.unwrap(), &written);
+    let g = tokio::time::timeout(Duration::from_secs(5), be.b.jobs.lock(&id)).await.expect("lock released");
+    assert_eq!(g.unwrap().expect("job exists").result, Some(json!({"kept": true})));
 }
 
 async fn jobs_insert_locked(be: &Backend) {

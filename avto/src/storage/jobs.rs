@@ -46,14 +46,19 @@ pub enum JobGuard {
 pub struct SavedJob(Saved);
 
 enum Saved {
-    Copy(Box<Job>),
+    Owned(Box<Job>),
     Kept(OwnedMutexGuard<Job>),
 }
 
 impl SavedJob {
     /// A copy of `job`.
     pub fn copy(job: &Job) -> Self {
-        SavedJob(Saved::Copy(Box::new(job.clone())))
+        SavedJob(Saved::Owned(Box::new(job.clone())))
+    }
+    /// The job itself, taken out of a guard whose job was written as it is (nothing of it is
+    /// shared).
+    pub(crate) fn owned(job: Box<Job>) -> Self {
+        SavedJob(Saved::Owned(job))
     }
     /// The job itself: only for a guard on a job no one else can reach any more.
     pub(crate) fn kept(guard: OwnedMutexGuard<Job>) -> Self {
@@ -65,7 +70,7 @@ impl std::ops::Deref for SavedJob {
     type Target = Job;
     fn deref(&self) -> &Job {
         match &self.0 {
-            Saved::Copy(job) => job,
+            Saved::Owned(job) => job,
             Saved::Kept(guard) => guard,
         }
     }

@@ -15,7 +15,9 @@ use parking_lot::Mutex;
 use super::query::{count_jobs, query_page, COUNTS, QKEYS};
 use super::{from_json, lua, reply, to_json, LuaScript, RedisConn};
 use crate::job::{now_ms, Job, JobStatus};
-use crate::storage::{is_unsettled, Finishing, JobGuard, JobStore, PoppedJob, QueuedTask, StorageError, StorageFuture};
+use crate::storage::{
+    is_unsettled, Finishing, JobGuard, JobStore, PoppedJob, QueuedTask, SavedJob, StorageError, StorageFuture,
+};
 
 /// Retention of a job just written (the shared part of [`INSERT`] and [`WRITE`]), in layout 2:
 /// a job that just became terminal gets its removal time in `jobs:expiry` with what the sweep
@@ -592,6 +594,23 @@ impl RedisJobs {
         self.conn.script(script, false, &args).await
     }
 
+    /// [`JobStore::commit`]: the job as written (for [`JobStore::commit_keeping`], without a copy).
+    async fn commit_job(&self, guard: JobGuard) -> Result<Box<Job>, StorageError> {
+        let JobGuard::Leased { job, lease } = guard else {
+            return Err(StorageError::Conflict("a memory job guard cannot be saved to Redis".into()));
+        };
+        if lease.is::<Unsaved>() {
+            self.insert_as(&job, "", true).await?;
+            return Ok(job);
+        }
+        let Ok(mut lease) = lease.downcast::<Lease>() else {
+            return Err(StorageError::Conflict("foreign job guard".into()));
+        };
+        self.write(&COMMIT, &job, &lease).await?;
+        lease.committed = true;
+        Ok(job)
+    }
+
     fn start_renewal(&self, job_id: &str, token: &str, lost: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
         let conn = self.conn.clone();
         let key = conn.key(&format!("lock:job:{job_id}"));
@@ -676,20 +695,11 @@ impl JobStore for RedisJobs {
     }
 
     fn commit(&self, guard: JobGuard) -> BoxFuture<'_, Result<(), StorageError>> {
-        Box::pin(async move {
-            let JobGuard::Leased { job, lease } = guard else {
-                return Err(StorageError::Conflict("a memory job guard cannot be saved to Redis".into()));
-            };
-            if lease.is::<Unsaved>() {
-                return self.insert_as(&job, "", true).await;
-            }
-            let Ok(mut lease) = lease.downcast::<Lease>() else {
-                return Err(StorageError::Conflict("foreign job guard".into()));
-            };
-            self.write(&COMMIT, &job, &lease).await?;
-            lease.committed = true;
-            Ok(())
-        })
+        Box::pin(async move { self.commit_job(guard).await.map(drop) })
+    }
+
+    fn commit_keeping(&self, guard: JobGuard) -> BoxFuture<'_, Result<SavedJob, StorageError>> {
+        Box::pin(async move { self.commit_job(guard).await.map(SavedJob::owned) })
     }
 
     fn commits_queueing(&self) -> bool {
