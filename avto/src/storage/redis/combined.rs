@@ -1,5 +1,7 @@
 //! Steps that span the job store and the worker store in one script (one round trip each):
-//! a job's commit together with queueing the tasks it dispatched, taking tasks off a worker's
+//! a job's commit together with queueing the tasks it dispatched (for a new job whose first
+//! handlers ran before it was stored, its insert: see
+//! [`JobStore::unsaved`](crate::storage::JobStore::unsaved)), taking tasks off a worker's
 //! queue together with the locks of their jobs (a poll), and locking a job together with
 //! forgetting the task whose result arrived (a result). See
 //! [`JobStore::commit_queueing`](crate::storage::JobStore::commit_queueing),
