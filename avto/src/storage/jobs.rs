@@ -57,6 +57,7 @@ impl SavedJob {
     }
     /// The job itself, taken out of a guard whose job was written as it is (nothing of it is
     /// shared).
+    #[cfg(feature = "redis")]
     pub(crate) fn owned(job: Box<Job>) -> Self {
         SavedJob(Saved::Owned(job))
     }
