@@ -151,6 +151,7 @@ macro_rules! conformance {
 conformance!(
     jobs_insert_get_conflict,
     jobs_lock_save_and_missing,
+    jobs_commit_all,
     jobs_insert_locked,
     jobs_concurrent_lockers_never_interleave,
     jobs_list_newest_first_and_counts,
@@ -243,6 +244,31 @@ async fn jobs_lock_save_and_missing(be: &Backend) {
     assert_eq!(&*be.a.jobs.commit_keeping(g).await.unwrap(), &written);
     let g = tokio::time::timeout(Duration::from_secs(5), be.b.jobs.lock(&id)).await.expect("lock released");
     assert_eq!(g.unwrap().expect("job exists").result, Some(json!({"kept": true})));
+}
+
+/// Several locked jobs committed in one call: each written and released, answered in order.
+async fn jobs_commit_all(be: &Backend) {
+    assert!(be.a.jobs.commit_all(Vec::new()).await.unwrap().is_empty());
+    let ids: Vec<String> = (0..3).map(|_| uid()).collect();
+    let mut guards = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        be.a.jobs.insert(job(id, "c1")).await.unwrap();
+        let mut g = be.a.jobs.lock(id).await.unwrap().expect("job exists");
+        g.current_state = format!("picked-{i}");
+        g.status = JobStatus::Running;
+        guards.push(g);
+    }
+    let answers = be.a.jobs.commit_all(guards).await.unwrap();
+    assert_eq!(answers.len(), 3);
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    for (i, id) in ids.iter().enumerate() {
+        let g = tokio::time::timeout(Duration::from_secs(5), be.b.jobs.lock(id)).await.expect("lock released");
+        let g = g.unwrap().expect("job exists");
+        assert_eq!((g.current_state.as_str(), g.status), (format!("picked-{i}").as_str(), JobStatus::Running));
+        be.b.jobs.commit(g).await.unwrap();
+    }
+    let counts = be.a.jobs.counts(Some("c1")).await.unwrap();
+    assert!(counts.get(&JobStatus::Running).copied().unwrap_or(0) >= 3, "{counts:?}");
 }
 
 async fn jobs_insert_locked(be: &Backend) {
@@ -1269,6 +1295,22 @@ async fn redis_lost_lease_cannot_overwrite() {
     assert_eq!(be.a.jobs.get(&id).await.unwrap().unwrap().current_state, "by-new-holder");
     assert!(tokio::time::timeout(Duration::from_millis(300), be.a.jobs.lock(&id)).await.is_err(), "still held");
     be.b.jobs.commit(new).await.unwrap();
+    // In a batch of commits, the one whose lease was lost is refused, the others written.
+    let other = uid();
+    be.a.jobs.insert(job(&other, "c1")).await.unwrap();
+    let (mut old, mut fine) =
+        (be.a.jobs.lock(&id).await.unwrap().unwrap(), be.a.jobs.lock(&other).await.unwrap().unwrap());
+    raw.query::<i64>(avto::storage::redis::client::cmd("DEL").arg(raw.key(&format!("lock:job:{id}")))).await.unwrap();
+    let new = be.b.jobs.lock(&id).await.unwrap().unwrap();
+    (old.current_state, fine.current_state) = ("by-old-holder".into(), "batched".into());
+    let answers = be.a.jobs.commit_all(vec![old, fine]).await.unwrap();
+    assert!(matches!(answers[..], [Err(StorageError::Conflict(_)), Ok(())]), "{answers:?}");
+    assert_eq!(be.a.jobs.get(&id).await.unwrap().unwrap().current_state, "by-new-holder");
+    assert_eq!(be.a.jobs.get(&other).await.unwrap().unwrap().current_state, "batched");
+    assert!(tokio::time::timeout(Duration::from_millis(300), be.a.jobs.lock(&id)).await.is_err(), "still held");
+    be.b.jobs.commit(new).await.unwrap();
+    let released = tokio::time::timeout(Duration::from_secs(5), be.b.jobs.lock(&other)).await.expect("released");
+    be.b.jobs.commit(released.unwrap().unwrap()).await.unwrap();
 }
 
 // Redis only: the scripts run as Redis functions, loaded again when Redis lost them (a restart

@@ -144,6 +144,18 @@ pub trait JobStore: Send + Sync + 'static {
     fn commit(&self, guard: JobGuard) -> BoxFuture<'_, Result<(), StorageError>> {
         Box::pin(async move { self.save(&guard).await })
     }
+    /// Commits each guard like [`JobStore::commit`], in one step where the store can (the
+    /// pick-ups of a poll's batch): an answer per guard, in order. The default commits them one
+    /// after the other.
+    fn commit_all(&self, guards: Vec<JobGuard>) -> StorageFuture<'_, Vec<Result<(), StorageError>>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(guards.len());
+            for guard in guards {
+                out.push(self.commit(guard).await);
+            }
+            Ok(out)
+        })
+    }
     /// Commits like [`JobStore::commit`] and hands back the job as it was saved (the default: a
     /// copy taken before).
     fn commit_keeping(&self, guard: JobGuard) -> BoxFuture<'_, Result<SavedJob, StorageError>> {

@@ -14,10 +14,22 @@ use crate::history::workers::{WorkerHistoryRecord, WORKER_REGISTERED, WORKER_STA
 use crate::job::now_ms;
 use crate::protocol::{worker_status, INVALID_INPUT_ERROR};
 use crate::server::dispatch::NoWorker;
-use crate::storage::{BusMessage, PoppedJob, QueuedTask, Unassigned, WorkerCommand, WorkerInfo, WorkerLoad};
+use crate::storage::{
+    BusMessage, PoppedJob, QueuedTask, StorageError, Unassigned, WorkerCommand, WorkerInfo, WorkerLoad,
+};
 
 /// How often a long-poll looks at its queue without a wake-up when instances share a bus.
 const BUS_RECHECK: Duration = Duration::from_secs(1);
+
+/// What a poll that locked the jobs of its tasks does with each task (see `Core::take_tasks`).
+enum Pickup<C> {
+    /// Recorded in its job, whose commit is in the batch; the task's context and the change.
+    Recorded(TaskContext, C),
+    /// Its job had another holder: locked and claimed on its own.
+    Busy,
+    /// Its job is gone or no longer wants it.
+    Gone,
+}
 
 impl Core {
     /// Puts one in-flight task of the job on a worker queue, or parks it until a worker can
@@ -356,7 +368,7 @@ impl Core {
                     }
                 };
                 popped = true;
-                let claimed = self.claim_task(worker_id, &t, None).await;
+                let claimed = self.claim_task(worker_id, &t).await;
                 if !self.add_claimed(worker_id, t, claimed, &mut out).await? {
                     break;
                 }
@@ -368,22 +380,53 @@ impl Core {
         };
         let taken = popping.await?;
         let popped = !taken.is_empty();
-        let mut taken = taken.into_iter();
-        for (t, job) in taken.by_ref() {
-            let claimed = match job {
-                PoppedJob::Locked(guard) => self.claim_task(worker_id, &t, Some(self.tx(guard))).await,
-                PoppedJob::Busy => self.claim_task(worker_id, &t, None).await,
-                _ => Ok(None),
+        // The pick-ups in the jobs the poll locked are recorded, then committed together (one
+        // step on a store that can); a job another holder had is locked and claimed on its own.
+        let (mut slots, mut guards) = (Vec::with_capacity(taken.len()), Vec::new());
+        for (t, job) in taken {
+            let slot = match job {
+                PoppedJob::Locked(guard) => {
+                    let mut tx = self.tx(guard);
+                    match self.record_pickup(worker_id, &t, &mut tx) {
+                        Some(ctx) => {
+                            let change = self.job_change(&tx);
+                            guards.push(tx.into_guard());
+                            Pickup::Recorded(ctx, change)
+                        }
+                        None => Pickup::Gone,
+                    }
+                }
+                PoppedJob::Busy => Pickup::Busy,
+                _ => Pickup::Gone,
+            };
+            slots.push((t, slot));
+        }
+        let n = guards.len();
+        let mut committed = match n {
+            0 => Vec::new(),
+            _ => self.jobs.commit_all(guards).await.unwrap_or_else(|e| vec![Err(e); n]),
+        }
+        .into_iter();
+        for (t, slot) in slots {
+            let claimed = match slot {
+                Pickup::Recorded(ctx, change) => match committed.next() {
+                    Some(Ok(())) => {
+                        self.send_change(change);
+                        Ok(Some(ctx))
+                    }
+                    Some(Err(e)) => Err(e.into()),
+                    None => Err(StorageError::Unavailable("a commit of the batch went unanswered".into()).into()),
+                },
+                Pickup::Busy => self.claim_task(worker_id, &t).await,
+                Pickup::Gone => Ok(None),
             };
             if !self.add_claimed(worker_id, t, claimed, &mut out).await? {
                 break;
             }
         }
-        // Locks of tasks left after an error are released as they drop.
-        drop(taken);
         if !popped && steal {
             if let Some(t) = self.dispatcher.try_steal(worker_id, now_ms()).await? {
-                match self.claim_task(worker_id, &t, None).await? {
+                match self.claim_task(worker_id, &t).await? {
                     Some(ctx) => out.push((t, ctx)),
                     None => self.dispatcher.finished(worker_id, &t.task_id).await,
                 }
@@ -415,23 +458,23 @@ impl Core {
         Ok(true)
     }
 
-    /// Checks a popped task is still wanted and records its pick-up (and a lease moved by
-    /// stealing). A unit of work with no engine step: the pick-up changes only the task record.
-    /// `locked`: the job, when the caller locked it already.
-    async fn claim_task(
-        &self,
-        worker_id: &str,
-        t: &QueuedTask,
-        locked: Option<JobTx>,
-    ) -> Result<Option<TaskContext>, CoreError> {
-        let mut tx = match locked {
-            Some(tx) => tx,
-            None => match self.begin(&t.job_id).await? {
-                Some(tx) => tx,
-                None => return Ok(None),
-            },
-        };
-        let Some(record) = tx.task_mut(&t.task_id) else { return Ok(None) };
+    /// Locks the job of a popped task, checks the task is still wanted and records its pick-up
+    /// ([`Core::record_pickup`]). A unit of work with no engine step: the pick-up changes only the
+    /// task record.
+    async fn claim_task(&self, worker_id: &str, t: &QueuedTask) -> Result<Option<TaskContext>, CoreError> {
+        let Some(mut tx) = self.begin(&t.job_id).await? else { return Ok(None) };
+        let Some(ctx) = self.record_pickup(worker_id, t, &mut tx) else { return Ok(None) };
+        // No after-commit effects: the job's own save is all there is.
+        let change = self.job_change(&tx);
+        self.jobs.commit(tx.into_guard()).await?;
+        self.send_change(change);
+        Ok(Some(ctx))
+    }
+
+    /// Records the pick-up of `t` (and a lease moved by stealing) in its locked job: the task's
+    /// context, or `None` when the job no longer wants the task.
+    fn record_pickup(&self, worker_id: &str, t: &QueuedTask, tx: &mut JobTx) -> Option<TaskContext> {
+        let record = tx.task_mut(&t.task_id)?;
         record.worker_id = Some(worker_id.to_owned());
         record.picked_up_at_ms = Some(now_ms());
         // Metadata only of files the task is given: the keys of its params (as in Avtomatika).
@@ -451,12 +494,8 @@ impl Core {
             step: tx.transition_count,
             params_metadata,
         };
-        self.observe_pickup(&tx, &t.task_id);
-        // No after-commit effects: the job's own save is all there is.
-        let change = self.job_change(&tx);
-        self.jobs.commit(tx.into_guard()).await?;
-        self.send_change(change);
-        Ok(Some(ctx))
+        self.observe_pickup(tx, &t.task_id);
+        Some(ctx)
     }
 
     /// Checks the schemas of `supported_skills` (a registration's or a heartbeat's): each must be

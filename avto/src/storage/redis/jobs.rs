@@ -190,6 +190,24 @@ return 1
 });
 inventory::submit! { crate::storage::redis::lua::Registered(&COMMIT) }
 
+/// [`COMMIT`] of several jobs (fourteen arguments each from `ARGV[3]`, as `write` takes them from
+/// `A[3]`): 1 or 0 per job, as [`COMMIT`] answers.
+static COMMIT_ALL: LazyLock<LuaScript> = LazyLock::new(|| {
+    lua(
+        &[QKEYS, RETAIN, WRITE],
+        r#"
+local out = {}
+for i = 3, #ARGV - 13, 14 do
+  local A = {}
+  for k = 0, 13 do A[3 + k] = ARGV[i + k] end
+  if write(A, true) or redis.call('GET', P .. 'job:' .. A[3]) == A[5] then out[#out + 1] = 1 else out[#out + 1] = 0 end
+end
+return out
+"#,
+    )
+});
+inventory::submit! { crate::storage::redis::lua::Registered(&COMMIT_ALL) }
+
 static RENEW: LazyLock<LuaScript> = LazyLock::new(|| {
     lua(
         &[],
@@ -567,31 +585,74 @@ impl RedisJobs {
         lease: &Lease,
         extra: &[String],
     ) -> Result<T, StorageError> {
+        let args = self.write_args(job, lease)?;
+        let args: Vec<&dyn super::ArgRef> = args.iter().chain(extra).map(|a| a as &dyn super::ArgRef).collect();
+        self.conn.script(script, false, &args).await
+    }
+
+    /// The arguments of [`WRITE`] for the holder of `lease`; `Conflict` once the lock is lost.
+    fn write_args(&self, job: &Job, lease: &Lease) -> Result<[String; 14], StorageError> {
         if lease.lost.load(Ordering::SeqCst) {
             return Err(StorageError::Conflict(format!("the lock on job {} was lost; changes discarded", job.id)));
         }
-        let (unsettled, now, json) = (if is_unsettled(job.status) { "1" } else { "0" }, now_ms(), to_json(job));
-        let (status, terminal, hook, lease_ms) =
-            (job.status.as_str(), terminal_flag(job.status), hook_flag(job), self.lease_ms());
-        let old = lease.status.lock().as_str();
-        let mut args: Vec<&dyn super::ArgRef> = vec![
-            &job.id,
-            &lease.token,
-            &json,
-            &status,
-            &lease.client,
-            &unsettled,
-            &now,
-            &lease_ms,
-            &terminal,
-            &self.retention_ms,
-            &hook,
-            &job.created_at_ms,
-            &job.blueprint,
-            &old,
-        ];
-        args.extend(extra.iter().map(|a| a as &dyn super::ArgRef));
-        self.conn.script(script, false, &args).await
+        Ok([
+            job.id.clone(),
+            lease.token.clone(),
+            to_json(job),
+            job.status.as_str().to_owned(),
+            lease.client.clone(),
+            (if is_unsettled(job.status) { "1" } else { "0" }).to_owned(),
+            now_ms().to_string(),
+            self.lease_ms().to_string(),
+            terminal_flag(job.status).to_owned(),
+            self.retention_ms.to_string(),
+            hook_flag(job).to_owned(),
+            job.created_at_ms.to_string(),
+            job.blueprint.clone(),
+            lease.status.lock().as_str().to_owned(),
+        ])
+    }
+
+    /// [`JobStore::commit_all`]: the guards of Redis leases in one [`COMMIT_ALL`], others (a job
+    /// not stored yet) on their own.
+    async fn commit_all_now(&self, guards: Vec<JobGuard>) -> Result<Vec<Result<(), StorageError>>, StorageError> {
+        let mut out = vec![None; guards.len()];
+        let (mut held, mut args) = (Vec::new(), Vec::new());
+        for (i, guard) in guards.into_iter().enumerate() {
+            let JobGuard::Leased { job, lease } = guard else {
+                out[i] = Some(Err(StorageError::Conflict("a memory job guard cannot be saved to Redis".into())));
+                continue;
+            };
+            let lease = match lease.downcast::<Lease>() {
+                Ok(lease) => lease,
+                Err(lease) => {
+                    out[i] = Some(self.commit_job(JobGuard::Leased { job, lease }).await.map(drop));
+                    continue;
+                }
+            };
+            match self.write_args(&job, &lease) {
+                Ok(a) => {
+                    args.extend(a);
+                    held.push((i, job, lease));
+                }
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        if !held.is_empty() {
+            let refs: Vec<&dyn super::ArgRef> = args.iter().map(|a| a as &dyn super::ArgRef).collect();
+            let answers: Vec<i64> = self.conn.script(&COMMIT_ALL, false, &refs).await?;
+            for ((i, job, mut lease), answer) in held.into_iter().zip(answers.into_iter().chain(std::iter::repeat(0))) {
+                out[i] = Some(match answer {
+                    1 => {
+                        *lease.status.lock() = job.status;
+                        lease.committed = true;
+                        Ok(())
+                    }
+                    _ => Err(lease.lost(&job.id)),
+                });
+            }
+        }
+        Ok(out.into_iter().map(|o| o.unwrap_or_else(|| Err(StorageError::Conflict("not committed".into())))).collect())
     }
 
     /// [`JobStore::commit`]: the job as written (for [`JobStore::commit_keeping`], without a copy).
@@ -696,6 +757,10 @@ impl JobStore for RedisJobs {
 
     fn commit(&self, guard: JobGuard) -> BoxFuture<'_, Result<(), StorageError>> {
         Box::pin(async move { self.commit_job(guard).await.map(drop) })
+    }
+
+    fn commit_all(&self, guards: Vec<JobGuard>) -> StorageFuture<'_, Vec<Result<(), StorageError>>> {
+        Box::pin(self.commit_all_now(guards))
     }
 
     fn commit_keeping(&self, guard: JobGuard) -> BoxFuture<'_, Result<SavedJob, StorageError>> {
