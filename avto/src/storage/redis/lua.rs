@@ -249,7 +249,8 @@ mod tests {
         let sources = [
             include_str!("combined.rs"),
             include_str!("data.rs"),
-            include_str!("jobs.rs"),
+            include_str!("jobs/mod.rs"),
+            include_str!("jobs/scripts.rs"),
             include_str!("limits.rs"),
             include_str!("mod.rs"),
             include_str!("query.rs"),
