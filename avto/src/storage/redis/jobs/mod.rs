@@ -312,9 +312,13 @@ impl RedisJobs {
         ])
     }
 
-    /// [`JobStore::commit_all`]: the guards of Redis leases in one [`COMMIT_ALL`], others (a job
-    /// not stored yet) on their own.
-    async fn commit_all_now(&self, guards: Vec<JobGuard>) -> Result<Vec<Result<(), StorageError>>, StorageError> {
+    /// [`JobStore::commit_all`]: the guards of Redis leases in one [`COMMIT_ALL`] (one alone in a
+    /// [`COMMIT`]), others (a job not stored yet) on their own.
+    async fn commit_all_now(&self, mut guards: Vec<JobGuard>) -> Result<Vec<Result<(), StorageError>>, StorageError> {
+        if guards.len() == 1 {
+            let guard = guards.pop().expect("one guard");
+            return Ok(vec![self.commit_job(guard).await.map(drop)]);
+        }
         let mut out = vec![None; guards.len()];
         let (mut held, mut args) = (Vec::new(), Vec::new());
         for (i, guard) in guards.into_iter().enumerate() {
