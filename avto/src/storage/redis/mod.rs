@@ -106,7 +106,9 @@
 //! from a list of live workers at most 200 ms old
 //! ([`WorkerStore::dispatch_view`](crate::storage::WorkerStore::dispatch_view); the script still
 //! refuses a worker that is gone); a poll takes its batch of tasks off the queue and locks their
-//! jobs in one script ([`JobStore::pop_locked`](crate::storage::JobStore::pop_locked)); a result
+//! jobs in one script ([`JobStore::pop_locked`](crate::storage::JobStore::pop_locked)), and
+//! commits the pick-ups recorded in those jobs in another
+//! ([`JobStore::commit_all`](crate::storage::JobStore::commit_all)); a result
 //! locks its job and forgets its running task in one
 //! ([`JobStore::lock_finishing`](crate::storage::JobStore::lock_finishing)); the dispatcher sends
 //! reputation rewards in batches, and delivered webhooks leave the outbox in batches. Every
