@@ -92,6 +92,44 @@ impl Waiters {
 /// commit inserts the job.
 pub(super) struct Unsaved;
 
+/// The arguments of [`WRITE`] computed for one write (the rest are the job's and the lease's own
+/// fields, borrowed): see [`RedisJobs::written`].
+struct Written {
+    json: String,
+    now: u64,
+    lease_ms: u64,
+    retention_ms: u64,
+    /// The job's status, and the status the holder found or last wrote (the index entries the
+    /// write moves from).
+    status: &'static str,
+    old: &'static str,
+    /// The flags: unsettled, terminal, with a webhook.
+    flags: [&'static str; 3],
+}
+
+impl Written {
+    /// Appends the arguments of [`WRITE`] (`A[3]` to `A[16]`) for `job` held by `lease`.
+    fn push_args<'a>(&'a self, job: &'a Job, lease: &'a Lease, args: &mut Vec<&'a dyn super::ArgRef>) {
+        let [unsettled, terminal, hook] = &self.flags;
+        args.extend([
+            &job.id as &dyn super::ArgRef,
+            &lease.token,
+            &self.json,
+            &self.status,
+            &lease.client,
+            unsettled,
+            &self.now,
+            &self.lease_ms,
+            terminal,
+            &self.retention_ms,
+            hook,
+            &job.created_at_ms,
+            &job.blueprint,
+            &self.old,
+        ]);
+    }
+}
+
 /// What keeps a Redis job lock: the token and the renewal task. Dropping it releases the lock
 /// (unless a commit released it already).
 pub(super) struct Lease {
@@ -284,32 +322,28 @@ impl RedisJobs {
         lease: &Lease,
         extra: &[String],
     ) -> Result<T, StorageError> {
-        let args = self.write_args(job, lease)?;
-        let args: Vec<&dyn super::ArgRef> = args.iter().chain(extra).map(|a| a as &dyn super::ArgRef).collect();
+        let written = self.written(job, lease)?;
+        let mut args = Vec::with_capacity(14 + extra.len());
+        written.push_args(job, lease, &mut args);
+        args.extend(extra.iter().map(|a| a as &dyn super::ArgRef));
         self.conn.script(script, false, &args).await
     }
 
-    /// The arguments of [`WRITE`] for the holder of `lease`; `Conflict` once the lock is lost.
-    fn write_args(&self, job: &Job, lease: &Lease) -> Result<[String; 14], StorageError> {
+    /// What [`WRITE`] is given beside the job and lease themselves, for the holder of `lease`;
+    /// `Conflict` once the lock is lost.
+    fn written(&self, job: &Job, lease: &Lease) -> Result<Written, StorageError> {
         if lease.lost.load(Ordering::SeqCst) {
             return Err(StorageError::Conflict(format!("the lock on job {} was lost; changes discarded", job.id)));
         }
-        Ok([
-            job.id.clone(),
-            lease.token.clone(),
-            to_json(job),
-            job.status.as_str().to_owned(),
-            lease.client.clone(),
-            (if is_unsettled(job.status) { "1" } else { "0" }).to_owned(),
-            now_ms().to_string(),
-            self.lease_ms().to_string(),
-            terminal_flag(job.status).to_owned(),
-            self.retention_ms.to_string(),
-            hook_flag(job).to_owned(),
-            job.created_at_ms.to_string(),
-            job.blueprint.clone(),
-            lease.status.lock().as_str().to_owned(),
-        ])
+        Ok(Written {
+            json: to_json(job),
+            now: now_ms(),
+            lease_ms: self.lease_ms(),
+            retention_ms: self.retention_ms,
+            status: job.status.as_str(),
+            old: lease.status.lock().as_str(),
+            flags: [if is_unsettled(job.status) { "1" } else { "0" }, terminal_flag(job.status), hook_flag(job)],
+        })
     }
 
     /// [`JobStore::commit_all`]: the guards of Redis leases in one [`COMMIT_ALL`] (one alone in a
@@ -320,7 +354,7 @@ impl RedisJobs {
             return Ok(vec![self.commit_job(guard).await.map(drop)]);
         }
         let mut out = vec![None; guards.len()];
-        let (mut held, mut args) = (Vec::new(), Vec::new());
+        let mut held = Vec::new();
         for (i, guard) in guards.into_iter().enumerate() {
             let JobGuard::Leased { job, lease } = guard else {
                 out[i] = Some(Err(StorageError::Conflict("a memory job guard cannot be saved to Redis".into())));
@@ -333,18 +367,21 @@ impl RedisJobs {
                     continue;
                 }
             };
-            match self.write_args(&job, &lease) {
-                Ok(a) => {
-                    args.extend(a);
-                    held.push((i, job, lease));
-                }
+            match self.written(&job, &lease) {
+                Ok(w) => held.push((i, job, lease, w)),
                 Err(e) => out[i] = Some(Err(e)),
             }
         }
         if !held.is_empty() {
-            let refs: Vec<&dyn super::ArgRef> = args.iter().map(|a| a as &dyn super::ArgRef).collect();
-            let answers: Vec<i64> = self.conn.script(&COMMIT_ALL, false, &refs).await?;
-            for ((i, job, mut lease), answer) in held.into_iter().zip(answers.into_iter().chain(std::iter::repeat(0))) {
+            let mut args = Vec::with_capacity(14 * held.len());
+            for (_, job, lease, w) in &held {
+                w.push_args(job, lease, &mut args);
+            }
+            let answers: Vec<i64> = self.conn.script(&COMMIT_ALL, false, &args).await?;
+            drop(args);
+            for ((i, job, mut lease, _), answer) in
+                held.into_iter().zip(answers.into_iter().chain(std::iter::repeat(0)))
+            {
                 out[i] = Some(match answer {
                     1 => {
                         *lease.status.lock() = job.status;
