@@ -99,8 +99,10 @@ inventory::submit! { crate::storage::redis::lua::Registered(&INSERT) }
 /// document, the status index entries (the counts are read from them) and `jobstatus`, the stale
 /// index (see [`crate::storage::counts_as_activity`]), the retention and, when the job just
 /// became terminal with a webhook, its outbox entry (see [`JobStore::claim_webhooks`]). False
-/// (nothing written) when the token no longer holds the lock. A job retention removed while it was held (its document is gone) is not written
-/// back: the write succeeds as a no-op.
+/// (nothing written) when the token no longer holds the lock. A job retention removed while it was
+/// held (its document is gone) is not written back: the write succeeds as a no-op. `commit(A)` is
+/// the write that releases, true also for a retry whose first attempt wrote ([`COMMIT`],
+/// [`COMMIT_ALL`]).
 ///
 /// `old` is the status the holder found (or last wrote) under the lock, which no one else can
 /// have changed: each move it makes is idempotent, so a save sent again after a lost reply
@@ -146,6 +148,11 @@ local function write(A, release)
   if tonumber(ret) > 0 then retain(id, client, old, at, created, blueprint) end
   return true
 end
+-- Save and release (see COMMIT): true when written now, or when the job holds exactly this
+-- document (a retry after a lost reply whose first attempt wrote it).
+local function commit(A)
+  return write(A, true) or redis.call('GET', P .. 'job:' .. A[3]) == A[5]
+end
 "#;
 
 pub(super) static SAVE: LazyLock<LuaScript> = LazyLock::new(|| {
@@ -169,11 +176,8 @@ pub(super) static COMMIT: LazyLock<LuaScript> = LazyLock::new(|| {
     lua(
         &[QKEYS, RETAIN, WRITE],
         r#"
-if not write(ARGV, true) then
-  if redis.call('GET', P .. 'job:' .. ARGV[3]) == ARGV[5] then return 1 end
-  return 0
-end
-return 1
+if commit(ARGV) then return 1 end
+return 0
 "#,
     )
 });
@@ -189,7 +193,7 @@ local out = {}
 for i = 3, #ARGV - 13, 14 do
   local A = {}
   for k = 0, 13 do A[3 + k] = ARGV[i + k] end
-  if write(A, true) or redis.call('GET', P .. 'job:' .. A[3]) == A[5] then out[#out + 1] = 1 else out[#out + 1] = 0 end
+  if commit(A) then out[#out + 1] = 1 else out[#out + 1] = 0 end
 end
 return out
 "#,
