@@ -285,8 +285,9 @@ fn with_items(module: &syn::ItemMod, extra: TokenStream, attrs: TokenStream, inn
 }
 
 /// `__avto_call_<fn>`: extracts every argument, calls the handler and hands its future to
-/// `__private::run`, which converts its result. Not an `async` block: the handler's own future
-/// is the only state machine per handler.
+/// `__private::run`, which converts its result, or, for a handler without a return type, to
+/// `__private::run_unit` (nothing to convert: the box is all it adds). Not an `async` block: the
+/// handler's own future is the only state machine per handler.
 fn call_fn(h: &Handler) -> TokenStream {
     let fn_ident = &h.fn_ident;
     let call = call_ident(h);
@@ -310,8 +311,16 @@ fn call_fn(h: &Handler) -> TokenStream {
         syn::ReturnType::Type(_, ty) => ty.span(),
         syn::ReturnType::Default => h.fn_ident.span(),
     };
-    let convert = quote_spanned!(output_span=> |r| __avto::IntoHandlerResult::into_handler_result(r));
-    let future = quote_spanned!(h.fn_ident.span()=> __avto::assert_send(#fn_ident(#(#vars),*)));
+    let run = match &h.sig.output {
+        // Nothing to convert: the handler's own future, boxed, is all this handler adds (the
+        // `Send` check is `run_unit`'s bound, spanned like `assert_send`'s).
+        syn::ReturnType::Default => quote_spanned!(h.fn_ident.span()=> __avto::run_unit(#fn_ident(#(#vars),*))),
+        syn::ReturnType::Type(..) => {
+            let future = quote_spanned!(h.fn_ident.span()=> __avto::assert_send(#fn_ident(#(#vars),*)));
+            let convert = quote_spanned!(output_span=> |r| __avto::IntoHandlerResult::into_handler_result(r));
+            quote!(__avto::run(#future, #convert))
+        }
+    };
     // The closure carries the user's span (errors on the return type), so clippy would ask for
     // the method path instead.
     quote! {
@@ -320,7 +329,7 @@ fn call_fn(h: &Handler) -> TokenStream {
         fn #call<'__avto>(__avto_inv: &'__avto mut __avto::Invocation) -> __avto::HandlerFuture<'__avto> {
             let (#ctx, #actions) = __avto_inv.split();
             #(#lets)*
-            __avto::run(#future, #convert)
+            #run
         }
     }
 }

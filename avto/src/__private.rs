@@ -220,6 +220,35 @@ where
     }
 }
 
+/// A handler run without a result to convert (the handler returns `()`), as generated code
+/// starts it; its bound is the `Send` check ([`assert_send`] for the others). Per handler, what
+/// the crate compiles is this function, the handler's own future and its box; [`UnitRun`]'s
+/// `poll` is built once, here.
+pub fn run_unit<'a, F: std::future::Future<Output = ()> + Send + 'a>(future: F) -> HandlerFuture<'a> {
+    Box::pin(UnitRun(Some(Box::pin(future))))
+}
+
+/// The future of [`run_unit`]: the handler's, then no output. Dropped as soon as it ends.
+struct UnitRun<'a>(Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>>);
+
+impl std::future::Future for UnitRun<'_> {
+    type Output = Result<Option<serde_json::Value>, HandlerError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        // Polled again after it finished (a caller's bug): an error, as for [`Run`].
+        let Some(future) = self.0.as_mut() else {
+            return polled_after_end();
+        };
+        match future.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => {
+                self.0 = None;
+                std::task::Poll::Ready(Ok(None))
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
 /// Not generic: built once, not in every handler's `poll`.
 fn polled_after_end() -> std::task::Poll<Result<Option<serde_json::Value>, HandlerError>> {
     std::task::Poll::Ready(Err(HandlerError::Failed("handler future polled after it finished".into())))
@@ -233,4 +262,37 @@ pub fn fail<'a>(error: HandlerError) -> HandlerFuture<'a> {
 /// `HandlerSpec::state_types` of a handler without a `State<T>` argument (generated code).
 pub fn no_state_types() -> Vec<StateType> {
     Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+
+    fn poll(f: &mut HandlerFuture<'_>) -> Poll<Result<Option<serde_json::Value>, HandlerError>> {
+        f.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn a_unit_handler_ends_with_no_output_and_is_not_polled_again() {
+        let mut ran = false;
+        let mut f = run_unit(async {
+            tokio::task::yield_now().await;
+            ran = true;
+        });
+        assert!(poll(&mut f).is_pending());
+        assert_eq!(poll(&mut f), Poll::Ready(Ok(None)));
+        // Polled after its end: an error, not the handler's future's panic.
+        assert!(matches!(poll(&mut f), Poll::Ready(Err(HandlerError::Failed(m))) if m.contains("after it finished")));
+        drop(f);
+        assert!(ran);
+    }
+
+    #[test]
+    fn a_handler_with_a_result_has_it_converted() {
+        let mut f = run(async { Err::<(), _>("no such file") }, |r| r.into_handler_result());
+        assert_eq!(poll(&mut f), Poll::Ready(Err(HandlerError::Failed("no such file".into()))));
+        assert!(matches!(poll(&mut f), Poll::Ready(Err(HandlerError::Failed(m))) if m.contains("after it finished")));
+    }
 }

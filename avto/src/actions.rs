@@ -291,8 +291,14 @@ impl Actions {
     }
 }
 
+/// A plain loop, not `map(..).collect()`: this is instantiated in the user's crate for every
+/// array length a blueprint passes, and the adapter chain is about twenty functions each time.
 fn to_pairs<'s>(pairs: impl IntoIterator<Item = (&'s str, &'s str)>) -> Vec<(String, String)> {
-    pairs.into_iter().map(|(a, b)| (a.to_owned(), b.to_owned())).collect()
+    let mut out = Vec::new();
+    for (a, b) in pairs {
+        out.push((a.to_owned(), b.to_owned()));
+    }
+    out
 }
 
 fn to_json(value: impl Serialize) -> Value {

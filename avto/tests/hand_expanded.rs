@@ -17,8 +17,9 @@ mod flow {
             .transitions([("success", "finished"), ("failure", "failed")]);
     }
     async fn finished() {}
-    async fn failed(ctx: &Context) {
+    async fn failed(ctx: &Context) -> Result<(), String> {
         let _ = &ctx.last_error;
+        Ok(())
     }
 
     // ---- generated ----
@@ -101,16 +102,13 @@ mod flow {
         };
         let __avto_arg1: &mut Actions =
             <&mut Actions as ::avto::__private::FromActions<'_>>::from_actions(__avto_actions);
-        ::avto::__private::run(::avto::__private::assert_send(start(__avto_arg0, __avto_arg1)), |r| {
-            ::avto::__private::IntoHandlerResult::into_handler_result(r)
-        })
+        // No return type: nothing to convert, the handler's future boxed.
+        ::avto::__private::run_unit(start(__avto_arg0, __avto_arg1))
     }
     #[doc(hidden)]
     fn __avto_call_finished<'a>(inv: &'a mut ::avto::__private::Invocation) -> ::avto::__private::HandlerFuture<'a> {
         let (_, _) = inv.split();
-        ::avto::__private::run(::avto::__private::assert_send(finished()), |r| {
-            ::avto::__private::IntoHandlerResult::into_handler_result(r)
-        })
+        ::avto::__private::run_unit(finished())
     }
     #[doc(hidden)]
     fn __avto_call_failed<'a>(inv: &'a mut ::avto::__private::Invocation) -> ::avto::__private::HandlerFuture<'a> {
@@ -119,6 +117,7 @@ mod flow {
             Ok(a) => a,
             Err(e) => return ::avto::__private::fail(e),
         };
+        // A return type: its result converted (the closure carries the return type's span).
         ::avto::__private::run(::avto::__private::assert_send(failed(__avto_arg0)), |r| {
             ::avto::__private::IntoHandlerResult::into_handler_result(r)
         })

@@ -1,4 +1,5 @@
-// Handler futures must be `Send`: the error names the handler and the value held across `.await`.
+// Handler futures must be `Send`: the error names the handler and the value held across `.await`,
+// for a handler without a return type and for one with (they are started differently).
 use avto::prelude::*;
 
 #[avto::blueprint(name = "not_send", data_stores(cache))]
@@ -13,8 +14,13 @@ mod flow {
         actions.transition_to("finished");
     }
 
-    #[handler(end)]
-    async fn finished() {}
+    #[handler(state = "finished", end)]
+    async fn finished(ctx: &Context) -> Result<(), String> {
+        let local = std::rc::Rc::new(ctx.job_id.clone());
+        let _ = ctx.data_stores.store("cache").get("k").await;
+        let _ = local.len();
+        Ok(())
+    }
 }
 
 fn main() {}
