@@ -190,6 +190,36 @@ fn expand(parsed: &Parsed) -> TokenStream {
             (quote!(::core::option::Option::Some(&[#(#names),*])), probes)
         }
     };
+    // Without probes, the shared functions returning nothing (three functions fewer per blueprint).
+    let (input_schema, input_schema_fn) = if inputs.is_empty() {
+        (quote!(__avto::no_input_schema), TokenStream::new())
+    } else {
+        let f = quote! {
+            #[doc(hidden)]
+            fn __avto_input_schema() -> ::core::option::Option<::avto::__private::serde_json::Value> {
+                #[allow(unused_imports)]
+                use ::avto::__private::{HasSchema as _, NoSchema as _};
+                ::avto::__private::input_contract(::avto::__private::std::vec![#(#probes),*])
+            }
+        };
+        (quote!(__avto_input_schema), f)
+    };
+    let schemas_fn = |ident: syn::Ident, probes: Vec<TokenStream>| {
+        if probes.is_empty() {
+            return (quote!(__avto::no_schemas), TokenStream::new());
+        }
+        let f = quote! {
+            #[doc(hidden)]
+            fn #ident() -> ::avto::__private::std::vec::Vec<(&'static str, ::avto::__private::serde_json::Value)> {
+                #[allow(unused_imports)]
+                use ::avto::__private::{HasSchema as _, NoSchema as _};
+                ::avto::__private::output_contract(::avto::__private::std::vec![#(#probes),*])
+            }
+        };
+        (quote!(#ident), f)
+    };
+    let (output_schemas, output_schemas_fn) = schemas_fn(format_ident!("__avto_output_schemas"), outputs.collect());
+    let (events_schemas, events_schemas_fn) = schemas_fn(format_ident!("__avto_events_schemas"), event_probes);
     let alias = private_alias();
     let generated = quote! {
         #alias
@@ -212,29 +242,14 @@ fn expand(parsed: &Parsed) -> TokenStream {
             edges: &[#(#edges),*],
             data_stores: &[#(#stores),*],
             dot: DOT,
-            input_schema: __avto_input_schema,
-            output_schemas: __avto_output_schemas,
+            input_schema: #input_schema,
+            output_schemas: #output_schemas,
             events: #events,
-            events_schemas: __avto_events_schemas,
+            events_schemas: #events_schemas,
         };
-        #[doc(hidden)]
-        fn __avto_input_schema() -> ::core::option::Option<::avto::__private::serde_json::Value> {
-            #[allow(unused_imports)]
-            use ::avto::__private::{HasSchema as _, NoSchema as _};
-            ::avto::__private::input_contract(::avto::__private::std::vec![#(#probes),*])
-        }
-        #[doc(hidden)]
-        fn __avto_output_schemas() -> ::avto::__private::std::vec::Vec<(&'static str, ::avto::__private::serde_json::Value)> {
-            #[allow(unused_imports)]
-            use ::avto::__private::{HasSchema as _, NoSchema as _};
-            ::avto::__private::output_contract(::avto::__private::std::vec![#(#outputs),*])
-        }
-        #[doc(hidden)]
-        fn __avto_events_schemas() -> ::avto::__private::std::vec::Vec<(&'static str, ::avto::__private::serde_json::Value)> {
-            #[allow(unused_imports)]
-            use ::avto::__private::{HasSchema as _, NoSchema as _};
-            ::avto::__private::output_contract(::avto::__private::std::vec![#(#event_probes),*])
-        }
+        #input_schema_fn
+        #output_schemas_fn
+        #events_schemas_fn
         ::avto::__private::inventory::submit! { ::avto::__private::Registration(&__AVTO_SPEC) }
     };
     let calls = model.handlers.iter().map(call_fn);

@@ -259,6 +259,18 @@ pub fn fail<'a>(error: HandlerError) -> HandlerFuture<'a> {
     Box::pin(std::future::ready(Err(error)))
 }
 
+/// `BlueprintSpec::input_schema` of a blueprint none of whose handlers takes `InitialData<T>`
+/// (generated code).
+pub fn no_input_schema() -> Option<serde_json::Value> {
+    None
+}
+
+/// `BlueprintSpec::output_schemas` / `events_schemas` of a blueprint with no `Output<T>` / no
+/// `events(...)` (generated code).
+pub fn no_schemas() -> Vec<(&'static str, serde_json::Value)> {
+    Vec::new()
+}
+
 /// `HandlerSpec::state_types` of a handler without a `State<T>` argument (generated code).
 pub fn no_state_types() -> Vec<StateType> {
     Vec::new()
