@@ -311,6 +311,21 @@ fn call_fn(h: &Handler) -> TokenStream {
     for (i, arg) in h.args.iter().enumerate() {
         let var = format_ident!("__avto_arg{}", i);
         let ty = &arg.ty;
+        if let Some(from_actions) = direct_arg(arg) {
+            // `&Context` / `&mut Actions` as written: the value itself, typed (a `Context` or
+            // `Actions` of another crate is a type mismatch at this type). Resolving the traits
+            // below was about a million of rustc's instructions per handler.
+            // Both spanned on the type: a mismatch points at it.
+            let ty = quote_spanned!(arg.ty_span=> #ty);
+            let value = if from_actions {
+                quote_spanned!(arg.ty_span=> __avto_actions)
+            } else {
+                quote_spanned!(arg.ty_span=> __avto_ctx)
+            };
+            lets.push(quote!(let #var: #ty = #value;));
+            vars.push(var);
+            continue;
+        }
         let extract = if arg.mutable {
             quote_spanned!(arg.ty_span=> <#ty as __avto::FromActions<'_>>::from_actions(__avto_actions))
         } else {
@@ -346,6 +361,27 @@ fn call_fn(h: &Handler) -> TokenStream {
             #(#lets)*
             #run
         }
+    }
+}
+
+/// Whether an argument written `&Context` (immutable: `Some(false)`) or `&mut Actions`
+/// (`Some(true)`) is bound directly to the split invocation's half, instead of through
+/// `FromContext` / `FromActions`; `None` for any other type. Read from the syntax: the type's
+/// last path segment, without generic arguments.
+fn direct_arg(arg: &crate::model::Arg) -> Option<bool> {
+    let syn::Type::Reference(r) = &arg.ty else { return None };
+    let syn::Type::Path(p) = &*r.elem else { return None };
+    if p.qself.is_some() {
+        return None;
+    }
+    let last = p.path.segments.last()?;
+    if !matches!(last.arguments, syn::PathArguments::None) {
+        return None;
+    }
+    match (arg.mutable, r.mutability.is_some()) {
+        (false, false) if last.ident == "Context" => Some(false),
+        (true, true) if last.ident == "Actions" => Some(true),
+        _ => None,
     }
 }
 

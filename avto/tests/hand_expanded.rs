@@ -17,8 +17,8 @@ mod flow {
             .transitions([("success", "finished"), ("failure", "failed")]);
     }
     async fn finished() {}
-    async fn failed(ctx: &Context) -> Result<(), String> {
-        let _ = &ctx.last_error;
+    async fn failed(error: Option<&TaskError>) -> Result<(), String> {
+        let _ = error;
         Ok(())
     }
 
@@ -96,12 +96,10 @@ mod flow {
     #[doc(hidden)]
     fn __avto_call_start<'a>(inv: &'a mut ::avto::__private::Invocation) -> ::avto::__private::HandlerFuture<'a> {
         let (__avto_ctx, __avto_actions) = inv.split();
-        let __avto_arg0: &Context = match <&Context as ::avto::__private::FromContext<'_>>::from_context(__avto_ctx) {
-            Ok(a) => a,
-            Err(e) => return ::avto::__private::fail(e),
-        };
-        let __avto_arg1: &mut Actions =
-            <&mut Actions as ::avto::__private::FromActions<'_>>::from_actions(__avto_actions);
+        // `&Context` and `&mut Actions` as written are bound directly; any other argument type
+        // goes through `FromContext` (see `failed` below) or `FromActions`.
+        let __avto_arg0: &Context = __avto_ctx;
+        let __avto_arg1: &mut Actions = __avto_actions;
         // No return type: nothing to convert, the handler's future boxed.
         ::avto::__private::run_unit(start(__avto_arg0, __avto_arg1))
     }
@@ -113,7 +111,7 @@ mod flow {
     #[doc(hidden)]
     fn __avto_call_failed<'a>(inv: &'a mut ::avto::__private::Invocation) -> ::avto::__private::HandlerFuture<'a> {
         let (__avto_ctx, _) = inv.split();
-        let __avto_arg0: &Context = match <&Context as ::avto::__private::FromContext<'_>>::from_context(__avto_ctx) {
+        let __avto_arg0 = match <Option<&TaskError> as ::avto::__private::FromContext<'_>>::from_context(__avto_ctx) {
             Ok(a) => a,
             Err(e) => return ::avto::__private::fail(e),
         };
