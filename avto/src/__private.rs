@@ -222,7 +222,7 @@ where
 
 /// A handler run without a result to convert (the handler returns `()`), as generated code
 /// starts it; its bound is the `Send` check ([`assert_send`] for the others). Per handler, what
-/// the crate compiles is this function, the handler's own future and its box; [`UnitRun`]'s
+/// the crate compiles is this function, the handler's own future and its box; `UnitRun`'s
 /// `poll` is built once, here.
 pub fn run_unit<'a, F: std::future::Future<Output = ()> + Send + 'a>(future: F) -> HandlerFuture<'a> {
     Box::pin(UnitRun(Some(Box::pin(future))))
