@@ -190,36 +190,41 @@ fn expand(parsed: &Parsed) -> TokenStream {
             (quote!(::core::option::Option::Some(&[#(#names),*])), probes)
         }
     };
-    // Without probes, the shared functions returning nothing (three functions fewer per blueprint).
-    let (input_schema, input_schema_fn) = if inputs.is_empty() {
-        (quote!(__avto::no_input_schema), TokenStream::new())
-    } else {
-        let f = quote! {
-            #[doc(hidden)]
-            fn __avto_input_schema() -> ::core::option::Option<::avto::__private::serde_json::Value> {
-                #[allow(unused_imports)]
-                use ::avto::__private::{HasSchema as _, NoSchema as _};
-                ::avto::__private::input_contract(::avto::__private::std::vec![#(#probes),*])
+    // A contract function per kind of probe, or without probes the shared one returning nothing
+    // (three functions fewer for most blueprints).
+    let contract_fn =
+        |ident: &str, ret: TokenStream, combine: TokenStream, probes: Vec<TokenStream>, none: TokenStream| {
+            if probes.is_empty() {
+                return (quote!(__avto::#none), TokenStream::new());
             }
+            let ident = format_ident!("{ident}");
+            let f = quote! {
+                #[doc(hidden)]
+                fn #ident() -> #ret {
+                    #[allow(unused_imports)]
+                    use ::avto::__private::{HasSchema as _, NoSchema as _};
+                    ::avto::__private::#combine(::avto::__private::std::vec![#(#probes),*])
+                }
+            };
+            (quote!(#ident), f)
         };
-        (quote!(__avto_input_schema), f)
-    };
-    let schemas_fn = |ident: syn::Ident, probes: Vec<TokenStream>| {
-        if probes.is_empty() {
-            return (quote!(__avto::no_schemas), TokenStream::new());
-        }
-        let f = quote! {
-            #[doc(hidden)]
-            fn #ident() -> ::avto::__private::std::vec::Vec<(&'static str, ::avto::__private::serde_json::Value)> {
-                #[allow(unused_imports)]
-                use ::avto::__private::{HasSchema as _, NoSchema as _};
-                ::avto::__private::output_contract(::avto::__private::std::vec![#(#probes),*])
-            }
-        };
-        (quote!(#ident), f)
-    };
-    let (output_schemas, output_schemas_fn) = schemas_fn(format_ident!("__avto_output_schemas"), outputs.collect());
-    let (events_schemas, events_schemas_fn) = schemas_fn(format_ident!("__avto_events_schemas"), event_probes);
+    let schemas = quote!(::avto::__private::std::vec::Vec<(&'static str, ::avto::__private::serde_json::Value)>);
+    let (input_schema, input_schema_fn) = contract_fn(
+        "__avto_input_schema",
+        quote!(::core::option::Option<::avto::__private::serde_json::Value>),
+        quote!(input_contract),
+        probes.collect(),
+        quote!(no_input_schema),
+    );
+    let (output_schemas, output_schemas_fn) = contract_fn(
+        "__avto_output_schemas",
+        schemas.clone(),
+        quote!(output_contract),
+        outputs.collect(),
+        quote!(no_schemas),
+    );
+    let (events_schemas, events_schemas_fn) =
+        contract_fn("__avto_events_schemas", schemas, quote!(output_contract), event_probes, quote!(no_schemas));
     let alias = private_alias();
     let generated = quote! {
         #alias
@@ -311,17 +316,12 @@ fn call_fn(h: &Handler) -> TokenStream {
     for (i, arg) in h.args.iter().enumerate() {
         let var = format_ident!("__avto_arg{}", i);
         let ty = &arg.ty;
-        if let Some(from_actions) = direct_arg(arg) {
-            // `&Context` / `&mut Actions` as written: the value itself, typed (a `Context` or
-            // `Actions` of another crate is a type mismatch at this type). Resolving the traits
-            // below was about a million of rustc's instructions per handler.
-            // Both spanned on the type: a mismatch points at it.
+        if let Some(half) = direct_arg(arg) {
+            // `&Context` / `&mut Actions` as written: the half itself, typed, both spanned on the
+            // type (a `Context` or `Actions` of another crate is a type mismatch there). Resolving
+            // the traits below was about a million of rustc's instructions per handler.
             let ty = quote_spanned!(arg.ty_span=> #ty);
-            let value = if from_actions {
-                quote_spanned!(arg.ty_span=> __avto_actions)
-            } else {
-                quote_spanned!(arg.ty_span=> __avto_ctx)
-            };
+            let value = syn::Ident::new(half, arg.ty_span);
             lets.push(quote!(let #var: #ty = #value;));
             vars.push(var);
             continue;
@@ -364,11 +364,11 @@ fn call_fn(h: &Handler) -> TokenStream {
     }
 }
 
-/// Whether an argument written `&Context` (immutable: `Some(false)`) or `&mut Actions`
-/// (`Some(true)`) is bound directly to the split invocation's half, instead of through
-/// `FromContext` / `FromActions`; `None` for any other type. Read from the syntax: the type's
-/// last path segment, without generic arguments.
-fn direct_arg(arg: &crate::model::Arg) -> Option<bool> {
+/// The split invocation's half (`__avto_ctx`, `__avto_actions`) an argument written `&Context`
+/// (immutable) or `&mut Actions` is bound to directly, instead of through `FromContext` /
+/// `FromActions`; `None` for any other type. Read from the syntax: the type's last path
+/// segment, without generic arguments.
+fn direct_arg(arg: &crate::model::Arg) -> Option<&'static str> {
     let syn::Type::Reference(r) = &arg.ty else { return None };
     let syn::Type::Path(p) = &*r.elem else { return None };
     if p.qself.is_some() {
@@ -379,8 +379,8 @@ fn direct_arg(arg: &crate::model::Arg) -> Option<bool> {
         return None;
     }
     match (arg.mutable, r.mutability.is_some()) {
-        (false, false) if last.ident == "Context" => Some(false),
-        (true, true) if last.ident == "Actions" => Some(true),
+        (false, false) if last.ident == "Context" => Some("__avto_ctx"),
+        (true, true) if last.ident == "Actions" => Some("__avto_actions"),
         _ => None,
     }
 }
