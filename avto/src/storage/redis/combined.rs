@@ -116,14 +116,19 @@ if RID ~= '' and AGAIN then
   end
 end
 local members = {}
+-- One ZPOPMIN for as many as are still wanted; again only while one taken was a task gone
+-- meanwhile (its hash removed) and the queue may hold more.
 while #members < max do
-  local m = redis.call('ZPOPMIN', qkey(w))
-  if #m == 0 then break end
-  local data, job = run(w, m[1], w, now, true)
-  if data then
-    table.insert(members, m[1])
-    add(#members, data, job)
+  local want = max - #members
+  local m = redis.call('ZPOPMIN', qkey(w), want)
+  for k = 1, #m, 2 do
+    local data, job = run(w, m[k], w, now, true)
+    if data then
+      table.insert(members, m[k])
+      add(#members, data, job)
+    end
   end
+  if #m < 2 * want then break end
 end
 if RID ~= '' and #members > 0 then redis.call('SET', RID, table.concat(members, '\n'), 'PX', 60000) end
 return out
@@ -162,7 +167,8 @@ static INSERT_QUEUEING: LazyLock<LuaScript> = LazyLock::new(|| {
         r#"
 local inserted = insert(ARGV)
 if inserted ~= 1 then return {inserted == 2 and 1 or 0} end
-return enqueue_all(ARGV, 16, {1})
+-- Stored by this very call (the id was free), so none of its tasks is anywhere yet.
+return enqueue_all(ARGV, 16, {1}, true)
 "#,
     )
 });

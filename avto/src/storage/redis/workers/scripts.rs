@@ -196,21 +196,23 @@ return n
 });
 inventory::submit! { crate::storage::redis::lua::Registered(&DEPTH) }
 
-/// Lua: `enqueue(w, tid, job, ty, data, score, timeout, deadline, due, wake)` stamps the arrival
-/// order, queues, and wakes the worker's long-polls on every other instance (publishes `wake`,
-/// unless empty); 0 when the worker is gone. `enqueue_all(A, from, out)` queues each task of an
-/// argument list.
+/// Lua: `enqueue(w, tid, job, ty, data, score, timeout, deadline, due, wake, new)` stamps the
+/// arrival order, queues, and wakes the worker's long-polls on every other instance (publishes
+/// `wake`, unless empty); 0 when the worker is gone. `new`: the task's job was stored by the
+/// calling script itself, so the task is nowhere yet (no lookup). `enqueue_all(A, from, out,
+/// new)` queues each task of an argument list.
 /// (Also part of the job store's commit that queues: `combined.rs`.)
 pub(in crate::storage::redis) const ENQUEUE_FN: &str = r#"
-local function enqueue(w, tid, job, ty, data, score, timeout, deadline, due, wake)
+local function enqueue(w, tid, job, ty, data, score, timeout, deadline, due, wake, new)
   if redis.call('EXISTS', P .. 'w:info:' .. w) == 0 then return 0 end
-  -- Sent again after a lost reply, the task keeps its place in the queue.
-  local cur = redis.call('HMGET', tkey(tid), 'loc', 'worker', 'member')
+  -- Sent again after a lost reply, the task keeps its place in the queue. A task of a job this
+  -- very script stored (`new`) is nowhere yet: nothing to look up.
+  local cur = {}
+  if not new then cur = redis.call('HMGET', tkey(tid), 'loc', 'worker', 'member') end
   local member = cur[3]
   if cur[1] ~= 'q' or cur[2] ~= w then
     member = string.format('%020d', redis.call('INCR', P .. 'seq')) .. ':' .. tid
   end
-  -- A new task is nowhere yet.
   if cur[1] then detach(tid) end
   redis.call('ZADD', qkey(w), score, member)
   redis.call('HINCRBY', P .. 'w:qt:' .. w, ty, 1)
@@ -222,11 +224,11 @@ local function enqueue(w, tid, job, ty, data, score, timeout, deadline, due, wak
   return 1
 end
 -- Queues the tasks given as ten arguments each (as `enqueue` takes them) from A[from]: `out`
--- with each one's answer appended.
-local function enqueue_all(A, from, out)
+-- with each one's answer appended. `new`: tasks of a job the calling script just stored.
+local function enqueue_all(A, from, out, new)
   for i = from, #A - 9, 10 do
     table.insert(out, enqueue(A[i], A[i + 1], A[i + 2], A[i + 3], A[i + 4], A[i + 5], A[i + 6], A[i + 7], A[i + 8],
-      A[i + 9]))
+      A[i + 9], new))
   end
   return out
 end
