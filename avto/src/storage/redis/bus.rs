@@ -59,7 +59,8 @@ impl Bus for RedisBus {
 /// `PUBSUB NUMSUB` (more than this instance's own subscription: yes), and set at once by a
 /// hello ([`BusMessage::Wake`] of the empty worker id, a no-op wake-up for any instance) that
 /// an instance publishes whenever it (re)subscribes, so a new instance is woken from the
-/// first task the others queue after it came. Yes until the first reading, always without a
+/// first task the others queue after it came; a hello (its own included) makes the subscriber
+/// count again at once. Yes until the first reading, always without a
 /// subscriber here, and while this instance's own subscription may be down (a reading would
 /// not count it: no reading is taken from a connection loss until its hello is out). A reading
 /// taken before a hello arrived does not undo it (`hellos`). What a wake-up missed in between
@@ -164,7 +165,13 @@ pub(super) async fn subscribe(
                     let Some(msg) = Msg::from_push_info(push) else { continue };
                     let Ok(payload) = msg.get_payload::<String>() else { continue };
                     match serde_json::from_str::<BusMessage>(&payload) {
-                        Ok(m) if is_hello(&m) => peers.hello(),
+                        Ok(m) if is_hello(&m) => {
+                            peers.hello();
+                            // Counted again at once, not a second later: this instance's own
+                            // hello comes back here too, and until the next reading every task
+                            // queued would publish its wake-up for nobody.
+                            tick.reset_immediately();
+                        }
                         Ok(m) => on_message(m),
                         Err(e) => tracing::warn!(error = %e, "ignoring a malformed bus message"),
                     }
@@ -233,18 +240,27 @@ mod tests {
         let woken = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = woken.clone();
         let sub_a = subscribe(&a, move |m| seen.lock().unwrap().push(m)).await.unwrap();
-        let wait_for = |want: bool| {
+        let wait_for_within = |want: bool, within: Duration| {
             let a = a.clone();
             async move {
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                let deadline = tokio::time::Instant::now() + within;
                 while a.wake_message("w1").is_empty() == want {
-                    assert!(tokio::time::Instant::now() < deadline, "peers never became {want}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    assert!(tokio::time::Instant::now() < deadline, "peers did not become {want} within {within:?}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
         };
-        // Alone: after the first reading, nothing to publish.
-        wait_for(false).await;
+        let wait_for = |want: bool| wait_for_within(want, Duration::from_secs(10));
+        // Alone: nothing to publish once its own hello came back, well before the next tick of
+        // the readings (a second), which is what a run of a few seconds would otherwise pay.
+        wait_for_within(false, Duration::from_millis(900)).await;
+        // Every hello (here, as an instance that subscribed and left at once would send) makes
+        // A count again at once: alone, it is back to publishing nothing long before the next
+        // tick (five times, so a tick that happened to come soon cannot pass this).
+        for _ in 0..5 {
+            RedisBus::new(a.clone()).publish(BusMessage::Wake(String::new())).await.unwrap();
+            wait_for_within(false, Duration::from_millis(400)).await;
+        }
         // A second instance subscribes: its hello (or the next reading) makes A publish again.
         let b = RedisConn::open(&url, &prefix).unwrap();
         let from_b = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
