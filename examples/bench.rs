@@ -233,7 +233,11 @@ async fn hook_server(waiters: Waiters) -> String {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // The orchestrator's webhook client opens many connections at a run's start: a listen backlog
+    // above the default 128 keeps their SYNs from being dropped (each dropped one waits 1 s).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(4096).unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     url

@@ -26,7 +26,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -35,6 +35,21 @@ use super::ClientCertCn;
 /// Refusals (a `503` written, then the socket closed) in progress at once; beyond, a refused
 /// connection is closed without an answer.
 const MAX_REFUSING: usize = 64;
+
+/// Connections the kernel keeps waiting for `accept` (capped by `net.core.somaxconn`). Tokio's
+/// and std's `bind` ask for 128: a burst beyond that (a client's pool opening at once, every
+/// worker reconnecting after a restart) has its SYNs dropped, and each connection so dropped
+/// waits for the SYN's retransmission, 1 s and then 3 s.
+pub(crate) const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as `TcpListener::bind`).
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// The connection limits of a listener (see the module docs).
 #[derive(Debug, Clone, Copy)]
@@ -389,6 +404,33 @@ mod tests {
             let _ = self.0.send(tcp.nodelay().unwrap_or(false));
             Some((tcp, ClientCertCn(None)))
         }
+    }
+
+    /// A burst of connections beyond the 128 that `TcpListener::bind` asks the kernel to keep:
+    /// none is dropped (a dropped SYN comes back after a second), whether or not anything
+    /// accepts meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_connections_is_queued_not_dropped() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connects: Vec<_> = (0..600)
+            .map(|_| {
+                tokio::spawn(async move {
+                    let started = std::time::Instant::now();
+                    let tcp = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await;
+                    (started.elapsed(), tcp)
+                })
+            })
+            .collect();
+        let mut slowest = Duration::ZERO;
+        let mut open = Vec::new();
+        for c in connects {
+            let (took, tcp) = c.await.unwrap();
+            open.push(tcp.expect("connected within 5 s").unwrap());
+            slowest = slowest.max(took);
+        }
+        assert!(slowest < Duration::from_secs(1), "a connection waited {slowest:?}: its SYN was dropped");
+        drop(listener);
     }
 
     #[tokio::test]

@@ -14,6 +14,8 @@ mod dispatch;
 mod files;
 pub mod hooks;
 mod listener;
+#[cfg(feature = "client")]
+pub(crate) use listener::bind as bind_listener;
 mod logging;
 mod metrics;
 mod requirements;
@@ -453,7 +455,7 @@ impl Orchestrator {
     pub async fn serve(self) -> Result<(), ServeError> {
         init_logging(self.core.config());
         let addr = SocketAddr::new(self.core.config().host, self.core.config().port);
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+        let listener = listener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
         tracing::info!(%addr, blueprints = ?self.core.env().blueprints().map(|b| b.name()).collect::<Vec<_>>(), "avto orchestrator listening");
         let served = self.listen(listener, shutdown_signal()).await;
         #[cfg(feature = "otel")]

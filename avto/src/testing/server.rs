@@ -226,7 +226,7 @@ impl TestServerBuilder {
         }
         let listener = match self.listener {
             Some(l) => l,
-            None => TcpListener::bind("127.0.0.1:0").await?,
+            None => crate::server::bind_listener(([127, 0, 0, 1], 0).into())?,
         };
         #[allow(unused_mut)]
         let mut server = TestServer::serve(builder, listener)?;
