@@ -552,14 +552,23 @@ async fn main() {
         );
         // Where the slow jobs are: a few stalls, or slow all along.
         let trace = load::Trace::new(samples, Duration::from_millis(100));
-        let limit = Duration::from_secs_f64(idle50 * 5e-3);
-        let (windows, slow) = trace.over(samples, limit);
-        println!(
-            "    over 5x idle p50 ({:.2} ms): {slow} jobs in {windows} of {} windows of 100 ms; slowest windows \
-             (start s: jobs, p50 / max ms):",
-            idle50 * 5.0,
-            trace.windows.len()
-        );
+        // Without an idle run (`--idle 0`) there is no idle p50 to compare with.
+        let (windows, slow) = match Duration::try_from_secs_f64(idle50 * 5e-3) {
+            Ok(limit) => {
+                let (windows, slow) = trace.over(samples, limit);
+                println!(
+                    "    over 5x idle p50 ({:.2} ms): {slow} jobs in {windows} of {} windows of 100 ms; slowest \
+                     windows (start s: jobs, p50 / max ms):",
+                    idle50 * 5.0,
+                    trace.windows.len()
+                );
+                (windows, slow)
+            }
+            Err(_) => {
+                println!("    slowest windows of 100 ms (start s: jobs, p50 / max ms):");
+                (0, 0)
+            }
+        };
         let worst: Vec<String> = trace
             .worst(6)
             .iter()
