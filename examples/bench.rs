@@ -233,11 +233,9 @@ async fn hook_server(waiters: Waiters) -> String {
             }
         }),
     );
-    // The orchestrator's webhook client opens many connections at a run's start: a listen backlog
-    // above the default 128 keeps their SYNs from being dropped (each dropped one waits 1 s).
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(4096).unwrap();
+    // The orchestrator's webhook client opens many connections at a run's start: the listen
+    // backlog of avto's own listener, not 128, keeps their SYNs from being dropped (1 s each).
+    let listener = avto::server::bind(([127, 0, 0, 1], 0).into()).unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     url

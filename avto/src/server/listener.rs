@@ -40,10 +40,12 @@ const MAX_REFUSING: usize = 64;
 /// and std's `bind` ask for 128: a burst beyond that (a client's pool opening at once, every
 /// worker reconnecting after a restart) has its SYNs dropped, and each connection so dropped
 /// waits for the SYN's retransmission, 1 s and then 3 s.
-pub(crate) const LISTEN_BACKLOG: u32 = 4096;
+pub const LISTEN_BACKLOG: u32 = 4096;
 
-/// A listener on `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as `TcpListener::bind`).
-pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// A TCP listener on `addr` as [`Orchestrator::serve`](super::Orchestrator::serve) makes it:
+/// `SO_REUSEADDR` (as `TcpListener::bind`) and a backlog of [`LISTEN_BACKLOG`] instead of 128.
+/// Bind the listener given to [`Orchestrator::listen`](super::Orchestrator::listen) with it.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     #[cfg(unix)]
     socket.set_reuseaddr(true)?;

@@ -14,8 +14,6 @@ mod dispatch;
 mod files;
 pub mod hooks;
 mod listener;
-#[cfg(feature = "client")]
-pub(crate) use listener::bind as bind_listener;
 mod logging;
 mod metrics;
 mod requirements;
@@ -43,6 +41,7 @@ pub use self::auth::{Auth, AuthError, StsPair, WorkerIdentity};
 pub use self::config::{Config, ConfigError};
 pub use self::core::{BulkCancel, Core, CoreError, JobTx, NewJob, TaskContext, WorkerEvent, BULK_CANCEL_MAX};
 pub use self::dispatch::{Dispatcher, NoWorker};
+pub use self::listener::{bind, LISTEN_BACKLOG};
 pub use self::logging::{init_logging, log_layer, LogTime};
 pub use self::metrics::{
     FileCounters, HistoryNumbers, Metrics, SecurityCounters, Snapshot, DISPATCH_BUCKETS, DURATION_BUCKETS,
@@ -463,7 +462,8 @@ impl Orchestrator {
         served
     }
 
-    /// Serves on an existing listener until `shutdown` resolves.
+    /// Serves on an existing listener until `shutdown` resolves. [`bind`] makes one with the
+    /// listen backlog that `serve` uses (a listener from `TcpListener::bind` has 128).
     pub async fn listen(
         self,
         listener: tokio::net::TcpListener,

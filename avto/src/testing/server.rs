@@ -226,7 +226,7 @@ impl TestServerBuilder {
         }
         let listener = match self.listener {
             Some(l) => l,
-            None => crate::server::bind_listener(([127, 0, 0, 1], 0).into())?,
+            None => crate::server::bind(([127, 0, 0, 1], 0).into())?,
         };
         #[allow(unused_mut)]
         let mut server = TestServer::serve(builder, listener)?;
