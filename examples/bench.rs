@@ -491,7 +491,12 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs_f64(a.settle)).await;
         let rate = a.rate.unwrap_or(jobs_per_s / 2.0);
         let n = ((rate * a.half_load) as usize).max(1);
-        Some((rate, load::open_loop(&client, &hook, &waiters, rate, n).await))
+        let metrics = reqwest::Client::new();
+        let before = load::StageTimes::read(&metrics, &base, AT).await;
+        let run = load::open_loop(&client, &hook, &waiters, rate, n).await;
+        let after = load::StageTimes::read(&metrics, &base, AT).await;
+        let means = before.zip(after).and_then(|(b, a)| load::StageTimes::means_ms(b, a));
+        Some((rate, run, means))
     } else {
         None
     };
@@ -534,10 +539,10 @@ async fn main() {
     );
     // Where the slowest jobs of that run spent their time (read back before anything else runs).
     let half_stages = match &half {
-        Some((_, (samples, _))) => load::stages(&client, samples, 20).await,
+        Some((_, (samples, _), _)) => load::stages(&client, samples, 20).await,
         None => Vec::new(),
     };
-    let half_json = half.as_ref().map(|(rate, (samples, achieved))| {
+    let half_json = half.as_ref().map(|(rate, (samples, achieved), means)| {
         let mut lat_h: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
         lat_h.sort();
         let (p50, p99, idle50) = (pct(&lat_h, 50.0), pct(&lat_h, 99.0), pct(&idle, 50.0));
@@ -580,12 +585,20 @@ async fn main() {
                 "    {group:>7} {jobs} jobs, mean ms: create request {create:.2}, created -> ended {orchestration:.2}, ended -> webhook arrived {webhook:.2}"
             );
         }
+        // The orchestrator's side of the same run (an avto started by this program: its /metrics).
+        if let Some((dispatch, duration)) = means {
+            println!(
+                "    orchestrator's means: dispatch -> picked up by a worker {dispatch:.2} ms, created -> ended \
+                 {duration:.2} ms (its /metrics)"
+            );
+        }
         if let Some(path) = &a.trace_out {
             load::Trace::write_csv(samples, path).expect("write --trace-out");
         }
         json!({"offered_per_s": rate, "achieved_per_s": achieved, "jobs": lat_h.len(), "p50": p50, "p99": p99,
                "p99_over_idle_p50": p99 / idle50,
-               "jobs_over_5x_idle_p50": slow, "windows_over_5x_idle_p50": windows, "windows": trace.windows.len()})
+               "jobs_over_5x_idle_p50": slow, "windows_over_5x_idle_p50": windows, "windows": trace.windows.len(),
+               "dispatch_to_pickup_ms_mean": means.map(|m| m.0), "created_to_ended_ms_mean": means.map(|m| m.1)})
     });
     if pid.is_some() {
         println!("  orchestrator CPU  {:10.1} us/job", cpu_us(cpu_before, cpu_after));

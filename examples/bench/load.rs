@@ -156,6 +156,49 @@ impl Trace {
     }
 }
 
+/// The orchestrator's own view of where its jobs' time went (its `/metrics`, with the operator
+/// credential): sums and counts of `avto_dispatch_latency_seconds` (a task's dispatch to a
+/// worker's pick-up) and `avto_job_duration_seconds` (created to ended, every blueprint).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct StageTimes {
+    dispatch: (f64, f64),
+    duration: (f64, f64),
+}
+
+impl StageTimes {
+    /// None when the page cannot be read (an orchestrator without that credential, or not avto).
+    pub(crate) async fn read(http: &reqwest::Client, base: &str, admin_token: &str) -> Option<StageTimes> {
+        let r = http.get(format!("{base}/metrics")).bearer_auth(admin_token).send().await.ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        let page = r.text().await.ok()?;
+        let mut t = StageTimes::default();
+        for line in page.lines() {
+            let Some((name, value)) = line.rsplit_once(' ') else { continue };
+            let Ok(v) = value.parse::<f64>() else { continue };
+            match name.split('{').next().unwrap_or(name) {
+                "avto_dispatch_latency_seconds_sum" => t.dispatch.0 += v,
+                "avto_dispatch_latency_seconds_count" => t.dispatch.1 += v,
+                "avto_job_duration_seconds_sum" => t.duration.0 += v,
+                "avto_job_duration_seconds_count" => t.duration.1 += v,
+                _ => {}
+            }
+        }
+        Some(t)
+    }
+
+    /// The means between two readings, in ms: (dispatch to pick-up, created to ended); None
+    /// when no task or no job was counted in between.
+    pub(crate) fn means_ms(before: StageTimes, after: StageTimes) -> Option<(f64, f64)> {
+        let mean = |b: (f64, f64), a: (f64, f64)| {
+            let n = a.1 - b.1;
+            (n > 0.0).then(|| (a.0 - b.0) / n * 1e3)
+        };
+        Some((mean(before.dispatch, after.dispatch)?, mean(before.duration, after.duration)?))
+    }
+}
+
 /// Redis's CPU time and the orchestrator's Redis round trips, read together.
 pub(crate) struct RedisProbe {
     conn: RedisConn,
