@@ -156,6 +156,16 @@ impl Trace {
     }
 }
 
+/// The orchestrator's `/metrics` page at `url`, read with the operator credential; None when
+/// it cannot be read (no such credential there, or not avto).
+async fn metrics_page(http: &reqwest::Client, url: &str, admin_token: &str) -> Option<String> {
+    let r = http.get(url).bearer_auth(admin_token).send().await.ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.text().await.ok()
+}
+
 /// The orchestrator's own view of where its jobs' time went (its `/metrics`, with the operator
 /// credential): sums and counts of `avto_dispatch_latency_seconds` (a task's dispatch to a
 /// worker's pick-up) and `avto_job_duration_seconds` (created to ended, every blueprint).
@@ -168,11 +178,7 @@ pub(crate) struct StageTimes {
 impl StageTimes {
     /// None when the page cannot be read (an orchestrator without that credential, or not avto).
     pub(crate) async fn read(http: &reqwest::Client, base: &str, admin_token: &str) -> Option<StageTimes> {
-        let r = http.get(format!("{base}/metrics")).bearer_auth(admin_token).send().await.ok()?;
-        if !r.status().is_success() {
-            return None;
-        }
-        let page = r.text().await.ok()?;
+        let page = metrics_page(http, &format!("{base}/metrics"), admin_token).await?;
         let mut t = StageTimes::default();
         for line in page.lines() {
             let Some((name, value)) = line.rsplit_once(' ') else { continue };
@@ -246,11 +252,7 @@ impl RedisProbe {
             info.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
         };
         let cpu_s = field("used_cpu_user:") + field("used_cpu_sys:");
-        let page = self.http.get(&self.metrics_url).bearer_auth(&self.admin_token).send().await;
-        let page = match page {
-            Ok(r) if r.status().is_success() => r.text().await.unwrap_or_default(),
-            _ => String::new(),
-        };
+        let page = metrics_page(&self.http, &self.metrics_url, &self.admin_token).await.unwrap_or_default();
         let round_trips = page
             .lines()
             .filter(|l| l.starts_with("orchestrator_redis_round_trips_total"))
