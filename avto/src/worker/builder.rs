@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::session::OrchestratorSession;
 use super::skill::{erase, SkillEntry, SkillSet};
 use super::state::{CommandHandler, UsageChecker, WorkerState};
+use super::transport::Transport;
 use super::{
     IntoTaskOutcome, MultiOrchestratorMode, OrchestratorConfig, Skill, TaskHandle, Worker, WorkerConfig, WorkerError,
 };
@@ -168,7 +169,10 @@ impl WorkerBuilder {
         self.usage_checker = Some(Arc::new(f));
         self
     }
-    /// Use this HTTP client (e.g. with TLS settings). By default a client without proxies.
+    /// Send every request through this `reqwest` client (proxies, client certificates, other
+    /// roots). By default no proxy is used, and plain `http://` orchestrators are reached through
+    /// a lighter pooled client of the SDK's own (same behaviour, less CPU per request; see the
+    /// worker module's docs); `https://` ones through reqwest.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
@@ -235,19 +239,25 @@ impl WorkerBuilder {
             return Err(WorkerError::Config("no tasks declared: add at least one with .task(name, handler)".into()));
         }
         let skills = SkillSet::new(self.skills, &cfg)?;
-        let http = match self.http {
-            Some(client) => client,
+        // `http://` orchestrators through the direct client unless a client was given; the
+        // rest through reqwest (see `transport`).
+        let fallback = match &self.http {
+            Some(client) => client.clone(),
             None => reqwest::Client::builder()
                 .no_proxy()
-                .user_agent(concat!("avto-worker/", env!("CARGO_PKG_VERSION")))
+                .user_agent(super::transport::AGENT)
                 .build()
                 .map_err(|e| WorkerError::Config(format!("HTTP client: {e}")))?,
         };
+        let direct = Transport::direct();
         let sessions = cfg
             .orchestrators
             .iter()
             .enumerate()
-            .map(|(idx, orchestrator)| Arc::new(OrchestratorSession::new(idx, orchestrator, &cfg, &http)))
+            .map(|(idx, orchestrator)| {
+                let transport = Transport::for_url(&orchestrator.url, self.http.as_ref(), &fallback, &direct);
+                Arc::new(OrchestratorSession::new(idx, orchestrator, &cfg, transport))
+            })
             .collect();
         let state = WorkerState::new(
             cfg,

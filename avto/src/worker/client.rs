@@ -1,11 +1,12 @@
 //! HTTP side of the protocol for one orchestrator.
 
+use super::transport::Transport;
 use super::WorkerError;
 use crate::protocol::{
     self, canonical, EventResponse, HeartbeatResponse, RefreshTokenRequest, RegisterResponse, ResultResponse,
     TokenResponse,
 };
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +16,7 @@ use std::time::Duration;
 /// Talks to one orchestrator: auth headers, canonical bodies, status mapping.
 #[derive(Debug)]
 pub(crate) struct OrchestratorClient {
-    http: reqwest::Client,
+    transport: Transport,
     base: String,
     worker_id: String,
     static_token: String,
@@ -30,14 +31,14 @@ pub(crate) struct OrchestratorClient {
 
 impl OrchestratorClient {
     pub(crate) fn new(
-        http: reqwest::Client,
+        transport: Transport,
         base: &str,
         worker_id: &str,
         token: &str,
         request_timeout: Duration,
     ) -> Self {
         OrchestratorClient {
-            http,
+            transport,
             base: base.trim_end_matches('/').to_owned(),
             worker_id: worker_id.to_owned(),
             static_token: token.to_owned(),
@@ -120,16 +121,11 @@ impl OrchestratorClient {
         timeout: Duration,
     ) -> Result<Option<String>, WorkerError> {
         let url = format!("{}{}", self.base, path_and_query);
-        let mut req = crate::mru::request_to(&self.http, method.clone(), url).timeout(timeout);
-        for (k, v) in self.headers() {
-            req = req.header(k, v);
-        }
-        if let Some(b) = body {
-            req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b);
-        }
-        let resp = req.send().await.map_err(|e| WorkerError::network(format!("{method} {path_and_query}: {e}"), e))?;
-        let status = resp.status();
-        if let Some(v) = resp.headers().get(protocol::PROTOCOL_VERSION_HEADER).and_then(|v| v.to_str().ok()) {
+        let network = |e: super::transport::TransportError| {
+            WorkerError::network(format!("{method} {path_and_query}: {e}"), e.into_cause())
+        };
+        let answer = self.transport.send(method.clone(), url, &self.headers(), body, timeout).await.map_err(network)?;
+        if let Some(v) = &answer.protocol_version {
             if v != protocol::PROTOCOL_VERSION && !self.version_warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     "RXON protocol version mismatch: orchestrator {v}, worker {}",
@@ -137,19 +133,19 @@ impl OrchestratorClient {
                 );
             }
         }
-        if status == StatusCode::NO_CONTENT {
+        let status = answer.status;
+        if status == 204 {
             return Ok(None);
         }
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            let retry_after =
-                retry_after(resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()));
-            let text = resp.text().await.unwrap_or_default();
+        if status == 429 {
+            let retry_after = retry_after(answer.retry_after.as_deref());
+            let text = answer.body.unwrap_or_default();
             let message = serde_json::from_str::<protocol::ErrorBody>(&text).map(|e| e.error).unwrap_or(text);
             return Err(WorkerError::RateLimited { retry_after, message });
         }
-        let text = resp.text().await.map_err(|e| WorkerError::network(format!("{method} {path_and_query}: {e}"), e))?;
-        if !status.is_success() {
-            return Err(WorkerError::Http { status: status.as_u16(), body: text });
+        let text = answer.body.map_err(network)?;
+        if !(200..300).contains(&status) {
+            return Err(WorkerError::Http { status, body: text });
         }
         if text.trim().is_empty() {
             return Ok(None);
@@ -393,16 +389,20 @@ mod tests {
         assert!(parse_poll_answer("{\"tasks\": [").is_err());
     }
 
-    /// A network or parse failure keeps the reqwest / serde_json error as its source (through
-    /// clones too), with the text it had when the error was flattened into a String.
+    /// A network or parse failure keeps the transport's / serde_json's error as its source
+    /// (through clones too), with the text it had when the error was flattened into a String:
+    /// `reqwest::Error` through reqwest, the direct client's error through it.
     #[tokio::test]
     async fn errors_keep_their_cause_as_source() {
+        use super::super::transport::TransportError;
         use std::error::Error as _;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
         let path = protocol::ENDPOINT_WORKER_REGISTER;
-        let client =
-            |base: &str| OrchestratorClient::new(reqwest::Client::new(), base, "w1", "token", Duration::from_secs(5));
+        let via = |transport: Transport, base: &str| {
+            OrchestratorClient::new(transport, base, "w1", "token", Duration::from_secs(5))
+        };
+        let client = |base: &str| via(Transport::Reqwest(reqwest::Client::new()), base);
 
         // Nothing listens on port 1.
         let err = client("http://127.0.0.1:1").register(&serde_json::json!({})).await.unwrap_err();
@@ -411,6 +411,13 @@ mod tests {
         assert!(cause.is_connect(), "{cause:?}");
         assert_eq!(err.to_string(), format!("network error: POST {path}: {cause}"));
         assert!(err.clone().source().and_then(|c| c.downcast_ref::<reqwest::Error>()).is_some());
+        // The same through the direct client: its error, which says what failed.
+        let err = via(Transport::direct(), "http://127.0.0.1:1").register(&serde_json::json!({})).await.unwrap_err();
+        assert!(matches!(err, WorkerError::Network { .. }), "{err:?}");
+        let cause = err.source().and_then(|c| c.downcast_ref::<TransportError>()).expect("the transport error");
+        assert!(matches!(cause, TransportError::Direct(e) if e.is_connect()), "{cause:?}");
+        assert!(err.to_string().contains("refused"), "{err}");
+        assert_eq!(err.to_string(), format!("network error: POST {path}: {cause}"));
 
         // An orchestrator that answers something that is not JSON.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -11,8 +11,10 @@ pub enum WorkerError {
     #[error("worker configuration: {0}")]
     Config(String),
     /// Could not reach the orchestrator (connection refused, reset, timeout, ...). `message` is
-    /// the reason as shown (the request and the cause's text); `source` the `reqwest::Error`,
-    /// when there is one.
+    /// the reason as shown (the request and the cause's text); `source` the `reqwest::Error`
+    /// for an orchestrator reached through reqwest (`https://`, or a client given with
+    /// [`WorkerBuilder::http_client`](super::WorkerBuilder::http_client)), else the direct
+    /// HTTP client's error (see the worker module's docs).
     #[error("network error: {message}")]
     Network {
         message: String,
@@ -42,9 +44,9 @@ pub enum WorkerError {
 }
 
 impl WorkerError {
-    /// A network failure: `message` (which includes `source`'s text) caused by `source`.
-    pub(crate) fn network(message: String, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        WorkerError::Network { message, source: Some(Cause::new(source)) }
+    /// A network failure: `message` (which includes `cause`'s text) caused by `cause`.
+    pub(crate) fn network(message: String, cause: Cause) -> Self {
+        WorkerError::Network { message, source: Some(cause) }
     }
 
     /// An answer that is not what the protocol says, with no underlying error.

@@ -48,6 +48,13 @@
 //! With the `s3` feature, `s3://` params are downloaded to local paths and local files named in
 //! results are uploaded ([`s3`], recipe 12b).
 //!
+//! **HTTP.** A plain `http://` orchestrator is reached through a pooled hyper-util client of the
+//! SDK's own (HTTP/1.1 keep-alive, `TCP_NODELAY`, no proxy, no redirects, each request's timeout
+//! over the whole exchange, answers of at most 256 MiB): reqwest parsed each request's URL twice
+//! more on its own, about a tenth of a worker's CPU per task. `https://` orchestrators, and all of
+//! them once [`WorkerBuilder::http_client`] gives a `reqwest::Client`, go through reqwest. A
+//! [`WorkerError::Network`]'s source is the `reqwest::Error` on that path.
+//!
 //! With the `tls` feature, `https://` orchestrators and `wss://` WebSockets work (rustls; the
 //! system's roots, or `SSL_CERT_FILE` / `SSL_CERT_DIR`); without it an `https://` URL is a
 //! configuration error. For a client certificate (an orchestrator with `TLS_CA_PATH`, where the
@@ -89,6 +96,7 @@ mod session;
 mod shutdown;
 mod skill;
 mod state;
+mod transport;
 mod ws;
 
 pub use builder::WorkerBuilder;

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use super::backoff::Backoff;
 use super::client::OrchestratorClient;
 use super::result_batch;
+use super::transport::Transport;
 use super::{OrchestratorConfig, WorkerConfig, WorkerError};
 use crate::protocol::{RegisterResponse, ResourcesUsage, ResultResponse};
 
@@ -65,11 +66,11 @@ impl OrchestratorSession {
         idx: usize,
         orchestrator: &OrchestratorConfig,
         worker: &WorkerConfig,
-        http: &reqwest::Client,
+        transport: Transport,
     ) -> Self {
         let token = orchestrator.token.clone().unwrap_or_else(|| worker.token.clone());
         let client =
-            OrchestratorClient::new(http.clone(), &orchestrator.url, &worker.worker_id, &token, worker.request_timeout);
+            OrchestratorClient::new(transport, &orchestrator.url, &worker.worker_id, &token, worker.request_timeout);
         let poll_backoff = Backoff::new(worker.poll_backoff_initial, worker.poll_backoff_max)
             .rate_limit_floor(worker.rate_limit_backoff_floor);
         OrchestratorSession {

@@ -1,0 +1,323 @@
+//! How the worker's requests travel ([`Transport`]).
+//!
+//! With no HTTP client given to the builder, a plain `http://` orchestrator is reached through
+//! hyper-util's pooled client directly ([`Transport::Direct`]): reqwest parses every request's
+//! URL twice more on its own (its redirect layer before sending, and the response's URL after),
+//! which cost a worker about a tenth of its CPU per task (BENCHMARKS.md). The direct client does
+//! what the SDK's default reqwest client did: HTTP/1.1 with pooled keep-alive connections,
+//! `TCP_NODELAY`, no proxy, no redirects followed, the `avto-worker/VERSION` user agent, and the
+//! request's timeout over the whole exchange (connecting, sending, and reading the answer).
+//! `https://` orchestrators, and every orchestrator of a worker given its own client
+//! ([`WorkerBuilder::http_client`](super::WorkerBuilder::http_client): proxies, certificates),
+//! go through reqwest ([`Transport::Reqwest`]).
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use hyper::{Method, Request};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::protocol;
+
+/// The user agent of the SDK's requests.
+pub(crate) const AGENT: &str = concat!("avto-worker/", env!("CARGO_PKG_VERSION"));
+
+/// How long an unused connection to an orchestrator is kept (as reqwest's default).
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// The most of an answer the direct client reads: far above any poll batch an orchestrator
+/// sends (each task is bounded by its body limits), yet a bound on what a broken or hostile one
+/// can make a worker hold.
+pub(crate) const ANSWER_LIMIT: usize = 256 * 1024 * 1024;
+
+/// The way to one orchestrator (see the module docs).
+#[derive(Clone, Debug)]
+pub(crate) enum Transport {
+    Reqwest(reqwest::Client),
+    Direct(Client<HttpConnector, Full<Bytes>>),
+}
+
+/// What an orchestrator answered: the status, the two headers the SDK reads, and the body (or
+/// why it could not be read).
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) protocol_version: Option<String>,
+    pub(crate) retry_after: Option<String>,
+    pub(crate) body: Result<String, TransportError>,
+}
+
+/// Why a request got no answer, or its answer could not be read.
+#[derive(Debug)]
+pub(crate) enum TransportError {
+    Reqwest(reqwest::Error),
+    /// The direct client: connecting or exchanging failed.
+    Direct(hyper_util::client::legacy::Error),
+    /// The direct client: the answer's body failed, or was longer than [`ANSWER_LIMIT`].
+    Body(Box<dyn std::error::Error + Send + Sync>),
+    /// The direct client: no answer within the request's timeout.
+    TimedOut(Duration),
+    /// The direct client: the request could not be made (a URL that is not one).
+    Request(hyper::http::Error),
+}
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransportError::Reqwest(e) => e.fmt(f),
+            TransportError::Direct(e) => {
+                // hyper-util's own text is terse ("client error (Connect)"): add its causes.
+                write!(f, "{e}")?;
+                let mut source = std::error::Error::source(e);
+                while let Some(cause) = source {
+                    write!(f, ": {cause}")?;
+                    source = cause.source();
+                }
+                Ok(())
+            }
+            TransportError::Body(e) => write!(f, "reading the answer: {e}"),
+            TransportError::TimedOut(t) => write!(f, "operation timed out after {} s", t.as_secs_f64()),
+            TransportError::Request(e) => write!(f, "invalid request: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TransportError::Reqwest(e) => Some(e),
+            TransportError::Direct(e) => Some(e),
+            TransportError::Body(e) => Some(&**e),
+            TransportError::Request(e) => Some(e),
+            TransportError::TimedOut(_) => None,
+        }
+    }
+}
+
+impl TransportError {
+    /// The error to keep as a [`WorkerError`](super::WorkerError)'s cause: reqwest's own, so
+    /// that it still downcasts to `reqwest::Error`; the direct client's as this type.
+    pub(crate) fn into_cause(self) -> super::error::Cause {
+        match self {
+            TransportError::Reqwest(e) => super::error::Cause::new(e),
+            other => super::error::Cause::new(other),
+        }
+    }
+}
+
+impl Transport {
+    /// The direct client (see the module docs).
+    pub(crate) fn direct() -> Transport {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .build(http);
+        Transport::Direct(client)
+    }
+
+    /// The transport for an orchestrator at `url`: the direct client for `http://` unless the
+    /// worker was given its own client (`given`), else reqwest (`fallback`, or the given one).
+    pub(crate) fn for_url(
+        url: &str,
+        given: Option<&reqwest::Client>,
+        fallback: &reqwest::Client,
+        direct: &Transport,
+    ) -> Transport {
+        match given {
+            Some(client) => Transport::Reqwest(client.clone()),
+            None if url.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("http://")) => direct.clone(),
+            None => Transport::Reqwest(fallback.clone()),
+        }
+    }
+
+    /// Sends one request and reads its answer, all within `timeout`. `Err`: no answer.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        url: String,
+        headers: &[(&'static str, String)],
+        body: Option<String>,
+        timeout: Duration,
+    ) -> Result<Answer, TransportError> {
+        match self {
+            Transport::Reqwest(http) => {
+                let mut req = crate::mru::request_to(http, method, url).timeout(timeout);
+                for (k, v) in headers {
+                    req = req.header(*k, v);
+                }
+                if let Some(b) = body {
+                    req = req.header(CONTENT_TYPE, "application/json").body(b);
+                }
+                let resp = req.send().await.map_err(TransportError::Reqwest)?;
+                let header =
+                    |name| resp.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_owned);
+                let (status, protocol_version, retry_after) =
+                    (resp.status().as_u16(), header(protocol::PROTOCOL_VERSION_HEADER), header(RETRY_AFTER.as_str()));
+                let body = resp.text().await.map_err(TransportError::Reqwest);
+                Ok(Answer { status, protocol_version, retry_after, body })
+            }
+            Transport::Direct(client) => {
+                let mut req = Request::builder().method(method).uri(url).header(USER_AGENT, AGENT);
+                for (k, v) in headers {
+                    req = req.header(*k, v);
+                }
+                let req = match body {
+                    Some(b) => req.header(CONTENT_TYPE, "application/json").body(Full::new(Bytes::from(b))),
+                    None => req.body(Full::default()),
+                }
+                .map_err(TransportError::Request)?;
+                let exchange = async {
+                    let resp = client.request(req).await.map_err(TransportError::Direct)?;
+                    let (parts, incoming) = resp.into_parts();
+                    let header =
+                        |name| parts.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_owned);
+                    let body = Limited::new(incoming, ANSWER_LIMIT)
+                        .collect()
+                        .await
+                        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                        .map_err(TransportError::Body);
+                    Ok(Answer {
+                        status: parts.status.as_u16(),
+                        protocol_version: header(protocol::PROTOCOL_VERSION_HEADER),
+                        retry_after: header(RETRY_AFTER.as_str()),
+                        body,
+                    })
+                };
+                tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(TransportError::TimedOut(timeout)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+    /// A server that answers each request on a connection with `answer(n)` (n = 0, 1, ... over
+    /// all connections) after reading its head and body; it hands back each request's head and
+    /// body, and counts the connections.
+    async fn server(
+        answer: fn(usize) -> Option<String>,
+    ) -> (String, Arc<AtomicUsize>, tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (conns, served) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let counted = conns.clone();
+        tokio::spawn(async move {
+            loop {
+                let (conn, _) = listener.accept().await.unwrap();
+                counted.fetch_add(1, Ordering::SeqCst);
+                let (served, tx) = (served.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let mut conn = BufReader::new(conn);
+                    loop {
+                        let mut head = String::new();
+                        loop {
+                            let mut line = String::new();
+                            if conn.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            head.push_str(&line);
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        let mut body = vec![0u8; len];
+                        conn.read_exact(&mut body).await.unwrap();
+                        let _ = tx.send((head, String::from_utf8(body).unwrap()));
+                        match answer(served.fetch_add(1, Ordering::SeqCst)) {
+                            Some(a) => conn.get_mut().write_all(a.as_bytes()).await.unwrap(),
+                            None => std::future::pending::<()>().await,
+                        }
+                    }
+                });
+            }
+        });
+        (base, conns, rx)
+    }
+
+    fn ok(body: &str) -> String {
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{}: 9.9\r\ncontent-length: {}\r\n\r\n{body}",
+            protocol::PROTOCOL_VERSION_HEADER,
+            body.len()
+        )
+    }
+
+    #[tokio::test]
+    async fn the_direct_client_sends_what_reqwest_sent_and_keeps_its_connection() {
+        let (base, conns, mut requests) = server(|n| match n {
+            0 => Some(ok(r#"{"a":1}"#)),
+            _ => Some("HTTP/1.1 429 Too Many Requests\r\nretry-after: 2\r\ncontent-length: 2\r\n\r\n{}".into()),
+        })
+        .await;
+        let t = Transport::direct();
+        let headers = [("X-Worker-Token", "tok".to_owned())];
+        let a = t
+            .send(Method::POST, format!("{base}/x?y=1"), &headers, Some("{\"b\":2}".into()), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(
+            (a.status, a.body.unwrap().as_str(), a.protocol_version.as_deref()),
+            (200, r#"{"a":1}"#, Some("9.9"))
+        );
+        let (head, body) = requests.recv().await.unwrap();
+        let head = head.to_ascii_lowercase();
+        assert!(head.starts_with("post /x?y=1 http/1.1\r\n"), "{head}");
+        for line in
+            ["user-agent: avto-worker/", "x-worker-token: tok", "content-type: application/json", "host: 127.0.0.1:"]
+        {
+            assert!(head.contains(line), "{line} in {head}");
+        }
+        assert_eq!(body, "{\"b\":2}");
+        // The second request goes over the same connection.
+        let a = t.send(Method::GET, format!("{base}/z"), &headers, None, Duration::from_secs(5)).await.unwrap();
+        assert_eq!((a.status, a.retry_after.as_deref()), (429, Some("2")));
+        assert!(requests.recv().await.unwrap().0.starts_with("GET /z HTTP/1.1\r\n"));
+        assert_eq!(conns.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_direct_client_gives_up_after_the_timeout() {
+        let (base, _, _requests) = server(|_| None).await;
+        let started = std::time::Instant::now();
+        let err = Transport::direct()
+            .send(Method::GET, format!("{base}/slow"), &[], None, Duration::from_millis(300))
+            .await
+            .err()
+            .expect("no answer");
+        assert!(matches!(err, TransportError::TimedOut(_)), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        assert_eq!(err.to_string(), "operation timed out after 0.3 s");
+    }
+
+    #[test]
+    fn only_plain_http_without_a_given_client_goes_direct() {
+        let (fallback, direct) = (reqwest::Client::new(), Transport::direct());
+        let given = reqwest::Client::new();
+        let direct_for = |url: &str, given: Option<&reqwest::Client>| {
+            matches!(Transport::for_url(url, given, &fallback, &direct), Transport::Direct(_))
+        };
+        assert!(direct_for("http://127.0.0.1:8080", None));
+        assert!(direct_for("HTTP://orchestrator", None));
+        assert!(!direct_for("https://orchestrator", None));
+        assert!(!direct_for("http://127.0.0.1:8080", Some(&given)));
+    }
+}
