@@ -51,8 +51,9 @@
 //! **HTTP.** A plain `http://` orchestrator is reached through a pooled hyper-util client of the
 //! SDK's own (HTTP/1.1 keep-alive, `TCP_NODELAY`, no proxy, no redirects, each request's timeout
 //! over the whole exchange, answers of at most 256 MiB): reqwest parsed each request's URL twice
-//! more on its own, about a tenth of a worker's CPU per task. `https://` orchestrators, and all of
-//! them once [`WorkerBuilder::http_client`] gives a `reqwest::Client`, go through reqwest. A
+//! more on its own, about a tenth of a worker's CPU per task. `https://` orchestrators, one whose
+//! URL carries a user and password (sent as Basic authentication), and all of them once
+//! [`WorkerBuilder::http_client`] gives a `reqwest::Client`, go through reqwest. A
 //! [`WorkerError::Network`]'s source is the `reqwest::Error` on that path.
 //!
 //! With the `tls` feature, `https://` orchestrators and `wss://` WebSockets work (rustls; the

@@ -7,7 +7,8 @@
 //! what the SDK's default reqwest client did: HTTP/1.1 with pooled keep-alive connections,
 //! `TCP_NODELAY`, no proxy, no redirects followed, the `avto-worker/VERSION` user agent, and the
 //! request's timeout over the whole exchange (connecting, sending, and reading the answer).
-//! `https://` orchestrators, and every orchestrator of a worker given its own client
+//! `https://` orchestrators, one whose URL carries a user and password (reqwest sends them as
+//! Basic authentication), and every orchestrator of a worker given its own client
 //! ([`WorkerBuilder::http_client`](super::WorkerBuilder::http_client): proxies, certificates),
 //! go through reqwest ([`Transport::Reqwest`]).
 
@@ -108,6 +109,12 @@ impl TransportError {
     }
 }
 
+/// Whether the part of a URL after `scheme://` names a user (`user:password@host`).
+fn has_userinfo(rest: &str) -> bool {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority.contains('@')
+}
+
 impl Transport {
     /// The direct client (see the module docs).
     pub(crate) fn direct() -> Transport {
@@ -121,7 +128,8 @@ impl Transport {
     }
 
     /// The transport for an orchestrator at `url`: the direct client for `http://` unless the
-    /// worker was given its own client (`given`), else reqwest (`fallback`, or the given one).
+    /// worker was given its own client (`given`) or the URL carries a user and password (which
+    /// reqwest sends as Basic authentication), else reqwest (`fallback`, or the given one).
     pub(crate) fn for_url(
         url: &str,
         given: Option<&reqwest::Client>,
@@ -130,7 +138,9 @@ impl Transport {
     ) -> Transport {
         match given {
             Some(client) => Transport::Reqwest(client.clone()),
-            None if url.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("http://")) => direct.clone(),
+            None if url.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("http://")) && !has_userinfo(&url[7..]) => {
+                direct.clone()
+            }
             None => Transport::Reqwest(fallback.clone()),
         }
     }
@@ -319,5 +329,8 @@ mod tests {
         assert!(direct_for("HTTP://orchestrator", None));
         assert!(!direct_for("https://orchestrator", None));
         assert!(!direct_for("http://127.0.0.1:8080", Some(&given)));
+        // Credentials in the URL: reqwest turns them into Basic authentication.
+        assert!(!direct_for("http://user:secret@orchestrator:8080", None));
+        assert!(direct_for("http://orchestrator:8080/path@x?q=a@b", None));
     }
 }
