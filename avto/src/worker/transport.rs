@@ -39,7 +39,8 @@ pub(crate) const ANSWER_LIMIT: usize = 256 * 1024 * 1024;
 #[derive(Clone, Debug)]
 pub(crate) enum Transport {
     Reqwest(reqwest::Client),
-    Direct(Client<HttpConnector, Full<Bytes>>),
+    /// The client, and the most of an answer it reads ([`ANSWER_LIMIT`]).
+    Direct(Client<HttpConnector, Full<Bytes>>, usize),
 }
 
 /// What an orchestrator answered: the status, the two headers the SDK reads, and the body (or
@@ -124,7 +125,7 @@ impl Transport {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE)
             .build(http);
-        Transport::Direct(client)
+        Transport::Direct(client, ANSWER_LIMIT)
     }
 
     /// The transport for an orchestrator at `url`: the direct client for `http://` unless the
@@ -171,7 +172,7 @@ impl Transport {
                 let body = resp.text().await.map_err(TransportError::Reqwest);
                 Ok(Answer { status, protocol_version, retry_after, body })
             }
-            Transport::Direct(client) => {
+            Transport::Direct(client, limit) => {
                 let mut req = Request::builder().method(method).uri(url).header(USER_AGENT, AGENT);
                 for (k, v) in headers {
                     req = req.header(*k, v);
@@ -186,7 +187,7 @@ impl Transport {
                     let (parts, incoming) = resp.into_parts();
                     let header =
                         |name| parts.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_owned);
-                    let body = Limited::new(incoming, ANSWER_LIMIT)
+                    let body = Limited::new(incoming, *limit)
                         .collect()
                         .await
                         .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
@@ -318,12 +319,30 @@ mod tests {
         assert_eq!(err.to_string(), "operation timed out after 0.3 s");
     }
 
+    /// An orchestrator (or whatever answers at its address) cannot make a worker hold an answer
+    /// of any size: past the limit the answer is an error, read no further.
+    #[tokio::test]
+    async fn an_answer_beyond_the_limit_is_refused() {
+        let (base, _, _requests) = server(|n| {
+            let body = "x".repeat(if n == 0 { 1024 } else { 1025 });
+            Some(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len()))
+        })
+        .await;
+        let Transport::Direct(client, _) = Transport::direct() else { unreachable!() };
+        let t = Transport::Direct(client, 1024);
+        let a = t.send(Method::GET, format!("{base}/a"), &[], None, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(a.body.unwrap().len(), 1024);
+        let a = t.send(Method::GET, format!("{base}/b"), &[], None, Duration::from_secs(5)).await.unwrap();
+        let err = a.body.expect_err("over the limit");
+        assert!(err.to_string().contains("length limit exceeded"), "{err}");
+    }
+
     #[test]
     fn only_plain_http_without_a_given_client_goes_direct() {
         let (fallback, direct) = (reqwest::Client::new(), Transport::direct());
         let given = reqwest::Client::new();
         let direct_for = |url: &str, given: Option<&reqwest::Client>| {
-            matches!(Transport::for_url(url, given, &fallback, &direct), Transport::Direct(_))
+            matches!(Transport::for_url(url, given, &fallback, &direct), Transport::Direct(..))
         };
         assert!(direct_for("http://127.0.0.1:8080", None));
         assert!(direct_for("HTTP://orchestrator", None));
