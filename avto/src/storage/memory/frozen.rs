@@ -60,8 +60,8 @@ impl Frozen {
         job.id = id;
         job.client = client.clone();
         written.map_err(|e| StorageError::Corrupt(format!("job {} does not serialise: {e}", job.id)))?;
-        if let Some(at) = json.windows(cut.len()).position(|w| w == cut.as_slice()) {
-            json.drain(at..at + cut.len());
+        if let Some(span) = top_level_member(&json, cut) {
+            json.drain(span);
         }
         // A new buffer of the exact size: shrinking one in place could keep its whole block.
         Ok(Frozen { json: pack(&json).into_boxed_slice(), client })
@@ -136,6 +136,31 @@ const CODES: [u8; 256] = {
     codes
 };
 
+/// Where `member` (`,"key":value` as serde_json writes it) is a member of the top-level object
+/// of `json` (serde_json's compact output): the same bytes inside a value (a job's data may hold
+/// anything) are not it.
+fn top_level_member(json: &[u8], member: &[u8]) -> Option<std::ops::Range<usize>> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < json.len() {
+        match json[i] {
+            // A string, up to its closing quote (an escaped one, `\"`, is inside it).
+            b'"' => {
+                i += 1;
+                while i < json.len() && json[i] != b'"' {
+                    i += if json[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 && json[i..].starts_with(member) => return Some(i..i + member.len()),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// The byte of `key`, if it is one of [`KEYS`].
 fn code(key: &[u8]) -> Option<u8> {
     if key.is_empty() {
@@ -206,7 +231,7 @@ impl Cell {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::*;
 
@@ -232,6 +257,24 @@ mod tests {
             assert_eq!(back, original);
             assert!(Arc::ptr_eq(&back.client, &original.client), "the client is shared, not copied");
         }
+    }
+
+    /// The client is cut out where `Job` wrote it, not where a job's data holds the same bytes:
+    /// data before it (`initial_data`) and after it (a result, a task's params) that reads like
+    /// a client written with the cut's own bytes comes back whole.
+    #[test]
+    fn data_that_looks_like_the_cut_client_comes_back_whole() {
+        let (_, cut) = default_client();
+        let client_json: Value = serde_json::from_slice(&cut[",\"client\":".len()..]).unwrap();
+        let data = json!({"a": 1, "client": client_json.clone()});
+        let mut job = Job::new("job-3", "bp", "start", data.clone());
+        job.status = JobStatus::Finished;
+        job.result = Some(json!({"x": [0], "client": client_json.clone()}));
+        job.client = Arc::new(ClientConfig { name: "c".into(), id: "toml:c".into(), ..Default::default() });
+        let original = job.clone();
+        let back = Frozen::new(&mut job).unwrap().decode("job-3").unwrap();
+        assert_eq!(back, original);
+        assert_eq!(back.initial_data, data);
     }
 
     #[test]
