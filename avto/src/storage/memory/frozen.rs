@@ -136,6 +136,16 @@ const CODES: [u8; 256] = {
     codes
 };
 
+/// The index of the quote that closes the string whose first byte is at `from` (an escaped
+/// quote, `\"`, is inside it); `json.len()` or past it when the string is cut off.
+fn closing_quote(json: &[u8], from: usize) -> usize {
+    let mut end = from;
+    while end < json.len() && json[end] != b'"' {
+        end += if json[end] == b'\\' { 2 } else { 1 };
+    }
+    end
+}
+
 /// Where `member` (`,"key":value` as serde_json writes it) is a member of the top-level object
 /// of `json` (serde_json's compact output): the same bytes inside a value (a job's data may hold
 /// anything) are not it.
@@ -144,13 +154,7 @@ fn top_level_member(json: &[u8], member: &[u8]) -> Option<std::ops::Range<usize>
     let mut i = 0;
     while i < json.len() {
         match json[i] {
-            // A string, up to its closing quote (an escaped one, `\"`, is inside it).
-            b'"' => {
-                i += 1;
-                while i < json.len() && json[i] != b'"' {
-                    i += if json[i] == b'\\' { 2 } else { 1 };
-                }
-            }
+            b'"' => i = closing_quote(json, i + 1),
             b'{' | b'[' => depth += 1,
             b'}' | b']' => depth = depth.saturating_sub(1),
             b',' if depth == 1 && json[i..].starts_with(member) => return Some(i..i + member.len()),
@@ -181,13 +185,8 @@ fn pack(json: &[u8]) -> Vec<u8> {
             i += 1;
             continue;
         }
-        // A string: up to its closing quote (an escaped one, `\"`, is inside it).
         let start = i + 1;
-        let mut end = start;
-        while end < json.len() && json[end] != b'"' {
-            end += if json[end] == b'\\' { 2 } else { 1 };
-        }
-        let end = end.min(json.len());
+        let end = closing_quote(json, start).min(json.len());
         if json.get(end + 1) == Some(&b':') {
             if let Some(code) = code(&json[start..end]) {
                 out.extend_from_slice(&json[copied..i]);
