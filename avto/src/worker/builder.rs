@@ -241,7 +241,7 @@ impl WorkerBuilder {
         let skills = SkillSet::new(self.skills, &cfg)?;
         // `http://` orchestrators through the direct client unless a client was given; the
         // rest through reqwest (see `transport`).
-        let fallback = match &self.http {
+        let reqwest = match &self.http {
             Some(client) => client.clone(),
             None => reqwest::Client::builder()
                 .no_proxy()
@@ -255,7 +255,7 @@ impl WorkerBuilder {
             .iter()
             .enumerate()
             .map(|(idx, orchestrator)| {
-                let transport = Transport::for_url(&orchestrator.url, self.http.as_ref(), &fallback, &direct);
+                let transport = Transport::for_url(&orchestrator.url, self.http.is_some(), &reqwest, &direct);
                 Arc::new(OrchestratorSession::new(idx, orchestrator, &cfg, transport))
             })
             .collect();

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
-use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use hyper::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use hyper::{Method, Request};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -110,6 +110,11 @@ impl TransportError {
     }
 }
 
+/// A header of an answer as text (`None`: absent, or not visible ASCII).
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
 /// Whether the part of a URL after `scheme://` names a user (`user:password@host`).
 fn has_userinfo(rest: &str) -> bool {
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
@@ -130,19 +135,12 @@ impl Transport {
 
     /// The transport for an orchestrator at `url`: the direct client for `http://` unless the
     /// worker was given its own client (`given`) or the URL carries a user and password (which
-    /// reqwest sends as Basic authentication), else reqwest (`fallback`, or the given one).
-    pub(crate) fn for_url(
-        url: &str,
-        given: Option<&reqwest::Client>,
-        fallback: &reqwest::Client,
-        direct: &Transport,
-    ) -> Transport {
-        match given {
-            Some(client) => Transport::Reqwest(client.clone()),
-            None if url.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("http://")) && !has_userinfo(&url[7..]) => {
-                direct.clone()
-            }
-            None => Transport::Reqwest(fallback.clone()),
+    /// reqwest sends as Basic authentication), else `reqwest` (the given client, or the default).
+    pub(crate) fn for_url(url: &str, given: bool, reqwest: &reqwest::Client, direct: &Transport) -> Transport {
+        let plain = url.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("http://")) && !has_userinfo(&url[7..]);
+        match plain && !given {
+            true => direct.clone(),
+            false => Transport::Reqwest(reqwest.clone()),
         }
     }
 
@@ -165,10 +163,11 @@ impl Transport {
                     req = req.header(CONTENT_TYPE, "application/json").body(b);
                 }
                 let resp = req.send().await.map_err(TransportError::Reqwest)?;
-                let header =
-                    |name| resp.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_owned);
-                let (status, protocol_version, retry_after) =
-                    (resp.status().as_u16(), header(protocol::PROTOCOL_VERSION_HEADER), header(RETRY_AFTER.as_str()));
+                let (status, protocol_version, retry_after) = (
+                    resp.status().as_u16(),
+                    header(resp.headers(), protocol::PROTOCOL_VERSION_HEADER),
+                    header(resp.headers(), RETRY_AFTER.as_str()),
+                );
                 let body = resp.text().await.map_err(TransportError::Reqwest);
                 Ok(Answer { status, protocol_version, retry_after, body })
             }
@@ -185,8 +184,6 @@ impl Transport {
                 let exchange = async {
                     let resp = client.request(req).await.map_err(TransportError::Direct)?;
                     let (parts, incoming) = resp.into_parts();
-                    let header =
-                        |name| parts.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_owned);
                     let body = Limited::new(incoming, *limit)
                         .collect()
                         .await
@@ -194,8 +191,8 @@ impl Transport {
                         .map_err(TransportError::Body);
                     Ok(Answer {
                         status: parts.status.as_u16(),
-                        protocol_version: header(protocol::PROTOCOL_VERSION_HEADER),
-                        retry_after: header(RETRY_AFTER.as_str()),
+                        protocol_version: header(&parts.headers, protocol::PROTOCOL_VERSION_HEADER),
+                        retry_after: header(&parts.headers, RETRY_AFTER.as_str()),
                         body,
                     })
                 };
@@ -339,17 +336,15 @@ mod tests {
 
     #[test]
     fn only_plain_http_without_a_given_client_goes_direct() {
-        let (fallback, direct) = (reqwest::Client::new(), Transport::direct());
-        let given = reqwest::Client::new();
-        let direct_for = |url: &str, given: Option<&reqwest::Client>| {
-            matches!(Transport::for_url(url, given, &fallback, &direct), Transport::Direct(..))
-        };
-        assert!(direct_for("http://127.0.0.1:8080", None));
-        assert!(direct_for("HTTP://orchestrator", None));
-        assert!(!direct_for("https://orchestrator", None));
-        assert!(!direct_for("http://127.0.0.1:8080", Some(&given)));
+        let (reqwest, direct) = (reqwest::Client::new(), Transport::direct());
+        let direct_for =
+            |url: &str, given: bool| matches!(Transport::for_url(url, given, &reqwest, &direct), Transport::Direct(..));
+        assert!(direct_for("http://127.0.0.1:8080", false));
+        assert!(direct_for("HTTP://orchestrator", false));
+        assert!(!direct_for("https://orchestrator", false));
+        assert!(!direct_for("http://127.0.0.1:8080", true));
         // Credentials in the URL: reqwest turns them into Basic authentication.
-        assert!(!direct_for("http://user:secret@orchestrator:8080", None));
-        assert!(direct_for("http://orchestrator:8080/path@x?q=a@b", None));
+        assert!(!direct_for("http://user:secret@orchestrator:8080", false));
+        assert!(direct_for("http://orchestrator:8080/path@x?q=a@b", false));
     }
 }
