@@ -362,12 +362,8 @@ async fn main() {
         }
     };
     let waiting = if a.target.is_some() { 0 } else { a.waiting };
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(a.concurrency)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let client = Client::new(base.clone(), CT).with_http(http);
+    // The typed client's own pooled connections (a plain http:// orchestrator: not reqwest's).
+    let client = Client::new(base.clone(), CT);
     for _ in 0..100 {
         if client.raw(reqwest::Method::GET, "/_public/status", None).await.is_ok() {
             break;

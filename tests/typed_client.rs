@@ -69,6 +69,16 @@ async fn create_get_wait_list_and_history() {
     // raw: any route, any status
     let (status, body) = c.raw(reqwest::Method::GET, "/_public/status", None).await.unwrap();
     assert_eq!(status, StatusCode::OK, "{body}");
+
+    // the same calls through a reqwest client given to it
+    let r = c.clone().with_http(reqwest::Client::new());
+    let e = r.create_job("jobs/echo", &opts).await.unwrap();
+    assert_eq!(r.wait(&e, T).await.unwrap().raw["metadata"], json!({"order": 7}));
+    assert_eq!(r.list(Page::new(1, 0)).await.unwrap()[0].id.as_str(), e.as_str());
+    assert!(!r.history(&e).await.unwrap().is_empty());
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    assert_eq!(r.get(unknown).await.unwrap_err().status(), Some(StatusCode::NOT_FOUND));
+    assert_eq!(c.get(unknown).await.unwrap_err().status(), Some(StatusCode::NOT_FOUND));
 }
 
 #[tokio::test]
@@ -168,13 +178,23 @@ async fn waits_are_bounded() {
     }
 }
 
-/// A request that gets no answer is a transport error, within the request timeout.
+/// A request that gets no answer is a transport error, within the request timeout, through the
+/// client's own transport for `http://` and through a `reqwest::Client` given to it.
 #[tokio::test]
 async fn transport_errors() {
+    use std::error::Error as _;
     let port = avto_tests::free_port();
     let c = Client::new(format!("http://127.0.0.1:{port}"), "t").request_timeout(Duration::from_secs(2));
     let e = c.get("job").await.unwrap_err();
-    assert!(matches!(e, ClientError::Transport { .. }), "{e}");
+    match &e {
+        ClientError::Transport { source, .. } => assert!(source.is_connect() && !source.is_timeout(), "{source:?}"),
+        other => panic!("{other}"),
+    }
+    assert!(e.to_string().contains("refused"), "says what failed: {e}");
+    let via_reqwest = c.clone().with_http(reqwest::Client::new());
+    let e = via_reqwest.get("job").await.unwrap_err();
+    let cause = e.source().and_then(|s| s.source()).and_then(|s| s.downcast_ref::<reqwest::Error>());
+    assert!(cause.is_some_and(reqwest::Error::is_connect), "reqwest's error under it: {e:?}");
     // a wait retries a refused connection until its own end
     let started = Instant::now();
     let e = c.wait("job", Duration::from_millis(300)).await.unwrap_err();
@@ -187,7 +207,11 @@ async fn transport_errors() {
         .request_timeout(Duration::from_millis(300));
     let started = Instant::now();
     let e = silent.get("job").await.unwrap_err();
-    assert!(matches!(e, ClientError::Transport { .. }), "{e}");
+    assert!(matches!(&e, ClientError::Transport { source, .. } if source.is_timeout()), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let started = Instant::now();
+    let e = silent.clone().with_http(reqwest::Client::new()).get("job").await.unwrap_err();
+    assert!(matches!(&e, ClientError::Transport { source, .. } if source.is_timeout()), "{e}");
     assert!(started.elapsed() < Duration::from_secs(3));
     drop(listener);
 }

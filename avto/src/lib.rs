@@ -35,6 +35,8 @@ pub mod supervise;
 pub mod task_contract;
 pub mod testing;
 pub mod trace;
+#[cfg(any(feature = "client", feature = "worker"))]
+mod transport;
 #[cfg(feature = "worker")]
 pub mod worker;
 

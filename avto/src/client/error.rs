@@ -19,12 +19,13 @@ pub enum ClientError {
     #[error("{request}: {status}: {message}")]
     Api { request: String, status: StatusCode, message: String, body: Value },
     /// The request did not get an answer: connection refused or reset, DNS, TLS, or the request
-    /// timeout ([`Client::request_timeout`](super::Client::request_timeout)) ran out.
+    /// timeout ([`Client::request_timeout`](super::Client::request_timeout)) ran out (see
+    /// [`TransportError::is_timeout`](super::TransportError::is_timeout) and the others).
     #[error("{request}: {source}")]
     Transport {
         request: String,
         #[source]
-        source: reqwest::Error,
+        source: super::TransportError,
     },
     /// The orchestrator answered 2xx with a body this client cannot read.
     #[error("{request}: unexpected answer: {message}")]

@@ -18,6 +18,15 @@
 //! Every call is bounded: each request by [`Client::request_timeout`] (default 30 s), each wait
 //! by the timeout it is given. Waiting polls the job with a backoff (20 ms doubling up to
 //! 500 ms by default, [`Client::poll_interval`]), so it needs no webhook receiver.
+//!
+//! A plain `http://` orchestrator is reached through a pooled hyper-util client of avto's own
+//! (HTTP/1.1 keep-alive, `TCP_NODELAY`, no proxy, no redirects, the request's timeout over the
+//! whole exchange, answers of at most 256 MiB, user agent `avto-client/VERSION`): reqwest parses
+//! every request's URL twice more on its own, a seventh of a created job's instructions in the
+//! bench. `https://` orchestrators, one whose URL carries a user and password, uploads and
+//! downloads, and every request once [`Client::with_http`] gives a `reqwest::Client`, go through
+//! reqwest; a [`ClientError::Transport`]'s [`TransportError`] has the `reqwest::Error` as its
+//! source there.
 
 mod error;
 mod types;
@@ -30,11 +39,17 @@ use serde_json::Value;
 pub use self::error::{ClientError, StatusCode};
 pub use self::types::{HistoryEntry, JobId, JobView, NewJob, Page, UploadUrl, Uploaded};
 use crate::blueprint::Blueprint;
+pub use crate::transport::TransportError;
+use crate::transport::{Answer, Transport};
 
 /// A client of one orchestrator with one client token (`X-Client-Token`). Cheap to clone (the
 /// connection pool is shared).
 #[derive(Debug, Clone)]
 pub struct Client {
+    /// The way to the orchestrator's API: straight through hyper-util for `http://` (see
+    /// `crate::transport`), else `http`.
+    transport: Transport,
+    /// Uploads, downloads, and every request when the program gave its own client.
     http: reqwest::Client,
     base: String,
     token: String,
@@ -98,9 +113,12 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
+        let base = base_url.into().trim_end_matches('/').to_owned();
+        let transport = Transport::for_url(&base, false, &http, &Transport::direct(crate::transport::AGENT_CLIENT));
         Client {
+            transport,
             http,
-            base: base_url.into().trim_end_matches('/').to_owned(),
+            base,
             token: token.into(),
             prefix: "/api".into(),
             version: Some("v1".into()),
@@ -110,10 +128,14 @@ impl Client {
         }
     }
 
-    /// Sends through this `reqwest` client (proxies, certificates, connection pool of the
-    /// application). One that follows redirects still works: [`Client::download_url`] then
-    /// gives the URL the redirect ended at.
+    /// Sends every request through this `reqwest` client (proxies, certificates, connection pool
+    /// of the application). One that follows redirects still works: [`Client::download_url`]
+    /// then gives the URL the redirect ended at. Without it, a plain `http://` orchestrator is
+    /// reached through a pooled hyper client of avto's own (fewer instructions per request than
+    /// reqwest's layers; uploads and downloads still go through reqwest), anything else through a
+    /// default `reqwest::Client`.
     pub fn with_http(mut self, http: reqwest::Client) -> Client {
+        self.transport = Transport::Reqwest(http.clone());
         self.http = http;
         self
     }
@@ -158,7 +180,8 @@ impl Client {
         &self.token
     }
 
-    /// The `reqwest` client requests go through.
+    /// The `reqwest` client uploads and downloads go through (and every request when given by
+    /// [`Client::with_http`], or when the base URL is not plain `http://`).
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
@@ -174,11 +197,7 @@ impl Client {
             return Err(ClientError::Invalid("initial_data must be a JSON object".into()));
         }
         let path = endpoint.create_path(&self.prefix, self.version.as_deref())?;
-        let mut req = self.request(Method::POST, &path).json(&job.body());
-        if let Some(tp) = &job.traceparent {
-            req = req.header("traceparent", tp);
-        }
-        let body = self.json(Method::POST, &path, req).await?;
+        let body = self.json(Method::POST, &path, Some(&job.body()), job.traceparent.as_deref()).await?;
         match body.get("job_id").and_then(Value::as_str) {
             Some(id) => Ok(JobId(id.to_owned())),
             None => Err(self.decode(Method::POST, &path, format!("no `job_id` in {body}"))),
@@ -188,7 +207,7 @@ impl Client {
     /// The job's status document (detailed: everything but internals; see [`JobView::raw`]).
     pub async fn get(&self, job_id: impl AsRef<str>) -> Result<JobView, ClientError> {
         let path = format!("{}?detailed=true", self.job_path(job_id.as_ref(), "")?);
-        let body = self.json(Method::GET, &path, self.request(Method::GET, &path)).await?;
+        let body = self.json(Method::GET, &path, None, None).await?;
         JobView::from_json(body).map_err(|e| self.decode(Method::GET, &path, e.to_string()))
     }
 
@@ -243,22 +262,21 @@ impl Client {
     /// Asks to cancel the job (a running task is told to stop).
     pub async fn cancel(&self, job_id: impl AsRef<str>) -> Result<(), ClientError> {
         let path = self.job_path(job_id.as_ref(), "/cancel")?;
-        self.json(Method::POST, &path, self.request(Method::POST, &path)).await.map(drop)
+        self.json(Method::POST, &path, None, None).await.map(drop)
     }
 
     /// The decision for a job waiting for approval (`"approved"`, `"rejected"`, or a
     /// transition name of the blueprint's approval).
     pub async fn approve(&self, job_id: impl AsRef<str>, decision: &str) -> Result<(), ClientError> {
         let path = self.job_path(job_id.as_ref(), "/approval")?;
-        let req = self.request(Method::POST, &path).json(&serde_json::json!({"decision": decision}));
-        self.json(Method::POST, &path, req).await.map(drop)
+        self.json(Method::POST, &path, Some(&serde_json::json!({"decision": decision})), None).await.map(drop)
     }
 
     /// A page of this client's jobs, newest first.
     pub async fn list(&self, page: Page) -> Result<Vec<JobView>, ClientError> {
         let path =
             format!("{}/jobs?limit={}&offset={}&detailed={}", self.api_base(), page.limit, page.offset, page.detailed);
-        let body = self.json(Method::GET, &path, self.request(Method::GET, &path)).await?;
+        let body = self.json(Method::GET, &path, None, None).await?;
         let Value::Array(items) = body else {
             return Err(self.decode(Method::GET, &path, "not a JSON array".into()));
         };
@@ -271,7 +289,7 @@ impl Client {
     /// The job's history rows, oldest first (404 when the orchestrator keeps no history).
     pub async fn history(&self, job_id: impl AsRef<str>) -> Result<Vec<HistoryEntry>, ClientError> {
         let path = format!("{}?detailed=true", self.job_path(job_id.as_ref(), "/history")?);
-        let body = self.json(Method::GET, &path, self.request(Method::GET, &path)).await?;
+        let body = self.json(Method::GET, &path, None, None).await?;
         let Value::Array(rows) = body else {
             return Err(self.decode(Method::GET, &path, "not a JSON array".into()));
         };
@@ -291,7 +309,7 @@ impl Client {
         if let Some(e) = expires_in {
             path.push_str(&format!("&expires_in={}", e.as_secs()));
         }
-        let body = self.json(Method::GET, &path, self.request(Method::GET, &path)).await?;
+        let body = self.json(Method::GET, &path, None, None).await?;
         serde_json::from_value(body).map_err(|e| self.decode(Method::GET, &path, e.to_string()))
     }
 
@@ -305,7 +323,7 @@ impl Client {
     ) -> Result<Uploaded, ClientError> {
         let path = format!("{}/{}", self.job_path(job_id.as_ref(), "/files/content")?, encode(filename, true));
         let req = self.request(Method::PUT, &path).body(content);
-        let body = self.json(Method::PUT, &path, req).await?;
+        let body = self.json_via_reqwest(Method::PUT, &path, req).await?;
         serde_json::from_value(body).map_err(|e| self.decode(Method::PUT, &path, e.to_string()))
     }
 
@@ -323,14 +341,16 @@ impl Client {
         if status.is_success() {
             return Ok(resp.url().to_string());
         }
-        Err(self.api_error(Method::GET, &path, resp).await)
+        let text = resp.text().await.unwrap_or_default();
+        Err(self.api_error(Method::GET, &path, status, &text))
     }
 
     /// Downloads the job's file `filename` (through [`Client::download_url`]).
     pub async fn download(&self, job_id: impl AsRef<str>, filename: &str) -> Result<Vec<u8>, ClientError> {
         let url = self.download_url(job_id, filename).await?;
         let req = self.http.get(&url).timeout(self.request_timeout);
-        let transport = |source| ClientError::Transport { request: format!("GET {url}"), source };
+        let transport =
+            |source: reqwest::Error| ClientError::Transport { request: format!("GET {url}"), source: source.into() };
         let resp = req.send().await.map_err(transport)?;
         if !resp.status().is_success() {
             let status = resp.status();
@@ -354,13 +374,9 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(StatusCode, Value), ClientError> {
-        let mut req = self.request(method.clone(), path);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = self.send(method.clone(), path, req).await?;
-        let status = resp.status();
-        let text = resp.text().await.map_err(|source| self.transport(method, path, source))?;
+        let answer = self.exchange(method.clone(), path, body, None).await?;
+        let text = answer.body.map_err(|source| self.transport(method, path, source))?;
+        let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
@@ -384,38 +400,88 @@ impl Client {
             .timeout(self.request_timeout)
     }
 
+    /// One request of the API through the transport: the client token (and `traceparent`, when
+    /// given) attached, `body` sent as JSON.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        traceparent: Option<&str>,
+    ) -> Result<Answer, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut headers = [("X-Client-Token", self.token.as_str()), ("traceparent", "")];
+        let n = match traceparent {
+            Some(tp) => {
+                headers[1].1 = tp;
+                2
+            }
+            None => 1,
+        };
+        self.transport
+            .send(method.clone(), url, &headers[..n], body.map(Value::to_string), self.request_timeout)
+            .await
+            .map_err(|source| self.transport(method, path, source))
+    }
+
+    /// Sends and reads a 2xx JSON answer; any other status is [`ClientError::Api`].
+    async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        traceparent: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let answer = self.exchange(method.clone(), path, body, traceparent).await?;
+        let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        if !status.is_success() {
+            return Err(self.api_error(method, path, status, answer.body.as_deref().unwrap_or_default()));
+        }
+        let text = answer.body.map_err(|source| self.transport(method.clone(), path, source))?;
+        self.parse(method, path, &text)
+    }
+
+    /// [`Client::json`] of a request made with reqwest (an upload's streaming body).
+    async fn json_via_reqwest(
+        &self,
+        method: Method,
+        path: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Value, ClientError> {
+        let resp = self.send(method.clone(), path, req).await?;
+        let status = resp.status();
+        let text = resp.text().await;
+        if !status.is_success() {
+            return Err(self.api_error(method, path, status, text.as_deref().unwrap_or_default()));
+        }
+        let text = text.map_err(|source| self.transport(method.clone(), path, source.into()))?;
+        self.parse(method, path, &text)
+    }
+
+    fn parse(&self, method: Method, path: &str, text: &str) -> Result<Value, ClientError> {
+        serde_json::from_str(text).map_err(|e| self.decode(method, path, format!("{e}: {}", truncate(text))))
+    }
+
     async fn send(
         &self,
         method: Method,
         path: &str,
         req: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClientError> {
-        req.send().await.map_err(|source| self.transport(method, path, source))
+        req.send().await.map_err(|source| self.transport(method, path, source.into()))
     }
 
-    /// Sends and reads a 2xx JSON answer; any other status is [`ClientError::Api`].
-    async fn json(&self, method: Method, path: &str, req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
-        let resp = self.send(method.clone(), path, req).await?;
-        if !resp.status().is_success() {
-            return Err(self.api_error(method, path, resp).await);
-        }
-        let text = resp.text().await.map_err(|source| self.transport(method.clone(), path, source))?;
-        serde_json::from_str(&text).map_err(|e| self.decode(method, path, format!("{e}: {}", truncate(&text))))
-    }
-
-    async fn api_error(&self, method: Method, path: &str, resp: reqwest::Response) -> ClientError {
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    fn api_error(&self, method: Method, path: &str, status: StatusCode, text: &str) -> ClientError {
+        let body: Value = serde_json::from_str(text).unwrap_or(Value::Null);
         let message = match body.get("error").and_then(Value::as_str) {
             Some(m) => m.to_owned(),
             None if text.is_empty() => status.canonical_reason().unwrap_or("error").to_owned(),
-            None => truncate(&text),
+            None => truncate(text),
         };
         ClientError::Api { request: self.request_name(method, path), status, message, body }
     }
 
-    fn transport(&self, method: Method, path: &str, source: reqwest::Error) -> ClientError {
+    fn transport(&self, method: Method, path: &str, source: TransportError) -> ClientError {
         ClientError::Transport { request: self.request_name(method, path), source }
     }
 
@@ -467,6 +533,56 @@ mod tests {
         let c = c.api_prefix("/").api_version(None);
         assert_eq!(c.job_path("j", "").unwrap(), "/jobs/j");
         assert_eq!(encode("dir/ä.txt", true), "dir/%C3%A4.txt");
+    }
+
+    #[test]
+    fn plain_http_goes_direct_unless_a_client_is_given() {
+        let direct = |c: &Client| matches!(c.transport, Transport::Direct { .. });
+        assert!(direct(&Client::new("http://127.0.0.1:8080", "t")));
+        assert!(!direct(&Client::new("https://orchestrator", "t")));
+        assert!(!direct(&Client::new("http://user:pw@orchestrator", "t")), "reqwest sends Basic authentication");
+        let given = Client::new("http://127.0.0.1:8080", "t").with_http(reqwest::Client::new());
+        assert!(!direct(&given));
+        assert!(!direct(&given.with_token("u")), "another token keeps the client's transport");
+    }
+
+    /// What the direct client sends: the token, a `traceparent` when the job has one, the JSON
+    /// body, its user agent; and an error answer's JSON read into [`ClientError::Api`].
+    #[tokio::test]
+    async fn the_direct_client_sends_the_token_traceparent_and_body() {
+        let (base, conns, mut requests) = crate::transport::tests::server(|n| match n {
+            0 => Some(crate::transport::tests::ok(r#"{"job_id":"j-1"}"#)),
+            _ => Some(
+                "HTTP/1.1 409 Conflict\r\ncontent-type: application/json\r\ncontent-length: 17\r\n\r\n{\"error\":\"taken\"}"
+                    .into(),
+            ),
+        })
+        .await;
+        let c = Client::new(&base, "tok-1");
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let id = c.create_job("jobs/x", &NewJob::new(serde_json::json!({"a": 1})).traceparent(tp)).await.unwrap();
+        assert_eq!(id.0, "j-1");
+        let (head, body) = requests.recv().await.unwrap();
+        let head = head.to_ascii_lowercase();
+        assert!(head.starts_with("post /api/v1/jobs/x http/1.1\r\n"), "{head}");
+        for line in [
+            "x-client-token: tok-1".to_owned(),
+            format!("traceparent: {tp}"),
+            "content-type: application/json".to_owned(),
+            format!("user-agent: avto-client/{}", env!("CARGO_PKG_VERSION")),
+        ] {
+            assert!(head.contains(&line), "{line} in {head}");
+        }
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), serde_json::json!({"initial_data": {"a": 1}}));
+        let e = c.cancel("j-1").await.unwrap_err();
+        assert_eq!(
+            (e.status(), e.to_string()),
+            (Some(StatusCode::CONFLICT), format!("POST {base}/api/v1/jobs/j-1/cancel: 409 Conflict: taken"))
+        );
+        let (head, body) = requests.recv().await.unwrap();
+        assert!(!head.to_ascii_lowercase().contains("traceparent"), "{head}");
+        assert_eq!(body, "");
+        assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1, "one pooled connection");
     }
 
     #[test]

@@ -13,11 +13,11 @@ use serde_json::Value;
 use super::session::OrchestratorSession;
 use super::skill::{erase, SkillEntry, SkillSet};
 use super::state::{CommandHandler, UsageChecker, WorkerState};
-use super::transport::Transport;
 use super::{
     IntoTaskOutcome, MultiOrchestratorMode, OrchestratorConfig, Skill, TaskHandle, Worker, WorkerConfig, WorkerError,
 };
 use crate::protocol::{HardwareDevice, InstalledArtifact, ResourcesUsage, WorkerCommand};
+use crate::transport::Transport;
 
 /// Builder of a [`Worker`].
 pub struct WorkerBuilder {
@@ -245,11 +245,11 @@ impl WorkerBuilder {
             Some(client) => client.clone(),
             None => reqwest::Client::builder()
                 .no_proxy()
-                .user_agent(super::transport::AGENT)
+                .user_agent(crate::transport::AGENT_WORKER)
                 .build()
                 .map_err(|e| WorkerError::Config(format!("HTTP client: {e}")))?,
         };
-        let direct = Transport::direct();
+        let direct = Transport::direct(crate::transport::AGENT_WORKER);
         let sessions = cfg
             .orchestrators
             .iter()

@@ -1,11 +1,11 @@
 //! HTTP side of the protocol for one orchestrator.
 
-use super::transport::Transport;
 use super::WorkerError;
 use crate::protocol::{
     self, canonical, EventResponse, HeartbeatResponse, RefreshTokenRequest, RegisterResponse, ResultResponse,
     TokenResponse,
 };
+use crate::transport::Transport;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -121,11 +121,17 @@ impl OrchestratorClient {
         timeout: Duration,
     ) -> Result<Option<String>, WorkerError> {
         let url = format!("{}{}", self.base, path_and_query);
-        let network = |e: super::transport::TransportError| {
+        let network = |e: crate::transport::TransportError| {
             WorkerError::network(format!("{method} {path_and_query}: {e}"), e.into_cause())
         };
-        let answer = self.transport.send(method.clone(), url, &self.headers(), body, timeout).await.map_err(network)?;
-        if let Some(v) = &answer.protocol_version {
+        let token = self.auth_token();
+        let headers = [
+            (protocol::AUTH_HEADER_WORKER, token.as_str()),
+            (protocol::AUTH_HEADER_WORKER_ID, self.worker_id.as_str()),
+            (protocol::PROTOCOL_VERSION_HEADER, protocol::PROTOCOL_VERSION),
+        ];
+        let answer = self.transport.send(method.clone(), url, &headers, body, timeout).await.map_err(network)?;
+        if let Some(v) = answer.header(protocol::PROTOCOL_VERSION_HEADER) {
             if v != protocol::PROTOCOL_VERSION && !self.version_warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     "RXON protocol version mismatch: orchestrator {v}, worker {}",
@@ -138,7 +144,7 @@ impl OrchestratorClient {
             return Ok(None);
         }
         if status == 429 {
-            let retry_after = retry_after(answer.retry_after.as_deref());
+            let retry_after = retry_after(answer.header("retry-after"));
             let text = answer.body.unwrap_or_default();
             let message = serde_json::from_str::<protocol::ErrorBody>(&text).map(|e| e.error).unwrap_or(text);
             return Err(WorkerError::RateLimited { retry_after, message });
@@ -394,7 +400,7 @@ mod tests {
     /// `reqwest::Error` through reqwest, the direct client's error through it.
     #[tokio::test]
     async fn errors_keep_their_cause_as_source() {
-        use super::super::transport::TransportError;
+        use crate::transport::TransportError;
         use std::error::Error as _;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -412,10 +418,13 @@ mod tests {
         assert_eq!(err.to_string(), format!("network error: POST {path}: {cause}"));
         assert!(err.clone().source().and_then(|c| c.downcast_ref::<reqwest::Error>()).is_some());
         // The same through the direct client: its error, which says what failed.
-        let err = via(Transport::direct(), "http://127.0.0.1:1").register(&serde_json::json!({})).await.unwrap_err();
+        let err = via(Transport::direct(crate::transport::AGENT_WORKER), "http://127.0.0.1:1")
+            .register(&serde_json::json!({}))
+            .await
+            .unwrap_err();
         assert!(matches!(err, WorkerError::Network { .. }), "{err:?}");
         let cause = err.source().and_then(|c| c.downcast_ref::<TransportError>()).expect("the transport error");
-        assert!(matches!(cause, TransportError::Direct(e) if e.is_connect()), "{cause:?}");
+        assert!(cause.is_connect(), "{cause:?}");
         assert!(err.to_string().contains("refused"), "{err}");
         assert_eq!(err.to_string(), format!("network error: POST {path}: {cause}"));
 

@@ -85,7 +85,8 @@ impl WorkerError {
 ///
 /// It is not an error itself but derefs to the underlying one, so
 /// [`source`](std::error::Error::source) returns that error and it downcasts to its own type:
-/// `err.source().and_then(|e| e.downcast_ref::<reqwest::Error>())`.
+/// `err.source().and_then(|e| e.downcast_ref::<reqwest::Error>())` through reqwest,
+/// [`TransportError`](super::TransportError) through the SDK's own client for `http://`.
 #[derive(Debug, Clone)]
 pub struct Cause(Arc<dyn std::error::Error + Send + Sync>);
 

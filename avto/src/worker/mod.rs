@@ -54,7 +54,8 @@
 //! more on its own, about a tenth of a worker's CPU per task. `https://` orchestrators, one whose
 //! URL carries a user and password (sent as Basic authentication), and all of them once
 //! [`WorkerBuilder::http_client`] gives a `reqwest::Client`, go through reqwest. A
-//! [`WorkerError::Network`]'s source is the `reqwest::Error` on that path.
+//! [`WorkerError::Network`]'s source is the `reqwest::Error` on that path, a [`TransportError`]
+//! on the other.
 //!
 //! With the `tls` feature, `https://` orchestrators and `wss://` WebSockets work (rustls; the
 //! system's roots, or `SSL_CERT_FILE` / `SSL_CERT_DIR`); without it an `https://` URL is a
@@ -97,9 +98,9 @@ mod session;
 mod shutdown;
 mod skill;
 mod state;
-mod transport;
 mod ws;
 
+pub use crate::transport::TransportError;
 pub use builder::WorkerBuilder;
 pub use config::{
     parse_orchestrators, MultiOrchestratorMode, OrchestratorConfig, WorkerConfig, PLACEHOLDER_WORKER_TOKEN,

@@ -14,9 +14,9 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use super::backoff::Backoff;
 use super::client::OrchestratorClient;
 use super::result_batch;
-use super::transport::Transport;
 use super::{OrchestratorConfig, WorkerConfig, WorkerError};
 use crate::protocol::{RegisterResponse, ResourcesUsage, ResultResponse};
+use crate::transport::Transport;
 
 /// The worker's session with one orchestrator.
 pub(crate) struct OrchestratorSession {

@@ -1,64 +1,86 @@
-//! How the worker's requests travel ([`Transport`]).
+//! How the worker SDK's and the typed client's requests travel ([`Transport`]).
 //!
-//! With no HTTP client given to the builder, a plain `http://` orchestrator is reached through
-//! hyper-util's pooled client directly ([`Transport::Direct`]): reqwest parses every request's
-//! URL twice more on its own (its redirect layer before sending, and the response's URL after),
-//! which cost a worker about a tenth of its CPU per task (BENCHMARKS.md). The direct client does
-//! what the SDK's default reqwest client did: HTTP/1.1 with pooled keep-alive connections,
-//! `TCP_NODELAY`, no proxy, no redirects followed, the `avto-worker/VERSION` user agent, and the
+//! A plain `http://` orchestrator is reached through hyper-util's pooled client directly
+//! ([`Transport::Direct`]) unless the program gave its own `reqwest::Client`
+//! ([`WorkerBuilder::http_client`](crate::worker::WorkerBuilder::http_client),
+//! [`Client::with_http`](crate::client::Client::with_http): proxies, certificates): reqwest parses
+//! every request's URL twice more on its own (its redirect layer before sending, and the
+//! response's URL after), which cost a worker about a tenth of its CPU per task and the bench's
+//! client about a seventh of a create (BENCHMARKS.md). The direct client does what the default
+//! reqwest clients did: HTTP/1.1 with pooled keep-alive connections, `TCP_NODELAY`, no proxy, no
+//! redirects followed, a user agent (`avto-worker/VERSION`, `avto-client/VERSION`), and the
 //! request's timeout over the whole exchange (connecting, sending, and reading the answer).
-//! `https://` orchestrators, one whose URL carries a user and password (reqwest sends them as
-//! Basic authentication), and every orchestrator of a worker given its own client
-//! ([`WorkerBuilder::http_client`](super::WorkerBuilder::http_client): proxies, certificates),
-//! go through reqwest ([`Transport::Reqwest`]).
+//! `https://` orchestrators and one whose URL carries a user and password (reqwest sends them as
+//! Basic authentication) go through reqwest ([`Transport::Reqwest`]).
 
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
-use hyper::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use hyper::header::{HeaderMap, CONTENT_TYPE, USER_AGENT};
 use hyper::{Method, Request};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::protocol;
-
-/// The user agent of the SDK's requests.
-pub(crate) const AGENT: &str = concat!("avto-worker/", env!("CARGO_PKG_VERSION"));
+/// The user agent of the worker SDK's requests.
+#[cfg(feature = "worker")]
+pub(crate) const AGENT_WORKER: &str = concat!("avto-worker/", env!("CARGO_PKG_VERSION"));
+/// The user agent of the typed client's requests (through the direct client).
+#[cfg(feature = "client")]
+pub(crate) const AGENT_CLIENT: &str = concat!("avto-client/", env!("CARGO_PKG_VERSION"));
 
 /// How long an unused connection to an orchestrator is kept (as reqwest's default).
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
-/// The most of an answer the direct client reads: far above any poll batch an orchestrator
-/// sends (each task is bounded by its body limits), yet a bound on what a broken or hostile one
-/// can make a worker hold.
+/// The most of an answer the direct client reads: far above any poll batch or page an
+/// orchestrator sends (each task and job is bounded by its body limits), yet a bound on what a
+/// broken or hostile one can make a worker or a client hold.
 pub(crate) const ANSWER_LIMIT: usize = 256 * 1024 * 1024;
 
 /// The way to one orchestrator (see the module docs).
 #[derive(Clone, Debug)]
 pub(crate) enum Transport {
     Reqwest(reqwest::Client),
-    /// The client, and the most of an answer it reads ([`ANSWER_LIMIT`]).
-    Direct(Client<HttpConnector, Full<Bytes>>, usize),
+    /// The client, the most of an answer it reads ([`ANSWER_LIMIT`]), and the user agent.
+    Direct {
+        client: Client<HttpConnector, Full<Bytes>>,
+        limit: usize,
+        agent: &'static str,
+    },
 }
 
-/// What an orchestrator answered: the status, the two headers the SDK reads, and the body (or
-/// why it could not be read).
+/// What an orchestrator answered: the status, the headers, and the body (or why it could not be
+/// read).
 pub(crate) struct Answer {
     pub(crate) status: u16,
-    pub(crate) protocol_version: Option<String>,
-    pub(crate) retry_after: Option<String>,
+    /// Read by the worker SDK (the protocol version, `Retry-After`).
+    #[cfg_attr(not(feature = "worker"), allow(dead_code))]
+    pub(crate) headers: HeaderMap,
     pub(crate) body: Result<String, TransportError>,
 }
 
-/// Why a request got no answer, or its answer could not be read.
+impl Answer {
+    /// A header as text (`None`: absent, or not visible ASCII).
+    #[cfg_attr(not(feature = "worker"), allow(dead_code))]
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Why a request to an orchestrator got no answer, or its answer could not be read: connection
+/// refused or reset, DNS, TLS, the request's timeout, or an answer beyond the client's limit.
+/// Through reqwest (`https://`, or a `reqwest::Client` the program gave) its
+/// [`source`](std::error::Error::source) is the `reqwest::Error`.
 #[derive(Debug)]
-pub(crate) enum TransportError {
+pub struct TransportError(Kind);
+
+#[derive(Debug)]
+enum Kind {
     Reqwest(reqwest::Error),
     /// The direct client: connecting or exchanging failed.
     Direct(hyper_util::client::legacy::Error),
-    /// The direct client: the answer's body failed, or was longer than [`ANSWER_LIMIT`].
+    /// The direct client: the answer's body failed, or was longer than its limit.
     Body(Box<dyn std::error::Error + Send + Sync>),
     /// The direct client: no answer within the request's timeout.
     TimedOut(Duration),
@@ -66,11 +88,41 @@ pub(crate) enum TransportError {
     Request(hyper::http::Error),
 }
 
+impl TransportError {
+    /// The request's timeout ran out.
+    pub fn is_timeout(&self) -> bool {
+        match &self.0 {
+            Kind::Reqwest(e) => e.is_timeout(),
+            Kind::TimedOut(_) => true,
+            _ => false,
+        }
+    }
+
+    /// No connection could be made (refused, unreachable, DNS, TLS handshake).
+    pub fn is_connect(&self) -> bool {
+        match &self.0 {
+            Kind::Reqwest(e) => e.is_connect(),
+            Kind::Direct(e) => e.is_connect(),
+            _ => false,
+        }
+    }
+
+    /// The exchange failed before an answer arrived (the connection closed or was reset while
+    /// the request was sent, or it could not be made at all), not by a timeout.
+    pub fn is_request(&self) -> bool {
+        match &self.0 {
+            Kind::Reqwest(e) => e.is_request() && !e.is_timeout(),
+            Kind::Direct(_) | Kind::Request(_) => true,
+            _ => false,
+        }
+    }
+}
+
 impl std::fmt::Display for TransportError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TransportError::Reqwest(e) => e.fmt(f),
-            TransportError::Direct(e) => {
+        match &self.0 {
+            Kind::Reqwest(e) => e.fmt(f),
+            Kind::Direct(e) => {
                 // hyper-util's own text is terse ("client error (Connect)"): add its causes.
                 write!(f, "{e}")?;
                 let mut source = std::error::Error::source(e);
@@ -80,39 +132,41 @@ impl std::fmt::Display for TransportError {
                 }
                 Ok(())
             }
-            TransportError::Body(e) => write!(f, "reading the answer: {e}"),
-            TransportError::TimedOut(t) => write!(f, "operation timed out after {} s", t.as_secs_f64()),
-            TransportError::Request(e) => write!(f, "invalid request: {e}"),
+            Kind::Body(e) => write!(f, "reading the answer: {e}"),
+            Kind::TimedOut(t) => write!(f, "operation timed out after {} s", t.as_secs_f64()),
+            Kind::Request(e) => write!(f, "invalid request: {e}"),
         }
     }
 }
 
 impl std::error::Error for TransportError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            TransportError::Reqwest(e) => Some(e),
-            TransportError::Direct(e) => Some(e),
-            TransportError::Body(e) => Some(&**e),
-            TransportError::Request(e) => Some(e),
-            TransportError::TimedOut(_) => None,
+        match &self.0 {
+            Kind::Reqwest(e) => Some(e),
+            Kind::Direct(e) => Some(e),
+            Kind::Body(e) => Some(&**e),
+            Kind::Request(e) => Some(e),
+            Kind::TimedOut(_) => None,
         }
+    }
+}
+
+impl From<reqwest::Error> for TransportError {
+    fn from(e: reqwest::Error) -> Self {
+        TransportError(Kind::Reqwest(e))
     }
 }
 
 impl TransportError {
-    /// The error to keep as a [`WorkerError`](super::WorkerError)'s cause: reqwest's own, so
-    /// that it still downcasts to `reqwest::Error`; the direct client's as this type.
-    pub(crate) fn into_cause(self) -> super::error::Cause {
-        match self {
-            TransportError::Reqwest(e) => super::error::Cause::new(e),
-            other => super::error::Cause::new(other),
+    /// The error to keep as a [`WorkerError`](crate::worker::WorkerError)'s cause: reqwest's
+    /// own, so that it still downcasts to `reqwest::Error`; the direct client's as this type.
+    #[cfg(feature = "worker")]
+    pub(crate) fn into_cause(self) -> crate::worker::Cause {
+        match self.0 {
+            Kind::Reqwest(e) => crate::worker::Cause::new(e),
+            other => crate::worker::Cause::new(TransportError(other)),
         }
     }
-}
-
-/// A header of an answer as text (`None`: absent, or not visible ASCII).
-fn header(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 /// Whether the part of a URL after `scheme://` names a user (`user:password@host`).
@@ -122,19 +176,19 @@ fn has_userinfo(rest: &str) -> bool {
 }
 
 impl Transport {
-    /// The direct client (see the module docs).
-    pub(crate) fn direct() -> Transport {
+    /// The direct client (see the module docs), sending `agent` as its user agent.
+    pub(crate) fn direct(agent: &'static str) -> Transport {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE)
             .build(http);
-        Transport::Direct(client, ANSWER_LIMIT)
+        Transport::Direct { client, limit: ANSWER_LIMIT, agent }
     }
 
     /// The transport for an orchestrator at `url`: the direct client for `http://` unless the
-    /// worker was given its own client (`given`) or the URL carries a user and password (which
+    /// program gave its own client (`given`) or the URL carries a user and password (which
     /// reqwest sends as Basic authentication), else `reqwest` (the given client, or the default).
     pub(crate) fn for_url(url: &str, given: bool, reqwest: &reqwest::Client, direct: &Transport) -> Transport {
         let plain = url.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("http://")) && !has_userinfo(&url[7..]);
@@ -144,12 +198,13 @@ impl Transport {
         }
     }
 
-    /// Sends one request and reads its answer, all within `timeout`. `Err`: no answer.
+    /// Sends one request (a JSON body, when given) and reads its answer, all within `timeout`.
+    /// `Err`: no answer.
     pub(crate) async fn send(
         &self,
         method: Method,
         url: String,
-        headers: &[(&'static str, String)],
+        headers: &[(&'static str, &str)],
         body: Option<String>,
         timeout: Duration,
     ) -> Result<Answer, TransportError> {
@@ -157,53 +212,44 @@ impl Transport {
             Transport::Reqwest(http) => {
                 let mut req = crate::mru::request_to(http, method, url).timeout(timeout);
                 for (k, v) in headers {
-                    req = req.header(*k, v);
+                    req = req.header(*k, *v);
                 }
                 if let Some(b) = body {
                     req = req.header(CONTENT_TYPE, "application/json").body(b);
                 }
-                let resp = req.send().await.map_err(TransportError::Reqwest)?;
-                let (status, protocol_version, retry_after) = (
-                    resp.status().as_u16(),
-                    header(resp.headers(), protocol::PROTOCOL_VERSION_HEADER),
-                    header(resp.headers(), RETRY_AFTER.as_str()),
-                );
-                let body = resp.text().await.map_err(TransportError::Reqwest);
-                Ok(Answer { status, protocol_version, retry_after, body })
+                let mut resp = req.send().await?;
+                let (status, headers) = (resp.status().as_u16(), std::mem::take(resp.headers_mut()));
+                let body = resp.text().await.map_err(TransportError::from);
+                Ok(Answer { status, headers, body })
             }
-            Transport::Direct(client, limit) => {
-                let mut req = Request::builder().method(method).uri(url).header(USER_AGENT, AGENT);
+            Transport::Direct { client, limit, agent } => {
+                let mut req = Request::builder().method(method).uri(url).header(USER_AGENT, *agent);
                 for (k, v) in headers {
-                    req = req.header(*k, v);
+                    req = req.header(*k, *v);
                 }
                 let req = match body {
                     Some(b) => req.header(CONTENT_TYPE, "application/json").body(Full::new(Bytes::from(b))),
                     None => req.body(Full::default()),
                 }
-                .map_err(TransportError::Request)?;
+                .map_err(|e| TransportError(Kind::Request(e)))?;
                 let exchange = async {
-                    let resp = client.request(req).await.map_err(TransportError::Direct)?;
+                    let resp = client.request(req).await.map_err(|e| TransportError(Kind::Direct(e)))?;
                     let (parts, incoming) = resp.into_parts();
                     let body = Limited::new(incoming, *limit)
                         .collect()
                         .await
                         .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-                        .map_err(TransportError::Body);
-                    Ok(Answer {
-                        status: parts.status.as_u16(),
-                        protocol_version: header(&parts.headers, protocol::PROTOCOL_VERSION_HEADER),
-                        retry_after: header(&parts.headers, RETRY_AFTER.as_str()),
-                        body,
-                    })
+                        .map_err(|e| TransportError(Kind::Body(e)));
+                    Ok(Answer { status: parts.status.as_u16(), headers: parts.headers, body })
                 };
-                tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(TransportError::TimedOut(timeout)))
+                tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(TransportError(Kind::TimedOut(timeout))))
             }
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -212,7 +258,7 @@ mod tests {
     /// A server that answers each request on a connection with `answer(n)` (n = 0, 1, ... over
     /// all connections) after reading its head and body; it hands back each request's head and
     /// body, and counts the connections.
-    async fn server(
+    pub(crate) async fn server(
         answer: fn(usize) -> Option<String>,
     ) -> (String, Arc<AtomicUsize>, tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -261,10 +307,10 @@ mod tests {
         (base, conns, rx)
     }
 
-    fn ok(body: &str) -> String {
+    pub(crate) fn ok(body: &str) -> String {
         format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{}: 9.9\r\ncontent-length: {}\r\n\r\n{body}",
-            protocol::PROTOCOL_VERSION_HEADER,
+            crate::protocol::PROTOCOL_VERSION_HEADER,
             body.len()
         )
     }
@@ -276,15 +322,15 @@ mod tests {
             _ => Some("HTTP/1.1 429 Too Many Requests\r\nretry-after: 2\r\ncontent-length: 2\r\n\r\n{}".into()),
         })
         .await;
-        let t = Transport::direct();
-        let headers = [("X-Worker-Token", "tok".to_owned())];
+        let t = Transport::direct("avto-worker/test");
+        let headers = [("X-Worker-Token", "tok")];
         let a = t
             .send(Method::POST, format!("{base}/x?y=1"), &headers, Some("{\"b\":2}".into()), Duration::from_secs(5))
             .await
             .unwrap();
         assert_eq!(
-            (a.status, a.body.unwrap().as_str(), a.protocol_version.as_deref()),
-            (200, r#"{"a":1}"#, Some("9.9"))
+            (a.status, a.header(crate::protocol::PROTOCOL_VERSION_HEADER), a.body.as_deref().unwrap()),
+            (200, Some("9.9"), r#"{"a":1}"#)
         );
         let (head, body) = requests.recv().await.unwrap();
         let head = head.to_ascii_lowercase();
@@ -297,7 +343,7 @@ mod tests {
         assert_eq!(body, "{\"b\":2}");
         // The second request goes over the same connection.
         let a = t.send(Method::GET, format!("{base}/z"), &headers, None, Duration::from_secs(5)).await.unwrap();
-        assert_eq!((a.status, a.retry_after.as_deref()), (429, Some("2")));
+        assert_eq!((a.status, a.header("retry-after")), (429, Some("2")));
         assert!(requests.recv().await.unwrap().0.starts_with("GET /z HTTP/1.1\r\n"));
         assert_eq!(conns.load(Ordering::SeqCst), 1);
     }
@@ -306,12 +352,12 @@ mod tests {
     async fn the_direct_client_gives_up_after_the_timeout() {
         let (base, _, _requests) = server(|_| None).await;
         let started = std::time::Instant::now();
-        let err = Transport::direct()
+        let err = Transport::direct("avto-client/test")
             .send(Method::GET, format!("{base}/slow"), &[], None, Duration::from_millis(300))
             .await
             .err()
             .expect("no answer");
-        assert!(matches!(err, TransportError::TimedOut(_)), "{err:?}");
+        assert!(err.is_timeout() && !err.is_connect() && !err.is_request(), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
         assert_eq!(err.to_string(), "operation timed out after 0.3 s");
     }
@@ -325,8 +371,8 @@ mod tests {
             Some(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len()))
         })
         .await;
-        let Transport::Direct(client, _) = Transport::direct() else { unreachable!() };
-        let t = Transport::Direct(client, 1024);
+        let Transport::Direct { client, agent, .. } = Transport::direct("avto-client/test") else { unreachable!() };
+        let t = Transport::Direct { client, limit: 1024, agent };
         let a = t.send(Method::GET, format!("{base}/a"), &[], None, Duration::from_secs(5)).await.unwrap();
         assert_eq!(a.body.unwrap().len(), 1024);
         let a = t.send(Method::GET, format!("{base}/b"), &[], None, Duration::from_secs(5)).await.unwrap();
@@ -336,9 +382,10 @@ mod tests {
 
     #[test]
     fn only_plain_http_without_a_given_client_goes_direct() {
-        let (reqwest, direct) = (reqwest::Client::new(), Transport::direct());
-        let direct_for =
-            |url: &str, given: bool| matches!(Transport::for_url(url, given, &reqwest, &direct), Transport::Direct(..));
+        let (reqwest, direct) = (reqwest::Client::new(), Transport::direct("avto-worker/test"));
+        let direct_for = |url: &str, given: bool| {
+            matches!(Transport::for_url(url, given, &reqwest, &direct), Transport::Direct { .. })
+        };
         assert!(direct_for("http://127.0.0.1:8080", false));
         assert!(direct_for("HTTP://orchestrator", false));
         assert!(!direct_for("https://orchestrator", false));
