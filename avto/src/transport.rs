@@ -118,6 +118,18 @@ impl TransportError {
     }
 }
 
+impl TransportError {
+    /// The request could not be made at all (an invalid URL or header value): nothing was sent.
+    #[cfg(feature = "client")]
+    pub(crate) fn is_invalid_request(&self) -> bool {
+        match &self.0 {
+            Kind::Reqwest(e) => e.is_builder(),
+            Kind::Request(_) => true,
+            _ => false,
+        }
+    }
+}
+
 impl std::fmt::Display for TransportError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {

@@ -421,7 +421,11 @@ impl Client {
         self.transport
             .send(method.clone(), url, &headers[..n], body.map(Value::to_string), self.request_timeout)
             .await
-            .map_err(|source| self.transport(method, path, source))
+            .map_err(|source| match source.is_invalid_request() {
+                // A path (of `raw`) or a header value that cannot be sent: nothing was sent.
+                true => ClientError::Invalid(format!("{}: {source}", self.request_name(method, path))),
+                false => self.transport(method, path, source),
+            })
     }
 
     /// Sends and reads a 2xx JSON answer; any other status is [`ClientError::Api`].
@@ -583,6 +587,21 @@ mod tests {
         assert!(!head.to_ascii_lowercase().contains("traceparent"), "{head}");
         assert_eq!(body, "");
         assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1, "one pooled connection");
+    }
+
+    /// A request that cannot be made (a path with a space, a header value with a line break) is
+    /// `Invalid`, sent nowhere.
+    #[tokio::test]
+    async fn a_request_that_cannot_be_made_is_invalid() {
+        let c = Client::new("http://127.0.0.1:1", "t");
+        let e = c.raw(Method::GET, "/a b", None).await.unwrap_err();
+        assert!(
+            matches!(&e, ClientError::Invalid(m) if m.starts_with("GET http://127.0.0.1:1/a b: invalid request")),
+            "{e}"
+        );
+        let job = NewJob::new(serde_json::json!({})).traceparent("00-x\r\nX-Evil: 1");
+        let e = c.create_job("jobs/x", &job).await.unwrap_err();
+        assert!(matches!(e, ClientError::Invalid(_)), "{e}");
     }
 
     #[test]
