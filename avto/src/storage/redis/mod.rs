@@ -582,7 +582,13 @@ pub(crate) mod reply {
 
     pub(crate) fn string(v: &Value) -> Option<String> {
         match v {
-            Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            // `from_utf8` first: it checks ASCII a word at a time, where `from_utf8_lossy` walks
+            // every byte (4.4k instructions for each job document or task a lock or pop read back,
+            // 15k per job on Redis; BENCHMARKS.md).
+            Value::BulkString(b) => Some(match std::str::from_utf8(b) {
+                Ok(s) => s.to_owned(),
+                Err(_) => String::from_utf8_lossy(b).into_owned(),
+            }),
             Value::SimpleString(s) => Some(s.clone()),
             Value::Int(n) => Some(n.to_string()),
             Value::VerbatimString { text, .. } => Some(text.clone()),
@@ -599,6 +605,22 @@ pub(crate) mod reply {
 
     pub(crate) fn strings(v: Value) -> Result<Vec<String>, StorageError> {
         Ok(array(v)?.iter().filter_map(string).collect())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn bulk_strings_read_as_text_and_invalid_utf8_is_replaced() {
+            let bulk = |b: &[u8]| string(&Value::BulkString(b.to_vec()));
+            let doc = "{\"a\":\"\\u00e9 café\"}";
+            assert_eq!(bulk(doc.as_bytes()).as_deref(), Some(doc));
+            assert_eq!(bulk(b"ok \xff!").as_deref(), Some("ok \u{fffd}!"));
+            assert_eq!(string(&Value::Int(-3)).as_deref(), Some("-3"));
+            assert_eq!(int(&Value::BulkString(b"42".to_vec())), Some(42));
+            assert_eq!(string(&Value::Nil), None);
+        }
     }
 }
 
