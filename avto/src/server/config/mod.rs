@@ -74,10 +74,12 @@ pub struct Config {
     /// `WEBHOOK_MAX_CONCURRENCY` (default 32): webhook attempts in flight at once. A webhook holds a
     /// slot only during an attempt, never while it waits to retry.
     pub webhook_max_concurrency: usize,
-    /// `WEBHOOK_MAX_PER_CLIENT` (default 4): webhook attempts in flight at once for one client's jobs,
-    /// so one client's slow receivers cannot hold up the others'.
+    /// `WEBHOOK_MAX_PER_CLIENT` (default 16, half of the default `WEBHOOK_MAX_CONCURRENCY`): webhook
+    /// attempts in flight at once for one client's jobs, so one client's slow receivers cannot
+    /// hold up the others'. It also bounds one client's webhook rate to about this many over a
+    /// delivery's round trip (with 4, one client's jobs ran 30% slower in the bench: BENCHMARKS.md).
     pub webhook_max_per_client: usize,
-    /// `WEBHOOK_MAX_PER_HOST` (default 8): webhook attempts in flight at once to one host and port.
+    /// `WEBHOOK_MAX_PER_HOST` (default 16): webhook attempts in flight at once to one host and port.
     pub webhook_max_per_host: usize,
     /// `WEBHOOK_SECRET` (unset by default): webhooks carry an HMAC-SHA256 signature made with it
     /// (`X-Avto-Signature`, over `{X-Avto-Timestamp}.{body}`), so receivers can check the sender.
@@ -307,8 +309,8 @@ impl Default for Config {
             webhook_connect_timeout: Duration::from_secs(5),
             webhook_timeout: Duration::from_secs(10),
             webhook_max_concurrency: 32,
-            webhook_max_per_client: 4,
-            webhook_max_per_host: 8,
+            webhook_max_per_client: 16,
+            webhook_max_per_host: 16,
             webhook_secret: None,
             dashboard_secret: None,
             worker_timeout: Duration::from_secs(300),
