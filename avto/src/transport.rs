@@ -53,7 +53,7 @@ pub(crate) enum Transport {
 /// What an orchestrator answered: the status, the headers, and the body (or why it could not be
 /// read).
 pub(crate) struct Answer {
-    pub(crate) status: u16,
+    pub(crate) status: hyper::StatusCode,
     /// Read by the worker SDK (the protocol version, `Retry-After`).
     #[cfg_attr(not(feature = "worker"), allow(dead_code))]
     pub(crate) headers: HeaderMap,
@@ -230,7 +230,7 @@ impl Transport {
                     req = req.header(CONTENT_TYPE, "application/json").body(b);
                 }
                 let mut resp = req.send().await?;
-                let (status, headers) = (resp.status().as_u16(), std::mem::take(resp.headers_mut()));
+                let (status, headers) = (resp.status(), std::mem::take(resp.headers_mut()));
                 let body = resp.text().await.map_err(TransportError::from);
                 Ok(Answer { status, headers, body })
             }
@@ -252,7 +252,7 @@ impl Transport {
                         .await
                         .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
                         .map_err(|e| TransportError(Kind::Body(e)));
-                    Ok(Answer { status: parts.status.as_u16(), headers: parts.headers, body })
+                    Ok(Answer { status: parts.status, headers: parts.headers, body })
                 };
                 tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(TransportError(Kind::TimedOut(timeout))))
             }
@@ -341,7 +341,7 @@ pub(crate) mod tests {
             .await
             .unwrap();
         assert_eq!(
-            (a.status, a.header(crate::protocol::PROTOCOL_VERSION_HEADER), a.body.as_deref().unwrap()),
+            (a.status.as_u16(), a.header(crate::protocol::PROTOCOL_VERSION_HEADER), a.body.as_deref().unwrap()),
             (200, Some("9.9"), r#"{"a":1}"#)
         );
         let (head, body) = requests.recv().await.unwrap();
@@ -355,7 +355,7 @@ pub(crate) mod tests {
         assert_eq!(body, "{\"b\":2}");
         // The second request goes over the same connection.
         let a = t.send(Method::GET, format!("{base}/z"), &headers, None, Duration::from_secs(5)).await.unwrap();
-        assert_eq!((a.status, a.header("retry-after")), (429, Some("2")));
+        assert_eq!((a.status.as_u16(), a.header("retry-after")), (429, Some("2")));
         assert!(requests.recv().await.unwrap().0.starts_with("GET /z HTTP/1.1\r\n"));
         assert_eq!(conns.load(Ordering::SeqCst), 1);
     }

@@ -376,8 +376,7 @@ impl Client {
     ) -> Result<(StatusCode, Value), ClientError> {
         let answer = self.exchange(method.clone(), path, body, None).await?;
         let text = answer.body.map_err(|source| self.transport(method, path, source))?;
-        let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        Ok((answer.status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
     fn api_base(&self) -> String {
@@ -437,9 +436,8 @@ impl Client {
         traceparent: Option<&str>,
     ) -> Result<Value, ClientError> {
         let answer = self.exchange(method.clone(), path, body, traceparent).await?;
-        let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
-        if !status.is_success() {
-            return Err(self.api_error(method, path, status, answer.body.as_deref().unwrap_or_default()));
+        if !answer.status.is_success() {
+            return Err(self.api_error(method, path, answer.status, answer.body.as_deref().unwrap_or_default()));
         }
         let text = answer.body.map_err(|source| self.transport(method.clone(), path, source))?;
         self.parse(method, path, &text)

@@ -139,7 +139,7 @@ impl OrchestratorClient {
                 );
             }
         }
-        let status = answer.status;
+        let status = answer.status.as_u16();
         if status == 204 {
             return Ok(None);
         }
