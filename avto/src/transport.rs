@@ -61,6 +61,13 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
+    /// A reqwest response read whole: its status, headers and body.
+    pub(crate) async fn read(mut resp: reqwest::Response) -> Answer {
+        let (status, headers) = (resp.status(), std::mem::take(resp.headers_mut()));
+        let body = resp.text().await.map_err(TransportError::from);
+        Answer { status, headers, body }
+    }
+
     /// A header as text (`None`: absent, or not visible ASCII).
     #[cfg_attr(not(feature = "worker"), allow(dead_code))]
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
@@ -116,9 +123,7 @@ impl TransportError {
             _ => false,
         }
     }
-}
 
-impl TransportError {
     /// The request could not be made at all (an invalid URL or header value): nothing was sent.
     #[cfg(feature = "client")]
     pub(crate) fn is_invalid_request(&self) -> bool {
@@ -126,6 +131,16 @@ impl TransportError {
             Kind::Reqwest(e) => e.is_builder(),
             Kind::Request(_) => true,
             _ => false,
+        }
+    }
+
+    /// The error to keep as a [`WorkerError`](crate::worker::WorkerError)'s cause: reqwest's
+    /// own, so that it still downcasts to `reqwest::Error`; the direct client's as this type.
+    #[cfg(feature = "worker")]
+    pub(crate) fn into_cause(self) -> crate::worker::Cause {
+        match self.0 {
+            Kind::Reqwest(e) => crate::worker::Cause::new(e),
+            other => crate::worker::Cause::new(TransportError(other)),
         }
     }
 }
@@ -166,18 +181,6 @@ impl std::error::Error for TransportError {
 impl From<reqwest::Error> for TransportError {
     fn from(e: reqwest::Error) -> Self {
         TransportError(Kind::Reqwest(e))
-    }
-}
-
-impl TransportError {
-    /// The error to keep as a [`WorkerError`](crate::worker::WorkerError)'s cause: reqwest's
-    /// own, so that it still downcasts to `reqwest::Error`; the direct client's as this type.
-    #[cfg(feature = "worker")]
-    pub(crate) fn into_cause(self) -> crate::worker::Cause {
-        match self.0 {
-            Kind::Reqwest(e) => crate::worker::Cause::new(e),
-            other => crate::worker::Cause::new(TransportError(other)),
-        }
     }
 }
 
@@ -229,10 +232,7 @@ impl Transport {
                 if let Some(b) = body {
                     req = req.header(CONTENT_TYPE, "application/json").body(b);
                 }
-                let mut resp = req.send().await?;
-                let (status, headers) = (resp.status(), std::mem::take(resp.headers_mut()));
-                let body = resp.text().await.map_err(TransportError::from);
-                Ok(Answer { status, headers, body })
+                Ok(Answer::read(req.send().await?).await)
             }
             Transport::Direct { client, limit, agent } => {
                 let mut req = Request::builder().method(method).uri(url).header(USER_AGENT, *agent);

@@ -322,8 +322,9 @@ impl Client {
         content: impl Into<reqwest::Body>,
     ) -> Result<Uploaded, ClientError> {
         let path = format!("{}/{}", self.job_path(job_id.as_ref(), "/files/content")?, encode(filename, true));
-        let req = self.request(Method::PUT, &path).body(content);
-        let body = self.json_via_reqwest(Method::PUT, &path, req).await?;
+        // Through reqwest: the content may be a stream.
+        let resp = self.send(Method::PUT, &path, self.request(Method::PUT, &path).body(content)).await?;
+        let body = self.answer_json(Method::PUT, &path, Answer::read(resp).await)?;
         serde_json::from_value(body).map_err(|e| self.decode(Method::PUT, &path, e.to_string()))
     }
 
@@ -436,32 +437,16 @@ impl Client {
         traceparent: Option<&str>,
     ) -> Result<Value, ClientError> {
         let answer = self.exchange(method.clone(), path, body, traceparent).await?;
+        self.answer_json(method, path, answer)
+    }
+
+    /// A 2xx answer's JSON body; any other status is [`ClientError::Api`].
+    fn answer_json(&self, method: Method, path: &str, answer: Answer) -> Result<Value, ClientError> {
         if !answer.status.is_success() {
             return Err(self.api_error(method, path, answer.status, answer.body.as_deref().unwrap_or_default()));
         }
         let text = answer.body.map_err(|source| self.transport(method.clone(), path, source))?;
-        self.parse(method, path, &text)
-    }
-
-    /// [`Client::json`] of a request made with reqwest (an upload's streaming body).
-    async fn json_via_reqwest(
-        &self,
-        method: Method,
-        path: &str,
-        req: reqwest::RequestBuilder,
-    ) -> Result<Value, ClientError> {
-        let resp = self.send(method.clone(), path, req).await?;
-        let status = resp.status();
-        let text = resp.text().await;
-        if !status.is_success() {
-            return Err(self.api_error(method, path, status, text.as_deref().unwrap_or_default()));
-        }
-        let text = text.map_err(|source| self.transport(method.clone(), path, source.into()))?;
-        self.parse(method, path, &text)
-    }
-
-    fn parse(&self, method: Method, path: &str, text: &str) -> Result<Value, ClientError> {
-        serde_json::from_str(text).map_err(|e| self.decode(method, path, format!("{e}: {}", truncate(text))))
+        serde_json::from_str(&text).map_err(|e| self.decode(method, path, format!("{e}: {}", truncate(&text))))
     }
 
     async fn send(
