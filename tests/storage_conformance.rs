@@ -1313,6 +1313,58 @@ async fn redis_lost_lease_cannot_overwrite() {
     be.b.jobs.commit(released.unwrap().unwrap()).await.unwrap();
 }
 
+// Redis only: a lock held longer than its lease is renewed while its guard lives (one task per
+// store renews them all), so no other instance takes the job; a released lock is renewed no
+// more, and a lock the holder lost is not taken back from its new holder by a renewal.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_leases_are_renewed_while_held() {
+    let cleanup = avto_tests::RedisPrefix::new();
+    let lease = Duration::from_millis(600);
+    let open = || avto::storage::redis::RedisStores::new(&cleanup.url, &cleanup.prefix, lease).unwrap().stores();
+    let (a, b) = (open(), open());
+    let ids: Vec<String> = (0..4).map(|_| uid()).collect();
+    for id in &ids {
+        a.jobs.insert(job(id, "c1")).await.unwrap();
+    }
+    let mut held = Vec::new();
+    for id in &ids {
+        held.push(a.jobs.lock(id).await.unwrap().unwrap());
+    }
+    // Three leases later every lock is still held, and its holder still writes.
+    tokio::time::sleep(lease * 3).await;
+    for id in &ids {
+        assert!(tokio::time::timeout(Duration::from_millis(100), b.jobs.lock(id)).await.is_err(), "{id} still held");
+    }
+    held[0].current_state = "after three leases".into();
+    a.jobs.save(&held[0]).await.unwrap();
+    // A released lock is another's at once; a committed one too.
+    drop(held.remove(1));
+    let taken = tokio::time::timeout(Duration::from_secs(5), b.jobs.lock(&ids[1])).await.expect("released");
+    b.jobs.commit(taken.unwrap().unwrap()).await.unwrap();
+    // A lock lost while held (its key gone, as when a stall outlasts the lease) and taken by
+    // another instance stays the new holder's through the old holder's renewals.
+    let url = avto_tests::redis_url();
+    let raw = avto::storage::redis::RedisConn::open(&url, &cleanup.prefix).unwrap();
+    raw.query::<i64>(avto::storage::redis::client::cmd("DEL").arg(raw.key(&format!("lock:job:{}", ids[3]))))
+        .await
+        .unwrap();
+    let mut new = b.jobs.lock(&ids[3]).await.unwrap().unwrap();
+    tokio::time::sleep(lease).await;
+    let mut lost = held.pop().unwrap();
+    lost.current_state = "by the old holder".into();
+    assert!(matches!(a.jobs.save(&lost).await, Err(StorageError::Conflict(_))));
+    new.current_state = "by the new holder".into();
+    b.jobs.commit(new).await.unwrap();
+    drop(lost);
+    assert_eq!(a.jobs.get(&ids[3]).await.unwrap().unwrap().current_state, "by the new holder");
+    // Held all along, then committed.
+    a.jobs.commit(held.remove(0)).await.unwrap();
+    let c = tokio::time::timeout(Duration::from_secs(5), b.jobs.lock(&ids[0])).await.expect("committed");
+    assert_eq!(c.unwrap().unwrap().current_state, "after three leases");
+    drop(held);
+}
+
 // Redis only: the scripts run as Redis functions, loaded again when Redis lost them (a restart
 // without persistence, `FUNCTION FLUSH`), and as `EVALSHA` scripts for a user that may not run
 // functions (a Redis before 7.0 answers `FCALL` the same way: unknown command).

@@ -94,9 +94,13 @@ pub(crate) fn lua(helpers: &[&str], body: &str) -> LuaScript {
 }
 
 impl LuaScript {
-    /// The call, without its arguments: `FCALL name 0` or `EVALSHA sha 0`.
-    pub(super) fn call(&self, functions: bool) -> redis::Cmd {
-        let mut cmd = if functions { redis::cmd("FCALL") } else { redis::cmd("EVALSHA") };
+    /// The call, without its arguments (`FCALL name 0` or `EVALSHA sha 0`), with room for `args`
+    /// arguments and a job document or two among them:
+    /// arguments written into a command without room grow its buffer a step at a time (7 copies
+    /// for a 600-byte document; 6k instructions per job, BENCHMARKS.md).
+    pub(super) fn call_with(&self, functions: bool, args: usize) -> redis::Cmd {
+        let mut cmd = redis::Cmd::with_capacity(3 + args, 2048);
+        cmd.arg(if functions { "FCALL" } else { "EVALSHA" });
         cmd.arg(if functions { self.name.as_str() } else { self.sha.as_str() }).arg(0);
         cmd
     }
@@ -299,11 +303,11 @@ mod tests {
         for functions in [true, false] {
             for (sent, want) in [("1avto:rid:x", ("avto:rid:x", "false")), ("0avto:rid:x", ("avto:rid:x", "true"))] {
                 let _: () = conn.query(&s.load(functions)).await.unwrap();
-                let got: Vec<String> = conn.query(s.call(functions).arg(sent).arg("pfx:")).await.unwrap();
+                let got: Vec<String> = conn.query(s.call_with(functions, 2).arg(sent).arg("pfx:")).await.unwrap();
                 assert_eq!(got, [want.0, "pfx:", want.1], "{sent} (functions: {functions})");
             }
             // A script without a request id: '' and no retry.
-            let got: Vec<String> = conn.query(s.call(functions).arg("").arg("pfx:")).await.unwrap();
+            let got: Vec<String> = conn.query(s.call_with(functions, 2).arg("").arg("pfx:")).await.unwrap();
             assert_eq!(got, ["", "pfx:", "false"]);
         }
         // Through the connection: the first attempt is marked as such.

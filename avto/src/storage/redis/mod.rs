@@ -77,7 +77,9 @@
 //! <lease>` (in a script that also reads the job), retried with a short backoff while another
 //! holder works. The lease (`JOB_LOCK_LEASE_SECONDS`, 30 s) is renewed every third of it while
 //! the guard lives, so a handler may run for as long as it needs; it only bounds how long a
-//! crashed instance keeps a job locked. `save` writes only while the token still holds the lock
+//! crashed instance keeps a job locked. One task per store renews every lock held that long, in
+//! one script call per 256 locks (`jobs/renew.rs`); a lock released sooner, as most are, costs
+//! an entry in a map and nothing in Redis. `save` writes only while the token still holds the lock
 //! (a holder that lost its lease, e.g. after a long stall, cannot overwrite the new holder's
 //! work: its save fails with `Conflict`); `commit` checks and releases it with one `GETDEL`
 //! (another holder's token, taken off by it, is put back with a full lease). Dropping the guard
@@ -354,7 +356,7 @@ impl RedisConn {
         let mut loads = 0;
         loop {
             let functions = self.inner.functions.load(Ordering::Relaxed);
-            let mut cmd = script.call(functions);
+            let mut cmd = script.call_with(functions, 2 + args.len());
             cmd.arg(&marked).arg(self.prefix());
             for a in args {
                 a.push_arg(&mut cmd);
@@ -563,7 +565,10 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> 
 }
 
 pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("storage values serialise")
+    // Room for a job document from the start: `to_string` grows from nothing, a copy per step.
+    let mut out = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut out, v).expect("storage values serialise");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
 /// Reads Lua replies (arrays of bulk strings and integers).

@@ -12,9 +12,11 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
+mod renew;
 mod scripts;
 
-use self::scripts::{CLAIM_STALE, CLAIM_WEBHOOKS, COMMIT, COMMIT_ALL, INSERT, RELEASE, REMOVE_EXPIRED, RENEW, SAVE};
+use self::renew::Renewer;
+use self::scripts::{CLAIM_STALE, CLAIM_WEBHOOKS, COMMIT, COMMIT_ALL, INSERT, RELEASE, REMOVE_EXPIRED, SAVE};
 pub(super) use self::scripts::{INSERT_FN, RETAIN, WRITE};
 use super::query::{count_jobs, query_page, COUNTS};
 use super::{from_json, reply, to_json, LuaScript, RedisConn};
@@ -54,6 +56,8 @@ pub struct RedisJobs {
     /// How long a terminal job is kept, in ms (0 = forever).
     retention_ms: u64,
     pub(super) waiters: Arc<Waiters>,
+    /// Renews the leases of this store's locks held longer than a third of a lease.
+    renewer: Arc<Renewer>,
     /// The dispatch view of the worker store on the same connection (see `combined.rs`).
     pub(super) view: Option<Arc<super::workers::View>>,
 }
@@ -130,15 +134,17 @@ impl Written {
     }
 }
 
-/// What keeps a Redis job lock: the token and the renewal task. Dropping it releases the lock
-/// (unless a commit released it already).
+/// What keeps a Redis job lock: the token and its entry in the store's [`Renewer`]. Dropping it
+/// releases the lock (unless a commit released it already).
 pub(super) struct Lease {
     conn: RedisConn,
     job_id: String,
     client: String,
     token: String,
     lost: Arc<AtomicBool>,
-    renew: tokio::task::JoinHandle<()>,
+    renewer: Arc<Renewer>,
+    /// This lease's entry in `renewer`.
+    renewal: u64,
     waiters: Arc<Waiters>,
     /// The job's status as stored: found when the lock was taken, then what this holder saved
     /// (the status index entries a write moves the job from).
@@ -159,7 +165,7 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.renew.abort();
+        self.renewer.forget(self.renewal);
         if self.committed {
             self.waiters.released(&self.job_id);
             return;
@@ -225,9 +231,11 @@ impl RedisJobs {
     }
 
     pub fn new(conn: RedisConn, lease: Duration) -> Self {
+        let lease = lease.max(Duration::from_millis(300));
         RedisJobs {
+            renewer: Arc::new(Renewer::new(conn.clone(), lease)),
             conn,
-            lease: lease.max(Duration::from_millis(300)),
+            lease,
             retention_ms: 0,
             waiters: Arc::default(),
             view: None,
@@ -294,7 +302,8 @@ impl RedisJobs {
             conn: self.conn.clone(),
             job_id: job.id.clone(),
             client: job.client.id.clone(),
-            renew: self.start_renewal(&job.id, &token, lost.clone()),
+            renewal: self.renewer.hold(&job.id, &token, lost.clone()),
+            renewer: self.renewer.clone(),
             token,
             lost,
             waiters: self.waiters.clone(),
@@ -410,27 +419,6 @@ impl RedisJobs {
         self.write(&COMMIT, &job, &lease).await?;
         lease.committed = true;
         Ok(job)
-    }
-
-    fn start_renewal(&self, job_id: &str, token: &str, lost: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
-        let conn = self.conn.clone();
-        let key = conn.key(&format!("lock:job:{job_id}"));
-        let token = token.to_owned();
-        let lease = self.lease;
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(lease / 3).await;
-                match conn.script::<i64>(&RENEW, false, &[&key, &token, &(lease.as_millis() as u64)]).await {
-                    Ok(1) => {}
-                    Ok(_) => {
-                        tracing::warn!(lock = %key, "job lock lost (lease expired); the holder's changes will be refused");
-                        lost.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                    Err(e) => tracing::warn!(lock = %key, error = %e, "could not renew a job lock"),
-                }
-            }
-        })
     }
 }
 
@@ -656,7 +644,7 @@ mod tests {
         let _: String = conn.query(&INSERT.load(false)).await.unwrap();
         // ARGV[1]: the request id after its mark (1: a first attempt, 0: a retry), or none.
         let answer = |rid: &str, job: &Job, token: &str| {
-            let mut cmd = INSERT.call(false);
+            let mut cmd = INSERT.call_with(false, 15);
             cmd.arg(rid).arg(&prefix).arg(&job.id).arg(to_json(job)).arg("c").arg(job.created_at_ms);
             cmd.arg(job.status.as_str()).arg("1").arg(now_ms()).arg(token).arg(30_000).arg("0").arg(0).arg("0");
             cmd.arg("bp");

@@ -201,20 +201,26 @@ return out
 });
 inventory::submit! { crate::storage::redis::lua::Registered(&COMMIT_ALL) }
 
-pub(super) static RENEW: LazyLock<LuaScript> = LazyLock::new(|| {
+/// Renews the leases of locks still held by their tokens (`ARGV[3]` the lease in ms, then a lock
+/// key and its token per lock): 1 per lock renewed, 0 per lock its token no longer holds.
+pub(super) static RENEW_ALL: LazyLock<LuaScript> = LazyLock::new(|| {
     lua(
         &[],
         r#"
-local lk, token, lease = ARGV[3], ARGV[4], ARGV[5]
-if redis.call('GET', lk) == token then
-  redis.call('PEXPIRE', lk, lease)
-  return 1
+local lease, out = ARGV[3], {}
+for i = 4, #ARGV - 1, 2 do
+  if redis.call('GET', ARGV[i]) == ARGV[i + 1] then
+    redis.call('PEXPIRE', ARGV[i], lease)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
 end
-return 0
+return out
 "#,
     )
 });
-inventory::submit! { crate::storage::redis::lua::Registered(&RENEW) }
+inventory::submit! { crate::storage::redis::lua::Registered(&RENEW_ALL) }
 
 pub(super) static RELEASE: LazyLock<LuaScript> = LazyLock::new(|| {
     lua(
