@@ -462,17 +462,23 @@ async fn results(State(core): State<Arc<Core>>, req: Request) -> Result<Response
     };
     rate_limit(&core, &sender, "result").await?;
     core.metrics().results_received(items.len());
-    let mut answers = Vec::with_capacity(items.len());
-    for item in items {
-        let answer = match item {
-            Value::Object(_) => process_result(&core, &sender, item).await,
-            _ => Err(ApiError::bad("each result must be an object")),
-        };
-        answers.push(match answer {
-            Ok(answer) => serde_json::to_value(answer).expect("wire answers serialise"),
-            Err(e) => json!({"error": e.to_string(), "http_status": e.status().as_u16()}),
-        });
-    }
+    // The results are applied concurrently, as if each came in a request of its own: their
+    // storage steps go out together (on Redis, one write for several scripts instead of one
+    // round trip after another), and results of one job take its lock in turn.
+    let answers = futures::future::join_all(items.into_iter().map(|item| {
+        let (core, sender) = (&core, &sender);
+        async move {
+            let answer = match item {
+                Value::Object(_) => process_result(core, sender, item).await,
+                _ => Err(ApiError::bad("each result must be an object")),
+            };
+            match answer {
+                Ok(answer) => serde_json::to_value(answer).expect("wire answers serialise"),
+                Err(e) => json!({"error": e.to_string(), "http_status": e.status().as_u16()}),
+            }
+        }
+    }))
+    .await;
     Ok(json_response(&json!({ "results": answers })))
 }
 
