@@ -371,13 +371,17 @@ pub fn after_secs(from_ms: u64, secs: f64) -> u64 {
     from_ms.saturating_add(secs_to_ms(secs))
 }
 
-/// A job's client, written and read through small per-thread caches: a store that keeps jobs as
-/// JSON (Redis) writes and reads the same few clients in every job document, so each thread keeps
-/// the JSON of the last clients it wrote (by the shared `Arc`: a job's client is never changed in
-/// place) and the clients it read (by their JSON text: reading is a pure function of it). A cached
-/// client costs a comparison instead of its fields' serialisation (about 2.3k instructions per
-/// write) or parse (3.9k per read; BENCHMARKS.md). The JSON is the same either way.
-mod shared_client {
+/// A job's client, written and read through small per-thread caches inside
+/// [`with_client_cache`]: a store that keeps jobs as JSON (Redis) writes and reads the same few
+/// clients in every job document, so each thread keeps the JSON of the last clients it wrote (by
+/// the shared `Arc`: a job's client is never changed in place) and the clients it read (by their
+/// JSON text: reading is a pure function of it). A cached client costs a comparison instead of its
+/// fields' serialisation (about 2.3k instructions per write) or parse (3.9k per read;
+/// BENCHMARKS.md). The JSON is the same either way. Outside [`with_client_cache`] (any other
+/// format a user may write a `Job` in, which the cache's `serde_json` raw values would not suit)
+/// the client is (de)serialised as a plain field.
+pub(crate) mod shared_client {
+    use std::cell::Cell;
     use std::sync::Arc;
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -407,13 +411,32 @@ mod shared_client {
     }
 
     thread_local! {
+        /// Inside [`with_client_cache`] on this thread.
+        static ON: Cell<bool> = const { Cell::new(false) };
         static WRITTEN: std::cell::RefCell<Mru<ByAddress, Box<RawValue>, CLIENTS>> =
             const { std::cell::RefCell::new(Mru::new()) };
         static READ: std::cell::RefCell<Mru<Box<str>, Arc<ClientConfig>, CLIENTS>> =
             const { std::cell::RefCell::new(Mru::new()) };
     }
 
+    /// Runs `f` (a `serde_json` (de)serialisation) with the caches on for the jobs in it.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn with_client_cache<R>(f: impl FnOnce() -> R) -> R {
+        /// Puts the flag back as it was, also when `f` panics.
+        struct Restore(bool);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                ON.set(self.0);
+            }
+        }
+        let _restore = Restore(ON.replace(true));
+        f()
+    }
+
     pub(super) fn serialize<S: Serializer>(client: &Arc<ClientConfig>, s: S) -> Result<S::Ok, S::Error> {
+        if !ON.get() {
+            return client.serialize(s);
+        }
         WRITTEN.with_borrow_mut(|cache| {
             match cache
                 .get_or_try_insert_with(&ByAddress(client.clone()), || serde_json::value::to_raw_value(&**client))
@@ -425,6 +448,9 @@ mod shared_client {
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<ClientConfig>, D::Error> {
+        if !ON.get() {
+            return ClientConfig::deserialize(d).map(Arc::new);
+        }
         let json = Box::<RawValue>::deserialize(d)?;
         READ.with_borrow_mut(|cache| {
             cache
@@ -463,6 +489,7 @@ mod tests {
 
     #[test]
     fn a_jobs_client_reads_and_writes_the_same_through_the_caches() {
+        use super::shared_client::with_client_cache;
         let client = |plan: &str| {
             let mut config = Map::new();
             config.insert("languages".into(), serde_json::json!(["en", "de \"quoted\""]));
@@ -476,32 +503,50 @@ mod tests {
             })
         };
         let (premium, free) = (client("premium"), client("free"));
-        let mut job = Job::new("j", "bp", "start", Value::Null);
-        // Written twice (the second from the cache), each time as the client serialises alone.
-        for c in [&premium, &free, &premium, &premium] {
-            job.client = c.clone();
-            let doc = serde_json::to_value(&job).unwrap();
-            assert_eq!(doc["client"], serde_json::to_value(&**c).unwrap());
+        // The same with the caches (as the Redis store writes and reads jobs) and without.
+        for cached in [true, false] {
+            let run = |f: &mut dyn FnMut()| if cached { with_client_cache(f) } else { f() };
+            let mut job = Job::new("j", "bp", "start", Value::Null);
+            // Written twice (the second from the cache), each time as the client serialises alone.
+            for c in [&premium, &free, &premium, &premium] {
+                job.client = c.clone();
+                let (mut doc, mut text) = (Value::Null, String::new());
+                run(&mut || (doc, text) = (serde_json::to_value(&job).unwrap(), serde_json::to_string(&job).unwrap()));
+                assert_eq!(doc["client"], serde_json::to_value(&**c).unwrap());
+                assert!(text.contains(&format!(",\"client\":{},", serde_json::to_string(&**c).unwrap())), "{text}");
+            }
+            // Read back, from text and from a value: the same client; with the caches, one `Arc`
+            // per thread for the same text, another for another text.
+            job.client = premium.clone();
             let text = serde_json::to_string(&job).unwrap();
-            assert!(text.contains(&format!(",\"client\":{},", serde_json::to_string(&**c).unwrap())), "{text}");
+            let mut read = Vec::new();
+            run(&mut || {
+                read.push(serde_json::from_str::<Job>(&text).unwrap());
+                read.push(serde_json::from_str::<Job>(&text).unwrap());
+                read.push(serde_json::from_value::<Job>(serde_json::to_value(&job).unwrap()).unwrap());
+            });
+            assert_eq!(*read[0].client, *premium);
+            assert_eq!(Arc::ptr_eq(&read[0].client, &read[1].client), cached, "the second read is the cached client");
+            assert_eq!(read[2], read[0]);
+            job.client = free.clone();
+            let mut d = None;
+            run(&mut || d = Some(serde_json::from_str::<Job>(&serde_json::to_string(&job).unwrap()).unwrap()));
+            assert_eq!(*d.unwrap().client, *free);
+            // No client (documents of earlier versions): the default; a malformed one: an error.
+            let mut bare = serde_json::to_value(&job).unwrap();
+            bare.as_object_mut().unwrap().remove("client");
+            let mut got = None;
+            run(&mut || got = Some(serde_json::from_value::<Job>(bare.clone()).unwrap()));
+            assert_eq!(*got.unwrap().client, ClientConfig::default());
+            bare["client"] = serde_json::json!({"name": 5});
+            let mut bad = None;
+            run(&mut || bad = Some(serde_json::from_str::<Job>(&bare.to_string()).is_err()));
+            assert_eq!(bad, Some(true));
         }
-        // Read back, from text and from a value: the same client, one `Arc` per thread for the
-        // same text, another for another text.
-        job.client = premium.clone();
-        let text = serde_json::to_string(&job).unwrap();
-        let (a, b): (Job, Job) = (serde_json::from_str(&text).unwrap(), serde_json::from_str(&text).unwrap());
-        assert_eq!(*a.client, *premium);
-        assert!(Arc::ptr_eq(&a.client, &b.client), "the second read is the cached client");
-        let c: Job = serde_json::from_value(serde_json::to_value(&job).unwrap()).unwrap();
-        assert_eq!(c, a);
-        job.client = free.clone();
-        let d: Job = serde_json::from_str(&serde_json::to_string(&job).unwrap()).unwrap();
-        assert_eq!(*d.client, *free);
-        // No client (documents of earlier versions): the default; a malformed one: an error.
-        let mut bare = serde_json::to_value(&job).unwrap();
-        bare.as_object_mut().unwrap().remove("client");
-        assert_eq!(*serde_json::from_value::<Job>(bare.clone()).unwrap().client, ClientConfig::default());
-        bare["client"] = serde_json::json!({"name": 5});
-        assert!(serde_json::from_str::<Job>(&bare.to_string()).is_err());
+        // Outside again after a panic inside: two reads, two clients.
+        let _ = std::panic::catch_unwind(|| with_client_cache(|| panic!("inside")));
+        let text = serde_json::to_string(&Job::new("k", "bp", "s", Value::Null)).unwrap();
+        let (a, b) = (serde_json::from_str::<Job>(&text).unwrap(), serde_json::from_str::<Job>(&text).unwrap());
+        assert!(!Arc::ptr_eq(&a.client, &b.client));
     }
 }

@@ -560,14 +560,18 @@ pub async fn delete_prefix(url: &str, prefix: &str) -> Result<u64, StorageError>
 }
 
 /// Parses a JSON value stored by this backend.
+/// A stored value from its JSON (a job's client through the per-thread cache:
+/// [`with_client_cache`](crate::job::shared_client::with_client_cache)).
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, StorageError> {
-    serde_json::from_str(s).map_err(|e| StorageError::Corrupt(format!("{what}: {e}")))
+    crate::job::shared_client::with_client_cache(|| serde_json::from_str(s))
+        .map_err(|e| StorageError::Corrupt(format!("{what}: {e}")))
 }
 
 pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> String {
     // Room for a job document from the start: `to_string` grows from nothing, a copy per step.
     let mut out = Vec::with_capacity(1024);
-    serde_json::to_writer(&mut out, v).expect("storage values serialise");
+    crate::job::shared_client::with_client_cache(|| serde_json::to_writer(&mut out, v))
+        .expect("storage values serialise");
     String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
