@@ -95,9 +95,9 @@ pub(crate) fn lua(helpers: &[&str], body: &str) -> LuaScript {
 
 impl LuaScript {
     /// The call, without its arguments (`FCALL name 0` or `EVALSHA sha 0`), with room for `args`
-    /// arguments and a job document or two among them:
-    /// arguments written into a command without room grow its buffer a step at a time (7 copies
-    /// for a 600-byte document; 6k instructions per job, BENCHMARKS.md).
+    /// arguments and a job document or two among them. Arguments written into a command without
+    /// room grow its buffer a step at a time (7 copies for a 600-byte document; 6k instructions
+    /// per job, BENCHMARKS.md).
     pub(super) fn call_with(&self, functions: bool, args: usize) -> redis::Cmd {
         let mut cmd = redis::Cmd::with_capacity(3 + args, 2048);
         cmd.arg(if functions { "FCALL" } else { "EVALSHA" });
