@@ -67,7 +67,7 @@ fn token_digest(token: &str) -> [u8; 32] {
 
 /// The entry of `clients` (token digest, client) whose token is `token`: every digest compared
 /// in full, whichever matches.
-fn find_client<'a>(clients: &'a [([u8; 32], ClientEntry)], token: &str) -> Option<&'a ClientEntry> {
+fn find_client<'a>(clients: &'a [([u8; 32], Arc<ClientEntry>)], token: &str) -> Option<&'a Arc<ClientEntry>> {
     let digest = token_digest(token);
     let mut found = None;
     for (d, entry) in clients {
@@ -79,8 +79,9 @@ fn find_client<'a>(clients: &'a [([u8; 32], ClientEntry)], token: &str) -> Optio
 
 /// The credentials of the orchestrator and the STS token store.
 pub struct Auth {
-    /// The configured clients with the SHA-256 of their tokens.
-    clients: Vec<([u8; 32], ClientEntry)>,
+    /// The configured clients with the SHA-256 of their tokens (shared: a request holds its
+    /// client by the `Arc`, not a copy).
+    clients: Vec<([u8; 32], Arc<ClientEntry>)>,
     admin_token: Option<String>,
     global_worker_token: String,
     worker_auth_mode: WorkerAuthMode,
@@ -103,7 +104,7 @@ impl std::fmt::Debug for Auth {
 impl Auth {
     pub(crate) fn new(cfg: &Config, sts: Arc<dyn StsStore>, security: SecurityCounters) -> Auth {
         Auth {
-            clients: cfg.clients.iter().map(|c| (token_digest(&c.token), c.clone())).collect(),
+            clients: cfg.clients.iter().map(|c| (token_digest(&c.token), Arc::new(c.clone()))).collect(),
             admin_token: cfg.admin_token.clone(),
             global_worker_token: cfg.global_worker_token.clone(),
             worker_auth_mode: cfg.worker_auth_mode,
@@ -116,7 +117,7 @@ impl Auth {
 
     /// The configured client whose token is `token`, found in constant time: the digest of
     /// `token` is compared with every client's (fixed length, every byte, no early exit).
-    pub fn client_by_token(&self, token: &str) -> Option<&ClientEntry> {
+    pub fn client_by_token(&self, token: &str) -> Option<&Arc<ClientEntry>> {
         find_client(&self.clients, token)
     }
 
@@ -313,8 +314,10 @@ mod tests {
             config: crate::context::ClientConfig { name: name.into(), ..Default::default() },
             quota: None,
         };
-        let clients: Vec<_> =
-            [entry("a", "token-a"), entry("b", "token-b")].into_iter().map(|c| (token_digest(&c.token), c)).collect();
+        let clients: Vec<_> = [entry("a", "token-a"), entry("b", "token-b")]
+            .into_iter()
+            .map(|c| (token_digest(&c.token), Arc::new(c)))
+            .collect();
         assert_eq!(find_client(&clients, "token-b").map(|c| c.config.name.as_str()), Some("b"));
         assert_eq!(find_client(&clients, "token-a").map(|c| c.config.name.as_str()), Some("a"));
         for wrong in ["", "token-", "token-a ", "TOKEN-A", "token-c"] {

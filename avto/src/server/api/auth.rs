@@ -20,7 +20,7 @@ use crate::server::metrics::{reason, role};
 /// token counts against the limit of its IP address only (an IPv6 address by its /64), so no
 /// request data ever becomes a rate-limit key.
 #[derive(Debug, Clone)]
-pub(crate) struct Client(pub ClientEntry);
+pub(crate) struct Client(pub Arc<ClientEntry>);
 
 impl FromRequestParts<Arc<Core>> for Client {
     type Rejection = ApiError;
@@ -64,7 +64,7 @@ fn secs_to_next_month(now_ms: u64) -> u64 {
 
 /// The configured client whose token the request carries (401 otherwise; counted in
 /// `avto_security_auth_failures_total{role="client"}`).
-fn authenticate<'c>(parts: &Parts, core: &'c Core) -> Result<&'c ClientEntry, ApiError> {
+fn authenticate<'c>(parts: &Parts, core: &'c Core) -> Result<&'c Arc<ClientEntry>, ApiError> {
     let invalid = || {
         core.auth().refused(role::CLIENT, reason::INVALID_TOKEN);
         ApiError::Unauthorized("Unauthorized: Invalid token".into())

@@ -236,31 +236,33 @@ pub fn parse_object_within(bytes: &[u8], max_depth: usize) -> Result<Map<String,
 pub fn check_depth(bytes: &[u8], max_depth: usize) -> Result<(), ApiError> {
     // Nesting never goes deeper than the body has `{` and `[` bytes (those in strings counted
     // too): a body with no more of them than the limit needs no scan (most bodies).
-    if bytes.iter().filter(|&&b| b == b'{' || b == b'[').count() <= max_depth {
+    if !brackets_exceed(bytes, max_depth) {
         return Ok(());
     }
-    let (mut depth, mut in_string, mut escaped, mut expecting_key) = (0usize, false, false, false);
+    let (mut depth, mut expecting_key) = (0usize, false);
     // The span of the current top-level member's key (read only for the answer).
-    let (mut key_start, mut member) = (None, None::<(usize, usize)>);
-    for (i, &b) in bytes.iter().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-                if let Some(start) = key_start.take() {
-                    member = Some((start, i));
-                }
-            }
-            continue;
-        }
+    let mut member = None::<(usize, usize)>;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
         match b {
             b'"' => {
-                in_string = true;
+                // A string, skipped to its closing quote (`memchr2` looks at many bytes at a
+                // time; most of a JSON body is strings). Unterminated: the parser refuses it.
+                let start = i;
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', bytes.get(i..).unwrap_or_default()) {
+                        Some(k) if bytes[i + k] == b'"' => {
+                            i += k;
+                            break;
+                        }
+                        Some(k) => i += k + 2, // an escape and the byte it escapes
+                        None => return Ok(()),
+                    }
+                }
                 if depth == 1 && expecting_key {
-                    key_start = Some(i);
+                    member = Some((start, i));
                     expecting_key = false;
                 }
             }
@@ -285,8 +287,24 @@ pub fn check_depth(bytes: &[u8], max_depth: usize) -> Result<(), ApiError> {
             b',' if depth == 1 => expecting_key = true,
             _ => {}
         }
+        i += 1;
     }
     Ok(())
+}
+
+/// True when `bytes` holds more than `limit` `{` and `[` bytes. Counted 255 bytes at a time into
+/// a byte (`[` and `{` differ only in the 0x20 bit, so one comparison finds both), which the
+/// compiler turns into vector code: about 0.8 instructions a byte, against 5.4 for a filtered
+/// count (the scan runs over every JSON body the API reads).
+fn brackets_exceed(bytes: &[u8], limit: usize) -> bool {
+    let mut n = 0usize;
+    for chunk in bytes.chunks(255) {
+        n += chunk.iter().fold(0u8, |sum, &b| sum.wrapping_add(u8::from(b | 0x20 == b'{'))) as usize;
+        if n > limit {
+            return true;
+        }
+    }
+    false
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -329,5 +347,57 @@ pub(crate) fn truncate(s: &str) -> String {
             end -= 1;
         }
         format!("{}...", &s[..end])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{brackets_exceed, check_depth, ApiError};
+
+    /// The member a too-deep body is refused for (None: accepted).
+    fn refused_member(body: &str, max_depth: usize) -> Option<String> {
+        match check_depth(body.as_bytes(), max_depth) {
+            Ok(()) => None,
+            Err(ApiError::BadRequest(msg)) => Some(msg),
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// The scan skips strings (brackets, escaped quotes and backslashes in them count for
+    /// nothing), names the top-level member that goes too deep (its key unescaped), and reads a
+    /// body cut off inside a string or after a backslash without panicking.
+    #[test]
+    fn the_depth_scan_skips_strings_and_names_the_member() {
+        let deep = format!("{}{}", "[".repeat(5), "]".repeat(5));
+        let strings = r#""[[[[[[[[", "a\"[[[[[[[[\\", "\\\"{{{{{{{{""#;
+        let body = format!(r#"{{"s": [{strings}], "k\"ey": {deep}, "after": 1}}"#);
+        let msg = refused_member(&body, 4).expect("refused");
+        assert!(msg.contains(r#"`k"ey`"#), "{msg}");
+        assert_eq!(refused_member(&body, 6), None);
+        // Only strings hold brackets: never too deep.
+        assert_eq!(refused_member(&format!(r#"{{"a": [{strings}]}}"#), 2), None);
+        // Deep, but the top level is an array: no member to name.
+        let msg = refused_member(&format!("[{deep}]"), 3).expect("refused");
+        assert!(msg.contains("the body"), "{msg}");
+        // Cut off inside a string, after a backslash, right after an opening quote.
+        for cut in [r#"{"a": "[[[[[[[["#, r#"{"a": "[[[[[[[[\"#, r#"[[[[[[["[[[["#, r#"[[[[[[["\"#] {
+            assert_eq!(refused_member(cut, 7), None, "{cut}");
+        }
+        // An escaped backslash ends no string early and starts no escape of the quote after it.
+        assert!(refused_member(r#"{"a": "x\\", "b": [[[[[[[[1]]]]]]]]}"#, 7).expect("refused").contains("`b`"));
+    }
+
+    /// The chunked count says what a plain count says, at every limit around it, for bodies
+    /// made only of brackets (every byte of a chunk counted: no overflow) and for mixed ones.
+    #[test]
+    fn brackets_are_counted_as_a_plain_count_would() {
+        let mixed: Vec<u8> = (0..3000u32).map(|i| b"{[]}\"x:,[0{Z\x7b\x5b\xfb\xdb"[(i * 7 % 16) as usize]).collect();
+        let bodies: [Vec<u8>; 5] = [Vec::new(), vec![b'{'; 255], vec![b'['; 256], vec![b'{'; 1000], mixed];
+        for body in &bodies {
+            let plain = body.iter().filter(|&&b| b == b'{' || b == b'[').count();
+            for limit in [0, plain.saturating_sub(1), plain, plain + 1, 2000] {
+                assert_eq!(brackets_exceed(body, limit), plain > limit, "{} bytes, limit {limit}", body.len());
+            }
+        }
     }
 }

@@ -293,6 +293,9 @@ impl Core {
     /// The shared configuration of a client (one allocation per client, not per job).
     fn client_config(&self, client: &ClientEntry) -> Arc<crate::context::ClientConfig> {
         let mut cache = self.client_configs.lock();
+        if let Some(config) = cache.get(&client.token) {
+            return config.clone();
+        }
         cache.entry(client.token.clone()).or_insert_with(|| Arc::new(client.config.clone())).clone()
     }
 

@@ -348,7 +348,11 @@ impl RedisConn {
         // The request id (`once`) after its mark: `1` on the first attempt, `0` once an attempt
         // may have run (see `lua::ARGS`).
         let mut marked = match once {
-            true => format!("1{}", self.key(&format!("rid:{}", uuid::Uuid::new_v4().simple()))),
+            true => {
+                let mut id = uuid::Uuid::encode_buffer();
+                let id = uuid::Uuid::new_v4().simple().encode_lower(&mut id);
+                ["1", self.prefix(), "rid:", id].concat()
+            }
             false => String::new(),
         };
         let mut delay = Duration::from_millis(20);

@@ -45,7 +45,8 @@ fn hook_flag(job: &Job) -> &'static str {
 
 /// A fresh lock token.
 pub(super) fn new_token() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    let mut buf = uuid::Uuid::encode_buffer();
+    uuid::Uuid::new_v4().simple().encode_lower(&mut buf).to_owned()
 }
 
 /// Jobs in Redis.
