@@ -12,7 +12,9 @@
 //! peak RSS and CPU time per job, and memory per job waiting for approval. With `REDIS_URL` the
 //! orchestrator runs on Redis under a fresh key prefix (deleted afterwards; `REDIS_KEY_PREFIX`
 //! names one instead), and Redis's CPU and round trips per job are printed too. Extra environment (e.g. `REDIS_URL`)
-//! is passed to the orchestrator. Loopback only.
+//! is passed to the orchestrator. Loopback only. `--prefill N` (Redis) stores N finished jobs of
+//! the run's client under the prefix first, so the run measures a Redis that holds a deployment's
+//! retained jobs (their query indexes and retention entries) rather than an empty one.
 //!
 //! `--target http://127.0.0.1:PORT [--target-pid PID]` drives an orchestrator that is already
 //! running instead (the Python reference, say, with the same tokens: `bench-client-token`,
@@ -151,6 +153,12 @@ struct Args {
     /// and print (RSS after - RSS before) / N (`retained_bytes_per_job` in --json-out)
     #[arg(long, value_name = "N")]
     retained: Option<usize>,
+    /// With REDIS_URL: before the run, store N finished echo jobs of the run's client straight
+    /// into the Redis store under the run's prefix (ended over the last retention, 7 days unless
+    /// --retention), so the run measures Redis holding that many retained jobs (their query
+    /// indexes, retention entries and documents), as a deployment keeping a week of jobs does
+    #[arg(long, value_name = "N")]
+    prefill: Option<usize>,
     /// Compile-time benchmark instead (issue #19): for each N of the list, a binary crate with an
     /// N-state blueprint (each state dispatches a task with two transitions; 0 = an empty main),
     /// built once, then the median of 5 incremental debug builds after a comment edit and after a
@@ -324,6 +332,14 @@ async fn main() {
         _ => None,
     };
     let retention = a.retention.or(soak_every.map(|_| 5.0));
+    if let Some(n) = a.prefill.filter(|&n| n > 0) {
+        let Some((url, prefix)) = &redis else {
+            eprintln!("--prefill stores jobs into Redis: set REDIS_URL");
+            std::process::exit(2);
+        };
+        let week = Duration::from_secs(7 * 86_400);
+        query::prefill(url, prefix, n, retention.map_or(week, Duration::from_secs_f64)).await;
+    }
     let (base, pid, orch) = match &a.target {
         Some(url) => (url.clone(), a.target_pid, None),
         None => {

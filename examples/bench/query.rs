@@ -378,3 +378,40 @@ async fn measure_http(orchestrator: Orchestrator, n: u64, now: u64) {
     }
     server.abort();
 }
+
+/// `bench --prefill N`: N finished echo jobs of the bench's client (the `CLIENT_TOKEN` client of
+/// `echo_server`), ended over the `retention` before now, stored straight into the Redis store
+/// under `prefix` (every index entry and retention entry a finished job has), so that a run
+/// measures Redis with that many jobs retained, as a deployment keeping a week of jobs does.
+pub(crate) async fn prefill(url: &str, prefix: &str, n: usize, retention: Duration) {
+    let stores = avto::storage::redis::RedisStores::new(url, prefix, Duration::from_secs(30))
+        .expect("REDIS_URL")
+        .with_job_retention(Some(retention));
+    stores.check().await.expect("Redis answers");
+    let jobs = stores.stores().jobs;
+    let (now, span) = (now_ms(), retention.as_millis() as u64);
+    let t = Instant::now();
+    let mut done = futures::stream::iter(0..n as u64)
+        .map(|i| {
+            let jobs = jobs.clone();
+            let id = uuid::Uuid::from_u64_pair(mix(i, 8), mix(i, 9)).to_string();
+            let mut j = Job::new(id, "echo_flow", "finished", json!({"text": format!("job {i}"), "n": i}));
+            let c = Arc::make_mut(&mut j.client);
+            (c.name, c.id) = ("default".to_owned(), "env:CLIENT_TOKEN".to_owned());
+            j.status = JobStatus::Finished;
+            j.created_at_ms = now - span + i * span / n.max(1) as u64;
+            j.updated_at_ms = j.created_at_ms + 5;
+            j.path = vec!["start".into(), "finished".into()];
+            j.result = Some(json!({"echo": {"text": format!("job {i}"), "n": i}}));
+            async move { jobs.insert(j).await }
+        })
+        .buffer_unordered(128);
+    while let Some(r) = done.next().await {
+        r.expect("insert");
+    }
+    let took = t.elapsed().as_secs_f64();
+    println!(
+        "prefilled {n} finished echo jobs into Redis under {prefix} in {took:.1} s ({:.0} jobs/s)",
+        n as f64 / took
+    );
+}
