@@ -563,8 +563,7 @@ pub async fn delete_prefix(url: &str, prefix: &str) -> Result<u64, StorageError>
     }
 }
 
-/// Parses a JSON value stored by this backend.
-/// A stored value from its JSON (a job's client through the per-thread cache:
+/// A value stored by this backend, from its JSON (a job's client through the per-thread cache:
 /// [`with_client_cache`](crate::job::shared_client::with_client_cache)).
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, StorageError> {
     crate::job::shared_client::with_client_cache(|| serde_json::from_str(s))
